@@ -1,0 +1,250 @@
+//! Configuration with a named bound on everything.
+//!
+//! Every limit has a name here, a default, and a check in `validate()`; units go last in names.
+//! Broker-wide settings come from embedded defaults, then an optional TOML file, then flags.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// A configuration value that cannot work, with the field that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {field}: {reason}")]
+pub struct ConfigError {
+    /// Dotted path of the offending setting.
+    pub field: &'static str,
+    /// Why it is rejected.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// When appended bytes are made durable with fdatasync, and so when an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlushPolicy {
+    /// fdatasync before an append is acknowledged (group commit shares one fdatasync among all
+    /// appends that arrived before it). Survives power loss.
+    Always,
+    /// Acknowledge once the bytes are written to the file (O_DIRECT, so they survive the process
+    /// being killed); fdatasync every `flush_interval_ms`.
+    Interval,
+    /// Acknowledge once written to the file; fdatasync only when a segment is sealed or the log
+    /// closed. For tests and benchmarks.
+    Never,
+}
+
+/// Upper bound on a segment's size: offsets inside a segment are stored as u32 positions.
+pub const SEGMENT_BYTES_LIMIT: u64 = 1 << 31;
+
+/// Upper bound on `batch_bytes_max`; storage also uses it to bound what a damaged frame
+/// length can make recovery read.
+pub const BATCH_BYTES_LIMIT: u32 = 256 << 20;
+
+/// Per-topic settings of a partition's log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Roll to a new segment once the active one reaches this size.
+    pub segment_bytes_max: u64,
+    /// Roll to a new segment once the active one is this old (and not empty).
+    pub segment_age_max_ms: u64,
+    /// Write a sparse index entry every this many bytes of frames.
+    pub index_interval_bytes: u32,
+    /// When appends become durable.
+    pub flush: FlushPolicy,
+    /// Milliseconds between fdatasyncs under `flush = "interval"`.
+    pub flush_interval_ms: u64,
+    /// Delete the oldest sealed segments while the log is larger than this.
+    pub retention_bytes_max: Option<u64>,
+    /// Delete sealed segments whose newest record is older than this.
+    pub retention_age_max_ms: Option<u64>,
+    /// Recent batches kept in memory per partition to serve consumers at the head.
+    pub tail_cache_bytes_max: u64,
+    /// Largest batch accepted in one append (and so the largest frame on disk).
+    pub batch_bytes_max: u32,
+    /// Size of the in-memory write buffer of the active segment; one DMA write carries at most
+    /// this many bytes, so it bounds both memory and the size of a single I/O.
+    pub write_buffer_bytes: u32,
+    /// Bytes of appends queued for the writer before new appends wait (backpressure).
+    pub append_queue_bytes_max: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            segment_bytes_max: 1 << 30,
+            segment_age_max_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            flush: FlushPolicy::Always,
+            flush_interval_ms: 100,
+            retention_bytes_max: None,
+            retention_age_max_ms: Some(7 * 24 * 3600 * 1000),
+            tail_cache_bytes_max: 8 << 20,
+            batch_bytes_max: 1 << 20,
+            write_buffer_bytes: 4 << 20,
+            append_queue_bytes_max: 64 << 20,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks every bound; returns the first that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.segment_bytes_max < 64 * 1024 || self.segment_bytes_max > SEGMENT_BYTES_LIMIT {
+            return Err(ConfigError::new(
+                "log.segment_bytes_max",
+                format!("{} is outside 64 KiB..=2 GiB", self.segment_bytes_max),
+            ));
+        }
+        if self.segment_age_max_ms == 0 {
+            return Err(ConfigError::new(
+                "log.segment_age_max_ms",
+                "must be positive",
+            ));
+        }
+        if self.index_interval_bytes < 512 {
+            return Err(ConfigError::new(
+                "log.index_interval_bytes",
+                "must be at least 512",
+            ));
+        }
+        if self.flush_interval_ms == 0 {
+            return Err(ConfigError::new(
+                "log.flush_interval_ms",
+                "must be positive",
+            ));
+        }
+        if self.batch_bytes_max < 1024 {
+            return Err(ConfigError::new(
+                "log.batch_bytes_max",
+                "must be at least 1 KiB",
+            ));
+        }
+        if (self.batch_bytes_max as u64) * 2 > self.segment_bytes_max {
+            return Err(ConfigError::new(
+                "log.batch_bytes_max",
+                "must be at most half of log.segment_bytes_max",
+            ));
+        }
+        if self.batch_bytes_max > BATCH_BYTES_LIMIT {
+            return Err(ConfigError::new(
+                "log.batch_bytes_max",
+                "must be at most 256 MiB",
+            ));
+        }
+        if self.write_buffer_bytes % 4096 != 0
+            || (self.write_buffer_bytes as u64) < self.batch_bytes_max as u64 + 2 * 4096
+        {
+            return Err(ConfigError::new(
+                "log.write_buffer_bytes",
+                "must be a multiple of 4096 and hold log.batch_bytes_max plus two blocks",
+            ));
+        }
+        if self.append_queue_bytes_max < self.batch_bytes_max as u64 {
+            return Err(ConfigError::new(
+                "log.append_queue_bytes_max",
+                "must be at least log.batch_bytes_max",
+            ));
+        }
+        if self.retention_bytes_max == Some(0) || self.retention_age_max_ms == Some(0) {
+            return Err(ConfigError::new(
+                "log.retention_*",
+                "must be positive or absent",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Settings of a whole broker process.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Where partitions live: `<data_dir>/<topic>/<partition>/`.
+    pub data_dir: PathBuf,
+    /// Number of shards (pinned executors); 0 means one per available core.
+    pub shards: usize,
+    /// Memory each shard reserves for direct I/O buffers (glommio `io_memory`).
+    pub shard_io_memory_bytes: usize,
+    /// Defaults for every topic's log.
+    pub log: LogConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> BrokerConfig {
+        BrokerConfig {
+            data_dir: PathBuf::from("oxbow-data"),
+            shards: 0,
+            shard_io_memory_bytes: 16 << 20,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Upper bound on `shards`: more executors than this is a configuration mistake.
+pub const SHARDS_MAX: usize = 1024;
+
+impl BrokerConfig {
+    /// Parses a TOML document; missing settings keep their defaults.
+    pub fn from_toml(text: &str) -> Result<BrokerConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::new("<file>", e.to_string()))
+    }
+
+    /// Checks every bound; returns the first that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.shards > SHARDS_MAX {
+            return Err(ConfigError::new(
+                "shards",
+                format!("{} exceeds {SHARDS_MAX}", self.shards),
+            ));
+        }
+        if self.shard_io_memory_bytes < 10 << 20 {
+            // Measured here: 1 MiB of io_memory cost ~30% of DMA throughput.
+            return Err(ConfigError::new(
+                "shard_io_memory_bytes",
+                "must be at least 10 MiB",
+            ));
+        }
+        self.log.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_toml_overrides_them() {
+        BrokerConfig::default().validate().unwrap();
+        let config = BrokerConfig::from_toml(
+            "shards = 2\n[log]\nsegment_bytes_max = 4194304\nflush = \"interval\"\nflush_interval_ms = 5\n",
+        )
+        .unwrap();
+        assert_eq!(config.shards, 2);
+        assert_eq!(config.log.segment_bytes_max, 4 << 20);
+        assert_eq!(config.log.flush, FlushPolicy::Interval);
+        assert_eq!(config.log.flush_interval_ms, 5);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let mut config = BrokerConfig::default();
+        config.log.segment_bytes_max = 10;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "log.segment_bytes_max"
+        );
+        assert_eq!(
+            BrokerConfig::from_toml("nonsense = 1").unwrap_err().field,
+            "<file>"
+        );
+    }
+}

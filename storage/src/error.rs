@@ -1,0 +1,96 @@
+//! Typed errors of the storage engine, one enum per operation.
+
+use std::path::PathBuf;
+
+/// Opening (and recovering) a partition failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] oxbow_core::ConfigError),
+    /// A file or directory operation failed.
+    #[error("{op} {path:?}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// An append was not acknowledged. The batch may or may not be on disk; it was not promised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// The batch exceeds `batch_bytes_max`.
+    #[error("batch of {size} bytes exceeds batch_bytes_max {max}")]
+    TooLarge {
+        /// Size of the batch.
+        size: u64,
+        /// The configured limit.
+        max: u32,
+    },
+    /// A write failed (e.g. ENOSPC); this append and those queued with it were rejected, and
+    /// the partition accepts new appends again.
+    #[error("write failed, append rejected: {0}")]
+    WriteFailed(String),
+    /// fdatasync failed; the partition accepts no appends until it is reopened, because the
+    /// kernel may have dropped the unsynced pages and a retry could report false durability.
+    #[error("partition stopped after an fdatasync failure: {0}")]
+    Stopped(String),
+    /// The partition is closing or closed.
+    #[error("partition is closed")]
+    Closed,
+}
+
+/// A read could not be served.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The offset is below the log start or above the log end.
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        /// Requested offset.
+        offset: u64,
+        /// First readable offset.
+        log_start: u64,
+        /// Next offset to be written.
+        log_end: u64,
+    },
+    /// Bytes on disk fail their checksum.
+    #[error("corrupt frame in {path:?} at byte {position}: {reason}")]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte position of the damaged frame.
+        position: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The read itself failed.
+    #[error("reading {path:?}: {source}")]
+    Io {
+        /// The segment file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Truncating the log failed; the partition is stopped (as after an fdatasync failure).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("truncate failed: {0}")]
+pub struct TruncateError(pub String);
+
+/// Deleting segments for retention failed.
+#[derive(Debug, thiserror::Error)]
+#[error("deleting {path:?}: {source}")]
+pub struct RetentionError {
+    /// The file that could not be removed.
+    pub path: PathBuf,
+    /// The OS error.
+    pub source: std::io::Error,
+}

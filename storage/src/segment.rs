@@ -1,0 +1,314 @@
+//! One segment of a partition's log: its file, its sparse index and what it holds, plus the frame
+//! scanner that recovery, index rebuilds, reads and verification share.
+
+use crate::faults::Faults;
+use crate::file::{write_file_atomically, SegmentFile};
+use crate::frame::{crc_matches, probe_header, FrameHeader, FrameProbe, FRAME_HEADER_BYTES};
+use crate::index::{SealedSummary, SparseIndex};
+use crate::layout::{index_path, segment_path};
+use crate::now_ms;
+use bytes::Bytes;
+use std::io;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::rc::Rc;
+
+/// Largest frame any scan accepts, whatever the topic's current `batch_bytes_max`: lowering
+/// that setting must never make recovery cut off frames written under the old one. It still
+/// bounds what a corrupt length field can make a scan read.
+pub const FRAME_BYTES_LIMIT: u32 =
+    oxbow_core::config::BATCH_BYTES_LIMIT + crate::frame::FRAME_HEADER_BYTES as u32;
+
+/// How much a scan reads at once when it walks a whole segment.
+pub const SCAN_CHUNK_BYTES: usize = 4 << 20;
+
+/// Why a scan stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanStop {
+    /// Reached the byte limit, or zeros (the unwritten tail).
+    End,
+    /// The callback asked to stop.
+    Stopped,
+    /// A frame that is partial or fails its checks: a torn write or damage.
+    Damaged(&'static str),
+}
+
+/// Result of walking frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanEnd {
+    /// Position after the last good frame visited.
+    pub position: u64,
+    /// Offset after the last good frame visited.
+    pub next_offset: u64,
+    /// Why the walk ended.
+    pub stop: ScanStop,
+}
+
+/// Walks frames of `file` from `position` (a frame boundary) up to byte `limit`, checking each
+/// frame's header, CRC and offset continuity (the first frame must start at `first_offset` or,
+/// when `first_offset` is `None`, at any offset). Calls `on_frame` with each good frame's header,
+/// position and payload; it may stop the walk. Reads `chunk` bytes at a time (more for a frame
+/// larger than that).
+pub async fn scan_frames(
+    file: &SegmentFile,
+    mut position: u64,
+    limit: u64,
+    first_offset: Option<u64>,
+    frame_bytes_max: u32,
+    chunk: usize,
+    mut on_frame: impl FnMut(&FrameHeader, u64, Bytes) -> ControlFlow<()>,
+) -> io::Result<ScanEnd> {
+    let mut buf = Bytes::new();
+    let mut buf_pos = position;
+    let mut expected = first_offset;
+    let end = |position, next_offset: Option<u64>, stop| -> io::Result<ScanEnd> {
+        Ok(ScanEnd {
+            position,
+            next_offset: next_offset.unwrap_or(0),
+            stop,
+        })
+    };
+    loop {
+        if position >= limit {
+            return end(position, expected, ScanStop::End);
+        }
+        let in_buf = (position - buf_pos) as usize;
+        let available = buf.len().saturating_sub(in_buf);
+        let probe = probe_header(&buf[in_buf.min(buf.len())..], frame_bytes_max);
+        let needed = match probe {
+            FrameProbe::Header(h) => h.frame_len as usize,
+            _ => FRAME_HEADER_BYTES,
+        };
+        if available < needed && buf_pos + (buf.len() as u64) < limit {
+            let len = chunk.max(needed).min((limit - position) as usize);
+            buf = file.read_at(position, len).await?;
+            buf_pos = position;
+            if buf.is_empty() {
+                return end(position, expected, ScanStop::End);
+            }
+            continue;
+        }
+        let header = match probe {
+            FrameProbe::End => return end(position, expected, ScanStop::End),
+            FrameProbe::Short => {
+                return end(
+                    position,
+                    expected,
+                    ScanStop::Damaged("partial frame header"),
+                )
+            }
+            FrameProbe::Garbage(why) => return end(position, expected, ScanStop::Damaged(why)),
+            FrameProbe::Header(h) => h,
+        };
+        if available < needed || position + needed as u64 > limit {
+            return end(
+                position,
+                expected,
+                ScanStop::Damaged("frame runs past the end"),
+            );
+        }
+        let frame = buf.slice(in_buf..in_buf + needed);
+        if !crc_matches(&header, &frame) {
+            return end(
+                position,
+                expected,
+                ScanStop::Damaged("frame checksum mismatch"),
+            );
+        }
+        if expected.is_some_and(|e| e != header.base_offset) {
+            return end(
+                position,
+                expected,
+                ScanStop::Damaged("frame offset out of sequence"),
+            );
+        }
+        if on_frame(&header, position, frame.slice(FRAME_HEADER_BYTES..)).is_break() {
+            return end(position, expected, ScanStop::Stopped);
+        }
+        position += needed as u64;
+        expected = Some(header.next_offset());
+    }
+}
+
+/// A segment and what it holds. Owned by the partition's shard.
+pub struct Segment {
+    /// Offset of its first frame; also its file name.
+    pub base_offset: u64,
+    /// Offset after its last written frame.
+    pub next_offset: u64,
+    /// Bytes of written frames.
+    pub log_bytes: u64,
+    /// Largest record timestamp written (ms), `i64::MIN` when empty.
+    pub max_timestamp: i64,
+    /// Wall-clock time (ms) the segment was created or, when recovered, opened: its age for
+    /// time-based rolling. Record timestamps are the producer's and may be anything.
+    pub opened_at_ms: i64,
+    /// Sparse offset index.
+    pub index: SparseIndex,
+    /// The `.log` file.
+    pub file: SegmentFile,
+    /// Whether the segment is closed to appends.
+    pub sealed: bool,
+}
+
+/// A segment ended before its file did: damaged bytes were found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Byte position of the first bad frame.
+    pub position: u64,
+    /// Offset the bad frame should have started with.
+    pub first_lost_offset: u64,
+    /// Bytes after the last good frame.
+    pub bytes_after: u64,
+    /// What was wrong.
+    pub reason: &'static str,
+}
+
+impl Segment {
+    /// Creates an empty segment file at `base_offset`.
+    pub async fn create(
+        dir: &Path,
+        base_offset: u64,
+        faults: Option<Rc<Faults>>,
+    ) -> io::Result<Segment> {
+        let file = SegmentFile::open(&segment_path(dir, base_offset), faults).await?;
+        file.set_len(0).await?;
+        Ok(Segment::empty(base_offset, file))
+    }
+
+    fn empty(base_offset: u64, file: SegmentFile) -> Segment {
+        Segment {
+            base_offset,
+            next_offset: base_offset,
+            log_bytes: 0,
+            max_timestamp: i64::MIN,
+            opened_at_ms: now_ms(),
+            index: SparseIndex::default(),
+            file,
+            sealed: false,
+        }
+    }
+
+    /// Records a frame written (or found) at `position`.
+    pub fn on_frame(&mut self, header: &FrameHeader, position: u64, index_interval_bytes: u32) {
+        assert_eq!(
+            position,
+            self.log_bytes,
+            "frames must be contiguous in {:?}",
+            self.file.path()
+        );
+        assert_eq!(
+            header.base_offset, self.next_offset,
+            "offsets must be contiguous"
+        );
+        let relative = u32::try_from(header.base_offset - self.base_offset)
+            .expect("segment spans more than 2^32 offsets");
+        let position32 = u32::try_from(position).expect("segment larger than 4 GiB");
+        self.index
+            .on_frame(relative, position32, header.frame_len, index_interval_bytes);
+        self.log_bytes = position + header.frame_len as u64;
+        self.next_offset = header.next_offset();
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+    }
+
+    /// Opens a segment by scanning every frame (for the active segment, or a sealed one whose
+    /// index is missing or stale). Stops at the first bad frame and reports it; the caller
+    /// decides whether to truncate there.
+    pub async fn open_by_scan(
+        dir: &Path,
+        base_offset: u64,
+        index_interval_bytes: u32,
+        frame_bytes_max: u32,
+        faults: Option<Rc<Faults>>,
+    ) -> io::Result<(Segment, Option<Damage>)> {
+        let file = SegmentFile::open(&segment_path(dir, base_offset), faults).await?;
+        let file_len = file.len().await?;
+        let mut segment = Segment::empty(base_offset, file.clone());
+        let end = scan_frames(
+            &file,
+            0,
+            file_len,
+            Some(base_offset),
+            frame_bytes_max,
+            SCAN_CHUNK_BYTES,
+            |header, position, _| {
+                segment.on_frame(header, position, index_interval_bytes);
+                ControlFlow::Continue(())
+            },
+        )
+        .await?;
+        let damage = match end.stop {
+            ScanStop::Damaged(reason) => Some(Damage {
+                position: end.position,
+                first_lost_offset: segment.next_offset,
+                bytes_after: file_len - end.position,
+                reason,
+            }),
+            _ => None,
+        };
+        Ok((segment, damage))
+    }
+
+    /// Opens a sealed segment through its index file, if the index is intact and agrees with
+    /// the segment file's length. `Ok(None)` means the index cannot be trusted.
+    pub async fn open_by_index(
+        dir: &Path,
+        base_offset: u64,
+        faults: Option<Rc<Faults>>,
+    ) -> io::Result<Option<Segment>> {
+        let bytes = match std::fs::read(index_path(dir, base_offset)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (index, summary) = match SparseIndex::decode(&bytes) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                tracing::warn!(dir = ?dir, base_offset, error = %e, "index file rejected; rebuilding");
+                return Ok(None);
+            }
+        };
+        let file = SegmentFile::open(&segment_path(dir, base_offset), faults).await?;
+        let file_len = file.len().await?;
+        if summary.base_offset != base_offset || summary.log_bytes != file_len {
+            tracing::warn!(dir = ?dir, base_offset, file_len, ?summary, "index disagrees with its segment; rebuilding");
+            return Ok(None);
+        }
+        Ok(Some(Segment {
+            base_offset,
+            next_offset: summary.next_offset,
+            log_bytes: summary.log_bytes,
+            max_timestamp: summary.max_timestamp,
+            opened_at_ms: now_ms(),
+            index,
+            file,
+            sealed: true,
+        }))
+    }
+
+    /// The index file describing this segment as it is now.
+    pub fn index_file_bytes(&self) -> Vec<u8> {
+        let summary = SealedSummary {
+            base_offset: self.base_offset,
+            next_offset: self.next_offset,
+            log_bytes: self.log_bytes,
+            max_timestamp: self.max_timestamp,
+        };
+        self.index.encode(&summary)
+    }
+}
+
+/// Seals a segment whose frames are all written: trims the file to its frames, makes it durable
+/// and writes its index. Takes copies so no borrow of the log state is held across the I/O.
+pub async fn seal_segment(
+    dir: &Path,
+    base_offset: u64,
+    file: &SegmentFile,
+    log_bytes: u64,
+    index_bytes: &[u8],
+    faults: Option<Rc<Faults>>,
+) -> io::Result<()> {
+    file.set_len(log_bytes).await?;
+    file.sync().await?;
+    write_file_atomically(&index_path(dir, base_offset), index_bytes, faults).await
+}

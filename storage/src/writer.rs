@@ -1,0 +1,449 @@
+//! The writer task of a partition: the only code that writes its segments.
+//!
+//! Appends queue in memory with offsets already assigned. Each round the writer takes every
+//! queued batch that fits (one write buffer, one segment), frames them behind the bytes of the
+//! partially filled tail block, writes that with one aligned DMA write, and, under `always`,
+//! covers the whole round with one fdatasync before acknowledging it. Appends that arrive while
+//! a round is on disk form the next round: that is group commit, with no timer involved.
+//!
+//! Failure rules: a failed write rejects its round and everything queued behind it (their offsets
+//! are handed out again; nothing acknowledged is touched, since the tail block's acknowledged
+//! prefix is rewritten with the same bytes). A failed fdatasync stops the partition for good:
+//! the kernel may have dropped the dirty pages, so no later sync could be trusted.
+
+use crate::error::{AppendError, TruncateError};
+use crate::file::{align_down, sync_dir};
+use crate::frame::{encode_header, FrameHeader, FRAME_HEADER_BYTES};
+use crate::layout::{index_path, segment_path};
+use crate::partition::Shared;
+use crate::segment::{scan_frames, seal_segment, ScanStop, Segment, FRAME_BYTES_LIMIT};
+use crate::signal::Completion;
+use oxbow_core::{FlushPolicy, RecordBatch};
+use std::io;
+use std::ops::ControlFlow;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// An append waiting for the writer.
+pub(crate) struct PendingAppend {
+    pub(crate) batch: RecordBatch,
+    pub(crate) done: Rc<Completion<Result<(), AppendError>>>,
+}
+
+enum Work {
+    Write(Vec<PendingAppend>),
+    Roll,
+    Truncate(u64, Rc<Completion<Result<u64, TruncateError>>>),
+    Close,
+    Idle,
+}
+
+pub(crate) struct Writer {
+    shared: Rc<Shared>,
+    /// File position of `tail[0]`: the start of the active segment's last partial block.
+    tail_start: u64,
+    /// Bytes of the active segment from `tail_start` to its end, rewritten with each write.
+    tail: Vec<u8>,
+    unsynced: bool,
+    last_sync: Instant,
+}
+
+fn frame_len(batch: &RecordBatch) -> u64 {
+    (FRAME_HEADER_BYTES + batch.len()) as u64
+}
+
+impl Writer {
+    pub(crate) fn new(shared: Rc<Shared>, tail_start: u64, tail: Vec<u8>) -> Writer {
+        Writer {
+            shared,
+            tail_start,
+            tail,
+            unsynced: false,
+            last_sync: Instant::now(),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            let outcome = match self.next_work() {
+                Work::Write(round) => self.write_round(round).await,
+                Work::Roll => self.roll().await,
+                Work::Truncate(offset, done) => {
+                    let result = self.truncate(offset).await;
+                    let failed = result.as_ref().err().map(|e| e.to_string());
+                    done.complete(result.map_err(|e| TruncateError(e.to_string())));
+                    match failed {
+                        Some(why) => Err(io::Error::other(why)),
+                        None => Ok(()),
+                    }
+                }
+                Work::Close => {
+                    if let Err(e) = self.sync_if_unsynced().await {
+                        self.stop(format!("fdatasync at close failed: {e}"));
+                    }
+                    return;
+                }
+                Work::Idle => {
+                    self.idle().await;
+                    Ok(())
+                }
+            };
+            if let Err(e) = outcome {
+                self.stop(e.to_string());
+                return;
+            }
+        }
+    }
+
+    /// Decides the next step from the queue. Truncation waits for the queue to drain.
+    fn next_work(&mut self) -> Work {
+        let shared = &self.shared;
+        let mut st = shared.state.borrow_mut();
+        if st.stopped.is_some() {
+            return Work::Close;
+        }
+        if st.pending.is_empty() {
+            if let Some((offset, done)) = st.truncation.take() {
+                return Work::Truncate(offset, done);
+            }
+            return if st.closing { Work::Close } else { Work::Idle };
+        }
+        let config = &shared.config;
+        let active = st.active();
+        let first = frame_len(&st.pending[0].batch);
+        let age_ms = crate::now_ms() - active.opened_at_ms;
+        if active.log_bytes > 0
+            && (active.log_bytes + first > config.segment_bytes_max
+                || age_ms >= config.segment_age_max_ms as i64)
+        {
+            return Work::Roll;
+        }
+        let room_in_segment = config.segment_bytes_max.saturating_sub(active.log_bytes);
+        let room_in_buffer = config.write_buffer_bytes as u64 - self.tail.len() as u64;
+        let room = room_in_segment.min(room_in_buffer).max(first);
+        let mut round = Vec::new();
+        let mut round_bytes = 0;
+        while let Some(next) = st.pending.front() {
+            let len = frame_len(&next.batch);
+            if round_bytes + len > room {
+                break;
+            }
+            round_bytes += len;
+            st.pending_bytes -= next.batch.len() as u64;
+            round.push(st.pending.pop_front().expect("front exists"));
+        }
+        Work::Write(round)
+    }
+
+    /// Frames a round behind the tail block, writes it in one DMA write, syncs if the policy
+    /// says so, then acknowledges it.
+    async fn write_round(&mut self, round: Vec<PendingAppend>) -> io::Result<()> {
+        let file = self.shared.state.borrow().active().file.clone();
+        let frames_len: u64 = round.iter().map(|p| frame_len(&p.batch)).sum();
+        let total = self.tail.len() + frames_len as usize;
+        let mut buf = file.alloc_buffer(total);
+        let bytes = buf.as_bytes_mut();
+        bytes[..self.tail.len()].copy_from_slice(&self.tail);
+        let mut at = self.tail.len();
+        let mut headers = Vec::with_capacity(round.len());
+        for pending in &round {
+            let batch = &pending.batch;
+            let delta = batch.last_offset_delta() as u32;
+            let header = encode_header(
+                batch.base_offset(),
+                delta,
+                batch.max_timestamp(),
+                batch.bytes(),
+            );
+            bytes[at..at + FRAME_HEADER_BYTES].copy_from_slice(&header);
+            bytes[at + FRAME_HEADER_BYTES..at + frame_len(batch) as usize]
+                .copy_from_slice(batch.bytes());
+            headers.push((
+                FrameHeader {
+                    frame_len: frame_len(batch) as u32,
+                    crc: 0,
+                    base_offset: batch.base_offset(),
+                    last_offset_delta: delta,
+                    max_timestamp: batch.max_timestamp(),
+                },
+                self.tail_start + at as u64,
+            ));
+            at += frame_len(batch) as usize;
+        }
+        assert_eq!(at, total, "round framing miscounted");
+        bytes[total..].fill(0);
+        let end = self.tail_start + total as u64;
+        let new_tail_start = align_down(end);
+        let new_tail = bytes[(new_tail_start - self.tail_start) as usize..total].to_vec();
+
+        if let Err(e) = file.write_all_at(buf, self.tail_start).await {
+            self.reject(round, &e);
+            return Ok(());
+        }
+        {
+            let mut st = self.shared.state.borrow_mut();
+            let interval = self.shared.config.index_interval_bytes;
+            let active = st.active_mut();
+            for (header, position) in &headers {
+                active.on_frame(header, *position, interval);
+            }
+            assert_eq!(
+                active.log_bytes, end,
+                "segment length disagrees with the write"
+            );
+        }
+        self.tail_start = new_tail_start;
+        self.tail = new_tail;
+        self.unsynced = true;
+        if self.shared.config.flush == FlushPolicy::Always {
+            if let Err(e) = self.sync().await {
+                let why = format!("fdatasync failed: {e}");
+                for pending in round {
+                    pending
+                        .done
+                        .complete(Err(AppendError::Stopped(why.clone())));
+                }
+                return Err(io::Error::other(why));
+            }
+        }
+        let next = round
+            .last()
+            .expect("a round is not empty")
+            .batch
+            .last_offset()
+            + 1;
+        self.shared.acked.advance(next);
+        for pending in round {
+            pending.done.complete(Ok(()));
+        }
+        if self.shared.config.flush == FlushPolicy::Interval && self.sync_due() {
+            self.sync().await?;
+        }
+        Ok(())
+    }
+
+    /// A write failed: reject this round and everything queued after it, hand their offsets
+    /// out again, and keep accepting appends.
+    fn reject(&mut self, round: Vec<PendingAppend>, error: &io::Error) {
+        let why = error.to_string();
+        tracing::error!(dir = ?self.shared.dir, error = %why, "write failed; rejecting queued appends");
+        let queued: Vec<PendingAppend> = {
+            let mut st = self.shared.state.borrow_mut();
+            let written_end = st.active().next_offset;
+            st.next_offset = written_end;
+            st.tail_cache.truncate(written_end);
+            st.pending_bytes = 0;
+            st.pending.drain(..).collect()
+        };
+        for pending in round.into_iter().chain(queued) {
+            pending
+                .done
+                .complete(Err(AppendError::WriteFailed(why.clone())));
+        }
+        self.shared.acked.wake_all();
+    }
+
+    /// Seals the active segment and starts a new one at the next offset.
+    async fn roll(&mut self) -> io::Result<()> {
+        let (base, file, log_bytes, index_bytes, next_offset) = {
+            let st = self.shared.state.borrow();
+            let active = st.active();
+            (
+                active.base_offset,
+                active.file.clone(),
+                active.log_bytes,
+                active.index_file_bytes(),
+                active.next_offset,
+            )
+        };
+        let dir = self.shared.dir.clone();
+        let faults = self.shared.faults.clone();
+        seal_segment(&dir, base, &file, log_bytes, &index_bytes, faults.clone()).await?;
+        self.mark_synced();
+        let segment = Segment::create(&dir, next_offset, faults).await?;
+        sync_dir(&dir).await?;
+        let mut st = self.shared.state.borrow_mut();
+        st.active_mut().sealed = true;
+        st.segments.push(segment);
+        self.tail_start = 0;
+        self.tail.clear();
+        tracing::debug!(dir = ?dir, sealed = base, new_base = next_offset, "rolled segment");
+        Ok(())
+    }
+
+    /// Removes every batch at or above `offset`; see [`crate::Partition::truncate_to`].
+    async fn truncate(&mut self, offset: u64) -> io::Result<u64> {
+        let dir = self.shared.dir.clone();
+        let faults = self.shared.faults.clone();
+        self.sync_if_unsynced().await?;
+        // Whole segments above the cut go; an emptied log restarts at the cut.
+        let removed: Vec<Segment> = {
+            let mut st = self.shared.state.borrow_mut();
+            let keep = st
+                .segments
+                .partition_point(|s| s.base_offset < offset)
+                .max(1);
+            st.segments.drain(keep..).collect()
+        };
+        let restart_at = {
+            let st = self.shared.state.borrow();
+            (offset <= st.segments[0].base_offset).then_some(offset)
+        };
+        let mut doomed: Vec<u64> = removed.iter().map(|s| s.base_offset).collect();
+        if let Some(restart) = restart_at {
+            let old = self
+                .shared
+                .state
+                .borrow_mut()
+                .segments
+                .pop()
+                .expect("one segment");
+            doomed.push(old.base_offset);
+            let segment = Segment::create(&dir, restart, faults.clone()).await?;
+            let mut st = self.shared.state.borrow_mut();
+            st.log_start_offset = restart;
+            st.segments.push(segment);
+        }
+        for base in &doomed {
+            for path in [segment_path(&dir, *base), index_path(&dir, *base)] {
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        // Cut the last remaining segment at the first frame that holds `offset` or more.
+        let (file, base, start, limit) = {
+            let st = self.shared.state.borrow();
+            let a = st.active();
+            let relative = offset.saturating_sub(a.base_offset).min(u32::MAX as u64) as u32;
+            (
+                a.file.clone(),
+                a.base_offset,
+                a.index.lookup(relative) as u64,
+                a.log_bytes,
+            )
+        };
+        let mut cut = (limit, None);
+        let end = scan_frames(
+            &file,
+            start,
+            limit,
+            None,
+            FRAME_BYTES_LIMIT,
+            1 << 20,
+            |h, p, _| {
+                if h.next_offset() > offset {
+                    cut = (p, Some(h.base_offset));
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .await?;
+        if let ScanStop::Damaged(reason) = end.stop {
+            return Err(io::Error::other(format!(
+                "cannot truncate through damage: {reason}"
+            )));
+        }
+        let (position, new_end) = match cut {
+            (position, Some(new_end)) => (position, new_end),
+            (_, None) => (limit, self.shared.state.borrow().active().next_offset),
+        };
+        file.set_len(position).await?;
+        file.sync().await?;
+        match std::fs::remove_file(index_path(&dir, base)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        sync_dir(&dir).await?;
+        let tail_start = align_down(position);
+        let tail = file
+            .read_at(tail_start, (position - tail_start) as usize)
+            .await?;
+        {
+            let mut st = self.shared.state.borrow_mut();
+            let active = st.active_mut();
+            if position < active.log_bytes {
+                active.log_bytes = position;
+                active.next_offset = new_end;
+                active.index.truncate_to_position(position as u32);
+            }
+            active.sealed = false;
+            st.next_offset = new_end;
+            st.tail_cache.truncate(new_end);
+        }
+        self.tail_start = tail_start;
+        self.tail = tail.to_vec();
+        self.shared
+            .acked
+            .reset(new_end.min(self.shared.acked.get()));
+        tracing::info!(dir = ?dir, offset, new_end, "log truncated");
+        Ok(new_end)
+    }
+
+    async fn idle(&mut self) {
+        let interval = Duration::from_millis(self.shared.config.flush_interval_ms);
+        if self.unsynced && self.shared.config.flush == FlushPolicy::Interval {
+            let wait = interval.saturating_sub(self.last_sync.elapsed());
+            let timer = async {
+                glommio::timer::sleep(wait).await;
+            };
+            futures_lite::future::or(self.shared.work.notified(), timer).await;
+            if self.sync_due() {
+                if let Err(e) = self.sync().await {
+                    self.stop(format!("interval fdatasync failed: {e}"));
+                }
+            }
+        } else {
+            self.shared.work.notified().await;
+        }
+    }
+
+    fn sync_due(&self) -> bool {
+        self.unsynced
+            && self.last_sync.elapsed()
+                >= Duration::from_millis(self.shared.config.flush_interval_ms)
+    }
+
+    async fn sync_if_unsynced(&mut self) -> io::Result<()> {
+        if self.unsynced {
+            self.sync().await?;
+        }
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> io::Result<()> {
+        let file = self.shared.state.borrow().active().file.clone();
+        file.sync().await?;
+        self.mark_synced();
+        Ok(())
+    }
+
+    fn mark_synced(&mut self) {
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+    }
+
+    /// An fdatasync (or truncation) failed: refuse everything from now on.
+    fn stop(&mut self, why: String) {
+        tracing::error!(dir = ?self.shared.dir, error = %why,
+            "partition stopped: no appends are accepted until it is reopened");
+        let queued: Vec<PendingAppend> = {
+            let mut st = self.shared.state.borrow_mut();
+            st.stopped.get_or_insert(why.clone());
+            st.pending_bytes = 0;
+            st.pending.drain(..).collect()
+        };
+        for pending in queued {
+            pending
+                .done
+                .complete(Err(AppendError::Stopped(why.clone())));
+        }
+        if let Some((_, done)) = self.shared.state.borrow_mut().truncation.take() {
+            done.complete(Err(TruncateError(why.clone())));
+        }
+        self.shared.acked.wake_all();
+    }
+}

@@ -1,0 +1,104 @@
+//! Helpers shared by the storage integration tests: a shard-like executor over a temporary
+//! directory, and batches whose content is a pure function of their index.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use glommio::LocalExecutorBuilder;
+use oxbow_core::{BatchBuilder, FlushPolicy, LogConfig, RecordBatch};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+/// Runs `test` on a fresh glommio executor (as a shard would) with a new data directory.
+pub fn on_shard<F, Fut>(test: F)
+where
+    F: FnOnce(PathBuf) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().to_path_buf();
+    LocalExecutorBuilder::default()
+        .io_memory(16 << 20)
+        .spawn(move || async move {
+            oxbow_storage::prepare_shard_io(&path, 0)
+                .await
+                .expect("probe");
+            test(path).await;
+        })
+        .expect("executor")
+        .join()
+        .expect("test executor panicked");
+    drop(dir);
+}
+
+/// Small segments so tests cross segment boundaries quickly.
+pub fn small_config(flush: FlushPolicy) -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 64 * 1024,
+        index_interval_bytes: 1024,
+        flush,
+        batch_bytes_max: 16 * 1024,
+        write_buffer_bytes: 64 * 1024,
+        append_queue_bytes_max: 1 << 20,
+        tail_cache_bytes_max: 8 * 1024,
+        retention_age_max_ms: None,
+        ..LogConfig::default()
+    }
+}
+
+/// Number of records in batch `index`.
+pub fn records_in(index: u64) -> u64 {
+    index % 5 + 1
+}
+
+/// Batch `index`: 1-5 records whose values name the batch and record and vary in size.
+pub fn batch(index: u64) -> RecordBatch {
+    let mut builder = BatchBuilder::new(1_000_000 + index as i64);
+    for record in 0..records_in(index) {
+        let pad = ((index * 37 + record * 11) % 1500) as usize;
+        let value = format!("batch-{index}-record-{record}-{}", "x".repeat(pad));
+        let key = format!("key-{}", index % 7);
+        builder.push(
+            Some(key.as_bytes()),
+            Some(value.as_bytes()),
+            1_000_000 + index as i64,
+        );
+    }
+    builder.build()
+}
+
+/// Which batch a stored batch is, read back from its first record's value.
+pub fn batch_index(batch: &RecordBatch) -> u64 {
+    let record = batch.records().unwrap().next().unwrap().unwrap();
+    let value = record.value.unwrap();
+    let text = std::str::from_utf8(&value).unwrap();
+    text.split('-').nth(1).unwrap().parse().unwrap()
+}
+
+/// The bytes batch `index` must have once stored at `base_offset`.
+pub fn expected_bytes(index: u64, base_offset: u64) -> Bytes {
+    batch(index).with_base_offset(base_offset, 0).into_bytes()
+}
+
+/// Reads every batch from `from` to the log end.
+pub async fn read_all(partition: &oxbow_storage::Partition, from: u64) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let batches = partition.read(next, 64 * 1024).await.expect("read");
+        let Some(last) = batches.last() else { break };
+        next = last.last_offset() + 1;
+        out.extend(batches);
+    }
+    out
+}
+
+/// Files in `dir` with the given extension, sorted.
+pub fn files_with(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    files.sort();
+    files
+}

@@ -1,0 +1,408 @@
+//! The partition log on real files: round trips, rolls, index rebuilds, the io-poll probe bug,
+//! group commit, truncation, retention, bad files and injected faults.
+
+mod common;
+
+use common::*;
+use oxbow_core::{FlushPolicy, LogConfig};
+use oxbow_storage::{AppendError, Faults, OpenOptions, Partition, ReadError};
+use std::rc::Rc;
+
+async fn open(dir: &std::path::Path, config: LogConfig) -> Partition {
+    Partition::open(dir, config, OpenOptions::default())
+        .await
+        .expect("open")
+}
+
+async fn open_with_faults(dir: &std::path::Path, config: LogConfig) -> (Partition, Rc<Faults>) {
+    let faults = Rc::new(Faults::default());
+    let options = OpenOptions {
+        faults: Some(faults.clone()),
+    };
+    (
+        Partition::open(dir, config, options).await.expect("open"),
+        faults,
+    )
+}
+
+/// Appends batches `range` one after another; returns each batch's base offset.
+async fn append_range(partition: &Partition, range: std::ops::Range<u64>) -> Vec<u64> {
+    let mut bases = Vec::new();
+    for i in range {
+        bases.push(
+            partition
+                .append(batch(i))
+                .await
+                .expect("append")
+                .base_offset,
+        );
+    }
+    bases
+}
+
+fn assert_log_is(batches: &[oxbow_core::RecordBatch], count: u64) {
+    assert_eq!(batches.len() as u64, count, "batch count");
+    let mut offset = 0;
+    for (i, stored) in batches.iter().enumerate() {
+        assert_eq!(batch_index(stored), i as u64);
+        assert_eq!(
+            stored.bytes(),
+            &expected_bytes(i as u64, offset),
+            "bytes of batch {i}"
+        );
+        offset += records_in(i as u64);
+    }
+}
+
+#[test]
+fn round_trip_across_rolls_from_every_offset_and_after_reopen() {
+    on_shard(|dir| async move {
+        let config = small_config(FlushPolicy::Never);
+        let partition = open(&dir, config.clone()).await;
+        let bases = append_range(&partition, 0..300).await;
+        let end = partition.log_end_offset();
+        assert_eq!(end, (0..300).map(records_in).sum::<u64>());
+        assert!(partition.stats().segments > 5, "expected several segments");
+        assert_log_is(&read_all(&partition, 0).await, 300);
+        partition.close().await;
+
+        // Reopened: sealed segments come from their index, the active one from a scan; the
+        // tail cache is empty so every read below hits the disk.
+        let partition = open(&dir, config.clone()).await;
+        assert_eq!(partition.log_end_offset(), end);
+        for offset in 0..end {
+            let first = &partition.read(offset, 1).await.unwrap()[0];
+            assert!(first.base_offset() <= offset && offset <= first.last_offset());
+            let i = bases.partition_point(|b| *b <= offset) as u64 - 1;
+            assert_eq!(batch_index(first), i, "offset {offset}");
+        }
+        assert!(partition.read(end, 1024).await.unwrap().is_empty());
+        assert!(matches!(
+            partition.read(end + 1, 1024).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        partition.close().await;
+
+        // Without index files every sealed segment is scanned and its index rewritten.
+        let indexes = files_with(&dir, "index");
+        assert!(indexes.len() > 4);
+        indexes
+            .iter()
+            .for_each(|p| std::fs::remove_file(p).unwrap());
+        let partition = open(&dir, config).await;
+        assert_log_is(&read_all(&partition, 0).await, 300);
+        let next = partition.append(batch(300)).await.unwrap();
+        assert_eq!(next.base_offset, end);
+        partition.close().await;
+        assert_eq!(files_with(&dir, "index").len(), indexes.len());
+    });
+}
+
+#[test]
+fn empty_segment_opened_first_is_readable_back_through_dma() {
+    // glommio's io-poll probe bug: an empty file opened first marks the device pollable and
+    // later DMA reads fail with EOPNOTSUPP. prepare_shard_io (run by on_shard) prevents it.
+    on_shard(|dir| async move {
+        let config = small_config(FlushPolicy::Always);
+        let partition = open(&dir, config.clone()).await;
+        append_range(&partition, 0..3).await;
+        partition.close().await;
+        let partition = open(&dir, config).await; // empty tail cache: reads hit the file
+        assert_log_is(&read_all(&partition, 0).await, 3);
+        partition.close().await;
+    });
+}
+
+#[test]
+fn concurrent_appends_share_fdatasyncs() {
+    on_shard(|dir| async move {
+        let (partition, faults) = open_with_faults(&dir, small_config(FlushPolicy::Always)).await;
+        let partition = Rc::new(partition);
+        let tasks: Vec<_> = (0..64u64)
+            .map(|i| {
+                let partition = partition.clone();
+                glommio::spawn_local(async move { partition.append(batch(i % 3)).await })
+            })
+            .collect();
+        let mut bases = Vec::new();
+        for task in tasks {
+            bases.push(task.await.expect("append").base_offset);
+        }
+        bases.sort_unstable();
+        bases.dedup();
+        assert_eq!(bases.len(), 64, "every append got its own offsets");
+        assert!(
+            faults.syncs() <= 16,
+            "64 appends took {} fdatasyncs",
+            faults.syncs()
+        );
+        assert_eq!(read_all(&partition, 0).await.len(), 64);
+        partition.close().await;
+    });
+}
+
+#[test]
+fn failed_fdatasync_stops_the_partition_until_reopen() {
+    on_shard(|dir| async move {
+        let config = small_config(FlushPolicy::Always);
+        let (partition, faults) = open_with_faults(&dir, config.clone()).await;
+        append_range(&partition, 0..5).await;
+        faults.fail_syncs(true);
+        assert!(matches!(
+            partition.append(batch(5)).await,
+            Err(AppendError::Stopped(_))
+        ));
+        faults.fail_syncs(false);
+        // Even with a healthy disk again, nothing more is acknowledged until reopened.
+        assert!(matches!(
+            partition.append(batch(5)).await,
+            Err(AppendError::Stopped(_))
+        ));
+        assert!(partition.stopped().is_some());
+        assert_log_is(&read_all(&partition, 0).await, 5);
+        partition.close().await;
+        let partition = open(&dir, config).await;
+        let recovered = read_all(&partition, 0).await;
+        assert!(
+            recovered.len() == 5 || recovered.len() == 6,
+            "acknowledged prefix kept"
+        );
+        partition
+            .append(batch(99))
+            .await
+            .expect("appends work after reopen");
+        partition.close().await;
+    });
+}
+
+#[test]
+fn disk_full_rejects_appends_keeps_reads_and_recovers_when_space_returns() {
+    on_shard(|dir| async move {
+        let config = small_config(FlushPolicy::Always);
+        let (partition, faults) = open_with_faults(&dir, config.clone()).await;
+        append_range(&partition, 0..20).await;
+        faults.fail_writes_with_enospc(true);
+        let err = partition.append(batch(20)).await.unwrap_err();
+        assert!(
+            matches!(&err, AppendError::WriteFailed(m) if m.contains("No space")),
+            "{err}"
+        );
+        assert_log_is(&read_all(&partition, 0).await, 20);
+        faults.fail_writes_with_enospc(false);
+        faults.shorten_next_write();
+        assert!(matches!(
+            partition.append(batch(20)).await,
+            Err(AppendError::WriteFailed(_))
+        ));
+        // The failed appends' offsets are handed out again: no hole, no duplicate.
+        append_range(&partition, 20..30).await;
+        assert_log_is(&read_all(&partition, 0).await, 30);
+        partition.close().await;
+        let partition = open(&dir, config).await;
+        assert_log_is(&read_all(&partition, 0).await, 30);
+        partition.close().await;
+    });
+}
+
+#[test]
+fn truncate_to_cuts_at_batch_boundaries_and_survives_reopen() {
+    on_shard(|dir| async move {
+        let config = small_config(FlushPolicy::Always);
+        let partition = open(&dir, config.clone()).await;
+        let bases = append_range(&partition, 0..200).await;
+        assert!(partition.stats().segments > 3);
+        // Cut inside batch 150: that whole batch goes, the log ends at its base.
+        let cut = bases[150] + records_in(150) - 1;
+        assert_eq!(partition.truncate_to(cut).await.unwrap(), bases[150]);
+        assert_eq!(partition.log_end_offset(), bases[150]);
+        assert_log_is(&read_all(&partition, 0).await, 150);
+        append_range(&partition, 150..160).await;
+        assert_log_is(&read_all(&partition, 0).await, 160);
+        // Cut in an older segment: later segments are deleted.
+        let segments = partition.stats().segments;
+        assert_eq!(partition.truncate_to(bases[20]).await.unwrap(), bases[20]);
+        assert!(partition.stats().segments < segments);
+        partition.close().await;
+        let partition = open(&dir, config).await;
+        assert_log_is(&read_all(&partition, 0).await, 20);
+        assert_eq!(
+            partition.append(batch(20)).await.unwrap().base_offset,
+            bases[20]
+        );
+        assert_eq!(partition.truncate_to(0).await.unwrap(), 0);
+        assert!(read_all(&partition, 0).await.is_empty());
+        partition.close().await;
+    });
+}
+
+#[test]
+fn retention_deletes_oldest_sealed_segments_never_the_active_one() {
+    on_shard(|dir| async move {
+        let mut config = small_config(FlushPolicy::Never);
+        config.retention_bytes_max = Some(128 * 1024);
+        let partition = open(&dir, config.clone()).await;
+        append_range(&partition, 0..400).await;
+        let before = partition.stats();
+        assert!(before.log_bytes > 256 * 1024);
+        let deleted = partition
+            .apply_retention(oxbow_storage::now_ms())
+            .await
+            .unwrap();
+        let after = partition.stats();
+        assert_eq!(after.segments, before.segments - deleted);
+        assert!(after.log_bytes >= 128 * 1024, "kept at least the limit");
+        assert!(
+            after.log_bytes - 64 * 1024 < 128 * 1024,
+            "deleted all it could"
+        );
+        assert_eq!(files_with(&dir, "log").len(), after.segments);
+        let start = partition.log_start_offset();
+        assert!(start > 0);
+        assert!(matches!(
+            partition.read(start - 1, 1).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(
+            partition.read(start, 1).await.unwrap()[0].base_offset(),
+            start
+        );
+        partition.close().await;
+
+        // By age: every record is from 1970, so all sealed segments go; the active one stays.
+        config.retention_bytes_max = None;
+        config.retention_age_max_ms = Some(1000);
+        let partition = open(&dir, config).await;
+        assert_eq!(partition.log_start_offset(), start);
+        partition
+            .apply_retention(oxbow_storage::now_ms())
+            .await
+            .unwrap();
+        assert_eq!(partition.stats().segments, 1);
+        assert_eq!(files_with(&dir, "log").len(), 1);
+        let end = partition.log_end_offset();
+        assert_eq!(partition.append(batch(400)).await.unwrap().base_offset, end);
+        partition.close().await;
+    });
+}
+
+#[test]
+fn bad_files_are_repaired_or_reported_never_a_panic() {
+    on_shard(|dir| async move {
+        let config = small_config(FlushPolicy::Always);
+        let partition = open(&dir, config.clone()).await;
+        append_range(&partition, 0..120).await;
+        partition.close().await;
+        let logs = files_with(&dir, "log");
+        let indexes = files_with(&dir, "index");
+        assert!(logs.len() >= 3);
+
+        // A truncated index and a garbage-named file: the index is rebuilt, the file ignored.
+        let index_len = std::fs::metadata(&indexes[0]).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&indexes[0])
+            .unwrap()
+            .set_len(index_len / 2)
+            .unwrap();
+        std::fs::write(dir.join("not-a-segment.log"), b"operator notes").unwrap();
+        std::fs::write(dir.join("00000000000000000007.index.tmp"), b"half-written").unwrap();
+        let partition = open(&dir, config.clone()).await;
+        assert_log_is(&read_all(&partition, 0).await, 120);
+        partition.close().await;
+        assert!(
+            dir.join("not-a-segment.log").exists(),
+            "unknown files are left alone"
+        );
+        assert!(!dir.join("00000000000000000007.index.tmp").exists());
+        assert_eq!(
+            std::fs::metadata(&indexes[0]).unwrap().len(),
+            index_len,
+            "index rebuilt"
+        );
+
+        // Unknown magic in the middle of a sealed segment with no index: frames before the
+        // damage are served, reads stop with a clear error at the damage, later segments
+        // are still readable.
+        std::fs::remove_file(&indexes[1]).unwrap();
+        let seg_len = std::fs::metadata(&logs[1]).unwrap().len();
+        let mut bytes = std::fs::read(&logs[1]).unwrap();
+        let damage_at = (seg_len / 2) as usize;
+        bytes[damage_at..damage_at + 64].fill(0xEE);
+        std::fs::write(&logs[1], &bytes).unwrap();
+        let partition = open(&dir, config.clone()).await;
+        let second_base: u64 = logs[1]
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let third_base: u64 = logs[2]
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let before_damage = partition.read(second_base, 1).await.unwrap();
+        assert_eq!(before_damage[0].base_offset(), second_base);
+        let after = partition.read(third_base, 1).await.unwrap();
+        assert_eq!(after[0].base_offset(), third_base);
+        let tail = read_all(&partition, third_base).await;
+        assert_eq!(
+            tail.last().unwrap().last_offset() + 1,
+            partition.log_end_offset()
+        );
+        partition.close().await;
+
+        // The active segment starting with garbage is truncated to empty; the log goes on.
+        let active = logs.last().unwrap();
+        let active_base: u64 = active
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        std::fs::write(active, vec![0x42u8; 10_000]).unwrap();
+        let partition = open(&dir, config).await;
+        assert_eq!(partition.log_end_offset(), active_base);
+        assert_eq!(
+            partition.append(batch(0)).await.unwrap().base_offset,
+            active_base
+        );
+        partition.close().await;
+    });
+}
+
+#[test]
+fn oversized_batches_are_refused_with_the_limit() {
+    on_shard(|dir| async move {
+        let partition = open(&dir, small_config(FlushPolicy::Never)).await;
+        let mut builder = oxbow_core::BatchBuilder::new(0);
+        builder.push(None, Some(&vec![7u8; 20 * 1024]), 0);
+        let err = partition.append(builder.build()).await.unwrap_err();
+        assert!(
+            matches!(err, AppendError::TooLarge { max: 16384, .. }),
+            "{err}"
+        );
+        partition.close().await;
+    });
+}
+
+#[test]
+fn interval_flush_acknowledges_written_appends_and_syncs_on_close() {
+    on_shard(|dir| async move {
+        let mut config = small_config(FlushPolicy::Interval);
+        config.flush_interval_ms = 60_000;
+        let (partition, faults) = open_with_faults(&dir, config.clone()).await;
+        append_range(&partition, 0..10).await;
+        assert_eq!(faults.syncs(), 0, "no fdatasync before the interval");
+        assert_log_is(&read_all(&partition, 0).await, 10);
+        partition.close().await;
+        assert_eq!(faults.syncs(), 1, "close syncs what the interval had not");
+        let partition = open(&dir, config).await;
+        assert_log_is(&read_all(&partition, 0).await, 10);
+        partition.close().await;
+    });
+}
