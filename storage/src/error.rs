@@ -70,6 +70,9 @@ pub enum ReadError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The partition is closed.
+    #[error("partition is closed")]
+    Closed,
     /// The read itself failed.
     #[error("reading {path:?}: {source}")]
     Io {

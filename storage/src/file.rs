@@ -119,6 +119,14 @@ impl SegmentFile {
         self.file.file_size().await.map_err(to_io)
     }
 
+    /// Closes this handle. The descriptor is released once the last clone is closed or dropped
+    /// (a reader may still hold one); glommio would otherwise close a dropped file only on a
+    /// later I/O cycle of the shard, which never comes if the shard is stopping.
+    pub async fn close(self) -> io::Result<()> {
+        DmaFile::close_rc(self.file).await.map_err(to_io)?;
+        Ok(())
+    }
+
     /// Truncates or extends the file to `len` bytes.
     pub async fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.truncate(len).await.map_err(to_io)
@@ -168,7 +176,7 @@ pub async fn write_file_atomically(
     buf.as_bytes_mut()[bytes.len()..].fill(0);
     file.write_all_at(buf, 0).await?;
     file.set_len(bytes.len() as u64).await?;
-    drop(file);
+    file.close().await?;
     glommio::io::rename(&tmp, path).await.map_err(to_io)
 }
 

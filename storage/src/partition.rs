@@ -371,6 +371,9 @@ impl Partition {
         let visible = self.shared.acked.get();
         let (file, position, limit) = {
             let st = self.shared.state.borrow();
+            if st.segments.is_empty() {
+                return Err(ReadError::Closed);
+            }
             if from < st.log_start_offset || from > visible {
                 return Err(ReadError::OffsetOutOfRange {
                     offset: from,
@@ -483,6 +486,9 @@ impl Partition {
             if let Some(why) = &st.stopped {
                 return Err(TruncateError(why.clone()));
             }
+            if st.closing {
+                return Err(TruncateError("partition is closed".to_string()));
+            }
             assert!(
                 st.truncation.is_none(),
                 "concurrent truncations of one partition"
@@ -499,6 +505,9 @@ impl Partition {
         let config = &self.shared.config;
         let doomed: Vec<Segment> = {
             let mut st = self.shared.state.borrow_mut();
+            if st.closing {
+                return Ok(0);
+            }
             let stats: Vec<SegmentStats> = st
                 .segments
                 .iter()
@@ -537,7 +546,12 @@ impl Partition {
             tracing::info!(dir = ?self.shared.dir, base_offset = segment.base_offset,
                 bytes = segment.log_bytes, "retention deleted segment");
         }
-        Ok(doomed.len())
+        let deleted = doomed.len();
+        for segment in doomed {
+            // A failed close of a deleted file loses nothing; the descriptor is what matters.
+            let _ = segment.file.close().await;
+        }
+        Ok(deleted)
     }
 
     /// Sets the leader epoch stamped into batches appended from now on.
@@ -590,6 +604,13 @@ impl Partition {
         let writer = self.writer.borrow_mut().take();
         if let Some(task) = writer {
             task.await;
+        }
+        // Move the segments out so each close drops the last handle and really closes.
+        let segments = std::mem::take(&mut self.shared.state.borrow_mut().segments);
+        for segment in segments {
+            if let Err(e) = segment.file.close().await {
+                tracing::warn!(error = %e, "closing segment file failed");
+            }
         }
     }
 }

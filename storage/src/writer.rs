@@ -289,28 +289,29 @@ impl Writer {
             let st = self.shared.state.borrow();
             (offset <= st.segments[0].base_offset).then_some(offset)
         };
-        let mut doomed: Vec<u64> = removed.iter().map(|s| s.base_offset).collect();
-        if let Some(restart) = restart_at {
-            let old = self
-                .shared
-                .state
-                .borrow_mut()
-                .segments
-                .pop()
-                .expect("one segment");
-            doomed.push(old.base_offset);
-            let segment = Segment::create(&dir, restart, faults.clone()).await?;
-            let mut st = self.shared.state.borrow_mut();
-            st.log_start_offset = restart;
-            st.segments.push(segment);
+        let mut doomed = removed;
+        if restart_at.is_some() {
+            let old = self.shared.state.borrow_mut().segments.pop();
+            doomed.extend(old);
         }
-        for base in &doomed {
-            for path in [segment_path(&dir, *base), index_path(&dir, *base)] {
+        // Delete before creating: a restarted log may reuse the same base offset and file name.
+        for segment in doomed {
+            for path in [
+                segment_path(&dir, segment.base_offset),
+                index_path(&dir, segment.base_offset),
+            ] {
                 match std::fs::remove_file(&path) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                     _ => {}
                 }
             }
+            segment.file.close().await?;
+        }
+        if let Some(restart) = restart_at {
+            let segment = Segment::create(&dir, restart, faults.clone()).await?;
+            let mut st = self.shared.state.borrow_mut();
+            st.log_start_offset = restart;
+            st.segments.push(segment);
         }
         // Cut the last remaining segment at the first frame that holds `offset` or more.
         let (file, base, start, limit) = {

@@ -223,7 +223,7 @@ fn truncate_to_cuts_at_batch_boundaries_and_survives_reopen() {
         assert_eq!(partition.truncate_to(bases[20]).await.unwrap(), bases[20]);
         assert!(partition.stats().segments < segments);
         partition.close().await;
-        let partition = open(&dir, config).await;
+        let partition = open(&dir, config.clone()).await;
         assert_log_is(&read_all(&partition, 0).await, 20);
         assert_eq!(
             partition.append(batch(20)).await.unwrap().base_offset,
@@ -231,6 +231,10 @@ fn truncate_to_cuts_at_batch_boundaries_and_survives_reopen() {
         );
         assert_eq!(partition.truncate_to(0).await.unwrap(), 0);
         assert!(read_all(&partition, 0).await.is_empty());
+        append_range(&partition, 0..3).await;
+        partition.close().await;
+        let partition = open(&dir, config).await;
+        assert_log_is(&read_all(&partition, 0).await, 3);
         partition.close().await;
     });
 }
@@ -404,5 +408,46 @@ fn interval_flush_acknowledges_written_appends_and_syncs_on_close() {
         let partition = open(&dir, config).await;
         assert_log_is(&read_all(&partition, 0).await, 10);
         partition.close().await;
+    });
+}
+
+/// Descriptors of this process open on files under `dir` (other tests run in parallel threads
+/// of the same process, so only this test's own directory is counted).
+fn open_fds_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn closing_a_partition_releases_every_file_descriptor() {
+    on_shard(|dir| async move {
+        let mut config = small_config(FlushPolicy::Always);
+        config.retention_bytes_max = Some(64 * 1024);
+        let partition = open(&dir, config.clone()).await;
+        assert!(
+            open_fds_under(&dir) > 0,
+            "the check must see the partition's own files"
+        );
+        partition.close().await;
+        let before = open_fds_under(&dir);
+        for round in 0..5u64 {
+            let partition = open(&dir, config.clone()).await;
+            append_range(&partition, round * 100..round * 100 + 100).await;
+            partition
+                .apply_retention(oxbow_storage::now_ms())
+                .await
+                .unwrap();
+            let end = partition.log_end_offset();
+            partition.truncate_to(end - 1).await.unwrap();
+            partition.close().await;
+        }
+        assert_eq!(
+            open_fds_under(&dir),
+            before,
+            "descriptors leaked across open/roll/retention/close"
+        );
     });
 }

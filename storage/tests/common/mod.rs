@@ -14,6 +14,7 @@ where
     F: FnOnce(PathBuf) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
 {
+    raise_fd_limit();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().to_path_buf();
     LocalExecutorBuilder::default()
@@ -101,4 +102,23 @@ pub fn files_with(dir: &Path, extension: &str) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// glommio 0.9 leaks one eventfd per executor it builds; tests that build thousands of
+/// executors (long property runs) raise the soft descriptor limit to the hard one.
+fn raise_fd_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain syscalls on a local struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+    });
 }
