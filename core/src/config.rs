@@ -139,7 +139,7 @@ impl LogConfig {
                 "must be at most 256 MiB",
             ));
         }
-        if self.write_buffer_bytes % 4096 != 0
+        if !self.write_buffer_bytes.is_multiple_of(4096)
             || (self.write_buffer_bytes as u64) < self.batch_bytes_max as u64 + 2 * 4096
         {
             return Err(ConfigError::new(
@@ -173,6 +173,8 @@ pub struct BrokerConfig {
     pub shards: usize,
     /// Memory each shard reserves for direct I/O buffers (glommio `io_memory`).
     pub shard_io_memory_bytes: usize,
+    /// How often each shard applies retention to its partitions.
+    pub retention_check_interval_ms: u64,
     /// Defaults for every topic's log.
     pub log: LogConfig,
 }
@@ -183,6 +185,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("oxbow-data"),
             shards: 0,
             shard_io_memory_bytes: 16 << 20,
+            retention_check_interval_ms: 5 * 60 * 1000,
             log: LogConfig::default(),
         }
     }
@@ -210,6 +213,12 @@ impl BrokerConfig {
             return Err(ConfigError::new(
                 "shard_io_memory_bytes",
                 "must be at least 10 MiB",
+            ));
+        }
+        if self.retention_check_interval_ms == 0 {
+            return Err(ConfigError::new(
+                "retention_check_interval_ms",
+                "must be positive",
             ));
         }
         self.log.validate()

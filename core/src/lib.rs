@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod placement;
 
 pub use batch::{BatchBuilder, BatchError, Record, RecordBatch};
 pub use config::{BrokerConfig, ConfigError, FlushPolicy, LogConfig};

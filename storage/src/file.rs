@@ -71,12 +71,12 @@ impl SegmentFile {
     /// cannot know which bytes landed, only that the bytes before `pos` are untouched.
     pub async fn write_all_at(&self, buf: DmaBuffer, pos: u64) -> io::Result<()> {
         assert!(
-            pos % IO_ALIGNMENT == 0,
+            pos.is_multiple_of(IO_ALIGNMENT),
             "unaligned write at {pos} to {:?}",
             self.path
         );
         assert!(
-            buf.len() as u64 % IO_ALIGNMENT == 0,
+            (buf.len() as u64).is_multiple_of(IO_ALIGNMENT),
             "unaligned write length {}",
             buf.len()
         );

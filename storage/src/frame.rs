@@ -15,7 +15,7 @@ pub const FRAME_HEADER_BYTES: usize = 32;
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"OXBF");
 
 const _: () = assert!(
-    FRAME_HEADER_BYTES % 8 == 0,
+    FRAME_HEADER_BYTES.is_multiple_of(8),
     "header keeps the payload 8-byte aligned"
 );
 

@@ -99,16 +99,23 @@ pub struct FoundPartition {
     pub dir: PathBuf,
 }
 
-/// Lists the partitions under `data_dir`, and the entries that are not partitions (each with
-/// the reason), sorted by topic then partition. A missing `data_dir` holds no partitions.
-pub fn discover_partitions(
-    data_dir: &Path,
-) -> std::io::Result<(Vec<FoundPartition>, Vec<(PathBuf, &'static str)>)> {
+/// What [`discover_partitions`] found under a data directory.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    /// Partitions, sorted by topic then partition.
+    pub partitions: Vec<FoundPartition>,
+    /// Entries that are not partitions, each with the reason.
+    pub ignored: Vec<(PathBuf, &'static str)>,
+}
+
+/// Lists the partitions under `data_dir`, and the entries that are not partitions. A missing
+/// `data_dir` holds no partitions.
+pub fn discover_partitions(data_dir: &Path) -> std::io::Result<Discovery> {
     let mut found = Vec::new();
     let mut ignored = Vec::new();
     let topics = match std::fs::read_dir(data_dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((found, ignored)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Discovery::default()),
         Err(e) => return Err(e),
     };
     for topic in topics {
@@ -136,7 +143,10 @@ pub fn discover_partitions(
         }
     }
     found.sort();
-    Ok((found, ignored))
+    Ok(Discovery {
+        partitions: found,
+        ignored,
+    })
 }
 
 #[cfg(test)]

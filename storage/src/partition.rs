@@ -11,13 +11,13 @@
 
 use crate::error::{AppendError, OpenError, ReadError, RetentionError, TruncateError};
 use crate::faults::Faults;
-use crate::file::{align_down, sync_dir, SegmentFile};
+use crate::file::{align_down, align_up, sync_dir, SegmentFile};
 use crate::layout::{classify, index_path, segment_path, PartitionFile};
 use crate::retention::{segments_to_delete, SegmentStats};
 use crate::segment::{scan_frames, ScanStop, Segment, FRAME_BYTES_LIMIT};
 use crate::signal::{Completion, Notify, Watermark};
 use crate::tail_cache::TailCache;
-use crate::writer::{PendingAppend, Writer};
+use crate::writer::{PendingAppend, TruncationRequest, Writer};
 use oxbow_core::{LogConfig, RecordBatch};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -83,7 +83,7 @@ pub(crate) struct LogState {
     pub(crate) closing: bool,
     /// Set after an fdatasync (or truncation) failure: no append is accepted again.
     pub(crate) stopped: Option<String>,
-    pub(crate) truncation: Option<(u64, Rc<Completion<Result<u64, TruncateError>>>)>,
+    pub(crate) truncation: Option<TruncationRequest>,
 }
 
 impl LogState {
@@ -237,6 +237,13 @@ impl Partition {
             .len()
             .await
             .map_err(io_error("sizing", &path))?;
+        if damage.is_none() && file_len > align_up(segment.log_bytes) {
+            // Zeros ended the scan, yet the file goes on past the tail block's padding: an
+            // extending write was interrupted. Say what is dropped.
+            tracing::warn!(segment = ?path, position = segment.log_bytes,
+                truncated_bytes = file_len - segment.log_bytes,
+                "truncating the torn tail of the active segment (bytes after the last frame)");
+        }
         if file_len > segment.log_bytes {
             // Drop torn bytes and zero padding so nothing stale can ever be read as a frame.
             segment

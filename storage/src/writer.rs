@@ -30,6 +30,9 @@ pub(crate) struct PendingAppend {
     pub(crate) done: Rc<Completion<Result<(), AppendError>>>,
 }
 
+/// A truncation waiting for the queue to drain: the offset and who to tell the new end.
+pub(crate) type TruncationRequest = (u64, Rc<Completion<Result<u64, TruncateError>>>);
+
 enum Work {
     Write(Vec<PendingAppend>),
     Roll,

@@ -1,1 +1,75 @@
-fn main() {}
+//! `oxbow`: the broker (`oxbow serve`) and its operator commands.
+
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "oxbow",
+    version,
+    about = "A thread-per-core, storage-centric message broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker. Settings: embedded defaults, then --config, then these flags.
+    Serve(ServeArgs),
+}
+
+/// Flags of `oxbow serve`; each overrides the same setting of the config file.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// TOML configuration file (optional; every setting has a default).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory: `<data-dir>/<topic>/<partition>/` [default: ./oxbow-data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Number of shards, one pinned executor each [default: one per available core]
+    #[arg(long)]
+    pub shards: Option<usize>,
+}
+
+fn init_logging() {
+    // RUST_LOG takes `level` or `target=level,...`; no regex engine needed for that.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::Level::INFO)
+                // glommio logs its own io-poll probe failure at error level; it is expected.
+                .with_target("glommio", tracing::Level::WARN)
+        });
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(filter)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("oxbow: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! `oxbow serve` as a real process: it opens every partition on its owner shard (recovering a
+//! torn tail on the way), reports ready, and on SIGTERM or SIGINT closes everything and exits 0.
+
+use oxbow_core::placement::owner_shard;
+use oxbow_core::{BatchBuilder, LogConfig};
+use oxbow_storage::layout::partition_dir;
+use oxbow_storage::{OpenOptions, Partition};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const TOPIC: &str = "orders";
+const PARTITIONS: u32 = 4;
+const BATCHES: u64 = 50;
+/// Only a bound on a hung broker; the tests wait on log lines, not on time.
+const STARTUP_LIMIT: Duration = Duration::from_secs(60);
+
+fn on_shard<T: Send + 'static>(
+    dir: PathBuf,
+    work: impl AsyncFnOnce(PathBuf) -> T + Send + 'static,
+) -> T {
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            oxbow_storage::prepare_shard_io(&dir, 0).await.unwrap();
+            work(dir).await
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+fn value(partition: u32, i: u64) -> Vec<u8> {
+    format!("p{partition}-m{i}").into_bytes()
+}
+
+/// Writes BATCHES one-record batches into each partition, then a torn frame onto partition 2.
+fn seed_data(data: &Path) {
+    on_shard(data.to_path_buf(), async move |data: PathBuf| {
+        for p in 0..PARTITIONS {
+            let partition = Partition::open(
+                &partition_dir(&data, TOPIC, p),
+                LogConfig::default(),
+                OpenOptions::default(),
+            )
+            .await
+            .unwrap();
+            for i in 0..BATCHES {
+                let mut builder = BatchBuilder::new(0);
+                builder.push(None, Some(&value(p, i)), 0);
+                partition.append(builder.build()).await.unwrap();
+            }
+            partition.close().await;
+        }
+    });
+    let segment = partition_dir(data, TOPIC, 2).join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes.extend_from_slice(b"OXBF\x00\x10\x00\x00 torn frame of a crashed write");
+    std::fs::write(&segment, bytes).unwrap();
+}
+
+fn check_data(data: &Path) {
+    on_shard(data.to_path_buf(), async move |data: PathBuf| {
+        for p in 0..PARTITIONS {
+            let partition = Partition::open(
+                &partition_dir(&data, TOPIC, p),
+                LogConfig::default(),
+                OpenOptions::default(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(partition.log_end_offset(), BATCHES, "partition {p}");
+            for i in 0..BATCHES {
+                let batch = partition.read(i, 1).await.unwrap().remove(0);
+                let record = batch.records().unwrap().next().unwrap().unwrap();
+                assert_eq!(record.value.unwrap().as_ref(), value(p, i).as_slice());
+            }
+            partition.close().await;
+        }
+    });
+}
+
+struct Broker {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Broker {
+    fn start(args: &[&str]) -> Broker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+            .arg("serve")
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Broker {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads log lines until one contains `needle`; panics with the log if the broker exits or
+    /// hangs first.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(STARTUP_LIMIT) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no {needle:?} in broker log:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn signal(&mut self, signal: i32) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+        self.wait_for("oxbow stopped");
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn shard_of_log_line(line: &str) -> usize {
+    let at = line.find("shard=").expect("shard field") + "shard=".len();
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn serve_opens_partitions_on_owner_shards_and_stops_cleanly_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    seed_data(data.path());
+    let mut broker = Broker::start(&["--data-dir", data.path().to_str().unwrap(), "--shards", "2"]);
+    let ready = broker.wait_for("oxbow ready");
+    assert!(
+        ready.contains("shards=2") && ready.contains("partitions=4"),
+        "{ready}"
+    );
+    let log = broker.seen.clone();
+    for p in 0..PARTITIONS {
+        let opened = log
+            .iter()
+            .find(|l| l.contains("partition opened") && l.contains(&format!("partition={p} ")))
+            .unwrap_or_else(|| panic!("partition {p} not opened:\n{}", log.join("\n")));
+        assert_eq!(
+            shard_of_log_line(opened),
+            owner_shard(TOPIC, p, 2),
+            "{opened}"
+        );
+    }
+    assert!(
+        log.iter().any(|l| l.contains("truncating the torn tail")),
+        "torn tail not reported"
+    );
+    let status = broker.signal(libc::SIGTERM);
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(
+        broker
+            .seen
+            .iter()
+            .filter(|l| l.contains("shard stopped"))
+            .count(),
+        2
+    );
+    check_data(data.path());
+}
+
+#[test]
+fn config_file_is_read_flags_override_it_and_sigint_stops() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("oxbow.toml");
+    std::fs::write(
+        &config,
+        "shards = 3\n[log]\nflush = \"interval\"\nflush_interval_ms = 50\n",
+    )
+    .unwrap();
+    let dir = data.path().join("data");
+    let mut broker = Broker::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--shards",
+        "1",
+    ]);
+    let ready = broker.wait_for("oxbow ready");
+    assert!(
+        ready.contains("shards=1"),
+        "flag must override the file: {ready}"
+    );
+    assert!(broker.signal(libc::SIGINT).success());
+    assert!(dir.join(".shard-0.probe").exists());
+}
+
+#[test]
+fn bad_configuration_is_one_clear_error_and_a_failure_exit() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("bad.toml");
+    std::fs::write(&config, "[log]\nsegment_bytes_max = 10\n").unwrap();
+    for args in [
+        vec!["--config", config.to_str().unwrap()],
+        vec!["--config", "/nonexistent/oxbow.toml"],
+        vec!["--shards", "100000"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+            .arg("serve")
+            .args(&args)
+            .arg("--data-dir")
+            .arg(data.path())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with("oxbow: "), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
