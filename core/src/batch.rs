@@ -443,6 +443,20 @@ fn varlong_len(value: i64) -> usize {
 /// Builds an uncompressed RecordBatch v2, as a non-idempotent producer would send it.
 ///
 /// Used by Oxbow's own client, the CLI, benchmarks and tests.
+///
+/// ```
+/// use oxbow_core::{BatchBuilder, RecordBatch};
+///
+/// let mut builder = BatchBuilder::new(1_700_000_000_000);
+/// builder.push(Some(b"user-1"), Some(b"signed up"), 1_700_000_000_000);
+/// builder.push(Some(b"user-2"), Some(b"logged in"), 1_700_000_000_005);
+/// // The log assigns offsets by patching the header; the producer's CRC stays valid.
+/// let stored = builder.build().with_base_offset(100, 0);
+/// let checked = RecordBatch::parse(stored.into_bytes()).unwrap();
+/// let offsets: Vec<u64> = checked.records().unwrap().map(|r| r.unwrap().offset).collect();
+/// assert_eq!(offsets, [100, 101]);
+/// assert_eq!(checked.max_timestamp(), 1_700_000_000_005);
+/// ```
 #[derive(Debug)]
 pub struct BatchBuilder {
     records: BytesMut,
