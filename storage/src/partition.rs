@@ -19,7 +19,7 @@ use crate::signal::{Completion, Notify, Watermark};
 use crate::tail_cache::TailCache;
 use crate::writer::{PendingAppend, TruncationRequest, Writer};
 use oxbow_core::{LogConfig, RecordBatch};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::ops::ControlFlow;
@@ -69,6 +69,9 @@ pub(crate) struct Shared {
     pub(crate) work: Notify,
     /// Offset below which every record is acknowledged (durable under the policy) and readable.
     pub(crate) acked: Watermark,
+    /// Segments being sealed in the background, and the signal that one finished.
+    pub(crate) seals_in_flight: Cell<usize>,
+    pub(crate) seal_done: Notify,
 }
 
 pub(crate) struct LogState {
@@ -201,6 +204,8 @@ impl Partition {
             config,
             work: Notify::default(),
             acked: Watermark::new(next_offset),
+            seals_in_flight: Cell::new(0),
+            seal_done: Notify::default(),
         });
         let writer = Writer::new(shared.clone(), tail_start, tail.to_vec());
         let task = glommio::spawn_local(writer.run());
@@ -523,12 +528,19 @@ impl Partition {
                     max_timestamp: s.max_timestamp,
                 })
                 .collect();
+            // A segment still being sealed in the background is kept, and so is all after it.
+            let sealing = st
+                .segments
+                .iter()
+                .position(|s| s.sealing)
+                .unwrap_or(usize::MAX);
             let count = segments_to_delete(
                 &stats,
                 config.retention_bytes_max,
                 config.retention_age_max_ms,
                 now_ms,
-            );
+            )
+            .min(sealing);
             let doomed = st.segments.drain(..count).collect();
             st.log_start_offset = st.log_start_offset.max(st.segments[0].base_offset);
             doomed

@@ -149,6 +149,8 @@ pub struct Segment {
     pub file: SegmentFile,
     /// Whether the segment is closed to appends.
     pub sealed: bool,
+    /// Whether its seal (fdatasync, index write) is still running in the background.
+    pub sealing: bool,
 }
 
 /// A segment ended before its file did: damaged bytes were found.
@@ -186,6 +188,7 @@ impl Segment {
             index: SparseIndex::default(),
             file,
             sealed: false,
+            sealing: false,
         }
     }
 
@@ -283,6 +286,7 @@ impl Segment {
             index,
             file,
             sealed: true,
+            sealing: false,
         }))
     }
 

@@ -72,6 +72,7 @@ impl Writer {
                 Work::Write(round) => self.write_round(round).await,
                 Work::Roll => self.roll().await,
                 Work::Truncate(offset, done) => {
+                    self.wait_for_seals().await;
                     let result = self.truncate(offset).await;
                     let failed = result.as_ref().err().map(|e| e.to_string());
                     done.complete(result.map_err(|e| TruncateError(e.to_string())));
@@ -81,6 +82,7 @@ impl Writer {
                     }
                 }
                 Work::Close => {
+                    self.wait_for_seals().await;
                     if let Err(e) = self.sync_if_unsynced().await {
                         self.stop(format!("fdatasync at close failed: {e}"));
                     }
@@ -246,7 +248,9 @@ impl Writer {
         self.shared.acked.wake_all();
     }
 
-    /// Seals the active segment and starts a new one at the next offset.
+    /// Starts a new active segment at the next offset and seals the old one in the background:
+    /// sealing fdatasyncs the whole segment, which under `never` or `interval` can take long
+    /// (measured: ~0.9 s for 1 GiB), and appends must not wait for it.
     async fn roll(&mut self) -> io::Result<()> {
         let (base, file, log_bytes, index_bytes, next_offset) = {
             let st = self.shared.state.borrow();
@@ -261,17 +265,49 @@ impl Writer {
         };
         let dir = self.shared.dir.clone();
         let faults = self.shared.faults.clone();
-        seal_segment(&dir, base, &file, log_bytes, &index_bytes, faults.clone()).await?;
-        self.mark_synced();
-        let segment = Segment::create(&dir, next_offset, faults).await?;
+        let segment = Segment::create(&dir, next_offset, faults.clone()).await?;
         sync_dir(&dir).await?;
-        let mut st = self.shared.state.borrow_mut();
-        st.active_mut().sealed = true;
-        st.segments.push(segment);
+        {
+            let mut st = self.shared.state.borrow_mut();
+            let old = st.active_mut();
+            old.sealed = true;
+            old.sealing = true;
+            st.segments.push(segment);
+        }
         self.tail_start = 0;
         self.tail.clear();
-        tracing::debug!(dir = ?dir, sealed = base, new_base = next_offset, "rolled segment");
+        // The new file holds nothing unsynced; the old one's data is synced by its seal.
+        self.mark_synced();
+        let shared = self.shared.clone();
+        shared.seals_in_flight.set(shared.seals_in_flight.get() + 1);
+        glommio::spawn_local(async move {
+            let sealed = seal_segment(&dir, base, &file, log_bytes, &index_bytes, faults).await;
+            if let Some(s) = shared
+                .state
+                .borrow_mut()
+                .segments
+                .iter_mut()
+                .find(|s| s.base_offset == base)
+            {
+                s.sealing = false;
+            }
+            if let Err(e) = sealed {
+                stop_partition(&shared, format!("sealing segment {base} failed: {e}"));
+                shared.work.notify();
+            }
+            shared.seals_in_flight.set(shared.seals_in_flight.get() - 1);
+            shared.seal_done.notify();
+        })
+        .detach();
+        tracing::debug!(dir = ?self.shared.dir, sealed = base, new_base = next_offset, "rolled segment");
         Ok(())
+    }
+
+    /// Waits until no segment is being sealed in the background.
+    async fn wait_for_seals(&self) {
+        while self.shared.seals_in_flight.get() > 0 {
+            self.shared.seal_done.notified().await;
+        }
     }
 
     /// Removes every batch at or above `offset`; see [`crate::Partition::truncate_to`].
@@ -430,24 +466,29 @@ impl Writer {
         self.last_sync = Instant::now();
     }
 
-    /// An fdatasync (or truncation) failed: refuse everything from now on.
     fn stop(&mut self, why: String) {
-        tracing::error!(dir = ?self.shared.dir, error = %why,
-            "partition stopped: no appends are accepted until it is reopened");
-        let queued: Vec<PendingAppend> = {
-            let mut st = self.shared.state.borrow_mut();
-            st.stopped.get_or_insert(why.clone());
-            st.pending_bytes = 0;
-            st.pending.drain(..).collect()
-        };
-        for pending in queued {
-            pending
-                .done
-                .complete(Err(AppendError::Stopped(why.clone())));
-        }
-        if let Some((_, done)) = self.shared.state.borrow_mut().truncation.take() {
-            done.complete(Err(TruncateError(why.clone())));
-        }
-        self.shared.acked.wake_all();
+        stop_partition(&self.shared, why);
     }
+}
+
+/// An fdatasync (or truncation) failed: refuse everything from now on.
+pub(crate) fn stop_partition(shared: &Shared, why: String) {
+    tracing::error!(dir = ?shared.dir, error = %why,
+        "partition stopped: no appends are accepted until it is reopened");
+    let queued: Vec<PendingAppend> = {
+        let mut st = shared.state.borrow_mut();
+        st.stopped.get_or_insert(why.clone());
+        st.pending_bytes = 0;
+        st.pending.drain(..).collect()
+    };
+    for pending in queued {
+        pending
+            .done
+            .complete(Err(AppendError::Stopped(why.clone())));
+    }
+    let truncation = shared.state.borrow_mut().truncation.take();
+    if let Some((_, done)) = truncation {
+        done.complete(Err(TruncateError(why.clone())));
+    }
+    shared.acked.wake_all();
 }

@@ -451,3 +451,32 @@ fn closing_a_partition_releases_every_file_descriptor() {
         );
     });
 }
+
+#[test]
+fn failed_background_seal_stops_the_partition() {
+    on_shard(|dir| async move {
+        let config = small_config(FlushPolicy::Never); // no fdatasync except when sealing
+        let (partition, faults) = open_with_faults(&dir, config.clone()).await;
+        append_range(&partition, 0..10).await;
+        faults.fail_syncs(true);
+        let mut stopped_after = None;
+        for i in 10..1000 {
+            if let Err(e) = partition.append(batch(i)).await {
+                assert!(
+                    matches!(e, AppendError::Stopped(ref m) if m.contains("sealing")),
+                    "{e}"
+                );
+                stopped_after = Some(i);
+                break;
+            }
+        }
+        let stopped_after = stopped_after.expect("a failed seal must stop the partition");
+        assert!(partition.stopped().is_some());
+        faults.fail_syncs(false);
+        partition.close().await;
+        // Everything that was acknowledged (written) is recovered.
+        let partition = open(&dir, config).await;
+        assert_log_is(&read_all(&partition, 0).await, stopped_after);
+        partition.close().await;
+    });
+}
