@@ -308,6 +308,7 @@ impl Partition {
                     &segment.file,
                     segment.log_bytes,
                     &segment.index_file_bytes(),
+                    true,
                     faults,
                 )
                 .await

@@ -303,16 +303,20 @@ impl Segment {
 }
 
 /// Seals a segment whose frames are all written: trims the file to its frames, makes it durable
-/// and writes its index. Takes copies so no borrow of the log state is held across the I/O.
+/// (when `sync`) and writes its index. Takes copies so no borrow of the log state is held
+/// across the I/O.
 pub async fn seal_segment(
     dir: &Path,
     base_offset: u64,
     file: &SegmentFile,
     log_bytes: u64,
     index_bytes: &[u8],
+    sync: bool,
     faults: Option<Rc<Faults>>,
 ) -> io::Result<()> {
     file.set_len(log_bytes).await?;
-    file.sync().await?;
+    if sync {
+        file.sync().await?;
+    }
     write_file_atomically(&index_path(dir, base_offset), index_bytes, faults).await
 }

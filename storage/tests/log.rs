@@ -455,7 +455,9 @@ fn closing_a_partition_releases_every_file_descriptor() {
 #[test]
 fn failed_background_seal_stops_the_partition() {
     on_shard(|dir| async move {
-        let config = small_config(FlushPolicy::Never); // no fdatasync except when sealing
+        // Under `interval` with a long interval, only sealing a segment fdatasyncs.
+        let mut config = small_config(FlushPolicy::Interval);
+        config.flush_interval_ms = 600_000;
         let (partition, faults) = open_with_faults(&dir, config.clone()).await;
         append_range(&partition, 0..10).await;
         faults.fail_syncs(true);
