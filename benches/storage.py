@@ -2,7 +2,8 @@
 """Storage engine vs fio, in one run, on one file system.
 
 For each frame size (4 KiB, 64 KiB, 1 MiB) and flush policy (never, always), runs Oxbow's append
-benchmark with 1 and 64 concurrent appenders and fio with the same block size, O_DIRECT,
+benchmark with 1 and 64 concurrent appenders and, interleaved with them, fio with the same block
+size, O_DIRECT,
 io_uring, queue depth 1, and the same fdatasync cadence (none for `never`, one per write for
 `always`: the cost an engine without group commit pays). Each figure is the median of RUNS runs.
 Then times recovery of a 1 GiB partition with and without its index files.
@@ -56,10 +57,15 @@ def main():
     say("|---|---|---|---|---|---|---|---|---|---|---|")
     for frame in FRAMES:
         for flush in ["never", "always"]:
-            base = [fio(frame, flush) for _ in range(RUNS)]
+            # Interleaved (fio, Oxbow x1, Oxbow x64, again...) so drift of this noisy disk
+            # over the minutes of a row hits baseline and subject alike.
+            base, ours = [], {1: [], 64: []}
+            for _ in range(RUNS):
+                base.append(fio(frame, flush))
+                for appenders in ours:
+                    ours[appenders].append(oxbow(frame, flush, appenders))
             fio_mb, fio_iops = median(base, "mb_per_s"), median(base, "iops")
-            for appenders in [1, 64]:
-                runs = [oxbow(frame, flush, appenders) for _ in range(RUNS)]
+            for appenders, runs in ours.items():
                 mb = median(runs, "mb_per_s")
                 say(f"| {frame // 1024} KiB | {flush} | {appenders} | {mb:.0f} | {median(runs, 'appends_per_s'):.0f} "
                     f"| {median(runs, 'p50_us'):.0f} | {median(runs, 'p99_us'):.0f} | {median(runs, 'p999_us'):.0f} "
