@@ -1,4 +1,4 @@
-//! The on-disk frame around each record batch (layout in `docs/format.md`).
+//! The on-disk frame around each record batch (layout in `storage/docs/format.md`).
 //!
 //! ```text
 //! 0  magic u32 LE  "OXBF"          12 base_offset u64 LE

@@ -1,4 +1,4 @@
-//! The sparse offset index of one segment, and its file format (see `docs/format.md`).
+//! The sparse offset index of one segment, and its file format (see `storage/docs/format.md`).
 //!
 //! An entry maps an offset to the file position of the frame that starts with it, one entry per
 //! `index_interval_bytes` of frames. A lookup lands at or before the wanted frame; the reader scans

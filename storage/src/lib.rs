@@ -1,6 +1,6 @@
 //! Oxbow's storage engine: one segmented, checksummed log per partition on direct I/O.
 //!
-//! Layout, frame and index formats are specified in `docs/format.md`. Each [`Partition`] is
+//! Layout, frame and index formats are specified in `storage/docs/format.md`. Each [`Partition`] is
 //! owned by one shard (glommio executor) and is not `Send`; other shards reach it by message.
 //! Before opening any partition on a shard thread, call [`prepare_shard_io`] once.
 #![warn(missing_docs)]

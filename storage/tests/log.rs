@@ -482,3 +482,26 @@ fn failed_background_seal_stops_the_partition() {
         partition.close().await;
     });
 }
+
+#[test]
+fn segments_roll_by_age() {
+    on_shard(|dir| async move {
+        let mut config = small_config(FlushPolicy::Always);
+        config.segment_bytes_max = 1 << 30; // only age can roll
+        config.segment_age_max_ms = 1;
+        let partition = open(&dir, config).await;
+        // Append until well past the age limit, so that at least one roll is due whatever the
+        // speed of the machine.
+        let started = std::time::Instant::now();
+        let mut appended = 0;
+        while started.elapsed() < std::time::Duration::from_millis(5) || appended < 2 {
+            partition.append(batch(appended)).await.unwrap();
+            appended += 1;
+        }
+        let segments = partition.stats().segments;
+        assert!(segments >= 2, "no age roll after {:?}", started.elapsed());
+        assert_log_is(&read_all(&partition, 0).await, appended);
+        partition.close().await;
+        assert_eq!(files_with(&dir, "log").len(), segments);
+    });
+}
