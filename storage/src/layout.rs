@@ -56,6 +56,19 @@ pub fn index_path(dir: &Path, base_offset: u64) -> PathBuf {
     dir.join(format!("{base_offset:020}.index"))
 }
 
+/// Both files of a segment: the `.log` and its `.index`.
+pub fn segment_files(dir: &Path, base_offset: u64) -> [PathBuf; 2] {
+    [segment_path(dir, base_offset), index_path(dir, base_offset)]
+}
+
+/// Removes a file; one that is already gone is not an error.
+pub fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// What a file in a partition directory is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartitionFile {

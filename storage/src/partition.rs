@@ -12,7 +12,9 @@
 use crate::error::{AppendError, OpenError, ReadError, RetentionError, TruncateError};
 use crate::faults::Faults;
 use crate::file::{align_down, align_up, sync_dir, SegmentFile};
-use crate::layout::{classify, index_path, segment_path, PartitionFile};
+use crate::layout::{
+    classify, index_path, remove_if_present, segment_files, segment_path, PartitionFile,
+};
 use crate::retention::{segments_to_delete, SegmentStats};
 use crate::segment::{scan_frames, ScanStop, Segment, FRAME_BYTES_LIMIT};
 use crate::signal::{Completion, Notify, Watermark};
@@ -222,15 +224,10 @@ impl Partition {
         faults: Option<Rc<Faults>>,
     ) -> Result<Segment, OpenError> {
         let path = segment_path(dir, base);
-        let (segment, damage) = Segment::open_by_scan(
-            dir,
-            base,
-            config.index_interval_bytes,
-            FRAME_BYTES_LIMIT,
-            faults,
-        )
-        .await
-        .map_err(io_error("recovering", &path))?;
+        let (segment, damage) =
+            Segment::open_by_scan(dir, base, config.index_interval_bytes, faults)
+                .await
+                .map_err(io_error("recovering", &path))?;
         if let Some(damage) = &damage {
             tracing::warn!(segment = ?path, position = damage.position,
                 truncated_bytes = damage.bytes_after, reason = damage.reason,
@@ -263,12 +260,8 @@ impl Partition {
                 .map_err(io_error("syncing", &path))?;
         }
         // The active segment grows again: an index file from when it was sealed is stale.
-        match std::fs::remove_file(index_path(dir, base)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(io_error("removing stale index", dir)(e))
-            }
-            _ => {}
-        }
+        let stale_index = index_path(dir, base);
+        remove_if_present(&stale_index).map_err(io_error("removing stale index", &stale_index))?;
         Ok(segment)
     }
 
@@ -285,15 +278,10 @@ impl Partition {
         {
             return Ok(segment);
         }
-        let (mut segment, damage) = Segment::open_by_scan(
-            dir,
-            base,
-            config.index_interval_bytes,
-            FRAME_BYTES_LIMIT,
-            faults.clone(),
-        )
-        .await
-        .map_err(io_error("scanning", &path))?;
+        let (mut segment, damage) =
+            Segment::open_by_scan(dir, base, config.index_interval_bytes, faults.clone())
+                .await
+                .map_err(io_error("scanning", &path))?;
         segment.sealed = true;
         match damage {
             Some(damage) => tracing::error!(segment = ?path, position = damage.position,
@@ -552,16 +540,8 @@ impl Partition {
                 "retention chose the active segment {}",
                 segment.base_offset
             );
-            for path in [
-                segment_path(&self.shared.dir, segment.base_offset),
-                index_path(&self.shared.dir, segment.base_offset),
-            ] {
-                match std::fs::remove_file(&path) {
-                    Err(source) if source.kind() != io::ErrorKind::NotFound => {
-                        return Err(RetentionError { path, source })
-                    }
-                    _ => {}
-                }
+            for path in segment_files(&self.shared.dir, segment.base_offset) {
+                remove_if_present(&path).map_err(|source| RetentionError { path, source })?;
             }
             tracing::info!(dir = ?self.shared.dir, base_offset = segment.base_offset,
                 bytes = segment.log_bytes, "retention deleted segment");

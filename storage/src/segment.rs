@@ -221,7 +221,6 @@ impl Segment {
         dir: &Path,
         base_offset: u64,
         index_interval_bytes: u32,
-        frame_bytes_max: u32,
         faults: Option<Rc<Faults>>,
     ) -> io::Result<(Segment, Option<Damage>)> {
         let file = SegmentFile::open(&segment_path(dir, base_offset), faults).await?;
@@ -232,7 +231,7 @@ impl Segment {
             0,
             file_len,
             Some(base_offset),
-            frame_bytes_max,
+            FRAME_BYTES_LIMIT,
             SCAN_CHUNK_BYTES,
             |header, position, _| {
                 segment.on_frame(header, position, index_interval_bytes);

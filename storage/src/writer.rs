@@ -14,7 +14,7 @@
 use crate::error::{AppendError, TruncateError};
 use crate::file::{align_down, sync_dir};
 use crate::frame::{encode_header, FrameHeader, FRAME_HEADER_BYTES};
-use crate::layout::{index_path, segment_path};
+use crate::layout::{index_path, remove_if_present, segment_files};
 use crate::partition::Shared;
 use crate::segment::{scan_frames, seal_segment, ScanStop, Segment, FRAME_BYTES_LIMIT};
 use crate::signal::Completion;
@@ -360,14 +360,8 @@ impl Writer {
         }
         // Delete before creating: a restarted log may reuse the same base offset and file name.
         for segment in doomed {
-            for path in [
-                segment_path(&dir, segment.base_offset),
-                index_path(&dir, segment.base_offset),
-            ] {
-                match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
+            for path in segment_files(&dir, segment.base_offset) {
+                remove_if_present(&path)?;
             }
             segment.file.close().await?;
         }
@@ -418,10 +412,7 @@ impl Writer {
         };
         file.set_len(position).await?;
         file.sync().await?;
-        match std::fs::remove_file(index_path(&dir, base)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        remove_if_present(&index_path(&dir, base))?;
         sync_dir(&dir).await?;
         let tail_start = align_down(position);
         let tail = file

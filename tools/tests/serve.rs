@@ -35,17 +35,18 @@ fn value(partition: u32, i: u64) -> Vec<u8> {
     format!("p{partition}-m{i}").into_bytes()
 }
 
+async fn open_partition(data: &Path, p: u32) -> Partition {
+    let dir = partition_dir(data, TOPIC, p);
+    Partition::open(&dir, LogConfig::default(), OpenOptions::default())
+        .await
+        .unwrap()
+}
+
 /// Writes BATCHES one-record batches into each partition, then a torn frame onto partition 2.
 fn seed_data(data: &Path) {
     on_shard(data.to_path_buf(), async move |data: PathBuf| {
         for p in 0..PARTITIONS {
-            let partition = Partition::open(
-                &partition_dir(&data, TOPIC, p),
-                LogConfig::default(),
-                OpenOptions::default(),
-            )
-            .await
-            .unwrap();
+            let partition = open_partition(&data, p).await;
             for i in 0..BATCHES {
                 let mut builder = BatchBuilder::new(0);
                 builder.push(None, Some(&value(p, i)), 0);
@@ -63,13 +64,7 @@ fn seed_data(data: &Path) {
 fn check_data(data: &Path) {
     on_shard(data.to_path_buf(), async move |data: PathBuf| {
         for p in 0..PARTITIONS {
-            let partition = Partition::open(
-                &partition_dir(&data, TOPIC, p),
-                LogConfig::default(),
-                OpenOptions::default(),
-            )
-            .await
-            .unwrap();
+            let partition = open_partition(&data, p).await;
             assert_eq!(partition.log_end_offset(), BATCHES, "partition {p}");
             for i in 0..BATCHES {
                 let batch = partition.read(i, 1).await.unwrap().remove(0);
