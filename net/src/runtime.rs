@@ -1,0 +1,237 @@
+//! Starting and stopping a node's shards.
+//!
+//! [`Runtime::start`] discovers the partitions under the data directory, starts one pinned
+//! glommio executor per shard with the mesh of inboxes between them, and returns once every
+//! shard has opened (and so recovered) the partitions it owns. [`Runtime::stop`] makes every
+//! shard write, sync and close its partitions.
+
+use crate::shard::{Shard, ShardMessage};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use oxbow_core::placement::owner_shard;
+use oxbow_core::BrokerConfig;
+use oxbow_storage::layout::{discover_partitions, FoundPartition};
+use oxbow_storage::{OpenOptions, Partition};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Why a node could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The data directory cannot be created or listed.
+    #[error("data directory {path:?}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A shard failed to start or stopped abnormally.
+    #[error("shard {shard}: {reason}")]
+    Shard {
+        /// Which shard (`usize::MAX` when unknown).
+        shard: usize,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// A running node: its shards and their inboxes.
+pub struct Runtime {
+    inboxes: Vec<flume::Sender<ShardMessage>>,
+    shutdown: Vec<flume::Sender<()>>,
+    handles: Vec<ExecutorJoinHandle<()>>,
+    partitions: usize,
+}
+
+/// What a shard reports once its partitions are open (or why it could not open them).
+type ShardReport = Result<usize, String>;
+
+impl Runtime {
+    /// Starts `config.shards` shards (must be resolved, not 0) and waits until every shard has
+    /// opened its partitions. On failure every shard that started is stopped again.
+    pub fn start(config: BrokerConfig) -> Result<Runtime, RuntimeError> {
+        assert!(
+            config.shards > 0,
+            "shard count must be resolved before start"
+        );
+        let data_dir = config.data_dir.clone();
+        let dir_error = |source| RuntimeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
+        let discovery = discover_partitions(&data_dir).map_err(dir_error)?;
+        for (path, reason) in &discovery.ignored {
+            tracing::warn!(?path, reason, "ignoring entry in data directory");
+        }
+        let mut topics = BTreeMap::<String, u32>::new();
+        for found in &discovery.partitions {
+            let count = topics.entry(found.topic.clone()).or_default();
+            *count = (*count).max(found.partition + 1);
+        }
+        let cpus: Vec<usize> = glommio::CpuSet::online()
+            .map(|set| set.into_iter().map(|location| location.cpu).collect())
+            .unwrap_or_default();
+
+        let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..config.shards)
+            .map(|_| flume::unbounded::<ShardMessage>())
+            .unzip();
+        let (report_tx, report_rx) = flume::unbounded::<(usize, ShardReport)>();
+        let mut runtime = Runtime {
+            inboxes: inboxes.clone(),
+            shutdown: Vec::new(),
+            handles: Vec::new(),
+            partitions: 0,
+        };
+        for (shard, inbox) in receivers.into_iter().enumerate() {
+            let owned: Vec<FoundPartition> = discovery
+                .partitions
+                .iter()
+                .filter(|p| owner_shard(&p.topic, p.partition, config.shards) == shard)
+                .cloned()
+                .collect();
+            let (shutdown_tx, shutdown_rx) = flume::bounded::<()>(1);
+            let placement = match cpus.is_empty() {
+                true => Placement::Unbound,
+                false => Placement::Fixed(cpus[shard % cpus.len()]),
+            };
+            let (config_for_shard, mesh, table) = (config.clone(), inboxes.clone(), topics.clone());
+            let report = report_tx.clone();
+            let started = LocalExecutorBuilder::new(placement)
+                .name(&format!("shard-{shard}"))
+                .io_memory(config.shard_io_memory_bytes)
+                .spawn(move || {
+                    // Built on its own thread: a shard holds `Rc`s and never moves.
+                    let state = Shard::new(shard, config_for_shard, mesh, table);
+                    shard_main(state, owned, inbox, report, shutdown_rx)
+                });
+            match started {
+                Ok(handle) => {
+                    runtime.handles.push(handle);
+                    runtime.shutdown.push(shutdown_tx);
+                }
+                Err(e) => {
+                    let _ = runtime.stop();
+                    return Err(RuntimeError::Shard {
+                        shard,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        drop(report_tx);
+        let mut failure = None;
+        for _ in 0..config.shards {
+            match report_rx.recv() {
+                Ok((_, Ok(count))) => runtime.partitions += count,
+                Ok((shard, Err(reason))) => {
+                    failure.get_or_insert(RuntimeError::Shard { shard, reason });
+                }
+                Err(_) => {
+                    failure.get_or_insert(RuntimeError::Shard {
+                        shard: usize::MAX,
+                        reason: "a shard exited during start-up".into(),
+                    });
+                    break;
+                }
+            }
+        }
+        match failure {
+            Some(e) => {
+                let _ = runtime.stop();
+                Err(e)
+            }
+            None => Ok(runtime),
+        }
+    }
+
+    /// Number of partitions opened at start.
+    pub fn partitions(&self) -> usize {
+        self.partitions
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// The inbox of a shard, to send it requests from any thread.
+    pub fn inbox(&self, shard: usize) -> &flume::Sender<ShardMessage> {
+        &self.inboxes[shard]
+    }
+
+    /// Stops every shard (each writes, syncs and closes its partitions) and waits for them.
+    pub fn stop(self) -> Result<(), RuntimeError> {
+        for tx in &self.shutdown {
+            let _ = tx.try_send(());
+        }
+        let mut result = Ok(());
+        for handle in self.handles {
+            if handle.join().is_err() {
+                result = Err(RuntimeError::Shard {
+                    shard: usize::MAX,
+                    reason: "a shard panicked".into(),
+                });
+            }
+        }
+        result
+    }
+}
+
+async fn shard_main(
+    shard: Shard,
+    owned: Vec<FoundPartition>,
+    inbox: flume::Receiver<ShardMessage>,
+    report: flume::Sender<(usize, ShardReport)>,
+    shutdown: flume::Receiver<()>,
+) {
+    let id = shard.id;
+    if let Err(e) = oxbow_storage::prepare_shard_io(&shard.config.data_dir, id).await {
+        let _ = report.send((id, Err(format!("preparing direct I/O: {e}"))));
+        return;
+    }
+    for found in &owned {
+        match Partition::open(&found.dir, shard.config.log.clone(), OpenOptions::default()).await {
+            Ok(partition) => {
+                tracing::debug!(shard = id, topic = %found.topic, partition = found.partition,
+                    log_end_offset = partition.log_end_offset(), "partition opened");
+                shard.adopt(&found.topic, found.partition, partition);
+            }
+            Err(e) => {
+                // Do not serve a partial set: an operator must see and fix the failure.
+                for partition in shard.owned() {
+                    partition.close().await;
+                }
+                let _ = report.send((id, Err(format!("{}/{}: {e}", found.topic, found.partition))));
+                return;
+            }
+        }
+    }
+    let shard = Rc::new(shard);
+    let inbox_task = glommio::spawn_local(shard.clone().serve_inbox(inbox));
+    let retention = glommio::spawn_local(apply_retention_forever(shard.clone()));
+    let _ = report.send((id, Ok(owned.len())));
+    let _ = shutdown.recv_async().await;
+    // Dropping a glommio task cancels it: no new requests are taken from here on.
+    drop(inbox_task);
+    drop(retention);
+    let partitions = shard.owned();
+    for partition in &partitions {
+        partition.close().await;
+    }
+    tracing::info!(shard = id, partitions = partitions.len(), "shard stopped");
+}
+
+async fn apply_retention_forever(shard: Rc<Shard>) {
+    let every = Duration::from_millis(shard.config.retention_check_interval_ms);
+    loop {
+        glommio::timer::sleep(every).await;
+        for partition in shard.owned() {
+            if let Err(e) = partition.apply_retention(oxbow_storage::now_ms()).await {
+                tracing::error!(shard = shard.id, error = %e, "retention failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! The shard runtime shared by the protocol servers.
+//!
+//! Every partition is owned by one shard ([`oxbow_core::placement::owner_shard`]). A connection
+//! on any shard reaches a partition by sending a [`ShardMessage`] to the owner's inbox over the
+//! mesh of flume channels built at start, and awaiting the reply; batches travel as `Bytes`, so
+//! nothing is copied between shards. Each shard keeps its own copy of the topic table; shard 0
+//! creates topics and broadcasts them, so reads of the table take no lock.
+
+use oxbow_core::placement::owner_shard;
+use oxbow_core::{BrokerConfig, RecordBatch};
+use oxbow_storage::layout::{partition_dir, validate_topic_name};
+use oxbow_storage::{AppendError, OpenOptions, Partition, ReadError};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Upper bound on partitions of one topic.
+pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
+
+/// Why a partition request failed, in terms a protocol can map to its error codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartitionError {
+    /// The topic or partition does not exist.
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    /// The offset is outside the log.
+    #[error("offset out of range")]
+    OffsetOutOfRange,
+    /// The batch is larger than the topic allows.
+    #[error("batch too large")]
+    BatchTooLarge,
+    /// Stored bytes failed their checksum.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// The disk failed; the message says how.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// Result of a produce to one partition: base offset of the first batch and the log start.
+pub type ProduceOutcome = Result<(u64, u64), PartitionError>;
+
+/// Result of a fetch from one partition.
+#[derive(Debug, Clone)]
+pub struct FetchOutcome {
+    /// Offset after the last readable record.
+    pub high_watermark: u64,
+    /// First readable offset.
+    pub log_start_offset: u64,
+    /// Whole stored batches starting with the one holding the fetch offset.
+    pub batches: Vec<RecordBatch>,
+    /// Set when the fetch failed.
+    pub error: Option<PartitionError>,
+}
+
+/// Why a topic could not be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateTopicError {
+    /// The topic exists already.
+    #[error("topic already exists")]
+    Exists,
+    /// The name breaks the naming rules.
+    #[error("{0}")]
+    InvalidName(String),
+    /// Zero or too many partitions.
+    #[error("invalid partition count {0} (1..={PARTITIONS_PER_TOPIC_MAX})")]
+    InvalidPartitions(i64),
+    /// Opening a partition failed.
+    #[error("creating partition failed: {0}")]
+    Storage(String),
+}
+
+/// A request to a shard. All fields are `Send`: they cross threads.
+pub enum ShardMessage {
+    /// Append batches to a partition this shard owns.
+    Produce {
+        /// Topic.
+        topic: Arc<str>,
+        /// Partition.
+        partition: u32,
+        /// Validated batches, appended in order.
+        batches: Vec<RecordBatch>,
+        /// Where to answer.
+        reply: flume::Sender<ProduceOutcome>,
+    },
+    /// Read from a partition this shard owns, waiting up to `max_wait` for data.
+    Fetch {
+        /// Topic.
+        topic: Arc<str>,
+        /// Partition.
+        partition: u32,
+        /// First offset wanted.
+        offset: u64,
+        /// Byte budget (at least one batch is returned anyway).
+        max_bytes: usize,
+        /// Longest wait for data when there is none at `offset`.
+        max_wait: Duration,
+        /// Where to answer.
+        reply: flume::Sender<FetchOutcome>,
+    },
+    /// Offsets of a partition: log start, log end, or the first offset at a timestamp.
+    ListOffset {
+        /// Topic.
+        topic: Arc<str>,
+        /// Partition.
+        partition: u32,
+        /// -2 earliest, -1 latest, otherwise milliseconds.
+        timestamp: i64,
+        /// Where to answer: (offset, timestamp of that batch or -1).
+        reply: flume::Sender<Result<(i64, i64), PartitionError>>,
+    },
+    /// Create a topic (sent to shard 0, which serialises creations).
+    CreateTopic {
+        /// Name.
+        name: String,
+        /// Partition count.
+        partitions: i64,
+        /// Where to answer.
+        reply: flume::Sender<Result<(), CreateTopicError>>,
+    },
+    /// Open (creating) a partition this shard owns.
+    OpenPartition {
+        /// Topic.
+        topic: Arc<str>,
+        /// Partition.
+        partition: u32,
+        /// Where to answer.
+        reply: flume::Sender<Result<(), String>>,
+    },
+    /// This shard's copy of the topic table: name → partition count.
+    DescribeTopics {
+        /// Where to answer.
+        reply: flume::Sender<BTreeMap<String, u32>>,
+    },
+    /// A topic exists now; update this shard's table.
+    TopicAdded {
+        /// Name.
+        name: String,
+        /// Partition count.
+        partitions: u32,
+        /// Acknowledgement.
+        reply: flume::Sender<()>,
+    },
+}
+
+/// A partition's name: topic and number.
+type PartitionKey = (Arc<str>, u32);
+
+/// One shard: its partitions, its copy of the topic table, and the mesh to every shard.
+/// Lives on its own executor thread (`Rc`, never shared).
+pub struct Shard {
+    /// This shard's index.
+    pub id: usize,
+    /// Broker configuration.
+    pub config: BrokerConfig,
+    mesh: Vec<flume::Sender<ShardMessage>>,
+    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    topics: RefCell<BTreeMap<String, u32>>,
+    /// Topics shard 0 is creating right now: a second creation of the same name is refused.
+    creating: RefCell<std::collections::HashSet<String>>,
+}
+
+async fn ask<T>(
+    to: &flume::Sender<ShardMessage>,
+    build: impl FnOnce(flume::Sender<T>) -> ShardMessage,
+) -> Option<T> {
+    let (tx, rx) = flume::bounded(1);
+    to.send_async(build(tx)).await.ok()?;
+    rx.recv_async().await.ok()
+}
+
+impl Shard {
+    /// A shard with the given mesh (one sender per shard, index = shard id) and topic table.
+    pub fn new(
+        id: usize,
+        config: BrokerConfig,
+        mesh: Vec<flume::Sender<ShardMessage>>,
+        topics: BTreeMap<String, u32>,
+    ) -> Shard {
+        Shard {
+            id,
+            config,
+            mesh,
+            partitions: RefCell::default(),
+            topics: RefCell::new(topics),
+            creating: RefCell::default(),
+        }
+    }
+
+    /// Number of shards on this node.
+    pub fn shards(&self) -> usize {
+        self.mesh.len()
+    }
+
+    /// Adds a partition this shard opened at start.
+    pub fn adopt(&self, topic: &str, partition: u32, log: Partition) {
+        self.partitions
+            .borrow_mut()
+            .insert((Arc::from(topic), partition), Rc::new(log));
+    }
+
+    /// Partitions this shard owns.
+    pub fn owned(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// The topic table as this shard knows it: name → partition count.
+    pub fn topics(&self) -> BTreeMap<String, u32> {
+        self.topics.borrow().clone()
+    }
+
+    /// Partition count of a topic, if it exists.
+    pub fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.topics.borrow().get(topic).copied()
+    }
+
+    fn owner_inbox(&self, topic: &str, partition: u32) -> &flume::Sender<ShardMessage> {
+        &self.mesh[owner_shard(topic, partition, self.shards())]
+    }
+
+    fn local(&self, topic: &str, partition: u32) -> Result<Rc<Partition>, PartitionError> {
+        self.partitions
+            .borrow()
+            .get(&(Arc::from(topic), partition))
+            .cloned()
+            .ok_or(PartitionError::UnknownTopicOrPartition)
+    }
+
+    /// Appends batches to a partition on its owner shard.
+    pub async fn produce(
+        &self,
+        topic: Arc<str>,
+        partition: u32,
+        batches: Vec<RecordBatch>,
+    ) -> ProduceOutcome {
+        let inbox = self.owner_inbox(&topic, partition);
+        ask(inbox, |reply| ShardMessage::Produce {
+            topic,
+            partition,
+            batches,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(PartitionError::Storage("owner shard is gone".into())))
+    }
+
+    /// Reads from a partition on its owner shard.
+    pub async fn fetch(
+        &self,
+        topic: Arc<str>,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> FetchOutcome {
+        let inbox = self.owner_inbox(&topic, partition);
+        ask(inbox, |reply| ShardMessage::Fetch {
+            topic,
+            partition,
+            offset,
+            max_bytes,
+            max_wait,
+            reply,
+        })
+        .await
+        .unwrap_or(FetchOutcome {
+            high_watermark: 0,
+            log_start_offset: 0,
+            batches: Vec::new(),
+            error: Some(PartitionError::Storage("owner shard is gone".into())),
+        })
+    }
+
+    /// Looks up an offset of a partition on its owner shard.
+    pub async fn list_offset(
+        &self,
+        topic: Arc<str>,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<(i64, i64), PartitionError> {
+        let inbox = self.owner_inbox(&topic, partition);
+        ask(inbox, |reply| ShardMessage::ListOffset {
+            topic,
+            partition,
+            timestamp,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(PartitionError::Storage("owner shard is gone".into())))
+    }
+
+    /// Creates a topic through shard 0 and returns once every shard knows it.
+    pub async fn create_topic(
+        &self,
+        name: String,
+        partitions: i64,
+    ) -> Result<(), CreateTopicError> {
+        ask(&self.mesh[0], |reply| ShardMessage::CreateTopic {
+            name,
+            partitions,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(CreateTopicError::Storage("shard 0 is gone".into())))
+    }
+
+    /// Serves this shard's inbox until every sender is gone. Each message runs as its own task,
+    /// so a slow append or a long-poll fetch does not hold up the others.
+    pub async fn serve_inbox(self: Rc<Self>, inbox: flume::Receiver<ShardMessage>) {
+        while let Ok(message) = inbox.recv_async().await {
+            let shard = self.clone();
+            glommio::spawn_local(async move { shard.handle(message).await }).detach();
+        }
+    }
+
+    async fn handle(self: Rc<Self>, message: ShardMessage) {
+        match message {
+            ShardMessage::Produce {
+                topic,
+                partition,
+                batches,
+                reply,
+            } => {
+                let _ = reply.send(self.append_local(&topic, partition, batches).await);
+            }
+            ShardMessage::Fetch {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+                max_wait,
+                reply,
+            } => {
+                let _ = reply.send(
+                    self.fetch_local(&topic, partition, offset, max_bytes, max_wait)
+                        .await,
+                );
+            }
+            ShardMessage::ListOffset {
+                topic,
+                partition,
+                timestamp,
+                reply,
+            } => {
+                let _ = reply.send(self.list_offset_local(&topic, partition, timestamp).await);
+            }
+            ShardMessage::CreateTopic {
+                name,
+                partitions,
+                reply,
+            } => {
+                assert_eq!(self.id, 0, "topic creation is serialised on shard 0");
+                let _ = reply.send(self.create_topic_as_coordinator(name, partitions).await);
+            }
+            ShardMessage::OpenPartition {
+                topic,
+                partition,
+                reply,
+            } => {
+                let _ = reply.send(self.open_local(&topic, partition).await);
+            }
+            ShardMessage::DescribeTopics { reply } => {
+                let _ = reply.send(self.topics());
+            }
+            ShardMessage::TopicAdded {
+                name,
+                partitions,
+                reply,
+            } => {
+                self.topics.borrow_mut().insert(name, partitions);
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    async fn append_local(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Vec<RecordBatch>,
+    ) -> ProduceOutcome {
+        let log = self.local(topic, partition)?;
+        let mut first = None;
+        for batch in batches {
+            let appended = log.append(batch).await.map_err(|e| match e {
+                AppendError::TooLarge { .. } => PartitionError::BatchTooLarge,
+                other => PartitionError::Storage(other.to_string()),
+            })?;
+            first.get_or_insert(appended.base_offset);
+        }
+        Ok((
+            first.unwrap_or(log.log_end_offset()),
+            log.log_start_offset(),
+        ))
+    }
+
+    async fn fetch_local(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> FetchOutcome {
+        let log = match self.local(topic, partition) {
+            Ok(log) => log,
+            Err(e) => {
+                return FetchOutcome {
+                    high_watermark: 0,
+                    log_start_offset: 0,
+                    batches: Vec::new(),
+                    error: Some(e),
+                }
+            }
+        };
+        if offset == log.log_end_offset() && !max_wait.is_zero() {
+            // Long poll: answered when data arrives, or when the wait runs out.
+            let arrival = log.wait_for_offset(offset);
+            let timeout = async {
+                glommio::timer::sleep(max_wait).await;
+            };
+            futures_lite::future::or(arrival, timeout).await;
+        }
+        let result = log.read(offset, max_bytes).await;
+        let (batches, error) = match result {
+            Ok(batches) => (batches, None),
+            Err(ReadError::OffsetOutOfRange { .. }) => {
+                (Vec::new(), Some(PartitionError::OffsetOutOfRange))
+            }
+            Err(e @ ReadError::Corrupt { .. }) => {
+                (Vec::new(), Some(PartitionError::Corrupt(e.to_string())))
+            }
+            Err(e) => (Vec::new(), Some(PartitionError::Storage(e.to_string()))),
+        };
+        FetchOutcome {
+            high_watermark: log.log_end_offset(),
+            log_start_offset: log.log_start_offset(),
+            batches,
+            error,
+        }
+    }
+
+    async fn list_offset_local(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<(i64, i64), PartitionError> {
+        let log = self.local(topic, partition)?;
+        match timestamp {
+            -2 => Ok((log.log_start_offset() as i64, -1)),
+            -1 => Ok((log.log_end_offset() as i64, -1)),
+            at => {
+                // The first batch whose newest record is at or after `at`; a linear scan until
+                // a time index exists.
+                let mut next = log.log_start_offset();
+                loop {
+                    let batches = log
+                        .read(next, 1 << 20)
+                        .await
+                        .map_err(|e| PartitionError::Storage(e.to_string()))?;
+                    let Some(last) = batches.last() else {
+                        return Ok((-1, -1));
+                    };
+                    if let Some(hit) = batches.iter().find(|b| b.max_timestamp() >= at) {
+                        return Ok((hit.base_offset() as i64, hit.max_timestamp()));
+                    }
+                    next = last.last_offset() + 1;
+                }
+            }
+        }
+    }
+
+    async fn open_local(&self, topic: &str, partition: u32) -> Result<(), String> {
+        if self.local(topic, partition).is_ok() {
+            return Ok(());
+        }
+        let dir = partition_dir(&self.config.data_dir, topic, partition);
+        let log = Partition::open(&dir, self.config.log.clone(), OpenOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        self.adopt(topic, partition, log);
+        Ok(())
+    }
+
+    async fn create_topic_as_coordinator(
+        &self,
+        name: String,
+        partitions: i64,
+    ) -> Result<(), CreateTopicError> {
+        validate_topic_name(&name).map_err(|e| CreateTopicError::InvalidName(e.to_string()))?;
+        if !(1..=PARTITIONS_PER_TOPIC_MAX as i64).contains(&partitions) {
+            return Err(CreateTopicError::InvalidPartitions(partitions));
+        }
+        if self.partition_count(&name).is_some() || !self.creating.borrow_mut().insert(name.clone())
+        {
+            return Err(CreateTopicError::Exists);
+        }
+        let result = self.create_partitions(&name, partitions as u32).await;
+        self.creating.borrow_mut().remove(&name);
+        result
+    }
+
+    async fn create_partitions(&self, name: &str, partitions: u32) -> Result<(), CreateTopicError> {
+        let topic: Arc<str> = Arc::from(name);
+        for partition in 0..partitions {
+            let inbox = self.owner_inbox(&topic, partition);
+            let topic = topic.clone();
+            ask(inbox, |reply| ShardMessage::OpenPartition {
+                topic,
+                partition,
+                reply,
+            })
+            .await
+            .unwrap_or(Err("owner shard is gone".into()))
+            .map_err(CreateTopicError::Storage)?;
+        }
+        for inbox in &self.mesh {
+            let name = name.to_string();
+            ask(inbox, |reply| ShardMessage::TopicAdded {
+                name,
+                partitions,
+                reply,
+            })
+            .await;
+        }
+        tracing::info!(topic = %name, partitions, "topic created");
+        Ok(())
+    }
+}
