@@ -188,7 +188,9 @@ async fn shard_main(
     shutdown: flume::Receiver<()>,
 ) {
     let id = shard.id;
-    if let Err(e) = oxbow_storage::prepare_shard_io(&shard.config.data_dir, id).await {
+    if let Err(e) =
+        oxbow_storage::prepare_shard_io(&shard.config.data_dir, &format!("shard-{id}")).await
+    {
         let _ = report.send((id, Err(format!("preparing direct I/O: {e}"))));
         return;
     }

@@ -56,6 +56,16 @@ impl SegmentFile {
         })
     }
 
+    /// Opens an existing file for reading only (verification must change nothing).
+    pub async fn open_read_only(path: &Path) -> io::Result<SegmentFile> {
+        let file = DmaFile::open(path).await.map_err(to_io)?;
+        Ok(SegmentFile {
+            file: Rc::new(file),
+            path: Rc::new(path.to_path_buf()),
+            faults: None,
+        })
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -137,10 +147,12 @@ impl SegmentFile {
 /// probes io-poll support by reading block 0 of that file; if the file is empty the probe
 /// "succeeds", the device is marked pollable for the thread, and every later DMA read fails with
 /// EOPNOTSUPP. Opening a file that holds a written, synced block first makes the probe read real
-/// data and get the right answer. Call once per shard thread before any other DMA open.
-pub async fn prepare_shard_io(data_dir: &Path, shard: usize) -> io::Result<()> {
+/// data and get the right answer. Call once per thread (a shard, a tool) before any other DMA
+/// open; `thread_name` names the probe file (`<data_dir>/.<thread_name>.probe`), which must be
+/// on the same device as the data.
+pub async fn prepare_shard_io(data_dir: &Path, thread_name: &str) -> io::Result<()> {
     std::fs::create_dir_all(data_dir)?;
-    let probe_path = data_dir.join(format!(".shard-{shard}.probe"));
+    let probe_path = data_dir.join(format!(".{thread_name}.probe"));
     {
         use std::io::Write;
         let mut probe = std::fs::File::create(&probe_path)?;

@@ -16,6 +16,7 @@ pub mod retention;
 pub mod segment;
 mod signal;
 pub mod tail_cache;
+pub mod verify;
 mod writer;
 
 pub use error::{AppendError, OpenError, ReadError, RetentionError, TruncateError};

@@ -26,7 +26,9 @@ fn config() -> oxbow_core::LogConfig {
 fn run_child(dir: std::path::PathBuf, first_index: u64) {
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
-            oxbow_storage::prepare_shard_io(&dir, 0).await.unwrap();
+            oxbow_storage::prepare_shard_io(&dir, "shard-0")
+                .await
+                .unwrap();
             let partition = Rc::new(
                 Partition::open(&dir, config(), OpenOptions::default())
                     .await
@@ -120,7 +122,9 @@ fn parse_ack(line: &str) -> Option<(u64, u64)> {
 fn verify(dir: std::path::PathBuf, acked: Vec<(u64, u64)>) {
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
-            oxbow_storage::prepare_shard_io(&dir, 0).await.unwrap();
+            oxbow_storage::prepare_shard_io(&dir, "shard-0")
+                .await
+                .unwrap();
             let partition = Partition::open(&dir, config(), OpenOptions::default())
                 .await
                 .unwrap();

@@ -1,6 +1,7 @@
 //! `oxbow`: the broker (`oxbow serve`) and its operator commands.
 
 mod serve;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -21,6 +22,19 @@ struct Cli {
 enum Command {
     /// Run the broker. Settings: embedded defaults, then --config, then these flags.
     Serve(ServeArgs),
+    /// Operate on a data directory directly (with the broker stopped).
+    #[command(subcommand)]
+    Storage(StorageCommand),
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// Read every frame of every partition; report damaged offsets. Exit 1 if any are.
+    Verify {
+        /// Data directory to check.
+        #[arg(long, default_value = "oxbow-data")]
+        data_dir: PathBuf,
+    },
 }
 
 /// Flags of `oxbow serve`; each overrides the same setting of the config file.
@@ -63,13 +77,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| e.to_string()),
+        Command::Storage(StorageCommand::Verify { data_dir }) => verify::run(data_dir).map(|s| {
+            println!(
+                "verified {} partitions, {} segments, {} batches: {} damaged ranges",
+                s.partitions, s.segments, s.batches, s.damaged_ranges
+            );
+            match s.damaged_ranges {
+                0 => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
+            }
+        }),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("oxbow: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    result.unwrap_or_else(|e| {
+        eprintln!("oxbow: {e}");
+        ExitCode::from(2)
+    })
 }

@@ -23,7 +23,9 @@ fn on_shard<T: Send + 'static>(
 ) -> T {
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
-            oxbow_storage::prepare_shard_io(&dir, 0).await.unwrap();
+            oxbow_storage::prepare_shard_io(&dir, "shard-0")
+                .await
+                .unwrap();
             work(dir).await
         })
         .unwrap()

@@ -108,7 +108,7 @@ fn on_shard<T: Send + 'static>(
     LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .io_memory(64 << 20)
         .spawn(move || async move {
-            oxbow_storage::prepare_shard_io(&dir, 0)
+            oxbow_storage::prepare_shard_io(&dir, "bench")
                 .await
                 .expect("probe");
             work(dir).await

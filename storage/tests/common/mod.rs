@@ -20,7 +20,7 @@ where
     LocalExecutorBuilder::default()
         .io_memory(16 << 20)
         .spawn(move || async move {
-            oxbow_storage::prepare_shard_io(&path, 0)
+            oxbow_storage::prepare_shard_io(&path, "shard-0")
                 .await
                 .expect("probe");
             test(path).await;
