@@ -175,6 +175,18 @@ pub struct BrokerConfig {
     pub shard_io_memory_bytes: usize,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval_ms: u64,
+    /// This broker's id in Kafka metadata.
+    pub node_id: i32,
+    /// Address every shard listens on for the Kafka protocol (port 0: chosen at start).
+    pub kafka_listen: String,
+    /// `host:port` given to Kafka clients in metadata; defaults to the bound listen address.
+    pub advertised_kafka_addr: Option<String>,
+    /// Largest Kafka request accepted; larger ones close the connection unread.
+    pub kafka_frame_bytes_max: u32,
+    /// Create a topic when a client produces to or asks metadata for one that does not exist.
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic, and of a CreateTopics asking for the default.
+    pub default_partitions: u32,
     /// Defaults for every topic's log.
     pub log: LogConfig,
 }
@@ -186,10 +198,20 @@ impl Default for BrokerConfig {
             shards: 0,
             shard_io_memory_bytes: 16 << 20,
             retention_check_interval_ms: 5 * 60 * 1000,
+            node_id: 0,
+            kafka_listen: "127.0.0.1:9092".to_string(),
+            advertised_kafka_addr: None,
+            kafka_frame_bytes_max: 100 << 20,
+            auto_create_topics: true,
+            default_partitions: 1,
             log: LogConfig::default(),
         }
     }
 }
+
+/// Upper bound on `kafka_frame_bytes_max`: keeps every legitimate request allocation far below
+/// the size the Kafka decoder's allocation guard treats as absurd (see `oxbow_net::alloc`).
+pub const KAFKA_FRAME_BYTES_LIMIT: u32 = 512 << 20;
 
 /// Upper bound on `shards`: more executors than this is a configuration mistake.
 pub const SHARDS_MAX: usize = 1024;
@@ -214,6 +236,22 @@ impl BrokerConfig {
                 "shard_io_memory_bytes",
                 "must be at least 10 MiB",
             ));
+        }
+        if self.kafka_frame_bytes_max < 1024 || self.kafka_frame_bytes_max > KAFKA_FRAME_BYTES_LIMIT
+        {
+            return Err(ConfigError::new(
+                "kafka_frame_bytes_max",
+                format!("must be 1 KiB to {} MiB", KAFKA_FRAME_BYTES_LIMIT >> 20),
+            ));
+        }
+        if self.kafka_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::new(
+                "kafka_listen",
+                "must be an ip:port address",
+            ));
+        }
+        if !(1..=10_000).contains(&self.default_partitions) {
+            return Err(ConfigError::new("default_partitions", "must be 1 to 10000"));
         }
         if self.retention_check_interval_ms == 0 {
             return Err(ConfigError::new(

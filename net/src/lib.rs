@@ -1,7 +1,9 @@
-//! Oxbow's networking side: the shard runtime that routes requests to partition owners, and
-//! (to come) the Kafka wire protocol and native protocol servers built on it.
+//! Oxbow's networking side: the shard runtime that routes requests to partition owners, and the
+//! Kafka wire protocol server built on it (the native protocol comes next).
 #![warn(missing_docs)]
 
+pub mod alloc;
+pub mod kafka;
 pub mod runtime;
 pub mod shard;
 

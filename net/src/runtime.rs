@@ -12,6 +12,7 @@ use oxbow_core::BrokerConfig;
 use oxbow_storage::layout::{discover_partitions, FoundPartition};
 use oxbow_storage::{OpenOptions, Partition};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -40,9 +41,21 @@ pub enum RuntimeError {
 /// A running node: its shards and their inboxes.
 pub struct Runtime {
     inboxes: Vec<flume::Sender<ShardMessage>>,
-    shutdown: Vec<flume::Sender<()>>,
+    control: Vec<flume::Sender<Control>>,
     handles: Vec<ExecutorJoinHandle<()>>,
     partitions: usize,
+    kafka_addr: SocketAddr,
+}
+
+/// Orders from the runtime to a shard's main task.
+enum Control {
+    /// Bind the Kafka listener on this address and report the bound address.
+    ListenKafka {
+        addr: SocketAddr,
+        reply: flume::Sender<Result<SocketAddr, String>>,
+    },
+    /// Close every partition and exit.
+    Stop,
 }
 
 /// What a shard reports once its partitions are open (or why it could not open them).
@@ -81,9 +94,10 @@ impl Runtime {
         let (report_tx, report_rx) = flume::unbounded::<(usize, ShardReport)>();
         let mut runtime = Runtime {
             inboxes: inboxes.clone(),
-            shutdown: Vec::new(),
+            control: Vec::new(),
             handles: Vec::new(),
             partitions: 0,
+            kafka_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
         for (shard, inbox) in receivers.into_iter().enumerate() {
             let owned: Vec<FoundPartition> = discovery
@@ -92,7 +106,7 @@ impl Runtime {
                 .filter(|p| owner_shard(&p.topic, p.partition, config.shards) == shard)
                 .cloned()
                 .collect();
-            let (shutdown_tx, shutdown_rx) = flume::bounded::<()>(1);
+            let (control_tx, control_rx) = flume::unbounded::<Control>();
             let placement = match cpus.is_empty() {
                 true => Placement::Unbound,
                 false => Placement::Fixed(cpus[shard % cpus.len()]),
@@ -105,12 +119,12 @@ impl Runtime {
                 .spawn(move || {
                     // Built on its own thread: a shard holds `Rc`s and never moves.
                     let state = Shard::new(shard, config_for_shard, mesh, table);
-                    shard_main(state, owned, inbox, report, shutdown_rx)
+                    shard_main(state, owned, inbox, report, control_rx)
                 });
             match started {
                 Ok(handle) => {
                     runtime.handles.push(handle);
-                    runtime.shutdown.push(shutdown_tx);
+                    runtime.control.push(control_tx);
                 }
                 Err(e) => {
                     let _ = runtime.stop();
@@ -138,13 +152,37 @@ impl Runtime {
                 }
             }
         }
-        match failure {
-            Some(e) => {
-                let _ = runtime.stop();
-                Err(e)
-            }
-            None => Ok(runtime),
+        if let Some(e) = failure {
+            let _ = runtime.stop();
+            return Err(e);
         }
+        // Shard 0 binds first so that port 0 resolves to one port; the others bind that port.
+        let mut addr: SocketAddr = config
+            .kafka_listen
+            .parse()
+            .expect("validated by BrokerConfig::validate");
+        for shard in 0..config.shards {
+            let (reply, bound) = flume::bounded(1);
+            let _ = runtime.control[shard].send(Control::ListenKafka { addr, reply });
+            match bound.recv() {
+                Ok(Ok(bound)) => addr = bound,
+                outcome => {
+                    let reason = match outcome {
+                        Ok(Err(reason)) => reason,
+                        _ => "the shard exited while binding".to_string(),
+                    };
+                    let _ = runtime.stop();
+                    return Err(RuntimeError::Shard { shard, reason });
+                }
+            }
+        }
+        runtime.kafka_addr = addr;
+        Ok(runtime)
+    }
+
+    /// The address the Kafka listener is bound to on every shard.
+    pub fn kafka_addr(&self) -> SocketAddr {
+        self.kafka_addr
     }
 
     /// Number of partitions opened at start.
@@ -164,8 +202,8 @@ impl Runtime {
 
     /// Stops every shard (each writes, syncs and closes its partitions) and waits for them.
     pub fn stop(self) -> Result<(), RuntimeError> {
-        for tx in &self.shutdown {
-            let _ = tx.try_send(());
+        for tx in &self.control {
+            let _ = tx.send(Control::Stop);
         }
         let mut result = Ok(());
         for handle in self.handles {
@@ -185,7 +223,7 @@ async fn shard_main(
     owned: Vec<FoundPartition>,
     inbox: flume::Receiver<ShardMessage>,
     report: flume::Sender<(usize, ShardReport)>,
-    shutdown: flume::Receiver<()>,
+    control: flume::Receiver<Control>,
 ) {
     let id = shard.id;
     if let Err(e) =
@@ -215,8 +253,27 @@ async fn shard_main(
     let inbox_task = glommio::spawn_local(shard.clone().serve_inbox(inbox));
     let retention = glommio::spawn_local(apply_retention_forever(shard.clone()));
     let _ = report.send((id, Ok(owned.len())));
-    let _ = shutdown.recv_async().await;
-    // Dropping a glommio task cancels it: no new requests are taken from here on.
+    let mut listener = None;
+    while let Ok(order) = control.recv_async().await {
+        match order {
+            Control::ListenKafka { addr, reply } => {
+                let advertised = shard.config.advertised_kafka_addr.clone();
+                match crate::kafka::listen(shard.clone(), addr, advertised.as_deref()) {
+                    Ok((bound, task)) => {
+                        listener = Some(task);
+                        let _ = reply.send(Ok(bound));
+                    }
+                    Err(e) => {
+                        let _ =
+                            reply.send(Err(format!("binding the Kafka listener on {addr}: {e}")));
+                    }
+                }
+            }
+            Control::Stop => break,
+        }
+    }
+    // Dropping a glommio task cancels it: no new connections or requests from here on.
+    drop(listener);
     drop(inbox_task);
     drop(retention);
     let partitions = shard.owned();

@@ -21,6 +21,7 @@ pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
 
 /// Why a partition request failed, in terms a protocol can map to its error codes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PartitionError {
     /// The topic or partition does not exist.
     #[error("unknown topic or partition")]
@@ -43,7 +44,7 @@ pub enum PartitionError {
 pub type ProduceOutcome = Result<(u64, u64), PartitionError>;
 
 /// Result of a fetch from one partition.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FetchOutcome {
     /// Offset after the last readable record.
     pub high_watermark: u64,
@@ -228,49 +229,45 @@ impl Shard {
             .ok_or(PartitionError::UnknownTopicOrPartition)
     }
 
-    /// Appends batches to a partition on its owner shard.
-    pub async fn produce(
+    /// Sends an append to the partition's owner and returns where the outcome will arrive, so
+    /// a request spanning partitions can start them all before waiting for any.
+    pub fn send_produce(
         &self,
         topic: Arc<str>,
         partition: u32,
         batches: Vec<RecordBatch>,
-    ) -> ProduceOutcome {
+    ) -> flume::Receiver<ProduceOutcome> {
+        let (reply, outcome) = flume::bounded(1);
         let inbox = self.owner_inbox(&topic, partition);
-        ask(inbox, |reply| ShardMessage::Produce {
+        let _ = inbox.send(ShardMessage::Produce {
             topic,
             partition,
             batches,
             reply,
-        })
-        .await
-        .unwrap_or(Err(PartitionError::Storage("owner shard is gone".into())))
+        });
+        outcome
     }
 
-    /// Reads from a partition on its owner shard.
-    pub async fn fetch(
+    /// Sends a fetch to the partition's owner; see [`Shard::send_produce`].
+    pub fn send_fetch(
         &self,
         topic: Arc<str>,
         partition: u32,
         offset: u64,
         max_bytes: usize,
         max_wait: Duration,
-    ) -> FetchOutcome {
+    ) -> flume::Receiver<FetchOutcome> {
+        let (reply, outcome) = flume::bounded(1);
         let inbox = self.owner_inbox(&topic, partition);
-        ask(inbox, |reply| ShardMessage::Fetch {
+        let _ = inbox.send(ShardMessage::Fetch {
             topic,
             partition,
             offset,
             max_bytes,
             max_wait,
             reply,
-        })
-        .await
-        .unwrap_or(FetchOutcome {
-            high_watermark: 0,
-            log_start_offset: 0,
-            batches: Vec::new(),
-            error: Some(PartitionError::Storage("owner shard is gone".into())),
-        })
+        });
+        outcome
     }
 
     /// Looks up an offset of a partition on its owner shard.

@@ -1,6 +1,10 @@
 //! `oxbow`: the broker (`oxbow serve`) and its operator commands.
 
 mod serve;
+
+/// Kafka request decoding may ask for absurd capacities; see `oxbow_net::alloc`.
+#[global_allocator]
+static ALLOCATOR: oxbow_net::alloc::ReservingAllocator = oxbow_net::alloc::ReservingAllocator;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +53,12 @@ pub struct ServeArgs {
     /// Number of shards, one pinned executor each [default: one per available core]
     #[arg(long)]
     pub shards: Option<usize>,
+    /// Kafka protocol listen address; port 0 picks a free port [default: 127.0.0.1:9092]
+    #[arg(long)]
+    pub kafka_listen: Option<String>,
+    /// `host:port` Kafka clients are told to connect to [default: the listen address]
+    #[arg(long)]
+    pub advertised_kafka_addr: Option<String>,
 }
 
 fn init_logging() {

@@ -40,6 +40,12 @@ pub fn build_config(args: &ServeArgs) -> Result<BrokerConfig, ServeError> {
     if let Some(shards) = args.shards {
         config.shards = shards;
     }
+    if let Some(listen) = &args.kafka_listen {
+        config.kafka_listen = listen.clone();
+    }
+    if let Some(advertised) = &args.advertised_kafka_addr {
+        config.advertised_kafka_addr = Some(advertised.clone());
+    }
     if config.shards == 0 {
         config.shards = std::thread::available_parallelism().map_or(1, |n| n.get());
     }
@@ -58,7 +64,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     .map_err(ServeError::Signals)?;
     let runtime = Runtime::start(config.clone())?;
     tracing::info!(shards = runtime.shards(), partitions = runtime.partitions(),
-        data_dir = ?config.data_dir, "oxbow ready");
+        kafka = %runtime.kafka_addr(), data_dir = ?config.data_dir, "oxbow ready");
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
     }

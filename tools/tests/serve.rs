@@ -5,17 +5,15 @@ use oxbow_core::placement::owner_shard;
 use oxbow_core::{BatchBuilder, LogConfig};
 use oxbow_storage::layout::partition_dir;
 use oxbow_storage::{OpenOptions, Partition};
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::Broker;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 const TOPIC: &str = "orders";
 const PARTITIONS: u32 = 4;
 const BATCHES: u64 = 50;
-/// Only a bound on a hung broker; the tests wait on log lines, not on time.
-const STARTUP_LIMIT: Duration = Duration::from_secs(60);
 
 fn on_shard<T: Send + 'static>(
     dir: PathBuf,
@@ -76,69 +74,6 @@ fn check_data(data: &Path) {
             partition.close().await;
         }
     });
-}
-
-struct Broker {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Broker {
-    fn start(args: &[&str]) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
-            .arg("serve")
-            .args(args)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Broker {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads log lines until one contains `needle`; panics with the log if the broker exits or
-    /// hangs first.
-    fn wait_for(&mut self, needle: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(STARTUP_LIMIT) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no {needle:?} in broker log:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    fn signal(&mut self, signal: i32) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
-        self.wait_for("oxbow stopped");
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn shard_of_log_line(line: &str) -> usize {

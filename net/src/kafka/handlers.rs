@@ -1,0 +1,512 @@
+//! One function per Kafka API: decode the body, do the work through the shard, build the body.
+
+use super::versions::ADVERTISED;
+use super::KafkaEndpoint;
+use crate::shard::{CreateTopicError, FetchOutcome, PartitionError, Shard};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
+    CreateTopicsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
+    ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use oxbow_core::{BatchError, RecordBatch};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+/// Kafka error codes used here.
+mod code {
+    pub const NONE: i16 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const INVALID_TOPIC: i16 = 17;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+}
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn topic_name(s: &str) -> TopicName {
+    TopicName(text(s))
+}
+
+fn partition_error_code(e: &PartitionError) -> i16 {
+    match e {
+        PartitionError::UnknownTopicOrPartition => code::UNKNOWN_TOPIC_OR_PARTITION,
+        PartitionError::OffsetOutOfRange => code::OFFSET_OUT_OF_RANGE,
+        PartitionError::BatchTooLarge => code::MESSAGE_TOO_LARGE,
+        _ => code::KAFKA_STORAGE_ERROR,
+    }
+}
+
+/// Decodes the body of `api` v`version` from `frame` and answers it; `None` means send nothing
+/// (Produce with acks=0).
+pub async fn handle(
+    shard: &Shard,
+    endpoint: &KafkaEndpoint,
+    api: ApiKey,
+    version: i16,
+    _header: &RequestHeader,
+    frame: &mut Bytes,
+) -> Result<Option<ResponseKind>, String> {
+    Ok(match api {
+        ApiKey::ApiVersions => {
+            ApiVersionsRequest::decode(frame, version).map_err(why)?;
+            Some(ResponseKind::ApiVersions(api_versions(code::NONE)))
+        }
+        ApiKey::Metadata => {
+            let request = MetadataRequest::decode(frame, version).map_err(why)?;
+            Some(ResponseKind::Metadata(
+                metadata(shard, endpoint, request, version).await,
+            ))
+        }
+        ApiKey::Produce => {
+            let request = ProduceRequest::decode(frame, version).map_err(why)?;
+            produce(shard, request).await.map(ResponseKind::Produce)
+        }
+        ApiKey::Fetch => {
+            let request = FetchRequest::decode(frame, version).map_err(why)?;
+            Some(ResponseKind::Fetch(fetch(shard, request).await))
+        }
+        ApiKey::ListOffsets => {
+            let request = ListOffsetsRequest::decode(frame, version).map_err(why)?;
+            Some(ResponseKind::ListOffsets(
+                list_offsets(shard, request).await,
+            ))
+        }
+        ApiKey::CreateTopics => {
+            let request = CreateTopicsRequest::decode(frame, version).map_err(why)?;
+            Some(ResponseKind::CreateTopics(
+                create_topics(shard, request).await,
+            ))
+        }
+        other => return Err(format!("{other:?} is not served")),
+    })
+}
+
+/// `kafka-protocol` errors are `anyhow::Error`; keep their whole context chain as text.
+fn why(e: impl std::fmt::Display) -> String {
+    format!("{e:#}")
+}
+
+/// The ApiVersions body listing [`ADVERTISED`].
+pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
+    let mut response = ApiVersionsResponse::default();
+    response.error_code = error_code;
+    response.api_keys = ADVERTISED
+        .iter()
+        .map(|(api, min, max)| {
+            let mut version = ApiVersion::default();
+            version.api_key = *api as i16;
+            version.min_version = *min;
+            version.max_version = *max;
+            version
+        })
+        .collect();
+    response
+}
+
+/// The partition count of `name`, creating the topic when allowed. Kafka error code otherwise.
+async fn ensure_topic(shard: &Shard, name: &str, may_create: bool) -> Result<u32, i16> {
+    if let Some(count) = shard.partition_count(name) {
+        return Ok(count);
+    }
+    if !(may_create && shard.config.auto_create_topics) {
+        return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    match shard
+        .create_topic(name.to_string(), shard.config.default_partitions as i64)
+        .await
+    {
+        Ok(()) | Err(CreateTopicError::Exists) => shard
+            .partition_count(name)
+            .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION),
+        Err(CreateTopicError::InvalidName(_)) => Err(code::INVALID_TOPIC),
+        Err(e) => {
+            tracing::error!(topic = name, error = %e, "auto-creating topic failed");
+            Err(code::KAFKA_STORAGE_ERROR)
+        }
+    }
+}
+
+async fn metadata(
+    shard: &Shard,
+    endpoint: &KafkaEndpoint,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let node = BrokerId(shard.config.node_id);
+    let all = || shard.topics().into_keys().collect::<Vec<_>>();
+    let names = match &request.topics {
+        None => all(),
+        Some(topics) if topics.is_empty() && version == 0 => all(),
+        Some(topics) => topics
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .collect(),
+    };
+    let may_create = version < 4 || request.allow_auto_topic_creation;
+    let mut response = MetadataResponse::default();
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = node;
+    broker.host = text(&endpoint.host);
+    broker.port = endpoint.port;
+    response.brokers = vec![broker];
+    response.cluster_id = Some(text("oxbow"));
+    response.controller_id = node;
+    for name in names {
+        let mut topic = MetadataResponseTopic::default();
+        topic.name = Some(topic_name(&name));
+        match ensure_topic(shard, &name, may_create).await {
+            Ok(count) => {
+                topic.partitions = (0..count as i32)
+                    .map(|index| {
+                        let mut partition = MetadataResponsePartition::default();
+                        partition.partition_index = index;
+                        partition.leader_id = node;
+                        partition.replica_nodes = vec![node];
+                        partition.isr_nodes = vec![node];
+                        partition
+                    })
+                    .collect();
+            }
+            Err(code) => topic.error_code = code,
+        }
+        response.topics.push(topic);
+    }
+    response
+}
+
+async fn produce(shard: &Shard, request: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    // Start every partition's append before waiting for any, so they proceed in parallel.
+    let mut started = Vec::new();
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let arc: Arc<str> = Arc::from(name.as_str());
+        let count = ensure_topic(shard, &name, true).await;
+        let mut partitions = Vec::new();
+        for data in topic.partition_data {
+            let outcome = match (&count, data.records) {
+                (Err(code), _) => Err(*code),
+                (Ok(n), _) if data.index < 0 || data.index as u32 >= *n => {
+                    Err(code::UNKNOWN_TOPIC_OR_PARTITION)
+                }
+                (Ok(_), None) => Err(code::CORRUPT_MESSAGE),
+                (Ok(_), Some(records)) => match RecordBatch::parse_many(records) {
+                    Ok(batches) if !batches.is_empty() => {
+                        Ok(shard.send_produce(arc.clone(), data.index as u32, batches))
+                    }
+                    Ok(_) => Err(code::CORRUPT_MESSAGE),
+                    Err(BatchError::UnsupportedMagic(_)) => {
+                        Err(code::UNSUPPORTED_FOR_MESSAGE_FORMAT)
+                    }
+                    Err(e) => {
+                        tracing::debug!(topic = %name, partition = data.index, error = %e, "rejected produce");
+                        Err(code::CORRUPT_MESSAGE)
+                    }
+                },
+            };
+            partitions.push((data.index, outcome));
+        }
+        started.push((name, partitions));
+    }
+    let mut response = ProduceResponse::default();
+    for (name, partitions) in started {
+        let mut topic = TopicProduceResponse::default();
+        topic.name = topic_name(&name);
+        for (index, outcome) in partitions {
+            let mut partition = PartitionProduceResponse::default();
+            partition.index = index;
+            partition.base_offset = -1;
+            partition.log_append_time_ms = -1;
+            partition.log_start_offset = -1;
+            let result = match outcome {
+                Err(code) => Err(code),
+                Ok(reply) => match reply.recv_async().await {
+                    Ok(Ok(done)) => Ok(done),
+                    Ok(Err(e)) => Err(partition_error_code(&e)),
+                    Err(_) => Err(code::KAFKA_STORAGE_ERROR),
+                },
+            };
+            match result {
+                Ok((base, start)) => {
+                    partition.base_offset = base as i64;
+                    partition.log_start_offset = start as i64;
+                }
+                Err(code) => partition.error_code = code,
+            }
+            topic.partition_responses.push(partition);
+        }
+        response.responses.push(topic);
+    }
+    (acks != 0).then_some(response)
+}
+
+/// One partition a fetch asks for.
+struct Wanted {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+    known: bool,
+}
+
+async fn fetch(shard: &Shard, request: FetchRequest) -> FetchResponse {
+    let mut wanted = Vec::new();
+    let mut order: Vec<(String, usize)> = Vec::new();
+    for topic in &request.topics {
+        let name = topic.topic.0.to_string();
+        let count = shard.partition_count(&name);
+        order.push((name.clone(), topic.partitions.len()));
+        for partition in &topic.partitions {
+            wanted.push(Wanted {
+                topic: Arc::from(name.as_str()),
+                partition: partition.partition,
+                offset: partition.fetch_offset,
+                max_bytes: partition.partition_max_bytes.max(0) as usize,
+                known: count
+                    .is_some_and(|n| partition.partition >= 0 && (partition.partition as u32) < n),
+            });
+        }
+    }
+    let mut outcomes = gather(shard, &wanted, Duration::ZERO).await;
+    let bytes: usize = outcomes
+        .iter()
+        .flat_map(|o| &o.batches)
+        .map(|b| b.len())
+        .sum();
+    let failed = outcomes.iter().any(|o| o.error.is_some());
+    let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    if bytes < request.min_bytes.max(1) as usize
+        && !failed
+        && !max_wait.is_zero()
+        && !wanted.is_empty()
+    {
+        // Long poll: every partition waits for data at its offset; the first that gets some (or
+        // times out) ends the wait, then all are read again.
+        let waits: Vec<_> = wanted
+            .iter()
+            .filter(|w| w.known && w.offset >= 0)
+            .map(|w| {
+                shard.send_fetch(
+                    w.topic.clone(),
+                    w.partition as u32,
+                    w.offset as u64,
+                    w.max_bytes,
+                    max_wait,
+                )
+            })
+            .collect();
+        first_reply(&waits).await;
+        outcomes = gather(shard, &wanted, Duration::ZERO).await;
+    }
+    let mut response = FetchResponse::default();
+    let mut outcomes = outcomes.into_iter();
+    let mut wanted_iter = wanted.iter();
+    for (name, partitions) in order {
+        let mut topic = FetchableTopicResponse::default();
+        topic.topic = topic_name(&name);
+        for _ in 0..partitions {
+            let (w, outcome) = (
+                wanted_iter.next().expect("one per partition"),
+                outcomes.next().expect("one per partition"),
+            );
+            let mut data = PartitionData::default();
+            data.partition_index = w.partition;
+            data.high_watermark = outcome.high_watermark as i64;
+            data.last_stable_offset = outcome.high_watermark as i64;
+            data.log_start_offset = outcome.log_start_offset as i64;
+            data.preferred_read_replica = BrokerId(-1);
+            data.aborted_transactions = Some(Vec::new());
+            if let Some(e) = &outcome.error {
+                data.error_code = match e {
+                    PartitionError::Corrupt(_) => code::KAFKA_STORAGE_ERROR,
+                    other => partition_error_code(other),
+                };
+            }
+            data.records = Some(concat(&outcome.batches));
+            topic.partitions.push(data);
+        }
+        response.responses.push(topic);
+    }
+    response
+}
+
+/// Reads every wanted partition once, in order.
+async fn gather(shard: &Shard, wanted: &[Wanted], max_wait: Duration) -> Vec<FetchOutcome> {
+    let replies: Vec<_> = wanted
+        .iter()
+        .map(|w| match (w.known, w.offset >= 0) {
+            (true, true) => Ok(shard.send_fetch(
+                w.topic.clone(),
+                w.partition as u32,
+                w.offset as u64,
+                w.max_bytes,
+                max_wait,
+            )),
+            (true, false) => Err(PartitionError::OffsetOutOfRange),
+            (false, _) => Err(PartitionError::UnknownTopicOrPartition),
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(replies.len());
+    for reply in replies {
+        outcomes.push(match reply {
+            Ok(rx) => rx.recv_async().await.unwrap_or_else(|_| FetchOutcome {
+                error: Some(PartitionError::Storage("owner shard is gone".into())),
+                ..FetchOutcome::default()
+            }),
+            Err(e) => FetchOutcome {
+                error: Some(e),
+                ..FetchOutcome::default()
+            },
+        });
+    }
+    outcomes
+}
+
+/// Resolves when any of the receivers has a reply (or all are gone).
+async fn first_reply(receivers: &[flume::Receiver<FetchOutcome>]) {
+    if receivers.is_empty() {
+        return;
+    }
+    let mut waits: Vec<_> = receivers.iter().map(|r| Box::pin(r.recv_async())).collect();
+    std::future::poll_fn(|cx| {
+        for wait in waits.iter_mut() {
+            if Pin::new(wait).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The stored batches back to back, as Fetch carries them. One batch is passed through as is.
+fn concat(batches: &[RecordBatch]) -> Bytes {
+    match batches {
+        [] => Bytes::new(),
+        [one] => one.bytes().clone(),
+        many => {
+            let mut out = BytesMut::with_capacity(many.iter().map(|b| b.len()).sum());
+            for batch in many {
+                out.extend_from_slice(batch.bytes());
+            }
+            out.freeze()
+        }
+    }
+}
+
+async fn list_offsets(shard: &Shard, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut response = ListOffsetsResponse::default();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let count = shard.partition_count(&name);
+        let mut out = ListOffsetsTopicResponse::default();
+        out.name = topic_name(&name);
+        for partition in topic.partitions {
+            let mut answer = ListOffsetsPartitionResponse::default();
+            answer.partition_index = partition.partition_index;
+            answer.timestamp = -1;
+            answer.offset = -1;
+            let known = count.is_some_and(|n| {
+                partition.partition_index >= 0 && (partition.partition_index as u32) < n
+            });
+            let result = match known {
+                true => {
+                    shard
+                        .list_offset(
+                            Arc::from(name.as_str()),
+                            partition.partition_index as u32,
+                            partition.timestamp,
+                        )
+                        .await
+                }
+                false => Err(PartitionError::UnknownTopicOrPartition),
+            };
+            match result {
+                Ok((offset, timestamp)) => {
+                    answer.offset = offset;
+                    answer.timestamp = timestamp;
+                }
+                Err(e) => answer.error_code = partition_error_code(&e),
+            }
+            out.partitions.push(answer);
+        }
+        response.topics.push(out);
+    }
+    response
+}
+
+async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut response = CreateTopicsResponse::default();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let partitions = match topic.num_partitions {
+            -1 => shard.config.default_partitions as i64,
+            n => n as i64,
+        };
+        let mut result = CreatableTopicResult::default();
+        result.name = topic_name(&name);
+        result.num_partitions = partitions as i32;
+        result.replication_factor = 1;
+        let outcome = if !(topic.replication_factor == -1 || topic.replication_factor == 1) {
+            Err((
+                code::INVALID_REPLICATION_FACTOR,
+                "a single broker holds one replica".to_string(),
+            ))
+        } else if request.validate_only {
+            match (
+                oxbow_storage::layout::validate_topic_name(&name),
+                shard.partition_count(&name),
+            ) {
+                (Err(e), _) => Err((code::INVALID_TOPIC, e.to_string())),
+                (_, Some(_)) => Err((code::TOPIC_ALREADY_EXISTS, "topic already exists".into())),
+                _ if partitions < 1 => {
+                    Err((code::INVALID_PARTITIONS, "at least one partition".into()))
+                }
+                _ => Ok(()),
+            }
+        } else {
+            shard
+                .create_topic(name.clone(), partitions)
+                .await
+                .map_err(|e| {
+                    let code = match e {
+                        CreateTopicError::Exists => code::TOPIC_ALREADY_EXISTS,
+                        CreateTopicError::InvalidName(_) => code::INVALID_TOPIC,
+                        CreateTopicError::InvalidPartitions(_) => code::INVALID_PARTITIONS,
+                        CreateTopicError::Storage(_) => code::KAFKA_STORAGE_ERROR,
+                    };
+                    (code, e.to_string())
+                })
+        };
+        if let Err((code, message)) = outcome {
+            result.error_code = code;
+            result.error_message = Some(text(&message));
+        }
+        response.topics.push(result);
+    }
+    response
+}

@@ -1,0 +1,33 @@
+//! Which Kafka API versions Oxbow advertises. Only versions whose every field the handlers
+//! honour are listed (ENVIRONMENT.md records what librdkafka and kafka-python need).
+
+use kafka_protocol::messages::ApiKey;
+use std::ops::RangeInclusive;
+
+/// Kafka's UNSUPPORTED_VERSION error code.
+pub const UNSUPPORTED_VERSION: i16 = 35;
+
+/// (API, lowest, highest) advertised in ApiVersions.
+pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 5),
+];
+
+/// The advertised range of `api`, if it is served at all.
+pub fn advertised(api: ApiKey) -> Option<RangeInclusive<i16>> {
+    ADVERTISED
+        .iter()
+        .find(|(key, _, _)| *key == api)
+        .map(|(_, min, max)| *min..=*max)
+}
+
+/// Whether an advertised version is also answered. Produce v0-2 is listed only because
+/// librdkafka before 2.11 enables compression codecs only when Produce v0 is in the range; those
+/// versions carry message-set v0/v1 that Oxbow does not store, so they close the connection.
+pub fn decodable(api: ApiKey, version: i16) -> bool {
+    !(api == ApiKey::Produce && version < 3)
+}

@@ -1,0 +1,94 @@
+//! Starting the real `oxbow` binary for tests, and reading its log.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Only a bound on a hung broker; the tests wait on log lines, not on time.
+const STARTUP_LIMIT: Duration = Duration::from_secs(60);
+
+/// A running `oxbow serve` with a Kafka listener on a port chosen at start.
+pub struct Broker {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Log lines read so far.
+    pub seen: Vec<String>,
+}
+
+impl Broker {
+    /// Starts `oxbow serve` with these extra arguments (debug logs on stderr).
+    pub fn start(args: &[&str]) -> Broker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+            .arg("serve")
+            .args(["--kafka-listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Broker {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads log lines until one contains `needle`; panics with the log if the broker exits or
+    /// hangs first.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(STARTUP_LIMIT) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no {needle:?} in broker log:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    pub fn signal(&mut self, signal: i32) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+        self.wait_for("oxbow stopped");
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a broker on `data` and returns it with its Kafka address once it is ready.
+pub fn start_broker(data: &std::path::Path, shards: usize) -> (Broker, String) {
+    let mut broker = Broker::start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--shards",
+        &shards.to_string(),
+    ]);
+    let ready = broker.wait_for("oxbow ready");
+    let at = ready
+        .find("kafka=")
+        .expect("kafka address in the ready line")
+        + "kafka=".len();
+    let addr = ready[at..].split_whitespace().next().unwrap().to_string();
+    (broker, addr)
+}
