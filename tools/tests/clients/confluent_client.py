@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""A real Kafka client (confluent-kafka, librdkafka) driven by Oxbow's integration tests.
+
+produce: creates the topic if asked, sends COUNT messages "m-<i>" round-robin over the
+partitions with the given acks, and prints "ack <partition> <offset> <value>" for every delivery
+the broker acknowledged, flushed at once (a test may kill the broker at any moment).
+consume: reads every partition from the beginning (no consumer group) until it has EXPECT
+messages (-1: everything up to the high watermarks), printing "msg <partition> <offset> <value>".
+"""
+import argparse
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def produce(args):
+    if args.create:
+        admin = AdminClient({"bootstrap.servers": args.bootstrap})
+        for future in admin.create_topics([NewTopic(args.topic, args.partitions, 1)]).values():
+            future.result(timeout=30)
+    producer = Producer({
+        "bootstrap.servers": args.bootstrap,
+        "acks": args.acks,
+        "enable.idempotence": False,
+        "linger.ms": 2,
+        "message.timeout.ms": args.timeout_ms,
+    })
+
+    def delivered(err, msg):
+        if err is None:
+            # acks=0 gets no offset back: reported as -1.
+            offset = -1 if msg.offset() is None else msg.offset()
+            sys.stdout.write(f"ack {msg.partition()} {offset} {msg.value().decode()}\n")
+            sys.stdout.flush()
+
+    for i in range(args.count):
+        while True:
+            try:
+                producer.produce(args.topic, value=f"m-{i}".encode(), partition=i % args.partitions,
+                                 on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    remaining = producer.flush(args.timeout_ms / 1000)
+    sys.exit(0 if remaining == 0 else 3)
+
+
+def consume(args):
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        "group.id": "oxbow-test-reader",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    })
+    partitions = [TopicPartition(args.topic, p, 0) for p in range(args.partitions)]
+    expect = args.expect
+    if expect < 0:
+        # Everything stored: up to each partition's high watermark (ListOffsets).
+        expect = sum(consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in partitions)
+    consumer.assign(partitions)
+    seen = 0
+    deadline = time.time() + args.timeout_ms / 1000
+    while seen < expect and time.time() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None:
+            continue
+        if msg.error():
+            raise KafkaException(msg.error())
+        sys.stdout.write(f"msg {msg.partition()} {msg.offset()} {msg.value().decode()}\n")
+        seen += 1
+    sys.stdout.flush()
+    consumer.close()
+    sys.exit(0 if seen >= expect else 4)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["produce", "consume"])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--create", action="store_true")
+    parser.add_argument("--count", type=int, default=0)
+    parser.add_argument("--expect", type=int, default=0)
+    parser.add_argument("--acks", default="all")
+    parser.add_argument("--timeout-ms", type=int, default=30000)
+    args = parser.parse_args()
+    produce(args) if args.mode == "produce" else consume(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+//! confluent-kafka (librdkafka 2.x, Python) against the real broker: producers with acks 0, 1
+//! and all, and kill -9 of the broker under an acks=all producer with every acknowledged
+//! message checked after restart. Needs python3 with confluent-kafka (scripts/test installs it).
+
+mod common;
+
+use common::start_broker;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+const CLIENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/clients/confluent_client.py"
+);
+const PARTITIONS: u32 = 4;
+
+/// (partition, offset, value) lines a client printed with `prefix`.
+fn parse(output: &str, prefix: &str) -> Vec<(u32, i64, String)> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(|l| {
+            let mut parts = l.split(' ');
+            (
+                parts.next().unwrap().parse().unwrap(),
+                parts.next().unwrap().parse().unwrap(),
+                parts.next().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn client(args: &[&str]) -> (bool, String) {
+    let output = Command::new("python3")
+        .arg(CLIENT)
+        .args(args)
+        .output()
+        .expect("python3 with confluent-kafka (scripts/test installs it)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("ModuleNotFoundError"), "{stderr}");
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+    )
+}
+
+fn read_all(addr: &str, topic: &str) -> BTreeMap<(u32, i64), String> {
+    let (ok, out) = client(&[
+        "consume",
+        "--bootstrap",
+        addr,
+        "--topic",
+        topic,
+        "--partitions",
+        "4",
+        "--expect",
+        "-1",
+    ]);
+    assert!(ok, "consume failed:\n{out}");
+    parse(&out, "msg ")
+        .into_iter()
+        .map(|(p, o, v)| ((p, o), v))
+        .collect()
+}
+
+fn index_of(value: &str) -> u64 {
+    value.strip_prefix("m-").unwrap().parse().unwrap()
+}
+
+/// Every partition holds its messages in produce order at offsets 0, 1, 2, ...
+fn assert_in_order_per_partition(stored: &BTreeMap<(u32, i64), String>) {
+    for p in 0..PARTITIONS {
+        let values: Vec<u64> = stored
+            .range((p, 0)..(p + 1, 0))
+            .map(|(_, v)| index_of(v))
+            .collect();
+        let offsets: Vec<i64> = stored
+            .range((p, 0)..(p + 1, 0))
+            .map(|((_, o), _)| *o)
+            .collect();
+        assert_eq!(
+            offsets,
+            (0..offsets.len() as i64).collect::<Vec<_>>(),
+            "partition {p} offsets"
+        );
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} out of order"
+        );
+    }
+}
+
+#[test]
+fn producers_with_acks_0_1_and_all_deliver_every_message() {
+    let data = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(data.path(), 2);
+    for acks in ["0", "1", "all"] {
+        let topic = format!("acks-{acks}");
+        let (ok, out) = client(&[
+            "produce",
+            "--bootstrap",
+            &addr,
+            "--topic",
+            &topic,
+            "--partitions",
+            "4",
+            "--create",
+            "--count",
+            "2000",
+            "--acks",
+            acks,
+        ]);
+        assert!(ok, "acks={acks} produce failed:\n{out}");
+        let acked = parse(&out, "ack ");
+        assert_eq!(acked.len(), 2000, "acks={acks}: delivery reports");
+        let stored = read_all(&addr, &topic);
+        assert_eq!(stored.len(), 2000, "acks={acks}: stored messages");
+        let mut values: Vec<u64> = stored.values().map(|v| index_of(v)).collect();
+        values.sort_unstable();
+        assert_eq!(
+            values,
+            (0..2000).collect::<Vec<_>>(),
+            "acks={acks}: each message exactly once"
+        );
+        assert_in_order_per_partition(&stored);
+        if acks != "0" {
+            for (p, offset, value) in acked {
+                assert_eq!(
+                    stored.get(&(p, offset)),
+                    Some(&value),
+                    "acks={acks}: ack points elsewhere"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn acknowledged_messages_survive_kill_9_of_the_broker() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut broker, addr) = start_broker(data.path(), 2);
+    let mut producer = Command::new("python3")
+        .arg(CLIENT)
+        .args([
+            "produce",
+            "--bootstrap",
+            &addr,
+            "--topic",
+            "durable",
+            "--partitions",
+            "4",
+            "--create",
+        ])
+        .args([
+            "--count",
+            "1000000",
+            "--acks",
+            "all",
+            "--timeout-ms",
+            "5000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with confluent-kafka (scripts/test installs it)");
+    let kill_after = 500 + fastrand::usize(..3000);
+    let mut lines = BufReader::new(producer.stdout.take().unwrap()).lines();
+    let mut acked = Vec::new();
+    while acked.len() < kill_after {
+        let line = lines
+            .next()
+            .expect("the producer stopped before the kill")
+            .unwrap();
+        acked.extend(parse(&line, "ack "));
+    }
+    broker.child.kill().unwrap(); // SIGKILL, mid-stream
+    broker.child.wait().unwrap();
+    let _ = producer.kill();
+    let _ = producer.wait();
+    // Acknowledgements printed before the kill are still in the pipe.
+    acked.extend(lines.map_while(Result::ok).flat_map(|l| parse(&l, "ack ")));
+
+    let (_broker, addr) = start_broker(data.path(), 2);
+    let stored = read_all(&addr, "durable");
+    for (p, offset, value) in &acked {
+        assert_eq!(
+            stored.get(&(*p, *offset)),
+            Some(value),
+            "acknowledged {value} at {p}/{offset} lost"
+        );
+    }
+    assert_in_order_per_partition(&stored);
+    println!(
+        "{} acknowledged messages of {} stored survived kill -9",
+        acked.len(),
+        stored.len()
+    );
+}
