@@ -250,6 +250,27 @@ async fn shard_main(
         }
     }
     let shard = Rc::new(shard);
+    let mut coordinator_tick = None;
+    if id == 0 {
+        match crate::kafka::groups::Coordinator::open(&shard.config.data_dir).await {
+            Ok(coordinator) => {
+                shard.set_coordinator(coordinator.clone());
+                coordinator_tick = Some(glommio::spawn_local(async move {
+                    loop {
+                        glommio::timer::sleep(crate::kafka::groups::COORDINATOR_TICK).await;
+                        coordinator.tick(std::time::Instant::now());
+                    }
+                }));
+            }
+            Err(e) => {
+                for partition in shard.owned() {
+                    partition.close().await;
+                }
+                let _ = report.send((id, Err(format!("opening the group coordinator: {e}"))));
+                return;
+            }
+        }
+    }
     let inbox_task = glommio::spawn_local(shard.clone().serve_inbox(inbox));
     let retention = glommio::spawn_local(apply_retention_forever(shard.clone()));
     let _ = report.send((id, Ok(owned.len())));
@@ -276,6 +297,10 @@ async fn shard_main(
     drop(listener);
     drop(inbox_task);
     drop(retention);
+    drop(coordinator_tick);
+    if let Some(coordinator) = shard.coordinator() {
+        coordinator.close().await;
+    }
     let partitions = shard.owned();
     for partition in &partitions {
         partition.close().await;

@@ -130,6 +130,17 @@ pub enum ShardMessage {
         /// Where to answer.
         reply: flume::Sender<Result<(), String>>,
     },
+    /// A consumer-group request, for the coordinator on shard 0.
+    Group {
+        /// The decoded request (boxed: it is much larger than the other messages).
+        request: Box<kafka_protocol::messages::RequestKind>,
+        /// Its API version.
+        version: i16,
+        /// The client's id from the request header.
+        client_id: String,
+        /// Where to answer (`None`: not a group request, or no coordinator here).
+        reply: flume::Sender<Option<kafka_protocol::messages::ResponseKind>>,
+    },
     /// This shard's copy of the topic table: name → partition count.
     DescribeTopics {
         /// Where to answer.
@@ -161,6 +172,8 @@ pub struct Shard {
     topics: RefCell<BTreeMap<String, u32>>,
     /// Topics shard 0 is creating right now: a second creation of the same name is refused.
     creating: RefCell<std::collections::HashSet<String>>,
+    /// The Kafka group coordinator (shard 0 only).
+    coordinator: RefCell<Option<Rc<crate::kafka::groups::Coordinator>>>,
 }
 
 async fn ask<T>(
@@ -187,6 +200,7 @@ impl Shard {
             partitions: RefCell::default(),
             topics: RefCell::new(topics),
             creating: RefCell::default(),
+            coordinator: RefCell::default(),
         }
     }
 
@@ -200,6 +214,33 @@ impl Shard {
         self.partitions
             .borrow_mut()
             .insert((Arc::from(topic), partition), Rc::new(log));
+    }
+
+    /// Makes this shard the home of the group coordinator.
+    pub fn set_coordinator(&self, coordinator: Rc<crate::kafka::groups::Coordinator>) {
+        *self.coordinator.borrow_mut() = Some(coordinator);
+    }
+
+    /// The group coordinator, on the shard that hosts it.
+    pub fn coordinator(&self) -> Option<Rc<crate::kafka::groups::Coordinator>> {
+        self.coordinator.borrow().clone()
+    }
+
+    /// Forwards a consumer-group request to the coordinator on shard 0.
+    pub async fn coordinate(
+        &self,
+        request: kafka_protocol::messages::RequestKind,
+        version: i16,
+        client_id: String,
+    ) -> Option<kafka_protocol::messages::ResponseKind> {
+        ask(&self.mesh[0], |reply| ShardMessage::Group {
+            request: Box::new(request),
+            version,
+            client_id,
+            reply,
+        })
+        .await
+        .flatten()
     }
 
     /// Partitions this shard owns.
@@ -357,6 +398,19 @@ impl Shard {
                 reply,
             } => {
                 let _ = reply.send(self.open_local(&topic, partition).await);
+            }
+            ShardMessage::Group {
+                request,
+                version,
+                client_id,
+                reply,
+            } => {
+                let coordinator = self.coordinator.borrow().clone();
+                let response = match coordinator {
+                    Some(coordinator) => coordinator.handle(*request, version, client_id).await,
+                    None => None,
+                };
+                let _ = reply.send(response);
             }
             ShardMessage::DescribeTopics { reply } => {
                 let _ = reply.send(self.topics());

@@ -197,3 +197,118 @@ fn acknowledged_messages_survive_kill_9_of_the_broker() {
         stored.len()
     );
 }
+
+fn group_member(addr: &str, group: &str, expect: usize) -> std::process::Child {
+    Command::new("python3")
+        .arg(CLIENT)
+        .args([
+            "group-consume",
+            "--bootstrap",
+            addr,
+            "--topic",
+            "grouped",
+            "--partitions",
+            "4",
+            "--group",
+            group,
+        ])
+        .args([
+            "--expect",
+            &expect.to_string(),
+            "--delay-ms",
+            "3",
+            "--timeout-ms",
+            "60000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with confluent-kafka (scripts/test installs it)")
+}
+
+#[test]
+fn a_group_of_two_shares_a_topic_exactly_once_across_a_rebalance_and_resumes_from_commits() {
+    let data = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(data.path(), 2);
+    let produce = |base: &str, count: &str| {
+        let (ok, out) = client(&[
+            "produce",
+            "--bootstrap",
+            &addr,
+            "--topic",
+            "grouped",
+            "--partitions",
+            "4",
+            "--base",
+            base,
+            "--count",
+            count,
+            "--acks",
+            "all",
+        ]);
+        assert!(ok, "produce failed:\n{out}");
+    };
+    let (ok, _) = client(&[
+        "produce",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "grouped",
+        "--partitions",
+        "4",
+        "--create",
+    ]);
+    assert!(ok);
+    produce("0", "2000");
+    // The first member takes all four partitions; once it is well under way a second member
+    // joins, forcing a rebalance that splits them.
+    let mut first = group_member(&addr, "g1", 2000);
+    let mut first_lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    let mut consumed: Vec<String> = Vec::new();
+    while consumed.len() < 300 {
+        consumed.push(
+            first_lines
+                .next()
+                .expect("first member stopped early")
+                .unwrap(),
+        );
+    }
+    let second = group_member(&addr, "g1", 2000).wait_with_output().unwrap();
+    consumed.extend(first_lines.map_while(Result::ok));
+    first.wait().unwrap();
+    let second_out = String::from_utf8(second.stdout).unwrap();
+    let by_first = parse(&consumed.join("\n"), "msg ");
+    let by_second = parse(&second_out, "msg ");
+    assert!(
+        !by_second.is_empty(),
+        "the second member never got a partition: no rebalance"
+    );
+    let mut values: Vec<u64> = by_first
+        .iter()
+        .chain(&by_second)
+        .map(|(_, _, v)| index_of(v))
+        .collect();
+    values.sort_unstable();
+    assert_eq!(
+        values,
+        (0..2000).collect::<Vec<_>>(),
+        "every message exactly once between the two members"
+    );
+
+    // A new member of the same group starts from the committed offsets: it sees only new messages.
+    produce("2000", "100");
+    let third = group_member(&addr, "g1", 2100).wait_with_output().unwrap();
+    let fresh = parse(&String::from_utf8(third.stdout).unwrap(), "msg ");
+    assert_eq!(
+        fresh.len(),
+        100,
+        "resumed member must read exactly the 100 new messages"
+    );
+    let mut fresh_values: Vec<u64> = fresh.iter().map(|(_, _, v)| index_of(v)).collect();
+    fresh_values.sort_unstable();
+    assert_eq!(
+        fresh_values,
+        (2000..2100).collect::<Vec<_>>(),
+        "resumed from the committed offsets"
+    );
+}

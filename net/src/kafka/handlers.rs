@@ -16,9 +16,10 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
-    CreateTopicsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseKind, TopicName,
+    CreateTopicsResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, RequestKind, ResponseKind,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use oxbow_core::{BatchError, RecordBatch};
@@ -67,7 +68,7 @@ pub async fn handle(
     endpoint: &KafkaEndpoint,
     api: ApiKey,
     version: i16,
-    _header: &RequestHeader,
+    header: &RequestHeader,
     frame: &mut Bytes,
 ) -> Result<Option<ResponseKind>, String> {
     Ok(match api {
@@ -100,6 +101,31 @@ pub async fn handle(
             Some(ResponseKind::CreateTopics(
                 create_topics(shard, request).await,
             ))
+        }
+        ApiKey::FindCoordinator => {
+            FindCoordinatorRequest::decode(frame, version).map_err(why)?;
+            let mut response = FindCoordinatorResponse::default();
+            response.node_id = BrokerId(shard.config.node_id);
+            response.host = text(&endpoint.host);
+            response.port = endpoint.port;
+            Some(ResponseKind::FindCoordinator(response))
+        }
+        ApiKey::JoinGroup
+        | ApiKey::SyncGroup
+        | ApiKey::Heartbeat
+        | ApiKey::LeaveGroup
+        | ApiKey::OffsetCommit
+        | ApiKey::OffsetFetch
+        | ApiKey::ListGroups
+        | ApiKey::DescribeGroups => {
+            let request = RequestKind::decode(api, frame, version).map_err(why)?;
+            let client_id = header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            let response = shard.coordinate(request, version, client_id).await;
+            Some(response.ok_or_else(|| "the group coordinator is unavailable".to_string())?)
         }
         other => return Err(format!("{other:?} is not served")),
     })

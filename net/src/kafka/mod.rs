@@ -7,6 +7,7 @@
 //! are routed through [`crate::Shard`]. Bad input closes the connection with a log line; the
 //! broker keeps serving everyone else.
 
+pub mod groups;
 mod handlers;
 mod versions;
 
@@ -96,6 +97,16 @@ async fn serve_connection(shard: Rc<Shard>, endpoint: Rc<KafkaEndpoint>, mut str
         match serve_request(&shard, &endpoint, &mut stream).await {
             Ok(()) => {}
             Err(Close::Eof) => return,
+            // A client hanging up mid-response is an ordinary close.
+            Err(Close::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                tracing::debug!(?peer, error = %e, "Kafka client went away");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(?peer, error = %e, "closing Kafka connection");
                 return;

@@ -35,7 +35,7 @@ def produce(args):
             sys.stdout.write(f"ack {msg.partition()} {offset} {msg.value().decode()}\n")
             sys.stdout.flush()
 
-    for i in range(args.count):
+    for i in range(args.base, args.base + args.count):
         while True:
             try:
                 producer.produce(args.topic, value=f"m-{i}".encode(), partition=i % args.partitions,
@@ -76,19 +76,57 @@ def consume(args):
     sys.exit(0 if seen >= expect else 4)
 
 
+def group_consume(args):
+    """Consumes as a member of GROUP, committing each message synchronously before printing it
+    (so a message is printed by exactly one member), until the group's committed offsets add up
+    to EXPECT; DELAY_MS between messages keeps it busy long enough for a rebalance."""
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        "group.id": args.group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+    })
+    partitions = [TopicPartition(args.topic, p) for p in range(args.partitions)]
+    consumer.subscribe([args.topic])
+    deadline = time.time() + args.timeout_ms / 1000
+    last_check = 0.0
+    while time.time() < deadline:
+        msg = consumer.poll(0.2)
+        if msg is not None and not msg.error():
+            try:
+                consumer.commit(offsets=[TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)],
+                                asynchronous=False)
+            except KafkaException:
+                continue  # lost the partition in a rebalance: its next owner gets the message
+            sys.stdout.write(f"msg {msg.partition()} {msg.offset()} {msg.value().decode()}\n")
+            sys.stdout.flush()
+            time.sleep(args.delay_ms / 1000)
+        if time.time() - last_check > 0.3:
+            last_check = time.time()
+            committed = consumer.committed(partitions, timeout=10)
+            if sum(max(tp.offset, 0) for tp in committed) >= args.expect:
+                break
+    consumer.close()
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["produce", "consume"])
+    parser.add_argument("mode", choices=["produce", "consume", "group-consume"])
+    parser.add_argument("--group", default="oxbow-test-group")
+    parser.add_argument("--delay-ms", type=int, default=0)
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--create", action="store_true")
     parser.add_argument("--count", type=int, default=0)
+    parser.add_argument("--base", type=int, default=0, help="index of the first message")
     parser.add_argument("--expect", type=int, default=0)
     parser.add_argument("--acks", default="all")
     parser.add_argument("--timeout-ms", type=int, default=30000)
     args = parser.parse_args()
-    produce(args) if args.mode == "produce" else consume(args)
+    {"produce": produce, "consume": consume, "group-consume": group_consume}[args.mode](args)
 
 
 if __name__ == "__main__":
