@@ -32,6 +32,12 @@ pub enum PartitionError {
     /// The batch is larger than the topic allows.
     #[error("batch too large")]
     BatchTooLarge,
+    /// An idempotent producer skipped or repeated sequences out of order.
+    #[error("out-of-order sequence")]
+    OutOfOrderSequence,
+    /// An idempotent producer's epoch is stale.
+    #[error("producer fenced by a newer epoch")]
+    ProducerFenced,
     /// Stored bytes failed their checksum.
     #[error("corrupt data: {0}")]
     Corrupt(String),
@@ -437,6 +443,8 @@ impl Shard {
         for batch in batches {
             let appended = log.append(batch).await.map_err(|e| match e {
                 AppendError::TooLarge { .. } => PartitionError::BatchTooLarge,
+                AppendError::OutOfOrderSequence { .. } => PartitionError::OutOfOrderSequence,
+                AppendError::ProducerFenced { .. } => PartitionError::ProducerFenced,
                 other => PartitionError::Storage(other.to_string()),
             })?;
             first.get_or_insert(appended.base_offset);

@@ -44,6 +44,20 @@ pub enum AppendError {
     /// The partition is closing or closed.
     #[error("partition is closed")]
     Closed,
+    /// An idempotent producer's batch does not follow its previous one.
+    #[error("out-of-order sequence: expected {expected}, got {got}")]
+    OutOfOrderSequence {
+        /// The sequence that would have been accepted.
+        expected: i32,
+        /// The batch's first sequence.
+        got: i32,
+    },
+    /// An idempotent producer's epoch is older than the current one.
+    #[error("producer fenced: current epoch is {current_epoch}")]
+    ProducerFenced {
+        /// The current epoch.
+        current_epoch: i16,
+    },
 }
 
 /// A read could not be served.

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod index;
 pub mod layout;
 mod partition;
+pub mod producers;
 pub mod retention;
 pub mod segment;
 mod signal;

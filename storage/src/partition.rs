@@ -15,6 +15,7 @@ use crate::file::{align_down, align_up, sync_dir, SegmentFile};
 use crate::layout::{
     classify, index_path, remove_if_present, segment_files, segment_path, PartitionFile,
 };
+use crate::producers::{ProducerState, SequenceCheck};
 use crate::retention::{segments_to_delete, SegmentStats};
 use crate::segment::{scan_frames, ScanStop, Segment, FRAME_BYTES_LIMIT};
 use crate::signal::{Completion, Notify, Watermark};
@@ -89,6 +90,8 @@ pub(crate) struct LogState {
     /// Set after an fdatasync (or truncation) failure: no append is accepted again.
     pub(crate) stopped: Option<String>,
     pub(crate) truncation: Option<TruncationRequest>,
+    /// Idempotent producers' recent batches.
+    pub(crate) producers: ProducerState,
 }
 
 impl LogState {
@@ -148,12 +151,14 @@ impl Partition {
             }
         }
         bases.sort_unstable();
+        // Rebuilt from the active segment; older producers are unknown and start afresh.
+        let mut producers = ProducerState::default();
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
             let is_active = i + 1 == bases.len();
             let path = segment_path(dir, base);
             let segment = if is_active {
-                Self::recover_active(dir, base, &config, faults.clone()).await?
+                Self::recover_active(dir, base, &config, faults.clone(), &mut producers).await?
             } else {
                 Self::open_sealed(dir, base, &config, faults.clone()).await?
             };
@@ -202,6 +207,7 @@ impl Partition {
                 closing: false,
                 stopped: None,
                 truncation: None,
+                producers,
             }),
             config,
             work: Notify::default(),
@@ -222,12 +228,18 @@ impl Partition {
         base: u64,
         config: &LogConfig,
         faults: Option<Rc<Faults>>,
+        producers: &mut ProducerState,
     ) -> Result<Segment, OpenError> {
         let path = segment_path(dir, base);
-        let (segment, damage) =
-            Segment::open_by_scan(dir, base, config.index_interval_bytes, faults)
-                .await
-                .map_err(io_error("recovering", &path))?;
+        let (segment, damage) = Segment::open_by_scan(
+            dir,
+            base,
+            config.index_interval_bytes,
+            faults,
+            Some(producers),
+        )
+        .await
+        .map_err(io_error("recovering", &path))?;
         if let Some(damage) = &damage {
             tracing::warn!(segment = ?path, position = damage.position,
                 truncated_bytes = damage.bytes_after, reason = damage.reason,
@@ -279,7 +291,7 @@ impl Partition {
             return Ok(segment);
         }
         let (mut segment, damage) =
-            Segment::open_by_scan(dir, base, config.index_interval_bytes, faults.clone())
+            Segment::open_by_scan(dir, base, config.index_interval_bytes, faults.clone(), None)
                 .await
                 .map_err(io_error("scanning", &path))?;
         segment.sealed = true;
@@ -343,10 +355,28 @@ impl Partition {
                 })
                 .await;
         }
+        // Checked and recorded with no await in between: atomic on this shard.
+        let check = shared.state.borrow().producers.check(&batch);
+        match check {
+            SequenceCheck::Append => {}
+            SequenceCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } => return self.await_duplicate(base_offset, last_offset).await,
+            SequenceCheck::OutOfOrder { expected, got } => {
+                return Err(AppendError::OutOfOrderSequence { expected, got })
+            }
+            SequenceCheck::Fenced { current } => {
+                return Err(AppendError::ProducerFenced {
+                    current_epoch: current,
+                })
+            }
+        }
         let done = Completion::new();
         let appended = {
             let mut st = shared.state.borrow_mut();
             let batch = batch.with_base_offset(st.next_offset, st.leader_epoch);
+            st.producers.record(&batch);
             let appended = Appended {
                 base_offset: batch.base_offset(),
                 last_offset: batch.last_offset(),
@@ -362,6 +392,29 @@ impl Partition {
         };
         shared.work.notify();
         done.wait().await.map(|()| appended)
+    }
+
+    /// A retried batch of an idempotent producer: answered with its original offsets once those
+    /// are acknowledged (the first attempt may still be in flight).
+    async fn await_duplicate(
+        &self,
+        base_offset: u64,
+        last_offset: u64,
+    ) -> Result<Appended, AppendError> {
+        let shared = &self.shared;
+        let durable = shared
+            .acked
+            .reached(last_offset + 1, || shared.state.borrow().stopped.is_some())
+            .await;
+        match durable {
+            true => Ok(Appended {
+                base_offset,
+                last_offset,
+            }),
+            false => Err(AppendError::Stopped(
+                shared.state.borrow().stopped.clone().unwrap_or_default(),
+            )),
+        }
     }
 
     /// Reads whole batches starting with the one that holds `from`, up to `max_bytes` (but at

@@ -215,13 +215,14 @@ impl Segment {
     }
 
     /// Opens a segment by scanning every frame (for the active segment, or a sealed one whose
-    /// index is missing or stale). Stops at the first bad frame and reports it; the caller
-    /// decides whether to truncate there.
+    /// index is missing or stale), feeding idempotent-producer state when given. Stops at the
+    /// first bad frame and reports it; the caller decides whether to truncate there.
     pub async fn open_by_scan(
         dir: &Path,
         base_offset: u64,
         index_interval_bytes: u32,
         faults: Option<Rc<Faults>>,
+        mut producers: Option<&mut crate::producers::ProducerState>,
     ) -> io::Result<(Segment, Option<Damage>)> {
         let file = SegmentFile::open(&segment_path(dir, base_offset), faults).await?;
         let file_len = file.len().await?;
@@ -233,8 +234,13 @@ impl Segment {
             Some(base_offset),
             FRAME_BYTES_LIMIT,
             SCAN_CHUNK_BYTES,
-            |header, position, _| {
+            |header, position, payload| {
                 segment.on_frame(header, position, index_interval_bytes);
+                if let Some(producers) = producers.as_deref_mut() {
+                    if let Ok(batch) = oxbow_core::RecordBatch::from_trusted(payload) {
+                        producers.record(&batch);
+                    }
+                }
                 ControlFlow::Continue(())
             },
         )

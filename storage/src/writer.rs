@@ -252,6 +252,7 @@ impl Writer {
             let written_end = st.active().next_offset;
             st.next_offset = written_end;
             st.tail_cache.truncate(written_end);
+            st.producers.truncate(written_end);
             st.pending_bytes = 0;
             st.pending.drain(..).collect()
         };
@@ -429,6 +430,7 @@ impl Writer {
             active.sealed = false;
             st.next_offset = new_end;
             st.tail_cache.truncate(new_end);
+            st.producers.truncate(new_end);
         }
         self.tail_start = tail_start;
         self.tail = tail.to_vec();

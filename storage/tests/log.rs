@@ -505,3 +505,61 @@ fn segments_roll_by_age() {
         assert_eq!(files_with(&dir, "log").len(), segments);
     });
 }
+
+fn idempotent(epoch: i16, sequence: i32, records: usize) -> oxbow_core::RecordBatch {
+    let mut builder = oxbow_core::BatchBuilder::new(0).producer(42, epoch, sequence);
+    for i in 0..records {
+        builder.push(
+            None,
+            Some(format!("seq {}", sequence as usize + i).as_bytes()),
+            0,
+        );
+    }
+    builder.build()
+}
+
+#[test]
+fn idempotent_retries_are_deduplicated_even_after_reopen() {
+    on_shard(|dir| async move {
+        let config = small_config(FlushPolicy::Always);
+        let partition = open(&dir, config.clone()).await;
+        let first = partition.append(idempotent(0, 0, 3)).await.unwrap();
+        let second = partition.append(idempotent(0, 3, 2)).await.unwrap();
+        // A retry of the first batch gets its original offsets and appends nothing.
+        assert_eq!(partition.append(idempotent(0, 0, 3)).await.unwrap(), first);
+        assert_eq!(partition.log_end_offset(), 5);
+        assert_eq!(
+            partition.append(idempotent(0, 9, 1)).await,
+            Err(AppendError::OutOfOrderSequence {
+                expected: 5,
+                got: 9
+            })
+        );
+        partition.close().await;
+        // The producer state comes back from the log.
+        let partition = open(&dir, config).await;
+        assert_eq!(partition.append(idempotent(0, 3, 2)).await.unwrap(), second);
+        assert_eq!(
+            partition
+                .append(idempotent(0, 5, 1))
+                .await
+                .unwrap()
+                .base_offset,
+            5
+        );
+        assert_eq!(
+            partition
+                .append(idempotent(1, 0, 1))
+                .await
+                .unwrap()
+                .base_offset,
+            6
+        );
+        assert_eq!(
+            partition.append(idempotent(0, 6, 1)).await,
+            Err(AppendError::ProducerFenced { current_epoch: 1 })
+        );
+        assert_eq!(read_all(&partition, 0).await.len(), 4);
+        partition.close().await;
+    });
+}

@@ -312,3 +312,27 @@ fn a_group_of_two_shares_a_topic_exactly_once_across_a_rebalance_and_resumes_fro
         "resumed from the committed offsets"
     );
 }
+
+#[test]
+fn kafka_python_default_producer_and_group_consumer() {
+    let data = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(data.path(), 2);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/kafka_python_client.py"
+    );
+    let output = Command::new("python3")
+        .args([script, &addr, "kp-topic", "2000"])
+        .output()
+        .expect("python3 with kafka-python (scripts/test installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("produced 2000") && stdout.contains("consumed 2000 unique 2000"),
+        "{stdout}"
+    );
+}

@@ -22,9 +22,10 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{
     DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
-    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    RequestKind, ResponseKind, SyncGroupRequest, SyncGroupResponse, TopicName,
+    InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProducerId, RequestKind,
+    ResponseKind, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use oxbow_core::{BatchBuilder, FlushPolicy, LogConfig};
@@ -48,6 +49,7 @@ mod code {
     pub const REBALANCE_IN_PROGRESS: i16 = 27;
     pub const INVALID_GROUP_ID: i16 = 24;
     pub const MEMBER_ID_REQUIRED: i16 = 79;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 }
 
 /// Session timeouts a member may ask for (Kafka's broker defaults).
@@ -231,6 +233,9 @@ pub struct Coordinator {
     offsets: RefCell<HashMap<OffsetKey, (i64, Option<String>)>>,
     log: Partition,
     next_member: Cell<u64>,
+    /// Next idempotent producer id: seeded from the clock (2^20 ids per millisecond) so ids stay
+    /// unique across restarts without being stored.
+    next_producer_id: Cell<i64>,
 }
 
 fn encode_commit(key: &OffsetKey, offset: i64, metadata: Option<&str>) -> (Vec<u8>, Vec<u8>) {
@@ -310,6 +315,7 @@ impl Coordinator {
             offsets: RefCell::new(offsets),
             log,
             next_member: Cell::new(0),
+            next_producer_id: Cell::new(oxbow_storage::now_ms() << 20),
         }))
     }
 
@@ -370,6 +376,7 @@ impl Coordinator {
             RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.fetch_offsets(r)),
             RequestKind::ListGroups(_) => ResponseKind::ListGroups(self.list()),
             RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe(r)),
+            RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer(r)),
             _ => return None,
         })
     }
@@ -684,6 +691,26 @@ impl Coordinator {
             }
             response.topics.push(out);
         }
+        response
+    }
+
+    /// Hands out a producer id for idempotent produce (transactions are not supported), or a
+    /// new epoch for a producer that asks to bump its own.
+    fn init_producer(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+        let mut response = InitProducerIdResponse::default();
+        if request.transactional_id.is_some() {
+            response.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+            return response;
+        }
+        if request.producer_id.0 >= 0 && (0..i16::MAX).contains(&request.producer_epoch) {
+            response.producer_id = request.producer_id;
+            response.producer_epoch = request.producer_epoch + 1;
+            return response;
+        }
+        let id = self.next_producer_id.get();
+        self.next_producer_id.set(id + 1);
+        response.producer_id = ProducerId(id);
+        response.producer_epoch = 0;
         response
     }
 

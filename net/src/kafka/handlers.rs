@@ -41,6 +41,8 @@ mod code {
     pub const INVALID_PARTITIONS: i16 = 37;
     pub const INVALID_REPLICATION_FACTOR: i16 = 38;
     pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
 }
 
@@ -57,6 +59,8 @@ fn partition_error_code(e: &PartitionError) -> i16 {
         PartitionError::UnknownTopicOrPartition => code::UNKNOWN_TOPIC_OR_PARTITION,
         PartitionError::OffsetOutOfRange => code::OFFSET_OUT_OF_RANGE,
         PartitionError::BatchTooLarge => code::MESSAGE_TOO_LARGE,
+        PartitionError::OutOfOrderSequence => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        PartitionError::ProducerFenced => code::INVALID_PRODUCER_EPOCH,
         _ => code::KAFKA_STORAGE_ERROR,
     }
 }
@@ -117,7 +121,8 @@ pub async fn handle(
         | ApiKey::OffsetCommit
         | ApiKey::OffsetFetch
         | ApiKey::ListGroups
-        | ApiKey::DescribeGroups => {
+        | ApiKey::DescribeGroups
+        | ApiKey::InitProducerId => {
             let request = RequestKind::decode(api, frame, version).map_err(why)?;
             let client_id = header
                 .client_id

@@ -24,6 +24,7 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The advertised range of `api`, if it is served at all.
