@@ -92,12 +92,12 @@ fn assert_in_order_per_partition(stored: &BTreeMap<(u32, i64), String>) {
 }
 
 #[test]
-fn producers_with_acks_0_1_and_all_deliver_every_message() {
+fn producers_with_acks_0_1_all_and_idempotence_deliver_every_message() {
     let data = tempfile::tempdir().unwrap();
     let (_broker, addr) = start_broker(data.path(), 2);
-    for acks in ["0", "1", "all"] {
-        let topic = format!("acks-{acks}");
-        let (ok, out) = client(&[
+    for (acks, idempotent) in [("0", false), ("1", false), ("all", false), ("all", true)] {
+        let topic = format!("acks-{acks}-{idempotent}");
+        let mut args = vec![
             "produce",
             "--bootstrap",
             &addr,
@@ -105,12 +105,12 @@ fn producers_with_acks_0_1_and_all_deliver_every_message() {
             &topic,
             "--partitions",
             "4",
-            "--create",
-            "--count",
-            "2000",
-            "--acks",
-            acks,
-        ]);
+        ];
+        args.extend(["--create", "--count", "2000", "--acks", acks]);
+        if idempotent {
+            args.push("--idempotent");
+        }
+        let (ok, out) = client(&args);
         assert!(ok, "acks={acks} produce failed:\n{out}");
         let acked = parse(&out, "ack ");
         assert_eq!(acked.len(), 2000, "acks={acks}: delivery reports");
@@ -335,4 +335,95 @@ fn kafka_python_default_producer_and_group_consumer() {
         stdout.contains("produced 2000") && stdout.contains("consumed 2000 unique 2000"),
         "{stdout}"
     );
+}
+
+#[test]
+fn committed_group_offsets_survive_kill_9_of_the_broker() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut broker, addr) = start_broker(data.path(), 2);
+    let mut args = vec![
+        "produce",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "grouped",
+        "--partitions",
+        "4",
+    ];
+    args.extend(["--create", "--count", "3000", "--acks", "all"]);
+    let (ok, out) = client(&args);
+    assert!(ok, "{out}");
+    // A member prints a message only after its offset commit was acknowledged.
+    let mut member = group_member(&addr, "durable-group", 3000);
+    let mut lines = BufReader::new(member.stdout.take().unwrap()).lines();
+    let mut committed: Vec<String> = Vec::new();
+    let kill_after = 200 + fastrand::usize(..800);
+    while committed.len() < kill_after {
+        committed.push(lines.next().expect("member stopped early").unwrap());
+    }
+    broker.child.kill().unwrap(); // SIGKILL
+    broker.child.wait().unwrap();
+    let _ = member.kill();
+    let _ = member.wait();
+    committed.extend(lines.map_while(Result::ok));
+
+    let (_broker, addr) = start_broker(data.path(), 2);
+    let rest = group_member(&addr, "durable-group", 3000)
+        .wait_with_output()
+        .unwrap();
+    let before = parse(&committed.join("\n"), "msg ");
+    let after = parse(&String::from_utf8(rest.stdout).unwrap(), "msg ");
+    let mut values: Vec<u64> = before
+        .iter()
+        .chain(&after)
+        .map(|(_, _, v)| index_of(v))
+        .collect();
+    values.sort_unstable();
+    assert_eq!(
+        values,
+        (0..3000).collect::<Vec<_>>(),
+        "after kill -9 the group resumes exactly at its acknowledged commits"
+    );
+}
+
+#[test]
+fn unknown_topics_get_unknown_topic_or_partition_when_auto_create_is_off() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("oxbow.toml");
+    std::fs::write(&config, "auto_create_topics = false\n").unwrap();
+    let dir = data.path().join("data");
+    let mut broker = common::Broker::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let ready = broker.wait_for("oxbow ready");
+    let at = ready.find("kafka=").unwrap() + "kafka=".len();
+    let addr = ready[at..].split_whitespace().next().unwrap().to_string();
+    let listing = Command::new("kcat")
+        .args(["-b", &addr, "-L", "-t", "missing"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        text.contains("Unknown topic or partition") || text.contains("0 topics"),
+        "{text}"
+    );
+    let mut args = vec![
+        "produce",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "missing",
+        "--partitions",
+        "1",
+    ];
+    args.extend(["--count", "3", "--timeout-ms", "3000"]);
+    let (ok, out) = client(&args);
+    assert!(
+        !ok && parse(&out, "ack ").is_empty(),
+        "a produce to a missing topic must not be acknowledged"
+    );
+    assert!(!dir.join("missing").exists(), "no topic may be created");
 }

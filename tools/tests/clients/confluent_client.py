@@ -23,13 +23,17 @@ def produce(args):
     producer = Producer({
         "bootstrap.servers": args.bootstrap,
         "acks": args.acks,
-        "enable.idempotence": False,
+        "enable.idempotence": args.idempotent,
         "linger.ms": 2,
         "message.timeout.ms": args.timeout_ms,
     })
 
+    failed = []
+
     def delivered(err, msg):
-        if err is None:
+        if err is not None:
+            failed.append(err)
+        else:
             # acks=0 gets no offset back: reported as -1.
             offset = -1 if msg.offset() is None else msg.offset()
             sys.stdout.write(f"ack {msg.partition()} {offset} {msg.value().decode()}\n")
@@ -45,7 +49,9 @@ def produce(args):
                 producer.poll(0.05)
         producer.poll(0)
     remaining = producer.flush(args.timeout_ms / 1000)
-    sys.exit(0 if remaining == 0 else 3)
+    if failed:
+        sys.stderr.write(f"{len(failed)} deliveries failed, first: {failed[0]}\n")
+    sys.exit(0 if remaining == 0 and not failed else 3)
 
 
 def consume(args):
@@ -124,6 +130,7 @@ def main():
     parser.add_argument("--base", type=int, default=0, help="index of the first message")
     parser.add_argument("--expect", type=int, default=0)
     parser.add_argument("--acks", default="all")
+    parser.add_argument("--idempotent", action="store_true")
     parser.add_argument("--timeout-ms", type=int, default=30000)
     args = parser.parse_args()
     {"produce": produce, "consume": consume, "group-consume": group_consume}[args.mode](args)
