@@ -147,6 +147,29 @@ pub enum ShardMessage {
         /// Where to answer (`None`: not a group request, or no coordinator here).
         reply: flume::Sender<Option<kafka_protocol::messages::ResponseKind>>,
     },
+    /// Delete a topic (sent to shard 0, which serialises creations and deletions).
+    DeleteTopic {
+        /// Name.
+        name: String,
+        /// Where to answer.
+        reply: flume::Sender<Result<(), PartitionError>>,
+    },
+    /// Close a partition this shard owns and delete its files.
+    DropPartition {
+        /// Topic.
+        topic: Arc<str>,
+        /// Partition.
+        partition: u32,
+        /// Where to answer.
+        reply: flume::Sender<Result<(), String>>,
+    },
+    /// A topic is gone; update this shard's table.
+    TopicRemoved {
+        /// Name.
+        name: String,
+        /// Acknowledgement.
+        reply: flume::Sender<()>,
+    },
     /// This shard's copy of the topic table: name → partition count.
     DescribeTopics {
         /// Where to answer.
@@ -418,6 +441,21 @@ impl Shard {
                 };
                 let _ = reply.send(response);
             }
+            ShardMessage::DeleteTopic { name, reply } => {
+                assert_eq!(self.id, 0, "topic deletion is serialised on shard 0");
+                let _ = reply.send(self.delete_topic_as_coordinator(name).await);
+            }
+            ShardMessage::DropPartition {
+                topic,
+                partition,
+                reply,
+            } => {
+                let _ = reply.send(self.drop_local(&topic, partition).await);
+            }
+            ShardMessage::TopicRemoved { name, reply } => {
+                self.topics.borrow_mut().remove(&name);
+                let _ = reply.send(());
+            }
             ShardMessage::DescribeTopics { reply } => {
                 let _ = reply.send(self.topics());
             }
@@ -542,6 +580,75 @@ impl Shard {
             .map_err(|e| e.to_string())?;
         self.adopt(topic, partition, log);
         Ok(())
+    }
+
+    /// Deletes a topic through shard 0 and returns once its files are gone.
+    pub async fn delete_topic(&self, name: String) -> Result<(), PartitionError> {
+        ask(&self.mesh[0], |reply| ShardMessage::DeleteTopic {
+            name,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(PartitionError::Storage("shard 0 is gone".into())))
+    }
+
+    async fn delete_topic_as_coordinator(&self, name: String) -> Result<(), PartitionError> {
+        let Some(partitions) = self.partition_count(&name) else {
+            return Err(PartitionError::UnknownTopicOrPartition);
+        };
+        if !self.creating.borrow_mut().insert(name.clone()) {
+            return Err(PartitionError::UnknownTopicOrPartition);
+        }
+        // First every shard forgets the topic, so no new request reaches it; then the owners
+        // close and delete their partitions; then the topic's directory goes.
+        for inbox in &self.mesh {
+            let name = name.clone();
+            ask(inbox, |reply| ShardMessage::TopicRemoved { name, reply }).await;
+        }
+        let topic: Arc<str> = Arc::from(name.as_str());
+        let mut result = Ok(());
+        for partition in 0..partitions {
+            let inbox = self.owner_inbox(&topic, partition);
+            let topic = topic.clone();
+            let dropped = ask(inbox, |reply| ShardMessage::DropPartition {
+                topic,
+                partition,
+                reply,
+            })
+            .await
+            .unwrap_or(Err("owner shard is gone".into()));
+            if let Err(e) = dropped {
+                result = Err(PartitionError::Storage(e));
+            }
+        }
+        if result.is_ok() {
+            let dir = self.config.data_dir.join(&name);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    result = Err(PartitionError::Storage(format!("removing {dir:?}: {e}")));
+                }
+            }
+        }
+        self.creating.borrow_mut().remove(&name);
+        tracing::info!(topic = %name, partitions, ok = result.is_ok(), "topic deleted");
+        result
+    }
+
+    async fn drop_local(&self, topic: &str, partition: u32) -> Result<(), String> {
+        let log = self
+            .partitions
+            .borrow_mut()
+            .remove(&(Arc::from(topic), partition));
+        if let Some(log) = log {
+            log.close().await;
+        }
+        let dir = partition_dir(&self.config.data_dir, topic, partition);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("removing {dir:?}: {e}"))
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn create_topic_as_coordinator(

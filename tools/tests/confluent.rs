@@ -46,22 +46,7 @@ fn client(args: &[&str]) -> (bool, String) {
 }
 
 fn read_all(addr: &str, topic: &str) -> BTreeMap<(u32, i64), String> {
-    let (ok, out) = client(&[
-        "consume",
-        "--bootstrap",
-        addr,
-        "--topic",
-        topic,
-        "--partitions",
-        "4",
-        "--expect",
-        "-1",
-    ]);
-    assert!(ok, "consume failed:\n{out}");
-    parse(&out, "msg ")
-        .into_iter()
-        .map(|(p, o, v)| ((p, o), v))
-        .collect()
+    read_all_partitions(addr, topic, "4")
 }
 
 fn index_of(value: &str) -> u64 {
@@ -426,4 +411,85 @@ fn unknown_topics_get_unknown_topic_or_partition_when_auto_create_is_off() {
         "a produce to a missing topic must not be acknowledged"
     );
     assert!(!dir.join("missing").exists(), "no topic may be created");
+}
+
+#[test]
+fn admin_client_describes_configs_and_deletes_topics() {
+    let data = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(data.path(), 2);
+    let produce = |count: &str, partitions: &str| {
+        let mut args = vec![
+            "produce",
+            "--bootstrap",
+            &addr,
+            "--topic",
+            "doomed",
+            "--partitions",
+            partitions,
+        ];
+        args.extend(["--create", "--count", count, "--acks", "all"]);
+        let (ok, out) = client(&args);
+        assert!(ok, "{out}");
+    };
+    produce("100", "4");
+    let (ok, out) = client(&[
+        "admin",
+        "--op",
+        "describe",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "doomed",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("config segment.bytes 1073741824"), "{out}");
+    assert!(out.contains("config cleanup.policy delete"), "{out}");
+    let (ok, out) = client(&[
+        "admin",
+        "--op",
+        "delete",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "doomed",
+    ]);
+    assert!(ok && out.contains("deleted"), "{out}");
+    assert!(
+        !data.path().join("doomed").exists(),
+        "the topic's files must be gone"
+    );
+    let (ok, out) = client(&[
+        "admin",
+        "--op",
+        "delete",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "doomed",
+    ]);
+    assert!(!ok, "deleting it twice must fail: {out}");
+    // The name can be used again, from scratch.
+    produce("10", "2");
+    let stored = read_all_partitions(&addr, "doomed", "2");
+    assert_eq!(stored.len(), 10);
+}
+
+fn read_all_partitions(addr: &str, topic: &str, partitions: &str) -> BTreeMap<(u32, i64), String> {
+    let args = [
+        "consume",
+        "--bootstrap",
+        addr,
+        "--topic",
+        topic,
+        "--partitions",
+        partitions,
+        "--expect",
+        "-1",
+    ];
+    let (ok, out) = client(&args);
+    assert!(ok, "consume failed:\n{out}");
+    parse(&out, "msg ")
+        .into_iter()
+        .map(|(p, o, v)| ((p, o), v))
+        .collect()
 }

@@ -6,6 +6,10 @@ use crate::shard::{CreateTopicError, FetchOutcome, PartitionError, Shard};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -20,6 +24,9 @@ use kafka_protocol::messages::{
     FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
     MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, RequestKind, ResponseKind,
     TopicName,
+};
+use kafka_protocol::messages::{
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use oxbow_core::{BatchError, RecordBatch};
@@ -40,6 +47,7 @@ mod code {
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
     pub const INVALID_PARTITIONS: i16 = 37;
     pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REQUEST: i16 = 42;
     pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
@@ -105,6 +113,18 @@ pub async fn handle(
             Some(ResponseKind::CreateTopics(
                 create_topics(shard, request).await,
             ))
+        }
+        ApiKey::DeleteTopics => {
+            let request = DeleteTopicsRequest::decode(frame, version).map_err(why)?;
+            Some(ResponseKind::DeleteTopics(
+                delete_topics(shard, request).await,
+            ))
+        }
+        ApiKey::DescribeConfigs => {
+            let request = DescribeConfigsRequest::decode(frame, version).map_err(why)?;
+            Some(ResponseKind::DescribeConfigs(describe_configs(
+                shard, request,
+            )))
         }
         ApiKey::FindCoordinator => {
             FindCoordinatorRequest::decode(frame, version).map_err(why)?;
@@ -538,6 +558,98 @@ async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTop
             result.error_message = Some(text(&message));
         }
         response.topics.push(result);
+    }
+    response
+}
+
+async fn delete_topics(shard: &Shard, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let mut response = DeleteTopicsResponse::default();
+    for name in request.topic_names {
+        let mut result = DeletableTopicResult::default();
+        if let Err(e) = shard.delete_topic(name.0.to_string()).await {
+            result.error_code = partition_error_code(&e);
+            result.error_message = Some(text(&e.to_string()));
+        }
+        result.name = Some(name);
+        response.responses.push(result);
+    }
+    response
+}
+
+/// Kafka's resource types and config source used here.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
+
+/// Settings every topic has (Oxbow's log settings are broker-wide today), in Kafka's names.
+fn topic_configs(shard: &Shard) -> Vec<(&'static str, String)> {
+    let log = &shard.config.log;
+    let optional = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
+    let flush_ms = match log.flush {
+        oxbow_core::FlushPolicy::Always => "0".to_string(),
+        oxbow_core::FlushPolicy::Interval => log.flush_interval_ms.to_string(),
+        oxbow_core::FlushPolicy::Never => i64::MAX.to_string(),
+    };
+    vec![
+        ("cleanup.policy", "delete".into()),
+        ("segment.bytes", log.segment_bytes_max.to_string()),
+        ("segment.ms", log.segment_age_max_ms.to_string()),
+        ("retention.bytes", optional(log.retention_bytes_max)),
+        ("retention.ms", optional(log.retention_age_max_ms)),
+        ("max.message.bytes", log.batch_bytes_max.to_string()),
+        ("flush.ms", flush_ms),
+        ("min.insync.replicas", "1".into()),
+    ]
+}
+
+fn broker_configs(shard: &Shard) -> Vec<(&'static str, String)> {
+    let config = &shard.config;
+    vec![
+        ("broker.id", config.node_id.to_string()),
+        ("num.partitions", config.default_partitions.to_string()),
+        (
+            "auto.create.topics.enable",
+            config.auto_create_topics.to_string(),
+        ),
+        (
+            "socket.request.max.bytes",
+            config.kafka_frame_bytes_max.to_string(),
+        ),
+    ]
+}
+
+fn describe_configs(shard: &Shard, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let mut response = DescribeConfigsResponse::default();
+    for resource in request.resources {
+        let mut result = DescribeConfigsResult::default();
+        result.resource_type = resource.resource_type;
+        result.resource_name = resource.resource_name.clone();
+        let configs = match resource.resource_type {
+            RESOURCE_TOPIC if shard.partition_count(&resource.resource_name).is_some() => {
+                Ok(topic_configs(shard))
+            }
+            RESOURCE_TOPIC => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+            RESOURCE_BROKER => Ok(broker_configs(shard)),
+            _ => Err(code::INVALID_REQUEST),
+        };
+        match configs {
+            Ok(configs) => {
+                let wanted = resource.configuration_keys.as_ref();
+                for (name, value) in configs {
+                    if wanted.is_some_and(|keys| !keys.iter().any(|k| k.as_str() == name)) {
+                        continue;
+                    }
+                    let mut entry = DescribeConfigsResourceResult::default();
+                    entry.name = text(name);
+                    entry.value = Some(text(&value));
+                    entry.read_only = true;
+                    entry.config_source = SOURCE_STATIC_BROKER_CONFIG;
+                    result.configs.push(entry);
+                }
+            }
+            Err(code) => result.error_code = code,
+        }
+        response.results.push(result);
     }
     response
 }

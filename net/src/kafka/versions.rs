@@ -25,6 +25,8 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DeleteTopics, 1, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
 ];
 
 /// The advertised range of `api`, if it is served at all.

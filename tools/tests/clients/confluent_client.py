@@ -117,9 +117,23 @@ def group_consume(args):
     consumer.close()
 
 
+def admin(args):
+    """describe: prints "config <name> <value>" for the topic; delete: deletes it."""
+    from confluent_kafka.admin import ConfigResource
+    client = AdminClient({"bootstrap.servers": args.bootstrap})
+    if args.op == "describe":
+        resource = ConfigResource(ConfigResource.Type.TOPIC, args.topic)
+        for config in client.describe_configs([resource])[resource].result(timeout=30).values():
+            print(f"config {config.name} {config.value}")
+    else:
+        client.delete_topics([args.topic])[args.topic].result(timeout=30)
+        print("deleted")
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["produce", "consume", "group-consume"])
+    parser.add_argument("mode", choices=["produce", "consume", "group-consume", "admin"])
+    parser.add_argument("--op", choices=["describe", "delete"], default="describe")
     parser.add_argument("--group", default="oxbow-test-group")
     parser.add_argument("--delay-ms", type=int, default=0)
     parser.add_argument("--bootstrap", required=True)
@@ -133,7 +147,7 @@ def main():
     parser.add_argument("--idempotent", action="store_true")
     parser.add_argument("--timeout-ms", type=int, default=30000)
     args = parser.parse_args()
-    {"produce": produce, "consume": consume, "group-consume": group_consume}[args.mode](args)
+    {"produce": produce, "consume": consume, "group-consume": group_consume, "admin": admin}[args.mode](args)
 
 
 if __name__ == "__main__":
