@@ -181,6 +181,8 @@ pub struct BrokerConfig {
     pub kafka_listen: String,
     /// `host:port` given to Kafka clients in metadata; defaults to the bound listen address.
     pub advertised_kafka_addr: Option<String>,
+    /// Address of the Prometheus endpoint (`GET /metrics`; port 0: chosen at start).
+    pub metrics_listen: String,
     /// Largest Kafka request accepted; larger ones close the connection unread.
     pub kafka_frame_bytes_max: u32,
     /// Create a topic when a client produces to or asks metadata for one that does not exist.
@@ -201,6 +203,7 @@ impl Default for BrokerConfig {
             node_id: 0,
             kafka_listen: "127.0.0.1:9092".to_string(),
             advertised_kafka_addr: None,
+            metrics_listen: "127.0.0.1:9644".to_string(),
             kafka_frame_bytes_max: 100 << 20,
             auto_create_topics: true,
             default_partitions: 1,
@@ -244,11 +247,13 @@ impl BrokerConfig {
                 format!("must be 1 KiB to {} MiB", KAFKA_FRAME_BYTES_LIMIT >> 20),
             ));
         }
-        if self.kafka_listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::new(
-                "kafka_listen",
-                "must be an ip:port address",
-            ));
+        for (field, addr) in [
+            ("kafka_listen", &self.kafka_listen),
+            ("metrics_listen", &self.metrics_listen),
+        ] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::new(field, "must be an ip:port address"));
+            }
         }
         if !(1..=10_000).contains(&self.default_partitions) {
             return Err(ConfigError::new("default_partitions", "must be 1 to 10000"));

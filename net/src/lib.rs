@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod kafka;
+pub mod metrics;
 pub mod runtime;
 pub mod shard;
 

@@ -45,12 +45,18 @@ pub struct Runtime {
     handles: Vec<ExecutorJoinHandle<()>>,
     partitions: usize,
     kafka_addr: SocketAddr,
+    metrics_addr: SocketAddr,
 }
 
 /// Orders from the runtime to a shard's main task.
 enum Control {
     /// Bind the Kafka listener on this address and report the bound address.
     ListenKafka {
+        addr: SocketAddr,
+        reply: flume::Sender<Result<SocketAddr, String>>,
+    },
+    /// Serve `GET /metrics` on this address and report the bound address.
+    ListenMetrics {
         addr: SocketAddr,
         reply: flume::Sender<Result<SocketAddr, String>>,
     },
@@ -98,6 +104,7 @@ impl Runtime {
             handles: Vec::new(),
             partitions: 0,
             kafka_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
         for (shard, inbox) in receivers.into_iter().enumerate() {
             let owned: Vec<FoundPartition> = discovery
@@ -177,7 +184,29 @@ impl Runtime {
             }
         }
         runtime.kafka_addr = addr;
+        let addr: SocketAddr = config
+            .metrics_listen
+            .parse()
+            .expect("validated by BrokerConfig::validate");
+        let (reply, bound) = flume::bounded(1);
+        let _ = runtime.control[0].send(Control::ListenMetrics { addr, reply });
+        match bound.recv() {
+            Ok(Ok(bound)) => runtime.metrics_addr = bound,
+            outcome => {
+                let reason = match outcome {
+                    Ok(Err(reason)) => reason,
+                    _ => "shard 0 exited while binding the metrics endpoint".to_string(),
+                };
+                let _ = runtime.stop();
+                return Err(RuntimeError::Shard { shard: 0, reason });
+            }
+        }
         Ok(runtime)
+    }
+
+    /// The address of the Prometheus endpoint.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// The address the Kafka listener is bound to on every shard.
@@ -275,6 +304,7 @@ async fn shard_main(
     let retention = glommio::spawn_local(apply_retention_forever(shard.clone()));
     let _ = report.send((id, Ok(owned.len())));
     let mut listener = None;
+    let mut metrics_endpoint = None;
     while let Ok(order) = control.recv_async().await {
         match order {
             Control::ListenKafka { addr, reply } => {
@@ -290,11 +320,29 @@ async fn shard_main(
                     }
                 }
             }
+            Control::ListenMetrics { addr, reply } => {
+                let gatherer = shard.clone();
+                let gather = move || {
+                    let shard = gatherer.clone();
+                    async move { shard.gather_metrics().await }
+                };
+                match crate::metrics::listen(addr, gather) {
+                    Ok((bound, task)) => {
+                        metrics_endpoint = Some(task);
+                        let _ = reply.send(Ok(bound));
+                    }
+                    Err(e) => {
+                        let _ =
+                            reply.send(Err(format!("binding the metrics endpoint on {addr}: {e}")));
+                    }
+                }
+            }
             Control::Stop => break,
         }
     }
     // Dropping a glommio task cancels it: no new connections or requests from here on.
     drop(listener);
+    drop(metrics_endpoint);
     drop(inbox_task);
     drop(retention);
     drop(coordinator_tick);

@@ -170,6 +170,11 @@ pub enum ShardMessage {
         /// Acknowledgement.
         reply: flume::Sender<()>,
     },
+    /// This shard's metrics, for the endpoint on shard 0.
+    Metrics {
+        /// Where to answer.
+        reply: flume::Sender<crate::metrics::MetricsSnapshot>,
+    },
     /// This shard's copy of the topic table: name → partition count.
     DescribeTopics {
         /// Where to answer.
@@ -203,6 +208,8 @@ pub struct Shard {
     creating: RefCell<std::collections::HashSet<String>>,
     /// The Kafka group coordinator (shard 0 only).
     coordinator: RefCell<Option<Rc<crate::kafka::groups::Coordinator>>>,
+    /// This shard's counters.
+    pub metrics: crate::metrics::ShardMetrics,
 }
 
 async fn ask<T>(
@@ -230,6 +237,7 @@ impl Shard {
             topics: RefCell::new(topics),
             creating: RefCell::default(),
             coordinator: RefCell::default(),
+            metrics: crate::metrics::ShardMetrics::default(),
         }
     }
 
@@ -253,6 +261,17 @@ impl Shard {
     /// The group coordinator, on the shard that hosts it.
     pub fn coordinator(&self) -> Option<Rc<crate::kafka::groups::Coordinator>> {
         self.coordinator.borrow().clone()
+    }
+
+    /// Every shard's metrics snapshot (for the endpoint on shard 0).
+    pub async fn gather_metrics(&self) -> Vec<crate::metrics::MetricsSnapshot> {
+        let mut snapshots = Vec::with_capacity(self.mesh.len());
+        for inbox in &self.mesh {
+            if let Some(snapshot) = ask(inbox, |reply| ShardMessage::Metrics { reply }).await {
+                snapshots.push(snapshot);
+            }
+        }
+        snapshots
     }
 
     /// Forwards a consumer-group request to the coordinator on shard 0.
@@ -455,6 +474,9 @@ impl Shard {
             ShardMessage::TopicRemoved { name, reply } => {
                 self.topics.borrow_mut().remove(&name);
                 let _ = reply.send(());
+            }
+            ShardMessage::Metrics { reply } => {
+                let _ = reply.send(self.metrics.snapshot(self.partitions.borrow().len()));
             }
             ShardMessage::DescribeTopics { reply } => {
                 let _ = reply.send(self.topics());

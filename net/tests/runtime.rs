@@ -18,6 +18,8 @@ fn config(dir: &std::path::Path) -> BrokerConfig {
     BrokerConfig {
         data_dir: dir.to_path_buf(),
         shards: SHARDS,
+        kafka_listen: "127.0.0.1:0".into(),
+        metrics_listen: "127.0.0.1:0".into(),
         ..BrokerConfig::default()
     }
 }

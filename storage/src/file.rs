@@ -121,7 +121,10 @@ impl SegmentFile {
         if let Some(faults) = &self.faults {
             faults.before_sync()?;
         }
-        self.file.fdatasync().await.map_err(to_io)
+        let started = std::time::Instant::now();
+        let synced = self.file.fdatasync().await.map_err(to_io);
+        crate::metrics::record_fsync(started.elapsed());
+        synced
     }
 
     /// Current file length.

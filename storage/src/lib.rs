@@ -11,6 +11,7 @@ pub mod file;
 pub mod frame;
 pub mod index;
 pub mod layout;
+pub mod metrics;
 mod partition;
 pub mod producers;
 pub mod retention;

@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Kafka protocol listen address; port 0 picks a free port [default: 127.0.0.1:9092]
     #[arg(long)]
     pub kafka_listen: Option<String>,
+    /// Prometheus endpoint address (`GET /metrics`) [default: 127.0.0.1:9644]
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// `host:port` Kafka clients are told to connect to [default: the listen address]
     #[arg(long)]
     pub advertised_kafka_addr: Option<String>,

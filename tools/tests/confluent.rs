@@ -383,9 +383,7 @@ fn unknown_topics_get_unknown_topic_or_partition_when_auto_create_is_off() {
         "--data-dir",
         dir.to_str().unwrap(),
     ]);
-    let ready = broker.wait_for("oxbow ready");
-    let at = ready.find("kafka=").unwrap() + "kafka=".len();
-    let addr = ready[at..].split_whitespace().next().unwrap().to_string();
+    let addr = common::field(&broker.wait_for("oxbow ready"), "kafka");
     let listing = Command::new("kcat")
         .args(["-b", &addr, "-L", "-t", "missing"])
         .output()

@@ -140,3 +140,56 @@ fn hostile_frames_close_their_connection_and_clients_keep_working() {
     assert!(ok, "{err}");
     assert_eq!(out, b"still here\n");
 }
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: oxbow\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// The value of the first sample whose line starts with `prefix`.
+fn sample(metrics: &str, prefix: &str) -> f64 {
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn metrics_endpoint_counts_requests_bytes_partitions_and_fsyncs() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut broker, addr) = common::start_broker(data.path(), 2);
+    let metrics_addr = common::field(&broker.seen.last().unwrap().clone(), "metrics");
+    let (ok, _, err) = kcat(
+        &addr,
+        &["-P", "-t", "measured", "-X", "acks=all"],
+        Some(&lines(500)),
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = kcat(
+        &addr,
+        &["-C", "-t", "measured", "-o", "beginning", "-e", "-q"],
+        None,
+    );
+    assert!(ok, "{err}");
+    let metrics = http_get(&metrics_addr, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    assert!(
+        sample(
+            &metrics,
+            "oxbow_kafka_request_seconds_count{api=\"Produce\"}"
+        ) >= 1.0
+    );
+    assert!(sample(&metrics, "oxbow_kafka_request_seconds_count{api=\"Fetch\"}") >= 1.0);
+    assert!(sample(&metrics, "oxbow_kafka_bytes_in_total") > 500.0 * 8.0);
+    assert_eq!(sample(&metrics, "oxbow_partitions"), 1.0);
+    assert!(
+        sample(&metrics, "oxbow_fsync_seconds_count") >= 1.0,
+        "flush=always must have synced"
+    );
+    assert!(http_get(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
+    assert!(broker.child.try_wait().unwrap().is_none());
+}

@@ -93,8 +93,19 @@ enum Close {
 async fn serve_connection(shard: Rc<Shard>, endpoint: Rc<KafkaEndpoint>, mut stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    shard.metrics.connection_opened();
+    serve_requests(&shard, &endpoint, &mut stream, peer).await;
+    shard.metrics.connection_closed();
+}
+
+async fn serve_requests(
+    shard: &Shard,
+    endpoint: &KafkaEndpoint,
+    stream: &mut TcpStream,
+    peer: Option<SocketAddr>,
+) {
     loop {
-        match serve_request(&shard, &endpoint, &mut stream).await {
+        match serve_request(shard, endpoint, stream).await {
             Ok(()) => {}
             Err(Close::Eof) => return,
             // A client hanging up mid-response is an ordinary close.
@@ -132,6 +143,7 @@ async fn serve_request(
     }
     let mut frame = vec![0u8; size as usize];
     stream.read_exact(&mut frame).await?;
+    let started = std::time::Instant::now();
     let mut frame = Bytes::from(frame);
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -149,7 +161,8 @@ async fn serve_request(
                 ResponseKind::ApiVersions(body),
                 0,
             )
-            .await;
+            .await
+            .map(drop);
         }
         return Err(Close::UnsupportedVersion { api, version });
     }
@@ -172,8 +185,8 @@ async fn serve_request(
     let reply = handlers::handle(shard, endpoint, api, version, &header, &mut frame)
         .await
         .map_err(|e| malformed(format!("{e:#}")))?;
-    match reply {
-        None => Ok(()),
+    let written = match reply {
+        None => 0,
         Some(body) => {
             respond(
                 stream,
@@ -182,19 +195,24 @@ async fn serve_request(
                 body,
                 version,
             )
-            .await
+            .await?
         }
-    }
+    };
+    shard
+        .metrics
+        .record_request(api, started.elapsed(), size as usize + 4, written);
+    Ok(())
 }
 
-/// Writes one response: size, header (with the request's correlation id), body.
+/// Writes one response: size, header (with the request's correlation id), body; returns the
+/// bytes written.
 async fn respond(
     stream: &mut TcpStream,
     correlation_id: i32,
     header_version: i16,
     body: ResponseKind,
     version: i16,
-) -> Result<(), Close> {
+) -> Result<usize, Close> {
     let mut out = BytesMut::with_capacity(256);
     out.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
@@ -206,5 +224,5 @@ async fn respond(
     let length = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&length.to_be_bytes());
     stream.write_all(&out).await?;
-    Ok(())
+    Ok(out.len())
 }

@@ -22,7 +22,12 @@ impl Broker {
     pub fn start(args: &[&str]) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
             .arg("serve")
-            .args(["--kafka-listen", "127.0.0.1:0"])
+            .args([
+                "--kafka-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
             .args(args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
@@ -76,19 +81,20 @@ impl Drop for Broker {
     }
 }
 
+/// The value of `field=` in a log line.
+pub fn field(line: &str, field: &str) -> String {
+    let key = format!("{field}=");
+    let at = line
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + key.len();
+    line[at..].split_whitespace().next().unwrap().to_string()
+}
+
 /// Starts a broker on `data` and returns it with its Kafka address once it is ready.
 pub fn start_broker(data: &std::path::Path, shards: usize) -> (Broker, String) {
-    let mut broker = Broker::start(&[
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--shards",
-        &shards.to_string(),
-    ]);
+    let shards = shards.to_string();
+    let mut broker = Broker::start(&["--data-dir", data.to_str().unwrap(), "--shards", &shards]);
     let ready = broker.wait_for("oxbow ready");
-    let at = ready
-        .find("kafka=")
-        .expect("kafka address in the ready line")
-        + "kafka=".len();
-    let addr = ready[at..].split_whitespace().next().unwrap().to_string();
-    (broker, addr)
+    (broker, field(&ready, "kafka"))
 }

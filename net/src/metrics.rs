@@ -1,0 +1,227 @@
+//! Prometheus metrics: each shard counts on its own (no locks); shard 0 serves `GET /metrics`,
+//! gathering a snapshot from every shard over the mesh and merging them.
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpListener;
+use hdrhistogram::Histogram;
+use kafka_protocol::messages::ApiKey;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Highest request latency recorded exactly (µs); slower ones are clamped to it.
+const LATENCY_MAX_US: u64 = 60_000_000;
+/// Largest HTTP request head the metrics endpoint reads.
+const HTTP_REQUEST_BYTES_MAX: usize = 8 * 1024;
+/// Quantiles reported for every latency summary.
+const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds")
+}
+
+/// One shard's counters. Owned by the shard; recording takes no lock.
+#[derive(Default)]
+pub struct ShardMetrics {
+    requests: RefCell<BTreeMap<i16, Histogram<u64>>>,
+    bytes_in: Cell<u64>,
+    bytes_out: Cell<u64>,
+    connections_open: Cell<u64>,
+    connections_total: Cell<u64>,
+}
+
+/// A copy of one shard's metrics, sent to shard 0 for rendering.
+#[derive(Clone)]
+pub struct MetricsSnapshot {
+    requests: BTreeMap<i16, Histogram<u64>>,
+    bytes_in: u64,
+    bytes_out: u64,
+    connections_open: u64,
+    connections_total: u64,
+    partitions: u64,
+    fsync_us: Histogram<u64>,
+}
+
+impl ShardMetrics {
+    /// A Kafka request of `api` was answered in `elapsed`, `bytes_in` read, `bytes_out` written.
+    pub fn record_request(
+        &self,
+        api: ApiKey,
+        elapsed: Duration,
+        bytes_in: usize,
+        bytes_out: usize,
+    ) {
+        let micros = (elapsed.as_micros() as u64).clamp(1, LATENCY_MAX_US);
+        let mut requests = self.requests.borrow_mut();
+        let latency = requests.entry(api as i16).or_insert_with(histogram);
+        latency.record(micros).expect("clamped into bounds");
+        self.bytes_in.set(self.bytes_in.get() + bytes_in as u64);
+        self.bytes_out.set(self.bytes_out.get() + bytes_out as u64);
+    }
+
+    /// A connection was accepted.
+    pub fn connection_opened(&self) {
+        self.connections_open.set(self.connections_open.get() + 1);
+        self.connections_total.set(self.connections_total.get() + 1);
+    }
+
+    /// A connection was closed.
+    pub fn connection_closed(&self) {
+        self.connections_open
+            .set(self.connections_open.get().saturating_sub(1));
+    }
+
+    /// Copies the counters, with this shard's partition count and fdatasync latencies.
+    pub fn snapshot(&self, partitions: usize) -> MetricsSnapshot {
+        MetricsSnapshot {
+            requests: self.requests.borrow().clone(),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            connections_open: self.connections_open.get(),
+            connections_total: self.connections_total.get(),
+            partitions: partitions as u64,
+            fsync_us: oxbow_storage::metrics::fsync_latency_us(),
+        }
+    }
+}
+
+fn summary(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
+    for q in QUANTILES {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let _ = writeln!(
+            out,
+            "{name}{{{labels}{sep}quantile=\"{q}\"}} {}",
+            h.value_at_quantile(q) as f64 / 1e6
+        );
+    }
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let sum: f64 = h
+        .iter_recorded()
+        .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+        .sum();
+    let _ = writeln!(out, "{name}_sum{braces} {}", sum / 1e6);
+    let _ = writeln!(out, "{name}_count{braces} {}", h.len());
+}
+
+/// Renders the merged snapshots of every shard in Prometheus text format 0.0.4.
+pub fn render(snapshots: &[MetricsSnapshot]) -> String {
+    let mut out = String::new();
+    let total = |f: fn(&MetricsSnapshot) -> u64| snapshots.iter().map(f).sum::<u64>();
+    let counters = [
+        (
+            "oxbow_kafka_bytes_in_total",
+            "counter",
+            "Bytes of Kafka requests read.",
+            total(|s| s.bytes_in),
+        ),
+        (
+            "oxbow_kafka_bytes_out_total",
+            "counter",
+            "Bytes of Kafka responses written.",
+            total(|s| s.bytes_out),
+        ),
+        (
+            "oxbow_kafka_connections",
+            "gauge",
+            "Open Kafka connections.",
+            total(|s| s.connections_open),
+        ),
+        (
+            "oxbow_kafka_connections_total",
+            "counter",
+            "Kafka connections accepted.",
+            total(|s| s.connections_total),
+        ),
+        (
+            "oxbow_partitions",
+            "gauge",
+            "Partitions open on this node.",
+            total(|s| s.partitions),
+        ),
+    ];
+    for (name, kind, help, value) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    let mut requests: BTreeMap<i16, Histogram<u64>> = BTreeMap::new();
+    for snapshot in snapshots {
+        for (api, h) in &snapshot.requests {
+            requests
+                .entry(*api)
+                .or_insert_with(histogram)
+                .add(h)
+                .expect("same bounds");
+        }
+    }
+    let name = "oxbow_kafka_request_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Kafka request latency by API, from read to response written."
+    );
+    let _ = writeln!(out, "# TYPE {name} summary");
+    for (api, h) in &requests {
+        let label = ApiKey::try_from(*api).map_or_else(|_| api.to_string(), |k| format!("{k:?}"));
+        summary(&mut out, name, &format!("api=\"{label}\""), h);
+    }
+    let mut fsync = histogram();
+    for snapshot in snapshots {
+        fsync.add(&snapshot.fsync_us).expect("same bounds");
+    }
+    let name = "oxbow_fsync_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} fdatasync latency of segment files.\n# TYPE {name} summary"
+    );
+    summary(&mut out, name, "", &fsync);
+    out
+}
+
+/// Binds the metrics endpoint; `gather` collects every shard's snapshot.
+pub fn listen<F, Fut>(
+    addr: SocketAddr,
+    gather: F,
+) -> std::io::Result<(SocketAddr, glommio::Task<()>)>
+where
+    F: Fn() -> Fut + 'static,
+    Fut: std::future::Future<Output = Vec<MetricsSnapshot>> + 'static,
+{
+    let listener = TcpListener::bind(addr).map_err(std::io::Error::from)?;
+    let bound = listener.local_addr().map_err(std::io::Error::from)?;
+    let gather = Rc::new(gather);
+    let task = glommio::spawn_local(async move {
+        while let Ok(mut stream) = listener.accept().await {
+            let gather = gather.clone();
+            glommio::spawn_local(async move {
+                let mut head = Vec::with_capacity(512);
+                let mut chunk = [0u8; 512];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HTTP_REQUEST_BYTES_MAX {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let (status, body) = if head.starts_with(b"GET /metrics ") {
+                    ("200 OK", render(&gather().await))
+                } else {
+                    ("404 Not Found", "not found: try GET /metrics\n".to_string())
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            })
+            .detach();
+        }
+    });
+    Ok((bound, task))
+}
