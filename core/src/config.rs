@@ -127,10 +127,12 @@ impl LogConfig {
                 "must be at least 1 KiB",
             ));
         }
-        if (self.batch_bytes_max as u64) * 2 > self.segment_bytes_max {
+        if self.batch_bytes_max as u64 > self.segment_bytes_max {
+            // A batch larger than a segment's remaining room starts a new segment; it must fit
+            // in an empty one.
             return Err(ConfigError::new(
                 "log.batch_bytes_max",
-                "must be at most half of log.segment_bytes_max",
+                "must be at most log.segment_bytes_max",
             ));
         }
         if self.batch_bytes_max > BATCH_BYTES_LIMIT {
@@ -160,6 +162,80 @@ impl LogConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// Per-topic overrides, by Kafka config name (as CreateTopics and DescribeConfigs carry them).
+pub const TOPIC_CONFIG_NAMES: [&str; 7] = [
+    "segment.bytes",
+    "segment.ms",
+    "retention.bytes",
+    "retention.ms",
+    "max.message.bytes",
+    "flush.ms",
+    "oxbow.flush",
+];
+
+impl LogConfig {
+    /// This configuration with a topic's overrides applied (Kafka names, string values), and
+    /// validated. Unknown names and unparsable values are errors, as in Kafka.
+    pub fn with_overrides<'a>(
+        &self,
+        overrides: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<LogConfig, ConfigError> {
+        let mut config = self.clone();
+        for (name, value) in overrides {
+            let field: &'static str =
+                TOPIC_CONFIG_NAMES
+                    .iter()
+                    .find(|n| **n == name)
+                    .ok_or_else(|| {
+                        ConfigError::new("topic config", format!("unknown config {name:?}"))
+                    })?;
+            let number = || {
+                value
+                    .parse::<i64>()
+                    .map_err(|_| ConfigError::new(field, format!("{value:?} is not a number")))
+            };
+            let optional = |n: i64| (n >= 0).then_some(n as u64);
+            match field {
+                "segment.bytes" => config.segment_bytes_max = number()?.max(0) as u64,
+                "segment.ms" => config.segment_age_max_ms = number()?.max(0) as u64,
+                "retention.bytes" => config.retention_bytes_max = optional(number()?),
+                "retention.ms" => config.retention_age_max_ms = optional(number()?),
+                "max.message.bytes" => {
+                    config.batch_bytes_max = u32::try_from(number()?.max(0)).unwrap_or(u32::MAX);
+                    let needed = (config.batch_bytes_max as u64 + 2 * 4096).next_multiple_of(4096);
+                    config.write_buffer_bytes = config
+                        .write_buffer_bytes
+                        .max(needed.min(u32::MAX as u64) as u32);
+                }
+                "flush.ms" => match number()? {
+                    0 => config.flush = FlushPolicy::Always,
+                    i64::MAX => config.flush = FlushPolicy::Never,
+                    ms if ms > 0 => {
+                        config.flush = FlushPolicy::Interval;
+                        config.flush_interval_ms = ms as u64;
+                    }
+                    _ => return Err(ConfigError::new(field, "must not be negative")),
+                },
+                _ => {
+                    config.flush = match value {
+                        "always" => FlushPolicy::Always,
+                        "interval" => FlushPolicy::Interval,
+                        "never" => FlushPolicy::Never,
+                        _ => {
+                            return Err(ConfigError::new(
+                                field,
+                                "must be always, interval or never",
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -284,6 +360,28 @@ mod tests {
         assert_eq!(config.log.flush, FlushPolicy::Interval);
         assert_eq!(config.log.flush_interval_ms, 5);
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn topic_overrides_apply_on_top_and_are_validated() {
+        let base = LogConfig::default();
+        let topic = base
+            .with_overrides([
+                ("segment.bytes", "1048576"),
+                ("retention.ms", "-1"),
+                ("flush.ms", "50"),
+            ])
+            .unwrap();
+        assert_eq!(topic.segment_bytes_max, 1 << 20);
+        assert_eq!(topic.retention_age_max_ms, None);
+        assert_eq!(
+            (topic.flush, topic.flush_interval_ms),
+            (FlushPolicy::Interval, 50)
+        );
+        assert_eq!(topic.index_interval_bytes, base.index_interval_bytes);
+        assert!(base.with_overrides([("segment.bytes", "10")]).is_err());
+        assert!(base.with_overrides([("compression.type", "zstd")]).is_err());
+        assert!(base.with_overrides([("segment.ms", "soon")]).is_err());
     }
 
     #[test]

@@ -262,7 +262,13 @@ async fn shard_main(
         return;
     }
     for found in &owned {
-        match Partition::open(&found.dir, shard.config.log.clone(), OpenOptions::default()).await {
+        let opened = match shard.topic_log_config(&found.topic) {
+            Ok(config) => Partition::open(&found.dir, config, OpenOptions::default())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match opened {
             Ok(partition) => {
                 tracing::debug!(shard = id, topic = %found.topic, partition = found.partition,
                     log_end_offset = partition.log_end_offset(), "partition opened");

@@ -74,6 +74,9 @@ pub enum CreateTopicError {
     /// Zero or too many partitions.
     #[error("invalid partition count {0} (1..={PARTITIONS_PER_TOPIC_MAX})")]
     InvalidPartitions(i64),
+    /// A config override is unknown or out of bounds.
+    #[error("{0}")]
+    InvalidConfig(String),
     /// Opening a partition failed.
     #[error("creating partition failed: {0}")]
     Storage(String),
@@ -124,6 +127,8 @@ pub enum ShardMessage {
         name: String,
         /// Partition count.
         partitions: i64,
+        /// Per-topic config overrides (Kafka names).
+        configs: Vec<(String, String)>,
         /// Where to answer.
         reply: flume::Sender<Result<(), CreateTopicError>>,
     },
@@ -291,6 +296,20 @@ impl Shard {
         .flatten()
     }
 
+    /// A topic's overrides, as stored with it.
+    pub fn topic_overrides(&self, topic: &str) -> Result<BTreeMap<String, String>, String> {
+        oxbow_storage::topic_config::read_overrides(&self.config.data_dir, topic)
+    }
+
+    /// A topic's effective log settings: the broker's with the topic's overrides applied.
+    pub fn topic_log_config(&self, topic: &str) -> Result<oxbow_core::LogConfig, String> {
+        let overrides = self.topic_overrides(topic)?;
+        self.config
+            .log
+            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| format!("topic {topic}: {e}"))
+    }
+
     /// Partitions this shard owns.
     pub fn owned(&self) -> Vec<Rc<Partition>> {
         self.partitions.borrow().values().cloned().collect()
@@ -382,10 +401,12 @@ impl Shard {
         &self,
         name: String,
         partitions: i64,
+        configs: Vec<(String, String)>,
     ) -> Result<(), CreateTopicError> {
         ask(&self.mesh[0], |reply| ShardMessage::CreateTopic {
             name,
             partitions,
+            configs,
             reply,
         })
         .await
@@ -435,10 +456,14 @@ impl Shard {
             ShardMessage::CreateTopic {
                 name,
                 partitions,
+                configs,
                 reply,
             } => {
                 assert_eq!(self.id, 0, "topic creation is serialised on shard 0");
-                let _ = reply.send(self.create_topic_as_coordinator(name, partitions).await);
+                let _ = reply.send(
+                    self.create_topic_as_coordinator(name, partitions, configs)
+                        .await,
+                );
             }
             ShardMessage::OpenPartition {
                 topic,
@@ -597,7 +622,8 @@ impl Shard {
             return Ok(());
         }
         let dir = partition_dir(&self.config.data_dir, topic, partition);
-        let log = Partition::open(&dir, self.config.log.clone(), OpenOptions::default())
+        let config = self.topic_log_config(topic)?;
+        let log = Partition::open(&dir, config, OpenOptions::default())
             .await
             .map_err(|e| e.to_string())?;
         self.adopt(topic, partition, log);
@@ -677,14 +703,30 @@ impl Shard {
         &self,
         name: String,
         partitions: i64,
+        configs: Vec<(String, String)>,
     ) -> Result<(), CreateTopicError> {
         validate_topic_name(&name).map_err(|e| CreateTopicError::InvalidName(e.to_string()))?;
         if !(1..=PARTITIONS_PER_TOPIC_MAX as i64).contains(&partitions) {
             return Err(CreateTopicError::InvalidPartitions(partitions));
         }
+        let overrides: BTreeMap<String, String> = configs.into_iter().collect();
+        self.config
+            .log
+            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| CreateTopicError::InvalidConfig(e.to_string()))?;
         if self.partition_count(&name).is_some() || !self.creating.borrow_mut().insert(name.clone())
         {
             return Err(CreateTopicError::Exists);
+        }
+        if !overrides.is_empty() {
+            if let Err(e) = oxbow_storage::topic_config::write_overrides(
+                &self.config.data_dir,
+                &name,
+                &overrides,
+            ) {
+                self.creating.borrow_mut().remove(&name);
+                return Err(CreateTopicError::Storage(e.to_string()));
+            }
         }
         let result = self.create_partitions(&name, partitions as u32).await;
         self.creating.borrow_mut().remove(&name);

@@ -84,6 +84,7 @@ fn topics_produce_fetch_and_restart_across_shards() {
         ask(&runtime, 0, |reply| ShardMessage::CreateTopic {
             name,
             partitions,
+            configs: Vec::new(),
             reply,
         })
     };

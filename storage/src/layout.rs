@@ -144,6 +144,9 @@ pub fn discover_partitions(data_dir: &Path) -> std::io::Result<Discovery> {
         }
         for partition in std::fs::read_dir(&path)? {
             let partition = partition?;
+            if partition.file_name().to_string_lossy().starts_with('.') {
+                continue; // the topic's own files, e.g. its config overrides
+            }
             let number = partition.file_name().to_string_lossy().parse::<u32>();
             match number {
                 Ok(n) if partition.file_type()?.is_dir() => found.push(FoundPartition {

@@ -18,6 +18,7 @@ pub mod retention;
 pub mod segment;
 mod signal;
 pub mod tail_cache;
+pub mod topic_config;
 pub mod verify;
 mod writer;
 

@@ -491,3 +491,98 @@ fn read_all_partitions(addr: &str, topic: &str, partitions: &str) -> BTreeMap<(u
         .map(|(p, o, v)| ((p, o), v))
         .collect()
 }
+
+#[test]
+fn per_topic_configs_are_validated_stored_applied_and_survive_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut broker, addr) = start_broker(data.path(), 2);
+    let create = |topic: &str, configs: &[&str]| {
+        let mut args = vec![
+            "produce",
+            "--bootstrap",
+            &addr,
+            "--topic",
+            topic,
+            "--partitions",
+            "1",
+            "--create",
+        ];
+        for config in configs {
+            args.extend(["--config", config]);
+        }
+        client(&args)
+    };
+    let (ok, _) = create("bad-config", &["compression.type=zstd"]);
+    assert!(!ok, "an unknown config must be refused");
+    let (ok, _) = create("too-small", &["segment.bytes=1000"]);
+    assert!(!ok, "an out-of-bounds config must be refused");
+    let (ok, out) = create(
+        "small-segments",
+        &["segment.bytes=262144", "max.message.bytes=65536"],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = client(&[
+        "admin",
+        "--op",
+        "describe",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "small-segments",
+    ]);
+    assert!(ok && out.contains("config segment.bytes 262144"), "{out}");
+    assert!(
+        out.contains("config retention.ms 604800000"),
+        "others keep the broker's value: {out}"
+    );
+    let segments = || {
+        std::fs::read_dir(data.path().join("small-segments").join("0"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "log")
+            })
+            .count()
+    };
+    let produce = |base: &str| {
+        let mut args = vec![
+            "produce",
+            "--bootstrap",
+            &addr,
+            "--topic",
+            "small-segments",
+            "--partitions",
+            "1",
+        ];
+        args.extend(["--base", base, "--count", "50000", "--acks", "all"]);
+        let (ok, out) = client(&args);
+        assert!(ok, "{out}");
+    };
+    produce("0");
+    let before_restart = segments();
+    assert!(
+        before_restart >= 2,
+        "256 KiB segments must roll: {before_restart} segment(s)"
+    );
+    assert!(broker.signal(libc::SIGTERM).success());
+    let (_broker, addr) = start_broker(data.path(), 2);
+    let mut args = vec![
+        "produce",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "small-segments",
+        "--partitions",
+        "1",
+    ];
+    args.extend(["--base", "50000", "--count", "50000", "--acks", "all"]);
+    let (ok, out) = client(&args);
+    assert!(ok, "{out}");
+    assert!(
+        segments() > before_restart,
+        "the topic's segment size still applies after restart"
+    );
+}

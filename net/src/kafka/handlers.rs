@@ -47,6 +47,7 @@ mod code {
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
     pub const INVALID_PARTITIONS: i16 = 37;
     pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_CONFIG: i16 = 40;
     pub const INVALID_REQUEST: i16 = 42;
     pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
@@ -187,7 +188,11 @@ async fn ensure_topic(shard: &Shard, name: &str, may_create: bool) -> Result<u32
         return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
     }
     match shard
-        .create_topic(name.to_string(), shard.config.default_partitions as i64)
+        .create_topic(
+            name.to_string(),
+            shard.config.default_partitions as i64,
+            Vec::new(),
+        )
         .await
     {
         Ok(()) | Err(CreateTopicError::Exists) => shard
@@ -374,6 +379,9 @@ async fn fetch(shard: &Shard, request: FetchRequest) -> FetchResponse {
         outcomes = gather(shard, &wanted, Duration::ZERO).await;
     }
     let mut response = FetchResponse::default();
+    // The response-wide byte budget is soft, as in Kafka: the first batch always goes out.
+    let mut budget = request.max_bytes.max(0) as usize;
+    let mut sent_any = false;
     let mut outcomes = outcomes.into_iter();
     let mut wanted_iter = wanted.iter();
     for (name, partitions) in order {
@@ -397,7 +405,16 @@ async fn fetch(shard: &Shard, request: FetchRequest) -> FetchResponse {
                     other => partition_error_code(other),
                 };
             }
-            data.records = Some(concat(&outcome.batches));
+            let mut kept = Vec::new();
+            for batch in outcome.batches {
+                if sent_any && batch.len() > budget {
+                    break;
+                }
+                budget = budget.saturating_sub(batch.len());
+                sent_any = true;
+                kept.push(batch);
+            }
+            data.records = Some(concat(&kept));
             topic.partitions.push(data);
         }
         response.responses.push(topic);
@@ -518,6 +535,15 @@ async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTop
             -1 => shard.config.default_partitions as i64,
             n => n as i64,
         };
+        let configs: Vec<(String, String)> = topic
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
+            .collect();
         let mut result = CreatableTopicResult::default();
         result.name = topic_name(&name);
         result.num_partitions = partitions as i32;
@@ -527,6 +553,12 @@ async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTop
                 code::INVALID_REPLICATION_FACTOR,
                 "a single broker holds one replica".to_string(),
             ))
+        } else if let Err(e) = shard
+            .config
+            .log
+            .with_overrides(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        {
+            Err((code::INVALID_CONFIG, e.to_string()))
         } else if request.validate_only {
             match (
                 oxbow_storage::layout::validate_topic_name(&name),
@@ -541,13 +573,14 @@ async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTop
             }
         } else {
             shard
-                .create_topic(name.clone(), partitions)
+                .create_topic(name.clone(), partitions, configs)
                 .await
                 .map_err(|e| {
                     let code = match e {
                         CreateTopicError::Exists => code::TOPIC_ALREADY_EXISTS,
                         CreateTopicError::InvalidName(_) => code::INVALID_TOPIC,
                         CreateTopicError::InvalidPartitions(_) => code::INVALID_PARTITIONS,
+                        CreateTopicError::InvalidConfig(_) => code::INVALID_CONFIG,
                         CreateTopicError::Storage(_) => code::KAFKA_STORAGE_ERROR,
                     };
                     (code, e.to_string())
@@ -579,32 +612,44 @@ async fn delete_topics(shard: &Shard, request: DeleteTopicsRequest) -> DeleteTop
 /// Kafka's resource types and config source used here.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const SOURCE_TOPIC_CONFIG: i8 = 1;
 const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
 
-/// Settings every topic has (Oxbow's log settings are broker-wide today), in Kafka's names.
-fn topic_configs(shard: &Shard) -> Vec<(&'static str, String)> {
-    let log = &shard.config.log;
+/// A topic's effective log settings in Kafka's names, each marked whether the topic overrides it.
+fn topic_configs(shard: &Shard, topic: &str) -> Result<Vec<(&'static str, String, bool)>, String> {
+    let log = shard.topic_log_config(topic)?;
+    let overrides = shard.topic_overrides(topic)?;
     let optional = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
     let flush_ms = match log.flush {
         oxbow_core::FlushPolicy::Always => "0".to_string(),
         oxbow_core::FlushPolicy::Interval => log.flush_interval_ms.to_string(),
         oxbow_core::FlushPolicy::Never => i64::MAX.to_string(),
     };
-    vec![
-        ("cleanup.policy", "delete".into()),
+    let flush = match log.flush {
+        oxbow_core::FlushPolicy::Always => "always",
+        oxbow_core::FlushPolicy::Interval => "interval",
+        oxbow_core::FlushPolicy::Never => "never",
+    };
+    let values = [
+        ("cleanup.policy", "delete".to_string()),
         ("segment.bytes", log.segment_bytes_max.to_string()),
         ("segment.ms", log.segment_age_max_ms.to_string()),
         ("retention.bytes", optional(log.retention_bytes_max)),
         ("retention.ms", optional(log.retention_age_max_ms)),
         ("max.message.bytes", log.batch_bytes_max.to_string()),
         ("flush.ms", flush_ms),
-        ("min.insync.replicas", "1".into()),
-    ]
+        ("oxbow.flush", flush.to_string()),
+        ("min.insync.replicas", "1".to_string()),
+    ];
+    Ok(values
+        .into_iter()
+        .map(|(name, value)| (name, value, overrides.contains_key(name)))
+        .collect())
 }
 
-fn broker_configs(shard: &Shard) -> Vec<(&'static str, String)> {
+fn broker_configs(shard: &Shard) -> Vec<(&'static str, String, bool)> {
     let config = &shard.config;
-    vec![
+    let values = [
         ("broker.id", config.node_id.to_string()),
         ("num.partitions", config.default_partitions.to_string()),
         (
@@ -615,7 +660,11 @@ fn broker_configs(shard: &Shard) -> Vec<(&'static str, String)> {
             "socket.request.max.bytes",
             config.kafka_frame_bytes_max.to_string(),
         ),
-    ]
+    ];
+    values
+        .into_iter()
+        .map(|(name, value)| (name, value, false))
+        .collect()
 }
 
 fn describe_configs(shard: &Shard, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
@@ -626,7 +675,10 @@ fn describe_configs(shard: &Shard, request: DescribeConfigsRequest) -> DescribeC
         result.resource_name = resource.resource_name.clone();
         let configs = match resource.resource_type {
             RESOURCE_TOPIC if shard.partition_count(&resource.resource_name).is_some() => {
-                Ok(topic_configs(shard))
+                topic_configs(shard, &resource.resource_name).map_err(|e| {
+                    tracing::error!(error = %e, "reading topic config");
+                    code::KAFKA_STORAGE_ERROR
+                })
             }
             RESOURCE_TOPIC => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
             RESOURCE_BROKER => Ok(broker_configs(shard)),
@@ -635,7 +687,7 @@ fn describe_configs(shard: &Shard, request: DescribeConfigsRequest) -> DescribeC
         match configs {
             Ok(configs) => {
                 let wanted = resource.configuration_keys.as_ref();
-                for (name, value) in configs {
+                for (name, value, overridden) in configs {
                     if wanted.is_some_and(|keys| !keys.iter().any(|k| k.as_str() == name)) {
                         continue;
                     }
@@ -643,7 +695,10 @@ fn describe_configs(shard: &Shard, request: DescribeConfigsRequest) -> DescribeC
                     entry.name = text(name);
                     entry.value = Some(text(&value));
                     entry.read_only = true;
-                    entry.config_source = SOURCE_STATIC_BROKER_CONFIG;
+                    entry.config_source = match overridden {
+                        true => SOURCE_TOPIC_CONFIG,
+                        false => SOURCE_STATIC_BROKER_CONFIG,
+                    };
                     result.configs.push(entry);
                 }
             }

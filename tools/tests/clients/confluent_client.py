@@ -18,7 +18,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 def produce(args):
     if args.create:
         admin = AdminClient({"bootstrap.servers": args.bootstrap})
-        for future in admin.create_topics([NewTopic(args.topic, args.partitions, 1)]).values():
+        config = dict(kv.split("=", 1) for kv in args.config)
+        for future in admin.create_topics([NewTopic(args.topic, args.partitions, 1, config=config)]).values():
             future.result(timeout=30)
     producer = Producer({
         "bootstrap.servers": args.bootstrap,
@@ -140,6 +141,7 @@ def main():
     parser.add_argument("--topic", required=True)
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--create", action="store_true")
+    parser.add_argument("--config", action="append", default=[], help="topic config NAME=VALUE")
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--base", type=int, default=0, help="index of the first message")
     parser.add_argument("--expect", type=int, default=0)
