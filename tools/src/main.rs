@@ -22,9 +22,23 @@ struct Cli {
     command: Command,
 }
 
+/// Every setting of the TOML file given to `--config` (all optional).
+const CONFIG_FILE_HELP: &str = "\
+Config file keys (TOML; every one optional, flags override them):
+  data_dir, shards, shard_io_memory_bytes, retention_check_interval_ms, node_id,
+  kafka_listen, advertised_kafka_addr, metrics_listen, kafka_frame_bytes_max,
+  auto_create_topics, default_partitions
+  [log] segment_bytes_max, segment_age_max_ms, index_interval_bytes,
+        flush = \"always\" | \"interval\" | \"never\", flush_interval_ms,
+        retention_bytes_max, retention_age_max_ms, tail_cache_bytes_max,
+        batch_bytes_max, write_buffer_bytes, append_queue_bytes_max
+Topics override segment.bytes, segment.ms, retention.bytes, retention.ms,
+max.message.bytes, flush.ms and oxbow.flush through CreateTopics configs.";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker. Settings: embedded defaults, then --config, then these flags.
+    #[command(after_help = CONFIG_FILE_HELP)]
     Serve(ServeArgs),
     /// Operate on a data directory directly (with the broker stopped).
     #[command(subcommand)]
