@@ -169,39 +169,33 @@ impl Runtime {
             .parse()
             .expect("validated by BrokerConfig::validate");
         for shard in 0..config.shards {
-            let (reply, bound) = flume::bounded(1);
-            let _ = runtime.control[shard].send(Control::ListenKafka { addr, reply });
-            match bound.recv() {
-                Ok(Ok(bound)) => addr = bound,
-                outcome => {
-                    let reason = match outcome {
-                        Ok(Err(reason)) => reason,
-                        _ => "the shard exited while binding".to_string(),
-                    };
-                    let _ = runtime.stop();
-                    return Err(RuntimeError::Shard { shard, reason });
-                }
-            }
+            addr = runtime.bind(shard, |reply| Control::ListenKafka { addr, reply })?;
         }
         runtime.kafka_addr = addr;
         let addr: SocketAddr = config
             .metrics_listen
             .parse()
             .expect("validated by BrokerConfig::validate");
-        let (reply, bound) = flume::bounded(1);
-        let _ = runtime.control[0].send(Control::ListenMetrics { addr, reply });
-        match bound.recv() {
-            Ok(Ok(bound)) => runtime.metrics_addr = bound,
-            outcome => {
-                let reason = match outcome {
-                    Ok(Err(reason)) => reason,
-                    _ => "shard 0 exited while binding the metrics endpoint".to_string(),
-                };
-                let _ = runtime.stop();
-                return Err(RuntimeError::Shard { shard: 0, reason });
-            }
-        }
+        runtime.metrics_addr = runtime.bind(0, |reply| Control::ListenMetrics { addr, reply })?;
         Ok(runtime)
+    }
+
+    /// Asks a shard to bind a listener and waits for the bound address; on failure stops every
+    /// shard, so a node never runs half-listening.
+    fn bind(
+        &mut self,
+        shard: usize,
+        order: impl FnOnce(flume::Sender<Result<SocketAddr, String>>) -> Control,
+    ) -> Result<SocketAddr, RuntimeError> {
+        let (reply, bound) = flume::bounded(1);
+        let _ = self.control[shard].send(order(reply));
+        let reason = match bound.recv() {
+            Ok(Ok(bound)) => return Ok(bound),
+            Ok(Err(reason)) => reason,
+            Err(_) => "the shard exited while binding".to_string(),
+        };
+        let _ = self.shut_down();
+        Err(RuntimeError::Shard { shard, reason })
     }
 
     /// The address of the Prometheus endpoint.
@@ -230,12 +224,16 @@ impl Runtime {
     }
 
     /// Stops every shard (each writes, syncs and closes its partitions) and waits for them.
-    pub fn stop(self) -> Result<(), RuntimeError> {
-        for tx in &self.control {
+    pub fn stop(mut self) -> Result<(), RuntimeError> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<(), RuntimeError> {
+        for tx in self.control.drain(..) {
             let _ = tx.send(Control::Stop);
         }
         let mut result = Ok(());
-        for handle in self.handles {
+        for handle in self.handles.drain(..) {
             if handle.join().is_err() {
                 result = Err(RuntimeError::Shard {
                     shard: usize::MAX,

@@ -49,6 +49,17 @@ fn read_all(addr: &str, topic: &str) -> BTreeMap<(u32, i64), String> {
     read_all_partitions(addr, topic, "4")
 }
 
+/// Asserts the messages named in `consumed` are exactly `expected`, each once.
+fn assert_exactly(
+    consumed: impl IntoIterator<Item = u64>,
+    expected: std::ops::Range<u64>,
+    what: &str,
+) {
+    let mut values: Vec<u64> = consumed.into_iter().collect();
+    values.sort_unstable();
+    assert_eq!(values, expected.collect::<Vec<_>>(), "{what}");
+}
+
 fn index_of(value: &str) -> u64 {
     value.strip_prefix("m-").unwrap().parse().unwrap()
 }
@@ -101,12 +112,10 @@ fn producers_with_acks_0_1_all_and_idempotence_deliver_every_message() {
         assert_eq!(acked.len(), 2000, "acks={acks}: delivery reports");
         let stored = read_all(&addr, &topic);
         assert_eq!(stored.len(), 2000, "acks={acks}: stored messages");
-        let mut values: Vec<u64> = stored.values().map(|v| index_of(v)).collect();
-        values.sort_unstable();
-        assert_eq!(
-            values,
-            (0..2000).collect::<Vec<_>>(),
-            "acks={acks}: each message exactly once"
+        assert_exactly(
+            stored.values().map(|v| index_of(v)),
+            0..2000,
+            &format!("acks={acks}: each message exactly once"),
         );
         assert_in_order_per_partition(&stored);
         if acks != "0" {
@@ -268,16 +277,13 @@ fn a_group_of_two_shares_a_topic_exactly_once_across_a_rebalance_and_resumes_fro
         !by_second.is_empty(),
         "the second member never got a partition: no rebalance"
     );
-    let mut values: Vec<u64> = by_first
-        .iter()
-        .chain(&by_second)
-        .map(|(_, _, v)| index_of(v))
-        .collect();
-    values.sort_unstable();
-    assert_eq!(
-        values,
-        (0..2000).collect::<Vec<_>>(),
-        "every message exactly once between the two members"
+    assert_exactly(
+        by_first
+            .iter()
+            .chain(&by_second)
+            .map(|(_, _, v)| index_of(v)),
+        0..2000,
+        "every message exactly once between the two members",
     );
 
     // A new member of the same group starts from the committed offsets: it sees only new messages.
@@ -289,12 +295,10 @@ fn a_group_of_two_shares_a_topic_exactly_once_across_a_rebalance_and_resumes_fro
         100,
         "resumed member must read exactly the 100 new messages"
     );
-    let mut fresh_values: Vec<u64> = fresh.iter().map(|(_, _, v)| index_of(v)).collect();
-    fresh_values.sort_unstable();
-    assert_eq!(
-        fresh_values,
-        (2000..2100).collect::<Vec<_>>(),
-        "resumed from the committed offsets"
+    assert_exactly(
+        fresh.iter().map(|(_, _, v)| index_of(v)),
+        2000..2100,
+        "resumed from the committed offsets",
     );
 }
 
@@ -358,16 +362,10 @@ fn committed_group_offsets_survive_kill_9_of_the_broker() {
         .unwrap();
     let before = parse(&committed.join("\n"), "msg ");
     let after = parse(&String::from_utf8(rest.stdout).unwrap(), "msg ");
-    let mut values: Vec<u64> = before
-        .iter()
-        .chain(&after)
-        .map(|(_, _, v)| index_of(v))
-        .collect();
-    values.sort_unstable();
-    assert_eq!(
-        values,
-        (0..3000).collect::<Vec<_>>(),
-        "after kill -9 the group resumes exactly at its acknowledged commits"
+    assert_exactly(
+        before.iter().chain(&after).map(|(_, _, v)| index_of(v)),
+        0..3000,
+        "after kill -9 the group resumes exactly at its acknowledged commits",
     );
 }
 
