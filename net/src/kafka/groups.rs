@@ -31,7 +31,7 @@ use kafka_protocol::protocol::StrBytes;
 use oxbow_core::{BatchBuilder, FlushPolicy, LogConfig};
 use oxbow_storage::{OpenError, OpenOptions, Partition};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -51,6 +51,9 @@ mod code {
     pub const MEMBER_ID_REQUIRED: i16 = 79;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 }
+
+/// How long a member id handed out with MEMBER_ID_REQUIRED waits for its rejoin.
+const PENDING_MEMBER_ID_TTL: Duration = Duration::from_secs(60);
 
 /// Session timeouts a member may ask for (Kafka's broker defaults).
 const SESSION_TIMEOUT_MS: std::ops::RangeInclusive<i32> = 6_000..=1_800_000;
@@ -96,8 +99,8 @@ struct Group {
     protocol: Option<String>,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED, accepted on the rejoin.
-    pending_ids: HashSet<String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, accepted on the rejoin until they expire.
+    pending_ids: HashMap<String, Instant>,
     rebalance_deadline: Option<Instant>,
 }
 
@@ -110,7 +113,7 @@ impl Group {
             protocol: None,
             leader: None,
             members: BTreeMap::new(),
-            pending_ids: HashSet::new(),
+            pending_ids: HashMap::new(),
             rebalance_deadline: None,
         }
     }
@@ -328,6 +331,10 @@ impl Coordinator {
     /// [`COORDINATOR_TICK`].
     pub fn tick(&self, now: Instant) {
         for (name, group) in self.groups.borrow_mut().iter_mut() {
+            // An id handed out for a rejoin that never came must not pile up.
+            group
+                .pending_ids
+                .retain(|_, issued| now.duration_since(*issued) < PENDING_MEMBER_ID_TTL);
             if group.state == State::PreparingRebalance {
                 if group.rebalance_deadline.is_some_and(|d| now >= d) {
                     group.complete_join();
@@ -337,8 +344,12 @@ impl Coordinator {
             let expired: Vec<String> = group
                 .members
                 .iter()
+                // A member blocked in JoinGroup or SyncGroup cannot heartbeat on its connection
+                // (requests are answered one at a time, as Kafka does): it is not expired.
                 .filter(|(_, m)| {
-                    m.join.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+                    m.join.is_none()
+                        && m.sync.is_none()
+                        && now.duration_since(m.last_seen) > m.session_timeout
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
@@ -419,11 +430,11 @@ impl Coordinator {
                 // v4+: the client must rejoin with the id, so that a lost response cannot leave
                 // a phantom member behind (static members skip this).
                 if version >= 4 && request.group_instance_id.is_none() {
-                    group.pending_ids.insert(member_id.clone());
+                    group.pending_ids.insert(member_id.clone(), now);
                     return fail(code::MEMBER_ID_REQUIRED, &member_id);
                 }
             } else if !group.members.contains_key(&member_id)
-                && !group.pending_ids.remove(&member_id)
+                && group.pending_ids.remove(&member_id).is_none()
             {
                 return fail(code::UNKNOWN_MEMBER_ID, &member_id);
             }
@@ -437,10 +448,6 @@ impl Coordinator {
                 .iter()
                 .map(|p| (p.name.to_string(), p.metadata.clone()))
                 .collect();
-            let changed = group
-                .members
-                .get(&member_id)
-                .is_none_or(|m| m.protocols != protocols);
             let member = group
                 .members
                 .entry(member_id.clone())
@@ -461,10 +468,8 @@ impl Coordinator {
             member.protocols = protocols;
             member.last_seen = now;
             member.join = Some((waiter, version));
-            if changed || group.state != State::PreparingRebalance {
-                // Any JoinGroup starts (or joins) a rebalance: the client expects a generation.
-                group.prepare_rebalance(now);
-            }
+            // Any JoinGroup starts (or joins) a rebalance: the client expects a new generation.
+            group.prepare_rebalance(now);
             if group.members.values().all(|m| m.join.is_some()) {
                 group.complete_join();
             }

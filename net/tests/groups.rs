@@ -1,0 +1,134 @@
+//! The group coordinator's time rules, driven with explicit clock values (no sleeps): silent
+//! members expire after their session timeout, a member id handed out with MEMBER_ID_REQUIRED
+//! lapses if never claimed, and commits persist across a reopen.
+
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::{
+    GroupId, HeartbeatRequest, JoinGroupRequest, OffsetCommitRequest, OffsetFetchRequest,
+    RequestKind, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use oxbow_net::kafka::groups::Coordinator;
+use std::time::{Duration, Instant};
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn join(member_id: &str) -> RequestKind {
+    let mut request = JoinGroupRequest::default();
+    request.group_id = GroupId(text("g"));
+    request.session_timeout_ms = 10_000;
+    request.rebalance_timeout_ms = 10_000;
+    request.member_id = text(member_id);
+    request.protocol_type = text("consumer");
+    let mut protocol = JoinGroupRequestProtocol::default();
+    protocol.name = text("range");
+    request.protocols = vec![protocol];
+    RequestKind::JoinGroup(request)
+}
+
+fn heartbeat(member_id: &str, generation: i32) -> RequestKind {
+    let mut request = HeartbeatRequest::default();
+    request.group_id = GroupId(text("g"));
+    request.member_id = text(member_id);
+    request.generation_id = generation;
+    RequestKind::Heartbeat(request)
+}
+
+fn commit(offset: i64) -> RequestKind {
+    let mut partition = OffsetCommitRequestPartition::default();
+    partition.partition_index = 3;
+    partition.committed_offset = offset;
+    let mut topic = OffsetCommitRequestTopic::default();
+    topic.name = TopicName(text("t"));
+    topic.partitions = vec![partition];
+    let mut request = OffsetCommitRequest::default();
+    request.group_id = GroupId(text("simple"));
+    request.generation_id_or_member_epoch = -1;
+    request.topics = vec![topic];
+    RequestKind::OffsetCommit(request)
+}
+
+fn fetch_offsets() -> RequestKind {
+    let mut request = OffsetFetchRequest::default();
+    request.group_id = GroupId(text("simple"));
+    request.topics = None; // all topics
+    RequestKind::OffsetFetch(request)
+}
+
+#[test]
+fn sessions_expire_pending_ids_lapse_and_commits_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            oxbow_storage::prepare_shard_io(&data, "test")
+                .await
+                .unwrap();
+            let coordinator = Coordinator::open(&data).await.unwrap();
+            let ask = |request, version| coordinator.handle(request, version, "client".into());
+
+            // v4+: an empty member id gets MEMBER_ID_REQUIRED and an id to rejoin with.
+            let Some(ResponseKind::JoinGroup(first)) = ask(join(""), 4).await else {
+                panic!()
+            };
+            assert_eq!(first.error_code, 79);
+            let member = first.member_id.to_string();
+            let Some(ResponseKind::JoinGroup(joined)) = ask(join(&member), 4).await else {
+                panic!()
+            };
+            assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+            assert_eq!(joined.leader.as_str(), member, "the only member leads");
+            let Some(ResponseKind::Heartbeat(beat)) = ask(heartbeat(&member, 1), 4).await else {
+                panic!()
+            };
+            assert_eq!(
+                beat.error_code, 0,
+                "awaiting SyncGroup, heartbeats are answered normally"
+            );
+
+            // Silent past its session timeout: removed, so its next heartbeat is refused.
+            coordinator.tick(Instant::now() + Duration::from_secs(11));
+            let Some(ResponseKind::Heartbeat(beat)) = ask(heartbeat(&member, 1), 4).await else {
+                panic!()
+            };
+            assert_eq!(beat.error_code, 25, "expired member must be unknown");
+
+            // An id handed out but never claimed lapses.
+            let Some(ResponseKind::JoinGroup(pending)) = ask(join(""), 4).await else {
+                panic!()
+            };
+            coordinator.tick(Instant::now() + Duration::from_secs(61));
+            let Some(ResponseKind::JoinGroup(late)) = ask(join(&pending.member_id), 4).await else {
+                panic!()
+            };
+            assert_eq!(late.error_code, 25);
+
+            // A simple consumer's commit (generation -1, no members) is durable.
+            let Some(ResponseKind::OffsetCommit(done)) = ask(commit(1234), 8).await else {
+                panic!()
+            };
+            assert_eq!(done.topics[0].partitions[0].error_code, 0);
+            coordinator.close().await;
+            let coordinator = Coordinator::open(&data).await.unwrap();
+            let Some(ResponseKind::OffsetFetch(fetched)) = coordinator
+                .handle(fetch_offsets(), 7, "client".into())
+                .await
+            else {
+                panic!()
+            };
+            let partition = &fetched.topics[0].partitions[0];
+            assert_eq!(
+                (partition.partition_index, partition.committed_offset),
+                (3, 1234)
+            );
+            coordinator.close().await;
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
