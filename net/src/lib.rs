@@ -10,3 +10,8 @@ pub mod shard;
 
 pub use runtime::{Runtime, RuntimeError};
 pub use shard::{Shard, ShardMessage};
+
+/// The unit tests decode hostile Kafka frames: install the same allocation guard as the binary.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: alloc::ReservingAllocator = alloc::ReservingAllocator;

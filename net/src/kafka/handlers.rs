@@ -19,16 +19,13 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
-    CreateTopicsResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, RequestKind, ResponseKind,
-    TopicName,
+    ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest,
+    FetchResponse, FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, RequestKind,
+    ResponseKind, TopicName,
 };
-use kafka_protocol::messages::{
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-};
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use oxbow_core::{BatchError, RecordBatch};
 use std::future::Future;
 use std::pin::Pin;
@@ -74,92 +71,59 @@ fn partition_error_code(e: &PartitionError) -> i16 {
     }
 }
 
-/// Decodes the body of `api` v`version` from `frame` and answers it; `None` means send nothing
-/// (Produce with acks=0).
+/// Answers a decoded request; `None` means send nothing (Produce with acks=0).
 pub async fn handle(
     shard: &Shard,
     endpoint: &KafkaEndpoint,
-    api: ApiKey,
     version: i16,
     header: &RequestHeader,
-    frame: &mut Bytes,
+    request: RequestKind,
 ) -> Result<Option<ResponseKind>, String> {
-    Ok(match api {
-        ApiKey::ApiVersions => {
-            ApiVersionsRequest::decode(frame, version).map_err(why)?;
-            Some(ResponseKind::ApiVersions(api_versions(code::NONE)))
-        }
-        ApiKey::Metadata => {
-            let request = MetadataRequest::decode(frame, version).map_err(why)?;
-            Some(ResponseKind::Metadata(
-                metadata(shard, endpoint, request, version).await,
-            ))
-        }
-        ApiKey::Produce => {
-            let request = ProduceRequest::decode(frame, version).map_err(why)?;
-            produce(shard, request).await.map(ResponseKind::Produce)
-        }
-        ApiKey::Fetch => {
-            let request = FetchRequest::decode(frame, version).map_err(why)?;
-            Some(ResponseKind::Fetch(fetch(shard, request).await))
-        }
-        ApiKey::ListOffsets => {
-            let request = ListOffsetsRequest::decode(frame, version).map_err(why)?;
-            Some(ResponseKind::ListOffsets(
-                list_offsets(shard, request).await,
-            ))
-        }
-        ApiKey::CreateTopics => {
-            let request = CreateTopicsRequest::decode(frame, version).map_err(why)?;
-            Some(ResponseKind::CreateTopics(
-                create_topics(shard, request).await,
-            ))
-        }
-        ApiKey::DeleteTopics => {
-            let request = DeleteTopicsRequest::decode(frame, version).map_err(why)?;
-            Some(ResponseKind::DeleteTopics(
-                delete_topics(shard, request).await,
-            ))
-        }
-        ApiKey::DescribeConfigs => {
-            let request = DescribeConfigsRequest::decode(frame, version).map_err(why)?;
-            Some(ResponseKind::DescribeConfigs(describe_configs(
-                shard, request,
-            )))
-        }
-        ApiKey::FindCoordinator => {
-            FindCoordinatorRequest::decode(frame, version).map_err(why)?;
+    Ok(match request {
+        RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions(code::NONE))),
+        RequestKind::Metadata(request) => Some(ResponseKind::Metadata(
+            metadata(shard, endpoint, request, version).await,
+        )),
+        RequestKind::Produce(request) => produce(shard, request).await.map(ResponseKind::Produce),
+        RequestKind::Fetch(request) => Some(ResponseKind::Fetch(fetch(shard, request).await)),
+        RequestKind::ListOffsets(request) => Some(ResponseKind::ListOffsets(
+            list_offsets(shard, request).await,
+        )),
+        RequestKind::CreateTopics(request) => Some(ResponseKind::CreateTopics(
+            create_topics(shard, request).await,
+        )),
+        RequestKind::DeleteTopics(request) => Some(ResponseKind::DeleteTopics(
+            delete_topics(shard, request).await,
+        )),
+        RequestKind::DescribeConfigs(request) => Some(ResponseKind::DescribeConfigs(
+            describe_configs(shard, request),
+        )),
+        RequestKind::FindCoordinator(_) => {
             let mut response = FindCoordinatorResponse::default();
             response.node_id = BrokerId(shard.config.node_id);
             response.host = text(&endpoint.host);
             response.port = endpoint.port;
             Some(ResponseKind::FindCoordinator(response))
         }
-        ApiKey::JoinGroup
-        | ApiKey::SyncGroup
-        | ApiKey::Heartbeat
-        | ApiKey::LeaveGroup
-        | ApiKey::OffsetCommit
-        | ApiKey::OffsetFetch
-        | ApiKey::ListGroups
-        | ApiKey::DescribeGroups
-        | ApiKey::InitProducerId => {
-            let request = RequestKind::decode(api, frame, version).map_err(why)?;
+        group @ (RequestKind::JoinGroup(_)
+        | RequestKind::SyncGroup(_)
+        | RequestKind::Heartbeat(_)
+        | RequestKind::LeaveGroup(_)
+        | RequestKind::OffsetCommit(_)
+        | RequestKind::OffsetFetch(_)
+        | RequestKind::ListGroups(_)
+        | RequestKind::DescribeGroups(_)
+        | RequestKind::InitProducerId(_)) => {
             let client_id = header
                 .client_id
                 .as_ref()
                 .map(|c| c.to_string())
                 .unwrap_or_default();
-            let response = shard.coordinate(request, version, client_id).await;
+            let response = shard.coordinate(group, version, client_id).await;
             Some(response.ok_or_else(|| "the group coordinator is unavailable".to_string())?)
         }
-        other => return Err(format!("{other:?} is not served")),
+        _ => return Err("this API is not served".to_string()),
     })
-}
-
-/// `kafka-protocol` errors are `anyhow::Error`; keep their whole context chain as text.
-fn why(e: impl std::fmt::Display) -> String {
-    format!("{e:#}")
 }
 
 /// The ApiVersions body listing [`ADVERTISED`].

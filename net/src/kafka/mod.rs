@@ -15,7 +15,7 @@ use crate::shard::Shard;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -71,21 +71,36 @@ pub fn listen(
 
 /// Why a connection is closed.
 #[derive(Debug, thiserror::Error)]
-enum Close {
+#[non_exhaustive]
+pub enum Close {
+    /// The client closed the connection between requests.
     #[error("peer closed the connection")]
     Eof,
+    /// Reading or writing the socket failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The size prefix is below a request header or above `kafka_frame_bytes_max`.
     #[error("request of {0} bytes is outside 8..=kafka_frame_bytes_max")]
     FrameSize(i64),
+    /// An API key Kafka does not define.
     #[error("unknown api key {0}")]
     UnknownApi(i16),
+    /// An API or version Oxbow does not serve.
     #[error("{api:?} v{version} is not supported")]
-    UnsupportedVersion { api: ApiKey, version: i16 },
+    UnsupportedVersion {
+        /// The API.
+        api: ApiKey,
+        /// The version asked for.
+        version: i16,
+    },
+    /// The bytes do not decode as that request.
     #[error("malformed {api:?} v{version} request: {reason}")]
     Malformed {
+        /// The API.
         api: ApiKey,
+        /// The version.
         version: i16,
+        /// What the decoder said.
         reason: String,
     },
 }
@@ -144,13 +159,16 @@ async fn serve_request(
     let mut frame = vec![0u8; size as usize];
     stream.read_exact(&mut frame).await?;
     let started = std::time::Instant::now();
-    let mut frame = Bytes::from(frame);
-    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let api = ApiKey::try_from(raw_key).map_err(|_| Close::UnknownApi(raw_key))?;
-    if !versions::advertised(api).is_some_and(|range| range.contains(&version)) {
-        if api == ApiKey::ApiVersions {
+    let (api, version, correlation_id, header, request) = match decode_request(Bytes::from(frame))?
+    {
+        Decoded::Request {
+            api,
+            version,
+            correlation_id,
+            header,
+            body,
+        } => (api, version, correlation_id, header, body),
+        Decoded::UnsupportedApiVersions { correlation_id } => {
             // Clients probe with their newest version: answer UNSUPPORTED_VERSION in a v0 body
             // so they can retry with one we list.
             let body = handlers::api_versions(versions::UNSUPPORTED_VERSION);
@@ -164,27 +182,19 @@ async fn serve_request(
             .await
             .map(drop);
         }
-        return Err(Close::UnsupportedVersion { api, version });
-    }
-    if !versions::decodable(api, version) {
-        // Advertised for clients' feature detection only (Produce v0-2, as Kafka 4 does).
-        return Err(Close::UnsupportedVersion { api, version });
-    }
-    let malformed = |reason: String| Close::Malformed {
-        api,
-        version,
-        reason,
     };
-    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
-        .map_err(|e| malformed(format!("header: {e:#}")))?;
     let response_header_version = match api {
         // ApiVersions responses always use header v0, whatever the request version.
         ApiKey::ApiVersions => 0,
         _ => api.response_header_version(version),
     };
-    let reply = handlers::handle(shard, endpoint, api, version, &header, &mut frame)
+    let reply = handlers::handle(shard, endpoint, version, &header, request)
         .await
-        .map_err(|e| malformed(format!("{e:#}")))?;
+        .map_err(|reason| Close::Malformed {
+            api,
+            version,
+            reason,
+        })?;
     let written = match reply {
         None => 0,
         Some(body) => {
@@ -202,6 +212,67 @@ async fn serve_request(
         .metrics
         .record_request(api, started.elapsed(), size as usize + 4, written);
     Ok(())
+}
+
+/// A request read off the wire.
+pub enum Decoded {
+    /// A request Oxbow serves, decoded.
+    Request {
+        /// Its API.
+        api: ApiKey,
+        /// Its API version.
+        version: i16,
+        /// Echoed in the response.
+        correlation_id: i32,
+        /// The request header.
+        header: RequestHeader,
+        /// The request body.
+        body: RequestKind,
+    },
+    /// ApiVersions at a version Oxbow does not list: answered with UNSUPPORTED_VERSION.
+    UnsupportedApiVersions {
+        /// Echoed in the response.
+        correlation_id: i32,
+    },
+}
+
+/// Decodes one request frame (the bytes after the size prefix, at least 8). Pure: used by the
+/// connection loop and property-tested on arbitrary bytes. Anything not served, not advertised
+/// or not decodable is a reason to close the connection.
+pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
+    if frame.len() < REQUEST_PREFIX_BYTES {
+        return Err(Close::FrameSize(frame.len() as i64));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api = ApiKey::try_from(raw_key).map_err(|_| Close::UnknownApi(raw_key))?;
+    if !versions::advertised(api).is_some_and(|range| range.contains(&version)) {
+        return match api {
+            ApiKey::ApiVersions => Ok(Decoded::UnsupportedApiVersions { correlation_id }),
+            _ => Err(Close::UnsupportedVersion { api, version }),
+        };
+    }
+    if !versions::decodable(api, version) {
+        // Advertised for clients' feature detection only (Produce v0-2, as Kafka 4 does).
+        return Err(Close::UnsupportedVersion { api, version });
+    }
+    let malformed = |reason: String| Close::Malformed {
+        api,
+        version,
+        reason,
+    };
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|e| malformed(format!("header: {e:#}")))?;
+    let body =
+        RequestKind::decode(api, &mut frame, version).map_err(|e| malformed(format!("{e:#}")))?;
+    Ok(Decoded::Request {
+        api,
+        version,
+        correlation_id,
+        header,
+        body,
+    })
 }
 
 /// Writes one response: size, header (with the request's correlation id), body; returns the
@@ -225,4 +296,71 @@ async fn respond(
     out[..4].copy_from_slice(&length.to_be_bytes());
     stream.write_all(&out).await?;
     Ok(out.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(4096)
+    }
+
+    /// A frame whose API and version are served, so decoding goes past the header into the body.
+    fn served_frame() -> impl Strategy<Value = Vec<u8>> {
+        (
+            0..ADVERTISED.len(),
+            any::<i16>(),
+            any::<i32>(),
+            proptest::collection::vec(any::<u8>(), 0..400),
+        )
+            .prop_map(|(which, pick, correlation, tail)| {
+                let (api, min, max) = ADVERTISED[which];
+                let version = min + (pick.unsigned_abs() % (max - min + 1) as u16) as i16;
+                let mut frame = Vec::with_capacity(8 + tail.len());
+                frame.extend_from_slice(&(api as i16).to_be_bytes());
+                frame.extend_from_slice(&version.to_be_bytes());
+                frame.extend_from_slice(&correlation.to_be_bytes());
+                frame.extend_from_slice(&tail);
+                frame
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_decode_or_close_without_panicking(frame in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = decode_request(Bytes::from(frame));
+        }
+
+        #[test]
+        fn served_apis_with_arbitrary_bodies_decode_or_close(frame in served_frame()) {
+            match decode_request(Bytes::from(frame)) {
+                Ok(Decoded::Request { .. }) | Err(Close::Malformed { .. }) => {}
+                Ok(Decoded::UnsupportedApiVersions { .. }) => prop_assert!(false, "version was in range"),
+                Err(other) => prop_assert!(matches!(other, Close::UnsupportedVersion { api: ApiKey::Produce, .. }), "{other}"),
+            }
+        }
+
+        #[test]
+        fn absurd_array_lengths_are_refused_not_allocated(count in 1_000_000i32..=i32::MAX, which in 0..ADVERTISED.len()) {
+            let (api, _, max) = ADVERTISED[which];
+            let mut frame = Vec::new();
+            frame.extend_from_slice(&(api as i16).to_be_bytes());
+            frame.extend_from_slice(&max.to_be_bytes());
+            frame.extend_from_slice(&1i32.to_be_bytes());
+            frame.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+            frame.extend_from_slice(&count.to_be_bytes());
+            frame.extend_from_slice(&count.to_be_bytes());
+            // Decoding must end in an answer or a close, without the absurd allocation aborting us.
+            let decoded = decode_request(Bytes::from(frame));
+            let handled = matches!(decoded, Ok(Decoded::Request { .. }) | Err(Close::Malformed { .. }));
+            prop_assert!(handled, "unexpected outcome for {:?}", api);
+        }
+    }
 }
