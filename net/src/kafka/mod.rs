@@ -188,7 +188,7 @@ async fn serve_request(
         ApiKey::ApiVersions => 0,
         _ => api.response_header_version(version),
     };
-    let reply = handlers::handle(shard, endpoint, version, &header, request)
+    let reply = handlers::handle(shard, endpoint, version, &header, *request)
         .await
         .map_err(|reason| Close::Malformed {
             api,
@@ -226,8 +226,8 @@ pub enum Decoded {
         correlation_id: i32,
         /// The request header.
         header: RequestHeader,
-        /// The request body.
-        body: RequestKind,
+        /// The request body (boxed: request bodies are large and vary widely in size).
+        body: Box<RequestKind>,
     },
     /// ApiVersions at a version Oxbow does not list: answered with UNSUPPORTED_VERSION.
     UnsupportedApiVersions {
@@ -271,7 +271,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
         version,
         correlation_id,
         header,
-        body,
+        body: Box::new(body),
     })
 }
 
