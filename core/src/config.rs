@@ -259,6 +259,14 @@ pub struct BrokerConfig {
     pub advertised_kafka_addr: Option<String>,
     /// Address of the Prometheus endpoint (`GET /metrics`; port 0: chosen at start).
     pub metrics_listen: String,
+    /// Most Kafka connections the node holds (split evenly over shards); more are closed at accept.
+    pub kafka_connections_max: u32,
+    /// A Kafka connection silent this long between requests is closed (Kafka's
+    /// connections.max.idle.ms).
+    pub kafka_idle_timeout_ms: u64,
+    /// Once a request has begun, its bytes must arrive within this long, and a response must be
+    /// taken by the client within this long: slow senders and clients that do not read are closed.
+    pub kafka_request_timeout_ms: u64,
     /// Largest Kafka request accepted; larger ones close the connection unread.
     pub kafka_frame_bytes_max: u32,
     /// Create a topic when a client produces to or asks metadata for one that does not exist.
@@ -280,6 +288,9 @@ impl Default for BrokerConfig {
             kafka_listen: "127.0.0.1:9092".to_string(),
             advertised_kafka_addr: None,
             metrics_listen: "127.0.0.1:9644".to_string(),
+            kafka_connections_max: 10_000,
+            kafka_idle_timeout_ms: 10 * 60 * 1000,
+            kafka_request_timeout_ms: 30_000,
             kafka_frame_bytes_max: 100 << 20,
             auto_create_topics: true,
             default_partitions: 1,
@@ -329,6 +340,20 @@ impl BrokerConfig {
         ] {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 return Err(ConfigError::new(field, "must be an ip:port address"));
+            }
+        }
+        if self.kafka_connections_max == 0 {
+            return Err(ConfigError::new(
+                "kafka_connections_max",
+                "must be positive",
+            ));
+        }
+        for (field, ms) in [
+            ("kafka_idle_timeout_ms", self.kafka_idle_timeout_ms),
+            ("kafka_request_timeout_ms", self.kafka_request_timeout_ms),
+        ] {
+            if ms < 100 {
+                return Err(ConfigError::new(field, "must be at least 100 ms"));
             }
         }
         if !(1..=10_000).contains(&self.default_partitions) {

@@ -68,6 +68,11 @@ impl ShardMetrics {
         self.connections_total.set(self.connections_total.get() + 1);
     }
 
+    /// Connections open on this shard now.
+    pub fn open_connections(&self) -> u64 {
+        self.connections_open.get()
+    }
+
     /// A connection was closed.
     pub fn connection_closed(&self) {
         self.connections_open

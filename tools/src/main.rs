@@ -27,6 +27,7 @@ const CONFIG_FILE_HELP: &str = "\
 Config file keys (TOML; every one optional, flags override them):
   data_dir, shards, shard_io_memory_bytes, retention_check_interval_ms, node_id,
   kafka_listen, advertised_kafka_addr, metrics_listen, kafka_frame_bytes_max,
+  kafka_connections_max, kafka_idle_timeout_ms, kafka_request_timeout_ms,
   auto_create_topics, default_partitions
   [log] segment_bytes_max, segment_age_max_ms, index_interval_bytes,
         flush = \"always\" | \"interval\" | \"never\", flush_interval_ms,

@@ -193,3 +193,79 @@ fn metrics_endpoint_counts_requests_bytes_partitions_and_fsyncs() {
     assert!(http_get(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
     assert!(broker.child.try_wait().unwrap().is_none());
 }
+
+/// Whether the broker has closed `stream` (a read returns end of file or a reset).
+fn closed(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(0) | Err(_))
+}
+
+#[test]
+fn slow_senders_idle_clients_and_excess_connections_are_closed() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("oxbow.toml");
+    std::fs::write(
+        &config,
+        "shards = 1\nkafka_connections_max = 3\nkafka_idle_timeout_ms = 1500\nkafka_request_timeout_ms = 300\n",
+    )
+    .unwrap();
+    let dir = data.path().join("data");
+    let mut broker = common::Broker::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let addr = common::field(&broker.wait_for("oxbow ready"), "kafka");
+    let connect = || {
+        let stream = TcpStream::connect(&addr).unwrap();
+        // Only a bound on a broker that never closes: the checks wait for the close itself.
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        stream
+    };
+
+    // Slowloris: a request that starts and never finishes is closed after the request timeout.
+    let mut slow = connect();
+    slow.write_all(&100i32.to_be_bytes()).unwrap();
+    slow.write_all(&[0, 3]).unwrap();
+    assert!(closed(&mut slow), "a slow sender must be closed");
+    broker.wait_for("timed out");
+
+    // Three idle connections fill the limit; a fourth is closed at once, while they stay open.
+    let mut held: Vec<TcpStream> = (0..3).map(|_| connect()).collect();
+    // A round trip on each proves they were accepted before the fourth arrives.
+    for stream in &mut held {
+        stream
+            .write_all(&frame(&[0, 18, 0, 0, 0, 0, 0, 9, 0xff, 0xff]))
+            .unwrap();
+        let mut size = [0u8; 4];
+        stream.read_exact(&mut size).unwrap();
+        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+        stream.read_exact(&mut body).unwrap();
+    }
+    let mut excess = connect();
+    assert!(
+        closed(&mut excess),
+        "the connection over the limit must be closed"
+    );
+    broker.wait_for("kafka_connections_max reached");
+    for stream in &mut held {
+        stream.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let still_open =
+            matches!(stream.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        assert!(still_open, "connections within the limit must stay open");
+        stream.set_nonblocking(false).unwrap();
+    }
+    // The held ones are closed only by the idle timeout.
+    for stream in &mut held {
+        assert!(
+            closed(stream),
+            "idle connections must be closed after kafka_idle_timeout_ms"
+        );
+    }
+    let (ok, _, err) = kcat(&addr, &["-L"], None);
+    assert!(ok, "a normal client must work afterwards: {err}");
+}

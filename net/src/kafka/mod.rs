@@ -19,6 +19,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
 pub use versions::ADVERTISED;
 
@@ -56,6 +57,15 @@ pub fn listen(
         loop {
             match listener.accept().await {
                 Ok(stream) => {
+                    let per_shard = shard
+                        .config
+                        .kafka_connections_max
+                        .div_ceil(shard.shards() as u32);
+                    if shard.metrics.open_connections() >= per_shard as u64 {
+                        tracing::warn!(peer = ?stream.peer_addr().ok(), limit = shard.config.kafka_connections_max,
+                            "kafka_connections_max reached: closing new connection");
+                        continue;
+                    }
                     let (shard, endpoint) = (shard.clone(), endpoint.clone());
                     glommio::spawn_local(
                         async move { serve_connection(shard, endpoint, stream).await },
@@ -76,6 +86,9 @@ pub enum Close {
     /// The client closed the connection between requests.
     #[error("peer closed the connection")]
     Eof,
+    /// No request arrived within `kafka_idle_timeout_ms`.
+    #[error("idle past kafka_idle_timeout_ms")]
+    Idle,
     /// Reading or writing the socket failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -108,6 +121,8 @@ pub enum Close {
 async fn serve_connection(shard: Rc<Shard>, endpoint: Rc<KafkaEndpoint>, mut stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    let request_timeout = Duration::from_millis(shard.config.kafka_request_timeout_ms);
+    let _ = stream.set_write_timeout(Some(request_timeout));
     shard.metrics.connection_opened();
     serve_requests(&shard, &endpoint, &mut stream, peer).await;
     shard.metrics.connection_closed();
@@ -123,6 +138,10 @@ async fn serve_requests(
         match serve_request(shard, endpoint, stream).await {
             Ok(()) => {}
             Err(Close::Eof) => return,
+            Err(Close::Idle) => {
+                tracing::debug!(?peer, "closing idle Kafka connection");
+                return;
+            }
             // A client hanging up mid-response is an ordinary close.
             Err(Close::Io(e))
                 if matches!(
@@ -147,11 +166,18 @@ async fn serve_request(
     stream: &mut TcpStream,
 ) -> Result<(), Close> {
     let mut size = [0u8; 4];
+    let idle = Duration::from_millis(shard.config.kafka_idle_timeout_ms);
+    let _ = stream.set_read_timeout(Some(idle));
     match stream.read_exact(&mut size).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Close::Eof),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(Close::Idle),
         Err(e) => return Err(Close::Io(e)),
     }
+    // From here the whole request must arrive in time: a slow sender cannot hold the connection.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(
+        shard.config.kafka_request_timeout_ms,
+    )));
     let size = i32::from_be_bytes(size) as i64;
     if size < REQUEST_PREFIX_BYTES as i64 || size > shard.config.kafka_frame_bytes_max as i64 {
         return Err(Close::FrameSize(size));
