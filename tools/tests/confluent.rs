@@ -134,30 +134,22 @@ fn producers_with_acks_0_1_all_and_idempotence_deliver_every_message() {
 fn acknowledged_messages_survive_kill_9_of_the_broker() {
     let data = tempfile::tempdir().unwrap();
     let (mut broker, addr) = start_broker(data.path(), 2);
-    let mut producer = Command::new("python3")
-        .arg(CLIENT)
-        .args([
-            "produce",
-            "--bootstrap",
-            &addr,
-            "--topic",
-            "durable",
-            "--partitions",
-            "4",
-            "--create",
-        ])
-        .args([
-            "--count",
-            "1000000",
-            "--acks",
-            "all",
-            "--timeout-ms",
-            "5000",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with confluent-kafka (scripts/test installs it)");
+    let mut producer = spawn_client(&[
+        "produce",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "durable",
+        "--partitions",
+        "4",
+        "--create",
+        "--count",
+        "1000000",
+        "--acks",
+        "all",
+        "--timeout-ms",
+        "5000",
+    ]);
     let kill_after = 500 + fastrand::usize(..3000);
     let mut lines = BufReader::new(producer.stdout.take().unwrap()).lines();
     let mut acked = Vec::new();
@@ -193,27 +185,31 @@ fn acknowledged_messages_survive_kill_9_of_the_broker() {
 }
 
 fn group_member(addr: &str, group: &str, expect: usize) -> std::process::Child {
+    let expect = expect.to_string();
+    spawn_client(&[
+        "group-consume",
+        "--bootstrap",
+        addr,
+        "--topic",
+        "grouped",
+        "--partitions",
+        "4",
+        "--group",
+        group,
+        "--expect",
+        &expect,
+        "--delay-ms",
+        "3",
+        "--timeout-ms",
+        "60000",
+    ])
+}
+
+/// Starts the client with its output piped, for a test that reads it while it runs.
+fn spawn_client(args: &[&str]) -> std::process::Child {
     Command::new("python3")
         .arg(CLIENT)
-        .args([
-            "group-consume",
-            "--bootstrap",
-            addr,
-            "--topic",
-            "grouped",
-            "--partitions",
-            "4",
-            "--group",
-            group,
-        ])
-        .args([
-            "--expect",
-            &expect.to_string(),
-            "--delay-ms",
-            "3",
-            "--timeout-ms",
-            "60000",
-        ])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -372,16 +368,8 @@ fn committed_group_offsets_survive_kill_9_of_the_broker() {
 #[test]
 fn unknown_topics_get_unknown_topic_or_partition_when_auto_create_is_off() {
     let data = tempfile::tempdir().unwrap();
-    let config = data.path().join("oxbow.toml");
-    std::fs::write(&config, "auto_create_topics = false\n").unwrap();
-    let dir = data.path().join("data");
-    let mut broker = common::Broker::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ]);
-    let addr = common::field(&broker.wait_for("oxbow ready"), "kafka");
+    let (_broker, addr, dir) =
+        common::start_broker_with_config(data.path(), "auto_create_topics = false\n");
     let listing = Command::new("kcat")
         .args(["-b", &addr, "-L", "-t", "missing"])
         .output()

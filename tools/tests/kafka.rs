@@ -203,20 +203,8 @@ fn closed(stream: &mut TcpStream) -> bool {
 #[test]
 fn slow_senders_idle_clients_and_excess_connections_are_closed() {
     let data = tempfile::tempdir().unwrap();
-    let config = data.path().join("oxbow.toml");
-    std::fs::write(
-        &config,
-        "shards = 1\nkafka_connections_max = 3\nkafka_idle_timeout_ms = 1500\nkafka_request_timeout_ms = 300\n",
-    )
-    .unwrap();
-    let dir = data.path().join("data");
-    let mut broker = common::Broker::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ]);
-    let addr = common::field(&broker.wait_for("oxbow ready"), "kafka");
+    let limits = "shards = 1\nkafka_connections_max = 3\nkafka_idle_timeout_ms = 1500\nkafka_request_timeout_ms = 300\n";
+    let (mut broker, addr, _) = common::start_broker_with_config(data.path(), limits);
     let connect = || {
         let stream = TcpStream::connect(&addr).unwrap();
         // Only a bound on a broker that never closes: the checks wait for the close itself.

@@ -98,3 +98,22 @@ pub fn start_broker(data: &std::path::Path, shards: usize) -> (Broker, String) {
     let ready = broker.wait_for("oxbow ready");
     (broker, field(&ready, "kafka"))
 }
+
+/// Starts a broker with `toml` as its config file and a data directory inside `dir`; returns it
+/// with its Kafka address and the data directory.
+pub fn start_broker_with_config(
+    dir: &std::path::Path,
+    toml: &str,
+) -> (Broker, String, std::path::PathBuf) {
+    let config = dir.join("oxbow.toml");
+    std::fs::write(&config, toml).unwrap();
+    let data = dir.join("data");
+    let mut broker = Broker::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let addr = field(&broker.wait_for("oxbow ready"), "kafka");
+    (broker, addr, data)
+}
