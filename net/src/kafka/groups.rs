@@ -9,6 +9,7 @@
 //! (`<data>/.oxbow/group-offsets`) with flush `always` before the commit is acknowledged, and
 //! replayed at start, so they survive kill -9.
 
+use super::wire::{code, text};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
@@ -27,7 +28,6 @@ use kafka_protocol::messages::{
     OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProducerId, RequestKind,
     ResponseKind, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
 use oxbow_core::{BatchBuilder, FlushPolicy, LogConfig};
 use oxbow_storage::{OpenError, OpenOptions, Partition};
 use std::cell::{Cell, RefCell};
@@ -38,19 +38,6 @@ use std::time::{Duration, Instant};
 
 /// How often sessions and rebalance deadlines are checked.
 pub const COORDINATOR_TICK: Duration = Duration::from_millis(100);
-
-mod code {
-    pub const NONE: i16 = 0;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const INVALID_GROUP_ID: i16 = 24;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
-}
 
 /// How long a member id handed out with MEMBER_ID_REQUIRED waits for its rejoin.
 const PENDING_MEMBER_ID_TTL: Duration = Duration::from_secs(60);
@@ -206,10 +193,6 @@ impl Group {
             let _ = waiter.send(response);
         }
     }
-}
-
-fn text(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
 }
 
 fn sync_response(

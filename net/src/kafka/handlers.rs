@@ -1,6 +1,7 @@
 //! One function per Kafka API: decode the body, do the work through the shard, build the body.
 
 use super::versions::ADVERTISED;
+use super::wire::{code, text};
 use super::KafkaEndpoint;
 use crate::shard::{CreateTopicError, FetchOutcome, PartitionError, Shard};
 use bytes::{Bytes, BytesMut};
@@ -25,36 +26,12 @@ use kafka_protocol::messages::{
     MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, RequestKind,
     ResponseKind, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
 use oxbow_core::{BatchError, RecordBatch};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-
-/// Kafka error codes used here.
-mod code {
-    pub const NONE: i16 = 0;
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const MESSAGE_TOO_LARGE: i16 = 10;
-    pub const INVALID_TOPIC: i16 = 17;
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    pub const INVALID_PARTITIONS: i16 = 37;
-    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
-    pub const INVALID_CONFIG: i16 = 40;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
-    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-}
-
-fn text(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
 
 fn topic_name(s: &str) -> TopicName {
     TopicName(text(s))

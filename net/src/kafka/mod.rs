@@ -10,6 +10,7 @@
 pub mod groups;
 mod handlers;
 mod versions;
+mod wire;
 
 use crate::shard::Shard;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -197,7 +198,7 @@ async fn serve_request(
         Decoded::UnsupportedApiVersions { correlation_id } => {
             // Clients probe with their newest version: answer UNSUPPORTED_VERSION in a v0 body
             // so they can retry with one we list.
-            let body = handlers::api_versions(versions::UNSUPPORTED_VERSION);
+            let body = handlers::api_versions(wire::code::UNSUPPORTED_VERSION);
             return respond(
                 stream,
                 correlation_id,

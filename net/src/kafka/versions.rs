@@ -4,9 +4,6 @@
 use kafka_protocol::messages::ApiKey;
 use std::ops::RangeInclusive;
 
-/// Kafka's UNSUPPORTED_VERSION error code.
-pub const UNSUPPORTED_VERSION: i16 = 35;
-
 /// (API, lowest, highest) advertised in ApiVersions.
 pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 0, 9),
