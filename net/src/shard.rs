@@ -196,8 +196,9 @@ pub enum ShardMessage {
     },
 }
 
-/// A partition's name: topic and number.
-type PartitionKey = (Arc<str>, u32);
+/// This shard's partitions by topic, then number: lookups borrow the topic name (no allocation
+/// per request).
+type OwnedPartitions = HashMap<Arc<str>, HashMap<u32, Rc<Partition>>>;
 
 /// One shard: its partitions, its copy of the topic table, and the mesh to every shard.
 /// Lives on its own executor thread (`Rc`, never shared).
@@ -207,7 +208,7 @@ pub struct Shard {
     /// Broker configuration.
     pub config: BrokerConfig,
     mesh: Vec<flume::Sender<ShardMessage>>,
-    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    partitions: RefCell<OwnedPartitions>,
     topics: RefCell<BTreeMap<String, u32>>,
     /// Topics shard 0 is creating right now: a second creation of the same name is refused.
     creating: RefCell<std::collections::HashSet<String>>,
@@ -255,7 +256,9 @@ impl Shard {
     pub fn adopt(&self, topic: &str, partition: u32, log: Partition) {
         self.partitions
             .borrow_mut()
-            .insert((Arc::from(topic), partition), Rc::new(log));
+            .entry(Arc::from(topic))
+            .or_default()
+            .insert(partition, Rc::new(log));
     }
 
     /// Makes this shard the home of the group coordinator.
@@ -312,7 +315,11 @@ impl Shard {
 
     /// Partitions this shard owns.
     pub fn owned(&self) -> Vec<Rc<Partition>> {
-        self.partitions.borrow().values().cloned().collect()
+        self.partitions
+            .borrow()
+            .values()
+            .flat_map(|by_number| by_number.values().cloned())
+            .collect()
     }
 
     /// The topic table as this shard knows it: name → partition count.
@@ -332,7 +339,8 @@ impl Shard {
     fn local(&self, topic: &str, partition: u32) -> Result<Rc<Partition>, PartitionError> {
         self.partitions
             .borrow()
-            .get(&(Arc::from(topic), partition))
+            .get(topic)
+            .and_then(|by_number| by_number.get(&partition))
             .cloned()
             .ok_or(PartitionError::UnknownTopicOrPartition)
     }
@@ -501,7 +509,8 @@ impl Shard {
                 let _ = reply.send(());
             }
             ShardMessage::Metrics { reply } => {
-                let _ = reply.send(self.metrics.snapshot(self.partitions.borrow().len()));
+                let count = self.partitions.borrow().values().map(HashMap::len).sum();
+                let _ = reply.send(self.metrics.snapshot(count));
             }
             ShardMessage::DescribeTopics { reply } => {
                 let _ = reply.send(self.topics());
@@ -683,10 +692,16 @@ impl Shard {
     }
 
     async fn drop_local(&self, topic: &str, partition: u32) -> Result<(), String> {
-        let log = self
-            .partitions
-            .borrow_mut()
-            .remove(&(Arc::from(topic), partition));
+        let log = {
+            let mut partitions = self.partitions.borrow_mut();
+            let log = partitions
+                .get_mut(topic)
+                .and_then(|by_number| by_number.remove(&partition));
+            if partitions.get(topic).is_some_and(HashMap::is_empty) {
+                partitions.remove(topic);
+            }
+            log
+        };
         if let Some(log) = log {
             log.close().await;
         }
