@@ -313,16 +313,8 @@ async fn shard_main(
         match order {
             Control::ListenKafka { addr, reply } => {
                 let advertised = shard.config.advertised_kafka_addr.clone();
-                match crate::kafka::listen(shard.clone(), addr, advertised.as_deref()) {
-                    Ok((bound, task)) => {
-                        listener = Some(task);
-                        let _ = reply.send(Ok(bound));
-                    }
-                    Err(e) => {
-                        let _ =
-                            reply.send(Err(format!("binding the Kafka listener on {addr}: {e}")));
-                    }
-                }
+                let bound = crate::kafka::listen(shard.clone(), addr, advertised.as_deref());
+                listener = answer_bind(bound, "Kafka listener", addr, &reply).or(listener);
             }
             Control::ListenMetrics { addr, reply } => {
                 let gatherer = shard.clone();
@@ -330,16 +322,9 @@ async fn shard_main(
                     let shard = gatherer.clone();
                     async move { shard.gather_metrics().await }
                 };
-                match crate::metrics::listen(addr, gather) {
-                    Ok((bound, task)) => {
-                        metrics_endpoint = Some(task);
-                        let _ = reply.send(Ok(bound));
-                    }
-                    Err(e) => {
-                        let _ =
-                            reply.send(Err(format!("binding the metrics endpoint on {addr}: {e}")));
-                    }
-                }
+                let bound = crate::metrics::listen(addr, gather);
+                metrics_endpoint =
+                    answer_bind(bound, "metrics endpoint", addr, &reply).or(metrics_endpoint);
             }
             Control::Stop => break,
         }
@@ -358,6 +343,25 @@ async fn shard_main(
         partition.close().await;
     }
     tracing::info!(shard = id, partitions = partitions.len(), "shard stopped");
+}
+
+/// Tells the runtime where a listener was bound, or why it was not; hands back its task.
+fn answer_bind(
+    bound: std::io::Result<(SocketAddr, glommio::Task<()>)>,
+    what: &str,
+    addr: SocketAddr,
+    reply: &flume::Sender<Result<SocketAddr, String>>,
+) -> Option<glommio::Task<()>> {
+    match bound {
+        Ok((at, task)) => {
+            let _ = reply.send(Ok(at));
+            Some(task)
+        }
+        Err(e) => {
+            let _ = reply.send(Err(format!("binding the {what} on {addr}: {e}")));
+            None
+        }
+    }
 }
 
 async fn apply_retention_forever(shard: Rc<Shard>) {

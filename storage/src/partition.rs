@@ -153,7 +153,7 @@ impl Partition {
         bases.sort_unstable();
         // Rebuilt from the active segment; older producers are unknown and start afresh.
         let mut producers = ProducerState::default();
-        let mut segments = Vec::with_capacity(bases.len().max(1));
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
             let is_active = i + 1 == bases.len();
             let path = segment_path(dir, base);
@@ -163,7 +163,6 @@ impl Partition {
                 Self::open_sealed(dir, base, &config, faults.clone()).await?
             };
             if let Some(previous) = segments.last() {
-                let previous: &Segment = previous;
                 if previous.next_offset > base {
                     tracing::error!(segment = ?path, previous_end = previous.next_offset,
                         "segment overlaps the previous one; its overlapping offsets are unreadable");
