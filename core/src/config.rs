@@ -273,8 +273,94 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic, and of a CreateTopics asking for the default.
     pub default_partitions: u32,
+    /// Address every shard listens on for the native protocol (port 0: chosen at start).
+    pub native_listen: String,
+    /// Most native connections the node holds (split evenly over shards).
+    pub native_connections_max: u32,
+    /// Largest native frame accepted; a larger one gets an error frame and the connection closes.
+    pub native_frame_bytes_max: u32,
+    /// A native connection silent this long (pings count) is closed and its consumers detached.
+    pub native_session_timeout_ms: u64,
     /// Defaults for every topic's log.
     pub log: LogConfig,
+    /// Limits of subscriptions and their dispatchers.
+    pub subscriptions: SubscriptionConfig,
+}
+
+/// Limits of subscriptions (native protocol), per subscription and partition.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    /// Reliable: most messages delivered and not yet acknowledged (the window).
+    pub unacked_messages_max: u32,
+    /// Reliable: a message unacknowledged this long after delivery is delivered again.
+    pub ack_timeout_ms: u64,
+    /// Reliable: deliveries after the first before a message goes to the dead-letter topic.
+    pub redeliveries_max: u32,
+    /// Reliable: the cursor is written at most this often while it moves (and on shutdown).
+    pub cursor_persist_interval_ms: u64,
+    /// Messages read from the log ahead of dispatch (per subscription and partition).
+    pub read_ahead_messages_max: u32,
+    /// Bytes read from the log in one read.
+    pub read_bytes_max: u32,
+    /// Largest number of permits one flow frame may grant (more is refused as bad input).
+    pub permits_per_flow_max: u32,
+    /// Most acks or nacks in one frame.
+    pub acks_per_frame_max: u32,
+    /// Longest nack delay a consumer may ask for.
+    pub nack_delay_max_ms: u64,
+    /// Most consumers attached to one subscription.
+    pub consumers_max: u32,
+}
+
+impl Default for SubscriptionConfig {
+    fn default() -> SubscriptionConfig {
+        SubscriptionConfig {
+            unacked_messages_max: 10_000,
+            ack_timeout_ms: 30_000,
+            redeliveries_max: 16,
+            cursor_persist_interval_ms: 1_000,
+            read_ahead_messages_max: 4_096,
+            read_bytes_max: 1 << 20,
+            permits_per_flow_max: 1 << 20,
+            acks_per_frame_max: 1 << 16,
+            nack_delay_max_ms: 24 * 3600 * 1000,
+            consumers_max: 1024,
+        }
+    }
+}
+
+impl SubscriptionConfig {
+    /// Checks every bound; returns the first that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("subscriptions.unacked_messages_max", self.unacked_messages_max as u64),
+            ("subscriptions.ack_timeout_ms", self.ack_timeout_ms),
+            ("subscriptions.cursor_persist_interval_ms", self.cursor_persist_interval_ms),
+            ("subscriptions.read_ahead_messages_max", self.read_ahead_messages_max as u64),
+            ("subscriptions.read_bytes_max", self.read_bytes_max as u64),
+            ("subscriptions.permits_per_flow_max", self.permits_per_flow_max as u64),
+            ("subscriptions.acks_per_frame_max", self.acks_per_frame_max as u64),
+            ("subscriptions.consumers_max", self.consumers_max as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(field, "must be positive"));
+            }
+        }
+        if self.unacked_messages_max > 1 << 24 {
+            return Err(ConfigError::new(
+                "subscriptions.unacked_messages_max",
+                "must be at most 16777216",
+            ));
+        }
+        if self.read_ahead_messages_max > 1 << 20 {
+            return Err(ConfigError::new(
+                "subscriptions.read_ahead_messages_max",
+                "must be at most 1048576",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for BrokerConfig {
@@ -294,7 +380,12 @@ impl Default for BrokerConfig {
             kafka_frame_bytes_max: 100 << 20,
             auto_create_topics: true,
             default_partitions: 1,
+            native_listen: "127.0.0.1:6650".to_string(),
+            native_connections_max: 10_000,
+            native_frame_bytes_max: 16 << 20,
+            native_session_timeout_ms: 30_000,
             log: LogConfig::default(),
+            subscriptions: SubscriptionConfig::default(),
         }
     }
 }
@@ -337,10 +428,24 @@ impl BrokerConfig {
         for (field, addr) in [
             ("kafka_listen", &self.kafka_listen),
             ("metrics_listen", &self.metrics_listen),
+            ("native_listen", &self.native_listen),
         ] {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 return Err(ConfigError::new(field, "must be an ip:port address"));
             }
+        }
+        if self.native_frame_bytes_max < 1024 || self.native_frame_bytes_max > BATCH_BYTES_LIMIT * 2
+        {
+            return Err(ConfigError::new(
+                "native_frame_bytes_max",
+                format!("must be 1 KiB to {} MiB", (BATCH_BYTES_LIMIT * 2) >> 20),
+            ));
+        }
+        if self.native_connections_max == 0 {
+            return Err(ConfigError::new(
+                "native_connections_max",
+                "must be positive",
+            ));
         }
         if self.kafka_connections_max == 0 {
             return Err(ConfigError::new(
@@ -351,6 +456,7 @@ impl BrokerConfig {
         for (field, ms) in [
             ("kafka_idle_timeout_ms", self.kafka_idle_timeout_ms),
             ("kafka_request_timeout_ms", self.kafka_request_timeout_ms),
+            ("native_session_timeout_ms", self.native_session_timeout_ms),
         ] {
             if ms < 100 {
                 return Err(ConfigError::new(field, "must be at least 100 ms"));
@@ -365,6 +471,7 @@ impl BrokerConfig {
                 "must be positive",
             ));
         }
+        self.subscriptions.validate()?;
         self.log.validate()
     }
 }

@@ -4,7 +4,8 @@
 
 pub mod batch;
 pub mod config;
+pub mod native;
 pub mod placement;
 
 pub use batch::{BatchBuilder, BatchError, Record, RecordBatch};
-pub use config::{BrokerConfig, ConfigError, FlushPolicy, LogConfig};
+pub use config::{BrokerConfig, ConfigError, FlushPolicy, LogConfig, SubscriptionConfig};
