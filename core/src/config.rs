@@ -279,8 +279,12 @@ pub struct BrokerConfig {
     pub native_connections_max: u32,
     /// Largest native frame accepted; a larger one gets an error frame and the connection closes.
     pub native_frame_bytes_max: u32,
-    /// A native connection silent this long (pings count) is closed and its consumers detached.
+    /// A native connection silent this long (pings count) is closed and its consumers detached;
+    /// one that does not take what is sent to it for this long is closed too.
     pub native_session_timeout_ms: u64,
+    /// Produce requests one native connection may have in flight; past it the broker stops
+    /// reading from that connection until one completes.
+    pub native_produce_in_flight_max: u32,
     /// Defaults for every topic's log.
     pub log: LogConfig,
     /// Limits of subscriptions and their dispatchers.
@@ -384,6 +388,7 @@ impl Default for BrokerConfig {
             native_connections_max: 10_000,
             native_frame_bytes_max: 16 << 20,
             native_session_timeout_ms: 30_000,
+            native_produce_in_flight_max: 1024,
             log: LogConfig::default(),
             subscriptions: SubscriptionConfig::default(),
         }
@@ -439,6 +444,12 @@ impl BrokerConfig {
             return Err(ConfigError::new(
                 "native_frame_bytes_max",
                 format!("must be 1 KiB to {} MiB", (BATCH_BYTES_LIMIT * 2) >> 20),
+            ));
+        }
+        if self.native_produce_in_flight_max == 0 {
+            return Err(ConfigError::new(
+                "native_produce_in_flight_max",
+                "must be positive",
             ));
         }
         if self.native_connections_max == 0 {

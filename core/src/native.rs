@@ -243,10 +243,13 @@ pub enum ClientFrame {
         /// Where a subscription that does not exist yet starts.
         start: StartPosition,
     },
-    /// Grants permits: the broker may push this many more messages per partition.
+    /// Grants permits: the broker may push this many more messages on one partition, or on
+    /// each partition when `partition` is `None`.
     Flow {
         /// Consumer.
         consumer_id: u64,
+        /// Which partition; `None`: every partition.
+        partition: Option<u32>,
         /// Additional permits.
         permits: u32,
     },

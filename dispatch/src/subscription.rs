@@ -541,6 +541,11 @@ impl<M: Message> Subscription<M> {
         Some(self.cursor())
     }
 
+    /// Whether the cursor moved since it was last taken.
+    pub fn cursor_dirty(&self) -> bool {
+        self.cursor_dirty && self.mode == Mode::Reliable
+    }
+
     /// The cursor as it stands.
     pub fn cursor(&self) -> CursorState {
         CursorState {

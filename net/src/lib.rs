@@ -1,10 +1,11 @@
 //! Oxbow's networking side: the shard runtime that routes requests to partition owners, and the
-//! Kafka wire protocol server built on it (the native protocol comes next).
+//! Kafka wire protocol and native protocol servers built on it.
 #![warn(missing_docs)]
 
 pub mod alloc;
 pub mod kafka;
 pub mod metrics;
+pub mod native;
 pub mod runtime;
 pub mod shard;
 

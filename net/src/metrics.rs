@@ -31,6 +31,8 @@ pub struct ShardMetrics {
     bytes_out: Cell<u64>,
     connections_open: Cell<u64>,
     connections_total: Cell<u64>,
+    native_connections_open: Cell<u64>,
+    native_connections_total: Cell<u64>,
 }
 
 /// A copy of one shard's metrics, sent to shard 0 for rendering.
@@ -43,6 +45,9 @@ pub struct MetricsSnapshot {
     connections_total: u64,
     partitions: u64,
     fsync_us: Histogram<u64>,
+    native_connections_open: u64,
+    native_connections_total: u64,
+    subscriptions: Vec<oxbow_core::native::SubscriptionInfo>,
 }
 
 impl ShardMetrics {
@@ -73,14 +78,38 @@ impl ShardMetrics {
         self.connections_open.get()
     }
 
+    /// A native connection was accepted.
+    pub fn native_connection_opened(&self) {
+        self.native_connections_open
+            .set(self.native_connections_open.get() + 1);
+        self.native_connections_total
+            .set(self.native_connections_total.get() + 1);
+    }
+
+    /// Native connections open on this shard now.
+    pub fn open_native_connections(&self) -> u64 {
+        self.native_connections_open.get()
+    }
+
+    /// A native connection was closed.
+    pub fn native_connection_closed(&self) {
+        self.native_connections_open
+            .set(self.native_connections_open.get().saturating_sub(1));
+    }
+
     /// A connection was closed.
     pub fn connection_closed(&self) {
         self.connections_open
             .set(self.connections_open.get().saturating_sub(1));
     }
 
-    /// Copies the counters, with this shard's partition count and fdatasync latencies.
-    pub fn snapshot(&self, partitions: usize) -> MetricsSnapshot {
+    /// Copies the counters, with this shard's partition count, subscriptions and fdatasync
+    /// latencies.
+    pub fn snapshot(
+        &self,
+        partitions: usize,
+        subscriptions: Vec<oxbow_core::native::SubscriptionInfo>,
+    ) -> MetricsSnapshot {
         MetricsSnapshot {
             requests: self.requests.borrow().clone(),
             bytes_in: self.bytes_in.get(),
@@ -89,6 +118,9 @@ impl ShardMetrics {
             connections_total: self.connections_total.get(),
             partitions: partitions as u64,
             fsync_us: oxbow_storage::metrics::fsync_latency_us(),
+            native_connections_open: self.native_connections_open.get(),
+            native_connections_total: self.native_connections_total.get(),
+            subscriptions,
         }
     }
 }
@@ -150,6 +182,18 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             "Partitions open on this node.",
             total(|s| s.partitions),
         ),
+        (
+            "oxbow_native_connections",
+            "gauge",
+            "Open native-protocol connections.",
+            total(|s| s.native_connections_open),
+        ),
+        (
+            "oxbow_native_connections_total",
+            "counter",
+            "Native-protocol connections accepted.",
+            total(|s| s.native_connections_total),
+        ),
     ];
     for (name, kind, help, value) in counters {
         let _ = writeln!(
@@ -177,6 +221,7 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
         let label = ApiKey::try_from(*api).map_or_else(|_| api.to_string(), |k| format!("{k:?}"));
         summary(&mut out, name, &format!("api=\"{label}\""), h);
     }
+    render_subscriptions(&mut out, snapshots);
     let mut fsync = histogram();
     for snapshot in snapshots {
         fsync.add(&snapshot.fsync_us).expect("same bounds");
@@ -188,6 +233,51 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
     );
     summary(&mut out, name, "", &fsync);
     out
+}
+
+/// One gauge or counter per subscription and partition.
+fn render_subscriptions(out: &mut String, snapshots: &[MetricsSnapshot]) {
+    type Field = fn(&oxbow_core::native::SubscriptionInfo) -> u64;
+    let families: [(&str, &str, &str, Field); 4] = [
+        (
+            "oxbow_subscription_lag",
+            "gauge",
+            "Messages between a subscription's cursor and the log end.",
+            |s| s.lag,
+        ),
+        (
+            "oxbow_subscription_unacked",
+            "gauge",
+            "Messages delivered and not yet acknowledged.",
+            |s| s.unacked,
+        ),
+        (
+            "oxbow_subscription_consumers",
+            "gauge",
+            "Consumers attached to a subscription.",
+            |s| s.consumers as u64,
+        ),
+        (
+            "oxbow_subscription_dropped_total",
+            "counter",
+            "Messages a non-reliable subscription dropped because no consumer could take them.",
+            |s| s.dropped,
+        ),
+    ];
+    for (name, kind, help, field) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for info in snapshots.iter().flat_map(|s| &s.subscriptions) {
+            let _ = writeln!(
+                out,
+                "{name}{{topic=\"{}\",partition=\"{}\",subscription=\"{}\",mode=\"{:?}\"}} {}",
+                info.topic,
+                info.partition,
+                info.name,
+                info.mode,
+                field(info)
+            );
+        }
+    }
 }
 
 /// Binds the metrics endpoint; `gather` collects every shard's snapshot.

@@ -45,6 +45,7 @@ pub struct Runtime {
     handles: Vec<ExecutorJoinHandle<()>>,
     partitions: usize,
     kafka_addr: SocketAddr,
+    native_addr: SocketAddr,
     metrics_addr: SocketAddr,
 }
 
@@ -52,6 +53,11 @@ pub struct Runtime {
 enum Control {
     /// Bind the Kafka listener on this address and report the bound address.
     ListenKafka {
+        addr: SocketAddr,
+        reply: flume::Sender<Result<SocketAddr, String>>,
+    },
+    /// Bind the native-protocol listener on this address and report the bound address.
+    ListenNative {
         addr: SocketAddr,
         reply: flume::Sender<Result<SocketAddr, String>>,
     },
@@ -104,6 +110,7 @@ impl Runtime {
             handles: Vec::new(),
             partitions: 0,
             kafka_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            native_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
         for (shard, inbox) in receivers.into_iter().enumerate() {
@@ -172,6 +179,14 @@ impl Runtime {
             addr = runtime.bind(shard, |reply| Control::ListenKafka { addr, reply })?;
         }
         runtime.kafka_addr = addr;
+        let mut addr: SocketAddr = config
+            .native_listen
+            .parse()
+            .expect("validated by BrokerConfig::validate");
+        for shard in 0..config.shards {
+            addr = runtime.bind(shard, |reply| Control::ListenNative { addr, reply })?;
+        }
+        runtime.native_addr = addr;
         let addr: SocketAddr = config
             .metrics_listen
             .parse()
@@ -206,6 +221,11 @@ impl Runtime {
     /// The address the Kafka listener is bound to on every shard.
     pub fn kafka_addr(&self) -> SocketAddr {
         self.kafka_addr
+    }
+
+    /// The address the native-protocol listener is bound to on every shard.
+    pub fn native_addr(&self) -> SocketAddr {
+        self.native_addr
     }
 
     /// Number of partitions opened at start.
@@ -308,6 +328,7 @@ async fn shard_main(
     let retention = glommio::spawn_local(apply_retention_forever(shard.clone()));
     let _ = report.send((id, Ok(owned.len())));
     let mut listener = None;
+    let mut native_listener = None;
     let mut metrics_endpoint = None;
     while let Ok(order) = control.recv_async().await {
         match order {
@@ -315,6 +336,11 @@ async fn shard_main(
                 let advertised = shard.config.advertised_kafka_addr.clone();
                 let bound = crate::kafka::listen(shard.clone(), addr, advertised.as_deref());
                 listener = answer_bind(bound, "Kafka listener", addr, &reply).or(listener);
+            }
+            Control::ListenNative { addr, reply } => {
+                let bound = crate::native::listen(shard.clone(), addr);
+                native_listener =
+                    answer_bind(bound, "native listener", addr, &reply).or(native_listener);
             }
             Control::ListenMetrics { addr, reply } => {
                 let gatherer = shard.clone();
@@ -331,6 +357,7 @@ async fn shard_main(
     }
     // Dropping a glommio task cancels it: no new connections or requests from here on.
     drop(listener);
+    drop(native_listener);
     drop(metrics_endpoint);
     drop(inbox_task);
     drop(retention);
@@ -338,6 +365,8 @@ async fn shard_main(
     if let Some(coordinator) = shard.coordinator() {
         coordinator.close().await;
     }
+    // Cursors are written before the logs close: each driver stops after a last write.
+    shard.subscriptions.close().await;
     let partitions = shard.owned();
     for partition in &partitions {
         partition.close().await;

@@ -185,6 +185,8 @@ pub enum ShardMessage {
         /// Where to answer.
         reply: flume::Sender<BTreeMap<String, u32>>,
     },
+    /// A native-protocol subscription command for a partition this shard owns.
+    Native(Box<crate::native::registry::Command>),
     /// A topic exists now; update this shard's table.
     TopicAdded {
         /// Name.
@@ -216,6 +218,8 @@ pub struct Shard {
     coordinator: RefCell<Option<Rc<crate::kafka::groups::Coordinator>>>,
     /// This shard's counters.
     pub metrics: crate::metrics::ShardMetrics,
+    /// The subscriptions of the partitions this shard owns.
+    pub subscriptions: crate::native::registry::Registry,
 }
 
 async fn ask<T>(
@@ -244,6 +248,7 @@ impl Shard {
             creating: RefCell::default(),
             coordinator: RefCell::default(),
             metrics: crate::metrics::ShardMetrics::default(),
+            subscriptions: crate::native::registry::Registry::default(),
         }
     }
 
@@ -336,7 +341,12 @@ impl Shard {
         &self.mesh[owner_shard(topic, partition, self.shards())]
     }
 
-    fn local(&self, topic: &str, partition: u32) -> Result<Rc<Partition>, PartitionError> {
+    /// A partition this shard owns.
+    pub(crate) fn local(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Rc<Partition>, PartitionError> {
         self.partitions
             .borrow()
             .get(topic)
@@ -362,6 +372,19 @@ impl Shard {
             reply,
         });
         outcome
+    }
+
+    /// Sends a subscription command to the partition's owner (answers, if any, come on the
+    /// command's own reply channel).
+    pub fn send_native(
+        &self,
+        topic: &str,
+        partition: u32,
+        command: crate::native::registry::Command,
+    ) {
+        let _ = self
+            .owner_inbox(topic, partition)
+            .send(ShardMessage::Native(Box::new(command)));
     }
 
     /// Sends a fetch to the partition's owner; see [`Shard::send_produce`].
@@ -510,7 +533,10 @@ impl Shard {
             }
             ShardMessage::Metrics { reply } => {
                 let count = self.partitions.borrow().values().map(HashMap::len).sum();
-                let _ = reply.send(self.metrics.snapshot(count));
+                let _ = reply.send(self.metrics.snapshot(count, self.subscriptions.infos()));
+            }
+            ShardMessage::Native(command) => {
+                self.subscriptions.handle(&self, *command).await;
             }
             ShardMessage::DescribeTopics { reply } => {
                 let _ = reply.send(self.topics());
@@ -692,6 +718,7 @@ impl Shard {
     }
 
     async fn drop_local(&self, topic: &str, partition: u32) -> Result<(), String> {
+        self.subscriptions.drop_partition(topic, partition).await;
         let log = {
             let mut partitions = self.partitions.borrow_mut();
             let log = partitions

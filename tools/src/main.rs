@@ -1,5 +1,6 @@
 //! `oxbow`: the broker (`oxbow serve`) and its operator commands.
 
+mod client_cli;
 mod serve;
 
 /// Kafka request decoding may ask for absurd capacities; see `oxbow_net::alloc`.
@@ -28,11 +29,15 @@ Config file keys (TOML; every one optional, flags override them):
   data_dir, shards, shard_io_memory_bytes, retention_check_interval_ms, node_id,
   kafka_listen, advertised_kafka_addr, metrics_listen, kafka_frame_bytes_max,
   kafka_connections_max, kafka_idle_timeout_ms, kafka_request_timeout_ms,
-  auto_create_topics, default_partitions
+  auto_create_topics, default_partitions, native_listen, native_connections_max,
+  native_frame_bytes_max, native_session_timeout_ms, native_produce_in_flight_max
   [log] segment_bytes_max, segment_age_max_ms, index_interval_bytes,
         flush = \"always\" | \"interval\" | \"never\", flush_interval_ms,
         retention_bytes_max, retention_age_max_ms, tail_cache_bytes_max,
         batch_bytes_max, write_buffer_bytes, append_queue_bytes_max
+  [subscriptions] unacked_messages_max, ack_timeout_ms, redeliveries_max,
+        cursor_persist_interval_ms, read_ahead_messages_max, read_bytes_max,
+        permits_per_flow_max, acks_per_frame_max, nack_delay_max_ms, consumers_max
 Topics override segment.bytes, segment.ms, retention.bytes, retention.ms,
 max.message.bytes, flush.ms and oxbow.flush through CreateTopics configs.";
 
@@ -44,6 +49,34 @@ enum Command {
     /// Operate on a data directory directly (with the broker stopped).
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// Create, list, describe and delete topics.
+    Topic {
+        #[command(flatten)]
+        broker: client_cli::BrokerArg,
+        #[command(subcommand)]
+        command: client_cli::TopicCommand,
+    },
+    /// Produce one message per line of standard input.
+    Produce {
+        #[command(flatten)]
+        broker: client_cli::BrokerArg,
+        #[command(flatten)]
+        args: client_cli::ProduceArgs,
+    },
+    /// Consume a subscription, printing one payload per line (acknowledged after printing).
+    Consume {
+        #[command(flatten)]
+        broker: client_cli::BrokerArg,
+        #[command(flatten)]
+        args: client_cli::ConsumeArgs,
+    },
+    /// List, reset and delete subscriptions.
+    Subscription {
+        #[command(flatten)]
+        broker: client_cli::BrokerArg,
+        #[command(subcommand)]
+        command: client_cli::SubscriptionCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +110,9 @@ pub struct ServeArgs {
     /// `host:port` Kafka clients are told to connect to [default: the listen address]
     #[arg(long)]
     pub advertised_kafka_addr: Option<String>,
+    /// Native protocol listen address; port 0 picks a free port [default: 127.0.0.1:6650]
+    #[arg(long)]
+    pub native_listen: Option<String>,
 }
 
 fn init_logging() {
@@ -101,6 +137,17 @@ fn init_logging() {
         .init();
 }
 
+/// A client command's outcome: failures print one line and exit 1.
+fn client_command(result: Result<(), String>) -> Result<ExitCode, String> {
+    Ok(match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("oxbow: {e}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -118,6 +165,12 @@ fn main() -> ExitCode {
                 _ => ExitCode::FAILURE,
             }
         }),
+        Command::Topic { broker, command } => client_command(client_cli::topic(&broker.broker, command)),
+        Command::Produce { broker, args } => client_command(client_cli::produce(&broker.broker, args)),
+        Command::Consume { broker, args } => client_command(client_cli::consume(&broker.broker, args)),
+        Command::Subscription { broker, command } => {
+            client_command(client_cli::subscription(&broker.broker, command))
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("oxbow: {e}");

@@ -43,6 +43,9 @@ pub fn build_config(args: &ServeArgs) -> Result<BrokerConfig, ServeError> {
     if let Some(listen) = &args.kafka_listen {
         config.kafka_listen = listen.clone();
     }
+    if let Some(native) = &args.native_listen {
+        config.native_listen = native.clone();
+    }
     if let Some(metrics) = &args.metrics_listen {
         config.metrics_listen = metrics.clone();
     }
@@ -67,7 +70,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     .map_err(ServeError::Signals)?;
     let runtime = Runtime::start(config.clone())?;
     tracing::info!(shards = runtime.shards(), partitions = runtime.partitions(),
-        kafka = %runtime.kafka_addr(), metrics = %runtime.metrics_addr(), data_dir = ?config.data_dir, "oxbow ready");
+        kafka = %runtime.kafka_addr(), native = %runtime.native_addr(), metrics = %runtime.metrics_addr(), data_dir = ?config.data_dir, "oxbow ready");
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
     }

@@ -1,0 +1,530 @@
+//! A consumer: attaches to a subscription on every partition of a topic, grants permits as
+//! the application takes messages, and acknowledges them.
+
+use crate::connection::{ConsumerEvent, Shared};
+use crate::dedicated::DedicatedConsumer;
+use crate::error::ClientError;
+use crate::message::Message;
+use crate::{Client, Tier};
+use futures_core::Stream;
+use oxbow_core::native::{ClientFrame, Mode, ServerFrame, StartPosition, SubscriptionType};
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Settings of a consumer.
+#[derive(Clone)]
+pub struct ConsumerBuilder {
+    pub(crate) client: Client,
+    pub(crate) topic: String,
+    pub(crate) subscription: String,
+    pub(crate) kind: SubscriptionType,
+    pub(crate) mode: Mode,
+    pub(crate) name: String,
+    pub(crate) priority: i32,
+    pub(crate) start: StartPosition,
+    pub(crate) receiver_queue: u32,
+}
+
+impl ConsumerBuilder {
+    pub(crate) fn new(client: Client, topic: String, subscription: String) -> ConsumerBuilder {
+        ConsumerBuilder {
+            client,
+            topic,
+            subscription,
+            kind: SubscriptionType::Exclusive,
+            mode: Mode::Reliable,
+            name: format!("consumer-{}", std::process::id()),
+            priority: 0,
+            start: StartPosition::Earliest,
+            receiver_queue: 1000,
+        }
+    }
+
+    /// Subscription type (default exclusive).
+    pub fn kind(mut self, kind: SubscriptionType) -> ConsumerBuilder {
+        self.kind = kind;
+        self
+    }
+
+    /// Delivery mode (default reliable).
+    pub fn mode(mut self, mode: Mode) -> ConsumerBuilder {
+        self.mode = mode;
+        self
+    }
+
+    /// Consumer name: reconnecting under the same name takes the same place again.
+    pub fn name(mut self, name: impl Into<String>) -> ConsumerBuilder {
+        self.name = name.into();
+        self
+    }
+
+    /// Failover priority: lower goes first (default 0).
+    pub fn priority(mut self, priority: i32) -> ConsumerBuilder {
+        self.priority = priority;
+        self
+    }
+
+    /// Where a new subscription starts (default earliest).
+    pub fn start(mut self, start: StartPosition) -> ConsumerBuilder {
+        self.start = start;
+        self
+    }
+
+    /// Messages the broker may push ahead per partition before the application takes them.
+    pub fn receiver_queue(mut self, messages: u32) -> ConsumerBuilder {
+        self.receiver_queue = messages.max(1);
+        self
+    }
+
+    /// Applies the settings of a [`crate::ConsumerConfig`].
+    pub fn config(self, config: &crate::ConsumerConfig) -> Result<ConsumerBuilder, ClientError> {
+        let mut builder = self
+            .kind(config.kind()?)
+            .mode(config.mode()?)
+            .priority(config.priority)
+            .start(config.start()?)
+            .receiver_queue(config.receiver_queue);
+        if let Some(name) = &config.name {
+            builder = builder.name(name);
+        }
+        Ok(builder)
+    }
+
+    /// Attaches the consumer and grants its first permits.
+    pub async fn build(self) -> Result<Consumer, ClientError> {
+        let shared = self.client.shared.clone();
+        let consumer_id = shared.next_id();
+        let topic: Arc<str> = Arc::from(self.topic.as_str());
+        // Registered before subscribing: messages may follow the answer immediately.
+        let events = shared.add_consumer(consumer_id, topic.clone());
+        let request_id = shared.next_id();
+        let answer = shared
+            .request(
+                request_id,
+                &ClientFrame::Subscribe {
+                    request_id,
+                    consumer_id,
+                    topic: self.topic.clone(),
+                    subscription: self.subscription.clone(),
+                    kind: self.kind,
+                    mode: self.mode,
+                    consumer_name: self.name.clone(),
+                    priority: self.priority,
+                    start: self.start,
+                },
+                &[],
+            )
+            .await;
+        let partitions = match answer {
+            Ok(ServerFrame::Subscribed { partitions, .. }) => partitions,
+            Ok(other) => {
+                shared.remove_consumer(consumer_id);
+                return Err(ClientError::Protocol(format!("unexpected answer {other:?}")));
+            }
+            Err(e) => {
+                shared.remove_consumer(consumer_id);
+                return Err(e);
+            }
+        };
+        shared.send(
+            &ClientFrame::Flow {
+                consumer_id,
+                partition: None,
+                permits: self.receiver_queue,
+            },
+            &[],
+        )?;
+        Ok(Consumer {
+            shared,
+            consumer_id,
+            kind: self.kind,
+            partitions,
+            receiver_queue: self.receiver_queue,
+            events,
+            ready: VecDeque::new(),
+            taken: vec![0; partitions as usize],
+            positions: HashMap::new(),
+            ended: false,
+        })
+    }
+
+    /// Builds the consumer in the tier `tier` names.
+    pub async fn build_tier(self, tier: Tier) -> Result<TieredConsumer, ClientError> {
+        Ok(match tier {
+            Tier::Stream => TieredConsumer::Stream(self.build().await?),
+            Tier::Buffered(n) => TieredConsumer::Buffered(self.build().await?, n.max(1)),
+            Tier::Dedicated => TieredConsumer::Dedicated(self.dedicated(1024).await?),
+        })
+    }
+}
+
+/// Acknowledges a consumer's messages from any thread (a handle on its connection).
+#[derive(Clone)]
+pub struct Acker {
+    shared: Arc<Shared>,
+    consumer_id: u64,
+    kind: SubscriptionType,
+}
+
+impl Acker {
+    /// Acknowledges one message.
+    pub fn ack(&self, message: &Message) -> Result<(), ClientError> {
+        self.ack_offsets(message.partition, vec![message.offset])
+    }
+
+    /// Acknowledges many messages, one frame per partition.
+    pub fn ack_all(&self, messages: &[Message]) -> Result<(), ClientError> {
+        let mut by_partition: HashMap<u32, Vec<u64>> = HashMap::new();
+        for message in messages {
+            by_partition
+                .entry(message.partition)
+                .or_default()
+                .push(message.offset);
+        }
+        for (partition, offsets) in by_partition {
+            self.ack_offsets(partition, offsets)?;
+        }
+        Ok(())
+    }
+
+    fn ack_offsets(&self, partition: u32, offsets: Vec<u64>) -> Result<(), ClientError> {
+        self.shared.send(
+            &ClientFrame::Ack {
+                consumer_id: self.consumer_id,
+                partition,
+                offsets,
+            },
+            &[],
+        )
+    }
+
+    /// Acknowledges every message of the message's partition up to and including it.
+    /// Exclusive and failover subscriptions only.
+    pub fn ack_cumulative(&self, message: &Message) -> Result<(), ClientError> {
+        if !matches!(
+            self.kind,
+            SubscriptionType::Exclusive | SubscriptionType::Failover
+        ) {
+            return Err(ClientError::Config(
+                "cumulative acknowledgement needs an exclusive or failover subscription".into(),
+            ));
+        }
+        self.shared.send(
+            &ClientFrame::AckCumulative {
+                consumer_id: self.consumer_id,
+                partition: message.partition,
+                offset: message.offset,
+            },
+            &[],
+        )
+    }
+
+    /// Asks for the message again after `delay`.
+    pub fn nack(&self, message: &Message, delay: Duration) -> Result<(), ClientError> {
+        self.shared.send(
+            &ClientFrame::Nack {
+                consumer_id: self.consumer_id,
+                partition: message.partition,
+                offsets: vec![message.offset],
+                delay_ms: delay.as_millis() as u64,
+            },
+            &[],
+        )
+    }
+}
+
+/// A consumer attached to one subscription on every partition of a topic.
+pub struct Consumer {
+    shared: Arc<Shared>,
+    consumer_id: u64,
+    kind: SubscriptionType,
+    partitions: u32,
+    receiver_queue: u32,
+    events: mpsc::UnboundedReceiver<ConsumerEvent>,
+    ready: VecDeque<Message>,
+    taken: Vec<u32>,
+    positions: HashMap<u32, u64>,
+    ended: bool,
+}
+
+impl Consumer {
+    /// Partition count of the topic.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// A handle that acknowledges this consumer's messages from anywhere.
+    pub fn acker(&self) -> Acker {
+        Acker {
+            shared: self.shared.clone(),
+            consumer_id: self.consumer_id,
+            kind: self.kind,
+        }
+    }
+
+    /// Acknowledges one message.
+    pub fn ack(&self, message: &Message) -> Result<(), ClientError> {
+        self.acker().ack(message)
+    }
+
+    /// Acknowledges many messages, one frame per partition.
+    pub fn ack_all(&self, messages: &[Message]) -> Result<(), ClientError> {
+        self.acker().ack_all(messages)
+    }
+
+    /// Acknowledges the message's partition up to and including it (exclusive and failover).
+    pub fn ack_cumulative(&self, message: &Message) -> Result<(), ClientError> {
+        self.acker().ack_cumulative(message)
+    }
+
+    /// Asks for the message again after `delay`.
+    pub fn nack(&self, message: &Message, delay: Duration) -> Result<(), ClientError> {
+        self.acker().nack(message, delay)
+    }
+
+    /// Per partition, the offset after the last message this consumer received.
+    pub fn current_positions(&self) -> HashMap<u32, u64> {
+        self.positions.clone()
+    }
+
+    /// Moves the subscription's cursor on every partition. Messages already on their way may
+    /// still arrive (at-least-once allows it).
+    pub async fn seek(&mut self, position: StartPosition) -> Result<(), ClientError> {
+        let request_id = self.shared.next_id();
+        self.shared
+            .request(
+                request_id,
+                &ClientFrame::Seek {
+                    request_id,
+                    consumer_id: self.consumer_id,
+                    position,
+                },
+                &[],
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Detaches; a reliable subscription keeps its cursor for the next consumer.
+    pub async fn close(self) -> Result<(), ClientError> {
+        let request_id = self.shared.next_id();
+        let result = self
+            .shared
+            .request(
+                request_id,
+                &ClientFrame::CloseConsumer {
+                    request_id,
+                    consumer_id: self.consumer_id,
+                },
+                &[],
+            )
+            .await;
+        self.shared.remove_consumer(self.consumer_id);
+        result.map(drop)
+    }
+
+    /// Detaches and deletes the subscription.
+    pub async fn unsubscribe(self) -> Result<(), ClientError> {
+        let request_id = self.shared.next_id();
+        let result = self
+            .shared
+            .request(
+                request_id,
+                &ClientFrame::Unsubscribe {
+                    request_id,
+                    consumer_id: self.consumer_id,
+                },
+                &[],
+            )
+            .await;
+        self.shared.remove_consumer(self.consumer_id);
+        result.map(drop)
+    }
+
+    /// The next message.
+    pub async fn recv(&mut self) -> Result<Message, ClientError> {
+        std::future::poll_fn(|cx| self.poll_message(cx))
+            .await
+            .unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// Up to `max` messages, waiting only for the first.
+    pub async fn recv_batch(&mut self, max: usize) -> Result<Vec<Message>, ClientError> {
+        std::future::poll_fn(|cx| self.poll_batch(cx, max))
+            .await
+            .unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// Messages one at a time as an async stream (the lowest-latency tier).
+    pub fn stream(&mut self) -> MessageStream<'_> {
+        MessageStream { consumer: self }
+    }
+
+    /// Messages in vectors of up to `max` (fewer wake-ups per message).
+    pub fn buffered_stream(&mut self, max: usize) -> BufferedStream<'_> {
+        BufferedStream {
+            consumer: self,
+            max: max.max(1),
+        }
+    }
+
+    /// Takes a message off the ready queue, granting permits back as the application takes
+    /// them: half a receiver queue at a time, per partition.
+    fn take_ready(&mut self) -> Option<Message> {
+        let message = self.ready.pop_front()?;
+        let p = message.partition as usize;
+        if let Some(taken) = self.taken.get_mut(p) {
+            *taken += 1;
+            if *taken >= (self.receiver_queue / 2).max(1) {
+                let _ = self.shared.send(
+                    &ClientFrame::Flow {
+                        consumer_id: self.consumer_id,
+                        partition: Some(message.partition),
+                        permits: *taken,
+                    },
+                    &[],
+                );
+                *taken = 0;
+            }
+        }
+        self.positions.insert(message.partition, message.offset + 1);
+        Some(message)
+    }
+
+    /// Moves whatever has arrived into the ready queue; `Ready(Some(Err))` when the consumer
+    /// ended, `Ready(None)` after that.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(), ClientError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let mut got = false;
+        loop {
+            match self.events.poll_recv(cx) {
+                Poll::Ready(Some(ConsumerEvent::Messages(messages))) => {
+                    self.ready.extend(messages);
+                    got = true;
+                    if self.ready.len() >= 4096 {
+                        break;
+                    }
+                }
+                Poll::Ready(Some(ConsumerEvent::Closed(e))) => {
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(ClientError::Closed)));
+                }
+                Poll::Pending => break,
+            }
+        }
+        if got {
+            Poll::Ready(Some(Ok(())))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, ClientError>>> {
+        loop {
+            if let Some(message) = self.take_ready() {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            match self.poll_fill(cx) {
+                Poll::Ready(Some(Ok(()))) => continue,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn poll_batch(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Option<Result<Vec<Message>, ClientError>>> {
+        if self.ready.is_empty() {
+            match self.poll_fill(cx) {
+                Poll::Ready(Some(Ok(()))) => {}
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        } else {
+            // Top up with whatever else has arrived, without waiting.
+            let _ = self.poll_fill(cx);
+        }
+        let mut batch = Vec::with_capacity(max.min(self.ready.len()));
+        while batch.len() < max {
+            match self.take_ready() {
+                Some(message) => batch.push(message),
+                None => break,
+            }
+        }
+        Poll::Ready(Some(Ok(batch)))
+    }
+}
+
+/// The stream tier: one message per item.
+pub struct MessageStream<'a> {
+    consumer: &'a mut Consumer,
+}
+
+impl Stream for MessageStream<'_> {
+    type Item = Result<Message, ClientError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().consumer.poll_message(cx)
+    }
+}
+
+/// The buffered tier: vectors of messages.
+pub struct BufferedStream<'a> {
+    consumer: &'a mut Consumer,
+    max: usize,
+}
+
+impl Stream for BufferedStream<'_> {
+    type Item = Result<Vec<Message>, ClientError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.consumer.poll_batch(cx, this.max)
+    }
+}
+
+/// A consumer in the tier configuration chose, behind one interface.
+pub enum TieredConsumer {
+    /// One message at a time.
+    Stream(Consumer),
+    /// Vectors of up to the given size.
+    Buffered(Consumer, usize),
+    /// A dedicated thread feeding a channel.
+    Dedicated(DedicatedConsumer),
+}
+
+impl TieredConsumer {
+    /// The next messages: one for the stream tier, up to N for the others.
+    pub async fn next_batch(&mut self) -> Result<Vec<Message>, ClientError> {
+        match self {
+            TieredConsumer::Stream(consumer) => consumer.recv().await.map(|m| vec![m]),
+            TieredConsumer::Buffered(consumer, max) => consumer.recv_batch(*max).await,
+            TieredConsumer::Dedicated(consumer) => consumer.recv().await,
+        }
+    }
+
+    /// A handle that acknowledges this consumer's messages.
+    pub fn acker(&self) -> Acker {
+        match self {
+            TieredConsumer::Stream(consumer) | TieredConsumer::Buffered(consumer, _) => {
+                consumer.acker()
+            }
+            TieredConsumer::Dedicated(consumer) => consumer.acker(),
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The dedicated tier: a consumer with its own connection on its own thread and runtime,
+//! handing batches to the application through a bounded channel. Decoding and socket work
+//! stay off the application's runtime, which is what the highest-throughput users want.
+
+use crate::consumer::{Acker, ConsumerBuilder};
+use crate::error::ClientError;
+use crate::message::Message;
+use tokio::sync::{mpsc, oneshot};
+
+/// Batches the dedicated thread may hold ready before it stops reading (backpressure).
+const READY_BATCHES_MAX: usize = 8;
+
+/// A consumer running on a dedicated thread.
+pub struct DedicatedConsumer {
+    batches: mpsc::Receiver<Result<Vec<Message>, ClientError>>,
+    acker: Acker,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl ConsumerBuilder {
+    /// Starts the consumer on a dedicated thread with its own connection; batches hold up to
+    /// `batch_max` messages.
+    pub async fn dedicated(self, batch_max: usize) -> Result<DedicatedConsumer, ClientError> {
+        let settings = (*self.client.settings).clone();
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<Acker, ClientError>>();
+        let (batches_tx, batches) = mpsc::channel(READY_BATCHES_MAX);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let builder = self;
+        std::thread::Builder::new()
+            .name("oxbow-consumer".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(ClientError::Io(std::sync::Arc::new(e))));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let client = match settings.connect().await {
+                        Ok(client) => client,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let builder = ConsumerBuilder { client, ..builder };
+                    let mut consumer = match builder.build().await {
+                        Ok(consumer) => consumer,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(consumer.acker()));
+                    tokio::pin!(stopped);
+                    loop {
+                        tokio::select! {
+                            _ = &mut stopped => break,
+                            batch = consumer.recv_batch(batch_max) => {
+                                let ended = batch.is_err();
+                                if batches_tx.send(batch).await.is_err() || ended {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = consumer.close().await;
+                });
+            })
+            .map_err(|e| ClientError::Io(std::sync::Arc::new(e)))?;
+        let acker = ready_rx.await.map_err(|_| ClientError::Closed)??;
+        Ok(DedicatedConsumer {
+            batches,
+            acker,
+            stop: Some(stop),
+        })
+    }
+}
+
+impl DedicatedConsumer {
+    /// The next batch.
+    pub async fn recv(&mut self) -> Result<Vec<Message>, ClientError> {
+        self.batches.recv().await.unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// The next batch, blocking the calling thread (for code outside any runtime).
+    pub fn recv_blocking(&mut self) -> Result<Vec<Message>, ClientError> {
+        self.batches
+            .blocking_recv()
+            .unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// A handle that acknowledges this consumer's messages.
+    pub fn acker(&self) -> Acker {
+        self.acker.clone()
+    }
+}
+
+impl Drop for DedicatedConsumer {
+    fn drop(&mut self) {
+        // The thread detaches the consumer and exits on its own.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! What can go wrong talking to a broker.
+
+use oxbow_core::native::ErrorCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A failed client operation.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The socket failed.
+    #[error("connection failed: {0}")]
+    Io(Arc<std::io::Error>),
+    /// The broker refused the request (or the connection, with a connection-level error).
+    #[error("broker refused: {message} ({code:?})")]
+    Refused {
+        /// Category.
+        code: ErrorCode,
+        /// The broker's words.
+        message: String,
+    },
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+    /// No answer within the request timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The broker detached this consumer.
+    #[error("consumer closed by the broker: {0}")]
+    ConsumerClosed(String),
+    /// The broker sent something this client cannot read.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Bad configuration or arguments.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// The broker's error code, for a refusal.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}

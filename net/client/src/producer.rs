@@ -1,0 +1,328 @@
+//! A producer: batches messages per partition (linger and size bound), sends each batch as one
+//! record batch in the shared format, and resolves every message with its offset.
+
+use crate::connection::Shared;
+use crate::error::ClientError;
+use crate::partitioner::partition_for_key;
+use crate::Client;
+use oxbow_core::native::{Acks, ClientFrame, ServerFrame};
+use oxbow_core::BatchBuilder;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::{oneshot, Semaphore};
+
+/// Where a message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Partition.
+    pub partition: u32,
+    /// Offset; `None` under `Acks::None`, which gets no answer.
+    pub offset: Option<u64>,
+}
+
+/// Settings of a producer.
+pub struct ProducerBuilder {
+    client: Client,
+    topic: String,
+    acks: Acks,
+    linger: Duration,
+    batch_bytes_max: usize,
+    in_flight_batches_max: usize,
+}
+
+impl ProducerBuilder {
+    pub(crate) fn new(client: Client, topic: String) -> ProducerBuilder {
+        ProducerBuilder {
+            client,
+            topic,
+            acks: Acks::All,
+            linger: Duration::from_millis(1),
+            batch_bytes_max: 256 * 1024,
+            in_flight_batches_max: 64,
+        }
+    }
+
+    /// When the broker answers (default `All`).
+    pub fn acks(mut self, acks: Acks) -> ProducerBuilder {
+        self.acks = acks;
+        self
+    }
+
+    /// How long a batch waits for more messages before it is sent (default 1 ms).
+    pub fn linger(mut self, linger: Duration) -> ProducerBuilder {
+        self.linger = linger;
+        self
+    }
+
+    /// Largest batch; a message that would overflow it starts the next (default 256 KiB).
+    pub fn batch_bytes_max(mut self, bytes: usize) -> ProducerBuilder {
+        self.batch_bytes_max = bytes.max(1);
+        self
+    }
+
+    /// Batches sent and not yet answered; `send` waits when this many are out (default 64).
+    pub fn in_flight_batches_max(mut self, batches: usize) -> ProducerBuilder {
+        self.in_flight_batches_max = batches.max(1);
+        self
+    }
+
+    /// Applies the settings of a [`crate::ProducerConfig`].
+    pub fn config(self, config: &crate::ProducerConfig) -> Result<ProducerBuilder, ClientError> {
+        Ok(self
+            .acks(config.acks()?)
+            .linger(Duration::from_millis(config.linger_ms))
+            .batch_bytes_max(config.batch_bytes_max)
+            .in_flight_batches_max(config.in_flight_batches_max))
+    }
+
+    /// Looks the topic up (it must exist) and returns the producer.
+    pub async fn build(self) -> Result<Producer, ClientError> {
+        let partitions = self.client.describe_topic(&self.topic).await?.len() as u32;
+        if partitions == 0 {
+            return Err(ClientError::Protocol(format!(
+                "topic {} has no partitions",
+                self.topic
+            )));
+        }
+        Ok(Producer {
+            inner: Arc::new(Inner {
+                shared: self.client.shared.clone(),
+                topic: self.topic,
+                partitions,
+                acks: self.acks,
+                linger: self.linger,
+                batch_bytes_max: self.batch_bytes_max,
+                in_flight: Arc::new(Semaphore::new(self.in_flight_batches_max)),
+                in_flight_max: self.in_flight_batches_max as u32,
+                state: Mutex::default(),
+            }),
+        })
+    }
+}
+
+type Waiter = oneshot::Sender<Result<Delivered, ClientError>>;
+
+struct OpenBatch {
+    builder: BatchBuilder,
+    waiters: Vec<Waiter>,
+    serial: u64,
+}
+
+#[derive(Default)]
+struct State {
+    open: HashMap<u32, OpenBatch>,
+    sticky: u32,
+    serial: u64,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    topic: String,
+    partitions: u32,
+    acks: Acks,
+    linger: Duration,
+    batch_bytes_max: usize,
+    in_flight: Arc<Semaphore>,
+    in_flight_max: u32,
+    state: Mutex<State>,
+}
+
+/// Sends messages to one topic. Cheap to clone; clones share batches.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+/// The outcome of one `send`, resolved when its batch is acknowledged.
+pub struct PendingSend {
+    answer: oneshot::Receiver<Result<Delivered, ClientError>>,
+}
+
+impl Future for PendingSend {
+    type Output = Result<Delivered, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.answer)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Producer {
+    /// Partitions of the topic.
+    pub fn partitions(&self) -> u32 {
+        self.inner.partitions
+    }
+
+    /// Adds a message to its partition's batch. A keyed message goes where Kafka's default
+    /// partitioner puts it; unkeyed ones stick to one partition per batch. Waits only when
+    /// `in_flight_batches_max` batches are unanswered. Await the returned value for the offset.
+    pub async fn send(&self, key: Option<&[u8]>, value: &[u8]) -> Result<PendingSend, ClientError> {
+        let inner = &self.inner;
+        if inner.shared.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        let (tx, answer) = oneshot::channel();
+        let timestamp = now_ms();
+        let (full, first_in_batch) = {
+            let mut state = inner.state.lock().expect("not poisoned");
+            let partition = match key {
+                Some(key) => partition_for_key(key, inner.partitions),
+                None => state.sticky,
+            };
+            let overflow = state.open.get(&partition).is_some_and(|open| {
+                open.builder.size_bytes() + value.len() + key.map_or(0, <[u8]>::len) + 32
+                    > inner.batch_bytes_max
+            });
+            let full = if overflow {
+                Self::take_batch(&mut state, partition, inner.partitions)
+            } else {
+                None
+            };
+            state.serial += 1;
+            let serial = state.serial;
+            let open = state.open.entry(partition).or_insert_with(|| OpenBatch {
+                builder: BatchBuilder::new(timestamp),
+                waiters: Vec::new(),
+                serial,
+            });
+            open.builder.push(key, Some(value), timestamp);
+            open.waiters.push(tx);
+            let first = (open.waiters.len() == 1).then_some((partition, open.serial));
+            (full, first)
+        };
+        if let Some((partition, batch)) = full {
+            self.dispatch(partition, batch).await;
+        }
+        if let Some((partition, serial)) = first_in_batch {
+            if inner.linger.is_zero() {
+                let batch = {
+                    let mut state = inner.state.lock().expect("not poisoned");
+                    Self::take_batch(&mut state, partition, inner.partitions)
+                };
+                if let Some((partition, batch)) = batch {
+                    self.dispatch(partition, batch).await;
+                }
+            } else {
+                let producer = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(producer.inner.linger).await;
+                    let batch = {
+                        let mut state = producer.inner.state.lock().expect("not poisoned");
+                        match state.open.get(&partition) {
+                            Some(open) if open.serial == serial => Self::take_batch(
+                                &mut state,
+                                partition,
+                                producer.inner.partitions,
+                            ),
+                            _ => None,
+                        }
+                    };
+                    if let Some((partition, batch)) = batch {
+                        producer.dispatch(partition, batch).await;
+                    }
+                });
+            }
+        }
+        Ok(PendingSend { answer })
+    }
+
+    /// Sends every open batch now and waits until every batch sent so far is answered.
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        let batches: Vec<(u32, OpenBatch)> = {
+            let mut state = self.inner.state.lock().expect("not poisoned");
+            state.open.drain().collect()
+        };
+        for (partition, batch) in batches {
+            self.dispatch(partition, batch).await;
+        }
+        let all = self
+            .inner
+            .in_flight
+            .acquire_many(self.inner.in_flight_max)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        drop(all);
+        Ok(())
+    }
+
+    fn take_batch(state: &mut State, partition: u32, partitions: u32) -> Option<(u32, OpenBatch)> {
+        let batch = state.open.remove(&partition)?;
+        if partition == state.sticky {
+            state.sticky = (state.sticky + 1) % partitions;
+        }
+        Some((partition, batch))
+    }
+
+    async fn dispatch(&self, partition: u32, batch: OpenBatch) {
+        let inner = self.inner.clone();
+        let permit = match inner.in_flight.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => return,
+        };
+        let request_id = inner.shared.next_id();
+        let frame = ClientFrame::Produce {
+            request_id,
+            topic: inner.topic.clone(),
+            partition,
+            acks: inner.acks,
+        };
+        let OpenBatch {
+            builder, waiters, ..
+        } = batch;
+        let records = builder.build();
+        if inner.acks == Acks::None {
+            let sent = inner.shared.send(&frame, records.bytes());
+            drop(permit);
+            for waiter in waiters {
+                let _ = waiter.send(sent.clone().map(|()| Delivered {
+                    partition,
+                    offset: None,
+                }));
+            }
+            return;
+        }
+        let answer = inner.shared.register(request_id);
+        if let Err(e) = inner.shared.send(&frame, records.bytes()) {
+            for waiter in waiters {
+                let _ = waiter.send(Err(e.clone()));
+            }
+            return;
+        }
+        tokio::spawn(async move {
+            let result = inner.shared.wait(request_id, answer).await;
+            drop(permit);
+            match result {
+                Ok(ServerFrame::Produced { base_offset, .. }) => {
+                    for (i, waiter) in waiters.into_iter().enumerate() {
+                        let _ = waiter.send(Ok(Delivered {
+                            partition,
+                            offset: Some(base_offset + i as u64),
+                        }));
+                    }
+                }
+                Ok(other) => {
+                    let e = ClientError::Protocol(format!("unexpected answer {other:?}"));
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,850 @@
+//! The subscriptions of the partitions a shard owns, and the task that drives each one.
+//!
+//! Every subscription on a partition is a [`Subscription`] core (crate `dispatch`) plus a
+//! driver task on the partition's owner shard. The driver reads the log when the core asks,
+//! hands deliveries to the consumers' connections (any shard) over flume, produces dead
+//! letters, writes the cursor file debounced, and sleeps until a command, an append or a
+//! deadline wakes it. Commands arrive from connections as [`Command`]s over the shard mesh.
+//!
+//! Reliable subscriptions are durable: a cursor file per subscription and partition under
+//! `<data>/<topic>/.subscriptions/<partition>/<name>.cursor`, written when a subscription is
+//! created, at most every `cursor_persist_interval_ms` while it moves, and on shutdown.
+//! Non-reliable subscriptions live only while consumers are attached.
+
+use crate::native::Outbound;
+use crate::shard::Shard;
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use oxbow_core::native::{ErrorCode, Mode, StartPosition, SubscriptionInfo, SubscriptionType};
+use oxbow_core::{BatchBuilder, RecordBatch};
+use oxbow_dispatch::{ConsumerId, CursorState, DispatchLimits, Message, Subscription};
+use oxbow_storage::{Partition, ReadError};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Pause after a failed log read before the driver tries again.
+const READ_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Attempts to produce a dead letter before leaving it unacknowledged (it is retried after a
+/// restart, since it stays below the cursor).
+const DEAD_LETTER_ATTEMPTS: u32 = 10;
+
+/// A message read from the log; key and value share the stored batch's bytes.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// Offset.
+    pub offset: u64,
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+    /// Key.
+    pub key: Option<Bytes>,
+    /// Value (empty for a tombstone).
+    pub value: Bytes,
+}
+
+impl Message for StoredMessage {
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+    fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+}
+
+/// A failure to report to the client.
+pub type Refusal = (ErrorCode, String);
+
+/// Where a consumer's messages go.
+pub struct Sink {
+    /// The client's id for the consumer.
+    pub consumer_id: u64,
+    /// The connection's outbound queue.
+    pub outbound: flume::Sender<Outbound>,
+}
+
+/// Which subscription on which partition.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: u32,
+    /// Subscription name.
+    pub subscription: String,
+}
+
+/// A consumer's request to the partition's owner.
+pub enum Command {
+    /// Attach a consumer, creating the subscription if needed.
+    Attach {
+        /// Where.
+        target: Target,
+        /// Type asked for.
+        kind: SubscriptionType,
+        /// Mode asked for.
+        mode: Mode,
+        /// The broker-wide id of this attachment.
+        consumer: ConsumerId,
+        /// Consumer name.
+        name: String,
+        /// Failover priority.
+        priority: i32,
+        /// Start of a new subscription.
+        start: StartPosition,
+        /// Where its messages go.
+        sink: Sink,
+        /// Answer.
+        reply: flume::Sender<Result<(), Refusal>>,
+    },
+    /// Detach a consumer.
+    Detach {
+        /// Where.
+        target: Target,
+        /// Which.
+        consumer: ConsumerId,
+    },
+    /// Grant permits.
+    Flow {
+        /// Where.
+        target: Target,
+        /// Which.
+        consumer: ConsumerId,
+        /// How many.
+        permits: u32,
+    },
+    /// Individual acks.
+    Ack {
+        /// Where.
+        target: Target,
+        /// Offsets.
+        offsets: Vec<u64>,
+    },
+    /// Cumulative ack.
+    AckCumulative {
+        /// Where.
+        target: Target,
+        /// Last offset acknowledged.
+        offset: u64,
+    },
+    /// Negative acks.
+    Nack {
+        /// Where.
+        target: Target,
+        /// Offsets.
+        offsets: Vec<u64>,
+        /// Redelivery delay.
+        delay: Duration,
+    },
+    /// Move the cursor.
+    Seek {
+        /// Where.
+        target: Target,
+        /// New position.
+        position: StartPosition,
+        /// Answer.
+        reply: flume::Sender<Result<(), Refusal>>,
+    },
+    /// Delete the subscription (detaching its consumers).
+    Delete {
+        /// Where.
+        target: Target,
+        /// Consumer doing it (not told it was closed), if any.
+        by: Option<ConsumerId>,
+        /// Answer.
+        reply: flume::Sender<Result<(), Refusal>>,
+    },
+    /// The subscriptions of a partition.
+    List {
+        /// Topic.
+        topic: Arc<str>,
+        /// Partition.
+        partition: u32,
+        /// Answer.
+        reply: flume::Sender<Vec<SubscriptionInfo>>,
+    },
+}
+
+/// One subscription on one partition, with its driver.
+struct SubscriptionCell {
+    target: Target,
+    core: RefCell<Subscription<StoredMessage>>,
+    sinks: RefCell<HashMap<ConsumerId, Sink>>,
+    wake: LocalSender<()>,
+    closing: Cell<bool>,
+    deleted: Cell<bool>,
+    driver: RefCell<Option<glommio::Task<()>>>,
+    cursor_path: PathBuf,
+}
+
+impl SubscriptionCell {
+    fn wake(&self) {
+        // Full means a wake-up is pending already.
+        let _ = self.wake.try_send(());
+    }
+}
+
+type PartitionKey = (Arc<str>, u32);
+
+/// The subscriptions of one shard's partitions.
+#[derive(Default)]
+pub struct Registry {
+    by_partition: RefCell<HashMap<PartitionKey, HashMap<String, Rc<SubscriptionCell>>>>,
+}
+
+fn subscriptions_dir(shard: &Shard, topic: &str, partition: u32) -> PathBuf {
+    shard
+        .config
+        .data_dir
+        .join(topic)
+        .join(".subscriptions")
+        .join(partition.to_string())
+}
+
+fn storage_refusal(e: impl std::fmt::Display) -> Refusal {
+    (ErrorCode::Storage, e.to_string())
+}
+
+impl Registry {
+    /// Handles one command on the partition's owner shard.
+    pub async fn handle(&self, shard: &Rc<Shard>, command: Command) {
+        match command {
+            Command::Attach {
+                target,
+                kind,
+                mode,
+                consumer,
+                name,
+                priority,
+                start,
+                sink,
+                reply,
+            } => {
+                let result = self
+                    .attach(shard, target, kind, mode, consumer, &name, priority, start, sink)
+                    .await;
+                let _ = reply.send(result);
+            }
+            Command::Detach { target, consumer } => {
+                if let Some(cell) = self.find(&target) {
+                    cell.sinks.borrow_mut().remove(&consumer);
+                    cell.core.borrow_mut().detach(Instant::now(), consumer);
+                    cell.wake();
+                    if cell.core.borrow().mode() == Mode::NonReliable && cell.core.borrow().is_idle()
+                    {
+                        self.remove(&target, &cell).await;
+                    }
+                }
+            }
+            Command::Flow {
+                target,
+                consumer,
+                permits,
+            } => {
+                if let Some(cell) = self.find(&target) {
+                    cell.core.borrow_mut().add_permits(consumer, permits);
+                    cell.wake();
+                }
+            }
+            Command::Ack { target, offsets } => {
+                if let Some(cell) = self.find(&target) {
+                    cell.core.borrow_mut().ack(&offsets);
+                    cell.wake();
+                }
+            }
+            Command::AckCumulative { target, offset } => {
+                if let Some(cell) = self.find(&target) {
+                    if let Err(e) = cell.core.borrow_mut().ack_cumulative(offset) {
+                        tracing::debug!(subscription = %target.subscription, error = e, "ignored");
+                    }
+                    cell.wake();
+                }
+            }
+            Command::Nack {
+                target,
+                offsets,
+                delay,
+            } => {
+                if let Some(cell) = self.find(&target) {
+                    cell.core
+                        .borrow_mut()
+                        .nack(Instant::now(), &offsets, delay);
+                    cell.wake();
+                }
+            }
+            Command::Seek {
+                target,
+                position,
+                reply,
+            } => {
+                let result = self.seek(shard, &target, position).await;
+                let _ = reply.send(result);
+            }
+            Command::Delete { target, by, reply } => {
+                let result = match self.find_or_load(shard, &target) {
+                    Ok(Some(cell)) => {
+                        for (consumer, sink) in cell.sinks.borrow_mut().drain() {
+                            if Some(consumer) != by {
+                                let _ = sink.outbound.send(Outbound::ConsumerClosed {
+                                    consumer_id: sink.consumer_id,
+                                    reason: "subscription deleted".into(),
+                                });
+                            }
+                        }
+                        cell.deleted.set(true);
+                        self.remove(&target, &cell).await;
+                        Ok(())
+                    }
+                    Ok(None) => Err((
+                        ErrorCode::UnknownSubscription,
+                        format!("no subscription {}", target.subscription),
+                    )),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::List {
+                topic,
+                partition,
+                reply,
+            } => {
+                let _ = self.load(shard, &topic, partition);
+                let list = self
+                    .by_partition
+                    .borrow()
+                    .get(&(topic.clone(), partition))
+                    .map(|subs| {
+                        subs.values()
+                            .map(|cell| info(&cell.target, &cell.core.borrow()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = reply.send(list);
+            }
+        }
+    }
+
+    /// Every subscription's figures, for metrics.
+    pub fn infos(&self) -> Vec<SubscriptionInfo> {
+        self.by_partition
+            .borrow()
+            .values()
+            .flat_map(|subs| subs.values())
+            .map(|cell| info(&cell.target, &cell.core.borrow()))
+            .collect()
+    }
+
+    /// Stops every driver (reliable ones write their cursor first). Called at shutdown.
+    pub async fn close(&self) {
+        let cells: Vec<Rc<SubscriptionCell>> = self
+            .by_partition
+            .borrow_mut()
+            .drain()
+            .flat_map(|(_, subs)| subs.into_values())
+            .collect();
+        for cell in cells {
+            stop_driver(&cell).await;
+        }
+    }
+
+    /// Stops the drivers of a partition being deleted (its files go with the topic).
+    pub async fn drop_partition(&self, topic: &str, partition: u32) {
+        let subs = self
+            .by_partition
+            .borrow_mut()
+            .remove(&(Arc::from(topic), partition));
+        for cell in subs.into_iter().flat_map(HashMap::into_values) {
+            for (_, sink) in cell.sinks.borrow_mut().drain() {
+                let _ = sink.outbound.send(Outbound::ConsumerClosed {
+                    consumer_id: sink.consumer_id,
+                    reason: "topic deleted".into(),
+                });
+            }
+            cell.deleted.set(true);
+            stop_driver(&cell).await;
+        }
+    }
+
+    fn find(&self, target: &Target) -> Option<Rc<SubscriptionCell>> {
+        self.by_partition
+            .borrow()
+            .get(&(target.topic.clone(), target.partition))
+            .and_then(|subs| subs.get(&target.subscription))
+            .cloned()
+    }
+
+    fn find_or_load(&self, shard: &Rc<Shard>, target: &Target) -> Result<Option<Rc<SubscriptionCell>>, Refusal> {
+        self.load(shard, &target.topic, target.partition)?;
+        Ok(self.find(target))
+    }
+
+    /// Brings the partition's durable subscriptions into memory on first use.
+    fn load(&self, shard: &Rc<Shard>, topic: &Arc<str>, partition: u32) -> Result<(), Refusal> {
+        let key = (topic.clone(), partition);
+        if self.by_partition.borrow().contains_key(&key) {
+            return Ok(());
+        }
+        let log = shard
+            .local(topic, partition)
+            .map_err(|e| (ErrorCode::UnknownTopic, e.to_string()))?;
+        let dir = subscriptions_dir(shard, topic, partition);
+        let mut subs = HashMap::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries.flatten().collect::<Vec<_>>(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(storage_refusal(format!("{dir:?}: {e}"))),
+        };
+        for entry in entries {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if file_name.ends_with(".tmp") {
+                // A write cut short by a crash; the cursor it was replacing is intact.
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            let Some(name) = file_name.strip_suffix(".cursor") else {
+                continue;
+            };
+            let state = match std::fs::read(entry.path()).map_err(|e| e.to_string()).and_then(
+                |bytes| CursorState::decode(&bytes).map_err(|e| e.to_string()),
+            ) {
+                Ok(state) => state,
+                Err(e) => {
+                    // Redelivering everything is the loss-free answer to a damaged cursor.
+                    tracing::error!(path = ?entry.path(), error = %e,
+                        "cursor unreadable: the subscription restarts from the log start");
+                    CursorState {
+                        kind: SubscriptionType::Shared,
+                        mark_delete: log.log_start_offset(),
+                        acked: Vec::new(),
+                    }
+                }
+            };
+            let core = Subscription::restore(
+                &state,
+                limits(shard),
+                partition,
+                log.log_end_offset(),
+            );
+            let target = Target {
+                topic: topic.clone(),
+                partition,
+                subscription: name.to_string(),
+            };
+            subs.insert(name.to_string(), start_driver(shard, &log, target, core, &dir));
+        }
+        self.by_partition.borrow_mut().insert(key, subs);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attach(
+        &self,
+        shard: &Rc<Shard>,
+        target: Target,
+        kind: SubscriptionType,
+        mode: Mode,
+        consumer: ConsumerId,
+        name: &str,
+        priority: i32,
+        start: StartPosition,
+        sink: Sink,
+    ) -> Result<(), Refusal> {
+        let cell = match self.find_or_load(shard, &target)? {
+            Some(cell) => cell,
+            None => {
+                let log = shard
+                    .local(&target.topic, target.partition)
+                    .map_err(|e| (ErrorCode::UnknownTopic, e.to_string()))?;
+                let offset = resolve(shard, &log, &target, start).await?;
+                // Another consumer may have created it while the offset was looked up.
+                match self.find_or_load(shard, &target)? {
+                    Some(cell) => cell,
+                    None => {
+                        let mut core = Subscription::new(
+                            kind,
+                            mode,
+                            limits(shard),
+                            target.partition,
+                            offset,
+                            log.log_end_offset(),
+                        );
+                        let first_cursor = core.take_cursor_if_dirty();
+                        let dir = subscriptions_dir(shard, &target.topic, target.partition);
+                        let cell = start_driver(shard, &log, target.clone(), core, &dir);
+                        if let Some(subs) = self
+                            .by_partition
+                            .borrow_mut()
+                            .get_mut(&(target.topic.clone(), target.partition))
+                        {
+                            subs.insert(target.subscription.clone(), cell.clone());
+                        }
+                        if let Some(state) = first_cursor {
+                            // Durable from the first answer: a crash right after subscribing
+                            // keeps the subscription and where it starts.
+                            write_cursor(cell.cursor_path.clone(), state.encode())
+                                .await
+                                .map_err(storage_refusal)?;
+                        }
+                        cell
+                    }
+                }
+            }
+        };
+        cell.core
+            .borrow_mut()
+            .attach(Instant::now(), consumer, name, priority, kind, mode)
+            .map_err(|e| (ErrorCode::ConsumerBusy, e.to_string()))?;
+        cell.sinks.borrow_mut().insert(consumer, sink);
+        cell.wake();
+        Ok(())
+    }
+
+    async fn seek(
+        &self,
+        shard: &Rc<Shard>,
+        target: &Target,
+        position: StartPosition,
+    ) -> Result<(), Refusal> {
+        let Some(cell) = self.find_or_load(shard, target)? else {
+            return Err((
+                ErrorCode::UnknownSubscription,
+                format!("no subscription {}", target.subscription),
+            ));
+        };
+        let log = shard
+            .local(&target.topic, target.partition)
+            .map_err(|e| (ErrorCode::UnknownTopic, e.to_string()))?;
+        let offset = resolve(shard, &log, target, position).await?;
+        cell.core.borrow_mut().seek(offset);
+        if let Some(state) = cell.core.borrow_mut().take_cursor_if_dirty() {
+            write_cursor(cell.cursor_path.clone(), state.encode())
+                .await
+                .map_err(storage_refusal)?;
+        }
+        cell.wake();
+        Ok(())
+    }
+
+    async fn remove(&self, target: &Target, cell: &Rc<SubscriptionCell>) {
+        if let Some(subs) = self
+            .by_partition
+            .borrow_mut()
+            .get_mut(&(target.topic.clone(), target.partition))
+        {
+            subs.remove(&target.subscription);
+        }
+        stop_driver(cell).await;
+        if cell.deleted.get() {
+            if let Err(e) = std::fs::remove_file(&cell.cursor_path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::error!(path = ?cell.cursor_path, error = %e, "removing cursor failed");
+                }
+            }
+        }
+    }
+}
+
+fn limits(shard: &Shard) -> DispatchLimits {
+    DispatchLimits::from(&shard.config.subscriptions)
+}
+
+fn info(target: &Target, core: &Subscription<StoredMessage>) -> SubscriptionInfo {
+    let stats = core.stats();
+    SubscriptionInfo {
+        topic: target.topic.to_string(),
+        partition: target.partition,
+        name: target.subscription.clone(),
+        kind: core.kind(),
+        mode: core.mode(),
+        cursor: stats.cursor,
+        lag: stats.lag,
+        unacked: stats.unacked,
+        consumers: stats.consumers,
+        dropped: stats.dropped,
+    }
+}
+
+/// The offset a start position names on this partition, clamped to the log.
+async fn resolve(
+    shard: &Rc<Shard>,
+    log: &Partition,
+    target: &Target,
+    start: StartPosition,
+) -> Result<u64, Refusal> {
+    let (first, end) = (log.log_start_offset(), log.log_end_offset());
+    Ok(match start {
+        StartPosition::Earliest => first,
+        StartPosition::Latest => end,
+        StartPosition::Offset(offset) => offset.clamp(first, end),
+        StartPosition::Timestamp(ms) => {
+            let (offset, _) = shard
+                .list_offset(target.topic.clone(), target.partition, ms.max(0))
+                .await
+                .map_err(storage_refusal)?;
+            if offset < 0 {
+                end
+            } else {
+                offset as u64
+            }
+        }
+    })
+}
+
+fn start_driver(
+    shard: &Rc<Shard>,
+    log: &Rc<Partition>,
+    target: Target,
+    core: Subscription<StoredMessage>,
+    dir: &std::path::Path,
+) -> Rc<SubscriptionCell> {
+    let (wake, woken) = local_channel::new_bounded(1);
+    let cursor_path = dir.join(format!("{}.cursor", target.subscription));
+    let cell = Rc::new(SubscriptionCell {
+        target,
+        core: RefCell::new(core),
+        sinks: RefCell::default(),
+        wake,
+        closing: Cell::new(false),
+        deleted: Cell::new(false),
+        driver: RefCell::new(None),
+        cursor_path,
+    });
+    let task = glommio::spawn_local(drive(cell.clone(), log.clone(), shard.clone(), woken));
+    *cell.driver.borrow_mut() = Some(task);
+    cell
+}
+
+async fn stop_driver(cell: &Rc<SubscriptionCell>) {
+    cell.closing.set(true);
+    cell.wake();
+    let task = cell.driver.borrow_mut().take();
+    if let Some(task) = task {
+        task.await;
+    }
+}
+
+/// Splits stored batches into messages from `from` on; returns them and the offset after the
+/// last batch. Compressed batches cannot be split here and are passed over with a warning.
+fn split_batches(batches: &[RecordBatch], target: &Target) -> (Vec<StoredMessage>, u64) {
+    let mut messages = Vec::new();
+    let mut end = 0;
+    for batch in batches {
+        end = batch.last_offset() + 1;
+        match batch.records() {
+            Ok(records) => {
+                for record in records {
+                    match record {
+                        Ok(record) => messages.push(StoredMessage {
+                            offset: record.offset,
+                            timestamp: record.timestamp,
+                            key: record.key,
+                            value: record.value.unwrap_or_default(),
+                        }),
+                        Err(e) => {
+                            tracing::warn!(topic = %target.topic, partition = target.partition,
+                                offset = batch.base_offset(), error = %e, "skipping undecodable record");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(topic = %target.topic, partition = target.partition,
+                    offset = batch.base_offset(), error = %e,
+                    "native subscriptions skip batches they cannot split");
+            }
+        }
+    }
+    (messages, end)
+}
+
+async fn drive(
+    cell: Rc<SubscriptionCell>,
+    log: Rc<Partition>,
+    shard: Rc<Shard>,
+    woken: LocalReceiver<()>,
+) {
+    let config = &shard.config.subscriptions;
+    let persist_every = Duration::from_millis(config.cursor_persist_interval_ms);
+    let mut last_persist: Option<Instant> = None;
+    let mut retry_read_at: Option<Instant> = None;
+    loop {
+        if cell.closing.get() {
+            break;
+        }
+        let known_end = log.log_end_offset();
+        cell.core.borrow_mut().on_log_end(known_end);
+        if retry_read_at.is_none_or(|at| at <= Instant::now()) {
+            retry_read_at = read_ahead(&cell, &log, config.read_bytes_max as usize).await;
+        }
+        let now = Instant::now();
+        let next_tick = cell.core.borrow_mut().tick(now);
+        let deliveries = cell.core.borrow_mut().poll_deliveries(now);
+        send_deliveries(&cell, deliveries);
+        for (message, redeliveries) in cell.core.borrow_mut().poll_dead_letters() {
+            glommio::spawn_local(dead_letter(
+                cell.clone(),
+                shard.clone(),
+                message,
+                redeliveries,
+            ))
+            .detach();
+        }
+        let mut persist_at = None;
+        if cell.core.borrow().cursor_dirty() {
+            let due = last_persist.map_or(now, |at| at + persist_every);
+            if due <= now {
+                persist(&cell).await;
+                last_persist = Some(now);
+            } else {
+                persist_at = Some(due);
+            }
+        }
+        let deadline = [next_tick, persist_at, retry_read_at]
+            .into_iter()
+            .flatten()
+            .min();
+        let listening = !cell.core.borrow().is_idle() && log.stopped().is_none();
+        let appended = async {
+            if listening {
+                log.wait_for_offset(known_end).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let timer = async {
+            match deadline {
+                Some(at) => glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let command = async {
+            woken.recv().await;
+        };
+        futures_lite::future::or(command, futures_lite::future::or(appended, timer)).await;
+    }
+    if !cell.deleted.get() {
+        persist(&cell).await;
+    }
+}
+
+/// Reads while the core asks for it; returns when to try again after a failed read.
+async fn read_ahead(cell: &SubscriptionCell, log: &Partition, read_bytes_max: usize) -> Option<Instant> {
+    loop {
+        let Some(from) = cell.core.borrow_mut().next_read() else {
+            return None;
+        };
+        match log.read(from, read_bytes_max).await {
+            Ok(batches) if batches.is_empty() => {
+                cell.core.borrow_mut().on_read_failed();
+                return None;
+            }
+            Ok(batches) => {
+                let (messages, end) = split_batches(&batches, &cell.target);
+                cell.core.borrow_mut().on_read(messages, end.max(from + 1));
+            }
+            Err(ReadError::OffsetOutOfRange { .. }) if from < log.log_start_offset() => {
+                let mut core = cell.core.borrow_mut();
+                core.on_read_failed();
+                core.on_log_start(log.log_start_offset());
+            }
+            Err(e) => {
+                cell.core.borrow_mut().on_read_failed();
+                tracing::warn!(topic = %cell.target.topic, partition = cell.target.partition,
+                    subscription = %cell.target.subscription, offset = from, error = %e,
+                    "subscription read failed; retrying");
+                return Some(Instant::now() + READ_RETRY_DELAY);
+            }
+        }
+    }
+}
+
+fn send_deliveries(cell: &SubscriptionCell, deliveries: Vec<oxbow_dispatch::Delivery<StoredMessage>>) {
+    let mut by_consumer: HashMap<ConsumerId, Vec<(StoredMessage, u32)>> = HashMap::new();
+    for delivery in deliveries {
+        by_consumer
+            .entry(delivery.consumer)
+            .or_default()
+            .push((delivery.message, delivery.redeliveries));
+    }
+    let sinks = cell.sinks.borrow();
+    for (consumer, messages) in by_consumer {
+        let Some(sink) = sinks.get(&consumer) else {
+            continue;
+        };
+        // A closed connection detaches its consumers itself; what was handed out here comes
+        // back through that detach.
+        let _ = sink.outbound.send(Outbound::Messages {
+            consumer_id: sink.consumer_id,
+            partition: cell.target.partition,
+            messages,
+        });
+    }
+}
+
+async fn persist(cell: &SubscriptionCell) {
+    let Some(state) = cell.core.borrow_mut().take_cursor_if_dirty() else {
+        return;
+    };
+    if let Err(e) = write_cursor(cell.cursor_path.clone(), state.encode()).await {
+        tracing::error!(path = ?cell.cursor_path, error = %e, "writing cursor failed");
+    }
+}
+
+/// Replaces a cursor file atomically and durably, off the shard's thread.
+async fn write_cursor(path: PathBuf, bytes: Vec<u8>) -> std::io::Result<()> {
+    glommio::executor()
+        .spawn_blocking(move || {
+            use std::io::Write;
+            let dir = path.parent().expect("cursor paths have a directory");
+            std::fs::create_dir_all(dir)?;
+            // A name per write: two writes of one cursor may overlap (a seek and the driver).
+            static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let serial = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let temporary = path.with_extension(format!("cursor.{serial}.tmp"));
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(&bytes)?;
+            file.sync_data()?;
+            std::fs::rename(&temporary, &path)?;
+            std::fs::File::open(dir)?.sync_all()
+        })
+        .await
+}
+
+/// Produces a message that failed too often to `<topic>-<subscription>-DLQ`, then acks it.
+async fn dead_letter(cell: Rc<SubscriptionCell>, shard: Rc<Shard>, message: StoredMessage, deliveries: u32) {
+    let topic = format!("{}-{}-DLQ", cell.target.topic, cell.target.subscription);
+    for attempt in 1..=DEAD_LETTER_ATTEMPTS {
+        if cell.closing.get() {
+            return;
+        }
+        if shard.partition_count(&topic).is_none() {
+            if let Err(e) = shard.create_topic(topic.clone(), 1, Vec::new()).await {
+                tracing::debug!(topic, error = %e, "creating the dead-letter topic");
+            }
+        }
+        let mut batch = BatchBuilder::new(message.timestamp);
+        batch.push(message.key.as_deref(), Some(&message.value), message.timestamp);
+        let produced = shard
+            .send_produce(Arc::from(topic.as_str()), 0, vec![batch.build()])
+            .recv_async()
+            .await;
+        match produced {
+            Ok(Ok(_)) => {
+                tracing::info!(topic = %cell.target.topic, partition = cell.target.partition,
+                    offset = message.offset, deliveries, dead_letter_topic = topic,
+                    "message dead-lettered");
+                cell.core.borrow_mut().ack(&[message.offset]);
+                cell.wake();
+                return;
+            }
+            outcome => {
+                tracing::warn!(topic, attempt, outcome = ?outcome.map(|o| o.err()),
+                    "dead-letter produce failed");
+                glommio::timer::sleep(Duration::from_millis(200) * attempt).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The client commands: `oxbow topic|produce|consume|subscription`, over the native protocol.
+//! Each runs on a small tokio runtime and reports a failure as one line (exit code 1).
+
+use clap::{Args, Subcommand};
+use oxbow_client::config::{parse_acks, parse_kind, parse_mode, parse_start};
+use oxbow_client::{Client, ClientError, Mode};
+use std::io::{BufRead, Write};
+
+/// Where the broker is.
+#[derive(Args, Debug, Clone)]
+pub struct BrokerArg {
+    /// Native-protocol address of the broker.
+    #[arg(long, default_value = "127.0.0.1:6650", global = true)]
+    pub broker: String,
+}
+
+/// `oxbow topic ...`
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// Topic name.
+        name: String,
+        /// Partition count.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+    },
+    /// List topics with their partition counts.
+    List,
+    /// Show each partition's offsets and the topic's subscriptions.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete a topic, its data and its subscriptions.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+}
+
+/// `oxbow produce ...`: one message per line of standard input.
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    /// Topic.
+    #[arg(long)]
+    pub topic: String,
+    /// Key of every message (same key, same partition).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// 0 (no answer), 1 (leader) or all.
+    #[arg(long, default_value = "all")]
+    pub acks: String,
+}
+
+/// `oxbow consume ...`: prints one payload per line; acknowledges after printing.
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    /// Topic.
+    #[arg(long)]
+    pub topic: String,
+    /// Subscription name.
+    #[arg(long)]
+    pub subscription: String,
+    /// exclusive, shared, failover or key_shared.
+    #[arg(long = "type", default_value = "exclusive")]
+    pub kind: String,
+    /// reliable or non-reliable.
+    #[arg(long, default_value = "reliable")]
+    pub mode: String,
+    /// Consumer name [default: derived from the process id].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Failover priority (lower goes first).
+    #[arg(long, default_value_t = 0)]
+    pub priority: i32,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Where a new subscription starts: earliest, latest, offset:N or timestamp:MS.
+    #[arg(long, default_value = "earliest")]
+    pub from: String,
+}
+
+/// `oxbow subscription ...`
+#[derive(Subcommand, Debug)]
+pub enum SubscriptionCommand {
+    /// List a topic's subscriptions, per partition.
+    List {
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+    },
+    /// Move a subscription's cursor on every partition.
+    Reset {
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Subscription.
+        #[arg(long)]
+        subscription: String,
+        /// earliest, latest, offset:N or timestamp:MS.
+        #[arg(long, default_value = "earliest")]
+        to: String,
+    },
+    /// Delete a subscription (its consumers are detached).
+    Delete {
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Subscription.
+        #[arg(long)]
+        subscription: String,
+    },
+}
+
+/// Runs `work` on a current-thread runtime with a client connected to `broker`.
+fn with_client<F, Fut>(broker: &str, work: F) -> Result<(), String>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ClientError>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the client runtime: {e}"))?;
+    runtime.block_on(async {
+        let client = Client::builder()
+            .broker(broker)
+            .client_name("oxbow-cli")
+            .connect()
+            .await
+            .map_err(|e| format!("connecting to {broker}: {e}"))?;
+        work(client).await.map_err(|e| e.to_string())
+    })
+}
+
+/// `oxbow topic ...`
+pub fn topic(broker: &str, command: TopicCommand) -> Result<(), String> {
+    with_client(broker, |client| async move {
+        match command {
+            TopicCommand::Create { name, partitions } => {
+                client.create_topic(&name, partitions).await?;
+                println!("created topic {name} with {partitions} partitions");
+            }
+            TopicCommand::List => {
+                for topic in client.list_topics().await? {
+                    println!("{}\t{} partitions", topic.name, topic.partitions);
+                }
+            }
+            TopicCommand::Describe { name } => {
+                println!("partition\tlog_start\tlog_end");
+                for p in client.describe_topic(&name).await? {
+                    println!("{}\t{}\t{}", p.partition, p.log_start, p.log_end);
+                }
+                print_subscriptions(&client.list_subscriptions(&name).await?);
+            }
+            TopicCommand::Delete { name } => {
+                client.delete_topic(&name).await?;
+                println!("deleted topic {name}");
+            }
+        }
+        Ok(())
+    })
+}
+
+fn print_subscriptions(subscriptions: &[oxbow_client::SubscriptionInfo]) {
+    if subscriptions.is_empty() {
+        return;
+    }
+    println!("subscription\tpartition\ttype\tmode\tcursor\tlag\tunacked\tconsumers\tdropped");
+    for s in subscriptions {
+        println!(
+            "{}\t{}\t{:?}\t{:?}\t{}\t{}\t{}\t{}\t{}",
+            s.name, s.partition, s.kind, s.mode, s.cursor, s.lag, s.unacked, s.consumers, s.dropped
+        );
+    }
+}
+
+/// `oxbow produce ...`
+pub fn produce(broker: &str, args: ProduceArgs) -> Result<(), String> {
+    let acks = parse_acks(&args.acks).map_err(|e| e.to_string())?;
+    with_client(broker, |client| async move {
+        let producer = client.producer(&args.topic).acks(acks).build().await?;
+        let key = args.key.as_deref().map(str::as_bytes);
+        let mut pending = Vec::new();
+        let mut sent = 0u64;
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|e| ClientError::Io(std::sync::Arc::new(e)))?;
+            pending.push(producer.send(key, line.as_bytes()).await?);
+            sent += 1;
+            // Collect answers as we go so memory stays bounded on long inputs.
+            if pending.len() >= 10_000 {
+                for outcome in pending.drain(..) {
+                    outcome.await?;
+                }
+            }
+        }
+        producer.flush().await?;
+        for outcome in pending {
+            outcome.await?;
+        }
+        eprintln!("produced {sent} messages to {}", args.topic);
+        Ok(())
+    })
+}
+
+/// `oxbow consume ...`
+pub fn consume(broker: &str, args: ConsumeArgs) -> Result<(), String> {
+    let kind = parse_kind(&args.kind).map_err(|e| e.to_string())?;
+    let mode = parse_mode(&args.mode).map_err(|e| e.to_string())?;
+    let start = parse_start(&args.from).map_err(|e| e.to_string())?;
+    with_client(broker, |client| async move {
+        let mut builder = client
+            .consumer(&args.topic, &args.subscription)
+            .kind(kind)
+            .mode(mode)
+            .priority(args.priority)
+            .start(start);
+        if let Some(name) = &args.name {
+            builder = builder.name(name);
+        }
+        let mut consumer = builder.build().await?;
+        let mut stdout = std::io::stdout().lock();
+        let mut printed = 0u64;
+        while args.count.is_none_or(|count| printed < count) {
+            let batch = consumer.recv_batch(256).await?;
+            let mut done = Vec::with_capacity(batch.len());
+            for message in batch {
+                if args.count.is_some_and(|count| printed >= count) {
+                    // Not printed, so not acknowledged: it comes again to the next consumer.
+                    break;
+                }
+                stdout
+                    .write_all(&message.value)
+                    .and_then(|()| stdout.write_all(b"\n"))
+                    .map_err(|e| ClientError::Io(std::sync::Arc::new(e)))?;
+                printed += 1;
+                done.push(message);
+            }
+            stdout
+                .flush()
+                .map_err(|e| ClientError::Io(std::sync::Arc::new(e)))?;
+            if mode == Mode::Reliable {
+                consumer.ack_all(&done)?;
+            }
+        }
+        consumer.close().await
+    })
+}
+
+/// `oxbow subscription ...`
+pub fn subscription(broker: &str, command: SubscriptionCommand) -> Result<(), String> {
+    with_client(broker, |client| async move {
+        match command {
+            SubscriptionCommand::List { topic } => {
+                print_subscriptions(&client.list_subscriptions(&topic).await?);
+            }
+            SubscriptionCommand::Reset {
+                topic,
+                subscription,
+                to,
+            } => {
+                let position = parse_start(&to)?;
+                client
+                    .reset_subscription(&topic, &subscription, position)
+                    .await?;
+                println!("reset {subscription} on {topic} to {to}");
+            }
+            SubscriptionCommand::Delete {
+                topic,
+                subscription,
+            } => {
+                client.delete_subscription(&topic, &subscription).await?;
+                println!("deleted subscription {subscription} on {topic}");
+            }
+        }
+        Ok(())
+    })
+}
