@@ -338,13 +338,28 @@ impl SubscriptionConfig {
     /// Checks every bound; returns the first that cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (field, value) in [
-            ("subscriptions.unacked_messages_max", self.unacked_messages_max as u64),
+            (
+                "subscriptions.unacked_messages_max",
+                self.unacked_messages_max as u64,
+            ),
             ("subscriptions.ack_timeout_ms", self.ack_timeout_ms),
-            ("subscriptions.cursor_persist_interval_ms", self.cursor_persist_interval_ms),
-            ("subscriptions.read_ahead_messages_max", self.read_ahead_messages_max as u64),
+            (
+                "subscriptions.cursor_persist_interval_ms",
+                self.cursor_persist_interval_ms,
+            ),
+            (
+                "subscriptions.read_ahead_messages_max",
+                self.read_ahead_messages_max as u64,
+            ),
             ("subscriptions.read_bytes_max", self.read_bytes_max as u64),
-            ("subscriptions.permits_per_flow_max", self.permits_per_flow_max as u64),
-            ("subscriptions.acks_per_frame_max", self.acks_per_frame_max as u64),
+            (
+                "subscriptions.permits_per_flow_max",
+                self.permits_per_flow_max as u64,
+            ),
+            (
+                "subscriptions.acks_per_frame_max",
+                self.acks_per_frame_max as u64,
+            ),
             ("subscriptions.consumers_max", self.consumers_max as u64),
         ] {
             if value == 0 {

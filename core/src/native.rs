@@ -506,7 +506,11 @@ where
 pub fn encode_frame<T>(control: &T, payload_len: usize) -> Vec<u8>
 where
     T: for<'a> rkyv::Serialize<
-        rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, RkyvError>,
+        rkyv::api::high::HighSerializer<
+            AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            RkyvError,
+        >,
     >,
 {
     let archived = rkyv::to_bytes::<RkyvError>(control).expect("serialising to memory cannot fail");

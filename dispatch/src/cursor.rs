@@ -87,7 +87,12 @@ impl CursorState {
             return Err(CursorError("range count does not match the length"));
         }
         let acked = (0..count as usize)
-            .map(|i| (u64_at(HEADER_BYTES + i * 16), u64_at(HEADER_BYTES + i * 16 + 8)))
+            .map(|i| {
+                (
+                    u64_at(HEADER_BYTES + i * 16),
+                    u64_at(HEADER_BYTES + i * 16 + 8),
+                )
+            })
             .collect::<Vec<_>>();
         if acked.iter().any(|&(s, e)| s < mark_delete || e <= s) {
             return Err(CursorError("range below the cursor or empty"));

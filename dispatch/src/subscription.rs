@@ -644,7 +644,10 @@ impl<M: Message> Subscription<M> {
             .iter_mut()
             .find(|c| c.id == consumer)
             .expect("picked consumers are attached");
-        assert!(slot.permits > 0, "consumer {consumer} picked without permits");
+        assert!(
+            slot.permits > 0,
+            "consumer {consumer} picked without permits"
+        );
         slot.permits -= 1;
         if self.mode == Mode::Reliable {
             let previous = self.in_flight.insert(
@@ -710,8 +713,7 @@ impl<M: Message> Subscription<M> {
                 order.sort_by(|a, b| (a.priority, &a.name, a.id).cmp(&(b.priority, &b.name, b.id)));
                 let best = order.iter().take_while(|c| c.priority == order[0].priority);
                 let best: Vec<ConsumerId> = best.map(|c| c.id).collect();
-                let active = (!best.is_empty())
-                    .then(|| best[self.partition as usize % best.len()]);
+                let active = (!best.is_empty()).then(|| best[self.partition as usize % best.len()]);
                 if let Some(previous) = self.active.filter(|&p| Some(p) != active) {
                     // The new active consumer starts where the old one left off; what the old
                     // one holds comes again, in order (not counted: nobody failed).

@@ -76,7 +76,7 @@ type ShardReport = Result<usize, String>;
 impl Runtime {
     /// Starts `config.shards` shards (must be resolved, not 0) and waits until every shard has
     /// opened its partitions. On failure every shard that started is stopped again.
-    pub fn start(config: BrokerConfig) -> Result<Runtime, RuntimeError> {
+    pub fn start(mut config: BrokerConfig) -> Result<Runtime, RuntimeError> {
         assert!(
             config.shards > 0,
             "shard count must be resolved before start"
@@ -87,6 +87,10 @@ impl Runtime {
             source,
         };
         std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
+        // glommio cannot sync a directory opened by a relative path (EBADF): every shard works
+        // with the absolute one.
+        config.data_dir = std::fs::canonicalize(&data_dir).map_err(dir_error)?;
+        let data_dir = config.data_dir.clone();
         let discovery = discover_partitions(&data_dir).map_err(dir_error)?;
         for (path, reason) in &discovery.ignored {
             tracing::warn!(?path, reason, "ignoring entry in data directory");

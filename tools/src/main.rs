@@ -165,9 +165,15 @@ fn main() -> ExitCode {
                 _ => ExitCode::FAILURE,
             }
         }),
-        Command::Topic { broker, command } => client_command(client_cli::topic(&broker.broker, command)),
-        Command::Produce { broker, args } => client_command(client_cli::produce(&broker.broker, args)),
-        Command::Consume { broker, args } => client_command(client_cli::consume(&broker.broker, args)),
+        Command::Topic { broker, command } => {
+            client_command(client_cli::topic(&broker.broker, command))
+        }
+        Command::Produce { broker, args } => {
+            client_command(client_cli::produce(&broker.broker, args))
+        }
+        Command::Consume { broker, args } => {
+            client_command(client_cli::consume(&broker.broker, args))
+        }
         Command::Subscription { broker, command } => {
             client_command(client_cli::subscription(&broker.broker, command))
         }

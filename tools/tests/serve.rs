@@ -176,3 +176,14 @@ fn bad_configuration_is_one_clear_error_and_a_failure_exit() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// The README's first command: no flags for the data directory, so `./oxbow-data` relative to
+/// where it runs (glommio cannot sync directories opened by relative paths; this caught it).
+#[test]
+fn default_relative_data_dir_works_from_any_working_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start_in(Some(cwd.path()), &[]);
+    broker.wait_for("oxbow ready");
+    assert!(broker.signal(libc::SIGTERM).success());
+    assert!(cwd.path().join("oxbow-data").join(".oxbow").is_dir());
+}

@@ -77,7 +77,10 @@ fn exclusive_refuses_a_second_consumer_and_delivers_in_order() {
     // Permits are spent: nothing more until the consumer grants again.
     assert!(sub.poll_deliveries(now).is_empty());
     sub.add_permits(1, 100);
-    assert_eq!(offsets_of(&sub.poll_deliveries(now), 1), (10..25).collect::<Vec<_>>());
+    assert_eq!(
+        offsets_of(&sub.poll_deliveries(now), 1),
+        (10..25).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -85,8 +88,15 @@ fn shared_spreads_evenly_over_consumers_with_permits() {
     let now = Instant::now();
     let mut sub = subscription(SubscriptionType::Shared, Mode::Reliable);
     for id in 1..=4 {
-        sub.attach(now, id, &format!("c{id}"), 0, SubscriptionType::Shared, Mode::Reliable)
-            .unwrap();
+        sub.attach(
+            now,
+            id,
+            &format!("c{id}"),
+            0,
+            SubscriptionType::Shared,
+            Mode::Reliable,
+        )
+        .unwrap();
         sub.add_permits(id, 1_000);
     }
     feed(&mut sub, 200, 0);
@@ -118,8 +128,15 @@ fn key_shared_keeps_each_key_on_one_consumer() {
     let now = Instant::now();
     let mut sub = subscription(SubscriptionType::KeyShared, Mode::Reliable);
     for id in 1..=3 {
-        sub.attach(now, id, &format!("c{id}"), 0, SubscriptionType::KeyShared, Mode::Reliable)
-            .unwrap();
+        sub.attach(
+            now,
+            id,
+            &format!("c{id}"),
+            0,
+            SubscriptionType::KeyShared,
+            Mode::Reliable,
+        )
+        .unwrap();
         sub.add_permits(id, 10_000);
     }
     let mut owner = std::collections::HashMap::new();
@@ -134,14 +151,27 @@ fn key_shared_keeps_each_key_on_one_consumer() {
         }
     }
     assert_eq!(count, 1_000);
-    assert!(owner.values().collect::<std::collections::HashSet<_>>().len() > 1);
+    assert!(
+        owner
+            .values()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 1
+    );
     // A key whose consumer has no permits waits; other keys keep flowing.
     let stalled_key = owner.iter().find(|(_, &c)| c == 1).unwrap().0.clone();
     sub.add_permits(1, 0);
     let mut sub2 = subscription(SubscriptionType::KeyShared, Mode::Reliable);
     for id in 1..=3 {
-        sub2.attach(now, id, &format!("c{id}"), 0, SubscriptionType::KeyShared, Mode::Reliable)
-            .unwrap();
+        sub2.attach(
+            now,
+            id,
+            &format!("c{id}"),
+            0,
+            SubscriptionType::KeyShared,
+            Mode::Reliable,
+        )
+        .unwrap();
         if id != 1 {
             sub2.add_permits(id, 10_000);
         }
@@ -230,7 +260,10 @@ fn acks_out_of_order_move_the_cursor_only_over_a_contiguous_prefix() {
         .unwrap();
     again.add_permits(9, 100);
     feed(&mut again, 10, 0);
-    assert_eq!(offsets_of(&again.poll_deliveries(now), 9), vec![3, 4, 6, 8, 9]);
+    assert_eq!(
+        offsets_of(&again.poll_deliveries(now), 9),
+        vec![3, 4, 6, 8, 9]
+    );
 }
 
 #[test]
@@ -305,7 +338,9 @@ fn ack_timeout_and_detach_redeliver_to_the_others() {
     assert!(back.iter().all(|d| d.redeliveries == 1));
     // Consumer 2 never acks: after the timeout all four come again.
     let later = start + limits().ack_timeout;
-    assert!(sub.poll_deliveries(later - Duration::from_millis(1)).is_empty());
+    assert!(sub
+        .poll_deliveries(later - Duration::from_millis(1))
+        .is_empty());
     sub.tick(later);
     let again = sub.poll_deliveries(later);
     assert_eq!(offsets_of(&again, 2), vec![0, 1, 2, 3]);

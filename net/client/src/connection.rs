@@ -74,7 +74,10 @@ impl Shared {
         request_id: u64,
     ) -> oneshot::Receiver<Result<ServerFrame, ClientError>> {
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().expect("not poisoned").insert(request_id, tx);
+        self.waiters
+            .lock()
+            .expect("not poisoned")
+            .insert(request_id, tx);
         rx
     }
 
@@ -88,7 +91,10 @@ impl Shared {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ClientError::Closed),
             Err(_) => {
-                self.waiters.lock().expect("not poisoned").remove(&request_id);
+                self.waiters
+                    .lock()
+                    .expect("not poisoned")
+                    .remove(&request_id);
                 Err(ClientError::Timeout(self.request_timeout))
             }
         }

@@ -15,6 +15,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// A consumer grants permits back each time it has taken this fraction of its receiver queue.
+const PERMIT_REFILL_FRACTION: u32 = 10;
+
 /// Settings of a consumer.
 #[derive(Clone)]
 pub struct ConsumerBuilder {
@@ -123,7 +126,9 @@ impl ConsumerBuilder {
             Ok(ServerFrame::Subscribed { partitions, .. }) => partitions,
             Ok(other) => {
                 shared.remove_consumer(consumer_id);
-                return Err(ClientError::Protocol(format!("unexpected answer {other:?}")));
+                return Err(ClientError::Protocol(format!(
+                    "unexpected answer {other:?}"
+                )));
             }
             Err(e) => {
                 shared.remove_consumer(consumer_id);
@@ -373,13 +378,14 @@ impl Consumer {
     }
 
     /// Takes a message off the ready queue, granting permits back as the application takes
-    /// them: half a receiver queue at a time, per partition.
+    /// them, a tenth of the receiver queue at a time per partition: small refills keep a
+    /// shared subscription balanced between consumers of equal speed.
     fn take_ready(&mut self) -> Option<Message> {
         let message = self.ready.pop_front()?;
         let p = message.partition as usize;
         if let Some(taken) = self.taken.get_mut(p) {
             *taken += 1;
-            if *taken >= (self.receiver_queue / 2).max(1) {
+            if *taken >= (self.receiver_queue / PERMIT_REFILL_FRACTION).max(1) {
                 let _ = self.shared.send(
                     &ClientFrame::Flow {
                         consumer_id: self.consumer_id,

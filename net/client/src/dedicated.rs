@@ -84,7 +84,10 @@ impl ConsumerBuilder {
 impl DedicatedConsumer {
     /// The next batch.
     pub async fn recv(&mut self) -> Result<Vec<Message>, ClientError> {
-        self.batches.recv().await.unwrap_or(Err(ClientError::Closed))
+        self.batches
+            .recv()
+            .await
+            .unwrap_or(Err(ClientError::Closed))
     }
 
     /// The next batch, blocking the calling thread (for code outside any runtime).

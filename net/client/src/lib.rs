@@ -35,7 +35,9 @@ pub mod partitioner;
 mod producer;
 
 pub use config::{ClientConfig, ConsumerConfig, ProducerConfig, Tier};
-pub use consumer::{Acker, BufferedStream, Consumer, ConsumerBuilder, MessageStream, TieredConsumer};
+pub use consumer::{
+    Acker, BufferedStream, Consumer, ConsumerBuilder, MessageStream, TieredConsumer,
+};
 pub use dedicated::DedicatedConsumer;
 pub use error::ClientError;
 pub use message::Message;
@@ -145,7 +147,9 @@ impl Client {
         build: impl FnOnce(u64) -> ClientFrame,
     ) -> Result<ServerFrame, ClientError> {
         let request_id = self.shared.next_id();
-        self.shared.request(request_id, &build(request_id), &[]).await
+        self.shared
+            .request(request_id, &build(request_id), &[])
+            .await
     }
 
     /// Creates a topic.

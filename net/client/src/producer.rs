@@ -220,11 +220,9 @@ impl Producer {
                     let batch = {
                         let mut state = producer.inner.state.lock().expect("not poisoned");
                         match state.open.get(&partition) {
-                            Some(open) if open.serial == serial => Self::take_batch(
-                                &mut state,
-                                partition,
-                                producer.inner.partitions,
-                            ),
+                            Some(open) if open.serial == serial => {
+                                Self::take_batch(&mut state, partition, producer.inner.partitions)
+                            }
                             _ => None,
                         }
                     };

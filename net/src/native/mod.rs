@@ -138,7 +138,14 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
             shard.config.native_produce_in_flight_max as u64,
         )),
     });
-    let reading = read_frames(connection.clone(), reader);
+    let reading = async {
+        let end = read_frames(connection.clone(), reader).await;
+        if matches!(end, Close::Refused(..)) {
+            // The writer sends the queued error frame and then ends the connection.
+            std::future::pending::<()>().await;
+        }
+        end
+    };
     let writing = write_frames(writer, queued);
     let end = futures_lite::future::or(reading, writing).await;
     match &end {
@@ -217,8 +224,10 @@ async fn read_frames(
                 }
             }
         }
-        if let Err(Close::Refused(code, message)) =
-            connection.clone().handle(frame.control, frame.payload).await
+        if let Err(Close::Refused(code, message)) = connection
+            .clone()
+            .handle(frame.control, frame.payload)
+            .await
         {
             return connection.refuse_connection(code, message);
         }
@@ -242,7 +251,7 @@ async fn write_frames(
         buffer.clear();
         if last_was_fatal {
             let _ = writer.flush().await;
-            return Close::Refused(ErrorCode::BadRequest, "connection refused".into());
+            return Close::Refused(ErrorCode::BadRequest, "after an error frame".into());
         }
     }
     Close::Eof
@@ -509,8 +518,9 @@ impl Connection {
                 partition,
                 offset,
             } => {
-                self.to_partition(consumer_id, partition, |target, _| {
-                    Command::AckCumulative { target, offset }
+                self.to_partition(consumer_id, partition, |target, _| Command::AckCumulative {
+                    target,
+                    offset,
                 });
             }
             ClientFrame::Nack {
@@ -538,7 +548,10 @@ impl Connection {
                     }
                     None => Err(unknown_consumer(consumer_id)),
                 };
-                self.answer(request_id, result.map(|()| ServerFrame::Done { request_id }));
+                self.answer(
+                    request_id,
+                    result.map(|()| ServerFrame::Done { request_id }),
+                );
             }
             ClientFrame::Unsubscribe {
                 request_id,
@@ -559,7 +572,10 @@ impl Connection {
                     }
                     Err(e) => Err(e),
                 };
-                self.answer(request_id, result.map(|()| ServerFrame::Done { request_id }));
+                self.answer(
+                    request_id,
+                    result.map(|()| ServerFrame::Done { request_id }),
+                );
             }
             ClientFrame::CloseConsumer {
                 request_id,
@@ -591,8 +607,13 @@ impl Connection {
                 subscription,
                 position,
             } => {
-                let result = self.reset(Arc::from(topic.as_str()), subscription, position).await;
-                self.answer(request_id, result.map(|()| ServerFrame::Done { request_id }));
+                let result = self
+                    .reset(Arc::from(topic.as_str()), subscription, position)
+                    .await;
+                self.answer(
+                    request_id,
+                    result.map(|()| ServerFrame::Done { request_id }),
+                );
             }
             ClientFrame::DeleteSubscription {
                 request_id,
@@ -602,7 +623,10 @@ impl Connection {
                 let result = self
                     .delete_subscription(Arc::from(topic.as_str()), subscription, None)
                     .await;
-                self.answer(request_id, result.map(|()| ServerFrame::Done { request_id }));
+                self.answer(
+                    request_id,
+                    result.map(|()| ServerFrame::Done { request_id }),
+                );
             }
         }
         Ok(())
@@ -623,7 +647,10 @@ impl Connection {
         let batches = RecordBatch::parse_many(payload)
             .map_err(|e| (ErrorCode::BadRequest, format!("bad record batch: {e}")))?;
         if batches.is_empty() {
-            return Err((ErrorCode::BadRequest, "no record batch in the payload".into()));
+            return Err((
+                ErrorCode::BadRequest,
+                "no record batch in the payload".into(),
+            ));
         }
         let partitions = self.partitions_of(&topic, true).await?;
         if partition >= partitions {
@@ -633,7 +660,11 @@ impl Connection {
             ));
         }
         let topic: Arc<str> = Arc::from(topic.as_str());
-        let outcome = self.shard.send_produce(topic, partition, batches).recv_async().await;
+        let outcome = self
+            .shard
+            .send_produce(topic, partition, batches)
+            .recv_async()
+            .await;
         match outcome {
             Ok(Ok((base_offset, _))) => Ok(base_offset),
             Ok(Err(e)) => Err(partition_refusal(e)),
@@ -744,10 +775,9 @@ impl Connection {
             .collect();
         let mut failure = None;
         for answer in answers {
-            let result = answer
-                .recv_async()
-                .await
-                .unwrap_or_else(|_| Err((ErrorCode::Storage, "the partition's shard is gone".into())));
+            let result = answer.recv_async().await.unwrap_or_else(|_| {
+                Err((ErrorCode::Storage, "the partition's shard is gone".into()))
+            });
             if let Err(refusal) = result {
                 failure.get_or_insert(refusal);
             }
@@ -775,7 +805,10 @@ impl Connection {
     ) {
         let consumers = self.consumers.borrow();
         let Some(attached) = consumers.get(&consumer_id) else {
-            tracing::debug!(consumer_id, "frame for a consumer that is not attached: ignored");
+            tracing::debug!(
+                consumer_id,
+                "frame for a consumer that is not attached: ignored"
+            );
             return;
         };
         for partition in 0..attached.partitions {
@@ -800,7 +833,11 @@ impl Connection {
             .get(&consumer_id)
             .filter(|a| partition < a.partitions)
         else {
-            tracing::debug!(consumer_id, partition, "ack for an unknown consumer or partition");
+            tracing::debug!(
+                consumer_id,
+                partition,
+                "ack for an unknown consumer or partition"
+            );
             return;
         };
         let target = Target {

@@ -223,7 +223,9 @@ impl Registry {
                 reply,
             } => {
                 let result = self
-                    .attach(shard, target, kind, mode, consumer, &name, priority, start, sink)
+                    .attach(
+                        shard, target, kind, mode, consumer, &name, priority, start, sink,
+                    )
                     .await;
                 let _ = reply.send(result);
             }
@@ -232,7 +234,8 @@ impl Registry {
                     cell.sinks.borrow_mut().remove(&consumer);
                     cell.core.borrow_mut().detach(Instant::now(), consumer);
                     cell.wake();
-                    if cell.core.borrow().mode() == Mode::NonReliable && cell.core.borrow().is_idle()
+                    if cell.core.borrow().mode() == Mode::NonReliable
+                        && cell.core.borrow().is_idle()
                     {
                         self.remove(&target, &cell).await;
                     }
@@ -268,9 +271,7 @@ impl Registry {
                 delay,
             } => {
                 if let Some(cell) = self.find(&target) {
-                    cell.core
-                        .borrow_mut()
-                        .nack(Instant::now(), &offsets, delay);
+                    cell.core.borrow_mut().nack(Instant::now(), &offsets, delay);
                     cell.wake();
                 }
             }
@@ -375,7 +376,11 @@ impl Registry {
             .cloned()
     }
 
-    fn find_or_load(&self, shard: &Rc<Shard>, target: &Target) -> Result<Option<Rc<SubscriptionCell>>, Refusal> {
+    fn find_or_load(
+        &self,
+        shard: &Rc<Shard>,
+        target: &Target,
+    ) -> Result<Option<Rc<SubscriptionCell>>, Refusal> {
         self.load(shard, &target.topic, target.partition)?;
         Ok(self.find(target))
     }
@@ -406,9 +411,10 @@ impl Registry {
             let Some(name) = file_name.strip_suffix(".cursor") else {
                 continue;
             };
-            let state = match std::fs::read(entry.path()).map_err(|e| e.to_string()).and_then(
-                |bytes| CursorState::decode(&bytes).map_err(|e| e.to_string()),
-            ) {
+            let state = match std::fs::read(entry.path())
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| CursorState::decode(&bytes).map_err(|e| e.to_string()))
+            {
                 Ok(state) => state,
                 Err(e) => {
                     // Redelivering everything is the loss-free answer to a damaged cursor.
@@ -421,18 +427,17 @@ impl Registry {
                     }
                 }
             };
-            let core = Subscription::restore(
-                &state,
-                limits(shard),
-                partition,
-                log.log_end_offset(),
-            );
+            let core =
+                Subscription::restore(&state, limits(shard), partition, log.log_end_offset());
             let target = Target {
                 topic: topic.clone(),
                 partition,
                 subscription: name.to_string(),
             };
-            subs.insert(name.to_string(), start_driver(shard, &log, target, core, &dir));
+            subs.insert(
+                name.to_string(),
+                start_driver(shard, &log, target, core, &dir),
+            );
         }
         self.by_partition.borrow_mut().insert(key, subs);
         Ok(())
@@ -716,7 +721,9 @@ async fn drive(
         };
         let timer = async {
             match deadline {
-                Some(at) => glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await,
+                Some(at) => {
+                    glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await
+                }
                 None => std::future::pending::<()>().await,
             }
         };
@@ -731,7 +738,11 @@ async fn drive(
 }
 
 /// Reads while the core asks for it; returns when to try again after a failed read.
-async fn read_ahead(cell: &SubscriptionCell, log: &Partition, read_bytes_max: usize) -> Option<Instant> {
+async fn read_ahead(
+    cell: &SubscriptionCell,
+    log: &Partition,
+    read_bytes_max: usize,
+) -> Option<Instant> {
     loop {
         let Some(from) = cell.core.borrow_mut().next_read() else {
             return None;
@@ -761,7 +772,10 @@ async fn read_ahead(cell: &SubscriptionCell, log: &Partition, read_bytes_max: us
     }
 }
 
-fn send_deliveries(cell: &SubscriptionCell, deliveries: Vec<oxbow_dispatch::Delivery<StoredMessage>>) {
+fn send_deliveries(
+    cell: &SubscriptionCell,
+    deliveries: Vec<oxbow_dispatch::Delivery<StoredMessage>>,
+) {
     let mut by_consumer: HashMap<ConsumerId, Vec<(StoredMessage, u32)>> = HashMap::new();
     for delivery in deliveries {
         by_consumer
@@ -814,7 +828,12 @@ async fn write_cursor(path: PathBuf, bytes: Vec<u8>) -> std::io::Result<()> {
 }
 
 /// Produces a message that failed too often to `<topic>-<subscription>-DLQ`, then acks it.
-async fn dead_letter(cell: Rc<SubscriptionCell>, shard: Rc<Shard>, message: StoredMessage, deliveries: u32) {
+async fn dead_letter(
+    cell: Rc<SubscriptionCell>,
+    shard: Rc<Shard>,
+    message: StoredMessage,
+    deliveries: u32,
+) {
     let topic = format!("{}-{}-DLQ", cell.target.topic, cell.target.subscription);
     for attempt in 1..=DEAD_LETTER_ATTEMPTS {
         if cell.closing.get() {
@@ -826,7 +845,11 @@ async fn dead_letter(cell: Rc<SubscriptionCell>, shard: Rc<Shard>, message: Stor
             }
         }
         let mut batch = BatchBuilder::new(message.timestamp);
-        batch.push(message.key.as_deref(), Some(&message.value), message.timestamp);
+        batch.push(
+            message.key.as_deref(),
+            Some(&message.value),
+            message.timestamp,
+        );
         let produced = shard
             .send_produce(Arc::from(topic.as_str()), 0, vec![batch.build()])
             .recv_async()

@@ -20,12 +20,23 @@ pub struct Broker {
 impl Broker {
     /// Starts `oxbow serve` with these extra arguments (debug logs on stderr).
     pub fn start(args: &[&str]) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        Broker::start_in(None, args)
+    }
+
+    /// Starts `oxbow serve` in working directory `dir` (or the test's).
+    pub fn start_in(dir: Option<&std::path::Path>, args: &[&str]) -> Broker {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_oxbow"));
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let mut child = command
             .arg("serve")
             .args([
                 "--kafka-listen",
                 "127.0.0.1:0",
                 "--metrics-listen",
+                "127.0.0.1:0",
+                "--native-listen",
                 "127.0.0.1:0",
             ])
             .args(args)
@@ -116,4 +127,19 @@ pub fn start_broker_with_config(
     ]);
     let addr = field(&broker.wait_for("oxbow ready"), "kafka");
     (broker, addr, data)
+}
+
+/// Starts a broker on `dir/data` with `toml` as its config; returns it with its native address.
+pub fn start_native_broker(dir: &std::path::Path, toml: &str) -> (Broker, String) {
+    let config = dir.join("oxbow.toml");
+    std::fs::write(&config, toml).unwrap();
+    let data = dir.join("data");
+    let mut broker = Broker::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let addr = field(&broker.wait_for("oxbow ready"), "native");
+    (broker, addr)
 }

@@ -1,0 +1,792 @@
+//! The native protocol end to end: the real broker binary, the Rust client over real sockets,
+//! every subscription type and mode, redelivery, dead letters, kill -9, the CLI, and hostile
+//! input.
+
+mod common;
+
+use common::{start_native_broker, Broker};
+use oxbow_client::{Acks, Client, ErrorCode, Message, Mode, StartPosition, SubscriptionType, Tier};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Only a bound on a hung test; the tests wait for events, not for time.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+async fn connect(addr: &str) -> Client {
+    Client::builder().broker(addr).connect().await.unwrap()
+}
+
+/// Produces messages `"m{i}"` for `i` in `range` (keyed by `key(i)` if given); returns the values.
+async fn produce(
+    client: &Client,
+    topic: &str,
+    range: std::ops::Range<u64>,
+    key: impl Fn(u64) -> Option<String>,
+) -> Vec<String> {
+    let producer = client
+        .producer(topic)
+        .acks(Acks::All)
+        .build()
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    let mut values = Vec::new();
+    for i in range {
+        let value = format!("m{i}");
+        let key = key(i);
+        pending.push(
+            producer
+                .send(key.as_deref().map(str::as_bytes), value.as_bytes())
+                .await
+                .unwrap(),
+        );
+        values.push(value);
+    }
+    producer.flush().await.unwrap();
+    for outcome in pending {
+        assert!(outcome.await.unwrap().offset.is_some());
+    }
+    values
+}
+
+fn text(message: &Message) -> String {
+    String::from_utf8(message.value.to_vec()).unwrap()
+}
+
+async fn recv(consumer: &mut oxbow_client::Consumer) -> Message {
+    tokio::time::timeout(PATIENCE, consumer.recv())
+        .await
+        .expect("no message in time")
+        .unwrap()
+}
+
+/// Four consumers, each on its own thread and connection as separate applications would be,
+/// share one partition: each gets a quarter of the messages, within 10%.
+#[test]
+fn shared_reliable_balances_four_consumers_within_ten_percent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_native_broker(dir.path(), "");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin = runtime.block_on(async {
+        let admin = connect(&addr).await;
+        admin.create_topic("work", 1).await.unwrap();
+        admin
+    });
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let (got_tx, got) = std::sync::mpsc::channel();
+    for i in 0..4 {
+        let (addr, ready_tx, got_tx) = (addr.clone(), ready_tx.clone(), got_tx.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let client = connect(&addr).await;
+                let mut consumer = client
+                    .consumer("work", "pool")
+                    .kind(SubscriptionType::Shared)
+                    .mode(Mode::Reliable)
+                    .name(format!("worker-{i}"))
+                    .build()
+                    .await
+                    .unwrap();
+                ready_tx.send(()).unwrap();
+                loop {
+                    let message = recv(&mut consumer).await;
+                    consumer.ack(&message).unwrap();
+                    if got_tx.send((i, text(&message))).is_err() {
+                        return;
+                    }
+                }
+            });
+        });
+    }
+    for _ in 0..4 {
+        ready.recv_timeout(PATIENCE).unwrap();
+    }
+    // Produced in rounds, as a work queue fills: the consumers keep up, so the split is the
+    // dispatcher's, not the scheduler's (a backlog goes to whoever has permits first).
+    let mut values = Vec::new();
+    for round in 0..120 {
+        let range = round * 100..(round + 1) * 100;
+        values.extend(runtime.block_on(produce(&admin, "work", range, |_| None)));
+    }
+    let mut per_consumer = [0u32; 4];
+    let mut seen = BTreeSet::new();
+    while seen.len() < values.len() {
+        let (i, value) = got.recv_timeout(PATIENCE).unwrap();
+        per_consumer[i] += 1;
+        seen.insert(value);
+    }
+    for count in per_consumer {
+        assert!((2_700..=3_300).contains(&count), "{per_consumer:?}");
+    }
+}
+
+#[tokio::test]
+async fn key_shared_sends_each_key_to_one_consumer_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_native_broker(dir.path(), "");
+    let client = connect(&addr).await;
+    client.create_topic("events", 2).await.unwrap();
+    let mut consumers = Vec::new();
+    for i in 0..3 {
+        consumers.push(
+            client
+                .consumer("events", "by-key")
+                .kind(SubscriptionType::KeyShared)
+                .name(format!("k{i}"))
+                .build()
+                .await
+                .unwrap(),
+        );
+    }
+    produce(&client, "events", 0..3_000, |i| {
+        Some(format!("key-{}", i % 50))
+    })
+    .await;
+    let mut owner: HashMap<bytes::Bytes, usize> = HashMap::new();
+    let mut received = 0;
+    let mut used = BTreeSet::new();
+    while received < 3_000 {
+        for (i, consumer) in consumers.iter_mut().enumerate() {
+            let batch =
+                match tokio::time::timeout(Duration::from_millis(50), consumer.recv_batch(500))
+                    .await
+                {
+                    Ok(batch) => batch.unwrap(),
+                    Err(_) => continue,
+                };
+            for message in &batch {
+                let key = message.key.clone().unwrap();
+                assert_eq!(
+                    *owner.entry(key).or_insert(i),
+                    i,
+                    "a key moved between consumers"
+                );
+                used.insert(i);
+            }
+            received += batch.len();
+            consumer.ack_all(&batch).unwrap();
+        }
+    }
+    assert!(used.len() > 1, "keys should spread over consumers");
+}
+
+#[tokio::test]
+async fn exclusive_refuses_a_second_consumer_and_keeps_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_native_broker(dir.path(), "");
+    let client = connect(&addr).await;
+    client.create_topic("ledger", 1).await.unwrap();
+    let mut first = client
+        .consumer("ledger", "audit")
+        .kind(SubscriptionType::Exclusive)
+        .build()
+        .await
+        .unwrap();
+    let other = connect(&addr).await;
+    let refused = other
+        .consumer("ledger", "audit")
+        .kind(SubscriptionType::Exclusive)
+        .build()
+        .await
+        .err()
+        .expect("a second exclusive consumer must be refused");
+    assert_eq!(refused.code(), Some(ErrorCode::ConsumerBusy), "{refused}");
+    let values = produce(&client, "ledger", 0..500, |_| None).await;
+    let mut last = None;
+    for expected in &values {
+        let message = recv(&mut first).await;
+        assert_eq!(&text(&message), expected);
+        assert!(last < Some(message.offset));
+        last = Some(message.offset);
+        first.ack_cumulative(&message).unwrap();
+    }
+    // Shared subscriptions cannot acknowledge cumulatively.
+    let mut shared = client
+        .consumer("ledger", "pool")
+        .kind(SubscriptionType::Shared)
+        .build()
+        .await
+        .unwrap();
+    let message = recv(&mut shared).await;
+    assert!(shared.ack_cumulative(&message).is_err());
+}
+
+/// The active consumer is a separate `oxbow consume` process, killed with SIGKILL mid-stream;
+/// the standby takes over at once, from the first unacknowledged message, in order.
+#[tokio::test]
+async fn failover_standby_takes_over_when_the_active_consumer_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_native_broker(dir.path(), "");
+    let client = connect(&addr).await;
+    client.create_topic("orders", 1).await.unwrap();
+    let mut active = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .args([
+            "consume",
+            "--broker",
+            &addr,
+            "--topic",
+            "orders",
+            "--subscription",
+            "fo",
+        ])
+        .args(["--type", "failover", "--name", "primary", "--priority", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut active_out = std::io::BufReader::new(active.stdout.take().unwrap());
+    // The standby attaches once the primary is surely active: wait for the subscription.
+    loop {
+        let subs = client.list_subscriptions("orders").await.unwrap();
+        if subs.iter().any(|s| s.consumers == 1) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let mut standby = client
+        .consumer("orders", "fo")
+        .kind(SubscriptionType::Failover)
+        .name("standby")
+        .priority(5)
+        .build()
+        .await
+        .unwrap();
+    let mut values = produce(&client, "orders", 0..1_000, |_| None).await;
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut printed = BTreeSet::new();
+        let mut line = String::new();
+        while printed.len() < 300 {
+            line.clear();
+            active_out.read_line(&mut line).unwrap();
+            printed.insert(line.trim().to_string());
+        }
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(active.id() as i32, libc::SIGKILL) };
+        active.wait().unwrap();
+        // Whatever it printed before dying is still in the pipe.
+        for line in active_out.lines() {
+            printed.insert(line.unwrap());
+        }
+        printed
+    });
+    let printed = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    // More arrives after the takeover; the standby must get it and whatever was not printed.
+    values.extend(produce(&client, "orders", 1_000..2_000, |_| None).await);
+    let mut seen = printed.clone();
+    let mut last_offset = None;
+    while seen.len() < values.len() {
+        let message = recv(&mut standby).await;
+        assert!(
+            last_offset < Some(message.offset),
+            "standby saw offsets out of order"
+        );
+        last_offset = Some(message.offset);
+        seen.insert(text(&message));
+        standby.ack(&message).unwrap();
+    }
+    assert_eq!(seen.len(), values.len());
+}
+
+#[tokio::test]
+async fn nack_redelivers_and_too_many_failures_go_to_the_dead_letter_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_native_broker(
+        dir.path(),
+        "[subscriptions]\nredeliveries_max = 2\nack_timeout_ms = 300\n",
+    );
+    let client = connect(&addr).await;
+    client.create_topic("jobs", 1).await.unwrap();
+    let mut consumer = client
+        .consumer("jobs", "runner")
+        .kind(SubscriptionType::Shared)
+        .build()
+        .await
+        .unwrap();
+    produce(&client, "jobs", 0..3, |_| None).await;
+    // m0 always fails; m1 is acknowledged; m2 is never answered (ack timeout redelivers it).
+    let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    loop {
+        let message = recv(&mut consumer).await;
+        let value = text(&message);
+        deliveries
+            .entry(value.clone())
+            .or_default()
+            .push(message.redeliveries);
+        match value.as_str() {
+            "m0" => consumer.nack(&message, Duration::ZERO).unwrap(),
+            "m1" => consumer.ack(&message).unwrap(),
+            _ if message.redeliveries >= 1 => {
+                consumer.ack(&message).unwrap();
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(deliveries["m1"], vec![0]);
+    assert_eq!(deliveries["m2"], vec![0, 1]);
+    let mut dead = client
+        .consumer("jobs-runner-DLQ", "inspect")
+        .build()
+        .await
+        .unwrap();
+    let letter = recv(&mut dead).await;
+    assert_eq!(text(&letter), "m0");
+    assert_eq!(deliveries["m0"], vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn non_reliable_stalled_consumer_drops_and_never_holds_producers_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_native_broker(
+        dir.path(),
+        "[log]\nflush = \"never\"\n[subscriptions]\nread_ahead_messages_max = 256\n",
+    );
+    let client = connect(&addr).await;
+    client.create_topic("ticks", 1).await.unwrap();
+    // Attached, granted 10 permits, and never read from.
+    let stalled = client
+        .consumer("ticks", "live")
+        .kind(SubscriptionType::Exclusive)
+        .mode(Mode::NonReliable)
+        .receiver_queue(10)
+        .build()
+        .await
+        .unwrap();
+    produce(&client, "ticks", 0..20_000, |_| None).await;
+    // Every produce was acknowledged while the consumer stalled; the subscription dropped the
+    // backlog and stays within its read-ahead of the log end.
+    let settled = loop {
+        let subs = client.list_subscriptions("ticks").await.unwrap();
+        let live = subs.into_iter().find(|s| s.name == "live").unwrap();
+        if live.dropped > 0 && live.lag <= 256 {
+            break live;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(settled.mode, Mode::NonReliable);
+    assert!(settled.dropped >= 20_000 - 10 - 2 * 256, "{settled:?}");
+    drop(stalled);
+}
+
+fn cursor_on_disk(dir: &std::path::Path, topic: &str, partition: u32, sub: &str) -> Option<u64> {
+    let path = dir
+        .join("data")
+        .join(topic)
+        .join(".subscriptions")
+        .join(partition.to_string())
+        .join(format!("{sub}.cursor"));
+    let bytes = std::fs::read(path).ok()?;
+    Some(
+        oxbow_dispatch::CursorState::decode(&bytes)
+            .unwrap()
+            .mark_delete,
+    )
+}
+
+/// kill -9 mid-stream: after a restart the subscription resumes at its persisted cursor and
+/// every produced message is delivered at least once.
+#[tokio::test]
+async fn reliable_subscription_resumes_from_its_cursor_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[log]\nflush = \"always\"\n[subscriptions]\ncursor_persist_interval_ms = 20\n";
+    let (mut broker, addr) = start_native_broker(dir.path(), config);
+    let client = connect(&addr).await;
+    client.create_topic("payments", 1).await.unwrap();
+    let values = produce(&client, "payments", 0..3_000, |_| None).await;
+    let mut consumer = client
+        .consumer("payments", "settle")
+        .kind(SubscriptionType::Exclusive)
+        .build()
+        .await
+        .unwrap();
+    let mut before = BTreeSet::new();
+    for _ in 0..1_000 {
+        let message = recv(&mut consumer).await;
+        before.insert(text(&message));
+        consumer.ack(&message).unwrap();
+    }
+    // Wait until some of those acks reached the cursor file, then kill while messages flow.
+    while cursor_on_disk(dir.path(), "payments", 0, "settle").unwrap_or(0) < 500 {
+        tokio::task::yield_now().await;
+    }
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    drop(consumer);
+    drop(client);
+    let persisted = cursor_on_disk(dir.path(), "payments", 0, "settle").unwrap();
+    assert!((500..=1_000).contains(&persisted), "{persisted}");
+
+    let mut broker = Broker::start(&[
+        "--config",
+        dir.path().join("oxbow.toml").to_str().unwrap(),
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+    ]);
+    let addr = common::field(&broker.wait_for("oxbow ready"), "native");
+    let client = connect(&addr).await;
+    let subs = client.list_subscriptions("payments").await.unwrap();
+    assert_eq!(subs[0].cursor, persisted, "resumes at the persisted cursor");
+    let mut consumer = client
+        .consumer("payments", "settle")
+        .kind(SubscriptionType::Exclusive)
+        .start(StartPosition::Latest) // ignored: the subscription exists
+        .build()
+        .await
+        .unwrap();
+    let first = recv(&mut consumer).await;
+    assert_eq!(first.offset, persisted);
+    let mut after = BTreeSet::from([text(&first)]);
+    consumer.ack(&first).unwrap();
+    while after.len() < values.len() - persisted as usize {
+        let message = recv(&mut consumer).await;
+        after.insert(text(&message));
+        consumer.ack(&message).unwrap();
+    }
+    // Everything below the cursor was delivered before the crash; everything from it after.
+    let below: BTreeSet<String> = (0..persisted).map(|i| format!("m{i}")).collect();
+    assert!(below.is_subset(&before));
+    let all: BTreeSet<String> = values.into_iter().collect();
+    assert_eq!(&below | &after, all);
+}
+
+/// One million messages, consumed once through each tier under its own subscription.
+#[tokio::test(flavor = "current_thread")]
+async fn every_tier_consumes_the_same_million_messages() {
+    const COUNT: u64 = 1_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_native_broker(
+        dir.path(),
+        "[log]\nflush = \"never\"\nsegment_bytes_max = 268435456\n",
+    );
+    let client = connect(&addr).await;
+    client.create_topic("firehose", 2).await.unwrap();
+    let producer = client
+        .producer("firehose")
+        .acks(Acks::Leader)
+        .linger(Duration::from_millis(2))
+        .build()
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    for i in 0..COUNT {
+        pending.push(producer.send(None, &i.to_le_bytes()).await.unwrap());
+        if pending.len() == 50_000 {
+            for outcome in pending.drain(..) {
+                outcome.await.unwrap();
+            }
+        }
+    }
+    producer.flush().await.unwrap();
+    for outcome in pending {
+        outcome.await.unwrap();
+    }
+    for (subscription, tier) in [
+        ("stream", Tier::Stream),
+        ("buffered", Tier::Buffered(512)),
+        ("dedicated", Tier::Dedicated),
+    ] {
+        let mut consumer = client
+            .consumer("firehose", subscription)
+            .kind(SubscriptionType::Exclusive)
+            .receiver_queue(5_000)
+            .build_tier(tier)
+            .await
+            .unwrap();
+        let acker = consumer.acker();
+        let mut seen = vec![false; COUNT as usize];
+        let mut distinct = 0u64;
+        while distinct < COUNT {
+            let batch = tokio::time::timeout(PATIENCE, consumer.next_batch())
+                .await
+                .unwrap_or_else(|_| panic!("{subscription}: stuck at {distinct}"))
+                .unwrap();
+            for message in &batch {
+                let i = u64::from_le_bytes(message.value[..].try_into().unwrap());
+                if !std::mem::replace(&mut seen[i as usize], true) {
+                    distinct += 1;
+                }
+            }
+            acker.ack_all(&batch).unwrap();
+        }
+        assert!(seen.iter().all(|&s| s), "{subscription}");
+    }
+}
+
+fn oxbow(args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_topics_produce_consume_and_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_native_broker(dir.path(), "");
+    let b = ["--broker", addr.as_str()];
+    let run = |args: &[&str], stdin: &str| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&b);
+        oxbow(&all, stdin)
+    };
+    let (ok, out, _) = run(&["topic", "create", "cli", "--partitions", "3"], "");
+    assert!(ok, "{out}");
+    let (ok, out, _) = run(&["topic", "list"], "");
+    assert!(ok && out.contains("cli\t3 partitions"), "{out}");
+    let lines: String = (0..30).map(|i| format!("line {i}\n")).collect();
+    let (ok, _, err) = run(
+        &["produce", "--topic", "cli", "--key", "k", "--acks", "all"],
+        &lines,
+    );
+    assert!(ok && err.contains("produced 30 messages"), "{err}");
+    let (ok, out, _) = run(&["topic", "describe", "cli"], "");
+    let ends: u64 = out
+        .lines()
+        .skip(1)
+        .take(3)
+        .map(|l| l.split('\t').nth(2).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(ok && ends == 30, "{out}");
+    let consume = |count: &'static str| {
+        [
+            "consume",
+            "--topic",
+            "cli",
+            "--subscription",
+            "s",
+            "--type",
+            "exclusive",
+            "--mode",
+            "reliable",
+            "--count",
+            count,
+        ]
+    };
+    let (ok, out, err) = run(&consume("20"), "");
+    // One key, so one partition, so produce order.
+    let expected: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+    // Acknowledged after printing: the next run continues where this one stopped.
+    let (ok, out, _) = run(&consume("10"), "");
+    assert!(ok);
+    assert_eq!(out.lines().next(), Some("line 20"));
+    let (ok, out, _) = run(&["subscription", "list", "--topic", "cli"], "");
+    assert!(ok && out.contains("\tExclusive\tReliable\t"), "{out}");
+    let (ok, _, _) = run(
+        &[
+            "subscription",
+            "reset",
+            "--topic",
+            "cli",
+            "--subscription",
+            "s",
+            "--to",
+            "earliest",
+        ],
+        "",
+    );
+    assert!(ok);
+    let (_, out, _) = run(&consume("1"), "");
+    assert_eq!(out.lines().next(), Some("line 0"));
+    let (ok, _, _) = run(
+        &[
+            "subscription",
+            "delete",
+            "--topic",
+            "cli",
+            "--subscription",
+            "s",
+        ],
+        "",
+    );
+    assert!(ok);
+    let (_, out, _) = run(&["subscription", "list", "--topic", "cli"], "");
+    assert!(!out.contains("\tExclusive\t"), "{out}");
+    // Errors: one clear line, non-zero exit.
+    for (args, needle) in [
+        (vec!["topic", "describe", "missing"], "unknown topic"),
+        (
+            vec!["topic", "create", "cli", "--partitions", "1"],
+            "exists",
+        ),
+        (
+            vec![
+                "consume",
+                "--topic",
+                "cli",
+                "--subscription",
+                "s",
+                "--type",
+                "round",
+            ],
+            "subscription type",
+        ),
+        (vec!["produce", "--topic", "missing"], "unknown topic"),
+    ] {
+        let (ok, _, err) = run(&args, "x\n");
+        assert!(!ok, "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("oxbow: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+    let (ok, out, _) = run(&["topic", "delete", "cli"], "");
+    assert!(ok, "{out}");
+    let (ok, _, err) = oxbow(&["topic", "list", "--broker", "127.0.0.1:1"], "");
+    assert!(!ok && err.contains("connecting to 127.0.0.1:1"), "{err}");
+}
+
+mod hostile {
+    use super::*;
+    use bytes::BytesMut;
+    use oxbow_core::native::{decode_frame, encode_frame, ClientFrame, ServerFrame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Reads frames until the broker closes the connection; returns them.
+    async fn until_closed(stream: &mut TcpStream) -> Vec<ServerFrame> {
+        let mut buffer = BytesMut::new();
+        let mut frames = Vec::new();
+        loop {
+            while let Some(frame) = decode_frame::<ServerFrame>(&mut buffer, 1 << 30).unwrap() {
+                frames.push(frame.control);
+            }
+            let read = tokio::time::timeout(PATIENCE, stream.read_buf(&mut buffer))
+                .await
+                .expect("the broker must close the connection");
+            if matches!(read, Ok(0) | Err(_)) {
+                return frames;
+            }
+        }
+    }
+
+    fn error_code(frames: &[ServerFrame]) -> Option<ErrorCode> {
+        frames.iter().find_map(|f| match f {
+            ServerFrame::Error {
+                request_id: 0,
+                code,
+                ..
+            } => Some(*code),
+            _ => None,
+        })
+    }
+
+    #[tokio::test]
+    async fn bad_versions_sizes_and_bytes_get_an_error_frame_and_a_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut broker, addr) =
+            start_native_broker(dir.path(), "native_frame_bytes_max = 65536\n");
+        let hello = |version| {
+            encode_frame(
+                &ClientFrame::Connect {
+                    version,
+                    client_name: "test".into(),
+                },
+                0,
+            )
+        };
+        let cases: Vec<(Vec<u8>, ErrorCode)> = vec![
+            (hello(99), ErrorCode::UnsupportedVersion),
+            (encode_frame(&ClientFrame::Ping, 0), ErrorCode::BadRequest),
+            (
+                [hello(1), u32::MAX.to_be_bytes().to_vec()].concat(),
+                ErrorCode::TooLarge,
+            ),
+            (
+                [hello(1), vec![0, 0, 0, 12, 0, 0, 0, 8], vec![0xff; 8]].concat(),
+                ErrorCode::BadRequest,
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let mut stream = TcpStream::connect(&addr).await.unwrap();
+            stream.write_all(&bytes).await.unwrap();
+            let frames = until_closed(&mut stream).await;
+            assert_eq!(error_code(&frames), Some(expected), "{frames:?}");
+        }
+        // The broker kept serving.
+        let client = connect(&addr).await;
+        client.create_topic("still-up", 1).await.unwrap();
+        broker.wait_for("topic created");
+        assert!(!broker.seen.iter().any(|l| l.contains("panicked")));
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_and_its_messages_go_to_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_broker, addr) = start_native_broker(dir.path(), "native_session_timeout_ms = 300\n");
+        let client = connect(&addr).await;
+        client.create_topic("q", 1).await.unwrap();
+        produce(&client, "q", 0..1, |_| None).await;
+        // A raw consumer that takes a message and then goes silent (no pings, no acks).
+        let mut silent = TcpStream::connect(&addr).await.unwrap();
+        let subscribe = ClientFrame::Subscribe {
+            request_id: 1,
+            consumer_id: 1,
+            topic: "q".into(),
+            subscription: "shared".into(),
+            kind: SubscriptionType::Shared,
+            mode: Mode::Reliable,
+            consumer_name: "silent".into(),
+            priority: 0,
+            start: StartPosition::Earliest,
+        };
+        let flow = ClientFrame::Flow {
+            consumer_id: 1,
+            partition: None,
+            permits: 10,
+        };
+        let hello = ClientFrame::Connect {
+            version: 1,
+            client_name: "silent".into(),
+        };
+        for frame in [hello, subscribe, flow] {
+            silent.write_all(&encode_frame(&frame, 0)).await.unwrap();
+        }
+        let frames = until_closed(&mut silent).await;
+        assert!(frames
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Messages { .. })));
+        // Closed for silence: the unacknowledged message goes to the next consumer.
+        let mut next = client
+            .consumer("q", "shared")
+            .kind(SubscriptionType::Shared)
+            .build()
+            .await
+            .unwrap();
+        let message = recv(&mut next).await;
+        assert_eq!((text(&message).as_str(), message.redeliveries), ("m0", 1));
+        // A live client pings: it outlives several session timeouts (time passing is the
+        // point here, not synchronisation).
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        assert!(!client.is_closed());
+        client.list_topics().await.unwrap();
+    }
+}
