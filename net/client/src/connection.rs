@@ -29,12 +29,14 @@ pub(crate) enum ConsumerEvent {
 }
 
 type Waiter = oneshot::Sender<Result<ServerFrame, ClientError>>;
+/// A consumer's topic and where its events go.
+type ConsumerRoute = (Arc<str>, mpsc::UnboundedSender<ConsumerEvent>);
 
 /// State shared by every handle of one connection. Handles send with it from any thread.
 pub(crate) struct Shared {
     outgoing: mpsc::UnboundedSender<Vec<u8>>,
     waiters: Mutex<HashMap<u64, Waiter>>,
-    consumers: Mutex<HashMap<u64, (Arc<str>, mpsc::UnboundedSender<ConsumerEvent>)>>,
+    consumers: Mutex<HashMap<u64, ConsumerRoute>>,
     next_id: AtomicU64,
     closed: AtomicBool,
     pub(crate) request_timeout: Duration,

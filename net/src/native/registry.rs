@@ -523,7 +523,8 @@ impl Registry {
             .map_err(|e| (ErrorCode::UnknownTopic, e.to_string()))?;
         let offset = resolve(shard, &log, target, position).await?;
         cell.core.borrow_mut().seek(offset);
-        if let Some(state) = cell.core.borrow_mut().take_cursor_if_dirty() {
+        let state = cell.core.borrow_mut().take_cursor_if_dirty();
+        if let Some(state) = state {
             write_cursor(cell.cursor_path.clone(), state.encode())
                 .await
                 .map_err(storage_refusal)?;
@@ -688,7 +689,8 @@ async fn drive(
         let next_tick = cell.core.borrow_mut().tick(now);
         let deliveries = cell.core.borrow_mut().poll_deliveries(now);
         send_deliveries(&cell, deliveries);
-        for (message, redeliveries) in cell.core.borrow_mut().poll_dead_letters() {
+        let dead_letters = cell.core.borrow_mut().poll_dead_letters();
+        for (message, redeliveries) in dead_letters {
             glommio::spawn_local(dead_letter(
                 cell.clone(),
                 shard.clone(),
@@ -744,9 +746,7 @@ async fn read_ahead(
     read_bytes_max: usize,
 ) -> Option<Instant> {
     loop {
-        let Some(from) = cell.core.borrow_mut().next_read() else {
-            return None;
-        };
+        let from = cell.core.borrow_mut().next_read()?;
         match log.read(from, read_bytes_max).await {
             Ok(batches) if batches.is_empty() => {
                 cell.core.borrow_mut().on_read_failed();
