@@ -39,10 +39,12 @@ fn client(args: &[&str]) -> (bool, String) {
         .expect("python3 with confluent-kafka (scripts/test installs it)");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("ModuleNotFoundError"), "{stderr}");
-    (
-        output.status.success(),
-        String::from_utf8(output.stdout).unwrap(),
-    )
+    let mut out = String::from_utf8(output.stdout).unwrap();
+    if !output.status.success() {
+        // The client's own error lines, so a failure says why.
+        out.push_str(&stderr);
+    }
+    (output.status.success(), out)
 }
 
 fn read_all(addr: &str, topic: &str) -> BTreeMap<(u32, i64), String> {
