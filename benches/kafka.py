@@ -46,9 +46,9 @@ def throughput(addr, size, acks, count, run):
     return count / produce, count / consume
 
 
-def head_latency(addr, rate, seconds):
+def head_latency(addr, rate, seconds, topic="bench-latency"):
+    """A fresh `topic` per call: the consumer starts at offset 1, after the warm-up message."""
     from confluent_kafka import Consumer, Producer, TopicPartition
-    topic = "bench-latency"
     producer = Producer({"bootstrap.servers": addr, "acks": "1", "linger.ms": 0})
     producer.produce(topic, b"warm-up")
     producer.flush(10)

@@ -74,7 +74,8 @@ def main():
             m = lambda k: statistics.median(r[k] for r in runs)
             say(f"| native {scenario} ({consumers}) | {rate} | {seconds} | {m('delivered'):.0f} | {m('p50_ms'):.2f} "
                 f"| {m('p99_ms'):.2f} | {m('p999_ms'):.2f} | {m('max_ms'):.2f} |")
-        runs = [kafka.head_latency(kafka_addr, rate=1000, seconds=10) for _ in range(RUNS)]
+        runs = [kafka.head_latency(kafka_addr, rate=1000, seconds=10, topic=f"kafka-latency-{r}")
+                for r in range(RUNS)]
         m = lambda i: statistics.median(r[i] for r in runs)
         say(f"| Kafka protocol (confluent-kafka, 1 consumer) | 1000 | 10 | {m(0):.0f} | {m(2):.2f} | {m(3):.2f} "
             f"| {m(4):.2f} | {m(5):.2f} |")

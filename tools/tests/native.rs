@@ -790,3 +790,64 @@ mod hostile {
         client.list_topics().await.unwrap();
     }
 }
+
+/// Non-reliable subscriptions of every type, consumers keeping up: each message reaches one
+/// consumer at most once, and here all of them arrive, spread as the type says.
+#[tokio::test]
+async fn non_reliable_types_deliver_at_most_once_spread_like_their_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_native_broker(dir.path(), "");
+    let client = connect(&addr).await;
+    for (topic, kind) in [
+        ("nr-shared", SubscriptionType::Shared),
+        ("nr-key", SubscriptionType::KeyShared),
+        ("nr-failover", SubscriptionType::Failover),
+    ] {
+        client.create_topic(topic, 1).await.unwrap();
+        let mut consumers = Vec::new();
+        for i in 0..3 {
+            consumers.push(
+                client
+                    .consumer(topic, "live")
+                    .kind(kind)
+                    .mode(Mode::NonReliable)
+                    .name(format!("c{i}"))
+                    .build()
+                    .await
+                    .unwrap(),
+            );
+        }
+        let values = produce(&client, topic, 0..900, |i| Some(format!("k{}", i % 30))).await;
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut owner: HashMap<bytes::Bytes, usize> = HashMap::new();
+        let mut per_consumer = [0usize; 3];
+        while seen.len() < values.len() {
+            for (i, consumer) in consumers.iter_mut().enumerate() {
+                let batch = match tokio::time::timeout(
+                    Duration::from_millis(20),
+                    consumer.recv_batch(1_000),
+                )
+                .await
+                {
+                    Ok(batch) => batch.unwrap(),
+                    Err(_) => continue,
+                };
+                for message in batch {
+                    assert_eq!(message.redeliveries, 0);
+                    let previous = seen.insert(text(&message), i);
+                    assert!(previous.is_none(), "{topic}: delivered twice");
+                    per_consumer[i] += 1;
+                    if kind == SubscriptionType::KeyShared {
+                        let key = message.key.clone().unwrap();
+                        assert_eq!(*owner.entry(key).or_insert(i), i, "{topic}: key moved");
+                    }
+                }
+            }
+        }
+        let active = per_consumer.iter().filter(|&&n| n > 0).count();
+        match kind {
+            SubscriptionType::Failover => assert_eq!(active, 1, "{topic}: {per_consumer:?}"),
+            _ => assert!(active > 1, "{topic}: {per_consumer:?}"),
+        }
+    }
+}

@@ -44,7 +44,10 @@ struct Args {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -61,13 +64,22 @@ struct Shared {
     latency_us: Mutex<Histogram<u64>>,
 }
 
-fn consumer_thread(args: Arc<Args>, i: usize, shared: Arc<Shared>, ready: std::sync::mpsc::Sender<()>) {
+fn consumer_thread(
+    args: Arc<Args>,
+    i: usize,
+    shared: Arc<Shared>,
+    ready: std::sync::mpsc::Sender<()>,
+) {
     runtime().block_on(async move {
         let (kind, mode) = match args.scenario.as_str() {
             "shared-reliable" => (SubscriptionType::Shared, Mode::Reliable),
             _ => (SubscriptionType::Exclusive, Mode::NonReliable),
         };
-        let client = Client::builder().broker(&args.broker).connect().await.unwrap();
+        let client = Client::builder()
+            .broker(&args.broker)
+            .connect()
+            .await
+            .unwrap();
         let mut consumer = client
             .consumer(&args.topic, "bench")
             .kind(kind)
@@ -94,7 +106,9 @@ fn consumer_thread(args: Arc<Args>, i: usize, shared: Arc<Shared>, ready: std::s
                 consumer.ack_all(&batch).unwrap();
             }
             shared.last_delivery_ns.fetch_max(now, Ordering::AcqRel);
-            let total = shared.delivered.fetch_add(batch.len() as u64, Ordering::AcqRel)
+            let total = shared
+                .delivered
+                .fetch_add(batch.len() as u64, Ordering::AcqRel)
                 + batch.len() as u64;
             if total >= args.messages {
                 break;
@@ -116,7 +130,11 @@ fn main() {
     });
     let rt = runtime();
     let client = rt.block_on(async {
-        let client = Client::builder().broker(&args.broker).connect().await.unwrap();
+        let client = Client::builder()
+            .broker(&args.broker)
+            .connect()
+            .await
+            .unwrap();
         client.create_topic(&args.topic, 1).await.unwrap();
         client
     });
@@ -135,7 +153,12 @@ fn main() {
         let producer = client
             .producer(&args.topic)
             .acks(Acks::Leader)
-            .linger(Duration::from_millis(1))
+            // At a fixed rate each message goes at once (what a latency-sensitive user sets);
+            // at full speed a millisecond of linger fills batches.
+            .linger(match args.rate {
+                Some(_) => Duration::ZERO,
+                None => Duration::from_millis(1),
+            })
             .build()
             .await
             .unwrap();
@@ -147,7 +170,19 @@ fn main() {
             let intended_ns = match args.rate {
                 Some(rate) => {
                     let offset = Duration::from_nanos(i * 1_000_000_000 / rate);
-                    tokio::time::sleep_until((start + offset).into()).await;
+                    let due = start + offset;
+                    // tokio's timer ticks in milliseconds: sleep most of the way, then spin, so
+                    // the schedule is kept to microseconds and the client adds no lateness.
+                    if let Some(ahead) = due.checked_duration_since(Instant::now()) {
+                        if ahead > Duration::from_millis(2) {
+                            tokio::time::sleep(ahead - Duration::from_millis(2)).await;
+                        } else {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    while Instant::now() < due {
+                        std::hint::spin_loop();
+                    }
                     start_ns + offset.as_nanos() as u64
                 }
                 None => now_ns(),
@@ -170,8 +205,7 @@ fn main() {
         consumer.join().unwrap();
     }
     let delivered = shared.delivered.load(Ordering::Acquire);
-    let elapsed_s =
-        (shared.last_delivery_ns.load(Ordering::Acquire) - first_send_ns) as f64 / 1e9;
+    let elapsed_s = (shared.last_delivery_ns.load(Ordering::Acquire) - first_send_ns) as f64 / 1e9;
     let h = shared.latency_us.lock().unwrap();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
     println!(
