@@ -171,17 +171,12 @@ fn main() {
                 Some(rate) => {
                     let offset = Duration::from_nanos(i * 1_000_000_000 / rate);
                     let due = start + offset;
-                    // tokio's timer ticks in milliseconds: sleep most of the way, then spin, so
-                    // the schedule is kept to microseconds and the client adds no lateness.
+                    // tokio's timer ticks in milliseconds, too coarse for this schedule, and
+                    // spinning would take a core from the broker: the thread sleeps (this
+                    // runtime serves only the producer's connection), then yields right after
+                    // the send below so the writer puts the message on the wire at once.
                     if let Some(ahead) = due.checked_duration_since(Instant::now()) {
-                        if ahead > Duration::from_millis(2) {
-                            tokio::time::sleep(ahead - Duration::from_millis(2)).await;
-                        } else {
-                            tokio::task::yield_now().await;
-                        }
-                    }
-                    while Instant::now() < due {
-                        std::hint::spin_loop();
+                        std::thread::sleep(ahead);
                     }
                     start_ns + offset.as_nanos() as u64
                 }
@@ -189,6 +184,9 @@ fn main() {
             };
             value[..8].copy_from_slice(&intended_ns.to_le_bytes());
             pending.push(producer.send(None, &value).await.unwrap());
+            if args.rate.is_some() {
+                tokio::task::yield_now().await;
+            }
             if pending.len() >= 10_000 {
                 for p in pending.drain(..) {
                     p.await.unwrap();

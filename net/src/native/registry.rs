@@ -688,6 +688,9 @@ async fn drive(
         let now = Instant::now();
         let next_tick = cell.core.borrow_mut().tick(now);
         let deliveries = cell.core.borrow_mut().poll_deliveries(now);
+        // Handing messages out may have made room to read more: go round again rather than
+        // wait for a wake-up that a consumer with permits to spare would never send.
+        let progressed = !deliveries.is_empty();
         send_deliveries(&cell, deliveries);
         let dead_letters = cell.core.borrow_mut().poll_dead_letters();
         for (message, redeliveries) in dead_letters {
@@ -708,6 +711,10 @@ async fn drive(
             } else {
                 persist_at = Some(due);
             }
+        }
+        if progressed {
+            glommio::executor().yield_if_needed().await;
+            continue;
         }
         let deadline = [next_tick, persist_at, retry_read_at]
             .into_iter()
