@@ -855,11 +855,25 @@ async fn a_backlog_beyond_the_read_ahead_flows_without_acks_or_appends() {
     let dir = tempfile::tempdir().unwrap();
     let (_broker, addr) = start_native_broker(
         dir.path(),
-        "[subscriptions]\nread_ahead_messages_max = 500\n",
+        "[subscriptions]\nread_ahead_messages_max = 500\nread_bytes_max = 4096\n",
     );
     let client = connect(&addr).await;
     client.create_topic("backlog", 1).await.unwrap();
-    produce(&client, "backlog", 0..5_000, |_| None).await;
+    // Small batches, so that reads stop at the read-ahead and not at the end of a batch.
+    let producer = client
+        .producer("backlog")
+        .batch_bytes_max(1024)
+        .build()
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    for i in 0..5_000u32 {
+        pending.push(producer.send(None, &i.to_le_bytes()).await.unwrap());
+    }
+    producer.flush().await.unwrap();
+    for outcome in pending {
+        outcome.await.unwrap();
+    }
     let mut consumer = client
         .consumer("backlog", "late")
         .receiver_queue(100_000)
