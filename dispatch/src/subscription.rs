@@ -449,6 +449,8 @@ impl<M: Message> Subscription<M> {
                 | self.dead_lettering.remove(&offset).is_some();
             if tracked {
                 self.acked.insert(offset, offset + 1);
+                // Ranges above the cursor are part of it: a restart must not redeliver them.
+                self.cursor_dirty = true;
             }
         }
         self.advance_mark_delete();

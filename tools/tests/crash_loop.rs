@@ -51,7 +51,10 @@ fn start(dir: &std::path::Path) -> (Broker, String, String) {
 /// The Python confluent-kafka producer, printing "ack <partition> <offset> <value>".
 fn kafka_producer(addr: &str, base: u64) -> Child {
     Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/confluent_client.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/confluent_client.py"
+        ))
         .args(["produce", "--bootstrap", addr, "--topic", TOPIC])
         .args(["--partitions", &PARTITIONS.to_string(), "--acks", "all"])
         .args(["--base", &base.to_string(), "--count", "1000000"])
@@ -108,7 +111,9 @@ fn cursor_files(dir: &std::path::Path) -> HashMap<u32, u64> {
             let bytes = std::fs::read(path).ok()?;
             Some((
                 p,
-                oxbow_dispatch::CursorState::decode(&bytes).ok()?.mark_delete,
+                oxbow_dispatch::CursorState::decode(&bytes)
+                    .ok()?
+                    .mark_delete,
             ))
         })
         .collect()
@@ -137,7 +142,10 @@ fn verify(record: &mut Record, log: &Log, cycle: usize) -> u64 {
     }
     for (at, value) in log {
         let before = record.seen.entry(*at).or_insert_with(|| value.clone());
-        assert_eq!(before, value, "cycle {cycle}: offset {at:?} reused for other bytes");
+        assert_eq!(
+            before, value,
+            "cycle {cycle}: offset {at:?} reused for other bytes"
+        );
     }
     // Within a partition, each producer's sequence numbers rise with the offset.
     let mut last: HashMap<(u32, String), u64> = HashMap::new();
@@ -148,7 +156,10 @@ fn verify(record: &mut Record, log: &Log, cycle: usize) -> u64 {
             None => continue,
         };
         if let Some(previous) = last.insert((*p, stream.clone()), seq) {
-            assert!(previous < seq, "cycle {cycle}: {stream} out of order at {p}/{o}");
+            assert!(
+                previous < seq,
+                "cycle {cycle}: {stream} out of order at {p}/{o}"
+            );
         }
     }
     record.acked.len() as u64
@@ -174,7 +185,9 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let (mut kafka_total, mut native_total, mut cursor_checks) = (0, 0, 0);
     for cycle in 0..=cycles {
         let (mut broker, native, kafka) = start(dir.path());
-        let client = rt.block_on(Client::builder().broker(&native).connect()).unwrap();
+        let client = rt
+            .block_on(Client::builder().broker(&native).connect())
+            .unwrap();
         if cycle == 0 {
             rt.block_on(client.create_topic(TOPIC, PARTITIONS)).unwrap();
         } else {
@@ -215,7 +228,10 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             let stdout = python.stdout.take().unwrap();
             let kafka_acks = kafka_acks.clone();
             std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
                     let parts: Vec<&str> = line.splitn(4, ' ').collect();
                     if let ["ack", p, o, value] = parts[..] {
                         kafka_acks.lock().unwrap().push((
@@ -303,4 +319,148 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
          compared across restarts; {cursor_checks} cursor checks; 0 lost",
         record.seen.len()
     );
+}
+
+/// SIGSTOP freezes the broker: clients see timeouts, not errors in the data; after SIGCONT
+/// everything acknowledged is there, in order, and the broker serves again.
+#[test]
+fn sigstop_gives_clients_timeouts_and_sigcont_resumes_with_nothing_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("oxbow.toml"), CONFIG).unwrap();
+    let (mut broker, native, _) = start(dir.path());
+    let rt = runtime();
+    let connect = |timeout| {
+        rt.block_on(
+            Client::builder()
+                .broker(&native)
+                .request_timeout(timeout)
+                .connect(),
+        )
+    };
+    let client = connect(Duration::from_millis(500)).unwrap();
+    rt.block_on(client.create_topic(TOPIC, PARTITIONS)).unwrap();
+    let mut acked = Log::new();
+    let produce = |client: &Client, from: u64, acked: &mut Log| {
+        rt.block_on(async {
+            let producer = client.producer(TOPIC).build().await?;
+            for seq in from..from + 500 {
+                let value = format!("s-{seq}");
+                let delivered = producer.send(None, value.as_bytes()).await?.await?;
+                acked.insert(
+                    (delivered.partition, delivered.offset.unwrap()),
+                    value.into_bytes(),
+                );
+            }
+            Ok::<_, oxbow_client::ClientError>(())
+        })
+    };
+    produce(&client, 0, &mut acked).unwrap();
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(
+        unsafe { libc::kill(broker.child.id() as i32, libc::SIGSTOP) },
+        0
+    );
+    let frozen = produce(&client, 500, &mut acked).unwrap_err();
+    assert!(
+        matches!(frozen, oxbow_client::ClientError::Timeout(_)),
+        "{frozen}"
+    );
+    assert!(matches!(
+        connect(Duration::from_millis(300)),
+        Err(oxbow_client::ClientError::Timeout(_))
+    ));
+    assert_eq!(
+        unsafe { libc::kill(broker.child.id() as i32, libc::SIGCONT) },
+        0
+    );
+    let client = connect(Duration::from_secs(30)).unwrap();
+    produce(&client, 1_000, &mut acked).unwrap();
+    let log = rt.block_on(read_topic(&client, "after-sigcont"));
+    let mut record = Record {
+        acked,
+        ..Record::default()
+    };
+    verify(&mut record, &log, 0);
+    assert!(broker.signal(libc::SIGTERM).success());
+}
+
+/// A clean SIGTERM keeps every cursor exactly where it was: after the restart nothing that was
+/// acknowledged comes again, and everything that was not comes once, as a first delivery.
+#[test]
+fn sigterm_keeps_cursors_exactly_and_redelivers_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("oxbow.toml"),
+        "[subscriptions]\ncursor_persist_interval_ms = 600000\n",
+    )
+    .unwrap();
+    let (mut broker, native, _) = start(dir.path());
+    let rt = runtime();
+    let (before, acked) = rt.block_on(async {
+        let client = Client::builder().broker(&native).connect().await.unwrap();
+        client.create_topic(TOPIC, PARTITIONS).await.unwrap();
+        let producer = client.producer(TOPIC).build().await.unwrap();
+        for i in 0..5_000u32 {
+            let key = format!("k{}", i % 7);
+            producer
+                .send(Some(key.as_bytes()), &i.to_le_bytes())
+                .await
+                .unwrap();
+        }
+        producer.flush().await.unwrap();
+        let mut consumer = client
+            .consumer(TOPIC, "durable")
+            .kind(SubscriptionType::Shared)
+            .build()
+            .await
+            .unwrap();
+        // Acknowledge every other message of the first 3,000 received: ranges above the
+        // cursor must survive too.
+        let mut acked = std::collections::BTreeSet::new();
+        let mut received = 0;
+        while received < 3_000 {
+            let batch = consumer.recv_batch(500).await.unwrap();
+            for m in batch.iter().filter(|m| m.offset % 2 == 0) {
+                consumer.ack(m).unwrap();
+                acked.insert((m.partition, m.offset));
+            }
+            received += batch.len();
+        }
+        consumer.close().await.unwrap();
+        let before = client.list_subscriptions(TOPIC).await.unwrap();
+        (before, acked)
+    });
+    // The interval is ten minutes: only the shutdown can have written these cursors.
+    assert!(broker.signal(libc::SIGTERM).success());
+    let (_broker, native, _) = start(dir.path());
+    rt.block_on(async {
+        let client = Client::builder().broker(&native).connect().await.unwrap();
+        let after = client.list_subscriptions(TOPIC).await.unwrap();
+        let cursors = |list: &[oxbow_client::SubscriptionInfo]| -> Vec<(u32, u64)> {
+            list.iter().map(|s| (s.partition, s.cursor)).collect()
+        };
+        assert_eq!(cursors(&after), cursors(&before));
+        let mut consumer = client
+            .consumer(TOPIC, "durable")
+            .kind(SubscriptionType::Shared)
+            .build()
+            .await
+            .unwrap();
+        let mut again = std::collections::BTreeSet::new();
+        while again.len() + acked.len() < 5_000 {
+            let batch = tokio::time::timeout(PATIENCE, consumer.recv_batch(1_000))
+                .await
+                .unwrap()
+                .unwrap();
+            for m in &batch {
+                assert_eq!(m.redeliveries, 0, "a redelivery after a clean shutdown");
+                assert!(
+                    !acked.contains(&(m.partition, m.offset)),
+                    "acked message came again"
+                );
+                assert!(again.insert((m.partition, m.offset)), "delivered twice");
+            }
+            consumer.ack_all(&batch).unwrap();
+        }
+    });
 }

@@ -246,7 +246,18 @@ fn acks_out_of_order_move_the_cursor_only_over_a_contiguous_prefix() {
     sub.take_cursor_if_dirty();
     sub.ack(&[1, 2, 5, 7]);
     assert_eq!(sub.stats().cursor, 0);
-    assert_eq!(sub.take_cursor_if_dirty(), None);
+    // Out-of-order acks change the stored cursor (its ranges) though the mark stays.
+    let ranges = sub.take_cursor_if_dirty().unwrap();
+    assert_eq!(
+        (ranges.mark_delete, ranges.acked),
+        (0, vec![(1, 3), (5, 6), (7, 8)])
+    );
+    sub.ack(&[7]);
+    assert_eq!(
+        sub.take_cursor_if_dirty(),
+        None,
+        "a duplicate ack changes nothing"
+    );
     sub.ack(&[0]);
     let cursor = sub.take_cursor_if_dirty().unwrap();
     assert_eq!(
