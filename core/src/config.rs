@@ -285,6 +285,14 @@ pub struct BrokerConfig {
     /// Produce requests one native connection may have in flight; past it the broker stops
     /// reading from that connection until one completes.
     pub native_produce_in_flight_max: u32,
+    /// Bytes of messages queued for one native connection and not yet written to it. A client
+    /// that lets more pile up while nothing could be written to it for
+    /// `native_write_stall_ms`, or twice as much at all (permits it does not read), is
+    /// disconnected, and its messages go to other consumers.
+    pub native_outbound_bytes_max: u64,
+    /// How long a native connection's writes may make no progress before a full outbound queue
+    /// disconnects it.
+    pub native_write_stall_ms: u64,
     /// Defaults for every topic's log.
     pub log: LogConfig,
     /// Limits of subscriptions and their dispatchers.
@@ -404,6 +412,8 @@ impl Default for BrokerConfig {
             native_frame_bytes_max: 16 << 20,
             native_session_timeout_ms: 30_000,
             native_produce_in_flight_max: 1024,
+            native_outbound_bytes_max: 64 << 20,
+            native_write_stall_ms: 1_000,
             log: LogConfig::default(),
             subscriptions: SubscriptionConfig::default(),
         }
@@ -461,6 +471,12 @@ impl BrokerConfig {
                 format!("must be 1 KiB to {} MiB", (BATCH_BYTES_LIMIT * 2) >> 20),
             ));
         }
+        if self.native_outbound_bytes_max < 1 << 20 {
+            return Err(ConfigError::new(
+                "native_outbound_bytes_max",
+                "must be at least 1 MiB",
+            ));
+        }
         if self.native_produce_in_flight_max == 0 {
             return Err(ConfigError::new(
                 "native_produce_in_flight_max",
@@ -483,6 +499,7 @@ impl BrokerConfig {
             ("kafka_idle_timeout_ms", self.kafka_idle_timeout_ms),
             ("kafka_request_timeout_ms", self.kafka_request_timeout_ms),
             ("native_session_timeout_ms", self.native_session_timeout_ms),
+            ("native_write_stall_ms", self.native_write_stall_ms),
         ] {
             if ms < 100 {
                 return Err(ConfigError::new(field, "must be at least 100 ms"));

@@ -127,6 +127,9 @@ async fn serve_connection(shard: Rc<Shard>, endpoint: Rc<KafkaEndpoint>, mut str
     shard.metrics.connection_opened();
     serve_requests(&shard, &endpoint, &mut stream, peer).await;
     shard.metrics.connection_closed();
+    if shard.metrics.open_connections() + shard.metrics.open_native_connections() == 0 {
+        crate::alloc::release_free_memory();
+    }
 }
 
 async fn serve_requests(

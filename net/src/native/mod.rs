@@ -58,6 +58,60 @@ pub enum Outbound {
     },
 }
 
+/// Bytes of messages queued for one connection and not yet written, with the limit. Shared
+/// with the partition owners that push to the connection (any shard), hence atomic.
+pub struct OutboundBudget {
+    queued: AtomicU64,
+    limit: u64,
+    /// When the writer last finished a write (ms since `epoch`).
+    last_progress_ms: AtomicU64,
+    stall_ms: u64,
+    epoch: std::time::Instant,
+    overflow: flume::Sender<()>,
+}
+
+impl OutboundBudget {
+    /// Takes `bytes` from the budget. Over the limit while the connection's writes have made
+    /// no progress for the stall time, or over twice the limit at all, takes nothing, signals
+    /// the connection to close and returns false. A reader that keeps up runs over the limit
+    /// only briefly, by what its permits allow.
+    pub fn reserve(&self, bytes: u64) -> bool {
+        let queued = self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        let now = self.epoch.elapsed().as_millis() as u64;
+        if queued == bytes {
+            // The queue was empty: the stall clock starts now, not at the last write.
+            self.last_progress_ms.store(now, Ordering::Release);
+        }
+        if queued > self.limit && queued != bytes {
+            let stalled = now.saturating_sub(self.last_progress_ms.load(Ordering::Acquire));
+            // Twice the limit is a hard bound, whatever the socket is doing.
+            if stalled >= self.stall_ms || queued > self.limit.saturating_mul(2) {
+                self.queued.fetch_sub(bytes, Ordering::AcqRel);
+                let _ = self.overflow.try_send(());
+                return false;
+            }
+        }
+        true
+    }
+
+    fn release(&self, bytes: u64) {
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    fn wrote(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last_progress_ms.store(now, Ordering::Release);
+    }
+}
+
+/// Key and value bytes of a delivery plus a per-message overhead (what the budget counts).
+pub fn payload_bytes(messages: &[(StoredMessage, u32)]) -> u64 {
+    messages
+        .iter()
+        .map(|(m, _)| (m.key.as_ref().map_or(0, Bytes::len) + m.value.len()) as u64 + 32)
+        .sum()
+}
+
 /// Consumer ids are unique in the process, so attachments from any shard never collide.
 static NEXT_CONSUMER: AtomicU64 = AtomicU64::new(1);
 
@@ -104,6 +158,7 @@ struct Attached {
 struct Connection {
     shard: Rc<Shard>,
     outbound: flume::Sender<Outbound>,
+    budget: Arc<OutboundBudget>,
     consumers: RefCell<HashMap<u64, Attached>>,
     produces: Rc<glommio::sync::Semaphore>,
 }
@@ -119,6 +174,8 @@ enum Close {
     Io(std::io::Error),
     #[error("{1}")]
     Refused(ErrorCode, String),
+    #[error("not reading: native_outbound_bytes_max of messages queued for it")]
+    Overflow,
 }
 
 async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
@@ -130,9 +187,19 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
     shard.metrics.native_connection_opened();
     let (reader, writer) = futures_lite::io::split(stream);
     let (outbound, queued) = flume::unbounded();
+    let (overflow, overflowed) = flume::bounded(1);
+    let budget = Arc::new(OutboundBudget {
+        queued: AtomicU64::new(0),
+        limit: shard.config.native_outbound_bytes_max,
+        last_progress_ms: AtomicU64::new(0),
+        stall_ms: shard.config.native_write_stall_ms,
+        epoch: std::time::Instant::now(),
+        overflow,
+    });
     let connection = Rc::new(Connection {
         shard: shard.clone(),
         outbound,
+        budget: budget.clone(),
         consumers: RefCell::default(),
         produces: Rc::new(glommio::sync::Semaphore::new(
             shard.config.native_produce_in_flight_max as u64,
@@ -146,8 +213,13 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
         }
         end
     };
-    let writing = write_frames(writer, queued);
-    let end = futures_lite::future::or(reading, writing).await;
+    let writing = write_frames(writer, queued, budget);
+    let overflowing = async {
+        let _ = overflowed.recv_async().await;
+        Close::Overflow
+    };
+    let end =
+        futures_lite::future::or(futures_lite::future::or(reading, writing), overflowing).await;
     match &end {
         Close::Eof => tracing::debug!(?peer, "native client closed the connection"),
         Close::Io(e)
@@ -162,6 +234,9 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
     }
     connection.detach_all();
     shard.metrics.native_connection_closed();
+    if shard.metrics.open_connections() + shard.metrics.open_native_connections() == 0 {
+        crate::alloc::release_free_memory();
+    }
 }
 
 async fn read_frames(
@@ -169,8 +244,9 @@ async fn read_frames(
     mut reader: futures_lite::io::ReadHalf<TcpStream>,
 ) -> Close {
     let frame_max = connection.shard.config.native_frame_bytes_max;
-    let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    // Small until traffic needs more: an idle connection costs a few KiB, not a chunk.
+    let mut buffer = BytesMut::new();
+    let mut chunk = vec![0u8; 4096];
     let mut connected = false;
     loop {
         let frame = match decode_frame::<ClientFrame>(&mut buffer, frame_max) {
@@ -178,7 +254,12 @@ async fn read_frames(
             Ok(None) => {
                 match reader.read(&mut chunk).await {
                     Ok(0) => return Close::Eof,
-                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                    Ok(n) => {
+                        buffer.extend_from_slice(&chunk[..n]);
+                        if n == chunk.len() && chunk.len() < READ_CHUNK_BYTES {
+                            chunk.resize(chunk.len() * 2, 0);
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Close::Silent,
                     Err(e) => return Close::Io(e),
                 }
@@ -237,18 +318,24 @@ async fn read_frames(
 async fn write_frames(
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
     queued: flume::Receiver<Outbound>,
+    budget: Arc<OutboundBudget>,
 ) -> Close {
-    let mut buffer = Vec::with_capacity(WRITE_BATCH_BYTES);
+    let mut buffer = Vec::new();
     while let Ok(first) = queued.recv_async().await {
-        let mut last_was_fatal = encode_outbound(first, &mut buffer);
+        let mut last_was_fatal = encode_outbound(first, &mut buffer, &budget);
         while buffer.len() < WRITE_BATCH_BYTES && !last_was_fatal {
             let Ok(next) = queued.try_recv() else { break };
-            last_was_fatal = encode_outbound(next, &mut buffer);
+            last_was_fatal = encode_outbound(next, &mut buffer, &budget);
         }
         if let Err(e) = writer.write_all(&buffer).await {
             return Close::Io(e);
         }
+        budget.wrote();
         buffer.clear();
+        if buffer.capacity() > WRITE_BATCH_BYTES * 2 {
+            // One large delivery must not pin its buffer for the connection's life.
+            buffer = Vec::new();
+        }
         if last_was_fatal {
             let _ = writer.flush().await;
             return Close::Refused(ErrorCode::BadRequest, "after an error frame".into());
@@ -258,7 +345,7 @@ async fn write_frames(
 }
 
 /// Appends a frame to `out`; true for a connection-level error frame (the last one sent).
-fn encode_outbound(item: Outbound, out: &mut Vec<u8>) -> bool {
+fn encode_outbound(item: Outbound, out: &mut Vec<u8>, budget: &OutboundBudget) -> bool {
     match item {
         Outbound::Frame(frame) => {
             let fatal = matches!(frame, ServerFrame::Error { request_id: 0, .. });
@@ -281,6 +368,8 @@ fn encode_outbound(item: Outbound, out: &mut Vec<u8>) -> bool {
             partition,
             messages,
         } => {
+            // In the write buffer now, which WRITE_BATCH_BYTES bounds.
+            budget.release(payload_bytes(&messages));
             let mut rest = &messages[..];
             while !rest.is_empty() {
                 let mut payload = 0;
@@ -766,6 +855,7 @@ impl Connection {
                         sink: Sink {
                             consumer_id,
                             outbound: self.outbound.clone(),
+                            budget: self.budget.clone(),
                         },
                         reply,
                     },

@@ -63,6 +63,8 @@ pub struct Sink {
     pub consumer_id: u64,
     /// The connection's outbound queue.
     pub outbound: flume::Sender<Outbound>,
+    /// The connection's budget of queued message bytes.
+    pub budget: Arc<crate::native::OutboundBudget>,
 }
 
 /// Which subscription on which partition.
@@ -790,18 +792,33 @@ fn send_deliveries(
             .or_default()
             .push((delivery.message, delivery.redeliveries));
     }
-    let sinks = cell.sinks.borrow();
-    for (consumer, messages) in by_consumer {
-        let Some(sink) = sinks.get(&consumer) else {
-            continue;
-        };
-        // A closed connection detaches its consumers itself; what was handed out here comes
-        // back through that detach.
-        let _ = sink.outbound.send(Outbound::Messages {
-            consumer_id: sink.consumer_id,
-            partition: cell.target.partition,
-            messages,
-        });
+    let mut overflowed = Vec::new();
+    {
+        let sinks = cell.sinks.borrow();
+        for (consumer, messages) in by_consumer {
+            let Some(sink) = sinks.get(&consumer) else {
+                continue;
+            };
+            if !sink.budget.reserve(crate::native::payload_bytes(&messages)) {
+                overflowed.push(consumer);
+                continue;
+            }
+            // A closed connection detaches its consumers itself; what was handed out here
+            // comes back through that detach.
+            let _ = sink.outbound.send(Outbound::Messages {
+                consumer_id: sink.consumer_id,
+                partition: cell.target.partition,
+                messages,
+            });
+        }
+    }
+    for consumer in overflowed {
+        // The client is not reading: it is cut off, and what it was given goes to others.
+        cell.sinks.borrow_mut().remove(&consumer);
+        cell.core.borrow_mut().detach(Instant::now(), consumer);
+        tracing::warn!(topic = %cell.target.topic, partition = cell.target.partition,
+            subscription = %cell.target.subscription,
+            "consumer's connection exceeded native_outbound_bytes_max: detached");
     }
 }
 
