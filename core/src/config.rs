@@ -273,6 +273,8 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic, and of a CreateTopics asking for the default.
     pub default_partitions: u32,
+    /// Most partitions a topic may have (creation asking for more is refused).
+    pub topic_partitions_max: u32,
     /// Address every shard listens on for the native protocol (port 0: chosen at start).
     pub native_listen: String,
     /// Most native connections the node holds (split evenly over shards).
@@ -407,6 +409,7 @@ impl Default for BrokerConfig {
             kafka_frame_bytes_max: 100 << 20,
             auto_create_topics: true,
             default_partitions: 1,
+            topic_partitions_max: 10_000,
             native_listen: "127.0.0.1:6650".to_string(),
             native_connections_max: 10_000,
             native_frame_bytes_max: 16 << 20,
@@ -423,6 +426,10 @@ impl Default for BrokerConfig {
 /// Upper bound on `kafka_frame_bytes_max`: keeps every legitimate request allocation far below
 /// the size the Kafka decoder's allocation guard treats as absurd (see `oxbow_net::alloc`).
 pub const KAFKA_FRAME_BYTES_LIMIT: u32 = 512 << 20;
+
+/// Upper bound on `topic_partitions_max`: each partition is a directory, files and a writer
+/// task; more than this per topic is a configuration mistake.
+pub const TOPIC_PARTITIONS_LIMIT: u32 = 100_000;
 
 /// Upper bound on `shards`: more executors than this is a configuration mistake.
 pub const SHARDS_MAX: usize = 1024;
@@ -505,8 +512,17 @@ impl BrokerConfig {
                 return Err(ConfigError::new(field, "must be at least 100 ms"));
             }
         }
-        if !(1..=10_000).contains(&self.default_partitions) {
-            return Err(ConfigError::new("default_partitions", "must be 1 to 10000"));
+        if !(1..=TOPIC_PARTITIONS_LIMIT).contains(&self.topic_partitions_max) {
+            return Err(ConfigError::new(
+                "topic_partitions_max",
+                format!("must be 1 to {TOPIC_PARTITIONS_LIMIT}"),
+            ));
+        }
+        if !(1..=self.topic_partitions_max).contains(&self.default_partitions) {
+            return Err(ConfigError::new(
+                "default_partitions",
+                "must be 1 to topic_partitions_max",
+            ));
         }
         if self.retention_check_interval_ms == 0 {
             return Err(ConfigError::new(

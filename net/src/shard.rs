@@ -16,9 +16,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Upper bound on partitions of one topic.
-pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
-
 /// Why a partition request failed, in terms a protocol can map to its error codes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -71,9 +68,9 @@ pub enum CreateTopicError {
     /// The name breaks the naming rules.
     #[error("{0}")]
     InvalidName(String),
-    /// Zero or too many partitions.
-    #[error("invalid partition count {0} (1..={PARTITIONS_PER_TOPIC_MAX})")]
-    InvalidPartitions(i64),
+    /// Zero or more than `topic_partitions_max` partitions.
+    #[error("invalid partition count {0} (1..={1}, topic_partitions_max)")]
+    InvalidPartitions(i64, u32),
     /// A config override is unknown or out of bounds.
     #[error("{0}")]
     InvalidConfig(String),
@@ -748,8 +745,9 @@ impl Shard {
         configs: Vec<(String, String)>,
     ) -> Result<(), CreateTopicError> {
         validate_topic_name(&name).map_err(|e| CreateTopicError::InvalidName(e.to_string()))?;
-        if !(1..=PARTITIONS_PER_TOPIC_MAX as i64).contains(&partitions) {
-            return Err(CreateTopicError::InvalidPartitions(partitions));
+        let most = self.config.topic_partitions_max;
+        if !(1..=most as i64).contains(&partitions) {
+            return Err(CreateTopicError::InvalidPartitions(partitions, most));
         }
         let overrides: BTreeMap<String, String> = configs.into_iter().collect();
         self.config

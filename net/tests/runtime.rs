@@ -96,7 +96,11 @@ fn topics_produce_fetch_and_restart_across_shards() {
     ));
     assert_eq!(
         create("empty", 0),
-        Err(CreateTopicError::InvalidPartitions(0))
+        Err(CreateTopicError::InvalidPartitions(0, 10_000))
+    );
+    assert_eq!(
+        create("huge", 10_001),
+        Err(CreateTopicError::InvalidPartitions(10_001, 10_000))
     );
     for shard in 0..SHARDS {
         let topics: BTreeMap<String, u32> = ask(&runtime, shard, |reply| {

@@ -520,7 +520,7 @@ async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTop
                     let code = match e {
                         CreateTopicError::Exists => code::TOPIC_ALREADY_EXISTS,
                         CreateTopicError::InvalidName(_) => code::INVALID_TOPIC,
-                        CreateTopicError::InvalidPartitions(_) => code::INVALID_PARTITIONS,
+                        CreateTopicError::InvalidPartitions(..) => code::INVALID_PARTITIONS,
                         CreateTopicError::InvalidConfig(_) => code::INVALID_CONFIG,
                         CreateTopicError::Storage(_) => code::KAFKA_STORAGE_ERROR,
                     };
