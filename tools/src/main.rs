@@ -1,5 +1,6 @@
 //! `oxbow`: the broker (`oxbow serve`) and its operator commands.
 
+mod bench;
 mod client_cli;
 mod serve;
 
@@ -78,6 +79,8 @@ enum Command {
         #[command(subcommand)]
         command: client_cli::SubscriptionCommand,
     },
+    /// Load a broker and measure throughput and latency (publish and end to end).
+    Bench(Box<bench::plan::BenchArgs>),
 }
 
 #[derive(Subcommand)]
@@ -178,6 +181,7 @@ fn main() -> ExitCode {
         Command::Subscription { broker, command } => {
             client_command(client_cli::subscription(&broker.broker, command))
         }
+        Command::Bench(args) => client_command(bench::run(*args)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("oxbow: {e}");

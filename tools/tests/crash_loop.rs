@@ -6,7 +6,9 @@
 //! - no offset that any reader ever saw holds different bytes later;
 //! - each producer's messages are in send order within a partition;
 //! - the reliable subscription's cursor never moves backwards past what was persisted, and
-//!   never passes what the consumer acknowledged.
+//!   never passes what the consumer acknowledged;
+//! - a Kafka consumer group's committed offsets never move backwards past a commit the broker
+//!   acknowledged (a confluent-kafka member commits synchronously all along).
 //!
 //! `OXBOW_CRASH_CYCLES=N` runs N cycles (default 20); `OXBOW_CRASH_SEED` replays a run.
 //! The last line of the test's output reports cycles, messages checked and losses.
@@ -48,16 +50,68 @@ fn start(dir: &std::path::Path) -> (Broker, String, String) {
     (broker, field(&ready, "native"), field(&ready, "kafka"))
 }
 
-/// The Python confluent-kafka producer, printing "ack <partition> <offset> <value>".
-fn kafka_producer(addr: &str, base: u64) -> Child {
-    Command::new("python3")
+const GROUP: &str = "crash-group";
+
+fn python_client(mode: &str, addr: &str) -> Command {
+    let mut command = Command::new("python3");
+    command
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/clients/confluent_client.py"
         ))
-        .args(["produce", "--bootstrap", addr, "--topic", TOPIC])
-        .args(["--partitions", &PARTITIONS.to_string(), "--acks", "all"])
-        .args(["--base", &base.to_string(), "--count", "1000000"])
+        .args([
+            mode,
+            "--bootstrap",
+            addr,
+            "--topic",
+            TOPIC,
+            "--group",
+            GROUP,
+        ])
+        .args(["--partitions", &PARTITIONS.to_string()]);
+    command
+}
+
+/// A group member printing "msg <partition> <offset> <value>" after each acknowledged
+/// synchronous commit of offset + 1.
+fn group_member(addr: &str) -> Child {
+    python_client("group-consume", addr)
+        .args(["--expect", "1000000000", "--timeout-ms", "600000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with confluent-kafka (scripts/test installs it)")
+}
+
+/// The group's committed offset per partition (absent: nothing committed).
+fn committed_offsets(addr: &str) -> HashMap<u32, u64> {
+    let out = python_client("committed", addr).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| match line.split(' ').collect::<Vec<_>>()[..] {
+            ["committed", p, o] => Some((p.parse().ok()?, o.parse::<i64>().ok()?)),
+            _ => None,
+        })
+        .filter_map(|(p, o)| Some((p, u64::try_from(o).ok()?)))
+        .collect()
+}
+
+/// The Python confluent-kafka producer, printing "ack <partition> <offset> <value>".
+fn kafka_producer(addr: &str, base: u64) -> Child {
+    python_client("produce", addr)
+        .args([
+            "--acks",
+            "all",
+            "--base",
+            &base.to_string(),
+            "--count",
+            "1000000",
+        ])
         .args(["--timeout-ms", "5000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -129,6 +183,8 @@ struct Record {
     cursor_floor: HashMap<u32, u64>,
     /// Per partition: the highest offset the reliable consumer acknowledged, plus one.
     consumer_acked_end: HashMap<u32, u64>,
+    /// Per partition: the highest group commit the broker acknowledged.
+    commit_floor: Arc<Mutex<HashMap<u32, u64>>>,
 }
 
 fn verify(record: &mut Record, log: &Log, cycle: usize) -> u64 {
@@ -183,6 +239,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let mut record = Record::default();
     let mut checked = 0;
     let (mut kafka_total, mut native_total, mut cursor_checks) = (0, 0, 0);
+    let (mut commits_total, mut commit_checks) = (0usize, 0);
     for cycle in 0..=cycles {
         let (mut broker, native, kafka) = start(dir.path());
         let client = rt
@@ -214,6 +271,15 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                     s.cursor
                 );
             }
+            let committed = committed_offsets(&kafka);
+            for (p, floor) in record.commit_floor.lock().unwrap().iter() {
+                commit_checks += 1;
+                let now = committed.get(p).copied().unwrap_or(0);
+                assert!(
+                    now >= *floor,
+                    "cycle {cycle}: group offset {p} at {now}, below the acknowledged commit {floor}"
+                );
+            }
         }
         if cycle == cycles {
             assert!(broker.signal(libc::SIGTERM).success());
@@ -223,6 +289,26 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         // a reliable consumer, until a random number of acknowledgements, then SIGKILL.
         let kill_after = rng.usize(200..3_000);
         let mut python = kafka_producer(&kafka, cycle as u64 * 1_000_000);
+        let mut member = group_member(&kafka);
+        let commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let member_reader = {
+            let stdout = member.stdout.take().unwrap();
+            let (floor, commits) = (record.commit_floor.clone(), commits.clone());
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if let ["msg", p, o, _] = line.splitn(4, ' ').collect::<Vec<_>>()[..] {
+                        let (p, o): (u32, u64) = (p.parse().unwrap(), o.parse().unwrap());
+                        let mut floor = floor.lock().unwrap();
+                        let entry = floor.entry(p).or_default();
+                        *entry = (*entry).max(o + 1);
+                        commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        };
         let kafka_acks = Arc::new(Mutex::new(Vec::<(u32, u64, Vec<u8>)>::new()));
         let reader = {
             let stdout = python.stdout.take().unwrap();
@@ -265,6 +351,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             // needs a moment to start.
             while acks.len() + kafka_acks.lock().unwrap().len() < kill_after
                 || kafka_acks.lock().unwrap().len() < 20
+                || commits.load(std::sync::atomic::Ordering::Relaxed) < 5
             {
                 for _ in 0..50 {
                     let value = format!("n{cycle}-{seq}");
@@ -295,9 +382,13 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         }
         broker.child.kill().unwrap();
         broker.child.wait().unwrap();
-        let _ = python.kill();
-        let _ = python.wait();
+        for child in [&mut python, &mut member] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         reader.join().unwrap();
+        member_reader.join().unwrap();
+        commits_total += commits.load(std::sync::atomic::Ordering::Relaxed);
         drop(client);
         // A cursor file written just before the kill raises the floor too.
         for (p, floor) in cursor_files(dir.path()) {
@@ -316,7 +407,8 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     eprintln!(
         "crash loop: {cycles} SIGKILL cycles; {checked} acknowledged messages ({kafka_total} Kafka \
          acks=all, {native_total} native acks=1) verified after every restart; {} offsets \
-         compared across restarts; {cursor_checks} cursor checks; 0 lost",
+         compared across restarts; {cursor_checks} cursor checks; {commits_total} acknowledged \
+         group commits, {commit_checks} committed-offset checks; 0 lost",
         record.seen.len()
     );
 }

@@ -45,7 +45,7 @@ pub use oxbow_core::native::{
     Acks, ErrorCode, Mode, PartitionInfo, StartPosition, SubscriptionInfo, SubscriptionType,
     TopicInfo,
 };
-pub use producer::{Delivered, Producer, ProducerBuilder};
+pub use producer::{Delivered, PendingSend, Producer, ProducerBuilder};
 
 use connection::Shared;
 use oxbow_core::native::{ClientFrame, ServerFrame};

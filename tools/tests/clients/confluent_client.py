@@ -118,6 +118,15 @@ def group_consume(args):
     consumer.close()
 
 
+def committed(args):
+    """Prints "committed <partition> <offset>" for each partition of GROUP (-1: none yet)."""
+    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group})
+    partitions = [TopicPartition(args.topic, p) for p in range(args.partitions)]
+    for tp in consumer.committed(partitions, timeout=30):
+        print(f"committed {tp.partition} {tp.offset}")
+    consumer.close()
+
+
 def admin(args):
     """describe: prints "config <name> <value>" for the topic; delete: deletes it."""
     from confluent_kafka.admin import ConfigResource
@@ -133,7 +142,7 @@ def admin(args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["produce", "consume", "group-consume", "admin"])
+    parser.add_argument("mode", choices=["produce", "consume", "group-consume", "committed", "admin"])
     parser.add_argument("--op", choices=["describe", "delete"], default="describe")
     parser.add_argument("--group", default="oxbow-test-group")
     parser.add_argument("--delay-ms", type=int, default=0)
@@ -149,7 +158,8 @@ def main():
     parser.add_argument("--idempotent", action="store_true")
     parser.add_argument("--timeout-ms", type=int, default=30000)
     args = parser.parse_args()
-    {"produce": produce, "consume": consume, "group-consume": group_consume, "admin": admin}[args.mode](args)
+    {"produce": produce, "consume": consume, "group-consume": group_consume, "committed": committed,
+     "admin": admin}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,296 @@
+//! `oxbow bench` flags, and their validation into a [`Plan`] before anything starts.
+
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which wire protocol the load goes over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// Kafka wire protocol (Produce / Fetch), static partition assignment.
+    Kafka,
+    /// Oxbow's native protocol; consumers share one subscription.
+    Native,
+    /// NATS JetStream, the peer broker of `benches/side_by_side.sh` (`nats` feature builds).
+    #[cfg(feature = "nats")]
+    Nats,
+}
+
+/// What the run does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// Producers only; publish latency.
+    Produce,
+    /// Consumers only, of an existing topic (`--from earliest` or tailing another producer).
+    Consume,
+    /// Producers and consumers; publish and end-to-end latency.
+    ProduceConsume,
+}
+
+/// `oxbow bench ...`
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Broker address [default: 127.0.0.1:9092 for kafka, 127.0.0.1:6650 for native,
+    /// 127.0.0.1:4222 for nats]
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// Wire protocol.
+    #[arg(long, value_enum, default_value = "native")]
+    pub protocol: Protocol,
+    /// produce, consume or produce-consume.
+    #[arg(long, value_enum, default_value = "produce-consume")]
+    pub workload: Workload,
+    /// Bytes per message (at least 16: a marker and the send time travel in the first 16).
+    #[arg(long, default_value_t = 1024)]
+    pub message_size: usize,
+    /// Partitions of the topic the bench creates.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Producer connections, each on its own thread.
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Consumer connections, each on its own thread.
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Target msg/s over all producers (fixed-rate open loop, latency corrected for
+    /// coordinated omission), or `max` (closed loop: as fast as acks come back).
+    #[arg(long, default_value = "max")]
+    pub rate: String,
+    /// How long to measure, after the warm-up (e.g. 30s, 500ms, 2m).
+    #[arg(long, default_value = "30s")]
+    pub duration: String,
+    /// Stop after this many messages per producer instead (still bounded by --duration).
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Load before measuring starts; not counted in any figure.
+    #[arg(long, default_value = "2s")]
+    pub warmup: String,
+    /// 0 (no answer), 1 (leader) or all.
+    #[arg(long, default_value = "1")]
+    pub acks: String,
+    /// Largest batch a producer sends, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub batch_bytes: usize,
+    /// How long a producer's batch waits for more messages (0: send as soon as the
+    /// messages at hand are batched).
+    #[arg(long, default_value = "1ms")]
+    pub linger: String,
+    /// Batches a producer has in flight before it waits for an answer.
+    #[arg(long, default_value_t = 16)]
+    pub in_flight: usize,
+    /// Topic name [default: oxbow-bench-<pid>, created and deleted by the run].
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Keep the topic the run created (a topic named with --topic is reused if it exists and
+    /// never deleted).
+    #[arg(long)]
+    pub keep_topic: bool,
+    /// Where consumers start: earliest or latest.
+    #[arg(long, default_value = "latest")]
+    pub from: String,
+    /// Native subscription type: exclusive, shared, failover or key_shared.
+    #[arg(long = "subscription-type", default_value = "shared")]
+    pub subscription_type: String,
+    /// Native subscription mode: reliable or non-reliable.
+    #[arg(long, default_value = "reliable")]
+    pub mode: String,
+    /// After the producers stop, how long consumers may stay idle before the run ends.
+    #[arg(long, default_value = "5s")]
+    pub drain_timeout: String,
+    /// Write every figure, the configuration and the machine as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the per-second latency histograms as an HdrHistogram interval log.
+    #[arg(long)]
+    pub hdr_log: Option<PathBuf>,
+    /// Write a latency-by-percentile plot (SVG).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// No per-second progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The flag value of a `ValueEnum`, for reports.
+pub fn flag_name(value: &impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// The send rate.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rate {
+    /// Closed loop.
+    Max,
+    /// Open loop at this many messages per second over all producers.
+    Fixed(f64),
+}
+
+/// A validated run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Plan {
+    pub broker: String,
+    pub protocol: Protocol,
+    pub workload: Workload,
+    pub message_size: usize,
+    pub partitions: u32,
+    pub producers: usize,
+    pub consumers: usize,
+    pub rate: Rate,
+    #[serde(serialize_with = "as_seconds")]
+    pub duration: Duration,
+    pub messages_per_producer: Option<u64>,
+    #[serde(serialize_with = "as_seconds")]
+    pub warmup: Duration,
+    pub acks: String,
+    pub batch_bytes: usize,
+    #[serde(serialize_with = "as_seconds")]
+    pub linger: Duration,
+    pub in_flight: usize,
+    pub topic: String,
+    pub create_topic: bool,
+    pub delete_topic: bool,
+    pub from_earliest: bool,
+    pub subscription_type: String,
+    pub mode: String,
+    #[serde(serialize_with = "as_seconds")]
+    pub drain_timeout: Duration,
+    #[serde(skip)]
+    pub quiet: bool,
+}
+
+fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Bytes at the start of every bench payload: a marker, then the send time.
+pub const STAMP_BYTES: usize = 16;
+/// Caps that keep a typo from taking the machine down; far above what one host can drive.
+const CONNECTIONS_MAX: usize = 1024;
+const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+fn duration(flag: &str, text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("--{flag} {text:?}: {e} (examples: 30s, 500ms, 2m)"))
+}
+
+impl BenchArgs {
+    /// Checks every flag; a bad one is an error naming it, before any connection is made.
+    pub fn plan(&self) -> Result<Plan, String> {
+        let rate = match self.rate.trim() {
+            "max" => Rate::Max,
+            text => match text.parse::<f64>() {
+                Ok(r) if r.is_finite() && r > 0.0 => Rate::Fixed(r),
+                _ => {
+                    return Err(format!(
+                        "--rate {text:?}: give messages per second above zero, or max"
+                    ))
+                }
+            },
+        };
+        if self.partitions == 0 {
+            return Err("--partitions must be at least 1".into());
+        }
+        if !(STAMP_BYTES..=MESSAGE_BYTES_MAX).contains(&self.message_size) {
+            return Err(format!(
+                "--message-size must be between {STAMP_BYTES} and {MESSAGE_BYTES_MAX} bytes"
+            ));
+        }
+        let produces = self.workload != Workload::Consume;
+        let consumes = self.workload != Workload::Produce;
+        if produces && !(1..=CONNECTIONS_MAX).contains(&self.producers) {
+            return Err(format!(
+                "--producers must be between 1 and {CONNECTIONS_MAX}"
+            ));
+        }
+        if consumes && !(1..=CONNECTIONS_MAX).contains(&self.consumers) {
+            return Err(format!(
+                "--consumers must be between 1 and {CONNECTIONS_MAX}"
+            ));
+        }
+        if self.batch_bytes < self.message_size {
+            return Err("--batch-bytes must hold at least one message (>= --message-size)".into());
+        }
+        if self.in_flight == 0 {
+            return Err("--in-flight must be at least 1".into());
+        }
+        if !matches!(self.acks.as_str(), "0" | "1" | "all" | "-1") {
+            return Err(format!("--acks {:?}: use 0, 1 or all", self.acks));
+        }
+        let from_earliest = match self.from.as_str() {
+            "earliest" => true,
+            "latest" => false,
+            other => return Err(format!("--from {other:?}: use earliest or latest")),
+        };
+        oxbow_client::config::parse_kind(&self.subscription_type).map_err(|e| e.to_string())?;
+        oxbow_client::config::parse_mode(&self.mode).map_err(|e| e.to_string())?;
+        let measured = duration("duration", &self.duration)?;
+        if measured.is_zero() {
+            return Err("--duration must be above zero".into());
+        }
+        if self.messages == Some(0) {
+            return Err("--messages must be at least 1".into());
+        }
+        let named = self.topic.is_some();
+        if self.workload == Workload::Consume && !named {
+            return Err("--workload consume reads an existing topic: name it with --topic".into());
+        }
+        let topic = self
+            .topic
+            .clone()
+            .unwrap_or_else(|| format!("oxbow-bench-{}", std::process::id()));
+        let broker = self.broker.clone().unwrap_or_else(|| {
+            match self.protocol {
+                Protocol::Kafka => "127.0.0.1:9092",
+                Protocol::Native => "127.0.0.1:6650",
+                #[cfg(feature = "nats")]
+                Protocol::Nats => "127.0.0.1:4222",
+            }
+            .to_string()
+        });
+        Ok(Plan {
+            broker,
+            protocol: self.protocol,
+            workload: self.workload,
+            message_size: self.message_size,
+            partitions: self.partitions,
+            producers: if produces { self.producers } else { 0 },
+            consumers: if consumes { self.consumers } else { 0 },
+            rate,
+            duration: measured,
+            messages_per_producer: self.messages,
+            warmup: duration("warmup", &self.warmup)?,
+            acks: if self.acks == "-1" {
+                "all".into()
+            } else {
+                self.acks.clone()
+            },
+            batch_bytes: self.batch_bytes,
+            linger: duration("linger", &self.linger)?,
+            in_flight: self.in_flight,
+            topic,
+            create_topic: self.workload != Workload::Consume,
+            delete_topic: !named && !self.keep_topic,
+            from_earliest,
+            subscription_type: self.subscription_type.clone(),
+            mode: self.mode.clone(),
+            drain_timeout: duration("drain-timeout", &self.drain_timeout)?,
+            quiet: self.quiet,
+        })
+    }
+}
+
+impl Plan {
+    /// Messages per second each producer sends, under a fixed rate.
+    pub fn producer_rate(&self) -> Option<f64> {
+        match self.rate {
+            Rate::Max => None,
+            Rate::Fixed(total) => Some(total / self.producers.max(1) as f64),
+        }
+    }
+}

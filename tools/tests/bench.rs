@@ -1,0 +1,224 @@
+//! `oxbow bench` against the real broker over both protocols: the figures it reports add up
+//! (every message sent on the schedule is acknowledged and delivered, each one timed once),
+//! its files are written and well formed, and bad settings are refused before anything starts.
+
+mod common;
+
+use common::{field, Broker};
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn start() -> (Broker, tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut broker = Broker::start(&["--data-dir", data.to_str().unwrap(), "--shards", "2"]);
+    let ready = broker.wait_for("oxbow ready");
+    let (kafka, native) = (field(&ready, "kafka"), field(&ready, "native"));
+    (broker, dir, kafka, native)
+}
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn run_ok(args: &[&str], json: &std::path::Path) -> Value {
+    let out = bench(args);
+    assert!(
+        out.status.success(),
+        "oxbow bench {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
+}
+
+fn number(report: &Value, path: &[&str]) -> f64 {
+    let mut at = report;
+    for key in path {
+        at = &at[key];
+    }
+    at.as_f64()
+        .unwrap_or_else(|| panic!("no number at {path:?} in {report:#}"))
+}
+
+/// A fixed schedule of a known count: all of it acknowledged, delivered and timed.
+fn schedule_adds_up(protocol: &str, broker: &str, dir: &std::path::Path) {
+    let json = dir.join(format!("{protocol}.json"));
+    let log = dir.join(format!("{protocol}.hlog"));
+    let plot = dir.join(format!("{protocol}.svg"));
+    let report = run_ok(
+        &[
+            "--protocol",
+            protocol,
+            "--broker",
+            broker,
+            "--workload",
+            "produce-consume",
+            "--partitions",
+            "4",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--message-size",
+            "200",
+            "--rate",
+            "4000",
+            "--messages",
+            "1500",
+            "--duration",
+            "30s",
+            "--warmup",
+            "0s",
+            "--linger",
+            "0ms",
+            "--acks",
+            "all",
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+            "--hdr-log",
+            log.to_str().unwrap(),
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+        &json,
+    );
+    let sent = 2.0 * 1500.0;
+    assert_eq!(
+        number(&report, &["produced", "messages"]),
+        sent,
+        "{report:#}"
+    );
+    assert_eq!(number(&report, &["produced", "bytes"]), sent * 200.0);
+    assert_eq!(
+        number(&report, &["consumed", "messages"]),
+        sent,
+        "{report:#}"
+    );
+    assert_eq!(number(&report, &["publish_latency_ms", "count"]), sent);
+    assert_eq!(number(&report, &["end_to_end_latency_ms", "count"]), sent);
+    assert_eq!(number(&report, &["unstamped_messages"]), 0.0);
+    // 1,500 messages at 2,000 msg/s each: the schedule spans 0.75 s, so the measured rate
+    // cannot be above the target (an open loop never sends ahead of its slots).
+    assert!(number(&report, &["produced", "messages_per_second"]) <= 4_000.0 * 1.05);
+    let p = &report["end_to_end_latency_ms"];
+    assert!(
+        number(p, &["p50"]) <= number(p, &["p99"]) && number(p, &["p99"]) <= number(p, &["max"])
+    );
+    assert_eq!(report["configuration"]["protocol"], protocol);
+    assert!(number(&report, &["machine", "cores"]) >= 1.0);
+    assert!(!report["per_second"].as_array().unwrap().is_empty());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("Tag=publish,") && log.contains("Tag=e2e,"),
+        "{log}"
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("percentile") && svg.contains("99.9%"));
+}
+
+#[test]
+fn fixed_rate_runs_over_both_protocols_account_for_every_message() {
+    let (_broker, dir, kafka, native) = start();
+    schedule_adds_up("kafka", &kafka, dir.path());
+    schedule_adds_up("native", &native, dir.path());
+}
+
+#[test]
+fn produce_then_consume_from_earliest_reads_what_was_sent() {
+    let (_broker, dir, kafka, native) = start();
+    for (protocol, broker) in [("kafka", &kafka), ("native", &native)] {
+        let topic = format!("bench-earliest-{protocol}");
+        let produced = dir.path().join(format!("{protocol}-produce.json"));
+        let report = run_ok(
+            &[
+                "--protocol",
+                protocol,
+                "--broker",
+                broker,
+                "--workload",
+                "produce",
+                "--topic",
+                &topic,
+                "--partitions",
+                "3",
+                "--messages",
+                "5000",
+                "--warmup",
+                "0s",
+                "--quiet",
+                "--json",
+                produced.to_str().unwrap(),
+            ],
+            &produced,
+        );
+        assert_eq!(number(&report, &["produced", "messages"]), 5000.0);
+        assert!(report["end_to_end_latency_ms"].is_null());
+        let consumed = dir.path().join(format!("{protocol}-consume.json"));
+        let report = run_ok(
+            &[
+                "--protocol",
+                protocol,
+                "--broker",
+                broker,
+                "--workload",
+                "consume",
+                "--topic",
+                &topic,
+                "--from",
+                "earliest",
+                "--consumers",
+                "2",
+                "--drain-timeout",
+                "1s",
+                "--warmup",
+                "0s",
+                "--quiet",
+                "--json",
+                consumed.to_str().unwrap(),
+            ],
+            &consumed,
+        );
+        assert_eq!(
+            number(&report, &["consumed", "messages"]),
+            5000.0,
+            "{report:#}"
+        );
+        assert_eq!(number(&report, &["produced", "messages"]), 0.0);
+    }
+}
+
+#[test]
+fn bad_settings_are_refused_before_anything_starts() {
+    // Port 9 on loopback: nothing listens, so only validation can answer first.
+    for (args, expected) in [
+        (vec!["--partitions", "0"], "--partitions must be at least 1"),
+        (vec!["--rate=-5"], "--rate"),
+        (vec!["--rate", "fast"], "--rate"),
+        (vec!["--message-size", "8"], "--message-size"),
+        (vec!["--duration", "soon"], "--duration"),
+        (vec!["--producers", "0"], "--producers"),
+        (vec!["--acks", "2"], "--acks"),
+        (vec!["--workload", "consume"], "--topic"),
+    ] {
+        let mut all = vec!["--broker", "127.0.0.1:9"];
+        all.extend(&args);
+        let out = bench(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+    }
+    let out = bench(&["--broker", "127.0.0.1:9", "--protocol", "kafka"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("connecting to") && stderr.contains("127.0.0.1:9"),
+        "{stderr}"
+    );
+}
