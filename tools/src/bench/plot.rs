@@ -47,6 +47,7 @@ pub fn percentile_svg(title: &str, series: &[(&str, &Histogram<u64>)]) -> Result
         let mut chart = ChartBuilder::on(&area)
             .caption(title, ("sans-serif", 20))
             .margin(12)
+            .margin_right(40)
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d((1f64..10f64.powf(NINES_MAX)).log_scale(), 0f64..y_max)
