@@ -6,6 +6,7 @@ mod common;
 
 use common::{field, Broker};
 use serde_json::Value;
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn start() -> (Broker, tempfile::TempDir, String, String) {
@@ -25,8 +26,30 @@ fn bench(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn run_ok(args: &[&str], json: &std::path::Path) -> Value {
-    let out = bench(args);
+/// Runs `oxbow bench` with `flags` (space-separated) and the common ones (protocol, broker,
+/// no warm-up, quiet, JSON to `json`); returns the JSON report.
+fn run_ok(
+    protocol: &str,
+    broker: &str,
+    json: &Path,
+    flags: &str,
+    files: &[(&str, &Path)],
+) -> Value {
+    let mut args = vec![
+        "--protocol",
+        protocol,
+        "--broker",
+        broker,
+        "--warmup",
+        "0s",
+        "--quiet",
+    ];
+    args.extend(flags.split_whitespace());
+    args.extend(["--json", json.to_str().unwrap()]);
+    for (flag, path) in files {
+        args.extend([*flag, path.to_str().unwrap()]);
+    }
+    let out = bench(&args);
     assert!(
         out.status.success(),
         "oxbow bench {args:?} failed:\n{}\n{}",
@@ -46,47 +69,17 @@ fn number(report: &Value, path: &[&str]) -> f64 {
 }
 
 /// A fixed schedule of a known count: all of it acknowledged, delivered and timed.
-fn schedule_adds_up(protocol: &str, broker: &str, dir: &std::path::Path) {
+fn schedule_adds_up(protocol: &str, broker: &str, dir: &Path) {
     let json = dir.join(format!("{protocol}.json"));
     let log = dir.join(format!("{protocol}.hlog"));
     let plot = dir.join(format!("{protocol}.svg"));
     let report = run_ok(
-        &[
-            "--protocol",
-            protocol,
-            "--broker",
-            broker,
-            "--workload",
-            "produce-consume",
-            "--partitions",
-            "4",
-            "--producers",
-            "2",
-            "--consumers",
-            "2",
-            "--message-size",
-            "200",
-            "--rate",
-            "4000",
-            "--messages",
-            "1500",
-            "--duration",
-            "30s",
-            "--warmup",
-            "0s",
-            "--linger",
-            "0ms",
-            "--acks",
-            "all",
-            "--quiet",
-            "--json",
-            json.to_str().unwrap(),
-            "--hdr-log",
-            log.to_str().unwrap(),
-            "--plot",
-            plot.to_str().unwrap(),
-        ],
+        protocol,
+        broker,
         &json,
+        "--workload produce-consume --partitions 4 --producers 2 --consumers 2 \
+         --message-size 200 --rate 4000 --messages 1500 --duration 30s --linger 0ms --acks all",
+        &[("--hdr-log", &log), ("--plot", &plot)],
     );
     let sent = 2.0 * 1500.0;
     assert_eq!(
@@ -135,55 +128,15 @@ fn produce_then_consume_from_earliest_reads_what_was_sent() {
     for (protocol, broker) in [("kafka", &kafka), ("native", &native)] {
         let topic = format!("bench-earliest-{protocol}");
         let produced = dir.path().join(format!("{protocol}-produce.json"));
-        let report = run_ok(
-            &[
-                "--protocol",
-                protocol,
-                "--broker",
-                broker,
-                "--workload",
-                "produce",
-                "--topic",
-                &topic,
-                "--partitions",
-                "3",
-                "--messages",
-                "5000",
-                "--warmup",
-                "0s",
-                "--quiet",
-                "--json",
-                produced.to_str().unwrap(),
-            ],
-            &produced,
-        );
+        let flags = format!("--workload produce --topic {topic} --partitions 3 --messages 5000");
+        let report = run_ok(protocol, broker, &produced, &flags, &[]);
         assert_eq!(number(&report, &["produced", "messages"]), 5000.0);
         assert!(report["end_to_end_latency_ms"].is_null());
         let consumed = dir.path().join(format!("{protocol}-consume.json"));
-        let report = run_ok(
-            &[
-                "--protocol",
-                protocol,
-                "--broker",
-                broker,
-                "--workload",
-                "consume",
-                "--topic",
-                &topic,
-                "--from",
-                "earliest",
-                "--consumers",
-                "2",
-                "--drain-timeout",
-                "1s",
-                "--warmup",
-                "0s",
-                "--quiet",
-                "--json",
-                consumed.to_str().unwrap(),
-            ],
-            &consumed,
+        let flags = format!(
+            "--workload consume --topic {topic} --from earliest --consumers 2 --drain-timeout 1s"
         );
+        let report = run_ok(protocol, broker, &consumed, &flags, &[]);
         assert_eq!(
             number(&report, &["consumed", "messages"]),
             5000.0,
