@@ -142,6 +142,41 @@ fn concurrent_appends_share_fdatasyncs() {
 }
 
 #[test]
+fn appends_keep_their_arrival_order_while_waiting_for_queue_space() {
+    on_shard(|dir| async move {
+        // A queue that holds two batches: most appends wait for space. They arrive the way a
+        // pipelining connection's do, one task each, spawned in order while earlier ones wait
+        // and rounds complete in between.
+        let mut config = small_config(FlushPolicy::Always);
+        config.append_queue_bytes_max = config.batch_bytes_max as u64;
+        let partition = Rc::new(open(&dir, config).await);
+        let mut tasks = Vec::new();
+        for i in 0..2_000u64 {
+            let partition = partition.clone();
+            tasks.push(glommio::spawn_local(async move {
+                partition.append(batch(i % 7)).await
+            }));
+            if i % 3 == 0 {
+                glommio::yield_if_needed().await;
+                futures_lite::future::yield_now().await;
+            }
+        }
+        let mut last = None;
+        for (i, task) in tasks.into_iter().enumerate() {
+            let base = task.await.expect("append").base_offset;
+            if let Some(previous) = last {
+                assert!(
+                    base > previous,
+                    "append {i} got offset {base}, before its predecessor's {previous}"
+                );
+            }
+            last = Some(base);
+        }
+        partition.close().await;
+    });
+}
+
+#[test]
 fn failed_fdatasync_stops_the_partition_until_reopen() {
     on_shard(|dir| async move {
         let config = small_config(FlushPolicy::Always);
