@@ -269,6 +269,10 @@ pub struct BrokerConfig {
     pub kafka_request_timeout_ms: u64,
     /// Largest Kafka request accepted; larger ones close the connection unread.
     pub kafka_frame_bytes_max: u32,
+    /// Produce requests one Kafka connection may have waiting for their appends while the next
+    /// request is read (answers still go out in request order); 1 serves a connection one
+    /// request at a time. Any other request waits for the Produce requests before it.
+    pub kafka_produce_in_flight_max: u32,
     /// Create a topic when a client produces to or asks metadata for one that does not exist.
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic, and of a CreateTopics asking for the default.
@@ -407,6 +411,7 @@ impl Default for BrokerConfig {
             kafka_idle_timeout_ms: 10 * 60 * 1000,
             kafka_request_timeout_ms: 30_000,
             kafka_frame_bytes_max: 100 << 20,
+            kafka_produce_in_flight_max: 8,
             auto_create_topics: true,
             default_partitions: 1,
             topic_partitions_max: 10_000,
@@ -430,6 +435,9 @@ pub const KAFKA_FRAME_BYTES_LIMIT: u32 = 512 << 20;
 /// Upper bound on `topic_partitions_max`: each partition is a directory, files and a writer
 /// task; more than this per topic is a configuration mistake.
 pub const TOPIC_PARTITIONS_LIMIT: u32 = 100_000;
+
+/// Upper bound of `kafka_produce_in_flight_max`: each waiting request holds its frame.
+pub const KAFKA_PRODUCE_IN_FLIGHT_LIMIT: u32 = 1024;
 
 /// Upper bound on `shards`: more executors than this is a configuration mistake.
 pub const SHARDS_MAX: usize = 1024;
@@ -482,6 +490,12 @@ impl BrokerConfig {
             return Err(ConfigError::new(
                 "native_outbound_bytes_max",
                 "must be at least 1 MiB",
+            ));
+        }
+        if !(1..=KAFKA_PRODUCE_IN_FLIGHT_LIMIT).contains(&self.kafka_produce_in_flight_max) {
+            return Err(ConfigError::new(
+                "kafka_produce_in_flight_max",
+                format!("must be 1 to {KAFKA_PRODUCE_IN_FLIGHT_LIMIT}"),
             ));
         }
         if self.native_produce_in_flight_max == 0 {
@@ -587,5 +601,15 @@ mod tests {
             BrokerConfig::from_toml("nonsense = 1").unwrap_err().field,
             "<file>"
         );
+        for in_flight in [0, KAFKA_PRODUCE_IN_FLIGHT_LIMIT + 1] {
+            let config = BrokerConfig {
+                kafka_produce_in_flight_max: in_flight,
+                ..BrokerConfig::default()
+            };
+            assert_eq!(
+                config.validate().unwrap_err().field,
+                "kafka_produce_in_flight_max"
+            );
+        }
     }
 }

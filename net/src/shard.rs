@@ -556,9 +556,12 @@ impl Shard {
         batches: Vec<RecordBatch>,
     ) -> ProduceOutcome {
         let log = self.local(topic, partition)?;
+        // Every batch takes its place in the partition's queue before any is waited for, so the
+        // batches of a request pipelined behind this one cannot land between them.
+        let appends = batches.into_iter().map(|batch| log.append(batch)).collect();
         let mut first = None;
-        for batch in batches {
-            let appended = log.append(batch).await.map_err(|e| match e {
+        for appended in all_in_order(appends).await {
+            let appended = appended.map_err(|e| match e {
                 AppendError::TooLarge { .. } => PartitionError::BatchTooLarge,
                 AppendError::OutOfOrderSequence { .. } => PartitionError::OutOfOrderSequence,
                 AppendError::ProducerFenced { .. } => PartitionError::ProducerFenced,
@@ -799,4 +802,31 @@ impl Shard {
         tracing::info!(topic = %name, partitions, "topic created");
         Ok(())
     }
+}
+
+/// Runs futures to completion together, polling each in list order, so each one's first step
+/// happens before the next one's; returns their outputs in the same order.
+async fn all_in_order<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut running: Vec<Option<std::pin::Pin<Box<F>>>> =
+        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = running.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (slot, output) in running.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                if let std::task::Poll::Ready(value) = future.as_mut().poll(cx) {
+                    *output = Some(value);
+                    *slot = None;
+                }
+            }
+        }
+        match running.iter().all(Option::is_none) {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }

@@ -75,6 +75,54 @@ pub(crate) struct Shared {
     /// Segments being sealed in the background, and the signal that one finished.
     pub(crate) seals_in_flight: Cell<usize>,
     pub(crate) seal_done: Notify,
+    /// Appends waiting for queue space, oldest first (see [`PlaceInLine`]).
+    line: RefCell<VecDeque<u64>>,
+    next_ticket: Cell<u64>,
+}
+
+/// An append's place in the line for queue space. Appends that must wait are admitted in
+/// arrival order, and a new one queues behind them even when space is free: otherwise a batch
+/// arriving just as space frees up could overtake one that was woken but not yet run, and a
+/// pipelining client's batches would land out of order. Leaving the head of the line (admitted,
+/// failed or dropped) wakes the others to look again.
+struct PlaceInLine<'a> {
+    shared: &'a Shared,
+    ticket: u64,
+}
+
+impl<'a> PlaceInLine<'a> {
+    fn join(shared: &'a Shared) -> PlaceInLine<'a> {
+        let ticket = shared.next_ticket.get();
+        shared.next_ticket.set(ticket + 1);
+        shared.line.borrow_mut().push_back(ticket);
+        PlaceInLine { shared, ticket }
+    }
+}
+
+impl Drop for PlaceInLine<'_> {
+    fn drop(&mut self) {
+        let was_head = {
+            let mut line = self.shared.line.borrow_mut();
+            let was_head = line.front() == Some(&self.ticket);
+            line.retain(|t| *t != self.ticket);
+            was_head
+        };
+        if was_head {
+            self.shared.acked.wake_all();
+        }
+    }
+}
+
+impl Shared {
+    /// Whether an append holding `place` (or none, when it just arrived) may take queue space.
+    fn may_enter(&self, place: Option<u64>) -> bool {
+        let line = self.line.borrow();
+        let my_turn = match place {
+            Some(ticket) => line.front() == Some(&ticket),
+            None => line.is_empty(),
+        };
+        my_turn && self.state.borrow().pending_bytes < self.config.append_queue_bytes_max
+    }
 }
 
 pub(crate) struct LogState {
@@ -213,6 +261,8 @@ impl Partition {
             acked: Watermark::new(next_offset),
             seals_in_flight: Cell::new(0),
             seal_done: Notify::default(),
+            line: RefCell::default(),
+            next_ticket: Cell::new(0),
         });
         let writer = Writer::new(shared.clone(), tail_start, tail.to_vec());
         let task = glommio::spawn_local(writer.run());
@@ -330,6 +380,7 @@ impl Partition {
                 max: shared.config.batch_bytes_max,
             });
         }
+        let mut place: Option<PlaceInLine> = None;
         loop {
             {
                 let st = shared.state.borrow();
@@ -339,21 +390,25 @@ impl Partition {
                 if st.closing {
                     return Err(AppendError::Closed);
                 }
-                if st.pending_bytes < shared.config.append_queue_bytes_max {
-                    break;
-                }
             }
+            if shared.may_enter(place.as_ref().map(|p| p.ticket)) {
+                break;
+            }
+            let ticket = place
+                .get_or_insert_with(|| PlaceInLine::join(shared))
+                .ticket;
             let progress = shared.acked.get() + 1;
             shared
                 .acked
                 .reached(progress, || {
                     let st = shared.state.borrow();
-                    st.pending_bytes < shared.config.append_queue_bytes_max
-                        || st.stopped.is_some()
-                        || st.closing
+                    st.stopped.is_some() || st.closing || shared.may_enter(Some(ticket))
                 })
                 .await;
         }
+        // Nothing awaits from here until the batch is queued, so the next in line looks for
+        // space only after this batch counts against it.
+        drop(place);
         // Checked and recorded with no await in between: atomic on this shard.
         let check = shared.state.borrow().producers.check(&batch);
         match check {

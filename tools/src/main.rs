@@ -30,8 +30,9 @@ Config file keys (TOML; every one optional, flags override them):
   data_dir, shards, shard_io_memory_bytes, retention_check_interval_ms, node_id,
   kafka_listen, advertised_kafka_addr, metrics_listen, kafka_frame_bytes_max,
   kafka_connections_max, kafka_idle_timeout_ms, kafka_request_timeout_ms,
-  auto_create_topics, default_partitions, topic_partitions_max, native_listen,
-  native_connections_max, native_frame_bytes_max, native_session_timeout_ms,
+  kafka_produce_in_flight_max, auto_create_topics, default_partitions,
+  topic_partitions_max, native_listen, native_connections_max,
+  native_frame_bytes_max, native_session_timeout_ms,
   native_produce_in_flight_max, native_outbound_bytes_max, native_write_stall_ms
   [log] segment_bytes_max, segment_age_max_ms, index_interval_bytes,
         flush = \"always\" | \"interval\" | \"never\", flush_interval_ms,

@@ -3,7 +3,7 @@
 use super::versions::ADVERTISED;
 use super::wire::{code, text};
 use super::KafkaEndpoint;
-use crate::shard::{CreateTopicError, FetchOutcome, PartitionError, Shard};
+use crate::shard::{CreateTopicError, FetchOutcome, PartitionError, ProduceOutcome, Shard};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -61,7 +61,11 @@ pub async fn handle(
         RequestKind::Metadata(request) => Some(ResponseKind::Metadata(
             metadata(shard, endpoint, request, version).await,
         )),
-        RequestKind::Produce(request) => produce(shard, request).await.map(ResponseKind::Produce),
+        RequestKind::Produce(request) => start_produce(shard, request)
+            .await
+            .finish()
+            .await
+            .map(ResponseKind::Produce),
         RequestKind::Fetch(request) => Some(ResponseKind::Fetch(fetch(shard, request).await)),
         RequestKind::ListOffsets(request) => Some(ResponseKind::ListOffsets(
             list_offsets(shard, request).await,
@@ -195,7 +199,19 @@ async fn metadata(
     response
 }
 
-async fn produce(shard: &Shard, request: ProduceRequest) -> Option<ProduceResponse> {
+/// A Produce whose appends are queued at their partitions (offsets are assigned in the order
+/// requests are started), waiting for them to be acknowledged.
+pub struct StartedProduce {
+    acks: i16,
+    started: Vec<(String, Vec<PartitionStart>)>,
+}
+
+/// A partition of a started Produce: where its outcome will come from, or its error code.
+type PartitionStart = (i32, Result<flume::Receiver<ProduceOutcome>, i16>);
+
+/// Queues a Produce's appends and returns without waiting for them, so a connection can read its
+/// next request while these reach the disk; answers still go out in request order.
+pub async fn start_produce(shard: &Shard, request: ProduceRequest) -> StartedProduce {
     let acks = request.acks;
     // Start every partition's append before waiting for any, so they proceed in parallel.
     let mut started = Vec::new();
@@ -229,36 +245,44 @@ async fn produce(shard: &Shard, request: ProduceRequest) -> Option<ProduceRespon
         }
         started.push((name, partitions));
     }
-    let mut response = ProduceResponse::default();
-    for (name, partitions) in started {
-        let mut topic = TopicProduceResponse::default();
-        topic.name = topic_name(&name);
-        for (index, outcome) in partitions {
-            let mut partition = PartitionProduceResponse::default();
-            partition.index = index;
-            partition.base_offset = -1;
-            partition.log_append_time_ms = -1;
-            partition.log_start_offset = -1;
-            let result = match outcome {
-                Err(code) => Err(code),
-                Ok(reply) => match reply.recv_async().await {
-                    Ok(Ok(done)) => Ok(done),
-                    Ok(Err(e)) => Err(partition_error_code(&e)),
-                    Err(_) => Err(code::KAFKA_STORAGE_ERROR),
-                },
-            };
-            match result {
-                Ok((base, start)) => {
-                    partition.base_offset = base as i64;
-                    partition.log_start_offset = start as i64;
+    StartedProduce { acks, started }
+}
+
+impl StartedProduce {
+    /// Waits for every partition's outcome; `None` under acks=0, which gets no answer.
+    pub async fn finish(self) -> Option<ProduceResponse> {
+        let StartedProduce { acks, started } = self;
+        let mut response = ProduceResponse::default();
+        for (name, partitions) in started {
+            let mut topic = TopicProduceResponse::default();
+            topic.name = topic_name(&name);
+            for (index, outcome) in partitions {
+                let mut partition = PartitionProduceResponse::default();
+                partition.index = index;
+                partition.base_offset = -1;
+                partition.log_append_time_ms = -1;
+                partition.log_start_offset = -1;
+                let result = match outcome {
+                    Err(code) => Err(code),
+                    Ok(reply) => match reply.recv_async().await {
+                        Ok(Ok(done)) => Ok(done),
+                        Ok(Err(e)) => Err(partition_error_code(&e)),
+                        Err(_) => Err(code::KAFKA_STORAGE_ERROR),
+                    },
+                };
+                match result {
+                    Ok((base, start)) => {
+                        partition.base_offset = base as i64;
+                        partition.log_start_offset = start as i64;
+                    }
+                    Err(code) => partition.error_code = code,
                 }
-                Err(code) => partition.error_code = code,
+                topic.partition_responses.push(partition);
             }
-            topic.partition_responses.push(partition);
+            response.responses.push(topic);
         }
-        response.responses.push(topic);
+        (acks != 0).then_some(response)
     }
-    (acks != 0).then_some(response)
 }
 
 /// One partition a fetch asks for.

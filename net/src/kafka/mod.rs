@@ -1,9 +1,12 @@
 //! The Kafka wire protocol server, one listener per shard on the same port (SO_REUSEPORT).
 //!
 //! A connection reads one length-prefixed request at a time (bounded by
-//! `kafka_frame_bytes_max` before anything is allocated), decodes it with `kafka-protocol`,
-//! answers it, and only then reads the next, so responses go out strictly in request order.
-//! Produce with acks=0 gets no response at all. Requests for partitions owned by other shards
+//! `kafka_frame_bytes_max` before anything is allocated) and decodes it with `kafka-protocol`.
+//! A Produce is started (its batches queued at their partitions, in request order) and then
+//! waits for its appends while the connection reads on, up to `kafka_produce_in_flight_max`
+//! of them, so a client's pipelined requests share fdatasyncs instead of paying one each; any
+//! other request is handled after the Produce requests before it are answered. Responses go
+//! out strictly in request order. Produce with acks=0 gets no response at all. Requests for partitions owned by other shards
 //! are routed through [`crate::Shard`]. Bad input closes the connection with a log line; the
 //! broker keeps serving everyone else.
 
@@ -16,9 +19,14 @@ use crate::shard::Shard;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, ProduceResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -132,14 +140,25 @@ async fn serve_connection(shard: Rc<Shard>, endpoint: Rc<KafkaEndpoint>, mut str
     }
 }
 
+/// A Produce whose batches are queued at their partitions, waiting to be answered in turn.
+struct WaitingProduce<'a> {
+    version: i16,
+    correlation_id: i32,
+    header_version: i16,
+    started: std::time::Instant,
+    request_bytes: usize,
+    answer: Pin<Box<dyn Future<Output = Option<ProduceResponse>> + 'a>>,
+}
+
 async fn serve_requests(
     shard: &Shard,
     endpoint: &KafkaEndpoint,
     stream: &mut TcpStream,
     peer: Option<SocketAddr>,
 ) {
+    let mut waiting = VecDeque::new();
     loop {
-        match serve_request(shard, endpoint, stream).await {
+        match serve_request(shard, endpoint, stream, &mut waiting).await {
             Ok(()) => {}
             Err(Close::Eof) => return,
             Err(Close::Idle) => {
@@ -164,11 +183,9 @@ async fn serve_requests(
     }
 }
 
-async fn serve_request(
-    shard: &Shard,
-    endpoint: &KafkaEndpoint,
-    stream: &mut TcpStream,
-) -> Result<(), Close> {
+/// Reads one request frame: the size prefix may take up to the idle timeout to come, the rest
+/// must follow within the request timeout.
+async fn read_frame(shard: &Shard, stream: &mut TcpStream) -> Result<Vec<u8>, Close> {
     let mut size = [0u8; 4];
     let idle = Duration::from_millis(shard.config.kafka_idle_timeout_ms);
     let _ = stream.set_read_timeout(Some(idle));
@@ -188,6 +205,109 @@ async fn serve_request(
     }
     let mut frame = vec![0u8; size as usize];
     stream.read_exact(&mut frame).await?;
+    Ok(frame)
+}
+
+/// Answers waiting Produce requests, oldest first, until the next request starts to arrive
+/// while fewer than `kafka_produce_in_flight_max` wait (or none is left).
+async fn answer_ready_produces(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    waiting: &mut VecDeque<WaitingProduce<'_>>,
+) -> Result<(), Close> {
+    let limit = shard.config.kafka_produce_in_flight_max as usize;
+    loop {
+        let full = waiting.len() >= limit;
+        let Some(oldest) = waiting.front_mut() else {
+            return Ok(());
+        };
+        let response = if full {
+            oldest.answer.as_mut().await
+        } else {
+            let idle = Duration::from_millis(shard.config.kafka_idle_timeout_ms);
+            let _ = stream.set_read_timeout(Some(idle));
+            let mut probe = [0u8; 1];
+            let next_request = async {
+                match stream.peek(&mut probe).await.map_err(std::io::Error::from) {
+                    // A silent client waits for its answers: keep waiting with it.
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        std::future::pending::<()>().await
+                    }
+                    // Bytes, end of stream or an error: the read that follows tells which.
+                    _ => {}
+                }
+                None
+            };
+            let answered = async { Some(oldest.answer.as_mut().await) };
+            match futures_lite::future::or(answered, next_request).await {
+                Some(response) => response,
+                None => return Ok(()),
+            }
+        };
+        let done = waiting.pop_front().expect("the oldest is there");
+        answer_produce(shard, stream, done, response).await?;
+    }
+}
+
+/// Answers every waiting Produce request, in order.
+async fn answer_all_produces(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    waiting: &mut VecDeque<WaitingProduce<'_>>,
+) -> Result<(), Close> {
+    while let Some(mut done) = waiting.pop_front() {
+        let response = done.answer.as_mut().await;
+        answer_produce(shard, stream, done, response).await?;
+    }
+    Ok(())
+}
+
+async fn answer_produce(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    done: WaitingProduce<'_>,
+    response: Option<ProduceResponse>,
+) -> Result<(), Close> {
+    let written = match response {
+        None => 0,
+        Some(body) => {
+            respond(
+                stream,
+                done.correlation_id,
+                done.header_version,
+                ResponseKind::Produce(body),
+                done.version,
+            )
+            .await?
+        }
+    };
+    shard.metrics.record_request(
+        ApiKey::Produce,
+        done.started.elapsed(),
+        done.request_bytes,
+        written,
+    );
+    Ok(())
+}
+
+async fn serve_request<'a>(
+    shard: &'a Shard,
+    endpoint: &KafkaEndpoint,
+    stream: &mut TcpStream,
+    waiting: &mut VecDeque<WaitingProduce<'a>>,
+) -> Result<(), Close> {
+    answer_ready_produces(shard, stream, waiting).await?;
+    let frame = match read_frame(shard, stream).await {
+        Ok(frame) => frame,
+        Err(close) => {
+            // A client that stopped sending may still read what it is owed.
+            if matches!(close, Close::Eof | Close::Idle) {
+                answer_all_produces(shard, stream, waiting).await?;
+            }
+            return Err(close);
+        }
+    };
+    let request_bytes = frame.len() + 4;
     let started = std::time::Instant::now();
     let (api, version, correlation_id, header, request) = match decode_request(Bytes::from(frame))?
     {
@@ -199,6 +319,7 @@ async fn serve_request(
             body,
         } => (api, version, correlation_id, header, body),
         Decoded::UnsupportedApiVersions { correlation_id } => {
+            answer_all_produces(shard, stream, waiting).await?;
             // Clients probe with their newest version: answer UNSUPPORTED_VERSION in a v0 body
             // so they can retry with one we list.
             let body = handlers::api_versions(wire::code::UNSUPPORTED_VERSION);
@@ -218,7 +339,23 @@ async fn serve_request(
         ApiKey::ApiVersions => 0,
         _ => api.response_header_version(version),
     };
-    let reply = handlers::handle(shard, endpoint, version, &header, *request)
+    let request = match *request {
+        RequestKind::Produce(produce) => {
+            let produce = handlers::start_produce(shard, produce).await;
+            waiting.push_back(WaitingProduce {
+                version,
+                correlation_id,
+                header_version: response_header_version,
+                started,
+                request_bytes,
+                answer: Box::pin(produce.finish()),
+            });
+            return Ok(());
+        }
+        other => other,
+    };
+    answer_all_produces(shard, stream, waiting).await?;
+    let reply = handlers::handle(shard, endpoint, version, &header, request)
         .await
         .map_err(|reason| Close::Malformed {
             api,
@@ -240,7 +377,7 @@ async fn serve_request(
     };
     shard
         .metrics
-        .record_request(api, started.elapsed(), size as usize + 4, written);
+        .record_request(api, started.elapsed(), request_bytes, written);
     Ok(())
 }
 

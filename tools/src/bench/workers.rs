@@ -309,6 +309,13 @@ async fn produce(
                 let slot = match sink.open_since() {
                     Some(opened) if !plan.linger.is_zero() => {
                         let left = plan.linger.saturating_sub(opened.elapsed());
+                        // tokio's timers round up to the next millisecond, so a timeout that is
+                        // due now loses to any slot arriving within that millisecond; waiting
+                        // again would let slots hold the batch open until it is full.
+                        if left.is_zero() {
+                            sink.flush().await?;
+                            continue;
+                        }
                         match tokio::time::timeout(left, slots.recv()).await {
                             Ok(slot) => slot,
                             Err(_) => {
