@@ -257,3 +257,63 @@ fn slow_senders_idle_clients_and_excess_connections_are_closed() {
     let (ok, _, err) = kcat(&addr, &["-L"], None);
     assert!(ok, "a normal client must work afterwards: {err}");
 }
+
+/// Encodes a Produce v9 (acks=all) of one batch for `partition` 0 of `topic`.
+fn produce_request(correlation_id: i32, topic: &str, value: &[u8]) -> Vec<u8> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let mut batch = oxbow_core::BatchBuilder::new(0);
+    batch.push(None, Some(value), 0);
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch.build().into_bytes()))])]);
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(9)
+        .with_correlation_id(correlation_id);
+    let mut body = bytes::BytesMut::new();
+    header.encode(&mut body, 2).unwrap();
+    request.encode(&mut body, 9).unwrap();
+    frame(&body)
+}
+
+#[test]
+fn pipelined_produce_requests_are_answered_in_order_with_rising_offsets() {
+    use kafka_protocol::messages::{ProduceResponse, ResponseHeader};
+    use kafka_protocol::protocol::Decodable;
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(dir.path(), 2);
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    // Every request goes out before any answer is read: the broker reads on while earlier
+    // ones wait for their fdatasync, and must still answer each in order, at its own offset.
+    let requests = 200;
+    let all: Vec<u8> = (0..requests)
+        .flat_map(|i| produce_request(i, "pipelined", format!("m{i}").as_bytes()))
+        .collect();
+    stream.write_all(&all).unwrap();
+    let mut last_offset = -1;
+    for i in 0..requests {
+        let mut size = [0u8; 4];
+        stream.read_exact(&mut size).unwrap();
+        let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
+        stream.read_exact(&mut response).unwrap();
+        let mut response = bytes::Bytes::from(response);
+        let header = ResponseHeader::decode(&mut response, 1).unwrap();
+        assert_eq!(header.correlation_id, i, "answers in request order");
+        let answer = ProduceResponse::decode(&mut response, 9).unwrap();
+        let partition = &answer.responses[0].partition_responses[0];
+        assert_eq!(partition.error_code, 0, "request {i}");
+        assert_eq!(partition.base_offset, last_offset + 1, "request {i}");
+        last_offset = partition.base_offset;
+    }
+    let (ok, out, err) = kcat(&addr, &["-C", "-t", "pipelined", "-e", "-q"], None);
+    assert!(ok, "{err}");
+    let expected: String = (0..requests).map(|i| format!("m{i}\n")).collect();
+    assert_eq!(String::from_utf8(out).unwrap(), expected);
+}
