@@ -14,7 +14,9 @@
 //!                          35 maxTimestamp i64                  61 records...
 //! ```
 
-use bytes::{BufMut, Bytes, BytesMut};
+use crate::compression::{Codec, CompressionError};
+use crate::record::{RecordCursor, Records};
+use bytes::{Bytes, BytesMut};
 
 /// Size of the fixed RecordBatch v2 header, before the records.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -23,10 +25,10 @@ pub const BATCH_MAGIC_V2: i8 = 2;
 
 const BASE_OFFSET_AT: usize = 0;
 const BATCH_LENGTH_AT: usize = 8;
-const LEADER_EPOCH_AT: usize = 12;
+pub(crate) const LEADER_EPOCH_AT: usize = 12;
 const MAGIC_AT: usize = 16;
-const CRC_AT: usize = 17;
-const ATTRIBUTES_AT: usize = 21;
+pub(crate) const CRC_AT: usize = 17;
+pub(crate) const ATTRIBUTES_AT: usize = 21;
 const LAST_OFFSET_DELTA_AT: usize = 23;
 const BASE_TIMESTAMP_AT: usize = 27;
 const MAX_TIMESTAMP_AT: usize = 35;
@@ -35,7 +37,7 @@ const PRODUCER_EPOCH_AT: usize = 51;
 const BASE_SEQUENCE_AT: usize = 53;
 const RECORDS_COUNT_AT: usize = 57;
 /// `batchLength` counts the bytes after itself.
-const BATCH_LENGTH_EXCLUDES: usize = 12;
+pub(crate) const BATCH_LENGTH_EXCLUDES: usize = 12;
 
 /// Why bytes are not a valid RecordBatch v2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,7 +75,7 @@ pub enum BatchError {
         /// `lastOffsetDelta` field.
         last_offset_delta: i32,
     },
-    /// A record inside an uncompressed batch does not decode.
+    /// A record inside the batch does not decode.
     #[error("record {index} of the batch is malformed: {reason}")]
     BadRecord {
         /// Index of the record in the batch.
@@ -81,9 +83,9 @@ pub enum BatchError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// Records of a compressed batch cannot be iterated without decompressing.
-    #[error("record batch is compressed (codec {0}); record iteration needs decompression")]
-    Compressed(u8),
+    /// The records section does not decompress (or would exceed the decompressed limit).
+    #[error("record batch: {0}")]
+    Decompression(#[from] CompressionError),
 }
 
 /// A validated Kafka RecordBatch v2, held as the bytes it arrived in.
@@ -205,6 +207,11 @@ impl RecordBatch {
         }
     }
 
+    /// Wraps bytes the builder just encoded (valid by construction, CRC included).
+    pub(crate) fn from_built(bytes: Bytes) -> RecordBatch {
+        RecordBatch { bytes }
+    }
+
     /// Returns this batch with `baseOffset` and `partitionLeaderEpoch` set. Copies the bytes only
     /// when they are shared with another owner.
     pub fn with_base_offset(self, base_offset: u64, leader_epoch: i32) -> RecordBatch {
@@ -255,10 +262,6 @@ impl RecordBatch {
     pub fn attributes(&self) -> i16 {
         be_i16(&self.bytes, ATTRIBUTES_AT)
     }
-    /// Compression codec: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
-    pub fn compression(&self) -> u8 {
-        (self.attributes() & 0x7) as u8
-    }
     /// Whether the batch belongs to a transaction.
     pub fn is_transactional(&self) -> bool {
         self.attributes() & 0x10 != 0
@@ -288,276 +291,74 @@ impl RecordBatch {
         be_i32(&self.bytes, RECORDS_COUNT_AT)
     }
 
-    /// Iterates the records of an uncompressed batch.
-    pub fn records(&self) -> Result<Records<'_>, BatchError> {
-        match self.compression() {
-            0 => Ok(Records {
-                batch: self,
-                at: BATCH_HEADER_BYTES,
-                index: 0,
-            }),
-            codec => Err(BatchError::Compressed(codec)),
+    /// Compression codec of the records section.
+    pub fn codec(&self) -> Result<Codec, BatchError> {
+        Ok(Codec::from_attributes(self.attributes())?)
+    }
+
+    /// The records section, decompressed when the producer compressed it; at most
+    /// `decompressed_bytes_max` bytes come out of a compressed one.
+    fn records_section(&self, decompressed_bytes_max: u64) -> Result<Bytes, BatchError> {
+        let section = self.bytes.slice(BATCH_HEADER_BYTES..);
+        match self.codec()? {
+            Codec::None => Ok(section),
+            codec => Ok(Bytes::from(
+                codec.decompress(&section, decompressed_bytes_max)?,
+            )),
         }
     }
-}
 
-/// One record decoded from a batch; key and value borrow the batch's bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    /// Absolute offset (batch base offset + offset delta).
-    pub offset: u64,
-    /// Absolute timestamp in milliseconds.
-    pub timestamp: i64,
-    /// Key, if any.
-    pub key: Option<Bytes>,
-    /// Value, if any (a tombstone has none).
-    pub value: Option<Bytes>,
-    /// Headers as (key, value) pairs.
-    pub headers: Vec<(Bytes, Option<Bytes>)>,
-}
+    /// Iterates the records, decompressing them first if the batch is compressed (at most
+    /// `decompressed_bytes_max` bytes; more is an error, so a hostile batch cannot exhaust
+    /// memory). Keys, values and headers share one buffer.
+    pub fn records(&self, decompressed_bytes_max: u64) -> Result<Records, BatchError> {
+        Ok(Records::new(
+            self.records_section(decompressed_bytes_max)?,
+            self.records_count(),
+            self.base_offset(),
+            self.base_timestamp(),
+        ))
+    }
 
-/// Iterator over the records of an uncompressed batch; see [`RecordBatch::records`].
-pub struct Records<'a> {
-    batch: &'a RecordBatch,
-    at: usize,
-    index: u32,
-}
-
-impl Iterator for Records<'_> {
-    type Item = Result<Record, BatchError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.index as i64 >= self.batch.records_count() as i64
-            || self.at >= self.batch.bytes.len()
-        {
-            return None;
+    /// Checks what [`RecordBatch::parse`] does not: the records themselves. They must
+    /// decompress within `decompressed_bytes_max`, each must decode and fill exactly its
+    /// length, their offset deltas must count 0, 1, 2, … and their number must agree with the
+    /// header (`recordsCount` = `lastOffsetDelta` + 1), as Kafka's log validator requires of
+    /// what clients send. A batch that passes is one every reader can split into records.
+    pub fn validate_records(&self, decompressed_bytes_max: u64) -> Result<(), BatchError> {
+        let (count, last_delta) = (self.records_count(), self.last_offset_delta());
+        if count as i64 != last_delta as i64 + 1 {
+            return Err(BatchError::BadRecordCount {
+                records_count: count,
+                last_offset_delta: last_delta,
+            });
         }
-        let index = self.index;
-        self.index += 1;
+        let section = self.records_section(decompressed_bytes_max)?;
         let mut cursor = RecordCursor {
-            bytes: &self.batch.bytes,
-            at: self.at,
+            bytes: &section,
+            at: 0,
         };
-        let result = cursor.record(self.batch).map_err(|reason| {
-            self.at = self.batch.bytes.len();
-            BatchError::BadRecord { index, reason }
-        });
-        if result.is_ok() {
-            self.at = cursor.at;
-        }
-        Some(result)
-    }
-}
-
-struct RecordCursor<'a> {
-    bytes: &'a Bytes,
-    at: usize,
-}
-
-impl RecordCursor<'_> {
-    fn varlong(&mut self) -> Result<i64, &'static str> {
-        let mut raw: u64 = 0;
-        for shift in (0..70).step_by(7) {
-            let byte = *self
-                .bytes
-                .get(self.at)
-                .ok_or("varint runs past the batch")?;
-            self.at += 1;
-            raw |= ((byte & 0x7f) as u64) << shift;
-            if byte & 0x80 == 0 {
-                return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+        for index in 0..count as u32 {
+            let bad = |reason| BatchError::BadRecord { index, reason };
+            let record = cursor.record().map_err(bad)?;
+            if record.offset_delta != index as i64 {
+                return Err(bad("offset deltas are not consecutive from 0"));
             }
         }
-        Err("varint longer than 10 bytes")
-    }
-
-    fn nullable_bytes(&mut self) -> Result<Option<Bytes>, &'static str> {
-        let len = self.varlong()?;
-        if len < 0 {
-            return Ok(None);
+        if cursor.at != section.len() {
+            return Err(BatchError::BadRecord {
+                index: count as u32,
+                reason: "bytes follow the last record",
+            });
         }
-        let end = self
-            .at
-            .checked_add(len as usize)
-            .ok_or("length overflows")?;
-        if end > self.bytes.len() {
-            return Err("field runs past the batch");
-        }
-        let field = self.bytes.slice(self.at..end);
-        self.at = end;
-        Ok(Some(field))
-    }
-
-    fn record(&mut self, batch: &RecordBatch) -> Result<Record, &'static str> {
-        let length = self.varlong()?;
-        if length < 0 || self.at + length as usize > self.bytes.len() {
-            return Err("record length runs past the batch");
-        }
-        let end = self.at + length as usize;
-        self.at += 1; // attributes, unused in v2
-        let timestamp_delta = self.varlong()?;
-        let offset_delta = self.varlong()?;
-        let key = self.nullable_bytes()?;
-        let value = self.nullable_bytes()?;
-        let header_count = self.varlong()?;
-        if header_count < 0 || header_count as usize > length as usize {
-            return Err("header count is impossible");
-        }
-        let mut headers = Vec::with_capacity(header_count as usize);
-        for _ in 0..header_count {
-            let key = self.nullable_bytes()?.ok_or("header key is null")?;
-            headers.push((key, self.nullable_bytes()?));
-        }
-        if self.at != end {
-            return Err("record length disagrees with its fields");
-        }
-        Ok(Record {
-            offset: batch.base_offset().wrapping_add(offset_delta as u64),
-            timestamp: batch.base_timestamp().wrapping_add(timestamp_delta),
-            key,
-            value,
-            headers,
-        })
-    }
-}
-
-fn put_varlong(buf: &mut BytesMut, value: i64) {
-    let mut raw = ((value << 1) ^ (value >> 63)) as u64;
-    while raw >= 0x80 {
-        buf.put_u8((raw as u8) | 0x80);
-        raw >>= 7;
-    }
-    buf.put_u8(raw as u8);
-}
-
-fn varlong_len(value: i64) -> usize {
-    let mut raw = ((value << 1) ^ (value >> 63)) as u64;
-    let mut len = 1;
-    while raw >= 0x80 {
-        raw >>= 7;
-        len += 1;
-    }
-    len
-}
-
-/// Builds an uncompressed RecordBatch v2, as a non-idempotent producer would send it.
-///
-/// Used by Oxbow's own client, the CLI, benchmarks and tests.
-///
-/// ```
-/// use oxbow_core::{BatchBuilder, RecordBatch};
-///
-/// let mut builder = BatchBuilder::new(1_700_000_000_000);
-/// builder.push(Some(b"user-1"), Some(b"signed up"), 1_700_000_000_000);
-/// builder.push(Some(b"user-2"), Some(b"logged in"), 1_700_000_000_005);
-/// // The log assigns offsets by patching the header; the producer's CRC stays valid.
-/// let stored = builder.build().with_base_offset(100, 0);
-/// let checked = RecordBatch::parse(stored.into_bytes()).unwrap();
-/// let offsets: Vec<u64> = checked.records().unwrap().map(|r| r.unwrap().offset).collect();
-/// assert_eq!(offsets, [100, 101]);
-/// assert_eq!(checked.max_timestamp(), 1_700_000_000_005);
-/// ```
-#[derive(Debug)]
-pub struct BatchBuilder {
-    records: BytesMut,
-    count: i32,
-    base_timestamp: i64,
-    max_timestamp: i64,
-    producer: (i64, i16, i32),
-}
-
-impl BatchBuilder {
-    /// Starts a batch whose first record has timestamp `base_timestamp_ms`.
-    pub fn new(base_timestamp_ms: i64) -> BatchBuilder {
-        BatchBuilder {
-            records: BytesMut::new(),
-            count: 0,
-            base_timestamp: base_timestamp_ms,
-            max_timestamp: base_timestamp_ms,
-            producer: (-1, -1, -1),
-        }
-    }
-
-    /// Marks the batch as sent by an idempotent producer.
-    pub fn producer(mut self, id: i64, epoch: i16, base_sequence: i32) -> BatchBuilder {
-        self.producer = (id, epoch, base_sequence);
-        self
-    }
-
-    /// Appends a record with the given key, value and timestamp.
-    pub fn push(&mut self, key: Option<&[u8]>, value: Option<&[u8]>, timestamp_ms: i64) {
-        let timestamp_delta = timestamp_ms - self.base_timestamp;
-        let offset_delta = self.count as i64;
-        let field_len = |f: Option<&[u8]>| match f {
-            None => varlong_len(-1),
-            Some(b) => varlong_len(b.len() as i64) + b.len(),
-        };
-        let body = 1
-            + varlong_len(timestamp_delta)
-            + varlong_len(offset_delta)
-            + field_len(key)
-            + field_len(value)
-            + varlong_len(0);
-        put_varlong(&mut self.records, body as i64);
-        self.records.put_u8(0);
-        put_varlong(&mut self.records, timestamp_delta);
-        put_varlong(&mut self.records, offset_delta);
-        for field in [key, value] {
-            match field {
-                None => put_varlong(&mut self.records, -1),
-                Some(b) => {
-                    put_varlong(&mut self.records, b.len() as i64);
-                    self.records.put_slice(b);
-                }
-            }
-        }
-        put_varlong(&mut self.records, 0);
-        self.count += 1;
-        self.max_timestamp = self.max_timestamp.max(timestamp_ms);
-    }
-
-    /// Number of records pushed so far.
-    pub fn len(&self) -> usize {
-        self.count as usize
-    }
-    /// Whether no record was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-    /// Size of the batch if it were built now.
-    pub fn size_bytes(&self) -> usize {
-        BATCH_HEADER_BYTES + self.records.len()
-    }
-
-    /// Encodes the batch with base offset 0; panics if no record was pushed (a caller bug).
-    pub fn build(self) -> RecordBatch {
-        assert!(self.count > 0, "a record batch needs at least one record");
-        let mut buf = BytesMut::with_capacity(self.size_bytes());
-        buf.put_i64(0);
-        buf.put_i32((self.size_bytes() - BATCH_LENGTH_EXCLUDES) as i32);
-        buf.put_i32(-1);
-        buf.put_i8(BATCH_MAGIC_V2);
-        buf.put_u32(0); // CRC, filled below
-        buf.put_i16(0);
-        buf.put_i32(self.count - 1);
-        buf.put_i64(self.base_timestamp);
-        buf.put_i64(self.max_timestamp);
-        buf.put_i64(self.producer.0);
-        buf.put_i16(self.producer.1);
-        buf.put_i32(self.producer.2);
-        buf.put_i32(self.count);
-        buf.put_slice(&self.records);
-        let crc = crc32c::crc32c(&buf[ATTRIBUTES_AT..]);
-        buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        RecordBatch {
-            bytes: buf.freeze(),
-        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{BatchBuilder, Record};
     use proptest::prelude::*;
 
     fn sample(n: usize) -> RecordBatch {
@@ -579,7 +380,11 @@ mod tests {
         assert_eq!(batch.last_offset_delta(), 2);
         assert_eq!(batch.max_timestamp(), 1_002);
         let batch = batch.with_base_offset(40, 7);
-        let records: Vec<Record> = batch.records().unwrap().map(Result::unwrap).collect();
+        let records: Vec<Record> = batch
+            .records(u64::MAX)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(records.len(), 3);
         assert_eq!(records[2].offset, 42);
         assert_eq!(records[1].key.as_deref(), Some(&b"k1"[..]));
@@ -612,14 +417,117 @@ mod tests {
         assert_eq!(RecordBatch::parse_many(Bytes::from(two)).unwrap().len(), 2);
     }
 
+    /// A copy of `batch` whose records section is `section` (attributes set to `codec`),
+    /// with a correct CRC: what a buggy or hostile producer could send.
+    fn with_section(batch: &RecordBatch, codec: Codec, section: &[u8]) -> RecordBatch {
+        let mut bytes = batch.bytes()[..BATCH_HEADER_BYTES].to_vec();
+        bytes.extend_from_slice(section);
+        let length = (bytes.len() - BATCH_LENGTH_EXCLUDES) as i32;
+        bytes[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+        bytes[ATTRIBUTES_AT..ATTRIBUTES_AT + 2]
+            .copy_from_slice(&codec.attribute_bits().to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[ATTRIBUTES_AT..]);
+        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        RecordBatch::parse(Bytes::from(bytes)).unwrap()
+    }
+
+    #[test]
+    fn every_codec_carries_keys_values_and_headers() {
+        for codec in Codec::ALL {
+            let mut builder = BatchBuilder::new(5_000).compression(codec, None);
+            for i in 0..50u32 {
+                let header = format!("h{i}");
+                builder.push_with_headers(
+                    Some(&i.to_be_bytes()),
+                    (i % 7 != 0).then_some(&[i as u8; 300][..]),
+                    &[(b"n", Some(header.as_bytes())), (b"none", None)],
+                    5_000 + i as i64,
+                );
+            }
+            let batch = RecordBatch::parse(builder.build().into_bytes()).unwrap();
+            assert_eq!(batch.codec().unwrap(), codec);
+            batch.validate_records(1 << 20).unwrap();
+            let records: Vec<Record> = batch
+                .records(1 << 20)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(records.len(), 50, "{codec}");
+            for (i, record) in records.iter().enumerate() {
+                assert_eq!(record.offset, i as u64);
+                assert_eq!(record.timestamp, 5_000 + i as i64);
+                assert_eq!(record.key.as_deref(), Some(&(i as u32).to_be_bytes()[..]));
+                assert_eq!(record.value.is_none(), i % 7 == 0);
+                assert_eq!(record.headers.len(), 2);
+                assert_eq!(
+                    record.headers[0].1.as_deref(),
+                    Some(format!("h{i}").as_bytes())
+                );
+                assert_eq!(record.headers[1].1, None);
+            }
+        }
+    }
+
+    #[test]
+    fn records_that_do_not_decode_fail_validation() {
+        let good = sample(3);
+        let section = good.bytes()[BATCH_HEADER_BYTES..].to_vec();
+        good.validate_records(u64::MAX).unwrap();
+        // Trailing bytes after the last record.
+        let mut longer = section.clone();
+        longer.push(0);
+        let trailing = with_section(&good, Codec::None, &longer);
+        assert!(matches!(
+            trailing.validate_records(u64::MAX),
+            Err(BatchError::BadRecord { index: 3, .. })
+        ));
+        // A record cut short.
+        let cut = with_section(&good, Codec::None, &section[..section.len() - 2]);
+        assert!(matches!(
+            cut.validate_records(u64::MAX),
+            Err(BatchError::BadRecord { index: 2, .. })
+        ));
+        // Compressed bytes that are not what the attributes say.
+        let mut damaged = Codec::Zstd.compress(None, &section);
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 0xff;
+        let damaged = with_section(&good, Codec::Zstd, &damaged);
+        assert!(damaged.validate_records(u64::MAX).is_err());
+        assert!(
+            damaged.records(u64::MAX).is_err()
+                || damaged.records(u64::MAX).unwrap().any(|r| r.is_err())
+        );
+        // A bomb: the records section decompresses past the limit.
+        let bomb = with_section(
+            &good,
+            Codec::Gzip,
+            &Codec::Gzip.compress(None, &vec![0; 1 << 20]),
+        );
+        assert!(matches!(
+            bomb.validate_records(64 << 10),
+            Err(BatchError::Decompression(CompressionError::TooLarge { .. }))
+        ));
+        // A header count that the records do not match.
+        let mut miscounted = good.bytes().to_vec();
+        miscounted[RECORDS_COUNT_AT + 3] = 2;
+        let crc = crc32c::crc32c(&miscounted[ATTRIBUTES_AT..]);
+        miscounted[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let miscounted = RecordBatch::parse(Bytes::from(miscounted)).unwrap();
+        assert!(matches!(
+            miscounted.validate_records(u64::MAX),
+            Err(BatchError::BadRecordCount { .. })
+        ));
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = RecordBatch::parse_many(Bytes::from(bytes.clone()));
             if let Ok(batch) = RecordBatch::from_trusted(Bytes::from(bytes)) {
-                if let Ok(records) = batch.records() {
+                if let Ok(records) = batch.records(4096) {
                     for _ in records {}
                 }
+                let _ = batch.validate_records(4096);
             }
         }
     }

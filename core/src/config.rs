@@ -299,6 +299,10 @@ pub struct BrokerConfig {
     /// How long a native connection's writes may make no progress before a full outbound queue
     /// disconnects it.
     pub native_write_stall_ms: u64,
+    /// Most bytes the records of one compressed batch may decompress to. Produce refuses a
+    /// batch that decompresses past it (a decompression bomb), and a subscription stops in
+    /// front of a stored one rather than exhaust memory.
+    pub batch_decompressed_bytes_max: u64,
     /// Defaults for every topic's log.
     pub log: LogConfig,
     /// Limits of subscriptions and their dispatchers.
@@ -329,6 +333,9 @@ pub struct SubscriptionConfig {
     pub nack_delay_max_ms: u64,
     /// Most consumers attached to one subscription.
     pub consumers_max: u32,
+    /// Bytes of decoded messages of compressed batches kept per partition, so that several
+    /// subscriptions reading the same batch decompress it once.
+    pub decoded_cache_bytes_max: u64,
 }
 
 impl Default for SubscriptionConfig {
@@ -344,6 +351,7 @@ impl Default for SubscriptionConfig {
             acks_per_frame_max: 1 << 16,
             nack_delay_max_ms: 24 * 3600 * 1000,
             consumers_max: 1024,
+            decoded_cache_bytes_max: 16 << 20,
         }
     }
 }
@@ -375,6 +383,10 @@ impl SubscriptionConfig {
                 self.acks_per_frame_max as u64,
             ),
             ("subscriptions.consumers_max", self.consumers_max as u64),
+            (
+                "subscriptions.decoded_cache_bytes_max",
+                self.decoded_cache_bytes_max,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(field, "must be positive"));
@@ -422,6 +434,7 @@ impl Default for BrokerConfig {
             native_produce_in_flight_max: 1024,
             native_outbound_bytes_max: 64 << 20,
             native_write_stall_ms: 1_000,
+            batch_decompressed_bytes_max: 64 << 20,
             log: LogConfig::default(),
             subscriptions: SubscriptionConfig::default(),
         }
@@ -438,6 +451,9 @@ pub const TOPIC_PARTITIONS_LIMIT: u32 = 100_000;
 
 /// Upper bound of `kafka_produce_in_flight_max`: each waiting request holds its frame.
 pub const KAFKA_PRODUCE_IN_FLIGHT_LIMIT: u32 = 1024;
+
+/// Upper bound on `batch_decompressed_bytes_max`: one decompression holds this much memory.
+pub const BATCH_DECOMPRESSED_BYTES_LIMIT: u64 = 1 << 30;
 
 /// Upper bound on `shards`: more executors than this is a configuration mistake.
 pub const SHARDS_MAX: usize = 1024;
@@ -542,6 +558,18 @@ impl BrokerConfig {
             return Err(ConfigError::new(
                 "retention_check_interval_ms",
                 "must be positive",
+            ));
+        }
+        if self.batch_decompressed_bytes_max < self.log.batch_bytes_max as u64
+            || self.batch_decompressed_bytes_max > BATCH_DECOMPRESSED_BYTES_LIMIT
+        {
+            // A batch's records never need less room than the batch itself took uncompressed.
+            return Err(ConfigError::new(
+                "batch_decompressed_bytes_max",
+                format!(
+                    "must be log.batch_bytes_max to {} MiB",
+                    BATCH_DECOMPRESSED_BYTES_LIMIT >> 20
+                ),
             ));
         }
         self.subscriptions.validate()?;

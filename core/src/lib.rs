@@ -3,9 +3,15 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod builder;
+pub mod compression;
 pub mod config;
 pub mod native;
 pub mod placement;
+pub mod record;
 
-pub use batch::{BatchBuilder, BatchError, Record, RecordBatch};
+pub use batch::{BatchError, RecordBatch};
+pub use builder::BatchBuilder;
+pub use compression::{Codec, CompressionError};
 pub use config::{BrokerConfig, ConfigError, FlushPolicy, LogConfig, SubscriptionConfig};
+pub use record::{Header, Record, Records};

@@ -18,7 +18,7 @@ use rkyv::rancor::Error as RkyvError;
 use rkyv::util::AlignedVec;
 
 /// The protocol version this build speaks. The first frame of a connection names the client's.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Bytes of the two length fields in front of every frame.
 pub const FRAME_HEADER_BYTES: usize = 8;
@@ -103,6 +103,9 @@ pub enum ErrorCode {
     Storage,
     /// The broker is at a limit (connections, consumers).
     LimitReached,
+    /// A stored batch cannot be split into messages (its records do not decode, or decompress
+    /// past `batch_decompressed_bytes_max`).
+    Undecodable,
 }
 
 /// A message as delivered: where it is in the log, and where its bytes are in the payload.
@@ -119,6 +122,10 @@ pub struct MessageMeta {
     pub key_len: i32,
     /// Value length in the payload (follows the key).
     pub value_len: u32,
+    /// Length of the headers in the payload (follow the value), encoded as a Kafka record's
+    /// header section: a varint count, then each key and value with varint lengths (a value
+    /// of length -1 is null). 0: no headers.
+    pub headers_len: u32,
 }
 
 /// A topic and its partition count.
@@ -167,6 +174,10 @@ pub struct SubscriptionInfo {
     pub consumers: u32,
     /// Non-reliable: messages dropped because no consumer could take them.
     pub dropped: u64,
+    /// Reliable: the undecodable batch (first and last offset) delivery is stopped at.
+    pub blocked: Option<(u64, u64)>,
+    /// Reliable: batches an operator skipped (first and last offset), the newest last.
+    pub skipped: Vec<(u64, u64)>,
 }
 
 /// Frames a client sends. `request_id` is chosen by the client and echoed in the answer.
@@ -332,6 +343,21 @@ pub enum ClientFrame {
         /// Subscription.
         subscription: String,
     },
+    /// An operator's decision to pass over the undecodable batch holding `offset`: the
+    /// subscriptions stopped at it acknowledge it and go on (the skip is kept in their
+    /// cursors). Answered by `Skipped`, or an error when no subscription is stopped there.
+    SkipBatch {
+        /// Request id.
+        request_id: u64,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// An offset inside the batch.
+        offset: u64,
+        /// Only this subscription; `None`: every subscription stopped at that batch.
+        subscription: Option<String>,
+    },
 }
 
 /// Frames the broker sends.
@@ -413,6 +439,32 @@ pub enum ServerFrame {
         request_id: u64,
         /// One entry per subscription and partition.
         subscriptions: Vec<SubscriptionInfo>,
+    },
+    /// Delivery on a partition stopped in front of a batch that cannot be decoded: nothing at
+    /// or after it reaches this consumer until an operator skips it (`SkipBatch`). Sent when
+    /// it happens and to every consumer that attaches while it lasts; other partitions go on.
+    DeliveryBlocked {
+        /// Consumer.
+        consumer_id: u64,
+        /// Partition.
+        partition: u32,
+        /// First offset of the batch.
+        base_offset: u64,
+        /// Last offset of the batch.
+        last_offset: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// Answer to `SkipBatch`: the batch skipped and the subscriptions that went past it.
+    Skipped {
+        /// Request id.
+        request_id: u64,
+        /// First offset of the batch.
+        base_offset: u64,
+        /// Last offset of the batch.
+        last_offset: u64,
+        /// Subscriptions that acknowledged it.
+        subscriptions: Vec<String>,
     },
 }
 

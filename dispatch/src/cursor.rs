@@ -2,13 +2,18 @@
 //!
 //! Layout (little-endian): magic `OXBC`, u16 version, u8 type, u8 reserved, u64 mark-delete
 //! offset, u32 range count, then `count` pairs of u64 (start, end) acknowledged above the
-//! mark-delete offset, then a u32 CRC-32 (crc32fast) of everything before it. The file is
-//! replaced atomically (write, fdatasync, rename), so a reader sees the old or the new one.
+//! mark-delete offset; version 2 adds a u32 skip count and that many pairs of u64 (first, last
+//! offset) of batches an operator skipped; then a u32 CRC-32 (crc32fast) of everything before
+//! it. Version 1 files (no skips) are still read. The file is replaced atomically (write,
+//! fdatasync, rename), so a reader sees the old or the new one.
 
+use crate::subscription::SKIPPED_KEPT;
 use oxbow_core::native::SubscriptionType;
 
 const MAGIC: &[u8; 4] = b"OXBC";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// The first version, without skipped batches.
+const VERSION_WITHOUT_SKIPS: u16 = 1;
 const HEADER_BYTES: usize = 4 + 2 + 1 + 1 + 8 + 4;
 
 /// Upper bound on stored ranges: a bad count cannot make a reader allocate without limit.
@@ -23,6 +28,8 @@ pub struct CursorState {
     pub mark_delete: u64,
     /// Offsets acknowledged above `mark_delete`, as half-open ranges.
     pub acked: Vec<(u64, u64)>,
+    /// Undecodable batches an operator skipped (first and last offset), newest last.
+    pub skipped: Vec<(u64, u64)>,
 }
 
 /// Why stored bytes are not a cursor.
@@ -42,7 +49,8 @@ fn kind_code(kind: SubscriptionType) -> u8 {
 impl CursorState {
     /// The file's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_BYTES + self.acked.len() * 16 + 4);
+        let pairs = self.acked.len() + self.skipped.len();
+        let mut out = Vec::with_capacity(HEADER_BYTES + pairs * 16 + 8);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.push(kind_code(self.kind));
@@ -52,6 +60,11 @@ impl CursorState {
         for &(start, end) in &self.acked {
             out.extend_from_slice(&start.to_le_bytes());
             out.extend_from_slice(&end.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.skipped.len() as u32).to_le_bytes());
+        for &(first, last) in &self.skipped {
+            out.extend_from_slice(&first.to_le_bytes());
+            out.extend_from_slice(&last.to_le_bytes());
         }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -70,7 +83,8 @@ impl CursorState {
         if &body[..4] != MAGIC {
             return Err(CursorError("bad magic"));
         }
-        if u16::from_le_bytes([body[4], body[5]]) != VERSION {
+        let version = u16::from_le_bytes([body[4], body[5]]);
+        if version != VERSION && version != VERSION_WITHOUT_SKIPS {
             return Err(CursorError("unknown version"));
         }
         let kind = match body[6] {
@@ -82,25 +96,38 @@ impl CursorState {
         };
         let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
         let mark_delete = u64_at(8);
-        let count = u32::from_le_bytes(body[16..20].try_into().expect("4 bytes"));
-        if count > CURSOR_RANGES_MAX || body.len() != HEADER_BYTES + count as usize * 16 {
+        let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+        let pairs_at = |at: usize, count: u32| {
+            (0..count as usize)
+                .map(|i| (u64_at(at + i * 16), u64_at(at + i * 16 + 8)))
+                .collect::<Vec<_>>()
+        };
+        let count = u32_at(16);
+        let acked_end = HEADER_BYTES + count as usize * 16;
+        let skips_bytes = if version == VERSION { 4 } else { 0 };
+        if count > CURSOR_RANGES_MAX || body.len() < acked_end + skips_bytes {
             return Err(CursorError("range count does not match the length"));
         }
-        let acked = (0..count as usize)
-            .map(|i| {
-                (
-                    u64_at(HEADER_BYTES + i * 16),
-                    u64_at(HEADER_BYTES + i * 16 + 8),
-                )
-            })
-            .collect::<Vec<_>>();
+        let acked = pairs_at(HEADER_BYTES, count);
         if acked.iter().any(|&(s, e)| s < mark_delete || e <= s) {
             return Err(CursorError("range below the cursor or empty"));
         }
+        let skipped = if version == VERSION {
+            let skips = u32_at(acked_end);
+            if skips as usize > SKIPPED_KEPT || body.len() != acked_end + 4 + skips as usize * 16 {
+                return Err(CursorError("skip count does not match the length"));
+            }
+            pairs_at(acked_end + 4, skips)
+        } else if body.len() != acked_end {
+            return Err(CursorError("range count does not match the length"));
+        } else {
+            Vec::new()
+        };
         Ok(CursorState {
             kind,
             mark_delete,
             acked,
+            skipped,
         })
     }
 }
@@ -116,6 +143,7 @@ mod tests {
             kind: SubscriptionType::KeyShared,
             mark_delete: 1_000,
             acked: vec![(1_002, 1_005), (2_000, 2_001)],
+            skipped: vec![(900, 909)],
         };
         let bytes = state.encode();
         assert_eq!(CursorState::decode(&bytes).unwrap(), state);
@@ -125,6 +153,24 @@ mod tests {
             assert!(CursorState::decode(&damaged).is_err(), "flip at {at}");
         }
         assert!(CursorState::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn version_1_files_are_read_without_skips() {
+        // Written by the previous release: magic, version 1, Shared, mark-delete 7, no ranges.
+        let mut v1 = b"OXBC".to_vec();
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        v1.extend_from_slice(&[1, 0]);
+        v1.extend_from_slice(&7u64.to_le_bytes());
+        v1.extend_from_slice(&0u32.to_le_bytes());
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let state = CursorState::decode(&v1).unwrap();
+        assert_eq!(
+            (state.kind, state.mark_delete),
+            (SubscriptionType::Shared, 7)
+        );
+        assert!(state.acked.is_empty() && state.skipped.is_empty());
     }
 
     proptest! {

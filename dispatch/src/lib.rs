@@ -9,11 +9,16 @@
 #![warn(missing_docs)]
 
 pub mod cursor;
+pub mod decoded;
+pub mod message;
 pub mod ranges;
 pub mod ring;
 pub mod subscription;
 
 pub use cursor::CursorState;
+pub use decoded::DecodedBatches;
+pub use message::{messages_of, StoredMessage};
 pub use subscription::{
-    AttachError, ConsumerId, Delivery, DispatchLimits, Message, Subscription, SubscriptionStats,
+    AttachError, ConsumerId, Delivery, DispatchLimits, Message, SkipError, Subscription,
+    SubscriptionStats, Undecodable, SKIPPED_KEPT,
 };

@@ -33,6 +33,8 @@ pub struct ShardMetrics {
     connections_total: Cell<u64>,
     native_connections_open: Cell<u64>,
     native_connections_total: Cell<u64>,
+    /// Batches accepted from producers (both protocols), by compression codec.
+    produced_batches: [Cell<u64>; 5],
 }
 
 /// A copy of one shard's metrics, sent to shard 0 for rendering.
@@ -48,6 +50,9 @@ pub struct MetricsSnapshot {
     native_connections_open: u64,
     native_connections_total: u64,
     subscriptions: Vec<oxbow_core::native::SubscriptionInfo>,
+    produced_batches: [u64; 5],
+    /// Compressed batches subscriptions decoded, and reads served by an earlier decoding.
+    decoded_batches: (u64, u64),
 }
 
 impl ShardMetrics {
@@ -97,18 +102,25 @@ impl ShardMetrics {
             .set(self.native_connections_open.get().saturating_sub(1));
     }
 
+    /// A producer's batch compressed with `codec` passed validation.
+    pub fn batch_produced(&self, codec: oxbow_core::Codec) {
+        let counter = &self.produced_batches[codec.attribute_bits() as usize];
+        counter.set(counter.get() + 1);
+    }
+
     /// A connection was closed.
     pub fn connection_closed(&self) {
         self.connections_open
             .set(self.connections_open.get().saturating_sub(1));
     }
 
-    /// Copies the counters, with this shard's partition count, subscriptions and fdatasync
-    /// latencies.
+    /// Copies the counters, with this shard's partition count, subscriptions (and their
+    /// decoding counts) and fdatasync latencies.
     pub fn snapshot(
         &self,
         partitions: usize,
         subscriptions: Vec<oxbow_core::native::SubscriptionInfo>,
+        decoded_batches: (u64, u64),
     ) -> MetricsSnapshot {
         MetricsSnapshot {
             requests: self.requests.borrow().clone(),
@@ -121,6 +133,8 @@ impl ShardMetrics {
             native_connections_open: self.native_connections_open.get(),
             native_connections_total: self.native_connections_total.get(),
             subscriptions,
+            produced_batches: self.produced_batches.each_ref().map(Cell::get),
+            decoded_batches,
         }
     }
 }
@@ -194,6 +208,18 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             "Native-protocol connections accepted.",
             total(|s| s.native_connections_total),
         ),
+        (
+            "oxbow_subscription_decoded_batches_total",
+            "counter",
+            "Compressed batches subscriptions decompressed (once per batch while it is cached).",
+            total(|s| s.decoded_batches.0),
+        ),
+        (
+            "oxbow_subscription_decoded_batch_hits_total",
+            "counter",
+            "Reads of compressed batches served from an earlier decoding.",
+            total(|s| s.decoded_batches.1),
+        ),
     ];
     for (name, kind, help, value) in counters {
         let _ = writeln!(
@@ -221,6 +247,16 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
         let label = ApiKey::try_from(*api).map_or_else(|_| api.to_string(), |k| format!("{k:?}"));
         summary(&mut out, name, &format!("api=\"{label}\""), h);
     }
+    let name = "oxbow_produced_batches_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Record batches accepted from producers, by compression codec.\n# TYPE {name} counter"
+    );
+    for codec in oxbow_core::Codec::ALL {
+        let bits = codec.attribute_bits() as usize;
+        let count: u64 = snapshots.iter().map(|s| s.produced_batches[bits]).sum();
+        let _ = writeln!(out, "{name}{{codec=\"{codec}\"}} {count}");
+    }
     render_subscriptions(&mut out, snapshots);
     let mut fsync = histogram();
     for snapshot in snapshots {
@@ -238,7 +274,7 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
 /// One gauge or counter per subscription and partition.
 fn render_subscriptions(out: &mut String, snapshots: &[MetricsSnapshot]) {
     type Field = fn(&oxbow_core::native::SubscriptionInfo) -> u64;
-    let families: [(&str, &str, &str, Field); 4] = [
+    let families: [(&str, &str, &str, Field); 6] = [
         (
             "oxbow_subscription_lag",
             "gauge",
@@ -262,6 +298,19 @@ fn render_subscriptions(out: &mut String, snapshots: &[MetricsSnapshot]) {
             "counter",
             "Messages a non-reliable subscription dropped because no consumer could take them.",
             |s| s.dropped,
+        ),
+        (
+            "oxbow_subscription_blocked",
+            "gauge",
+            "1 while a reliable subscription is stopped in front of a batch it cannot decode \
+             (oxbow subscription skip moves it on).",
+            |s| s.blocked.is_some() as u64,
+        ),
+        (
+            "oxbow_subscription_skipped_batches",
+            "gauge",
+            "Undecodable batches an operator skipped on a subscription (the last 64 are kept).",
+            |s| s.skipped.len() as u64,
         ),
     ];
     for (name, kind, help, field) in families {

@@ -530,7 +530,11 @@ impl Shard {
             }
             ShardMessage::Metrics { reply } => {
                 let count = self.partitions.borrow().values().map(HashMap::len).sum();
-                let _ = reply.send(self.metrics.snapshot(count, self.subscriptions.infos()));
+                let _ = reply.send(self.metrics.snapshot(
+                    count,
+                    self.subscriptions.infos(),
+                    self.subscriptions.decoded_counts(),
+                ));
             }
             ShardMessage::Native(command) => {
                 self.subscriptions.handle(&self, *command).await;

@@ -71,7 +71,7 @@ fn fetch(runtime: &Runtime, partition: u32, offset: u64, max_wait: Duration) -> 
 }
 
 fn value_of(batch: &RecordBatch) -> String {
-    let record = batch.records().unwrap().next().unwrap().unwrap();
+    let record = batch.records(u64::MAX).unwrap().next().unwrap().unwrap();
     String::from_utf8(record.value.unwrap().to_vec()).unwrap()
 }
 

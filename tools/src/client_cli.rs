@@ -51,6 +51,15 @@ pub struct ProduceArgs {
     /// 0 (no answer), 1 (leader) or all.
     #[arg(long, default_value = "all")]
     pub acks: String,
+    /// Compress batches: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// Compression level (gzip 1-9, zstd 1-22) [default: the codec's].
+    #[arg(long)]
+    pub compression_level: Option<i32>,
+    /// A header on every message, as NAME=VALUE (NAME alone: a null value); repeatable.
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
 }
 
 /// `oxbow consume ...`: prints one payload per line; acknowledges after printing.
@@ -80,6 +89,10 @@ pub struct ConsumeArgs {
     /// Where a new subscription starts: earliest, latest, offset:N or timestamp:MS.
     #[arg(long, default_value = "earliest")]
     pub from: String,
+    /// Print each message's headers before its value, as `NAME=VALUE,...<TAB>value` (a null
+    /// value prints as NAME alone).
+    #[arg(long)]
+    pub print_headers: bool,
 }
 
 /// `oxbow subscription ...`
@@ -111,6 +124,22 @@ pub enum SubscriptionCommand {
         /// Subscription.
         #[arg(long)]
         subscription: String,
+    },
+    /// Move subscriptions stopped in front of a batch they cannot decode past it (its
+    /// messages are never delivered; the skip is kept in each subscription's cursor).
+    Skip {
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Partition.
+        #[arg(long)]
+        partition: u32,
+        /// Any offset of the batch (`subscription list` shows where each one is blocked).
+        #[arg(long)]
+        offset: u64,
+        /// Only this subscription [default: every subscription stopped at that batch].
+        #[arg(long)]
+        subscription: Option<String>,
     },
 }
 
@@ -168,11 +197,34 @@ fn print_subscriptions(subscriptions: &[oxbow_client::SubscriptionInfo]) {
     if subscriptions.is_empty() {
         return;
     }
-    println!("subscription\tpartition\ttype\tmode\tcursor\tlag\tunacked\tconsumers\tdropped");
+    println!(
+        "subscription\tpartition\ttype\tmode\tcursor\tlag\tunacked\tconsumers\tdropped\tblocked_at\tskipped"
+    );
+    let range = |(first, last): (u64, u64)| format!("{first}..={last}");
     for s in subscriptions {
+        let blocked = s.blocked.map_or_else(|| "-".to_string(), range);
+        let skipped = match s.skipped.is_empty() {
+            true => "-".to_string(),
+            false => s
+                .skipped
+                .iter()
+                .map(|&r| range(r))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
         println!(
-            "{}\t{}\t{:?}\t{:?}\t{}\t{}\t{}\t{}\t{}",
-            s.name, s.partition, s.kind, s.mode, s.cursor, s.lag, s.unacked, s.consumers, s.dropped
+            "{}\t{}\t{:?}\t{:?}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            s.name,
+            s.partition,
+            s.kind,
+            s.mode,
+            s.cursor,
+            s.lag,
+            s.unacked,
+            s.consumers,
+            s.dropped,
+            blocked,
+            skipped
         );
     }
 }
@@ -180,14 +232,35 @@ fn print_subscriptions(subscriptions: &[oxbow_client::SubscriptionInfo]) {
 /// `oxbow produce ...`
 pub fn produce(broker: &str, args: ProduceArgs) -> Result<(), String> {
     let acks = parse_acks(&args.acks).map_err(|e| e.to_string())?;
+    let codec: oxbow_client::Codec = args
+        .compression
+        .parse()
+        .map_err(|e| format!("--compression: {e}"))?;
+    let headers: Vec<(&str, Option<&[u8]>)> = args
+        .headers
+        .iter()
+        .map(|header| match header.split_once('=') {
+            Some((name, value)) => (name, Some(value.as_bytes())),
+            None => (header.as_str(), None),
+        })
+        .collect();
     with_client(broker, |client| async move {
-        let producer = client.producer(&args.topic).acks(acks).build().await?;
+        let producer = client
+            .producer(&args.topic)
+            .acks(acks)
+            .compression(codec, args.compression_level)?
+            .build()
+            .await?;
         let key = args.key.as_deref().map(str::as_bytes);
         let mut pending = Vec::new();
         let mut sent = 0u64;
         for line in std::io::stdin().lock().lines() {
             let line = line.map_err(|e| ClientError::Io(std::sync::Arc::new(e)))?;
-            pending.push(producer.send(key, line.as_bytes()).await?);
+            pending.push(
+                producer
+                    .send_with_headers(key, line.as_bytes(), &headers)
+                    .await?,
+            );
             sent += 1;
             // Collect answers as we go so memory stays bounded on long inputs.
             if pending.len() >= 10_000 {
@@ -224,12 +297,26 @@ pub fn consume(broker: &str, args: ConsumeArgs) -> Result<(), String> {
         let mut stdout = std::io::stdout().lock();
         let mut printed = 0u64;
         while args.count.is_none_or(|count| printed < count) {
-            let batch = consumer.recv_batch(256).await?;
+            let batch = match consumer.recv_batch(256).await {
+                Ok(batch) => batch,
+                Err(e @ ClientError::DeliveryBlocked { .. }) => {
+                    // The other partitions go on; an operator's skip resumes this one.
+                    eprintln!("{e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let mut done = Vec::with_capacity(batch.len());
             for message in batch {
                 if args.count.is_some_and(|count| printed >= count) {
                     // Not printed, so not acknowledged: it comes again to the next consumer.
                     break;
+                }
+                if args.print_headers {
+                    stdout
+                        .write_all(&headers_line(&message))
+                        .and_then(|()| stdout.write_all(b"\t"))
+                        .map_err(|e| ClientError::Io(std::sync::Arc::new(e)))?;
                 }
                 stdout
                     .write_all(&message.value)
@@ -247,6 +334,22 @@ pub fn consume(broker: &str, args: ConsumeArgs) -> Result<(), String> {
         }
         consumer.close().await
     })
+}
+
+/// A message's headers as `NAME=VALUE,...` (a null value prints as NAME alone).
+fn headers_line(message: &oxbow_client::Message) -> Vec<u8> {
+    let mut line = Vec::new();
+    for (i, (name, value)) in message.headers.iter().enumerate() {
+        if i > 0 {
+            line.push(b',');
+        }
+        line.extend_from_slice(name);
+        if let Some(value) = value {
+            line.push(b'=');
+            line.extend_from_slice(value);
+        }
+    }
+    line
 }
 
 /// `oxbow subscription ...`
@@ -273,6 +376,20 @@ pub fn subscription(broker: &str, command: SubscriptionCommand) -> Result<(), St
             } => {
                 client.delete_subscription(&topic, &subscription).await?;
                 println!("deleted subscription {subscription} on {topic}");
+            }
+            SubscriptionCommand::Skip {
+                topic,
+                partition,
+                offset,
+                subscription,
+            } => {
+                let (first, last, moved) = client
+                    .skip_batch(&topic, partition, offset, subscription.as_deref())
+                    .await?;
+                println!(
+                    "skipped offsets {first}..={last} of {topic}/{partition} for {}",
+                    moved.join(", ")
+                );
             }
         }
         Ok(())

@@ -33,14 +33,16 @@ Config file keys (TOML; every one optional, flags override them):
   kafka_produce_in_flight_max, auto_create_topics, default_partitions,
   topic_partitions_max, native_listen, native_connections_max,
   native_frame_bytes_max, native_session_timeout_ms,
-  native_produce_in_flight_max, native_outbound_bytes_max, native_write_stall_ms
+  native_produce_in_flight_max, native_outbound_bytes_max, native_write_stall_ms,
+  batch_decompressed_bytes_max
   [log] segment_bytes_max, segment_age_max_ms, index_interval_bytes,
         flush = \"always\" | \"interval\" | \"never\", flush_interval_ms,
         retention_bytes_max, retention_age_max_ms, tail_cache_bytes_max,
         batch_bytes_max, write_buffer_bytes, append_queue_bytes_max
   [subscriptions] unacked_messages_max, ack_timeout_ms, redeliveries_max,
         cursor_persist_interval_ms, read_ahead_messages_max, read_bytes_max,
-        permits_per_flow_max, acks_per_frame_max, nack_delay_max_ms, consumers_max
+        permits_per_flow_max, acks_per_frame_max, nack_delay_max_ms, consumers_max,
+        decoded_cache_bytes_max
 Topics override segment.bytes, segment.ms, retention.bytes, retention.ms,
 max.message.bytes, flush.ms and oxbow.flush through CreateTopics configs.";
 

@@ -151,7 +151,7 @@ async fn a_consumer_that_never_reads_is_disconnected_and_its_messages_move_on() 
     let mut silent = TcpStream::connect(&native).await.unwrap();
     let frames = [
         oxbow_core::native::ClientFrame::Connect {
-            version: 1,
+            version: oxbow_core::native::PROTOCOL_VERSION,
             client_name: "never-reads".into(),
         },
         oxbow_core::native::ClientFrame::Subscribe {

@@ -3,32 +3,9 @@
 
 mod common;
 
-use common::start_broker;
+use common::{kcat, start_broker};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-
-fn kcat(addr: &str, args: &[&str], input: Option<&[u8]>) -> (bool, Vec<u8>, String) {
-    let mut child = Command::new("kcat")
-        .args(["-b", addr])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat must be installed (scripts/test installs it)");
-    let mut stdin = child.stdin.take().unwrap();
-    if let Some(input) = input {
-        stdin.write_all(input).unwrap();
-    }
-    drop(stdin);
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.success(),
-        output.stdout,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 fn lines(count: usize) -> Vec<u8> {
     (0..count)
@@ -141,23 +118,6 @@ fn hostile_frames_close_their_connection_and_clients_keep_working() {
     assert_eq!(out, b"still here\n");
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: oxbow\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
-/// The value of the first sample whose line starts with `prefix`.
-fn sample(metrics: &str, prefix: &str) -> f64 {
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
 #[test]
 fn metrics_endpoint_counts_requests_bytes_partitions_and_fsyncs() {
     let data = tempfile::tempdir().unwrap();
@@ -175,22 +135,22 @@ fn metrics_endpoint_counts_requests_bytes_partitions_and_fsyncs() {
         None,
     );
     assert!(ok, "{err}");
-    let metrics = http_get(&metrics_addr, "/metrics");
+    let metrics = common::http_get(&metrics_addr, "/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
     assert!(
-        sample(
+        common::sample(
             &metrics,
             "oxbow_kafka_request_seconds_count{api=\"Produce\"}"
         ) >= 1.0
     );
-    assert!(sample(&metrics, "oxbow_kafka_request_seconds_count{api=\"Fetch\"}") >= 1.0);
-    assert!(sample(&metrics, "oxbow_kafka_bytes_in_total") > 500.0 * 8.0);
-    assert_eq!(sample(&metrics, "oxbow_partitions"), 1.0);
+    assert!(common::sample(&metrics, "oxbow_kafka_request_seconds_count{api=\"Fetch\"}") >= 1.0);
+    assert!(common::sample(&metrics, "oxbow_kafka_bytes_in_total") > 500.0 * 8.0);
+    assert_eq!(common::sample(&metrics, "oxbow_partitions"), 1.0);
     assert!(
-        sample(&metrics, "oxbow_fsync_seconds_count") >= 1.0,
+        common::sample(&metrics, "oxbow_fsync_seconds_count") >= 1.0,
         "flush=always must have synced"
     );
-    assert!(http_get(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
+    assert!(common::http_get(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
     assert!(broker.child.try_wait().unwrap().is_none());
 }
 
@@ -258,35 +218,8 @@ fn slow_senders_idle_clients_and_excess_connections_are_closed() {
     assert!(ok, "a normal client must work afterwards: {err}");
 }
 
-/// Encodes a Produce v9 (acks=all) of one batch for `partition` 0 of `topic`.
-fn produce_request(correlation_id: i32, topic: &str, value: &[u8]) -> Vec<u8> {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
-    use kafka_protocol::protocol::{Encodable, StrBytes};
-    let mut batch = oxbow_core::BatchBuilder::new(0);
-    batch.push(None, Some(value), 0);
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch.build().into_bytes()))])]);
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Produce as i16)
-        .with_request_api_version(9)
-        .with_correlation_id(correlation_id);
-    let mut body = bytes::BytesMut::new();
-    header.encode(&mut body, 2).unwrap();
-    request.encode(&mut body, 9).unwrap();
-    frame(&body)
-}
-
 #[test]
 fn pipelined_produce_requests_are_answered_in_order_with_rising_offsets() {
-    use kafka_protocol::messages::{ProduceResponse, ResponseHeader};
-    use kafka_protocol::protocol::Decodable;
     let dir = tempfile::tempdir().unwrap();
     let (_broker, addr) = start_broker(dir.path(), 2);
     let mut stream = TcpStream::connect(&addr).unwrap();
@@ -294,20 +227,17 @@ fn pipelined_produce_requests_are_answered_in_order_with_rising_offsets() {
     // ones wait for their fdatasync, and must still answer each in order, at its own offset.
     let requests = 200;
     let all: Vec<u8> = (0..requests)
-        .flat_map(|i| produce_request(i, "pipelined", format!("m{i}").as_bytes()))
+        .flat_map(|i| {
+            let mut batch = oxbow_core::BatchBuilder::new(0);
+            batch.push(None, Some(format!("m{i}").as_bytes()), 0);
+            common::kafka_produce_request(i, "pipelined", batch.build())
+        })
         .collect();
     stream.write_all(&all).unwrap();
     let mut last_offset = -1;
     for i in 0..requests {
-        let mut size = [0u8; 4];
-        stream.read_exact(&mut size).unwrap();
-        let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
-        stream.read_exact(&mut response).unwrap();
-        let mut response = bytes::Bytes::from(response);
-        let header = ResponseHeader::decode(&mut response, 1).unwrap();
-        assert_eq!(header.correlation_id, i, "answers in request order");
-        let answer = ProduceResponse::decode(&mut response, 9).unwrap();
-        let partition = &answer.responses[0].partition_responses[0];
+        let (correlation_id, partition) = common::kafka_produce_response(&mut stream);
+        assert_eq!(correlation_id, i, "answers in request order");
         assert_eq!(partition.error_code, 0, "request {i}");
         assert_eq!(partition.base_offset, last_offset + 1, "request {i}");
         last_offset = partition.base_offset;

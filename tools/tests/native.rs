@@ -709,15 +709,18 @@ mod hostile {
                 0,
             )
         };
+        let current = oxbow_core::native::PROTOCOL_VERSION;
         let cases: Vec<(Vec<u8>, ErrorCode)> = vec![
             (hello(99), ErrorCode::UnsupportedVersion),
+            // Version 1 carried no headers: its clients would misread every delivery.
+            (hello(1), ErrorCode::UnsupportedVersion),
             (encode_frame(&ClientFrame::Ping, 0), ErrorCode::BadRequest),
             (
-                [hello(1), u32::MAX.to_be_bytes().to_vec()].concat(),
+                [hello(current), u32::MAX.to_be_bytes().to_vec()].concat(),
                 ErrorCode::TooLarge,
             ),
             (
-                [hello(1), vec![0, 0, 0, 12, 0, 0, 0, 8], vec![0xff; 8]].concat(),
+                [hello(current), vec![0, 0, 0, 12, 0, 0, 0, 8], vec![0xff; 8]].concat(),
                 ErrorCode::BadRequest,
             ),
         ];
@@ -760,7 +763,7 @@ mod hostile {
             permits: 10,
         };
         let hello = ClientFrame::Connect {
-            version: 1,
+            version: oxbow_core::native::PROTOCOL_VERSION,
             client_name: "silent".into(),
         };
         for frame in [hello, subscribe, flow] {

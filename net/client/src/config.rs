@@ -61,6 +61,10 @@ pub struct ProducerConfig {
     pub batch_bytes_max: usize,
     /// Unanswered batches before `send` waits.
     pub in_flight_batches_max: usize,
+    /// `none`, `gzip`, `snappy`, `lz4` or `zstd`.
+    pub compression: String,
+    /// Level for gzip (1-9) or zstd (1-22); absent: the codec's default.
+    pub compression_level: Option<i32>,
 }
 
 impl Default for ProducerConfig {
@@ -70,6 +74,8 @@ impl Default for ProducerConfig {
             linger_ms: 1,
             batch_bytes_max: 256 * 1024,
             in_flight_batches_max: 64,
+            compression: "none".into(),
+            compression_level: None,
         }
     }
 }
@@ -78,6 +84,11 @@ impl ProducerConfig {
     /// The acks setting, parsed.
     pub fn acks(&self) -> Result<Acks, ClientError> {
         parse_acks(&self.acks)
+    }
+
+    /// The compression codec, parsed.
+    pub fn codec(&self) -> Result<oxbow_core::Codec, ClientError> {
+        self.compression.parse().map_err(ClientError::Config)
     }
 }
 

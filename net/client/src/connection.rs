@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use oxbow_core::native::{
     decode_frame, encode_frame, ClientFrame, MessageMeta, ServerFrame, PROTOCOL_VERSION,
 };
+use oxbow_core::record::decode_headers;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,8 @@ const WRITE_BATCH_BYTES: usize = 1 << 20;
 pub(crate) enum ConsumerEvent {
     /// Messages from one partition.
     Messages(Vec<Message>),
+    /// Delivery on a partition stopped in front of an undecodable batch (not the end).
+    Blocked(ClientError),
     /// The broker detached the consumer, or the connection ended.
     Closed(ClientError),
 }
@@ -163,6 +166,24 @@ impl Shared {
                 }
                 return Ok(());
             }
+            ServerFrame::DeliveryBlocked {
+                consumer_id,
+                partition,
+                base_offset,
+                last_offset,
+                reason,
+            } => {
+                let consumers = self.consumers.lock().expect("not poisoned");
+                if let Some((_, consumer)) = consumers.get(consumer_id) {
+                    let _ = consumer.send(ConsumerEvent::Blocked(ClientError::DeliveryBlocked {
+                        partition: *partition,
+                        base_offset: *base_offset,
+                        last_offset: *last_offset,
+                        reason: reason.clone(),
+                    }));
+                }
+                return Ok(());
+            }
             ServerFrame::ConsumerClosed {
                 consumer_id,
                 reason,
@@ -185,6 +206,7 @@ impl Shared {
             | ServerFrame::Topics { request_id, .. }
             | ServerFrame::TopicDescription { request_id, .. }
             | ServerFrame::Subscribed { request_id, .. }
+            | ServerFrame::Skipped { request_id, .. }
             | ServerFrame::Subscriptions { request_id, .. } => *request_id,
         };
         let waiter = self
@@ -231,6 +253,8 @@ fn split_payload(
             _ => return Err(ClientError::Protocol("negative key length".into())),
         };
         let value = take(meta.value_len as usize)?;
+        let headers = decode_headers(take(meta.headers_len as usize)?)
+            .map_err(|e| ClientError::Protocol(format!("message headers: {e}")))?;
         out.push(Message {
             topic: topic.clone(),
             partition,
@@ -239,6 +263,7 @@ fn split_payload(
             redeliveries: meta.redeliveries,
             key,
             value,
+            headers,
             consumer_id,
         });
     }

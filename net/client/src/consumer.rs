@@ -154,6 +154,7 @@ impl ConsumerBuilder {
             taken: vec![0; partitions as usize],
             positions: HashMap::new(),
             ended: false,
+            held_error: None,
         })
     }
 
@@ -254,6 +255,8 @@ pub struct Consumer {
     taken: Vec<u32>,
     positions: HashMap<u32, u64>,
     ended: bool,
+    /// A blocked partition's error that arrived behind messages, reported once they are taken.
+    held_error: Option<ClientError>,
 }
 
 impl Consumer {
@@ -350,7 +353,9 @@ impl Consumer {
         result.map(drop)
     }
 
-    /// The next message.
+    /// The next message. [`ClientError::DeliveryBlocked`] is not the end of the consumer: a
+    /// partition stopped in front of a batch the broker cannot decode, the others go on; any
+    /// other error is final.
     pub async fn recv(&mut self) -> Result<Message, ClientError> {
         std::future::poll_fn(|cx| self.poll_message(cx))
             .await
@@ -402,10 +407,15 @@ impl Consumer {
     }
 
     /// Moves whatever has arrived into the ready queue; `Ready(Some(Err))` when the consumer
-    /// ended, `Ready(None)` after that.
+    /// ended (`Ready(None)` after that) or a partition is blocked (the consumer goes on).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(), ClientError>>> {
         if self.ended {
             return Poll::Ready(None);
+        }
+        if self.ready.is_empty() {
+            if let Some(e) = self.held_error.take() {
+                return Poll::Ready(Some(Err(e)));
+            }
         }
         let mut got = false;
         loop {
@@ -416,6 +426,14 @@ impl Consumer {
                     if self.ready.len() >= 4096 {
                         break;
                     }
+                }
+                Poll::Ready(Some(ConsumerEvent::Blocked(e))) => {
+                    // Reported once, after what arrived before it; the consumer goes on.
+                    if got || !self.ready.is_empty() {
+                        self.held_error = Some(e);
+                        break;
+                    }
+                    return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Some(ConsumerEvent::Closed(e))) => {
                     self.ended = true;

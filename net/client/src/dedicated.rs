@@ -61,7 +61,9 @@ impl ConsumerBuilder {
                         tokio::select! {
                             _ = &mut stopped => break,
                             batch = consumer.recv_batch(batch_max) => {
-                                let ended = batch.is_err();
+                                let ended = batch
+                                    .as_ref()
+                                    .is_err_and(|e| !matches!(e, ClientError::DeliveryBlocked { .. }));
                                 if batches_tx.send(batch).await.is_err() || ended {
                                     break;
                                 }

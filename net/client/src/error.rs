@@ -28,6 +28,20 @@ pub enum ClientError {
     /// The broker detached this consumer.
     #[error("consumer closed by the broker: {0}")]
     ConsumerClosed(String),
+    /// Delivery on one partition stopped in front of a batch the broker cannot decode. Not the
+    /// end of the consumer: other partitions go on, and this one resumes once an operator skips
+    /// the batch (`oxbow subscription skip`).
+    #[error("partition {partition}: delivery stopped at offsets {base_offset}..={last_offset}: {reason}")]
+    DeliveryBlocked {
+        /// Partition.
+        partition: u32,
+        /// First offset of the batch.
+        base_offset: u64,
+        /// Last offset of the batch.
+        last_offset: u64,
+        /// What the broker could not decode.
+        reason: String,
+    },
     /// The broker sent something this client cannot read.
     #[error("protocol error: {0}")]
     Protocol(String),

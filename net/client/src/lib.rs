@@ -45,6 +45,7 @@ pub use oxbow_core::native::{
     Acks, ErrorCode, Mode, PartitionInfo, StartPosition, SubscriptionInfo, SubscriptionType,
     TopicInfo,
 };
+pub use oxbow_core::Codec;
 pub use producer::{Delivered, PendingSend, Producer, ProducerBuilder};
 
 use connection::Shared;
@@ -230,6 +231,36 @@ impl Client {
         })
         .await
         .map(drop)
+    }
+
+    /// Moves the subscriptions of `topic` stopped at the undecodable batch that holds `offset`
+    /// on `partition` past it (only `subscription`, or every one stopped there). Returns the
+    /// batch's first and last offset and the subscriptions that moved.
+    pub async fn skip_batch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        subscription: Option<&str>,
+    ) -> Result<(u64, u64, Vec<String>), ClientError> {
+        match self
+            .request(|request_id| ClientFrame::SkipBatch {
+                request_id,
+                topic: topic.to_string(),
+                partition,
+                offset,
+                subscription: subscription.map(str::to_string),
+            })
+            .await?
+        {
+            ServerFrame::Skipped {
+                base_offset,
+                last_offset,
+                subscriptions,
+                ..
+            } => Ok((base_offset, last_offset, subscriptions)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Deletes a subscription, detaching its consumers.

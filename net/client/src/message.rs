@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use std::sync::Arc;
 
-/// A delivered message. Key and value share the bytes of the frame they arrived in.
+/// A delivered message. Key, value and headers share the bytes of the frame they arrived in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// Topic.
@@ -20,5 +20,17 @@ pub struct Message {
     pub key: Option<Bytes>,
     /// Value.
     pub value: Bytes,
+    /// Headers (key, value or `None`), in the producer's order.
+    pub headers: Vec<oxbow_core::Header>,
     pub(crate) consumer_id: u64,
+}
+
+impl Message {
+    /// The value of the first header named `key`; `Some(None)` for a header with a null value.
+    pub fn header(&self, key: &str) -> Option<Option<&[u8]>> {
+        self.headers
+            .iter()
+            .find(|(k, _)| &k[..] == key.as_bytes())
+            .map(|(_, v)| v.as_deref())
+    }
 }

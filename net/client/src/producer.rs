@@ -6,7 +6,7 @@ use crate::error::ClientError;
 use crate::partitioner::partition_for_key;
 use crate::Client;
 use oxbow_core::native::{Acks, ClientFrame, ServerFrame};
-use oxbow_core::BatchBuilder;
+use oxbow_core::{BatchBuilder, Codec};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +32,7 @@ pub struct ProducerBuilder {
     linger: Duration,
     batch_bytes_max: usize,
     in_flight_batches_max: usize,
+    compression: (Codec, Option<i32>),
 }
 
 impl ProducerBuilder {
@@ -43,7 +44,21 @@ impl ProducerBuilder {
             linger: Duration::from_millis(1),
             batch_bytes_max: 256 * 1024,
             in_flight_batches_max: 64,
+            compression: (Codec::None, None),
         }
+    }
+
+    /// Compresses every batch with `codec` (default none) at `level` (`None`: the codec's
+    /// default; gzip 1-9, zstd 1-22; lz4 and snappy have no levels). Kafka consumers read
+    /// these batches as they read a Kafka producer's.
+    pub fn compression(
+        mut self,
+        codec: Codec,
+        level: Option<i32>,
+    ) -> Result<ProducerBuilder, ClientError> {
+        codec.check_level(level).map_err(ClientError::Config)?;
+        self.compression = (codec, level);
+        Ok(self)
     }
 
     /// When the broker answers (default `All`).
@@ -72,11 +87,11 @@ impl ProducerBuilder {
 
     /// Applies the settings of a [`crate::ProducerConfig`].
     pub fn config(self, config: &crate::ProducerConfig) -> Result<ProducerBuilder, ClientError> {
-        Ok(self
-            .acks(config.acks()?)
+        self.acks(config.acks()?)
             .linger(Duration::from_millis(config.linger_ms))
             .batch_bytes_max(config.batch_bytes_max)
-            .in_flight_batches_max(config.in_flight_batches_max))
+            .in_flight_batches_max(config.in_flight_batches_max)
+            .compression(config.codec()?, config.compression_level)
     }
 
     /// Looks the topic up (it must exist) and returns the producer.
@@ -96,6 +111,7 @@ impl ProducerBuilder {
                 acks: self.acks,
                 linger: self.linger,
                 batch_bytes_max: self.batch_bytes_max,
+                compression: self.compression,
                 in_flight: Arc::new(Semaphore::new(self.in_flight_batches_max)),
                 in_flight_max: self.in_flight_batches_max as u32,
                 state: Mutex::default(),
@@ -126,6 +142,7 @@ struct Inner {
     acks: Acks,
     linger: Duration,
     batch_bytes_max: usize,
+    compression: (Codec, Option<i32>),
     in_flight: Arc<Semaphore>,
     in_flight_max: u32,
     state: Mutex<State>,
@@ -168,7 +185,24 @@ impl Producer {
     /// partitioner puts it; unkeyed ones stick to one partition per batch. Waits only when
     /// `in_flight_batches_max` batches are unanswered. Await the returned value for the offset.
     pub async fn send(&self, key: Option<&[u8]>, value: &[u8]) -> Result<PendingSend, ClientError> {
+        self.send_with_headers(key, value, &[]).await
+    }
+
+    /// [`Producer::send`] with record headers (a name and a value or `None` each), which
+    /// consumers of both protocols receive.
+    pub async fn send_with_headers(
+        &self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&str, Option<&[u8]>)],
+    ) -> Result<PendingSend, ClientError> {
         let inner = &self.inner;
+        let headers: Vec<(&[u8], Option<&[u8]>)> =
+            headers.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
+        let headers_bytes: usize = headers
+            .iter()
+            .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len) + 10)
+            .sum();
         if inner.shared.is_closed() {
             return Err(ClientError::Closed);
         }
@@ -181,7 +215,11 @@ impl Producer {
                 None => state.sticky,
             };
             let overflow = state.open.get(&partition).is_some_and(|open| {
-                open.builder.size_bytes() + value.len() + key.map_or(0, <[u8]>::len) + 32
+                open.builder.size_bytes()
+                    + value.len()
+                    + key.map_or(0, <[u8]>::len)
+                    + headers_bytes
+                    + 32
                     > inner.batch_bytes_max
             });
             let full = if overflow {
@@ -191,12 +229,14 @@ impl Producer {
             };
             state.serial += 1;
             let serial = state.serial;
+            let (codec, level) = inner.compression;
             let open = state.open.entry(partition).or_insert_with(|| OpenBatch {
-                builder: BatchBuilder::new(timestamp),
+                builder: BatchBuilder::new(timestamp).compression(codec, level),
                 waiters: Vec::new(),
                 serial,
             });
-            open.builder.push(key, Some(value), timestamp);
+            open.builder
+                .push_with_headers(key, Some(value), &headers, timestamp);
             open.waiters.push(tx);
             let first = (open.waiters.len() == 1).then_some((partition, open.serial));
             (full, first)

@@ -284,7 +284,9 @@ impl Coordinator {
                 }
             };
             for batch in &batches {
-                for record in batch.records().into_iter().flatten().flatten() {
+                // The coordinator writes this log uncompressed: a batch bounds its records.
+                let records = batch.records(batch.len() as u64);
+                for record in records.into_iter().flatten().flatten() {
                     let (Some(key), Some(value)) = (record.key, record.value) else {
                         continue;
                     };

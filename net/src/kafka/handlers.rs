@@ -1,9 +1,10 @@
 //! One function per Kafka API: decode the body, do the work through the shard, build the body.
 
+use super::produce::start_produce;
 use super::versions::ADVERTISED;
 use super::wire::{code, text};
 use super::KafkaEndpoint;
-use crate::shard::{CreateTopicError, FetchOutcome, PartitionError, ProduceOutcome, Shard};
+use crate::shard::{CreateTopicError, FetchOutcome, PartitionError, Shard};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -18,26 +19,24 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest,
     FetchResponse, FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, RequestKind,
-    ResponseKind, TopicName,
+    MetadataRequest, MetadataResponse, RequestHeader, RequestKind, ResponseKind, TopicName,
 };
-use oxbow_core::{BatchError, RecordBatch};
+use oxbow_core::RecordBatch;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-fn topic_name(s: &str) -> TopicName {
+pub(super) fn topic_name(s: &str) -> TopicName {
     TopicName(text(s))
 }
 
-fn partition_error_code(e: &PartitionError) -> i16 {
+pub(super) fn partition_error_code(e: &PartitionError) -> i16 {
     match e {
         PartitionError::UnknownTopicOrPartition => code::UNKNOWN_TOPIC_OR_PARTITION,
         PartitionError::OffsetOutOfRange => code::OFFSET_OUT_OF_RANGE,
@@ -61,7 +60,7 @@ pub async fn handle(
         RequestKind::Metadata(request) => Some(ResponseKind::Metadata(
             metadata(shard, endpoint, request, version).await,
         )),
-        RequestKind::Produce(request) => start_produce(shard, request)
+        RequestKind::Produce(request) => start_produce(shard, request, version)
             .await
             .finish()
             .await
@@ -125,7 +124,7 @@ pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
 }
 
 /// The partition count of `name`, creating the topic when allowed. Kafka error code otherwise.
-async fn ensure_topic(shard: &Shard, name: &str, may_create: bool) -> Result<u32, i16> {
+pub(super) async fn ensure_topic(shard: &Shard, name: &str, may_create: bool) -> Result<u32, i16> {
     if let Some(count) = shard.partition_count(name) {
         return Ok(count);
     }
@@ -197,92 +196,6 @@ async fn metadata(
         response.topics.push(topic);
     }
     response
-}
-
-/// A Produce whose appends are queued at their partitions (offsets are assigned in the order
-/// requests are started), waiting for them to be acknowledged.
-pub struct StartedProduce {
-    acks: i16,
-    started: Vec<(String, Vec<PartitionStart>)>,
-}
-
-/// A partition of a started Produce: where its outcome will come from, or its error code.
-type PartitionStart = (i32, Result<flume::Receiver<ProduceOutcome>, i16>);
-
-/// Queues a Produce's appends and returns without waiting for them, so a connection can read its
-/// next request while these reach the disk; answers still go out in request order.
-pub async fn start_produce(shard: &Shard, request: ProduceRequest) -> StartedProduce {
-    let acks = request.acks;
-    // Start every partition's append before waiting for any, so they proceed in parallel.
-    let mut started = Vec::new();
-    for topic in request.topic_data {
-        let name = topic.name.0.to_string();
-        let arc: Arc<str> = Arc::from(name.as_str());
-        let count = ensure_topic(shard, &name, true).await;
-        let mut partitions = Vec::new();
-        for data in topic.partition_data {
-            let outcome = match (&count, data.records) {
-                (Err(code), _) => Err(*code),
-                (Ok(n), _) if data.index < 0 || data.index as u32 >= *n => {
-                    Err(code::UNKNOWN_TOPIC_OR_PARTITION)
-                }
-                (Ok(_), None) => Err(code::CORRUPT_MESSAGE),
-                (Ok(_), Some(records)) => match RecordBatch::parse_many(records) {
-                    Ok(batches) if !batches.is_empty() => {
-                        Ok(shard.send_produce(arc.clone(), data.index as u32, batches))
-                    }
-                    Ok(_) => Err(code::CORRUPT_MESSAGE),
-                    Err(BatchError::UnsupportedMagic(_)) => {
-                        Err(code::UNSUPPORTED_FOR_MESSAGE_FORMAT)
-                    }
-                    Err(e) => {
-                        tracing::debug!(topic = %name, partition = data.index, error = %e, "rejected produce");
-                        Err(code::CORRUPT_MESSAGE)
-                    }
-                },
-            };
-            partitions.push((data.index, outcome));
-        }
-        started.push((name, partitions));
-    }
-    StartedProduce { acks, started }
-}
-
-impl StartedProduce {
-    /// Waits for every partition's outcome; `None` under acks=0, which gets no answer.
-    pub async fn finish(self) -> Option<ProduceResponse> {
-        let StartedProduce { acks, started } = self;
-        let mut response = ProduceResponse::default();
-        for (name, partitions) in started {
-            let mut topic = TopicProduceResponse::default();
-            topic.name = topic_name(&name);
-            for (index, outcome) in partitions {
-                let mut partition = PartitionProduceResponse::default();
-                partition.index = index;
-                partition.base_offset = -1;
-                partition.log_append_time_ms = -1;
-                partition.log_start_offset = -1;
-                let result = match outcome {
-                    Err(code) => Err(code),
-                    Ok(reply) => match reply.recv_async().await {
-                        Ok(Ok(done)) => Ok(done),
-                        Ok(Err(e)) => Err(partition_error_code(&e)),
-                        Err(_) => Err(code::KAFKA_STORAGE_ERROR),
-                    },
-                };
-                match result {
-                    Ok((base, start)) => {
-                        partition.base_offset = base as i64;
-                        partition.log_start_offset = start as i64;
-                    }
-                    Err(code) => partition.error_code = code,
-                }
-                topic.partition_responses.push(partition);
-            }
-            response.responses.push(topic);
-        }
-        (acks != 0).then_some(response)
-    }
 }
 
 /// One partition a fetch asks for.

@@ -12,6 +12,7 @@
 
 pub mod groups;
 mod handlers;
+mod produce;
 mod versions;
 mod wire;
 
@@ -341,7 +342,7 @@ async fn serve_request<'a>(
     };
     let request = match *request {
         RequestKind::Produce(produce) => {
-            let produce = handlers::start_produce(shard, produce).await;
+            let produce = produce::start_produce(shard, produce, version).await;
             waiting.push_back(WaitingProduce {
                 version,
                 correlation_id,

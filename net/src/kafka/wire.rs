@@ -28,7 +28,9 @@ pub mod code {
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
     pub const MEMBER_ID_REQUIRED: i16 = 79;
+    pub const INVALID_RECORD: i16 = 87;
 }
 
 /// A Kafka protocol string.

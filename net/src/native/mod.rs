@@ -19,7 +19,8 @@ use oxbow_core::native::{
     decode_frame, encode_frame, validate_name, Acks, ClientFrame, ErrorCode, MessageMeta, Mode,
     PartitionInfo, ServerFrame, StartPosition, SubscriptionType, TopicInfo, PROTOCOL_VERSION,
 };
-use oxbow_core::RecordBatch;
+use oxbow_core::record::{encode_headers, encoded_headers_len};
+use oxbow_core::{BatchError, CompressionError, RecordBatch};
 use registry::{Command, Refusal, Sink, StoredMessage, Target};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -108,7 +109,7 @@ impl OutboundBudget {
 pub fn payload_bytes(messages: &[(StoredMessage, u32)]) -> u64 {
     messages
         .iter()
-        .map(|(m, _)| (m.key.as_ref().map_or(0, Bytes::len) + m.value.len()) as u64 + 32)
+        .map(|(m, _)| m.data_bytes() as u64 + 32)
         .sum()
 }
 
@@ -373,25 +374,27 @@ fn encode_outbound(item: Outbound, out: &mut Vec<u8>, budget: &OutboundBudget) -
             let mut rest = &messages[..];
             while !rest.is_empty() {
                 let mut payload = 0;
-                let mut count = 0;
-                for (message, _) in rest {
-                    if count > 0 && payload >= DELIVERY_FRAME_PAYLOAD_BYTES {
+                let mut metas = Vec::new();
+                for (message, redeliveries) in rest {
+                    if !metas.is_empty() && payload >= DELIVERY_FRAME_PAYLOAD_BYTES {
                         break;
                     }
-                    payload += message.key.as_ref().map_or(0, Bytes::len) + message.value.len();
-                    count += 1;
-                }
-                let (now, later) = rest.split_at(count);
-                let metas = now
-                    .iter()
-                    .map(|(m, redeliveries)| MessageMeta {
-                        offset: m.offset,
-                        timestamp: m.timestamp,
+                    let headers_len = match message.headers.len() {
+                        0 => 0,
+                        _ => encoded_headers_len(&message.headers),
+                    };
+                    let key_len = message.key.as_ref().map_or(0, Bytes::len);
+                    payload += key_len + message.value.len() + headers_len;
+                    metas.push(MessageMeta {
+                        offset: message.offset,
+                        timestamp: message.timestamp,
                         redeliveries: *redeliveries,
-                        key_len: m.key.as_ref().map_or(-1, |k| k.len() as i32),
-                        value_len: m.value.len() as u32,
-                    })
-                    .collect();
+                        key_len: message.key.as_ref().map_or(-1, |k| k.len() as i32),
+                        value_len: message.value.len() as u32,
+                        headers_len: headers_len as u32,
+                    });
+                }
+                let (now, later) = rest.split_at(metas.len());
                 let frame = ServerFrame::Messages {
                     consumer_id,
                     partition,
@@ -403,6 +406,11 @@ fn encode_outbound(item: Outbound, out: &mut Vec<u8>, budget: &OutboundBudget) -
                         out.extend_from_slice(key);
                     }
                     out.extend_from_slice(&message.value);
+                    if !message.headers.is_empty() {
+                        let mut headers = BytesMut::new();
+                        encode_headers(&message.headers, &mut headers);
+                        out.extend_from_slice(&headers);
+                    }
                 }
                 rest = later;
             }
@@ -704,6 +712,23 @@ impl Connection {
                     result.map(|()| ServerFrame::Done { request_id }),
                 );
             }
+            ClientFrame::SkipBatch {
+                request_id,
+                topic,
+                partition,
+                offset,
+                subscription,
+            } => {
+                let result = self.skip(topic, partition, offset, subscription).await.map(
+                    |(base_offset, last_offset, subscriptions)| ServerFrame::Skipped {
+                        request_id,
+                        base_offset,
+                        last_offset,
+                        subscriptions,
+                    },
+                );
+                self.answer(request_id, result);
+            }
             ClientFrame::DeleteSubscription {
                 request_id,
                 topic,
@@ -735,6 +760,22 @@ impl Connection {
     async fn produce(&self, topic: String, partition: u32, payload: Bytes) -> Result<u64, Refusal> {
         let batches = RecordBatch::parse_many(payload)
             .map_err(|e| (ErrorCode::BadRequest, format!("bad record batch: {e}")))?;
+        let limit = self.shard.config.batch_decompressed_bytes_max;
+        for batch in &batches {
+            let codec = batch.codec();
+            batch.validate_records(limit).map_err(|e| {
+                let code = match e {
+                    BatchError::Decompression(CompressionError::TooLarge { .. }) => {
+                        ErrorCode::TooLarge
+                    }
+                    _ => ErrorCode::BadRequest,
+                };
+                (code, format!("bad record batch: {e}"))
+            })?;
+            if let Ok(codec) = codec {
+                self.shard.metrics.batch_produced(codec);
+            }
+        }
         if batches.is_empty() {
             return Err((
                 ErrorCode::BadRequest,
@@ -1031,6 +1072,36 @@ impl Connection {
             return Ok(());
         }
         first_failure(answers)
+    }
+
+    async fn skip(
+        &self,
+        topic: String,
+        partition: u32,
+        offset: u64,
+        subscription: Option<String>,
+    ) -> Result<registry::Skipped, Refusal> {
+        let partitions = self.partitions_of(&topic, false).await?;
+        if partition >= partitions {
+            return Err((
+                ErrorCode::UnknownTopic,
+                format!("topic {topic} has {partitions} partitions; {partition} does not exist"),
+            ));
+        }
+        let topic: Arc<str> = Arc::from(topic.as_str());
+        let (reply, answer) = flume::bounded(1);
+        let command = Command::Skip {
+            topic: topic.clone(),
+            partition,
+            offset,
+            subscription,
+            reply,
+        };
+        self.shard.send_native(&topic, partition, command);
+        answer
+            .recv_async()
+            .await
+            .unwrap_or_else(|_| Err((ErrorCode::Storage, "the partition's shard is gone".into())))
     }
 
     async fn list_subscriptions(

@@ -13,11 +13,14 @@
 
 use crate::native::Outbound;
 use crate::shard::Shard;
-use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use oxbow_core::native::{ErrorCode, Mode, StartPosition, SubscriptionInfo, SubscriptionType};
+use oxbow_core::native::{
+    ErrorCode, Mode, ServerFrame, StartPosition, SubscriptionInfo, SubscriptionType,
+};
 use oxbow_core::{BatchBuilder, RecordBatch};
-use oxbow_dispatch::{ConsumerId, CursorState, DispatchLimits, Message, Subscription};
+use oxbow_dispatch::{
+    ConsumerId, CursorState, DecodedBatches, DispatchLimits, Subscription, Undecodable,
+};
 use oxbow_storage::{Partition, ReadError};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -32,27 +35,10 @@ const READ_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// restart, since it stays below the cursor).
 const DEAD_LETTER_ATTEMPTS: u32 = 10;
 
-/// A message read from the log; key and value share the stored batch's bytes.
-#[derive(Debug, Clone)]
-pub struct StoredMessage {
-    /// Offset.
-    pub offset: u64,
-    /// Milliseconds since the epoch.
-    pub timestamp: i64,
-    /// Key.
-    pub key: Option<Bytes>,
-    /// Value (empty for a tombstone).
-    pub value: Bytes,
-}
+pub use oxbow_dispatch::StoredMessage;
 
-impl Message for StoredMessage {
-    fn offset(&self) -> u64 {
-        self.offset
-    }
-    fn key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
-    }
-}
+/// A skipped batch's first and last offset, and the subscriptions that went past it.
+pub type Skipped = (u64, u64, Vec<String>);
 
 /// A failure to report to the client.
 pub type Refusal = (ErrorCode, String);
@@ -158,6 +144,19 @@ pub enum Command {
         /// Answer.
         reply: flume::Sender<Result<(), Refusal>>,
     },
+    /// An operator's skip of the undecodable batch holding `offset`.
+    Skip {
+        /// Topic.
+        topic: Arc<str>,
+        /// Partition.
+        partition: u32,
+        /// An offset in the batch.
+        offset: u64,
+        /// Only this subscription; `None`: every one stopped at the batch.
+        subscription: Option<String>,
+        /// Answer: the batch's first and last offset and the subscriptions that passed it.
+        reply: flume::Sender<Result<Skipped, Refusal>>,
+    },
     /// The subscriptions of a partition.
     List {
         /// Topic.
@@ -179,6 +178,9 @@ struct SubscriptionCell {
     deleted: Cell<bool>,
     driver: RefCell<Option<glommio::Task<()>>>,
     cursor_path: PathBuf,
+    decoded: Rc<RefCell<DecodedBatches>>,
+    /// First offset of the blocked batch the consumers have been told about.
+    told_blocked: Cell<Option<u64>>,
 }
 
 impl SubscriptionCell {
@@ -186,14 +188,33 @@ impl SubscriptionCell {
         // Full means a wake-up is pending already.
         let _ = self.wake.try_send(());
     }
+
+    /// Tells a consumer that delivery on this partition is stopped in front of `batch`.
+    fn tell_blocked(&self, sink: &Sink, batch: &Undecodable) {
+        let _ = sink
+            .outbound
+            .send(Outbound::Frame(ServerFrame::DeliveryBlocked {
+                consumer_id: sink.consumer_id,
+                partition: self.target.partition,
+                base_offset: batch.base_offset,
+                last_offset: batch.last_offset,
+                reason: batch.reason.clone(),
+            }));
+    }
 }
 
 type PartitionKey = (Arc<str>, u32);
 
+/// The subscriptions of one partition and the decoded batches they share.
+struct PartitionSubscriptions {
+    subs: HashMap<String, Rc<SubscriptionCell>>,
+    decoded: Rc<RefCell<DecodedBatches>>,
+}
+
 /// The subscriptions of one shard's partitions.
 #[derive(Default)]
 pub struct Registry {
-    by_partition: RefCell<HashMap<PartitionKey, HashMap<String, Rc<SubscriptionCell>>>>,
+    by_partition: RefCell<HashMap<PartitionKey, PartitionSubscriptions>>,
 }
 
 fn subscriptions_dir(shard: &Shard, topic: &str, partition: u32) -> PathBuf {
@@ -318,14 +339,77 @@ impl Registry {
                     .by_partition
                     .borrow()
                     .get(&(topic.clone(), partition))
-                    .map(|subs| {
-                        subs.values()
+                    .map(|p| {
+                        p.subs
+                            .values()
                             .map(|cell| info(&cell.target, &cell.core.borrow()))
                             .collect()
                     })
                     .unwrap_or_default();
                 let _ = reply.send(list);
             }
+            Command::Skip {
+                topic,
+                partition,
+                offset,
+                subscription,
+                reply,
+            } => {
+                let result = self
+                    .skip(shard, topic, partition, offset, subscription)
+                    .await;
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Moves the subscriptions stopped at the batch holding `offset` past it, durably.
+    async fn skip(
+        &self,
+        shard: &Rc<Shard>,
+        topic: Arc<str>,
+        partition: u32,
+        offset: u64,
+        only: Option<String>,
+    ) -> Result<Skipped, Refusal> {
+        self.load(shard, &topic, partition)?;
+        let cells: Vec<Rc<SubscriptionCell>> = self
+            .by_partition
+            .borrow()
+            .get(&(topic.clone(), partition))
+            .map(|p| p.subs.values().cloned().collect())
+            .unwrap_or_default();
+        let mut batch = None;
+        let mut passed = Vec::new();
+        let mut refusal = None;
+        for cell in cells {
+            let name = &cell.target.subscription;
+            if only.as_ref().is_some_and(|only| only != name) {
+                continue;
+            }
+            let skipped = cell.core.borrow_mut().skip(offset);
+            match skipped {
+                Ok(range) => {
+                    tracing::warn!(topic = %topic, partition, subscription = %name,
+                        first_offset = range.0, last_offset = range.1,
+                        "an operator skipped an undecodable batch");
+                    persist(&cell).await;
+                    cell.wake();
+                    batch = Some(range);
+                    passed.push(name.clone());
+                }
+                Err(e) => refusal = Some(e.to_string()),
+            }
+        }
+        match batch {
+            Some((first, last)) => Ok((first, last, passed)),
+            None => Err((
+                ErrorCode::BadRequest,
+                refusal.unwrap_or_else(|| match only {
+                    Some(name) => format!("no subscription {name} on {topic}/{partition}"),
+                    None => format!("{topic}/{partition} has no subscription"),
+                }),
+            )),
         }
     }
 
@@ -334,9 +418,18 @@ impl Registry {
         self.by_partition
             .borrow()
             .values()
-            .flat_map(|subs| subs.values())
+            .flat_map(|p| p.subs.values())
             .map(|cell| info(&cell.target, &cell.core.borrow()))
             .collect()
+    }
+
+    /// Compressed batches decoded on this shard's partitions, and reads served without decoding.
+    pub fn decoded_counts(&self) -> (u64, u64) {
+        self.by_partition
+            .borrow()
+            .values()
+            .map(|p| p.decoded.borrow().counts())
+            .fold((0, 0), |(d, h), (pd, ph)| (d + pd, h + ph))
     }
 
     /// Stops every driver (reliable ones write their cursor first). Called at shutdown.
@@ -345,7 +438,7 @@ impl Registry {
             .by_partition
             .borrow_mut()
             .drain()
-            .flat_map(|(_, subs)| subs.into_values())
+            .flat_map(|(_, p)| p.subs.into_values())
             .collect();
         for cell in cells {
             stop_driver(&cell).await;
@@ -358,7 +451,7 @@ impl Registry {
             .by_partition
             .borrow_mut()
             .remove(&(Arc::from(topic), partition));
-        for cell in subs.into_iter().flat_map(HashMap::into_values) {
+        for cell in subs.into_iter().flat_map(|p| p.subs.into_values()) {
             for (_, sink) in cell.sinks.borrow_mut().drain() {
                 let _ = sink.outbound.send(Outbound::ConsumerClosed {
                     consumer_id: sink.consumer_id,
@@ -374,7 +467,7 @@ impl Registry {
         self.by_partition
             .borrow()
             .get(&(target.topic.clone(), target.partition))
-            .and_then(|subs| subs.get(&target.subscription))
+            .and_then(|p| p.subs.get(&target.subscription))
             .cloned()
     }
 
@@ -397,6 +490,9 @@ impl Registry {
             .local(topic, partition)
             .map_err(|e| (ErrorCode::UnknownTopic, e.to_string()))?;
         let dir = subscriptions_dir(shard, topic, partition);
+        let decoded = Rc::new(RefCell::new(DecodedBatches::new(
+            shard.config.subscriptions.decoded_cache_bytes_max,
+        )));
         let mut subs = HashMap::new();
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries.flatten().collect::<Vec<_>>(),
@@ -426,6 +522,7 @@ impl Registry {
                         kind: SubscriptionType::Shared,
                         mark_delete: log.log_start_offset(),
                         acked: Vec::new(),
+                        skipped: Vec::new(),
                     }
                 }
             };
@@ -438,10 +535,12 @@ impl Registry {
             };
             subs.insert(
                 name.to_string(),
-                start_driver(shard, &log, target, core, &dir),
+                start_driver(shard, &log, target, core, &dir, &decoded),
             );
         }
-        self.by_partition.borrow_mut().insert(key, subs);
+        self.by_partition
+            .borrow_mut()
+            .insert(key, PartitionSubscriptions { subs, decoded });
         Ok(())
     }
 
@@ -479,13 +578,11 @@ impl Registry {
                         );
                         let first_cursor = core.take_cursor_if_dirty();
                         let dir = subscriptions_dir(shard, &target.topic, target.partition);
-                        let cell = start_driver(shard, &log, target.clone(), core, &dir);
-                        if let Some(subs) = self
-                            .by_partition
-                            .borrow_mut()
-                            .get_mut(&(target.topic.clone(), target.partition))
-                        {
-                            subs.insert(target.subscription.clone(), cell.clone());
+                        let key = (target.topic.clone(), target.partition);
+                        let decoded = self.by_partition.borrow()[&key].decoded.clone();
+                        let cell = start_driver(shard, &log, target.clone(), core, &dir, &decoded);
+                        if let Some(p) = self.by_partition.borrow_mut().get_mut(&key) {
+                            p.subs.insert(target.subscription.clone(), cell.clone());
                         }
                         if let Some(state) = first_cursor {
                             // Durable from the first answer: a crash right after subscribing
@@ -503,6 +600,12 @@ impl Registry {
             .borrow_mut()
             .attach(Instant::now(), consumer, name, priority, kind, mode)
             .map_err(|e| (ErrorCode::ConsumerBusy, e.to_string()))?;
+        if let Some(batch) = cell.core.borrow().blocked() {
+            // The others were told already; this one joins a stopped partition.
+            if cell.told_blocked.get() == Some(batch.base_offset) {
+                cell.tell_blocked(&sink, batch);
+            }
+        }
         cell.sinks.borrow_mut().insert(consumer, sink);
         cell.wake();
         Ok(())
@@ -536,12 +639,12 @@ impl Registry {
     }
 
     async fn remove(&self, target: &Target, cell: &Rc<SubscriptionCell>) {
-        if let Some(subs) = self
+        if let Some(p) = self
             .by_partition
             .borrow_mut()
             .get_mut(&(target.topic.clone(), target.partition))
         {
-            subs.remove(&target.subscription);
+            p.subs.remove(&target.subscription);
         }
         stop_driver(cell).await;
         if cell.deleted.get() {
@@ -571,6 +674,8 @@ fn info(target: &Target, core: &Subscription<StoredMessage>) -> SubscriptionInfo
         unacked: stats.unacked,
         consumers: stats.consumers,
         dropped: stats.dropped,
+        blocked: stats.blocked,
+        skipped: core.skipped().to_vec(),
     }
 }
 
@@ -606,6 +711,7 @@ fn start_driver(
     target: Target,
     core: Subscription<StoredMessage>,
     dir: &std::path::Path,
+    decoded: &Rc<RefCell<DecodedBatches>>,
 ) -> Rc<SubscriptionCell> {
     let (wake, woken) = local_channel::new_bounded(1);
     let cursor_path = dir.join(format!("{}.cursor", target.subscription));
@@ -618,6 +724,8 @@ fn start_driver(
         deleted: Cell::new(false),
         driver: RefCell::new(None),
         cursor_path,
+        decoded: decoded.clone(),
+        told_blocked: Cell::new(None),
     });
     let task = glommio::spawn_local(drive(cell.clone(), log.clone(), shard.clone(), woken));
     *cell.driver.borrow_mut() = Some(task);
@@ -633,39 +741,30 @@ async fn stop_driver(cell: &Rc<SubscriptionCell>) {
     }
 }
 
-/// Splits stored batches into messages from `from` on; returns them and the offset after the
-/// last batch. Compressed batches cannot be split here and are passed over with a warning.
-fn split_batches(batches: &[RecordBatch], target: &Target) -> (Vec<StoredMessage>, u64) {
+/// Splits stored batches into messages, up to the first batch that cannot be decoded; returns
+/// them, the offset after the last batch split, and the batch that stopped the split.
+fn split_batches(
+    batches: &[RecordBatch],
+    decoded: &RefCell<DecodedBatches>,
+    decompressed_bytes_max: u64,
+) -> (Vec<StoredMessage>, u64, Option<Undecodable>) {
     let mut messages = Vec::new();
     let mut end = 0;
     for batch in batches {
-        end = batch.last_offset() + 1;
-        match batch.records() {
-            Ok(records) => {
-                for record in records {
-                    match record {
-                        Ok(record) => messages.push(StoredMessage {
-                            offset: record.offset,
-                            timestamp: record.timestamp,
-                            key: record.key,
-                            value: record.value.unwrap_or_default(),
-                        }),
-                        Err(e) => {
-                            tracing::warn!(topic = %target.topic, partition = target.partition,
-                                offset = batch.base_offset(), error = %e, "skipping undecodable record");
-                            break;
-                        }
-                    }
-                }
-            }
+        match decoded.borrow_mut().messages(batch, decompressed_bytes_max) {
+            Ok(split) => messages.extend(split.iter().cloned()),
             Err(e) => {
-                tracing::warn!(topic = %target.topic, partition = target.partition,
-                    offset = batch.base_offset(), error = %e,
-                    "native subscriptions skip batches they cannot split");
+                let stop = Undecodable {
+                    base_offset: batch.base_offset(),
+                    last_offset: batch.last_offset(),
+                    reason: e.to_string(),
+                };
+                return (messages, batch.base_offset(), Some(stop));
             }
         }
+        end = batch.last_offset() + 1;
     }
-    (messages, end)
+    (messages, end, None)
 }
 
 async fn drive(
@@ -685,7 +784,13 @@ async fn drive(
         let known_end = log.log_end_offset();
         cell.core.borrow_mut().on_log_end(known_end);
         if retry_read_at.is_none_or(|at| at <= Instant::now()) {
-            retry_read_at = read_ahead(&cell, &log, config.read_bytes_max as usize).await;
+            retry_read_at = read_ahead(
+                &cell,
+                &log,
+                config.read_bytes_max as usize,
+                shard.config.batch_decompressed_bytes_max,
+            )
+            .await;
         }
         let now = Instant::now();
         let next_tick = cell.core.borrow_mut().tick(now);
@@ -694,6 +799,7 @@ async fn drive(
         // wait for a wake-up that a consumer with permits to spare would never send.
         let progressed = !deliveries.is_empty();
         send_deliveries(&cell, deliveries);
+        announce_blocked(&cell);
         let dead_letters = cell.core.borrow_mut().poll_dead_letters();
         for (message, redeliveries) in dead_letters {
             glommio::spawn_local(dead_letter(
@@ -753,6 +859,7 @@ async fn read_ahead(
     cell: &SubscriptionCell,
     log: &Partition,
     read_bytes_max: usize,
+    decompressed_bytes_max: u64,
 ) -> Option<Instant> {
     loop {
         let from = cell.core.borrow_mut().next_read()?;
@@ -762,8 +869,12 @@ async fn read_ahead(
                 return None;
             }
             Ok(batches) => {
-                let (messages, end) = split_batches(&batches, &cell.target);
-                cell.core.borrow_mut().on_read(messages, end.max(from + 1));
+                let limit = decompressed_bytes_max;
+                let (messages, end, stop) = split_batches(&batches, &cell.decoded, limit);
+                cell.core.borrow_mut().on_read(messages, end);
+                if let Some(batch) = stop {
+                    undecodable(cell, batch);
+                }
             }
             Err(ReadError::OffsetOutOfRange { .. }) if from < log.log_start_offset() => {
                 let mut core = cell.core.borrow_mut();
@@ -779,6 +890,42 @@ async fn read_ahead(
             }
         }
     }
+}
+
+/// A read reached a batch that cannot be split into messages: a reliable subscription stops
+/// in front of it (its consumers are told by [`announce_blocked`]); a non-reliable one counts
+/// it as dropped.
+fn undecodable(cell: &SubscriptionCell, batch: Undecodable) {
+    let target = &cell.target;
+    cell.core.borrow_mut().on_undecodable(batch.clone());
+    if cell.core.borrow().blocked().is_none() {
+        tracing::warn!(topic = %target.topic, partition = target.partition,
+            subscription = %target.subscription, first_offset = batch.base_offset,
+            last_offset = batch.last_offset, reason = %batch.reason,
+            "non-reliable subscription dropped a batch it cannot decode");
+        return;
+    }
+    tracing::error!(topic = %target.topic, partition = target.partition,
+        subscription = %target.subscription, first_offset = batch.base_offset,
+        last_offset = batch.last_offset, reason = %batch.reason,
+        "subscription stopped in front of a batch it cannot decode; \
+         `oxbow subscription skip` moves it on");
+}
+
+/// Tells the consumers once that delivery stopped, after what precedes the batch went out.
+fn announce_blocked(cell: &SubscriptionCell) {
+    let core = cell.core.borrow();
+    let Some(batch) = core.blocked() else {
+        cell.told_blocked.set(None);
+        return;
+    };
+    if cell.told_blocked.get() == Some(batch.base_offset) {
+        return;
+    }
+    for sink in cell.sinks.borrow().values() {
+        cell.tell_blocked(sink, batch);
+    }
+    cell.told_blocked.set(Some(batch.base_offset));
 }
 
 fn send_deliveries(
@@ -869,9 +1016,15 @@ async fn dead_letter(
             }
         }
         let mut batch = BatchBuilder::new(message.timestamp);
-        batch.push(
+        let headers: Vec<(&[u8], Option<&[u8]>)> = message
+            .headers
+            .iter()
+            .map(|(k, v)| (&k[..], v.as_deref()))
+            .collect();
+        batch.push_with_headers(
             message.key.as_deref(),
             Some(&message.value),
+            &headers,
             message.timestamp,
         );
         let produced = shard

@@ -69,7 +69,7 @@ pub fn batch(index: u64) -> RecordBatch {
 
 /// Which batch a stored batch is, read back from its first record's value.
 pub fn batch_index(batch: &RecordBatch) -> u64 {
-    let record = batch.records().unwrap().next().unwrap().unwrap();
+    let record = batch.records(u64::MAX).unwrap().next().unwrap().unwrap();
     let value = record.value.unwrap();
     let text = std::str::from_utf8(&value).unwrap();
     text.split('-').nth(1).unwrap().parse().unwrap()

@@ -240,6 +240,8 @@ pub struct Producer {
     acks: i16,
     batch_bytes: usize,
     message_bytes: usize,
+    codec: oxbow_core::Codec,
+    compression_level: Option<i32>,
     correlation_id: i32,
     open: Option<OpenBatch>,
 }
@@ -273,6 +275,8 @@ impl Producer {
             acks,
             batch_bytes: plan.batch_bytes,
             message_bytes: plan.message_size,
+            codec: plan.codec,
+            compression_level: plan.compression_level,
             correlation_id: 0,
             open: None,
         })
@@ -293,7 +297,8 @@ impl Producer {
             self.flush().await?;
         }
         let batch = self.open.get_or_insert_with(|| OpenBatch {
-            builder: BatchBuilder::new((now_ns() / 1_000_000) as i64),
+            builder: BatchBuilder::new((now_ns() / 1_000_000) as i64)
+                .compression(self.codec, self.compression_level),
             intended_ns: Vec::new(),
             opened: Instant::now(),
         });
@@ -494,7 +499,8 @@ fn consume_batches(
         };
         let batch = RecordBatch::parse(records.split_to(size)).map_err(|e| damaged(&e))?;
         let mut values = Vec::with_capacity(batch.records_count().max(0) as usize);
-        for record in batch.records().map_err(|e| damaged(&e))? {
+        let limit = oxbow_core::config::BATCH_DECOMPRESSED_BYTES_LIMIT;
+        for record in batch.records(limit).map_err(|e| damaged(&e))? {
             let record = record.map_err(|e| damaged(&e))?;
             // A fetch may start inside a batch: skip what was consumed before.
             if record.offset as i64 >= position.1 {

@@ -13,6 +13,7 @@ mod meter;
 mod native;
 #[cfg(feature = "nats")]
 mod nats;
+mod payload;
 pub mod plan;
 mod plot;
 mod report;

@@ -80,6 +80,8 @@ impl Producer {
             .linger(plan.linger)
             .batch_bytes_max(plan.batch_bytes)
             .in_flight_batches_max(plan.in_flight)
+            .compression(plan.codec, plan.compression_level)
+            .map_err(describe)?
             .build()
             .await
             .map_err(|e| format!("producer on {}: {e}", plan.topic))?;

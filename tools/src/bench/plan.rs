@@ -29,6 +29,17 @@ pub enum Workload {
     ProduceConsume,
 }
 
+/// What the bytes of each message are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PayloadKind {
+    /// Random bytes (incompressible), the same for every message of a producer.
+    Random,
+    /// Words drawn at random from a small vocabulary, different for every message: about as
+    /// compressible as logs or JSON (lz4 ~2x, zstd ~3x).
+    Text,
+}
+
 /// `oxbow bench ...`
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -80,6 +91,15 @@ pub struct BenchArgs {
     /// Batches a producer has in flight before it waits for an answer.
     #[arg(long, default_value_t = 16)]
     pub in_flight: usize,
+    /// Compression of produced batches: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// Compression level (gzip 1-9, zstd 1-22) [default: the codec's].
+    #[arg(long)]
+    pub compression_level: Option<i32>,
+    /// Message bytes: random (incompressible) or text (compressible, varied per message).
+    #[arg(long, value_enum, default_value = "random")]
+    pub payload: PayloadKind,
     /// Topic name [default: oxbow-bench-<pid>, created and deleted by the run].
     #[arg(long)]
     pub topic: Option<String>,
@@ -152,6 +172,11 @@ pub struct Plan {
     #[serde(serialize_with = "as_seconds")]
     pub linger: Duration,
     pub in_flight: usize,
+    pub compression: String,
+    pub compression_level: Option<i32>,
+    #[serde(skip)]
+    pub codec: oxbow_core::Codec,
+    pub payload: PayloadKind,
     pub topic: String,
     pub create_topic: bool,
     pub delete_topic: bool,
@@ -219,6 +244,17 @@ impl BenchArgs {
         if self.in_flight == 0 {
             return Err("--in-flight must be at least 1".into());
         }
+        let codec: oxbow_core::Codec = self
+            .compression
+            .parse()
+            .map_err(|e| format!("--compression: {e}"))?;
+        codec
+            .check_level(self.compression_level)
+            .map_err(|e| format!("--compression-level: {e}"))?;
+        #[cfg(feature = "nats")]
+        if self.protocol == Protocol::Nats && codec != oxbow_core::Codec::None {
+            return Err("--compression is for the kafka and native protocols".into());
+        }
         if !matches!(self.acks.as_str(), "0" | "1" | "all" | "-1") {
             return Err(format!("--acks {:?}: use 0, 1 or all", self.acks));
         }
@@ -273,6 +309,10 @@ impl BenchArgs {
             batch_bytes: self.batch_bytes,
             linger: duration("linger", &self.linger)?,
             in_flight: self.in_flight,
+            compression: codec.name().to_string(),
+            compression_level: self.compression_level,
+            codec,
+            payload: self.payload,
             topic,
             create_topic: self.workload != Workload::Consume,
             delete_topic: !named && !self.keep_topic,

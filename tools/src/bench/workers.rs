@@ -1,6 +1,7 @@
 //! Producer and consumer threads, the pacing of a fixed rate, and the per-protocol set-up.
 
-use super::meter::{now_ns, stamp, Meter};
+use super::meter::{now_ns, Meter};
+use super::payload::Payloads;
 use super::plan::{Plan, Protocol, Workload};
 use super::{current_thread_runtime, kafka, native, Control};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -274,17 +275,14 @@ async fn produce(
         )),
     };
     let timeline = control.timeline.get().expect("set before producers start");
-    let mut payload = vec![0u8; plan.message_size];
-    // Bytes a compressor or a deduplicating disk could not shrink to nothing.
-    fastrand::Rng::with_seed(index as u64).fill(&mut payload);
+    let mut payloads = Payloads::new(plan.payload, plan.message_size, index as u64);
     let limit = plan.messages_per_producer.unwrap_or(u64::MAX);
     match plan.producer_rate() {
         None => {
             let mut sent = 0;
             while sent < limit && Instant::now() < timeline.produce_until && !control.stopped() {
                 let intended_ns = now_ns();
-                stamp(&mut payload, intended_ns);
-                sink.push(&payload, intended_ns).await?;
+                sink.push(payloads.next(intended_ns), intended_ns).await?;
                 sent += 1;
             }
         }
@@ -330,8 +328,7 @@ async fn produce(
                 if control.stopped() {
                     break;
                 }
-                stamp(&mut payload, intended_ns);
-                sink.push(&payload, intended_ns).await?;
+                sink.push(payloads.next(intended_ns), intended_ns).await?;
                 if plan.linger.is_zero() && slots.is_empty() {
                     sink.flush().await?;
                 }

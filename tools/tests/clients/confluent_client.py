@@ -3,11 +3,15 @@
 
 produce: creates the topic if asked, sends COUNT messages "m-<i>" round-robin over the
 partitions with the given acks, and prints "ack <partition> <offset> <value>" for every delivery
-the broker acknowledged, flushed at once (a test may kill the broker at any moment).
+the broker acknowledged, flushed at once (a test may kill the broker at any moment). With
+--keyed each message also has key "k-<i>" and headers n="h-<i>", empty="" and null=None; with
+--compression the batches are compressed (compression.type).
 consume: reads every partition from the beginning (no consumer group) until it has EXPECT
-messages (-1: everything up to the high watermarks), printing "msg <partition> <offset> <value>".
+messages (-1: everything up to the high watermarks), printing "msg <partition> <offset> <value>",
+or with --json one JSON object per message with its key and headers as well.
 """
 import argparse
+import json
 import sys
 import time
 
@@ -25,8 +29,9 @@ def produce(args):
         "bootstrap.servers": args.bootstrap,
         "acks": args.acks,
         "enable.idempotence": args.idempotent,
-        "linger.ms": 2,
+        "linger.ms": args.linger_ms,
         "message.timeout.ms": args.timeout_ms,
+        "compression.type": args.compression,
     })
 
     failed = []
@@ -43,8 +48,12 @@ def produce(args):
     for i in range(args.base, args.base + args.count):
         while True:
             try:
+                extras = {}
+                if args.keyed:
+                    extras = {"key": f"k-{i}".encode(),
+                              "headers": [("n", f"h-{i}".encode()), ("empty", b""), ("null", None)]}
                 producer.produce(args.topic, value=f"m-{i}".encode(), partition=i % args.partitions,
-                                 on_delivery=delivered)
+                                 on_delivery=delivered, **extras)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -76,7 +85,14 @@ def consume(args):
             continue
         if msg.error():
             raise KafkaException(msg.error())
-        sys.stdout.write(f"msg {msg.partition()} {msg.offset()} {msg.value().decode()}\n")
+        if args.json:
+            headers = [[k, None if v is None else v.decode()] for k, v in (msg.headers() or [])]
+            key = None if msg.key() is None else msg.key().decode()
+            sys.stdout.write(json.dumps({"partition": msg.partition(), "offset": msg.offset(),
+                                         "key": key, "value": msg.value().decode(),
+                                         "headers": headers}) + "\n")
+        else:
+            sys.stdout.write(f"msg {msg.partition()} {msg.offset()} {msg.value().decode()}\n")
         seen += 1
     sys.stdout.flush()
     consumer.close()
@@ -157,6 +173,10 @@ def main():
     parser.add_argument("--acks", default="all")
     parser.add_argument("--idempotent", action="store_true")
     parser.add_argument("--timeout-ms", type=int, default=30000)
+    parser.add_argument("--linger-ms", type=int, default=2)
+    parser.add_argument("--compression", default="none")
+    parser.add_argument("--keyed", action="store_true")
+    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     {"produce": produce, "consume": consume, "group-consume": group_consume, "committed": committed,
      "admin": admin}[args.mode](args)

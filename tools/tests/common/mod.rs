@@ -1,7 +1,7 @@
 //! Starting the real `oxbow` binary for tests, and reading its log.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -142,4 +142,93 @@ pub fn start_native_broker(dir: &std::path::Path, toml: &str) -> (Broker, String
     ]);
     let addr = field(&broker.wait_for("oxbow ready"), "native");
     (broker, addr)
+}
+
+/// Runs kcat against the Kafka listener at `addr`; returns success, stdout and stderr.
+pub fn kcat(addr: &str, args: &[&str], input: Option<&[u8]>) -> (bool, Vec<u8>, String) {
+    let mut child = Command::new("kcat")
+        .args(["-b", addr])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat must be installed (scripts/test installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(input) = input {
+        stdin.write_all(input).unwrap();
+    }
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        output.stdout,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A plain HTTP/1.1 GET; returns the whole response.
+pub fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: oxbow\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// The value of the first metrics sample whose line starts with `prefix`.
+pub fn sample(metrics: &str, prefix: &str) -> f64 {
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Encodes a Kafka Produce v9 (acks=all) of `batch` to partition 0 of `topic`, framed.
+pub fn kafka_produce_request(
+    correlation_id: i32,
+    topic: &str,
+    batch: oxbow_core::RecordBatch,
+) -> Vec<u8> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch.into_bytes()))])]);
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(9)
+        .with_correlation_id(correlation_id);
+    let mut body = bytes::BytesMut::new();
+    header.encode(&mut body, 2).unwrap();
+    request.encode(&mut body, 9).unwrap();
+    [&(body.len() as i32).to_be_bytes()[..], &body].concat()
+}
+
+/// Reads the answer to one [`kafka_produce_request`]: its correlation id and the partition's
+/// result.
+pub fn kafka_produce_response(
+    stream: &mut std::net::TcpStream,
+) -> (
+    i32,
+    kafka_protocol::messages::produce_response::PartitionProduceResponse,
+) {
+    use kafka_protocol::messages::{ProduceResponse, ResponseHeader};
+    use kafka_protocol::protocol::Decodable;
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).unwrap();
+    let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut response).unwrap();
+    let mut response = bytes::Bytes::from(response);
+    let header = ResponseHeader::decode(&mut response, 1).unwrap();
+    let mut answer = ProduceResponse::decode(&mut response, 9).unwrap();
+    let partition = answer.responses.remove(0).partition_responses.remove(0);
+    (header.correlation_id, partition)
 }
