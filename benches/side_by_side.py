@@ -16,6 +16,7 @@ RUNS = int(os.environ.get("RUNS", "3"))
 DURATION = os.environ.get("DURATION", "5s")
 WARMUP = os.environ.get("WARMUP", "1s")
 OUT = "benches/RESULTS.md"
+os.makedirs("benches/out", exist_ok=True)
 SCRATCH = os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="oxbow-side-", dir="benches/out")
 DURABILITY = {
     # name: (oxbow [log] settings, acks)
@@ -266,8 +267,13 @@ def main():
         "the bench's own Kafka client (kafka-protocol codecs, pipelined Produce, static partition assignment).")
     say()
     goals(fio_sync[0])
+    # Sections other scripts own (between their markers, e.g. benches/compression.sh) stay.
+    kept = []
+    if os.path.exists(OUT):
+        owned = re.finditer(r"<!-- (\w+): .*? -->.*?<!-- /\1 -->", open(OUT).read(), re.S)
+        kept = [m.group(0) for m in owned]
     with open(OUT, "w") as f:
-        f.write("\n".join(REPORT) + "\n")
+        f.write("\n".join(REPORT + [""] + kept) + "\n")
     subprocess.run(["rm", "-rf", SCRATCH])
 
 

@@ -8,7 +8,9 @@
 //!   blocks of `[u32 length][raw snappy]`). Raw snappy without framing (what librdkafka
 //!   writes) is read too;
 //! - lz4: the LZ4 frame format with independent 64 KiB blocks (KIP-57's correct header
-//!   checksum);
+//!   checksum). Written by the reference C library (what Kafka's clients write; lz4_flex's own
+//!   encoder produced frames that decode 3x slower, measured: 0.55 against 1.6 GB/s), read by
+//!   lz4_flex, in safe Rust, since what a broker decodes comes from strangers;
 //! - zstd: a zstd frame.
 //!
 //! Decompression is bounded: every decoder stops once the output would pass the caller's limit
@@ -102,12 +104,14 @@ impl Codec {
         }
     }
 
-    /// Levels this codec accepts, if it has levels at all.
+    /// Levels this codec accepts, if it has levels at all (Kafka's ranges; lz4 from 3 on is
+    /// LZ4-HC).
     pub fn levels(self) -> Option<std::ops::RangeInclusive<i32>> {
         match self {
             Codec::Gzip => Some(1..=9),
+            Codec::Lz4 => Some(1..=17),
             Codec::Zstd => Some(1..=22),
-            Codec::None | Codec::Snappy | Codec::Lz4 => None,
+            Codec::None | Codec::Snappy => None,
         }
     }
 
@@ -139,9 +143,17 @@ impl Codec {
             }
             Codec::Snappy => snappy_xerial(raw),
             Codec::Lz4 => {
-                let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
+                let mut encoder = lz4::EncoderBuilder::new()
+                    .block_size(lz4::BlockSize::Max64KB)
+                    .block_mode(lz4::BlockMode::Independent)
+                    .checksum(lz4::ContentChecksum::NoChecksum)
+                    .level(level.unwrap_or(0) as u32)
+                    .build(Vec::with_capacity(raw.len() / 2 + 64))
+                    .expect("an lz4 context for valid settings");
                 encoder.write_all(raw).expect("writing to memory");
-                encoder.finish().expect("writing to memory")
+                let (out, finished) = encoder.finish();
+                finished.expect("writing to memory");
+                out
             }
             Codec::Zstd => zstd::bulk::compress(raw, level.unwrap_or(3))
                 .expect("zstd compresses any input at a valid level"),
@@ -320,6 +332,8 @@ mod tests {
         }
         let zstd = Codec::Zstd.compress(Some(19), &raw);
         assert_eq!(Codec::Zstd.decompress(&zstd, u64::MAX).unwrap(), raw);
+        let hc = Codec::Lz4.compress(Some(9), &raw);
+        assert_eq!(Codec::Lz4.decompress(&hc, u64::MAX).unwrap(), raw);
     }
 
     #[test]
@@ -376,7 +390,8 @@ mod tests {
         assert!("brotli".parse::<Codec>().is_err());
         assert!(Codec::Zstd.check_level(Some(22)).is_ok());
         assert!(Codec::Zstd.check_level(Some(23)).is_err());
-        assert!(Codec::Lz4.check_level(Some(1)).is_err());
+        assert!(Codec::Snappy.check_level(Some(1)).is_err());
+        assert!(Codec::Lz4.check_level(Some(18)).is_err());
         assert!(Codec::Lz4.check_level(None).is_ok());
     }
 

@@ -54,7 +54,7 @@ pub struct ProduceArgs {
     /// Compress batches: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     pub compression: String,
-    /// Compression level (gzip 1-9, zstd 1-22) [default: the codec's].
+    /// Compression level (gzip 1-9, lz4 1-17, zstd 1-22) [default: the codec's].
     #[arg(long)]
     pub compression_level: Option<i32>,
     /// A header on every message, as NAME=VALUE (NAME alone: a null value); repeatable.

@@ -5,6 +5,22 @@ use super::*;
 impl<M: Message> Subscription<M> {
     /// Hands out what consumers have permits for, redeliveries first.
     pub fn poll_deliveries(&mut self, now: Instant) -> Vec<Delivery<M>> {
+        let out = self.deliver(now);
+        if self.mode == Mode::NonReliable {
+            self.cursor_dirty = false;
+            // One read can bring far more than the read-ahead (reads are bounded in bytes):
+            // what nobody could take now is kept only up to it, newest first.
+            let excess = self
+                .pending
+                .len()
+                .saturating_sub(self.limits.read_ahead_messages_max as usize);
+            self.pending.drain(..excess);
+            self.dropped += excess as u64;
+        }
+        out
+    }
+
+    fn deliver(&mut self, now: Instant) -> Vec<Delivery<M>> {
         let mut out = Vec::new();
         if self.total_permits() == 0 {
             return out;
@@ -49,9 +65,6 @@ impl<M: Message> Subscription<M> {
         }
         kept.append(&mut self.pending);
         self.pending = kept;
-        if self.mode == Mode::NonReliable {
-            self.cursor_dirty = false;
-        }
         out
     }
 

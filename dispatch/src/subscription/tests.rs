@@ -398,6 +398,32 @@ fn non_reliable_drops_what_nobody_takes_and_stays_near_the_tail() {
 }
 
 #[test]
+fn non_reliable_keeps_only_the_read_ahead_of_a_large_read() {
+    let now = Instant::now();
+    let mut sub = subscription(SubscriptionType::Exclusive, Mode::NonReliable);
+    sub.attach(
+        now,
+        1,
+        "a",
+        0,
+        SubscriptionType::Exclusive,
+        Mode::NonReliable,
+    )
+    .unwrap();
+    // One read (bounded in bytes, not messages) brings 1,000 small messages at once: the log
+    // grew while it was under way.
+    sub.on_log_end(10);
+    let from = sub.next_read().unwrap();
+    sub.on_read(messages(from..1_000, 0), 1_000);
+    assert!(sub.poll_deliveries(now).is_empty(), "no permits yet");
+    let stats = sub.stats();
+    assert_eq!((stats.dropped, stats.lag), (1_000 - 256, 256), "{stats:?}");
+    sub.add_permits(1, 1_000);
+    let got = offsets_of(&sub.poll_deliveries(now), 1);
+    assert_eq!(got, (744..1_000).collect::<Vec<_>>());
+}
+
+#[test]
 fn seek_forgets_what_was_owed() {
     let now = Instant::now();
     let mut sub = subscription(SubscriptionType::Shared, Mode::Reliable);

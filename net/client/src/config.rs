@@ -63,7 +63,7 @@ pub struct ProducerConfig {
     pub in_flight_batches_max: usize,
     /// `none`, `gzip`, `snappy`, `lz4` or `zstd`.
     pub compression: String,
-    /// Level for gzip (1-9) or zstd (1-22); absent: the codec's default.
+    /// Level for gzip (1-9), lz4 (1-17) or zstd (1-22); absent: the codec's default.
     pub compression_level: Option<i32>,
 }
 

@@ -49,7 +49,7 @@ impl ProducerBuilder {
     }
 
     /// Compresses every batch with `codec` (default none) at `level` (`None`: the codec's
-    /// default; gzip 1-9, zstd 1-22; lz4 and snappy have no levels). Kafka consumers read
+    /// default; gzip 1-9, lz4 1-17, zstd 1-22; snappy has no levels). Kafka consumers read
     /// these batches as they read a Kafka producer's.
     pub fn compression(
         mut self,

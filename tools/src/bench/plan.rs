@@ -94,7 +94,7 @@ pub struct BenchArgs {
     /// Compression of produced batches: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     pub compression: String,
-    /// Compression level (gzip 1-9, zstd 1-22) [default: the codec's].
+    /// Compression level (gzip 1-9, lz4 1-17, zstd 1-22) [default: the codec's].
     #[arg(long)]
     pub compression_level: Option<i32>,
     /// Message bytes: random (incompressible) or text (compressible, varied per message).
