@@ -52,6 +52,22 @@ pub enum AppendError {
         /// The batch's first sequence.
         got: i32,
     },
+    /// A replicated batch does not continue the log where it ends.
+    #[error("replicated batch starts at {got}, the log ends at {expected}")]
+    NotContiguous {
+        /// The log end.
+        expected: u64,
+        /// The batch's base offset.
+        got: u64,
+    },
+    /// A replicated batch carries a leader epoch older than one already in the log.
+    #[error("replicated batch of leader epoch {epoch} is older than epoch {latest} in the log")]
+    StaleEpoch {
+        /// The batch's epoch.
+        epoch: i32,
+        /// The newest epoch in the log.
+        latest: i32,
+    },
     /// An idempotent producer's epoch is older than the current one.
     #[error("producer fenced: current epoch is {current_epoch}")]
     ProducerFenced {

@@ -76,6 +76,8 @@ pub enum PartitionFile {
     Segment(u64),
     /// A segment's index, by base offset.
     Index(u64),
+    /// The leader-epoch checkpoint (see `epochs.rs`).
+    EpochCheckpoint,
     /// A leftover of an interrupted atomic write.
     Temporary,
     /// Anything else.
@@ -97,6 +99,9 @@ pub fn classify(name: &str) -> PartitionFile {
     }
     if name.ends_with(".tmp") {
         return PartitionFile::Temporary;
+    }
+    if name == "leader-epoch-checkpoint" {
+        return PartitionFile::EpochCheckpoint;
     }
     PartitionFile::Unknown
 }

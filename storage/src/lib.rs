@@ -1,19 +1,25 @@
 //! Oxbow's storage engine: one segmented, checksummed log per partition on direct I/O.
 //!
-//! Layout, frame and index formats are specified in `storage/docs/format.md`. Each [`Partition`] is
-//! owned by one shard (glommio executor) and is not `Send`; other shards reach it by message.
-//! Before opening any partition on a shard thread, call [`prepare_shard_io`] once.
+//! Layout, frame, index and leader-epoch formats are specified in `storage/docs/format.md`. Each
+//! [`Partition`] is owned by one shard (glommio executor) and is not `Send`; other shards reach
+//! it by message. Before opening any partition on a shard thread, call [`prepare_shard_io`]
+//! once. The shape: a sans-IO log core (`core/`: every decision) inside thin shells
+//! (`partition.rs`, the API; `writer.rs`, the writer task; `recovery.rs`, opening), doing all
+//! their I/O through one [`Disk`] trait whose backends are direct I/O, fault injection and a
+//! crash simulation (`io/`).
 #![warn(missing_docs)]
 
+mod core;
+pub mod epochs;
 pub mod error;
-pub mod faults;
-pub mod file;
 pub mod frame;
 pub mod index;
+pub mod io;
 pub mod layout;
 pub mod metrics;
 mod partition;
 pub mod producers;
+mod recovery;
 pub mod retention;
 pub mod segment;
 mod signal;
@@ -23,8 +29,7 @@ pub mod verify;
 mod writer;
 
 pub use error::{AppendError, OpenError, ReadError, RetentionError, TruncateError};
-pub use faults::Faults;
-pub use file::{prepare_shard_io, SegmentFile};
+pub use io::{prepare_shard_io, Disk, DmaDisk, Faults, FaultyDisk, SegmentFile, SimDisk};
 pub use partition::{Appended, OpenOptions, Partition, PartitionStats};
 
 /// Wall-clock milliseconds since the Unix epoch (the unit of record timestamps).

@@ -1,17 +1,15 @@
 //! One segment of a partition's log: its file, its sparse index and what it holds, plus the frame
 //! scanner that recovery, index rebuilds, reads and verification share.
 
-use crate::faults::Faults;
-use crate::file::{write_file_atomically, SegmentFile};
 use crate::frame::{crc_matches, probe_header, FrameHeader, FrameProbe, FRAME_HEADER_BYTES};
 use crate::index::{SealedSummary, SparseIndex};
+use crate::io::{write_file_atomically, Disk, SegmentFile};
 use crate::layout::{index_path, segment_path};
 use crate::now_ms;
 use bytes::Bytes;
 use std::io;
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::rc::Rc;
 
 /// Largest frame any scan accepts, whatever the topic's current `batch_bytes_max`: lowering
 /// that setting must never make recovery cut off frames written under the old one. It still
@@ -167,24 +165,25 @@ pub struct Damage {
 }
 
 impl Segment {
-    /// Creates an empty segment file at `base_offset`.
+    /// Creates an empty segment file at `base_offset`, `now_ms` being its creation time.
     pub async fn create(
+        disk: &dyn Disk,
         dir: &Path,
         base_offset: u64,
-        faults: Option<Rc<Faults>>,
+        now_ms: i64,
     ) -> io::Result<Segment> {
-        let file = SegmentFile::open(&segment_path(dir, base_offset), faults).await?;
+        let file = disk.open(&segment_path(dir, base_offset)).await?;
         file.set_len(0).await?;
-        Ok(Segment::empty(base_offset, file))
+        Ok(Segment::empty(base_offset, file, now_ms))
     }
 
-    fn empty(base_offset: u64, file: SegmentFile) -> Segment {
+    fn empty(base_offset: u64, file: SegmentFile, now_ms: i64) -> Segment {
         Segment {
             base_offset,
             next_offset: base_offset,
             log_bytes: 0,
             max_timestamp: i64::MIN,
-            opened_at_ms: now_ms(),
+            opened_at_ms: now_ms,
             index: SparseIndex::default(),
             file,
             sealed: false,
@@ -215,18 +214,19 @@ impl Segment {
     }
 
     /// Opens a segment by scanning every frame (for the active segment, or a sealed one whose
-    /// index is missing or stale), feeding idempotent-producer state when given. Stops at the
-    /// first bad frame and reports it; the caller decides whether to truncate there.
+    /// index is missing or stale), showing each batch to `on_batch` (recovery rebuilds producer
+    /// state and leader epochs from them). Stops at the first bad frame and reports it; the
+    /// caller decides whether to truncate there.
     pub async fn open_by_scan(
+        disk: &dyn Disk,
         dir: &Path,
         base_offset: u64,
         index_interval_bytes: u32,
-        faults: Option<Rc<Faults>>,
-        mut producers: Option<&mut crate::producers::ProducerState>,
+        mut on_batch: impl FnMut(oxbow_core::RecordBatch),
     ) -> io::Result<(Segment, Option<Damage>)> {
-        let file = SegmentFile::open(&segment_path(dir, base_offset), faults).await?;
+        let file = disk.open(&segment_path(dir, base_offset)).await?;
         let file_len = file.len().await?;
-        let mut segment = Segment::empty(base_offset, file.clone());
+        let mut segment = Segment::empty(base_offset, file.clone(), now_ms());
         let end = scan_frames(
             &file,
             0,
@@ -236,10 +236,8 @@ impl Segment {
             SCAN_CHUNK_BYTES,
             |header, position, payload| {
                 segment.on_frame(header, position, index_interval_bytes);
-                if let Some(producers) = producers.as_deref_mut() {
-                    if let Ok(batch) = oxbow_core::RecordBatch::from_trusted(payload) {
-                        producers.record(&batch);
-                    }
+                if let Ok(batch) = oxbow_core::RecordBatch::from_trusted(payload) {
+                    on_batch(batch);
                 }
                 ControlFlow::Continue(())
             },
@@ -260,14 +258,12 @@ impl Segment {
     /// Opens a sealed segment through its index file, if the index is intact and agrees with
     /// the segment file's length. `Ok(None)` means the index cannot be trusted.
     pub async fn open_by_index(
+        disk: &dyn Disk,
         dir: &Path,
         base_offset: u64,
-        faults: Option<Rc<Faults>>,
     ) -> io::Result<Option<Segment>> {
-        let bytes = match std::fs::read(index_path(dir, base_offset)) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(bytes) = disk.read_small(&index_path(dir, base_offset))? else {
+            return Ok(None);
         };
         let (index, summary) = match SparseIndex::decode(&bytes) {
             Ok(decoded) => decoded,
@@ -276,7 +272,7 @@ impl Segment {
                 return Ok(None);
             }
         };
-        let file = SegmentFile::open(&segment_path(dir, base_offset), faults).await?;
+        let file = disk.open(&segment_path(dir, base_offset)).await?;
         let file_len = file.len().await?;
         if summary.base_offset != base_offset || summary.log_bytes != file_len {
             tracing::warn!(dir = ?dir, base_offset, file_len, ?summary, "index disagrees with its segment; rebuilding");
@@ -311,17 +307,17 @@ impl Segment {
 /// (when `sync`) and writes its index. Takes copies so no borrow of the log state is held
 /// across the I/O.
 pub async fn seal_segment(
+    disk: &dyn Disk,
     dir: &Path,
     base_offset: u64,
     file: &SegmentFile,
     log_bytes: u64,
     index_bytes: &[u8],
     sync: bool,
-    faults: Option<Rc<Faults>>,
 ) -> io::Result<()> {
     file.set_len(log_bytes).await?;
     if sync {
         file.sync().await?;
     }
-    write_file_atomically(&index_path(dir, base_offset), index_bytes, faults).await
+    write_file_atomically(disk, &index_path(dir, base_offset), index_bytes, sync).await
 }

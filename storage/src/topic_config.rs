@@ -21,8 +21,9 @@ pub fn read_overrides(data_dir: &Path, topic: &str) -> Result<BTreeMap<String, S
     }
 }
 
-/// Writes a topic's overrides durably (file and directory synced). Values must already be
-/// validated: they are written as plain TOML strings.
+/// Writes a topic's overrides durably and atomically (temporary file synced, renamed over the
+/// old one, directory synced). Values must already be validated: they are written as plain
+/// TOML strings.
 pub fn write_overrides(
     data_dir: &Path,
     topic: &str,
@@ -42,8 +43,11 @@ pub fn write_overrides(
         );
         text.push_str(&format!("\"{name}\" = \"{value}\"\n"));
     }
-    let mut file = std::fs::File::create(&path)?;
+    // Atomically: a crash leaves the old overrides or the new ones, never half a file.
+    let tmp = path.with_extension("toml.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
     std::fs::File::open(dir)?.sync_all()
 }

@@ -5,9 +5,9 @@
 //! report names exactly which offsets are unreadable and the rest of the segment is still
 //! checked. Index files are compared with what the scan found. Nothing is written.
 
-use crate::file::SegmentFile;
 use crate::frame::{FRAME_HEADER_BYTES, FRAME_MAGIC};
 use crate::index::SparseIndex;
+use crate::io::{Disk, SegmentFile};
 use crate::layout::{classify, index_path, PartitionFile};
 use crate::segment::{scan_frames, ScanStop, FRAME_BYTES_LIMIT, SCAN_CHUNK_BYTES};
 use std::io;
@@ -60,24 +60,24 @@ pub struct SegmentCheck {
 
 /// Checks every segment of the partition in `dir`, oldest first. Files that are not segments
 /// are skipped. Read-only; safe to run on a stopped broker's data directory.
-pub async fn verify_partition(dir: &Path) -> io::Result<Vec<SegmentCheck>> {
+pub async fn verify_partition(disk: &dyn Disk, dir: &Path) -> io::Result<Vec<SegmentCheck>> {
     let mut bases = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        if let PartitionFile::Segment(base) = classify(&entry?.file_name().to_string_lossy()) {
+    for name in disk.list(dir)? {
+        if let PartitionFile::Segment(base) = classify(&name) {
             bases.push(base);
         }
     }
     bases.sort_unstable();
     let mut checks = Vec::with_capacity(bases.len());
     for base in bases {
-        checks.push(verify_segment(dir, base).await?);
+        checks.push(verify_segment(disk, dir, base).await?);
     }
     Ok(checks)
 }
 
-async fn verify_segment(dir: &Path, base_offset: u64) -> io::Result<SegmentCheck> {
+async fn verify_segment(disk: &dyn Disk, dir: &Path, base_offset: u64) -> io::Result<SegmentCheck> {
     let path = crate::layout::segment_path(dir, base_offset);
-    let file = SegmentFile::open_read_only(&path).await?;
+    let file = disk.open_read_only(&path).await?;
     let file_len = file.len().await?;
     let mut check = SegmentCheck {
         path,
@@ -149,7 +149,7 @@ async fn verify_segment(dir: &Path, base_offset: u64) -> io::Result<SegmentCheck
         });
     }
     file.close().await?;
-    check.index = check_index(dir, base_offset, &check, log_bytes, file_len);
+    check.index = check_index(disk, dir, base_offset, &check, log_bytes, file_len);
     Ok(check)
 }
 
@@ -215,15 +215,16 @@ async fn next_good_frame(
 }
 
 fn check_index(
+    disk: &dyn Disk,
     dir: &Path,
     base_offset: u64,
     check: &SegmentCheck,
     log_bytes: u64,
     file_len: u64,
 ) -> IndexCheck {
-    let bytes = match std::fs::read(index_path(dir, base_offset)) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return IndexCheck::Absent,
+    let bytes = match disk.read_small(&index_path(dir, base_offset)) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return IndexCheck::Absent,
         Err(e) => return IndexCheck::Stale(format!("unreadable: {e}")),
     };
     match SparseIndex::decode(&bytes) {

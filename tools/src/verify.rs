@@ -73,7 +73,7 @@ pub fn run(data_dir: PathBuf) -> Result<VerifySummary, String> {
             let mut summary = VerifySummary::default();
             for found in &discovery.partitions {
                 let name = format!("{}/{}", found.topic, found.partition);
-                let segments = verify_partition(&found.dir)
+                let segments = verify_partition(&oxbow_storage::DmaDisk, &found.dir)
                     .await
                     .map_err(|e| format!("{name}: {e}"))?;
                 summary.partitions += 1;

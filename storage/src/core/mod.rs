@@ -1,0 +1,287 @@
+//! The sans-IO core of a partition's log: every decision, no I/O.
+//!
+//! [`LogCore`] owns the state of one partition's log on its shard: the segments and what they
+//! hold, offset assignment, the queue of appends with their admission order, round selection,
+//! the roll decision, the reject and stop rules, truncation and retention plans, the leader
+//! epochs, and two ends that replication keeps apart:
+//! - the **durable end**: every offset below it is written (and fdatasynced under
+//!   `flush = always`) on this node;
+//! - the **visible end**: what readers may see. Standalone it equals the durable end; a
+//!   replicated partition caps it at the high watermark ([`LogCore::set_high_watermark`]).
+//!
+//! It never reads the clock (callers pass `now_ms`), opens a file or awaits. The shells around
+//! it, `Partition` (the API) and the writer task, do the I/O it hands out and report back, in
+//! this order:
+//! 1. appends: [`LogCore::join_line`]/[`LogCore::may_enter`] while queue space is short, then
+//!    [`LogCore::append`] (or [`LogCore::append_replicated`] for a follower);
+//! 2. the writer: [`LogCore::next_work`] → write a round, then [`LogCore::round_written`] and,
+//!    once durable, [`LogCore::round_durable`] (or [`LogCore::round_failed`] /
+//!    [`LogCore::stop`]); rolls, truncations and syncs likewise.
+//!
+//! `A` is what an append waits on and `T` what a truncation waits on; the core only hands them
+//! back with the outcome, so the shells choose their wake-up mechanism and tests use plain ids.
+
+mod append;
+mod rounds;
+mod truncation;
+
+pub(crate) use append::Admitted;
+pub(crate) use rounds::{frame_len, Work};
+
+use crate::epochs::LeaderEpochs;
+use crate::error::ReadError;
+use crate::io::SegmentFile;
+use crate::producers::ProducerState;
+use crate::segment::Segment;
+use crate::tail_cache::TailCache;
+use oxbow_core::{LogConfig, RecordBatch};
+use std::collections::VecDeque;
+
+/// An append queued for the writer: the batch with its offsets assigned, and its waiter.
+pub(crate) struct Pending<A> {
+    pub(crate) batch: RecordBatch,
+    pub(crate) waiter: A,
+}
+
+/// Where a read must go.
+pub(crate) enum ReadPlan {
+    /// Served from memory.
+    Cached(Vec<RecordBatch>),
+    /// `from` is the visible end: nothing to read yet.
+    Empty,
+    /// Scan frames of `file` from `position` up to byte `limit`, stopping at `visible`.
+    Disk {
+        file: SegmentFile,
+        position: u64,
+        limit: u64,
+        visible: u64,
+    },
+}
+
+/// Offsets and sizes of a log, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// First readable offset.
+    pub log_start_offset: u64,
+    /// What readers see: everything below is readable.
+    pub log_end_offset: u64,
+    /// Every offset below this one is durable on this node (under the flush policy).
+    pub durable_end_offset: u64,
+    /// Offset the next append will get (above the durable end while appends are in flight).
+    pub next_offset: u64,
+    /// Number of segments, the active one included.
+    pub segments: usize,
+    /// Bytes of frames in all segments.
+    pub log_bytes: u64,
+    /// Bytes held by the tail cache.
+    pub tail_cache_bytes: u64,
+}
+
+/// The state and rules of one partition's log. See the module docs for the call order.
+pub(crate) struct LogCore<A, T> {
+    pub(crate) config: LogConfig,
+    /// Oldest first; the last one is the active segment.
+    pub(crate) segments: Vec<Segment>,
+    pending: VecDeque<Pending<A>>,
+    pending_bytes: u64,
+    next_offset: u64,
+    log_start_offset: u64,
+    durable_end: u64,
+    high_watermark: Option<u64>,
+    tail_cache: TailCache,
+    /// Epoch stamped on this leader's appends.
+    leader_epoch: i32,
+    epochs: LeaderEpochs,
+    epochs_dirty: bool,
+    producers: ProducerState,
+    closing: bool,
+    /// Set after an fdatasync (or truncation) failure: no append is accepted again.
+    stopped: Option<String>,
+    truncation: Option<(u64, T)>,
+    /// Appends waiting for queue space, in arrival order (tickets).
+    line: VecDeque<u64>,
+    next_ticket: u64,
+    /// Bytes written since the last fdatasync, and when that was (ms).
+    unsynced: bool,
+    last_sync_ms: i64,
+    /// False from a roll until the new active segment's directory entry is fsynced; acknowledging
+    /// under `always` before that could lose the whole file.
+    active_dir_synced: bool,
+    seals_in_flight: usize,
+}
+
+impl<A, T> LogCore<A, T> {
+    /// A core over recovered segments (oldest first, at least one), with the producer state and
+    /// leader epochs recovery rebuilt. Everything recovered is durable and visible.
+    pub(crate) fn new(
+        config: LogConfig,
+        segments: Vec<Segment>,
+        producers: ProducerState,
+        epochs: LeaderEpochs,
+        now_ms: i64,
+    ) -> LogCore<A, T> {
+        assert!(!segments.is_empty(), "a log always has an active segment");
+        let next_offset = segments.last().expect("not empty").next_offset;
+        LogCore {
+            tail_cache: TailCache::new(config.tail_cache_bytes_max),
+            config,
+            log_start_offset: segments[0].base_offset,
+            segments,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            next_offset,
+            durable_end: next_offset,
+            high_watermark: None,
+            leader_epoch: epochs.latest().unwrap_or(0),
+            epochs,
+            epochs_dirty: false,
+            producers,
+            closing: false,
+            stopped: None,
+            truncation: None,
+            line: VecDeque::new(),
+            next_ticket: 0,
+            unsynced: false,
+            last_sync_ms: now_ms,
+            active_dir_synced: true,
+            seals_in_flight: 0,
+        }
+    }
+
+    pub(crate) fn active(&self) -> &Segment {
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
+    }
+
+    pub(crate) fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("a log always has an active segment")
+    }
+
+    /// Offsets below are readable.
+    pub(crate) fn visible_end(&self) -> u64 {
+        self.high_watermark
+            .map_or(self.durable_end, |hw| hw.min(self.durable_end))
+    }
+
+    /// Offsets below are durable on this node.
+    pub(crate) fn durable_end(&self) -> u64 {
+        self.durable_end
+    }
+
+    /// Caps what readers see (replication: the high watermark, which the leader computes from
+    /// its followers and followers learn from the leader). It never goes back.
+    pub(crate) fn set_high_watermark(&mut self, high_watermark: u64) {
+        let current = self.high_watermark.unwrap_or(0);
+        self.high_watermark = Some(current.max(high_watermark));
+    }
+
+    pub(crate) fn log_start_offset(&self) -> u64 {
+        self.log_start_offset
+    }
+
+    pub(crate) fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref()
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    pub(crate) fn begin_close(&mut self) {
+        self.closing = true;
+    }
+
+    pub(crate) fn seals_in_flight(&self) -> usize {
+        self.seals_in_flight
+    }
+
+    /// The leader epochs, and whether they changed since the checkpoint was last written.
+    pub(crate) fn epochs(&self) -> &LeaderEpochs {
+        &self.epochs
+    }
+
+    /// Recovery changed the epochs: the checkpoint must be written again.
+    pub(crate) fn mark_epochs_dirty(&mut self) {
+        self.epochs_dirty = true;
+    }
+
+    /// The checkpoint bytes if the epochs changed since they were last taken.
+    pub(crate) fn take_epochs_if_dirty(&mut self) -> Option<Vec<u8>> {
+        std::mem::take(&mut self.epochs_dirty).then(|| self.epochs.encode())
+    }
+
+    /// Sets the epoch stamped into batches appended from now on (this node leads in it).
+    pub(crate) fn set_leader_epoch(&mut self, epoch: i32) {
+        assert!(
+            epoch >= self.leader_epoch,
+            "leader epoch moved back from {} to {epoch}",
+            self.leader_epoch
+        );
+        self.leader_epoch = epoch;
+    }
+
+    /// Where the log must go to serve `from`: memory, disk, or nowhere yet.
+    pub(crate) fn read_plan(&self, from: u64, max_bytes: usize) -> Result<ReadPlan, ReadError> {
+        let visible = self.visible_end();
+        if self.segments.is_empty() {
+            return Err(ReadError::Closed);
+        }
+        if from < self.log_start_offset || from > visible {
+            return Err(ReadError::OffsetOutOfRange {
+                offset: from,
+                log_start: self.log_start_offset,
+                log_end: visible,
+            });
+        }
+        if from == visible {
+            return Ok(ReadPlan::Empty);
+        }
+        if let Some(batches) = self.tail_cache.read(from, visible, max_bytes) {
+            if !batches.is_empty() {
+                return Ok(ReadPlan::Cached(batches));
+            }
+        }
+        let at = self.segments.partition_point(|s| s.base_offset <= from);
+        let segment = &self.segments[at.max(1) - 1];
+        let (file, position, limit) = if from < segment.next_offset {
+            let relative = (from - segment.base_offset) as u32;
+            let position = segment.index.lookup(relative) as u64;
+            (segment.file.clone(), position, segment.log_bytes)
+        } else {
+            // `from` falls in a gap left by a damaged segment: continue at the next one.
+            match self.segments.get(at) {
+                Some(next) => (next.file.clone(), 0, next.log_bytes),
+                None => return Ok(ReadPlan::Empty),
+            }
+        };
+        Ok(ReadPlan::Disk {
+            file,
+            position,
+            limit,
+            visible,
+        })
+    }
+
+    pub(crate) fn stats(&self) -> PartitionStats {
+        PartitionStats {
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.visible_end(),
+            durable_end_offset: self.durable_end,
+            next_offset: self.next_offset,
+            segments: self.segments.len(),
+            log_bytes: self.segments.iter().map(|s| s.log_bytes).sum(),
+            tail_cache_bytes: self.tail_cache.bytes(),
+        }
+    }
+
+    /// Takes the segments out (closing).
+    pub(crate) fn take_segments(&mut self) -> Vec<Segment> {
+        std::mem::take(&mut self.segments)
+    }
+}
+
+#[cfg(test)]
+mod tests;

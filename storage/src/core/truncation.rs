@@ -1,0 +1,143 @@
+//! Removing records: truncation at the end (a follower whose log diverged) and retention at the
+//! start. The core decides which segments go and where the cut is; the writer does the files.
+
+use super::LogCore;
+use crate::error::TruncateError;
+use crate::io::SegmentFile;
+use crate::retention::{segments_to_delete, SegmentStats};
+use crate::segment::Segment;
+
+/// What a truncation to an offset removes.
+pub(crate) struct TruncationPlan {
+    /// Whole segments to delete (their files), newest last.
+    pub(crate) doomed: Vec<Segment>,
+    /// The log empties and restarts at this offset (a new segment must be created there).
+    pub(crate) restart_at: Option<u64>,
+}
+
+/// Where the last kept segment is cut: scan its frames from `start` up to `limit` for the
+/// first one holding the truncation offset or more.
+pub(crate) struct CutSearch {
+    pub(crate) file: SegmentFile,
+    pub(crate) base_offset: u64,
+    pub(crate) start: u64,
+    pub(crate) limit: u64,
+}
+
+impl<A, T> LogCore<A, T> {
+    /// Asks for every batch holding an offset at or above `offset` to be removed, once the queue
+    /// has drained.
+    pub(crate) fn request_truncation(
+        &mut self,
+        offset: u64,
+        waiter: T,
+    ) -> Result<(), TruncateError> {
+        if let Some(why) = &self.stopped {
+            return Err(TruncateError(why.clone()));
+        }
+        if self.closing {
+            return Err(TruncateError("partition is closed".to_string()));
+        }
+        assert!(
+            self.truncation.is_none(),
+            "concurrent truncations of one partition"
+        );
+        self.truncation = Some((offset, waiter));
+        Ok(())
+    }
+
+    /// Takes the segments above the cut out of the log: whole segments past `offset` go, and
+    /// when the cut is at or before the first segment the log restarts at `offset`.
+    pub(crate) fn plan_truncation(&mut self, offset: u64) -> TruncationPlan {
+        let keep = self
+            .segments
+            .partition_point(|s| s.base_offset < offset)
+            .max(1);
+        let mut doomed: Vec<Segment> = self.segments.drain(keep..).collect();
+        let restart_at = (offset <= self.segments[0].base_offset).then_some(offset);
+        if restart_at.is_some() {
+            doomed.extend(self.segments.pop());
+        }
+        TruncationPlan { doomed, restart_at }
+    }
+
+    /// The log was emptied by a truncation: `segment` (at the truncation offset) starts it again.
+    pub(crate) fn restart(&mut self, segment: Segment) {
+        assert!(self.segments.is_empty(), "only an emptied log restarts");
+        self.log_start_offset = segment.base_offset;
+        self.epochs_dirty |= self.epochs.truncate_before(segment.base_offset);
+        self.segments.push(segment);
+    }
+
+    /// Where to look for the cut in the last remaining segment.
+    pub(crate) fn cut_search(&self, offset: u64) -> CutSearch {
+        let active = self.active();
+        let relative = offset
+            .saturating_sub(active.base_offset)
+            .min(u32::MAX as u64) as u32;
+        CutSearch {
+            file: active.file.clone(),
+            base_offset: active.base_offset,
+            start: active.index.lookup(relative) as u64,
+            limit: active.log_bytes,
+        }
+    }
+
+    /// The active segment was cut at byte `position`, and the log now ends at `new_end`.
+    pub(crate) fn truncated(&mut self, position: u64, new_end: u64) {
+        let active = self.active_mut();
+        if position < active.log_bytes {
+            active.log_bytes = position;
+            active.next_offset = new_end;
+            active.index.truncate_to_position(position as u32);
+        }
+        active.sealed = false;
+        self.next_offset = new_end;
+        self.tail_cache.truncate(new_end);
+        self.producers.truncate(new_end);
+        self.epochs_dirty |= self.epochs.truncate_from(new_end);
+        self.durable_end = self.durable_end.min(new_end);
+        if let Some(hw) = &mut self.high_watermark {
+            *hw = (*hw).min(new_end);
+        }
+    }
+
+    /// The oldest sealed segments beyond the retention limits at `now_ms`, taken out of the log
+    /// (never the active one, nor one whose seal is still running, nor any after it).
+    pub(crate) fn plan_retention(&mut self, now_ms: i64) -> Vec<Segment> {
+        if self.closing {
+            return Vec::new();
+        }
+        let stats: Vec<SegmentStats> = self
+            .segments
+            .iter()
+            .map(|s| SegmentStats {
+                log_bytes: s.log_bytes,
+                max_timestamp: s.max_timestamp,
+            })
+            .collect();
+        let sealing = self
+            .segments
+            .iter()
+            .position(|s| s.sealing)
+            .unwrap_or(usize::MAX);
+        let count = segments_to_delete(
+            &stats,
+            self.config.retention_bytes_max,
+            self.config.retention_age_max_ms,
+            now_ms,
+        )
+        .min(sealing);
+        let doomed: Vec<Segment> = self.segments.drain(..count).collect();
+        for segment in &doomed {
+            assert!(
+                segment.sealed,
+                "retention chose the active segment {}",
+                segment.base_offset
+            );
+        }
+        self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset);
+        self.epochs_dirty |= self.epochs.truncate_before(self.log_start_offset);
+        doomed
+    }
+}

@@ -1,0 +1,271 @@
+//! Opening a partition's directory after anything: a clean close, a kill, a power loss.
+//!
+//! - Sealed segments are trusted through their index when it is intact and agrees with the
+//!   file's length; otherwise they are scanned frame by frame (and the index rebuilt when the
+//!   scan is clean). A damaged sealed segment is served up to the damage.
+//! - The active segment (the newest) is always scanned; the log is cut at the first partial,
+//!   zero or bad frame, and the file truncated there and synced, so stale bytes can never be
+//!   read as frames later.
+//! - Idempotent-producer state is rebuilt from the active segment's batches.
+//! - Leader epochs of sealed segments come from the checkpoint file, those of the active
+//!   segment from its batches (see `epochs.rs`); a missing or damaged checkpoint is rebuilt by
+//!   scanning every segment.
+
+use crate::epochs::{checkpoint_path, LeaderEpochs};
+use crate::error::OpenError;
+use crate::io::{align_down, align_up, Disk};
+use crate::layout::{classify, index_path, segment_path, PartitionFile};
+use crate::producers::ProducerState;
+use crate::segment::{scan_frames, seal_segment, Segment, FRAME_BYTES_LIMIT, SCAN_CHUNK_BYTES};
+use oxbow_core::{LogConfig, RecordBatch};
+use std::io;
+use std::ops::ControlFlow;
+use std::path::Path;
+
+/// What recovery hands the log core and its writer.
+pub(crate) struct Recovered {
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) producers: ProducerState,
+    pub(crate) epochs: LeaderEpochs,
+    /// Whether the epochs differ from the checkpoint on disk (it must be written again).
+    pub(crate) epochs_changed: bool,
+    /// File position of the active segment's last partial block, and its bytes.
+    pub(crate) tail_start: u64,
+    pub(crate) tail: Vec<u8>,
+}
+
+fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> OpenError + 'a {
+    move |source| OpenError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Recovers (creating if needed) the partition in `dir`.
+pub(crate) async fn recover(
+    disk: &dyn Disk,
+    dir: &Path,
+    config: &LogConfig,
+    now_ms: i64,
+) -> Result<Recovered, OpenError> {
+    disk.create_dir_all(dir)
+        .map_err(io_error("creating", dir))?;
+    let mut bases = Vec::new();
+    for name in disk.list(dir).map_err(io_error("listing", dir))? {
+        match classify(&name) {
+            PartitionFile::Segment(base) => bases.push(base),
+            PartitionFile::Index(_) | PartitionFile::EpochCheckpoint => {}
+            PartitionFile::Temporary => disk
+                .remove(&dir.join(&name))
+                .map_err(io_error("removing", dir))?,
+            PartitionFile::Unknown => tracing::warn!(
+                file = ?dir.join(&name),
+                "ignoring a file that is not a segment or index (expected <20 digits>.log)"
+            ),
+        }
+    }
+    bases.sort_unstable();
+    let checkpoint = read_checkpoint(disk, dir);
+    let mut producers = ProducerState::default();
+    let mut active_epochs = Vec::new();
+    let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+    for (i, &base) in bases.iter().enumerate() {
+        let path = segment_path(dir, base);
+        let segment = if i + 1 == bases.len() {
+            recover_active(disk, dir, base, config, |batch| {
+                producers.record(&batch);
+                active_epochs.push((batch.partition_leader_epoch(), batch.base_offset()));
+            })
+            .await?
+        } else {
+            open_sealed(disk, dir, base, config).await?
+        };
+        if let Some(previous) = segments.last() {
+            if previous.next_offset > base {
+                tracing::error!(segment = ?path, previous_end = previous.next_offset,
+                    "segment overlaps the previous one; its overlapping offsets are unreadable");
+            }
+        }
+        segments.push(segment);
+    }
+    if segments.is_empty() {
+        let segment = Segment::create(disk, dir, 0, now_ms)
+            .await
+            .map_err(io_error("creating segment in", dir))?;
+        disk.sync_dir(dir).await.map_err(io_error("syncing", dir))?;
+        segments.push(segment);
+    }
+    let log_start = segments[0].base_offset;
+    let log_end = segments.last().expect("one segment").next_offset;
+    let (mut epochs, mut epochs_changed) = match checkpoint {
+        Some(epochs) => (epochs, false),
+        None if log_end > log_start => (rebuild_epochs(&segments).await?, true),
+        None => (LeaderEpochs::default(), false),
+    };
+    // The active segment's batches say exactly which epochs wrote it, whatever an older
+    // checkpoint claims about that range; sealed segments are known from the checkpoint.
+    let active_base = segments.last().expect("one segment").base_offset;
+    epochs_changed |= epochs.truncate_from(active_base.max(log_start));
+    epochs_changed |= epochs.truncate_before(log_start);
+    for (epoch, start) in active_epochs {
+        epochs_changed |= epochs.observe(epoch, start);
+    }
+    let active = segments.last().expect("one segment");
+    let tail_start = align_down(active.log_bytes);
+    let tail = active
+        .file
+        .read_at(tail_start, (active.log_bytes - tail_start) as usize)
+        .await
+        .map_err(io_error("reading tail of", active.file.path()))?;
+    assert_eq!(
+        tail.len() as u64,
+        active.log_bytes - tail_start,
+        "tail block reads short"
+    );
+    tracing::debug!(dir = ?dir, segments = segments.len(), log_start, log_end, "partition opened");
+    Ok(Recovered {
+        segments,
+        producers,
+        epochs,
+        epochs_changed,
+        tail_start,
+        tail: tail.to_vec(),
+    })
+}
+
+/// The checkpoint, or `None` when it is missing or damaged (then rebuilt from the log).
+fn read_checkpoint(disk: &dyn Disk, dir: &Path) -> Option<LeaderEpochs> {
+    let path = checkpoint_path(dir);
+    match disk.read_small(&path) {
+        Ok(Some(bytes)) => match LeaderEpochs::decode(&bytes) {
+            Ok(epochs) => Some(epochs),
+            Err(e) => {
+                tracing::warn!(file = ?path, error = %e, "rebuilding leader epochs from the log");
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(file = ?path, error = %e, "rebuilding leader epochs from the log");
+            None
+        }
+    }
+}
+
+/// Every epoch change in the log, from the batches of every segment.
+async fn rebuild_epochs(segments: &[Segment]) -> Result<LeaderEpochs, OpenError> {
+    let mut epochs = LeaderEpochs::default();
+    for segment in segments {
+        let file = &segment.file;
+        scan_frames(
+            file,
+            0,
+            segment.log_bytes,
+            None,
+            FRAME_BYTES_LIMIT,
+            SCAN_CHUNK_BYTES,
+            |header, _, payload| {
+                if let Ok(batch) = RecordBatch::from_trusted(payload) {
+                    epochs.observe(batch.partition_leader_epoch(), header.base_offset);
+                }
+                ControlFlow::Continue(())
+            },
+        )
+        .await
+        .map_err(io_error("scanning", file.path()))?;
+    }
+    Ok(epochs)
+}
+
+async fn recover_active(
+    disk: &dyn Disk,
+    dir: &Path,
+    base: u64,
+    config: &LogConfig,
+    on_batch: impl FnMut(RecordBatch),
+) -> Result<Segment, OpenError> {
+    let path = segment_path(dir, base);
+    let (segment, damage) =
+        Segment::open_by_scan(disk, dir, base, config.index_interval_bytes, on_batch)
+            .await
+            .map_err(io_error("recovering", &path))?;
+    if let Some(damage) = &damage {
+        tracing::warn!(segment = ?path, position = damage.position,
+            truncated_bytes = damage.bytes_after, reason = damage.reason,
+            first_lost_offset = damage.first_lost_offset,
+            "truncating the torn tail of the active segment");
+    }
+    let file_len = segment
+        .file
+        .len()
+        .await
+        .map_err(io_error("sizing", &path))?;
+    if damage.is_none() && file_len > align_up(segment.log_bytes) {
+        // Zeros ended the scan, yet the file goes on past the tail block's padding: an
+        // extending write was interrupted. Say what is dropped.
+        tracing::warn!(segment = ?path, position = segment.log_bytes,
+            truncated_bytes = file_len - segment.log_bytes,
+            "truncating the torn tail of the active segment (bytes after the last frame)");
+    }
+    if file_len > segment.log_bytes {
+        // Drop torn bytes and zero padding so nothing stale can ever be read as a frame.
+        segment
+            .file
+            .set_len(segment.log_bytes)
+            .await
+            .map_err(io_error("truncating", &path))?;
+        segment
+            .file
+            .sync()
+            .await
+            .map_err(io_error("syncing", &path))?;
+    }
+    // The active segment grows again: an index file from when it was sealed is stale.
+    let stale_index = index_path(dir, base);
+    disk.remove(&stale_index)
+        .map_err(io_error("removing stale index", &stale_index))?;
+    Ok(segment)
+}
+
+async fn open_sealed(
+    disk: &dyn Disk,
+    dir: &Path,
+    base: u64,
+    config: &LogConfig,
+) -> Result<Segment, OpenError> {
+    let path = segment_path(dir, base);
+    if let Some(segment) = Segment::open_by_index(disk, dir, base)
+        .await
+        .map_err(io_error("opening", &path))?
+    {
+        return Ok(segment);
+    }
+    let (mut segment, damage) =
+        Segment::open_by_scan(disk, dir, base, config.index_interval_bytes, |_| {})
+            .await
+            .map_err(io_error("scanning", &path))?;
+    segment.sealed = true;
+    match damage {
+        Some(damage) => tracing::error!(segment = ?path, position = damage.position,
+            first_unreadable_offset = damage.first_lost_offset, unreadable_bytes = damage.bytes_after,
+            reason = damage.reason,
+            "sealed segment is damaged; serving the frames before the damage, the rest is unreadable"),
+        None => {
+            // A clean segment whose index was missing: trim padding and write the index.
+            seal_segment(
+                disk,
+                dir,
+                base,
+                &segment.file,
+                segment.log_bytes,
+                &segment.index_file_bytes(),
+                true,
+            )
+            .await
+            .map_err(io_error("rebuilding index of", &path))?;
+            tracing::info!(segment = ?path, "rebuilt missing or stale index");
+        }
+    }
+    Ok(segment)
+}
