@@ -303,6 +303,9 @@ pub struct BrokerConfig {
     /// batch that decompresses past it (a decompression bomb), and a subscription stops in
     /// front of a stored one rather than exhaust memory.
     pub batch_decompressed_bytes_max: u64,
+    /// Requests one shard's inbox holds from the others before senders wait (the mesh is
+    /// bounded: a shard that falls behind slows its senders instead of growing without limit).
+    pub shard_inbox_messages_max: u32,
     /// Defaults for every topic's log.
     pub log: LogConfig,
     /// Limits of subscriptions and their dispatchers.
@@ -435,6 +438,7 @@ impl Default for BrokerConfig {
             native_outbound_bytes_max: 64 << 20,
             native_write_stall_ms: 1_000,
             batch_decompressed_bytes_max: 64 << 20,
+            shard_inbox_messages_max: 16_384,
             log: LogConfig::default(),
             subscriptions: SubscriptionConfig::default(),
         }
@@ -570,6 +574,12 @@ impl BrokerConfig {
                     "must be log.batch_bytes_max to {} MiB",
                     BATCH_DECOMPRESSED_BYTES_LIMIT >> 20
                 ),
+            ));
+        }
+        if !(16..=1 << 24).contains(&self.shard_inbox_messages_max) {
+            return Err(ConfigError::new(
+                "shard_inbox_messages_max",
+                "must be 16 to 16777216",
             ));
         }
         self.subscriptions.validate()?;

@@ -1,5 +1,5 @@
-//! Oxbow's networking side: the shard runtime that routes requests to partition owners, and the
-//! Kafka wire protocol and native protocol servers built on it.
+//! Oxbow's client protocols: the Kafka wire protocol and native protocol servers, built on the
+//! shard layer (crate `oxbow-dispatch`), and the runtime that starts a node's shards with them.
 #![warn(missing_docs)]
 
 pub mod alloc;
@@ -7,10 +7,10 @@ pub mod kafka;
 pub mod metrics;
 pub mod native;
 pub mod runtime;
-pub mod shard;
 
+pub use oxbow_dispatch::shard;
+pub use oxbow_dispatch::shard::{Shard, ShardMessage};
 pub use runtime::{Runtime, RuntimeError};
-pub use shard::{Shard, ShardMessage};
 
 /// The unit tests decode hostile Kafka frames: install the same allocation guard as the binary.
 #[cfg(test)]

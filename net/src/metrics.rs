@@ -23,6 +23,31 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds")
 }
 
+/// This shard's counters (installed on every shard at start, see `runtime.rs`).
+pub fn of(shard: &oxbow_dispatch::Shard) -> Rc<ShardMetrics> {
+    shard
+        .extension::<ShardMetrics>()
+        .expect("every shard gets its metrics at start")
+}
+
+/// Every shard's metrics snapshot (for the endpoint on shard 0).
+pub async fn gather(shard: &oxbow_dispatch::Shard) -> Vec<MetricsSnapshot> {
+    let mut snapshots = Vec::with_capacity(shard.shards());
+    for id in 0..shard.shards() {
+        let snapshot = shard
+            .run_on(id, |shard| async move {
+                of(&shard).snapshot(
+                    shard.owned().len(),
+                    shard.subscription_infos(),
+                    shard.decoded_counts(),
+                )
+            })
+            .await;
+        snapshots.extend(snapshot);
+    }
+    snapshots
+}
+
 /// One shard's counters. Owned by the shard; recording takes no lock.
 #[derive(Default)]
 pub struct ShardMetrics {

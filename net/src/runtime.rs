@@ -14,7 +14,6 @@ use oxbow_storage::{OpenOptions, Partition};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
 
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -104,9 +103,8 @@ impl Runtime {
             .map(|set| set.into_iter().map(|location| location.cpu).collect())
             .unwrap_or_default();
 
-        let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..config.shards)
-            .map(|_| flume::unbounded::<ShardMessage>())
-            .unzip();
+        let (inboxes, receivers) =
+            oxbow_dispatch::shard::mesh(config.shards, config.shard_inbox_messages_max as usize);
         let (report_tx, report_rx) = flume::unbounded::<(usize, ShardReport)>();
         let mut runtime = Runtime {
             inboxes: inboxes.clone(),
@@ -277,6 +275,7 @@ async fn shard_main(
     control: flume::Receiver<Control>,
 ) {
     let id = shard.id;
+    shard.set_extension(Rc::new(crate::metrics::ShardMetrics::default()));
     if let Err(e) =
         oxbow_storage::prepare_shard_io(&shard.config.data_dir, &format!("shard-{id}")).await
     {
@@ -298,9 +297,7 @@ async fn shard_main(
             }
             Err(e) => {
                 // Do not serve a partial set: an operator must see and fix the failure.
-                for partition in shard.owned() {
-                    partition.close().await;
-                }
+                shard.close().await;
                 let _ = report.send((id, Err(format!("{}/{}: {e}", found.topic, found.partition))));
                 return;
             }
@@ -311,7 +308,7 @@ async fn shard_main(
     if id == 0 {
         match crate::kafka::groups::Coordinator::open(&shard.config.data_dir).await {
             Ok(coordinator) => {
-                shard.set_coordinator(coordinator.clone());
+                shard.set_extension(coordinator.clone());
                 coordinator_tick = Some(glommio::spawn_local(async move {
                     loop {
                         glommio::timer::sleep(crate::kafka::groups::COORDINATOR_TICK).await;
@@ -320,16 +317,14 @@ async fn shard_main(
                 }));
             }
             Err(e) => {
-                for partition in shard.owned() {
-                    partition.close().await;
-                }
+                shard.close().await;
                 let _ = report.send((id, Err(format!("opening the group coordinator: {e}"))));
                 return;
             }
         }
     }
     let inbox_task = glommio::spawn_local(shard.clone().serve_inbox(inbox));
-    let retention = glommio::spawn_local(apply_retention_forever(shard.clone()));
+    let retention = glommio::spawn_local(shard.clone().apply_retention_forever());
     let _ = report.send((id, Ok(owned.len())));
     let mut listener = None;
     let mut native_listener = None;
@@ -350,7 +345,7 @@ async fn shard_main(
                 let gatherer = shard.clone();
                 let gather = move || {
                     let shard = gatherer.clone();
-                    async move { shard.gather_metrics().await }
+                    async move { crate::metrics::gather(&shard).await }
                 };
                 let bound = crate::metrics::listen(addr, gather);
                 metrics_endpoint =
@@ -366,16 +361,11 @@ async fn shard_main(
     drop(inbox_task);
     drop(retention);
     drop(coordinator_tick);
-    if let Some(coordinator) = shard.coordinator() {
+    if let Some(coordinator) = shard.extension::<crate::kafka::groups::Coordinator>() {
         coordinator.close().await;
     }
     // Cursors are written before the logs close: each driver stops after a last write.
-    shard.subscriptions.close().await;
-    let partitions = shard.owned();
-    for partition in &partitions {
-        partition.close().await;
-    }
-    tracing::info!(shard = id, partitions = partitions.len(), "shard stopped");
+    shard.close().await;
 }
 
 /// Tells the runtime where a listener was bound, or why it was not; hands back its task.
@@ -393,18 +383,6 @@ fn answer_bind(
         Err(e) => {
             let _ = reply.send(Err(format!("binding the {what} on {addr}: {e}")));
             None
-        }
-    }
-}
-
-async fn apply_retention_forever(shard: Rc<Shard>) {
-    let every = Duration::from_millis(shard.config.retention_check_interval_ms);
-    loop {
-        glommio::timer::sleep(every).await;
-        for partition in shard.owned() {
-            if let Err(e) = partition.apply_retention(oxbow_storage::now_ms()).await {
-                tracing::error!(shard = shard.id, error = %e, "retention failed");
-            }
         }
     }
 }

@@ -4,7 +4,9 @@
 
 use oxbow_core::placement::owner_shard;
 use oxbow_core::{BatchBuilder, BrokerConfig, RecordBatch};
-use oxbow_net::shard::{CreateTopicError, FetchOutcome, PartitionError, ProduceOutcome};
+use oxbow_net::shard::{
+    Acks, CreateTopicError, FetchOutcome, FetchPart, PartitionError, ProduceOutcome,
+};
 use oxbow_net::{Runtime, ShardMessage};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,20 +56,40 @@ fn produce(runtime: &Runtime, shard: usize, partition: u32, batch: RecordBatch) 
         topic,
         partition,
         batches: vec![batch],
+        acks: Acks::All,
         reply,
     })
 }
 
-fn fetch(runtime: &Runtime, partition: u32, offset: u64, max_wait: Duration) -> FetchOutcome {
-    let topic: Arc<str> = Arc::from(TOPIC);
-    ask(runtime, owner(partition), |reply| ShardMessage::Fetch {
-        topic,
-        partition,
-        offset,
-        max_bytes: 1 << 20,
+/// A fetch message for `partition` at `offset`, answering on `reply`.
+fn fetch_message(
+    partition: u32,
+    offset: u64,
+    max_wait: Duration,
+    reply: flume::Sender<(usize, FetchOutcome)>,
+) -> ShardMessage {
+    // Never stops waiting early: its sender is kept by nobody, so keep one alive here.
+    let (keep, stop_waiting) = flume::bounded(1);
+    std::mem::forget(keep);
+    ShardMessage::Fetch {
+        part: FetchPart {
+            topic: Arc::from(TOPIC),
+            partition,
+            offset,
+            max_bytes: 1 << 20,
+        },
         max_wait,
+        stop_waiting,
         reply,
+        slot: 0,
+    }
+}
+
+fn fetch(runtime: &Runtime, partition: u32, offset: u64, max_wait: Duration) -> FetchOutcome {
+    ask(runtime, owner(partition), |reply| {
+        fetch_message(partition, offset, max_wait, reply)
     })
+    .1
 }
 
 fn value_of(batch: &RecordBatch) -> String {
@@ -140,16 +162,9 @@ fn topics_produce_fetch_and_restart_across_shards() {
         std::thread::spawn(move || {
             let (tx, rx) = flume::bounded(1);
             inbox
-                .send(ShardMessage::Fetch {
-                    topic: Arc::from(TOPIC),
-                    partition: 1,
-                    offset: 10,
-                    max_bytes: 1 << 20,
-                    max_wait: Duration::from_secs(60),
-                    reply: tx,
-                })
+                .send(fetch_message(1, 10, Duration::from_secs(60), tx))
                 .unwrap();
-            rx.recv().unwrap()
+            rx.recv().unwrap().1
         })
     };
     // Keep producing until the waiting fetch has answered: it must see data, not a timeout.

@@ -4,7 +4,7 @@ use super::produce::start_produce;
 use super::versions::ADVERTISED;
 use super::wire::{code, text};
 use super::KafkaEndpoint;
-use crate::shard::{CreateTopicError, FetchOutcome, PartitionError, Shard};
+use crate::shard::{CreateTopicError, FetchPart, PartitionError, Shard};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -26,10 +26,7 @@ use kafka_protocol::messages::{
     MetadataRequest, MetadataResponse, RequestHeader, RequestKind, ResponseKind, TopicName,
 };
 use oxbow_core::RecordBatch;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 pub(super) fn topic_name(s: &str) -> TopicName {
@@ -99,7 +96,13 @@ pub async fn handle(
                 .as_ref()
                 .map(|c| c.to_string())
                 .unwrap_or_default();
-            let response = shard.coordinate(group, version, client_id).await;
+            let response = shard
+                .run_on(0, move |shard| async move {
+                    let coordinator = shard.extension::<super::groups::Coordinator>()?;
+                    coordinator.handle(group, version, client_id).await
+                })
+                .await
+                .flatten();
             Some(response.ok_or_else(|| "the group coordinator is unavailable".to_string())?)
         }
         _ => return Err("this API is not served".to_string()),
@@ -198,64 +201,38 @@ async fn metadata(
     response
 }
 
-/// One partition a fetch asks for.
+/// One partition a fetch asks for, as the request names it.
 struct Wanted {
-    topic: Arc<str>,
     partition: i32,
-    offset: i64,
-    max_bytes: usize,
-    known: bool,
 }
 
 async fn fetch(shard: &Shard, request: FetchRequest) -> FetchResponse {
     let mut wanted = Vec::new();
+    let mut parts = Vec::new();
     let mut order: Vec<(String, usize)> = Vec::new();
     for topic in &request.topics {
         let name = topic.topic.0.to_string();
-        let count = shard.partition_count(&name);
-        order.push((name.clone(), topic.partitions.len()));
+        let arc: Arc<str> = Arc::from(name.as_str());
+        order.push((name, topic.partitions.len()));
         for partition in &topic.partitions {
             wanted.push(Wanted {
-                topic: Arc::from(name.as_str()),
                 partition: partition.partition,
-                offset: partition.fetch_offset,
-                max_bytes: partition.partition_max_bytes.max(0) as usize,
-                known: count
-                    .is_some_and(|n| partition.partition >= 0 && (partition.partition as u32) < n),
+            });
+            parts.push(match (partition.partition, partition.fetch_offset) {
+                (p, _) if p < 0 => Err(PartitionError::UnknownTopicOrPartition),
+                (_, o) if o < 0 => Err(PartitionError::OffsetOutOfRange),
+                (p, o) => Ok(FetchPart {
+                    topic: arc.clone(),
+                    partition: p as u32,
+                    offset: o as u64,
+                    max_bytes: partition.partition_max_bytes.max(0) as usize,
+                }),
             });
         }
     }
-    let mut outcomes = gather(shard, &wanted, Duration::ZERO).await;
-    let bytes: usize = outcomes
-        .iter()
-        .flat_map(|o| &o.batches)
-        .map(|b| b.len())
-        .sum();
-    let failed = outcomes.iter().any(|o| o.error.is_some());
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
-    if bytes < request.min_bytes.max(1) as usize
-        && !failed
-        && !max_wait.is_zero()
-        && !wanted.is_empty()
-    {
-        // Long poll: every partition waits for data at its offset; the first that gets some (or
-        // times out) ends the wait, then all are read again.
-        let waits: Vec<_> = wanted
-            .iter()
-            .filter(|w| w.known && w.offset >= 0)
-            .map(|w| {
-                shard.send_fetch(
-                    w.topic.clone(),
-                    w.partition as u32,
-                    w.offset as u64,
-                    w.max_bytes,
-                    max_wait,
-                )
-            })
-            .collect();
-        first_reply(&waits).await;
-        outcomes = gather(shard, &wanted, Duration::ZERO).await;
-    }
+    let min_bytes = request.min_bytes.max(1) as usize;
+    let outcomes = shard.fetch(parts, max_wait, min_bytes).await;
     let mut response = FetchResponse::default();
     // The response-wide byte budget is soft, as in Kafka: the first batch always goes out.
     let mut budget = request.max_bytes.max(0) as usize;
@@ -298,55 +275,6 @@ async fn fetch(shard: &Shard, request: FetchRequest) -> FetchResponse {
         response.responses.push(topic);
     }
     response
-}
-
-/// Reads every wanted partition once, in order.
-async fn gather(shard: &Shard, wanted: &[Wanted], max_wait: Duration) -> Vec<FetchOutcome> {
-    let replies: Vec<_> = wanted
-        .iter()
-        .map(|w| match (w.known, w.offset >= 0) {
-            (true, true) => Ok(shard.send_fetch(
-                w.topic.clone(),
-                w.partition as u32,
-                w.offset as u64,
-                w.max_bytes,
-                max_wait,
-            )),
-            (true, false) => Err(PartitionError::OffsetOutOfRange),
-            (false, _) => Err(PartitionError::UnknownTopicOrPartition),
-        })
-        .collect();
-    let mut outcomes = Vec::with_capacity(replies.len());
-    for reply in replies {
-        outcomes.push(match reply {
-            Ok(rx) => rx.recv_async().await.unwrap_or_else(|_| FetchOutcome {
-                error: Some(PartitionError::Storage("owner shard is gone".into())),
-                ..FetchOutcome::default()
-            }),
-            Err(e) => FetchOutcome {
-                error: Some(e),
-                ..FetchOutcome::default()
-            },
-        });
-    }
-    outcomes
-}
-
-/// Resolves when any of the receivers has a reply (or all are gone).
-async fn first_reply(receivers: &[flume::Receiver<FetchOutcome>]) {
-    if receivers.is_empty() {
-        return;
-    }
-    let mut waits: Vec<_> = receivers.iter().map(|r| Box::pin(r.recv_async())).collect();
-    std::future::poll_fn(|cx| {
-        for wait in waits.iter_mut() {
-            if Pin::new(wait).poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }
 
 /// The stored batches back to back, as Fetch carries them. One batch is passed through as is.

@@ -71,7 +71,7 @@ pub fn listen(
                         .config
                         .kafka_connections_max
                         .div_ceil(shard.shards() as u32);
-                    if shard.metrics.open_connections() >= per_shard as u64 {
+                    if crate::metrics::of(&shard).open_connections() >= per_shard as u64 {
                         tracing::warn!(peer = ?stream.peer_addr().ok(), limit = shard.config.kafka_connections_max,
                             "kafka_connections_max reached: closing new connection");
                         continue;
@@ -133,10 +133,13 @@ async fn serve_connection(shard: Rc<Shard>, endpoint: Rc<KafkaEndpoint>, mut str
     let _ = stream.set_nodelay(true);
     let request_timeout = Duration::from_millis(shard.config.kafka_request_timeout_ms);
     let _ = stream.set_write_timeout(Some(request_timeout));
-    shard.metrics.connection_opened();
+    crate::metrics::of(&shard).connection_opened();
     serve_requests(&shard, &endpoint, &mut stream, peer).await;
-    shard.metrics.connection_closed();
-    if shard.metrics.open_connections() + shard.metrics.open_native_connections() == 0 {
+    crate::metrics::of(&shard).connection_closed();
+    if crate::metrics::of(&shard).open_connections()
+        + crate::metrics::of(&shard).open_native_connections()
+        == 0
+    {
         crate::alloc::release_free_memory();
     }
 }
@@ -282,7 +285,7 @@ async fn answer_produce(
             .await?
         }
     };
-    shard.metrics.record_request(
+    crate::metrics::of(shard).record_request(
         ApiKey::Produce,
         done.started.elapsed(),
         done.request_bytes,
@@ -376,9 +379,7 @@ async fn serve_request<'a>(
             .await?
         }
     };
-    shard
-        .metrics
-        .record_request(api, started.elapsed(), request_bytes, written);
+    crate::metrics::of(shard).record_request(api, started.elapsed(), request_bytes, written);
     Ok(())
 }
 

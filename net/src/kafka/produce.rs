@@ -3,7 +3,7 @@
 
 use super::handlers::{ensure_topic, partition_error_code, topic_name};
 use super::wire::{code, text};
-use crate::shard::{ProduceOutcome, Shard};
+use crate::shard::{Acks, ProduceOutcome, Shard};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -67,6 +67,15 @@ fn checked_batches(
     Ok(checked)
 }
 
+/// The shard layer's acks for Kafka's `acks` field (0, 1, or -1 for all).
+fn kafka_acks(acks: i16) -> Acks {
+    match acks {
+        0 => Acks::None,
+        1 => Acks::Leader,
+        _ => Acks::All,
+    }
+}
+
 /// Queues a Produce's appends and returns without waiting for them, so a connection can read its
 /// next request while these reach the disk; answers still go out in request order.
 pub async fn start_produce(shard: &Shard, request: ProduceRequest, version: i16) -> StartedProduce {
@@ -80,27 +89,34 @@ pub async fn start_produce(shard: &Shard, request: ProduceRequest, version: i16)
         let count = ensure_topic(shard, &name, true).await;
         let mut partitions = Vec::new();
         for data in topic.partition_data {
-            let outcome = match (&count, data.records) {
+            let checked = match (&count, data.records) {
                 (Err(code), _) => Err((*code, None)),
                 (Ok(n), _) if data.index < 0 || data.index as u32 >= *n => {
                     Err((code::UNKNOWN_TOPIC_OR_PARTITION, None))
                 }
                 (Ok(_), None) => Err((code::CORRUPT_MESSAGE, Some("no records".into()))),
-                (Ok(_), Some(records)) => checked_batches(records, version, limit)
-                    .inspect_err(|(_, why)| {
-                        tracing::debug!(topic = %name, partition = data.index, error = ?why,
-                            "rejected produce");
-                    })
-                    .map(|checked| {
-                        let batches = checked
-                            .into_iter()
-                            .map(|(batch, codec)| {
-                                shard.metrics.batch_produced(codec);
-                                batch
-                            })
-                            .collect();
-                        shard.send_produce(arc.clone(), data.index as u32, batches)
-                    }),
+                (Ok(_), Some(records)) => checked_batches(records, version, limit),
+            };
+            let outcome = match checked {
+                Ok(checked) => {
+                    let metrics = crate::metrics::of(shard);
+                    let batches = checked
+                        .into_iter()
+                        .map(|(batch, codec)| {
+                            metrics.batch_produced(codec);
+                            batch
+                        })
+                        .collect();
+                    let partition = data.index as u32;
+                    Ok(shard
+                        .send_produce(arc.clone(), partition, batches, kafka_acks(acks))
+                        .await)
+                }
+                Err(refusal) => {
+                    tracing::debug!(topic = %name, partition = data.index, error = ?refusal.1,
+                        "rejected produce");
+                    Err(refusal)
+                }
             };
             partitions.push((data.index, outcome));
         }

@@ -1,0 +1,495 @@
+//! The shard layer: partition ownership and request routing, below every client protocol.
+//!
+//! Every partition is owned by one shard ([`oxbow_core::placement::owner_shard`]), which holds
+//! it as a [`PartitionHost`]: its log and its subscriptions. A connection on any shard reaches
+//! a partition by sending a [`ShardMessage`] to the owner's inbox over the mesh of bounded
+//! flume channels built at start (`shard_inbox_messages_max` each; a full inbox makes the
+//! sender wait), and awaiting the reply; batches travel as `Bytes`, so nothing is copied
+//! between shards. Each shard keeps its own copy of the topic table; shard 0 creates and deletes
+//! topics and tells every shard before it answers, so reads of the table take no lock.
+//!
+//! A protocol layer reaches the services it hosts on a shard (the Kafka group coordinator, its
+//! metrics) with [`Shard::run_on`] and [`Shard::extension`], so this layer never knows their
+//! types.
+
+mod admin;
+mod host;
+mod message;
+mod reads;
+
+pub use host::PartitionHost;
+pub use message::{
+    Acks, CreateTopicError, FetchOutcome, FetchPart, PartitionError, ProduceOutcome, RemoteWork,
+    ShardMessage,
+};
+pub use reads::offset_at_time;
+
+use crate::subscriptions::{Command, DeadLetters, DriverSettings, SubscriptionHost};
+use oxbow_core::native::SubscriptionInfo;
+use oxbow_core::placement::owner_shard;
+use oxbow_core::{BrokerConfig, RecordBatch};
+use oxbow_storage::{AppendError, Partition};
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// This shard's partitions by topic, then number: lookups borrow the topic name (no allocation
+/// per request).
+type OwnedPartitions = HashMap<Arc<str>, HashMap<u32, Rc<PartitionHost>>>;
+
+/// One shard: its partitions, its copy of the topic table, and the mesh to every shard.
+/// Lives on its own executor thread (`Rc`, never shared).
+pub struct Shard {
+    /// This shard's index.
+    pub id: usize,
+    /// Broker configuration.
+    pub config: BrokerConfig,
+    mesh: Vec<flume::Sender<ShardMessage>>,
+    partitions: RefCell<OwnedPartitions>,
+    topics: RefCell<BTreeMap<String, u32>>,
+    /// Topics shard 0 is creating or deleting right now: a second operation on the same name
+    /// is refused.
+    creating: RefCell<HashSet<String>>,
+    /// Services protocol layers host on this shard, by type.
+    extensions: RefCell<HashMap<TypeId, Rc<dyn Any>>>,
+}
+
+/// Sends a request built around a reply channel and waits for the answer (`None`: the shard is
+/// gone).
+pub(crate) async fn ask<T>(
+    to: &flume::Sender<ShardMessage>,
+    build: impl FnOnce(flume::Sender<T>) -> ShardMessage,
+) -> Option<T> {
+    let (tx, rx) = flume::bounded(1);
+    to.send_async(build(tx)).await.ok()?;
+    rx.recv_async().await.ok()
+}
+
+/// Builds the mesh: one bounded inbox per shard; every shard gets all the senders.
+pub fn mesh(
+    shards: usize,
+    inbox_messages_max: usize,
+) -> (
+    Vec<flume::Sender<ShardMessage>>,
+    Vec<flume::Receiver<ShardMessage>>,
+) {
+    (0..shards)
+        .map(|_| flume::bounded::<ShardMessage>(inbox_messages_max))
+        .unzip()
+}
+
+impl Shard {
+    /// A shard with the given mesh (one sender per shard, index = shard id) and topic table.
+    pub fn new(
+        id: usize,
+        config: BrokerConfig,
+        mesh: Vec<flume::Sender<ShardMessage>>,
+        topics: BTreeMap<String, u32>,
+    ) -> Shard {
+        Shard {
+            id,
+            config,
+            mesh,
+            partitions: RefCell::default(),
+            topics: RefCell::new(topics),
+            creating: RefCell::default(),
+            extensions: RefCell::default(),
+        }
+    }
+
+    /// Number of shards on this node.
+    pub fn shards(&self) -> usize {
+        self.mesh.len()
+    }
+
+    fn driver_settings(&self) -> DriverSettings {
+        DriverSettings {
+            subscriptions: self.config.subscriptions.clone(),
+            batch_decompressed_bytes_max: self.config.batch_decompressed_bytes_max,
+        }
+    }
+
+    /// Hosts a partition this shard opened.
+    pub fn adopt(&self, topic: &str, partition: u32, log: Partition) {
+        let topic: Arc<str> = Arc::from(topic);
+        let host = PartitionHost::new(
+            topic.clone(),
+            partition,
+            log,
+            &self.config.data_dir,
+            self.driver_settings(),
+        );
+        self.partitions
+            .borrow_mut()
+            .entry(topic)
+            .or_default()
+            .insert(partition, Rc::new(host));
+    }
+
+    /// Makes `service` available on this shard to [`Shard::extension`] (one per type).
+    pub fn set_extension<T: 'static>(&self, service: Rc<T>) {
+        self.extensions
+            .borrow_mut()
+            .insert(TypeId::of::<T>(), service);
+    }
+
+    /// The service of type `T` hosted on this shard, if any.
+    pub fn extension<T: 'static>(&self) -> Option<Rc<T>> {
+        let service = self.extensions.borrow().get(&TypeId::of::<T>())?.clone();
+        service.downcast::<T>().ok()
+    }
+
+    /// Runs `work` on shard `shard` and returns what it answers (`None`: that shard is gone).
+    pub async fn run_on<T, F, Fut>(&self, shard: usize, work: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        ask(&self.mesh[shard], |reply| {
+            ShardMessage::Run(Box::new(move |shard| {
+                Box::pin(async move {
+                    let _ = reply.send(work(shard).await);
+                }) as Pin<Box<dyn Future<Output = ()>>>
+            }))
+        })
+        .await
+    }
+
+    /// A topic's overrides, as stored with it.
+    pub fn topic_overrides(&self, topic: &str) -> Result<BTreeMap<String, String>, String> {
+        oxbow_storage::topic_config::read_overrides(&self.config.data_dir, topic)
+    }
+
+    /// A topic's effective log settings: the broker's with the topic's overrides applied.
+    pub fn topic_log_config(&self, topic: &str) -> Result<oxbow_core::LogConfig, String> {
+        let overrides = self.topic_overrides(topic)?;
+        self.config
+            .log
+            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| format!("topic {topic}: {e}"))
+    }
+
+    /// Partitions this shard owns.
+    pub fn owned(&self) -> Vec<Rc<PartitionHost>> {
+        self.partitions
+            .borrow()
+            .values()
+            .flat_map(|by_number| by_number.values().cloned())
+            .collect()
+    }
+
+    /// The topic table as this shard knows it: name → partition count.
+    pub fn topics(&self) -> BTreeMap<String, u32> {
+        self.topics.borrow().clone()
+    }
+
+    /// Partition count of a topic, if it exists.
+    pub fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.topics.borrow().get(topic).copied()
+    }
+
+    fn owner_inbox(&self, topic: &str, partition: u32) -> &flume::Sender<ShardMessage> {
+        &self.mesh[owner_shard(topic, partition, self.shards())]
+    }
+
+    /// A partition this shard owns.
+    pub fn local(&self, topic: &str, partition: u32) -> Result<Rc<PartitionHost>, PartitionError> {
+        self.partitions
+            .borrow()
+            .get(topic)
+            .and_then(|by_number| by_number.get(&partition))
+            .cloned()
+            .ok_or(PartitionError::UnknownTopicOrPartition)
+    }
+
+    /// Every subscription on this shard's partitions, for metrics.
+    pub fn subscription_infos(&self) -> Vec<SubscriptionInfo> {
+        self.owned()
+            .iter()
+            .flat_map(|host| host.subscriptions.infos())
+            .collect()
+    }
+
+    /// Compressed batches decoded for subscriptions on this shard, and reads served without.
+    pub fn decoded_counts(&self) -> (u64, u64) {
+        self.owned()
+            .iter()
+            .map(|host| host.subscriptions.decoded_counts())
+            .fold((0, 0), |(d, h), (pd, ph)| (d + pd, h + ph))
+    }
+
+    /// Sends an append to the partition's owner and returns where the outcome will arrive, so
+    /// a request spanning partitions can start them all before waiting for any.
+    pub async fn send_produce(
+        &self,
+        topic: Arc<str>,
+        partition: u32,
+        batches: Vec<RecordBatch>,
+        acks: Acks,
+    ) -> flume::Receiver<ProduceOutcome> {
+        let (reply, outcome) = flume::bounded(1);
+        let inbox = self.owner_inbox(&topic, partition);
+        let _ = inbox
+            .send_async(ShardMessage::Produce {
+                topic,
+                partition,
+                batches,
+                acks,
+                reply,
+            })
+            .await;
+        outcome
+    }
+
+    /// Sends a subscription command to the partition's owner (answers, if any, come on the
+    /// command's own reply channel).
+    pub async fn send_subscription(&self, topic: &str, partition: u32, command: Command) {
+        let _ = self
+            .owner_inbox(topic, partition)
+            .send_async(ShardMessage::Subscription(Box::new(command)))
+            .await;
+    }
+
+    /// Looks up an offset of a partition on its owner shard.
+    pub async fn list_offset(
+        &self,
+        topic: Arc<str>,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<(i64, i64), PartitionError> {
+        let inbox = self.owner_inbox(&topic, partition);
+        ask(inbox, |reply| ShardMessage::ListOffset {
+            topic,
+            partition,
+            timestamp,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(PartitionError::Storage("owner shard is gone".into())))
+    }
+
+    /// Creates a topic through shard 0 and returns once every shard knows it.
+    pub async fn create_topic(
+        &self,
+        name: String,
+        partitions: i64,
+        configs: Vec<(String, String)>,
+    ) -> Result<(), CreateTopicError> {
+        ask(&self.mesh[0], |reply| ShardMessage::CreateTopic {
+            name,
+            partitions,
+            configs,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(CreateTopicError::Storage("shard 0 is gone".into())))
+    }
+
+    /// Serves this shard's inbox until every sender is gone. Each message runs as its own task,
+    /// so a slow append or a long-poll fetch does not hold up the others, and the inbox never
+    /// waits on anything: that is what keeps a bounded mesh from deadlocking.
+    pub async fn serve_inbox(self: Rc<Self>, inbox: flume::Receiver<ShardMessage>) {
+        while let Ok(message) = inbox.recv_async().await {
+            let shard = self.clone();
+            glommio::spawn_local(async move { shard.handle(message).await }).detach();
+        }
+    }
+
+    async fn handle(self: Rc<Self>, message: ShardMessage) {
+        match message {
+            ShardMessage::Produce {
+                topic,
+                partition,
+                batches,
+                acks,
+                reply,
+            } => {
+                let _ = reply.send(self.append_local(&topic, partition, batches, acks).await);
+            }
+            ShardMessage::Fetch {
+                part,
+                max_wait,
+                stop_waiting,
+                reply,
+                slot,
+            } => {
+                let fetched = self.fetch_local(&part, max_wait, stop_waiting).await;
+                let _ = reply.send((slot, fetched));
+            }
+            ShardMessage::ListOffset {
+                topic,
+                partition,
+                timestamp,
+                reply,
+            } => {
+                let _ = reply.send(self.list_offset_local(&topic, partition, timestamp).await);
+            }
+            ShardMessage::CreateTopic {
+                name,
+                partitions,
+                configs,
+                reply,
+            } => {
+                assert_eq!(self.id, 0, "topic creation is serialised on shard 0");
+                let created = self
+                    .create_topic_as_coordinator(name, partitions, configs)
+                    .await;
+                let _ = reply.send(created);
+            }
+            ShardMessage::OpenPartition {
+                topic,
+                partition,
+                reply,
+            } => {
+                let _ = reply.send(self.open_local(&topic, partition).await);
+            }
+            ShardMessage::DeleteTopic { name, reply } => {
+                assert_eq!(self.id, 0, "topic deletion is serialised on shard 0");
+                let _ = reply.send(self.delete_topic_as_coordinator(name).await);
+            }
+            ShardMessage::DropPartition {
+                topic,
+                partition,
+                reply,
+            } => {
+                let _ = reply.send(self.drop_local(&topic, partition).await);
+            }
+            ShardMessage::TopicRemoved { name, reply } => {
+                self.topics.borrow_mut().remove(&name);
+                let _ = reply.send(());
+            }
+            ShardMessage::TopicAdded {
+                name,
+                partitions,
+                reply,
+            } => {
+                self.topics.borrow_mut().insert(name, partitions);
+                let _ = reply.send(());
+            }
+            ShardMessage::DescribeTopics { reply } => {
+                let _ = reply.send(self.topics());
+            }
+            ShardMessage::Subscription(command) => {
+                let (topic, partition) = command.partition();
+                let host = self.local(&topic, partition);
+                match host {
+                    Ok(host) => {
+                        let dead_letters: Rc<dyn DeadLetters> = self.clone();
+                        host.subscriptions.handle(&dead_letters, *command).await;
+                    }
+                    Err(_) => SubscriptionHost::refuse_unknown(*command),
+                }
+            }
+            ShardMessage::Run(work) => work(self).await,
+        }
+    }
+
+    async fn append_local(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Vec<RecordBatch>,
+        acks: Acks,
+    ) -> ProduceOutcome {
+        // On one node every acks setting waits for the local append under the flush policy;
+        // replication will make `All` wait for the in-sync replicas as well.
+        let _ = acks;
+        let log = self.local(topic, partition)?.log.clone();
+        // Every batch takes its place in the partition's queue before any is waited for, so the
+        // batches of a request pipelined behind this one cannot land between them.
+        let appends = batches.into_iter().map(|batch| log.append(batch)).collect();
+        let mut first = None;
+        for appended in all_in_order(appends).await {
+            let appended = appended.map_err(|e| match e {
+                AppendError::TooLarge { .. } => PartitionError::BatchTooLarge,
+                AppendError::OutOfOrderSequence { .. } => PartitionError::OutOfOrderSequence,
+                AppendError::ProducerFenced { .. } => PartitionError::ProducerFenced,
+                other => PartitionError::Storage(other.to_string()),
+            })?;
+            first.get_or_insert(appended.base_offset);
+        }
+        Ok((
+            first.unwrap_or(log.log_end_offset()),
+            log.log_start_offset(),
+        ))
+    }
+
+    /// Applies retention to this shard's partitions every `retention_check_interval_ms`.
+    pub async fn apply_retention_forever(self: Rc<Self>) {
+        let every = Duration::from_millis(self.config.retention_check_interval_ms);
+        loop {
+            glommio::timer::sleep(every).await;
+            for host in self.owned() {
+                if let Err(e) = host.log.apply_retention(oxbow_storage::now_ms()).await {
+                    tracing::error!(shard = self.id, error = %e, "retention failed");
+                }
+            }
+        }
+    }
+
+    /// Stops every subscription (their cursors written) and closes every partition.
+    pub async fn close(&self) {
+        let hosts = self.owned();
+        for host in &hosts {
+            host.close().await;
+        }
+        tracing::info!(shard = self.id, partitions = hosts.len(), "shard stopped");
+    }
+}
+
+impl DeadLetters for Shard {
+    fn produce(
+        &self,
+        topic: String,
+        batch: RecordBatch,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + '_>> {
+        Box::pin(async move {
+            if self.partition_count(&topic).is_none() {
+                if let Err(e) = self.create_topic(topic.clone(), 1, Vec::new()).await {
+                    tracing::debug!(topic, error = %e, "creating the dead-letter topic");
+                }
+            }
+            let outcome = self
+                .send_produce(Arc::from(topic.as_str()), 0, vec![batch], Acks::All)
+                .await;
+            match outcome.recv_async().await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the dead-letter partition's shard is gone".into()),
+            }
+        })
+    }
+}
+
+/// Runs futures to completion together, polling each in list order, so each one's first step
+/// happens before the next one's; returns their outputs in the same order.
+async fn all_in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut running: Vec<Option<Pin<Box<F>>>> =
+        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = running.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (slot, output) in running.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                if let std::task::Poll::Ready(value) = future.as_mut().poll(cx) {
+                    *output = Some(value);
+                    *slot = None;
+                }
+            }
+        }
+        match running.iter().all(Option::is_none) {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}

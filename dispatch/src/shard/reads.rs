@@ -1,0 +1,159 @@
+//! Reads served by a partition's owner: fetches with their long poll, and offset lookups.
+
+use super::message::{FetchOutcome, FetchPart, PartitionError, ShardMessage};
+use super::Shard;
+use oxbow_storage::{Partition, ReadError};
+use std::time::Duration;
+
+/// The first batch whose newest record is at or after `at` (ms): its base offset and that
+/// timestamp, or (-1, -1) past the end. A scan from the log start until a time index exists.
+pub async fn offset_at_time(log: &Partition, at: i64) -> Result<(i64, i64), PartitionError> {
+    let mut next = log.log_start_offset();
+    loop {
+        let batches = log
+            .read(next, 1 << 20)
+            .await
+            .map_err(|e| PartitionError::Storage(e.to_string()))?;
+        let Some(last) = batches.last() else {
+            return Ok((-1, -1));
+        };
+        if let Some(hit) = batches.iter().find(|b| b.max_timestamp() >= at) {
+            return Ok((hit.base_offset() as i64, hit.max_timestamp()));
+        }
+        next = last.last_offset() + 1;
+    }
+}
+
+impl Shard {
+    /// Reads every part of a fetch in one round: each owner answers at once when it has data,
+    /// otherwise it waits for data (up to `max_wait`) and then reads. Once the answers hold
+    /// `min_bytes` (or an error), the others stop waiting and answer with what they have. Each
+    /// partition is read exactly once and nothing keeps waiting after the answer. Outcomes come
+    /// back in the order of `parts`.
+    pub async fn fetch(
+        &self,
+        parts: Vec<Result<FetchPart, PartitionError>>,
+        max_wait: Duration,
+        min_bytes: usize,
+    ) -> Vec<FetchOutcome> {
+        let count = parts.len();
+        let mut outcomes: Vec<Option<FetchOutcome>> = (0..count).map(|_| None).collect();
+        let (reply, replies) = flume::bounded(count.max(1));
+        let (stop, stop_waiting) = flume::bounded::<()>(1);
+        let mut stop = Some(stop);
+        let mut asked = 0;
+        for (slot, part) in parts.into_iter().enumerate() {
+            let part = part.and_then(|part| match self.partition_count(&part.topic) {
+                Some(n) if part.partition < n => Ok(part),
+                _ => Err(PartitionError::UnknownTopicOrPartition),
+            });
+            match part {
+                Ok(part) => {
+                    let inbox = self.owner_inbox(&part.topic, part.partition);
+                    let message = ShardMessage::Fetch {
+                        part,
+                        max_wait,
+                        stop_waiting: stop_waiting.clone(),
+                        reply: reply.clone(),
+                        slot,
+                    };
+                    if inbox.send_async(message).await.is_ok() {
+                        asked += 1;
+                    }
+                }
+                Err(e) => {
+                    // An error answers the fetch at once, as Kafka does.
+                    stop = None;
+                    outcomes[slot] = Some(FetchOutcome {
+                        error: Some(e),
+                        ..FetchOutcome::default()
+                    });
+                }
+            }
+        }
+        drop((reply, stop_waiting));
+        let mut bytes = 0;
+        for _ in 0..asked {
+            let Ok((slot, outcome)) = replies.recv_async().await else {
+                break;
+            };
+            bytes += outcome.batches.iter().map(|b| b.len()).sum::<usize>();
+            if bytes >= min_bytes.max(1) || outcome.error.is_some() {
+                stop = None;
+            }
+            outcomes[slot] = Some(outcome);
+        }
+        drop(stop);
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| FetchOutcome {
+                    error: Some(PartitionError::Storage("the owner shard is gone".into())),
+                    ..FetchOutcome::default()
+                })
+            })
+            .collect()
+    }
+
+    /// Reads a partition this shard owns; at the log end, first waits for data, up to
+    /// `max_wait` or until `stop_waiting` closes (the long poll).
+    pub(super) async fn fetch_local(
+        &self,
+        part: &FetchPart,
+        max_wait: Duration,
+        stop_waiting: flume::Receiver<()>,
+    ) -> FetchOutcome {
+        let log = match self.local(&part.topic, part.partition) {
+            Ok(host) => host.log.clone(),
+            Err(e) => {
+                return FetchOutcome {
+                    error: Some(e),
+                    ..FetchOutcome::default()
+                }
+            }
+        };
+        let offset = part.offset;
+        if offset == log.log_end_offset() && !max_wait.is_zero() {
+            let arrival = log.wait_for_offset(offset);
+            let timeout = async {
+                glommio::timer::sleep(max_wait).await;
+            };
+            let stopped = async {
+                let _ = stop_waiting.recv_async().await;
+            };
+            futures_lite::future::or(arrival, futures_lite::future::or(timeout, stopped)).await;
+        }
+        let result = log.read(offset, part.max_bytes).await;
+        let (batches, error) = match result {
+            Ok(batches) => (batches, None),
+            Err(ReadError::OffsetOutOfRange { .. }) => {
+                (Vec::new(), Some(PartitionError::OffsetOutOfRange))
+            }
+            Err(e @ ReadError::Corrupt { .. }) => {
+                (Vec::new(), Some(PartitionError::Corrupt(e.to_string())))
+            }
+            Err(e) => (Vec::new(), Some(PartitionError::Storage(e.to_string()))),
+        };
+        FetchOutcome {
+            high_watermark: log.log_end_offset(),
+            log_start_offset: log.log_start_offset(),
+            batches,
+            error,
+        }
+    }
+
+    /// Log start (-2), log end (-1), or the offset at a time, of a partition this shard owns.
+    pub(super) async fn list_offset_local(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<(i64, i64), PartitionError> {
+        let log = self.local(topic, partition)?.log.clone();
+        match timestamp {
+            -2 => Ok((log.log_start_offset() as i64, -1)),
+            -1 => Ok((log.log_end_offset() as i64, -1)),
+            at => offset_at_time(&log, at).await,
+        }
+    }
+}

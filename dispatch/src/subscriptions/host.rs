@@ -1,0 +1,502 @@
+//! The subscriptions of one partition on its owner shard: commands in, drivers started and
+//! stopped, cursors loaded on first use.
+
+use super::cursor_files;
+use super::driver::{persist, start_driver, stop_driver, DriverContext, SubscriptionCell};
+use super::{
+    Command, ConsumerEvent, ConsumerSink, DeadLetters, DriverSettings, Refusal, Skipped, Target,
+};
+use crate::decoded::DecodedBatches;
+use crate::message::StoredMessage;
+use crate::subscription::{ConsumerId, DispatchLimits, Subscription};
+use oxbow_core::native::{ErrorCode, Mode, StartPosition, SubscriptionInfo, SubscriptionType};
+use oxbow_storage::Partition;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The subscriptions of one partition and the decoded batches they share. Owned by the
+/// partition's host on its shard.
+pub struct SubscriptionHost {
+    topic: Arc<str>,
+    partition: u32,
+    /// Where the cursor files are.
+    dir: PathBuf,
+    log: Rc<Partition>,
+    settings: DriverSettings,
+    /// `None` until the durable subscriptions are loaded (on the first command).
+    subs: RefCell<Option<HashMap<String, Rc<SubscriptionCell>>>>,
+    decoded: Rc<RefCell<DecodedBatches>>,
+}
+
+fn storage_refusal(e: impl std::fmt::Display) -> Refusal {
+    (ErrorCode::Storage, e.to_string())
+}
+
+impl SubscriptionHost {
+    /// Answers a command for a partition this shard does not hold (deleted meanwhile).
+    pub fn refuse_unknown(command: Command) {
+        let refusal = || {
+            (
+                ErrorCode::UnknownTopic,
+                "unknown topic or partition".to_string(),
+            )
+        };
+        match command {
+            Command::Attach { reply, .. }
+            | Command::Seek { reply, .. }
+            | Command::Delete { reply, .. } => {
+                let _ = reply.send(Err(refusal()));
+            }
+            Command::Skip { reply, .. } => {
+                let _ = reply.send(Err(refusal()));
+            }
+            Command::List { reply, .. } => {
+                let _ = reply.send(Vec::new());
+            }
+            Command::Detach { .. }
+            | Command::Flow { .. }
+            | Command::Ack { .. }
+            | Command::AckCumulative { .. }
+            | Command::Nack { .. } => {}
+        }
+    }
+
+    /// The subscriptions of `topic`/`partition`, whose log is `log`, with cursor files under
+    /// `data_dir`.
+    pub fn new(
+        topic: Arc<str>,
+        partition: u32,
+        data_dir: &Path,
+        log: Rc<Partition>,
+        settings: DriverSettings,
+    ) -> SubscriptionHost {
+        SubscriptionHost {
+            dir: cursor_files::cursors_dir(data_dir, &topic, partition),
+            decoded: Rc::new(RefCell::new(DecodedBatches::new(
+                settings.subscriptions.decoded_cache_bytes_max,
+            ))),
+            topic,
+            partition,
+            log,
+            settings,
+            subs: RefCell::new(None),
+        }
+    }
+}
+
+impl SubscriptionHost {
+    /// Carries out one command (on the partition's owner shard); `dead_letters` is where the
+    /// drivers of subscriptions loaded now will send theirs.
+    pub async fn handle(&self, dead_letters: &Rc<dyn DeadLetters>, command: Command) {
+        match command {
+            Command::Attach {
+                target,
+                kind,
+                mode,
+                consumer,
+                name,
+                priority,
+                start,
+                sink,
+                reply,
+            } => {
+                let result = self
+                    .attach(
+                        dead_letters,
+                        target,
+                        kind,
+                        mode,
+                        consumer,
+                        &name,
+                        priority,
+                        start,
+                        sink,
+                    )
+                    .await;
+                let _ = reply.send(result);
+            }
+            Command::Detach { target, consumer } => {
+                if let Some(cell) = self.find(&target) {
+                    cell.sinks.borrow_mut().remove(&consumer);
+                    cell.core.borrow_mut().detach(Instant::now(), consumer);
+                    cell.wake();
+                    if cell.core.borrow().mode() == Mode::NonReliable
+                        && cell.core.borrow().is_idle()
+                    {
+                        self.remove(&target, &cell).await;
+                    }
+                }
+            }
+            Command::Flow {
+                target,
+                consumer,
+                permits,
+            } => {
+                if let Some(cell) = self.find(&target) {
+                    cell.core.borrow_mut().add_permits(consumer, permits);
+                    cell.wake();
+                }
+            }
+            Command::Ack { target, offsets } => {
+                if let Some(cell) = self.find(&target) {
+                    cell.core.borrow_mut().ack(&offsets);
+                    cell.wake();
+                }
+            }
+            Command::AckCumulative { target, offset } => {
+                if let Some(cell) = self.find(&target) {
+                    if let Err(e) = cell.core.borrow_mut().ack_cumulative(offset) {
+                        tracing::debug!(subscription = %target.subscription, error = e, "ignored");
+                    }
+                    cell.wake();
+                }
+            }
+            Command::Nack {
+                target,
+                offsets,
+                delay,
+            } => {
+                if let Some(cell) = self.find(&target) {
+                    cell.core.borrow_mut().nack(Instant::now(), &offsets, delay);
+                    cell.wake();
+                }
+            }
+            Command::Seek {
+                target,
+                position,
+                reply,
+            } => {
+                let result = self.seek(dead_letters, &target, position).await;
+                let _ = reply.send(result);
+            }
+            Command::Delete { target, by, reply } => {
+                let result = match self.find_or_load(dead_letters, &target) {
+                    Ok(Some(cell)) => {
+                        for (consumer, sink) in cell.sinks.borrow_mut().drain() {
+                            if Some(consumer) != by {
+                                sink.send(ConsumerEvent::Closed {
+                                    reason: "subscription deleted".into(),
+                                });
+                            }
+                        }
+                        cell.deleted.set(true);
+                        self.remove(&target, &cell).await;
+                        Ok(())
+                    }
+                    Ok(None) => Err((
+                        ErrorCode::UnknownSubscription,
+                        format!("no subscription {}", target.subscription),
+                    )),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::List {
+                topic,
+                partition,
+                reply,
+            } => {
+                let _ = (topic, partition);
+                let _ = self.load(dead_letters);
+                let _ = reply.send(self.infos());
+            }
+            Command::Skip {
+                topic,
+                partition,
+                offset,
+                subscription,
+                reply,
+            } => {
+                let _ = (topic, partition);
+                let result = self.skip(dead_letters, offset, subscription).await;
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Moves the subscriptions stopped at the batch holding `offset` past it, durably.
+    async fn skip(
+        &self,
+        dead_letters: &Rc<dyn DeadLetters>,
+        offset: u64,
+        only: Option<String>,
+    ) -> Result<Skipped, Refusal> {
+        self.load(dead_letters)?;
+        let (topic, partition) = (&self.topic, self.partition);
+        let cells = self.cells();
+        let mut batch = None;
+        let mut passed = Vec::new();
+        let mut refusal = None;
+        for cell in cells {
+            let name = &cell.target.subscription;
+            if only.as_ref().is_some_and(|only| only != name) {
+                continue;
+            }
+            let skipped = cell.core.borrow_mut().skip(offset);
+            match skipped {
+                Ok(range) => {
+                    tracing::warn!(topic = %topic, partition, subscription = %name,
+                        first_offset = range.0, last_offset = range.1,
+                        "an operator skipped an undecodable batch");
+                    persist(&cell).await;
+                    cell.wake();
+                    batch = Some(range);
+                    passed.push(name.clone());
+                }
+                Err(e) => refusal = Some(e.to_string()),
+            }
+        }
+        match batch {
+            Some((first, last)) => Ok((first, last, passed)),
+            None => Err((
+                ErrorCode::BadRequest,
+                refusal.unwrap_or_else(|| match only {
+                    Some(name) => format!("no subscription {name} on {topic}/{partition}"),
+                    None => format!("{topic}/{partition} has no subscription"),
+                }),
+            )),
+        }
+    }
+
+    /// Every subscription's figures, for metrics and listings.
+    pub fn infos(&self) -> Vec<SubscriptionInfo> {
+        self.cells()
+            .iter()
+            .map(|cell| info(&cell.target, &cell.core.borrow()))
+            .collect()
+    }
+
+    /// Compressed batches decoded for this partition, and reads served without decoding.
+    pub fn decoded_counts(&self) -> (u64, u64) {
+        self.decoded.borrow().counts()
+    }
+
+    /// Stops every driver (reliable ones write their cursor first). Called at shutdown.
+    pub async fn close(&self) {
+        let cells = self.subs.borrow_mut().take().unwrap_or_default();
+        for cell in cells.into_values() {
+            stop_driver(&cell).await;
+        }
+    }
+
+    /// Stops every driver of a partition being deleted, telling its consumers (the files go
+    /// with the topic).
+    pub async fn drop_all(&self) {
+        let cells = self.subs.borrow_mut().take().unwrap_or_default();
+        for cell in cells.into_values() {
+            for (_, sink) in cell.sinks.borrow_mut().drain() {
+                sink.send(ConsumerEvent::Closed {
+                    reason: "topic deleted".into(),
+                });
+            }
+            cell.deleted.set(true);
+            stop_driver(&cell).await;
+        }
+    }
+
+    fn cells(&self) -> Vec<Rc<SubscriptionCell>> {
+        self.subs
+            .borrow()
+            .as_ref()
+            .map(|subs| subs.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn find(&self, target: &Target) -> Option<Rc<SubscriptionCell>> {
+        self.subs
+            .borrow()
+            .as_ref()
+            .and_then(|subs| subs.get(&target.subscription))
+            .cloned()
+    }
+
+    fn find_or_load(
+        &self,
+        dead_letters: &Rc<dyn DeadLetters>,
+        target: &Target,
+    ) -> Result<Option<Rc<SubscriptionCell>>, Refusal> {
+        self.load(dead_letters)?;
+        Ok(self.find(target))
+    }
+
+    fn context(&self, dead_letters: &Rc<dyn DeadLetters>) -> DriverContext {
+        DriverContext {
+            log: self.log.clone(),
+            dead_letters: dead_letters.clone(),
+            settings: self.settings.clone(),
+        }
+    }
+
+    fn limits(&self) -> DispatchLimits {
+        DispatchLimits::from(&self.settings.subscriptions)
+    }
+
+    /// Brings the partition's durable subscriptions into memory on first use.
+    fn load(&self, dead_letters: &Rc<dyn DeadLetters>) -> Result<(), Refusal> {
+        if self.subs.borrow().is_some() {
+            return Ok(());
+        }
+        let cursors =
+            cursor_files::load(&self.dir, self.log.log_start_offset()).map_err(storage_refusal)?;
+        let context = self.context(dead_letters);
+        let mut subs = HashMap::new();
+        for (name, state) in cursors {
+            let core = Subscription::restore(
+                &state,
+                self.limits(),
+                self.partition,
+                self.log.log_end_offset(),
+            );
+            let target = Target {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                subscription: name.clone(),
+            };
+            subs.insert(
+                name,
+                start_driver(&context, target, core, &self.dir, &self.decoded),
+            );
+        }
+        *self.subs.borrow_mut() = Some(subs);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attach(
+        &self,
+        dead_letters: &Rc<dyn DeadLetters>,
+        target: Target,
+        kind: SubscriptionType,
+        mode: Mode,
+        consumer: ConsumerId,
+        name: &str,
+        priority: i32,
+        start: StartPosition,
+        sink: Box<dyn ConsumerSink>,
+    ) -> Result<(), Refusal> {
+        let cell = match self.find_or_load(dead_letters, &target)? {
+            Some(cell) => cell,
+            None => {
+                let offset = resolve(&self.log, start).await?;
+                // Another consumer may have created it while the offset was looked up.
+                match self.find_or_load(dead_letters, &target)? {
+                    Some(cell) => cell,
+                    None => {
+                        let mut core = Subscription::new(
+                            kind,
+                            mode,
+                            self.limits(),
+                            target.partition,
+                            offset,
+                            self.log.log_end_offset(),
+                        );
+                        let first_cursor = core.take_cursor_if_dirty();
+                        let context = self.context(dead_letters);
+                        let cell =
+                            start_driver(&context, target.clone(), core, &self.dir, &self.decoded);
+                        if let Some(subs) = self.subs.borrow_mut().as_mut() {
+                            subs.insert(target.subscription.clone(), cell.clone());
+                        }
+                        if let Some(state) = first_cursor {
+                            // Durable from the first answer: a crash right after subscribing
+                            // keeps the subscription and where it starts.
+                            cursor_files::write(cell.cursor_path.clone(), state.encode())
+                                .await
+                                .map_err(storage_refusal)?;
+                        }
+                        cell
+                    }
+                }
+            }
+        };
+        cell.core
+            .borrow_mut()
+            .attach(Instant::now(), consumer, name, priority, kind, mode)
+            .map_err(|e| (ErrorCode::ConsumerBusy, e.to_string()))?;
+        if let Some(batch) = cell.core.borrow().blocked() {
+            // The others were told already; this one joins a stopped partition.
+            if cell.told_blocked() == Some(batch.base_offset) {
+                cell.tell_blocked(sink.as_ref(), batch);
+            }
+        }
+        cell.sinks.borrow_mut().insert(consumer, sink);
+        cell.wake();
+        Ok(())
+    }
+
+    async fn seek(
+        &self,
+        dead_letters: &Rc<dyn DeadLetters>,
+        target: &Target,
+        position: StartPosition,
+    ) -> Result<(), Refusal> {
+        let Some(cell) = self.find_or_load(dead_letters, target)? else {
+            return Err((
+                ErrorCode::UnknownSubscription,
+                format!("no subscription {}", target.subscription),
+            ));
+        };
+        let offset = resolve(&self.log, position).await?;
+        cell.core.borrow_mut().seek(offset);
+        let state = cell.core.borrow_mut().take_cursor_if_dirty();
+        if let Some(state) = state {
+            cursor_files::write(cell.cursor_path.clone(), state.encode())
+                .await
+                .map_err(storage_refusal)?;
+        }
+        cell.wake();
+        Ok(())
+    }
+
+    async fn remove(&self, target: &Target, cell: &Rc<SubscriptionCell>) {
+        if let Some(subs) = self.subs.borrow_mut().as_mut() {
+            subs.remove(&target.subscription);
+        }
+        stop_driver(cell).await;
+        if cell.deleted.get() {
+            cursor_files::remove(&cell.cursor_path);
+        }
+    }
+}
+
+fn info(target: &Target, core: &Subscription<StoredMessage>) -> SubscriptionInfo {
+    let stats = core.stats();
+    SubscriptionInfo {
+        topic: target.topic.to_string(),
+        partition: target.partition,
+        name: target.subscription.clone(),
+        kind: core.kind(),
+        mode: core.mode(),
+        cursor: stats.cursor,
+        lag: stats.lag,
+        unacked: stats.unacked,
+        consumers: stats.consumers,
+        dropped: stats.dropped,
+        blocked: stats.blocked,
+        skipped: core.skipped().to_vec(),
+    }
+}
+
+/// The offset a start position names on this partition, clamped to the log.
+async fn resolve(log: &Partition, start: StartPosition) -> Result<u64, Refusal> {
+    let (first, end) = (log.log_start_offset(), log.log_end_offset());
+    Ok(match start {
+        StartPosition::Earliest => first,
+        StartPosition::Latest => end,
+        StartPosition::Offset(offset) => offset.clamp(first, end),
+        StartPosition::Timestamp(ms) => {
+            let (offset, _) = crate::shard::offset_at_time(log, ms.max(0))
+                .await
+                .map_err(storage_refusal)?;
+            if offset < 0 {
+                end
+            } else {
+                offset as u64
+            }
+        }
+    })
+}
