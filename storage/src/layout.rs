@@ -69,6 +69,21 @@ pub fn remove_if_present(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Moves `<data>/<topic>` to `<data>/.stray/<topic>-<unix ms>`, out of sight of
+/// [`discover_partitions`] but not deleted, and returns where it went.
+pub fn set_aside_topic(data_dir: &Path, topic: &str) -> std::io::Result<PathBuf> {
+    let strays = data_dir.join(".stray");
+    std::fs::create_dir_all(&strays)?;
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let to = strays.join(format!("{topic}-{millis}"));
+    std::fs::rename(data_dir.join(topic), &to)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    Ok(to)
+}
+
 /// What a file in a partition directory is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartitionFile {

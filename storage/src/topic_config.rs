@@ -1,5 +1,6 @@
-//! A topic's configuration overrides on disk: `<data_dir>/<topic>/.config.toml`, a table of
-//! Kafka config names to string values. Only the keys a topic overrides are stored, so a change
+//! A topic's configuration overrides as data directories kept them before the node's metadata
+//! held them: `<data_dir>/<topic>/.config.toml`, a table of Kafka config names to string values.
+//! Read once, when such a directory is adopted. Only the keys a topic overrides are stored, so a change
 //! of the broker's defaults reaches every topic that did not override it (Kafka semantics).
 
 use std::collections::BTreeMap;

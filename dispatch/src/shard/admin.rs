@@ -1,19 +1,27 @@
-//! Topic administration, serialised on shard 0: create and delete, across every shard.
+//! Topic administration, serialised on shard 0: every change is committed to the metadata
+//! store first, then carried out, and answered only once every shard has the new metadata.
 
 use super::message::{CreateTopicError, PartitionError, ShardMessage};
 use super::{ask, Shard};
-use oxbow_storage::layout::{partition_dir, validate_topic_name};
+use oxbow_cluster::{Metadata, MetadataChange, StoreError, TopicId, TopicMeta};
+use oxbow_core::LogConfig;
+use oxbow_storage::layout::{partition_dir, set_aside_topic, validate_topic_name};
 use oxbow_storage::{OpenOptions, Partition};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 impl Shard {
-    pub(super) async fn open_local(&self, topic: &str, partition: u32) -> Result<(), String> {
+    /// Opens (creating) a partition this shard owns, with the topic's log settings.
+    pub(super) async fn open_local(
+        &self,
+        topic: &str,
+        partition: u32,
+        config: LogConfig,
+    ) -> Result<(), String> {
         if self.local(topic, partition).is_ok() {
             return Ok(());
         }
         let dir = partition_dir(&self.config.data_dir, topic, partition);
-        let config = self.topic_log_config(topic)?;
         let log = Partition::open(&dir, config, OpenOptions::default())
             .await
             .map_err(|e| e.to_string())?;
@@ -31,23 +39,60 @@ impl Shard {
         .unwrap_or(Err(PartitionError::Storage("shard 0 is gone".into())))
     }
 
+    /// Commits a change to the metadata store (off the shard's thread: it fdatasyncs), on top
+    /// of the last committed metadata. Called with the admin lock held.
+    async fn commit(&self, change: MetadataChange) -> Result<Arc<Metadata>, StoreError> {
+        let store = self
+            .metadata_store
+            .borrow()
+            .clone()
+            .expect("the metadata store lives on shard 0");
+        let current = self.committed.borrow().clone();
+        let next = glommio::executor()
+            .spawn_blocking(move || store.commit(&current, &change))
+            .await?;
+        let next = Arc::new(next);
+        *self.committed.borrow_mut() = next.clone();
+        Ok(next)
+    }
+
+    /// Gives every shard the new metadata and waits until each has it.
+    async fn publish(&self, metadata: Arc<Metadata>) {
+        for inbox in &self.mesh {
+            let metadata = metadata.clone();
+            ask(inbox, |reply| ShardMessage::MetadataChanged {
+                metadata,
+                reply,
+            })
+            .await;
+        }
+    }
+
     pub(super) async fn delete_topic_as_coordinator(
         &self,
         name: String,
     ) -> Result<(), PartitionError> {
+        let _admin = self.admin.acquire_permit(1).await;
         let Some(partitions) = self.partition_count(&name) else {
             return Err(PartitionError::UnknownTopicOrPartition);
         };
-        if !self.creating.borrow_mut().insert(name.clone()) {
-            return Err(PartitionError::UnknownTopicOrPartition);
-        }
-        // First every shard forgets the topic, so no new request reaches it; then the owners
-        // close and delete their partitions; then the topic's directory goes.
-        for inbox in &self.mesh {
-            let name = name.clone();
-            ask(inbox, |reply| ShardMessage::TopicRemoved { name, reply }).await;
-        }
-        let topic: Arc<str> = Arc::from(name.as_str());
+        let result = self.delete_committed(&name, partitions).await;
+        tracing::info!(topic = %name, partitions, ok = result.is_ok(), "topic deleted");
+        result
+    }
+
+    /// Commits the deletion; then every shard forgets the topic, so no new request reaches it;
+    /// then the owners close and delete their partitions; then the topic's directory goes.
+    async fn delete_committed(&self, name: &str, partitions: u32) -> Result<(), PartitionError> {
+        let change = MetadataChange::DeleteTopic {
+            name: name.to_string(),
+        };
+        let metadata = self
+            .commit(change)
+            .await
+            .map_err(|e| PartitionError::Storage(e.to_string()))?;
+        self.publish(metadata).await;
+        let topic: Arc<str> = Arc::from(name);
         let mut result = Ok(());
         for partition in 0..partitions {
             let inbox = self.owner_inbox(&topic, partition);
@@ -64,15 +109,13 @@ impl Shard {
             }
         }
         if result.is_ok() {
-            let dir = self.config.data_dir.join(&name);
+            let dir = self.config.data_dir.join(name);
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     result = Err(PartitionError::Storage(format!("removing {dir:?}: {e}")));
                 }
             }
         }
-        self.creating.borrow_mut().remove(&name);
-        tracing::info!(topic = %name, partitions, ok = result.is_ok(), "topic deleted");
         result
     }
 
@@ -112,52 +155,61 @@ impl Shard {
             return Err(CreateTopicError::InvalidPartitions(partitions, most));
         }
         let overrides: BTreeMap<String, String> = configs.into_iter().collect();
-        self.config
+        let log_config = self
+            .config
             .log
             .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| CreateTopicError::InvalidConfig(e.to_string()))?;
-        if self.partition_count(&name).is_some() || !self.creating.borrow_mut().insert(name.clone())
-        {
+        let _admin = self.admin.acquire_permit(1).await;
+        if self.partition_count(&name).is_some() {
             return Err(CreateTopicError::Exists);
         }
-        if !overrides.is_empty() {
-            if let Err(e) = oxbow_storage::topic_config::write_overrides(
-                &self.config.data_dir,
-                &name,
-                &overrides,
-            ) {
-                self.creating.borrow_mut().remove(&name);
-                return Err(CreateTopicError::Storage(e.to_string()));
-            }
-        }
-        let result = self.create_partitions(&name, partitions as u32).await;
-        self.creating.borrow_mut().remove(&name);
-        result
+        let id = TopicId::random(&mut self.rng.borrow_mut());
+        let topic =
+            TopicMeta::on_one_broker(name, id, partitions as u32, self.config.node_id, overrides);
+        self.create_committed(topic, log_config).await
     }
 
-    async fn create_partitions(&self, name: &str, partitions: u32) -> Result<(), CreateTopicError> {
-        let topic: Arc<str> = Arc::from(name);
+    /// Commits the topic; then its owners open its partitions; then every shard learns it.
+    /// Only then is it answered, so any request on any shard after the answer finds it.
+    async fn create_committed(
+        &self,
+        topic: TopicMeta,
+        log_config: LogConfig,
+    ) -> Result<(), CreateTopicError> {
+        let (name, partitions) = (topic.name.clone(), topic.partitions.len() as u32);
+        if self.config.data_dir.join(&name).exists() {
+            // Left by a delete that could not finish: never let a new topic inherit its data.
+            let to = set_aside_topic(&self.config.data_dir, &name)
+                .map_err(|e| CreateTopicError::Storage(format!("setting aside old {name}: {e}")))?;
+            tracing::warn!(topic = %name, to = ?to, "old topic directory set aside");
+        }
+        let metadata = self
+            .commit(MetadataChange::CreateTopic(topic))
+            .await
+            .map_err(|e| CreateTopicError::Storage(e.to_string()))?;
+        let arc: Arc<str> = Arc::from(name.as_str());
         for partition in 0..partitions {
-            let inbox = self.owner_inbox(&topic, partition);
-            let topic = topic.clone();
-            ask(inbox, |reply| ShardMessage::OpenPartition {
+            let inbox = self.owner_inbox(&arc, partition);
+            let (topic, config) = (arc.clone(), log_config.clone());
+            let opened = ask(inbox, |reply| ShardMessage::OpenPartition {
                 topic,
                 partition,
+                config,
                 reply,
             })
             .await
-            .unwrap_or(Err("owner shard is gone".into()))
-            .map_err(CreateTopicError::Storage)?;
+            .unwrap_or(Err("owner shard is gone".into()));
+            if let Err(e) = opened {
+                // Nobody has seen the topic yet: take it back rather than serve it half open.
+                tracing::error!(topic = %name, partition, error = %e, "opening a new partition");
+                if let Err(undo) = self.delete_committed(&name, partitions).await {
+                    tracing::error!(topic = %name, error = %undo, "undoing the topic");
+                }
+                return Err(CreateTopicError::Storage(e));
+            }
         }
-        for inbox in &self.mesh {
-            let name = name.to_string();
-            ask(inbox, |reply| ShardMessage::TopicAdded {
-                name,
-                partitions,
-                reply,
-            })
-            .await;
-        }
+        self.publish(metadata).await;
         tracing::info!(topic = %name, partitions, "topic created");
         Ok(())
     }

@@ -161,6 +161,8 @@ pub enum ShardMessage {
         topic: Arc<str>,
         /// Partition.
         partition: u32,
+        /// The topic's log settings.
+        config: oxbow_core::LogConfig,
         /// Where to answer.
         reply: flume::Sender<Result<(), String>>,
     },
@@ -180,19 +182,10 @@ pub enum ShardMessage {
         /// Where to answer.
         reply: flume::Sender<Result<(), String>>,
     },
-    /// A topic is gone; update this shard's table.
-    TopicRemoved {
-        /// Name.
-        name: String,
-        /// Acknowledgement.
-        reply: flume::Sender<()>,
-    },
-    /// A topic exists now; update this shard's table.
-    TopicAdded {
-        /// Name.
-        name: String,
-        /// Partition count.
-        partitions: u32,
+    /// The metadata changed (shard 0 committed it); this shard serves the new version.
+    MetadataChanged {
+        /// The new metadata.
+        metadata: Arc<oxbow_cluster::Metadata>,
         /// Acknowledgement.
         reply: flume::Sender<()>,
     },

@@ -5,8 +5,9 @@
 //! a partition by sending a [`ShardMessage`] to the owner's inbox over the mesh of bounded
 //! flume channels built at start (`shard_inbox_messages_max` each; a full inbox makes the
 //! sender wait), and awaiting the reply; batches travel as `Bytes`, so nothing is copied
-//! between shards. Each shard keeps its own copy of the topic table; shard 0 creates and deletes
-//! topics and tells every shard before it answers, so reads of the table take no lock.
+//! between shards. Each shard serves one snapshot of the metadata ([`oxbow_cluster::Metadata`]:
+//! topics, ids, partitions, replicas, configs); shard 0 commits every change to the metadata
+//! store and gives every shard the new snapshot before it answers, so reads take no lock.
 //!
 //! A protocol layer reaches the services it hosts on a shard (the Kafka group coordinator, its
 //! metrics) with [`Shard::run_on`] and [`Shard::extension`], so this layer never knows their
@@ -25,13 +26,14 @@ pub use message::{
 pub use reads::offset_at_time;
 
 use crate::subscriptions::{Command, DeadLetters, DriverSettings, SubscriptionHost};
+use oxbow_cluster::{Metadata, MetadataStore};
 use oxbow_core::native::SubscriptionInfo;
 use oxbow_core::placement::owner_shard;
 use oxbow_core::{BrokerConfig, RecordBatch};
 use oxbow_storage::{AppendError, Partition};
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -51,10 +53,17 @@ pub struct Shard {
     pub config: BrokerConfig,
     mesh: Vec<flume::Sender<ShardMessage>>,
     partitions: RefCell<OwnedPartitions>,
-    topics: RefCell<BTreeMap<String, u32>>,
-    /// Topics shard 0 is creating or deleting right now: a second operation on the same name
-    /// is refused.
-    creating: RefCell<HashSet<String>>,
+    metadata: RefCell<Arc<Metadata>>,
+    /// Where metadata changes are committed (shard 0 only).
+    metadata_store: RefCell<Option<Arc<dyn MetadataStore + Send + Sync>>>,
+    /// The metadata as last committed (shard 0): ahead of `metadata` while a change is being
+    /// carried out, before it is published.
+    committed: RefCell<Arc<Metadata>>,
+    /// For topic ids.
+    rng: RefCell<fastrand::Rng>,
+    /// Held by shard 0 for a whole topic change (commit, open or drop, publish), so every
+    /// change is committed on top of the metadata the previous one published.
+    admin: glommio::sync::Semaphore,
     /// Services protocol layers host on this shard, by type.
     extensions: RefCell<HashMap<TypeId, Rc<dyn Any>>>,
 }
@@ -84,20 +93,23 @@ pub fn mesh(
 }
 
 impl Shard {
-    /// A shard with the given mesh (one sender per shard, index = shard id) and topic table.
+    /// A shard with the given mesh (one sender per shard, index = shard id) and metadata.
     pub fn new(
         id: usize,
         config: BrokerConfig,
         mesh: Vec<flume::Sender<ShardMessage>>,
-        topics: BTreeMap<String, u32>,
+        metadata: Arc<Metadata>,
     ) -> Shard {
         Shard {
             id,
             config,
             mesh,
             partitions: RefCell::default(),
-            topics: RefCell::new(topics),
-            creating: RefCell::default(),
+            metadata: RefCell::new(metadata.clone()),
+            committed: RefCell::new(metadata),
+            metadata_store: RefCell::default(),
+            rng: RefCell::new(fastrand::Rng::new()),
+            admin: glommio::sync::Semaphore::new(1),
             extensions: RefCell::default(),
         }
     }
@@ -131,6 +143,17 @@ impl Shard {
             .insert(partition, Rc::new(host));
     }
 
+    /// Makes this shard the one that commits metadata changes (shard 0).
+    pub fn set_metadata_store(&self, store: Arc<dyn MetadataStore + Send + Sync>) {
+        assert_eq!(self.id, 0, "metadata changes are serialised on shard 0");
+        *self.metadata_store.borrow_mut() = Some(store);
+    }
+
+    /// The metadata this shard serves now.
+    pub fn metadata(&self) -> Arc<Metadata> {
+        self.metadata.borrow().clone()
+    }
+
     /// Makes `service` available on this shard to [`Shard::extension`] (one per type).
     pub fn set_extension<T: 'static>(&self, service: Rc<T>) {
         self.extensions
@@ -161,9 +184,13 @@ impl Shard {
         .await
     }
 
-    /// A topic's overrides, as stored with it.
+    /// A topic's config overrides (Kafka names), as the metadata holds them.
     pub fn topic_overrides(&self, topic: &str) -> Result<BTreeMap<String, String>, String> {
-        oxbow_storage::topic_config::read_overrides(&self.config.data_dir, topic)
+        self.metadata
+            .borrow()
+            .topic(topic)
+            .map(|t| t.configs.clone())
+            .ok_or_else(|| format!("unknown topic {topic}"))
     }
 
     /// A topic's effective log settings: the broker's with the topic's overrides applied.
@@ -186,12 +213,17 @@ impl Shard {
 
     /// The topic table as this shard knows it: name → partition count.
     pub fn topics(&self) -> BTreeMap<String, u32> {
-        self.topics.borrow().clone()
+        self.metadata
+            .borrow()
+            .topics
+            .iter()
+            .map(|(name, topic)| (name.clone(), topic.partitions.len() as u32))
+            .collect()
     }
 
     /// Partition count of a topic, if it exists.
     pub fn partition_count(&self, topic: &str) -> Option<u32> {
-        self.topics.borrow().get(topic).copied()
+        self.metadata.borrow().partition_count(topic)
     }
 
     fn owner_inbox(&self, topic: &str, partition: u32) -> &flume::Sender<ShardMessage> {
@@ -345,9 +377,10 @@ impl Shard {
             ShardMessage::OpenPartition {
                 topic,
                 partition,
+                config,
                 reply,
             } => {
-                let _ = reply.send(self.open_local(&topic, partition).await);
+                let _ = reply.send(self.open_local(&topic, partition, config).await);
             }
             ShardMessage::DeleteTopic { name, reply } => {
                 assert_eq!(self.id, 0, "topic deletion is serialised on shard 0");
@@ -360,16 +393,11 @@ impl Shard {
             } => {
                 let _ = reply.send(self.drop_local(&topic, partition).await);
             }
-            ShardMessage::TopicRemoved { name, reply } => {
-                self.topics.borrow_mut().remove(&name);
-                let _ = reply.send(());
-            }
-            ShardMessage::TopicAdded {
-                name,
-                partitions,
-                reply,
-            } => {
-                self.topics.borrow_mut().insert(name, partitions);
+            ShardMessage::MetadataChanged { metadata, reply } => {
+                let newer = metadata.version >= self.metadata.borrow().version;
+                if newer {
+                    *self.metadata.borrow_mut() = metadata;
+                }
                 let _ = reply.send(());
             }
             ShardMessage::DescribeTopics { reply } => {

@@ -16,14 +16,11 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use kafka_protocol::messages::metadata_response::{
-    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
-};
 use kafka_protocol::messages::{
     ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest,
-    FetchResponse, FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, RequestHeader, RequestKind, ResponseKind, TopicName,
+    FetchResponse, FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, RequestHeader,
+    RequestKind, ResponseKind, TopicName,
 };
 use oxbow_core::RecordBatch;
 use std::sync::Arc;
@@ -55,7 +52,7 @@ pub async fn handle(
     Ok(match request {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions(code::NONE))),
         RequestKind::Metadata(request) => Some(ResponseKind::Metadata(
-            metadata(shard, endpoint, request, version).await,
+            super::metadata::metadata(shard, endpoint, request, version).await,
         )),
         RequestKind::Produce(request) => start_produce(shard, request, version)
             .await
@@ -123,81 +120,6 @@ pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
             version
         })
         .collect();
-    response
-}
-
-/// The partition count of `name`, creating the topic when allowed. Kafka error code otherwise.
-pub(super) async fn ensure_topic(shard: &Shard, name: &str, may_create: bool) -> Result<u32, i16> {
-    if let Some(count) = shard.partition_count(name) {
-        return Ok(count);
-    }
-    if !(may_create && shard.config.auto_create_topics) {
-        return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
-    }
-    match shard
-        .create_topic(
-            name.to_string(),
-            shard.config.default_partitions as i64,
-            Vec::new(),
-        )
-        .await
-    {
-        Ok(()) | Err(CreateTopicError::Exists) => shard
-            .partition_count(name)
-            .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION),
-        Err(CreateTopicError::InvalidName(_)) => Err(code::INVALID_TOPIC),
-        Err(e) => {
-            tracing::error!(topic = name, error = %e, "auto-creating topic failed");
-            Err(code::KAFKA_STORAGE_ERROR)
-        }
-    }
-}
-
-async fn metadata(
-    shard: &Shard,
-    endpoint: &KafkaEndpoint,
-    request: MetadataRequest,
-    version: i16,
-) -> MetadataResponse {
-    let node = BrokerId(shard.config.node_id);
-    let all = || shard.topics().into_keys().collect::<Vec<_>>();
-    let names = match &request.topics {
-        None => all(),
-        Some(topics) if topics.is_empty() && version == 0 => all(),
-        Some(topics) => topics
-            .iter()
-            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
-            .collect(),
-    };
-    let may_create = version < 4 || request.allow_auto_topic_creation;
-    let mut response = MetadataResponse::default();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = node;
-    broker.host = text(&endpoint.host);
-    broker.port = endpoint.port;
-    response.brokers = vec![broker];
-    response.cluster_id = Some(text("oxbow"));
-    response.controller_id = node;
-    for name in names {
-        let mut topic = MetadataResponseTopic::default();
-        topic.name = Some(topic_name(&name));
-        match ensure_topic(shard, &name, may_create).await {
-            Ok(count) => {
-                topic.partitions = (0..count as i32)
-                    .map(|index| {
-                        let mut partition = MetadataResponsePartition::default();
-                        partition.partition_index = index;
-                        partition.leader_id = node;
-                        partition.replica_nodes = vec![node];
-                        partition.isr_nodes = vec![node];
-                        partition
-                    })
-                    .collect();
-            }
-            Err(code) => topic.error_code = code,
-        }
-        response.topics.push(topic);
-    }
     response
 }
 

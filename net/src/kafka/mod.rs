@@ -12,6 +12,7 @@
 
 pub mod groups;
 mod handlers;
+mod metadata;
 mod produce;
 mod versions;
 mod wire;

@@ -1,7 +1,8 @@
 //! Kafka Produce: check each partition's records as Kafka's log validator does, queue the
 //! appends at their partitions, and answer once they are acknowledged.
 
-use super::handlers::{ensure_topic, partition_error_code, topic_name};
+use super::handlers::{partition_error_code, topic_name};
+use super::metadata::ensure_topic;
 use super::wire::{code, text};
 use crate::shard::{Acks, ProduceOutcome, Shard};
 use bytes::Bytes;

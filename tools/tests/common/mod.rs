@@ -232,3 +232,36 @@ pub fn kafka_produce_response(
     let partition = answer.responses.remove(0).partition_responses.remove(0);
     (header.correlation_id, partition)
 }
+
+/// Sends one Kafka request at `version` on `stream` and decodes its answer.
+pub fn kafka_call<R: kafka_protocol::protocol::Request>(
+    stream: &mut std::net::TcpStream,
+    version: i16,
+    request: &R,
+) -> R::Response {
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(7);
+    // A hung broker fails the test instead of hanging it.
+    stream.set_read_timeout(Some(STARTUP_LIMIT)).unwrap();
+    let mut body = bytes::BytesMut::new();
+    header
+        .encode(&mut body, R::header_version(version))
+        .unwrap();
+    request.encode(&mut body, version).unwrap();
+    stream
+        .write_all(&(body.len() as i32).to_be_bytes())
+        .unwrap();
+    stream.write_all(&body).unwrap();
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).unwrap();
+    let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut response).unwrap();
+    let mut response = bytes::Bytes::from(response);
+    let answer = ResponseHeader::decode(&mut response, R::Response::header_version(version));
+    assert_eq!(answer.unwrap().correlation_id, 7);
+    R::Response::decode(&mut response, version).unwrap()
+}

@@ -1,19 +1,22 @@
 //! Starting and stopping a node's shards.
 //!
-//! [`Runtime::start`] discovers the partitions under the data directory, starts one pinned
+//! [`Runtime::start`] loads the node's metadata (the topics and partitions it holds), starts one pinned
 //! glommio executor per shard with the mesh of inboxes between them, and returns once every
 //! shard has opened (and so recovered) the partitions it owns. [`Runtime::stop`] makes every
 //! shard write, sync and close its partitions.
 
 use crate::shard::{Shard, ShardMessage};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use oxbow_cluster::MetadataStore;
 use oxbow_core::placement::owner_shard;
 use oxbow_core::BrokerConfig;
-use oxbow_storage::layout::{discover_partitions, FoundPartition};
+use oxbow_storage::layout::FoundPartition;
 use oxbow_storage::{OpenOptions, Partition};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
+
+mod metadata;
 
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,14 @@ pub enum RuntimeError {
         path: std::path::PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The metadata cannot be loaded, or does not match the data directory.
+    #[error("metadata of {path:?}: {reason}")]
+    Metadata {
+        /// The data directory.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// A shard failed to start or stopped abnormally.
     #[error("shard {shard}: {reason}")]
@@ -90,15 +101,13 @@ impl Runtime {
         // with the absolute one.
         config.data_dir = std::fs::canonicalize(&data_dir).map_err(dir_error)?;
         let data_dir = config.data_dir.clone();
-        let discovery = discover_partitions(&data_dir).map_err(dir_error)?;
-        for (path, reason) in &discovery.ignored {
-            tracing::warn!(?path, reason, "ignoring entry in data directory");
-        }
-        let mut topics = BTreeMap::<String, u32>::new();
-        for found in &discovery.partitions {
-            let count = topics.entry(found.topic.clone()).or_default();
-            *count = (*count).max(found.partition + 1);
-        }
+        let (store, metadata, partitions) =
+            metadata::load(&data_dir, config.node_id).map_err(|reason| RuntimeError::Metadata {
+                path: data_dir.clone(),
+                reason,
+            })?;
+        let metadata = Arc::new(metadata);
+        let store: Arc<dyn MetadataStore + Send + Sync> = Arc::new(store);
         let cpus: Vec<usize> = glommio::CpuSet::online()
             .map(|set| set.into_iter().map(|location| location.cpu).collect())
             .unwrap_or_default();
@@ -116,8 +125,7 @@ impl Runtime {
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
         for (shard, inbox) in receivers.into_iter().enumerate() {
-            let owned: Vec<FoundPartition> = discovery
-                .partitions
+            let owned: Vec<FoundPartition> = partitions
                 .iter()
                 .filter(|p| owner_shard(&p.topic, p.partition, config.shards) == shard)
                 .cloned()
@@ -127,14 +135,18 @@ impl Runtime {
                 true => Placement::Unbound,
                 false => Placement::Fixed(cpus[shard % cpus.len()]),
             };
-            let (config_for_shard, mesh, table) = (config.clone(), inboxes.clone(), topics.clone());
+            let (config_for_shard, mesh) = (config.clone(), inboxes.clone());
+            let (metadata, store) = (metadata.clone(), store.clone());
             let report = report_tx.clone();
             let started = LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{shard}"))
                 .io_memory(config.shard_io_memory_bytes)
                 .spawn(move || {
                     // Built on its own thread: a shard holds `Rc`s and never moves.
-                    let state = Shard::new(shard, config_for_shard, mesh, table);
+                    let state = Shard::new(shard, config_for_shard, mesh, metadata);
+                    if shard == 0 {
+                        state.set_metadata_store(store);
+                    }
                     shard_main(state, owned, inbox, report, control_rx)
                 });
             match started {

@@ -1,0 +1,222 @@
+//! What the cluster agrees on: topics, their partitions and where each partition's replicas
+//! are, as one versioned value. Changes are values too ([`MetadataChange`]), applied in order;
+//! every node applies the same changes and so serves the same view.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A topic's 128-bit id (Kafka's topic UUID): names can be reused after a delete, ids never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct TopicId(pub [u8; 16]);
+
+impl TopicId {
+    /// A random id, never the nil id Kafka reserves for "unknown".
+    pub fn random(rng: &mut fastrand::Rng) -> TopicId {
+        loop {
+            let mut bytes = [0u8; 16];
+            rng.fill(&mut bytes);
+            // The shape of a version-4 UUID, as Kafka's own ids are.
+            bytes[6] = (bytes[6] & 0x0f) | 0x40;
+            bytes[8] = (bytes[8] & 0x3f) | 0x80;
+            if bytes != [0; 16] {
+                return TopicId(bytes);
+            }
+        }
+    }
+}
+
+impl From<TopicId> for String {
+    fn from(id: TopicId) -> String {
+        id.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl TryFrom<String> for TopicId {
+    type Error = String;
+    fn try_from(text: String) -> Result<TopicId, String> {
+        if text.len() != 32 {
+            return Err(format!("topic id {text:?} is not 32 hex digits"));
+        }
+        let mut bytes = [0u8; 16];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+                .map_err(|_| format!("topic id {text:?} is not hexadecimal"))?;
+        }
+        Ok(TopicId(bytes))
+    }
+}
+
+/// One partition: its replicas (broker ids, the preferred leader first), the current leader,
+/// the leader epoch (bumped on every leader change) and the in-sync replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    /// Brokers holding a replica.
+    pub replicas: Vec<i32>,
+    /// The broker leading it.
+    pub leader: i32,
+    /// Epoch of the current leader.
+    pub leader_epoch: i32,
+    /// Replicas caught up with the leader.
+    pub isr: Vec<i32>,
+}
+
+/// A topic: its id, partitions (index = partition number) and config overrides (Kafka names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    /// Name.
+    pub name: String,
+    /// Id.
+    pub id: TopicId,
+    /// Partitions, by number.
+    pub partitions: Vec<PartitionMeta>,
+    /// Config overrides, already validated.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The whole metadata, as of `version` changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Changes applied so far; every change adds one.
+    pub version: u64,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+/// A change to the metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataChange {
+    /// A new topic.
+    CreateTopic(TopicMeta),
+    /// A topic is gone.
+    DeleteTopic {
+        /// Name.
+        name: String,
+    },
+}
+
+/// Why a change does not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// A topic of that name exists.
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    /// No topic of that name.
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    /// The change contradicts itself.
+    #[error("invalid change: {0}")]
+    Invalid(String),
+}
+
+impl Metadata {
+    /// A topic, by name.
+    pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
+        self.topics.get(name)
+    }
+
+    /// A topic's partition count, if it exists.
+    pub fn partition_count(&self, name: &str) -> Option<u32> {
+        self.topics.get(name).map(|t| t.partitions.len() as u32)
+    }
+
+    /// Applies a change, or refuses it and changes nothing.
+    pub fn apply(&mut self, change: &MetadataChange) -> Result<(), MetadataError> {
+        match change {
+            MetadataChange::CreateTopic(topic) => {
+                if self.topics.contains_key(&topic.name) {
+                    return Err(MetadataError::TopicExists(topic.name.clone()));
+                }
+                if topic.partitions.is_empty() {
+                    return Err(MetadataError::Invalid(format!(
+                        "topic {} has no partitions",
+                        topic.name
+                    )));
+                }
+                if self.topics.values().any(|t| t.id == topic.id) {
+                    return Err(MetadataError::Invalid(format!(
+                        "topic id of {} is taken",
+                        topic.name
+                    )));
+                }
+                self.topics.insert(topic.name.clone(), topic.clone());
+            }
+            MetadataChange::DeleteTopic { name } => {
+                if self.topics.remove(name).is_none() {
+                    return Err(MetadataError::UnknownTopic(name.clone()));
+                }
+            }
+        }
+        self.version += 1;
+        Ok(())
+    }
+}
+
+impl TopicMeta {
+    /// A topic led by one broker: every partition's only replica, at epoch 0.
+    pub fn on_one_broker(
+        name: String,
+        id: TopicId,
+        partitions: u32,
+        broker: i32,
+        configs: BTreeMap<String, String>,
+    ) -> TopicMeta {
+        let partition = PartitionMeta {
+            replicas: vec![broker],
+            leader: broker,
+            leader_epoch: 0,
+            isr: vec![broker],
+        };
+        TopicMeta {
+            name,
+            id,
+            partitions: vec![partition; partitions as usize],
+            configs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, id: u8) -> TopicMeta {
+        TopicMeta::on_one_broker(name.into(), TopicId([id; 16]), 3, 1, BTreeMap::new())
+    }
+
+    #[test]
+    fn changes_apply_in_order_and_refusals_change_nothing() {
+        let mut metadata = Metadata::default();
+        metadata
+            .apply(&MetadataChange::CreateTopic(topic("a", 1)))
+            .unwrap();
+        assert_eq!(
+            (metadata.version, metadata.partition_count("a")),
+            (1, Some(3))
+        );
+        let again = metadata.apply(&MetadataChange::CreateTopic(topic("a", 2)));
+        assert_eq!(again, Err(MetadataError::TopicExists("a".into())));
+        let same_id = metadata.apply(&MetadataChange::CreateTopic(topic("b", 1)));
+        assert!(matches!(same_id, Err(MetadataError::Invalid(_))));
+        assert_eq!(metadata.version, 1);
+        let delete = MetadataChange::DeleteTopic { name: "a".into() };
+        metadata.apply(&delete).unwrap();
+        assert_eq!(
+            metadata.apply(&delete),
+            Err(MetadataError::UnknownTopic("a".into()))
+        );
+        assert_eq!((metadata.version, metadata.topics.len()), (2, 0));
+    }
+
+    #[test]
+    fn topic_ids_are_random_v4_uuids_and_round_trip_as_hex() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let id = TopicId::random(&mut rng);
+        assert_ne!(id, TopicId::random(&mut rng));
+        assert_eq!(id.0[6] >> 4, 4);
+        let text: String = id.into();
+        assert_eq!(TopicId::try_from(text).unwrap(), id);
+        assert!(TopicId::try_from("zz".to_string()).is_err());
+    }
+}
