@@ -23,6 +23,7 @@ mod recovery;
 pub mod retention;
 pub mod segment;
 mod signal;
+pub mod state_log;
 pub mod tail_cache;
 pub mod topic_config;
 pub mod verify;
@@ -31,6 +32,7 @@ mod writer;
 pub use error::{AppendError, OpenError, ReadError, RetentionError, TruncateError};
 pub use io::{prepare_shard_io, Disk, DmaDisk, Faults, FaultyDisk, SegmentFile, SimDisk};
 pub use partition::{Appended, OpenOptions, Partition, PartitionStats};
+pub use state_log::{CompactionSettings, StateLog, StateLogError};
 
 /// Wall-clock milliseconds since the Unix epoch (the unit of record timestamps).
 pub fn now_ms() -> i64 {

@@ -14,7 +14,7 @@ use crate::core::{Admitted, LogCore, ReadPlan};
 use crate::error::{AppendError, OpenError, ReadError, RetentionError, TruncateError};
 use crate::io::{default_disk, Disk, Faults, FaultyDisk};
 use crate::layout::segment_files;
-use crate::segment::{scan_frames, ScanStop, FRAME_BYTES_LIMIT};
+use crate::segment::{scan_frames, ScanStop, Segment, FRAME_BYTES_LIMIT};
 use crate::signal::{Completion, Notify, Watermark};
 use crate::writer::Writer;
 use crate::SegmentFile;
@@ -336,6 +336,21 @@ impl Partition {
     /// and returns how many were deleted. `now_ms` is wall-clock time in ms.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<usize, RetentionError> {
         let doomed = self.shared.core.borrow_mut().plan_retention(now_ms);
+        let deleted = self.delete_segments(doomed).await?;
+        if deleted > 0 {
+            tracing::info!(dir = ?self.shared.dir, deleted, "retention deleted segments");
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the sealed segments holding only offsets below `offset` (never the active one)
+    /// and returns how many were deleted; the log then starts at the first segment kept.
+    pub async fn delete_below(&self, offset: u64) -> Result<usize, RetentionError> {
+        let doomed = self.shared.core.borrow_mut().plan_deletion_below(offset);
+        self.delete_segments(doomed).await
+    }
+
+    async fn delete_segments(&self, doomed: Vec<Segment>) -> Result<usize, RetentionError> {
         for segment in &doomed {
             for path in segment_files(&self.shared.dir, segment.base_offset) {
                 self.shared
@@ -343,8 +358,8 @@ impl Partition {
                     .remove(&path)
                     .map_err(|source| RetentionError { path, source })?;
             }
-            tracing::info!(dir = ?self.shared.dir, base_offset = segment.base_offset,
-                bytes = segment.log_bytes, "retention deleted segment");
+            tracing::debug!(dir = ?self.shared.dir, base_offset = segment.base_offset,
+                bytes = segment.log_bytes, "deleted segment");
         }
         let deleted = doomed.len();
         for segment in doomed {
@@ -354,6 +369,11 @@ impl Partition {
         // The leader epochs may have moved with the log start: the writer persists them.
         self.shared.work.notify();
         Ok(deleted)
+    }
+
+    /// The log settings it runs with.
+    pub fn config(&self) -> LogConfig {
+        self.shared.core.borrow().config.clone()
     }
 
     /// Sets the leader epoch stamped into batches appended from now on.

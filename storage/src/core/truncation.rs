@@ -116,18 +116,39 @@ impl<A, T> LogCore<A, T> {
                 max_timestamp: s.max_timestamp,
             })
             .collect();
-        let sealing = self
-            .segments
-            .iter()
-            .position(|s| s.sealing)
-            .unwrap_or(usize::MAX);
         let count = segments_to_delete(
             &stats,
             self.config.retention_bytes_max,
             self.config.retention_age_max_ms,
             now_ms,
-        )
-        .min(sealing);
+        );
+        self.take_oldest(count)
+    }
+
+    /// The sealed segments that hold only offsets below `offset`, taken out of the log: the
+    /// log then starts at the first segment left. Retention of a log whose owner knows which
+    /// prefix it no longer needs (a compacted state log after a snapshot).
+    pub(crate) fn plan_deletion_below(&mut self, offset: u64) -> Vec<Segment> {
+        if self.closing {
+            return Vec::new();
+        }
+        let count = self
+            .segments
+            .windows(2)
+            .take_while(|pair| pair[1].base_offset <= offset)
+            .count();
+        self.take_oldest(count)
+    }
+
+    /// Takes out up to `count` of the oldest segments: never the active one, nor one whose
+    /// seal is still running, nor any after it.
+    fn take_oldest(&mut self, count: usize) -> Vec<Segment> {
+        let sealing = self
+            .segments
+            .iter()
+            .position(|s| s.sealing)
+            .unwrap_or(usize::MAX);
+        let count = count.min(sealing).min(self.segments.len() - 1);
         let doomed: Vec<Segment> = self.segments.drain(..count).collect();
         for segment in &doomed {
             assert!(
