@@ -10,5 +10,8 @@
 pub mod metadata;
 pub mod store;
 
-pub use metadata::{Metadata, MetadataChange, MetadataError, PartitionMeta, TopicId, TopicMeta};
+pub use metadata::{
+    is_internal_topic, Metadata, MetadataChange, MetadataError, PartitionMeta, TopicId, TopicMeta,
+    OFFSETS_TOPIC,
+};
 pub use store::{LocalMetadataStore, MetadataStore, StoreError};

@@ -61,6 +61,15 @@ pub struct PartitionMeta {
     pub isr: Vec<i32>,
 }
 
+/// The internal topic of consumer-group offsets (Kafka's name).
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Whether a topic name is reserved for the broker's own state: clients may read such a topic
+/// but not create, write or delete it.
+pub fn is_internal_topic(name: &str) -> bool {
+    name == OFFSETS_TOPIC
+}
+
 /// A topic: its id, partitions (index = partition number) and config overrides (Kafka names).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicMeta {
@@ -72,6 +81,9 @@ pub struct TopicMeta {
     pub partitions: Vec<PartitionMeta>,
     /// Config overrides, already validated.
     pub configs: BTreeMap<String, String>,
+    /// Holds the broker's own state (see [`is_internal_topic`]).
+    #[serde(default)]
+    pub internal: bool,
 }
 
 /// The whole metadata, as of `version` changes.
@@ -169,6 +181,7 @@ impl TopicMeta {
             isr: vec![broker],
         };
         TopicMeta {
+            internal: is_internal_topic(&name),
             name,
             id,
             partitions: vec![partition; partitions as usize],

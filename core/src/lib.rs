@@ -13,5 +13,7 @@ pub mod record;
 pub use batch::{BatchError, RecordBatch};
 pub use builder::BatchBuilder;
 pub use compression::{Codec, CompressionError};
-pub use config::{BrokerConfig, ConfigError, FlushPolicy, LogConfig, SubscriptionConfig};
+pub use config::{
+    BrokerConfig, ConfigError, FlushPolicy, LogConfig, StateLogConfig, SubscriptionConfig,
+};
 pub use record::{Header, Record, Records};

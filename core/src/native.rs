@@ -166,6 +166,9 @@ pub struct SubscriptionInfo {
     pub mode: Mode,
     /// Every offset below this one is acknowledged (reliable) or passed (non-reliable).
     pub cursor: u64,
+    /// Reliable: every offset below this one is acknowledged and the cursor saying so is
+    /// stored durably (what a restart resumes from).
+    pub persisted: u64,
     /// Log end − cursor.
     pub lag: u64,
     /// Delivered and not yet acknowledged.

@@ -34,7 +34,7 @@ pub struct CursorState {
 
 /// Why stored bytes are not a cursor.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cursor file is damaged: {0}")]
+#[error("stored cursor is damaged: {0}")]
 pub struct CursorError(pub &'static str);
 
 fn kind_code(kind: SubscriptionType) -> u8 {

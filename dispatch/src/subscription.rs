@@ -7,7 +7,7 @@
 //! 3. `poll_deliveries(now)` → send each delivery to its consumer;
 //!    `poll_dead_letters()` → produce each to the dead-letter topic, then `ack` it;
 //! 4. `tick(now)` when the returned deadline passes (ack timeouts, delayed redeliveries);
-//! 5. `take_cursor_if_dirty()` → write the cursor file (debounced by the shell).
+//! 5. `take_cursor_if_dirty()` → store the cursor (debounced by the shell).
 //!
 //! Reliable mode keeps every delivered message until it is acknowledged: a window of at most
 //! `unacked_messages_max`, acknowledged offsets above the cursor as ranges, redelivery on nack,

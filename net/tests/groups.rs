@@ -1,6 +1,7 @@
 //! The group coordinator's time rules, driven with explicit clock values (no sleeps): silent
 //! members expire after their session timeout, a member id handed out with MEMBER_ID_REQUIRED
-//! lapses if never claimed, and commits persist across a reopen.
+//! lapses if never claimed, and commits are replayed from `__consumer_offsets` by a new
+//! coordinator.
 
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
@@ -11,7 +12,12 @@ use kafka_protocol::messages::{
     RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use oxbow_net::kafka::groups::Coordinator;
+use oxbow_cluster::{LocalMetadataStore, Metadata};
+use oxbow_core::BrokerConfig;
+use oxbow_net::kafka::groups::{serve, Coordinator};
+use oxbow_net::shard::{mesh, Shard};
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn text(s: &str) -> StrBytes {
@@ -69,8 +75,26 @@ fn sessions_expire_pending_ids_lapse_and_commits_persist() {
             oxbow_storage::prepare_shard_io(&data, "test")
                 .await
                 .unwrap();
-            let coordinator = Coordinator::open(&data).await.unwrap();
-            let ask = |request, version| coordinator.handle(request, version, "client".into());
+            let config = BrokerConfig {
+                data_dir: data.clone(),
+                offsets_topic_partitions: 2,
+                ..BrokerConfig::default()
+            };
+            let (senders, mut inboxes) = mesh(1, 64);
+            let shard = Rc::new(Shard::new(
+                0,
+                config,
+                senders,
+                Arc::new(Metadata::default()),
+            ));
+            shard.set_metadata_store(Arc::new(LocalMetadataStore::new(&data)));
+            let coordinator = Coordinator::new();
+            shard.set_extension(coordinator.clone());
+            glommio::spawn_local(shard.clone().serve_inbox(inboxes.remove(0))).detach();
+            let ask = |request, version| {
+                let shard = shard.clone();
+                async move { serve(&shard, request, version, "client".into()).await.ok() }
+            };
 
             // v4+: an empty member id gets MEMBER_ID_REQUIRED and an id to rejoin with.
             let Some(ResponseKind::JoinGroup(first)) = ask(join(""), 4).await else {
@@ -113,12 +137,9 @@ fn sessions_expire_pending_ids_lapse_and_commits_persist() {
                 panic!()
             };
             assert_eq!(done.topics[0].partitions[0].error_code, 0);
-            coordinator.close().await;
-            let coordinator = Coordinator::open(&data).await.unwrap();
-            let Some(ResponseKind::OffsetFetch(fetched)) = coordinator
-                .handle(fetch_offsets(), 7, "client".into())
-                .await
-            else {
+            // A new coordinator knows nothing until it replays the offsets partition.
+            shard.set_extension(Coordinator::new());
+            let Some(ResponseKind::OffsetFetch(fetched)) = ask(fetch_offsets(), 7).await else {
                 panic!()
             };
             let partition = &fetched.topics[0].partitions[0];
@@ -126,7 +147,7 @@ fn sessions_expire_pending_ids_lapse_and_commits_persist() {
                 (partition.partition_index, partition.committed_offset),
                 (3, 1234)
             );
-            coordinator.close().await;
+            shard.close().await;
         })
         .unwrap()
         .join()

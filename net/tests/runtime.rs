@@ -107,6 +107,7 @@ fn topics_produce_fetch_and_restart_across_shards() {
             name,
             partitions,
             configs: Vec::new(),
+            internal: false,
             reply,
         })
     };

@@ -216,6 +216,20 @@ impl StateLog {
             && log_bytes > DIRTY_FACTOR * self.live_bytes.get()
     }
 
+    /// Starts a compaction on its own task if one is due (see [`StateLog::compaction_due`]).
+    pub fn compact_in_background_if_due(self: &Rc<Self>) {
+        if !self.compaction_due() {
+            return;
+        }
+        let state = self.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = state.compact().await {
+                tracing::error!(error = %e, "compacting a state log");
+            }
+        })
+        .detach();
+    }
+
     /// Copies the live state to the head of the log and deletes the segments below the copy.
     /// Returns how many segments were deleted; 0 if a compaction is already running.
     pub async fn compact(&self) -> Result<usize, AppendError> {

@@ -198,7 +198,7 @@ fn print_subscriptions(subscriptions: &[oxbow_client::SubscriptionInfo]) {
         return;
     }
     println!(
-        "subscription\tpartition\ttype\tmode\tcursor\tlag\tunacked\tconsumers\tdropped\tblocked_at\tskipped"
+        "subscription\tpartition\ttype\tmode\tcursor\tpersisted\tlag\tunacked\tconsumers\tdropped\tblocked_at\tskipped"
     );
     let range = |(first, last): (u64, u64)| format!("{first}..={last}");
     for s in subscriptions {
@@ -213,12 +213,13 @@ fn print_subscriptions(subscriptions: &[oxbow_client::SubscriptionInfo]) {
                 .join(","),
         };
         println!(
-            "{}\t{}\t{:?}\t{:?}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{:?}\t{:?}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             s.name,
             s.partition,
             s.kind,
             s.mode,
             s.cursor,
+            s.persisted,
             s.lag,
             s.unacked,
             s.consumers,

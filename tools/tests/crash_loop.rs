@@ -153,22 +153,13 @@ async fn read_topic(client: &Client, name: &str) -> Log {
     log
 }
 
+/// The reliable subscription's stored cursor per partition, read from the cursor logs while
+/// the broker is down.
 fn cursor_files(dir: &std::path::Path) -> HashMap<u32, u64> {
     (0..PARTITIONS)
         .filter_map(|p| {
-            let path = dir
-                .join("data")
-                .join(TOPIC)
-                .join(".subscriptions")
-                .join(p.to_string())
-                .join("reliable.cursor");
-            let bytes = std::fs::read(path).ok()?;
-            Some((
-                p,
-                oxbow_dispatch::CursorState::decode(&bytes)
-                    .ok()?
-                    .mark_delete,
-            ))
+            let cursors = common::stored_cursors(&dir.join("data"), TOPIC, p);
+            Some((p, *cursors.get("reliable")?))
         })
         .collect()
 }
@@ -376,9 +367,11 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             }
             acks
         });
-        for (p, floor) in cursor_files(dir.path()) {
-            let entry = record.cursor_floor.entry(p).or_default();
-            *entry = (*entry).max(floor);
+        // What the broker says it has stored is a floor no restart may go below.
+        let stored = rt.block_on(client.list_subscriptions(TOPIC)).unwrap();
+        for s in stored.iter().filter(|s| s.name == "reliable") {
+            let entry = record.cursor_floor.entry(s.partition).or_default();
+            *entry = (*entry).max(s.persisted);
         }
         broker.child.kill().unwrap();
         broker.child.wait().unwrap();
@@ -390,7 +383,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         member_reader.join().unwrap();
         commits_total += commits.load(std::sync::atomic::Ordering::Relaxed);
         drop(client);
-        // A cursor file written just before the kill raises the floor too.
+        // A cursor stored just before the kill raises the floor too.
         for (p, floor) in cursor_files(dir.path()) {
             let entry = record.cursor_floor.entry(p).or_default();
             *entry = (*entry).max(floor);

@@ -378,21 +378,6 @@ async fn non_reliable_stalled_consumer_drops_and_never_holds_producers_back() {
     drop(stalled);
 }
 
-fn cursor_on_disk(dir: &std::path::Path, topic: &str, partition: u32, sub: &str) -> Option<u64> {
-    let path = dir
-        .join("data")
-        .join(topic)
-        .join(".subscriptions")
-        .join(partition.to_string())
-        .join(format!("{sub}.cursor"));
-    let bytes = std::fs::read(path).ok()?;
-    Some(
-        oxbow_dispatch::CursorState::decode(&bytes)
-            .unwrap()
-            .mark_delete,
-    )
-}
-
 /// kill -9 mid-stream: after a restart the subscription resumes at its persisted cursor and
 /// every produced message is delivered at least once.
 #[tokio::test]
@@ -415,15 +400,18 @@ async fn reliable_subscription_resumes_from_its_cursor_after_kill_9() {
         before.insert(text(&message));
         consumer.ack(&message).unwrap();
     }
-    // Wait until some of those acks reached the cursor file, then kill while messages flow.
-    while cursor_on_disk(dir.path(), "payments", 0, "settle").unwrap_or(0) < 500 {
-        tokio::task::yield_now().await;
+    // Wait until the broker has stored some of those acks, then kill while messages flow.
+    loop {
+        let subs = client.list_subscriptions("payments").await.unwrap();
+        if subs[0].persisted >= 500 {
+            break;
+        }
     }
     broker.child.kill().unwrap();
     broker.child.wait().unwrap();
     drop(consumer);
     drop(client);
-    let persisted = cursor_on_disk(dir.path(), "payments", 0, "settle").unwrap();
+    let persisted = common::stored_cursors(&dir.path().join("data"), "payments", 0)["settle"];
     assert!((500..=1_000).contains(&persisted), "{persisted}");
 
     let mut broker = Broker::start(&[

@@ -72,6 +72,9 @@ impl Shard {
         &self,
         name: String,
     ) -> Result<(), PartitionError> {
+        if oxbow_cluster::is_internal_topic(&name) {
+            return Err(PartitionError::InternalTopic);
+        }
         let _admin = self.admin.acquire_permit(1).await;
         let Some(partitions) = self.partition_count(&name) else {
             return Err(PartitionError::UnknownTopicOrPartition);
@@ -148,8 +151,13 @@ impl Shard {
         name: String,
         partitions: i64,
         configs: Vec<(String, String)>,
+        internal: bool,
     ) -> Result<(), CreateTopicError> {
         validate_topic_name(&name).map_err(|e| CreateTopicError::InvalidName(e.to_string()))?;
+        if oxbow_cluster::is_internal_topic(&name) != internal {
+            let why = format!("{name} is reserved for the broker's internal topics");
+            return Err(CreateTopicError::InvalidName(why));
+        }
         let most = self.config.topic_partitions_max;
         if !(1..=most as i64).contains(&partitions) {
             return Err(CreateTopicError::InvalidPartitions(partitions, most));

@@ -35,6 +35,9 @@ pub enum PartitionError {
     /// The disk failed; the message says how.
     #[error("storage error: {0}")]
     Storage(String),
+    /// Clients may not write or delete an internal topic.
+    #[error("the topic is internal to the broker")]
+    InternalTopic,
 }
 
 /// Result of a produce to one partition: base offset of the first batch and the log start.
@@ -152,6 +155,8 @@ pub enum ShardMessage {
         partitions: i64,
         /// Per-topic config overrides (Kafka names).
         configs: Vec<(String, String)>,
+        /// The broker creates one of its internal topics (clients may not).
+        internal: bool,
         /// Where to answer.
         reply: flume::Sender<Result<(), CreateTopicError>>,
     },

@@ -123,6 +123,7 @@ impl Shard {
         DriverSettings {
             subscriptions: self.config.subscriptions.clone(),
             batch_decompressed_bytes_max: self.config.batch_decompressed_bytes_max,
+            state_logs: self.config.state_logs.clone(),
         }
     }
 
@@ -317,10 +318,39 @@ impl Shard {
             name,
             partitions,
             configs,
+            internal: false,
             reply,
         })
         .await
         .unwrap_or(Err(CreateTopicError::Storage("shard 0 is gone".into())))
+    }
+
+    /// The partition count of an internal topic, created with `partitions` and `configs` if
+    /// it does not exist yet (a count fixed at creation is kept).
+    pub async fn ensure_internal_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: Vec<(String, String)>,
+    ) -> Result<u32, CreateTopicError> {
+        if let Some(count) = self.partition_count(name) {
+            return Ok(count);
+        }
+        let created = ask(&self.mesh[0], |reply| ShardMessage::CreateTopic {
+            name: name.to_string(),
+            partitions: partitions as i64,
+            configs,
+            internal: true,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(CreateTopicError::Storage("shard 0 is gone".into())));
+        match created {
+            Ok(()) | Err(CreateTopicError::Exists) => self
+                .partition_count(name)
+                .ok_or_else(|| CreateTopicError::Storage(format!("{name} vanished"))),
+            Err(e) => Err(e),
+        }
     }
 
     /// Serves this shard's inbox until every sender is gone. Each message runs as its own task,
@@ -366,11 +396,12 @@ impl Shard {
                 name,
                 partitions,
                 configs,
+                internal,
                 reply,
             } => {
                 assert_eq!(self.id, 0, "topic creation is serialised on shard 0");
                 let created = self
-                    .create_topic_as_coordinator(name, partitions, configs)
+                    .create_topic_as_coordinator(name, partitions, configs, internal)
                     .await;
                 let _ = reply.send(created);
             }
@@ -428,6 +459,9 @@ impl Shard {
         // On one node every acks setting waits for the local append under the flush policy;
         // replication will make `All` wait for the in-sync replicas as well.
         let _ = acks;
+        if oxbow_cluster::is_internal_topic(topic) {
+            return Err(PartitionError::InternalTopic);
+        }
         let log = self.local(topic, partition)?.log.clone();
         // Every batch takes its place in the partition's queue before any is waited for, so the
         // batches of a request pipelined behind this one cannot land between them.

@@ -2,8 +2,9 @@
 //! hands out deliveries, tells consumers of a blocked batch, produces dead letters and writes the
 //! cursor, debounced.
 
-use super::cursor_files;
+use super::cursor_log::CursorLog;
 use super::{ConsumerEvent, ConsumerSink, DeadLetters, DriverSettings, Target};
+use crate::cursor::CursorState;
 use crate::decoded::DecodedBatches;
 use crate::message::StoredMessage;
 use crate::subscription::{ConsumerId, Subscription, Undecodable};
@@ -12,7 +13,6 @@ use oxbow_core::{BatchBuilder, RecordBatch};
 use oxbow_storage::{Partition, ReadError};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,10 @@ pub(crate) struct SubscriptionCell {
     closing: Cell<bool>,
     pub(crate) deleted: Cell<bool>,
     driver: RefCell<Option<glommio::Task<()>>>,
-    pub(crate) cursor_path: PathBuf,
+    /// Where its cursor is stored.
+    pub(crate) cursors: Rc<CursorLog>,
+    /// Every offset below this one is acknowledged and durably stored.
+    pub(crate) persisted: Cell<u64>,
     decoded: Rc<RefCell<DecodedBatches>>,
     /// First offset of the blocked batch the consumers have been told about.
     told_blocked: Cell<Option<u64>>,
@@ -67,16 +70,16 @@ pub(crate) struct DriverContext {
     pub(crate) settings: DriverSettings,
 }
 
-/// Starts a subscription's driver; `dir` holds its cursor file.
+/// Starts a subscription's driver; `cursors` is where it stores its cursor.
 pub(crate) fn start_driver(
     context: &DriverContext,
     target: Target,
     core: Subscription<StoredMessage>,
-    dir: &std::path::Path,
+    cursors: &Rc<CursorLog>,
     decoded: &Rc<RefCell<DecodedBatches>>,
 ) -> Rc<SubscriptionCell> {
     let (wake, woken) = local_channel::new_bounded(1);
-    let cursor_path = dir.join(format!("{}.cursor", target.subscription));
+    let persisted = core.stats().cursor;
     let cell = Rc::new(SubscriptionCell {
         target,
         core: RefCell::new(core),
@@ -85,7 +88,8 @@ pub(crate) fn start_driver(
         closing: Cell::new(false),
         deleted: Cell::new(false),
         driver: RefCell::new(None),
-        cursor_path,
+        cursors: cursors.clone(),
+        persisted: Cell::new(persisted),
         decoded: decoded.clone(),
         told_blocked: Cell::new(None),
     });
@@ -331,13 +335,26 @@ pub fn payload_bytes(messages: &[(StoredMessage, u32)]) -> u64 {
         .sum()
 }
 
+/// Stores the cursor if it moved; a failure is logged (the stored cursor stays behind, so a
+/// restart redelivers: at least once).
 pub(crate) async fn persist(cell: &SubscriptionCell) {
     let Some(state) = cell.core.borrow_mut().take_cursor_if_dirty() else {
         return;
     };
-    if let Err(e) = cursor_files::write(cell.cursor_path.clone(), state.encode()).await {
-        tracing::error!(path = ?cell.cursor_path, error = %e, "writing cursor failed");
+    if let Err(e) = store_cursor(cell, &state).await {
+        tracing::error!(topic = %cell.target.topic, partition = cell.target.partition,
+            subscription = %cell.target.subscription, error = %e, "writing cursor failed");
     }
+}
+
+/// Stores a cursor and records how far it is durable.
+pub(crate) async fn store_cursor(
+    cell: &SubscriptionCell,
+    state: &CursorState,
+) -> Result<(), String> {
+    cell.cursors.write(&cell.target.subscription, state).await?;
+    cell.persisted.set(state.mark_delete);
+    Ok(())
 }
 
 /// Produces a message that failed too often to `<topic>-<subscription>-DLQ`, then acks it.

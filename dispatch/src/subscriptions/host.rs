@@ -1,19 +1,20 @@
 //! The subscriptions of one partition on its owner shard: commands in, drivers started and
 //! stopped, cursors loaded on first use.
 
-use super::cursor_files;
-use super::driver::{persist, start_driver, stop_driver, DriverContext, SubscriptionCell};
+use super::cursor_log::CursorLog;
+use super::driver::{
+    persist, start_driver, stop_driver, store_cursor, DriverContext, SubscriptionCell,
+};
 use super::{
     Command, ConsumerEvent, ConsumerSink, DeadLetters, DriverSettings, Refusal, Skipped, Target,
 };
 use crate::decoded::DecodedBatches;
-use crate::message::StoredMessage;
 use crate::subscription::{ConsumerId, DispatchLimits, Subscription};
 use oxbow_core::native::{ErrorCode, Mode, StartPosition, SubscriptionInfo, SubscriptionType};
 use oxbow_storage::Partition;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,8 +24,8 @@ use std::time::Instant;
 pub struct SubscriptionHost {
     topic: Arc<str>,
     partition: u32,
-    /// Where the cursor files are.
-    dir: PathBuf,
+    /// Where the reliable subscriptions' cursors are stored.
+    cursors: Rc<CursorLog>,
     log: Rc<Partition>,
     settings: DriverSettings,
     /// `None` until the durable subscriptions are loaded (on the first command).
@@ -65,7 +66,7 @@ impl SubscriptionHost {
         }
     }
 
-    /// The subscriptions of `topic`/`partition`, whose log is `log`, with cursor files under
+    /// The subscriptions of `topic`/`partition`, whose log is `log`, with their cursor log under
     /// `data_dir`.
     pub fn new(
         topic: Arc<str>,
@@ -75,7 +76,12 @@ impl SubscriptionHost {
         settings: DriverSettings,
     ) -> SubscriptionHost {
         SubscriptionHost {
-            dir: cursor_files::cursors_dir(data_dir, &topic, partition),
+            cursors: Rc::new(CursorLog::new(
+                data_dir,
+                &topic,
+                partition,
+                settings.state_logs.clone(),
+            )),
             decoded: Rc::new(RefCell::new(DecodedBatches::new(
                 settings.subscriptions.decoded_cache_bytes_max,
             ))),
@@ -174,7 +180,7 @@ impl SubscriptionHost {
                 let _ = reply.send(result);
             }
             Command::Delete { target, by, reply } => {
-                let result = match self.find_or_load(dead_letters, &target) {
+                let result = match self.find_or_load(dead_letters, &target).await {
                     Ok(Some(cell)) => {
                         for (consumer, sink) in cell.sinks.borrow_mut().drain() {
                             if Some(consumer) != by {
@@ -201,7 +207,7 @@ impl SubscriptionHost {
                 reply,
             } => {
                 let _ = (topic, partition);
-                let _ = self.load(dead_letters);
+                let _ = self.load(dead_letters).await;
                 let _ = reply.send(self.infos());
             }
             Command::Skip {
@@ -225,7 +231,7 @@ impl SubscriptionHost {
         offset: u64,
         only: Option<String>,
     ) -> Result<Skipped, Refusal> {
-        self.load(dead_letters)?;
+        self.load(dead_letters).await?;
         let (topic, partition) = (&self.topic, self.partition);
         let cells = self.cells();
         let mut batch = None;
@@ -264,10 +270,7 @@ impl SubscriptionHost {
 
     /// Every subscription's figures, for metrics and listings.
     pub fn infos(&self) -> Vec<SubscriptionInfo> {
-        self.cells()
-            .iter()
-            .map(|cell| info(&cell.target, &cell.core.borrow()))
-            .collect()
+        self.cells().iter().map(|cell| info(cell)).collect()
     }
 
     /// Compressed batches decoded for this partition, and reads served without decoding.
@@ -281,6 +284,7 @@ impl SubscriptionHost {
         for cell in cells.into_values() {
             stop_driver(&cell).await;
         }
+        self.cursors.close().await;
     }
 
     /// Stops every driver of a partition being deleted, telling its consumers (the files go
@@ -296,6 +300,7 @@ impl SubscriptionHost {
             cell.deleted.set(true);
             stop_driver(&cell).await;
         }
+        self.cursors.close().await;
     }
 
     fn cells(&self) -> Vec<Rc<SubscriptionCell>> {
@@ -314,12 +319,12 @@ impl SubscriptionHost {
             .cloned()
     }
 
-    fn find_or_load(
+    async fn find_or_load(
         &self,
         dead_letters: &Rc<dyn DeadLetters>,
         target: &Target,
     ) -> Result<Option<Rc<SubscriptionCell>>, Refusal> {
-        self.load(dead_letters)?;
+        self.load(dead_letters).await?;
         Ok(self.find(target))
     }
 
@@ -336,12 +341,18 @@ impl SubscriptionHost {
     }
 
     /// Brings the partition's durable subscriptions into memory on first use.
-    fn load(&self, dead_letters: &Rc<dyn DeadLetters>) -> Result<(), Refusal> {
+    async fn load(&self, dead_letters: &Rc<dyn DeadLetters>) -> Result<(), Refusal> {
         if self.subs.borrow().is_some() {
             return Ok(());
         }
-        let cursors =
-            cursor_files::load(&self.dir, self.log.log_start_offset()).map_err(storage_refusal)?;
+        let cursors = self
+            .cursors
+            .load(self.log.log_start_offset())
+            .await
+            .map_err(storage_refusal)?;
+        if self.subs.borrow().is_some() {
+            return Ok(()); // loaded by another command meanwhile
+        }
         let context = self.context(dead_letters);
         let mut subs = HashMap::new();
         for (name, state) in cursors {
@@ -358,7 +369,7 @@ impl SubscriptionHost {
             };
             subs.insert(
                 name,
-                start_driver(&context, target, core, &self.dir, &self.decoded),
+                start_driver(&context, target, core, &self.cursors, &self.decoded),
             );
         }
         *self.subs.borrow_mut() = Some(subs);
@@ -378,12 +389,12 @@ impl SubscriptionHost {
         start: StartPosition,
         sink: Box<dyn ConsumerSink>,
     ) -> Result<(), Refusal> {
-        let cell = match self.find_or_load(dead_letters, &target)? {
+        let cell = match self.find_or_load(dead_letters, &target).await? {
             Some(cell) => cell,
             None => {
                 let offset = resolve(&self.log, start).await?;
                 // Another consumer may have created it while the offset was looked up.
-                match self.find_or_load(dead_letters, &target)? {
+                match self.find_or_load(dead_letters, &target).await? {
                     Some(cell) => cell,
                     None => {
                         let mut core = Subscription::new(
@@ -396,17 +407,20 @@ impl SubscriptionHost {
                         );
                         let first_cursor = core.take_cursor_if_dirty();
                         let context = self.context(dead_letters);
-                        let cell =
-                            start_driver(&context, target.clone(), core, &self.dir, &self.decoded);
+                        let cell = start_driver(
+                            &context,
+                            target.clone(),
+                            core,
+                            &self.cursors,
+                            &self.decoded,
+                        );
                         if let Some(subs) = self.subs.borrow_mut().as_mut() {
                             subs.insert(target.subscription.clone(), cell.clone());
                         }
                         if let Some(state) = first_cursor {
                             // Durable from the first answer: a crash right after subscribing
                             // keeps the subscription and where it starts.
-                            cursor_files::write(cell.cursor_path.clone(), state.encode())
-                                .await
-                                .map_err(storage_refusal)?;
+                            store_cursor(&cell, &state).await.map_err(storage_refusal)?;
                         }
                         cell
                     }
@@ -434,7 +448,7 @@ impl SubscriptionHost {
         target: &Target,
         position: StartPosition,
     ) -> Result<(), Refusal> {
-        let Some(cell) = self.find_or_load(dead_letters, target)? else {
+        let Some(cell) = self.find_or_load(dead_letters, target).await? else {
             return Err((
                 ErrorCode::UnknownSubscription,
                 format!("no subscription {}", target.subscription),
@@ -444,9 +458,7 @@ impl SubscriptionHost {
         cell.core.borrow_mut().seek(offset);
         let state = cell.core.borrow_mut().take_cursor_if_dirty();
         if let Some(state) = state {
-            cursor_files::write(cell.cursor_path.clone(), state.encode())
-                .await
-                .map_err(storage_refusal)?;
+            store_cursor(&cell, &state).await.map_err(storage_refusal)?;
         }
         cell.wake();
         Ok(())
@@ -458,12 +470,13 @@ impl SubscriptionHost {
         }
         stop_driver(cell).await;
         if cell.deleted.get() {
-            cursor_files::remove(&cell.cursor_path);
+            self.cursors.remove(&target.subscription).await;
         }
     }
 }
 
-fn info(target: &Target, core: &Subscription<StoredMessage>) -> SubscriptionInfo {
+fn info(cell: &SubscriptionCell) -> SubscriptionInfo {
+    let (target, core) = (&cell.target, &*cell.core.borrow());
     let stats = core.stats();
     SubscriptionInfo {
         topic: target.topic.to_string(),
@@ -472,6 +485,7 @@ fn info(target: &Target, core: &Subscription<StoredMessage>) -> SubscriptionInfo
         kind: core.kind(),
         mode: core.mode(),
         cursor: stats.cursor,
+        persisted: cell.persisted.get(),
         lag: stats.lag,
         unacked: stats.unacked,
         consumers: stats.consumers,

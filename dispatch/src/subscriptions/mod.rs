@@ -4,16 +4,16 @@
 //! Every subscription on a partition is a [`crate::Subscription`] core plus a driver task on the
 //! partition's owner shard (`driver.rs`). The driver reads the log when the core asks, hands
 //! deliveries to the consumers' connections (any shard) through their [`ConsumerSink`], produces
-//! dead letters through a [`DeadLetters`] handle, writes the cursor file debounced, and sleeps
+//! dead letters through a [`DeadLetters`] handle, stores the cursor debounced, and sleeps
 //! until a command, an append or a deadline wakes it. Commands arrive from connections as
 //! [`Command`]s over the shard mesh; [`SubscriptionHost`] (`host.rs`) carries them out.
 //!
-//! Reliable subscriptions are durable: a cursor file per subscription and partition under
-//! `<data>/<topic>/.subscriptions/<partition>/<name>.cursor` (`cursor_files.rs`), written when a
-//! subscription is created, at most every `cursor_persist_interval_ms` while it moves, and on
-//! shutdown. Non-reliable subscriptions live only while consumers are attached.
+//! Reliable subscriptions are durable: each partition's cursors are entries of a compacted
+//! state log kept next to it, `<data>/<topic>/.subscriptions/<partition>/` (`cursor_log.rs`),
+//! written when a subscription is created, at most every `cursor_persist_interval_ms` while it
+//! moves, and on shutdown. Non-reliable subscriptions live only while consumers are attached.
 
-mod cursor_files;
+mod cursor_log;
 mod driver;
 mod host;
 
@@ -91,6 +91,8 @@ pub struct DriverSettings {
     pub subscriptions: oxbow_core::SubscriptionConfig,
     /// Most bytes one compressed batch may decompress to.
     pub batch_decompressed_bytes_max: u64,
+    /// How cursor logs are cut and compacted.
+    pub state_logs: oxbow_core::StateLogConfig,
 }
 
 /// Which subscription on which partition.

@@ -37,6 +37,7 @@ pub(super) fn partition_error_code(e: &PartitionError) -> i16 {
         PartitionError::BatchTooLarge => code::MESSAGE_TOO_LARGE,
         PartitionError::OutOfOrderSequence => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         PartitionError::ProducerFenced => code::INVALID_PRODUCER_EPOCH,
+        PartitionError::InternalTopic => code::INVALID_TOPIC,
         _ => code::KAFKA_STORAGE_ERROR,
     }
 }
@@ -72,8 +73,15 @@ pub async fn handle(
         RequestKind::DescribeConfigs(request) => Some(ResponseKind::DescribeConfigs(
             describe_configs(shard, request),
         )),
-        RequestKind::FindCoordinator(_) => {
+        RequestKind::FindCoordinator(request) => {
             let mut response = FindCoordinatorResponse::default();
+            // Kafka creates the offsets topic when a group coordinator is first looked up.
+            if request.key_type == 0 {
+                if let Err(e) = super::groups::coordinator_shard(shard, &request.key).await {
+                    tracing::error!(error = %e, "finding a group coordinator");
+                    response.error_code = code::COORDINATOR_NOT_AVAILABLE;
+                }
+            }
             response.node_id = BrokerId(shard.config.node_id);
             response.host = text(&endpoint.host);
             response.port = endpoint.port;
@@ -93,14 +101,7 @@ pub async fn handle(
                 .as_ref()
                 .map(|c| c.to_string())
                 .unwrap_or_default();
-            let response = shard
-                .run_on(0, move |shard| async move {
-                    let coordinator = shard.extension::<super::groups::Coordinator>()?;
-                    coordinator.handle(group, version, client_id).await
-                })
-                .await
-                .flatten();
-            Some(response.ok_or_else(|| "the group coordinator is unavailable".to_string())?)
+            Some(super::groups::serve(shard, group, version, client_id).await?)
         }
         _ => return Err("this API is not served".to_string()),
     })

@@ -116,6 +116,7 @@ fn find(metadata: &Metadata, matches: impl Fn(&TopicMeta) -> bool) -> Result<Top
 fn describe(meta: &TopicMeta, topic: &mut MetadataResponseTopic) {
     topic.name = Some(TopicName(text(&meta.name)));
     topic.topic_id = Uuid::from_bytes(meta.id.0);
+    topic.is_internal = meta.internal;
     topic.partitions = meta
         .partitions
         .iter()

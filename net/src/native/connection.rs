@@ -228,6 +228,7 @@ pub(super) fn partition_refusal(e: PartitionError) -> Refusal {
     match e {
         PartitionError::UnknownTopicOrPartition => (ErrorCode::UnknownTopic, e.to_string()),
         PartitionError::BatchTooLarge => (ErrorCode::TooLarge, e.to_string()),
+        PartitionError::InternalTopic => (ErrorCode::InvalidName, e.to_string()),
         other => (ErrorCode::Storage, other.to_string()),
     }
 }

@@ -316,27 +316,24 @@ async fn shard_main(
         }
     }
     let shard = Rc::new(shard);
-    let mut coordinator_tick = None;
-    if id == 0 {
-        match crate::kafka::groups::Coordinator::open(&shard.config.data_dir).await {
-            Ok(coordinator) => {
-                shard.set_extension(coordinator.clone());
-                coordinator_tick = Some(glommio::spawn_local(async move {
-                    loop {
-                        glommio::timer::sleep(crate::kafka::groups::COORDINATOR_TICK).await;
-                        coordinator.tick(std::time::Instant::now());
-                    }
-                }));
-            }
-            Err(e) => {
-                shard.close().await;
-                let _ = report.send((id, Err(format!("opening the group coordinator: {e}"))));
-                return;
-            }
+    let coordinator = crate::kafka::groups::Coordinator::new();
+    shard.set_extension(coordinator.clone());
+    let coordinator_tick = glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(crate::kafka::groups::COORDINATOR_TICK).await;
+            coordinator.tick(std::time::Instant::now());
         }
-    }
+    });
     let inbox_task = glommio::spawn_local(shard.clone().serve_inbox(inbox));
     let retention = glommio::spawn_local(shard.clone().apply_retention_forever());
+    if id == 0 {
+        if let Err(e) = crate::kafka::groups::migrate(&shard).await {
+            let _ = report.send((id, Err(format!("moving old group offsets: {e}"))));
+            drop((inbox_task, retention, coordinator_tick));
+            shard.close().await;
+            return;
+        }
+    }
     let _ = report.send((id, Ok(owned.len())));
     let mut listener = None;
     let mut native_listener = None;
@@ -373,9 +370,6 @@ async fn shard_main(
     drop(inbox_task);
     drop(retention);
     drop(coordinator_tick);
-    if let Some(coordinator) = shard.extension::<crate::kafka::groups::Coordinator>() {
-        coordinator.close().await;
-    }
     // Cursors are written before the logs close: each driver stops after a last write.
     shard.close().await;
 }

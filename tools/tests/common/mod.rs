@@ -265,3 +265,56 @@ pub fn kafka_call<R: kafka_protocol::protocol::Request>(
     assert_eq!(answer.unwrap().correlation_id, 7);
     R::Response::decode(&mut response, version).unwrap()
 }
+
+/// The cursors stored for `topic`/`partition` (subscription → every offset below is
+/// acknowledged), read from the partition's cursor log while no broker runs on `data`.
+pub fn stored_cursors(
+    data: &std::path::Path,
+    topic: &str,
+    partition: u32,
+) -> std::collections::HashMap<String, u64> {
+    let dir = data
+        .join(topic)
+        .join(".subscriptions")
+        .join(partition.to_string());
+    if !dir.exists() {
+        return Default::default();
+    }
+    let data = data.to_path_buf();
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            oxbow_storage::prepare_shard_io(&data, "cursor-reader")
+                .await
+                .unwrap();
+            let config = oxbow_core::LogConfig {
+                flush: oxbow_core::FlushPolicy::Always,
+                ..oxbow_core::LogConfig::default()
+            };
+            let log = oxbow_storage::Partition::open(&dir, config, Default::default())
+                .await
+                .unwrap();
+            let log = std::rc::Rc::new(log);
+            let settings = oxbow_storage::CompactionSettings {
+                compaction_bytes_min: u64::MAX,
+            };
+            let state = oxbow_storage::StateLog::open(log.clone(), settings, 1 << 20)
+                .await
+                .unwrap();
+            let cursors = state
+                .entries()
+                .into_iter()
+                .map(|(name, value)| {
+                    let cursor = oxbow_dispatch::CursorState::decode(&value).unwrap();
+                    (
+                        String::from_utf8(name.to_vec()).unwrap(),
+                        cursor.mark_delete,
+                    )
+                })
+                .collect();
+            log.close().await;
+            cursors
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}

@@ -1,0 +1,61 @@
+use super::*;
+
+#[test]
+fn defaults_are_valid_and_toml_overrides_them() {
+    BrokerConfig::default().validate().unwrap();
+    let config = BrokerConfig::from_toml(
+        "shards = 2\n[log]\nsegment_bytes_max = 4194304\nflush = \"interval\"\nflush_interval_ms = 5\n",
+    )
+    .unwrap();
+    assert_eq!(config.shards, 2);
+    assert_eq!(config.log.segment_bytes_max, 4 << 20);
+    assert_eq!(config.log.flush, FlushPolicy::Interval);
+    assert_eq!(config.log.flush_interval_ms, 5);
+    config.validate().unwrap();
+}
+
+#[test]
+fn topic_overrides_apply_on_top_and_are_validated() {
+    let base = LogConfig::default();
+    let topic = base
+        .with_overrides([
+            ("segment.bytes", "1048576"),
+            ("retention.ms", "-1"),
+            ("flush.ms", "50"),
+        ])
+        .unwrap();
+    assert_eq!(topic.segment_bytes_max, 1 << 20);
+    assert_eq!(topic.retention_age_max_ms, None);
+    assert_eq!(
+        (topic.flush, topic.flush_interval_ms),
+        (FlushPolicy::Interval, 50)
+    );
+    assert_eq!(topic.index_interval_bytes, base.index_interval_bytes);
+    assert!(base.with_overrides([("segment.bytes", "10")]).is_err());
+    assert!(base.with_overrides([("compression.type", "zstd")]).is_err());
+    assert!(base.with_overrides([("segment.ms", "soon")]).is_err());
+}
+
+#[test]
+fn bad_values_name_their_field() {
+    let mut config = BrokerConfig::default();
+    config.log.segment_bytes_max = 10;
+    assert_eq!(
+        config.validate().unwrap_err().field,
+        "log.segment_bytes_max"
+    );
+    assert_eq!(
+        BrokerConfig::from_toml("nonsense = 1").unwrap_err().field,
+        "<file>"
+    );
+    for in_flight in [0, KAFKA_PRODUCE_IN_FLIGHT_LIMIT + 1] {
+        let config = BrokerConfig {
+            kafka_produce_in_flight_max: in_flight,
+            ..BrokerConfig::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "kafka_produce_in_flight_max"
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! One consumer group's membership state: its members, generation, leader and protocol, and
+//! the two steps of a rebalance (everyone rejoins, then the leader's assignment is handed out).
+
+use super::super::wire::{code, text};
+use bytes::Bytes;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::{JoinGroupResponse, SyncGroupResponse};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl State {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            State::Empty => "Empty",
+            State::PreparingRebalance => "PreparingRebalance",
+            State::CompletingRebalance => "CompletingRebalance",
+            State::Stable => "Stable",
+        }
+    }
+}
+
+pub(super) struct Member {
+    pub(super) client_id: String,
+    pub(super) client_host: String,
+    pub(super) group_instance_id: Option<String>,
+    pub(super) session_timeout: Duration,
+    pub(super) rebalance_timeout: Duration,
+    pub(super) protocols: Vec<(String, Bytes)>,
+    pub(super) assignment: Bytes,
+    pub(super) last_seen: Instant,
+    /// Set while the member waits in JoinGroup for the rebalance to complete.
+    pub(super) join: Option<(flume::Sender<JoinGroupResponse>, i16)>,
+    /// Set while the member waits in SyncGroup for the leader's assignment.
+    pub(super) sync: Option<flume::Sender<SyncGroupResponse>>,
+}
+
+pub(super) struct Group {
+    pub(super) state: State,
+    pub(super) generation: i32,
+    pub(super) protocol_type: String,
+    pub(super) protocol: Option<String>,
+    pub(super) leader: Option<String>,
+    pub(super) members: BTreeMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, accepted on the rejoin until they expire.
+    pub(super) pending_ids: HashMap<String, Instant>,
+    pub(super) rebalance_deadline: Option<Instant>,
+}
+
+impl Group {
+    pub(super) fn new(protocol_type: String) -> Group {
+        Group {
+            state: State::Empty,
+            generation: 0,
+            protocol_type,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending_ids: HashMap::new(),
+            rebalance_deadline: None,
+        }
+    }
+
+    /// Moves to PreparingRebalance: members must rejoin; waiting syncs are told so.
+    pub(super) fn prepare_rebalance(&mut self, now: Instant) {
+        if self.state == State::PreparingRebalance {
+            return;
+        }
+        for member in self.members.values_mut() {
+            if let Some(waiter) = member.sync.take() {
+                let _ = waiter.send(sync_response(
+                    code::REBALANCE_IN_PROGRESS,
+                    Bytes::new(),
+                    None,
+                ));
+            }
+        }
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
+        self.state = State::PreparingRebalance;
+        self.rebalance_deadline = Some(now + timeout);
+    }
+
+    /// Ends the join phase: members that did not rejoin are dropped, the generation advances,
+    /// and every waiting member gets its JoinGroup response (the leader with the member list).
+    pub(super) fn complete_join(&mut self) {
+        self.members.retain(|_, m| m.join.is_some());
+        self.rebalance_deadline = None;
+        self.generation += 1;
+        if self.members.is_empty() {
+            self.state = State::Empty;
+            self.leader = None;
+            self.protocol = None;
+            return;
+        }
+        if !self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.contains_key(l))
+        {
+            self.leader = self.members.keys().next().cloned();
+        }
+        let leader = self.leader.clone().expect("a member leads");
+        let chosen = self.members[&leader]
+            .protocols
+            .iter()
+            .map(|(name, _)| name.clone())
+            .find(|name| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+            });
+        self.protocol = chosen;
+        self.state = State::CompletingRebalance;
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let member_list: Vec<JoinGroupResponseMember> = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let mut entry = JoinGroupResponseMember::default();
+                entry.member_id = text(id);
+                entry.group_instance_id = m.group_instance_id.as_deref().map(text);
+                entry.metadata = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                entry
+            })
+            .collect();
+        for (id, member) in self.members.iter_mut() {
+            let Some((waiter, _version)) = member.join.take() else {
+                continue;
+            };
+            let mut response = JoinGroupResponse::default();
+            response.generation_id = self.generation;
+            response.protocol_type = Some(text(&self.protocol_type));
+            response.protocol_name = Some(text(&protocol));
+            response.leader = text(&leader);
+            response.member_id = text(id);
+            if *id == leader {
+                response.members = member_list.clone();
+            }
+            let _ = waiter.send(response);
+        }
+    }
+}
+
+pub(super) fn sync_response(
+    error_code: i16,
+    assignment: Bytes,
+    protocol: Option<(&str, &str)>,
+) -> SyncGroupResponse {
+    let mut response = SyncGroupResponse::default();
+    response.error_code = error_code;
+    response.assignment = assignment;
+    if let Some((kind, name)) = protocol {
+        response.protocol_type = Some(text(kind));
+        response.protocol_name = Some(text(name));
+    }
+    response
+}

@@ -1,0 +1,289 @@
+//! The membership half of the coordinator: JoinGroup, SyncGroup, Heartbeat, LeaveGroup, and
+//! the group listings.
+
+use super::super::wire::{code, text};
+use super::group::{sync_response, Group, Member, State};
+use super::{Coordinator, SESSION_TIMEOUT_MS};
+use bytes::Bytes;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsResponse,
+    SyncGroupRequest, SyncGroupResponse,
+};
+use std::time::{Duration, Instant};
+
+impl Coordinator {
+    pub(super) async fn join(
+        &self,
+        request: JoinGroupRequest,
+        version: i16,
+        client_id: String,
+        now: Instant,
+    ) -> JoinGroupResponse {
+        let fail = |error_code: i16, member_id: &str| {
+            let mut response = JoinGroupResponse::default();
+            response.error_code = error_code;
+            response.generation_id = -1;
+            response.member_id = text(member_id);
+            response
+        };
+        let group_id = request.group_id.0.to_string();
+        if group_id.is_empty() {
+            return fail(code::INVALID_GROUP_ID, "");
+        }
+        if !SESSION_TIMEOUT_MS.contains(&request.session_timeout_ms) {
+            return fail(code::INVALID_SESSION_TIMEOUT, &request.member_id);
+        }
+        let (waiter, response) = flume::bounded(1);
+        {
+            let mut groups = self.groups.borrow_mut();
+            let group = groups
+                .entry(group_id.clone())
+                .or_insert_with(|| Group::new(request.protocol_type.to_string()));
+            if group.protocol_type != request.protocol_type.as_str() && !group.members.is_empty() {
+                return fail(code::INCONSISTENT_GROUP_PROTOCOL, &request.member_id);
+            }
+            let mut member_id = request.member_id.to_string();
+            if member_id.is_empty() {
+                let n = self.next_member.get();
+                self.next_member.set(n + 1);
+                member_id = format!("{client_id}-{n}-{}", oxbow_storage::now_ms());
+                // v4+: the client must rejoin with the id, so that a lost response cannot leave
+                // a phantom member behind (static members skip this).
+                if version >= 4 && request.group_instance_id.is_none() {
+                    group.pending_ids.insert(member_id.clone(), now);
+                    return fail(code::MEMBER_ID_REQUIRED, &member_id);
+                }
+            } else if !group.members.contains_key(&member_id)
+                && group.pending_ids.remove(&member_id).is_none()
+            {
+                return fail(code::UNKNOWN_MEMBER_ID, &member_id);
+            }
+            group.protocol_type = request.protocol_type.to_string();
+            let rebalance_timeout = match request.rebalance_timeout_ms {
+                t if t > 0 => t,
+                _ => request.session_timeout_ms,
+            };
+            let protocols: Vec<(String, Bytes)> = request
+                .protocols
+                .iter()
+                .map(|p| (p.name.to_string(), p.metadata.clone()))
+                .collect();
+            let member = group
+                .members
+                .entry(member_id.clone())
+                .or_insert_with(|| Member {
+                    client_id: client_id.clone(),
+                    client_host: String::new(),
+                    group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+                    session_timeout: Duration::ZERO,
+                    rebalance_timeout: Duration::ZERO,
+                    protocols: Vec::new(),
+                    assignment: Bytes::new(),
+                    last_seen: now,
+                    join: None,
+                    sync: None,
+                });
+            member.session_timeout = Duration::from_millis(request.session_timeout_ms as u64);
+            member.rebalance_timeout = Duration::from_millis(rebalance_timeout as u64);
+            member.protocols = protocols;
+            member.last_seen = now;
+            member.join = Some((waiter, version));
+            // Any JoinGroup starts (or joins) a rebalance: the client expects a new generation.
+            group.prepare_rebalance(now);
+            if group.members.values().all(|m| m.join.is_some()) {
+                group.complete_join();
+            }
+        }
+        response
+            .recv_async()
+            .await
+            .unwrap_or_else(|_| fail(code::COORDINATOR_NOT_AVAILABLE, ""))
+    }
+
+    pub(super) async fn sync(&self, request: SyncGroupRequest, now: Instant) -> SyncGroupResponse {
+        let (waiter, response) = flume::bounded(1);
+        {
+            let mut groups = self.groups.borrow_mut();
+            let member_id = request.member_id.to_string();
+            let Some(group) = groups.get_mut(request.group_id.as_str()) else {
+                return sync_response(code::UNKNOWN_MEMBER_ID, Bytes::new(), None);
+            };
+            if !group.members.contains_key(&member_id) {
+                return sync_response(code::UNKNOWN_MEMBER_ID, Bytes::new(), None);
+            }
+            if request.generation_id != group.generation {
+                return sync_response(code::ILLEGAL_GENERATION, Bytes::new(), None);
+            }
+            let protocol = (
+                group.protocol_type.clone(),
+                group.protocol.clone().unwrap_or_default(),
+            );
+            let with_protocol = Some((protocol.0.as_str(), protocol.1.as_str()));
+            group
+                .members
+                .get_mut(&member_id)
+                .expect("checked")
+                .last_seen = now;
+            match group.state {
+                State::PreparingRebalance | State::Empty => {
+                    return sync_response(code::REBALANCE_IN_PROGRESS, Bytes::new(), None)
+                }
+                State::Stable => {
+                    let assignment = group.members[&member_id].assignment.clone();
+                    return sync_response(code::NONE, assignment, with_protocol);
+                }
+                State::CompletingRebalance
+                    if group.leader.as_deref() == Some(member_id.as_str()) =>
+                {
+                    for assignment in &request.assignments {
+                        if let Some(member) = group.members.get_mut(assignment.member_id.as_str()) {
+                            member.assignment = assignment.assignment.clone();
+                        }
+                    }
+                    group.state = State::Stable;
+                    for member in group.members.values_mut() {
+                        if let Some(waiter) = member.sync.take() {
+                            let _ = waiter.send(sync_response(
+                                code::NONE,
+                                member.assignment.clone(),
+                                with_protocol,
+                            ));
+                        }
+                    }
+                    let assignment = group.members[&member_id].assignment.clone();
+                    return sync_response(code::NONE, assignment, with_protocol);
+                }
+                State::CompletingRebalance => {
+                    group.members.get_mut(&member_id).expect("checked").sync = Some(waiter);
+                }
+            }
+        }
+        response
+            .recv_async()
+            .await
+            .unwrap_or_else(|_| sync_response(code::REBALANCE_IN_PROGRESS, Bytes::new(), None))
+    }
+
+    pub(super) fn heartbeat(&self, request: HeartbeatRequest, now: Instant) -> HeartbeatResponse {
+        let mut response = HeartbeatResponse::default();
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(request.group_id.as_str()) else {
+            response.error_code = code::UNKNOWN_MEMBER_ID;
+            return response;
+        };
+        let Some(member) = group.members.get_mut(request.member_id.as_str()) else {
+            response.error_code = code::UNKNOWN_MEMBER_ID;
+            return response;
+        };
+        member.last_seen = now;
+        response.error_code = if request.generation_id != group.generation {
+            code::ILLEGAL_GENERATION
+        } else if group.state == State::PreparingRebalance {
+            code::REBALANCE_IN_PROGRESS
+        } else {
+            code::NONE
+        };
+        response
+    }
+
+    pub(super) fn leave(
+        &self,
+        request: LeaveGroupRequest,
+        version: i16,
+        now: Instant,
+    ) -> LeaveGroupResponse {
+        let mut response = LeaveGroupResponse::default();
+        let leaving: Vec<String> = if version >= 3 {
+            request
+                .members
+                .iter()
+                .map(|m| m.member_id.to_string())
+                .collect()
+        } else {
+            vec![request.member_id.to_string()]
+        };
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(request.group_id.as_str()) else {
+            response.error_code = code::UNKNOWN_MEMBER_ID;
+            return response;
+        };
+        for id in leaving {
+            let known = group.members.remove(&id).is_some();
+            if version >= 3 {
+                let mut member = MemberResponse::default();
+                member.member_id = text(&id);
+                member.error_code = if known {
+                    code::NONE
+                } else {
+                    code::UNKNOWN_MEMBER_ID
+                };
+                response.members.push(member);
+            } else if !known {
+                response.error_code = code::UNKNOWN_MEMBER_ID;
+            }
+        }
+        if group.members.is_empty() {
+            group.state = State::Empty;
+            group.leader = None;
+            group.rebalance_deadline = None;
+        } else {
+            group.prepare_rebalance(now);
+            if group.members.values().all(|m| m.join.is_some()) {
+                group.complete_join();
+            }
+        }
+        response
+    }
+
+    pub(super) fn list(&self) -> ListGroupsResponse {
+        let mut response = ListGroupsResponse::default();
+        for (name, group) in self.groups.borrow().iter() {
+            let mut listed = ListedGroup::default();
+            listed.group_id = GroupId(text(name));
+            listed.protocol_type = text(&group.protocol_type);
+            listed.group_state = text(group.state.name());
+            listed.group_type = text("classic");
+            response.groups.push(listed);
+        }
+        response
+    }
+
+    pub(super) fn describe(&self, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+        let groups = self.groups.borrow();
+        let mut response = DescribeGroupsResponse::default();
+        for name in request.groups {
+            let mut described = DescribedGroup::default();
+            described.group_id = name.clone();
+            match groups.get(name.as_str()) {
+                None => described.group_state = text("Dead"),
+                Some(group) => {
+                    described.group_state = text(group.state.name());
+                    described.protocol_type = text(&group.protocol_type);
+                    let protocol = group.protocol.clone().unwrap_or_default();
+                    described.protocol_data = text(&protocol);
+                    for (id, m) in &group.members {
+                        let mut member = DescribedGroupMember::default();
+                        member.member_id = text(id);
+                        member.group_instance_id = m.group_instance_id.as_deref().map(text);
+                        member.client_id = text(&m.client_id);
+                        member.client_host = text(&m.client_host);
+                        member.member_metadata = m
+                            .protocols
+                            .iter()
+                            .find(|(n, _)| *n == protocol)
+                            .map(|(_, b)| b.clone())
+                            .unwrap_or_default();
+                        member.member_assignment = m.assignment.clone();
+                        described.members.push(member);
+                    }
+                }
+            }
+            response.groups.push(described);
+        }
+        response
+    }
+}

@@ -1,0 +1,257 @@
+//! The Kafka group coordinator: membership, rebalances, and committed offsets.
+//!
+//! Every shard runs a coordinator for the groups whose offsets it holds: a group belongs to the
+//! partition of the internal topic `__consumer_offsets` that Kafka's hash of its id picks, and
+//! to the shard that owns that partition ([`serve`] routes each request there, creating the
+//! topic on first use). The protocol is Kafka's classic one: members JoinGroup (the
+//! coordinator waits until every known member has rejoined or the rebalance timeout passes),
+//! the leader gets the member list and runs the assignor client-side, SyncGroup hands each
+//! member its assignment, Heartbeat keeps the session alive and tells members to rejoin. A
+//! member silent past its session timeout is removed even if its connection is gone.
+//! Committed offsets are entries of a state log on the group's offsets partition (see
+//! `offsets.rs`): fdatasynced before the commit is acknowledged, compacted in the background,
+//! replayed when the partition is first used, so they survive kill -9.
+
+mod group;
+mod legacy;
+mod membership;
+mod offsets;
+
+pub use legacy::migrate;
+pub use offsets::{offsets_partition, offsets_topic_configs};
+
+use super::wire::code;
+use crate::shard::Shard;
+use group::State;
+use kafka_protocol::messages::{
+    DescribeGroupsRequest, DescribeGroupsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListGroupsResponse, ProducerId, RequestKind, ResponseKind,
+};
+use oxbow_cluster::OFFSETS_TOPIC;
+use oxbow_core::placement::owner_shard;
+use oxbow_storage::StateLog;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How often sessions and rebalance deadlines are checked.
+pub const COORDINATOR_TICK: Duration = Duration::from_millis(100);
+
+/// How long a member id handed out with MEMBER_ID_REQUIRED waits for its rejoin.
+const PENDING_MEMBER_ID_TTL: Duration = Duration::from_secs(60);
+
+/// Session timeouts a member may ask for (Kafka's broker defaults).
+const SESSION_TIMEOUT_MS: std::ops::RangeInclusive<i32> = 6_000..=1_800_000;
+
+/// One shard's group coordinator; see the module docs.
+pub struct Coordinator {
+    groups: RefCell<HashMap<String, group::Group>>,
+    /// State logs of the offsets partitions this shard owns, by partition, once used.
+    offset_logs: RefCell<HashMap<u32, Rc<StateLog>>>,
+    /// Held while an offsets partition is replayed.
+    loading: glommio::sync::Semaphore,
+    next_member: Cell<u64>,
+    /// Next idempotent producer id (shard 0 hands them all out): seeded from the clock (2^20
+    /// ids per millisecond) so ids stay unique across restarts without being stored.
+    next_producer_id: Cell<i64>,
+}
+
+impl Coordinator {
+    /// A coordinator with no groups yet; offsets partitions are replayed when first used.
+    pub fn new() -> Rc<Coordinator> {
+        Rc::new(Coordinator {
+            groups: RefCell::default(),
+            offset_logs: RefCell::default(),
+            loading: glommio::sync::Semaphore::new(1),
+            next_member: Cell::new(0),
+            next_producer_id: Cell::new(oxbow_storage::now_ms() << 20),
+        })
+    }
+
+    /// Expires silent members and closes rebalances whose timeout passed. Call every
+    /// [`COORDINATOR_TICK`].
+    pub fn tick(&self, now: Instant) {
+        for (name, group) in self.groups.borrow_mut().iter_mut() {
+            // An id handed out for a rejoin that never came must not pile up.
+            group
+                .pending_ids
+                .retain(|_, issued| now.duration_since(*issued) < PENDING_MEMBER_ID_TTL);
+            if group.state == State::PreparingRebalance {
+                if group.rebalance_deadline.is_some_and(|d| now >= d) {
+                    group.complete_join();
+                }
+                continue;
+            }
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                // A member blocked in JoinGroup or SyncGroup cannot heartbeat on its connection
+                // (requests are answered one at a time, as Kafka does): it is not expired.
+                .filter(|(_, m)| {
+                    m.join.is_none()
+                        && m.sync.is_none()
+                        && now.duration_since(m.last_seen) > m.session_timeout
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            if !expired.is_empty() {
+                tracing::info!(group = %name, ?expired, "session timeout: removing members");
+                for id in &expired {
+                    group.members.remove(id);
+                }
+                if group.members.is_empty() {
+                    group.state = State::Empty;
+                    group.leader = None;
+                } else {
+                    group.prepare_rebalance(now);
+                }
+            }
+        }
+    }
+
+    /// Answers one group request routed here by [`serve`].
+    async fn handle(
+        &self,
+        shard: &Shard,
+        request: RequestKind,
+        version: i16,
+        client_id: String,
+    ) -> Option<ResponseKind> {
+        let now = Instant::now();
+        Some(match request {
+            RequestKind::JoinGroup(r) => {
+                ResponseKind::JoinGroup(self.join(r, version, client_id, now).await)
+            }
+            RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync(r, now).await),
+            RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r, now)),
+            RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(self.leave(r, version, now)),
+            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.commit(shard, r).await),
+            RequestKind::OffsetFetch(r) => {
+                ResponseKind::OffsetFetch(self.fetch_offsets(shard, r).await)
+            }
+            RequestKind::ListGroups(_) => ResponseKind::ListGroups(self.list()),
+            RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe(r)),
+            RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer(r)),
+            _ => return None,
+        })
+    }
+
+    /// Hands out a producer id for idempotent produce (transactions are not supported), or a
+    /// new epoch for a producer that asks to bump its own.
+    fn init_producer(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+        let mut response = InitProducerIdResponse::default();
+        if request.transactional_id.is_some() {
+            response.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+            return response;
+        }
+        if request.producer_id.0 >= 0 && (0..i16::MAX).contains(&request.producer_epoch) {
+            response.producer_id = request.producer_id;
+            response.producer_epoch = request.producer_epoch + 1;
+            return response;
+        }
+        let id = self.next_producer_id.get();
+        self.next_producer_id.set(id + 1);
+        response.producer_id = ProducerId(id);
+        response.producer_epoch = 0;
+        response
+    }
+}
+
+/// Answers a group request that arrived on any shard, on the shard of its group's coordinator
+/// (ListGroups asks every shard; DescribeGroups each group's; InitProducerId shard 0's).
+pub async fn serve(
+    shard: &Shard,
+    request: RequestKind,
+    version: i16,
+    client_id: String,
+) -> Result<ResponseKind, String> {
+    let group = match &request {
+        RequestKind::JoinGroup(r) => r.group_id.to_string(),
+        RequestKind::SyncGroup(r) => r.group_id.to_string(),
+        RequestKind::Heartbeat(r) => r.group_id.to_string(),
+        RequestKind::LeaveGroup(r) => r.group_id.to_string(),
+        RequestKind::OffsetCommit(r) => r.group_id.to_string(),
+        RequestKind::OffsetFetch(r) => r.group_id.to_string(),
+        RequestKind::ListGroups(_) => return list_everywhere(shard).await,
+        RequestKind::DescribeGroups(r) => return describe_each(shard, r.clone(), version).await,
+        _ => return on_shard(shard, 0, request, version, client_id).await,
+    };
+    let target = coordinator_shard(shard, &group).await?;
+    on_shard(shard, target, request, version, client_id).await
+}
+
+/// The shard whose coordinator serves `group`, creating `__consumer_offsets` on first use.
+pub async fn coordinator_shard(shard: &Shard, group: &str) -> Result<usize, String> {
+    let config = &shard.config;
+    let partitions = shard
+        .ensure_internal_topic(
+            OFFSETS_TOPIC,
+            config.offsets_topic_partitions,
+            offsets_topic_configs(config),
+        )
+        .await
+        .map_err(|e| format!("creating {OFFSETS_TOPIC}: {e}"))?;
+    let partition = offsets_partition(group, partitions);
+    Ok(owner_shard(OFFSETS_TOPIC, partition, shard.shards()))
+}
+
+async fn on_shard(
+    shard: &Shard,
+    target: usize,
+    request: RequestKind,
+    version: i16,
+    client_id: String,
+) -> Result<ResponseKind, String> {
+    shard
+        .run_on(target, move |shard| async move {
+            let coordinator = shard.extension::<Coordinator>()?;
+            coordinator
+                .handle(&shard, request, version, client_id)
+                .await
+        })
+        .await
+        .flatten()
+        .ok_or_else(|| "the group coordinator is unavailable".to_string())
+}
+
+async fn list_everywhere(shard: &Shard) -> Result<ResponseKind, String> {
+    let mut all = ListGroupsResponse::default();
+    for target in 0..shard.shards() {
+        let listed = shard
+            .run_on(target, |shard| async move {
+                Some(shard.extension::<Coordinator>()?.list())
+            })
+            .await
+            .flatten()
+            .ok_or_else(|| "the group coordinator is unavailable".to_string())?;
+        all.groups.extend(listed.groups);
+    }
+    Ok(ResponseKind::ListGroups(all))
+}
+
+async fn describe_each(
+    shard: &Shard,
+    request: DescribeGroupsRequest,
+    version: i16,
+) -> Result<ResponseKind, String> {
+    let mut all = DescribeGroupsResponse::default();
+    for group in &request.groups {
+        let mut one = request.clone();
+        one.groups = vec![group.clone()];
+        let target = coordinator_shard(shard, group).await?;
+        match on_shard(
+            shard,
+            target,
+            RequestKind::DescribeGroups(one),
+            version,
+            String::new(),
+        )
+        .await?
+        {
+            ResponseKind::DescribeGroups(described) => all.groups.extend(described.groups),
+            _ => return Err("the group coordinator answered out of turn".into()),
+        }
+    }
+    Ok(ResponseKind::DescribeGroups(all))
+}

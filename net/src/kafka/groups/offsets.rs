@@ -1,0 +1,330 @@
+//! Committed offsets. A group's commits live in one partition of the internal topic
+//! `__consumer_offsets` (the one Kafka's hash of the group id picks) as entries of a state log
+//! (key: group, topic, partition; value: offset and metadata), acknowledged once fdatasynced
+//! and compacted in the background. The group's coordinator runs on the shard that owns that
+//! partition, so the partition is local to it.
+
+use super::super::wire::{code, text};
+use super::group::State;
+use super::Coordinator;
+use crate::shard::Shard;
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+};
+use oxbow_cluster::OFFSETS_TOPIC;
+use oxbow_storage::{CompactionSettings, StateLog};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+/// (group, topic, partition).
+pub(super) type OffsetKey = (String, String, i32);
+
+/// The partition of `__consumer_offsets` that holds `group`'s offsets: Kafka's
+/// `Utils.abs(groupId.hashCode()) % partitions`, so a group lands where Kafka would put it.
+pub fn offsets_partition(group: &str, partitions: u32) -> u32 {
+    let hash = group
+        .encode_utf16()
+        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(unit as i32));
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    abs as u32 % partitions
+}
+
+/// The overrides `__consumer_offsets` is created with: a state log is fdatasynced before it
+/// acknowledges, cut into small segments so compaction can delete them, and never expires.
+pub fn offsets_topic_configs(config: &oxbow_core::BrokerConfig) -> Vec<(String, String)> {
+    [
+        ("oxbow.flush", "always".to_string()),
+        (
+            "segment.bytes",
+            config.state_logs.segment_bytes_max.to_string(),
+        ),
+        ("retention.ms", "-1".to_string()),
+        ("retention.bytes", "-1".to_string()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value))
+    .collect()
+}
+
+/// Key and payload of one commit. Names are at most `u16::MAX` bytes (checked before).
+pub(super) fn encode_commit(
+    key: &OffsetKey,
+    offset: i64,
+    metadata: Option<&str>,
+) -> (Bytes, Bytes) {
+    let (group, topic, partition) = key;
+    let mut k = BytesMut::new();
+    for part in [group.as_bytes(), topic.as_bytes()] {
+        k.put_u16(part.len() as u16);
+        k.put_slice(part);
+    }
+    k.put_i32(*partition);
+    let mut v = BytesMut::new();
+    v.put_i64(offset);
+    v.put_slice(metadata.unwrap_or_default().as_bytes());
+    (k.freeze(), v.freeze())
+}
+
+pub(super) fn decode_commit(key: &[u8], value: &[u8]) -> Option<(OffsetKey, i64, Option<String>)> {
+    let mut at = 0;
+    let mut take = |n: usize| {
+        let slice = key.get(at..at + n)?;
+        at += n;
+        Some(slice)
+    };
+    let group_len = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
+    let group = String::from_utf8(take(group_len)?.to_vec()).ok()?;
+    let topic_len = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
+    let topic = String::from_utf8(take(topic_len)?.to_vec()).ok()?;
+    let partition = i32::from_be_bytes(take(4)?.try_into().ok()?);
+    let offset = i64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    let metadata = String::from_utf8(value[8..].to_vec())
+        .ok()
+        .filter(|m| !m.is_empty());
+    Some(((group, topic, partition), offset, metadata))
+}
+
+impl Coordinator {
+    /// The state log of an offsets partition this shard owns, replayed on first use.
+    pub(super) async fn offsets_log(
+        &self,
+        shard: &Shard,
+        partition: u32,
+    ) -> Result<Rc<StateLog>, String> {
+        if let Some(log) = self.offset_logs.borrow().get(&partition) {
+            return Ok(log.clone());
+        }
+        // One replay at a time, so two first requests do not both replay.
+        let _loading = self.loading.acquire_permit(1).await;
+        if let Some(log) = self.offset_logs.borrow().get(&partition) {
+            return Ok(log.clone());
+        }
+        let host = shard
+            .local(OFFSETS_TOPIC, partition)
+            .map_err(|e| format!("{OFFSETS_TOPIC}/{partition}: {e}"))?;
+        let settings = CompactionSettings {
+            compaction_bytes_min: shard.config.state_logs.compaction_bytes_min,
+        };
+        let batch_bytes_max = host.log.config().batch_bytes_max as usize;
+        let log = StateLog::open(host.log.clone(), settings, batch_bytes_max)
+            .await
+            .map_err(|e| format!("{OFFSETS_TOPIC}/{partition}: {e}"))?;
+        tracing::debug!(
+            partition,
+            keys = log.entries().len(),
+            "group offsets loaded"
+        );
+        let log = Rc::new(log);
+        self.offset_logs.borrow_mut().insert(partition, log.clone());
+        Ok(log)
+    }
+
+    /// Stores commits in an offsets partition, and compacts it in the background when due.
+    pub(super) async fn store_commits(
+        &self,
+        shard: &Shard,
+        partition: u32,
+        changes: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<(), String> {
+        let log = self.offsets_log(shard, partition).await?;
+        log.put(changes).await.map_err(|e| e.to_string())?;
+        log.compact_in_background_if_due();
+        Ok(())
+    }
+
+    pub(super) async fn commit(
+        &self,
+        shard: &Shard,
+        request: OffsetCommitRequest,
+    ) -> OffsetCommitResponse {
+        let group_id = request.group_id.to_string();
+        let error = self.commit_error(&group_id, &request);
+        if error != code::NONE {
+            return commit_response(&request, |_| error);
+        }
+        let metadata_max = shard.config.offset_metadata_bytes_max as usize;
+        let too_large =
+            |p: &kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition| {
+                p.committed_metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > metadata_max)
+            };
+        let mut changes = Vec::new();
+        for topic in &request.topics {
+            for p in topic.partitions.iter().filter(|p| !too_large(p)) {
+                let key = (group_id.clone(), topic.name.to_string(), p.partition_index);
+                let metadata = p.committed_metadata.as_ref().map(|m| m.as_str());
+                let (k, v) = encode_commit(&key, p.committed_offset, metadata);
+                changes.push((k, Some(v)));
+            }
+        }
+        let partitions = shard.partition_count(OFFSETS_TOPIC).unwrap_or(1);
+        let partition = offsets_partition(&group_id, partitions);
+        if !changes.is_empty() {
+            if let Err(e) = self.store_commits(shard, partition, changes).await {
+                tracing::error!(group = %group_id, error = %e, "committing offsets failed");
+                return commit_response(&request, |_| code::COORDINATOR_NOT_AVAILABLE);
+            }
+        }
+        commit_response(&request, |p| match too_large(p) {
+            true => code::OFFSET_METADATA_TOO_LARGE,
+            false => code::NONE,
+        })
+    }
+
+    /// Whether the group's membership allows this commit (Kafka's checks, in Kafka's order).
+    fn commit_error(&self, group_id: &str, request: &OffsetCommitRequest) -> i16 {
+        if group_id.is_empty() || group_id.len() > u16::MAX as usize {
+            return code::INVALID_GROUP_ID;
+        }
+        let names_fit = request
+            .topics
+            .iter()
+            .all(|t| t.name.len() <= u16::MAX as usize);
+        if !names_fit {
+            return code::INVALID_TOPIC;
+        }
+        let groups = self.groups.borrow();
+        match groups.get(group_id) {
+            // Simple consumers commit with generation -1 to a group nobody is in.
+            None => code::NONE,
+            Some(g) if g.members.is_empty() && request.generation_id_or_member_epoch < 0 => {
+                code::NONE
+            }
+            Some(g) if !g.members.contains_key(request.member_id.as_str()) => {
+                code::UNKNOWN_MEMBER_ID
+            }
+            Some(g) if g.generation != request.generation_id_or_member_epoch => {
+                code::ILLEGAL_GENERATION
+            }
+            Some(g) if g.state == State::PreparingRebalance => code::REBALANCE_IN_PROGRESS,
+            Some(_) => code::NONE,
+        }
+    }
+
+    pub(super) async fn fetch_offsets(
+        &self,
+        shard: &Shard,
+        request: OffsetFetchRequest,
+    ) -> OffsetFetchResponse {
+        let group_id = request.group_id.to_string();
+        let mut response = OffsetFetchResponse::default();
+        let partitions = shard.partition_count(OFFSETS_TOPIC).unwrap_or(1);
+        let log = match self
+            .offsets_log(shard, offsets_partition(&group_id, partitions))
+            .await
+        {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::error!(group = %group_id, error = %e, "loading group offsets failed");
+                response.error_code = code::COORDINATOR_NOT_AVAILABLE;
+                return response;
+            }
+        };
+        let committed = |topic: &str, partition: i32| {
+            let (key, _) =
+                encode_commit(&(group_id.clone(), topic.to_string(), partition), 0, None);
+            let value = log.get(&key)?;
+            decode_commit(&key, &value).map(|(_, offset, metadata)| (offset, metadata))
+        };
+        let wanted: Vec<(String, Vec<i32>)> = match &request.topics {
+            Some(topics) => topics
+                .iter()
+                .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                .collect(),
+            None => {
+                let mut all: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+                for (key, value) in log.entries() {
+                    if let Some(((g, t, p), _, _)) = decode_commit(&key, &value) {
+                        if g == group_id {
+                            all.entry(t).or_default().push(p);
+                        }
+                    }
+                }
+                all.into_iter().collect()
+            }
+        };
+        for (topic, partitions) in wanted {
+            let mut out = OffsetFetchResponseTopic::default();
+            out.name = TopicName(text(&topic));
+            for partition in partitions {
+                let mut p = OffsetFetchResponsePartition::default();
+                p.partition_index = partition;
+                p.committed_leader_epoch = -1;
+                let (offset, metadata) = committed(&topic, partition).unwrap_or((-1, None));
+                p.committed_offset = offset;
+                p.metadata = Some(text(metadata.as_deref().unwrap_or_default()));
+                out.partitions.push(p);
+            }
+            response.topics.push(out);
+        }
+        response
+    }
+}
+
+/// Commits of a data directory from before `__consumer_offsets`: the newest of each key in the
+/// log at `<data>/.oxbow/group-offsets`, grouped by the offsets partition that now holds them.
+pub(super) fn group_by_partition(
+    commits: HashMap<Bytes, Bytes>,
+    partitions: u32,
+) -> BTreeMap<u32, Vec<(Bytes, Option<Bytes>)>> {
+    let mut by_partition: BTreeMap<u32, Vec<(Bytes, Option<Bytes>)>> = BTreeMap::new();
+    for (key, value) in commits {
+        if let Some(((group, _, _), _, _)) = decode_commit(&key, &value) {
+            let partition = offsets_partition(&group, partitions);
+            by_partition
+                .entry(partition)
+                .or_default()
+                .push((key, Some(value)));
+        }
+    }
+    by_partition
+}
+
+fn commit_response(
+    request: &OffsetCommitRequest,
+    error_of: impl Fn(
+        &kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition,
+    ) -> i16,
+) -> OffsetCommitResponse {
+    let mut response = OffsetCommitResponse::default();
+    for topic in &request.topics {
+        let mut out = OffsetCommitResponseTopic::default();
+        out.name = topic.name.clone();
+        for p in &topic.partitions {
+            let mut partition = OffsetCommitResponsePartition::default();
+            partition.partition_index = p.partition_index;
+            partition.error_code = error_of(p);
+            out.partitions.push(partition);
+        }
+        response.topics.push(out);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_land_on_the_partition_kafka_picks() {
+        // Java: "my-group".hashCode() == -1906497762, and 1906497762 % 50 == 12.
+        assert_eq!(offsets_partition("my-group", 50), 12);
+        assert_eq!(offsets_partition("", 50), 0);
+        let java_hash = |s: &str| {
+            s.encode_utf16()
+                .fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(u as i32))
+        };
+        assert_eq!(java_hash("hello"), 99_162_322);
+        // Integer.MIN_VALUE maps to partition 0, as Utils.abs does.
+        assert_eq!(java_hash("polygenelubricants"), i32::MIN);
+        assert_eq!(offsets_partition("polygenelubricants", 50), 0);
+    }
+}
