@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod kafka;
+pub mod listener;
 pub mod metrics;
 pub mod native;
 pub mod runtime;

@@ -71,10 +71,12 @@ fn committed_offsets(answer: &OffsetFetchResponse) -> Vec<i64> {
         .collect()
 }
 
+/// Bytes of the files in `dir` (a file compaction deletes while it is listed counts as 0).
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
-        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .filter_map(|entry| entry.ok()?.metadata().ok())
+        .map(|metadata| metadata.len())
         .sum()
 }
 

@@ -7,7 +7,7 @@ use oxbow_storage::layout::partition_dir;
 use oxbow_storage::{OpenOptions, Partition};
 mod common;
 
-use common::Broker;
+use common::{field, Broker};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -175,6 +175,64 @@ fn bad_configuration_is_one_clear_error_and_a_failure_exit() {
         assert!(last.starts_with("oxbow: "), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+/// Runs `oxbow serve` expecting it to refuse to start; returns its last stderr line.
+fn refused(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .arg("serve")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{args:?} started");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    stderr.lines().last().unwrap_or_default().to_string()
+}
+
+/// A second broker on a port the first listens on (which SO_REUSEPORT alone would allow, and
+/// then split the connections between them) or on the first's data directory does not start.
+#[test]
+fn a_port_or_data_directory_in_use_is_one_clear_error() {
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut broker = Broker::start(&["--data-dir", first.path().to_str().unwrap()]);
+    let ready = broker.wait_for("oxbow ready");
+    let (kafka, native) = (field(&ready, "kafka"), field(&ready, "native"));
+    let second_dir = second.path().to_str().unwrap();
+    for (kafka_listen, native_listen, setting, taken) in [
+        (kafka.as_str(), "127.0.0.1:0", "kafka_listen", &kafka),
+        ("127.0.0.1:0", native.as_str(), "native_listen", &native),
+    ] {
+        let line = refused(&[
+            "--data-dir",
+            second_dir,
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--kafka-listen",
+            kafka_listen,
+            "--native-listen",
+            native_listen,
+        ]);
+        assert!(line.starts_with("oxbow: "), "{line}");
+        let expected = format!("{setting} {taken} is already in use");
+        assert!(line.contains(&expected), "{line}");
+    }
+    let line = refused(&[
+        "--data-dir",
+        first.path().to_str().unwrap(),
+        "--kafka-listen",
+        "127.0.0.1:0",
+        "--native-listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(
+        line.contains("data directory is in use by another process"),
+        "{line}"
+    );
+    // The first broker never noticed: it still serves and stops cleanly.
+    assert!(broker.signal(libc::SIGTERM).success());
 }
 
 /// The README's first command: no flags for the data directory, so `./oxbow-data` relative to

@@ -20,7 +20,7 @@ mod wire;
 use crate::shard::Shard;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 use kafka_protocol::messages::{
     ApiKey, ProduceResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
 };
@@ -51,8 +51,7 @@ pub fn listen(
     addr: SocketAddr,
     advertised: Option<&str>,
 ) -> std::io::Result<(SocketAddr, glommio::Task<()>)> {
-    let listener = TcpListener::bind(addr).map_err(std::io::Error::from)?;
-    let bound = listener.local_addr().map_err(std::io::Error::from)?;
+    let (listener, bound) = crate::listener::bind(addr)?;
     let endpoint = match advertised.and_then(|a| a.rsplit_once(':')) {
         Some((host, port)) => KafkaEndpoint {
             host: host.to_string(),
@@ -64,29 +63,14 @@ pub fn listen(
         },
     };
     let endpoint = Rc::new(endpoint);
-    let task = glommio::spawn_local(async move {
-        loop {
-            match listener.accept().await {
-                Ok(stream) => {
-                    let per_shard = shard
-                        .config
-                        .kafka_connections_max
-                        .div_ceil(shard.shards() as u32);
-                    if crate::metrics::of(&shard).open_connections() >= per_shard as u64 {
-                        tracing::warn!(peer = ?stream.peer_addr().ok(), limit = shard.config.kafka_connections_max,
-                            "kafka_connections_max reached: closing new connection");
-                        continue;
-                    }
-                    let (shard, endpoint) = (shard.clone(), endpoint.clone());
-                    glommio::spawn_local(
-                        async move { serve_connection(shard, endpoint, stream).await },
-                    )
-                    .detach();
-                }
-                Err(e) => tracing::warn!(error = %e, "accepting a Kafka connection failed"),
-            }
-        }
-    });
+    let listening = crate::listener::Listening {
+        what: "Kafka",
+        connections_max: shard.config.kafka_connections_max,
+        setting: "kafka_connections_max",
+        open: |shard| crate::metrics::of(shard).open_connections(),
+    };
+    let serve = move |shard, stream| serve_connection(shard, endpoint.clone(), stream);
+    let task = crate::listener::serve(shard, listener, listening, serve);
     Ok((bound, task))
 }
 

@@ -14,7 +14,6 @@ mod outbound;
 mod requests;
 
 use crate::shard::Shard;
-use glommio::net::TcpListener;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -23,31 +22,13 @@ pub fn listen(
     shard: Rc<Shard>,
     addr: SocketAddr,
 ) -> std::io::Result<(SocketAddr, glommio::Task<()>)> {
-    let listener = TcpListener::bind(addr).map_err(std::io::Error::from)?;
-    let bound = listener.local_addr().map_err(std::io::Error::from)?;
-    let task = glommio::spawn_local(async move {
-        loop {
-            match listener.accept().await {
-                Ok(stream) => {
-                    let per_shard = shard
-                        .config
-                        .native_connections_max
-                        .div_ceil(shard.shards() as u32);
-                    if crate::metrics::of(&shard).open_native_connections() >= per_shard as u64 {
-                        tracing::warn!(peer = ?stream.peer_addr().ok(),
-                            limit = shard.config.native_connections_max,
-                            "native_connections_max reached: closing new connection");
-                        continue;
-                    }
-                    let shard = shard.clone();
-                    glommio::spawn_local(async move {
-                        connection::serve_connection(shard, stream).await
-                    })
-                    .detach();
-                }
-                Err(e) => tracing::warn!(error = %e, "accepting a native connection failed"),
-            }
-        }
-    });
+    let listening = crate::listener::Listening {
+        what: "native",
+        connections_max: shard.config.native_connections_max,
+        setting: "native_connections_max",
+        open: |shard| crate::metrics::of(shard).open_native_connections(),
+    };
+    let (listener, bound) = crate::listener::bind(addr)?;
+    let task = crate::listener::serve(shard, listener, listening, connection::serve_connection);
     Ok((bound, task))
 }

@@ -38,6 +38,23 @@ pub enum RuntimeError {
         /// What is wrong.
         reason: String,
     },
+    /// Another process runs a broker on this data directory.
+    #[error("data directory is in use by another process (lock {path:?} is held)")]
+    DataDirInUse {
+        /// The lock file.
+        path: std::path::PathBuf,
+    },
+    /// Another process listens on a configured address (checked before binding, because the
+    /// shards' SO_REUSEPORT listeners would otherwise share the port with it).
+    #[error("{setting} {addr} is already in use by another process: {source}")]
+    PortInUse {
+        /// The setting that names the address.
+        setting: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A shard failed to start or stopped abnormally.
     #[error("shard {shard}: {reason}")]
     Shard {
@@ -57,6 +74,30 @@ pub struct Runtime {
     kafka_addr: SocketAddr,
     native_addr: SocketAddr,
     metrics_addr: SocketAddr,
+    /// Held while the node runs: a second broker on the same data directory is refused.
+    _lock: std::fs::File,
+}
+
+/// Takes `<data>/.oxbow/lock` (flock, released when the process ends however it ends).
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, RuntimeError> {
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join(".oxbow").join("lock");
+    let io = |source| RuntimeError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(path.parent().expect("in .oxbow")).map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    // SAFETY: flock(2) on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(RuntimeError::DataDirInUse { path });
+    }
+    Ok(file)
 }
 
 /// Orders from the runtime to a shard's main task.
@@ -101,6 +142,21 @@ impl Runtime {
         // with the absolute one.
         config.data_dir = std::fs::canonicalize(&data_dir).map_err(dir_error)?;
         let data_dir = config.data_dir.clone();
+        let lock = lock_data_dir(&data_dir)?;
+        for (setting, addr) in [
+            ("kafka_listen", &config.kafka_listen),
+            ("native_listen", &config.native_listen),
+            ("metrics_listen", &config.metrics_listen),
+        ] {
+            let addr: SocketAddr = addr.parse().expect("validated by BrokerConfig::validate");
+            if let Err(e) = crate::listener::ensure_port_free(addr) {
+                return Err(RuntimeError::PortInUse {
+                    setting,
+                    addr,
+                    source: e,
+                });
+            }
+        }
         let (store, metadata, partitions) =
             metadata::load(&data_dir, config.node_id).map_err(|reason| RuntimeError::Metadata {
                 path: data_dir.clone(),
@@ -123,6 +179,7 @@ impl Runtime {
             kafka_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             native_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            _lock: lock,
         };
         for (shard, inbox) in receivers.into_iter().enumerate() {
             let owned: Vec<FoundPartition> = partitions
