@@ -8,6 +8,7 @@ pub mod listener;
 pub mod metrics;
 pub mod native;
 pub mod runtime;
+pub mod session;
 
 pub use oxbow_dispatch::shard;
 pub use oxbow_dispatch::shard::{Shard, ShardMessage};

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use oxbow_cluster::{LocalMetadataStore, Metadata};
 use oxbow_core::BrokerConfig;
-use oxbow_net::kafka::groups::{serve, Coordinator};
+use oxbow_net::kafka::groups::{serve, Client, Coordinator};
 use oxbow_net::shard::{mesh, Shard};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -93,7 +93,11 @@ fn sessions_expire_pending_ids_lapse_and_commits_persist() {
             glommio::spawn_local(shard.clone().serve_inbox(inboxes.remove(0))).detach();
             let ask = |request, version| {
                 let shard = shard.clone();
-                async move { serve(&shard, request, version, "client".into()).await.ok() }
+                let client = Client {
+                    id: "client".into(),
+                    host: "/127.0.0.1".into(),
+                };
+                async move { serve(&shard, request, version, client).await.ok() }
             };
 
             // v4+: an empty member id gets MEMBER_ID_REQUIRED and an id to rejoin with.

@@ -125,18 +125,7 @@ impl SubscriptionHost {
                     .await;
                 let _ = reply.send(result);
             }
-            Command::Detach { target, consumer } => {
-                if let Some(cell) = self.find(&target) {
-                    cell.sinks.borrow_mut().remove(&consumer);
-                    cell.core.borrow_mut().detach(Instant::now(), consumer);
-                    cell.wake();
-                    if cell.core.borrow().mode() == Mode::NonReliable
-                        && cell.core.borrow().is_idle()
-                    {
-                        self.remove(&target, &cell).await;
-                    }
-                }
-            }
+            Command::Detach { target, consumer } => self.detach(&target, consumer).await,
             Command::Flow {
                 target,
                 consumer,
@@ -180,26 +169,7 @@ impl SubscriptionHost {
                 let _ = reply.send(result);
             }
             Command::Delete { target, by, reply } => {
-                let result = match self.find_or_load(dead_letters, &target).await {
-                    Ok(Some(cell)) => {
-                        for (consumer, sink) in cell.sinks.borrow_mut().drain() {
-                            if Some(consumer) != by {
-                                sink.send(ConsumerEvent::Closed {
-                                    reason: "subscription deleted".into(),
-                                });
-                            }
-                        }
-                        cell.deleted.set(true);
-                        self.remove(&target, &cell).await;
-                        Ok(())
-                    }
-                    Ok(None) => Err((
-                        ErrorCode::UnknownSubscription,
-                        format!("no subscription {}", target.subscription),
-                    )),
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.delete(dead_letters, &target, by).await);
             }
             Command::List {
                 topic,
@@ -222,6 +192,45 @@ impl SubscriptionHost {
                 let _ = reply.send(result);
             }
         }
+    }
+
+    async fn detach(&self, target: &Target, consumer: ConsumerId) {
+        let Some(cell) = self.find(target) else {
+            return;
+        };
+        cell.sinks.borrow_mut().remove(&consumer);
+        cell.core.borrow_mut().detach(Instant::now(), consumer);
+        cell.wake();
+        let idle = cell.core.borrow().mode() == Mode::NonReliable && cell.core.borrow().is_idle();
+        if idle {
+            // A non-reliable subscription lives only while consumers are attached.
+            self.remove(target, &cell).await;
+        }
+    }
+
+    /// Deletes a subscription, telling its consumers (but not `by`, who asked).
+    async fn delete(
+        &self,
+        dead_letters: &Rc<dyn DeadLetters>,
+        target: &Target,
+        by: Option<ConsumerId>,
+    ) -> Result<(), Refusal> {
+        let Some(cell) = self.find_or_load(dead_letters, target).await? else {
+            return Err((
+                ErrorCode::UnknownSubscription,
+                format!("no subscription {}", target.subscription),
+            ));
+        };
+        for (consumer, sink) in cell.sinks.borrow_mut().drain() {
+            if Some(consumer) != by {
+                sink.send(ConsumerEvent::Closed {
+                    reason: "subscription deleted".into(),
+                });
+            }
+        }
+        cell.deleted.set(true);
+        self.remove(target, &cell).await;
+        Ok(())
     }
 
     /// Moves the subscriptions stopped at the batch holding `offset` past it, durably.

@@ -4,6 +4,7 @@ use super::produce::start_produce;
 use super::versions::ADVERTISED;
 use super::wire::{code, text};
 use super::KafkaEndpoint;
+use crate::session::Session;
 use crate::shard::{CreateTopicError, FetchPart, PartitionError, Shard};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -46,6 +47,7 @@ pub(super) fn partition_error_code(e: &PartitionError) -> i16 {
 pub async fn handle(
     shard: &Shard,
     endpoint: &KafkaEndpoint,
+    session: &Session,
     version: i16,
     header: &RequestHeader,
     request: RequestKind,
@@ -96,12 +98,15 @@ pub async fn handle(
         | RequestKind::ListGroups(_)
         | RequestKind::DescribeGroups(_)
         | RequestKind::InitProducerId(_)) => {
-            let client_id = header
-                .client_id
-                .as_ref()
-                .map(|c| c.to_string())
-                .unwrap_or_default();
-            Some(super::groups::serve(shard, group, version, client_id).await?)
+            let client = super::groups::Client {
+                id: header
+                    .client_id
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+                host: session.client_host(),
+            };
+            Some(super::groups::serve(shard, group, version, client).await?)
         }
         _ => return Err("this API is not served".to_string()),
     })

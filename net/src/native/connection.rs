@@ -1,8 +1,10 @@
 //! One native-protocol connection: its reader and writer, how it ends, and what it attached.
 
 use super::outbound::{encode_outbound, Outbound, OutboundBudget};
+use crate::session::{within, Session};
 use crate::shard::{PartitionError, Shard};
 use bytes::BytesMut;
+use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use oxbow_core::native::{decode_frame, ClientFrame, ErrorCode, ServerFrame, PROTOCOL_VERSION};
@@ -29,6 +31,8 @@ pub(super) struct Attached {
 /// One client connection: what it attached, where its answers go.
 pub(super) struct Connection {
     pub(super) shard: Rc<Shard>,
+    /// Who the client is.
+    pub(super) session: Session,
     pub(super) outbound: flume::Sender<Outbound>,
     pub(super) budget: Arc<OutboundBudget>,
     pub(super) consumers: RefCell<HashMap<u64, Attached>>,
@@ -50,13 +54,29 @@ pub(super) enum Close {
     Overflow,
 }
 
+/// Serves an accepted TCP connection until it ends.
 pub(super) async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream.peer_addr().ok();
+    let session = Session::anonymous(stream.peer_addr().ok());
     let _ = stream.set_nodelay(true);
-    let session_timeout = Duration::from_millis(shard.config.native_session_timeout_ms);
-    let _ = stream.set_read_timeout(Some(session_timeout));
-    let _ = stream.set_write_timeout(Some(session_timeout));
     crate::metrics::of(&shard).native_connection_opened();
+    serve_stream(shard.clone(), session, stream).await;
+    crate::metrics::of(&shard).native_connection_closed();
+    if crate::metrics::of(&shard).open_connections()
+        + crate::metrics::of(&shard).open_native_connections()
+        == 0
+    {
+        crate::alloc::release_free_memory();
+    }
+}
+
+/// Serves the native protocol on `stream` for `session` until the client leaves, falls
+/// silent for `native_session_timeout_ms`, stops reading, or breaks a rule.
+pub async fn serve_stream<S>(shard: Rc<Shard>, session: Session, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let peer = session.peer;
+    let session_timeout = Duration::from_millis(shard.config.native_session_timeout_ms);
     let (reader, writer) = futures_lite::io::split(stream);
     let (outbound, queued) = flume::unbounded();
     let (overflow, overflowed) = flume::bounded(1);
@@ -67,6 +87,7 @@ pub(super) async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
     ));
     let connection = Rc::new(Connection {
         shard: shard.clone(),
+        session,
         outbound,
         budget: budget.clone(),
         consumers: RefCell::default(),
@@ -75,14 +96,14 @@ pub(super) async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
         )),
     });
     let reading = async {
-        let end = read_frames(connection.clone(), reader).await;
+        let end = read_frames(connection.clone(), reader, session_timeout).await;
         if matches!(end, Close::Refused(..)) {
             // The writer sends the queued error frame and then ends the connection.
             std::future::pending::<()>().await;
         }
         end
     };
-    let writing = write_frames(writer, queued, budget);
+    let writing = write_frames(writer, queued, budget, session_timeout);
     let overflowing = async {
         let _ = overflowed.recv_async().await;
         Close::Overflow
@@ -102,18 +123,13 @@ pub(super) async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
         other => tracing::info!(?peer, reason = %other, "closing native connection"),
     }
     connection.detach_all().await;
-    crate::metrics::of(&shard).native_connection_closed();
-    if crate::metrics::of(&shard).open_connections()
-        + crate::metrics::of(&shard).open_native_connections()
-        == 0
-    {
-        crate::alloc::release_free_memory();
-    }
 }
 
-async fn read_frames(
+/// Reads and acts on frames; a client silent past `session_timeout` (pings count) is gone.
+async fn read_frames<R: AsyncRead + Unpin>(
     connection: Rc<Connection>,
-    mut reader: futures_lite::io::ReadHalf<TcpStream>,
+    mut reader: R,
+    session_timeout: Duration,
 ) -> Close {
     let frame_max = connection.shard.config.native_frame_bytes_max;
     // Small until traffic needs more: an idle connection costs a few KiB, not a chunk.
@@ -124,7 +140,7 @@ async fn read_frames(
         let frame = match decode_frame::<ClientFrame>(&mut buffer, frame_max) {
             Ok(Some(frame)) => frame,
             Ok(None) => {
-                match reader.read(&mut chunk).await {
+                match within(session_timeout, reader.read(&mut chunk)).await {
                     Ok(0) => return Close::Eof,
                     Ok(n) => {
                         buffer.extend_from_slice(&chunk[..n]);
@@ -151,7 +167,8 @@ async fn read_frames(
                     version,
                     client_name,
                 } if version == PROTOCOL_VERSION => {
-                    tracing::debug!(client = %client_name, "native client connected");
+                    tracing::debug!(client = %client_name, peer = ?connection.session.peer,
+                        principal = ?connection.session.principal, "native client connected");
                     connected = true;
                     connection.send(ServerFrame::Connected {
                         version: PROTOCOL_VERSION,
@@ -187,10 +204,13 @@ async fn read_frames(
     }
 }
 
-async fn write_frames(
-    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+/// Writes what is queued for the client, in order; a client that does not take a write within
+/// `session_timeout` is gone.
+async fn write_frames<W: AsyncWrite + Unpin>(
+    mut writer: W,
     queued: flume::Receiver<Outbound>,
     budget: Arc<OutboundBudget>,
+    session_timeout: Duration,
 ) -> Close {
     let mut buffer = Vec::new();
     while let Ok(first) = queued.recv_async().await {
@@ -199,7 +219,7 @@ async fn write_frames(
             let Ok(next) = queued.try_recv() else { break };
             last_was_fatal = encode_outbound(next, &mut buffer, &budget);
         }
-        if let Err(e) = writer.write_all(&buffer).await {
+        if let Err(e) = within(session_timeout, writer.write_all(&buffer)).await {
             return Close::Io(e);
         }
         budget.wrote();

@@ -10,8 +10,13 @@
 //! input (after an error frame). Its consumers are detached at once when it ends.
 
 mod connection;
+mod consumers;
 mod outbound;
 mod requests;
+mod subscription_admin;
+mod topics;
+
+pub use connection::serve_stream;
 
 use crate::shard::Shard;
 use std::net::SocketAddr;

@@ -78,6 +78,23 @@ pub struct Runtime {
     _lock: std::fs::File,
 }
 
+/// Fails if another process listens on one of the configured addresses.
+fn ensure_ports_free(config: &BrokerConfig) -> Result<(), RuntimeError> {
+    for (setting, addr) in [
+        ("kafka_listen", &config.kafka_listen),
+        ("native_listen", &config.native_listen),
+        ("metrics_listen", &config.metrics_listen),
+    ] {
+        let addr: SocketAddr = addr.parse().expect("validated by BrokerConfig::validate");
+        crate::listener::ensure_port_free(addr).map_err(|source| RuntimeError::PortInUse {
+            setting,
+            addr,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Takes `<data>/.oxbow/lock` (flock, released when the process ends however it ends).
 fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, RuntimeError> {
     use std::os::fd::AsRawFd;
@@ -143,20 +160,7 @@ impl Runtime {
         config.data_dir = std::fs::canonicalize(&data_dir).map_err(dir_error)?;
         let data_dir = config.data_dir.clone();
         let lock = lock_data_dir(&data_dir)?;
-        for (setting, addr) in [
-            ("kafka_listen", &config.kafka_listen),
-            ("native_listen", &config.native_listen),
-            ("metrics_listen", &config.metrics_listen),
-        ] {
-            let addr: SocketAddr = addr.parse().expect("validated by BrokerConfig::validate");
-            if let Err(e) = crate::listener::ensure_port_free(addr) {
-                return Err(RuntimeError::PortInUse {
-                    setting,
-                    addr,
-                    source: e,
-                });
-            }
-        }
+        ensure_ports_free(&config)?;
         let (store, metadata, partitions) =
             metadata::load(&data_dir, config.node_id).map_err(|reason| RuntimeError::Metadata {
                 path: data_dir.clone(),
@@ -221,10 +225,21 @@ impl Runtime {
             }
         }
         drop(report_tx);
+        runtime.await_reports(config.shards, report_rx)?;
+        runtime.bind_listeners(&config)?;
+        Ok(runtime)
+    }
+
+    /// Waits until every shard has opened its partitions (or one failed: then all stop).
+    fn await_reports(
+        &mut self,
+        shards: usize,
+        reports: flume::Receiver<(usize, ShardReport)>,
+    ) -> Result<(), RuntimeError> {
         let mut failure = None;
-        for _ in 0..config.shards {
-            match report_rx.recv() {
-                Ok((_, Ok(count))) => runtime.partitions += count,
+        for _ in 0..shards {
+            match reports.recv() {
+                Ok((_, Ok(count))) => self.partitions += count,
                 Ok((shard, Err(reason))) => {
                     failure.get_or_insert(RuntimeError::Shard { shard, reason });
                 }
@@ -237,33 +252,34 @@ impl Runtime {
                 }
             }
         }
-        if let Some(e) = failure {
-            let _ = runtime.stop();
-            return Err(e);
+        match failure {
+            None => Ok(()),
+            Some(e) => {
+                let _ = self.shut_down();
+                Err(e)
+            }
         }
-        // Shard 0 binds first so that port 0 resolves to one port; the others bind that port.
-        let mut addr: SocketAddr = config
-            .kafka_listen
-            .parse()
-            .expect("validated by BrokerConfig::validate");
+    }
+
+    /// Binds the Kafka and native listeners on every shard and the metrics endpoint on shard 0.
+    /// Shard 0 binds first so that port 0 resolves to one port; the others bind that port.
+    fn bind_listeners(&mut self, config: &BrokerConfig) -> Result<(), RuntimeError> {
+        let parse = |addr: &str| -> SocketAddr {
+            addr.parse().expect("validated by BrokerConfig::validate")
+        };
+        let mut addr = parse(&config.kafka_listen);
         for shard in 0..config.shards {
-            addr = runtime.bind(shard, |reply| Control::ListenKafka { addr, reply })?;
+            addr = self.bind(shard, |reply| Control::ListenKafka { addr, reply })?;
         }
-        runtime.kafka_addr = addr;
-        let mut addr: SocketAddr = config
-            .native_listen
-            .parse()
-            .expect("validated by BrokerConfig::validate");
+        self.kafka_addr = addr;
+        let mut addr = parse(&config.native_listen);
         for shard in 0..config.shards {
-            addr = runtime.bind(shard, |reply| Control::ListenNative { addr, reply })?;
+            addr = self.bind(shard, |reply| Control::ListenNative { addr, reply })?;
         }
-        runtime.native_addr = addr;
-        let addr: SocketAddr = config
-            .metrics_listen
-            .parse()
-            .expect("validated by BrokerConfig::validate");
-        runtime.metrics_addr = runtime.bind(0, |reply| Control::ListenMetrics { addr, reply })?;
-        Ok(runtime)
+        self.native_addr = addr;
+        let addr = parse(&config.metrics_listen);
+        self.metrics_addr = self.bind(0, |reply| Control::ListenMetrics { addr, reply })?;
+        Ok(())
     }
 
     /// Asks a shard to bind a listener and waits for the bound address; on failure stops every

@@ -20,7 +20,7 @@ impl Coordinator {
         &self,
         request: JoinGroupRequest,
         version: i16,
-        client_id: String,
+        client: super::Client,
         now: Instant,
     ) -> JoinGroupResponse {
         let fail = |error_code: i16, member_id: &str| {
@@ -50,7 +50,7 @@ impl Coordinator {
             if member_id.is_empty() {
                 let n = self.next_member.get();
                 self.next_member.set(n + 1);
-                member_id = format!("{client_id}-{n}-{}", oxbow_storage::now_ms());
+                member_id = format!("{}-{n}-{}", client.id, oxbow_storage::now_ms());
                 // v4+: the client must rejoin with the id, so that a lost response cannot leave
                 // a phantom member behind (static members skip this).
                 if version >= 4 && request.group_instance_id.is_none() {
@@ -76,8 +76,8 @@ impl Coordinator {
                 .members
                 .entry(member_id.clone())
                 .or_insert_with(|| Member {
-                    client_id: client_id.clone(),
-                    client_host: String::new(),
+                    client_id: client.id.clone(),
+                    client_host: client.host.clone(),
                     group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
                     session_timeout: Duration::ZERO,
                     rebalance_timeout: Duration::ZERO,

@@ -35,6 +35,15 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// Who sent a group request, as group descriptions report members.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    /// The request header's client id.
+    pub id: String,
+    /// The client's host (`/1.2.3.4`).
+    pub host: String,
+}
+
 /// How often sessions and rebalance deadlines are checked.
 pub const COORDINATOR_TICK: Duration = Duration::from_millis(100);
 
@@ -116,12 +125,12 @@ impl Coordinator {
         shard: &Shard,
         request: RequestKind,
         version: i16,
-        client_id: String,
+        client: Client,
     ) -> Option<ResponseKind> {
         let now = Instant::now();
         Some(match request {
             RequestKind::JoinGroup(r) => {
-                ResponseKind::JoinGroup(self.join(r, version, client_id, now).await)
+                ResponseKind::JoinGroup(self.join(r, version, client, now).await)
             }
             RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync(r, now).await),
             RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r, now)),
@@ -164,7 +173,7 @@ pub async fn serve(
     shard: &Shard,
     request: RequestKind,
     version: i16,
-    client_id: String,
+    client: Client,
 ) -> Result<ResponseKind, String> {
     let group = match &request {
         RequestKind::JoinGroup(r) => r.group_id.to_string(),
@@ -175,10 +184,10 @@ pub async fn serve(
         RequestKind::OffsetFetch(r) => r.group_id.to_string(),
         RequestKind::ListGroups(_) => return list_everywhere(shard).await,
         RequestKind::DescribeGroups(r) => return describe_each(shard, r.clone(), version).await,
-        _ => return on_shard(shard, 0, request, version, client_id).await,
+        _ => return on_shard(shard, 0, request, version, client).await,
     };
     let target = coordinator_shard(shard, &group).await?;
-    on_shard(shard, target, request, version, client_id).await
+    on_shard(shard, target, request, version, client).await
 }
 
 /// The shard whose coordinator serves `group`, creating `__consumer_offsets` on first use.
@@ -201,14 +210,12 @@ async fn on_shard(
     target: usize,
     request: RequestKind,
     version: i16,
-    client_id: String,
+    client: Client,
 ) -> Result<ResponseKind, String> {
     shard
         .run_on(target, move |shard| async move {
             let coordinator = shard.extension::<Coordinator>()?;
-            coordinator
-                .handle(&shard, request, version, client_id)
-                .await
+            coordinator.handle(&shard, request, version, client).await
         })
         .await
         .flatten()
@@ -245,7 +252,7 @@ async fn describe_each(
             target,
             RequestKind::DescribeGroups(one),
             version,
-            String::new(),
+            Client::default(),
         )
         .await?
         {

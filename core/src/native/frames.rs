@@ -1,0 +1,297 @@
+//! The control messages of the native protocol: what a client sends and what a broker sends.
+
+// rkyv's derive generates an `Archived*` twin of every type here, without docs.
+#![allow(missing_docs)]
+
+use super::{
+    Acks, ErrorCode, MessageMeta, Mode, PartitionInfo, StartPosition, SubscriptionInfo,
+    SubscriptionType, TopicInfo,
+};
+
+/// Frames a client sends. `request_id` is chosen by the client and echoed in the answer.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+#[rkyv(derive(Debug))]
+pub enum ClientFrame {
+    /// Must be the first frame; answered by `Connected` or an `UnsupportedVersion` error.
+    Connect {
+        /// Protocol version the client speaks.
+        version: u16,
+        /// For the broker's logs.
+        client_name: String,
+    },
+    /// Keeps an idle connection alive; answered by `Pong`.
+    Ping,
+    /// Creates a topic.
+    CreateTopic {
+        /// Request id.
+        request_id: u64,
+        /// Name.
+        name: String,
+        /// Partition count.
+        partitions: u32,
+    },
+    /// Deletes a topic, its data and its subscriptions.
+    DeleteTopic {
+        /// Request id.
+        request_id: u64,
+        /// Name.
+        name: String,
+    },
+    /// Lists topics; answered by `Topics`.
+    ListTopics {
+        /// Request id.
+        request_id: u64,
+    },
+    /// Offsets of every partition of a topic; answered by `TopicDescription`.
+    DescribeTopic {
+        /// Request id.
+        request_id: u64,
+        /// Name.
+        name: String,
+    },
+    /// Appends the record batch in the payload; answered by `Produced` unless acks is `None`.
+    Produce {
+        /// Request id.
+        request_id: u64,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// When to answer.
+        acks: Acks,
+    },
+    /// Attaches a consumer to a subscription on every partition of a topic; answered by
+    /// `Subscribed`. Messages follow as permits are granted.
+    Subscribe {
+        /// Request id.
+        request_id: u64,
+        /// The client's id for this consumer, unique on the connection.
+        consumer_id: u64,
+        /// Topic.
+        topic: String,
+        /// Subscription name.
+        subscription: String,
+        /// Type.
+        kind: SubscriptionType,
+        /// Mode.
+        mode: Mode,
+        /// Consumer name: a consumer reconnecting under the same name takes its place again.
+        consumer_name: String,
+        /// Failover order: lower goes first.
+        priority: i32,
+        /// Where a subscription that does not exist yet starts.
+        start: StartPosition,
+    },
+    /// Grants permits: the broker may push this many more messages on one partition, or on
+    /// each partition when `partition` is `None`.
+    Flow {
+        /// Consumer.
+        consumer_id: u64,
+        /// Which partition; `None`: every partition.
+        partition: Option<u32>,
+        /// Additional permits.
+        permits: u32,
+    },
+    /// Acknowledges messages individually.
+    Ack {
+        /// Consumer.
+        consumer_id: u64,
+        /// Partition.
+        partition: u32,
+        /// Offsets.
+        offsets: Vec<u64>,
+    },
+    /// Acknowledges every message up to and including an offset (exclusive and failover).
+    AckCumulative {
+        /// Consumer.
+        consumer_id: u64,
+        /// Partition.
+        partition: u32,
+        /// Last offset acknowledged.
+        offset: u64,
+    },
+    /// Asks for messages to be delivered again after a delay.
+    Nack {
+        /// Consumer.
+        consumer_id: u64,
+        /// Partition.
+        partition: u32,
+        /// Offsets.
+        offsets: Vec<u64>,
+        /// Delay before redelivery.
+        delay_ms: u64,
+    },
+    /// Moves the subscription's cursor on every partition; unacknowledged state is dropped.
+    Seek {
+        /// Request id.
+        request_id: u64,
+        /// Consumer.
+        consumer_id: u64,
+        /// New position.
+        position: StartPosition,
+    },
+    /// Detaches the consumer and deletes the subscription.
+    Unsubscribe {
+        /// Request id.
+        request_id: u64,
+        /// Consumer.
+        consumer_id: u64,
+    },
+    /// Detaches the consumer; a reliable subscription keeps its cursor.
+    CloseConsumer {
+        /// Request id.
+        request_id: u64,
+        /// Consumer.
+        consumer_id: u64,
+    },
+    /// Lists the subscriptions of a topic; answered by `Subscriptions`.
+    ListSubscriptions {
+        /// Request id.
+        request_id: u64,
+        /// Topic.
+        topic: String,
+    },
+    /// Moves a subscription's cursor on every partition (admin: no consumer needed).
+    ResetSubscription {
+        /// Request id.
+        request_id: u64,
+        /// Topic.
+        topic: String,
+        /// Subscription.
+        subscription: String,
+        /// New position.
+        position: StartPosition,
+    },
+    /// Deletes a subscription on every partition, detaching its consumers.
+    DeleteSubscription {
+        /// Request id.
+        request_id: u64,
+        /// Topic.
+        topic: String,
+        /// Subscription.
+        subscription: String,
+    },
+    /// An operator's decision to pass over the undecodable batch holding `offset`: the
+    /// subscriptions stopped at it acknowledge it and go on (the skip is kept in their
+    /// cursors). Answered by `Skipped`, or an error when no subscription is stopped there.
+    SkipBatch {
+        /// Request id.
+        request_id: u64,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// An offset inside the batch.
+        offset: u64,
+        /// Only this subscription; `None`: every subscription stopped at that batch.
+        subscription: Option<String>,
+    },
+}
+
+/// Frames the broker sends.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+#[rkyv(derive(Debug))]
+pub enum ServerFrame {
+    /// The connection is accepted.
+    Connected {
+        /// Version both sides speak from now on.
+        version: u16,
+        /// Silence longer than this closes the connection.
+        session_timeout_ms: u64,
+        /// Largest frame the broker accepts.
+        frame_bytes_max: u32,
+    },
+    /// Answer to `Ping`.
+    Pong,
+    /// A request failed (`request_id` 0: the connection failed and is being closed).
+    Error {
+        /// Request id.
+        request_id: u64,
+        /// What kind of failure.
+        code: ErrorCode,
+        /// For people.
+        message: String,
+    },
+    /// A request without a result succeeded.
+    Done {
+        /// Request id.
+        request_id: u64,
+    },
+    /// A batch was appended.
+    Produced {
+        /// Request id.
+        request_id: u64,
+        /// Offset of its first record.
+        base_offset: u64,
+    },
+    /// Answer to `ListTopics`.
+    Topics {
+        /// Request id.
+        request_id: u64,
+        /// Topics.
+        topics: Vec<TopicInfo>,
+    },
+    /// Answer to `DescribeTopic`.
+    TopicDescription {
+        /// Request id.
+        request_id: u64,
+        /// Partitions.
+        partitions: Vec<PartitionInfo>,
+    },
+    /// The consumer is attached on every partition.
+    Subscribed {
+        /// Request id.
+        request_id: u64,
+        /// Partition count of the topic.
+        partitions: u32,
+    },
+    /// Messages for a consumer; keys and values follow in the payload, in order.
+    Messages {
+        /// Consumer.
+        consumer_id: u64,
+        /// Partition.
+        partition: u32,
+        /// The messages.
+        messages: Vec<MessageMeta>,
+    },
+    /// The broker detached a consumer (its topic or subscription was deleted).
+    ConsumerClosed {
+        /// Consumer.
+        consumer_id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Answer to `ListSubscriptions`.
+    Subscriptions {
+        /// Request id.
+        request_id: u64,
+        /// One entry per subscription and partition.
+        subscriptions: Vec<SubscriptionInfo>,
+    },
+    /// Delivery on a partition stopped in front of a batch that cannot be decoded: nothing at
+    /// or after it reaches this consumer until an operator skips it (`SkipBatch`). Sent when
+    /// it happens and to every consumer that attaches while it lasts; other partitions go on.
+    DeliveryBlocked {
+        /// Consumer.
+        consumer_id: u64,
+        /// Partition.
+        partition: u32,
+        /// First offset of the batch.
+        base_offset: u64,
+        /// Last offset of the batch.
+        last_offset: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// Answer to `SkipBatch`: the batch skipped and the subscriptions that went past it.
+    Skipped {
+        /// Request id.
+        request_id: u64,
+        /// First offset of the batch.
+        base_offset: u64,
+        /// Last offset of the batch.
+        last_offset: u64,
+        /// Subscriptions that acknowledged it.
+        subscriptions: Vec<String>,
+    },
+}

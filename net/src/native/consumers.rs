@@ -1,0 +1,268 @@
+//! Consumer requests of a native connection: subscribe, flow, ack, nack, seek, unsubscribe and
+//! close, each carried to the partitions' owner shards as subscription commands.
+
+use super::connection::{Attached, Close, Connection};
+use super::outbound::ConnectionSink;
+use super::requests::unknown_consumer;
+use oxbow_core::native::{
+    validate_name, ErrorCode, Mode, ServerFrame, StartPosition, SubscriptionType,
+};
+use oxbow_dispatch::subscriptions::{Command, Refusal, Target};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Consumer ids are unique in the process, so attachments from any shard never collide.
+static NEXT_CONSUMER: AtomicU64 = AtomicU64::new(1);
+
+impl Connection {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn subscribe(
+        &self,
+        consumer_id: u64,
+        topic: String,
+        subscription: String,
+        kind: SubscriptionType,
+        mode: Mode,
+        consumer_name: String,
+        priority: i32,
+        start: StartPosition,
+    ) -> Result<u32, Refusal> {
+        validate_name("subscription", &subscription).map_err(|e| (ErrorCode::InvalidName, e))?;
+        validate_name("consumer", &consumer_name).map_err(|e| (ErrorCode::InvalidName, e))?;
+        if self.consumers.borrow().contains_key(&consumer_id) {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("consumer id {consumer_id} is in use on this connection"),
+            ));
+        }
+        let partitions = self.partitions_of(&topic, true).await?;
+        let topic: Arc<str> = Arc::from(topic.as_str());
+        let id = NEXT_CONSUMER.fetch_add(1, Ordering::Relaxed);
+        let attached = Attached {
+            id,
+            topic: topic.clone(),
+            subscription: subscription.clone(),
+            partitions,
+        };
+        // Attach everywhere at once, then wait: one slow partition does not serialise the rest.
+        let mut answers = Vec::with_capacity(partitions as usize);
+        for partition in 0..partitions {
+            let (reply, answer) = flume::bounded(1);
+            let command = Command::Attach {
+                target: Target {
+                    topic: topic.clone(),
+                    partition,
+                    subscription: subscription.clone(),
+                },
+                kind,
+                mode,
+                consumer: id,
+                name: consumer_name.clone(),
+                priority,
+                start,
+                sink: Box::new(ConnectionSink {
+                    consumer_id,
+                    outbound: self.outbound.clone(),
+                    budget: self.budget.clone(),
+                }),
+                reply,
+            };
+            self.shard
+                .send_subscription(&topic, partition, command)
+                .await;
+            answers.push(answer);
+        }
+        let mut failure = None;
+        for answer in answers {
+            let result = answer.recv_async().await.unwrap_or_else(|_| {
+                Err((ErrorCode::Storage, "the partition's shard is gone".into()))
+            });
+            if let Err(refusal) = result {
+                failure.get_or_insert(refusal);
+            }
+        }
+        if let Some(refusal) = failure {
+            // Undo the partitions that accepted (detaching an unknown consumer is a no-op).
+            self.detach(&attached).await;
+            return Err(refusal);
+        }
+        self.consumers.borrow_mut().insert(consumer_id, attached);
+        Ok(partitions)
+    }
+
+    pub(super) async fn flow(
+        &self,
+        consumer_id: u64,
+        partition: Option<u32>,
+        permits: u32,
+    ) -> Result<(), Close> {
+        let most = self.shard.config.subscriptions.permits_per_flow_max;
+        if permits > most {
+            return Err(Close::Refused(
+                ErrorCode::TooLarge,
+                format!(
+                    "a flow frame may grant at most {most} permits (subscriptions.permits_per_flow_max)"
+                ),
+            ));
+        }
+        let flow = |target, consumer| Command::Flow {
+            target,
+            consumer,
+            permits,
+        };
+        match partition {
+            Some(partition) => self.to_partition(consumer_id, partition, flow).await,
+            None => self.for_each_partition(consumer_id, flow).await,
+        }
+        Ok(())
+    }
+
+    pub(super) async fn seek(&self, request_id: u64, consumer_id: u64, position: StartPosition) {
+        let result = match self.attached(consumer_id) {
+            Some((topic, subscription, _)) => self.reset(topic, subscription, position).await,
+            None => Err(unknown_consumer(consumer_id)),
+        };
+        self.answer(
+            request_id,
+            result.map(|()| ServerFrame::Done { request_id }),
+        );
+    }
+
+    pub(super) async fn unsubscribe(&self, request_id: u64, consumer_id: u64) {
+        let attached = self.consumers.borrow_mut().remove(&consumer_id);
+        let result = match attached {
+            Some(attached) => {
+                self.delete_subscription(
+                    attached.topic.clone(),
+                    attached.subscription.clone(),
+                    Some(attached.id),
+                )
+                .await
+            }
+            None => Err(unknown_consumer(consumer_id)),
+        };
+        self.answer(
+            request_id,
+            result.map(|()| ServerFrame::Done { request_id }),
+        );
+    }
+
+    pub(super) async fn close_consumer(&self, request_id: u64, consumer_id: u64) {
+        let attached = self.consumers.borrow_mut().remove(&consumer_id);
+        let result = match attached {
+            Some(attached) => {
+                self.detach(&attached).await;
+                Ok(ServerFrame::Done { request_id })
+            }
+            None => Err(unknown_consumer(consumer_id)),
+        };
+        self.answer(request_id, result);
+    }
+
+    fn attached(&self, consumer_id: u64) -> Option<(Arc<str>, String, u32)> {
+        self.consumers
+            .borrow()
+            .get(&consumer_id)
+            .map(|a| (a.topic.clone(), a.subscription.clone(), a.partitions))
+    }
+
+    /// The commands `command` builds for every partition of a consumer, each sent to its
+    /// partition's owner.
+    pub(super) async fn for_each_partition(
+        &self,
+        consumer_id: u64,
+        command: impl Fn(Target, oxbow_dispatch::ConsumerId) -> Command,
+    ) {
+        let Some((topic, subscription, partitions, id)) = self.attachment(consumer_id) else {
+            tracing::debug!(
+                consumer_id,
+                "frame for a consumer that is not attached: ignored"
+            );
+            return;
+        };
+        for partition in 0..partitions {
+            let target = Target {
+                topic: topic.clone(),
+                partition,
+                subscription: subscription.clone(),
+            };
+            self.shard
+                .send_subscription(&topic, partition, command(target, id))
+                .await;
+        }
+    }
+
+    /// The command `command` builds, sent to one partition of a consumer.
+    pub(super) async fn to_partition(
+        &self,
+        consumer_id: u64,
+        partition: u32,
+        command: impl FnOnce(Target, oxbow_dispatch::ConsumerId) -> Command,
+    ) {
+        let attachment = self
+            .attachment(consumer_id)
+            .filter(|(_, _, partitions, _)| partition < *partitions);
+        let Some((topic, subscription, _, id)) = attachment else {
+            tracing::debug!(
+                consumer_id,
+                partition,
+                "ack for an unknown consumer or partition"
+            );
+            return;
+        };
+        let target = Target {
+            topic: topic.clone(),
+            partition,
+            subscription,
+        };
+        self.shard
+            .send_subscription(&topic, partition, command(target, id))
+            .await;
+    }
+
+    /// A consumer's topic, subscription, partition count and broker-wide id (no borrow kept
+    /// across the awaits that follow).
+    fn attachment(
+        &self,
+        consumer_id: u64,
+    ) -> Option<(Arc<str>, String, u32, oxbow_dispatch::ConsumerId)> {
+        let consumers = self.consumers.borrow();
+        let attached = consumers.get(&consumer_id)?;
+        Some((
+            attached.topic.clone(),
+            attached.subscription.clone(),
+            attached.partitions,
+            attached.id,
+        ))
+    }
+
+    pub(super) async fn detach(&self, attached: &Attached) {
+        for partition in 0..attached.partitions {
+            let target = Target {
+                topic: attached.topic.clone(),
+                partition,
+                subscription: attached.subscription.clone(),
+            };
+            let command = Command::Detach {
+                target,
+                consumer: attached.id,
+            };
+            self.shard
+                .send_subscription(&attached.topic, partition, command)
+                .await;
+        }
+    }
+
+    /// Detaches every consumer of the connection (it is ending).
+    pub(super) async fn detach_all(&self) {
+        let attached: Vec<Attached> = self
+            .consumers
+            .borrow_mut()
+            .drain()
+            .map(|(_, a)| a)
+            .collect();
+        for attached in attached {
+            self.detach(&attached).await;
+        }
+    }
+}

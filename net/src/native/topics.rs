@@ -1,0 +1,187 @@
+//! Topic requests of a native connection: create, delete, list and describe topics, and
+//! produce.
+
+use super::connection::{partition_refusal, Connection};
+use crate::shard::Acks as ShardAcks;
+use bytes::Bytes;
+use oxbow_core::native::{Acks, ErrorCode, PartitionInfo, ServerFrame, TopicInfo};
+use oxbow_core::{BatchError, CompressionError, RecordBatch};
+use oxbow_dispatch::subscriptions::Refusal;
+use std::rc::Rc;
+use std::sync::Arc;
+
+impl Connection {
+    pub(super) async fn create_topic(&self, request_id: u64, name: String, partitions: u32) {
+        let result = self
+            .shard
+            .create_topic(name, partitions as i64, Vec::new())
+            .await
+            .map(|()| ServerFrame::Done { request_id })
+            .map_err(|e| {
+                let code = match e {
+                    crate::shard::CreateTopicError::Exists => ErrorCode::TopicExists,
+                    crate::shard::CreateTopicError::InvalidName(_) => ErrorCode::InvalidName,
+                    crate::shard::CreateTopicError::Storage(_) => ErrorCode::Storage,
+                    _ => ErrorCode::BadRequest,
+                };
+                (code, e.to_string())
+            });
+        self.answer(request_id, result);
+    }
+
+    pub(super) async fn delete_topic(&self, request_id: u64, name: String) {
+        let result = self
+            .shard
+            .delete_topic(name)
+            .await
+            .map(|()| ServerFrame::Done { request_id })
+            .map_err(partition_refusal);
+        self.answer(request_id, result);
+    }
+
+    pub(super) fn list_topics(&self, request_id: u64) {
+        let topics = self
+            .shard
+            .topics()
+            .into_iter()
+            .map(|(name, partitions)| TopicInfo { name, partitions })
+            .collect();
+        self.send(ServerFrame::Topics { request_id, topics });
+    }
+
+    /// Starts a produce and answers it when it completes, so the next frame is read at once;
+    /// at most `native_produce_in_flight_max` are in flight (then the reader waits, and TCP
+    /// pushes back).
+    pub(super) async fn start_produce(
+        self: &Rc<Self>,
+        request_id: u64,
+        topic: String,
+        partition: u32,
+        acks: Acks,
+        payload: Bytes,
+    ) {
+        let permit = self
+            .produces
+            .clone()
+            .acquire_static_permit(1)
+            .await
+            .expect("the semaphore is never closed");
+        let connection = self.clone();
+        glommio::spawn_local(async move {
+            let result = connection.produce(topic, partition, payload, acks).await;
+            drop(permit);
+            if acks != Acks::None {
+                connection.answer(
+                    request_id,
+                    result.map(|base_offset| ServerFrame::Produced {
+                        request_id,
+                        base_offset,
+                    }),
+                );
+            } else if let Err((_, reason)) = result {
+                tracing::debug!(reason, "acks=none produce failed");
+            }
+        })
+        .detach();
+    }
+
+    pub(super) async fn produce(
+        &self,
+        topic: String,
+        partition: u32,
+        payload: Bytes,
+        acks: Acks,
+    ) -> Result<u64, Refusal> {
+        let batches = RecordBatch::parse_many(payload)
+            .map_err(|e| (ErrorCode::BadRequest, format!("bad record batch: {e}")))?;
+        let limit = self.shard.config.batch_decompressed_bytes_max;
+        for batch in &batches {
+            let codec = batch.codec();
+            batch.validate_records(limit).map_err(|e| {
+                let code = match e {
+                    BatchError::Decompression(CompressionError::TooLarge { .. }) => {
+                        ErrorCode::TooLarge
+                    }
+                    _ => ErrorCode::BadRequest,
+                };
+                (code, format!("bad record batch: {e}"))
+            })?;
+            if let Ok(codec) = codec {
+                crate::metrics::of(&self.shard).batch_produced(codec);
+            }
+        }
+        if batches.is_empty() {
+            return Err((
+                ErrorCode::BadRequest,
+                "no record batch in the payload".into(),
+            ));
+        }
+        let partitions = self.partitions_of(&topic, true).await?;
+        if partition >= partitions {
+            return Err((
+                ErrorCode::UnknownTopic,
+                format!("topic {topic} has {partitions} partitions; {partition} does not exist"),
+            ));
+        }
+        let topic: Arc<str> = Arc::from(topic.as_str());
+        let acks = match acks {
+            Acks::None => ShardAcks::None,
+            Acks::Leader => ShardAcks::Leader,
+            Acks::All => ShardAcks::All,
+        };
+        let outcome = self
+            .shard
+            .send_produce(topic, partition, batches, acks)
+            .await
+            .recv_async()
+            .await;
+        match outcome {
+            Ok(Ok((base_offset, _))) => Ok(base_offset),
+            Ok(Err(e)) => Err(partition_refusal(e)),
+            Err(_) => Err((ErrorCode::Storage, "the partition's shard is gone".into())),
+        }
+    }
+
+    /// The topic's partition count; a missing topic is created when `auto_create_topics`
+    /// allows it and `create` is set.
+    pub(super) async fn partitions_of(&self, topic: &str, create: bool) -> Result<u32, Refusal> {
+        if let Some(count) = self.shard.partition_count(topic) {
+            return Ok(count);
+        }
+        if create && self.shard.config.auto_create_topics {
+            let partitions = self.shard.config.default_partitions as i64;
+            match self
+                .shard
+                .create_topic(topic.to_string(), partitions, Vec::new())
+                .await
+            {
+                Ok(()) | Err(crate::shard::CreateTopicError::Exists) => {}
+                Err(e) => return Err((ErrorCode::InvalidName, e.to_string())),
+            }
+            if let Some(count) = self.shard.partition_count(topic) {
+                return Ok(count);
+            }
+        }
+        Err((ErrorCode::UnknownTopic, format!("unknown topic {topic}")))
+    }
+
+    pub(super) async fn describe(&self, topic: &str) -> Result<Vec<PartitionInfo>, Refusal> {
+        let partitions = self.partitions_of(topic, false).await?;
+        let name: Arc<str> = Arc::from(topic);
+        let mut out = Vec::with_capacity(partitions as usize);
+        for partition in 0..partitions {
+            let start = self.shard.list_offset(name.clone(), partition, -2).await;
+            let end = self.shard.list_offset(name.clone(), partition, -1).await;
+            let (start, end) = (
+                start.map_err(partition_refusal)?.0,
+                end.map_err(partition_refusal)?.0,
+            );
+            out.push(PartitionInfo {
+                partition,
+                log_start: start as u64,
+                log_end: end as u64,
+            });
+        }
+        Ok(out)
+    }
+}
