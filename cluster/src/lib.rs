@@ -1,6 +1,9 @@
 //! Oxbow's cluster state, as sans-IO cores the shells around them drive.
 //!
-//! Today: the metadata model ([`Metadata`]: topics with ids, partitions with replicas, leader,
+//! The metadata group ([`metadata_group`]): raft-rs as a sans-IO core whose log is a
+//! partition log on the storage engine's disk, checked by a seeded simulation of whole groups.
+//!
+//! The metadata model ([`Metadata`]: topics with ids, partitions with replicas, leader,
 //! leader epoch and in-sync replicas, per-topic configs, all under one version number) and the
 //! [`MetadataStore`] seam it is kept behind. A single node keeps it in a local file
 //! ([`LocalMetadataStore`]); the Raft metadata group will be a second store with the same
@@ -8,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod metadata;
+pub mod metadata_group;
 pub mod store;
 
 pub use metadata::{

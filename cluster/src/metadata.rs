@@ -105,6 +105,20 @@ pub enum MetadataChange {
         /// Name.
         name: String,
     },
+    /// A partition gets a new leader at the next leader epoch (the controller's choice when
+    /// the old leader's lease lapsed, or a preferred leader taking over again).
+    ElectLeader {
+        /// Topic name.
+        topic: String,
+        /// Partition number.
+        partition: u32,
+        /// The new leader, one of the replicas.
+        leader: i32,
+        /// Must be the current epoch + 1: a proposal made from a stale view is refused.
+        leader_epoch: i32,
+        /// The in-sync replicas under the new leader (the leader among them).
+        isr: Vec<i32>,
+    },
 }
 
 /// Why a change does not apply.
@@ -120,6 +134,9 @@ pub enum MetadataError {
     /// The change contradicts itself.
     #[error("invalid change: {0}")]
     Invalid(String),
+    /// The change was made from an older view of the metadata than the current one.
+    #[error("stale change: {0}")]
+    Stale(String),
 }
 
 impl Metadata {
@@ -159,10 +176,77 @@ impl Metadata {
                     return Err(MetadataError::UnknownTopic(name.clone()));
                 }
             }
+            MetadataChange::ElectLeader {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                isr,
+            } => {
+                let meta = self
+                    .topics
+                    .get_mut(topic)
+                    .ok_or_else(|| MetadataError::UnknownTopic(topic.clone()))?;
+                let current = meta
+                    .partitions
+                    .get_mut(*partition as usize)
+                    .ok_or_else(|| {
+                        MetadataError::Invalid(format!("{topic} has no partition {partition}"))
+                    })?;
+                check_election(current, *leader, *leader_epoch, isr)
+                    .map_err(|e| e.within(topic, *partition))?;
+                current.leader = *leader;
+                current.leader_epoch = *leader_epoch;
+                current.isr = isr.clone();
+            }
         }
         self.version += 1;
         Ok(())
     }
+}
+
+/// Why an election does not apply to a partition (before the topic is named).
+enum ElectionError {
+    Invalid(String),
+    Stale(String),
+}
+
+impl ElectionError {
+    fn within(self, topic: &str, partition: u32) -> MetadataError {
+        match self {
+            ElectionError::Invalid(why) => {
+                MetadataError::Invalid(format!("{topic}-{partition}: {why}"))
+            }
+            ElectionError::Stale(why) => {
+                MetadataError::Stale(format!("{topic}-{partition}: {why}"))
+            }
+        }
+    }
+}
+
+fn check_election(
+    current: &PartitionMeta,
+    leader: i32,
+    leader_epoch: i32,
+    isr: &[i32],
+) -> Result<(), ElectionError> {
+    if leader_epoch != current.leader_epoch.saturating_add(1) {
+        return Err(ElectionError::Stale(format!(
+            "leader epoch {leader_epoch} does not follow {}",
+            current.leader_epoch
+        )));
+    }
+    if !current.replicas.contains(&leader) || !isr.contains(&leader) {
+        return Err(ElectionError::Invalid(format!(
+            "leader {leader} is not an in-sync replica"
+        )));
+    }
+    if isr.iter().any(|r| !current.replicas.contains(r)) {
+        return Err(ElectionError::Invalid(format!(
+            "in-sync replicas {isr:?} are not all replicas"
+        )));
+    }
+    Ok(())
 }
 
 impl TopicMeta {
@@ -220,6 +304,44 @@ mod tests {
             Err(MetadataError::UnknownTopic("a".into()))
         );
         assert_eq!((metadata.version, metadata.topics.len()), (2, 0));
+    }
+
+    #[test]
+    fn elections_take_the_next_epoch_an_in_sync_replica_and_refuse_stale_views() {
+        let mut metadata = Metadata::default();
+        let mut replicated = topic("a", 1);
+        replicated.partitions[1] = PartitionMeta {
+            replicas: vec![1, 2, 3],
+            leader: 1,
+            leader_epoch: 4,
+            isr: vec![1, 2, 3],
+        };
+        metadata
+            .apply(&MetadataChange::CreateTopic(replicated))
+            .unwrap();
+        let elect = |leader, leader_epoch, isr: &[i32]| MetadataChange::ElectLeader {
+            topic: "a".into(),
+            partition: 1,
+            leader,
+            leader_epoch,
+            isr: isr.to_vec(),
+        };
+        metadata.apply(&elect(2, 5, &[2, 3])).unwrap();
+        let partition = &metadata.topic("a").unwrap().partitions[1];
+        assert_eq!((partition.leader, partition.leader_epoch), (2, 5));
+        assert_eq!(partition.isr, vec![2, 3]);
+        // The same election again was made from a view before the first one.
+        assert!(matches!(
+            metadata.apply(&elect(3, 5, &[3])),
+            Err(MetadataError::Stale(_))
+        ));
+        for (leader, isr) in [(1, &[2, 3][..]), (9, &[9][..]), (3, &[3, 9][..])] {
+            assert!(matches!(
+                metadata.apply(&elect(leader, 6, isr)),
+                Err(MetadataError::Invalid(_))
+            ));
+        }
+        assert_eq!(metadata.version, 2);
     }
 
     #[test]

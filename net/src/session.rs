@@ -91,6 +91,8 @@ impl<R: AsyncRead + Unpin> BufferedReader<R> {
     /// Reads until at least `n` bytes are buffered or `deadline` passes (`TimedOut`). Returns
     /// false if the stream ended first.
     pub async fn fill_to(&mut self, n: usize, deadline: Instant) -> std::io::Result<bool> {
+        // One allocation for a large request, not a doubling copy per chunk.
+        self.buffer.reserve(n.saturating_sub(self.buffer.len()));
         while self.buffer.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -17,6 +17,7 @@ pub mod index;
 pub mod io;
 pub mod layout;
 pub mod metrics;
+pub mod ordered;
 mod partition;
 pub mod producers;
 mod recovery;

@@ -10,7 +10,7 @@
 //! Call order: [`Partition::open`] (recovers the log), then appends/reads/retention/truncation
 //! in any order, then [`Partition::close`] (writes and syncs everything queued).
 
-use crate::core::{Admitted, LogCore, ReadPlan};
+use crate::core::{Admitted, Cut, LogCore, ReadPlan};
 use crate::error::{AppendError, OpenError, ReadError, RetentionError, TruncateError};
 use crate::io::{default_disk, Disk, Faults, FaultyDisk};
 use crate::layout::segment_files;
@@ -327,7 +327,21 @@ impl Partition {
         self.shared
             .core
             .borrow_mut()
-            .request_truncation(offset, done.clone())?;
+            .request_truncation(Cut::From(offset), done.clone())?;
+        self.shared.work.notify();
+        done.wait().await
+    }
+
+    /// Removes every batch and starts the log again, empty, at `offset` (which may lie beyond
+    /// the old end); returns `offset`. Queued appends are written first. Used when a replica
+    /// must continue from a point its log does not reach (a Raft snapshot, a leader whose log
+    /// starts past this replica's end).
+    pub async fn restart_at(&self, offset: u64) -> Result<u64, TruncateError> {
+        let done = Completion::new();
+        self.shared
+            .core
+            .borrow_mut()
+            .request_truncation(Cut::Everything(offset), done.clone())?;
         self.shared.work.notify();
         done.wait().await
     }

@@ -22,10 +22,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use oxbow_core::BatchBuilder;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
 
 /// Compaction waits until the log is this many times the size of the live state.
 pub const DIRTY_FACTOR: u64 = 2;
@@ -307,41 +304,12 @@ impl StateLog {
         if !builder.is_empty() {
             appends.push(self.log.append(builder.build()));
         }
-        all_in_order(appends).await
+        crate::ordered::all_in_order(appends)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map(drop)
     }
-}
-
-/// Awaits every future, polling them in order (so appends are admitted in order, and all
-/// are in flight together: one fdatasync can cover them); the first error, if any.
-async fn all_in_order<T, E, F>(futures: Vec<F>) -> Result<(), E>
-where
-    F: Future<Output = Result<T, E>>,
-{
-    let mut futures: Vec<Option<Pin<Box<F>>>> =
-        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
-    let mut error = None;
-    futures_lite::future::poll_fn(|cx| {
-        let mut waiting = false;
-        for slot in futures.iter_mut() {
-            let Some(future) = slot else { continue };
-            match future.as_mut().poll(cx) {
-                Poll::Ready(outcome) => {
-                    if let Err(e) = outcome {
-                        error.get_or_insert(e);
-                    }
-                    *slot = None;
-                }
-                Poll::Pending => waiting = true,
-            }
-        }
-        if waiting {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    error.map_or(Ok(()), Err)
 }
 
 fn encode_value(entry: &Entry) -> Bytes {

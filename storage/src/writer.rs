@@ -1,7 +1,7 @@
 //! The writer task of a partition: the only code that writes its segments. It carries out what
 //! the log core decides (`core/rounds.rs` has the rules) and reports back.
 
-use crate::core::{Pending, Work};
+use crate::core::{Cut, Pending, Work};
 use crate::epochs::checkpoint_path;
 use crate::error::{AppendError, TruncateError};
 use crate::frame::{encode_header, FrameHeader, FRAME_HEADER_BYTES};
@@ -47,7 +47,7 @@ impl Writer {
             let outcome = match work {
                 Work::Write(round) => self.write_round(round).await,
                 Work::Roll(base) => self.roll(base).await,
-                Work::Truncate(offset, done) => self.truncate(offset, done).await,
+                Work::Truncate(cut, done) => self.truncate(cut, done).await,
                 Work::Sync => self.sync().await,
                 Work::Close => {
                     self.wait_for_seals().await;
@@ -210,9 +210,9 @@ impl Writer {
     }
 
     /// Carries out a truncation (see [`crate::Partition::truncate_to`]) and tells the waiter.
-    async fn truncate(&mut self, offset: u64, done: TruncateWaiter) -> io::Result<()> {
+    async fn truncate(&mut self, cut: Cut, done: TruncateWaiter) -> io::Result<()> {
         self.wait_for_seals().await;
-        let result = self.truncate_files(offset).await;
+        let result = self.truncate_files(cut).await;
         let failed = result.as_ref().err().map(|e| e.to_string());
         done.complete(result.map_err(|e| TruncateError(e.to_string())));
         match failed {
@@ -221,12 +221,15 @@ impl Writer {
         }
     }
 
-    async fn truncate_files(&mut self, offset: u64) -> io::Result<u64> {
+    async fn truncate_files(&mut self, cut: Cut) -> io::Result<u64> {
         let (dir, disk) = (self.shared.dir.clone(), self.shared.disk.clone());
         self.sync_if_unsynced().await?;
         // Whole segments above the cut go; an emptied log restarts at the cut. Delete before
         // creating: a restarted log may reuse the same base offset and file name.
-        let plan = self.shared.core.borrow_mut().plan_truncation(offset);
+        let plan = self.shared.core.borrow_mut().plan_truncation(cut);
+        let offset = match cut {
+            Cut::From(offset) | Cut::Everything(offset) => offset,
+        };
         for segment in plan.doomed {
             for path in segment_files(&dir, segment.base_offset) {
                 disk.remove(&path)?;
@@ -239,7 +242,7 @@ impl Writer {
         }
         // Cut the last remaining segment at the first frame that holds `offset` or more.
         let search = self.shared.core.borrow().cut_search(offset);
-        let mut cut = None;
+        let mut found = None;
         let end = scan_frames(
             &search.file,
             search.start,
@@ -249,7 +252,7 @@ impl Writer {
             1 << 20,
             |h, p, _| {
                 if h.next_offset() > offset {
-                    cut = Some((p, h.base_offset));
+                    found = Some((p, h.base_offset));
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
@@ -262,8 +265,8 @@ impl Writer {
                 "cannot truncate through damage: {reason}"
             )));
         }
-        let (position, new_end) = match cut {
-            Some(cut) => cut,
+        let (position, new_end) = match found {
+            Some(found) => found,
             None => (search.limit, self.shared.core.borrow().active().next_offset),
         };
         let file = search.file;
@@ -279,9 +282,17 @@ impl Writer {
         self.tail_start = tail_start;
         self.tail = tail.to_vec();
         let visible = self.shared.core.borrow().visible_end();
-        self.shared
-            .visible
-            .reset(visible.min(self.shared.visible.get()));
+        match cut {
+            Cut::From(_) => self
+                .shared
+                .visible
+                .reset(visible.min(self.shared.visible.get())),
+            // Readers waiting below the new start find nothing there: wake them to see so.
+            Cut::Everything(_) => {
+                self.shared.visible.reset(visible);
+                self.shared.visible.wake_all();
+            }
+        }
         self.write_epochs_if_changed().await?;
         tracing::info!(dir = ?dir, offset, new_end, "log truncated");
         Ok(new_end)

@@ -273,6 +273,53 @@ fn truncate_to_cuts_at_batch_boundaries_and_survives_reopen() {
 }
 
 #[test]
+fn restart_at_empties_the_log_and_continues_at_any_offset_across_reopen() {
+    on_shard(|dir| async move {
+        let config = small_config(FlushPolicy::Always);
+        let partition = open(&dir, config.clone()).await;
+        let end = append_range(&partition, 0..60).await.len() as u64;
+        assert!(partition.stats().segments > 1);
+        let old_end = partition.log_end_offset();
+        assert!(end > 0 && old_end >= end);
+        // Past the end: the old batches are gone, from memory (tail cache) and from disk.
+        let start = old_end + 1_000;
+        assert_eq!(partition.restart_at(start).await.unwrap(), start);
+        assert_eq!(
+            (partition.log_start_offset(), partition.log_end_offset()),
+            (start, start)
+        );
+        assert!(matches!(
+            partition.read(0, 1 << 20).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        let replicated = batch(7).with_base_offset(start, 3);
+        partition.append_replicated(replicated).await.unwrap();
+        partition.close().await;
+        let partition = open(&dir, config.clone()).await;
+        assert_eq!(partition.log_start_offset(), start);
+        let stored = read_all(&partition, start).await;
+        assert_eq!(stored.len(), 1);
+        assert_eq!(
+            (batch_index(&stored[0]), stored[0].partition_leader_epoch()),
+            (7, 3)
+        );
+        // Below the end: everything goes too, and the log starts there.
+        assert_eq!(partition.restart_at(5).await.unwrap(), 5);
+        assert_eq!(partition.append(batch(1)).await.unwrap().base_offset, 5);
+        partition.close().await;
+        let partition = open(&dir, config).await;
+        assert_eq!(
+            (
+                partition.log_start_offset(),
+                read_all(&partition, 5).await.len()
+            ),
+            (5, 1)
+        );
+        partition.close().await;
+    });
+}
+
+#[test]
 fn retention_deletes_oldest_sealed_segments_never_the_active_one() {
     on_shard(|dir| async move {
         let mut config = small_config(FlushPolicy::Never);

@@ -24,6 +24,7 @@
 mod append;
 mod rounds;
 mod truncation;
+pub(crate) use truncation::Cut;
 
 pub(crate) use append::Admitted;
 pub(crate) use rounds::{frame_len, Work};
@@ -97,7 +98,7 @@ pub(crate) struct LogCore<A, T> {
     closing: bool,
     /// Set after an fdatasync (or truncation) failure: no append is accepted again.
     stopped: Option<String>,
-    truncation: Option<(u64, T)>,
+    truncation: Option<(Cut, T)>,
     /// Appends waiting for queue space, in arrival order (tickets).
     line: VecDeque<u64>,
     next_ticket: u64,

@@ -9,7 +9,7 @@
 //! offsets are handed out again; nothing acknowledged is touched). A failed fdatasync stops the
 //! log for good: the kernel may have dropped the dirty pages, so no later sync could be trusted.
 
-use super::{LogCore, Pending};
+use super::{Cut, LogCore, Pending};
 use crate::frame::{FrameHeader, FRAME_HEADER_BYTES};
 use crate::io::SegmentFile;
 use crate::segment::Segment;
@@ -22,7 +22,7 @@ pub(crate) enum Work<A, T> {
     /// Start a new active segment at this base offset ([`LogCore::rolled`] once created).
     Roll(u64),
     /// The queue is empty and a truncation waits: carry it out.
-    Truncate(u64, T),
+    Truncate(Cut, T),
     /// An interval fdatasync is due.
     Sync,
     /// Sync what is unsynced and stop: the log is closing or stopped.

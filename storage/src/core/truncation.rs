@@ -7,6 +7,17 @@ use crate::io::SegmentFile;
 use crate::retention::{segments_to_delete, SegmentStats};
 use crate::segment::Segment;
 
+/// Where a truncation cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// Remove every batch holding this offset or more (a follower whose log diverged).
+    From(u64),
+    /// Remove every batch and start the log again, empty, at this offset, which may lie beyond
+    /// the old end (Kafka's "truncate fully and start at": a replica that fell behind its
+    /// leader's log start, or a Raft follower that installs a snapshot).
+    Everything(u64),
+}
+
 /// What a truncation to an offset removes.
 pub(crate) struct TruncationPlan {
     /// Whole segments to delete (their files), newest last.
@@ -27,11 +38,7 @@ pub(crate) struct CutSearch {
 impl<A, T> LogCore<A, T> {
     /// Asks for every batch holding an offset at or above `offset` to be removed, once the queue
     /// has drained.
-    pub(crate) fn request_truncation(
-        &mut self,
-        offset: u64,
-        waiter: T,
-    ) -> Result<(), TruncateError> {
+    pub(crate) fn request_truncation(&mut self, cut: Cut, waiter: T) -> Result<(), TruncateError> {
         if let Some(why) = &self.stopped {
             return Err(TruncateError(why.clone()));
         }
@@ -42,30 +49,47 @@ impl<A, T> LogCore<A, T> {
             self.truncation.is_none(),
             "concurrent truncations of one partition"
         );
-        self.truncation = Some((offset, waiter));
+        self.truncation = Some((cut, waiter));
         Ok(())
     }
 
-    /// Takes the segments above the cut out of the log: whole segments past `offset` go, and
-    /// when the cut is at or before the first segment the log restarts at `offset`.
-    pub(crate) fn plan_truncation(&mut self, offset: u64) -> TruncationPlan {
-        let keep = self
-            .segments
-            .partition_point(|s| s.base_offset < offset)
-            .max(1);
+    /// Takes the segments above the cut out of the log: whole segments past the cut go, and
+    /// when the cut is at or before the first segment (or the cut is everything) the log
+    /// restarts at the cut's offset.
+    pub(crate) fn plan_truncation(&mut self, cut: Cut) -> TruncationPlan {
+        let (offset, keep) = match cut {
+            Cut::From(offset) => {
+                let keep = self.segments.partition_point(|s| s.base_offset < offset);
+                (offset, keep.max(1))
+            }
+            Cut::Everything(offset) => (offset, 0),
+        };
         let mut doomed: Vec<Segment> = self.segments.drain(keep..).collect();
-        let restart_at = (offset <= self.segments[0].base_offset).then_some(offset);
-        if restart_at.is_some() {
-            doomed.extend(self.segments.pop());
-        }
+        let restart_at = match self.segments.first() {
+            Some(first) if offset <= first.base_offset => {
+                doomed.extend(self.segments.pop());
+                Some(offset)
+            }
+            Some(_) => None,
+            None => Some(offset),
+        };
         TruncationPlan { doomed, restart_at }
     }
 
-    /// The log was emptied by a truncation: `segment` (at the truncation offset) starts it again.
+    /// The log was emptied by a truncation: `segment` (at the truncation offset) starts it
+    /// again, with nothing of the old log left in memory either.
     pub(crate) fn restart(&mut self, segment: Segment) {
         assert!(self.segments.is_empty(), "only an emptied log restarts");
-        self.log_start_offset = segment.base_offset;
-        self.epochs_dirty |= self.epochs.truncate_before(segment.base_offset);
+        let start = segment.base_offset;
+        self.log_start_offset = start;
+        self.next_offset = start;
+        self.durable_end = start;
+        if let Some(hw) = &mut self.high_watermark {
+            *hw = start;
+        }
+        self.tail_cache.truncate(0);
+        self.producers.truncate(0);
+        self.epochs_dirty |= self.epochs.truncate_before(start) | self.epochs.truncate_from(start);
         self.segments.push(segment);
     }
 

@@ -1,0 +1,21 @@
+//! The metadata group: raft-rs driven as a sans-IO core ([`MetadataRaft`]), its log made
+//! durable under the storage rules ([`RaftDisk`]), and the in-memory mirror raft-rs reads
+//! ([`MemoryLog`]). Every node applies the same committed [`Command`]s to its [`Metadata`]
+//! and so serves the same view; a single node is a group of one voter on the same path.
+//!
+//! [`Metadata`]: crate::Metadata
+
+mod command;
+mod cycle;
+mod durable;
+mod group;
+mod logger;
+mod memory_log;
+
+pub use command::{Command, ProposalId};
+pub use cycle::{run_cycle, Cycle, NodeError, Outbox};
+pub use durable::{RaftDisk, RaftDiskError};
+pub use group::{AppliedEntry, Committed, GroupError, GroupSettings, MetadataRaft, Persist};
+pub use logger::tracing_logger;
+pub use memory_log::MemoryLog;
+pub use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2, Message, MessageType};
