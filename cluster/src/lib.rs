@@ -1,13 +1,13 @@
 //! Oxbow's cluster state, as sans-IO cores the shells around them drive.
 //!
-//! The metadata group ([`metadata_group`]): raft-rs as a sans-IO core whose log is a
-//! partition log on the storage engine's disk, checked by a seeded simulation of whole groups.
-//!
-//! The metadata model ([`Metadata`]: topics with ids, partitions with replicas, leader,
-//! leader epoch and in-sync replicas, per-topic configs, all under one version number) and the
-//! [`MetadataStore`] seam it is kept behind. A single node keeps it in a local file
-//! ([`LocalMetadataStore`]); the Raft metadata group will be a second store with the same
-//! interface, so the shard layer and the protocols above it never change.
+//! - The metadata model ([`Metadata`]: topics with ids, partitions with replicas, leader,
+//!   leader epoch and in-sync replicas, per-topic configs, all under one version number),
+//!   changed only by [`MetadataChange`]s applied in order.
+//! - The metadata group ([`metadata_group`]) that commits those changes: raft-rs as a sans-IO
+//!   core whose log is a partition log on the storage engine's disk, run by a node on shard 0,
+//!   checked by a seeded simulation of whole groups. A single broker is a group of one voter.
+//! - The file a single node kept its metadata in before ([`LocalMetadataStore`]), read once
+//!   to seed the group.
 #![warn(missing_docs)]
 
 pub mod metadata;
@@ -18,4 +18,4 @@ pub use metadata::{
     is_internal_topic, Metadata, MetadataChange, MetadataError, PartitionMeta, TopicId, TopicMeta,
     OFFSETS_TOPIC,
 };
-pub use store::{LocalMetadataStore, MetadataStore, StoreError};
+pub use store::{LocalMetadataStore, StoreError};

@@ -1,7 +1,7 @@
-//! Where the metadata is kept: a seam with one implementation per deployment. A single node
-//! keeps it in a local file; the Raft metadata group will implement the same trait.
+//! The file a single node kept its metadata in before the metadata group existed
+//! (`<data>/.oxbow/metadata.json`): read once, to seed the group, then moved aside.
 
-use crate::metadata::{Metadata, MetadataChange, MetadataError};
+use crate::metadata::Metadata;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -9,9 +9,6 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The change does not apply to the current metadata.
-    #[error(transparent)]
-    Refused(#[from] MetadataError),
     /// The stored metadata cannot be read.
     #[error("metadata file {path:?} is damaged: {reason}")]
     Damaged {
@@ -28,17 +25,6 @@ pub enum StoreError {
         /// The OS error.
         source: std::io::Error,
     },
-}
-
-/// Keeps the metadata. Called on the shard that hosts the store (shard 0), one change at a
-/// time; a change is durable when `commit` returns.
-pub trait MetadataStore {
-    /// The metadata as last committed; `None` when none was ever stored.
-    fn load(&self) -> Result<Option<Metadata>, StoreError>;
-    /// Applies `change` to `current` and makes the result durable; returns it.
-    fn commit(&self, current: &Metadata, change: &MetadataChange) -> Result<Metadata, StoreError>;
-    /// Stores `metadata` as it is (the first time, or after rebuilding it).
-    fn store(&self, metadata: &Metadata) -> Result<(), StoreError>;
 }
 
 /// The metadata of a single node in `<data>/.oxbow/metadata.json`, replaced atomically and
@@ -68,8 +54,9 @@ impl LocalMetadataStore {
     }
 }
 
-impl MetadataStore for LocalMetadataStore {
-    fn load(&self) -> Result<Option<Metadata>, StoreError> {
+impl LocalMetadataStore {
+    /// The metadata the file holds; `None` when there is no file.
+    pub fn load(&self) -> Result<Option<Metadata>, StoreError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -83,14 +70,8 @@ impl MetadataStore for LocalMetadataStore {
             })
     }
 
-    fn commit(&self, current: &Metadata, change: &MetadataChange) -> Result<Metadata, StoreError> {
-        let mut next = current.clone();
-        next.apply(change)?;
-        self.store(&next)?;
-        Ok(next)
-    }
-
-    fn store(&self, metadata: &Metadata) -> Result<(), StoreError> {
+    /// Writes `metadata` to the file, atomically and durably.
+    pub fn store(&self, metadata: &Metadata) -> Result<(), StoreError> {
         let dir = self.path.parent().expect("the file lives in a directory");
         std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
         let text = serde_json::to_vec_pretty(metadata).expect("metadata serialises");
@@ -109,10 +90,10 @@ impl MetadataStore for LocalMetadataStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::{TopicId, TopicMeta};
+    use crate::metadata::{MetadataChange, TopicId, TopicMeta};
 
     #[test]
-    fn committed_changes_survive_a_reload() {
+    fn stored_metadata_is_read_back_and_damage_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalMetadataStore::new(dir.path());
         assert!(store.load().unwrap().is_none());
@@ -123,13 +104,10 @@ mod tests {
             0,
             [("retention.ms".to_string(), "1000".to_string())].into(),
         );
-        let created = store
-            .commit(&Metadata::default(), &MetadataChange::CreateTopic(topic))
-            .unwrap();
-        assert_eq!(store.load().unwrap(), Some(created.clone()));
-        let refused = store.commit(&created, &MetadataChange::DeleteTopic { name: "x".into() });
-        assert!(matches!(refused, Err(StoreError::Refused(_))));
-        assert_eq!(store.load().unwrap(), Some(created));
+        let mut metadata = Metadata::default();
+        metadata.apply(&MetadataChange::CreateTopic(topic)).unwrap();
+        store.store(&metadata).unwrap();
+        assert_eq!(store.load().unwrap(), Some(metadata));
         std::fs::write(store.path(), b"{not json").unwrap();
         assert!(matches!(store.load(), Err(StoreError::Damaged { .. })));
     }

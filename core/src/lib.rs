@@ -14,6 +14,7 @@ pub use batch::{BatchError, RecordBatch};
 pub use builder::BatchBuilder;
 pub use compression::{Codec, CompressionError};
 pub use config::{
-    BrokerConfig, ConfigError, FlushPolicy, LogConfig, StateLogConfig, SubscriptionConfig,
+    BrokerConfig, ConfigError, FlushPolicy, LogConfig, MetadataGroupConfig, StateLogConfig,
+    SubscriptionConfig,
 };
 pub use record::{Header, Record, Records};

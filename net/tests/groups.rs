@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
     RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use oxbow_cluster::{LocalMetadataStore, Metadata};
+use oxbow_cluster::Metadata;
 use oxbow_core::BrokerConfig;
 use oxbow_net::kafka::groups::{serve, Client, Coordinator};
 use oxbow_net::shard::{mesh, Shard};
@@ -87,7 +87,10 @@ fn sessions_expire_pending_ids_lapse_and_commits_persist() {
                 senders,
                 Arc::new(Metadata::default()),
             ));
-            shard.set_metadata_store(Arc::new(LocalMetadataStore::new(&data)));
+            let node = oxbow_net::runtime::start_metadata_node(&shard.config)
+                .await
+                .unwrap();
+            shard.set_metadata_node(node);
             let coordinator = Coordinator::new();
             shard.set_extension(coordinator.clone());
             glommio::spawn_local(shard.clone().serve_inbox(inboxes.remove(0))).detach();

@@ -196,14 +196,14 @@ fn topic_ids_survive_kill_9_and_a_recreated_topic_gets_a_new_id_and_no_old_data(
 }
 
 #[test]
-fn a_data_directory_that_lost_its_metadata_file_is_adopted_with_its_data() {
+fn a_data_directory_that_lost_its_metadata_is_adopted_with_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let (broker, kafka) = start_broker(dir.path(), 1);
     create_topic(&kafka, "kept", 3);
     let mut stream = TcpStream::connect(&kafka).unwrap();
     assert_eq!(produce_everywhere(&mut stream, "kept", 3), vec![(0, 0); 3]);
     kill_9(broker);
-    std::fs::remove_file(dir.path().join(".oxbow").join("metadata.json")).unwrap();
+    std::fs::remove_dir_all(dir.path().join(".oxbow").join("metadata")).unwrap();
 
     let mut broker = Broker::start(&["--data-dir", dir.path().to_str().unwrap(), "--shards", "1"]);
     broker.wait_for("metadata created from the data directory");

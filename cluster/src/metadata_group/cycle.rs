@@ -42,7 +42,7 @@ pub struct Cycle {
 pub async fn run_cycle(
     core: &mut MetadataRaft,
     disk: &RaftDisk,
-    outbox: &mut impl Outbox,
+    outbox: &mut dyn Outbox,
 ) -> Result<Option<Cycle>, NodeError> {
     let Some(mut persist) = core.next_persist() else {
         return Ok(None);

@@ -219,6 +219,32 @@ impl RaftDisk {
         Ok(())
     }
 
+    /// Seeds a new log with metadata kept before the group existed (`data`, the metadata as
+    /// JSON): a committed snapshot at index 1, term 1, with the group's first voters. Open the
+    /// log again afterwards to recover it.
+    pub async fn bootstrap(&self, data: Vec<u8>) -> Result<(), RaftDiskError> {
+        assert_eq!(self.log.log_end_offset(), 0, "only a new log is seeded");
+        let mut snapshot = Snapshot {
+            data: data.into(),
+            ..Snapshot::default()
+        };
+        let meta = snapshot.mut_metadata();
+        (meta.index, meta.term) = (1, 1);
+        meta.set_conf_state(voters_conf_state(&self.voters));
+        self.write_snapshot(&snapshot).await?;
+        self.log
+            .restart_at(1)
+            .await
+            .map_err(|e| io_error(&self.log_dir(), e))?;
+        self.write_state(&StateFile {
+            term: 1,
+            vote: 0,
+            commit: 1,
+            voters: self.voters.clone(),
+        })
+        .await
+    }
+
     /// Makes a hard state durable (a new commit index before its entries are applied).
     pub async fn write_hard_state(&self, hard_state: &HardState) -> Result<(), RaftDiskError> {
         self.write_state(&StateFile {

@@ -149,6 +149,16 @@ impl MetadataRaft {
         })
     }
 
+    /// Campaigns at once when this node is the group's only voter (a single broker), instead
+    /// of waiting out an election timeout at every start.
+    pub fn campaign_if_sole_voter(&mut self) -> Result<(), GroupError> {
+        let conf_state = self.conf_state();
+        if conf_state.voters == [self.settings.node_id] && !self.is_leader() {
+            self.node.campaign()?;
+        }
+        Ok(())
+    }
+
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
         self.node.tick();

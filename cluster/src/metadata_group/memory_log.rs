@@ -38,6 +38,11 @@ impl MemoryLog {
         }
     }
 
+    /// Whether the log holds nothing yet: no snapshot, no entry.
+    pub fn is_new(&self) -> bool {
+        self.snapshot_index() == 0 && self.entries.is_empty()
+    }
+
     /// Index of the snapshot (0: none).
     pub fn snapshot_index(&self) -> u64 {
         self.snapshot.get_metadata().index

@@ -5,17 +5,21 @@
 //!
 //! [`Metadata`]: crate::Metadata
 
+mod boot;
 mod command;
 mod cycle;
 mod durable;
 mod group;
 mod logger;
 mod memory_log;
+mod node;
 
+pub use boot::{group_settings, open_node, raft_id, Nowhere};
 pub use command::{Command, ProposalId};
 pub use cycle::{run_cycle, Cycle, NodeError, Outbox};
 pub use durable::{RaftDisk, RaftDiskError};
 pub use group::{AppliedEntry, Committed, GroupError, GroupSettings, MetadataRaft, Persist};
 pub use logger::tracing_logger;
 pub use memory_log::MemoryLog;
+pub use node::{MetadataNode, ProposeError};
 pub use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2, Message, MessageType};

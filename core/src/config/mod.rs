@@ -7,12 +7,14 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 mod log;
+mod metadata;
 mod state;
 mod subscriptions;
 #[cfg(test)]
 mod tests;
 
 pub use log::{FlushPolicy, LogConfig, BATCH_BYTES_LIMIT, SEGMENT_BYTES_LIMIT};
+pub use metadata::MetadataGroupConfig;
 pub use state::StateLogConfig;
 pub use subscriptions::SubscriptionConfig;
 
@@ -114,6 +116,8 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: u32,
     /// The logs that hold consumer state.
     pub state_logs: StateLogConfig,
+    /// The metadata group.
+    pub metadata: MetadataGroupConfig,
 }
 
 impl Default for BrokerConfig {
@@ -149,6 +153,7 @@ impl Default for BrokerConfig {
             offset_metadata_bytes_max: 4096,
             offsets_topic_partitions: 50,
             state_logs: StateLogConfig::default(),
+            metadata: MetadataGroupConfig::default(),
         }
     }
 }
@@ -305,6 +310,7 @@ impl BrokerConfig {
         }
         self.subscriptions.validate()?;
         self.state_logs.validate()?;
+        self.metadata.validate()?;
         self.log.validate()
     }
 }

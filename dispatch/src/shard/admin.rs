@@ -3,7 +3,8 @@
 
 use super::message::{CreateTopicError, PartitionError, ShardMessage};
 use super::{ask, Shard};
-use oxbow_cluster::{Metadata, MetadataChange, StoreError, TopicId, TopicMeta};
+use oxbow_cluster::metadata_group::ProposeError;
+use oxbow_cluster::{Metadata, MetadataChange, TopicId, TopicMeta};
 use oxbow_core::LogConfig;
 use oxbow_storage::layout::{partition_dir, set_aside_topic, validate_topic_name};
 use oxbow_storage::{OpenOptions, Partition};
@@ -39,21 +40,12 @@ impl Shard {
         .unwrap_or(Err(PartitionError::Storage("shard 0 is gone".into())))
     }
 
-    /// Commits a change to the metadata store (off the shard's thread: it fdatasyncs), on top
-    /// of the last committed metadata. Called with the admin lock held.
-    async fn commit(&self, change: MetadataChange) -> Result<Arc<Metadata>, StoreError> {
-        let store = self
-            .metadata_store
-            .borrow()
-            .clone()
-            .expect("the metadata store lives on shard 0");
-        let current = self.committed.borrow().clone();
-        let next = glommio::executor()
-            .spawn_blocking(move || store.commit(&current, &change))
-            .await?;
-        let next = Arc::new(next);
-        *self.committed.borrow_mut() = next.clone();
-        Ok(next)
+    /// Commits a change through the metadata group and returns the metadata that includes it.
+    /// Called with the admin lock held.
+    async fn commit(&self, change: MetadataChange) -> Result<Arc<Metadata>, ProposeError> {
+        let node =
+            (self.metadata_node.borrow().clone()).expect("the metadata group runs on shard 0");
+        node.propose(change).await
     }
 
     /// Gives every shard the new metadata and waits until each has it.

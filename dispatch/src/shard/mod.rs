@@ -26,7 +26,8 @@ pub use message::{
 pub use reads::offset_at_time;
 
 use crate::subscriptions::{Command, DeadLetters, DriverSettings, SubscriptionHost};
-use oxbow_cluster::{Metadata, MetadataStore};
+use oxbow_cluster::metadata_group::MetadataNode;
+use oxbow_cluster::Metadata;
 use oxbow_core::native::SubscriptionInfo;
 use oxbow_core::placement::owner_shard;
 use oxbow_core::{BrokerConfig, RecordBatch};
@@ -55,11 +56,8 @@ pub struct Shard {
     mesh: Vec<flume::Sender<ShardMessage>>,
     partitions: RefCell<OwnedPartitions>,
     metadata: RefCell<Arc<Metadata>>,
-    /// Where metadata changes are committed (shard 0 only).
-    metadata_store: RefCell<Option<Arc<dyn MetadataStore + Send + Sync>>>,
-    /// The metadata as last committed (shard 0): ahead of `metadata` while a change is being
-    /// carried out, before it is published.
-    committed: RefCell<Arc<Metadata>>,
+    /// The node of the metadata group, where changes are committed (shard 0 only).
+    metadata_node: RefCell<Option<MetadataNode>>,
     /// For topic ids.
     rng: RefCell<fastrand::Rng>,
     /// Held by shard 0 for a whole topic change (commit, open or drop, publish), so every
@@ -107,8 +105,7 @@ impl Shard {
             mesh,
             partitions: RefCell::default(),
             metadata: RefCell::new(metadata.clone()),
-            committed: RefCell::new(metadata),
-            metadata_store: RefCell::default(),
+            metadata_node: RefCell::default(),
             rng: RefCell::new(fastrand::Rng::new()),
             admin: glommio::sync::Semaphore::new(1),
             extensions: RefCell::default(),
@@ -145,10 +142,11 @@ impl Shard {
             .insert(partition, Rc::new(host));
     }
 
-    /// Makes this shard the one that commits metadata changes (shard 0).
-    pub fn set_metadata_store(&self, store: Arc<dyn MetadataStore + Send + Sync>) {
+    /// Makes this shard the one that commits metadata changes (shard 0), through the node of
+    /// the metadata group it runs.
+    pub fn set_metadata_node(&self, node: MetadataNode) {
         assert_eq!(self.id, 0, "metadata changes are serialised on shard 0");
-        *self.metadata_store.borrow_mut() = Some(store);
+        *self.metadata_node.borrow_mut() = Some(node);
     }
 
     /// The metadata this shard serves now.
@@ -498,6 +496,10 @@ impl Shard {
 
     /// Stops every subscription (their cursors written) and closes every partition.
     pub async fn close(&self) {
+        let node = self.metadata_node.borrow_mut().take();
+        if let Some(node) = node {
+            node.close().await;
+        }
         let hosts = self.owned();
         for host in &hosts {
             host.close().await;

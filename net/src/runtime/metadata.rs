@@ -1,42 +1,64 @@
 //! The metadata a node starts with, and the partitions on disk checked against it.
 //!
-//! The metadata store is the truth about which topics exist. A data directory from before the
-//! store existed is adopted once: its topic directories (and their `.config.toml` overrides)
-//! become the first metadata. After that, a topic directory the metadata does not know (a
-//! delete interrupted by a crash, or a copy dropped in by hand) is set aside under
-//! `.stray/`, as Kafka sets aside stray logs: never served, never deleted, and never
+//! The metadata group is the truth about which topics exist; its log lives in
+//! `<data>/.oxbow/metadata/`. A data directory from before the group existed seeds it once:
+//! from the metadata file of the previous version (`.oxbow/metadata.json`, moved aside to
+//! `metadata.json.migrated` afterwards), or, when there is none either, from its topic
+//! directories (and their `.config.toml` overrides). After that, a topic directory the metadata
+//! does not know (a delete interrupted by a crash, or a copy dropped in by hand) is set aside
+//! under `.stray/`, as Kafka sets aside stray logs: never served, never deleted, and never
 //! mistaken for a new topic of the same name.
 
-use oxbow_cluster::{LocalMetadataStore, Metadata, MetadataStore, TopicId, TopicMeta};
+use oxbow_cluster::metadata_group::{open_node, MetadataNode, Nowhere};
+use oxbow_cluster::{LocalMetadataStore, Metadata, TopicId, TopicMeta};
+use oxbow_core::BrokerConfig;
 use oxbow_storage::layout::{
     discover_partitions, partition_dir, set_aside_topic, Discovery, FoundPartition,
 };
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
 
-/// Loads the node's metadata (adopting a directory without any) and lists the partitions
-/// each shard should open: every partition the metadata holds, on disk or not (one that is
-/// missing was created by a change that committed just before a crash).
-pub(super) fn load(
-    data_dir: &Path,
-    node_id: i32,
-) -> Result<(LocalMetadataStore, Metadata, Vec<FoundPartition>), String> {
-    let store = LocalMetadataStore::new(data_dir);
+/// The directory of the node's metadata group log.
+pub(super) fn group_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(".oxbow").join("metadata")
+}
+
+/// Loads the node's metadata (seeding a new group from an older data directory) and lists the
+/// partitions each shard should open: every partition the metadata holds, on disk or not (one
+/// that is missing was created by a change that committed just before a crash).
+pub(super) fn load(config: &BrokerConfig) -> Result<(Metadata, Vec<FoundPartition>), String> {
+    let data_dir = &config.data_dir;
+    let legacy = LocalMetadataStore::new(data_dir);
     let discovery = discover_partitions(data_dir).map_err(|e| format!("{data_dir:?}: {e}"))?;
     for (path, reason) in &discovery.ignored {
         tracing::warn!(?path, reason, "ignoring entry in data directory");
     }
-    let metadata = match store.load().map_err(|e| e.to_string())? {
-        Some(metadata) => metadata,
-        None => {
-            let adopted = adopt(data_dir, &discovery, node_id)?;
-            store.store(&adopted).map_err(|e| e.to_string())?;
-            forget_legacy_overrides(data_dir, &adopted);
-            tracing::info!(topics = adopted.topics.len(), path = ?store.path(),
-                "metadata created from the data directory");
-            adopted
-        }
+    let group_is_new = !group_dir(data_dir).join("state").exists();
+    let seed = match legacy.load().map_err(|e| e.to_string())? {
+        Some(kept) => Some(kept),
+        None if group_is_new => Some(adopt(data_dir, &discovery, config.node_id)?),
+        None => None,
     };
+    let metadata = recover(config, seed.clone())?;
+    if let Some(seed) = seed.filter(|_| group_is_new) {
+        if legacy.path().exists() {
+            tracing::info!(topics = seed.topics.len(), path = ?legacy.path(),
+                "metadata moved into the metadata group");
+        } else {
+            forget_legacy_overrides(data_dir, &seed);
+            tracing::info!(
+                topics = seed.topics.len(),
+                "metadata created from the data directory"
+            );
+        }
+    }
+    if legacy.path().exists() {
+        let aside = legacy.path().with_extension("json.migrated");
+        std::fs::rename(legacy.path(), &aside)
+            .map_err(|e| format!("moving {:?} aside: {e}", legacy.path()))?;
+    }
     set_aside_strays(data_dir, &discovery, &metadata)?;
     let partitions = metadata
         .topics
@@ -49,7 +71,53 @@ pub(super) fn load(
             })
         })
         .collect();
-    Ok((store, metadata, partitions))
+    Ok((metadata, partitions))
+}
+
+/// Starts this broker's node of the metadata group on the current shard (shard 0).
+pub async fn start_node(config: &BrokerConfig) -> Result<MetadataNode, String> {
+    let disk = Rc::new(oxbow_storage::DmaDisk);
+    let voters = [config.node_id];
+    let dir = group_dir(&config.data_dir);
+    let (core, log) = open_node(&dir, disk, config.node_id, &voters, &config.metadata, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let group = &config.metadata;
+    let tick = Duration::from_millis(group.tick_ms);
+    let timeout = Duration::from_millis(group.proposal_timeout_ms);
+    MetadataNode::spawn(core, log, Box::new(Nowhere), tick, timeout).map_err(|e| e.to_string())
+}
+
+/// Opens the metadata group's log on a short-lived executor of this thread (the shards, which
+/// need the metadata to open their partitions, are not started yet), seeds it if it is new,
+/// and returns the metadata it had committed.
+fn recover(config: &BrokerConfig, seed: Option<Metadata>) -> Result<Metadata, String> {
+    let config = config.clone();
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("metadata-recovery")
+        .spawn(move || async move {
+            let data_dir = &config.data_dir;
+            oxbow_storage::prepare_shard_io(data_dir, "metadata-recovery")
+                .await
+                .map_err(|e| format!("preparing direct I/O: {e}"))?;
+            let disk = Rc::new(oxbow_storage::DmaDisk);
+            let voters = [config.node_id];
+            let (core, log) = open_node(
+                &group_dir(data_dir),
+                disk,
+                config.node_id,
+                &voters,
+                &config.metadata,
+                seed.as_ref(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            log.close().await;
+            Ok::<Metadata, String>((**core.metadata()).clone())
+        })
+        .map_err(|e| format!("starting the recovery thread: {e}"))?
+        .join()
+        .map_err(|e| format!("recovering the metadata group: {e:?}"))?
 }
 
 /// The metadata of a data directory written before the store existed.
@@ -123,6 +191,14 @@ mod tests {
         std::fs::create_dir_all(partition_dir(data_dir, topic, partition)).unwrap();
     }
 
+    fn config(data_dir: &Path, node_id: i32) -> BrokerConfig {
+        BrokerConfig {
+            data_dir: data_dir.to_path_buf(),
+            node_id,
+            ..BrokerConfig::default()
+        }
+    }
+
     #[test]
     fn a_directory_without_metadata_is_adopted_once_with_its_overrides() {
         let dir = tempfile::tempdir().unwrap();
@@ -131,7 +207,7 @@ mod tests {
         }
         let overrides = [("retention.ms".to_string(), "5000".to_string())].into();
         oxbow_storage::topic_config::write_overrides(dir.path(), "orders", &overrides).unwrap();
-        let (_, metadata, partitions) = load(dir.path(), 3).unwrap();
+        let (metadata, partitions) = load(&config(dir.path(), 3)).unwrap();
         let orders = metadata.topic("orders").unwrap();
         assert_eq!(
             orders.partitions.len(),
@@ -145,18 +221,37 @@ mod tests {
         assert_eq!(partitions.len(), 3);
         let overrides_file = oxbow_storage::topic_config::overrides_path(dir.path(), "orders");
         assert!(!overrides_file.exists());
-        let (_, again, _) = load(dir.path(), 3).unwrap();
+        let (again, _) = load(&config(dir.path(), 3)).unwrap();
         assert_eq!(again, metadata, "adopted once, then loaded");
+    }
+
+    #[test]
+    fn the_metadata_file_of_the_previous_version_seeds_the_group_once() {
+        let dir = tempfile::tempdir().unwrap();
+        make_partition(dir.path(), "orders", 0);
+        let legacy = LocalMetadataStore::new(dir.path());
+        let topic =
+            TopicMeta::on_one_broker("orders".into(), TopicId([7; 16]), 1, 0, BTreeMap::new());
+        let mut kept = Metadata::default();
+        kept.apply(&oxbow_cluster::MetadataChange::CreateTopic(topic))
+            .unwrap();
+        legacy.store(&kept).unwrap();
+        let (metadata, partitions) = load(&config(dir.path(), 0)).unwrap();
+        assert_eq!((metadata, partitions.len()), (kept.clone(), 1));
+        assert!(!legacy.path().exists());
+        assert!(legacy.path().with_extension("json.migrated").exists());
+        let (again, _) = load(&config(dir.path(), 0)).unwrap();
+        assert_eq!(again, kept, "read from the group afterwards");
     }
 
     #[test]
     fn topic_directories_the_metadata_does_not_hold_are_set_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, metadata, _) = load(dir.path(), 0).unwrap();
+        let (metadata, _) = load(&config(dir.path(), 0)).unwrap();
         assert!(metadata.topics.is_empty());
         make_partition(dir.path(), "deleted", 0);
         std::fs::write(partition_dir(dir.path(), "deleted", 0).join("x"), b"kept").unwrap();
-        let (_, metadata, partitions) = load(dir.path(), 0).unwrap();
+        let (metadata, partitions) = load(&config(dir.path(), 0)).unwrap();
         assert_eq!((metadata.topics.len(), partitions.len()), (0, 0));
         assert!(!dir.path().join("deleted").exists());
         let strays: Vec<_> = std::fs::read_dir(dir.path().join(".stray"))
@@ -165,6 +260,6 @@ mod tests {
         assert_eq!(strays.len(), 1);
         let kept = strays[0].as_ref().unwrap().path().join("0").join("x");
         assert_eq!(std::fs::read(kept).unwrap(), b"kept");
-        assert!(store.path().exists());
+        assert!(group_dir(dir.path()).join("state").exists());
     }
 }

@@ -7,7 +7,6 @@
 
 use crate::shard::{Shard, ShardMessage};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
-use oxbow_cluster::MetadataStore;
 use oxbow_core::placement::owner_shard;
 use oxbow_core::BrokerConfig;
 use oxbow_storage::layout::FoundPartition;
@@ -17,6 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 mod metadata;
+pub use metadata::start_node as start_metadata_node;
 
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -161,13 +161,12 @@ impl Runtime {
         let data_dir = config.data_dir.clone();
         let lock = lock_data_dir(&data_dir)?;
         ensure_ports_free(&config)?;
-        let (store, metadata, partitions) =
-            metadata::load(&data_dir, config.node_id).map_err(|reason| RuntimeError::Metadata {
+        let (metadata, partitions) =
+            metadata::load(&config).map_err(|reason| RuntimeError::Metadata {
                 path: data_dir.clone(),
                 reason,
             })?;
         let metadata = Arc::new(metadata);
-        let store: Arc<dyn MetadataStore + Send + Sync> = Arc::new(store);
         let cpus: Vec<usize> = glommio::CpuSet::online()
             .map(|set| set.into_iter().map(|location| location.cpu).collect())
             .unwrap_or_default();
@@ -197,7 +196,7 @@ impl Runtime {
                 false => Placement::Fixed(cpus[shard % cpus.len()]),
             };
             let (config_for_shard, mesh) = (config.clone(), inboxes.clone());
-            let (metadata, store) = (metadata.clone(), store.clone());
+            let metadata = metadata.clone();
             let report = report_tx.clone();
             let started = LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{shard}"))
@@ -205,9 +204,6 @@ impl Runtime {
                 .spawn(move || {
                     // Built on its own thread: a shard holds `Rc`s and never moves.
                     let state = Shard::new(shard, config_for_shard, mesh, metadata);
-                    if shard == 0 {
-                        state.set_metadata_store(store);
-                    }
                     shard_main(state, owned, inbox, report, control_rx)
                 });
             match started {
@@ -366,6 +362,15 @@ async fn shard_main(
     {
         let _ = report.send((id, Err(format!("preparing direct I/O: {e}"))));
         return;
+    }
+    if id == 0 {
+        match metadata::start_node(&shard.config).await {
+            Ok(node) => shard.set_metadata_node(node),
+            Err(e) => {
+                let _ = report.send((id, Err(format!("starting the metadata group: {e}"))));
+                return;
+            }
+        }
     }
     for found in &owned {
         let opened = match shard.topic_log_config(&found.topic) {
