@@ -6,16 +6,18 @@
 //! - The metadata group ([`metadata_group`]) that commits those changes: raft-rs as a sans-IO
 //!   core whose log is a partition log on the storage engine's disk, run by a node on shard 0,
 //!   checked by a seeded simulation of whole groups. A single broker is a group of one voter.
+//! - The controller's decisions ([`controller`]): replica placement and leader elections.
 //! - The file a single node kept its metadata in before ([`LocalMetadataStore`]), read once
 //!   to seed the group.
 #![warn(missing_docs)]
 
+pub mod controller;
 pub mod metadata;
 pub mod metadata_group;
 pub mod store;
 
 pub use metadata::{
-    is_internal_topic, Metadata, MetadataChange, MetadataError, PartitionMeta, TopicId, TopicMeta,
-    OFFSETS_TOPIC,
+    is_internal_topic, random_cluster_id, BrokerMeta, Metadata, MetadataChange, MetadataError,
+    PartitionMeta, TopicId, TopicMeta, NO_LEADER, OFFSETS_TOPIC,
 };
 pub use store::{LocalMetadataStore, StoreError};

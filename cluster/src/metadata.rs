@@ -47,6 +47,22 @@ impl TryFrom<String> for TopicId {
     }
 }
 
+/// A new cluster id in Kafka's form: a random UUID as 22 characters of URL-safe base64.
+pub fn random_cluster_id(rng: &mut fastrand::Rng) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits = u128::from_be_bytes(TopicId::random(rng).0);
+    // Six bits per digit from the top; the 22nd digit holds the last two bits, then zeros.
+    (0..22u32)
+        .map(|i| {
+            let digit = match 6 * i {
+                at if at + 6 <= 128 => bits >> (122 - at),
+                at => bits << (at + 6 - 128),
+            };
+            ALPHABET[(digit & 63) as usize] as char
+        })
+        .collect()
+}
+
 /// One partition: its replicas (broker ids, the preferred leader first), the current leader,
 /// the leader epoch (bumped on every leader change) and the in-sync replicas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,11 +102,36 @@ pub struct TopicMeta {
     pub internal: bool,
 }
 
+/// The leader of a partition that has none: no in-sync replica is alive (Kafka's -1).
+pub const NO_LEADER: i32 = -1;
+
+/// A broker of the cluster, as it registered: where clients and peers reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerMeta {
+    /// Broker id (Kafka's `node.id`).
+    pub id: i32,
+    /// Kafka protocol address clients are told (`host:port`).
+    pub kafka_addr: String,
+    /// Native protocol address (`host:port`).
+    pub native_addr: String,
+    /// Rack, for spreading replicas (Kafka's `broker.rack`).
+    #[serde(default)]
+    pub rack: Option<String>,
+    /// Shards (cores) it runs.
+    pub shards: u32,
+}
+
 /// The whole metadata, as of `version` changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
     /// Changes applied so far; every change adds one.
     pub version: u64,
+    /// The cluster's id (Kafka's `cluster.id`), set once.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// Registered brokers by id.
+    #[serde(default)]
+    pub brokers: BTreeMap<i32, BrokerMeta>,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicMeta>,
 }
@@ -98,6 +139,15 @@ pub struct Metadata {
 /// A change to the metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataChange {
+    /// Names the cluster; only once.
+    SetClusterId(String),
+    /// A broker joins, or registers again with new addresses after a restart.
+    RegisterBroker(BrokerMeta),
+    /// A broker leaves for good; refused while it holds a replica (drain it first).
+    UnregisterBroker {
+        /// Broker id.
+        id: i32,
+    },
     /// A new topic.
     CreateTopic(TopicMeta),
     /// A topic is gone.
@@ -153,6 +203,32 @@ impl Metadata {
     /// Applies a change, or refuses it and changes nothing.
     pub fn apply(&mut self, change: &MetadataChange) -> Result<(), MetadataError> {
         match change {
+            MetadataChange::SetClusterId(id) => {
+                if let Some(current) = &self.cluster_id {
+                    return Err(MetadataError::Invalid(format!(
+                        "the cluster is already named {current}"
+                    )));
+                }
+                self.cluster_id = Some(id.clone());
+            }
+            MetadataChange::RegisterBroker(broker) => {
+                if broker.id < 0 {
+                    return Err(MetadataError::Invalid(format!("broker id {}", broker.id)));
+                }
+                self.brokers.insert(broker.id, broker.clone());
+            }
+            MetadataChange::UnregisterBroker { id } => {
+                if !self.brokers.contains_key(id) {
+                    return Err(MetadataError::Invalid(format!("no broker {id}")));
+                }
+                if let Some(topic) = self.topics.values().find(|t| t.has_replica_on(*id)) {
+                    return Err(MetadataError::Invalid(format!(
+                        "broker {id} still holds replicas of {}",
+                        topic.name
+                    )));
+                }
+                self.brokers.remove(id);
+            }
             MetadataChange::CreateTopic(topic) => {
                 if self.topics.contains_key(&topic.name) {
                     return Err(MetadataError::TopicExists(topic.name.clone()));
@@ -236,7 +312,8 @@ fn check_election(
             current.leader_epoch
         )));
     }
-    if !current.replicas.contains(&leader) || !isr.contains(&leader) {
+    let offline = leader == NO_LEADER;
+    if !offline && (!current.replicas.contains(&leader) || !isr.contains(&leader)) {
         return Err(ElectionError::Invalid(format!(
             "leader {leader} is not an in-sync replica"
         )));
@@ -250,6 +327,11 @@ fn check_election(
 }
 
 impl TopicMeta {
+    /// Whether any partition has a replica on `broker`.
+    pub fn has_replica_on(&self, broker: i32) -> bool {
+        self.partitions.iter().any(|p| p.replicas.contains(&broker))
+    }
+
     /// A topic led by one broker: every partition's only replica, at epoch 0.
     pub fn on_one_broker(
         name: String,
@@ -342,6 +424,20 @@ mod tests {
             ));
         }
         assert_eq!(metadata.version, 2);
+    }
+
+    #[test]
+    fn cluster_ids_are_base64_uuids_like_kafkas() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let id = random_cluster_id(&mut rng);
+        assert_eq!(id.len(), 22);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        // The last digit carries two bits followed by four zero bits.
+        let last = id.as_bytes()[21];
+        assert!(b"AQgw".contains(&last), "{id}");
+        assert_ne!(id, random_cluster_id(&mut rng));
     }
 
     #[test]

@@ -214,3 +214,53 @@ fn a_data_directory_that_lost_its_metadata_is_adopted_with_its_data() {
     assert_eq!(answer.topics[0].partitions.len(), 3);
     assert_eq!(produce_everywhere(&mut stream, "kept", 3), vec![(0, 1); 3]);
 }
+
+/// The cluster is named once, by Kafka's rules, and keeps its name across kill -9; another
+/// data directory is another cluster. A replication factor beyond the brokers is refused with
+/// Kafka's error and message.
+#[test]
+fn the_cluster_id_is_kept_across_kill_9_and_replication_factors_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, kafka) = start_broker(dir.path(), 1);
+    let mut stream = TcpStream::connect(&kafka).unwrap();
+    let first = metadata_of(&mut stream, by_name("absent"))
+        .cluster_id
+        .unwrap();
+    assert_eq!(first.len(), 22, "{first}");
+    kill_9(broker);
+    let (_broker, kafka) = start_broker(dir.path(), 1);
+    let mut stream = TcpStream::connect(&kafka).unwrap();
+    let again = metadata_of(&mut stream, by_name("absent"));
+    assert_eq!(again.cluster_id.unwrap(), first);
+    assert_eq!(again.brokers.len(), 1);
+
+    let other = tempfile::tempdir().unwrap();
+    let (_other, other_kafka) = start_broker(other.path(), 1);
+    let mut other_stream = TcpStream::connect(&other_kafka).unwrap();
+    let other_id = metadata_of(&mut other_stream, by_name("absent")).cluster_id;
+    assert_ne!(other_id.unwrap(), first);
+
+    for (factor, refused) in [(3, true), (0, true), (-1, false), (1, false)] {
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(name(&format!("rf{factor}")))
+                .with_num_partitions(1)
+                .with_replication_factor(factor)]);
+        let answer = kafka_call(&mut stream, 5, &request).topics.remove(0);
+        match refused {
+            true => assert_eq!(
+                answer.error_code, 38,
+                "INVALID_REPLICATION_FACTOR for {factor}"
+            ),
+            false => assert_eq!(answer.error_code, 0, "{:?}", answer.error_message),
+        }
+        if factor == 3 {
+            let message = answer.error_message.unwrap().to_string();
+            assert_eq!(
+                message,
+                "Replication factor: 3 larger than available brokers: 1."
+            );
+        }
+    }
+}

@@ -5,12 +5,15 @@ mod node;
 
 use check::Checker;
 use node::{run_or_abandon, Collected, Machine, Running};
+use oxbow_cluster::controller::elections;
 use oxbow_cluster::metadata_group::{
     run_cycle, GroupError, GroupSettings, Message, MessageType, ProposalId,
 };
-use oxbow_cluster::{Metadata, MetadataChange, PartitionMeta, TopicId, TopicMeta};
+use oxbow_cluster::{
+    random_cluster_id, BrokerMeta, Metadata, MetadataChange, PartitionMeta, TopicId, TopicMeta,
+};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -548,7 +551,30 @@ const TOPICS: [&str; 4] = ["orders", "payments", "audit", "clicks"];
 
 fn random_change(rng: &mut fastrand::Rng, view: &Metadata, brokers: &[u64]) -> MetadataChange {
     let existing: Vec<&TopicMeta> = view.topics.values().collect();
-    match rng.u8(..10) {
+    match rng.u8(..12) {
+        // A controller that saw some brokers stop answering: what it would propose first.
+        10 => {
+            let live: BTreeSet<i32> = brokers
+                .iter()
+                .map(|&b| b as i32)
+                .filter(|_| rng.bool())
+                .collect();
+            let mut changes = elections(view, &live);
+            match changes.is_empty() {
+                true => MetadataChange::SetClusterId(random_cluster_id(rng)),
+                false => changes.swap_remove(rng.usize(..changes.len())),
+            }
+        }
+        11 => {
+            let id = brokers[rng.usize(..brokers.len())] as i32;
+            MetadataChange::RegisterBroker(BrokerMeta {
+                id,
+                kafka_addr: format!("node{id}:{}", rng.u16(..)),
+                native_addr: format!("node{id}:6650"),
+                rack: None,
+                shards: 1,
+            })
+        }
         0..=3 => {
             let replicas: Vec<i32> = brokers.iter().map(|&b| b as i32).collect();
             let partition = PartitionMeta {

@@ -3,8 +3,9 @@
 
 use super::message::{CreateTopicError, PartitionError, ShardMessage};
 use super::{ask, Shard};
+use oxbow_cluster::controller::assign_replicas;
 use oxbow_cluster::metadata_group::ProposeError;
-use oxbow_cluster::{Metadata, MetadataChange, TopicId, TopicMeta};
+use oxbow_cluster::{BrokerMeta, Metadata, MetadataChange, PartitionMeta, TopicId, TopicMeta};
 use oxbow_core::LogConfig;
 use oxbow_storage::layout::{partition_dir, set_aside_topic, validate_topic_name};
 use oxbow_storage::{OpenOptions, Partition};
@@ -46,6 +47,16 @@ impl Shard {
         let node =
             (self.metadata_node.borrow().clone()).expect("the metadata group runs on shard 0");
         node.propose(change).await
+    }
+
+    /// Commits a change that opens or drops no partition (the cluster id, a broker's
+    /// registration) and gives every shard the new metadata. Shard 0 only.
+    pub async fn change_cluster(&self, change: MetadataChange) -> Result<(), ProposeError> {
+        assert_eq!(self.id, 0, "metadata changes are serialised on shard 0");
+        let _admin = self.admin.acquire_permit(1).await;
+        let metadata = self.commit(change).await?;
+        self.publish(metadata).await;
+        Ok(())
     }
 
     /// Gives every shard the new metadata and waits until each has it.
@@ -165,9 +176,44 @@ impl Shard {
             return Err(CreateTopicError::Exists);
         }
         let id = TopicId::random(&mut self.rng.borrow_mut());
-        let topic =
-            TopicMeta::on_one_broker(name, id, partitions as u32, self.config.node_id, overrides);
+        let topic = self.place(name, id, partitions as u32, overrides)?;
         self.create_committed(topic, log_config).await
+    }
+
+    /// A new topic's partitions over the registered brokers, one replica each (replication
+    /// comes with the data plane), leaders spread by the controller's assignment.
+    fn place(
+        &self,
+        name: String,
+        id: TopicId,
+        partitions: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMeta, CreateTopicError> {
+        let brokers: Vec<BrokerMeta> = self.metadata().brokers.values().cloned().collect();
+        if brokers.is_empty() {
+            // Internal topics made while the broker starts, before it registers.
+            let node = self.config.node_id;
+            return Ok(TopicMeta::on_one_broker(
+                name, id, partitions, node, configs,
+            ));
+        }
+        let replicas = assign_replicas(&brokers, partitions, 1, &mut self.rng.borrow_mut())
+            .map_err(|e| CreateTopicError::InvalidReplication(e.to_string()))?;
+        Ok(TopicMeta {
+            internal: oxbow_cluster::is_internal_topic(&name),
+            name,
+            id,
+            partitions: replicas
+                .into_iter()
+                .map(|replicas| PartitionMeta {
+                    leader: replicas[0],
+                    leader_epoch: 0,
+                    isr: replicas.clone(),
+                    replicas,
+                })
+                .collect(),
+            configs,
+        })
     }
 
     /// Commits the topic; then its owners open its partitions; then every shard learns it.

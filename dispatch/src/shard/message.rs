@@ -84,6 +84,9 @@ pub enum CreateTopicError {
     /// A config override is unknown or out of bounds.
     #[error("{0}")]
     InvalidConfig(String),
+    /// The replicas cannot be placed (too few brokers).
+    #[error("{0}")]
+    InvalidReplication(String),
     /// Opening a partition failed.
     #[error("creating partition failed: {0}")]
     Storage(String),

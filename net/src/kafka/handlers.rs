@@ -282,11 +282,8 @@ async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTop
         result.name = topic_name(&name);
         result.num_partitions = partitions as i32;
         result.replication_factor = 1;
-        let outcome = if !(topic.replication_factor == -1 || topic.replication_factor == 1) {
-            Err((
-                code::INVALID_REPLICATION_FACTOR,
-                "a single broker holds one replica".to_string(),
-            ))
+        let outcome = if let Err(why) = check_replication_factor(shard, topic.replication_factor) {
+            Err((code::INVALID_REPLICATION_FACTOR, why))
         } else if let Err(e) = shard
             .config
             .log
@@ -315,6 +312,7 @@ async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTop
                         CreateTopicError::InvalidName(_) => code::INVALID_TOPIC,
                         CreateTopicError::InvalidPartitions(..) => code::INVALID_PARTITIONS,
                         CreateTopicError::InvalidConfig(_) => code::INVALID_CONFIG,
+                        CreateTopicError::InvalidReplication(_) => code::INVALID_REPLICATION_FACTOR,
                         CreateTopicError::Storage(_) => code::KAFKA_STORAGE_ERROR,
                     };
                     (code, e.to_string())
@@ -441,4 +439,22 @@ fn describe_configs(shard: &Shard, request: DescribeConfigsRequest) -> DescribeC
         response.results.push(result);
     }
     response
+}
+
+/// A replication factor CreateTopics may ask for: -1 (the broker's default, one) or one up to
+/// the registered brokers; above one is refused until partitions replicate.
+fn check_replication_factor(shard: &Shard, asked: i16) -> Result<(), String> {
+    let brokers = shard.metadata().brokers.len().max(1);
+    match asked {
+        -1 | 1 => Ok(()),
+        n if n < 1 => Err(oxbow_cluster::controller::PlacementError::NoReplicas.to_string()),
+        n if n as usize > brokers => Err(oxbow_cluster::controller::PlacementError::TooFewBrokers {
+            wanted: n as usize,
+            brokers,
+        }
+        .to_string()),
+        n => Err(format!(
+            "Replication factor: {n} needs replication between brokers, which this version does not do yet."
+        )),
+    }
 }

@@ -77,7 +77,8 @@ pub(super) async fn metadata(
     broker.host = text(&endpoint.host);
     broker.port = endpoint.port;
     response.brokers = vec![broker];
-    response.cluster_id = Some(text("oxbow"));
+    let cluster_id = shard.metadata().cluster_id.clone();
+    response.cluster_id = Some(text(cluster_id.as_deref().unwrap_or("oxbow")));
     response.controller_id = node;
     for asked in asked {
         let mut topic = MetadataResponseTopic::default();

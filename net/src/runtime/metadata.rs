@@ -10,8 +10,11 @@
 //! mistaken for a new topic of the same name.
 
 use oxbow_cluster::metadata_group::{open_node, MetadataNode, Nowhere};
-use oxbow_cluster::{LocalMetadataStore, Metadata, TopicId, TopicMeta};
+use oxbow_cluster::{
+    random_cluster_id, BrokerMeta, LocalMetadataStore, Metadata, MetadataChange, TopicId, TopicMeta,
+};
 use oxbow_core::BrokerConfig;
+use oxbow_dispatch::shard::Shard;
 use oxbow_storage::layout::{
     discover_partitions, partition_dir, set_aside_topic, Discovery, FoundPartition,
 };
@@ -86,6 +89,27 @@ pub async fn start_node(config: &BrokerConfig) -> Result<MetadataNode, String> {
     let tick = Duration::from_millis(group.tick_ms);
     let timeout = Duration::from_millis(group.proposal_timeout_ms);
     MetadataNode::spawn(core, log, Box::new(Nowhere), tick, timeout).map_err(|e| e.to_string())
+}
+
+/// Names the cluster if it has no name yet, and registers `broker` unless it is registered
+/// as it is.
+pub(super) async fn register(shard: &Shard, broker: BrokerMeta) -> Result<(), String> {
+    if shard.metadata().cluster_id.is_none() {
+        let id = random_cluster_id(&mut fastrand::Rng::new());
+        shard
+            .change_cluster(MetadataChange::SetClusterId(id.clone()))
+            .await
+            .map_err(|e| format!("naming the cluster: {e}"))?;
+        tracing::info!(cluster_id = %id, "cluster named");
+    }
+    if shard.metadata().brokers.get(&broker.id) != Some(&broker) {
+        let id = broker.id;
+        shard
+            .change_cluster(MetadataChange::RegisterBroker(broker))
+            .await
+            .map_err(|e| format!("registering broker {id}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Opens the metadata group's log on a short-lived executor of this thread (the shards, which

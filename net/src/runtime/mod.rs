@@ -134,6 +134,12 @@ enum Control {
         addr: SocketAddr,
         reply: flume::Sender<Result<SocketAddr, String>>,
     },
+    /// Register this broker in the metadata (and name the cluster if it has no name yet);
+    /// shard 0 only.
+    Register {
+        broker: oxbow_cluster::BrokerMeta,
+        reply: flume::Sender<Result<(), String>>,
+    },
     /// Close every partition and exit.
     Stop,
 }
@@ -223,6 +229,7 @@ impl Runtime {
         drop(report_tx);
         runtime.await_reports(config.shards, report_rx)?;
         runtime.bind_listeners(&config)?;
+        runtime.register(&config)?;
         Ok(runtime)
     }
 
@@ -276,6 +283,28 @@ impl Runtime {
         let addr = parse(&config.metrics_listen);
         self.metrics_addr = self.bind(0, |reply| Control::ListenMetrics { addr, reply })?;
         Ok(())
+    }
+
+    /// Registers this broker with the addresses it listens on (the advertised Kafka address
+    /// when one is set).
+    fn register(&mut self, config: &BrokerConfig) -> Result<(), RuntimeError> {
+        let broker = oxbow_cluster::BrokerMeta {
+            id: config.node_id,
+            kafka_addr: (config.advertised_kafka_addr.clone())
+                .unwrap_or_else(|| self.kafka_addr.to_string()),
+            native_addr: self.native_addr.to_string(),
+            rack: None,
+            shards: config.shards as u32,
+        };
+        let (reply, done) = flume::bounded(1);
+        let _ = self.control[0].send(Control::Register { broker, reply });
+        let reason = match done.recv() {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(reason)) => reason,
+            Err(_) => "shard 0 exited while registering".to_string(),
+        };
+        let _ = self.shut_down();
+        Err(RuntimeError::Shard { shard: 0, reason })
     }
 
     /// Asks a shard to bind a listener and waits for the bound address; on failure stops every
@@ -437,6 +466,9 @@ async fn shard_main(
                 let bound = crate::metrics::listen(addr, gather);
                 metrics_endpoint =
                     answer_bind(bound, "metrics endpoint", addr, &reply).or(metrics_endpoint);
+            }
+            Control::Register { broker, reply } => {
+                let _ = reply.send(metadata::register(&shard, broker).await);
             }
             Control::Stop => break,
         }
