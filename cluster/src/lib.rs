@@ -7,6 +7,7 @@
 //!   core whose log is a partition log on the storage engine's disk, run by a node on shard 0,
 //!   checked by a seeded simulation of whole groups. A single broker is a group of one voter.
 //! - The controller's decisions ([`controller`]): replica placement and leader elections.
+//! - The network between nodes ([`transport`]): QUIC with mutual TLS and a fault switch.
 //! - The file a single node kept its metadata in before ([`LocalMetadataStore`]), read once
 //!   to seed the group.
 #![warn(missing_docs)]
@@ -15,6 +16,7 @@ pub mod controller;
 pub mod metadata;
 pub mod metadata_group;
 pub mod store;
+pub mod transport;
 
 pub use metadata::{
     is_internal_topic, random_cluster_id, BrokerMeta, Metadata, MetadataChange, MetadataError,
