@@ -11,6 +11,12 @@ use raft::prelude::Message;
 pub trait Outbox {
     /// Sends messages to their `to` nodes (best effort: Raft retries what is lost).
     fn send(&mut self, messages: Vec<Message>);
+
+    /// Snapshots sent since the last call, to whom, and whether they went out; raft-rs sends
+    /// nothing more to a follower until it hears this.
+    fn take_snapshot_reports(&mut self) -> Vec<(u64, bool)> {
+        Vec::new()
+    }
 }
 
 /// Why a node stops: its log could not be made durable, or raft-rs refused its state.

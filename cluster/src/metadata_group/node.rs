@@ -25,6 +25,10 @@ pub enum ProposeError {
     /// commit later.
     #[error("the metadata group did not commit the change within {0:?}")]
     TimedOut(Duration),
+    /// A new leader was elected before the change was applied: it may have been lost with the
+    /// old leader or may still commit. Retry (a retried creation may then find its topic).
+    #[error("the metadata group changed leader before the change was applied; it may or may not have committed")]
+    LeaderChanged,
     /// The node stopped (its disk failed, or the broker is shutting down).
     #[error("the metadata node stopped: {0}")]
     Stopped(String),
@@ -43,11 +47,27 @@ enum Input {
     Close(flume::Sender<()>),
 }
 
+/// Where a node stands in the group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The current term.
+    pub term: u64,
+    /// The leader this node knows of (Raft id; 0: none).
+    pub leader: u64,
+    /// The durable commit index.
+    pub commit: u64,
+    /// The last applied index.
+    pub applied: u64,
+}
+
 /// What the node shares with its handles.
 #[derive(Default)]
 struct Shared {
     metadata: Arc<Metadata>,
+    status: NodeStatus,
     stopped: Option<String>,
+    /// Callers waiting for the metadata to reach a version.
+    waiters: Vec<(u64, flume::Sender<Arc<Metadata>>)>,
 }
 
 /// A handle to the node, on the shard that runs it.
@@ -72,7 +92,7 @@ impl MetadataNode {
         let (inputs, receiver) = flume::unbounded();
         let shared = Rc::new(RefCell::new(Shared {
             metadata: core.metadata().clone(),
-            stopped: None,
+            ..Shared::default()
         }));
         let runner = Runner {
             core,
@@ -104,6 +124,29 @@ impl MetadataNode {
     /// The metadata as of the last applied entry.
     pub fn metadata(&self) -> Arc<Metadata> {
         self.shared.borrow().metadata.clone()
+    }
+
+    /// Where the node stands: term, leader, commit and applied index, as of its last cycle.
+    pub fn status(&self) -> NodeStatus {
+        self.shared.borrow().status
+    }
+
+    /// Waits until this node has applied metadata of at least `version` (changes from any
+    /// node of the group), and returns it; `None` if the node stops first.
+    pub async fn applied_version(&self, version: u64) -> Option<Arc<Metadata>> {
+        let waiting = {
+            let mut shared = self.shared.borrow_mut();
+            if shared.metadata.version >= version {
+                return Some(shared.metadata.clone());
+            }
+            if shared.stopped.is_some() {
+                return None;
+            }
+            let (waiter, waiting) = flume::bounded(1);
+            shared.waiters.push((version, waiter));
+            waiting
+        };
+        waiting.recv_async().await.ok()
     }
 
     /// Proposes a change and waits until it is committed and applied here: the metadata then
@@ -147,8 +190,9 @@ struct Runner {
     disk: RaftDisk,
     outbox: Box<dyn Outbox>,
     shared: Rc<RefCell<Shared>>,
-    /// Proposals handed to Raft, answered when applied.
-    waiting: HashMap<ProposalId, (Reply, Instant)>,
+    /// Proposals handed to Raft, answered when applied: the caller, the deadline, and the
+    /// term they were proposed in.
+    waiting: HashMap<ProposalId, (Reply, Instant, u64)>,
     /// Proposals that found no leader yet, tried again on every tick.
     queued: Vec<(MetadataChange, Reply, Instant)>,
     proposal_timeout: Duration,
@@ -215,7 +259,7 @@ impl Runner {
     ) -> Result<(), NodeError> {
         match self.core.propose(change.clone()) {
             Ok(id) => {
-                self.waiting.insert(id, (reply, deadline));
+                self.waiting.insert(id, (reply, deadline, self.core.term()));
             }
             Err(GroupError::NoLeader) => self.queued.push((change, reply, deadline)),
             Err(e) => return Err(e.into()),
@@ -225,19 +269,53 @@ impl Runner {
 
     async fn run_cycles(&mut self) -> Result<(), NodeError> {
         while let Some(cycle) = run_cycle(&mut self.core, &self.disk, self.outbox.as_mut()).await? {
+            for (to, delivered) in self.outbox.take_snapshot_reports() {
+                self.core.snapshot_sent(to, delivered);
+            }
             let metadata = self.core.metadata().clone();
-            self.shared.borrow_mut().metadata = metadata.clone();
+            self.publish(&metadata);
             for entry in cycle.applied {
                 let Some(command) = entry.command else {
                     continue;
                 };
-                if let Some((reply, _)) = self.waiting.remove(&command.proposal) {
+                if let Some((reply, _, _)) = self.waiting.remove(&command.proposal) {
                     let answer = entry.outcome.map(|()| metadata.clone());
                     let _ = reply.send(answer.map_err(ProposeError::Refused));
                 }
             }
+            // A proposal forwarded to a leader that is gone is lost without a word from
+            // raft-rs: answer it now rather than at its deadline, as Kafka answers a request
+            // forwarded to a controller that failed.
+            let term = self.core.term();
+            self.waiting.retain(|_, (reply, _, proposed_in)| {
+                let stale = *proposed_in < term;
+                if stale {
+                    let _ = reply.send(Err(ProposeError::LeaderChanged));
+                }
+                !stale
+            });
         }
         Ok(())
+    }
+
+    /// Shares what the node knows now and wakes those waiting for a version it reached.
+    fn publish(&mut self, metadata: &Arc<Metadata>) {
+        let mut shared = self.shared.borrow_mut();
+        shared.metadata = metadata.clone();
+        shared.status = NodeStatus {
+            term: self.core.term(),
+            leader: self.core.leader(),
+            commit: self.core.commit(),
+            applied: self.core.applied(),
+        };
+        let version = metadata.version;
+        shared.waiters.retain(|(wanted, waiter)| {
+            let reached = version >= *wanted;
+            if reached {
+                let _ = waiter.send(metadata.clone());
+            }
+            !reached
+        });
     }
 
     fn expire(&mut self, now: Instant) {
@@ -250,14 +328,17 @@ impl Runner {
             !expired
         };
         self.waiting
-            .retain(|_, (reply, deadline)| expire(reply, deadline));
+            .retain(|_, (reply, deadline, _)| expire(reply, deadline));
         self.queued
             .retain(|(_, reply, deadline)| expire(reply, deadline));
     }
 
     fn stop(&mut self, why: String) {
-        self.shared.borrow_mut().stopped = Some(why.clone());
-        for (_, (reply, _)) in self.waiting.drain() {
+        let mut shared = self.shared.borrow_mut();
+        shared.stopped = Some(why.clone());
+        shared.waiters.clear();
+        drop(shared);
+        for (_, (reply, _, _)) in self.waiting.drain() {
             let _ = reply.send(Err(ProposeError::Stopped(why.clone())));
         }
         for (_, reply, _) in self.queued.drain(..) {

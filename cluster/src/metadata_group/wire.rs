@@ -1,0 +1,81 @@
+//! The metadata group on the cluster transport: Raft messages as frames (a channel byte, then
+//! the protobuf message), sent best effort (Raft resends what is lost), and frames that arrive
+//! turned back into messages for the node.
+
+use super::cycle::Outbox;
+use super::node::MetadataNode;
+use crate::transport::{Inbound, Transport};
+use bytes::{BufMut, Bytes, BytesMut};
+use protobuf::Message as _;
+use raft::prelude::{Message, MessageType};
+use std::sync::Arc;
+
+/// The first byte of a frame that carries a message of the metadata group (replication will
+/// use other channels on the same connections).
+pub const METADATA_CHANNEL: u8 = 1;
+
+/// A Raft message as a frame.
+pub fn encode_message(message: &Message) -> Bytes {
+    let body = message
+        .write_to_bytes()
+        .expect("messages serialise to memory");
+    let mut frame = BytesMut::with_capacity(1 + body.len());
+    frame.put_u8(METADATA_CHANNEL);
+    frame.put_slice(&body);
+    frame.freeze()
+}
+
+/// The Raft message a frame carries, or why it carries none.
+pub fn decode_message(frame: &[u8]) -> Result<Message, String> {
+    match frame.split_first() {
+        Some((&METADATA_CHANNEL, body)) => {
+            Message::parse_from_bytes(body).map_err(|e| format!("undecodable message: {e}"))
+        }
+        Some((channel, _)) => Err(format!("frame of unknown channel {channel}")),
+        None => Err("empty frame".into()),
+    }
+}
+
+/// Sends the node's messages over the transport.
+pub struct TransportOutbox {
+    transport: Arc<Transport>,
+    snapshots: Vec<u64>,
+}
+
+impl TransportOutbox {
+    /// An outbox over `transport`.
+    pub fn new(transport: Arc<Transport>) -> TransportOutbox {
+        TransportOutbox {
+            transport,
+            snapshots: Vec::new(),
+        }
+    }
+}
+
+impl Outbox for TransportOutbox {
+    fn send(&mut self, messages: Vec<Message>) {
+        for message in messages {
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshots.push(message.to);
+            }
+            self.transport.send(message.to, encode_message(&message));
+        }
+    }
+
+    /// A snapshot handed to the transport counts as sent: if it is lost, the follower's next
+    /// refusal makes the leader send another.
+    fn take_snapshot_reports(&mut self) -> Vec<(u64, bool)> {
+        self.snapshots.drain(..).map(|to| (to, true)).collect()
+    }
+}
+
+/// Feeds the frames that arrive to the node until the transport stops; frames that are not
+/// messages of the group are logged and dropped.
+pub async fn pump_inbound(inbound: flume::Receiver<Inbound>, node: MetadataNode) {
+    while let Ok(Inbound { from, frame }) = inbound.recv_async().await {
+        match decode_message(&frame) {
+            Ok(message) => node.step(message),
+            Err(reason) => tracing::warn!(%from, reason, "cluster frame dropped"),
+        }
+    }
+}
