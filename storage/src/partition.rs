@@ -323,13 +323,7 @@ impl Partition {
     /// too) and returns the new log end. Queued appends are written first. Used when a
     /// follower's log diverges from its leader's.
     pub async fn truncate_to(&self, offset: u64) -> Result<u64, TruncateError> {
-        let done = Completion::new();
-        self.shared
-            .core
-            .borrow_mut()
-            .request_truncation(Cut::From(offset), done.clone())?;
-        self.shared.work.notify();
-        done.wait().await
+        self.truncate(Cut::From(offset)).await
     }
 
     /// Removes every batch and starts the log again, empty, at `offset` (which may lie beyond
@@ -337,11 +331,16 @@ impl Partition {
     /// must continue from a point its log does not reach (a Raft snapshot, a leader whose log
     /// starts past this replica's end).
     pub async fn restart_at(&self, offset: u64) -> Result<u64, TruncateError> {
+        self.truncate(Cut::Everything(offset)).await
+    }
+
+    /// Hands a cut to the writer and waits for it.
+    async fn truncate(&self, cut: Cut) -> Result<u64, TruncateError> {
         let done = Completion::new();
         self.shared
             .core
             .borrow_mut()
-            .request_truncation(Cut::Everything(offset), done.clone())?;
+            .request_truncation(cut, done.clone())?;
         self.shared.work.notify();
         done.wait().await
     }

@@ -1,19 +1,17 @@
 //! The simulated world: machines, a network and a clock, driven by a seeded event queue.
 
+mod changes;
 mod check;
 mod node;
 
+use changes::{marker_change, random_change};
 use check::Checker;
 use node::{run_or_abandon, Collected, Machine, Running};
-use oxbow_cluster::controller::elections;
 use oxbow_cluster::metadata_group::{
     run_cycle, GroupError, GroupSettings, Message, MessageType, ProposalId,
 };
-use oxbow_cluster::{
-    random_cluster_id, BrokerMeta, Metadata, MetadataChange, PartitionMeta, TopicId, TopicMeta,
-};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -545,80 +543,4 @@ impl Schedule {
 fn up(machines: &mut BTreeMap<u64, Machine>, id: u64) -> &mut Running {
     let machine = machines.get_mut(&id).expect("machine");
     machine.running.as_mut().expect("up")
-}
-
-const TOPICS: [&str; 4] = ["orders", "payments", "audit", "clicks"];
-
-fn random_change(rng: &mut fastrand::Rng, view: &Metadata, brokers: &[u64]) -> MetadataChange {
-    let existing: Vec<&TopicMeta> = view.topics.values().collect();
-    match rng.u8(..12) {
-        // A controller that saw some brokers stop answering: what it would propose first.
-        10 => {
-            let live: BTreeSet<i32> = brokers
-                .iter()
-                .map(|&b| b as i32)
-                .filter(|_| rng.bool())
-                .collect();
-            let mut changes = elections(view, &live);
-            match changes.is_empty() {
-                true => MetadataChange::SetClusterId(random_cluster_id(rng)),
-                false => changes.swap_remove(rng.usize(..changes.len())),
-            }
-        }
-        11 => {
-            let id = brokers[rng.usize(..brokers.len())] as i32;
-            MetadataChange::RegisterBroker(BrokerMeta {
-                id,
-                kafka_addr: format!("node{id}:{}", rng.u16(..)),
-                native_addr: format!("node{id}:6650"),
-                rack: None,
-                shards: 1,
-            })
-        }
-        0..=3 => {
-            let replicas: Vec<i32> = brokers.iter().map(|&b| b as i32).collect();
-            let partition = PartitionMeta {
-                leader: replicas[0],
-                leader_epoch: 0,
-                isr: replicas.clone(),
-                replicas,
-            };
-            MetadataChange::CreateTopic(TopicMeta {
-                name: TOPICS[rng.usize(..TOPICS.len())].to_string(),
-                id: TopicId::random(rng),
-                partitions: vec![partition; 1 + rng.usize(..3)],
-                configs: BTreeMap::new(),
-                internal: false,
-            })
-        }
-        4 if !existing.is_empty() => MetadataChange::DeleteTopic {
-            name: existing[rng.usize(..existing.len())].name.clone(),
-        },
-        _ if !existing.is_empty() => {
-            let topic = existing[rng.usize(..existing.len())];
-            let number = rng.usize(..topic.partitions.len());
-            let partition = &topic.partitions[number];
-            let leader = partition.replicas[rng.usize(..partition.replicas.len())];
-            MetadataChange::ElectLeader {
-                topic: topic.name.clone(),
-                partition: number as u32,
-                leader,
-                leader_epoch: partition.leader_epoch + 1,
-                isr: partition.replicas.clone(),
-            }
-        }
-        _ => MetadataChange::DeleteTopic {
-            name: "never-created".into(),
-        },
-    }
-}
-
-fn marker_change(rng: &mut fastrand::Rng) -> MetadataChange {
-    MetadataChange::CreateTopic(TopicMeta::on_one_broker(
-        format!("marker-{}", rng.u32(..)),
-        TopicId::random(rng),
-        1,
-        1,
-        BTreeMap::new(),
-    ))
 }

@@ -122,3 +122,46 @@ fn raise_fd_limit() {
         }
     });
 }
+
+/// Opens (recovering) the partition in `dir` on the real disk.
+pub async fn open(
+    dir: &std::path::Path,
+    config: oxbow_core::LogConfig,
+) -> oxbow_storage::Partition {
+    oxbow_storage::Partition::open(dir, config, oxbow_storage::OpenOptions::default())
+        .await
+        .expect("open")
+}
+
+/// Appends batches `range` one after another; returns each batch's base offset.
+pub async fn append_range(
+    partition: &oxbow_storage::Partition,
+    range: std::ops::Range<u64>,
+) -> Vec<u64> {
+    let mut bases = Vec::new();
+    for i in range {
+        bases.push(
+            partition
+                .append(batch(i))
+                .await
+                .expect("append")
+                .base_offset,
+        );
+    }
+    bases
+}
+
+/// The stored batches are batches 0..count, each with its bytes at its offsets.
+pub fn assert_log_is(batches: &[oxbow_core::RecordBatch], count: u64) {
+    assert_eq!(batches.len() as u64, count, "batch count");
+    let mut offset = 0;
+    for (i, stored) in batches.iter().enumerate() {
+        assert_eq!(batch_index(stored), i as u64);
+        assert_eq!(
+            stored.bytes(),
+            &expected_bytes(i as u64, offset),
+            "bytes of batch {i}"
+        );
+        offset += records_in(i as u64);
+    }
+}
