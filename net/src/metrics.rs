@@ -5,6 +5,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpListener;
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::ApiKey;
+use oxbow_cluster::metadata_group::{NodeStatus, ProposalStats};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -30,8 +31,24 @@ pub fn of(shard: &oxbow_dispatch::Shard) -> Rc<ShardMetrics> {
         .expect("every shard gets its metrics at start")
 }
 
-/// Every shard's metrics snapshot (for the endpoint on shard 0).
-pub async fn gather(shard: &oxbow_dispatch::Shard) -> Vec<MetricsSnapshot> {
+/// Everything the endpoint renders: every shard's snapshot, and the metadata group's node.
+pub struct Gathered {
+    shards: Vec<MetricsSnapshot>,
+    group: Option<(NodeStatus, ProposalStats)>,
+}
+
+/// Every shard's metrics snapshot and the metadata node's (for the endpoint on shard 0).
+pub async fn gather(shard: &oxbow_dispatch::Shard) -> Gathered {
+    let group = shard
+        .metadata_node()
+        .map(|node| (node.status(), node.proposal_stats()));
+    Gathered {
+        shards: gather_shards(shard).await,
+        group,
+    }
+}
+
+async fn gather_shards(shard: &oxbow_dispatch::Shard) -> Vec<MetricsSnapshot> {
     let mut snapshots = Vec::with_capacity(shard.shards());
     for id in 0..shard.shards() {
         let snapshot = shard
@@ -186,9 +203,14 @@ fn summary(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
     let _ = writeln!(out, "{name}_count{braces} {}", h.len());
 }
 
-/// Renders the merged snapshots of every shard in Prometheus text format 0.0.4.
-pub fn render(snapshots: &[MetricsSnapshot]) -> String {
+/// Renders the merged snapshots of every shard and the metadata group in Prometheus text
+/// format 0.0.4.
+pub fn render(gathered: &Gathered) -> String {
+    let snapshots = &gathered.shards[..];
     let mut out = String::new();
+    if let Some((status, proposals)) = &gathered.group {
+        render_group(&mut out, status, proposals);
+    }
     let total = |f: fn(&MetricsSnapshot) -> u64| snapshots.iter().map(f).sum::<u64>();
     let counters = [
         (
@@ -296,6 +318,74 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
     out
 }
 
+/// The metadata group as this node sees it.
+fn render_group(out: &mut String, status: &NodeStatus, proposals: &ProposalStats) {
+    // Raft ids are broker ids + 1; 0 is "no leader", shown as Kafka's -1.
+    let leader = status.leader as i64 - 1;
+    let values: [(&str, &str, &str, i64); 6] = [
+        (
+            "oxbow_metadata_term",
+            "gauge",
+            "Raft term of the metadata group.",
+            status.term as i64,
+        ),
+        (
+            "oxbow_metadata_commit_index",
+            "gauge",
+            "Last committed entry of the metadata log.",
+            status.commit as i64,
+        ),
+        (
+            "oxbow_metadata_apply_lag",
+            "gauge",
+            "Committed entries not applied yet.",
+            (status.commit - status.applied) as i64,
+        ),
+        (
+            "oxbow_metadata_leader",
+            "gauge",
+            "Broker id leading the metadata group (-1: none known).",
+            leader,
+        ),
+        (
+            "oxbow_metadata_leader_changes_total",
+            "counter",
+            "Times the known leader changed.",
+            status.leader_changes as i64,
+        ),
+        (
+            "oxbow_metadata_applied_index",
+            "gauge",
+            "Last applied entry of the metadata log.",
+            status.applied as i64,
+        ),
+    ];
+    for (name, kind, help, value) in values {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    let name = "oxbow_metadata_proposals_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Metadata changes proposed by this node, by outcome.\n# TYPE {name} counter"
+    );
+    for (outcome, count) in [
+        ("committed", proposals.committed),
+        ("refused", proposals.refused),
+        ("failed", proposals.failed),
+    ] {
+        let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {count}");
+    }
+    let name = "oxbow_metadata_proposal_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from proposing a metadata change to its answer.\n# TYPE {name} summary"
+    );
+    summary(out, name, "", &proposals.latency_us);
+}
+
 /// One gauge or counter per subscription and partition.
 fn render_subscriptions(out: &mut String, snapshots: &[MetricsSnapshot]) {
     type Field = fn(&oxbow_core::native::SubscriptionInfo) -> u64;
@@ -361,7 +451,7 @@ pub fn listen<F, Fut>(
 ) -> std::io::Result<(SocketAddr, glommio::Task<()>)>
 where
     F: Fn() -> Fut + 'static,
-    Fut: std::future::Future<Output = Vec<MetricsSnapshot>> + 'static,
+    Fut: std::future::Future<Output = Gathered> + 'static,
 {
     let listener = TcpListener::bind(addr).map_err(std::io::Error::from)?;
     let bound = listener.local_addr().map_err(std::io::Error::from)?;

@@ -150,6 +150,18 @@ fn metrics_endpoint_counts_requests_bytes_partitions_and_fsyncs() {
         common::sample(&metrics, "oxbow_fsync_seconds_count") >= 1.0,
         "flush=always must have synced"
     );
+    // The metadata group of one node: it leads; registering, naming the cluster and creating
+    // the topic were proposals that committed, and every committed entry is applied.
+    assert_eq!(common::sample(&metrics, "oxbow_metadata_leader"), 0.0);
+    assert!(common::sample(&metrics, "oxbow_metadata_term") >= 1.0);
+    let committed = "oxbow_metadata_proposals_total{outcome=\"committed\"}";
+    assert!(common::sample(&metrics, committed) >= 3.0, "{metrics}");
+    assert_eq!(common::sample(&metrics, "oxbow_metadata_apply_lag"), 0.0);
+    assert!(
+        common::sample(&metrics, "oxbow_metadata_commit_index")
+            >= common::sample(&metrics, committed)
+    );
+    assert!(common::sample(&metrics, "oxbow_metadata_proposal_seconds_count") >= 3.0);
     assert!(common::http_get(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
     assert!(broker.child.try_wait().unwrap().is_none());
 }

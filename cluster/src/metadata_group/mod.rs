@@ -22,6 +22,6 @@ pub use durable::{RaftDisk, RaftDiskError};
 pub use group::{AppliedEntry, Committed, GroupError, GroupSettings, MetadataRaft, Persist};
 pub use logger::tracing_logger;
 pub use memory_log::MemoryLog;
-pub use node::{MetadataNode, NodeStatus, ProposeError};
+pub use node::{MetadataNode, NodeStatus, ProposalStats, ProposeError};
 pub use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2, Message, MessageType};
 pub use wire::{decode_message, encode_message, pump_inbound, TransportOutbox, METADATA_CHANNEL};

@@ -58,6 +58,34 @@ pub struct NodeStatus {
     pub commit: u64,
     /// The last applied index.
     pub applied: u64,
+    /// Times the leader this node knows of changed.
+    pub leader_changes: u64,
+}
+
+/// What a node's proposals came to, for the metrics endpoint.
+#[derive(Debug, Clone)]
+pub struct ProposalStats {
+    /// Committed and applied.
+    pub committed: u64,
+    /// Committed but refused by the metadata.
+    pub refused: u64,
+    /// Timed out, lost to a change of leader, or the node stopped.
+    pub failed: u64,
+    /// Time from proposal to answer, in microseconds, of every proposal.
+    pub latency_us: hdrhistogram::Histogram<u64>,
+}
+
+impl Default for ProposalStats {
+    fn default() -> ProposalStats {
+        ProposalStats {
+            committed: 0,
+            refused: 0,
+            failed: 0,
+            // Up to an hour, three significant digits.
+            latency_us: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid bounds"),
+        }
+    }
 }
 
 /// What the node shares with its handles.
@@ -68,6 +96,7 @@ struct Shared {
     stopped: Option<String>,
     /// Callers waiting for the metadata to reach a version.
     waiters: Vec<(u64, flume::Sender<Arc<Metadata>>)>,
+    proposals: ProposalStats,
 }
 
 /// A handle to the node, on the shard that runs it.
@@ -156,7 +185,8 @@ impl MetadataNode {
             return Err(ProposeError::Stopped(why.clone()));
         }
         let (reply, answer) = flume::bounded(1);
-        let deadline = Instant::now() + self.proposal_timeout;
+        let started = Instant::now();
+        let deadline = started + self.proposal_timeout;
         let input = Input::Propose {
             change,
             reply,
@@ -165,10 +195,26 @@ impl MetadataNode {
         if self.inputs.send(input).is_err() {
             return Err(ProposeError::Stopped("the node's task ended".into()));
         }
-        answer
+        let outcome = answer
             .recv_async()
             .await
-            .unwrap_or_else(|_| Err(ProposeError::Stopped("the node's task ended".into())))
+            .unwrap_or_else(|_| Err(ProposeError::Stopped("the node's task ended".into())));
+        let mut shared = self.shared.borrow_mut();
+        let stats = &mut shared.proposals;
+        match &outcome {
+            Ok(_) => stats.committed += 1,
+            Err(ProposeError::Refused(_)) => stats.refused += 1,
+            Err(_) => stats.failed += 1,
+        }
+        stats
+            .latency_us
+            .saturating_record(started.elapsed().as_micros() as u64);
+        outcome
+    }
+
+    /// What this node's proposals came to.
+    pub fn proposal_stats(&self) -> ProposalStats {
+        self.shared.borrow().proposals.clone()
     }
 
     /// A message from a peer.
@@ -302,11 +348,14 @@ impl Runner {
     fn publish(&mut self, metadata: &Arc<Metadata>) {
         let mut shared = self.shared.borrow_mut();
         shared.metadata = metadata.clone();
+        let leader = self.core.leader();
+        let changed = (leader != shared.status.leader) as u64;
         shared.status = NodeStatus {
             term: self.core.term(),
-            leader: self.core.leader(),
+            leader,
             commit: self.core.commit(),
             applied: self.core.applied(),
+            leader_changes: shared.status.leader_changes + changed,
         };
         let version = metadata.version;
         shared.waiters.retain(|(wanted, waiter)| {

@@ -149,6 +149,11 @@ impl Shard {
         *self.metadata_node.borrow_mut() = Some(node);
     }
 
+    /// The node of the metadata group this shard runs (shard 0 only).
+    pub fn metadata_node(&self) -> Option<MetadataNode> {
+        self.metadata_node.borrow().clone()
+    }
+
     /// The metadata this shard serves now.
     pub fn metadata(&self) -> Arc<Metadata> {
         self.metadata.borrow().clone()
