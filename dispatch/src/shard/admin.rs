@@ -59,8 +59,70 @@ impl Shard {
         Ok(())
     }
 
+    /// Opens, on their owner shards, the partitions of `topic` this broker holds a replica of.
+    pub(super) async fn open_partitions(
+        &self,
+        topic: &TopicMeta,
+        log_config: &LogConfig,
+    ) -> Result<(), String> {
+        let name: Arc<str> = Arc::from(topic.name.as_str());
+        for (number, partition) in topic.partitions.iter().enumerate() {
+            if !partition.replicas.contains(&self.config.node_id) {
+                continue;
+            }
+            let partition = number as u32;
+            let (topic, config) = (name.clone(), log_config.clone());
+            let opened = ask(self.owner_inbox(&name, partition), |reply| {
+                ShardMessage::OpenPartition {
+                    topic,
+                    partition,
+                    config,
+                    reply,
+                }
+            })
+            .await
+            .unwrap_or(Err("owner shard is gone".into()));
+            opened.map_err(|e| format!("{name}/{partition}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Closes and deletes a topic's partitions on their owner shards (those it has here), then
+    /// its directory. Every shard must already have forgotten the topic.
+    pub(super) async fn drop_partitions(
+        &self,
+        name: &str,
+        partitions: u32,
+    ) -> Result<(), PartitionError> {
+        let topic: Arc<str> = Arc::from(name);
+        let mut result = Ok(());
+        for partition in 0..partitions {
+            let inbox = self.owner_inbox(&topic, partition);
+            let topic = topic.clone();
+            let dropped = ask(inbox, |reply| ShardMessage::DropPartition {
+                topic,
+                partition,
+                reply,
+            })
+            .await
+            .unwrap_or(Err("owner shard is gone".into()));
+            if let Err(e) = dropped {
+                result = Err(PartitionError::Storage(e));
+            }
+        }
+        if result.is_ok() {
+            let dir = self.config.data_dir.join(name);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    result = Err(PartitionError::Storage(format!("removing {dir:?}: {e}")));
+                }
+            }
+        }
+        result
+    }
+
     /// Gives every shard the new metadata and waits until each has it.
-    async fn publish(&self, metadata: Arc<Metadata>) {
+    pub(super) async fn publish(&self, metadata: Arc<Metadata>) {
         for inbox in &self.mesh {
             let metadata = metadata.clone();
             ask(inbox, |reply| ShardMessage::MetadataChanged {
@@ -98,31 +160,7 @@ impl Shard {
             .await
             .map_err(|e| PartitionError::Storage(e.to_string()))?;
         self.publish(metadata).await;
-        let topic: Arc<str> = Arc::from(name);
-        let mut result = Ok(());
-        for partition in 0..partitions {
-            let inbox = self.owner_inbox(&topic, partition);
-            let topic = topic.clone();
-            let dropped = ask(inbox, |reply| ShardMessage::DropPartition {
-                topic,
-                partition,
-                reply,
-            })
-            .await
-            .unwrap_or(Err("owner shard is gone".into()));
-            if let Err(e) = dropped {
-                result = Err(PartitionError::Storage(e));
-            }
-        }
-        if result.is_ok() {
-            let dir = self.config.data_dir.join(name);
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    result = Err(PartitionError::Storage(format!("removing {dir:?}: {e}")));
-                }
-            }
-        }
-        result
+        self.drop_partitions(name, partitions).await
     }
 
     pub(super) async fn drop_local(&self, topic: &str, partition: u32) -> Result<(), String> {
@@ -234,26 +272,17 @@ impl Shard {
             .commit(MetadataChange::CreateTopic(topic))
             .await
             .map_err(|e| CreateTopicError::Storage(e.to_string()))?;
-        let arc: Arc<str> = Arc::from(name.as_str());
-        for partition in 0..partitions {
-            let inbox = self.owner_inbox(&arc, partition);
-            let (topic, config) = (arc.clone(), log_config.clone());
-            let opened = ask(inbox, |reply| ShardMessage::OpenPartition {
-                topic,
-                partition,
-                config,
-                reply,
-            })
-            .await
-            .unwrap_or(Err("owner shard is gone".into()));
-            if let Err(e) = opened {
-                // Nobody has seen the topic yet: take it back rather than serve it half open.
-                tracing::error!(topic = %name, partition, error = %e, "opening a new partition");
-                if let Err(undo) = self.delete_committed(&name, partitions).await {
-                    tracing::error!(topic = %name, error = %undo, "undoing the topic");
-                }
-                return Err(CreateTopicError::Storage(e));
+        let Some(created) = metadata.topic(&name).cloned() else {
+            let why = format!("{name} was deleted by another change while it was being created");
+            return Err(CreateTopicError::Storage(why));
+        };
+        if let Err(e) = self.open_partitions(&created, &log_config).await {
+            // Nobody has seen the topic yet: take it back rather than serve it half open.
+            tracing::error!(topic = %name, error = %e, "opening a new partition");
+            if let Err(undo) = self.delete_committed(&name, partitions).await {
+                tracing::error!(topic = %name, error = %undo, "undoing the topic");
             }
+            return Err(CreateTopicError::Storage(e));
         }
         self.publish(metadata).await;
         tracing::info!(topic = %name, partitions, "topic created");

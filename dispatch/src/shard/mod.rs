@@ -14,6 +14,7 @@
 //! types.
 
 mod admin;
+mod follow;
 mod host;
 mod message;
 mod reads;
@@ -56,6 +57,8 @@ pub struct Shard {
     mesh: Vec<flume::Sender<ShardMessage>>,
     partitions: RefCell<OwnedPartitions>,
     metadata: RefCell<Arc<Metadata>>,
+    /// Callers waiting for this shard to serve a metadata version.
+    version_waiters: RefCell<Vec<(u64, flume::Sender<()>)>>,
     /// The node of the metadata group, where changes are committed (shard 0 only).
     metadata_node: RefCell<Option<MetadataNode>>,
     /// For topic ids.
@@ -106,6 +109,7 @@ impl Shard {
             partitions: RefCell::default(),
             metadata: RefCell::new(metadata.clone()),
             metadata_node: RefCell::default(),
+            version_waiters: RefCell::default(),
             rng: RefCell::new(fastrand::Rng::new()),
             admin: glommio::sync::Semaphore::new(1),
             extensions: RefCell::default(),
@@ -147,6 +151,19 @@ impl Shard {
     pub fn set_metadata_node(&self, node: MetadataNode) {
         assert_eq!(self.id, 0, "metadata changes are serialised on shard 0");
         *self.metadata_node.borrow_mut() = Some(node);
+    }
+
+    /// Resolves once this shard serves metadata of at least `version`.
+    pub async fn serves_version(&self, version: u64) {
+        let waiting = {
+            if self.metadata.borrow().version >= version {
+                return;
+            }
+            let (waiter, waiting) = flume::bounded(1);
+            self.version_waiters.borrow_mut().push((version, waiter));
+            waiting
+        };
+        let _ = waiting.recv_async().await;
     }
 
     /// The node of the metadata group this shard runs (shard 0 only).
@@ -431,7 +448,10 @@ impl Shard {
             ShardMessage::MetadataChanged { metadata, reply } => {
                 let newer = metadata.version >= self.metadata.borrow().version;
                 if newer {
+                    let version = metadata.version;
                     *self.metadata.borrow_mut() = metadata;
+                    (self.version_waiters.borrow_mut())
+                        .retain(|(wanted, waiter)| *wanted > version || waiter.send(()).is_err());
                 }
                 let _ = reply.send(());
             }

@@ -432,6 +432,8 @@ async fn shard_main(
         }
     });
     let inbox_task = glommio::spawn_local(shard.clone().serve_inbox(inbox));
+    // Changes the metadata group applies without this node proposing them.
+    glommio::spawn_local(shard.clone().follow_metadata()).detach();
     let retention = glommio::spawn_local(shard.clone().apply_retention_forever());
     if id == 0 {
         if let Err(e) = crate::kafka::groups::migrate(&shard).await {

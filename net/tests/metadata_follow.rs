@@ -1,0 +1,87 @@
+//! Changes the metadata group applies without topic administration proposing them (another
+//! node's, the controller's) are carried out by shard 0 in order: a created topic's partitions
+//! open and every shard serves it; a deleted topic is forgotten and its files go.
+
+use oxbow_cluster::{Metadata, MetadataChange, TopicId, TopicMeta};
+use oxbow_core::BrokerConfig;
+use oxbow_net::shard::{mesh, Shard};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// A bound on a wait that must end (a broken follower would otherwise hang the test).
+async fn served(shard: &Shard, version: u64) {
+    let wait = async {
+        shard.serves_version(version).await;
+        Ok(())
+    };
+    glommio::timer::timeout(std::time::Duration::from_secs(30), wait)
+        .await
+        .unwrap_or_else(|_| panic!("version {version} not served within 30 s"));
+}
+
+#[test]
+fn changes_from_the_group_open_and_drop_partitions_on_this_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            oxbow_storage::prepare_shard_io(&data, "test")
+                .await
+                .unwrap();
+            let config = BrokerConfig {
+                data_dir: data.clone(),
+                ..BrokerConfig::default()
+            };
+            let (senders, mut inboxes) = mesh(1, 64);
+            let shard = Rc::new(Shard::new(
+                0,
+                config,
+                senders,
+                Arc::new(Metadata::default()),
+            ));
+            let node = oxbow_net::runtime::start_metadata_node(&shard.config)
+                .await
+                .unwrap();
+            shard.set_metadata_node(node.clone());
+            glommio::spawn_local(shard.clone().serve_inbox(inboxes.remove(0))).detach();
+            glommio::spawn_local(shard.clone().follow_metadata()).detach();
+
+            let topic = TopicMeta::on_one_broker(
+                "elsewhere".into(),
+                TopicId([5; 16]),
+                2,
+                0,
+                BTreeMap::new(),
+            );
+            let created = node
+                .propose(MetadataChange::CreateTopic(topic))
+                .await
+                .unwrap();
+            served(&shard, created.version).await;
+            assert_eq!(shard.partition_count("elsewhere"), Some(2));
+            for partition in 0..2 {
+                assert!(shard.local("elsewhere", partition).is_ok());
+            }
+            assert!(data.join("elsewhere").join("1").is_dir());
+
+            let delete = MetadataChange::DeleteTopic {
+                name: "elsewhere".into(),
+            };
+            let deleted = node.propose(delete).await.unwrap();
+            served(&shard, deleted.version).await;
+            assert_eq!(shard.partition_count("elsewhere"), None);
+            // The files go after every shard has forgotten the topic, under the admin lock: a
+            // topic change after it waits for them to be gone.
+            shard
+                .create_topic("after".into(), 1, Vec::new())
+                .await
+                .unwrap();
+            assert!(shard.local("elsewhere", 0).is_err());
+            assert!(!data.join("elsewhere").exists());
+            node.close().await;
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
