@@ -136,9 +136,10 @@ async fn run(
     let config = group_config();
     let disk = Rc::new(oxbow_storage::DmaDisk);
     let dir = data.join("metadata");
-    let (core, log) = open_node(&dir, disk, broker, &BROKERS, &config, None)
+    let opened = open_node(&dir, disk, broker, &BROKERS, &config, None)
         .await
         .unwrap();
+    let (core, log) = (opened.core, opened.disk);
     let outbox = Box::new(TransportOutbox::new(transport.clone()));
     let tick = Duration::from_millis(config.tick_ms);
     let timeout = Duration::from_millis(config.proposal_timeout_ms);

@@ -230,13 +230,21 @@ impl Writer {
         let offset = match cut {
             Cut::From(offset) | Cut::Everything(offset) => offset,
         };
-        for segment in plan.doomed {
+        // Newest first: a crash part way leaves a prefix of the old log, which recovery reads
+        // as a shorter log.
+        let mut doomed = plan.doomed;
+        doomed.sort_by_key(|segment| std::cmp::Reverse(segment.base_offset));
+        for segment in doomed {
             for path in segment_files(&dir, segment.base_offset) {
                 disk.remove(&path)?;
             }
             segment.file.close().await?;
         }
         if let Some(restart) = plan.restart_at {
+            // The emptied epochs are durable before the new segment exists: recovery would
+            // otherwise stretch an old epoch over the new start.
+            self.shared.core.borrow_mut().forget_epochs();
+            self.write_epochs_if_changed().await?;
             let segment = Segment::create(disk.as_ref(), &dir, restart, crate::now_ms()).await?;
             self.shared.core.borrow_mut().restart(segment);
         }

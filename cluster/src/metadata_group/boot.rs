@@ -36,9 +36,20 @@ pub fn group_settings(broker: i32, config: &MetadataGroupConfig) -> GroupSetting
     }
 }
 
+/// A node opened and caught up with what it had committed.
+pub struct OpenedNode {
+    /// The core, ready to spawn.
+    pub core: MetadataRaft,
+    /// Its log.
+    pub disk: RaftDisk,
+    /// Whether the log was new and started from the seed.
+    pub seeded: bool,
+}
+
 /// Opens the node of `broker` in `dir`. A group that starts for the first time has `voters`
-/// (broker ids) as its voters and, when `seed` holds topics, starts from it. The node has
-/// applied everything it had committed when this returns.
+/// (broker ids) as its voters and, when `seed` holds topics and this broker is the only voter,
+/// starts from it (several voters seeding each their own history would disagree). The node
+/// has applied everything it had committed when this returns.
 pub async fn open_node(
     dir: &Path,
     disk: Rc<dyn Disk>,
@@ -46,11 +57,14 @@ pub async fn open_node(
     voters: &[i32],
     config: &MetadataGroupConfig,
     seed: Option<&Metadata>,
-) -> Result<(MetadataRaft, RaftDisk), NodeError> {
+) -> Result<OpenedNode, NodeError> {
+    let alone = voters == [broker];
     let voters: Vec<u64> = voters.iter().map(|&v| raft_id(v)).collect();
     let segment = config.segment_bytes_max;
     let (mut raft_disk, mut log) = RaftDisk::open(dir, disk.clone(), &voters, segment).await?;
-    if let Some(seed) = seed.filter(|s| log.is_new() && !s.topics.is_empty()) {
+    let seed = seed.filter(|s| alone && log.is_new() && !s.topics.is_empty());
+    let seeded = seed.is_some();
+    if let Some(seed) = seed {
         let data = serde_json::to_vec(seed).expect("metadata serialises");
         raft_disk.bootstrap(data).await?;
         raft_disk.close().await;
@@ -71,7 +85,11 @@ pub async fn open_node(
             break;
         }
     }
-    Ok((core, raft_disk))
+    Ok(OpenedNode {
+        core,
+        disk: raft_disk,
+        seeded,
+    })
 }
 
 /// An outbox for a node without peers to reach yet (or ever, alone in its group).

@@ -20,7 +20,7 @@ use oxbow_storage::io::write_file_atomically;
 use oxbow_storage::ordered::all_in_order;
 use oxbow_storage::{Disk, OpenOptions, Partition};
 use protobuf::Message as _;
-use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -119,8 +119,12 @@ impl RaftDisk {
         state: StateFile,
     ) -> Result<MemoryLog, RaftDiskError> {
         let snapshot_index = snapshot.get_metadata().index;
-        // A snapshot installed just before a crash, before the log restarted after it.
-        if self.log.log_end_offset() < snapshot_index {
+        // A snapshot installed just before a crash, before the log restarted after it: the
+        // old log ends before it, or holds a different entry at its index (so what follows
+        // belongs to another history).
+        if self.log.log_end_offset() < snapshot_index
+            || !self.agrees_with(snapshot.get_metadata()).await?
+        {
             self.log
                 .restart_at(snapshot_index)
                 .await
@@ -147,6 +151,23 @@ impl RaftDisk {
         tracing::debug!(dir = ?self.dir, snapshot_index, last, commit = hard_state.commit,
             "metadata log recovered");
         Ok(MemoryLog::new(snapshot, conf_state, entries, hard_state))
+    }
+
+    /// Whether the log's entry at the snapshot's index, if the log still holds it, has the
+    /// snapshot's term. A log compacted past it (a snapshot this node took) agrees.
+    async fn agrees_with(&self, snapshot: &SnapshotMetadata) -> Result<bool, RaftDiskError> {
+        let Some(offset) = snapshot.index.checked_sub(1) else {
+            return Ok(true);
+        };
+        if offset < self.log.log_start_offset() || offset >= self.log.log_end_offset() {
+            return Ok(true);
+        }
+        let batches = (self.log.read(offset, 1).await).map_err(|e| io_error(&self.log_dir(), e))?;
+        let Some(batch) = batches.iter().find(|b| b.base_offset() == offset) else {
+            return Err(self.damaged(format!("no entry at offset {offset}")));
+        };
+        let entry = decode_entry(batch).map_err(|reason| self.damaged(reason))?;
+        Ok(entry.term == snapshot.term)
     }
 
     /// Every entry after `snapshot_index`, checked against its place in the log.

@@ -246,7 +246,8 @@ impl MetadataRaft {
             self.node.mut_store().set_hard_state(hard_state);
         }
         let mut entries = ready.take_committed_entries();
-        let mut light = self.node.advance(ready);
+        // Entries count as applied only once `apply` has applied them.
+        let mut light = self.node.advance_append(ready);
         let mut send = persist.send_after;
         send.extend(light.take_messages());
         entries.extend(light.take_committed_entries());

@@ -250,6 +250,12 @@ impl Runner {
         while let Ok(first) = inputs.recv_async().await {
             let mut batch = vec![first];
             batch.extend(inputs.try_iter());
+            // Ticks that piled up behind a slow fdatasync count once: a stall of this node's
+            // disk is not time the leader was silent.
+            let mut ticked = false;
+            batch.retain(|input| {
+                !matches!(input, Input::Tick) || !std::mem::replace(&mut ticked, true)
+            });
             let mut outcome = Ok(());
             for input in batch {
                 match input {

@@ -39,7 +39,7 @@ pub fn decode_message(frame: &[u8]) -> Result<Message, String> {
 /// Sends the node's messages over the transport.
 pub struct TransportOutbox {
     transport: Arc<Transport>,
-    snapshots: Vec<u64>,
+    snapshots: Vec<(u64, bool)>,
 }
 
 impl TransportOutbox {
@@ -55,17 +55,28 @@ impl TransportOutbox {
 impl Outbox for TransportOutbox {
     fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
+            let frame = encode_message(&message);
+            let fits = frame.len() <= self.transport.frame_bytes_max();
             if message.get_msg_type() == MessageType::MsgSnapshot {
-                self.snapshots.push(message.to);
+                self.snapshots.push((message.to, fits));
             }
-            self.transport.send(message.to, encode_message(&message));
+            if !fits {
+                tracing::error!(
+                    to = message.to,
+                    bytes = frame.len(),
+                    limit = self.transport.frame_bytes_max(),
+                    "metadata message larger than a cluster frame: not sent"
+                );
+                continue;
+            }
+            self.transport.send(message.to, frame);
         }
     }
 
-    /// A snapshot handed to the transport counts as sent: if it is lost, the follower's next
-    /// refusal makes the leader send another.
+    /// A snapshot handed to the transport counts as sent (if it is lost, the follower's next
+    /// refusal makes the leader send another); one too large for a frame as failed.
     fn take_snapshot_reports(&mut self) -> Vec<(u64, bool)> {
-        self.snapshots.drain(..).map(|to| (to, true)).collect()
+        std::mem::take(&mut self.snapshots)
     }
 }
 

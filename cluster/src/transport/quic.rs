@@ -173,6 +173,11 @@ impl Transport {
             .insert(node, addr);
     }
 
+    /// Largest frame a peer accepts (the same limit on every node).
+    pub fn frame_bytes_max(&self) -> usize {
+        self.shared.limits.frame_bytes_max
+    }
+
     /// The fault switch, for tests.
     pub fn faults(&self) -> &FaultSwitch {
         &self.shared.faults

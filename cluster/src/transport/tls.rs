@@ -84,24 +84,33 @@ impl ClusterTls {
     pub fn write(&self, dir: &Path) -> Result<(), TlsError> {
         let io = |path: PathBuf| move |source| TlsError::Io { path, source };
         std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
-        for (name, text) in [
-            ("ca.pem", &self.ca_pem),
-            ("cluster.pem", &self.cert_pem),
-            ("cluster.key", &self.key_pem),
+        // The key first and readable by the owner only from its creation; `ca.pem` last, as
+        // the mark that the set is whole.
+        for (name, text, mode) in [
+            ("cluster.key", &self.key_pem, 0o600),
+            ("cluster.pem", &self.cert_pem, 0o644),
+            ("ca.pem", &self.ca_pem, 0o644),
         ] {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
             let path = dir.join(name);
-            std::fs::write(&path, text).map_err(io(path.clone()))?;
-            if name.ends_with(".key") {
-                use std::os::unix::fs::PermissionsExt;
-                let private = std::fs::Permissions::from_mode(0o600);
-                std::fs::set_permissions(&path, private).map_err(io(path.clone()))?;
-            }
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&path)
+                .map_err(io(path.clone()))?;
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(io(path.clone()))?;
         }
         Ok(())
     }
 
     /// The files in `dir`, generated there first if there are none (the first node).
     pub fn read_or_generate(dir: &Path) -> Result<ClusterTls, TlsError> {
+        // `ca.pem` is written last: without it, whatever is there is an interrupted attempt.
         if dir.join("ca.pem").exists() {
             return ClusterTls::read(dir);
         }

@@ -5,7 +5,9 @@ use super::message::{CreateTopicError, PartitionError, ShardMessage};
 use super::{ask, Shard};
 use oxbow_cluster::controller::assign_replicas;
 use oxbow_cluster::metadata_group::ProposeError;
-use oxbow_cluster::{BrokerMeta, Metadata, MetadataChange, PartitionMeta, TopicId, TopicMeta};
+use oxbow_cluster::{
+    BrokerMeta, Metadata, MetadataChange, MetadataError, PartitionMeta, TopicId, TopicMeta,
+};
 use oxbow_core::LogConfig;
 use oxbow_storage::layout::{partition_dir, set_aside_topic, validate_topic_name};
 use oxbow_storage::{OpenOptions, Partition};
@@ -268,10 +270,14 @@ impl Shard {
                 .map_err(|e| CreateTopicError::Storage(format!("setting aside old {name}: {e}")))?;
             tracing::warn!(topic = %name, to = ?to, "old topic directory set aside");
         }
-        let metadata = self
-            .commit(MetadataChange::CreateTopic(topic))
-            .await
-            .map_err(|e| CreateTopicError::Storage(e.to_string()))?;
+        let metadata =
+            (self.commit(MetadataChange::CreateTopic(topic)).await).map_err(|e| match e {
+                ProposeError::Refused(MetadataError::TopicExists(_)) => CreateTopicError::Exists,
+                ProposeError::TimedOut(_) | ProposeError::LeaderChanged => {
+                    CreateTopicError::TimedOut(e.to_string())
+                }
+                e => CreateTopicError::Storage(e.to_string()),
+            })?;
         let Some(created) = metadata.topic(&name).cloned() else {
             let why = format!("{name} was deleted by another change while it was being created");
             return Err(CreateTopicError::Storage(why));

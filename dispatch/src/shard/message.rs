@@ -84,6 +84,10 @@ pub enum CreateTopicError {
     /// A config override is unknown or out of bounds.
     #[error("{0}")]
     InvalidConfig(String),
+    /// The metadata group did not answer in time (no leader, no quorum); the topic may still
+    /// be created.
+    #[error("{0}")]
+    TimedOut(String),
     /// The replicas cannot be placed (too few brokers).
     #[error("{0}")]
     InvalidReplication(String),

@@ -313,6 +313,7 @@ async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTop
                         CreateTopicError::InvalidPartitions(..) => code::INVALID_PARTITIONS,
                         CreateTopicError::InvalidConfig(_) => code::INVALID_CONFIG,
                         CreateTopicError::InvalidReplication(_) => code::INVALID_REPLICATION_FACTOR,
+                        CreateTopicError::TimedOut(_) => code::REQUEST_TIMED_OUT,
                         CreateTopicError::Storage(_) => code::KAFKA_STORAGE_ERROR,
                     };
                     (code, e.to_string())

@@ -38,14 +38,14 @@ pub(super) fn load(config: &BrokerConfig) -> Result<(Metadata, Vec<FoundPartitio
     for (path, reason) in &discovery.ignored {
         tracing::warn!(?path, reason, "ignoring entry in data directory");
     }
-    let group_is_new = !group_dir(data_dir).join("state").exists();
+    // Offered every time; the group takes it only while its log is new, so a first start that
+    // failed part way offers it again.
     let seed = match legacy.load().map_err(|e| e.to_string())? {
-        Some(kept) => Some(kept),
-        None if group_is_new => Some(adopt(data_dir, &discovery, config.node_id)?),
-        None => None,
+        Some(kept) => kept,
+        None => adopt(data_dir, &discovery, config.node_id)?,
     };
-    let metadata = recover(config, seed.clone())?;
-    if let Some(seed) = seed.filter(|_| group_is_new) {
+    let (metadata, seeded) = recover(config, seed.clone())?;
+    if seeded {
         if legacy.path().exists() {
             tracing::info!(topics = seed.topics.len(), path = ?legacy.path(),
                 "metadata moved into the metadata group");
@@ -82,9 +82,10 @@ pub async fn start_node(config: &BrokerConfig) -> Result<MetadataNode, String> {
     let disk = Rc::new(oxbow_storage::DmaDisk);
     let voters = [config.node_id];
     let dir = group_dir(&config.data_dir);
-    let (core, log) = open_node(&dir, disk, config.node_id, &voters, &config.metadata, None)
+    let opened = open_node(&dir, disk, config.node_id, &voters, &config.metadata, None)
         .await
         .map_err(|e| e.to_string())?;
+    let (core, log) = (opened.core, opened.disk);
     let group = &config.metadata;
     let tick = Duration::from_millis(group.tick_ms);
     let timeout = Duration::from_millis(group.proposal_timeout_ms);
@@ -115,7 +116,7 @@ pub(super) async fn register(shard: &Shard, broker: BrokerMeta) -> Result<(), St
 /// Opens the metadata group's log on a short-lived executor of this thread (the shards, which
 /// need the metadata to open their partitions, are not started yet), seeds it if it is new,
 /// and returns the metadata it had committed.
-fn recover(config: &BrokerConfig, seed: Option<Metadata>) -> Result<Metadata, String> {
+fn recover(config: &BrokerConfig, seed: Metadata) -> Result<(Metadata, bool), String> {
     let config = config.clone();
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("metadata-recovery")
@@ -126,18 +127,19 @@ fn recover(config: &BrokerConfig, seed: Option<Metadata>) -> Result<Metadata, St
                 .map_err(|e| format!("preparing direct I/O: {e}"))?;
             let disk = Rc::new(oxbow_storage::DmaDisk);
             let voters = [config.node_id];
-            let (core, log) = open_node(
+            let opened = open_node(
                 &group_dir(data_dir),
                 disk,
                 config.node_id,
                 &voters,
                 &config.metadata,
-                seed.as_ref(),
+                Some(&seed),
             )
             .await
             .map_err(|e| e.to_string())?;
-            log.close().await;
-            Ok::<Metadata, String>((**core.metadata()).clone())
+            opened.disk.close().await;
+            let metadata = (**opened.core.metadata()).clone();
+            Ok::<(Metadata, bool), String>((metadata, opened.seeded))
         })
         .map_err(|e| format!("starting the recovery thread: {e}"))?
         .join()
@@ -215,6 +217,25 @@ mod tests {
         std::fs::create_dir_all(partition_dir(data_dir, topic, partition)).unwrap();
     }
 
+    /// Runs the node as a broker's start does: it elects itself and commits a change, so its
+    /// log is no longer new.
+    fn run_once(config: &BrokerConfig) {
+        let config = config.clone();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                oxbow_storage::prepare_shard_io(&config.data_dir, "test")
+                    .await
+                    .unwrap();
+                let node = start_node(&config).await.unwrap();
+                let name = MetadataChange::SetClusterId("test".into());
+                node.propose(name).await.unwrap();
+                node.close().await;
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
     fn config(data_dir: &Path, node_id: i32) -> BrokerConfig {
         BrokerConfig {
             data_dir: data_dir.to_path_buf(),
@@ -250,6 +271,23 @@ mod tests {
     }
 
     #[test]
+    fn a_first_start_that_stopped_before_seeding_seeds_on_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        make_partition(dir.path(), "orders", 0);
+        // The group's files exist, its log is empty: the seed never became durable.
+        let (empty, seeded) = recover(&config(dir.path(), 0), Metadata::default()).unwrap();
+        assert!(empty.topics.is_empty() && !seeded);
+        assert!(group_dir(dir.path()).join("state").exists());
+        let (metadata, partitions) = load(&config(dir.path(), 0)).unwrap();
+        assert!(metadata.topic("orders").is_some());
+        assert_eq!(partitions.len(), 1);
+        assert!(
+            dir.path().join("orders").join("0").is_dir(),
+            "not set aside"
+        );
+    }
+
+    #[test]
     fn the_metadata_file_of_the_previous_version_seeds_the_group_once() {
         let dir = tempfile::tempdir().unwrap();
         make_partition(dir.path(), "orders", 0);
@@ -273,6 +311,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (metadata, _) = load(&config(dir.path(), 0)).unwrap();
         assert!(metadata.topics.is_empty());
+        run_once(&config(dir.path(), 0));
         make_partition(dir.path(), "deleted", 0);
         std::fs::write(partition_dir(dir.path(), "deleted", 0).join("x"), b"kept").unwrap();
         let (metadata, partitions) = load(&config(dir.path(), 0)).unwrap();

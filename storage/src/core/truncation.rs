@@ -76,6 +76,11 @@ impl<A, T> LogCore<A, T> {
         TruncationPlan { doomed, restart_at }
     }
 
+    /// Every leader epoch goes: the log is emptied and restarts.
+    pub(crate) fn forget_epochs(&mut self) {
+        self.epochs_dirty |= self.epochs.truncate_from(0);
+    }
+
     /// The log was emptied by a truncation: `segment` (at the truncation offset) starts it
     /// again, with nothing of the old log left in memory either.
     pub(crate) fn restart(&mut self, segment: Segment) {
