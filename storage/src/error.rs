@@ -41,6 +41,10 @@ pub enum AppendError {
     /// kernel may have dropped the unsynced pages and a retry could report false durability.
     #[error("partition stopped after an fdatasync failure: {0}")]
     Stopped(String),
+    /// A truncation of the log is requested or under way (a replica changing leader); the
+    /// append was not admitted.
+    #[error("the log is being truncated, append refused")]
+    Truncating,
     /// The partition is closing or closed.
     #[error("partition is closed")]
     Closed,

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use oxbow_core::FlushPolicy;
-use oxbow_storage::ReadError;
+use oxbow_storage::{AppendError, ReadError};
 
 #[test]
 fn truncate_to_cuts_at_batch_boundaries_and_survives_reopen() {
@@ -85,6 +85,26 @@ fn restart_at_empties_the_log_and_continues_at_any_offset_across_reopen() {
             ),
             (5, 1)
         );
+        partition.close().await;
+    });
+}
+
+#[test]
+fn appends_are_refused_while_a_truncation_is_pending_and_admitted_after() {
+    on_shard(|dir| async move {
+        let partition = open(&dir, small_config(FlushPolicy::Always)).await;
+        let bases = append_range(&partition, 0..10).await;
+        // The truncation is requested first; the append then finds it pending.
+        let (cut, refused) =
+            futures_lite::future::zip(partition.truncate_to(bases[5]), partition.append(batch(5)))
+                .await;
+        assert_eq!(cut.unwrap(), bases[5]);
+        assert_eq!(refused, Err(AppendError::Truncating));
+        assert_eq!(
+            partition.append(batch(5)).await.unwrap().base_offset,
+            bases[5]
+        );
+        assert_log_is(&read_all(&partition, 0).await, 6);
         partition.close().await;
     });
 }

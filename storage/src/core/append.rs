@@ -30,6 +30,10 @@ impl<A, T> LogCore<A, T> {
         if self.closing {
             return Err(AppendError::Closed);
         }
+        // An append admitted now would take an offset the truncation is about to change.
+        if self.truncation.is_some() || self.truncating {
+            return Err(AppendError::Truncating);
+        }
         Ok(())
     }
 

@@ -99,6 +99,8 @@ pub(crate) struct LogCore<A, T> {
     /// Set after an fdatasync (or truncation) failure: no append is accepted again.
     stopped: Option<String>,
     truncation: Option<(Cut, T)>,
+    /// The writer is carrying out a truncation: offsets are about to change under it.
+    truncating: bool,
     /// Appends waiting for queue space, in arrival order (tickets).
     line: VecDeque<u64>,
     next_ticket: u64,
@@ -140,6 +142,7 @@ impl<A, T> LogCore<A, T> {
             closing: false,
             stopped: None,
             truncation: None,
+            truncating: false,
             line: VecDeque::new(),
             next_ticket: 0,
             unsynced: false,

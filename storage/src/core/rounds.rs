@@ -52,8 +52,9 @@ impl<A, T> LogCore<A, T> {
         }
         let config = &self.config;
         if self.pending.is_empty() {
-            if let Some((offset, waiter)) = self.truncation.take() {
-                return Work::Truncate(offset, waiter);
+            if let Some((cut, waiter)) = self.truncation.take() {
+                self.truncating = true;
+                return Work::Truncate(cut, waiter);
             }
             if self.closing {
                 return Work::Close;

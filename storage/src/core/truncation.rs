@@ -126,6 +126,7 @@ impl<A, T> LogCore<A, T> {
         self.producers.truncate(new_end);
         self.epochs_dirty |= self.epochs.truncate_from(new_end);
         self.durable_end = self.durable_end.min(new_end);
+        self.truncating = false;
         if let Some(hw) = &mut self.high_watermark {
             *hw = (*hw).min(new_end);
         }
