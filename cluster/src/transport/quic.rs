@@ -9,7 +9,7 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a frame did not reach its peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,10 +82,19 @@ pub struct TransportLimits {
     pub idle_timeout: Duration,
 }
 
+/// A peer's connection, or when and why the last attempt failed (frames fail fast until the
+/// backoff has passed, so a dead peer does not gather a queue of handshakes).
+type Slot = Arc<tokio::sync::Mutex<Option<Result<quinn::Connection, (Instant, String)>>>>;
+
+/// How long after a failed connection attempt frames to that peer fail without a new one.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(500);
+
 struct Shared {
     endpoint: quinn::Endpoint,
     peers: Mutex<HashMap<u64, SocketAddr>>,
-    connections: Mutex<HashMap<u64, quinn::Connection>>,
+    /// One slot per peer: whoever finds it empty connects while the others wait, so a dead
+    /// peer costs one handshake attempt at a time, not one per frame.
+    connections: Mutex<HashMap<u64, Slot>>,
     faults: FaultSwitch,
     limits: TransportLimits,
 }
@@ -243,19 +252,27 @@ async fn deliver(shared: &Shared, to: u64, frame: Bytes) -> Result<(), Transport
     };
     let outcome = sent.await;
     if outcome.is_err() {
-        // The next frame connects again.
-        shared.connections.lock().expect("not poisoned").remove(&to);
+        // The next frame connects again, unless another task already has.
+        let mut current = slot(shared, to).lock_owned().await;
+        let id = |c: &Option<Result<quinn::Connection, _>>| match c {
+            Some(Ok(c)) => Some(c.stable_id()),
+            _ => None,
+        };
+        if id(&current) == Some(connection.stable_id()) {
+            *current = None;
+        }
     }
     outcome
 }
 
+fn slot(shared: &Shared, to: u64) -> Slot {
+    let mut slots = shared.connections.lock().expect("not poisoned");
+    slots.entry(to).or_default().clone()
+}
+
 /// The connection to `to`, made when there is none (or the last one closed).
 async fn connection(shared: &Shared, to: u64) -> Result<quinn::Connection, TransportError> {
-    if let Some(live) = (shared.connections.lock().expect("not poisoned").get(&to))
-        .filter(|c| c.close_reason().is_none())
-    {
-        return Ok(live.clone());
-    }
+    let mut current = slot(shared, to).lock_owned().await;
     let addr = (shared.peers.lock().expect("not poisoned").get(&to).copied())
         .ok_or(TransportError::UnknownPeer(to))?;
     let refused = |reason: String| TransportError::Connect {
@@ -263,19 +280,23 @@ async fn connection(shared: &Shared, to: u64) -> Result<quinn::Connection, Trans
         addr,
         reason,
     };
-    let connecting = (shared.endpoint)
-        .connect(addr, CLUSTER_SERVER_NAME)
-        .map_err(|e| refused(e.to_string()))?;
-    let connection = tokio::time::timeout(shared.limits.connect_timeout, connecting)
-        .await
-        .map_err(|_| refused("timed out".into()))?
-        .map_err(|e| refused(e.to_string()))?;
-    shared
-        .connections
-        .lock()
-        .expect("not poisoned")
-        .insert(to, connection.clone());
-    Ok(connection)
+    match current.as_ref() {
+        Some(Ok(live)) if live.close_reason().is_none() => return Ok(live.clone()),
+        Some(Err((at, why))) if at.elapsed() < CONNECT_BACKOFF => return Err(refused(why.clone())),
+        _ => {}
+    }
+    let connected = async {
+        let connecting = (shared.endpoint)
+            .connect(addr, CLUSTER_SERVER_NAME)
+            .map_err(|e| e.to_string())?;
+        tokio::time::timeout(shared.limits.connect_timeout, connecting)
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())
+    };
+    let outcome = connected.await.map_err(|why| (Instant::now(), why));
+    *current = Some(outcome.clone());
+    outcome.map_err(|(_, why)| refused(why))
 }
 
 /// Whether `from` is the address of a node the fault switch cuts off.
