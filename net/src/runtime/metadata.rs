@@ -9,7 +9,7 @@
 //! under `.stray/`, as Kafka sets aside stray logs: never served, never deleted, and never
 //! mistaken for a new topic of the same name.
 
-use oxbow_cluster::metadata_group::{open_node, MetadataNode, Nowhere};
+use oxbow_cluster::metadata_group::{open_node, raft_id, MetadataNode, Nowhere};
 use oxbow_cluster::{
     random_cluster_id, BrokerMeta, LocalMetadataStore, Metadata, MetadataChange, TopicId, TopicMeta,
 };
@@ -29,8 +29,9 @@ pub(super) fn group_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// Loads the node's metadata (seeding a new group from an older data directory) and lists the
-/// partitions each shard should open: every partition the metadata holds, on disk or not (one
-/// that is missing was created by a change that committed just before a crash).
+/// partitions each shard should open: every partition the metadata places on this broker, on
+/// disk or not (one that is missing was created by a change that committed just before a
+/// crash).
 pub(super) fn load(config: &BrokerConfig) -> Result<(Metadata, Vec<FoundPartition>), String> {
     let data_dir = &config.data_dir;
     let legacy = LocalMetadataStore::new(data_dir);
@@ -67,11 +68,18 @@ pub(super) fn load(config: &BrokerConfig) -> Result<(Metadata, Vec<FoundPartitio
         .topics
         .values()
         .flat_map(|topic| {
-            (0..topic.partitions.len() as u32).map(|partition| FoundPartition {
-                topic: topic.name.clone(),
-                partition,
-                dir: partition_dir(data_dir, &topic.name, partition),
-            })
+            let here = |p: &u32| {
+                topic.partitions[*p as usize]
+                    .replicas
+                    .contains(&config.node_id)
+            };
+            (0..topic.partitions.len() as u32)
+                .filter(here)
+                .map(|partition| FoundPartition {
+                    topic: topic.name.clone(),
+                    partition,
+                    dir: partition_dir(data_dir, &topic.name, partition),
+                })
         })
         .collect();
     Ok((metadata, partitions))
@@ -138,6 +146,16 @@ fn recover(config: &BrokerConfig, seed: Metadata) -> Result<(Metadata, bool), St
             .await
             .map_err(|e| e.to_string())?;
             opened.disk.close().await;
+            let voters = opened.core.conf_state().voters;
+            if !voters.contains(&raft_id(config.node_id)) {
+                // Kafka refuses the same (meta.properties): this node would wait for votes forever.
+                let brokers: Vec<i64> = voters.iter().map(|&v| v as i64 - 1).collect();
+                return Err(format!(
+                    "this data directory belongs to broker(s) {brokers:?} of its metadata group; \
+                     node_id is {}",
+                    config.node_id
+                ));
+            }
             let metadata = (**opened.core.metadata()).clone();
             Ok::<(Metadata, bool), String>((metadata, opened.seeded))
         })
@@ -268,6 +286,15 @@ mod tests {
         assert!(!overrides_file.exists());
         let (again, _) = load(&config(dir.path(), 3)).unwrap();
         assert_eq!(again, metadata, "adopted once, then loaded");
+    }
+
+    #[test]
+    fn a_data_directory_of_another_node_id_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        load(&config(dir.path(), 3)).unwrap();
+        let refused = load(&config(dir.path(), 4)).unwrap_err();
+        assert!(refused.contains("belongs to broker(s) [3]"), "{refused}");
+        assert!(load(&config(dir.path(), 3)).is_ok());
     }
 
     #[test]
