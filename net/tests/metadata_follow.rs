@@ -1,10 +1,11 @@
 //! Changes the metadata group applies without topic administration proposing them (another
 //! node's, the controller's) are carried out by shard 0 in order: a created topic's partitions
-//! open and every shard serves it; a deleted topic is forgotten and its files go.
+//! open and every shard serves it; a deleted topic is forgotten and its files go; a topic
+//! placed on another broker opens nothing here and its requests name the leader.
 
 use oxbow_cluster::{Metadata, MetadataChange, TopicId, TopicMeta};
 use oxbow_core::BrokerConfig;
-use oxbow_net::shard::{mesh, Shard};
+use oxbow_net::shard::{mesh, PartitionError, Shard};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -79,6 +80,26 @@ fn changes_from_the_group_open_and_drop_partitions_on_this_node() {
                 .unwrap();
             assert!(shard.local("elsewhere", 0).is_err());
             assert!(!data.join("elsewhere").exists());
+
+            // A topic placed on another broker: nothing opens here, and requests for it are
+            // told who leads it.
+            let away =
+                TopicMeta::on_one_broker("away".into(), TopicId([6; 16]), 1, 7, BTreeMap::new());
+            let placed = node
+                .propose(MetadataChange::CreateTopic(away))
+                .await
+                .unwrap();
+            served(&shard, placed.version).await;
+            assert_eq!(shard.partition_count("away"), Some(1));
+            assert!(matches!(
+                shard.local("away", 0),
+                Err(PartitionError::NotLeader { leader: 7 })
+            ));
+            assert!(matches!(
+                shard.local("away", 1),
+                Err(PartitionError::UnknownTopicOrPartition)
+            ));
+            assert!(!data.join("away").exists());
             node.close().await;
         })
         .unwrap()

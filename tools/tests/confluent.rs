@@ -545,7 +545,9 @@ fn per_topic_configs_are_validated_stored_applied_and_survive_restart() {
             "--partitions",
             "1",
         ];
+        // Batches below the topic's max.message.bytes, however fast messages queue up.
         args.extend(["--base", base, "--count", "50000", "--acks", "all"]);
+        args.extend(["--batch-bytes", "32768"]);
         let (ok, out) = client(&args);
         assert!(ok, "{out}");
     };
@@ -567,6 +569,7 @@ fn per_topic_configs_are_validated_stored_applied_and_survive_restart() {
         "1",
     ];
     args.extend(["--base", "50000", "--count", "50000", "--acks", "all"]);
+    args.extend(["--batch-bytes", "32768"]);
     let (ok, out) = client(&args);
     assert!(ok, "{out}");
     assert!(

@@ -17,6 +17,13 @@ pub enum PartitionError {
     /// The topic or partition does not exist.
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,
+    /// The partition exists but this broker holds no replica of it (clients refresh their
+    /// metadata and go to the leader).
+    #[error("this broker does not lead the partition (its leader is broker {leader})")]
+    NotLeader {
+        /// The partition's leader, as the metadata says (-1: none).
+        leader: i32,
+    },
     /// The offset is outside the log.
     #[error("offset out of range")]
     OffsetOutOfRange,

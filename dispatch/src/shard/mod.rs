@@ -252,14 +252,21 @@ impl Shard {
         &self.mesh[owner_shard(topic, partition, self.shards())]
     }
 
-    /// A partition this shard owns.
+    /// A partition this shard owns; for one the metadata places on another broker, who leads it.
     pub fn local(&self, topic: &str, partition: u32) -> Result<Rc<PartitionHost>, PartitionError> {
-        self.partitions
-            .borrow()
-            .get(topic)
+        let hosted = (self.partitions.borrow().get(topic))
             .and_then(|by_number| by_number.get(&partition))
-            .cloned()
-            .ok_or(PartitionError::UnknownTopicOrPartition)
+            .cloned();
+        hosted.ok_or_else(|| {
+            let metadata = self.metadata();
+            let placed = (metadata.topic(topic)).and_then(|t| t.partitions.get(partition as usize));
+            match placed {
+                Some(p) if !p.replicas.contains(&self.config.node_id) => {
+                    PartitionError::NotLeader { leader: p.leader }
+                }
+                _ => PartitionError::UnknownTopicOrPartition,
+            }
+        })
     }
 
     /// Every subscription on this shard's partitions, for metrics.

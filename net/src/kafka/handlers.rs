@@ -34,6 +34,7 @@ pub(super) fn topic_name(s: &str) -> TopicName {
 pub(super) fn partition_error_code(e: &PartitionError) -> i16 {
     match e {
         PartitionError::UnknownTopicOrPartition => code::UNKNOWN_TOPIC_OR_PARTITION,
+        PartitionError::NotLeader { .. } => code::NOT_LEADER_OR_FOLLOWER,
         PartitionError::OffsetOutOfRange => code::OFFSET_OUT_OF_RANGE,
         PartitionError::BatchTooLarge => code::MESSAGE_TOO_LARGE,
         PartitionError::OutOfOrderSequence => code::OUT_OF_ORDER_SEQUENCE_NUMBER,

@@ -72,11 +72,7 @@ pub(super) async fn metadata(
     };
     let may_create = version < 4 || request.allow_auto_topic_creation;
     let mut response = MetadataResponse::default();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = node;
-    broker.host = text(&endpoint.host);
-    broker.port = endpoint.port;
-    response.brokers = vec![broker];
+    response.brokers = brokers(shard, endpoint);
     let cluster_id = shard.metadata().cluster_id.clone();
     response.cluster_id = Some(text(cluster_id.as_deref().unwrap_or("oxbow")));
     response.controller_id = node;
@@ -102,6 +98,33 @@ pub(super) async fn metadata(
         response.topics.push(topic);
     }
     response
+}
+
+/// Every registered broker where clients reach it; this one at the address the client used
+/// (or the advertised one), which a registration cannot know for every listener.
+fn brokers(shard: &Shard, endpoint: &KafkaEndpoint) -> Vec<MetadataResponseBroker> {
+    let me = shard.config.node_id;
+    let mut this = MetadataResponseBroker::default();
+    this.node_id = BrokerId(me);
+    this.host = text(&endpoint.host);
+    this.port = endpoint.port;
+    let mut brokers = vec![this];
+    for registered in shard.metadata().brokers.values().filter(|b| b.id != me) {
+        let Some((host, port)) = (registered.kafka_addr.rsplit_once(':'))
+            .and_then(|(host, port)| Some((host, port.parse::<i32>().ok()?)))
+        else {
+            tracing::warn!(broker = registered.id, addr = %registered.kafka_addr,
+                "registered Kafka address is not host:port");
+            continue;
+        };
+        let mut broker = MetadataResponseBroker::default();
+        broker.node_id = BrokerId(registered.id);
+        broker.host = text(host.trim_start_matches('[').trim_end_matches(']'));
+        broker.port = port;
+        broker.rack = registered.rack.as_deref().map(text);
+        brokers.push(broker);
+    }
+    brokers
 }
 
 /// The topic `matches` picks, copied out of the snapshot.

@@ -247,6 +247,8 @@ fn refusal_frame(request_id: u64, (code, message): Refusal) -> ServerFrame {
 pub(super) fn partition_refusal(e: PartitionError) -> Refusal {
     match e {
         PartitionError::UnknownTopicOrPartition => (ErrorCode::UnknownTopic, e.to_string()),
+        // Not here: the native protocol has no leader lookup yet, the message names the leader.
+        PartitionError::NotLeader { .. } => (ErrorCode::UnknownTopic, e.to_string()),
         PartitionError::BatchTooLarge => (ErrorCode::TooLarge, e.to_string()),
         PartitionError::InternalTopic => (ErrorCode::InvalidName, e.to_string()),
         other => (ErrorCode::Storage, other.to_string()),

@@ -30,6 +30,7 @@ def produce(args):
         "acks": args.acks,
         "enable.idempotence": args.idempotent,
         "linger.ms": args.linger_ms,
+        "batch.size": args.batch_bytes,
         "message.timeout.ms": args.timeout_ms,
         "compression.type": args.compression,
     })
@@ -174,6 +175,9 @@ def main():
     parser.add_argument("--idempotent", action="store_true")
     parser.add_argument("--timeout-ms", type=int, default=30000)
     parser.add_argument("--linger-ms", type=int, default=2)
+    # librdkafka's default; a topic with a smaller max.message.bytes needs smaller batches
+    # (librdkafka does not split a batch the broker refuses as too large).
+    parser.add_argument("--batch-bytes", type=int, default=1000000)
     parser.add_argument("--compression", default="none")
     parser.add_argument("--keyed", action="store_true")
     parser.add_argument("--json", action="store_true")
