@@ -126,6 +126,7 @@ async fn run(
     let limits = TransportLimits {
         frame_bytes_max: 16 << 20,
         connect_timeout: Duration::from_secs(2),
+        frame_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(5),
     };
     let listen = "127.0.0.1:0".parse().unwrap();

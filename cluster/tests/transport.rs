@@ -12,6 +12,7 @@ use std::time::Duration;
 const LIMITS: TransportLimits = TransportLimits {
     frame_bytes_max: 64 * 1024,
     connect_timeout: Duration::from_secs(5),
+    frame_timeout: Duration::from_secs(5),
     idle_timeout: Duration::from_secs(10),
 };
 

@@ -5,7 +5,7 @@
 
 use oxbow_cluster::{Metadata, MetadataChange, TopicId, TopicMeta};
 use oxbow_core::BrokerConfig;
-use oxbow_net::shard::{mesh, PartitionError, Shard};
+use oxbow_net::shard::{mesh, Acks, PartitionError, Shard};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -100,6 +100,78 @@ fn changes_from_the_group_open_and_drop_partitions_on_this_node() {
                 Err(PartitionError::UnknownTopicOrPartition)
             ));
             assert!(!data.join("away").exists());
+            node.close().await;
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// Without the follower running: topic administration's own change carries out everything the
+/// group applied before it too, including a name deleted and created again with a new id (the
+/// old log goes before the new one opens).
+#[test]
+fn an_administrative_change_carries_out_what_the_group_applied_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            oxbow_storage::prepare_shard_io(&data, "test")
+                .await
+                .unwrap();
+            let config = BrokerConfig {
+                data_dir: data.clone(),
+                ..BrokerConfig::default()
+            };
+            let (senders, mut inboxes) = mesh(1, 64);
+            let shard = Rc::new(Shard::new(
+                0,
+                config,
+                senders,
+                Arc::new(Metadata::default()),
+            ));
+            let node = oxbow_net::runtime::start_metadata_node(&shard.config)
+                .await
+                .unwrap();
+            shard.set_metadata_node(node.clone());
+            glommio::spawn_local(shard.clone().serve_inbox(inboxes.remove(0))).detach();
+
+            let topic =
+                |id| TopicMeta::on_one_broker("x".into(), TopicId([id; 16]), 1, 0, BTreeMap::new());
+            shard
+                .create_topic("first".into(), 1, Vec::new())
+                .await
+                .unwrap();
+            node.propose(MetadataChange::CreateTopic(topic(1)))
+                .await
+                .unwrap();
+            shard
+                .create_topic("second".into(), 1, Vec::new())
+                .await
+                .unwrap();
+            let batch = || {
+                let mut builder = oxbow_core::BatchBuilder::new(0);
+                builder.push(None, Some(b"old"), 0);
+                vec![builder.build()]
+            };
+            let x: Arc<str> = Arc::from("x");
+            let stored = shard.send_produce(x.clone(), 0, batch(), Acks::All).await;
+            assert!(stored.recv_async().await.unwrap().is_ok(), "x was opened");
+            assert_eq!(shard.local("x", 0).unwrap().log.log_end_offset(), 1);
+
+            let delete = MetadataChange::DeleteTopic { name: "x".into() };
+            node.propose(delete).await.unwrap();
+            node.propose(MetadataChange::CreateTopic(topic(2)))
+                .await
+                .unwrap();
+            shard
+                .create_topic("third".into(), 1, Vec::new())
+                .await
+                .unwrap();
+            let served = shard.metadata();
+            assert_eq!(served.topic("x").unwrap().id, TopicId([2; 16]));
+            let host = shard.local("x", 0).expect("the new x is open");
+            assert_eq!(host.log.log_end_offset(), 0, "nothing of the old x");
             node.close().await;
         })
         .unwrap()

@@ -42,6 +42,8 @@ pub struct OpenedNode {
     pub core: MetadataRaft,
     /// Its log.
     pub disk: RaftDisk,
+    /// Whether the log was new when opened.
+    pub was_new: bool,
     /// Whether the log was new and started from the seed.
     pub seeded: bool,
 }
@@ -62,7 +64,8 @@ pub async fn open_node(
     let voters: Vec<u64> = voters.iter().map(|&v| raft_id(v)).collect();
     let segment = config.segment_bytes_max;
     let (mut raft_disk, mut log) = RaftDisk::open(dir, disk.clone(), &voters, segment).await?;
-    let seed = seed.filter(|s| alone && log.is_new() && !s.topics.is_empty());
+    let was_new = log.is_new();
+    let seed = seed.filter(|s| alone && was_new && !s.topics.is_empty());
     let seeded = seed.is_some();
     if let Some(seed) = seed {
         let data = serde_json::to_vec(seed).expect("metadata serialises");
@@ -88,6 +91,7 @@ pub async fn open_node(
     Ok(OpenedNode {
         core,
         disk: raft_disk,
+        was_new,
         seeded,
     })
 }

@@ -77,6 +77,10 @@ pub struct TransportLimits {
     pub frame_bytes_max: usize,
     /// How long connecting (with the handshake) may take.
     pub connect_timeout: Duration,
+    /// How long one frame may take from opening its stream to its receipt; past it the
+    /// connection is dropped (a peer that restarted on the same address answers nothing on the
+    /// old one) and the next frame connects again.
+    pub frame_timeout: Duration,
     /// A connection without traffic for this long is closed (Raft heartbeats keep a live one
     /// busy).
     pub idle_timeout: Duration,
@@ -250,7 +254,13 @@ async fn deliver(shared: &Shared, to: u64, frame: Bytes) -> Result<(), Transport
             other => Err(stream_error(&format!("receipt {other:?}"))),
         }
     };
-    let outcome = sent.await;
+    let outcome = match tokio::time::timeout(shared.limits.frame_timeout, sent).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            connection.close(0u32.into(), b"frame timed out");
+            Err(stream_error(&"no receipt in time"))
+        }
+    };
     if outcome.is_err() {
         // The next frame connects again, unless another task already has.
         let mut current = slot(shared, to).lock_owned().await;

@@ -57,7 +57,7 @@ impl Shard {
         assert_eq!(self.id, 0, "metadata changes are serialised on shard 0");
         let _admin = self.admin.acquire_permit(1).await;
         let metadata = self.commit(change).await?;
-        self.publish(metadata).await;
+        self.carry_out(metadata).await;
         Ok(())
     }
 
@@ -146,14 +146,14 @@ impl Shard {
         let Some(partitions) = self.partition_count(&name) else {
             return Err(PartitionError::UnknownTopicOrPartition);
         };
-        let result = self.delete_committed(&name, partitions).await;
+        let result = self.delete_committed(&name).await;
         tracing::info!(topic = %name, partitions, ok = result.is_ok(), "topic deleted");
         result
     }
 
     /// Commits the deletion; then every shard forgets the topic, so no new request reaches it;
     /// then the owners close and delete their partitions; then the topic's directory goes.
-    async fn delete_committed(&self, name: &str, partitions: u32) -> Result<(), PartitionError> {
+    async fn delete_committed(&self, name: &str) -> Result<(), PartitionError> {
         let change = MetadataChange::DeleteTopic {
             name: name.to_string(),
         };
@@ -161,8 +161,10 @@ impl Shard {
             .commit(change)
             .await
             .map_err(|e| PartitionError::Storage(e.to_string()))?;
-        self.publish(metadata).await;
-        self.drop_partitions(name, partitions).await
+        match self.carry_out(metadata).await.remove(name) {
+            Some(e) => Err(PartitionError::Storage(e)),
+            None => Ok(()),
+        }
     }
 
     pub(super) async fn drop_local(&self, topic: &str, partition: u32) -> Result<(), String> {
@@ -206,9 +208,8 @@ impl Shard {
             return Err(CreateTopicError::InvalidPartitions(partitions, most));
         }
         let overrides: BTreeMap<String, String> = configs.into_iter().collect();
-        let log_config = self
-            .config
-            .log
+        // Checked here, applied by whoever opens the partitions.
+        (self.config.log)
             .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| CreateTopicError::InvalidConfig(e.to_string()))?;
         let _admin = self.admin.acquire_permit(1).await;
@@ -217,7 +218,7 @@ impl Shard {
         }
         let id = TopicId::random(&mut self.rng.borrow_mut());
         let topic = self.place(name, id, partitions as u32, overrides)?;
-        self.create_committed(topic, log_config).await
+        self.create_committed(topic).await
     }
 
     /// A new topic's partitions over the registered brokers, one replica each (replication
@@ -258,11 +259,7 @@ impl Shard {
 
     /// Commits the topic; then its owners open its partitions; then every shard learns it.
     /// Only then is it answered, so any request on any shard after the answer finds it.
-    async fn create_committed(
-        &self,
-        topic: TopicMeta,
-        log_config: LogConfig,
-    ) -> Result<(), CreateTopicError> {
+    async fn create_committed(&self, topic: TopicMeta) -> Result<(), CreateTopicError> {
         let (name, partitions) = (topic.name.clone(), topic.partitions.len() as u32);
         if self.config.data_dir.join(&name).exists() {
             // Left by a delete that could not finish: never let a new topic inherit its data.
@@ -278,19 +275,17 @@ impl Shard {
                 }
                 e => CreateTopicError::Storage(e.to_string()),
             })?;
-        let Some(created) = metadata.topic(&name).cloned() else {
+        if metadata.topic(&name).is_none() {
             let why = format!("{name} was deleted by another change while it was being created");
             return Err(CreateTopicError::Storage(why));
-        };
-        if let Err(e) = self.open_partitions(&created, &log_config).await {
-            // Nobody has seen the topic yet: take it back rather than serve it half open.
-            tracing::error!(topic = %name, error = %e, "opening a new partition");
-            if let Err(undo) = self.delete_committed(&name, partitions).await {
+        }
+        if let Some(e) = self.carry_out(metadata).await.remove(&name) {
+            // Take it back rather than serve it half open.
+            if let Err(undo) = self.delete_committed(&name).await {
                 tracing::error!(topic = %name, error = %undo, "undoing the topic");
             }
             return Err(CreateTopicError::Storage(e));
         }
-        self.publish(metadata).await;
         tracing::info!(topic = %name, partitions, "topic created");
         Ok(())
     }

@@ -1,12 +1,19 @@
-//! Metadata changes this node did not propose itself (another node's, or the controller's)
-//! carried out on shard 0 in the order they were applied: partitions of new topics open,
-//! every shard gets the new version, partitions of deleted topics close and go. Changes made
-//! through topic administration were carried out before they were published, and are skipped.
+//! Carrying out applied metadata on this node: partitions of new topics open, every shard gets
+//! the new version, partitions of deleted topics close and go. Every change goes this way, in
+//! the order the metadata group applied it, whoever proposed it: topic administration after
+//! its own proposal (the metadata it gets back may hold other nodes' changes too), and the
+//! follower below for changes nobody here proposed (another node's, the controller's, or one
+//! that committed after its proposal timed out).
 
 use super::Shard;
-use oxbow_cluster::Metadata;
+use oxbow_cluster::{Metadata, TopicMeta};
+use oxbow_storage::layout::set_aside_topic;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
+
+/// What could not be carried out, by topic name.
+pub(super) type Failures = BTreeMap<String, String>;
 
 impl Shard {
     /// Follows the metadata group's applied changes for as long as the node runs (shard 0).
@@ -20,44 +27,72 @@ impl Shard {
                 return;
             }
             let _admin = self.admin.acquire_permit(1).await;
-            let current = self.metadata();
             let next = node.metadata();
-            if next.version <= current.version {
-                continue;
+            if next.version > self.metadata().version {
+                self.carry_out(next).await;
             }
-            self.carry_out(&current, next).await;
         }
     }
 
-    async fn carry_out(&self, current: &Metadata, next: Arc<Metadata>) {
+    /// Brings this node from the metadata it serves to `next`; called with the admin permit.
+    pub(super) async fn carry_out(&self, next: Arc<Metadata>) -> Failures {
+        let current = self.metadata();
         // A name can be deleted and created again between two versions: ids tell.
         let id_in = |metadata: &Metadata, name: &str| metadata.topic(name).map(|t| t.id);
-        let created = (next.topics.values()).filter(|t| id_in(current, &t.name) != Some(t.id));
-        for topic in created {
-            let opened = match self
-                .config
-                .log
-                .with_overrides((topic.configs.iter()).map(|(k, v)| (k.as_str(), v.as_str())))
-            {
-                Ok(config) => self.open_partitions(topic, &config).await,
-                Err(e) => Err(e.to_string()),
-            };
-            match opened {
-                Ok(()) => tracing::info!(topic = %topic.name, "topic created by the group"),
-                // The topic stays in the metadata; its partitions here answer as unavailable
-                // until the node restarts and opens them.
-                Err(e) => tracing::error!(topic = %topic.name, error = %e, "opening partitions"),
-            }
-        }
+        let created: Vec<&TopicMeta> = (next.topics.values())
+            .filter(|t| id_in(&current, &t.name) != Some(t.id))
+            .collect();
         let gone: Vec<(String, u32)> = (current.topics.values())
             .filter(|t| id_in(&next, &t.name) != Some(t.id))
             .map(|t| (t.name.clone(), t.partitions.len() as u32))
             .collect();
+        let mut failures = Failures::new();
+        // A name taken by a new topic: the old one is forgotten and dropped first.
+        let (replaced, gone): (Vec<_>, Vec<_>) = gone
+            .into_iter()
+            .partition(|(name, _)| next.topic(name).is_some());
+        if !replaced.is_empty() {
+            let mut without = (*current).clone();
+            for (name, _) in &replaced {
+                without.topics.remove(name);
+            }
+            self.publish(Arc::new(without)).await;
+            self.drop_all(replaced, &mut failures).await;
+        }
+        for topic in created {
+            if let Err(e) = self.open_created(topic).await {
+                tracing::error!(topic = %topic.name, error = %e, "opening partitions");
+                failures.insert(topic.name.clone(), e);
+            }
+        }
         self.publish(next).await;
-        for (name, partitions) in gone {
-            match self.drop_partitions(&name, partitions).await {
-                Ok(()) => tracing::info!(topic = %name, "topic deleted by the group"),
-                Err(e) => tracing::error!(topic = %name, error = %e, "deleting partitions"),
+        self.drop_all(gone, &mut failures).await;
+        failures
+    }
+
+    async fn open_created(&self, topic: &TopicMeta) -> Result<(), String> {
+        let here = topic.has_replica_on(self.config.node_id);
+        let dir = self.config.data_dir.join(&topic.name);
+        if here && dir.exists() && self.local(&topic.name, 0).is_err() {
+            // Left by a delete that could not finish: never let a new topic inherit its data.
+            let to = set_aside_topic(&self.config.data_dir, &topic.name)
+                .map_err(|e| format!("setting aside old {}: {e}", topic.name))?;
+            tracing::warn!(topic = %topic.name, to = ?to, "old topic directory set aside");
+        }
+        let overrides = (topic.configs.iter()).map(|(k, v)| (k.as_str(), v.as_str()));
+        let config = self
+            .config
+            .log
+            .with_overrides(overrides)
+            .map_err(|e| e.to_string())?;
+        self.open_partitions(topic, &config).await
+    }
+
+    async fn drop_all(&self, topics: Vec<(String, u32)>, failures: &mut Failures) {
+        for (name, partitions) in topics {
+            if let Err(e) = self.drop_partitions(&name, partitions).await {
+                tracing::error!(topic = %name, error = %e, "deleting partitions");
+                failures.insert(name, e.to_string());
             }
         }
     }

@@ -457,8 +457,13 @@ impl Shard {
                 if newer {
                     let version = metadata.version;
                     *self.metadata.borrow_mut() = metadata;
-                    (self.version_waiters.borrow_mut())
-                        .retain(|(wanted, waiter)| *wanted > version || waiter.send(()).is_err());
+                    (self.version_waiters.borrow_mut()).retain(|(wanted, waiter)| {
+                        if *wanted <= version {
+                            let _ = waiter.send(());
+                            return false;
+                        }
+                        !waiter.is_disconnected()
+                    });
                 }
                 let _ = reply.send(());
             }

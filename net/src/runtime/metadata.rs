@@ -40,18 +40,19 @@ pub(super) fn load(config: &BrokerConfig) -> Result<(Metadata, Vec<FoundPartitio
         tracing::warn!(?path, reason, "ignoring entry in data directory");
     }
     // Offered every time; the group takes it only while its log is new, so a first start that
-    // failed part way offers it again.
-    let seed = match legacy.load().map_err(|e| e.to_string())? {
-        Some(kept) => kept,
-        None => adopt(data_dir, &discovery, config.node_id)?,
+    // failed part way offers it again. Why it cannot be made matters only then.
+    let seed = match legacy.load() {
+        Ok(Some(kept)) => Ok(kept),
+        Ok(None) => adopt(data_dir, &discovery, config.node_id),
+        Err(e) => Err(e.to_string()),
     };
     let (metadata, seeded) = recover(config, seed.clone())?;
-    if seeded {
+    if let (true, Ok(seed)) = (seeded, &seed) {
         if legacy.path().exists() {
             tracing::info!(topics = seed.topics.len(), path = ?legacy.path(),
                 "metadata moved into the metadata group");
         } else {
-            forget_legacy_overrides(data_dir, &seed);
+            forget_legacy_overrides(data_dir, seed);
             tracing::info!(
                 topics = seed.topics.len(),
                 "metadata created from the data directory"
@@ -124,7 +125,10 @@ pub(super) async fn register(shard: &Shard, broker: BrokerMeta) -> Result<(), St
 /// Opens the metadata group's log on a short-lived executor of this thread (the shards, which
 /// need the metadata to open their partitions, are not started yet), seeds it if it is new,
 /// and returns the metadata it had committed.
-fn recover(config: &BrokerConfig, seed: Metadata) -> Result<(Metadata, bool), String> {
+fn recover(
+    config: &BrokerConfig,
+    seed: Result<Metadata, String>,
+) -> Result<(Metadata, bool), String> {
     let config = config.clone();
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("metadata-recovery")
@@ -141,11 +145,14 @@ fn recover(config: &BrokerConfig, seed: Metadata) -> Result<(Metadata, bool), St
                 config.node_id,
                 &voters,
                 &config.metadata,
-                Some(&seed),
+                seed.as_ref().ok(),
             )
             .await
             .map_err(|e| e.to_string())?;
             opened.disk.close().await;
+            if let (true, Err(e)) = (opened.was_new, &seed) {
+                return Err(format!("the metadata to start the group from: {e}"));
+            }
             let voters = opened.core.conf_state().voters;
             if !voters.contains(&raft_id(config.node_id)) {
                 // Kafka refuses the same (meta.properties): this node would wait for votes forever.
@@ -302,7 +309,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         make_partition(dir.path(), "orders", 0);
         // The group's files exist, its log is empty: the seed never became durable.
-        let (empty, seeded) = recover(&config(dir.path(), 0), Metadata::default()).unwrap();
+        let (empty, seeded) = recover(&config(dir.path(), 0), Ok(Metadata::default())).unwrap();
         assert!(empty.topics.is_empty() && !seeded);
         assert!(group_dir(dir.path()).join("state").exists());
         let (metadata, partitions) = load(&config(dir.path(), 0)).unwrap();
