@@ -27,7 +27,7 @@ struct Cli {
 /// Every setting of the TOML file given to `--config` (all optional).
 const CONFIG_FILE_HELP: &str = "\
 Config file keys (TOML; every one optional, flags override them):
-  data_dir, shards, shard_io_memory_bytes, retention_check_interval_ms, node_id,
+  data_dir, shards, shard_io_memory_bytes, retention_check_interval_ms, node_id, rack,
   kafka_listen, advertised_kafka_addr, metrics_listen, kafka_frame_bytes_max,
   kafka_connections_max, kafka_idle_timeout_ms, kafka_request_timeout_ms,
   kafka_produce_in_flight_max, auto_create_topics, default_partitions,
@@ -43,6 +43,10 @@ Config file keys (TOML; every one optional, flags override them):
         cursor_persist_interval_ms, read_ahead_messages_max, read_bytes_max,
         permits_per_flow_max, acks_per_frame_max, nack_delay_max_ms, consumers_max,
         decoded_cache_bytes_max
+  offset_metadata_bytes_max, offsets_topic_partitions
+  [state_logs] segment_bytes_max, compaction_bytes_min
+  [metadata] tick_ms, election_ticks, heartbeat_ticks, snapshot_entries,
+        segment_bytes_max, proposal_timeout_ms
 Topics override segment.bytes, segment.ms, retention.bytes, retention.ms,
 max.message.bytes, flush.ms and oxbow.flush through CreateTopics configs.";
 

@@ -234,11 +234,15 @@ fn the_cluster_id_is_kept_across_kill_9_and_replication_factors_are_checked() {
     assert_eq!(again.cluster_id.unwrap(), first);
     assert_eq!(again.brokers.len(), 1);
 
+    // Another cluster, in a rack: Metadata says where this broker stands.
     let other = tempfile::tempdir().unwrap();
-    let (_other, other_kafka) = start_broker(other.path(), 1);
+    let (_other, other_kafka, _) =
+        common::start_broker_with_config(other.path(), "shards = 1\nrack = \"rack-b\"\n");
     let mut other_stream = TcpStream::connect(&other_kafka).unwrap();
-    let other_id = metadata_of(&mut other_stream, by_name("absent")).cluster_id;
-    assert_ne!(other_id.unwrap(), first);
+    let other_answer = metadata_of(&mut other_stream, by_name("absent"));
+    assert_ne!(other_answer.cluster_id.unwrap(), first);
+    let rack = other_answer.brokers[0].rack.as_ref().map(|r| r.to_string());
+    assert_eq!(rack.as_deref(), Some("rack-b"));
 
     for (factor, refused) in [(3, true), (0, true), (-1, false), (1, false)] {
         let request = CreateTopicsRequest::default()

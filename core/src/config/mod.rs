@@ -49,8 +49,11 @@ pub struct BrokerConfig {
     pub shard_io_memory_bytes: usize,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval_ms: u64,
-    /// This broker's id in Kafka metadata.
+    /// This broker's id in Kafka metadata (Kafka's `node.id`, not negative).
     pub node_id: i32,
+    /// The rack this broker stands in (Kafka's `broker.rack`): replicas of a partition are
+    /// placed in as many racks as there are.
+    pub rack: Option<String>,
     /// Address every shard listens on for the Kafka protocol (port 0: chosen at start).
     pub kafka_listen: String,
     /// `host:port` given to Kafka clients in metadata; defaults to the bound listen address.
@@ -128,6 +131,7 @@ impl Default for BrokerConfig {
             shard_io_memory_bytes: 16 << 20,
             retention_check_interval_ms: 5 * 60 * 1000,
             node_id: 0,
+            rack: None,
             kafka_listen: "127.0.0.1:9092".to_string(),
             advertised_kafka_addr: None,
             metrics_listen: "127.0.0.1:9644".to_string(),
@@ -158,6 +162,9 @@ impl Default for BrokerConfig {
     }
 }
 
+/// Longest rack name (a Kafka protocol string kept short, as rack names are).
+pub const RACK_BYTES_MAX: usize = 255;
+
 /// Upper bound on `kafka_frame_bytes_max`: keeps every legitimate request allocation far below
 /// the size the Kafka decoder's allocation guard treats as absurd (see `oxbow_net::alloc`).
 pub const KAFKA_FRAME_BYTES_LIMIT: u32 = 512 << 20;
@@ -183,6 +190,19 @@ impl BrokerConfig {
 
     /// Checks every bound; returns the first that cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id < 0 {
+            return Err(ConfigError::new("node_id", "must not be negative"));
+        }
+        if self
+            .rack
+            .as_ref()
+            .is_some_and(|r| r.is_empty() || r.len() > RACK_BYTES_MAX)
+        {
+            return Err(ConfigError::new(
+                "rack",
+                format!("must be 1 to {RACK_BYTES_MAX} bytes"),
+            ));
+        }
         if self.shards > SHARDS_MAX {
             return Err(ConfigError::new(
                 "shards",

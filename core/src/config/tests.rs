@@ -48,6 +48,17 @@ fn bad_values_name_their_field() {
         BrokerConfig::from_toml("nonsense = 1").unwrap_err().field,
         "<file>"
     );
+    let invalid = |toml: &str| {
+        BrokerConfig::from_toml(toml)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+    };
+    assert_eq!(invalid("node_id = -1").field, "node_id");
+    assert_eq!(invalid("rack = \"\"").field, "rack");
+    let racked = BrokerConfig::from_toml("rack = \"r1\"").unwrap();
+    assert!(racked.validate().is_ok());
+    assert_eq!(racked.rack.as_deref(), Some("r1"));
     for in_flight in [0, KAFKA_PRODUCE_IN_FLIGHT_LIMIT + 1] {
         let config = BrokerConfig {
             kafka_produce_in_flight_max: in_flight,

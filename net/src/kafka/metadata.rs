@@ -108,6 +108,7 @@ fn brokers(shard: &Shard, endpoint: &KafkaEndpoint) -> Vec<MetadataResponseBroke
     this.node_id = BrokerId(me);
     this.host = text(&endpoint.host);
     this.port = endpoint.port;
+    this.rack = shard.config.rack.as_deref().map(text);
     let mut brokers = vec![this];
     for registered in shard.metadata().brokers.values().filter(|b| b.id != me) {
         let Some((host, port)) = (registered.kafka_addr.rsplit_once(':'))

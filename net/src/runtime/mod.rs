@@ -293,7 +293,7 @@ impl Runtime {
             kafka_addr: (config.advertised_kafka_addr.clone())
                 .unwrap_or_else(|| self.kafka_addr.to_string()),
             native_addr: self.native_addr.to_string(),
-            rack: None,
+            rack: config.rack.clone(),
             shards: config.shards as u32,
         };
         let (reply, done) = flume::bounded(1);
