@@ -3,6 +3,8 @@
 //! lapses if never claimed, and commits are replayed from `__consumer_offsets` by a new
 //! coordinator.
 
+mod common;
+
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -12,12 +14,8 @@ use kafka_protocol::messages::{
     RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use oxbow_cluster::Metadata;
 use oxbow_core::BrokerConfig;
 use oxbow_net::kafka::groups::{serve, Client, Coordinator};
-use oxbow_net::shard::{mesh, Shard};
-use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn text(s: &str) -> StrBytes {
@@ -72,28 +70,14 @@ fn sessions_expire_pending_ids_lapse_and_commits_persist() {
     let data = dir.path().to_path_buf();
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
-            oxbow_storage::prepare_shard_io(&data, "test")
-                .await
-                .unwrap();
             let config = BrokerConfig {
                 data_dir: data.clone(),
                 offsets_topic_partitions: 2,
                 ..BrokerConfig::default()
             };
-            let (senders, mut inboxes) = mesh(1, 64);
-            let shard = Rc::new(Shard::new(
-                0,
-                config,
-                senders,
-                Arc::new(Metadata::default()),
-            ));
-            let node = oxbow_net::runtime::start_metadata_node(&shard.config)
-                .await
-                .unwrap();
-            shard.set_metadata_node(node);
+            let (shard, _node) = common::shard_with_node(config).await;
             let coordinator = Coordinator::new();
             shard.set_extension(coordinator.clone());
-            glommio::spawn_local(shard.clone().serve_inbox(inboxes.remove(0))).detach();
             let ask = |request, version| {
                 let shard = shard.clone();
                 let client = Client {

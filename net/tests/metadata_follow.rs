@@ -3,12 +3,12 @@
 //! open and every shard serves it; a deleted topic is forgotten and its files go; a topic
 //! placed on another broker opens nothing here and its requests name the leader.
 
-use oxbow_cluster::metadata_group::MetadataNode;
-use oxbow_cluster::{Metadata, MetadataChange, TopicId, TopicMeta};
+mod common;
+
+use oxbow_cluster::{MetadataChange, TopicId, TopicMeta};
 use oxbow_core::BrokerConfig;
-use oxbow_net::shard::{mesh, Acks, PartitionError, Shard};
+use oxbow_net::shard::{Acks, PartitionError, Shard};
 use std::collections::BTreeMap;
-use std::rc::Rc;
 use std::sync::Arc;
 
 /// A bound on a wait that must end (a broken follower would otherwise hang the test).
@@ -22,35 +22,17 @@ async fn served(shard: &Shard, version: u64) {
         .unwrap_or_else(|_| panic!("version {version} not served within 30 s"));
 }
 
-/// Shard 0 of a one-shard broker in `data`, serving its inbox, with its metadata node.
-async fn shard_with_node(data: &std::path::Path) -> (Rc<Shard>, MetadataNode) {
-    oxbow_storage::prepare_shard_io(data, "test").await.unwrap();
-    let config = BrokerConfig {
-        data_dir: data.to_path_buf(),
-        ..BrokerConfig::default()
-    };
-    let (senders, mut inboxes) = mesh(1, 64);
-    let shard = Rc::new(Shard::new(
-        0,
-        config,
-        senders,
-        Arc::new(Metadata::default()),
-    ));
-    let node = oxbow_net::runtime::start_metadata_node(&shard.config)
-        .await
-        .unwrap();
-    shard.set_metadata_node(node.clone());
-    glommio::spawn_local(shard.clone().serve_inbox(inboxes.remove(0))).detach();
-    (shard, node)
-}
-
 #[test]
 fn changes_from_the_group_open_and_drop_partitions_on_this_node() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_path_buf();
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
-            let (shard, node) = shard_with_node(&data).await;
+            let config = BrokerConfig {
+                data_dir: data.clone(),
+                ..BrokerConfig::default()
+            };
+            let (shard, node) = common::shard_with_node(config).await;
             glommio::spawn_local(shard.clone().follow_metadata()).detach();
 
             let topic = TopicMeta::on_one_broker(
@@ -121,7 +103,11 @@ fn an_administrative_change_carries_out_what_the_group_applied_before_it() {
     let data = dir.path().to_path_buf();
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
-            let (shard, node) = shard_with_node(&data).await;
+            let config = BrokerConfig {
+                data_dir: data.clone(),
+                ..BrokerConfig::default()
+            };
+            let (shard, node) = common::shard_with_node(config).await;
 
             let topic =
                 |id| TopicMeta::on_one_broker("x".into(), TopicId([id; 16]), 1, 0, BTreeMap::new());
