@@ -86,6 +86,12 @@ fn start(data: &Path) -> (Broker, String) {
     (broker, kafka)
 }
 
+/// The native address a started broker announced.
+fn native_addr(broker: &Broker) -> String {
+    let ready = (broker.seen.iter()).find(|l| l.contains("oxbow ready"));
+    field(ready.expect("the broker is ready"), "native")
+}
+
 #[test]
 fn a_million_commits_leave_the_offsets_partition_bounded_and_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
@@ -189,14 +195,7 @@ fn cursor_files_of_an_older_data_directory_move_into_the_cursor_log() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let (mut broker, _) = start(data);
-    let native = field(
-        broker
-            .seen
-            .iter()
-            .find(|l| l.contains("oxbow ready"))
-            .unwrap(),
-        "native",
-    );
+    let native = native_addr(&broker);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -228,14 +227,7 @@ fn cursor_files_of_an_older_data_directory_move_into_the_cursor_log() {
     std::fs::write(cursors.join("audit.cursor"), cursor.encode()).unwrap();
 
     let (mut broker, _) = start(data);
-    let native = field(
-        broker
-            .seen
-            .iter()
-            .find(|l| l.contains("oxbow ready"))
-            .unwrap(),
-        "native",
-    );
+    let native = native_addr(&broker);
     let listed = runtime.block_on(async {
         let client = oxbow_client::Client::builder()
             .broker(&native)
