@@ -3,7 +3,7 @@
 //! every node applies the same changes and so serves the same view.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A topic's 128-bit id (Kafka's topic UUID): names can be reused after a delete, ids never.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -114,6 +114,9 @@ pub struct BrokerMeta {
     pub kafka_addr: String,
     /// Native protocol address (`host:port`).
     pub native_addr: String,
+    /// Cluster transport address (`ip:port`), when the broker runs with others.
+    #[serde(default)]
+    pub cluster_addr: Option<String>,
     /// Rack, for spreading replicas (Kafka's `broker.rack`).
     #[serde(default)]
     pub rack: Option<String>,
@@ -132,6 +135,11 @@ pub struct Metadata {
     /// Registered brokers by id.
     #[serde(default)]
     pub brokers: BTreeMap<i32, BrokerMeta>,
+    /// Registered brokers the controller has not heard from within the session timeout
+    /// (Kafka's fenced brokers): no new replicas or leadership go to them, and clients are not
+    /// sent to them, until they are heard again.
+    #[serde(default)]
+    pub fenced: BTreeSet<i32>,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicMeta>,
 }
@@ -145,6 +153,16 @@ pub enum MetadataChange {
     RegisterBroker(BrokerMeta),
     /// A broker leaves for good; refused while it holds a replica (drain it first).
     UnregisterBroker {
+        /// Broker id.
+        id: i32,
+    },
+    /// The controller lost a broker's heartbeats.
+    FenceBroker {
+        /// Broker id.
+        id: i32,
+    },
+    /// The controller hears a fenced broker again.
+    UnfenceBroker {
         /// Broker id.
         id: i32,
     },
@@ -195,6 +213,12 @@ impl Metadata {
         self.topics.get(name)
     }
 
+    /// Registered brokers that are not fenced: those that may be given replicas and
+    /// leadership, and that clients are sent to.
+    pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerMeta> {
+        (self.brokers.values()).filter(|broker| !self.fenced.contains(&broker.id))
+    }
+
     /// A topic's partition count, if it exists.
     pub fn partition_count(&self, name: &str) -> Option<u32> {
         self.topics.get(name).map(|t| t.partitions.len() as u32)
@@ -216,6 +240,20 @@ impl Metadata {
                     return Err(MetadataError::Invalid(format!("broker id {}", broker.id)));
                 }
                 self.brokers.insert(broker.id, broker.clone());
+                // Registering is being heard.
+                self.fenced.remove(&broker.id);
+            }
+            MetadataChange::FenceBroker { id } => {
+                if !self.brokers.contains_key(id) || !self.fenced.insert(*id) {
+                    return Err(MetadataError::Invalid(format!(
+                        "broker {id} is not registered and unfenced"
+                    )));
+                }
+            }
+            MetadataChange::UnfenceBroker { id } => {
+                if !self.fenced.remove(id) {
+                    return Err(MetadataError::Invalid(format!("broker {id} is not fenced")));
+                }
             }
             MetadataChange::UnregisterBroker { id } => {
                 if !self.brokers.contains_key(id) {
@@ -228,6 +266,7 @@ impl Metadata {
                     )));
                 }
                 self.brokers.remove(id);
+                self.fenced.remove(id);
             }
             MetadataChange::CreateTopic(topic) => {
                 if self.topics.contains_key(&topic.name) {
@@ -424,6 +463,37 @@ mod tests {
             ));
         }
         assert_eq!(metadata.version, 2);
+    }
+
+    #[test]
+    fn fencing_follows_heartbeats_and_registration_lifts_it() {
+        let mut metadata = Metadata::default();
+        let broker = BrokerMeta {
+            id: 2,
+            kafka_addr: "h:1".into(),
+            native_addr: "h:2".into(),
+            cluster_addr: None,
+            rack: None,
+            shards: 1,
+        };
+        let fence = MetadataChange::FenceBroker { id: 2 };
+        assert!(metadata.apply(&fence).is_err(), "not registered");
+        let register = MetadataChange::RegisterBroker(broker);
+        metadata.apply(&register).unwrap();
+        metadata.apply(&fence).unwrap();
+        assert!(metadata.apply(&fence).is_err(), "fenced already");
+        assert_eq!(metadata.unfenced_brokers().count(), 0);
+        let unfence = MetadataChange::UnfenceBroker { id: 2 };
+        metadata.apply(&unfence).unwrap();
+        assert!(metadata.apply(&unfence).is_err(), "not fenced");
+        metadata.apply(&fence).unwrap();
+        metadata.apply(&register).unwrap();
+        assert_eq!(metadata.unfenced_brokers().count(), 1);
+        metadata.apply(&fence).unwrap();
+        let unregister = MetadataChange::UnregisterBroker { id: 2 };
+        metadata.apply(&unregister).unwrap();
+        assert!(metadata.fenced.is_empty());
+        assert_eq!(metadata.version, 7);
     }
 
     #[test]

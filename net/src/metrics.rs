@@ -5,7 +5,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpListener;
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::ApiKey;
-use oxbow_cluster::metadata_group::{NodeStatus, ProposalStats};
+use oxbow_cluster::metadata_group::{broker_id, NodeStatus, ProposalStats};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -320,8 +320,8 @@ pub fn render(gathered: &Gathered) -> String {
 
 /// The metadata group as this node sees it.
 fn render_group(out: &mut String, status: &NodeStatus, proposals: &ProposalStats) {
-    // Raft ids are broker ids + 1; 0 is "no leader", shown as Kafka's -1.
-    let leader = status.leader as i64 - 1;
+    // No leader is shown as Kafka's -1.
+    let leader = broker_id(status.leader).map_or(-1, i64::from);
     let values: [(&str, &str, &str, i64); 6] = [
         (
             "oxbow_metadata_term",

@@ -47,6 +47,8 @@ Config file keys (TOML; every one optional, flags override them):
   [state_logs] segment_bytes_max, compaction_bytes_min
   [metadata] tick_ms, election_ticks, heartbeat_ticks, snapshot_entries,
         segment_bytes_max, proposal_timeout_ms
+  [cluster] listen, initial_voters = [\"id@ip:port\", ...], tls_dir, frame_bytes_max,
+        connect_timeout_ms, frame_timeout_ms, idle_timeout_ms
 Topics override segment.bytes, segment.ms, retention.bytes, retention.ms,
 max.message.bytes, flush.ms and oxbow.flush through CreateTopics configs.";
 
@@ -124,6 +126,16 @@ pub struct ServeArgs {
     /// Native protocol listen address; port 0 picks a free port [default: 127.0.0.1:6650]
     #[arg(long)]
     pub native_listen: Option<String>,
+    /// This broker's id (Kafka's `node.id`) [default: 0]
+    #[arg(long)]
+    pub node_id: Option<i32>,
+    /// Cluster transport address (QUIC over UDP), to run with other nodes
+    #[arg(long)]
+    pub cluster_listen: Option<String>,
+    /// The metadata group's first voters, `id@ip:port` of their cluster listeners, comma
+    /// separated (this node among them); read when the group is formed
+    #[arg(long, value_delimiter = ',')]
+    pub initial_voters: Option<Vec<String>>,
 }
 
 fn init_logging() {

@@ -52,6 +52,15 @@ pub fn build_config(args: &ServeArgs) -> Result<BrokerConfig, ServeError> {
     if let Some(advertised) = &args.advertised_kafka_addr {
         config.advertised_kafka_addr = Some(advertised.clone());
     }
+    if let Some(node_id) = args.node_id {
+        config.node_id = node_id;
+    }
+    if let Some(listen) = &args.cluster_listen {
+        config.cluster.listen = Some(listen.clone());
+    }
+    if let Some(voters) = &args.initial_voters {
+        config.cluster.initial_voters = voters.clone();
+    }
     if config.shards == 0 {
         config.shards = std::thread::available_parallelism().map_or(1, |n| n.get());
     }
@@ -62,13 +71,15 @@ pub fn build_config(args: &ServeArgs) -> Result<BrokerConfig, ServeError> {
 /// Runs the broker until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let config = build_config(&args)?;
-    // Before any shard starts: a signal that arrives once we say "ready" must reach us.
+    // A clustered node may wait long for its peers before it is ready; a signal meanwhile ends
+    // the process as a crash would (everything it acknowledged is durable).
+    let runtime = Runtime::start(config.clone())?;
+    // Before saying "ready": a signal that arrives from then on must reach us.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])
     .map_err(ServeError::Signals)?;
-    let runtime = Runtime::start(config.clone())?;
     tracing::info!(shards = runtime.shards(), partitions = runtime.partitions(),
         kafka = %runtime.kafka_addr(), native = %runtime.native_addr(), metrics = %runtime.metrics_addr(), data_dir = ?config.data_dir, "oxbow ready");
     if let Some(signal) = signals.forever().next() {

@@ -1,9 +1,12 @@
 //! The controller's decisions, as pure functions of the metadata: where a new topic's replicas
 //! go ([`assign_replicas`]) and which leaders change when brokers stop answering
-//! ([`elections`]). The node that leads the metadata group proposes them.
+//! ([`elections`]), after [`Liveness`] says who answers ([`liveness_changes`]). The node that
+//! leads the metadata group proposes them.
 
 mod elections;
+mod liveness;
 mod placement;
 
 pub use elections::{elections, UNCLEAN_ELECTION_CONFIG};
+pub use liveness::{liveness_changes, Liveness};
 pub use placement::{assign_replicas, PlacementError};

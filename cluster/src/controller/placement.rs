@@ -151,6 +151,7 @@ mod tests {
                 id: id as i32 + 1,
                 kafka_addr: String::new(),
                 native_addr: String::new(),
+                cluster_addr: None,
                 rack: rack.map(str::to_string),
                 shards: 1,
             })

@@ -23,6 +23,11 @@ pub fn raft_id(broker: i32) -> u64 {
     u64::try_from(broker).expect("broker ids are not negative") + 1
 }
 
+/// The broker of a Raft id; `None` for 0 (no node, as in "no leader").
+pub fn broker_id(raft_id: u64) -> Option<i32> {
+    raft_id.checked_sub(1).map(|id| id as i32)
+}
+
 /// How a broker's node takes part in the group.
 pub fn group_settings(broker: i32, config: &MetadataGroupConfig) -> GroupSettings {
     let election = config.election_ticks as usize;

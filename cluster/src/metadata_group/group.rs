@@ -237,6 +237,12 @@ impl MetadataRaft {
         if let Some(snapshot) = persist.snapshot {
             let metadata = decode_snapshot(&snapshot)?;
             let meta = snapshot.get_metadata();
+            tracing::info!(
+                index = meta.index,
+                term = meta.term,
+                version = metadata.version,
+                "metadata snapshot from the leader installed"
+            );
             (self.applied, self.applied_term) = (meta.index, meta.term);
             self.metadata = Arc::new(metadata);
             self.node.mut_store().install_snapshot(snapshot);

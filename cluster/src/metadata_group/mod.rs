@@ -15,7 +15,7 @@ mod memory_log;
 mod node;
 mod wire;
 
-pub use boot::{group_settings, open_node, raft_id, Nowhere, OpenedNode};
+pub use boot::{broker_id, group_settings, open_node, raft_id, Nowhere, OpenedNode};
 pub use command::{Command, ProposalId};
 pub use cycle::{run_cycle, Cycle, NodeError, Outbox};
 pub use durable::{RaftDisk, RaftDiskError};

@@ -97,6 +97,9 @@ struct Shared {
     /// Callers waiting for the metadata to reach a version.
     waiters: Vec<(u64, flume::Sender<Arc<Metadata>>)>,
     proposals: ProposalStats,
+    /// When a message last arrived from each peer (by Raft id): the leader's measure of its
+    /// members' liveness.
+    heard: HashMap<u64, Instant>,
 }
 
 /// A handle to the node, on the shard that runs it.
@@ -219,7 +222,13 @@ impl MetadataNode {
 
     /// A message from a peer.
     pub fn step(&self, message: Message) {
+        (self.shared.borrow_mut().heard).insert(message.from, Instant::now());
         let _ = self.inputs.send(Input::Step(message));
+    }
+
+    /// When a message last arrived from `peer` (a Raft id).
+    pub fn last_heard(&self, peer: u64) -> Option<Instant> {
+        self.shared.borrow().heard.get(&peer).copied()
     }
 
     /// Stops the node after the cycle in progress and closes its log.

@@ -31,6 +31,7 @@ pub fn random_change(rng: &mut fastrand::Rng, view: &Metadata, brokers: &[u64]) 
                 id,
                 kafka_addr: format!("node{id}:{}", rng.u16(..)),
                 native_addr: format!("node{id}:6650"),
+                cluster_addr: Some(format!("node{id}:9093")),
                 rack: None,
                 shards: 1,
             })

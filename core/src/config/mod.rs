@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 
+mod cluster;
 mod log;
 mod metadata;
 mod state;
@@ -13,6 +14,7 @@ mod subscriptions;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::{ClusterConfig, Voter, CLUSTER_FRAME_BYTES_LIMIT};
 pub use log::{FlushPolicy, LogConfig, BATCH_BYTES_LIMIT, SEGMENT_BYTES_LIMIT};
 pub use metadata::MetadataGroupConfig;
 pub use state::StateLogConfig;
@@ -121,6 +123,8 @@ pub struct BrokerConfig {
     pub state_logs: StateLogConfig,
     /// The metadata group.
     pub metadata: MetadataGroupConfig,
+    /// The other nodes, when this one runs with them.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for BrokerConfig {
@@ -158,6 +162,7 @@ impl Default for BrokerConfig {
             offsets_topic_partitions: 50,
             state_logs: StateLogConfig::default(),
             metadata: MetadataGroupConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -331,6 +336,15 @@ impl BrokerConfig {
         self.subscriptions.validate()?;
         self.state_logs.validate()?;
         self.metadata.validate()?;
+        self.cluster.validate(self.node_id)?;
+        let heartbeat_ms = self.metadata.tick_ms * self.metadata.heartbeat_ticks as u64;
+        if self.cluster.broker_session_timeout_ms < 2 * heartbeat_ms {
+            // A session must outlast at least two heartbeats, or one lost frame fences a broker.
+            return Err(ConfigError::new(
+                "cluster.broker_session_timeout_ms",
+                "must be at least two metadata heartbeats (2 x tick_ms x heartbeat_ticks)",
+            ));
+        }
         self.log.validate()
     }
 }

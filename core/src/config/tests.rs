@@ -70,3 +70,40 @@ fn bad_values_name_their_field() {
         );
     }
 }
+
+#[test]
+fn cluster_settings_name_the_voters_and_include_this_node() {
+    let toml = "node_id = 2\n[cluster]\nlisten = \"127.0.0.1:9093\"\n\
+                initial_voters = [\"1@127.0.0.1:9091\", \"2@127.0.0.1:9093\"]\n";
+    let config = BrokerConfig::from_toml(toml).unwrap();
+    config.validate().unwrap();
+    let voters = config.cluster.voters().unwrap();
+    assert_eq!(voters[1].node_id, 2);
+    assert_eq!(
+        voters[0].addr,
+        "127.0.0.1:9091".parse::<std::net::SocketAddr>().unwrap()
+    );
+    let refused = |config: BrokerConfig| config.validate().unwrap_err().field;
+    let mut other = config.clone();
+    other.node_id = 3;
+    assert_eq!(refused(other), "cluster.initial_voters");
+    let mut unlisted = config.clone();
+    unlisted.cluster.initial_voters.clear();
+    assert_eq!(refused(unlisted), "cluster.initial_voters");
+    let mut alone = config.clone();
+    alone.cluster.listen = None;
+    assert_eq!(refused(alone), "cluster.listen");
+    for bad in [
+        "2@nowhere",
+        "x@127.0.0.1:1",
+        "127.0.0.1:1",
+        "-1@127.0.0.1:1",
+    ] {
+        let mut malformed = config.clone();
+        malformed.cluster.initial_voters = vec![bad.into()];
+        assert_eq!(refused(malformed), "cluster.initial_voters", "{bad}");
+    }
+    let mut twice = config.clone();
+    twice.cluster.initial_voters.push("2@127.0.0.1:9095".into());
+    assert_eq!(refused(twice), "cluster.initial_voters");
+}

@@ -4,7 +4,7 @@
 use super::message::{CreateTopicError, PartitionError, ShardMessage};
 use super::{ask, Shard};
 use oxbow_cluster::controller::assign_replicas;
-use oxbow_cluster::metadata_group::ProposeError;
+use oxbow_cluster::metadata_group::{NodeStatus, ProposeError};
 use oxbow_cluster::{
     BrokerMeta, Metadata, MetadataChange, MetadataError, PartitionMeta, TopicId, TopicMeta,
 };
@@ -59,6 +59,16 @@ impl Shard {
         let metadata = self.commit(change).await?;
         self.carry_out(metadata).await;
         Ok(())
+    }
+
+    /// Where the metadata group stands, as shard 0's node last saw it (`None`: no node runs,
+    /// as in tests of a bare shard).
+    pub async fn metadata_status(&self) -> Option<NodeStatus> {
+        self.run_on(0, |shard| async move {
+            (shard.metadata_node()).map(|node| node.status())
+        })
+        .await
+        .flatten()
     }
 
     /// Opens, on their owner shards, the partitions of `topic` this broker holds a replica of.
@@ -221,7 +231,7 @@ impl Shard {
         self.create_committed(topic).await
     }
 
-    /// A new topic's partitions over the registered brokers, one replica each (replication
+    /// A new topic's partitions over the registered, unfenced brokers, one replica each (replication
     /// comes with the data plane), leaders spread by the controller's assignment.
     fn place(
         &self,
@@ -230,7 +240,8 @@ impl Shard {
         partitions: u32,
         configs: BTreeMap<String, String>,
     ) -> Result<TopicMeta, CreateTopicError> {
-        let brokers: Vec<BrokerMeta> = self.metadata().brokers.values().cloned().collect();
+        let metadata = self.metadata();
+        let brokers: Vec<BrokerMeta> = metadata.unfenced_brokers().cloned().collect();
         if brokers.is_empty() {
             // Internal topics made while the broker starts, before it registers.
             let node = self.config.node_id;

@@ -14,6 +14,7 @@
 //! types.
 
 mod admin;
+mod controller;
 mod follow;
 mod host;
 mod message;

@@ -1,5 +1,6 @@
 //! One function per Kafka API: decode the body, do the work through the shard, build the body.
 
+use super::groups::GroupHome;
 use super::produce::start_produce;
 use super::versions::ADVERTISED;
 use super::wire::{code, text};
@@ -20,8 +21,8 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{
     ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest,
-    FetchResponse, FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, RequestHeader,
-    RequestKind, ResponseKind, TopicName,
+    FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, ListOffsetsRequest,
+    ListOffsetsResponse, RequestHeader, RequestKind, ResponseKind, TopicName,
 };
 use oxbow_core::RecordBatch;
 use std::sync::Arc;
@@ -76,20 +77,9 @@ pub async fn handle(
         RequestKind::DescribeConfigs(request) => Some(ResponseKind::DescribeConfigs(
             describe_configs(shard, request),
         )),
-        RequestKind::FindCoordinator(request) => {
-            let mut response = FindCoordinatorResponse::default();
-            // Kafka creates the offsets topic when a group coordinator is first looked up.
-            if request.key_type == 0 {
-                if let Err(e) = super::groups::coordinator_shard(shard, &request.key).await {
-                    tracing::error!(error = %e, "finding a group coordinator");
-                    response.error_code = code::COORDINATOR_NOT_AVAILABLE;
-                }
-            }
-            response.node_id = BrokerId(shard.config.node_id);
-            response.host = text(&endpoint.host);
-            response.port = endpoint.port;
-            Some(ResponseKind::FindCoordinator(response))
-        }
+        RequestKind::FindCoordinator(request) => Some(ResponseKind::FindCoordinator(
+            find_coordinator(shard, endpoint, request).await,
+        )),
         group @ (RequestKind::JoinGroup(_)
         | RequestKind::SyncGroup(_)
         | RequestKind::Heartbeat(_)
@@ -111,6 +101,45 @@ pub async fn handle(
         }
         _ => return Err("this API is not served".to_string()),
     })
+}
+
+/// The node that coordinates a group (key type 0) or, for transactional ids (not served yet),
+/// this node.
+async fn find_coordinator(
+    shard: &Shard,
+    endpoint: &KafkaEndpoint,
+    request: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let mut response = FindCoordinatorResponse::default();
+    let mut answer = |node: i32, at: &KafkaEndpoint| {
+        response.node_id = BrokerId(node);
+        response.host = text(&at.host);
+        response.port = at.port;
+    };
+    if request.key_type != 0 {
+        answer(shard.config.node_id, endpoint);
+        return response;
+    }
+    let home = super::groups::coordinator_of(shard, &request.key).await;
+    let found = match home {
+        Ok(GroupHome::Here { .. }) => Some((shard.config.node_id, endpoint.clone())),
+        Ok(GroupHome::Elsewhere {
+            leader: Some(leader),
+        }) => (shard.metadata().brokers)
+            .get(&leader)
+            .and_then(super::metadata::kafka_endpoint)
+            .map(|at| (leader, at)),
+        Ok(GroupHome::Elsewhere { leader: None }) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "finding a group coordinator");
+            None
+        }
+    };
+    match found {
+        Some((node, at)) => answer(node, &at),
+        None => response.error_code = code::COORDINATOR_NOT_AVAILABLE,
+    }
+    response
 }
 
 /// The ApiVersions body listing [`ADVERTISED`].
@@ -446,7 +475,7 @@ fn describe_configs(shard: &Shard, request: DescribeConfigsRequest) -> DescribeC
 /// A replication factor CreateTopics may ask for: -1 (the broker's default, one) or one up to
 /// the registered brokers; above one is refused until partitions replicate.
 fn check_replication_factor(shard: &Shard, asked: i16) -> Result<(), String> {
-    let brokers = shard.metadata().brokers.len().max(1);
+    let brokers = shard.metadata().unfenced_brokers().count().max(1);
     match asked {
         -1 | 1 => Ok(()),
         n if n < 1 => Err(oxbow_cluster::controller::PlacementError::NoReplicas.to_string()),

@@ -9,7 +9,7 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
-use oxbow_cluster::{Metadata, TopicMeta};
+use oxbow_cluster::{BrokerMeta, Metadata, TopicMeta, NO_LEADER};
 use uuid::Uuid;
 
 /// The partition count of `name`, creating the topic when allowed. Kafka error code otherwise.
@@ -51,7 +51,6 @@ pub(super) async fn metadata(
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
-    let node = BrokerId(shard.config.node_id);
     let all = || {
         shard
             .topics()
@@ -75,7 +74,10 @@ pub(super) async fn metadata(
     response.brokers = brokers(shard, endpoint);
     let cluster_id = shard.metadata().cluster_id.clone();
     response.cluster_id = Some(text(cluster_id.as_deref().unwrap_or("oxbow")));
-    response.controller_id = node;
+    // As a KRaft broker does (KIP-590): clients cannot reach the metadata group's leader, so
+    // the "controller" named is a live broker that takes admin requests and forwards them:
+    // this one. A client that kept the group's leader would wait for it through a failover.
+    response.controller_id = BrokerId(shard.config.node_id);
     for asked in asked {
         let mut topic = MetadataResponseTopic::default();
         let found = match asked {
@@ -110,22 +112,39 @@ fn brokers(shard: &Shard, endpoint: &KafkaEndpoint) -> Vec<MetadataResponseBroke
     this.port = endpoint.port;
     this.rack = shard.config.rack.as_deref().map(text);
     let mut brokers = vec![this];
-    for registered in shard.metadata().brokers.values().filter(|b| b.id != me) {
-        let Some((host, port)) = (registered.kafka_addr.rsplit_once(':'))
-            .and_then(|(host, port)| Some((host, port.parse::<i32>().ok()?)))
-        else {
-            tracing::warn!(broker = registered.id, addr = %registered.kafka_addr,
-                "registered Kafka address is not host:port");
+    // Fenced brokers are left out, as Kafka lists only live ones: clients are not sent there.
+    let metadata = shard.metadata();
+    for registered in metadata.unfenced_brokers().filter(|b| b.id != me) {
+        let Some(at) = kafka_endpoint(registered) else {
             continue;
         };
         let mut broker = MetadataResponseBroker::default();
         broker.node_id = BrokerId(registered.id);
-        broker.host = text(host.trim_start_matches('[').trim_end_matches(']'));
-        broker.port = port;
+        broker.host = text(&at.host);
+        broker.port = at.port;
         broker.rack = registered.rack.as_deref().map(text);
         brokers.push(broker);
     }
     brokers
+}
+
+/// Where clients reach a registered broker (`None`, logged, when its address is not
+/// `host:port`).
+pub(super) fn kafka_endpoint(registered: &BrokerMeta) -> Option<KafkaEndpoint> {
+    let parsed = (registered.kafka_addr.rsplit_once(':'))
+        .and_then(|(host, port)| Some((host, port.parse::<i32>().ok()?)));
+    let Some((host, port)) = parsed else {
+        tracing::warn!(broker = registered.id, addr = %registered.kafka_addr,
+            "registered Kafka address is not host:port");
+        return None;
+    };
+    Some(KafkaEndpoint {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+    })
 }
 
 /// The topic `matches` picks, copied out of the snapshot.
@@ -150,6 +169,10 @@ fn describe(meta: &TopicMeta, topic: &mut MetadataResponseTopic) {
             let mut partition = MetadataResponsePartition::default();
             partition.partition_index = index as i32;
             partition.leader_id = BrokerId(p.leader);
+            if p.leader == NO_LEADER {
+                // Kafka's answer for an offline partition; clients retry later.
+                partition.error_code = code::LEADER_NOT_AVAILABLE;
+            }
             partition.leader_epoch = p.leader_epoch;
             partition.replica_nodes = p.replicas.iter().copied().map(BrokerId).collect();
             partition.isr_nodes = p.isr.iter().copied().map(BrokerId).collect();

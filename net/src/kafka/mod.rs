@@ -32,6 +32,7 @@ pub use versions::ADVERTISED;
 pub(crate) const REQUEST_PREFIX_BYTES: usize = 8;
 
 /// What a connection needs besides the shard: where clients should connect.
+#[derive(Debug, Clone)]
 pub struct KafkaEndpoint {
     /// Host advertised in metadata.
     pub host: String,

@@ -9,7 +9,11 @@
 //! under `.stray/`, as Kafka sets aside stray logs: never served, never deleted, and never
 //! mistaken for a new topic of the same name.
 
-use oxbow_cluster::metadata_group::{open_node, raft_id, MetadataNode, Nowhere};
+use super::cluster::{initial_voters, ClusterLink};
+use oxbow_cluster::metadata_group::{
+    broker_id, open_node, pump_inbound, raft_id, MetadataNode, Nowhere, Outbox, ProposeError,
+    TransportOutbox,
+};
 use oxbow_cluster::{
     random_cluster_id, BrokerMeta, LocalMetadataStore, Metadata, MetadataChange, TopicId, TopicMeta,
 };
@@ -86,10 +90,14 @@ pub(super) fn load(config: &BrokerConfig) -> Result<(Metadata, Vec<FoundPartitio
     Ok((metadata, partitions))
 }
 
-/// Starts this broker's node of the metadata group on the current shard (shard 0).
-pub async fn start_node(config: &BrokerConfig) -> Result<MetadataNode, String> {
+/// Starts this broker's node of the metadata group on the current shard (shard 0), talking
+/// to the other voters over `link` when the node runs with others.
+pub async fn start_node(
+    config: &BrokerConfig,
+    link: Option<ClusterLink>,
+) -> Result<MetadataNode, String> {
     let disk = Rc::new(oxbow_storage::DmaDisk);
-    let voters = [config.node_id];
+    let voters = initial_voters(config);
     let dir = group_dir(&config.data_dir);
     let opened = open_node(&dir, disk, config.node_id, &voters, &config.metadata, None)
         .await
@@ -98,28 +106,54 @@ pub async fn start_node(config: &BrokerConfig) -> Result<MetadataNode, String> {
     let group = &config.metadata;
     let tick = Duration::from_millis(group.tick_ms);
     let timeout = Duration::from_millis(group.proposal_timeout_ms);
-    MetadataNode::spawn(core, log, Box::new(Nowhere), tick, timeout).map_err(|e| e.to_string())
+    let outbox: Box<dyn Outbox> = match &link {
+        Some(link) => Box::new(TransportOutbox::new(link.transport.clone())),
+        None => Box::new(Nowhere),
+    };
+    let node = MetadataNode::spawn(core, log, outbox, tick, timeout).map_err(|e| e.to_string())?;
+    if let Some(link) = link {
+        // Ends when the transport stops.
+        glommio::spawn_local(pump_inbound(link.inbound, node.clone())).detach();
+    }
+    Ok(node)
 }
 
 /// Names the cluster if it has no name yet, and registers `broker` unless it is registered
-/// as it is.
+/// as it is. A clustered node waits for the group's quorum as long as it takes (the other
+/// nodes may be starting too); a node alone fails when its one-voter group cannot commit.
 pub(super) async fn register(shard: &Shard, broker: BrokerMeta) -> Result<(), String> {
     if shard.metadata().cluster_id.is_none() {
         let id = random_cluster_id(&mut fastrand::Rng::new());
-        shard
-            .change_cluster(MetadataChange::SetClusterId(id.clone()))
-            .await
-            .map_err(|e| format!("naming the cluster: {e}"))?;
-        tracing::info!(cluster_id = %id, "cluster named");
+        match commit(shard, MetadataChange::SetClusterId(id.clone())).await {
+            Ok(()) => tracing::info!(cluster_id = %id, "cluster named"),
+            // Refused only when named already: another node named it first.
+            Err(ProposeError::Refused(_)) => {}
+            Err(e) => return Err(format!("naming the cluster: {e}")),
+        }
     }
     if shard.metadata().brokers.get(&broker.id) != Some(&broker) {
         let id = broker.id;
-        shard
-            .change_cluster(MetadataChange::RegisterBroker(broker))
+        commit(shard, MetadataChange::RegisterBroker(broker))
             .await
             .map_err(|e| format!("registering broker {id}: {e}"))?;
     }
     Ok(())
+}
+
+/// Commits `change`, proposing it again while a clustered group has no quorum or changes
+/// leader (both changes are idempotent, so a repeat that finds the first committed is harmless
+/// or refused).
+async fn commit(shard: &Shard, change: MetadataChange) -> Result<(), ProposeError> {
+    loop {
+        match shard.change_cluster(change.clone()).await {
+            Err(e @ (ProposeError::TimedOut(_) | ProposeError::LeaderChanged))
+                if shard.config.cluster.is_clustered() =>
+            {
+                tracing::warn!(reason = %e, "waiting for a quorum of the metadata group");
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// Opens the metadata group's log on a short-lived executor of this thread (the shards, which
@@ -138,7 +172,7 @@ fn recover(
                 .await
                 .map_err(|e| format!("preparing direct I/O: {e}"))?;
             let disk = Rc::new(oxbow_storage::DmaDisk);
-            let voters = [config.node_id];
+            let voters = initial_voters(&config);
             let opened = open_node(
                 &group_dir(data_dir),
                 disk,
@@ -153,13 +187,29 @@ fn recover(
             if let (true, Err(e)) = (opened.was_new, &seed) {
                 return Err(format!("the metadata to start the group from: {e}"));
             }
+            let unseeded = seed.as_ref().map_or(0, |seed| seed.topics.len());
+            if opened.was_new && !opened.seeded && unseeded > 0 {
+                return Err(format!(
+                    "this data directory holds {unseeded} topic(s) from before the metadata \
+                     group, which only a node starting alone moves into it: start it once \
+                     without cluster settings first"
+                ));
+            }
             let voters = opened.core.conf_state().voters;
+            let mut configured: Vec<u64> = initial_voters(&config).into_iter().map(raft_id).collect();
+            configured.sort_unstable();
+            let mut formed = voters.clone();
+            formed.sort_unstable();
+            if formed != configured {
+                tracing::warn!(group = ?brokers_of(&formed), configured = ?brokers_of(&configured),
+                    "the metadata group was formed with other voters; the initial voters are ignored");
+            }
             if !voters.contains(&raft_id(config.node_id)) {
                 // Kafka refuses the same (meta.properties): this node would wait for votes forever.
-                let brokers: Vec<i64> = voters.iter().map(|&v| v as i64 - 1).collect();
                 return Err(format!(
-                    "this data directory belongs to broker(s) {brokers:?} of its metadata group; \
+                    "this data directory belongs to broker(s) {:?} of its metadata group; \
                      node_id is {}",
+                    brokers_of(&voters),
                     config.node_id
                 ));
             }
@@ -169,6 +219,11 @@ fn recover(
         .map_err(|e| format!("starting the recovery thread: {e}"))?
         .join()
         .map_err(|e| format!("recovering the metadata group: {e:?}"))?
+}
+
+/// Broker ids of Raft ids.
+fn brokers_of(raft_ids: &[u64]) -> Vec<i32> {
+    raft_ids.iter().filter_map(|&id| broker_id(id)).collect()
 }
 
 /// The metadata of a data directory written before the store existed.
@@ -251,7 +306,7 @@ mod tests {
                 oxbow_storage::prepare_shard_io(&config.data_dir, "test")
                     .await
                     .unwrap();
-                let node = start_node(&config).await.unwrap();
+                let node = start_node(&config, None).await.unwrap();
                 let name = MetadataChange::SetClusterId("test".into());
                 node.propose(name).await.unwrap();
                 node.close().await;

@@ -14,8 +14,11 @@ use oxbow_storage::{OpenOptions, Partition};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
+mod cluster;
 mod metadata;
+pub use cluster::ClusterLink;
 pub use metadata::start_node as start_metadata_node;
 
 /// Why a node could not start or stop cleanly.
@@ -38,6 +41,9 @@ pub enum RuntimeError {
         /// What is wrong.
         reason: String,
     },
+    /// The cluster transport cannot start (its TLS files, its address).
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// Another process runs a broker on this data directory.
     #[error("data directory is in use by another process (lock {path:?} is held)")]
     DataDirInUse {
@@ -74,6 +80,8 @@ pub struct Runtime {
     kafka_addr: SocketAddr,
     native_addr: SocketAddr,
     metrics_addr: SocketAddr,
+    /// The cluster transport, when the node runs with others; stopped after the shards.
+    transport: Option<Arc<oxbow_cluster::transport::Transport>>,
     /// Held while the node runs: a second broker on the same data directory is refused.
     _lock: std::fs::File,
 }
@@ -173,6 +181,7 @@ impl Runtime {
                 reason,
             })?;
         let metadata = Arc::new(metadata);
+        let mut link = cluster::start_link(&config).map_err(RuntimeError::Cluster)?;
         let cpus: Vec<usize> = glommio::CpuSet::online()
             .map(|set| set.into_iter().map(|location| location.cpu).collect())
             .unwrap_or_default();
@@ -188,6 +197,7 @@ impl Runtime {
             kafka_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             native_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            transport: link.as_ref().map(|link| link.transport.clone()),
             _lock: lock,
         };
         for (shard, inbox) in receivers.into_iter().enumerate() {
@@ -204,13 +214,15 @@ impl Runtime {
             let (config_for_shard, mesh) = (config.clone(), inboxes.clone());
             let metadata = metadata.clone();
             let report = report_tx.clone();
+            // The metadata group runs on shard 0.
+            let link = link.take();
             let started = LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{shard}"))
                 .io_memory(config.shard_io_memory_bytes)
                 .spawn(move || {
                     // Built on its own thread: a shard holds `Rc`s and never moves.
                     let state = Shard::new(shard, config_for_shard, mesh, metadata);
-                    shard_main(state, owned, inbox, report, control_rx)
+                    shard_main(state, owned, inbox, report, control_rx, link)
                 });
             match started {
                 Ok(handle) => {
@@ -293,6 +305,7 @@ impl Runtime {
             kafka_addr: (config.advertised_kafka_addr.clone())
                 .unwrap_or_else(|| self.kafka_addr.to_string()),
             native_addr: self.native_addr.to_string(),
+            cluster_addr: (self.transport.as_ref()).map(|t| t.local_addr().to_string()),
             rack: config.rack.clone(),
             shards: config.shards as u32,
         };
@@ -373,6 +386,8 @@ impl Runtime {
                 });
             }
         }
+        // After the shards: the last frames of the metadata group have been handed over.
+        self.transport = None;
         result
     }
 }
@@ -383,6 +398,7 @@ async fn shard_main(
     inbox: flume::Receiver<ShardMessage>,
     report: flume::Sender<(usize, ShardReport)>,
     control: flume::Receiver<Control>,
+    link: Option<cluster::ClusterLink>,
 ) {
     let id = shard.id;
     shard.set_extension(Rc::new(crate::metrics::ShardMetrics::default()));
@@ -393,7 +409,7 @@ async fn shard_main(
         return;
     }
     if id == 0 {
-        match metadata::start_node(&shard.config).await {
+        match metadata::start_node(&shard.config, link).await {
             Ok(node) => shard.set_metadata_node(node),
             Err(e) => {
                 let _ = report.send((id, Err(format!("starting the metadata group: {e}"))));
@@ -434,11 +450,13 @@ async fn shard_main(
     let inbox_task = glommio::spawn_local(shard.clone().serve_inbox(inbox));
     // Changes the metadata group applies without this node proposing them.
     glommio::spawn_local(shard.clone().follow_metadata()).detach();
+    let look = Duration::from_millis(shard.config.metadata.tick_ms);
+    let controller = glommio::spawn_local(shard.clone().run_controller(look));
     let retention = glommio::spawn_local(shard.clone().apply_retention_forever());
     if id == 0 {
         if let Err(e) = crate::kafka::groups::migrate(&shard).await {
             let _ = report.send((id, Err(format!("moving old group offsets: {e}"))));
-            drop((inbox_task, retention, coordinator_tick));
+            drop((inbox_task, retention, coordinator_tick, controller));
             shard.close().await;
             return;
         }
@@ -482,6 +500,7 @@ async fn shard_main(
     drop(inbox_task);
     drop(retention);
     drop(coordinator_tick);
+    drop(controller);
     // Cursors are written before the logs close: each driver stops after a last write.
     shard.close().await;
 }

@@ -20,7 +20,7 @@ pub async fn shard_with_node(config: BrokerConfig) -> (Rc<Shard>, MetadataNode) 
         senders,
         Arc::new(Metadata::default()),
     ));
-    let node = oxbow_net::runtime::start_metadata_node(&shard.config)
+    let node = oxbow_net::runtime::start_metadata_node(&shard.config, None)
         .await
         .unwrap();
     shard.set_metadata_node(node.clone());

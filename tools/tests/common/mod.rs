@@ -1,6 +1,8 @@
 //! Starting the real `oxbow` binary for tests, and reading its log.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -75,6 +77,12 @@ impl Broker {
                 Err(_) => panic!("no {needle:?} in broker log:\n{}", self.seen.join("\n")),
             }
         }
+    }
+
+    /// Takes in the log lines written so far without waiting, and returns the whole log.
+    pub fn log_so_far(&mut self) -> String {
+        self.seen.extend(self.lines.try_iter());
+        self.seen.join("\n")
     }
 
     pub fn signal(&mut self, signal: i32) -> std::process::ExitStatus {

@@ -1,9 +1,10 @@
 //! The Kafka group coordinator: membership, rebalances, and committed offsets.
 //!
 //! Every shard runs a coordinator for the groups whose offsets it holds: a group belongs to the
-//! partition of the internal topic `__consumer_offsets` that Kafka's hash of its id picks, and
-//! to the shard that owns that partition ([`serve`] routes each request there, creating the
-//! topic on first use). The protocol is Kafka's classic one: members JoinGroup (the
+//! partition of the internal topic `__consumer_offsets` that Kafka's hash of its id picks, to
+//! the node that leads that partition and to the shard there that owns it ([`serve`] routes
+//! each request to that shard, creating the topic on first use; another node answers
+//! NOT_COORDINATOR, see `routing.rs`). The protocol is Kafka's classic one: members JoinGroup (the
 //! coordinator waits until every known member has rejoined or the rebalance timeout passes),
 //! the leader gets the member list and runs the assignor client-side, SyncGroup hands each
 //! member its assignment, Heartbeat keeps the session alive and tells members to rejoin. A
@@ -16,9 +17,11 @@ mod group;
 mod legacy;
 mod membership;
 mod offsets;
+mod routing;
 
 pub use legacy::migrate;
 pub use offsets::{offsets_partition, offsets_topic_configs};
+pub use routing::{coordinator_of, not_coordinator, GroupHome};
 
 use super::wire::code;
 use crate::shard::Shard;
@@ -27,8 +30,6 @@ use kafka_protocol::messages::{
     DescribeGroupsRequest, DescribeGroupsResponse, InitProducerIdRequest, InitProducerIdResponse,
     ListGroupsResponse, ProducerId, RequestKind, ResponseKind,
 };
-use oxbow_cluster::OFFSETS_TOPIC;
-use oxbow_core::placement::owner_shard;
 use oxbow_storage::StateLog;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -186,23 +187,14 @@ pub async fn serve(
         RequestKind::DescribeGroups(r) => return describe_each(shard, r.clone(), version).await,
         _ => return on_shard(shard, 0, request, version, client).await,
     };
-    let target = coordinator_shard(shard, &group).await?;
-    on_shard(shard, target, request, version, client).await
-}
-
-/// The shard whose coordinator serves `group`, creating `__consumer_offsets` on first use.
-pub async fn coordinator_shard(shard: &Shard, group: &str) -> Result<usize, String> {
-    let config = &shard.config;
-    let partitions = shard
-        .ensure_internal_topic(
-            OFFSETS_TOPIC,
-            config.offsets_topic_partitions,
-            offsets_topic_configs(config),
-        )
-        .await
-        .map_err(|e| format!("creating {OFFSETS_TOPIC}: {e}"))?;
-    let partition = offsets_partition(group, partitions);
-    Ok(owner_shard(OFFSETS_TOPIC, partition, shard.shards()))
+    match coordinator_of(shard, &group).await? {
+        GroupHome::Here { shard: target } => {
+            on_shard(shard, target, request, version, client).await
+        }
+        GroupHome::Elsewhere { .. } => {
+            not_coordinator(&request, version).ok_or_else(|| "not a group request".into())
+        }
+    }
 }
 
 async fn on_shard(
@@ -246,16 +238,14 @@ async fn describe_each(
     for group in &request.groups {
         let mut one = request.clone();
         one.groups = vec![group.clone()];
-        let target = coordinator_shard(shard, group).await?;
-        match on_shard(
-            shard,
-            target,
-            RequestKind::DescribeGroups(one),
-            version,
-            Client::default(),
-        )
-        .await?
-        {
+        let one = RequestKind::DescribeGroups(one);
+        let answer = match coordinator_of(shard, group).await? {
+            GroupHome::Here { shard: target } => {
+                on_shard(shard, target, one, version, Client::default()).await?
+            }
+            GroupHome::Elsewhere { .. } => not_coordinator(&one, version).expect("a group request"),
+        };
+        match answer {
             ResponseKind::DescribeGroups(described) => all.groups.extend(described.groups),
             _ => return Err("the group coordinator answered out of turn".into()),
         }

@@ -288,7 +288,7 @@ pub(super) fn group_by_partition(
     by_partition
 }
 
-fn commit_response(
+pub(super) fn commit_response(
     request: &OffsetCommitRequest,
     error_of: impl Fn(
         &kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition,

@@ -1,0 +1,144 @@
+//! Which brokers the controller counts as alive, and what follows when that changes.
+//!
+//! Every node is a member of the metadata group, so the group's own traffic is the heartbeat:
+//! the leader sends to each member every heartbeat interval and each answers. A broker the
+//! leader has not heard from within the session timeout (Kafka's `broker.session.timeout.ms`)
+//! is fenced and its partitions get new leaders; heard again, it is unfenced and the partitions
+//! that went offline with it come back. A node that has just become leader heard nobody yet:
+//! it gives every broker one full session before fencing any.
+
+use super::elections;
+use crate::metadata::{Metadata, MetadataChange};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// The leader's view of its members' liveness.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    session: Duration,
+    /// When this node became leader (`None`: it does not lead).
+    leading_since: Option<Instant>,
+}
+
+impl Liveness {
+    /// A view with a session timeout of `session`.
+    pub fn new(session: Duration) -> Liveness {
+        Liveness {
+            session,
+            leading_since: None,
+        }
+    }
+
+    /// Records whether this node leads the group at `now`.
+    pub fn set_leading(&mut self, leading: bool, now: Instant) {
+        match leading {
+            true => _ = self.leading_since.get_or_insert(now),
+            false => self.leading_since = None,
+        }
+    }
+
+    /// Whether this node leads the group.
+    pub fn leading(&self) -> bool {
+        self.leading_since.is_some()
+    }
+
+    /// The registered brokers that count as alive at `now`: `me`, and every broker whose last
+    /// message `heard` reports within the session (all of them during the first session of
+    /// leadership). Empty when this node does not lead.
+    pub fn live(
+        &self,
+        metadata: &Metadata,
+        me: i32,
+        now: Instant,
+        heard: impl Fn(i32) -> Option<Instant>,
+    ) -> BTreeSet<i32> {
+        let Some(since) = self.leading_since else {
+            return BTreeSet::new();
+        };
+        let fresh = |at: Instant| now.saturating_duration_since(at) < self.session;
+        (metadata.brokers.keys().copied())
+            .filter(|&broker| broker == me || fresh(since) || heard(broker).is_some_and(fresh))
+            .collect()
+    }
+}
+
+/// The changes the controller proposes when only `live` brokers answer: fence the silent,
+/// unfence the heard, then the elections that follow.
+pub fn liveness_changes(metadata: &Metadata, live: &BTreeSet<i32>) -> Vec<MetadataChange> {
+    let mut changes: Vec<MetadataChange> = Vec::new();
+    for &id in metadata.brokers.keys() {
+        match (metadata.fenced.contains(&id), live.contains(&id)) {
+            (false, false) => changes.push(MetadataChange::FenceBroker { id }),
+            (true, true) => changes.push(MetadataChange::UnfenceBroker { id }),
+            _ => {}
+        }
+    }
+    changes.extend(elections(metadata, live));
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{BrokerMeta, TopicId, TopicMeta, NO_LEADER};
+    use std::collections::{BTreeMap, HashMap};
+
+    fn metadata() -> Metadata {
+        let mut metadata = Metadata::default();
+        for id in 0..3 {
+            metadata
+                .apply(&MetadataChange::RegisterBroker(BrokerMeta {
+                    id,
+                    kafka_addr: format!("h:{id}"),
+                    native_addr: String::new(),
+                    cluster_addr: None,
+                    rack: None,
+                    shards: 1,
+                }))
+                .unwrap();
+        }
+        let topic = TopicMeta::on_one_broker("t".into(), TopicId([1; 16]), 1, 2, BTreeMap::new());
+        metadata.apply(&MetadataChange::CreateTopic(topic)).unwrap();
+        metadata
+    }
+
+    #[test]
+    fn a_broker_silent_past_the_session_is_fenced_and_its_partitions_go_offline_until_it_returns() {
+        let session = Duration::from_secs(9);
+        let start = Instant::now();
+        let mut liveness = Liveness::new(session);
+        let mut metadata = metadata();
+        let mut heard: HashMap<i32, Instant> = HashMap::new();
+        assert!(liveness.live(&metadata, 0, start, |_| None).is_empty());
+        liveness.set_leading(true, start);
+        let later = start + session + Duration::from_secs(1);
+        heard.insert(1, later - Duration::from_secs(1));
+        let live = |l: &Liveness, m: &Metadata, h: &HashMap<i32, Instant>, at| {
+            l.live(m, 0, at, |b| h.get(&b).copied())
+        };
+        // Within the first session nobody can be judged.
+        let grace = live(&liveness, &metadata, &heard, start + Duration::from_secs(1));
+        assert_eq!(grace, BTreeSet::from([0, 1, 2]));
+        assert!(liveness_changes(&metadata, &grace).is_empty());
+        let now = live(&liveness, &metadata, &heard, later);
+        assert_eq!(now, BTreeSet::from([0, 1]));
+        let changes = liveness_changes(&metadata, &now);
+        assert_eq!(changes[0], MetadataChange::FenceBroker { id: 2 });
+        for change in &changes {
+            metadata.apply(change).unwrap();
+        }
+        assert_eq!(metadata.topics["t"].partitions[0].leader, NO_LEADER);
+        assert!(liveness_changes(&metadata, &now).is_empty(), "settled");
+        heard.insert(2, later);
+        let back = live(&liveness, &metadata, &heard, later);
+        let changes = liveness_changes(&metadata, &back);
+        assert_eq!(changes[0], MetadataChange::UnfenceBroker { id: 2 });
+        for change in &changes {
+            metadata.apply(change).unwrap();
+        }
+        let partition = &metadata.topics["t"].partitions[0];
+        assert_eq!((partition.leader, partition.leader_epoch), (2, 2));
+        liveness.set_leading(false, later);
+        assert!(!liveness.leading());
+    }
+}

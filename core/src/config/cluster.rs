@@ -1,0 +1,150 @@
+//! Settings of a node that runs with others: where it listens for them, who the first voters of
+//! the metadata group are, its TLS files, and the bounds of the cluster transport.
+
+use super::ConfigError;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// How a node reaches the other nodes. Without `listen` the node runs alone (a one-voter
+/// metadata group, no cluster transport).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// UDP address of the cluster transport (QUIC); port 0 only when running alone.
+    pub listen: Option<String>,
+    /// The voters a new metadata group starts with, as `node_id@host:port` of their cluster
+    /// listeners (Kafka's `controller.quorum.voters`). Read when the group's log is created;
+    /// afterwards the group's own configuration counts.
+    pub initial_voters: Vec<String>,
+    /// Directory of the cluster's TLS files (`ca.pem`, `cluster.pem`, `cluster.key`); when it
+    /// holds none, a new cluster CA and certificate are generated there, to be copied to every
+    /// other node. Default: `<data_dir>/.oxbow/cluster-tls`.
+    pub tls_dir: Option<PathBuf>,
+    /// Largest frame between nodes (one Raft message, one replicated chunk).
+    pub frame_bytes_max: u32,
+    /// How long a connection attempt to a peer may take.
+    pub connect_timeout_ms: u64,
+    /// How long one frame may take to be delivered and receipted.
+    pub frame_timeout_ms: u64,
+    /// A connection silent this long is closed (keep-alives are sent at a third of it).
+    pub idle_timeout_ms: u64,
+    /// A broker the metadata group's leader has not heard from for this long is fenced and
+    /// its partitions get other leaders (Kafka's `broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            listen: None,
+            initial_voters: Vec::new(),
+            tls_dir: None,
+            frame_bytes_max: 16 << 20,
+            connect_timeout_ms: 2_000,
+            frame_timeout_ms: 5_000,
+            idle_timeout_ms: 10_000,
+            broker_session_timeout_ms: 9_000,
+        }
+    }
+}
+
+/// Upper bound of `cluster.frame_bytes_max`: one frame is held whole in memory.
+pub const CLUSTER_FRAME_BYTES_LIMIT: u32 = 256 << 20;
+
+/// A voter of the metadata group as configured: its node id and cluster address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Voter {
+    /// Node id (the broker id).
+    pub node_id: i32,
+    /// Its cluster listener.
+    pub addr: SocketAddr,
+}
+
+impl ClusterConfig {
+    /// Whether the node runs with others.
+    pub fn is_clustered(&self) -> bool {
+        self.listen.is_some()
+    }
+
+    /// The initial voters, parsed (checked by `validate`).
+    pub fn voters(&self) -> Result<Vec<Voter>, ConfigError> {
+        let mut voters: Vec<Voter> = Vec::with_capacity(self.initial_voters.len());
+        for spec in &self.initial_voters {
+            let bad = |why: &str| {
+                ConfigError::new(
+                    "cluster.initial_voters",
+                    format!("{spec:?}: {why} (expected node_id@host:port)"),
+                )
+            };
+            let (id, addr) = spec.split_once('@').ok_or_else(|| bad("no '@'"))?;
+            let node_id: i32 = id.parse().map_err(|_| bad("node id is not a number"))?;
+            if node_id < 0 {
+                return Err(bad("node id is negative"));
+            }
+            let addr: SocketAddr = addr.parse().map_err(|_| bad("not an ip:port address"))?;
+            if voters.iter().any(|v| v.node_id == node_id) {
+                return Err(bad("node id given twice"));
+            }
+            voters.push(Voter { node_id, addr });
+        }
+        Ok(voters)
+    }
+
+    /// Checks every bound for a node whose id is `node_id`.
+    pub fn validate(&self, node_id: i32) -> Result<(), ConfigError> {
+        let voters = self.voters()?;
+        match &self.listen {
+            None if !voters.is_empty() => {
+                return Err(ConfigError::new(
+                    "cluster.listen",
+                    "must be set when cluster.initial_voters is",
+                ))
+            }
+            None => {}
+            Some(listen) => {
+                let addr: SocketAddr = listen.parse().map_err(|_| {
+                    ConfigError::new("cluster.listen", format!("{listen:?} is not ip:port"))
+                })?;
+                if voters.is_empty() {
+                    return Err(ConfigError::new(
+                        "cluster.initial_voters",
+                        "must list the metadata group's voters when cluster.listen is set",
+                    ));
+                }
+                if !voters.iter().any(|v| v.node_id == node_id) {
+                    return Err(ConfigError::new(
+                        "cluster.initial_voters",
+                        format!("must include this node (node_id {node_id})"),
+                    ));
+                }
+                if addr.port() == 0 && voters.len() > 1 {
+                    return Err(ConfigError::new(
+                        "cluster.listen",
+                        "port 0 cannot be named to the other voters",
+                    ));
+                }
+            }
+        }
+        if !(64 << 10..=CLUSTER_FRAME_BYTES_LIMIT).contains(&self.frame_bytes_max) {
+            return Err(ConfigError::new(
+                "cluster.frame_bytes_max",
+                format!("must be 64 KiB to {CLUSTER_FRAME_BYTES_LIMIT}"),
+            ));
+        }
+        for (field, value) in [
+            ("cluster.connect_timeout_ms", self.connect_timeout_ms),
+            ("cluster.frame_timeout_ms", self.frame_timeout_ms),
+            ("cluster.idle_timeout_ms", self.idle_timeout_ms),
+            (
+                "cluster.broker_session_timeout_ms",
+                self.broker_session_timeout_ms,
+            ),
+        ] {
+            if !(10..=3_600_000).contains(&value) {
+                return Err(ConfigError::new(field, "must be 10 ms to 1 hour"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,42 @@
+//! The controller: on the node that leads the metadata group, proposes what follows from the
+//! brokers' liveness (fencing, unfencing, new partition leaders). Every node runs it on shard
+//! 0; it acts only while its node leads, so a new leader takes over at its next look.
+
+use super::Shard;
+use oxbow_cluster::controller::{liveness_changes, Liveness};
+use oxbow_cluster::metadata_group::raft_id;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+impl Shard {
+    /// Looks every `interval` while the node runs (shard 0).
+    pub async fn run_controller(self: Rc<Self>, interval: Duration) {
+        let Some(node) = self.metadata_node() else {
+            return;
+        };
+        let me = self.config.node_id;
+        let session = Duration::from_millis(self.config.cluster.broker_session_timeout_ms);
+        let mut liveness = Liveness::new(session);
+        loop {
+            glommio::timer::sleep(interval).await;
+            let now = Instant::now();
+            liveness.set_leading(node.status().leader == raft_id(me), now);
+            if !liveness.leading() {
+                continue;
+            }
+            let metadata = node.metadata();
+            let live = liveness.live(&metadata, me, now, |b| node.last_heard(raft_id(b)));
+            for change in liveness_changes(&metadata, &live) {
+                let what = format!("{change:?}");
+                match self.change_cluster(change).await {
+                    Ok(()) => tracing::info!(change = %what, "controller change committed"),
+                    Err(e) => {
+                        // The view it came from is stale now; the next look starts afresh.
+                        tracing::warn!(change = %what, error = %e, "controller change failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Three `oxbow serve` processes on loopback forming one cluster: topics created on any node
+//! appear on every node with the same ids and assignment; kcat and confluent-kafka bootstrap
+//! from any node and reach the leaders on the others, consumer groups included; kill -9 of the
+//! metadata group's leader elects another (the time is printed) and topic creation goes on; a
+//! killed node's partitions go offline until it returns and catches up from a snapshot.
+//! Needs kcat and python3 with confluent-kafka (scripts/test installs both).
+
+mod common;
+
+use common::cluster::Cluster;
+use common::{kafka_call, kcat};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, FindCoordinatorRequest, MetadataRequest, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Instant;
+
+const CLIENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/clients/confluent_client.py"
+);
+
+/// Kafka's LEADER_NOT_AVAILABLE.
+const LEADER_NOT_AVAILABLE: i16 = 5;
+
+fn confluent(args: &[&str]) -> String {
+    let output = Command::new("python3")
+        .arg(CLIENT)
+        .args(args)
+        .output()
+        .expect("python3 with confluent-kafka (scripts/test installs it)");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{args:?}: {stdout}{stderr}");
+    stdout
+}
+
+/// Every topic as `addr` describes it: name → (id, per partition (leader, replicas), errors).
+type Described = BTreeMap<String, (uuid::Uuid, Vec<(i32, Vec<i32>, i16)>)>;
+
+fn metadata(addr: &str) -> MetadataResponse {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    kafka_call(
+        &mut stream,
+        12,
+        &MetadataRequest::default().with_topics(None),
+    )
+}
+
+fn described(addr: &str) -> Described {
+    (metadata(addr).topics.into_iter())
+        .map(|t| {
+            let partitions = (t.partitions.iter())
+                .map(|p| {
+                    let replicas = p.replica_nodes.iter().map(|b| b.0).collect();
+                    (p.leader_id.0, replicas, p.error_code)
+                })
+                .collect();
+            (t.name.unwrap().0.to_string(), (t.topic_id, partitions))
+        })
+        .collect()
+}
+
+fn brokers(addr: &str) -> Vec<i32> {
+    let mut ids: Vec<i32> = (metadata(addr).brokers.iter())
+        .map(|b| b.node_id.0)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Creates `topic` through `addr`; the Kafka error code.
+fn create_topic(addr: &str, topic: &str, partitions: i32) -> i16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.into())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)]);
+    kafka_call(&mut stream, 5, &request).topics[0].error_code
+}
+
+/// The broker `addr` names as coordinator of `group` (error code, node id, port).
+fn coordinator(addr: &str, group: &str) -> (i16, i32, i32) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let request = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.into()));
+    let answer = kafka_call(&mut stream, 3, &request);
+    (answer.error_code, answer.node_id.0, answer.port)
+}
+
+fn port(addr: &str) -> i32 {
+    addr.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+/// Three nodes, once each has applied every registration (a node places a new topic's
+/// replicas over the brokers its own view holds).
+fn started() -> Cluster {
+    let cluster = Cluster::start(3, "");
+    cluster.settle("every node lists every broker", || {
+        (cluster.running())
+            .all(|n| brokers(&n.kafka) == [0, 1, 2])
+            .then_some(())
+    });
+    cluster
+}
+
+#[test]
+fn topics_created_on_any_node_reach_every_node_and_clients_reach_leaders_through_any_node() {
+    let cluster = started();
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.kafka.clone()).collect();
+    // Created through node 1, produced through node 2 with acks=all: six partitions whose
+    // leaders are spread over the three nodes, so most records go to another node's leader.
+    let acked = confluent(&[
+        "produce",
+        "--bootstrap",
+        &addrs[1],
+        "--topic",
+        "orders",
+        "--partitions",
+        "6",
+        "--create",
+        "--count",
+        "600",
+        "--acks",
+        "all",
+    ]);
+    assert_eq!(acked.lines().filter(|l| l.starts_with("ack ")).count(), 600);
+    let views: Vec<Described> = addrs.iter().map(|a| described(a)).collect();
+    let orders = &views[0]["orders"];
+    let leaders: std::collections::BTreeSet<i32> = orders.1.iter().map(|p| p.0).collect();
+    assert_eq!(
+        leaders.len(),
+        3,
+        "leaders spread over the nodes: {orders:?}"
+    );
+    for view in &views[1..] {
+        assert_eq!(
+            view["orders"], *orders,
+            "same id and assignment on every node"
+        );
+    }
+    // kcat through node 0 adds ten more; a reader through node 2 gets all of them.
+    let lines: String = (0..10).map(|i| format!("kcat-{i}\n")).collect();
+    let (ok, _, err) = kcat(&addrs[0], &["-P", "-t", "orders"], Some(lines.as_bytes()));
+    assert!(ok, "{err}");
+    let (ok, out, err) = kcat(
+        &addrs[2],
+        &["-C", "-t", "orders", "-o", "beginning", "-e", "-q"],
+        None,
+    );
+    assert!(ok, "{err}");
+    let read = String::from_utf8(out).unwrap();
+    assert_eq!(read.lines().count(), 610, "{err}");
+    assert_eq!(read.lines().filter(|l| l.starts_with("kcat-")).count(), 10);
+
+    // A consumer group bootstrapped from node 0, coordinated wherever its offsets partition
+    // leads: every node names the same coordinator, and the group's commits land there.
+    let named: Vec<(i16, i32, i32)> = addrs
+        .iter()
+        .map(|a| coordinator(a, "cluster-group"))
+        .collect();
+    assert!(
+        named.iter().all(|n| *n == named[0] && n.0 == 0),
+        "{named:?}"
+    );
+    assert_eq!(named[0].2, port(&addrs[named[0].1 as usize]));
+    let consumed = confluent(&[
+        "group-consume",
+        "--bootstrap",
+        &addrs[0],
+        "--topic",
+        "orders",
+        "--partitions",
+        "6",
+        "--group",
+        "cluster-group",
+        "--expect",
+        "610",
+        "--timeout-ms",
+        "60000",
+    ]);
+    assert_eq!(
+        consumed.lines().filter(|l| l.starts_with("msg ")).count(),
+        610
+    );
+    let committed = confluent(&[
+        "committed",
+        "--bootstrap",
+        &addrs[1],
+        "--topic",
+        "orders",
+        "--partitions",
+        "6",
+        "--group",
+        "cluster-group",
+    ]);
+    let total: i64 = (committed.lines())
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(total, 610, "{committed}");
+}
+
+#[test]
+fn the_metadata_leader_killed_is_replaced_and_a_returning_node_catches_up_from_a_snapshot() {
+    let mut cluster = started();
+    let first = cluster.nodes[0].kafka.clone();
+    assert_eq!(create_topic(&first, "before", 3), 0);
+    let leader = cluster.metadata_leader();
+    cluster.node(leader).kill();
+    let killed_at = Instant::now();
+    let successor = cluster.metadata_leader();
+    eprintln!(
+        "metadata leader failover: broker {leader} killed, broker {successor} leads after {} ms",
+        killed_at.elapsed().as_millis()
+    );
+    assert_ne!(successor, leader);
+    let survivor = cluster.node(successor).kafka.clone();
+    // More changes than a snapshot spans (8 entries): the killed node must catch up from one.
+    for i in 0..12 {
+        assert_eq!(
+            create_topic(&survivor, &format!("after-{i}"), 2),
+            0,
+            "after-{i}"
+        );
+    }
+    // Once the controller fences the silent node, its partition goes offline and clients are
+    // no longer sent to it.
+    let offline = cluster.settle("the killed node fenced and its partition offline", || {
+        let view = described(&survivor);
+        let before = &view["before"].1;
+        let fenced = !brokers(&survivor).contains(&leader);
+        let offline = before.iter().find(|p| p.1 == [leader])?;
+        (fenced && offline.0 == -1).then(|| offline.clone())
+    });
+    assert_eq!(offline.2, LEADER_NOT_AVAILABLE);
+    cluster.node(leader).restart();
+    let returned = cluster.node(leader).kafka.clone();
+    let caught_up = cluster.settle("the returned node has caught up and leads again", || {
+        let (theirs, ours) = (described(&survivor), described(&returned));
+        let led_again = ours["before"].1.iter().all(|p| p.0 >= 0);
+        (theirs == ours && led_again && theirs.len() == 13).then_some(ours)
+    });
+    assert_eq!(
+        caught_up["before"]
+            .1
+            .iter()
+            .filter(|p| p.0 == leader)
+            .count(),
+        1
+    );
+    let log = cluster.node(leader).log();
+    assert!(
+        log.contains("metadata snapshot from the leader installed"),
+        "{log}"
+    );
+    assert_eq!(brokers(&survivor), vec![0, 1, 2]);
+}
