@@ -145,7 +145,14 @@ async fn run(
     let tick = Duration::from_millis(config.tick_ms);
     let timeout = Duration::from_millis(config.proposal_timeout_ms);
     let node = MetadataNode::spawn(core, log, outbox, tick, timeout).unwrap();
-    glommio::spawn_local(pump_inbound(arrived, node.clone())).detach();
+    let (joins, _) = flume::bounded(1);
+    glommio::spawn_local(pump_inbound(
+        arrived,
+        node.clone(),
+        joins,
+        Arc::downgrade(&transport),
+    ))
+    .detach();
     started.send(transport.local_addr()).unwrap();
     while let Ok(order) = orders.recv_async().await {
         match order {

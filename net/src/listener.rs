@@ -20,9 +20,23 @@ pub struct Listening {
     pub open: fn(&Shard) -> u64,
 }
 
+/// Pending connections a listener queues before accepting (glommio's own bind uses the same).
+const ACCEPT_BACKLOG: i32 = 1024;
+
 /// Binds `addr` on this shard (SO_REUSEPORT); returns the listener and the bound address.
+/// SO_REUSEADDR too, which glommio's own bind leaves out: the connections it accepts inherit
+/// it, so those a crash or a stop leaves in TIME_WAIT do not keep the next start (or
+/// [`ensure_port_free`]) off the port for a minute.
 pub fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr).map_err(std::io::Error::from)?;
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(ACCEPT_BACKLOG)?;
+    // SAFETY: the descriptor is a listening TCP socket this function owns and hands over.
+    let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
     let bound = listener.local_addr().map_err(std::io::Error::from)?;
     Ok((listener, bound))
 }
@@ -59,6 +73,12 @@ where
     })
 }
 
+/// How long a port taken by a listener is asked again before it counts as another process's.
+/// The listeners of a broker that was just killed outlive it briefly: its io_uring instances,
+/// which hold them, are torn down by the kernel after the process has exited (measured here:
+/// a restart right after `kill -9` and `wait` still found them listening).
+const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Fails when another process already listens on `addr`. Shards bind with SO_REUSEPORT, which
 /// would let two brokers share a port and silently split its connections; a plain bind
 /// (SO_REUSEADDR only, so TIME_WAIT leftovers do not count) is refused by any listener.
@@ -66,5 +86,17 @@ pub fn ensure_port_free(addr: SocketAddr) -> std::io::Result<()> {
     if addr.port() == 0 {
         return Ok(());
     }
-    std::net::TcpListener::bind(addr).map(drop)
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                // Between asks of the kernel, not a wait for it.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            bound => return bound.map(drop),
+        }
+    }
 }

@@ -2,7 +2,6 @@
 //! gathering a snapshot from every shard over the mesh and merging them.
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpListener;
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::ApiKey;
 use oxbow_cluster::metadata_group::{broker_id, NodeStatus, ProposalStats};
@@ -453,8 +452,7 @@ where
     F: Fn() -> Fut + 'static,
     Fut: std::future::Future<Output = Gathered> + 'static,
 {
-    let listener = TcpListener::bind(addr).map_err(std::io::Error::from)?;
-    let bound = listener.local_addr().map_err(std::io::Error::from)?;
+    let (listener, bound) = crate::listener::bind(addr)?;
     let gather = Rc::new(gather);
     let task = glommio::spawn_local(async move {
         while let Ok(mut stream) = listener.accept().await {

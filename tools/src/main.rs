@@ -2,6 +2,7 @@
 
 mod bench;
 mod client_cli;
+mod cluster_cli;
 mod serve;
 
 /// Kafka request decoding may ask for absurd capacities; see `oxbow_net::alloc`.
@@ -31,7 +32,7 @@ Config file keys (TOML; every one optional, flags override them):
   kafka_listen, advertised_kafka_addr, metrics_listen, kafka_frame_bytes_max,
   kafka_connections_max, kafka_idle_timeout_ms, kafka_request_timeout_ms,
   kafka_produce_in_flight_max, auto_create_topics, default_partitions,
-  topic_partitions_max, native_listen, native_connections_max,
+  topic_partitions_max, native_listen, advertised_native_addr, native_connections_max,
   native_frame_bytes_max, native_session_timeout_ms,
   native_produce_in_flight_max, native_outbound_bytes_max, native_write_stall_ms,
   batch_decompressed_bytes_max
@@ -47,8 +48,9 @@ Config file keys (TOML; every one optional, flags override them):
   [state_logs] segment_bytes_max, compaction_bytes_min
   [metadata] tick_ms, election_ticks, heartbeat_ticks, snapshot_entries,
         segment_bytes_max, proposal_timeout_ms
-  [cluster] listen, initial_voters = [\"id@ip:port\", ...], tls_dir, frame_bytes_max,
-        connect_timeout_ms, frame_timeout_ms, idle_timeout_ms
+  [cluster] listen, initial_voters = [\"id@ip:port\", ...] | join = \"id@ip:port\",
+        tls_dir, frame_bytes_max, connect_timeout_ms, frame_timeout_ms, idle_timeout_ms,
+        broker_session_timeout_ms
 Topics override segment.bytes, segment.ms, retention.bytes, retention.ms,
 max.message.bytes, flush.ms and oxbow.flush through CreateTopics configs.";
 
@@ -88,6 +90,14 @@ enum Command {
         #[command(subcommand)]
         command: client_cli::SubscriptionCommand,
     },
+    /// Describe the cluster or remove a node, through any node's Kafka listener.
+    Cluster {
+        /// Kafka address of any node.
+        #[arg(long, default_value = "127.0.0.1:9092", global = true)]
+        bootstrap: String,
+        #[command(subcommand)]
+        command: cluster_cli::ClusterCommand,
+    },
     /// Load a broker and measure throughput and latency (publish and end to end).
     Bench(Box<bench::plan::BenchArgs>),
 }
@@ -126,12 +136,19 @@ pub struct ServeArgs {
     /// Native protocol listen address; port 0 picks a free port [default: 127.0.0.1:6650]
     #[arg(long)]
     pub native_listen: Option<String>,
+    /// `host:port` native clients are told to connect to [default: the listen address]
+    #[arg(long)]
+    pub advertised_native_addr: Option<String>,
     /// This broker's id (Kafka's `node.id`) [default: 0]
     #[arg(long)]
     pub node_id: Option<i32>,
     /// Cluster transport address (QUIC over UDP), to run with other nodes
     #[arg(long)]
     pub cluster_listen: Option<String>,
+    /// Join a running cluster through this member, `id@ip:port` of its cluster listener (in
+    /// place of --initial-voters); the node becomes a learner of the metadata group
+    #[arg(long)]
+    pub join: Option<String>,
     /// The metadata group's first voters, `id@ip:port` of their cluster listeners, comma
     /// separated (this node among them); read when the group is formed
     #[arg(long, value_delimiter = ',')]
@@ -199,6 +216,9 @@ fn main() -> ExitCode {
         }
         Command::Subscription { broker, command } => {
             client_command(client_cli::subscription(&broker.broker, command))
+        }
+        Command::Cluster { bootstrap, command } => {
+            client_command(cluster_cli::run(&bootstrap, command))
         }
         Command::Bench(args) => client_command(bench::run(*args)),
     };

@@ -52,11 +52,17 @@ pub fn build_config(args: &ServeArgs) -> Result<BrokerConfig, ServeError> {
     if let Some(advertised) = &args.advertised_kafka_addr {
         config.advertised_kafka_addr = Some(advertised.clone());
     }
+    if let Some(advertised) = &args.advertised_native_addr {
+        config.advertised_native_addr = Some(advertised.clone());
+    }
     if let Some(node_id) = args.node_id {
         config.node_id = node_id;
     }
     if let Some(listen) = &args.cluster_listen {
         config.cluster.listen = Some(listen.clone());
+    }
+    if let Some(member) = &args.join {
+        config.cluster.join = Some(member.clone());
     }
     if let Some(voters) = &args.initial_voters {
         config.cluster.initial_voters = voters.clone();

@@ -7,12 +7,10 @@
 
 mod common;
 
-use common::cluster::Cluster;
+use common::cluster::{brokers, metadata, Cluster};
 use common::{kafka_call, kcat};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::{
-    CreateTopicsRequest, FindCoordinatorRequest, MetadataRequest, MetadataResponse, TopicName,
-};
+use kafka_protocol::messages::{CreateTopicsRequest, FindCoordinatorRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
 use std::net::TcpStream;
@@ -42,15 +40,6 @@ fn confluent(args: &[&str]) -> String {
 /// Every topic as `addr` describes it: name → (id, per partition (leader, replicas), errors).
 type Described = BTreeMap<String, (uuid::Uuid, Vec<(i32, Vec<i32>, i16)>)>;
 
-fn metadata(addr: &str) -> MetadataResponse {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    kafka_call(
-        &mut stream,
-        12,
-        &MetadataRequest::default().with_topics(None),
-    )
-}
-
 fn described(addr: &str) -> Described {
     (metadata(addr).topics.into_iter())
         .map(|t| {
@@ -63,14 +52,6 @@ fn described(addr: &str) -> Described {
             (t.name.unwrap().0.to_string(), (t.topic_id, partitions))
         })
         .collect()
-}
-
-fn brokers(addr: &str) -> Vec<i32> {
-    let mut ids: Vec<i32> = (metadata(addr).brokers.iter())
-        .map(|b| b.node_id.0)
-        .collect();
-    ids.sort_unstable();
-    ids
 }
 
 /// Creates `topic` through `addr`; the Kafka error code.
@@ -97,21 +78,22 @@ fn port(addr: &str) -> i32 {
     addr.rsplit_once(':').unwrap().1.parse().unwrap()
 }
 
-/// Three nodes, once each has applied every registration (a node places a new topic's
-/// replicas over the brokers its own view holds).
-fn started() -> Cluster {
-    let cluster = Cluster::start(3, "");
-    cluster.settle("every node lists every broker", || {
-        (cluster.running())
-            .all(|n| brokers(&n.kafka) == [0, 1, 2])
-            .then_some(())
-    });
-    cluster
+/// `oxbow cluster ARGS --bootstrap addr`: whether it succeeded, and what it printed.
+fn oxbow_cluster(addr: &str, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .arg("cluster")
+        .args(args)
+        .args(["--bootstrap", addr])
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8(output.stdout).unwrap();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
 }
 
 #[test]
 fn topics_created_on_any_node_reach_every_node_and_clients_reach_leaders_through_any_node() {
-    let cluster = started();
+    let cluster = Cluster::start_settled(3);
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.kafka.clone()).collect();
     // Created through node 1, produced through node 2 with acks=all: six partitions whose
     // leaders are spread over the three nodes, so most records go to another node's leader.
@@ -130,7 +112,13 @@ fn topics_created_on_any_node_reach_every_node_and_clients_reach_leaders_through
         "all",
     ]);
     assert_eq!(acked.lines().filter(|l| l.starts_with("ack ")).count(), 600);
-    let views: Vec<Described> = addrs.iter().map(|a| described(a)).collect();
+    let views: Vec<Described> = cluster.settle("every node knows the topic", || {
+        let views: Vec<Described> = addrs.iter().map(|a| described(a)).collect();
+        views
+            .iter()
+            .all(|v| v.contains_key("orders"))
+            .then_some(views)
+    });
     let orders = &views[0]["orders"];
     let leaders: std::collections::BTreeSet<i32> = orders.1.iter().map(|p| p.0).collect();
     assert_eq!(
@@ -207,7 +195,7 @@ fn topics_created_on_any_node_reach_every_node_and_clients_reach_leaders_through
 
 #[test]
 fn the_metadata_leader_killed_is_replaced_and_a_returning_node_catches_up_from_a_snapshot() {
-    let mut cluster = started();
+    let mut cluster = Cluster::start_settled(3);
     let first = cluster.nodes[0].kafka.clone();
     assert_eq!(create_topic(&first, "before", 3), 0);
     let leader = cluster.metadata_leader();
@@ -238,6 +226,23 @@ fn the_metadata_leader_killed_is_replaced_and_a_returning_node_catches_up_from_a
         (fenced && offline.0 == -1).then(|| offline.clone())
     });
     assert_eq!(offline.2, LEADER_NOT_AVAILABLE);
+    let (ok, status) = oxbow_cluster(&survivor, &["status"]);
+    assert!(ok, "{status}");
+    assert!(status.contains(&format!("leader {successor},")), "{status}");
+    // Topics created before the fence may have been placed on the killed node too.
+    let offline_line = status
+        .lines()
+        .find(|l| l.starts_with("offline partitions:"));
+    assert!(
+        offline_line.is_some_and(|l| l.contains("before/")),
+        "{status}"
+    );
+    let silent = format!("voter    {leader} ");
+    let line = status
+        .lines()
+        .find(|l| l.contains(&silent))
+        .unwrap_or_default();
+    assert!(line.ends_with("fenced or unregistered"), "{status}");
     cluster.node(leader).restart();
     let returned = cluster.node(leader).kafka.clone();
     let caught_up = cluster.settle("the returned node has caught up and leads again", || {
@@ -259,4 +264,67 @@ fn the_metadata_leader_killed_is_replaced_and_a_returning_node_catches_up_from_a
         "{log}"
     );
     assert_eq!(brokers(&survivor), vec![0, 1, 2]);
+}
+
+#[test]
+fn a_fourth_node_joins_as_a_learner_takes_partitions_and_is_removed_once_it_holds_none() {
+    let mut cluster = Cluster::start_settled(3);
+    let joined = cluster.join(0);
+    cluster.settle("every node lists the fourth broker", || {
+        (cluster.running())
+            .all(|n| brokers(&n.kafka) == [0, 1, 2, 3])
+            .then_some(())
+    });
+    let (first, newest) = (
+        cluster.node(0).kafka.clone(),
+        cluster.node(joined).kafka.clone(),
+    );
+    assert_eq!(create_topic(&newest, "joined", 4), 0);
+    // Another node applies the creation a moment after the node that made it answers.
+    let placed = cluster.settle("the new topic known to node 0", || {
+        described(&first).remove("joined").map(|topic| topic.1)
+    });
+    assert_eq!(
+        placed.iter().filter(|p| p.1 == [joined]).count(),
+        1,
+        "{placed:?}"
+    );
+    let lines: String = (0..40).map(|i| format!("line-{i}\n")).collect();
+    let (ok, _, err) = kcat(&first, &["-P", "-t", "joined"], Some(lines.as_bytes()));
+    assert!(ok, "{err}");
+    let (ok, out, err) = kcat(
+        &newest,
+        &["-C", "-t", "joined", "-o", "beginning", "-e", "-q"],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(String::from_utf8(out).unwrap().lines().count(), 40);
+
+    let (ok, status) = oxbow_cluster(&first, &["status"]);
+    assert!(ok, "{status}");
+    assert_eq!(status.matches("  voter ").count(), 3, "{status}");
+    assert!(
+        status.contains(&format!("  learner  {joined} ")),
+        "{status}"
+    );
+    let (ok, refused) = oxbow_cluster(&first, &["remove-node", &joined.to_string()]);
+    assert!(
+        !ok && refused.contains("still holds replicas of joined"),
+        "{refused}"
+    );
+    let mut stream = TcpStream::connect(&first).unwrap();
+    let delete = kafka_protocol::messages::DeleteTopicsRequest::default()
+        .with_topic_names(vec![TopicName(StrBytes::from_static_str("joined"))])
+        .with_timeout_ms(30_000);
+    assert_eq!(
+        kafka_call(&mut stream, 4, &delete).responses[0].error_code,
+        0
+    );
+    let (ok, removed) = oxbow_cluster(&first, &["remove-node", &joined.to_string()]);
+    assert!(ok, "{removed}");
+    let (ok, status) = oxbow_cluster(&first, &["status"]);
+    assert!(ok && !status.contains("learner"), "{status}");
+    for node in cluster.running().filter(|n| n.id != joined) {
+        assert_eq!(brokers(&node.kafka), vec![0, 1, 2], "node {}", node.id);
+    }
 }

@@ -344,6 +344,16 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                 || kafka_acks.lock().unwrap().len() < 20
                 || commits.load(std::sync::atomic::Ordering::Relaxed) < 5
             {
+                // A client that died (say, its library is missing) would leave this loop
+                // waiting for its acknowledgements forever.
+                for (name, child) in [
+                    ("kafka producer", &mut python),
+                    ("group member", &mut member),
+                ] {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        panic!("cycle {cycle}: the {name} exited early ({status})");
+                    }
+                }
                 for _ in 0..50 {
                     let value = format!("n{cycle}-{seq}");
                     seq += 1;

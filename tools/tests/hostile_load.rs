@@ -164,6 +164,7 @@ async fn a_consumer_that_never_reads_is_disconnected_and_its_messages_move_on() 
             consumer_name: "silent".into(),
             priority: 0,
             start: StartPosition::Earliest,
+            partitions: None,
         },
         oxbow_core::native::ClientFrame::Flow {
             consumer_id: 1,

@@ -744,6 +744,7 @@ mod hostile {
             consumer_name: "silent".into(),
             priority: 0,
             start: StartPosition::Earliest,
+            partitions: None,
         };
         let flow = ClientFrame::Flow {
             consumer_id: 1,

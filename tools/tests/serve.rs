@@ -235,6 +235,50 @@ fn a_port_or_data_directory_in_use_is_one_clear_error() {
     assert!(broker.signal(libc::SIGTERM).success());
 }
 
+/// Free TCP ports on loopback, each held until all are chosen.
+fn free_ports(count: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// Killed with connections open, a broker leaves them in TIME_WAIT on its own ports; started
+/// again at once on the same ports it must not take them for another process's.
+#[test]
+fn a_broker_killed_with_connections_open_starts_again_at_once_on_the_same_ports() {
+    let data = tempfile::tempdir().unwrap();
+    let ports = free_ports(3);
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let args = [
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--kafka-listen",
+        &addrs[0],
+        "--native-listen",
+        &addrs[1],
+        "--metrics-listen",
+        &addrs[2],
+    ];
+    let mut broker = Broker::start_exactly(None, &args);
+    broker.wait_for("oxbow ready");
+    let open: Vec<std::net::TcpStream> = addrs[..2]
+        .iter()
+        .map(|a| std::net::TcpStream::connect(a).unwrap())
+        .collect();
+    // The metrics endpoint closes its side first: TIME_WAIT on the broker's port.
+    assert!(common::http_get(&addrs[2], "/metrics").contains("oxbow_"));
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    drop(open);
+    let mut again = Broker::start_exactly(None, &args);
+    let ready = again.wait_for("oxbow ready");
+    assert_eq!(field(&ready, "kafka"), addrs[0]);
+    assert!(again.signal(libc::SIGTERM).success());
+}
+
 /// The README's first command: no flags for the data directory, so `./oxbow-data` relative to
 /// where it runs (glommio cannot sync directories opened by relative paths; this caught it).
 #[test]

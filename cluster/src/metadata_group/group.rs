@@ -18,6 +18,7 @@ use raft::prelude::{
     ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, Snapshot,
 };
 use raft::{RawNode, StateRole};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// How a node takes part in the group.
@@ -94,6 +95,17 @@ pub struct AppliedEntry {
     pub command: Option<Command>,
     /// Whether the change applied (a refused change is still an entry of the log).
     pub outcome: Result<(), MetadataError>,
+}
+
+/// A member of the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// Its Raft id.
+    pub id: u64,
+    /// A learner (receives the log, does not vote) rather than a voter.
+    pub learner: bool,
+    /// The last log index it is known to hold (only on the leader).
+    pub matched: Option<u64>,
 }
 
 /// The core of one node of the metadata group.
@@ -331,10 +343,16 @@ impl MetadataRaft {
     }
 
     /// A snapshot of the applied metadata when enough entries were applied since the last
-    /// one; make it durable, then call [`MetadataRaft::snapshot_saved`].
+    /// one, or when the membership changed since (a leader sends a new member its latest
+    /// snapshot, and raft-rs refuses one whose membership lacks the receiver); make it
+    /// durable, then call [`MetadataRaft::snapshot_saved`].
     pub fn snapshot_due(&self) -> Option<Snapshot> {
         let since = self.applied - self.node.store().snapshot_index();
-        if since < self.settings.snapshot_entries {
+        let snapshotted = raft::Storage::initial_state(self.node.store())
+            .expect("the memory log always answers")
+            .conf_state;
+        let members_changed = membership(&self.conf_state()) != membership(&snapshotted);
+        if since == 0 || (since < self.settings.snapshot_entries && !members_changed) {
             return None;
         }
         let mut snapshot = Snapshot {
@@ -358,6 +376,23 @@ impl MetadataRaft {
     /// The voters and learners as of the applied entries.
     pub fn conf_state(&self) -> ConfState {
         self.node.raft.prs().conf().to_conf_state()
+    }
+
+    /// The voters and learners, with how far each has replicated the log when this node
+    /// leads (only a leader tracks it).
+    pub fn members(&self) -> Vec<Member> {
+        let conf = self.conf_state();
+        let leading = self.is_leader();
+        let member = |id: u64, learner: bool| Member {
+            id,
+            learner,
+            matched: (self.node.raft.prs().get(id))
+                .filter(|_| leading)
+                .map(|progress| progress.matched),
+        };
+        (conf.voters.iter().map(|&id| member(id, false)))
+            .chain(conf.learners.iter().map(|&id| member(id, true)))
+            .collect()
     }
 
     /// The metadata as of the last applied entry.
@@ -414,4 +449,10 @@ fn decode_snapshot(snapshot: &Snapshot) -> Result<Metadata, GroupError> {
         index: snapshot.get_metadata().index,
         reason: e.to_string(),
     })
+}
+
+/// Voters and learners, in an order that compares.
+fn membership(conf: &ConfState) -> (BTreeSet<u64>, BTreeSet<u64>) {
+    let set = |ids: &[u64]| ids.iter().copied().collect();
+    (set(&conf.voters), set(&conf.learners))
 }

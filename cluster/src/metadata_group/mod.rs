@@ -19,9 +19,14 @@ pub use boot::{broker_id, group_settings, open_node, raft_id, Nowhere, OpenedNod
 pub use command::{Command, ProposalId};
 pub use cycle::{run_cycle, Cycle, NodeError, Outbox};
 pub use durable::{RaftDisk, RaftDiskError};
-pub use group::{AppliedEntry, Committed, GroupError, GroupSettings, MetadataRaft, Persist};
+pub use group::{
+    AppliedEntry, Committed, GroupError, GroupSettings, Member, MetadataRaft, Persist,
+};
 pub use logger::tracing_logger;
 pub use memory_log::MemoryLog;
 pub use node::{MetadataNode, NodeStatus, ProposalStats, ProposeError};
 pub use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2, Message, MessageType};
-pub use wire::{decode_message, encode_message, pump_inbound, TransportOutbox, METADATA_CHANNEL};
+pub use wire::{
+    decode_message, encode_join, encode_message, pump_inbound, TransportOutbox, JOIN_CHANNEL,
+    METADATA_CHANNEL,
+};

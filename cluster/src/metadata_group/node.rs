@@ -5,9 +5,9 @@
 use super::command::ProposalId;
 use super::cycle::{run_cycle, NodeError, Outbox};
 use super::durable::RaftDisk;
-use super::group::{GroupError, MetadataRaft};
+use super::group::{GroupError, Member, MetadataRaft};
 use crate::metadata::{Metadata, MetadataChange, MetadataError};
-use raft::prelude::Message;
+use raft::prelude::{ConfChangeV2, Message};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -29,6 +29,9 @@ pub enum ProposeError {
     /// old leader or may still commit. Retry (a retried creation may then find its topic).
     #[error("the metadata group changed leader before the change was applied; it may or may not have committed")]
     LeaderChanged,
+    /// No leader is known to hand a membership change to; retry.
+    #[error("no leader of the metadata group is known")]
+    NoLeader,
     /// The node stopped (its disk failed, or the broker is shutting down).
     #[error("the metadata node stopped: {0}")]
     Stopped(String),
@@ -43,6 +46,10 @@ enum Input {
         change: MetadataChange,
         reply: Reply,
         deadline: Instant,
+    },
+    Membership {
+        change: ConfChangeV2,
+        reply: flume::Sender<Result<(), ProposeError>>,
     },
     Close(flume::Sender<()>),
 }
@@ -100,6 +107,7 @@ struct Shared {
     /// When a message last arrived from each peer (by Raft id): the leader's measure of its
     /// members' liveness.
     heard: HashMap<u64, Instant>,
+    members: Vec<Member>,
 }
 
 /// A handle to the node, on the shard that runs it.
@@ -226,6 +234,27 @@ impl MetadataNode {
         let _ = self.inputs.send(Input::Step(message));
     }
 
+    /// The group's voters and learners as of the last cycle (with their progress when this
+    /// node leads).
+    pub fn members(&self) -> Vec<Member> {
+        self.shared.borrow().members.clone()
+    }
+
+    /// Hands a membership change to Raft (forwarded to the leader). It commits later, or is
+    /// dropped when another change is in flight: the caller watches [`MetadataNode::members`].
+    pub async fn propose_membership(&self, change: ConfChangeV2) -> Result<(), ProposeError> {
+        let (reply, answer) = flume::bounded(1);
+        if self
+            .inputs
+            .send(Input::Membership { change, reply })
+            .is_err()
+        {
+            return Err(ProposeError::Stopped("the node's task ended".into()));
+        }
+        (answer.recv_async().await)
+            .unwrap_or_else(|_| Err(ProposeError::Stopped("the node's task ended".into())))
+    }
+
     /// When a message last arrived from `peer` (a Raft id).
     pub fn last_heard(&self, peer: u64) -> Option<Instant> {
         self.shared.borrow().heard.get(&peer).copied()
@@ -307,6 +336,15 @@ impl Runner {
                 reply,
                 deadline,
             } => self.propose(change, reply, deadline)?,
+            Input::Membership { change, reply } => {
+                let outcome = match self.core.propose_conf_change(change) {
+                    Ok(()) => Ok(()),
+                    Err(GroupError::NoLeader) => Err(ProposeError::NoLeader),
+                    // A change Raft cannot make (it says why) must not stop the node.
+                    Err(e) => Err(ProposeError::Refused(MetadataError::Invalid(e.to_string()))),
+                };
+                let _ = reply.send(outcome);
+            }
             Input::Close(_) => unreachable!("handled by the loop"),
         }
         Ok(())
@@ -372,6 +410,7 @@ impl Runner {
             applied: self.core.applied(),
             leader_changes: shared.status.leader_changes + changed,
         };
+        shared.members = self.core.members();
         let version = metadata.version;
         shared.waiters.retain(|(wanted, waiter)| {
             let reached = version >= *wanted;

@@ -4,15 +4,29 @@
 
 use super::cycle::Outbox;
 use super::node::MetadataNode;
+use crate::metadata::BrokerMeta;
 use crate::transport::{Inbound, Transport};
 use bytes::{BufMut, Bytes, BytesMut};
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// The first byte of a frame that carries a message of the metadata group (replication will
 /// use other channels on the same connections).
 pub const METADATA_CHANNEL: u8 = 1;
+
+/// The first byte of a frame that asks to join the group: a new node's registration (JSON
+/// [`BrokerMeta`]), sent to a member until the node finds itself registered.
+pub const JOIN_CHANNEL: u8 = 2;
+
+/// A join request as a frame.
+pub fn encode_join(broker: &BrokerMeta) -> Bytes {
+    let body = serde_json::to_vec(broker).expect("registrations serialise");
+    let mut frame = BytesMut::with_capacity(1 + body.len());
+    frame.put_u8(JOIN_CHANNEL);
+    frame.put_slice(&body);
+    frame.freeze()
+}
 
 /// A Raft message as a frame.
 pub fn encode_message(message: &Message) -> Bytes {
@@ -80,12 +94,30 @@ impl Outbox for TransportOutbox {
     }
 }
 
-/// Feeds the frames that arrive to the node until the transport stops; frames that are not
-/// messages of the group are logged and dropped.
-pub async fn pump_inbound(inbound: flume::Receiver<Inbound>, node: MetadataNode) {
+/// Feeds the frames that arrive to the node, and join requests to `joins` (dropped while it is
+/// full: the joining node asks again), until the transport stops; other frames are logged and
+/// dropped. Holds the transport weakly: dropping its owner stops it, and with it this pump.
+pub async fn pump_inbound(
+    inbound: flume::Receiver<Inbound>,
+    node: MetadataNode,
+    joins: flume::Sender<BrokerMeta>,
+    transport: Weak<Transport>,
+) {
     while let Ok(Inbound { from, frame }) = inbound.recv_async().await {
+        if let Some((&JOIN_CHANNEL, body)) = frame.split_first() {
+            match serde_json::from_slice::<BrokerMeta>(body) {
+                Ok(broker) => _ = joins.try_send(broker),
+                Err(e) => tracing::warn!(%from, error = %e, "undecodable join request dropped"),
+            }
+            continue;
+        }
         match decode_message(&frame) {
-            Ok(message) => node.step(message),
+            Ok(message) => {
+                if let Some(transport) = transport.upgrade() {
+                    transport.learn_peer(message.from, from);
+                }
+                node.step(message)
+            }
             Err(reason) => tracing::warn!(%from, reason, "cluster frame dropped"),
         }
     }

@@ -186,6 +186,14 @@ impl Transport {
             .insert(node, addr);
     }
 
+    /// Where node `node` listens, if it is not known yet: a node that joins knows only the
+    /// member it asked, and answers the leader at the address the leader's frames came from
+    /// until the metadata names it.
+    pub fn learn_peer(&self, node: u64, addr: SocketAddr) {
+        let mut peers = self.shared.peers.lock().expect("not poisoned");
+        peers.entry(node).or_insert(addr);
+    }
+
     /// Largest frame a peer accepts (the same limit on every node).
     pub fn frame_bytes_max(&self) -> usize {
         self.shared.limits.frame_bytes_max

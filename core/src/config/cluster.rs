@@ -17,6 +17,10 @@ pub struct ClusterConfig {
     /// listeners (Kafka's `controller.quorum.voters`). Read when the group's log is created;
     /// afterwards the group's own configuration counts.
     pub initial_voters: Vec<String>,
+    /// Instead of `initial_voters`, for a node added to a running cluster: a member to ask,
+    /// as `node_id@host:port` of its cluster listener. The node joins the metadata group as a
+    /// learner (it receives the log, does not vote).
+    pub join: Option<String>,
     /// Directory of the cluster's TLS files (`ca.pem`, `cluster.pem`, `cluster.key`); when it
     /// holds none, a new cluster CA and certificate are generated there, to be copied to every
     /// other node. Default: `<data_dir>/.oxbow/cluster-tls`.
@@ -39,6 +43,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             listen: None,
             initial_voters: Vec::new(),
+            join: None,
             tls_dir: None,
             frame_bytes_max: 16 << 20,
             connect_timeout_ms: 2_000,
@@ -71,34 +76,33 @@ impl ClusterConfig {
     pub fn voters(&self) -> Result<Vec<Voter>, ConfigError> {
         let mut voters: Vec<Voter> = Vec::with_capacity(self.initial_voters.len());
         for spec in &self.initial_voters {
-            let bad = |why: &str| {
-                ConfigError::new(
+            let voter = parse_member("cluster.initial_voters", spec)?;
+            if voters.iter().any(|v| v.node_id == voter.node_id) {
+                return Err(ConfigError::new(
                     "cluster.initial_voters",
-                    format!("{spec:?}: {why} (expected node_id@host:port)"),
-                )
-            };
-            let (id, addr) = spec.split_once('@').ok_or_else(|| bad("no '@'"))?;
-            let node_id: i32 = id.parse().map_err(|_| bad("node id is not a number"))?;
-            if node_id < 0 {
-                return Err(bad("node id is negative"));
+                    format!("{spec:?}: node id given twice"),
+                ));
             }
-            let addr: SocketAddr = addr.parse().map_err(|_| bad("not an ip:port address"))?;
-            if voters.iter().any(|v| v.node_id == node_id) {
-                return Err(bad("node id given twice"));
-            }
-            voters.push(Voter { node_id, addr });
+            voters.push(voter);
         }
         Ok(voters)
+    }
+
+    /// The member a joining node asks, parsed (checked by `validate`).
+    pub fn join_via(&self) -> Result<Option<Voter>, ConfigError> {
+        (self.join.as_deref())
+            .map(|spec| parse_member("cluster.join", spec))
+            .transpose()
     }
 
     /// Checks every bound for a node whose id is `node_id`.
     pub fn validate(&self, node_id: i32) -> Result<(), ConfigError> {
         let voters = self.voters()?;
         match &self.listen {
-            None if !voters.is_empty() => {
+            None if !voters.is_empty() || self.join.is_some() => {
                 return Err(ConfigError::new(
                     "cluster.listen",
-                    "must be set when cluster.initial_voters is",
+                    "must be set when cluster.initial_voters or cluster.join is",
                 ))
             }
             None => {}
@@ -106,19 +110,24 @@ impl ClusterConfig {
                 let addr: SocketAddr = listen.parse().map_err(|_| {
                     ConfigError::new("cluster.listen", format!("{listen:?} is not ip:port"))
                 })?;
-                if voters.is_empty() {
+                let join = self.join_via()?;
+                if voters.is_empty() == join.is_none() {
                     return Err(ConfigError::new(
                         "cluster.initial_voters",
-                        "must list the metadata group's voters when cluster.listen is set",
+                        "exactly one of cluster.initial_voters (the voters of a new group) and \
+                         cluster.join (a member of a running one) must be set with cluster.listen",
                     ));
                 }
-                if !voters.iter().any(|v| v.node_id == node_id) {
+                if join.is_some_and(|member| member.node_id == node_id) {
+                    return Err(ConfigError::new("cluster.join", "names this node itself"));
+                }
+                if join.is_none() && !voters.iter().any(|v| v.node_id == node_id) {
                     return Err(ConfigError::new(
                         "cluster.initial_voters",
                         format!("must include this node (node_id {node_id})"),
                     ));
                 }
-                if addr.port() == 0 && voters.len() > 1 {
+                if addr.port() == 0 && (voters.len() > 1 || self.join.is_some()) {
                     return Err(ConfigError::new(
                         "cluster.listen",
                         "port 0 cannot be named to the other voters",
@@ -147,4 +156,17 @@ impl ClusterConfig {
         }
         Ok(())
     }
+}
+
+/// `node_id@ip:port`, the way `field` names a member.
+fn parse_member(field: &'static str, spec: &str) -> Result<Voter, ConfigError> {
+    let bad =
+        |why: &str| ConfigError::new(field, format!("{spec:?}: {why} (expected node_id@ip:port)"));
+    let (id, addr) = spec.split_once('@').ok_or_else(|| bad("no '@'"))?;
+    let node_id: i32 = id.parse().map_err(|_| bad("node id is not a number"))?;
+    if node_id < 0 {
+        return Err(bad("node id is negative"));
+    }
+    let addr: SocketAddr = addr.parse().map_err(|_| bad("not an ip:port address"))?;
+    Ok(Voter { node_id, addr })
 }

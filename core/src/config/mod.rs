@@ -84,6 +84,9 @@ pub struct BrokerConfig {
     pub topic_partitions_max: u32,
     /// Address every shard listens on for the native protocol (port 0: chosen at start).
     pub native_listen: String,
+    /// `host:port` native clients are told to connect to (a partition's leader, in
+    /// `Metadata`); defaults to the bound listen address.
+    pub advertised_native_addr: Option<String>,
     /// Most native connections the node holds (split evenly over shards).
     pub native_connections_max: u32,
     /// Largest native frame accepted; a larger one gets an error frame and the connection closes.
@@ -148,6 +151,7 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             topic_partitions_max: 10_000,
             native_listen: "127.0.0.1:6650".to_string(),
+            advertised_native_addr: None,
             native_connections_max: 10_000,
             native_frame_bytes_max: 16 << 20,
             native_session_timeout_ms: 30_000,

@@ -103,6 +103,17 @@ fn cluster_settings_name_the_voters_and_include_this_node() {
         malformed.cluster.initial_voters = vec![bad.into()];
         assert_eq!(refused(malformed), "cluster.initial_voters", "{bad}");
     }
+    let mut joining = config.clone();
+    joining.cluster.initial_voters.clear();
+    joining.cluster.join = Some("1@127.0.0.1:9091".into());
+    joining.validate().unwrap();
+    assert_eq!(joining.cluster.join_via().unwrap().unwrap().node_id, 1);
+    let mut both = joining.clone();
+    both.cluster.initial_voters = config.cluster.initial_voters.clone();
+    assert_eq!(refused(both), "cluster.initial_voters");
+    let mut itself = joining.clone();
+    itself.cluster.join = Some("2@127.0.0.1:9091".into());
+    assert_eq!(refused(itself), "cluster.join");
     let mut twice = config.clone();
     twice.cluster.initial_voters.push("2@127.0.0.1:9095".into());
     assert_eq!(refused(twice), "cluster.initial_voters");

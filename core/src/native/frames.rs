@@ -4,8 +4,8 @@
 #![allow(missing_docs)]
 
 use super::{
-    Acks, ErrorCode, MessageMeta, Mode, PartitionInfo, StartPosition, SubscriptionInfo,
-    SubscriptionType, TopicInfo,
+    Acks, BrokerInfo, ErrorCode, MessageMeta, Mode, PartitionInfo, StartPosition, SubscriptionInfo,
+    SubscriptionType, TopicInfo, TopicLeaders,
 };
 
 /// Frames a client sends. `request_id` is chosen by the client and echoed in the answer.
@@ -42,7 +42,16 @@ pub enum ClientFrame {
         /// Request id.
         request_id: u64,
     },
-    /// Offsets of every partition of a topic; answered by `TopicDescription`.
+    /// The live brokers and who leads each partition of these topics; answered by
+    /// `Metadata` (a topic that does not exist is left out).
+    Metadata {
+        /// Request id.
+        request_id: u64,
+        /// Topics.
+        topics: Vec<String>,
+    },
+    /// Offsets of the partitions of a topic this broker leads; answered by
+    /// `TopicDescription`.
     DescribeTopic {
         /// Request id.
         request_id: u64,
@@ -60,8 +69,8 @@ pub enum ClientFrame {
         /// When to answer.
         acks: Acks,
     },
-    /// Attaches a consumer to a subscription on every partition of a topic; answered by
-    /// `Subscribed`. Messages follow as permits are granted.
+    /// Attaches a consumer to a subscription on partitions of a topic this broker leads;
+    /// answered by `Subscribed`. Messages follow as permits are granted.
     Subscribe {
         /// Request id.
         request_id: u64,
@@ -81,6 +90,8 @@ pub enum ClientFrame {
         priority: i32,
         /// Where a subscription that does not exist yet starts.
         start: StartPosition,
+        /// Which partitions (all must be led here); `None`: every partition of the topic.
+        partitions: Option<Vec<u32>>,
     },
     /// Grants permits: the broker may push this many more messages on one partition, or on
     /// each partition when `partition` is `None`.
@@ -200,6 +211,8 @@ pub enum ServerFrame {
         session_timeout_ms: u64,
         /// Largest frame the broker accepts.
         frame_bytes_max: u32,
+        /// This broker's node id.
+        broker_id: i32,
     },
     /// Answer to `Ping`.
     Pong,
@@ -230,6 +243,15 @@ pub enum ServerFrame {
         request_id: u64,
         /// Topics.
         topics: Vec<TopicInfo>,
+    },
+    /// Answer to `Metadata`.
+    Metadata {
+        /// Request id.
+        request_id: u64,
+        /// The brokers not fenced.
+        brokers: Vec<BrokerInfo>,
+        /// The topics asked for that exist.
+        topics: Vec<TopicLeaders>,
     },
     /// Answer to `DescribeTopic`.
     TopicDescription {

@@ -22,7 +22,7 @@ pub use codec::{decode_frame, encode_frame, validate_name, Frame, FrameError};
 pub use frames::{ArchivedClientFrame, ArchivedServerFrame, ClientFrame, ServerFrame};
 
 /// The protocol version this build speaks. The first frame of a connection names the client's.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Bytes of the two length fields in front of every frame.
 pub const FRAME_HEADER_BYTES: usize = 8;
@@ -110,6 +110,8 @@ pub enum ErrorCode {
     /// A stored batch cannot be split into messages (its records do not decode, or decompress
     /// past `batch_decompressed_bytes_max`).
     Undecodable,
+    /// Another broker leads the partition (or none does now): ask `Metadata` and go there.
+    NotLeader,
 }
 
 /// A message as delivered: where it is in the log, and where its bytes are in the payload.
@@ -140,6 +142,26 @@ pub struct TopicInfo {
     pub name: String,
     /// Partition count.
     pub partitions: u32,
+}
+
+/// A broker of the cluster and where its native listener is.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct BrokerInfo {
+    /// Node id.
+    pub id: i32,
+    /// Its advertised native-protocol address (`host:port`).
+    pub native_addr: String,
+}
+
+/// Who leads each partition of a topic.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct TopicLeaders {
+    /// Name.
+    pub name: String,
+    /// Per partition, in partition order: the leader's node id, -1 while it has none.
+    pub leaders: Vec<i32>,
 }
 
 /// Offsets of one partition.

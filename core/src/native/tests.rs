@@ -84,6 +84,7 @@ proptest! {
             consumer_name: "c".into(),
             priority: 0,
             start: StartPosition::Offset(42),
+            partitions: Some(vec![0, 3]),
         };
         let mut bytes = encode_frame(&frame, 0);
         let at = flip % bytes.len();

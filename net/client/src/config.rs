@@ -209,6 +209,10 @@ pub struct ClientConfig {
     pub client_name: String,
     /// How long a request waits for its answer.
     pub request_timeout_ms: u64,
+    /// Retries of a produce or subscribe another broker leads, after fresh metadata.
+    pub not_leader_retries: u32,
+    /// Wait before such a retry.
+    pub retry_backoff_ms: u64,
     /// Producer settings.
     pub producer: ProducerConfig,
     /// Consumer settings.
@@ -221,6 +225,8 @@ impl Default for ClientConfig {
             broker: "127.0.0.1:6650".into(),
             client_name: "oxbow-client".into(),
             request_timeout_ms: 30_000,
+            not_leader_retries: 5,
+            retry_backoff_ms: 100,
             producer: ProducerConfig::default(),
             consumer: ConsumerConfig::default(),
         }

@@ -40,15 +40,18 @@ pub(crate) struct Shared {
     outgoing: mpsc::UnboundedSender<Vec<u8>>,
     waiters: Mutex<HashMap<u64, Waiter>>,
     consumers: Mutex<HashMap<u64, ConsumerRoute>>,
-    next_id: AtomicU64,
+    /// Shared by every connection of a client, so consumer ids are unique across them.
+    ids: Arc<AtomicU64>,
     closed: AtomicBool,
     pub(crate) request_timeout: Duration,
+    /// The broker at the other end.
+    pub(crate) broker_id: i32,
 }
 
 impl Shared {
     /// A fresh id for requests and consumers.
     pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Queues a frame; fails once the connection is closed.
@@ -86,6 +89,14 @@ impl Shared {
         rx
     }
 
+    /// Drops interest in an answer that will not come (the request was never sent).
+    pub(crate) fn forget_waiter(&self, request_id: u64) {
+        self.waiters
+            .lock()
+            .expect("not poisoned")
+            .remove(&request_id);
+    }
+
     /// Waits for a registered answer, up to the request timeout.
     pub(crate) async fn wait(
         &self,
@@ -96,26 +107,24 @@ impl Shared {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ClientError::Closed),
             Err(_) => {
-                self.waiters
-                    .lock()
-                    .expect("not poisoned")
-                    .remove(&request_id);
+                self.forget_waiter(request_id);
                 Err(ClientError::Timeout(self.request_timeout))
             }
         }
     }
 
+    /// Routes a consumer's deliveries on this connection to `events` (a consumer attached
+    /// through several brokers has one channel for all of them).
     pub(crate) fn add_consumer(
         &self,
         consumer_id: u64,
         topic: Arc<str>,
-    ) -> mpsc::UnboundedReceiver<ConsumerEvent> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        events: mpsc::UnboundedSender<ConsumerEvent>,
+    ) {
         self.consumers
             .lock()
             .expect("not poisoned")
-            .insert(consumer_id, (topic, tx));
-        rx
+            .insert(consumer_id, (topic, events));
     }
 
     pub(crate) fn remove_consumer(&self, consumer_id: u64) {
@@ -204,6 +213,7 @@ impl Shared {
             | ServerFrame::Done { request_id }
             | ServerFrame::Produced { request_id, .. }
             | ServerFrame::Topics { request_id, .. }
+            | ServerFrame::Metadata { request_id, .. }
             | ServerFrame::TopicDescription { request_id, .. }
             | ServerFrame::Subscribed { request_id, .. }
             | ServerFrame::Skipped { request_id, .. }
@@ -280,6 +290,7 @@ pub(crate) async fn connect(
     addr: &str,
     client_name: &str,
     request_timeout: Duration,
+    ids: Arc<AtomicU64>,
 ) -> Result<Arc<Shared>, ClientError> {
     let stream = tokio::time::timeout(request_timeout, TcpStream::connect(addr))
         .await
@@ -301,14 +312,16 @@ pub(crate) async fn connect(
         .await
         .map_err(|e| ClientError::Io(Arc::new(e)))?;
     let mut buffer = BytesMut::with_capacity(64 * 1024);
-    let session_timeout = loop {
+    let (session_timeout, broker_id) = loop {
         if let Some(frame) = decode_frame::<ServerFrame>(&mut buffer, FRAME_BYTES_MAX)
             .map_err(|e| ClientError::Protocol(e.to_string()))?
         {
             match frame.control {
                 ServerFrame::Connected {
-                    session_timeout_ms, ..
-                } => break Duration::from_millis(session_timeout_ms),
+                    session_timeout_ms,
+                    broker_id,
+                    ..
+                } => break (Duration::from_millis(session_timeout_ms), broker_id),
                 ServerFrame::Error { code, message, .. } => {
                     return Err(ClientError::Refused { code, message })
                 }
@@ -332,9 +345,10 @@ pub(crate) async fn connect(
         outgoing,
         waiters: Mutex::default(),
         consumers: Mutex::default(),
-        next_id: AtomicU64::new(1),
+        ids,
         closed: AtomicBool::new(false),
         request_timeout,
+        broker_id,
     });
     tokio::spawn(write_loop(writer, queued));
     tokio::spawn(read_loop(reader, buffer, Arc::downgrade(&shared)));

@@ -1,10 +1,12 @@
-//! A consumer: attaches to a subscription on every partition of a topic, grants permits as
-//! the application takes messages, and acknowledges them.
+//! A consumer: attaches to a subscription on every partition of a topic (through each
+//! partition's leader), grants permits as the application takes messages, and acknowledges
+//! them.
 
 use crate::connection::{ConsumerEvent, Shared};
 use crate::dedicated::DedicatedConsumer;
 use crate::error::ClientError;
 use crate::message::Message;
+use crate::routing::{is_not_leader, Router};
 use crate::{Client, Tier};
 use futures_core::Stream;
 use oxbow_core::native::{ClientFrame, Mode, ServerFrame, StartPosition, SubscriptionType};
@@ -97,54 +99,78 @@ impl ConsumerBuilder {
         Ok(builder)
     }
 
-    /// Attaches the consumer and grants its first permits.
+    /// Attaches the consumer on every partition's leader and grants its first permits. A
+    /// leader that moved meanwhile (`NotLeader`) makes it look the leaders up and try again
+    /// (`not_leader_retries`).
     pub async fn build(self) -> Result<Consumer, ClientError> {
-        let shared = self.client.shared.clone();
-        let consumer_id = shared.next_id();
+        let router = self.client.router.clone();
+        let mut retries = router.not_leader_retries();
+        loop {
+            match self.attach(&router).await {
+                Err(e) if is_not_leader(&e) && retries > 0 => {
+                    retries -= 1;
+                    router.forget(&self.topic);
+                    tokio::time::sleep(router.settings().retry_backoff).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn attach(&self, router: &Router) -> Result<Consumer, ClientError> {
+        let by_leader = router.by_leader(&self.topic).await?;
         let topic: Arc<str> = Arc::from(self.topic.as_str());
-        // Registered before subscribing: messages may follow the answer immediately.
-        let events = shared.add_consumer(consumer_id, topic.clone());
-        let request_id = shared.next_id();
-        let answer = shared
-            .request(
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let mut legs = Legs::default();
+        let mut consumer_id = 0;
+        let mut partitions = 0;
+        for (shared, led) in &by_leader {
+            if consumer_id == 0 {
+                consumer_id = shared.next_id();
+            }
+            // Registered before subscribing: messages may follow the answer immediately.
+            shared.add_consumer(consumer_id, topic.clone(), events_tx.clone());
+            let request_id = shared.next_id();
+            let frame = ClientFrame::Subscribe {
                 request_id,
-                &ClientFrame::Subscribe {
-                    request_id,
+                consumer_id,
+                topic: self.topic.clone(),
+                subscription: self.subscription.clone(),
+                kind: self.kind,
+                mode: self.mode,
+                consumer_name: self.name.clone(),
+                priority: self.priority,
+                start: self.start,
+                partitions: Some(led.clone()),
+            };
+            let failure = match shared.request(request_id, &frame, &[]).await {
+                Ok(ServerFrame::Subscribed {
+                    partitions: count, ..
+                }) => {
+                    partitions = count;
+                    legs.add(shared.clone(), led);
+                    continue;
+                }
+                Ok(other) => ClientError::Protocol(format!("unexpected answer {other:?}")),
+                Err(e) => e,
+            };
+            shared.remove_consumer(consumer_id);
+            // All or none: detach from the leaders that accepted.
+            let _ = legs.close(consumer_id).await;
+            return Err(failure);
+        }
+        for shared in &legs.connections {
+            shared.send(
+                &ClientFrame::Flow {
                     consumer_id,
-                    topic: self.topic.clone(),
-                    subscription: self.subscription.clone(),
-                    kind: self.kind,
-                    mode: self.mode,
-                    consumer_name: self.name.clone(),
-                    priority: self.priority,
-                    start: self.start,
+                    partition: None,
+                    permits: self.receiver_queue,
                 },
                 &[],
-            )
-            .await;
-        let partitions = match answer {
-            Ok(ServerFrame::Subscribed { partitions, .. }) => partitions,
-            Ok(other) => {
-                shared.remove_consumer(consumer_id);
-                return Err(ClientError::Protocol(format!(
-                    "unexpected answer {other:?}"
-                )));
-            }
-            Err(e) => {
-                shared.remove_consumer(consumer_id);
-                return Err(e);
-            }
-        };
-        shared.send(
-            &ClientFrame::Flow {
-                consumer_id,
-                partition: None,
-                permits: self.receiver_queue,
-            },
-            &[],
-        )?;
+            )?;
+        }
         Ok(Consumer {
-            shared,
+            legs: Arc::new(legs),
             consumer_id,
             kind: self.kind,
             partitions,
@@ -168,10 +194,67 @@ impl ConsumerBuilder {
     }
 }
 
-/// Acknowledges a consumer's messages from any thread (a handle on its connection).
+/// The connections a consumer is attached through: the leader of each of its partitions.
+#[derive(Default)]
+pub(crate) struct Legs {
+    by_partition: HashMap<u32, Arc<Shared>>,
+    connections: Vec<Arc<Shared>>,
+}
+
+impl Legs {
+    fn add(&mut self, shared: Arc<Shared>, partitions: &[u32]) {
+        for &partition in partitions {
+            self.by_partition.insert(partition, shared.clone());
+        }
+        self.connections.push(shared);
+    }
+
+    /// Sends a frame to the leader of `partition`.
+    fn send(&self, partition: u32, frame: &ClientFrame) -> Result<(), ClientError> {
+        let shared = self.by_partition.get(&partition).ok_or_else(|| {
+            ClientError::Config(format!(
+                "the consumer is not attached on partition {partition}"
+            ))
+        })?;
+        shared.send(frame, &[])
+    }
+
+    /// Sends a request to every leader; the first failure is the answer.
+    async fn request_each(&self, build: impl Fn(u64) -> ClientFrame) -> Result<(), ClientError> {
+        let mut outcome = Ok(());
+        for shared in &self.connections {
+            let request_id = shared.next_id();
+            let answer = shared.request(request_id, &build(request_id), &[]).await;
+            if let (Err(e), Ok(())) = (answer, &outcome) {
+                outcome = Err(e);
+            }
+        }
+        outcome
+    }
+
+    /// Detaches the consumer everywhere and stops routing its deliveries.
+    async fn close(&self, consumer_id: u64) -> Result<(), ClientError> {
+        let result = self
+            .request_each(|request_id| ClientFrame::CloseConsumer {
+                request_id,
+                consumer_id,
+            })
+            .await;
+        self.forget(consumer_id);
+        result
+    }
+
+    fn forget(&self, consumer_id: u64) {
+        for shared in &self.connections {
+            shared.remove_consumer(consumer_id);
+        }
+    }
+}
+
+/// Acknowledges a consumer's messages from any thread (a handle on its connections).
 #[derive(Clone)]
 pub struct Acker {
-    shared: Arc<Shared>,
+    legs: Arc<Legs>,
     consumer_id: u64,
     kind: SubscriptionType,
 }
@@ -198,13 +281,13 @@ impl Acker {
     }
 
     fn ack_offsets(&self, partition: u32, offsets: Vec<u64>) -> Result<(), ClientError> {
-        self.shared.send(
+        self.legs.send(
+            partition,
             &ClientFrame::Ack {
                 consumer_id: self.consumer_id,
                 partition,
                 offsets,
             },
-            &[],
         )
     }
 
@@ -219,33 +302,33 @@ impl Acker {
                 "cumulative acknowledgement needs an exclusive or failover subscription".into(),
             ));
         }
-        self.shared.send(
+        self.legs.send(
+            message.partition,
             &ClientFrame::AckCumulative {
                 consumer_id: self.consumer_id,
                 partition: message.partition,
                 offset: message.offset,
             },
-            &[],
         )
     }
 
     /// Asks for the message again after `delay`.
     pub fn nack(&self, message: &Message, delay: Duration) -> Result<(), ClientError> {
-        self.shared.send(
+        self.legs.send(
+            message.partition,
             &ClientFrame::Nack {
                 consumer_id: self.consumer_id,
                 partition: message.partition,
                 offsets: vec![message.offset],
                 delay_ms: delay.as_millis() as u64,
             },
-            &[],
         )
     }
 }
 
 /// A consumer attached to one subscription on every partition of a topic.
 pub struct Consumer {
-    shared: Arc<Shared>,
+    legs: Arc<Legs>,
     consumer_id: u64,
     kind: SubscriptionType,
     partitions: u32,
@@ -268,7 +351,7 @@ impl Consumer {
     /// A handle that acknowledges this consumer's messages from anywhere.
     pub fn acker(&self) -> Acker {
         Acker {
-            shared: self.shared.clone(),
+            legs: self.legs.clone(),
             consumer_id: self.consumer_id,
             kind: self.kind,
         }
@@ -302,55 +385,33 @@ impl Consumer {
     /// Moves the subscription's cursor on every partition. Messages already on their way may
     /// still arrive (at-least-once allows it).
     pub async fn seek(&mut self, position: StartPosition) -> Result<(), ClientError> {
-        let request_id = self.shared.next_id();
-        self.shared
-            .request(
+        let consumer_id = self.consumer_id;
+        self.legs
+            .request_each(|request_id| ClientFrame::Seek {
                 request_id,
-                &ClientFrame::Seek {
-                    request_id,
-                    consumer_id: self.consumer_id,
-                    position,
-                },
-                &[],
-            )
+                consumer_id,
+                position,
+            })
             .await
-            .map(drop)
     }
 
     /// Detaches; a reliable subscription keeps its cursor for the next consumer.
     pub async fn close(self) -> Result<(), ClientError> {
-        let request_id = self.shared.next_id();
-        let result = self
-            .shared
-            .request(
-                request_id,
-                &ClientFrame::CloseConsumer {
-                    request_id,
-                    consumer_id: self.consumer_id,
-                },
-                &[],
-            )
-            .await;
-        self.shared.remove_consumer(self.consumer_id);
-        result.map(drop)
+        self.legs.close(self.consumer_id).await
     }
 
     /// Detaches and deletes the subscription.
     pub async fn unsubscribe(self) -> Result<(), ClientError> {
-        let request_id = self.shared.next_id();
+        let consumer_id = self.consumer_id;
         let result = self
-            .shared
-            .request(
+            .legs
+            .request_each(|request_id| ClientFrame::Unsubscribe {
                 request_id,
-                &ClientFrame::Unsubscribe {
-                    request_id,
-                    consumer_id: self.consumer_id,
-                },
-                &[],
-            )
+                consumer_id,
+            })
             .await;
-        self.shared.remove_consumer(self.consumer_id);
-        result.map(drop)
+        self.legs.forget(consumer_id);
+        result
     }
 
     /// The next message. [`ClientError::DeliveryBlocked`] is not the end of the consumer: a
@@ -391,13 +452,13 @@ impl Consumer {
         if let Some(taken) = self.taken.get_mut(p) {
             *taken += 1;
             if *taken >= (self.receiver_queue / PERMIT_REFILL_FRACTION).max(1) {
-                let _ = self.shared.send(
+                let _ = self.legs.send(
+                    message.partition,
                     &ClientFrame::Flow {
                         consumer_id: self.consumer_id,
                         partition: Some(message.partition),
                         permits: *taken,
                     },
-                    &[],
                 );
                 *taken = 0;
             }

@@ -21,7 +21,7 @@ impl ConsumerBuilder {
     /// Starts the consumer on a dedicated thread with its own connection; batches hold up to
     /// `batch_max` messages.
     pub async fn dedicated(self, batch_max: usize) -> Result<DedicatedConsumer, ClientError> {
-        let settings = (*self.client.settings).clone();
+        let settings = (**self.client.router.settings()).clone();
         let (ready_tx, ready_rx) = oneshot::channel::<Result<Acker, ClientError>>();
         let (batches_tx, batches) = mpsc::channel(READY_BATCHES_MAX);
         let (stop, stopped) = oneshot::channel::<()>();

@@ -18,7 +18,9 @@
 //! # let _ = offset; Ok(()) }
 //! ```
 //!
-//! One [`Client`] is one connection; producers and consumers made from it share it. A consumer
+//! A [`Client`] connects to one broker and learns the cluster from it: producers send each
+//! batch to its partition's leader and consumers attach on every leader, over one connection
+//! per broker that all producers and consumers of the client share. A consumer
 //! offers three tiers: [`Consumer::stream`] (one message at a time, lowest latency),
 //! [`Consumer::buffered_stream`] (vectors of messages, fewer wake-ups), and
 //! [`ConsumerBuilder::dedicated`] (its own connection on its own thread feeding a channel, for
@@ -33,6 +35,7 @@ mod error;
 mod message;
 pub mod partitioner;
 mod producer;
+mod routing;
 
 pub use config::{ClientConfig, ConsumerConfig, ProducerConfig, Tier};
 pub use consumer::{
@@ -50,6 +53,7 @@ pub use producer::{Delivered, PendingSend, Producer, ProducerBuilder};
 
 use connection::Shared;
 use oxbow_core::native::{ClientFrame, ServerFrame};
+use routing::Router;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +63,8 @@ pub struct ClientBuilder {
     broker: String,
     client_name: String,
     request_timeout: Duration,
+    not_leader_retries: u32,
+    retry_backoff: Duration,
 }
 
 impl Default for ClientBuilder {
@@ -67,6 +73,8 @@ impl Default for ClientBuilder {
             broker: "127.0.0.1:6650".into(),
             client_name: "oxbow-client".into(),
             request_timeout: Duration::from_secs(30),
+            not_leader_retries: 5,
+            retry_backoff: Duration::from_millis(100),
         }
     }
 }
@@ -90,22 +98,32 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects (must run inside a tokio runtime).
+    /// How many times a produce or subscribe refused with `NotLeader` (leadership moved) is
+    /// tried again after asking for fresh metadata (default 5).
+    pub fn not_leader_retries(mut self, retries: u32) -> ClientBuilder {
+        self.not_leader_retries = retries;
+        self
+    }
+
+    /// Wait before such a retry (default 100 ms), so a leader election can finish.
+    pub fn retry_backoff(mut self, backoff: Duration) -> ClientBuilder {
+        self.retry_backoff = backoff;
+        self
+    }
+
+    /// Connects to the broker (must run inside a tokio runtime); others open on first use.
     pub async fn connect(self) -> Result<Client, ClientError> {
-        let shared =
-            connection::connect(&self.broker, &self.client_name, self.request_timeout).await?;
+        let router = Router::connect(Arc::new(self)).await?;
         Ok(Client {
-            shared,
-            settings: Arc::new(self),
+            router: Arc::new(router),
         })
     }
 }
 
-/// A connection to a broker; cheap to clone (clones share the connection).
+/// Connections to the brokers of a cluster; cheap to clone (clones share the connections).
 #[derive(Clone)]
 pub struct Client {
-    shared: Arc<Shared>,
-    settings: Arc<ClientBuilder>,
+    router: Arc<Router>,
 }
 
 impl Client {
@@ -120,13 +138,15 @@ impl Client {
             .broker(&config.broker)
             .client_name(&config.client_name)
             .request_timeout(Duration::from_millis(config.request_timeout_ms))
+            .not_leader_retries(config.not_leader_retries)
+            .retry_backoff(Duration::from_millis(config.retry_backoff_ms))
             .connect()
             .await
     }
 
-    /// Whether the connection has ended.
+    /// Whether every connection has ended.
     pub fn is_closed(&self) -> bool {
-        self.shared.is_closed()
+        self.router.is_closed()
     }
 
     /// A producer for `topic`, to be configured.
@@ -143,14 +163,27 @@ impl Client {
         ConsumerBuilder::new(self.clone(), topic.into(), subscription.into())
     }
 
+    /// A request any broker answers alike (topics are cluster metadata).
     async fn request(
         &self,
         build: impl FnOnce(u64) -> ClientFrame,
     ) -> Result<ServerFrame, ClientError> {
-        let request_id = self.shared.next_id();
-        self.shared
-            .request(request_id, &build(request_id), &[])
-            .await
+        let shared = self.router.any().await?;
+        request_on(&shared, build).await
+    }
+
+    /// A request for the partitions of `topic` each leader holds, sent to every leader.
+    async fn request_leaders(
+        &self,
+        topic: &str,
+        build: impl Fn(u64) -> ClientFrame,
+    ) -> Result<Vec<ServerFrame>, ClientError> {
+        self.router.refresh(topic).await?;
+        let mut answers = Vec::new();
+        for (shared, _) in self.router.by_leader(topic).await? {
+            answers.push(request_on(&shared, &build).await?);
+        }
+        Ok(answers)
     }
 
     /// Creates a topic.
@@ -185,18 +218,23 @@ impl Client {
         }
     }
 
-    /// The offsets of every partition of a topic.
+    /// The offsets of every partition of a topic (each leader answers for its own).
     pub async fn describe_topic(&self, name: &str) -> Result<Vec<PartitionInfo>, ClientError> {
-        match self
-            .request(|request_id| ClientFrame::DescribeTopic {
+        let answers = self
+            .request_leaders(name, |request_id| ClientFrame::DescribeTopic {
                 request_id,
                 name: name.to_string(),
             })
-            .await?
-        {
-            ServerFrame::TopicDescription { partitions, .. } => Ok(partitions),
-            other => Err(unexpected(other)),
+            .await?;
+        let mut all = Vec::new();
+        for answer in answers {
+            match answer {
+                ServerFrame::TopicDescription { partitions, .. } => all.extend(partitions),
+                other => return Err(unexpected(other)),
+            }
         }
+        all.sort_by_key(|p| p.partition);
+        Ok(all)
     }
 
     /// The subscriptions of a topic, one entry per subscription and partition.
@@ -204,16 +242,21 @@ impl Client {
         &self,
         topic: &str,
     ) -> Result<Vec<SubscriptionInfo>, ClientError> {
-        match self
-            .request(|request_id| ClientFrame::ListSubscriptions {
+        let answers = self
+            .request_leaders(topic, |request_id| ClientFrame::ListSubscriptions {
                 request_id,
                 topic: topic.to_string(),
             })
-            .await?
-        {
-            ServerFrame::Subscriptions { subscriptions, .. } => Ok(subscriptions),
-            other => Err(unexpected(other)),
+            .await?;
+        let mut all = Vec::new();
+        for answer in answers {
+            match answer {
+                ServerFrame::Subscriptions { subscriptions, .. } => all.extend(subscriptions),
+                other => return Err(unexpected(other)),
+            }
         }
+        all.sort_by(|a, b| (&a.name, a.partition).cmp(&(&b.name, b.partition)));
+        Ok(all)
     }
 
     /// Moves a subscription's cursor on every partition.
@@ -223,7 +266,7 @@ impl Client {
         subscription: &str,
         position: StartPosition,
     ) -> Result<(), ClientError> {
-        self.request(|request_id| ClientFrame::ResetSubscription {
+        self.request_leaders(topic, |request_id| ClientFrame::ResetSubscription {
             request_id,
             topic: topic.to_string(),
             subscription: subscription.to_string(),
@@ -243,15 +286,16 @@ impl Client {
         offset: u64,
         subscription: Option<&str>,
     ) -> Result<(u64, u64, Vec<String>), ClientError> {
-        match self
-            .request(|request_id| ClientFrame::SkipBatch {
-                request_id,
-                topic: topic.to_string(),
-                partition,
-                offset,
-                subscription: subscription.map(str::to_string),
-            })
-            .await?
+        self.router.refresh(topic).await?;
+        let leader = self.router.leader_of(topic, partition).await?;
+        match request_on(&leader, |request_id| ClientFrame::SkipBatch {
+            request_id,
+            topic: topic.to_string(),
+            partition,
+            offset,
+            subscription: subscription.map(str::to_string),
+        })
+        .await?
         {
             ServerFrame::Skipped {
                 base_offset,
@@ -269,7 +313,7 @@ impl Client {
         topic: &str,
         subscription: &str,
     ) -> Result<(), ClientError> {
-        self.request(|request_id| ClientFrame::DeleteSubscription {
+        self.request_leaders(topic, |request_id| ClientFrame::DeleteSubscription {
             request_id,
             topic: topic.to_string(),
             subscription: subscription.to_string(),
@@ -277,6 +321,14 @@ impl Client {
         .await
         .map(drop)
     }
+}
+
+async fn request_on(
+    shared: &Shared,
+    build: impl FnOnce(u64) -> ClientFrame,
+) -> Result<ServerFrame, ClientError> {
+    let request_id = shared.next_id();
+    shared.request(request_id, &build(request_id), &[]).await
 }
 
 fn unexpected(frame: ServerFrame) -> ClientError {

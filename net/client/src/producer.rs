@@ -1,9 +1,11 @@
 //! A producer: batches messages per partition (linger and size bound), sends each batch as one
-//! record batch in the shared format, and resolves every message with its offset.
+//! record batch in the shared format to its partition's leader, and resolves every message
+//! with its offset. A batch refused with `NotLeader` goes again, to the leader fresh metadata
+//! names (`not_leader_retries`); nothing was appended, so nothing is duplicated.
 
-use crate::connection::Shared;
 use crate::error::ClientError;
 use crate::partitioner::partition_for_key;
+use crate::routing::{is_not_leader, Router};
 use crate::Client;
 use oxbow_core::native::{Acks, ClientFrame, ServerFrame};
 use oxbow_core::{BatchBuilder, Codec};
@@ -94,9 +96,9 @@ impl ProducerBuilder {
             .compression(config.codec()?, config.compression_level)
     }
 
-    /// Looks the topic up (it must exist) and returns the producer.
+    /// Looks the topic and its leaders up (it must exist) and returns the producer.
     pub async fn build(self) -> Result<Producer, ClientError> {
-        let partitions = self.client.describe_topic(&self.topic).await?.len() as u32;
+        let partitions = self.client.router.refresh(&self.topic).await?.len() as u32;
         if partitions == 0 {
             return Err(ClientError::Protocol(format!(
                 "topic {} has no partitions",
@@ -105,7 +107,7 @@ impl ProducerBuilder {
         }
         Ok(Producer {
             inner: Arc::new(Inner {
-                shared: self.client.shared.clone(),
+                router: self.client.router.clone(),
                 topic: self.topic,
                 partitions,
                 acks: self.acks,
@@ -136,7 +138,7 @@ struct State {
 }
 
 struct Inner {
-    shared: Arc<Shared>,
+    router: Arc<Router>,
     topic: String,
     partitions: u32,
     acks: Acks,
@@ -203,9 +205,6 @@ impl Producer {
             .iter()
             .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len) + 10)
             .sum();
-        if inner.shared.is_closed() {
-            return Err(ClientError::Closed);
-        }
         let (tx, answer) = oneshot::channel();
         let timestamp = now_ms();
         let (full, first_in_batch) = {
@@ -308,59 +307,87 @@ impl Producer {
             Ok(permit) => permit,
             Err(_) => return,
         };
-        let request_id = inner.shared.next_id();
-        let frame = ClientFrame::Produce {
-            request_id,
-            topic: inner.topic.clone(),
-            partition,
-            acks: inner.acks,
-        };
         let OpenBatch {
             builder, waiters, ..
         } = batch;
         let records = builder.build();
-        if inner.acks == Acks::None {
-            let sent = inner.shared.send(&frame, records.bytes());
-            drop(permit);
-            for waiter in waiters {
-                let _ = waiter.send(sent.clone().map(|()| Delivered {
+        let resolve = move |result: Result<Option<u64>, ClientError>| {
+            for (i, waiter) in waiters.into_iter().enumerate() {
+                let _ = waiter.send(result.clone().map(|base_offset| Delivered {
                     partition,
-                    offset: None,
+                    offset: base_offset.map(|base| base + i as u64),
                 }));
             }
-            return;
-        }
-        let answer = inner.shared.register(request_id);
-        if let Err(e) = inner.shared.send(&frame, records.bytes()) {
-            for waiter in waiters {
-                let _ = waiter.send(Err(e.clone()));
-            }
+        };
+        // The first attempt is sent before dispatch returns, so batches leave in the order
+        // they were dispatched; only the wait (and any retry) runs apart.
+        let sent = inner.send_produce(partition, records.bytes()).await;
+        if inner.acks == Acks::None {
+            drop(permit);
+            resolve(sent.map(|_| None));
             return;
         }
         tokio::spawn(async move {
-            let result = inner.shared.wait(request_id, answer).await;
+            let mut attempt = sent;
+            let mut retries = inner.router.not_leader_retries();
+            let result = loop {
+                let answer = match attempt {
+                    Ok(Some((shared, request_id, answer))) => shared.wait(request_id, answer).await,
+                    Ok(None) => unreachable!("only acks = None sends without an answer"),
+                    Err(e) => Err(e),
+                };
+                match answer {
+                    Ok(ServerFrame::Produced { base_offset, .. }) => break Ok(Some(base_offset)),
+                    Ok(other) => {
+                        break Err(ClientError::Protocol(format!(
+                            "unexpected answer {other:?}"
+                        )))
+                    }
+                    Err(e) if is_not_leader(&e) && retries > 0 => {
+                        retries -= 1;
+                        inner.router.forget(&inner.topic);
+                        tokio::time::sleep(inner.router.settings().retry_backoff).await;
+                        attempt = inner.send_produce(partition, records.bytes()).await;
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
             drop(permit);
-            match result {
-                Ok(ServerFrame::Produced { base_offset, .. }) => {
-                    for (i, waiter) in waiters.into_iter().enumerate() {
-                        let _ = waiter.send(Ok(Delivered {
-                            partition,
-                            offset: Some(base_offset + i as u64),
-                        }));
-                    }
-                }
-                Ok(other) => {
-                    let e = ClientError::Protocol(format!("unexpected answer {other:?}"));
-                    for waiter in waiters {
-                        let _ = waiter.send(Err(e.clone()));
-                    }
-                }
-                Err(e) => {
-                    for waiter in waiters {
-                        let _ = waiter.send(Err(e.clone()));
-                    }
-                }
-            }
+            resolve(result);
         });
+    }
+}
+
+/// A produce on its way: the connection, its request id and where its answer arrives.
+type Sent = (
+    Arc<crate::connection::Shared>,
+    u64,
+    oneshot::Receiver<Result<ServerFrame, ClientError>>,
+);
+
+impl Inner {
+    /// Sends a batch to the partition's leader; `None` under acks = none (no answer comes).
+    async fn send_produce(
+        &self,
+        partition: u32,
+        records: &[u8],
+    ) -> Result<Option<Sent>, ClientError> {
+        let shared = self.router.leader_of(&self.topic, partition).await?;
+        let request_id = shared.next_id();
+        let frame = ClientFrame::Produce {
+            request_id,
+            topic: self.topic.clone(),
+            partition,
+            acks: self.acks,
+        };
+        if self.acks == Acks::None {
+            return shared.send(&frame, records).map(|()| None);
+        }
+        let answer = shared.register(request_id);
+        if let Err(e) = shared.send(&frame, records) {
+            shared.forget_waiter(request_id);
+            return Err(e);
+        }
+        Ok(Some((shared, request_id, answer)))
     }
 }

@@ -77,6 +77,12 @@ pub async fn handle(
         RequestKind::DescribeConfigs(request) => Some(ResponseKind::DescribeConfigs(
             describe_configs(shard, request),
         )),
+        RequestKind::DescribeQuorum(request) => Some(ResponseKind::DescribeQuorum(
+            super::cluster_admin::describe_quorum(shard, request).await,
+        )),
+        RequestKind::UnregisterBroker(request) => Some(ResponseKind::UnregisterBroker(
+            super::cluster_admin::unregister_broker(shard, request).await,
+        )),
         RequestKind::FindCoordinator(request) => Some(ResponseKind::FindCoordinator(
             find_coordinator(shard, endpoint, request).await,
         )),

@@ -10,6 +10,7 @@
 //! are routed through [`crate::Shard`]. Bad input closes the connection with a log line; the
 //! broker keeps serving everyone else.
 
+mod cluster_admin;
 mod connection;
 pub mod groups;
 mod handlers;

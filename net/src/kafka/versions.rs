@@ -24,6 +24,8 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeQuorum, 0, 1),
+    (ApiKey::UnregisterBroker, 0, 0),
 ];
 
 /// The advertised range of `api`, if it is served at all.

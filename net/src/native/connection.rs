@@ -25,7 +25,8 @@ pub(super) struct Attached {
     pub(super) id: oxbow_dispatch::ConsumerId,
     pub(super) topic: Arc<str>,
     pub(super) subscription: String,
-    pub(super) partitions: u32,
+    /// The partitions it is attached on (those this broker led when it subscribed).
+    pub(super) partitions: Vec<u32>,
 }
 
 /// One client connection: what it attached, where its answers go.
@@ -174,6 +175,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                         version: PROTOCOL_VERSION,
                         session_timeout_ms: connection.shard.config.native_session_timeout_ms,
                         frame_bytes_max: frame_max,
+                        broker_id: connection.shard.config.node_id,
                     });
                     continue;
                 }
@@ -247,8 +249,7 @@ fn refusal_frame(request_id: u64, (code, message): Refusal) -> ServerFrame {
 pub(super) fn partition_refusal(e: PartitionError) -> Refusal {
     match e {
         PartitionError::UnknownTopicOrPartition => (ErrorCode::UnknownTopic, e.to_string()),
-        // Not here: the native protocol has no leader lookup yet, the message names the leader.
-        PartitionError::NotLeader { .. } => (ErrorCode::UnknownTopic, e.to_string()),
+        PartitionError::NotLeader { .. } => (ErrorCode::NotLeader, e.to_string()),
         PartitionError::BatchTooLarge => (ErrorCode::TooLarge, e.to_string()),
         PartitionError::InternalTopic => (ErrorCode::InvalidName, e.to_string()),
         other => (ErrorCode::Storage, other.to_string()),

@@ -14,19 +14,35 @@ use std::sync::Arc;
 /// Consumer ids are unique in the process, so attachments from any shard never collide.
 static NEXT_CONSUMER: AtomicU64 = AtomicU64::new(1);
 
+/// A `Subscribe` frame's fields.
+pub(super) struct SubscribeRequest {
+    pub(super) consumer_id: u64,
+    pub(super) topic: String,
+    pub(super) subscription: String,
+    pub(super) kind: SubscriptionType,
+    pub(super) mode: Mode,
+    pub(super) consumer_name: String,
+    pub(super) priority: i32,
+    pub(super) start: StartPosition,
+    /// `None`: every partition of the topic.
+    pub(super) partitions: Option<Vec<u32>>,
+}
+
 impl Connection {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn subscribe(
-        &self,
-        consumer_id: u64,
-        topic: String,
-        subscription: String,
-        kind: SubscriptionType,
-        mode: Mode,
-        consumer_name: String,
-        priority: i32,
-        start: StartPosition,
-    ) -> Result<u32, Refusal> {
+    /// Attaches the consumer on the partitions asked for (all or none); answers the topic's
+    /// partition count.
+    pub(super) async fn subscribe(&self, request: SubscribeRequest) -> Result<u32, Refusal> {
+        let SubscribeRequest {
+            consumer_id,
+            topic,
+            subscription,
+            kind,
+            mode,
+            consumer_name,
+            priority,
+            start,
+            partitions: asked,
+        } = request;
         validate_name("subscription", &subscription).map_err(|e| (ErrorCode::InvalidName, e))?;
         validate_name("consumer", &consumer_name).map_err(|e| (ErrorCode::InvalidName, e))?;
         if self.consumers.borrow().contains_key(&consumer_id) {
@@ -35,18 +51,19 @@ impl Connection {
                 format!("consumer id {consumer_id} is in use on this connection"),
             ));
         }
-        let partitions = self.partitions_of(&topic, true).await?;
+        let count = self.partitions_of(&topic, true).await?;
+        let partitions = self.led_here(&topic, count, asked)?;
         let topic: Arc<str> = Arc::from(topic.as_str());
         let id = NEXT_CONSUMER.fetch_add(1, Ordering::Relaxed);
         let attached = Attached {
             id,
             topic: topic.clone(),
             subscription: subscription.clone(),
-            partitions,
+            partitions: partitions.clone(),
         };
         // Attach everywhere at once, then wait: one slow partition does not serialise the rest.
-        let mut answers = Vec::with_capacity(partitions as usize);
-        for partition in 0..partitions {
+        let mut answers = Vec::with_capacity(partitions.len());
+        for &partition in &partitions {
             let (reply, answer) = flume::bounded(1);
             let command = Command::Attach {
                 target: Target {
@@ -87,7 +104,47 @@ impl Connection {
             return Err(refusal);
         }
         self.consumers.borrow_mut().insert(consumer_id, attached);
-        Ok(partitions)
+        Ok(count)
+    }
+
+    /// The partitions a consumer asks for (`None`: all `count`), each checked to exist and
+    /// to be led by this broker: a client attaches on each leader separately.
+    fn led_here(
+        &self,
+        topic: &str,
+        count: u32,
+        asked: Option<Vec<u32>>,
+    ) -> Result<Vec<u32>, Refusal> {
+        let partitions = asked.unwrap_or_else(|| (0..count).collect());
+        if partitions.is_empty() {
+            return Err((ErrorCode::BadRequest, "no partition asked for".into()));
+        }
+        let metadata = self.shard.metadata();
+        let node = self.shard.config.node_id;
+        for &partition in &partitions {
+            let leader = (metadata.topic(topic))
+                .and_then(|t| t.partitions.get(partition as usize))
+                .map(|p| p.leader);
+            match leader {
+                None => {
+                    return Err((
+                        ErrorCode::UnknownTopic,
+                        format!("topic {topic} has {count} partitions; {partition} does not exist"),
+                    ))
+                }
+                Some(leader) if leader != node => {
+                    return Err((
+                        ErrorCode::NotLeader,
+                        format!("broker {leader} leads {topic}-{partition}, this is broker {node}"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let mut unique = partitions;
+        unique.sort_unstable();
+        unique.dedup();
+        Ok(unique)
     }
 
     pub(super) async fn flow(
@@ -119,7 +176,9 @@ impl Connection {
 
     pub(super) async fn seek(&self, request_id: u64, consumer_id: u64, position: StartPosition) {
         let result = match self.attached(consumer_id) {
-            Some((topic, subscription, _)) => self.reset(topic, subscription, position).await,
+            Some((topic, subscription, partitions)) => {
+                self.reset(topic, subscription, position, &partitions).await
+            }
             None => Err(unknown_consumer(consumer_id)),
         };
         self.answer(
@@ -136,6 +195,7 @@ impl Connection {
                     attached.topic.clone(),
                     attached.subscription.clone(),
                     Some(attached.id),
+                    &attached.partitions,
                 )
                 .await
             }
@@ -159,11 +219,14 @@ impl Connection {
         self.answer(request_id, result);
     }
 
-    fn attached(&self, consumer_id: u64) -> Option<(Arc<str>, String, u32)> {
-        self.consumers
-            .borrow()
-            .get(&consumer_id)
-            .map(|a| (a.topic.clone(), a.subscription.clone(), a.partitions))
+    fn attached(&self, consumer_id: u64) -> Option<(Arc<str>, String, Vec<u32>)> {
+        self.consumers.borrow().get(&consumer_id).map(|a| {
+            (
+                a.topic.clone(),
+                a.subscription.clone(),
+                a.partitions.clone(),
+            )
+        })
     }
 
     /// The commands `command` builds for every partition of a consumer, each sent to its
@@ -180,7 +243,7 @@ impl Connection {
             );
             return;
         };
-        for partition in 0..partitions {
+        for partition in partitions {
             let target = Target {
                 topic: topic.clone(),
                 partition,
@@ -201,7 +264,7 @@ impl Connection {
     ) {
         let attachment = self
             .attachment(consumer_id)
-            .filter(|(_, _, partitions, _)| partition < *partitions);
+            .filter(|(_, _, partitions, _)| partitions.contains(&partition));
         let Some((topic, subscription, _, id)) = attachment else {
             tracing::debug!(
                 consumer_id,
@@ -225,19 +288,19 @@ impl Connection {
     fn attachment(
         &self,
         consumer_id: u64,
-    ) -> Option<(Arc<str>, String, u32, oxbow_dispatch::ConsumerId)> {
+    ) -> Option<(Arc<str>, String, Vec<u32>, oxbow_dispatch::ConsumerId)> {
         let consumers = self.consumers.borrow();
         let attached = consumers.get(&consumer_id)?;
         Some((
             attached.topic.clone(),
             attached.subscription.clone(),
-            attached.partitions,
+            attached.partitions.clone(),
             attached.id,
         ))
     }
 
     pub(super) async fn detach(&self, attached: &Attached) {
-        for partition in 0..attached.partitions {
+        for &partition in &attached.partitions {
             let target = Target {
                 topic: attached.topic.clone(),
                 partition,

@@ -3,6 +3,7 @@
 //! administration in `subscription_admin.rs`.
 
 use super::connection::{Close, Connection};
+use super::consumers::SubscribeRequest;
 use bytes::Bytes;
 use oxbow_core::native::{ClientFrame, ErrorCode, ServerFrame};
 use oxbow_dispatch::subscriptions::{Command, Refusal};
@@ -37,6 +38,7 @@ impl Connection {
             topic @ (ClientFrame::CreateTopic { .. }
             | ClientFrame::DeleteTopic { .. }
             | ClientFrame::ListTopics { .. }
+            | ClientFrame::Metadata { .. }
             | ClientFrame::DescribeTopic { .. }) => self.handle_topic_frame(topic).await,
             admin @ (ClientFrame::ListSubscriptions { .. }
             | ClientFrame::ResetSubscription { .. }
@@ -58,6 +60,10 @@ impl Connection {
                 self.delete_topic(request_id, name).await
             }
             ClientFrame::ListTopics { request_id } => self.list_topics(request_id),
+            ClientFrame::Metadata { request_id, topics } => {
+                let frame = self.metadata_answer(request_id, &topics);
+                self.send(frame);
+            }
             ClientFrame::DescribeTopic { request_id, name } => {
                 let result = self.describe(&name).await;
                 self.answer(
@@ -90,9 +96,13 @@ impl Connection {
                 subscription,
                 position,
             } => {
-                let result = self
-                    .reset(Arc::from(topic.as_str()), subscription, position)
-                    .await;
+                let result = match self.partitions_led_here(&topic).await {
+                    Ok(partitions) => {
+                        let topic = Arc::from(topic.as_str());
+                        self.reset(topic, subscription, position, &partitions).await
+                    }
+                    Err(refusal) => Err(refusal),
+                };
                 self.answer(
                     request_id,
                     result.map(|()| ServerFrame::Done { request_id }),
@@ -120,9 +130,14 @@ impl Connection {
                 topic,
                 subscription,
             } => {
-                let result = self
-                    .delete_subscription(Arc::from(topic.as_str()), subscription, None)
-                    .await;
+                let result = match self.partitions_led_here(&topic).await {
+                    Ok(partitions) => {
+                        let topic = Arc::from(topic.as_str());
+                        self.delete_subscription(topic, subscription, None, &partitions)
+                            .await
+                    }
+                    Err(refusal) => Err(refusal),
+                };
                 self.answer(
                     request_id,
                     result.map(|()| ServerFrame::Done { request_id }),
@@ -144,23 +159,26 @@ impl Connection {
                 consumer_name,
                 priority,
                 start,
+                partitions,
             } => {
-                let result = self
-                    .subscribe(
-                        consumer_id,
-                        topic,
-                        subscription,
-                        kind,
-                        mode,
-                        consumer_name,
-                        priority,
-                        start,
-                    )
-                    .await
-                    .map(|partitions| ServerFrame::Subscribed {
-                        request_id,
-                        partitions,
-                    });
+                let request = SubscribeRequest {
+                    consumer_id,
+                    topic,
+                    subscription,
+                    kind,
+                    mode,
+                    consumer_name,
+                    priority,
+                    start,
+                    partitions,
+                };
+                let result =
+                    self.subscribe(request)
+                        .await
+                        .map(|partitions| ServerFrame::Subscribed {
+                            request_id,
+                            partitions,
+                        });
                 self.answer(request_id, result);
             }
             ClientFrame::Flow {

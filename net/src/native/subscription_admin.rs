@@ -1,5 +1,6 @@
 //! Subscription administration of a native connection: list, reset, delete, and skip an
-//! undecodable batch, on every partition of a topic.
+//! undecodable batch, on the partitions of a topic this broker leads (a client asks every
+//! leader).
 
 use super::connection::Connection;
 use super::requests::first_failure;
@@ -8,15 +9,15 @@ use oxbow_dispatch::subscriptions::{Command, Refusal, Skipped, Target};
 use std::sync::Arc;
 
 impl Connection {
-    /// Sends a command with a reply to every partition and gathers the answers.
+    /// Sends a command with a reply to each partition and gathers the answers.
     async fn ask_partitions<T>(
         &self,
         topic: &Arc<str>,
-        partitions: u32,
+        partitions: &[u32],
         command: impl Fn(u32, flume::Sender<T>) -> Command,
     ) -> Vec<Option<T>> {
-        let mut answers = Vec::with_capacity(partitions as usize);
-        for partition in 0..partitions {
+        let mut answers = Vec::with_capacity(partitions.len());
+        for &partition in partitions {
             let (reply, answer) = flume::bounded(1);
             self.shard
                 .send_subscription(topic, partition, command(partition, reply))
@@ -30,13 +31,14 @@ impl Connection {
         out
     }
 
+    /// Moves a subscription's cursor on `partitions`.
     pub(super) async fn reset(
         &self,
         topic: Arc<str>,
         subscription: String,
         position: StartPosition,
+        partitions: &[u32],
     ) -> Result<(), Refusal> {
-        let partitions = self.partitions_of(&topic, false).await?;
         let answers = self
             .ask_partitions(&topic, partitions, |partition, reply| Command::Seek {
                 target: Target {
@@ -51,13 +53,14 @@ impl Connection {
         first_failure(answers)
     }
 
+    /// Deletes a subscription on `partitions`.
     pub(super) async fn delete_subscription(
         &self,
         topic: Arc<str>,
         subscription: String,
         by: Option<oxbow_dispatch::ConsumerId>,
+        partitions: &[u32],
     ) -> Result<(), Refusal> {
-        let partitions = self.partitions_of(&topic, false).await?;
         let answers = self
             .ask_partitions(&topic, partitions, |partition, reply| Command::Delete {
                 target: Target {
@@ -70,7 +73,10 @@ impl Connection {
             })
             .await;
         // Deleted somewhere is deleted: a non-reliable subscription may be gone already where
-        // its consumers left.
+        // its consumers left. Nothing led here: nothing to do here.
+        if answers.is_empty() {
+            return Ok(());
+        }
         let any_deleted = answers.iter().any(|a| matches!(a, Some(Ok(()))));
         if any_deleted {
             return Ok(());
@@ -90,6 +96,12 @@ impl Connection {
             return Err((
                 ErrorCode::UnknownTopic,
                 format!("topic {topic} has {partitions} partitions; {partition} does not exist"),
+            ));
+        }
+        if !self.partitions_led_here(&topic).await?.contains(&partition) {
+            return Err((
+                ErrorCode::NotLeader,
+                format!("another broker leads {topic}-{partition}"),
             ));
         }
         let topic: Arc<str> = Arc::from(topic.as_str());
@@ -114,10 +126,10 @@ impl Connection {
         &self,
         topic: String,
     ) -> Result<Vec<oxbow_core::native::SubscriptionInfo>, Refusal> {
-        let partitions = self.partitions_of(&topic, false).await?;
+        let partitions = self.partitions_led_here(&topic).await?;
         let topic: Arc<str> = Arc::from(topic.as_str());
         let answers = self
-            .ask_partitions(&topic, partitions, |partition, reply| Command::List {
+            .ask_partitions(&topic, &partitions, |partition, reply| Command::List {
                 topic: topic.clone(),
                 partition,
                 reply,

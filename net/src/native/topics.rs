@@ -4,7 +4,9 @@
 use super::connection::{partition_refusal, Connection};
 use crate::shard::Acks as ShardAcks;
 use bytes::Bytes;
-use oxbow_core::native::{Acks, ErrorCode, PartitionInfo, ServerFrame, TopicInfo};
+use oxbow_core::native::{
+    Acks, BrokerInfo, ErrorCode, PartitionInfo, ServerFrame, TopicInfo, TopicLeaders,
+};
 use oxbow_core::{BatchError, CompressionError, RecordBatch};
 use oxbow_dispatch::subscriptions::Refusal;
 use std::rc::Rc;
@@ -165,11 +167,49 @@ impl Connection {
         Err((ErrorCode::UnknownTopic, format!("unknown topic {topic}")))
     }
 
+    /// The partitions of a topic (it must exist) this broker leads.
+    pub(super) async fn partitions_led_here(&self, topic: &str) -> Result<Vec<u32>, Refusal> {
+        self.partitions_of(topic, false).await?;
+        let metadata = self.shard.metadata();
+        let node = self.shard.config.node_id;
+        let partitions = metadata.topic(topic).map_or(&[][..], |t| &t.partitions[..]);
+        Ok((0..partitions.len() as u32)
+            .filter(|&p| partitions[p as usize].leader == node)
+            .collect())
+    }
+
+    /// The unfenced brokers and the leaders of the `topics` that exist.
+    pub(super) fn metadata_answer(&self, request_id: u64, topics: &[String]) -> ServerFrame {
+        let metadata = self.shard.metadata();
+        let brokers = (metadata.unfenced_brokers())
+            .map(|b| BrokerInfo {
+                id: b.id,
+                native_addr: b.native_addr.clone(),
+            })
+            .collect();
+        let topics = topics
+            .iter()
+            .filter_map(|name| {
+                let topic = metadata.topic(name)?;
+                Some(TopicLeaders {
+                    name: name.clone(),
+                    leaders: topic.partitions.iter().map(|p| p.leader).collect(),
+                })
+            })
+            .collect();
+        ServerFrame::Metadata {
+            request_id,
+            brokers,
+            topics,
+        }
+    }
+
+    /// Offsets of the partitions this broker leads.
     pub(super) async fn describe(&self, topic: &str) -> Result<Vec<PartitionInfo>, Refusal> {
-        let partitions = self.partitions_of(topic, false).await?;
+        let partitions = self.partitions_led_here(topic).await?;
         let name: Arc<str> = Arc::from(topic);
-        let mut out = Vec::with_capacity(partitions as usize);
-        for partition in 0..partitions {
+        let mut out = Vec::with_capacity(partitions.len());
+        for partition in partitions {
             let start = self.shard.list_offset(name.clone(), partition, -2).await;
             let end = self.shard.list_offset(name.clone(), partition, -1).await;
             let (start, end) = (

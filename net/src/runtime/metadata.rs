@@ -14,6 +14,7 @@ use oxbow_cluster::metadata_group::{
     broker_id, open_node, pump_inbound, raft_id, MetadataNode, Nowhere, Outbox, ProposeError,
     TransportOutbox,
 };
+use oxbow_cluster::transport::Transport;
 use oxbow_cluster::{
     random_cluster_id, BrokerMeta, LocalMetadataStore, Metadata, MetadataChange, TopicId, TopicMeta,
 };
@@ -25,6 +26,7 @@ use oxbow_storage::layout::{
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The directory of the node's metadata group log.
@@ -113,7 +115,9 @@ pub async fn start_node(
     let node = MetadataNode::spawn(core, log, outbox, tick, timeout).map_err(|e| e.to_string())?;
     if let Some(link) = link {
         // Ends when the transport stops.
-        glommio::spawn_local(pump_inbound(link.inbound, node.clone())).detach();
+        let transport = std::sync::Arc::downgrade(&link.transport);
+        let pump = pump_inbound(link.inbound, node.clone(), link.joins.0, transport);
+        glommio::spawn_local(pump).detach();
     }
     Ok(node)
 }
@@ -121,7 +125,22 @@ pub async fn start_node(
 /// Names the cluster if it has no name yet, and registers `broker` unless it is registered
 /// as it is. A clustered node waits for the group's quorum as long as it takes (the other
 /// nodes may be starting too); a node alone fails when its one-voter group cannot commit.
-pub(super) async fn register(shard: &Shard, broker: BrokerMeta) -> Result<(), String> {
+pub(super) async fn register(
+    shard: &Shard,
+    broker: BrokerMeta,
+    transport: Option<Arc<Transport>>,
+) -> Result<(), String> {
+    let join = (shard.config.cluster.join_via()).expect("validated by BrokerConfig::validate");
+    let registered = shard.metadata().brokers.contains_key(&broker.id);
+    if let (Some(member), Some(transport), false) = (join, &transport, registered) {
+        // Not a member yet: one that is adds it, its log then brings the cluster here.
+        let node = shard
+            .metadata_node()
+            .expect("shard 0 runs the metadata node");
+        tracing::info!(via = member.node_id, "joining the cluster");
+        super::cluster::join(&node, transport, member.node_id, &broker).await?;
+        return Ok(());
+    }
     if shard.metadata().cluster_id.is_none() {
         let id = random_cluster_id(&mut fastrand::Rng::new());
         match commit(shard, MetadataChange::SetClusterId(id.clone())).await {
@@ -195,16 +214,19 @@ fn recover(
                      without cluster settings first"
                 ));
             }
-            let voters = opened.core.conf_state().voters;
+            let conf = opened.core.conf_state();
+            let (voters, learners) = (conf.voters, conf.learners);
             let mut configured: Vec<u64> = initial_voters(&config).into_iter().map(raft_id).collect();
             configured.sort_unstable();
             let mut formed = voters.clone();
             formed.sort_unstable();
-            if formed != configured {
+            if formed != configured && config.cluster.join.is_none() {
                 tracing::warn!(group = ?brokers_of(&formed), configured = ?brokers_of(&configured),
                     "the metadata group was formed with other voters; the initial voters are ignored");
             }
-            if !voters.contains(&raft_id(config.node_id)) {
+            let member = (voters.iter().chain(&learners)).any(|&id| id == raft_id(config.node_id));
+            // A joining node is not a member until a member adds it.
+            if !member && config.cluster.join.is_none() {
                 // Kafka refuses the same (meta.properties): this node would wait for votes forever.
                 return Err(format!(
                     "this data directory belongs to broker(s) {:?} of its metadata group; \

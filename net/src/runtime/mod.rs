@@ -297,14 +297,15 @@ impl Runtime {
         Ok(())
     }
 
-    /// Registers this broker with the addresses it listens on (the advertised Kafka address
-    /// when one is set).
+    /// Registers this broker with the addresses it listens on (the advertised Kafka and
+    /// native addresses when they are set).
     fn register(&mut self, config: &BrokerConfig) -> Result<(), RuntimeError> {
         let broker = oxbow_cluster::BrokerMeta {
             id: config.node_id,
             kafka_addr: (config.advertised_kafka_addr.clone())
                 .unwrap_or_else(|| self.kafka_addr.to_string()),
-            native_addr: self.native_addr.to_string(),
+            native_addr: (config.advertised_native_addr.clone())
+                .unwrap_or_else(|| self.native_addr.to_string()),
             cluster_addr: (self.transport.as_ref()).map(|t| t.local_addr().to_string()),
             rack: config.rack.clone(),
             shards: config.shards as u32,
@@ -408,6 +409,8 @@ async fn shard_main(
         let _ = report.send((id, Err(format!("preparing direct I/O: {e}"))));
         return;
     }
+    let transport = link.as_ref().map(|link| link.transport.clone());
+    let joins = link.as_ref().map(|link| link.joins.1.clone());
     if id == 0 {
         match metadata::start_node(&shard.config, link).await {
             Ok(node) => shard.set_metadata_node(node),
@@ -452,6 +455,13 @@ async fn shard_main(
     glommio::spawn_local(shard.clone().follow_metadata()).detach();
     let look = Duration::from_millis(shard.config.metadata.tick_ms);
     let controller = glommio::spawn_local(shard.clone().run_controller(look));
+    if let (Some(node), Some(transport), Some(joins)) =
+        (shard.metadata_node(), transport.clone(), joins)
+    {
+        let me = shard.config.node_id;
+        glommio::spawn_local(cluster::follow_peers(node, transport, me)).detach();
+        glommio::spawn_local(cluster::serve_joins(shard.clone(), joins)).detach();
+    }
     let retention = glommio::spawn_local(shard.clone().apply_retention_forever());
     if id == 0 {
         if let Err(e) = crate::kafka::groups::migrate(&shard).await {
@@ -488,7 +498,8 @@ async fn shard_main(
                     answer_bind(bound, "metrics endpoint", addr, &reply).or(metrics_endpoint);
             }
             Control::Register { broker, reply } => {
-                let _ = reply.send(metadata::register(&shard, broker).await);
+                let registered = metadata::register(&shard, broker, transport.clone()).await;
+                let _ = reply.send(registered);
             }
             Control::Stop => break,
         }

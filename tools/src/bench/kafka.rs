@@ -102,7 +102,11 @@ impl Connection {
         })
     }
 
-    async fn call<R: Request>(&mut self, version: i16, request: &R) -> Result<R::Response, String> {
+    pub async fn call<R: Request>(
+        &mut self,
+        version: i16,
+        request: &R,
+    ) -> Result<R::Response, String> {
         self.correlation_id += 1;
         let frame = encode(self.correlation_id, version, request)?;
         self.stream

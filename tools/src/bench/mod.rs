@@ -8,7 +8,7 @@
 //! warm-up) the totals. Every producer and consumer has its own thread, runtime and connection,
 //! as separate applications would.
 
-mod kafka;
+pub(crate) mod kafka;
 mod meter;
 mod native;
 #[cfg(feature = "nats")]

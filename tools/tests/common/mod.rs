@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// Only a bound on a hung broker; the tests wait on log lines, not on time.
-const STARTUP_LIMIT: Duration = Duration::from_secs(60);
+const STARTUP_LIMIT: Duration = Duration::from_secs(20);
 
 /// A running `oxbow serve` with a Kafka listener on a port chosen at start.
 pub struct Broker {
@@ -27,20 +27,26 @@ impl Broker {
 
     /// Starts `oxbow serve` in working directory `dir` (or the test's).
     pub fn start_in(dir: Option<&std::path::Path>, args: &[&str]) -> Broker {
+        let listeners = [
+            "--kafka-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--native-listen",
+            "127.0.0.1:0",
+        ];
+        let args: Vec<&str> = listeners.iter().chain(args).copied().collect();
+        Broker::start_exactly(dir, &args)
+    }
+
+    /// Starts `oxbow serve` with exactly these arguments (the listeners' ports included).
+    pub fn start_exactly(dir: Option<&std::path::Path>, args: &[&str]) -> Broker {
         let mut command = Command::new(env!("CARGO_BIN_EXE_oxbow"));
         if let Some(dir) = dir {
             command.current_dir(dir);
         }
         let mut child = command
             .arg("serve")
-            .args([
-                "--kafka-listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--native-listen",
-                "127.0.0.1:0",
-            ])
             .args(args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
@@ -66,15 +72,24 @@ impl Broker {
     /// Reads log lines until one contains `needle`; panics with the log if the broker exits or
     /// hangs first.
     pub fn wait_for(&mut self, needle: &str) -> String {
+        self.try_wait_for(needle)
+            .unwrap_or_else(|log| panic!("no {needle:?} in broker log:\n{log}"))
+    }
+
+    /// Reads log lines until one contains `needle`, or answers the log when the broker exits
+    /// or keeps logging without writing it (a hung broker) for the start-up limit.
+    pub fn try_wait_for(&mut self, needle: &str) -> Result<String, String> {
+        let deadline = std::time::Instant::now() + STARTUP_LIMIT;
         loop {
-            match self.lines.recv_timeout(STARTUP_LIMIT) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if line.contains(needle) {
-                        return line;
+                        return Ok(line);
                     }
                 }
-                Err(_) => panic!("no {needle:?} in broker log:\n{}", self.seen.join("\n")),
+                Err(_) => return Err(self.seen.join("\n")),
             }
         }
     }

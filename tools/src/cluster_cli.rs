@@ -1,0 +1,151 @@
+//! `oxbow cluster status | remove-node`: the cluster as its Kafka listeners describe it
+//! (Metadata for brokers and partitions, DescribeQuorum for the metadata group, asked of the
+//! group's leader, UnregisterBroker to remove a broker).
+
+use crate::bench::kafka::Connection;
+use clap::Subcommand;
+use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use kafka_protocol::messages::describe_quorum_response::ReplicaState;
+use kafka_protocol::messages::{
+    BrokerId, DescribeQuorumRequest, MetadataRequest, MetadataResponse, TopicName,
+    UnregisterBrokerRequest,
+};
+use kafka_protocol::protocol::StrBytes;
+use std::collections::BTreeMap;
+
+/// The metadata log's name in DescribeQuorum (KRaft's).
+const METADATA_TOPIC: &str = "__cluster_metadata";
+/// Kafka's NOT_LEADER_OR_FOLLOWER: DescribeQuorum asked of a node that does not lead.
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+
+/// `oxbow cluster ...`
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Members of the metadata group and their progress, brokers, partitions and leaders per
+    /// broker, offline and under-replicated partitions.
+    Status,
+    /// Remove a broker that holds no replicas: out of the metadata group, then unregistered.
+    RemoveNode {
+        /// Broker id.
+        id: i32,
+    },
+}
+
+/// Runs a cluster command against the Kafka listener at `bootstrap`.
+pub fn run(bootstrap: &str, command: ClusterCommand) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the client runtime: {e}"))?;
+    runtime.block_on(async move {
+        let mut connection = Connection::open(bootstrap).await?;
+        match command {
+            ClusterCommand::Status => status(&mut connection).await,
+            ClusterCommand::RemoveNode { id } => {
+                let request = UnregisterBrokerRequest::default().with_broker_id(BrokerId(id));
+                let answer = connection.call(0, &request).await?;
+                match answer.error_code {
+                    0 => {
+                        println!("broker {id} removed");
+                        Ok(())
+                    }
+                    code => Err(format!(
+                        "removing broker {id}: error {code}: {}",
+                        answer.error_message.as_deref().unwrap_or("")
+                    )),
+                }
+            }
+        }
+    })
+}
+
+async fn status(connection: &mut Connection) -> Result<(), String> {
+    let metadata: MetadataResponse = connection
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await?;
+    let addresses: BTreeMap<i32, String> = (metadata.brokers.iter())
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+        .collect();
+    let cluster_id = metadata.cluster_id.as_deref().unwrap_or("-");
+    println!("cluster {cluster_id}");
+    let mut quorum = describe_quorum(connection).await?;
+    if quorum.error_code == NOT_LEADER_OR_FOLLOWER {
+        // Only the leader knows its members' progress: ask it.
+        if let Some(addr) = addresses.get(&quorum.leader_id.0) {
+            quorum = describe_quorum(&mut Connection::open(addr).await?).await?;
+        }
+    }
+    println!(
+        "metadata group: leader {}, term {}, commit index {}",
+        quorum.leader_id.0, quorum.leader_epoch, quorum.high_watermark
+    );
+    let members = (quorum.current_voters.iter().map(|r| ("voter", r)))
+        .chain(quorum.observers.iter().map(|r| ("learner", r)));
+    for (role, replica) in members {
+        println!("  {role:<8} {}", describe_member(replica, &addresses));
+    }
+    let mut partitions: BTreeMap<i32, (usize, usize)> = BTreeMap::new();
+    let (mut offline, mut under_replicated) = (Vec::new(), Vec::new());
+    for topic in &metadata.topics {
+        let name = topic.name.as_ref().map_or("?", |n| n.as_str());
+        for p in &topic.partitions {
+            for replica in &p.replica_nodes {
+                partitions.entry(replica.0).or_default().0 += 1;
+            }
+            match p.leader_id.0 {
+                -1 => offline.push(format!("{name}/{}", p.partition_index)),
+                leader => partitions.entry(leader).or_default().1 += 1,
+            }
+            if p.isr_nodes.len() < p.replica_nodes.len() {
+                under_replicated.push(format!("{name}/{}", p.partition_index));
+            }
+        }
+    }
+    println!("brokers (fenced ones are not listed):");
+    for (id, addr) in &addresses {
+        let (replicas, leads) = partitions.get(id).copied().unwrap_or_default();
+        println!("  {id:<4} {addr:<24} replicas {replicas:<6} leads {leads}");
+    }
+    println!("offline partitions: {}", listed(&offline));
+    println!("under-replicated partitions: {}", listed(&under_replicated));
+    Ok(())
+}
+
+async fn describe_quorum(
+    connection: &mut Connection,
+) -> Result<kafka_protocol::messages::describe_quorum_response::PartitionData, String> {
+    let request = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(StrBytes::from_static_str(METADATA_TOPIC)))
+        .with_partitions(vec![PartitionData::default()])]);
+    let mut answer = connection.call(1, &request).await?;
+    let partition = (answer.topics.pop())
+        .and_then(|mut topic| topic.partitions.pop())
+        .ok_or("DescribeQuorum answered no partition")?;
+    Ok(partition)
+}
+
+fn describe_member(replica: &ReplicaState, addresses: &BTreeMap<i32, String>) -> String {
+    let id = replica.replica_id.0;
+    let heard = match replica.last_fetch_timestamp {
+        -1 => "never heard".to_string(),
+        at => format!(
+            "heard {} ms ago",
+            oxbow_storage::now_ms().saturating_sub(at).max(0)
+        ),
+    };
+    let fenced = match addresses.contains_key(&id) {
+        true => "",
+        false => ", fenced or unregistered",
+    };
+    format!(
+        "{id:<4} log end {:<8} {heard}{fenced}",
+        replica.log_end_offset
+    )
+}
+
+fn listed(names: &[String]) -> String {
+    match names.is_empty() {
+        true => "none".to_string(),
+        false => format!("{} ({})", names.len(), names.join(", ")),
+    }
+}

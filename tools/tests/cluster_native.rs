@@ -1,0 +1,222 @@
+//! The native protocol across three `oxbow serve` processes: `oxbow-client` bootstrapped from
+//! one node learns the leaders (`Metadata`), sends each batch to its partition's leader and
+//! attaches a consumer on every leader; its admin calls gather every leader's partitions; a
+//! broker asked for a partition another node leads answers `NotLeader`.
+
+mod common;
+
+use bytes::BytesMut;
+use common::cluster::{metadata, Cluster};
+use oxbow_client::{Acks, Client, ErrorCode, Mode, SubscriptionType};
+use oxbow_core::native::{decode_frame, encode_frame, ClientFrame, ServerFrame};
+use oxbow_core::BatchBuilder;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TOPIC: &str = "spread";
+const PARTITIONS: u32 = 6;
+const MESSAGES: usize = 600;
+/// Bound on a delivery that does not come (a hung consumer fails, not hangs).
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The leader of each partition of `topic`, as node `addr` (Kafka) sees it.
+fn leaders(addr: &str, topic: &str) -> Option<Vec<i32>> {
+    let answer = metadata(addr);
+    let described = answer
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))?;
+    let mut partitions: Vec<(i32, i32)> = (described.partitions.iter())
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .collect();
+    partitions.sort_unstable();
+    Some(partitions.into_iter().map(|(_, leader)| leader).collect())
+}
+
+/// Sends one frame on a raw connection and reads the broker's answer to it.
+async fn raw_call(
+    stream: &mut tokio::net::TcpStream,
+    buffer: &mut BytesMut,
+    frame: &ClientFrame,
+    payload: &[u8],
+) -> ServerFrame {
+    let mut bytes = encode_frame(frame, payload.len());
+    bytes.extend_from_slice(payload);
+    stream.write_all(&bytes).await.unwrap();
+    loop {
+        if let Some(frame) = decode_frame::<ServerFrame>(buffer, 1 << 20).unwrap() {
+            return frame.control;
+        }
+        let read = tokio::time::timeout(PATIENCE, stream.read_buf(buffer))
+            .await
+            .expect("the broker answers")
+            .unwrap();
+        assert_ne!(read, 0, "the broker closed the connection");
+    }
+}
+
+#[test]
+fn the_native_client_produces_and_consumes_through_every_leader_from_one_node() {
+    let cluster = Cluster::start_settled(3);
+    let bootstrap = cluster.nodes[0].native.clone();
+    let rt = runtime();
+    let client = rt
+        .block_on(Client::builder().broker(&bootstrap).connect())
+        .unwrap();
+    rt.block_on(client.create_topic(TOPIC, PARTITIONS)).unwrap();
+    // Every node must know the topic before its partitions are asked of it.
+    let leaders = cluster.settle("every node knows the topic", || {
+        let views: Vec<Option<Vec<i32>>> = (cluster.running())
+            .map(|n| leaders(&n.kafka, TOPIC))
+            .collect();
+        (views.iter().all(|v| v.is_some() && *v == views[0])).then(|| views[0].clone().unwrap())
+    });
+    let spread: BTreeSet<i32> = leaders.iter().copied().collect();
+    assert_eq!(
+        spread.len(),
+        3,
+        "leaders spread over the nodes: {leaders:?}"
+    );
+
+    // Keyed messages to every partition, acks=all, through one bootstrap node.
+    let produced: BTreeMap<(u32, u64), String> = rt.block_on(async {
+        let producer = client
+            .producer(TOPIC)
+            .acks(Acks::All)
+            .build()
+            .await
+            .unwrap();
+        let mut pending = Vec::new();
+        for i in 0..MESSAGES {
+            let value = format!("m{i}");
+            let key = format!("k{i}");
+            let sent = producer
+                .send(Some(key.as_bytes()), value.as_bytes())
+                .await
+                .unwrap();
+            pending.push((value, sent));
+        }
+        let mut produced = BTreeMap::new();
+        for (value, sent) in pending {
+            let delivered = sent.await.unwrap();
+            produced.insert((delivered.partition, delivered.offset.unwrap()), value);
+        }
+        produced
+    });
+    let used: BTreeSet<u32> = produced.keys().map(|(p, _)| *p).collect();
+    assert_eq!(
+        used.len(),
+        PARTITIONS as usize,
+        "keys reach every partition"
+    );
+
+    // Offsets come from each leader and are gathered by the client.
+    let described = rt.block_on(client.describe_topic(TOPIC)).unwrap();
+    let partitions: Vec<u32> = described.iter().map(|p| p.partition).collect();
+    assert_eq!(partitions, (0..PARTITIONS).collect::<Vec<_>>());
+    let total: u64 = described.iter().map(|p| p.log_end - p.log_start).sum();
+    assert_eq!(total, MESSAGES as u64);
+
+    // One exclusive reliable consumer attached through every leader reads exactly that.
+    let consumed = rt.block_on(async {
+        let mut consumer = client
+            .consumer(TOPIC, "audit")
+            .kind(SubscriptionType::Exclusive)
+            .mode(Mode::Reliable)
+            .build()
+            .await
+            .unwrap();
+        let mut consumed = BTreeMap::new();
+        while consumed.len() < MESSAGES {
+            let batch = tokio::time::timeout(PATIENCE, consumer.recv_batch(1_000))
+                .await
+                .expect("every partition delivers")
+                .unwrap();
+            consumer.ack_all(&batch).unwrap();
+            for m in batch {
+                let value = String::from_utf8(m.value.to_vec()).unwrap();
+                assert!(consumed.insert((m.partition, m.offset), value).is_none());
+            }
+        }
+        consumer.close().await.unwrap();
+        consumed
+    });
+    assert_eq!(consumed, produced);
+    let subscriptions = rt.block_on(client.list_subscriptions(TOPIC)).unwrap();
+    let audit: Vec<u32> = (subscriptions.iter())
+        .filter(|s| s.name == "audit")
+        .map(|s| s.partition)
+        .collect();
+    assert_eq!(audit, (0..PARTITIONS).collect::<Vec<_>>());
+
+    // A raw produce and subscribe to node 0 for a partition another node leads: NotLeader.
+    let elsewhere = leaders.iter().position(|&l| l != 0).unwrap() as u32;
+    rt.block_on(async {
+        let mut stream = tokio::net::TcpStream::connect(&bootstrap).await.unwrap();
+        let mut buffer = BytesMut::new();
+        let hello = ClientFrame::Connect {
+            version: oxbow_core::native::PROTOCOL_VERSION,
+            client_name: "raw".into(),
+        };
+        let connected = raw_call(&mut stream, &mut buffer, &hello, &[]).await;
+        assert!(
+            matches!(connected, ServerFrame::Connected { broker_id: 0, .. }),
+            "{connected:?}"
+        );
+        let mut batch = BatchBuilder::new(0);
+        batch.push(None, Some(b"misrouted".as_slice()), 0);
+        let produce = ClientFrame::Produce {
+            request_id: 1,
+            topic: TOPIC.into(),
+            partition: elsewhere,
+            acks: oxbow_core::native::Acks::Leader,
+        };
+        let answer = raw_call(&mut stream, &mut buffer, &produce, batch.build().bytes()).await;
+        assert!(
+            matches!(
+                answer,
+                ServerFrame::Error {
+                    request_id: 1,
+                    code: ErrorCode::NotLeader,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+        let subscribe = ClientFrame::Subscribe {
+            request_id: 2,
+            consumer_id: 1,
+            topic: TOPIC.into(),
+            subscription: "misrouted".into(),
+            kind: SubscriptionType::Shared,
+            mode: Mode::Reliable,
+            consumer_name: "raw".into(),
+            priority: 0,
+            start: oxbow_core::native::StartPosition::Earliest,
+            partitions: None,
+        };
+        let answer = raw_call(&mut stream, &mut buffer, &subscribe, &[]).await;
+        assert!(
+            matches!(
+                answer,
+                ServerFrame::Error {
+                    request_id: 2,
+                    code: ErrorCode::NotLeader,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+    });
+    // Nothing misrouted was stored anywhere.
+    let after = rt.block_on(client.describe_topic(TOPIC)).unwrap();
+    assert_eq!(after, described);
+}
