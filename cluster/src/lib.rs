@@ -7,6 +7,8 @@
 //!   core whose log is a partition log on the storage engine's disk, run by a node on shard 0,
 //!   checked by a seeded simulation of whole groups. A single broker is a group of one voter.
 //! - The controller's decisions ([`controller`]): replica placement and leader elections.
+//! - Partition replication ([`replication`]): the leader's view of its followers (high
+//!   watermark, in-sync replicas) and where a follower's log diverges from a new leader's.
 //! - The network between nodes ([`transport`]): QUIC with mutual TLS and a fault switch.
 //! - The file a single node kept its metadata in before ([`LocalMetadataStore`]), read once
 //!   to seed the group.
@@ -15,6 +17,7 @@
 pub mod controller;
 pub mod metadata;
 pub mod metadata_group;
+pub mod replication;
 pub mod store;
 pub mod transport;
 

@@ -30,6 +30,7 @@ pub mod topic_config;
 pub mod verify;
 mod writer;
 
+pub use epochs::LeaderEpochs;
 pub use error::{AppendError, OpenError, ReadError, RetentionError, TruncateError};
 pub use io::{prepare_shard_io, Disk, DmaDisk, Faults, FaultyDisk, SegmentFile, SimDisk};
 pub use partition::{Appended, OpenOptions, Partition, PartitionStats};

@@ -59,6 +59,20 @@ pub fn random_change(rng: &mut fastrand::Rng, view: &Metadata, brokers: &[u64]) 
             let topic = existing[rng.usize(..existing.len())];
             let number = rng.usize(..topic.partitions.len());
             let partition = &topic.partitions[number];
+            if rng.bool() {
+                // The leader shrinks or grows its in-sync replicas.
+                let isr: Vec<i32> = (partition.replicas.iter())
+                    .copied()
+                    .filter(|&r| r == partition.leader || rng.bool())
+                    .collect();
+                return MetadataChange::AlterIsr {
+                    topic: topic.name.clone(),
+                    partition: number as u32,
+                    leader: partition.leader,
+                    leader_epoch: partition.leader_epoch,
+                    isr,
+                };
+            }
             let leader = partition.replicas[rng.usize(..partition.replicas.len())];
             MetadataChange::ElectLeader {
                 topic: topic.name.clone(),

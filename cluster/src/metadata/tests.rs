@@ -1,0 +1,164 @@
+//! Changes applied to the metadata: order, refusals, elections, ISR changes, fencing.
+
+use super::*;
+
+fn topic(name: &str, id: u8) -> TopicMeta {
+    TopicMeta::on_one_broker(name.into(), TopicId([id; 16]), 3, 1, BTreeMap::new())
+}
+
+#[test]
+fn changes_apply_in_order_and_refusals_change_nothing() {
+    let mut metadata = Metadata::default();
+    metadata
+        .apply(&MetadataChange::CreateTopic(topic("a", 1)))
+        .unwrap();
+    assert_eq!(
+        (metadata.version, metadata.partition_count("a")),
+        (1, Some(3))
+    );
+    let again = metadata.apply(&MetadataChange::CreateTopic(topic("a", 2)));
+    assert_eq!(again, Err(MetadataError::TopicExists("a".into())));
+    let same_id = metadata.apply(&MetadataChange::CreateTopic(topic("b", 1)));
+    assert!(matches!(same_id, Err(MetadataError::Invalid(_))));
+    assert_eq!(metadata.version, 1);
+    let delete = MetadataChange::DeleteTopic { name: "a".into() };
+    metadata.apply(&delete).unwrap();
+    assert_eq!(
+        metadata.apply(&delete),
+        Err(MetadataError::UnknownTopic("a".into()))
+    );
+    assert_eq!((metadata.version, metadata.topics.len()), (2, 0));
+}
+
+#[test]
+fn elections_take_the_next_epoch_an_in_sync_replica_and_refuse_stale_views() {
+    let mut metadata = Metadata::default();
+    let mut replicated = topic("a", 1);
+    replicated.partitions[1] = PartitionMeta {
+        replicas: vec![1, 2, 3],
+        leader: 1,
+        leader_epoch: 4,
+        isr: vec![1, 2, 3],
+    };
+    metadata
+        .apply(&MetadataChange::CreateTopic(replicated))
+        .unwrap();
+    let elect = |leader, leader_epoch, isr: &[i32]| MetadataChange::ElectLeader {
+        topic: "a".into(),
+        partition: 1,
+        leader,
+        leader_epoch,
+        isr: isr.to_vec(),
+    };
+    metadata.apply(&elect(2, 5, &[2, 3])).unwrap();
+    let partition = &metadata.topic("a").unwrap().partitions[1];
+    assert_eq!((partition.leader, partition.leader_epoch), (2, 5));
+    assert_eq!(partition.isr, vec![2, 3]);
+    // The same election again was made from a view before the first one.
+    assert!(matches!(
+        metadata.apply(&elect(3, 5, &[3])),
+        Err(MetadataError::Stale(_))
+    ));
+    for (leader, isr) in [(1, &[2, 3][..]), (9, &[9][..]), (3, &[3, 9][..])] {
+        assert!(matches!(
+            metadata.apply(&elect(leader, 6, isr)),
+            Err(MetadataError::Invalid(_))
+        ));
+    }
+    assert_eq!(metadata.version, 2);
+}
+
+#[test]
+fn isr_changes_come_from_the_current_leader_and_add_only_live_replicas() {
+    let mut metadata = Metadata::default();
+    let mut replicated = topic("a", 1);
+    replicated.partitions[0] = PartitionMeta {
+        replicas: vec![1, 2, 3],
+        leader: 1,
+        leader_epoch: 4,
+        isr: vec![1, 2],
+    };
+    metadata
+        .apply(&MetadataChange::CreateTopic(replicated))
+        .unwrap();
+    metadata.fenced.insert(3);
+    let alter = |leader, leader_epoch, isr: &[i32]| MetadataChange::AlterIsr {
+        topic: "a".into(),
+        partition: 0,
+        leader,
+        leader_epoch,
+        isr: isr.to_vec(),
+    };
+    let refused = [
+        (2, 4, &[1, 2][..]),
+        (1, 3, &[1][..]),
+        (1, 4, &[2][..]),
+        (1, 4, &[1, 3]),
+    ];
+    for (leader, epoch, isr) in refused {
+        assert!(
+            metadata.apply(&alter(leader, epoch, isr)).is_err(),
+            "{isr:?}"
+        );
+    }
+    metadata.apply(&alter(1, 4, &[1])).unwrap();
+    metadata.fenced.remove(&3);
+    metadata.apply(&alter(1, 4, &[1, 3])).unwrap();
+    assert_eq!(metadata.topic("a").unwrap().partitions[0].isr, vec![1, 3]);
+}
+
+#[test]
+fn fencing_follows_heartbeats_and_registration_lifts_it() {
+    let mut metadata = Metadata::default();
+    let broker = BrokerMeta {
+        id: 2,
+        kafka_addr: "h:1".into(),
+        native_addr: "h:2".into(),
+        cluster_addr: None,
+        rack: None,
+        shards: 1,
+    };
+    let fence = MetadataChange::FenceBroker { id: 2 };
+    assert!(metadata.apply(&fence).is_err(), "not registered");
+    let register = MetadataChange::RegisterBroker(broker);
+    metadata.apply(&register).unwrap();
+    metadata.apply(&fence).unwrap();
+    assert!(metadata.apply(&fence).is_err(), "fenced already");
+    assert_eq!(metadata.unfenced_brokers().count(), 0);
+    let unfence = MetadataChange::UnfenceBroker { id: 2 };
+    metadata.apply(&unfence).unwrap();
+    assert!(metadata.apply(&unfence).is_err(), "not fenced");
+    metadata.apply(&fence).unwrap();
+    metadata.apply(&register).unwrap();
+    assert_eq!(metadata.unfenced_brokers().count(), 1);
+    metadata.apply(&fence).unwrap();
+    let unregister = MetadataChange::UnregisterBroker { id: 2 };
+    metadata.apply(&unregister).unwrap();
+    assert!(metadata.fenced.is_empty());
+    assert_eq!(metadata.version, 7);
+}
+
+#[test]
+fn cluster_ids_are_base64_uuids_like_kafkas() {
+    let mut rng = fastrand::Rng::with_seed(3);
+    let id = random_cluster_id(&mut rng);
+    assert_eq!(id.len(), 22);
+    assert!(id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    // The last digit carries two bits followed by four zero bits.
+    let last = id.as_bytes()[21];
+    assert!(b"AQgw".contains(&last), "{id}");
+    assert_ne!(id, random_cluster_id(&mut rng));
+}
+
+#[test]
+fn topic_ids_are_random_v4_uuids_and_round_trip_as_hex() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let id = TopicId::random(&mut rng);
+    assert_ne!(id, TopicId::random(&mut rng));
+    assert_eq!(id.0[6] >> 4, 4);
+    let text: String = id.into();
+    assert_eq!(TopicId::try_from(text).unwrap(), id);
+    assert!(TopicId::try_from("zz".to_string()).is_err());
+}

@@ -1,0 +1,489 @@
+//! One schedule: the brokers, the metadata, the network, the steps that change them and the
+//! checks after each.
+
+use crate::model::{
+    History, Message, Record, Replica, BROKERS, FETCH_RECORDS_MAX, SETTINGS, TOPIC,
+};
+use oxbow_cluster::controller::elections;
+use oxbow_cluster::replication::{truncation_point, LeaderProgress};
+use oxbow_cluster::{BrokerMeta, Metadata, MetadataChange, PartitionMeta, TopicId, TopicMeta};
+use oxbow_storage::LeaderEpochs;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub struct Sim {
+    rng: fastrand::Rng,
+    now: u64,
+    metadata: Metadata,
+    replicas: BTreeMap<i32, Replica>,
+    network: Vec<Message>,
+    pub history: History,
+    next_value: u64,
+    faults: bool,
+}
+
+impl Sim {
+    pub fn new(seed: u64) -> Sim {
+        let mut metadata = Metadata::default();
+        for id in BROKERS {
+            metadata
+                .apply(&MetadataChange::RegisterBroker(BrokerMeta {
+                    id,
+                    kafka_addr: format!("b{id}:9092"),
+                    native_addr: format!("b{id}:6650"),
+                    cluster_addr: None,
+                    rack: None,
+                    shards: 1,
+                }))
+                .unwrap();
+        }
+        let partition = PartitionMeta {
+            replicas: BROKERS.to_vec(),
+            leader: 1,
+            leader_epoch: 0,
+            isr: BROKERS.to_vec(),
+        };
+        let topic = TopicMeta {
+            name: TOPIC.into(),
+            id: TopicId([7; 16]),
+            partitions: vec![partition],
+            configs: BTreeMap::new(),
+            internal: false,
+        };
+        metadata.apply(&MetadataChange::CreateTopic(topic)).unwrap();
+        let replicas = (BROKERS.iter())
+            .map(|&id| {
+                let replica = Replica {
+                    id,
+                    alive: true,
+                    log: Vec::new(),
+                    durable: 0,
+                    epochs: LeaderEpochs::default(),
+                    hw: 0,
+                    view: (-2, -1),
+                    synced: None,
+                    leading: None,
+                };
+                (id, replica)
+            })
+            .collect();
+        let mut sim = Sim {
+            rng: fastrand::Rng::with_seed(seed),
+            now: 0,
+            metadata,
+            replicas,
+            network: Vec::new(),
+            history: History::default(),
+            next_value: 1,
+            faults: true,
+        };
+        for id in BROKERS {
+            sim.refresh_view(id);
+        }
+        sim
+    }
+
+    fn partition(&self) -> &PartitionMeta {
+        &self.metadata.topic(TOPIC).unwrap().partitions[0]
+    }
+
+    /// Applies a change as the metadata group would commit it; false when refused.
+    fn commit(&mut self, change: MetadataChange) -> bool {
+        let ok = self.metadata.apply(&change).is_ok();
+        if !ok {
+            self.history.refused += 1;
+        }
+        ok
+    }
+
+    /// A broker learns the current metadata: it becomes leader of a newer epoch, stops
+    /// leading, or takes a new committed ISR.
+    fn refresh_view(&mut self, id: i32) {
+        let p = self.partition().clone();
+        let now = self.now;
+        let r = self.replicas.get_mut(&id).unwrap();
+        if !r.alive {
+            return;
+        }
+        let view = (p.leader, p.leader_epoch);
+        if view != r.view {
+            r.view = view;
+            r.synced = None;
+            r.leading = None;
+            if p.leader == id {
+                // A new leader syncs what it holds and starts its epoch at its log end.
+                r.durable = r.log.len();
+                r.epochs.assign(p.leader_epoch, r.log.len() as u64);
+                let end = r.log.len() as u64;
+                let progress = LeaderProgress::new(
+                    id,
+                    p.leader_epoch,
+                    &p.replicas,
+                    &p.isr,
+                    end,
+                    r.hw,
+                    now,
+                    SETTINGS,
+                );
+                r.hw = progress.high_watermark();
+                r.leading = Some(progress);
+            }
+        } else if let Some(progress) = r.leading.as_mut() {
+            if let Some(hw) = progress.isr_committed(&p.isr) {
+                self.high_watermark_moved(id, hw);
+            }
+        }
+    }
+
+    fn high_watermark_moved(&mut self, leader: i32, hw: u64) {
+        let r = &self.replicas[&leader];
+        let epoch = r.view.1;
+        let log = r.log.clone();
+        self.replicas.get_mut(&leader).unwrap().hw = hw;
+        let committed = &mut self.history.committed;
+        for (offset, record) in log.iter().enumerate().take(hw as usize) {
+            match committed.get(offset) {
+                Some(before) => assert_eq!(
+                    before, record,
+                    "offset {offset} changed after a high watermark covered it"
+                ),
+                None => committed.push(*record),
+            }
+        }
+        let history = &mut self.history;
+        history.pending.retain(|&(l, e, offset, value)| {
+            if l == leader && e == epoch && offset < hw {
+                let before = history.acked.insert(offset, value);
+                assert!(before.is_none(), "offset {offset} acknowledged twice");
+                history.acks += 1;
+                return false;
+            }
+            true
+        });
+    }
+
+    pub fn step(&mut self) {
+        self.now += self.rng.u64(1..40);
+        let id = BROKERS[self.rng.usize(..BROKERS.len())];
+        match self.rng.u16(..1000) {
+            0..=199 => self.produce(id),
+            200..=349 => {
+                if self.replicas[&id].alive {
+                    if let Some(hw) = self.replicas.get_mut(&id).unwrap().fsync() {
+                        self.high_watermark_moved(id, hw);
+                    }
+                }
+            }
+            350..=599 => self.follow(id),
+            600..=879 => self.deliver(),
+            880..=919 => self.refresh_view(id),
+            920..=959 => self.propose_isr(id),
+            960..=969 if self.faults => self.crash(id),
+            970..=984 => self.restart(id),
+            985..=989 if self.faults => self.fence(id),
+            _ => self.heartbeat(id),
+        }
+        self.check();
+    }
+
+    fn produce(&mut self, id: i32) {
+        let r = self.replicas.get_mut(&id).unwrap();
+        let Some(progress) = r.leading.as_ref().filter(|_| r.alive) else {
+            return;
+        };
+        if progress.check_acks_all().is_err() {
+            return;
+        }
+        let epoch = progress.epoch();
+        let value = self.next_value;
+        self.next_value += 1;
+        r.log.push(Record { epoch, value });
+        self.history
+            .pending
+            .push((id, epoch, r.log.len() as u64 - 1, value));
+    }
+
+    /// A follower asks its leader for its divergence point, or for records.
+    fn follow(&mut self, id: i32) {
+        let r = &self.replicas[&id];
+        let (leader, epoch) = r.view;
+        if !r.alive || r.leading.is_some() || leader < 0 || leader == id {
+            return;
+        }
+        let message = match r.synced {
+            Some(synced) if synced == epoch => Message::Fetch {
+                from: id,
+                to: leader,
+                leader_epoch: epoch,
+                offset: r.log.len() as u64,
+                durable: r.durable as u64,
+            },
+            _ => Message::EpochQuery {
+                from: id,
+                to: leader,
+                leader_epoch: epoch,
+                latest: r.epochs.latest(),
+            },
+        };
+        self.network.push(message);
+    }
+
+    fn deliver(&mut self) {
+        if self.network.is_empty() {
+            return;
+        }
+        let message = self
+            .network
+            .swap_remove(self.rng.usize(..self.network.len()));
+        if self.faults {
+            match self.rng.u8(..20) {
+                0 => return,
+                1 => self.network.push(message.clone()),
+                _ => {}
+            }
+        }
+        if !self.replicas[&message.to()].alive {
+            return;
+        }
+        match message {
+            Message::EpochQuery {
+                from,
+                to,
+                leader_epoch,
+                latest,
+            } => {
+                let r = &self.replicas[&to];
+                if r.leading
+                    .as_ref()
+                    .is_some_and(|p| p.epoch() == leader_epoch)
+                {
+                    let answer =
+                        latest.and_then(|e| r.epochs.end_offset_for(e, r.log.len() as u64));
+                    self.network.push(Message::EpochAnswer {
+                        to: from,
+                        leader_epoch,
+                        answer,
+                    });
+                }
+            }
+            Message::EpochAnswer {
+                to,
+                leader_epoch,
+                answer,
+            } => {
+                let r = self.replicas.get_mut(&to).unwrap();
+                if r.view.1 != leader_epoch || r.leading.is_some() || r.synced == Some(leader_epoch)
+                {
+                    return;
+                }
+                let cut = truncation_point(&r.epochs, r.log.len() as u64, answer);
+                if cut < r.log.len() as u64 {
+                    self.history.truncated += r.log.len() as u64 - cut;
+                }
+                r.log.truncate(cut as usize);
+                r.durable = r.durable.min(cut as usize);
+                r.epochs.truncate_from(cut);
+                r.hw = r.hw.min(cut);
+                r.synced = Some(leader_epoch);
+            }
+            Message::Fetch {
+                from,
+                to,
+                leader_epoch,
+                offset,
+                durable,
+            } => {
+                let now = self.now;
+                let r = self.replicas.get_mut(&to).unwrap();
+                let Some(progress) = r.leading.as_mut().filter(|p| p.epoch() == leader_epoch)
+                else {
+                    return;
+                };
+                assert!(
+                    offset <= r.log.len() as u64,
+                    "follower {from} fetches at {offset}, past leader {to}'s end {}",
+                    r.log.len()
+                );
+                let moved = progress.follower_fetched(from, durable, now).unwrap();
+                let hw = progress.high_watermark();
+                let end = (offset as usize + FETCH_RECORDS_MAX).min(r.log.len());
+                let records = r.log[offset as usize..end].to_vec();
+                self.network.push(Message::Data {
+                    to: from,
+                    leader_epoch,
+                    offset,
+                    records,
+                    hw,
+                });
+                if let Some(hw) = moved {
+                    self.high_watermark_moved(to, hw);
+                }
+            }
+            Message::Data {
+                to,
+                leader_epoch,
+                offset,
+                records,
+                hw,
+            } => {
+                let r = self.replicas.get_mut(&to).unwrap();
+                if r.synced != Some(leader_epoch)
+                    || r.view.1 != leader_epoch
+                    || offset != r.log.len() as u64
+                {
+                    return;
+                }
+                for record in records {
+                    r.epochs.observe(record.epoch, r.log.len() as u64);
+                    r.log.push(record);
+                }
+                r.hw = r.hw.max(hw.min(r.log.len() as u64));
+            }
+        }
+    }
+
+    fn propose_isr(&mut self, id: i32) {
+        let r = &self.replicas[&id];
+        let Some(progress) = r.leading.as_ref().filter(|_| r.alive) else {
+            return;
+        };
+        let Some(isr) = progress.isr_proposal(self.now) else {
+            return;
+        };
+        let change = MetadataChange::AlterIsr {
+            topic: TOPIC.into(),
+            partition: 0,
+            leader: id,
+            leader_epoch: progress.epoch(),
+            isr,
+        };
+        if self.commit(change) {
+            self.history.isr_changes += 1;
+            self.refresh_view(id);
+        }
+    }
+
+    fn crash(&mut self, id: i32) {
+        if self.replicas[&id].alive {
+            self.history.crashes += 1;
+            self.replicas.get_mut(&id).unwrap().crash();
+        }
+    }
+
+    /// A broker comes back and registers again: it is live, and if the metadata still names
+    /// it leader, the controller bumps the epoch (a restarted leader never resumes its old
+    /// epoch: followers may hold records it lost).
+    fn restart(&mut self, id: i32) {
+        if self.replicas[&id].alive {
+            return;
+        }
+        let r = self.replicas.get_mut(&id).unwrap();
+        r.alive = true;
+        r.view = (-2, -1);
+        self.commit(MetadataChange::UnfenceBroker { id });
+        let p = self.partition().clone();
+        if p.leader == id {
+            self.commit(MetadataChange::ElectLeader {
+                topic: TOPIC.into(),
+                partition: 0,
+                leader: id,
+                leader_epoch: p.leader_epoch + 1,
+                isr: p.isr.clone(),
+            });
+            self.history.elections += 1;
+        }
+        self.elect();
+        self.refresh_view(id);
+    }
+
+    /// The controller stops hearing `id` (crashed, or only cut off) and moves leadership.
+    fn fence(&mut self, id: i32) {
+        if self.commit(MetadataChange::FenceBroker { id }) {
+            self.elect();
+        }
+    }
+
+    /// A running broker is heard again.
+    fn heartbeat(&mut self, id: i32) {
+        if self.replicas[&id].alive && self.metadata.fenced.contains(&id) {
+            self.commit(MetadataChange::UnfenceBroker { id });
+            self.elect();
+        }
+    }
+
+    fn elect(&mut self) {
+        let live: BTreeSet<i32> = (BROKERS.iter().copied())
+            .filter(|id| !self.metadata.fenced.contains(id))
+            .collect();
+        for change in elections(&self.metadata, &live) {
+            if self.commit(change) {
+                self.history.elections += 1;
+            }
+        }
+    }
+
+    fn check(&self) {
+        let committed = &self.history.committed;
+        for (&offset, &value) in &self.history.acked {
+            assert_eq!(
+                committed.get(offset as usize).map(|r| r.value),
+                Some(value),
+                "acknowledged offset {offset} is not committed with its value"
+            );
+        }
+        for r in self.replicas.values() {
+            let below = (r.hw as usize).min(r.log.len()).min(committed.len());
+            assert_eq!(
+                r.log[..below],
+                committed[..below],
+                "replica {} disagrees with what was committed below its high watermark {}",
+                r.id,
+                r.hw
+            );
+        }
+        // Every in-sync replica, running or crashed, holds everything acknowledged durably.
+        let p = self.partition();
+        if let Some((&last, _)) = self.history.acked.last_key_value() {
+            for id in &p.isr {
+                let r = &self.replicas[id];
+                assert!(
+                    r.durable as u64 > last,
+                    "in-sync replica {id} holds {} records durably, offset {last} was acknowledged",
+                    r.durable
+                );
+            }
+        }
+    }
+
+    /// Heals every fault and runs until all replicas hold the same log.
+    pub fn settle(&mut self) {
+        self.faults = false;
+        for id in BROKERS {
+            self.restart(id);
+            self.heartbeat(id);
+        }
+        for round in 0.. {
+            assert!(round < 20_000, "replicas never converged");
+            self.now += 10;
+            for id in BROKERS {
+                self.refresh_view(id);
+                if let Some(hw) = self.replicas.get_mut(&id).unwrap().fsync() {
+                    self.high_watermark_moved(id, hw);
+                }
+                self.follow(id);
+                self.propose_isr(id);
+            }
+            while !self.network.is_empty() {
+                self.deliver();
+            }
+            self.check();
+            let leader = self.partition().leader;
+            let logs: BTreeSet<Vec<Record>> =
+                self.replicas.values().map(|r| r.log.clone()).collect();
+            let everyone = self.partition().isr.len() == BROKERS.len();
+            let hw_at_end = self.replicas[&leader].hw == self.replicas[&leader].log.len() as u64;
+            if logs.len() == 1 && everyone && hw_at_end {
+                return;
+            }
+        }
+    }
+}
