@@ -7,33 +7,59 @@
 
 use oxbow_storage::LeaderEpochs;
 
-/// The offset a follower truncates its log to before it fetches from a new leader.
+/// Where a follower cuts its log after one answer from its leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truncation {
+    /// Cut the log here (nothing to do when it is the log end).
+    pub offset: u64,
+    /// The logs agree below `offset`: fetch from there. When false, ask the leader again with
+    /// the newest epoch left after the cut.
+    pub complete: bool,
+}
+
+/// Where a follower cuts its log, given the leader's answer for the follower's newest epoch.
 ///
 /// `own` and `own_end` are the follower's epoch cache and log end; `leader_answer` is what the
-/// leader's [`LeaderEpochs::end_offset_for`] answered for the follower's newest epoch: `None`
-/// when the leader knows no epoch that old (the follower keeps nothing).
+/// leader's [`LeaderEpochs::end_offset_for`] answered: the newest epoch it knows at or below
+/// the follower's, and where that epoch ends on the leader's log (`None`: it knows no epoch
+/// that old, so nothing the follower holds is on the leader's log).
+///
+/// When the leader answers with an epoch the follower never wrote in, the follower cannot tell
+/// yet where its older records stop matching: it cuts what lies past its own epochs up to that
+/// one and asks again (Kafka does the same); every such round drops at least one epoch.
 pub fn truncation_point(
     own: &LeaderEpochs,
     own_end: u64,
     leader_answer: Option<(i32, u64)>,
-) -> u64 {
+) -> Truncation {
+    let done = |offset: u64| Truncation {
+        offset: offset.min(own_end),
+        complete: true,
+    };
     let Some((epoch, leader_end)) = leader_answer else {
-        return 0;
+        return done(0);
     };
-    // Both logs agree up to where the epoch they share ends on the shorter of them.
-    let own_end_of_epoch = match own.end_offset_for(epoch, own_end) {
-        Some((found, end)) if found == epoch => end,
-        // The follower never wrote in that epoch: it agrees up to where its own older epochs
-        // end, which is at most where the leader's epoch began.
-        Some((_, end)) => end,
-        None => 0,
-    };
-    leader_end.min(own_end_of_epoch).min(own_end)
+    match own.end_offset_for(epoch, own_end) {
+        // Both wrote in `epoch`: they agree up to where it ends on the shorter log.
+        Some((found, end)) if found == epoch => done(leader_end.min(end)),
+        Some((_, end)) => Truncation {
+            offset: end.min(own_end),
+            complete: false,
+        },
+        None => done(0),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn complete(offset: u64) -> Truncation {
+        Truncation {
+            offset,
+            complete: true,
+        }
+    }
 
     fn epochs(entries: &[(i32, u64)]) -> LeaderEpochs {
         let mut cache = LeaderEpochs::default();
@@ -48,7 +74,7 @@ mod tests {
         let leader = epochs(&[(0, 0), (1, 50)]);
         let follower = epochs(&[(0, 0), (1, 50)]);
         let answer = leader.end_offset_for(1, 80);
-        assert_eq!(truncation_point(&follower, 70, answer), 70);
+        assert_eq!(truncation_point(&follower, 70, answer), complete(70));
     }
 
     #[test]
@@ -58,7 +84,7 @@ mod tests {
         let old_leader = epochs(&[(0, 0), (1, 50)]);
         let answer = leader.end_offset_for(1, 90);
         assert_eq!(answer, Some((0, 50)));
-        assert_eq!(truncation_point(&old_leader, 60, answer), 50);
+        assert_eq!(truncation_point(&old_leader, 60, answer), complete(50));
     }
 
     #[test]
@@ -66,7 +92,7 @@ mod tests {
         let leader = epochs(&[(0, 0), (3, 40)]);
         let follower = epochs(&[(0, 0)]);
         let answer = leader.end_offset_for(0, 90);
-        assert_eq!(truncation_point(&follower, 30, answer), 30);
+        assert_eq!(truncation_point(&follower, 30, answer), complete(30));
     }
 
     #[test]
@@ -75,6 +101,27 @@ mod tests {
         let follower = epochs(&[(2, 0)]);
         let answer = leader.end_offset_for(2, 120);
         assert_eq!(answer, None);
-        assert_eq!(truncation_point(&follower, 30, answer), 0);
+        assert_eq!(truncation_point(&follower, 30, answer), complete(0));
+    }
+
+    #[test]
+    fn an_epoch_the_follower_never_wrote_in_takes_another_round() {
+        // The leader: epoch 1 up to 26, epoch 2 from there. The follower led epoch 4 from 27
+        // after holding one more epoch-1 record (26) that the leader lost.
+        let leader = epochs(&[(0, 0), (1, 10), (2, 26)]);
+        let mut follower = epochs(&[(0, 0), (1, 10), (4, 27)]);
+        let answer = leader.end_offset_for(4, 29);
+        assert_eq!(answer, Some((2, 29)));
+        let first = truncation_point(&follower, 32, answer);
+        assert_eq!(
+            first,
+            Truncation {
+                offset: 27,
+                complete: false
+            }
+        );
+        follower.truncate_from(27);
+        let answer = leader.end_offset_for(follower.latest().unwrap(), 29);
+        assert_eq!(truncation_point(&follower, 27, answer), complete(26));
     }
 }

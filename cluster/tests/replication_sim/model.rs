@@ -1,12 +1,14 @@
-//! The simulated world's pieces: records, messages between brokers, a broker's replica, and
+//! The simulated world's pieces: records, frames between brokers, a broker's replica, and
 //! the history the checks compare against.
 
-use oxbow_cluster::replication::{LeaderProgress, ReplicationSettings};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use oxbow_cluster::replication::{Follower, LeaderProgress, PartitionKey, ReplicationSettings};
 use oxbow_storage::LeaderEpochs;
 use std::collections::BTreeMap;
 
 pub const BROKERS: [i32; 3] = [1, 2, 3];
 pub const TOPIC: &str = "t";
+pub const TOPIC_ID: [u8; 16] = [7; 16];
 pub const STEPS: usize = 1_000;
 /// Records a fetch answer carries at most.
 pub const FETCH_RECORDS_MAX: usize = 4;
@@ -21,43 +23,42 @@ pub struct Record {
     pub value: u64,
 }
 
+/// A frame on its way between two brokers.
 #[derive(Debug, Clone)]
-pub enum Message {
-    EpochQuery {
-        from: i32,
-        to: i32,
-        leader_epoch: i32,
-        latest: Option<i32>,
-    },
-    EpochAnswer {
-        to: i32,
-        leader_epoch: i32,
-        answer: Option<(i32, u64)>,
-    },
-    Fetch {
-        from: i32,
-        to: i32,
-        leader_epoch: i32,
-        offset: u64,
-        durable: u64,
-    },
-    Data {
-        to: i32,
-        leader_epoch: i32,
-        offset: u64,
-        records: Vec<Record>,
-        hw: u64,
-    },
+pub struct Envelope {
+    pub from: i32,
+    pub to: i32,
+    pub frame: Bytes,
 }
 
-impl Message {
-    pub fn to(&self) -> i32 {
-        match self {
-            Message::EpochQuery { to, .. }
-            | Message::EpochAnswer { to, .. }
-            | Message::Fetch { to, .. }
-            | Message::Data { to, .. } => *to,
-        }
+/// Records as the "batches" a data frame carries: 12 bytes each.
+pub fn encode_records(records: &[Record]) -> Bytes {
+    let mut out = BytesMut::with_capacity(records.len() * 12);
+    for r in records {
+        out.put_i32(r.epoch);
+        out.put_u64(r.value);
+    }
+    out.freeze()
+}
+
+pub fn decode_records(mut bytes: Bytes) -> Vec<Record> {
+    assert_eq!(bytes.len() % 12, 0, "record bytes cut short");
+    let mut out = Vec::new();
+    while bytes.has_remaining() {
+        out.push(Record {
+            epoch: bytes.get_i32(),
+            value: bytes.get_u64(),
+        });
+    }
+    out
+}
+
+/// The partition's key on the wire at `epoch`.
+pub fn key(epoch: i32) -> PartitionKey {
+    PartitionKey {
+        topic_id: TOPIC_ID,
+        partition: 0,
+        leader_epoch: epoch,
     }
 }
 
@@ -72,8 +73,8 @@ pub struct Replica {
     pub hw: u64,
     /// (leader, epoch) of the metadata it last saw.
     pub view: (i32, i32),
-    /// The leader epoch it has truncated against (a follower fetches only after that).
-    pub synced: Option<i32>,
+    /// Its conversation with the leader it follows (none while it leads).
+    pub follower: Option<Follower>,
     pub leading: Option<LeaderProgress>,
 }
 
@@ -83,8 +84,18 @@ impl Replica {
         self.log.truncate(self.durable);
         self.epochs.truncate_from(self.durable as u64);
         self.hw = self.hw.min(self.durable as u64);
-        self.synced = None;
+        self.follower = None;
         self.leading = None;
+    }
+
+    /// Cuts the log at `end`; answers how many records went.
+    pub fn truncate(&mut self, end: u64) -> u64 {
+        let cut = self.log.len() as u64 - end.min(self.log.len() as u64);
+        self.log.truncate(end as usize);
+        self.durable = self.durable.min(self.log.len());
+        self.epochs.truncate_from(end);
+        self.hw = self.hw.min(end);
+        cut
     }
 
     pub fn fsync(&mut self) -> Option<u64> {

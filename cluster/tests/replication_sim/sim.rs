@@ -2,10 +2,13 @@
 //! checks after each.
 
 use crate::model::{
-    History, Message, Record, Replica, BROKERS, FETCH_RECORDS_MAX, SETTINGS, TOPIC,
+    decode_records, encode_records, key, Envelope, History, Record, Replica, BROKERS,
+    FETCH_RECORDS_MAX, SETTINGS, TOPIC, TOPIC_ID,
 };
 use oxbow_cluster::controller::elections;
-use oxbow_cluster::replication::{truncation_point, LeaderProgress};
+use oxbow_cluster::replication::{
+    check_request, Follower, FollowerAction, LeaderProgress, ReplicaFrame,
+};
 use oxbow_cluster::{BrokerMeta, Metadata, MetadataChange, PartitionMeta, TopicId, TopicMeta};
 use oxbow_storage::LeaderEpochs;
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +18,7 @@ pub struct Sim {
     now: u64,
     metadata: Metadata,
     replicas: BTreeMap<i32, Replica>,
-    network: Vec<Message>,
+    network: Vec<Envelope>,
     pub history: History,
     next_value: u64,
     faults: bool,
@@ -44,7 +47,7 @@ impl Sim {
         };
         let topic = TopicMeta {
             name: TOPIC.into(),
-            id: TopicId([7; 16]),
+            id: TopicId(TOPIC_ID),
             partitions: vec![partition],
             configs: BTreeMap::new(),
             internal: false,
@@ -60,7 +63,7 @@ impl Sim {
                     epochs: LeaderEpochs::default(),
                     hw: 0,
                     view: (-2, -1),
-                    synced: None,
+                    follower: None,
                     leading: None,
                 };
                 (id, replica)
@@ -107,8 +110,9 @@ impl Sim {
         let view = (p.leader, p.leader_epoch);
         if view != r.view {
             r.view = view;
-            r.synced = None;
             r.leading = None;
+            r.follower = (p.leader >= 0 && p.leader != id)
+                .then(|| Follower::new(key(p.leader_epoch), id, p.leader));
             if p.leader == id {
                 // A new leader syncs what it holds and starts its epoch at its log end.
                 r.durable = r.log.len();
@@ -173,7 +177,10 @@ impl Sim {
                     }
                 }
             }
-            350..=599 => self.follow(id),
+            350..=599 => {
+                let timed_out = self.rng.u8(..10) == 0;
+                self.follow(id, timed_out);
+            }
             600..=879 => self.deliver(),
             880..=919 => self.refresh_view(id),
             920..=959 => self.propose_isr(id),
@@ -202,142 +209,129 @@ impl Sim {
             .push((id, epoch, r.log.len() as u64 - 1, value));
     }
 
-    /// A follower asks its leader for its divergence point, or for records.
-    fn follow(&mut self, id: i32) {
-        let r = &self.replicas[&id];
-        let (leader, epoch) = r.view;
-        if !r.alive || r.leading.is_some() || leader < 0 || leader == id {
+    /// A follower asks its leader for its divergence point, or for records; sometimes its
+    /// request in flight times out first (the network may have dropped it).
+    fn follow(&mut self, id: i32, timed_out: bool) {
+        let r = self.replicas.get_mut(&id).unwrap();
+        let (latest, end, durable) = (r.epochs.latest(), r.log.len() as u64, r.durable as u64);
+        let Some(follower) = r.follower.as_mut().filter(|_| r.alive) else {
             return;
-        }
-        let message = match r.synced {
-            Some(synced) if synced == epoch => Message::Fetch {
-                from: id,
-                to: leader,
-                leader_epoch: epoch,
-                offset: r.log.len() as u64,
-                durable: r.durable as u64,
-            },
-            _ => Message::EpochQuery {
-                from: id,
-                to: leader,
-                leader_epoch: epoch,
-                latest: r.epochs.latest(),
-            },
         };
-        self.network.push(message);
+        if timed_out {
+            follower.request_lost();
+        }
+        if let Some(frame) = follower.next_request(latest, end, durable) {
+            let to = follower.leader();
+            self.network.push(Envelope {
+                from: id,
+                to,
+                frame: frame.encode(),
+            });
+        }
     }
 
     fn deliver(&mut self) {
         if self.network.is_empty() {
             return;
         }
-        let message = self
+        let envelope = self
             .network
             .swap_remove(self.rng.usize(..self.network.len()));
         if self.faults {
             match self.rng.u8(..20) {
                 0 => return,
-                1 => self.network.push(message.clone()),
+                1 => self.network.push(envelope.clone()),
                 _ => {}
             }
         }
-        if !self.replicas[&message.to()].alive {
+        if !self.replicas[&envelope.to].alive {
             return;
         }
-        match message {
-            Message::EpochQuery {
-                from,
-                to,
-                leader_epoch,
-                latest,
-            } => {
-                let r = &self.replicas[&to];
-                if r.leading
-                    .as_ref()
-                    .is_some_and(|p| p.epoch() == leader_epoch)
-                {
-                    let answer =
-                        latest.and_then(|e| r.epochs.end_offset_for(e, r.log.len() as u64));
-                    self.network.push(Message::EpochAnswer {
-                        to: from,
-                        leader_epoch,
-                        answer,
-                    });
+        let frame = ReplicaFrame::decode(envelope.frame).expect("frames decode");
+        match frame {
+            ReplicaFrame::EpochQuery { .. } | ReplicaFrame::Fetch { .. } => {
+                if let Some(answer) = self.lead(envelope.to, frame) {
+                    let back = Envelope {
+                        from: envelope.to,
+                        to: envelope.from,
+                        frame: answer.encode(),
+                    };
+                    self.network.push(back);
                 }
             }
-            Message::EpochAnswer {
-                to,
-                leader_epoch,
-                answer,
+            frame => self.take_answer(envelope.to, frame),
+        }
+    }
+
+    /// The leader's side: answers a follower's request.
+    fn lead(&mut self, id: i32, frame: ReplicaFrame) -> Option<ReplicaFrame> {
+        let now = self.now;
+        let r = self.replicas.get_mut(&id).unwrap();
+        let key = *frame.key();
+        let leading = r.leading.as_ref().map(LeaderProgress::epoch);
+        let fetch_offset = match &frame {
+            ReplicaFrame::Fetch { offset, .. } => Some(*offset),
+            _ => None,
+        };
+        let from = match check_request(&key, leading, fetch_offset, 0, r.log.len() as u64) {
+            Ok(from) => from,
+            Err(refusal) => return Some(ReplicaFrame::Refused { key, refusal }),
+        };
+        let answer = match frame {
+            ReplicaFrame::EpochQuery { latest_epoch, .. } => ReplicaFrame::EpochAnswer {
+                key,
+                answer: latest_epoch.and_then(|e| r.epochs.end_offset_for(e, r.log.len() as u64)),
+            },
+            ReplicaFrame::Fetch {
+                replica,
+                durable_end,
+                ..
             } => {
-                let r = self.replicas.get_mut(&to).unwrap();
-                if r.view.1 != leader_epoch || r.leading.is_some() || r.synced == Some(leader_epoch)
-                {
-                    return;
-                }
-                let cut = truncation_point(&r.epochs, r.log.len() as u64, answer);
-                if cut < r.log.len() as u64 {
-                    self.history.truncated += r.log.len() as u64 - cut;
-                }
-                r.log.truncate(cut as usize);
-                r.durable = r.durable.min(cut as usize);
-                r.epochs.truncate_from(cut);
-                r.hw = r.hw.min(cut);
-                r.synced = Some(leader_epoch);
-            }
-            Message::Fetch {
-                from,
-                to,
-                leader_epoch,
-                offset,
-                durable,
-            } => {
-                let now = self.now;
-                let r = self.replicas.get_mut(&to).unwrap();
-                let Some(progress) = r.leading.as_mut().filter(|p| p.epoch() == leader_epoch)
-                else {
-                    return;
+                let progress = r.leading.as_mut().expect("checked: it leads");
+                let moved = progress
+                    .follower_fetched(replica, durable_end, now)
+                    .unwrap();
+                let end = (from as usize + FETCH_RECORDS_MAX).min(r.log.len());
+                let answer = ReplicaFrame::Data {
+                    key,
+                    offset: from,
+                    high_watermark: progress.high_watermark(),
+                    log_start: 0,
+                    batches: encode_records(&r.log[from as usize..end]),
                 };
-                assert!(
-                    offset <= r.log.len() as u64,
-                    "follower {from} fetches at {offset}, past leader {to}'s end {}",
-                    r.log.len()
-                );
-                let moved = progress.follower_fetched(from, durable, now).unwrap();
-                let hw = progress.high_watermark();
-                let end = (offset as usize + FETCH_RECORDS_MAX).min(r.log.len());
-                let records = r.log[offset as usize..end].to_vec();
-                self.network.push(Message::Data {
-                    to: from,
-                    leader_epoch,
-                    offset,
-                    records,
-                    hw,
-                });
                 if let Some(hw) = moved {
-                    self.high_watermark_moved(to, hw);
+                    self.high_watermark_moved(id, hw);
                 }
+                answer
             }
-            Message::Data {
-                to,
-                leader_epoch,
+            _ => unreachable!("only requests reach the leader"),
+        };
+        Some(answer)
+    }
+
+    /// The follower's side: acts on its leader's answer.
+    fn take_answer(&mut self, id: i32, frame: ReplicaFrame) {
+        let r = self.replicas.get_mut(&id).unwrap();
+        let end = r.log.len() as u64;
+        let Some(follower) = r.follower.as_mut() else {
+            return;
+        };
+        match follower.on_frame(frame, &r.epochs, end) {
+            FollowerAction::TruncateTo(cut) => self.history.truncated += r.truncate(cut),
+            FollowerAction::Append {
                 offset,
-                records,
-                hw,
+                batches,
+                high_watermark,
+                restart,
             } => {
-                let r = self.replicas.get_mut(&to).unwrap();
-                if r.synced != Some(leader_epoch)
-                    || r.view.1 != leader_epoch
-                    || offset != r.log.len() as u64
-                {
-                    return;
-                }
-                for record in records {
+                assert!(!restart && offset == end, "the log start never moves here");
+                for record in decode_records(batches) {
                     r.epochs.observe(record.epoch, r.log.len() as u64);
                     r.log.push(record);
                 }
-                r.hw = r.hw.max(hw.min(r.log.len() as u64));
+                r.hw = r.hw.max(high_watermark.min(r.log.len() as u64));
             }
+            FollowerAction::Retry | FollowerAction::Stop | FollowerAction::Ignore => {}
         }
     }
 
@@ -469,7 +463,8 @@ impl Sim {
                 if let Some(hw) = self.replicas.get_mut(&id).unwrap().fsync() {
                     self.high_watermark_moved(id, hw);
                 }
-                self.follow(id);
+                // The network was drained: whatever was in flight is lost.
+                self.follow(id, true);
                 self.propose_isr(id);
             }
             while !self.network.is_empty() {
