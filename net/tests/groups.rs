@@ -43,12 +43,12 @@ fn heartbeat(member_id: &str, generation: i32) -> RequestKind {
     RequestKind::Heartbeat(request)
 }
 
-fn commit(offset: i64) -> RequestKind {
+fn commit(name: &str, index: i32, offset: i64) -> RequestKind {
     let mut partition = OffsetCommitRequestPartition::default();
-    partition.partition_index = 3;
+    partition.partition_index = index;
     partition.committed_offset = offset;
     let mut topic = OffsetCommitRequestTopic::default();
-    topic.name = TopicName(text("t"));
+    topic.name = TopicName(text(name));
     topic.partitions = vec![partition];
     let mut request = OffsetCommitRequest::default();
     request.group_id = GroupId(text("simple"));
@@ -65,7 +65,7 @@ fn fetch_offsets() -> RequestKind {
 }
 
 #[test]
-fn sessions_expire_pending_ids_lapse_and_commits_persist() {
+fn sessions_expire_pending_ids_lapse_and_commits_to_existing_partitions_persist() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_path_buf();
     glommio::LocalExecutorBuilder::default()
@@ -123,8 +123,22 @@ fn sessions_expire_pending_ids_lapse_and_commits_persist() {
             };
             assert_eq!(late.error_code, 25);
 
+            // Commits to a topic or partition that does not exist are refused one by one, as
+            // Kafka does (UNKNOWN_TOPIC_OR_PARTITION), and nothing of them is stored.
+            shard.create_topic("t".into(), 4, Vec::new()).await.unwrap();
+            for (name, index) in [("nowhere", 0), ("t", 4), ("t", -1)] {
+                let Some(ResponseKind::OffsetCommit(refused)) =
+                    ask(commit(name, index, 99), 8).await
+                else {
+                    panic!()
+                };
+                assert_eq!(
+                    refused.topics[0].partitions[0].error_code, 3,
+                    "{name}-{index}"
+                );
+            }
             // A simple consumer's commit (generation -1, no members) is durable.
-            let Some(ResponseKind::OffsetCommit(done)) = ask(commit(1234), 8).await else {
+            let Some(ResponseKind::OffsetCommit(done)) = ask(commit("t", 3, 1234), 8).await else {
                 panic!()
             };
             assert_eq!(done.topics[0].partitions[0].error_code, 0);
@@ -133,6 +147,8 @@ fn sessions_expire_pending_ids_lapse_and_commits_persist() {
             let Some(ResponseKind::OffsetFetch(fetched)) = ask(fetch_offsets(), 7).await else {
                 panic!()
             };
+            assert_eq!(fetched.topics.len(), 1, "only the stored commit");
+            assert_eq!(fetched.topics[0].partitions.len(), 1);
             let partition = &fetched.topics[0].partitions[0];
             assert_eq!(
                 (partition.partition_index, partition.committed_offset),

@@ -7,12 +7,14 @@
 mod common;
 
 use common::{field, kafka_call, Broker};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    GroupId, OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    CreateTopicsRequest, GroupId, OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use oxbow_net::kafka::groups::offsets_partition;
@@ -97,6 +99,15 @@ fn a_million_commits_leave_the_offsets_partition_bounded_and_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (mut broker, kafka) = start(dir.path());
     let mut stream = TcpStream::connect(&kafka).unwrap();
+    // Commits name partitions that exist (others are refused, as Kafka does).
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(60_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(text("t")))
+            .with_num_partitions(COMMITS_PER_REQUEST)
+            .with_replication_factor(1)]);
+    let created = kafka_call(&mut stream, 5, &create);
+    assert_eq!(created.topics[0].error_code, 0);
     let group = "storm";
     let partition_dir = dir
         .path()

@@ -2,12 +2,23 @@
 
 use super::message::{FetchOutcome, FetchPart, PartitionError, ShardMessage};
 use super::Shard;
+use oxbow_core::RecordBatch;
 use oxbow_storage::{Partition, ReadError};
+
+/// The batch attribute bit of Kafka's timestamp type: set, the broker's append time.
+const LOG_APPEND_TIME: i16 = 0x08;
 use std::time::Duration;
 
-/// The first batch whose newest record is at or after `at` (ms): its base offset and that
-/// timestamp, or (-1, -1) past the end. A scan from the log start until a time index exists.
-pub async fn offset_at_time(log: &Partition, at: i64) -> Result<(i64, i64), PartitionError> {
+/// The first record with a timestamp at or after `at` (ms): its offset and timestamp, or
+/// (-1, -1) past the end (Kafka's ListOffsets by time). The batch holding it is the first whose
+/// newest timestamp reaches `at`; inside it the records are read (decompressed within
+/// `decompressed_bytes_max`) for the exact one. A scan from the log start until a time index
+/// exists.
+pub async fn offset_at_time(
+    log: &Partition,
+    at: i64,
+    decompressed_bytes_max: u64,
+) -> Result<(i64, i64), PartitionError> {
     let mut next = log.log_start_offset();
     loop {
         let batches = log
@@ -18,10 +29,26 @@ pub async fn offset_at_time(log: &Partition, at: i64) -> Result<(i64, i64), Part
             return Ok((-1, -1));
         };
         if let Some(hit) = batches.iter().find(|b| b.max_timestamp() >= at) {
-            return Ok((hit.base_offset() as i64, hit.max_timestamp()));
+            return Ok(first_record_at(hit, at, decompressed_bytes_max));
         }
         next = last.last_offset() + 1;
     }
+}
+
+/// The first record of `batch` at or after `at`. Under LogAppendTime every record has the
+/// batch's time, so the first record answers; a batch whose records cannot be read answers
+/// with its first offset and newest time (what a reader of the batch would start from).
+fn first_record_at(batch: &RecordBatch, at: i64, decompressed_bytes_max: u64) -> (i64, i64) {
+    let whole = (batch.base_offset() as i64, batch.max_timestamp());
+    if batch.attributes() & LOG_APPEND_TIME != 0 {
+        return whole;
+    }
+    let Ok(records) = batch.records(decompressed_bytes_max) else {
+        return whole;
+    };
+    (records.map_while(Result::ok))
+        .find(|r| r.timestamp >= at)
+        .map_or(whole, |r| (r.offset as i64, r.timestamp))
 }
 
 impl Shard {
@@ -153,7 +180,7 @@ impl Shard {
         match timestamp {
             -2 => Ok((log.log_start_offset() as i64, -1)),
             -1 => Ok((log.log_end_offset() as i64, -1)),
-            at => offset_at_time(&log, at).await,
+            at => offset_at_time(&log, at, self.config.batch_decompressed_bytes_max).await,
         }
     }
 }

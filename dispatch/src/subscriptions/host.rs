@@ -345,6 +345,11 @@ impl SubscriptionHost {
         }
     }
 
+    /// How far a stored batch may decompress when it is read (a start position by time).
+    fn decompression_limit(&self) -> u64 {
+        self.settings.batch_decompressed_bytes_max
+    }
+
     fn limits(&self) -> DispatchLimits {
         DispatchLimits::from(&self.settings.subscriptions)
     }
@@ -401,7 +406,7 @@ impl SubscriptionHost {
         let cell = match self.find_or_load(dead_letters, &target).await? {
             Some(cell) => cell,
             None => {
-                let offset = resolve(&self.log, start).await?;
+                let offset = resolve(&self.log, start, self.decompression_limit()).await?;
                 // Another consumer may have created it while the offset was looked up.
                 match self.find_or_load(dead_letters, &target).await? {
                     Some(cell) => cell,
@@ -463,7 +468,7 @@ impl SubscriptionHost {
                 format!("no subscription {}", target.subscription),
             ));
         };
-        let offset = resolve(&self.log, position).await?;
+        let offset = resolve(&self.log, position, self.decompression_limit()).await?;
         cell.core.borrow_mut().seek(offset);
         let state = cell.core.borrow_mut().take_cursor_if_dirty();
         if let Some(state) = state {
@@ -505,14 +510,18 @@ fn info(cell: &SubscriptionCell) -> SubscriptionInfo {
 }
 
 /// The offset a start position names on this partition, clamped to the log.
-async fn resolve(log: &Partition, start: StartPosition) -> Result<u64, Refusal> {
+async fn resolve(
+    log: &Partition,
+    start: StartPosition,
+    decompressed_bytes_max: u64,
+) -> Result<u64, Refusal> {
     let (first, end) = (log.log_start_offset(), log.log_end_offset());
     Ok(match start {
         StartPosition::Earliest => first,
         StartPosition::Latest => end,
         StartPosition::Offset(offset) => offset.clamp(first, end),
         StartPosition::Timestamp(ms) => {
-            let (offset, _) = crate::shard::offset_at_time(log, ms.max(0))
+            let (offset, _) = crate::shard::offset_at_time(log, ms.max(0), decompressed_bytes_max)
                 .await
                 .map_err(storage_refusal)?;
             if offset < 0 {

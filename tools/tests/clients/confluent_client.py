@@ -53,6 +53,8 @@ def produce(args):
                 if args.keyed:
                     extras = {"key": f"k-{i}".encode(),
                               "headers": [("n", f"h-{i}".encode()), ("empty", b""), ("null", None)]}
+                if args.timestamp_base:
+                    extras["timestamp"] = args.timestamp_base + i * args.timestamp_step
                 producer.produce(args.topic, value=f"m-{i}".encode(), partition=i % args.partitions,
                                  on_delivery=delivered, **extras)
                 break
@@ -113,7 +115,13 @@ def group_consume(args):
         "heartbeat.interval.ms": 500,
     })
     partitions = [TopicPartition(args.topic, p) for p in range(args.partitions)]
-    consumer.subscribe([args.topic])
+
+    def assigned(_consumer, owned):
+        # Every assignment, so a test can time how long a rebalance took.
+        sys.stdout.write("assigned " + ",".join(str(tp.partition) for tp in owned) + "\n")
+        sys.stdout.flush()
+
+    consumer.subscribe([args.topic], on_assign=assigned)
     deadline = time.time() + args.timeout_ms / 1000
     last_check = 0.0
     while time.time() < deadline:
@@ -157,9 +165,19 @@ def admin(args):
         print("deleted")
 
 
+def offsets_for_times(args):
+    """Prints "at <timestamp> <offset>" for each timestamp of AT on partition 0 (-1: none)."""
+    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "offsets-for-times"})
+    for at in args.at:
+        found = consumer.offsets_for_times([TopicPartition(args.topic, 0, at)], timeout=10)
+        print(f"at {at} {found[0].offset}")
+    consumer.close()
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["produce", "consume", "group-consume", "committed", "admin"])
+    parser.add_argument("mode", choices=["produce", "consume", "group-consume", "committed", "admin",
+                                         "offsets-for-times"])
     parser.add_argument("--op", choices=["describe", "delete"], default="describe")
     parser.add_argument("--group", default="oxbow-test-group")
     parser.add_argument("--delay-ms", type=int, default=0)
@@ -181,9 +199,12 @@ def main():
     parser.add_argument("--compression", default="none")
     parser.add_argument("--keyed", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--timestamp-base", type=int, default=0, help="message i gets BASE + i*STEP")
+    parser.add_argument("--timestamp-step", type=int, default=10)
+    parser.add_argument("--at", type=int, action="append", default=[], help="a timestamp to look up")
     args = parser.parse_args()
     {"produce": produce, "consume": consume, "group-consume": group_consume, "committed": committed,
-     "admin": admin}[args.mode](args)
+     "admin": admin, "offsets-for-times": offsets_for_times}[args.mode](args)
 
 
 if __name__ == "__main__":

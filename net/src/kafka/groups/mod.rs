@@ -87,12 +87,9 @@ impl Coordinator {
             group
                 .pending_ids
                 .retain(|_, issued| now.duration_since(*issued) < PENDING_MEMBER_ID_TTL);
-            if group.state == State::PreparingRebalance {
-                if group.rebalance_deadline.is_some_and(|d| now >= d) {
-                    group.complete_join();
-                }
-                continue;
-            }
+            // Silent members expire in every state, as Kafka's heartbeat expiry does: during a
+            // rebalance, a member that neither rejoins nor heartbeats is dropped once its
+            // session times out, so the others do not wait out the rebalance timeout for it.
             let expired: Vec<String> = group
                 .members
                 .iter()
@@ -106,16 +103,27 @@ impl Coordinator {
                 .map(|(id, _)| id.clone())
                 .collect();
             if !expired.is_empty() {
-                tracing::info!(group = %name, ?expired, "session timeout: removing members");
+                tracing::info!(group = %name, ?expired, state = group.state.name(),
+                    "session timeout: removing members");
                 for id in &expired {
                     group.members.remove(id);
                 }
-                if group.members.is_empty() {
+                if group.state == State::PreparingRebalance {
+                    // The rest may all have rejoined already: the join completes now.
+                    if group.members.values().all(|m| m.join.is_some()) {
+                        group.complete_join();
+                    }
+                } else if group.members.is_empty() {
                     group.state = State::Empty;
                     group.leader = None;
                 } else {
                     group.prepare_rebalance(now);
                 }
+            }
+            if group.state == State::PreparingRebalance
+                && group.rebalance_deadline.is_some_and(|d| now >= d)
+            {
+                group.complete_join();
             }
         }
     }

@@ -9,6 +9,7 @@ use super::group::State;
 use super::Coordinator;
 use crate::shard::Shard;
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -147,19 +148,27 @@ impl Coordinator {
         let group_id = request.group_id.to_string();
         let error = self.commit_error(&group_id, &request);
         if error != code::NONE {
-            return commit_response(&request, |_| error);
+            return commit_response(&request, |_, _| error);
         }
         let metadata_max = shard.config.offset_metadata_bytes_max as usize;
-        let too_large =
-            |p: &kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition| {
-                p.committed_metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > metadata_max)
-            };
+        // Per partition, as Kafka answers: a partition that does not exist, or metadata past
+        // the limit, is refused; the rest of the request commits.
+        let refusal = |topic: &str, p: &OffsetCommitRequestPartition| {
+            let exists = (shard.partition_count(topic))
+                .is_some_and(|count| (0..count as i64).contains(&(p.partition_index as i64)));
+            if !exists {
+                code::UNKNOWN_TOPIC_OR_PARTITION
+            } else if (p.committed_metadata.as_ref()).is_some_and(|m| m.len() > metadata_max) {
+                code::OFFSET_METADATA_TOO_LARGE
+            } else {
+                code::NONE
+            }
+        };
         let mut changes = Vec::new();
         for topic in &request.topics {
-            for p in topic.partitions.iter().filter(|p| !too_large(p)) {
-                let key = (group_id.clone(), topic.name.to_string(), p.partition_index);
+            let name = topic.name.as_str();
+            for p in (topic.partitions.iter()).filter(|p| refusal(name, p) == code::NONE) {
+                let key = (group_id.clone(), name.to_string(), p.partition_index);
                 let metadata = p.committed_metadata.as_ref().map(|m| m.as_str());
                 let (k, v) = encode_commit(&key, p.committed_offset, metadata);
                 changes.push((k, Some(v)));
@@ -170,13 +179,10 @@ impl Coordinator {
         if !changes.is_empty() {
             if let Err(e) = self.store_commits(shard, partition, changes).await {
                 tracing::error!(group = %group_id, error = %e, "committing offsets failed");
-                return commit_response(&request, |_| code::COORDINATOR_NOT_AVAILABLE);
+                return commit_response(&request, |_, _| code::COORDINATOR_NOT_AVAILABLE);
             }
         }
-        commit_response(&request, |p| match too_large(p) {
-            true => code::OFFSET_METADATA_TOO_LARGE,
-            false => code::NONE,
-        })
+        commit_response(&request, refusal)
     }
 
     /// Whether the group's membership allows this commit (Kafka's checks, in Kafka's order).
@@ -288,11 +294,10 @@ pub(super) fn group_by_partition(
     by_partition
 }
 
+/// The answer to `request` with each partition's error code from `error_of(topic, partition)`.
 pub(super) fn commit_response(
     request: &OffsetCommitRequest,
-    error_of: impl Fn(
-        &kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition,
-    ) -> i16,
+    error_of: impl Fn(&str, &OffsetCommitRequestPartition) -> i16,
 ) -> OffsetCommitResponse {
     let mut response = OffsetCommitResponse::default();
     for topic in &request.topics {
@@ -301,7 +306,7 @@ pub(super) fn commit_response(
         for p in &topic.partitions {
             let mut partition = OffsetCommitResponsePartition::default();
             partition.partition_index = p.partition_index;
-            partition.error_code = error_of(p);
+            partition.error_code = error_of(topic.name.as_str(), p);
             out.partitions.push(partition);
         }
         response.topics.push(out);

@@ -83,7 +83,7 @@ pub fn not_coordinator(request: &RequestKind, version: i16) -> Option<ResponseKi
             ResponseKind::LeaveGroup(response)
         }
         RequestKind::OffsetCommit(request) => {
-            ResponseKind::OffsetCommit(super::offsets::commit_response(request, |_| error))
+            ResponseKind::OffsetCommit(super::offsets::commit_response(request, |_, _| error))
         }
         RequestKind::OffsetFetch(request) => {
             let mut response = OffsetFetchResponse::default();
