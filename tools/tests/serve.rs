@@ -7,7 +7,7 @@ use oxbow_storage::layout::partition_dir;
 use oxbow_storage::{OpenOptions, Partition};
 mod common;
 
-use common::{field, Broker};
+use common::{field, free_ports, Broker};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -233,16 +233,6 @@ fn a_port_or_data_directory_in_use_is_one_clear_error() {
     );
     // The first broker never noticed: it still serves and stops cleanly.
     assert!(broker.signal(libc::SIGTERM).success());
-}
-
-/// Free TCP ports on loopback, each held until all are chosen.
-fn free_ports(count: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
 }
 
 /// Killed with connections open, a broker leaves them in TIME_WAIT on its own ports; started

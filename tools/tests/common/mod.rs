@@ -125,6 +125,17 @@ pub fn field(line: &str, field: &str) -> String {
     line[at..].split_whitespace().next().unwrap().to_string()
 }
 
+/// Free TCP ports on loopback, each held until all are chosen (for a broker restarted on the
+/// same ports).
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 /// Starts a broker on `data` and returns it with its Kafka address once it is ready.
 pub fn start_broker(data: &std::path::Path, shards: usize) -> (Broker, String) {
     let shards = shards.to_string();
