@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{free_ports, Broker};
+use common::{fixed_port_args, Broker};
 use oxbow_client::{Acks, Client, SubscriptionType};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -19,18 +19,8 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn a_producer_sends_again_after_its_broker_restarts_on_the_same_address() {
     let data = tempfile::tempdir().unwrap();
-    let ports = free_ports(3);
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let args = [
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--kafka-listen",
-        &addrs[0],
-        "--native-listen",
-        &addrs[1],
-        "--metrics-listen",
-        &addrs[2],
-    ];
+    let (args, addrs) = fixed_port_args(data.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut broker = Broker::start_exactly(None, &args);
     broker.wait_for("oxbow ready");
     let rt = runtime();

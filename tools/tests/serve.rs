@@ -7,7 +7,7 @@ use oxbow_storage::layout::partition_dir;
 use oxbow_storage::{OpenOptions, Partition};
 mod common;
 
-use common::{field, free_ports, Broker};
+use common::{field, fixed_port_args, Broker};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -240,18 +240,8 @@ fn a_port_or_data_directory_in_use_is_one_clear_error() {
 #[test]
 fn a_broker_killed_with_connections_open_starts_again_at_once_on_the_same_ports() {
     let data = tempfile::tempdir().unwrap();
-    let ports = free_ports(3);
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let args = [
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--kafka-listen",
-        &addrs[0],
-        "--native-listen",
-        &addrs[1],
-        "--metrics-listen",
-        &addrs[2],
-    ];
+    let (args, addrs) = fixed_port_args(data.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut broker = Broker::start_exactly(None, &args);
     broker.wait_for("oxbow ready");
     let open: Vec<std::net::TcpStream> = addrs[..2]

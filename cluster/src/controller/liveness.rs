@@ -42,9 +42,11 @@ impl Liveness {
         self.leading_since.is_some()
     }
 
-    /// The registered brokers that count as alive at `now`: `me`, and every broker whose last
-    /// message `heard` reports within the session (all of them during the first session of
-    /// leadership). Empty when this node does not lead.
+    /// The brokers that count as alive at `now`: `me`, registered or not yet (the node running
+    /// the controller is alive, and its partitions must not go offline while its registration
+    /// commits), and every registered broker whose last message `heard` reports within the
+    /// session (all of them during the first session of leadership). Empty when this node does
+    /// not lead.
     pub fn live(
         &self,
         metadata: &Metadata,
@@ -57,7 +59,8 @@ impl Liveness {
         };
         let fresh = |at: Instant| now.saturating_duration_since(at) < self.session;
         (metadata.brokers.keys().copied())
-            .filter(|&broker| broker == me || fresh(since) || heard(broker).is_some_and(fresh))
+            .filter(|&broker| fresh(since) || heard(broker).is_some_and(fresh))
+            .chain(std::iter::once(me))
             .collect()
     }
 }
@@ -140,5 +143,21 @@ mod tests {
         assert_eq!((partition.leader, partition.leader_epoch), (2, 2));
         liveness.set_leading(false, later);
         assert!(!liveness.leading());
+    }
+
+    #[test]
+    fn the_controllers_own_node_is_alive_before_its_registration_commits() {
+        // A single node whose partitions exist (a data directory from before) and whose
+        // registration has not committed yet: its partitions keep their leader.
+        let mut metadata = Metadata::default();
+        let topic = TopicMeta::on_one_broker("t".into(), TopicId([1; 16]), 2, 0, BTreeMap::new());
+        metadata.apply(&MetadataChange::CreateTopic(topic)).unwrap();
+        let start = Instant::now();
+        let mut liveness = Liveness::new(Duration::from_secs(9));
+        liveness.set_leading(true, start);
+        let much_later = start + Duration::from_secs(60);
+        let live = liveness.live(&metadata, 0, much_later, |_| None);
+        assert_eq!(live, BTreeSet::from([0]));
+        assert!(liveness_changes(&metadata, &live).is_empty());
     }
 }

@@ -312,16 +312,7 @@ impl Metadata {
                 leader_epoch,
                 isr,
             } => {
-                let meta = self
-                    .topics
-                    .get_mut(topic)
-                    .ok_or_else(|| MetadataError::UnknownTopic(topic.clone()))?;
-                let current = meta
-                    .partitions
-                    .get_mut(*partition as usize)
-                    .ok_or_else(|| {
-                        MetadataError::Invalid(format!("{topic} has no partition {partition}"))
-                    })?;
+                let current = partition_mut(&mut self.topics, topic, *partition)?;
                 check_election(current, *leader, *leader_epoch, isr)
                     .map_err(|e| e.within(topic, *partition))?;
                 current.leader = *leader;
@@ -335,15 +326,8 @@ impl Metadata {
                 leader_epoch,
                 isr,
             } => {
-                let fenced = &self.fenced;
-                let current = (self.topics.get_mut(topic))
-                    .ok_or_else(|| MetadataError::UnknownTopic(topic.clone()))?
-                    .partitions
-                    .get_mut(*partition as usize)
-                    .ok_or_else(|| {
-                        MetadataError::Invalid(format!("{topic} has no partition {partition}"))
-                    })?;
-                check_isr_change(current, *leader, *leader_epoch, isr, fenced)
+                let current = partition_mut(&mut self.topics, topic, *partition)?;
+                check_isr_change(current, *leader, *leader_epoch, isr, &self.fenced)
                     .map_err(|e| e.within(topic, *partition))?;
                 current.isr = isr.clone();
             }
@@ -396,6 +380,19 @@ fn check_election(
         )));
     }
     Ok(())
+}
+
+/// A partition to change, or why there is none.
+fn partition_mut<'a>(
+    topics: &'a mut BTreeMap<String, TopicMeta>,
+    topic: &str,
+    partition: u32,
+) -> Result<&'a mut PartitionMeta, MetadataError> {
+    (topics.get_mut(topic))
+        .ok_or_else(|| MetadataError::UnknownTopic(topic.to_string()))?
+        .partitions
+        .get_mut(partition as usize)
+        .ok_or_else(|| MetadataError::Invalid(format!("{topic} has no partition {partition}")))
 }
 
 fn check_isr_change(

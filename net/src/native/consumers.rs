@@ -4,9 +4,7 @@
 use super::connection::{Attached, Close, Connection};
 use super::outbound::ConnectionSink;
 use super::requests::unknown_consumer;
-use oxbow_core::native::{
-    validate_name, ErrorCode, Mode, ServerFrame, StartPosition, SubscriptionType,
-};
+use oxbow_core::native::{validate_name, ClientFrame, ErrorCode, ServerFrame, StartPosition};
 use oxbow_dispatch::subscriptions::{Command, Refusal, Target};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,25 +12,11 @@ use std::sync::Arc;
 /// Consumer ids are unique in the process, so attachments from any shard never collide.
 static NEXT_CONSUMER: AtomicU64 = AtomicU64::new(1);
 
-/// A `Subscribe` frame's fields.
-pub(super) struct SubscribeRequest {
-    pub(super) consumer_id: u64,
-    pub(super) topic: String,
-    pub(super) subscription: String,
-    pub(super) kind: SubscriptionType,
-    pub(super) mode: Mode,
-    pub(super) consumer_name: String,
-    pub(super) priority: i32,
-    pub(super) start: StartPosition,
-    /// `None`: every partition of the topic.
-    pub(super) partitions: Option<Vec<u32>>,
-}
-
 impl Connection {
-    /// Attaches the consumer on the partitions asked for (all or none); answers the topic's
-    /// partition count.
-    pub(super) async fn subscribe(&self, request: SubscribeRequest) -> Result<u32, Refusal> {
-        let SubscribeRequest {
+    /// Attaches the consumer of a `Subscribe` frame on the partitions it asks for (all or
+    /// none); answers the topic's partition count.
+    pub(super) async fn subscribe(&self, frame: ClientFrame) -> Result<u32, Refusal> {
+        let ClientFrame::Subscribe {
             consumer_id,
             topic,
             subscription,
@@ -42,7 +26,11 @@ impl Connection {
             priority,
             start,
             partitions: asked,
-        } = request;
+            ..
+        } = frame
+        else {
+            unreachable!("the dispatcher hands only Subscribe frames here")
+        };
         validate_name("subscription", &subscription).map_err(|e| (ErrorCode::InvalidName, e))?;
         validate_name("consumer", &consumer_name).map_err(|e| (ErrorCode::InvalidName, e))?;
         if self.consumers.borrow().contains_key(&consumer_id) {

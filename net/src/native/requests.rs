@@ -3,7 +3,6 @@
 //! administration in `subscription_admin.rs`.
 
 use super::connection::{Close, Connection};
-use super::consumers::SubscribeRequest;
 use bytes::Bytes;
 use oxbow_core::native::{ClientFrame, ErrorCode, ServerFrame};
 use oxbow_dispatch::subscriptions::{Command, Refusal};
@@ -149,37 +148,13 @@ impl Connection {
 
     async fn handle_consumer_frame(&self, frame: ClientFrame) -> Result<(), Close> {
         match frame {
-            ClientFrame::Subscribe {
-                request_id,
-                consumer_id,
-                topic,
-                subscription,
-                kind,
-                mode,
-                consumer_name,
-                priority,
-                start,
-                partitions,
-            } => {
-                let request = SubscribeRequest {
-                    consumer_id,
-                    topic,
-                    subscription,
-                    kind,
-                    mode,
-                    consumer_name,
-                    priority,
-                    start,
+            subscribe @ ClientFrame::Subscribe { request_id, .. } => {
+                let result = self.subscribe(subscribe).await;
+                let answer = result.map(|partitions| ServerFrame::Subscribed {
+                    request_id,
                     partitions,
-                };
-                let result =
-                    self.subscribe(request)
-                        .await
-                        .map(|partitions| ServerFrame::Subscribed {
-                            request_id,
-                            partitions,
-                        });
-                self.answer(request_id, result);
+                });
+                self.answer(request_id, answer);
             }
             ClientFrame::Flow {
                 consumer_id,

@@ -125,15 +125,33 @@ pub fn field(line: &str, field: &str) -> String {
     line[at..].split_whitespace().next().unwrap().to_string()
 }
 
-/// Free TCP ports on loopback, each held until all are chosen (for a broker restarted on the
-/// same ports).
-pub fn free_ports(count: usize) -> Vec<u16> {
+/// Free TCP ports on loopback, each held until all are chosen.
+fn free_ports(count: usize) -> Vec<u16> {
     let held: Vec<std::net::TcpListener> = (0..count)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
     held.iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect()
+}
+
+/// `oxbow serve` arguments for `data` with Kafka, native and metrics listeners on ports chosen
+/// now, so the broker can be started again on the same addresses; and those addresses.
+pub fn fixed_port_args(data: &std::path::Path) -> (Vec<String>, [String; 3]) {
+    let ports = free_ports(3);
+    let [kafka, native, metrics] = [0, 1, 2].map(|i| format!("127.0.0.1:{}", ports[i]));
+    let args = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--kafka-listen",
+        &kafka,
+        "--native-listen",
+        &native,
+        "--metrics-listen",
+        &metrics,
+    ];
+    let args = args.iter().map(|a| a.to_string()).collect();
+    (args, [kafka, native, metrics])
 }
 
 /// Starts a broker on `data` and returns it with its Kafka address once it is ready.
