@@ -238,7 +238,28 @@ impl Partition {
     /// cache when it can, otherwise from disk via the sparse index. An empty result means
     /// `from` is the visible end.
     pub async fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<RecordBatch>, ReadError> {
-        let plan = self.shared.core.borrow().read_plan(from, max_bytes)?;
+        let visible = self.shared.core.borrow().visible_end();
+        self.read_before(from, max_bytes, visible).await
+    }
+
+    /// [`Partition::read`] up to the durable end, past the high watermark: what a leader sends
+    /// its followers (they must get records before the high watermark can cover them).
+    pub async fn read_for_followers(
+        &self,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordBatch>, ReadError> {
+        let durable = self.shared.core.borrow().durable_end();
+        self.read_before(from, max_bytes, durable).await
+    }
+
+    async fn read_before(
+        &self,
+        from: u64,
+        max_bytes: usize,
+        end: u64,
+    ) -> Result<Vec<RecordBatch>, ReadError> {
+        let plan = self.shared.core.borrow().read_plan(from, max_bytes, end)?;
         let (file, position, limit, visible) = match plan {
             ReadPlan::Cached(batches) => return Ok(batches),
             ReadPlan::Empty => return Ok(Vec::new()),
@@ -423,6 +444,12 @@ impl Partition {
     /// Offset after the last visible record (what readers can see).
     pub fn log_end_offset(&self) -> u64 {
         self.shared.core.borrow().visible_end()
+    }
+
+    /// Offset after the last record held under the flush policy, the high watermark aside:
+    /// what a replica reports to its leader, and what a leader serves its followers.
+    pub fn durable_end_offset(&self) -> u64 {
+        self.shared.core.borrow().durable_end()
     }
 
     /// Offsets, sizes and counts, for metrics and tests.

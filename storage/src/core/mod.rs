@@ -228,8 +228,14 @@ impl<A, T> LogCore<A, T> {
     }
 
     /// Where the log must go to serve `from`: memory, disk, or nowhere yet.
-    pub(crate) fn read_plan(&self, from: u64, max_bytes: usize) -> Result<ReadPlan, ReadError> {
-        let visible = self.visible_end();
+    /// Where a read of whole batches from `from` starts, stopping before `visible` (the
+    /// visible end for readers; the durable end for a leader serving its followers).
+    pub(crate) fn read_plan(
+        &self,
+        from: u64,
+        max_bytes: usize,
+        visible: u64,
+    ) -> Result<ReadPlan, ReadError> {
         if self.segments.is_empty() {
             return Err(ReadError::Closed);
         }
