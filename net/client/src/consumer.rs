@@ -2,7 +2,8 @@
 //! partition's leader), grants permits as the application takes messages, and acknowledges
 //! them.
 
-use crate::connection::{ConsumerEvent, Shared};
+use crate::acker::{Acker, Legs};
+use crate::connection::ConsumerEvent;
 use crate::dedicated::DedicatedConsumer;
 use crate::error::ClientError;
 use crate::message::Message;
@@ -159,16 +160,11 @@ impl ConsumerBuilder {
             let _ = legs.close(consumer_id).await;
             return Err(failure);
         }
-        for shared in &legs.connections {
-            shared.send(
-                &ClientFrame::Flow {
-                    consumer_id,
-                    partition: None,
-                    permits: self.receiver_queue,
-                },
-                &[],
-            )?;
-        }
+        legs.send_each(&ClientFrame::Flow {
+            consumer_id,
+            partition: None,
+            permits: self.receiver_queue,
+        })?;
         Ok(Consumer {
             legs: Arc::new(legs),
             consumer_id,
@@ -191,138 +187,6 @@ impl ConsumerBuilder {
             Tier::Buffered(n) => TieredConsumer::Buffered(self.build().await?, n.max(1)),
             Tier::Dedicated => TieredConsumer::Dedicated(self.dedicated(1024).await?),
         })
-    }
-}
-
-/// The connections a consumer is attached through: the leader of each of its partitions.
-#[derive(Default)]
-pub(crate) struct Legs {
-    by_partition: HashMap<u32, Arc<Shared>>,
-    connections: Vec<Arc<Shared>>,
-}
-
-impl Legs {
-    fn add(&mut self, shared: Arc<Shared>, partitions: &[u32]) {
-        for &partition in partitions {
-            self.by_partition.insert(partition, shared.clone());
-        }
-        self.connections.push(shared);
-    }
-
-    /// Sends a frame to the leader of `partition`.
-    fn send(&self, partition: u32, frame: &ClientFrame) -> Result<(), ClientError> {
-        let shared = self.by_partition.get(&partition).ok_or_else(|| {
-            ClientError::Config(format!(
-                "the consumer is not attached on partition {partition}"
-            ))
-        })?;
-        shared.send(frame, &[])
-    }
-
-    /// Sends a request to every leader; the first failure is the answer.
-    async fn request_each(&self, build: impl Fn(u64) -> ClientFrame) -> Result<(), ClientError> {
-        let mut outcome = Ok(());
-        for shared in &self.connections {
-            let request_id = shared.next_id();
-            let answer = shared.request(request_id, &build(request_id), &[]).await;
-            if let (Err(e), Ok(())) = (answer, &outcome) {
-                outcome = Err(e);
-            }
-        }
-        outcome
-    }
-
-    /// Detaches the consumer everywhere and stops routing its deliveries.
-    async fn close(&self, consumer_id: u64) -> Result<(), ClientError> {
-        let result = self
-            .request_each(|request_id| ClientFrame::CloseConsumer {
-                request_id,
-                consumer_id,
-            })
-            .await;
-        self.forget(consumer_id);
-        result
-    }
-
-    fn forget(&self, consumer_id: u64) {
-        for shared in &self.connections {
-            shared.remove_consumer(consumer_id);
-        }
-    }
-}
-
-/// Acknowledges a consumer's messages from any thread (a handle on its connections).
-#[derive(Clone)]
-pub struct Acker {
-    legs: Arc<Legs>,
-    consumer_id: u64,
-    kind: SubscriptionType,
-}
-
-impl Acker {
-    /// Acknowledges one message.
-    pub fn ack(&self, message: &Message) -> Result<(), ClientError> {
-        self.ack_offsets(message.partition, vec![message.offset])
-    }
-
-    /// Acknowledges many messages, one frame per partition.
-    pub fn ack_all(&self, messages: &[Message]) -> Result<(), ClientError> {
-        let mut by_partition: HashMap<u32, Vec<u64>> = HashMap::new();
-        for message in messages {
-            by_partition
-                .entry(message.partition)
-                .or_default()
-                .push(message.offset);
-        }
-        for (partition, offsets) in by_partition {
-            self.ack_offsets(partition, offsets)?;
-        }
-        Ok(())
-    }
-
-    fn ack_offsets(&self, partition: u32, offsets: Vec<u64>) -> Result<(), ClientError> {
-        self.legs.send(
-            partition,
-            &ClientFrame::Ack {
-                consumer_id: self.consumer_id,
-                partition,
-                offsets,
-            },
-        )
-    }
-
-    /// Acknowledges every message of the message's partition up to and including it.
-    /// Exclusive and failover subscriptions only.
-    pub fn ack_cumulative(&self, message: &Message) -> Result<(), ClientError> {
-        if !matches!(
-            self.kind,
-            SubscriptionType::Exclusive | SubscriptionType::Failover
-        ) {
-            return Err(ClientError::Config(
-                "cumulative acknowledgement needs an exclusive or failover subscription".into(),
-            ));
-        }
-        self.legs.send(
-            message.partition,
-            &ClientFrame::AckCumulative {
-                consumer_id: self.consumer_id,
-                partition: message.partition,
-                offset: message.offset,
-            },
-        )
-    }
-
-    /// Asks for the message again after `delay`.
-    pub fn nack(&self, message: &Message, delay: Duration) -> Result<(), ClientError> {
-        self.legs.send(
-            message.partition,
-            &ClientFrame::Nack {
-                consumer_id: self.consumer_id,
-                partition: message.partition,
-                offsets: vec![message.offset],
-                delay_ms: delay.as_millis() as u64,
-            },
-        )
     }
 }
 

@@ -2,7 +2,8 @@
 //! handing batches to the application through a bounded channel. Decoding and socket work
 //! stay off the application's runtime, which is what the highest-throughput users want.
 
-use crate::consumer::{Acker, ConsumerBuilder};
+use crate::acker::Acker;
+use crate::consumer::ConsumerBuilder;
 use crate::error::ClientError;
 use crate::message::Message;
 use tokio::sync::{mpsc, oneshot};

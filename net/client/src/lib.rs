@@ -27,6 +27,7 @@
 //! the most throughput). [`ConsumerBuilder::build_tier`] picks one from configuration.
 #![warn(missing_docs)]
 
+mod acker;
 pub mod config;
 mod connection;
 mod consumer;
@@ -37,10 +38,9 @@ pub mod partitioner;
 mod producer;
 mod routing;
 
+pub use acker::Acker;
 pub use config::{ClientConfig, ConsumerConfig, ProducerConfig, Tier};
-pub use consumer::{
-    Acker, BufferedStream, Consumer, ConsumerBuilder, MessageStream, TieredConsumer,
-};
+pub use consumer::{BufferedStream, Consumer, ConsumerBuilder, MessageStream, TieredConsumer};
 pub use dedicated::DedicatedConsumer;
 pub use error::ClientError;
 pub use message::Message;
