@@ -146,10 +146,12 @@ async fn run(
     let timeout = Duration::from_millis(config.proposal_timeout_ms);
     let node = MetadataNode::spawn(core, log, outbox, tick, timeout).unwrap();
     let (joins, _) = flume::bounded(1);
+    let (replication, _) = flume::bounded(1);
     glommio::spawn_local(pump_inbound(
         arrived,
         node.clone(),
         joins,
+        replication,
         Arc::downgrade(&transport),
     ))
     .detach();

@@ -108,6 +108,7 @@ fn topics_produce_fetch_and_restart_across_shards() {
             partitions,
             configs: Vec::new(),
             internal: false,
+            replication_factor: 1,
             reply,
         })
     };

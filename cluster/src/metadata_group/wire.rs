@@ -94,16 +94,25 @@ impl Outbox for TransportOutbox {
     }
 }
 
-/// Feeds the frames that arrive to the node, and join requests to `joins` (dropped while it is
-/// full: the joining node asks again), until the transport stops; other frames are logged and
-/// dropped. Holds the transport weakly: dropping its owner stops it, and with it this pump.
+/// Feeds the frames that arrive to the node, join requests to `joins` (dropped while it is
+/// full: the joining node asks again) and replication frames to `replication`, until the
+/// transport stops; other frames are logged and dropped. Holds the transport weakly: dropping
+/// its owner stops it, and with it this pump.
 pub async fn pump_inbound(
     inbound: flume::Receiver<Inbound>,
     node: MetadataNode,
     joins: flume::Sender<BrokerMeta>,
+    replication: flume::Sender<Bytes>,
     transport: Weak<Transport>,
 ) {
     while let Ok(Inbound { from, frame }) = inbound.recv_async().await {
+        if frame.first() == Some(&crate::replication::REPLICATION_CHANNEL) {
+            // Dropped while the partitions' owners are behind: followers ask again.
+            if replication.try_send(frame).is_err() {
+                tracing::debug!(%from, "replication frame dropped: its owners are busy");
+            }
+            continue;
+        }
         if let Some((&JOIN_CHANNEL, body)) = frame.split_first() {
             match serde_json::from_slice::<BrokerMeta>(body) {
                 Ok(broker) => _ = joins.try_send(broker),

@@ -36,6 +36,12 @@ pub struct ClusterConfig {
     /// A broker the metadata group's leader has not heard from for this long is fenced and
     /// its partitions get other leaders (Kafka's `broker.session.timeout.ms`).
     pub broker_session_timeout_ms: u64,
+    /// A follower not caught up with its leader for this long leaves the in-sync replicas
+    /// (Kafka's `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
+    /// acks=all needs at least this many in-sync replicas, else NOT_ENOUGH_REPLICAS (Kafka's
+    /// `min.insync.replicas`).
+    pub min_insync_replicas: u32,
 }
 
 impl Default for ClusterConfig {
@@ -50,6 +56,8 @@ impl Default for ClusterConfig {
             frame_timeout_ms: 5_000,
             idle_timeout_ms: 10_000,
             broker_session_timeout_ms: 9_000,
+            replica_lag_time_max_ms: 30_000,
+            min_insync_replicas: 1,
         }
     }
 }
@@ -149,10 +157,20 @@ impl ClusterConfig {
                 "cluster.broker_session_timeout_ms",
                 self.broker_session_timeout_ms,
             ),
+            (
+                "cluster.replica_lag_time_max_ms",
+                self.replica_lag_time_max_ms,
+            ),
         ] {
             if !(10..=3_600_000).contains(&value) {
                 return Err(ConfigError::new(field, "must be 10 ms to 1 hour"));
             }
+        }
+        if self.min_insync_replicas < 1 {
+            return Err(ConfigError::new(
+                "cluster.min_insync_replicas",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

@@ -103,6 +103,12 @@ fn cluster_settings_name_the_voters_and_include_this_node() {
         malformed.cluster.initial_voters = vec![bad.into()];
         assert_eq!(refused(malformed), "cluster.initial_voters", "{bad}");
     }
+    let mut no_replicas = config.clone();
+    no_replicas.cluster.min_insync_replicas = 0;
+    assert_eq!(refused(no_replicas), "cluster.min_insync_replicas");
+    let mut no_lag = config.clone();
+    no_lag.cluster.replica_lag_time_max_ms = 0;
+    assert_eq!(refused(no_lag), "cluster.replica_lag_time_max_ms");
     let mut joining = config.clone();
     joining.cluster.initial_voters.clear();
     joining.cluster.join = Some("1@127.0.0.1:9091".into());

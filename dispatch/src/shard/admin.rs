@@ -201,10 +201,10 @@ impl Shard {
         }
     }
 
+    /// Creates `(name, partitions, replication factor)`.
     pub(super) async fn create_topic_as_coordinator(
         &self,
-        name: String,
-        partitions: i64,
+        (name, partitions, replication_factor): (String, i64, usize),
         configs: Vec<(String, String)>,
         internal: bool,
     ) -> Result<(), CreateTopicError> {
@@ -227,17 +227,17 @@ impl Shard {
             return Err(CreateTopicError::Exists);
         }
         let id = TopicId::random(&mut self.rng.borrow_mut());
-        let topic = self.place(name, id, partitions as u32, overrides)?;
+        let topic = self.place(name, id, (partitions as u32, replication_factor), overrides)?;
         self.create_committed(topic).await
     }
 
-    /// A new topic's partitions over the registered, unfenced brokers, one replica each (replication
-    /// comes with the data plane), leaders spread by the controller's assignment.
+    /// A new topic's `(partitions, replication factor)` over the registered, unfenced brokers,
+    /// replicas and leaders spread by the controller's assignment.
     fn place(
         &self,
         name: String,
         id: TopicId,
-        partitions: u32,
+        (partitions, replication_factor): (u32, usize),
         configs: BTreeMap<String, String>,
     ) -> Result<TopicMeta, CreateTopicError> {
         let metadata = self.metadata();
@@ -249,7 +249,8 @@ impl Shard {
                 name, id, partitions, node, configs,
             ));
         }
-        let replicas = assign_replicas(&brokers, partitions, 1, &mut self.rng.borrow_mut())
+        let rng = &mut self.rng.borrow_mut();
+        let replicas = assign_replicas(&brokers, partitions, replication_factor, rng)
             .map_err(|e| CreateTopicError::InvalidReplication(e.to_string()))?;
         Ok(TopicMeta {
             internal: oxbow_cluster::is_internal_topic(&name),

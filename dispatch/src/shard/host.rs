@@ -1,8 +1,10 @@
 //! One partition as its owner shard holds it: the log, its subscriptions, and (with
 //! replication) its replica state. Everything about a partition is reached through here.
 
+use super::replica::Role;
 use crate::subscriptions::{DriverSettings, SubscriptionHost};
 use oxbow_storage::Partition;
+use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -17,6 +19,8 @@ pub struct PartitionHost {
     pub log: Rc<Partition>,
     /// Its subscriptions.
     pub subscriptions: SubscriptionHost,
+    /// What this node does for it among its replicas.
+    pub role: RefCell<Role>,
 }
 
 impl PartitionHost {
@@ -40,11 +44,14 @@ impl PartitionHost {
             topic,
             partition,
             log,
+            role: RefCell::default(),
         }
     }
 
     /// Stops the subscriptions (their cursors written), then writes, syncs and closes the log.
     pub async fn close(&self) {
+        // A follower task stops; waiting acks=all appends fail.
+        *self.role.borrow_mut() = Role::Alone;
         self.subscriptions.close().await;
         self.log.close().await;
     }

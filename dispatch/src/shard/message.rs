@@ -17,7 +17,11 @@ pub enum PartitionError {
     /// The topic or partition does not exist.
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,
-    /// The partition exists but this broker holds no replica of it (clients refresh their
+    /// acks=all with fewer in-sync replicas than `min.insync.replicas` (Kafka's
+    /// NOT_ENOUGH_REPLICAS).
+    #[error("not enough in-sync replicas for acks=all")]
+    NotEnoughReplicas,
+    /// The partition exists but this broker does not lead it (clients refresh their
     /// metadata and go to the leader).
     #[error("this broker does not lead the partition (its leader is broker {leader})")]
     NotLeader {
@@ -103,9 +107,9 @@ pub enum CreateTopicError {
     Storage(String),
 }
 
-/// How many copies must hold a produced batch before it is acknowledged. On one node `Leader`
-/// and `All` wait for the same thing (the local append under the topic's flush policy);
-/// replication will make `All` wait for every in-sync replica.
+/// How many copies must hold a produced batch before it is acknowledged. `Leader`: the local
+/// append under the topic's flush policy; `All`: that, and every in-sync replica holding it
+/// under the same policy (the same thing when the partition has one replica).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acks {
     /// No answer is sent (the append still completes).
@@ -171,6 +175,8 @@ pub enum ShardMessage {
         configs: Vec<(String, String)>,
         /// The broker creates one of its internal topics (clients may not).
         internal: bool,
+        /// Replicas per partition.
+        replication_factor: usize,
         /// Where to answer.
         reply: flume::Sender<Result<(), CreateTopicError>>,
     },
@@ -217,4 +223,13 @@ pub enum ShardMessage {
     Subscription(Box<crate::subscriptions::Command>),
     /// Run this on the shard (see [`RemoteWork`]).
     Run(RemoteWork),
+    /// A replication frame from another node for a partition this shard owns.
+    Replica {
+        /// Topic.
+        topic: Arc<str>,
+        /// Partition.
+        partition: u32,
+        /// The frame.
+        frame: oxbow_cluster::replication::ReplicaFrame,
+    },
 }

@@ -19,6 +19,7 @@ mod follow;
 mod host;
 mod message;
 mod reads;
+mod replica;
 
 pub use host::PartitionHost;
 pub use message::{
@@ -26,6 +27,7 @@ pub use message::{
     ShardMessage,
 };
 pub use reads::offset_at_time;
+pub use replica::Role;
 
 use crate::subscriptions::{Command, DeadLetters, DriverSettings, SubscriptionHost};
 use oxbow_cluster::metadata_group::MetadataNode;
@@ -69,6 +71,8 @@ pub struct Shard {
     admin: glommio::sync::Semaphore,
     /// Services protocol layers host on this shard, by type.
     extensions: RefCell<HashMap<TypeId, Rc<dyn Any>>>,
+    /// The cluster network, when the node runs with others (replication frames).
+    transport: RefCell<Option<Arc<oxbow_cluster::transport::Transport>>>,
 }
 
 /// Sends a request built around a reply channel and waits for the answer (`None`: the shard is
@@ -114,7 +118,17 @@ impl Shard {
             rng: RefCell::new(fastrand::Rng::new()),
             admin: glommio::sync::Semaphore::new(1),
             extensions: RefCell::default(),
+            transport: RefCell::default(),
         }
+    }
+
+    /// Gives the shard the cluster network (replication sends over it).
+    pub fn set_transport(&self, transport: Arc<oxbow_cluster::transport::Transport>) {
+        *self.transport.borrow_mut() = Some(transport);
+    }
+
+    fn transport(&self) -> Option<Arc<oxbow_cluster::transport::Transport>> {
+        self.transport.borrow().clone()
     }
 
     /// Number of shards on this node.
@@ -343,11 +357,24 @@ impl Shard {
         partitions: i64,
         configs: Vec<(String, String)>,
     ) -> Result<(), CreateTopicError> {
+        self.create_replicated_topic(name, partitions, 1, configs)
+            .await
+    }
+
+    /// [`Shard::create_topic`] with `replication_factor` replicas per partition.
+    pub async fn create_replicated_topic(
+        &self,
+        name: String,
+        partitions: i64,
+        replication_factor: usize,
+        configs: Vec<(String, String)>,
+    ) -> Result<(), CreateTopicError> {
         ask(&self.mesh[0], |reply| ShardMessage::CreateTopic {
             name,
             partitions,
             configs,
             internal: false,
+            replication_factor,
             reply,
         })
         .await
@@ -369,6 +396,7 @@ impl Shard {
             name: name.to_string(),
             partitions: partitions as i64,
             configs,
+            replication_factor: 1,
             internal: true,
             reply,
         })
@@ -426,11 +454,13 @@ impl Shard {
                 partitions,
                 configs,
                 internal,
+                replication_factor,
                 reply,
             } => {
                 assert_eq!(self.id, 0, "topic creation is serialised on shard 0");
+                let topic = (name, partitions, replication_factor);
                 let created = self
-                    .create_topic_as_coordinator(name, partitions, configs, internal)
+                    .create_topic_as_coordinator(topic, configs, internal)
                     .await;
                 let _ = reply.send(created);
             }
@@ -458,6 +488,7 @@ impl Shard {
                 if newer {
                     let version = metadata.version;
                     *self.metadata.borrow_mut() = metadata;
+                    self.reconcile_roles();
                     (self.version_waiters.borrow_mut()).retain(|(wanted, waiter)| {
                         if *wanted <= version {
                             let _ = waiter.send(());
@@ -473,7 +504,7 @@ impl Shard {
             }
             ShardMessage::Subscription(command) => {
                 let (topic, partition) = command.partition();
-                let host = self.local(&topic, partition);
+                let host = self.leading(&topic, partition);
                 match host {
                     Ok(host) => {
                         let dead_letters: Rc<dyn DeadLetters> = self.clone();
@@ -483,6 +514,11 @@ impl Shard {
                 }
             }
             ShardMessage::Run(work) => work(self).await,
+            ShardMessage::Replica {
+                topic,
+                partition,
+                frame,
+            } => self.replica_frame(topic, partition, frame).await,
         }
     }
 
@@ -493,17 +529,20 @@ impl Shard {
         batches: Vec<RecordBatch>,
         acks: Acks,
     ) -> ProduceOutcome {
-        // On one node every acks setting waits for the local append under the flush policy;
-        // replication will make `All` wait for the in-sync replicas as well.
-        let _ = acks;
+        // Every acks setting waits for the local append under the flush policy; `All` waits for
+        // the in-sync replicas as well.
         if oxbow_cluster::is_internal_topic(topic) {
             return Err(PartitionError::InternalTopic);
         }
-        let log = self.local(topic, partition)?.log.clone();
+        let host = self.leading(topic, partition)?;
+        if acks == Acks::All {
+            self.check_acks_all(&host)?;
+        }
+        let log = host.log.clone();
         // Every batch takes its place in the partition's queue before any is waited for, so the
         // batches of a request pipelined behind this one cannot land between them.
         let appends = batches.into_iter().map(|batch| log.append(batch)).collect();
-        let mut first = None;
+        let (mut first, mut end) = (None, 0);
         for appended in all_in_order(appends).await {
             let appended = appended.map_err(|e| match e {
                 AppendError::TooLarge { .. } => PartitionError::BatchTooLarge,
@@ -512,7 +551,9 @@ impl Shard {
                 other => PartitionError::Storage(other.to_string()),
             })?;
             first.get_or_insert(appended.base_offset);
+            end = end.max(appended.last_offset + 1);
         }
+        self.replicated(&host, end, acks == Acks::All).await?;
         Ok((
             first.unwrap_or(log.log_end_offset()),
             log.log_start_offset(),

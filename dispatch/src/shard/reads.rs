@@ -130,7 +130,7 @@ impl Shard {
         max_wait: Duration,
         stop_waiting: flume::Receiver<()>,
     ) -> FetchOutcome {
-        let log = match self.local(&part.topic, part.partition) {
+        let log = match self.leading(&part.topic, part.partition) {
             Ok(host) => host.log.clone(),
             Err(e) => {
                 return FetchOutcome {
@@ -176,7 +176,7 @@ impl Shard {
         partition: u32,
         timestamp: i64,
     ) -> Result<(i64, i64), PartitionError> {
-        let log = self.local(topic, partition)?.log.clone();
+        let log = self.leading(topic, partition)?.log.clone();
         match timestamp {
             -2 => Ok((log.log_start_offset() as i64, -1)),
             -1 => Ok((log.log_end_offset() as i64, -1)),

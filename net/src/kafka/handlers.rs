@@ -36,6 +36,7 @@ pub(super) fn partition_error_code(e: &PartitionError) -> i16 {
     match e {
         PartitionError::UnknownTopicOrPartition => code::UNKNOWN_TOPIC_OR_PARTITION,
         PartitionError::NotLeader { .. } => code::NOT_LEADER_OR_FOLLOWER,
+        PartitionError::NotEnoughReplicas => code::NOT_ENOUGH_REPLICAS,
         PartitionError::OffsetOutOfRange => code::OFFSET_OUT_OF_RANGE,
         PartitionError::BatchTooLarge => code::MESSAGE_TOO_LARGE,
         PartitionError::OutOfOrderSequence => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
@@ -317,8 +318,12 @@ async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTop
         let mut result = CreatableTopicResult::default();
         result.name = topic_name(&name);
         result.num_partitions = partitions as i32;
-        result.replication_factor = 1;
-        let outcome = if let Err(why) = check_replication_factor(shard, topic.replication_factor) {
+        let replication_factor = match topic.replication_factor {
+            -1 => 1,
+            n => n,
+        };
+        result.replication_factor = replication_factor;
+        let outcome = if let Err(why) = check_replication_factor(shard, replication_factor) {
             Err((code::INVALID_REPLICATION_FACTOR, why))
         } else if let Err(e) = shard
             .config
@@ -339,8 +344,9 @@ async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTop
                 _ => Ok(()),
             }
         } else {
+            let replicas = replication_factor as usize;
             shard
-                .create_topic(name.clone(), partitions, configs)
+                .create_replicated_topic(name.clone(), partitions, replicas, configs)
                 .await
                 .map_err(|e| {
                     let code = match e {
@@ -478,20 +484,19 @@ fn describe_configs(shard: &Shard, request: DescribeConfigsRequest) -> DescribeC
     response
 }
 
-/// A replication factor CreateTopics may ask for: -1 (the broker's default, one) or one up to
-/// the registered brokers; above one is refused until partitions replicate.
+/// A replication factor CreateTopics may ask for: one up to the unfenced brokers (-1, the
+/// broker's default, is one).
 fn check_replication_factor(shard: &Shard, asked: i16) -> Result<(), String> {
     let brokers = shard.metadata().unfenced_brokers().count().max(1);
     match asked {
-        -1 | 1 => Ok(()),
         n if n < 1 => Err(oxbow_cluster::controller::PlacementError::NoReplicas.to_string()),
-        n if n as usize > brokers => Err(oxbow_cluster::controller::PlacementError::TooFewBrokers {
-            wanted: n as usize,
-            brokers,
+        n if n as usize > brokers => {
+            Err(oxbow_cluster::controller::PlacementError::TooFewBrokers {
+                wanted: n as usize,
+                brokers,
+            }
+            .to_string())
         }
-        .to_string()),
-        n => Err(format!(
-            "Replication factor: {n} needs replication between brokers, which this version does not do yet."
-        )),
+        _ => Ok(()),
     }
 }

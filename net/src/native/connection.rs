@@ -250,6 +250,7 @@ pub(super) fn partition_refusal(e: PartitionError) -> Refusal {
     match e {
         PartitionError::UnknownTopicOrPartition => (ErrorCode::UnknownTopic, e.to_string()),
         PartitionError::NotLeader { .. } => (ErrorCode::NotLeader, e.to_string()),
+        PartitionError::NotEnoughReplicas => (ErrorCode::LimitReached, e.to_string()),
         PartitionError::BatchTooLarge => (ErrorCode::TooLarge, e.to_string()),
         PartitionError::InternalTopic => (ErrorCode::InvalidName, e.to_string()),
         other => (ErrorCode::Storage, other.to_string()),

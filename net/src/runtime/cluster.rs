@@ -1,6 +1,7 @@
 //! A node's link to the other nodes: the QUIC transport on its own I/O thread, authenticated
 //! with the cluster's TLS files, and the addresses of the metadata group's voters.
 
+use bytes::Bytes;
 use oxbow_cluster::metadata_group::{
     encode_join, raft_id, ConfChangeSingle, ConfChangeType, ConfChangeV2, MetadataNode,
 };
@@ -20,6 +21,9 @@ const INBOUND_FRAMES_MAX: usize = 1024;
 
 /// Join requests waiting for shard 0; more are dropped (their nodes ask again).
 const JOIN_REQUESTS_MAX: usize = 16;
+/// Replication frames queued between the transport and the partitions' owners; more are
+/// dropped (followers ask again).
+const REPLICATION_FRAMES_QUEUED_MAX: usize = 4096;
 
 /// How long a joining node waits for its registration before asking again.
 const JOIN_RETRY: Duration = Duration::from_secs(1);
@@ -33,6 +37,8 @@ pub struct ClusterLink {
     pub inbound: flume::Receiver<Inbound>,
     /// Join requests that arrived, for shard 0 to carry out.
     pub joins: (flume::Sender<BrokerMeta>, flume::Receiver<BrokerMeta>),
+    /// Replication frames from peers, for shard 0 to hand to the partitions' owners.
+    pub replication: (flume::Sender<Bytes>, flume::Receiver<Bytes>),
 }
 
 /// Where the cluster's TLS files are.
@@ -88,6 +94,7 @@ pub fn start_link(config: &BrokerConfig) -> Result<Option<ClusterLink>, String> 
         transport: Arc::new(transport),
         inbound,
         joins: flume::bounded(JOIN_REQUESTS_MAX),
+        replication: flume::bounded(REPLICATION_FRAMES_QUEUED_MAX),
     }))
 }
 

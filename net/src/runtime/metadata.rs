@@ -116,7 +116,13 @@ pub async fn start_node(
     if let Some(link) = link {
         // Ends when the transport stops.
         let transport = std::sync::Arc::downgrade(&link.transport);
-        let pump = pump_inbound(link.inbound, node.clone(), link.joins.0, transport);
+        let pump = pump_inbound(
+            link.inbound,
+            node.clone(),
+            link.joins.0,
+            link.replication.0,
+            transport,
+        );
         glommio::spawn_local(pump).detach();
     }
     Ok(node)

@@ -213,6 +213,7 @@ impl Runtime {
             };
             let (config_for_shard, mesh) = (config.clone(), inboxes.clone());
             let metadata = metadata.clone();
+            let transport = runtime.transport.clone();
             let report = report_tx.clone();
             // The metadata group runs on shard 0.
             let link = link.take();
@@ -222,6 +223,9 @@ impl Runtime {
                 .spawn(move || {
                     // Built on its own thread: a shard holds `Rc`s and never moves.
                     let state = Shard::new(shard, config_for_shard, mesh, metadata);
+                    if let Some(transport) = transport {
+                        state.set_transport(transport);
+                    }
                     shard_main(state, owned, inbox, report, control_rx, link)
                 });
             match started {
@@ -411,6 +415,7 @@ async fn shard_main(
     }
     let transport = link.as_ref().map(|link| link.transport.clone());
     let joins = link.as_ref().map(|link| link.joins.1.clone());
+    let replication = link.as_ref().map(|link| link.replication.1.clone());
     if id == 0 {
         match metadata::start_node(&shard.config, link).await {
             Ok(node) => shard.set_metadata_node(node),
@@ -451,6 +456,11 @@ async fn shard_main(
         }
     });
     let inbox_task = glommio::spawn_local(shard.clone().serve_inbox(inbox));
+    if let Some(frames) = replication {
+        glommio::spawn_local(shard.clone().route_replica_frames(frames)).detach();
+    }
+    // Roles of the partitions opened above (later versions reconcile as they arrive).
+    shard.reconcile_roles();
     // Changes the metadata group applies without this node proposing them.
     glommio::spawn_local(shard.clone().follow_metadata()).detach();
     let look = Duration::from_millis(shard.config.metadata.tick_ms);
@@ -463,6 +473,9 @@ async fn shard_main(
         glommio::spawn_local(cluster::serve_joins(shard.clone(), joins)).detach();
     }
     let retention = glommio::spawn_local(shard.clone().apply_retention_forever());
+    if transport.is_some() {
+        glommio::spawn_local(shard.clone().maintain_isr_forever()).detach();
+    }
     if id == 0 {
         if let Err(e) = crate::kafka::groups::migrate(&shard).await {
             let _ = report.send((id, Err(format!("moving old group offsets: {e}"))));

@@ -152,7 +152,7 @@ impl Node {
             "node_id = {id}\nshards = 1\n{extra}\n\
              [metadata]\ntick_ms = 50\nsnapshot_entries = 8\n\
              [cluster]\nlisten = \"127.0.0.1:{port}\"\n{membership}\n\
-             tls_dir = {:?}\nbroker_session_timeout_ms = 1500\n",
+             tls_dir = {:?}\nbroker_session_timeout_ms = 1500\nreplica_lag_time_max_ms = 1000\n",
             dir.join("tls").to_str().unwrap(),
         );
         std::fs::write(&config, toml).unwrap();

@@ -1,0 +1,483 @@
+//! Replication on a partition's owner shard: the shell around the sans-IO cores of
+//! `oxbow_cluster::replication`. Every metadata version a shard serves sets each hosted
+//! partition's role: the only replica (nothing to do), the leader (a `LeaderProgress` fed by its
+//! followers' fetches; the high watermark caps what readers see and releases acks=all
+//! appends), or a follower (a task that converses with the leader through a `Follower` and
+//! appends what it sends, as stored). Frames travel over the cluster transport.
+
+use super::message::PartitionError;
+use super::{PartitionHost, Shard};
+use bytes::{BufMut, BytesMut};
+use oxbow_cluster::metadata_group::raft_id;
+use oxbow_cluster::replication::{
+    check_request, Follower, FollowerAction, LeaderProgress, PartitionKey, ReplicaFrame,
+    ReplicationSettings,
+};
+use oxbow_cluster::PartitionMeta;
+use oxbow_core::RecordBatch;
+use oxbow_storage::LeaderEpochs;
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a follower waits for its leader's answer before asking again.
+const FOLLOWER_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
+/// A follower's pause when its leader had nothing new, or asked it to come back later.
+const FOLLOWER_IDLE: Duration = Duration::from_millis(2);
+/// Most batch bytes a leader sends in one data frame (below the transport's frame limit).
+const FETCH_BYTES_MAX: usize = 1 << 20;
+
+/// What this node does for one partition it hosts.
+#[derive(Default)]
+pub enum Role {
+    /// The only replica: appends and reads need nobody else.
+    #[default]
+    Alone,
+    /// Leads it for followers.
+    Leader(Leading),
+    /// Follows its leader.
+    Follower(Following),
+    /// Holds a replica while the partition has no leader.
+    Offline,
+}
+
+/// The leader's state.
+pub struct Leading {
+    progress: LeaderProgress,
+    /// acks=all appends waiting for the high watermark to reach their end.
+    waiters: Vec<(u64, flume::Sender<()>)>,
+}
+
+/// A running follower task, stopped by dropping this.
+pub struct Following {
+    leader: i32,
+    epoch: i32,
+    inbox: flume::Sender<ReplicaFrame>,
+    stop: Rc<Cell<bool>>,
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.stop.set(true);
+    }
+}
+
+fn now_ms() -> u64 {
+    oxbow_storage::now_ms().max(0) as u64
+}
+
+impl Shard {
+    fn replication_settings(&self) -> ReplicationSettings {
+        ReplicationSettings {
+            replica_lag_time_max_ms: self.config.cluster.replica_lag_time_max_ms,
+            min_insync_replicas: self.config.cluster.min_insync_replicas as usize,
+        }
+    }
+
+    /// Proposes, for the partitions this shard leads, the in-sync replicas that follow from
+    /// their followers' progress (a follower behind for `replica_lag_time_max_ms` leaves, one
+    /// caught up rejoins), through the metadata group; runs while the node runs.
+    pub async fn maintain_isr_forever(self: Rc<Self>) {
+        let lag = self.config.cluster.replica_lag_time_max_ms;
+        let every = Duration::from_millis((lag / 4).clamp(10, 1_000));
+        loop {
+            glommio::timer::sleep(every).await;
+            let metadata = self.metadata();
+            let mut proposals = Vec::new();
+            for host in self.owned() {
+                if let Role::Leader(leading) = &*host.role.borrow() {
+                    if let Some(isr) = leading.progress.isr_proposal(now_ms()) {
+                        proposals.push(oxbow_cluster::MetadataChange::AlterIsr {
+                            topic: host.topic.to_string(),
+                            partition: host.partition,
+                            leader: self.config.node_id,
+                            leader_epoch: leading.progress.epoch(),
+                            isr,
+                        });
+                    }
+                }
+            }
+            drop(metadata);
+            for change in proposals {
+                let what = format!("{change:?}");
+                let committed = self
+                    .run_on(0, move |shard| async move {
+                        shard
+                            .change_cluster(change)
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                    .await;
+                match committed {
+                    Some(Ok(())) => tracing::info!(change = %what, "in-sync replicas changed"),
+                    Some(Err(e)) => {
+                        tracing::debug!(change = %what, error = %e, "ISR change refused")
+                    }
+                    None => return,
+                }
+            }
+        }
+    }
+
+    /// Sets every hosted partition's role from the metadata this shard serves.
+    pub fn reconcile_roles(self: &Rc<Self>) {
+        let metadata = self.metadata();
+        for host in self.owned() {
+            let Some(topic) = metadata.topic(&host.topic) else {
+                continue;
+            };
+            let Some(meta) = topic.partitions.get(host.partition as usize) else {
+                continue;
+            };
+            let key = PartitionKey {
+                topic_id: topic.id.0,
+                partition: host.partition,
+                leader_epoch: meta.leader_epoch,
+            };
+            self.reconcile(&host, meta, key);
+        }
+    }
+
+    fn reconcile(
+        self: &Rc<Self>,
+        host: &Rc<PartitionHost>,
+        meta: &PartitionMeta,
+        key: PartitionKey,
+    ) {
+        let me = self.config.node_id;
+        let mut role = host.role.borrow_mut();
+        match &mut *role {
+            Role::Alone if meta.replicas.len() <= 1 => return,
+            Role::Leader(leading)
+                if meta.leader == me && leading.progress.epoch() == meta.leader_epoch =>
+            {
+                if let Some(hw) = leading.progress.isr_committed(&meta.isr) {
+                    high_watermark_moved(host, leading, hw);
+                }
+                return;
+            }
+            Role::Follower(following)
+                if following.leader == meta.leader && following.epoch == meta.leader_epoch =>
+            {
+                return;
+            }
+            Role::Offline if meta.leader < 0 => return,
+            _ => {}
+        }
+        // The old role ends: a follower task stops, waiting acks=all appends fail.
+        *role = if meta.replicas.len() <= 1 {
+            Role::Alone
+        } else if meta.leader == me {
+            host.log.set_leader_epoch(meta.leader_epoch);
+            let end = host.log.durable_end_offset();
+            let progress = LeaderProgress::new(
+                me,
+                meta.leader_epoch,
+                &meta.replicas,
+                &meta.isr,
+                end,
+                host.log.log_end_offset(),
+                now_ms(),
+                self.replication_settings(),
+            );
+            host.log.set_high_watermark(progress.high_watermark());
+            tracing::info!(topic = %host.topic, partition = host.partition,
+                epoch = meta.leader_epoch, "leading");
+            Role::Leader(Leading {
+                progress,
+                waiters: Vec::new(),
+            })
+        } else if meta.leader >= 0 && meta.replicas.contains(&me) {
+            let (inbox, frames) = flume::bounded(16);
+            let stop = Rc::new(Cell::new(false));
+            let follower = Follower::new(key, me, meta.leader);
+            let task = follow(self.clone(), host.clone(), follower, frames, stop.clone());
+            glommio::spawn_local(task).detach();
+            tracing::info!(topic = %host.topic, partition = host.partition,
+                leader = meta.leader, epoch = meta.leader_epoch, "following");
+            Role::Follower(Following {
+                leader: meta.leader,
+                epoch: meta.leader_epoch,
+                inbox,
+                stop,
+            })
+        } else {
+            Role::Offline
+        };
+    }
+
+    /// A hosted partition clients may produce to and read from: this node leads it (or it
+    /// has no other replica).
+    pub fn leading(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Rc<PartitionHost>, PartitionError> {
+        let host = self.local(topic, partition)?;
+        let serves = matches!(&*host.role.borrow(), Role::Alone | Role::Leader(_));
+        if serves {
+            return Ok(host);
+        }
+        let leader = (self.metadata().topic(topic))
+            .and_then(|t| t.partitions.get(partition as usize))
+            .map_or(-1, |p| p.leader);
+        Err(PartitionError::NotLeader { leader })
+    }
+
+    /// Before an acks=all append: are there enough in-sync replicas?
+    pub(super) fn check_acks_all(&self, host: &PartitionHost) -> Result<(), PartitionError> {
+        match &*host.role.borrow() {
+            Role::Leader(leading) => leading
+                .progress
+                .check_acks_all()
+                .map_err(|_| PartitionError::NotEnoughReplicas),
+            _ => Ok(()),
+        }
+    }
+
+    /// After a local append up to `end`: the leader's own progress, and for acks=all, the
+    /// wait until every in-sync replica holds it.
+    pub(super) async fn replicated(
+        &self,
+        host: &PartitionHost,
+        end: u64,
+        wait: bool,
+    ) -> Result<(), PartitionError> {
+        let waiting = {
+            let mut role = host.role.borrow_mut();
+            let Role::Leader(leading) = &mut *role else {
+                return Ok(());
+            };
+            let durable = host.log.durable_end_offset();
+            if let Some(hw) = leading.progress.local_appended(durable) {
+                high_watermark_moved(host, leading, hw);
+            }
+            if !wait || leading.progress.high_watermark() >= end {
+                return Ok(());
+            }
+            let (tx, rx) = flume::bounded(1);
+            leading.waiters.push((end, tx));
+            rx
+        };
+        // A waiter dropped unanswered: leadership moved before the replicas caught up.
+        (waiting.recv_async().await).map_err(|_| PartitionError::NotLeader { leader: -1 })
+    }
+
+    /// Hands replication frames from the cluster network to their partitions' owner shards,
+    /// for as long as the network runs (shard 0). Undecodable frames and frames for unknown
+    /// topics are dropped (the asking side times out and asks again).
+    pub async fn route_replica_frames(self: Rc<Self>, frames: flume::Receiver<bytes::Bytes>) {
+        while let Ok(bytes) = frames.recv_async().await {
+            let frame = match ReplicaFrame::decode(bytes) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    tracing::warn!(error = %e, "replication frame dropped");
+                    continue;
+                }
+            };
+            let key = *frame.key();
+            let topic = (self.metadata().topics.values())
+                .find(|t| t.id.0 == key.topic_id)
+                .map(|t| Arc::<str>::from(t.name.as_str()));
+            let Some(topic) = topic else {
+                continue;
+            };
+            let inbox = self.owner_inbox(&topic, key.partition);
+            let message = super::ShardMessage::Replica {
+                topic: topic.clone(),
+                partition: key.partition,
+                frame,
+            };
+            let _ = inbox.send_async(message).await;
+        }
+    }
+
+    /// A replication frame for a partition this shard owns.
+    pub(super) async fn replica_frame(&self, topic: Arc<str>, partition: u32, frame: ReplicaFrame) {
+        let Ok(host) = self.local(&topic, partition) else {
+            return;
+        };
+        match frame {
+            ReplicaFrame::EpochQuery { replica, .. } | ReplicaFrame::Fetch { replica, .. } => {
+                if let Some(answer) = self.lead(&host, frame).await {
+                    self.send_replica(replica, &answer);
+                }
+            }
+            answer => {
+                if let Role::Follower(following) = &*host.role.borrow() {
+                    let _ = following.inbox.try_send(answer);
+                }
+            }
+        }
+    }
+
+    /// The leader's answer to a follower's request.
+    async fn lead(&self, host: &PartitionHost, frame: ReplicaFrame) -> Option<ReplicaFrame> {
+        let key = *frame.key();
+        let leading = match &*host.role.borrow() {
+            Role::Leader(leading) => Some(leading.progress.epoch()),
+            _ => None,
+        };
+        let (start, end) = (host.log.log_start_offset(), host.log.durable_end_offset());
+        let fetch_offset = match &frame {
+            ReplicaFrame::Fetch { offset, .. } => Some(*offset),
+            _ => None,
+        };
+        let from = match check_request(&key, leading, fetch_offset, start, end) {
+            Ok(from) => from,
+            Err(refusal) => return Some(ReplicaFrame::Refused { key, refusal }),
+        };
+        match frame {
+            ReplicaFrame::EpochQuery { latest_epoch, .. } => Some(ReplicaFrame::EpochAnswer {
+                key,
+                answer: latest_epoch.and_then(|e| host.log.end_offset_for_epoch(e)),
+            }),
+            ReplicaFrame::Fetch {
+                replica,
+                durable_end,
+                ..
+            } => {
+                {
+                    let mut role = host.role.borrow_mut();
+                    let Role::Leader(leading) = &mut *role else {
+                        return None;
+                    };
+                    match leading
+                        .progress
+                        .follower_fetched(replica, durable_end, now_ms())
+                    {
+                        Ok(Some(hw)) => high_watermark_moved(host, leading, hw),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(topic = %host.topic, error = %e, "fetch refused");
+                            return None;
+                        }
+                    }
+                }
+                let batches = match host.log.read_for_followers(from, FETCH_BYTES_MAX).await {
+                    Ok(batches) => batches,
+                    Err(e) => {
+                        tracing::warn!(topic = %host.topic, error = %e, "reading for a follower");
+                        return None;
+                    }
+                };
+                let offset = batches.first().map_or(from, RecordBatch::base_offset);
+                let mut bytes = BytesMut::new();
+                for batch in &batches {
+                    bytes.put_slice(batch.bytes());
+                }
+                let high_watermark = match &*host.role.borrow() {
+                    Role::Leader(leading) => leading.progress.high_watermark(),
+                    _ => return None,
+                };
+                Some(ReplicaFrame::Data {
+                    key,
+                    offset,
+                    high_watermark,
+                    log_start: start,
+                    batches: bytes.freeze(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn send_replica(&self, broker: i32, frame: &ReplicaFrame) {
+        if let Some(transport) = self.transport() {
+            transport.send(raft_id(broker), frame.encode());
+        }
+    }
+}
+
+/// The high watermark moved to `hw`: readers see up to it, acks=all appends it covers return.
+fn high_watermark_moved(host: &PartitionHost, leading: &mut Leading, hw: u64) {
+    host.log.set_high_watermark(hw);
+    leading.waiters.retain(|(end, waiter)| {
+        if *end <= hw {
+            let _ = waiter.send(());
+            return false;
+        }
+        true
+    });
+}
+
+/// The follower task: asks, waits for the answer (or gives up after a while), acts on it.
+async fn follow(
+    shard: Rc<Shard>,
+    host: Rc<PartitionHost>,
+    mut follower: Follower,
+    frames: flume::Receiver<ReplicaFrame>,
+    stop: Rc<Cell<bool>>,
+) {
+    let log = host.log.clone();
+    while !stop.get() {
+        let epochs = epochs_of(&log.leader_epochs());
+        let end = log.durable_end_offset();
+        if let Some(request) = follower.next_request(epochs.latest(), end, end) {
+            shard.send_replica(follower.leader(), &request);
+        }
+        let answer = futures_lite::future::or(async { frames.recv_async().await.ok() }, async {
+            glommio::timer::sleep(FOLLOWER_REQUEST_TIMEOUT).await;
+            None
+        })
+        .await;
+        if stop.get() {
+            return;
+        }
+        let Some(answer) = answer else {
+            follower.request_lost();
+            continue;
+        };
+        match follower.on_frame(answer, &epochs, end) {
+            FollowerAction::TruncateTo(cut) if cut < end => {
+                if let Err(e) = log.truncate_to(cut).await {
+                    tracing::error!(topic = %host.topic, error = %e, "truncating to the leader");
+                    return;
+                }
+            }
+            FollowerAction::Append {
+                offset,
+                batches,
+                high_watermark,
+                restart,
+            } => {
+                if restart {
+                    if let Err(e) = log.restart_at(offset).await {
+                        tracing::error!(topic = %host.topic, error = %e, "restarting the log");
+                        return;
+                    }
+                }
+                let batches = match RecordBatch::parse_many(batches) {
+                    Ok(batches) => batches,
+                    Err(e) => {
+                        tracing::warn!(topic = %host.topic, error = %e, "leader sent bad batches");
+                        continue;
+                    }
+                };
+                let idle = batches.is_empty();
+                for batch in batches {
+                    if let Err(e) = log.append_replicated(batch).await {
+                        tracing::error!(topic = %host.topic, error = %e, "appending replicated");
+                        return;
+                    }
+                }
+                log.set_high_watermark(high_watermark.min(log.durable_end_offset()));
+                if idle {
+                    glommio::timer::sleep(FOLLOWER_IDLE).await;
+                }
+            }
+            FollowerAction::Retry => glommio::timer::sleep(FOLLOWER_IDLE).await,
+            FollowerAction::Stop => return,
+            FollowerAction::TruncateTo(_) | FollowerAction::Ignore => {}
+        }
+    }
+}
+
+fn epochs_of(entries: &[(i32, u64)]) -> LeaderEpochs {
+    let mut epochs = LeaderEpochs::default();
+    for &(epoch, start) in entries {
+        epochs.assign(epoch, start);
+    }
+    epochs
+}
