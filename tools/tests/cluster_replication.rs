@@ -128,7 +128,7 @@ fn a_lagging_follower_leaves_the_isr_and_rejoins_once_caught_up() {
     cluster.settle("the dead follower leaves the ISR", || {
         partition_state(&leader_addr).filter(|(_, isr)| !isr.contains(&follower))
     });
-    acked.extend(produce(&bootstrap, MESSAGES, MESSAGES));
+    acked.extend(produce(&leader_addr, MESSAGES, MESSAGES));
 
     // Back, it catches up from the leader and is taken into the ISR again.
     cluster.node(follower).restart();
@@ -143,4 +143,125 @@ fn a_lagging_follower_leaves_the_isr_and_rejoins_once_caught_up() {
         partition_state(&survivor).filter(|(l, _)| *l >= 0 && *l != leader)
     });
     assert_eq!(read_all(&survivor), acked);
+}
+
+/// The leader is killed at a random moment under a confluent-kafka acks=all producer, cycle
+/// after cycle (`OXBOW_REPLICATION_CYCLES`, default 10; `OXBOW_REPLICATION_KILL_SEED` replays
+/// the moments); the killed node comes back and rejoins each time. At the end every record the
+/// producer saw acknowledged is in the log at the offset it was acknowledged with.
+#[test]
+fn acknowledged_records_survive_the_leader_killed_at_random_moments() {
+    let cycles: usize = std::env::var("OXBOW_REPLICATION_CYCLES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10);
+    let seed: u64 = std::env::var("OXBOW_REPLICATION_KILL_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("replication kill loop: seed {seed} (OXBOW_REPLICATION_KILL_SEED replays it)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut cluster = Cluster::start_settled(3);
+    let bootstrap = cluster.nodes[0].kafka.clone();
+    create_replicated(&cluster, &bootstrap);
+    let mut acked: Vec<(i64, String)> = Vec::new();
+    for cycle in 0..cycles {
+        // Every replica in sync before the next kill, so the partition never goes offline.
+        let leader = cluster.settle("all three replicas in sync", || {
+            let views: Vec<_> = (cluster.running())
+                .map(|n| partition_state(&n.kafka))
+                .collect();
+            let first = views[0].clone()?;
+            (views.len() == 3
+                && first.0 >= 0
+                && first.1 == [0, 1, 2]
+                && views.iter().all(|v| *v == Some(first.clone())))
+            .then_some(first.0)
+        });
+        let bootstrap = (cluster.running())
+            .find(|n| n.id != leader)
+            .unwrap()
+            .kafka
+            .clone();
+        let base = (cycle * 1_000_000).to_string();
+        let mut producer = Command::new("python3")
+            .arg(CLIENT)
+            .args(["produce", "--bootstrap", &bootstrap, "--topic", TOPIC])
+            .args(["--base", &base, "--count", "6000", "--acks", "all"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 with confluent-kafka (scripts/test installs it)");
+        let (tx, acks) = std::sync::mpsc::channel();
+        let stdout = producer.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let ["ack", _, offset, value] = line.splitn(4, ' ').collect::<Vec<_>>()[..] {
+                    let _ = tx.send((offset.parse::<i64>().unwrap(), value.to_string()));
+                }
+            }
+        });
+        // Killed after a random number of acknowledgements.
+        let kill_after = rng.usize(1..3_000);
+        let mut seen = 0;
+        while seen < kill_after {
+            match acks.recv_timeout(std::time::Duration::from_secs(30)) {
+                Ok(ack) => {
+                    acked.push(ack);
+                    seen += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        cluster.node(leader).kill();
+        let status = producer.wait().unwrap();
+        reader.join().unwrap();
+        acked.extend(acks.try_iter());
+        eprintln!("cycle {cycle}: leader {leader} killed after {seen} acks; producer {status}");
+        cluster.node(leader).restart();
+    }
+    cluster.settle("all three replicas in sync at the end", || {
+        let survivor = (cluster.running()).next().unwrap().kafka.clone();
+        partition_state(&survivor).filter(|(l, isr)| *l >= 0 && *isr == [0, 1, 2])
+    });
+    let survivor = (cluster.running()).next().unwrap().kafka.clone();
+    let (ok, out, err) = kcat(
+        &survivor,
+        &[
+            "-C",
+            "-t",
+            TOPIC,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%o %s\n",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let stored: std::collections::BTreeMap<i64, String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (o, v) = l.split_once(' ').unwrap();
+            (o.parse().unwrap(), v.to_string())
+        })
+        .collect();
+    for (offset, value) in &acked {
+        assert_eq!(
+            stored.get(offset),
+            Some(value),
+            "acknowledged {value} at {offset} (seed {seed})"
+        );
+    }
+    eprintln!(
+        "replication kill loop: {cycles} leader kills, {} acknowledged records all at their offsets",
+        acked.len()
+    );
 }

@@ -253,9 +253,13 @@ impl Metadata {
                 if broker.id < 0 {
                     return Err(MetadataError::Invalid(format!("broker id {}", broker.id)));
                 }
+                let started_again = self.brokers.contains_key(&broker.id);
                 self.brokers.insert(broker.id, broker.clone());
                 // Registering is being heard.
                 self.fenced.remove(&broker.id);
+                if started_again {
+                    self.forget_in_sync(broker.id);
+                }
             }
             MetadataChange::FenceBroker { id } => {
                 if !self.brokers.contains_key(id) || !self.fenced.insert(*id) {
@@ -380,6 +384,39 @@ fn check_election(
         )));
     }
     Ok(())
+}
+
+impl Metadata {
+    /// Broker `id` registered again: it started again, and under a flush policy other than
+    /// `always` its log may be shorter than what it reported to its leader. It leaves every
+    /// in-sync set it was in (it rejoins once caught up), and a partition it led goes to the
+    /// next in-sync replica at a new epoch, or stays with it at a new epoch when it was the only
+    /// one (so its followers truncate against what it has now). Offline partitions wait for
+    /// the controller.
+    fn forget_in_sync(&mut self, id: i32) {
+        for partition in self
+            .topics
+            .values_mut()
+            .flat_map(|t| t.partitions.iter_mut())
+        {
+            if !partition.isr.contains(&id) || partition.leader == NO_LEADER {
+                continue;
+            }
+            let others: Vec<i32> = (partition.isr.iter().copied())
+                .filter(|&r| r != id)
+                .collect();
+            if partition.leader == id {
+                partition.leader_epoch += 1;
+                let next = (partition.replicas.iter()).find(|r| others.contains(r));
+                if let Some(&next) = next {
+                    partition.leader = next;
+                    partition.isr = others;
+                }
+            } else {
+                partition.isr = others;
+            }
+        }
+    }
 }
 
 /// A partition to change, or why there is none.

@@ -162,3 +162,50 @@ fn topic_ids_are_random_v4_uuids_and_round_trip_as_hex() {
     assert_eq!(TopicId::try_from(text).unwrap(), id);
     assert!(TopicId::try_from("zz".to_string()).is_err());
 }
+
+#[test]
+fn a_broker_registering_again_leaves_the_isrs_and_hands_over_what_it_led() {
+    let mut metadata = Metadata::default();
+    let broker = |id| BrokerMeta {
+        id,
+        kafka_addr: format!("h:{id}"),
+        native_addr: String::new(),
+        cluster_addr: None,
+        rack: None,
+        shards: 1,
+    };
+    for id in 1..=3 {
+        metadata
+            .apply(&MetadataChange::RegisterBroker(broker(id)))
+            .unwrap();
+    }
+    let mut topic = topic("a", 1);
+    let partition = |replicas: Vec<i32>, leader, isr: Vec<i32>| PartitionMeta {
+        replicas,
+        leader,
+        leader_epoch: 4,
+        isr,
+    };
+    topic.partitions = vec![
+        partition(vec![1, 2, 3], 1, vec![1, 2, 3]),
+        partition(vec![2, 1, 3], 2, vec![1, 2, 3]),
+        partition(vec![1], 1, vec![1]),
+        partition(vec![1, 2], NO_LEADER, vec![1]),
+    ];
+    metadata.apply(&MetadataChange::CreateTopic(topic)).unwrap();
+    metadata
+        .apply(&MetadataChange::RegisterBroker(broker(1)))
+        .unwrap();
+    let got: Vec<(i32, i32, Vec<i32>)> = (metadata.topic("a").unwrap().partitions.iter())
+        .map(|p| (p.leader, p.leader_epoch, p.isr.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (2, 5, vec![2, 3]),
+            (2, 4, vec![2, 3]),
+            (1, 5, vec![1]),
+            (NO_LEADER, 4, vec![1]),
+        ]
+    );
+}

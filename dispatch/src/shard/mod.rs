@@ -73,6 +73,9 @@ pub struct Shard {
     extensions: RefCell<HashMap<TypeId, Rc<dyn Any>>>,
     /// The cluster network, when the node runs with others (replication frames).
     transport: RefCell<Option<Arc<oxbow_cluster::transport::Transport>>>,
+    /// Whether this node's metadata has caught up since it started, so replicated partitions
+    /// may take the roles it names (before that its view may name it leader of an old epoch).
+    roles_enabled: std::cell::Cell<bool>,
 }
 
 /// Sends a request built around a reply channel and waits for the answer (`None`: the shard is
@@ -119,6 +122,7 @@ impl Shard {
             admin: glommio::sync::Semaphore::new(1),
             extensions: RefCell::default(),
             transport: RefCell::default(),
+            roles_enabled: std::cell::Cell::new(false),
         }
     }
 

@@ -120,6 +120,13 @@ impl Shard {
         }
     }
 
+    /// The node's metadata has caught up with the group since it started (its registration
+    /// for this start is applied): replicated partitions take their roles from now on.
+    pub fn enable_roles(self: &Rc<Self>) {
+        self.roles_enabled.set(true);
+        self.reconcile_roles();
+    }
+
     /// Sets every hosted partition's role from the metadata this shard serves.
     pub fn reconcile_roles(self: &Rc<Self>) {
         let metadata = self.metadata();
@@ -162,12 +169,14 @@ impl Shard {
             {
                 return;
             }
-            Role::Offline if meta.leader < 0 => return,
+            Role::Offline if meta.leader < 0 || !self.roles_enabled.get() => return,
             _ => {}
         }
         // The old role ends: a follower task stops, waiting acks=all appends fail.
         *role = if meta.replicas.len() <= 1 {
             Role::Alone
+        } else if !self.roles_enabled.get() {
+            Role::Offline
         } else if meta.leader == me {
             host.log.set_leader_epoch(meta.leader_epoch);
             let end = host.log.durable_end_offset();

@@ -156,7 +156,11 @@ pub(super) async fn register(
             Err(e) => return Err(format!("naming the cluster: {e}")),
         }
     }
-    if shard.metadata().brokers.get(&broker.id) != Some(&broker) {
+    // Clustered, the registration is committed on every start even when nothing changed: once
+    // it is applied here, this node's metadata holds everything committed before it, and its
+    // replicated partitions may take the roles it names.
+    let clustered = shard.config.cluster.is_clustered();
+    if clustered || shard.metadata().brokers.get(&broker.id) != Some(&broker) {
         let id = broker.id;
         commit(shard, MetadataChange::RegisterBroker(broker))
             .await

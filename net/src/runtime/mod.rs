@@ -512,6 +512,13 @@ async fn shard_main(
             }
             Control::Register { broker, reply } => {
                 let registered = metadata::register(&shard, broker, transport.clone()).await;
+                if registered.is_ok() {
+                    for other in 0..shard.shards() {
+                        shard
+                            .run_on(other, |s| async move { s.enable_roles() })
+                            .await;
+                    }
+                }
                 let _ = reply.send(registered);
             }
             Control::Stop => break,
