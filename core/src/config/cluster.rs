@@ -42,6 +42,13 @@ pub struct ClusterConfig {
     /// acks=all needs at least this many in-sync replicas, else NOT_ENOUGH_REPLICAS (Kafka's
     /// `min.insync.replicas`).
     pub min_insync_replicas: u32,
+    /// A follower asks its leader again when no answer came within this long.
+    pub replica_fetch_timeout_ms: u64,
+    /// A follower's pause when its leader had nothing new for it.
+    pub replica_fetch_backoff_ms: u64,
+    /// Most batch bytes a leader sends a follower in one frame (at most `frame_bytes_max`
+    /// less room for the frame's header).
+    pub replica_fetch_bytes_max: u32,
 }
 
 impl Default for ClusterConfig {
@@ -58,6 +65,9 @@ impl Default for ClusterConfig {
             broker_session_timeout_ms: 9_000,
             replica_lag_time_max_ms: 30_000,
             min_insync_replicas: 1,
+            replica_fetch_timeout_ms: 500,
+            replica_fetch_backoff_ms: 2,
+            replica_fetch_bytes_max: 1 << 20,
         }
     }
 }
@@ -165,6 +175,22 @@ impl ClusterConfig {
             if !(10..=3_600_000).contains(&value) {
                 return Err(ConfigError::new(field, "must be 10 ms to 1 hour"));
             }
+        }
+        if self.replica_fetch_backoff_ms > 60_000 {
+            return Err(ConfigError::new(
+                "cluster.replica_fetch_backoff_ms",
+                "must be at most 1 minute",
+            ));
+        }
+        // Room for the frame's own header (a few dozen bytes) below the frame limit.
+        let header_room = 1 << 10;
+        if self.replica_fetch_bytes_max < 64 << 10
+            || self.replica_fetch_bytes_max > self.frame_bytes_max.saturating_sub(header_room)
+        {
+            return Err(ConfigError::new(
+                "cluster.replica_fetch_bytes_max",
+                "must be 64 KiB to cluster.frame_bytes_max less 1 KiB",
+            ));
         }
         if self.min_insync_replicas < 1 {
             return Err(ConfigError::new(

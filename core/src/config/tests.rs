@@ -106,6 +106,9 @@ fn cluster_settings_name_the_voters_and_include_this_node() {
     let mut no_replicas = config.clone();
     no_replicas.cluster.min_insync_replicas = 0;
     assert_eq!(refused(no_replicas), "cluster.min_insync_replicas");
+    let mut huge_fetch = config.clone();
+    huge_fetch.cluster.replica_fetch_bytes_max = huge_fetch.cluster.frame_bytes_max;
+    assert_eq!(refused(huge_fetch), "cluster.replica_fetch_bytes_max");
     let mut no_lag = config.clone();
     no_lag.cluster.replica_lag_time_max_ms = 0;
     assert_eq!(refused(no_lag), "cluster.replica_lag_time_max_ms");

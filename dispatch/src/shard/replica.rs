@@ -21,13 +21,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a follower waits for its leader's answer before asking again.
-const FOLLOWER_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
-/// A follower's pause when its leader had nothing new, or asked it to come back later.
-const FOLLOWER_IDLE: Duration = Duration::from_millis(2);
-/// Most batch bytes a leader sends in one data frame (below the transport's frame limit).
-const FETCH_BYTES_MAX: usize = 1 << 20;
-
 /// What this node does for one partition it hosts.
 #[derive(Default)]
 pub enum Role {
@@ -364,7 +357,8 @@ impl Shard {
                         }
                     }
                 }
-                let batches = match host.log.read_for_followers(from, FETCH_BYTES_MAX).await {
+                let most = self.config.cluster.replica_fetch_bytes_max as usize;
+                let batches = match host.log.read_for_followers(from, most).await {
                     Ok(batches) => batches,
                     Err(e) => {
                         tracing::warn!(topic = %host.topic, error = %e, "reading for a follower");
@@ -420,6 +414,9 @@ async fn follow(
     stop: Rc<Cell<bool>>,
 ) {
     let log = host.log.clone();
+    let settings = &shard.config.cluster;
+    let timeout = Duration::from_millis(settings.replica_fetch_timeout_ms);
+    let backoff = Duration::from_millis(settings.replica_fetch_backoff_ms);
     while !stop.get() {
         let epochs = epochs_of(&log.leader_epochs());
         let end = log.durable_end_offset();
@@ -427,7 +424,7 @@ async fn follow(
             shard.send_replica(follower.leader(), &request);
         }
         let answer = futures_lite::future::or(async { frames.recv_async().await.ok() }, async {
-            glommio::timer::sleep(FOLLOWER_REQUEST_TIMEOUT).await;
+            glommio::timer::sleep(timeout).await;
             None
         })
         .await;
@@ -473,10 +470,10 @@ async fn follow(
                 }
                 log.set_high_watermark(high_watermark.min(log.durable_end_offset()));
                 if idle {
-                    glommio::timer::sleep(FOLLOWER_IDLE).await;
+                    glommio::timer::sleep(backoff).await;
                 }
             }
-            FollowerAction::Retry => glommio::timer::sleep(FOLLOWER_IDLE).await,
+            FollowerAction::Retry => glommio::timer::sleep(backoff).await,
             FollowerAction::Stop => return,
             FollowerAction::TruncateTo(_) | FollowerAction::Ignore => {}
         }
