@@ -52,11 +52,13 @@ async fn gather_shards(shard: &oxbow_dispatch::Shard) -> Vec<MetricsSnapshot> {
     for id in 0..shard.shards() {
         let snapshot = shard
             .run_on(id, |shard| async move {
-                of(&shard).snapshot(
+                let mut snapshot = of(&shard).snapshot(
                     shard.owned().len(),
                     shard.subscription_infos(),
                     shard.decoded_counts(),
-                )
+                );
+                snapshot.replication = shard.replication_infos();
+                snapshot
             })
             .await;
         snapshots.extend(snapshot);
@@ -94,6 +96,8 @@ pub struct MetricsSnapshot {
     produced_batches: [u64; 5],
     /// Compressed batches subscriptions decoded, and reads served by an earlier decoding.
     decoded_batches: (u64, u64),
+    /// The replicated partitions the shard leads.
+    replication: Vec<oxbow_dispatch::shard::ReplicationInfo>,
 }
 
 impl ShardMetrics {
@@ -176,6 +180,7 @@ impl ShardMetrics {
             subscriptions,
             produced_batches: self.produced_batches.each_ref().map(Cell::get),
             decoded_batches,
+            replication: Vec::new(),
         }
     }
 }
@@ -304,6 +309,7 @@ pub fn render(gathered: &Gathered) -> String {
         let _ = writeln!(out, "{name}{{codec=\"{codec}\"}} {count}");
     }
     render_subscriptions(&mut out, snapshots);
+    render_replication(&mut out, snapshots);
     let mut fsync = histogram();
     for snapshot in snapshots {
         fsync.add(&snapshot.fsync_us).expect("same bounds");
@@ -383,6 +389,57 @@ fn render_group(out: &mut String, status: &NodeStatus, proposals: &ProposalStats
         "# HELP {name} Time from proposing a metadata change to its answer.\n# TYPE {name} summary"
     );
     summary(out, name, "", &proposals.latency_us);
+}
+
+/// The replicated partitions this node leads: in-sync replicas, under-replication, and each
+/// follower's lag in offsets and time.
+fn render_replication(out: &mut String, snapshots: &[MetricsSnapshot]) {
+    let led: Vec<_> = snapshots.iter().flat_map(|s| &s.replication).collect();
+    let under = led.iter().filter(|p| p.isr < p.replicas).count();
+    let _ = writeln!(
+        out,
+        "# HELP oxbow_under_replicated_partitions Partitions this node leads with fewer in-sync \
+         replicas than replicas.\n# TYPE oxbow_under_replicated_partitions gauge\n\
+         oxbow_under_replicated_partitions {under}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP oxbow_partition_isr In-sync replicas of a partition this node leads.\n\
+         # TYPE oxbow_partition_isr gauge"
+    );
+    for p in &led {
+        let _ = writeln!(
+            out,
+            "oxbow_partition_isr{{topic=\"{}\",partition=\"{}\"}} {}",
+            p.topic, p.partition, p.isr
+        );
+    }
+    let families: [(&str, &str); 2] = [
+        (
+            "oxbow_replica_lag_offsets",
+            "Offsets a follower lacks of what its leader holds.",
+        ),
+        (
+            "oxbow_replica_lag_seconds",
+            "Time since a follower was last caught up with its leader.",
+        ),
+    ];
+    for (i, (name, help)) in families.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for p in &led {
+            for f in &p.followers {
+                let value = match i {
+                    0 => f.offsets as f64,
+                    _ => f.ms as f64 / 1000.0,
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}{{topic=\"{}\",partition=\"{}\",replica=\"{}\"}} {value}",
+                    p.topic, p.partition, f.replica
+                );
+            }
+        }
+    }
 }
 
 /// One gauge or counter per subscription and partition.

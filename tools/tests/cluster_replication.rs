@@ -128,12 +128,22 @@ fn a_lagging_follower_leaves_the_isr_and_rejoins_once_caught_up() {
     cluster.settle("the dead follower leaves the ISR", || {
         partition_state(&leader_addr).filter(|(_, isr)| !isr.contains(&follower))
     });
+    let isr_metric = format!("oxbow_partition_isr{{topic=\"{TOPIC}\",partition=\"0\"}} ");
+    let under = "oxbow_under_replicated_partitions ";
+    cluster.settle("the leader reports the partition under-replicated", || {
+        let node = &cluster.nodes[leader as usize];
+        (node.metric(under) == 1.0 && node.metric(&isr_metric) == 2.0).then_some(())
+    });
     acked.extend(produce(&leader_addr, MESSAGES, MESSAGES));
 
     // Back, it catches up from the leader and is taken into the ISR again.
     cluster.node(follower).restart();
     cluster.settle("the follower rejoins the ISR", || {
         partition_state(&leader_addr).filter(|(_, isr)| *isr == [0, 1, 2])
+    });
+    cluster.settle("the leader reports the partition fully replicated", || {
+        let node = &cluster.nodes[leader as usize];
+        (node.metric(under) == 0.0 && node.metric(&isr_metric) == 3.0).then_some(())
     });
     // It holds everything: with the leader gone, it or the third replica leads, and every
     // acknowledged record is there.

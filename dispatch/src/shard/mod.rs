@@ -27,7 +27,7 @@ pub use message::{
     ShardMessage,
 };
 pub use reads::offset_at_time;
-pub use replica::Role;
+pub use replica::{ReplicationInfo, Role};
 
 use crate::subscriptions::{Command, DeadLetters, DriverSettings, SubscriptionHost};
 use oxbow_cluster::metadata_group::MetadataNode;

@@ -35,6 +35,21 @@ pub enum Role {
     Offline,
 }
 
+/// A led replicated partition's replication state, for metrics.
+#[derive(Debug, Clone)]
+pub struct ReplicationInfo {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: u32,
+    /// Replicas in the replica set.
+    pub replicas: usize,
+    /// In-sync replicas (the leader among them).
+    pub isr: usize,
+    /// Each follower's lag.
+    pub followers: Vec<oxbow_cluster::replication::FollowerLag>,
+}
+
 /// The leader's state.
 pub struct Leading {
     progress: LeaderProgress,
@@ -207,6 +222,30 @@ impl Shard {
         } else {
             Role::Offline
         };
+    }
+
+    /// The replication state of every replicated partition this shard leads.
+    pub fn replication_infos(&self) -> Vec<ReplicationInfo> {
+        let metadata = self.metadata();
+        let now = now_ms();
+        (self.owned().iter())
+            .filter_map(|host| {
+                let role = host.role.borrow();
+                let Role::Leader(leading) = &*role else {
+                    return None;
+                };
+                let replicas = (metadata.topic(&host.topic))
+                    .and_then(|t| t.partitions.get(host.partition as usize))
+                    .map_or(0, |p| p.replicas.len());
+                Some(ReplicationInfo {
+                    topic: host.topic.clone(),
+                    partition: host.partition,
+                    replicas,
+                    isr: leading.progress.isr().len(),
+                    followers: leading.progress.lags(now),
+                })
+            })
+            .collect()
     }
 
     /// A hosted partition clients may produce to and read from: this node leads it (or it
