@@ -28,7 +28,7 @@ struct Cli {
 /// Every setting of the TOML file given to `--config` (all optional).
 const CONFIG_FILE_HELP: &str = "\
 Config file keys (TOML; every one optional, flags override them):
-  data_dir, shards, shard_io_memory_bytes, retention_check_interval_ms, node_id, rack,
+  data_dir, shards, shard_io_memory_bytes, pin_shards, retention_check_interval_ms, node_id, rack,
   kafka_listen, advertised_kafka_addr, metrics_listen, kafka_frame_bytes_max,
   kafka_connections_max, kafka_idle_timeout_ms, kafka_request_timeout_ms,
   kafka_produce_in_flight_max, auto_create_topics, default_partitions,

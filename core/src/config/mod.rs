@@ -49,6 +49,10 @@ pub struct BrokerConfig {
     pub shards: usize,
     /// Memory each shard reserves for direct I/O buffers (glommio `io_memory`).
     pub shard_io_memory_bytes: usize,
+    /// Pin shard *i* to online CPU *i* mod the CPU count (the default). Off, the OS schedules
+    /// the shards: for several brokers on one machine, as in a local test bed, whose shards
+    /// would otherwise all share the first cores.
+    pub pin_shards: bool,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval_ms: u64,
     /// This broker's id in Kafka metadata (Kafka's `node.id`, not negative).
@@ -136,6 +140,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("oxbow-data"),
             shards: 0,
             shard_io_memory_bytes: 16 << 20,
+            pin_shards: true,
             retention_check_interval_ms: 5 * 60 * 1000,
             node_id: 0,
             rack: None,

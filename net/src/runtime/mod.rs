@@ -207,7 +207,7 @@ impl Runtime {
                 .cloned()
                 .collect();
             let (control_tx, control_rx) = flume::unbounded::<Control>();
-            let placement = match cpus.is_empty() {
+            let placement = match cpus.is_empty() || !config.pin_shards {
                 true => Placement::Unbound,
                 false => Placement::Fixed(cpus[shard % cpus.len()]),
             };
