@@ -523,18 +523,7 @@ fn per_topic_configs_are_validated_stored_applied_and_survive_restart() {
         out.contains("config retention.ms 604800000"),
         "others keep the broker's value: {out}"
     );
-    let segments = || {
-        std::fs::read_dir(data.path().join("small-segments").join("0"))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "log")
-            })
-            .count()
-    };
+    let segments = || common::segment_count(&data.path().join("small-segments").join("0"));
     let produce = |base: &str| {
         let mut args = vec![
             "produce",

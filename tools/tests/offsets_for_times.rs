@@ -87,16 +87,7 @@ fn offsets_for_times_land_on_the_first_record_at_or_after_the_time_inside_batche
         .map(|o| if o == RECORDS { -1 } else { o })
         .collect();
     assert_eq!(lookup(&addr, &times), expected);
-    let segments = std::fs::read_dir(dir.path().join(TOPIC).join("0"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "log")
-        })
-        .count();
+    let segments = common::segment_count(&dir.path().join(TOPIC).join("0"));
     assert!(
         segments > 1,
         "the records span several segments ({segments})"

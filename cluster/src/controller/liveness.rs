@@ -83,21 +83,15 @@ pub fn liveness_changes(metadata: &Metadata, live: &BTreeSet<i32>) -> Vec<Metada
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::{BrokerMeta, TopicId, TopicMeta, NO_LEADER};
+    use crate::metadata::tests::broker;
+    use crate::metadata::{TopicId, TopicMeta, NO_LEADER};
     use std::collections::{BTreeMap, HashMap};
 
     fn metadata() -> Metadata {
         let mut metadata = Metadata::default();
         for id in 0..3 {
             metadata
-                .apply(&MetadataChange::RegisterBroker(BrokerMeta {
-                    id,
-                    kafka_addr: format!("h:{id}"),
-                    native_addr: String::new(),
-                    cluster_addr: None,
-                    rack: None,
-                    shards: 1,
-                }))
+                .apply(&MetadataChange::RegisterBroker(broker(id)))
                 .unwrap();
         }
         let topic = TopicMeta::on_one_broker("t".into(), TopicId([1; 16]), 1, 2, BTreeMap::new());

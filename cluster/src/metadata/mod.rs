@@ -490,4 +490,4 @@ impl TopicMeta {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,6 +2,18 @@
 
 use super::*;
 
+/// A broker with made-up addresses, for tests of the metadata and of the controller.
+pub(crate) fn broker(id: i32) -> BrokerMeta {
+    BrokerMeta {
+        id,
+        kafka_addr: format!("h:{id}"),
+        native_addr: String::new(),
+        cluster_addr: None,
+        rack: None,
+        shards: 1,
+    }
+}
+
 fn topic(name: &str, id: u8) -> TopicMeta {
     TopicMeta::on_one_broker(name.into(), TopicId([id; 16]), 3, 1, BTreeMap::new())
 }
@@ -166,14 +178,6 @@ fn topic_ids_are_random_v4_uuids_and_round_trip_as_hex() {
 #[test]
 fn a_broker_registering_again_leaves_the_isrs_and_hands_over_what_it_led() {
     let mut metadata = Metadata::default();
-    let broker = |id| BrokerMeta {
-        id,
-        kafka_addr: format!("h:{id}"),
-        native_addr: String::new(),
-        cluster_addr: None,
-        rack: None,
-        shards: 1,
-    };
     for id in 1..=3 {
         metadata
             .apply(&MetadataChange::RegisterBroker(broker(id)))

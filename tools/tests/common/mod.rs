@@ -125,6 +125,20 @@ pub fn field(line: &str, field: &str) -> String {
     line[at..].split_whitespace().next().unwrap().to_string()
 }
 
+/// How many log segments a partition directory holds.
+pub fn segment_count(partition_dir: &std::path::Path) -> usize {
+    std::fs::read_dir(partition_dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count()
+}
+
 /// Free TCP ports on loopback, each held until all are chosen.
 fn free_ports(count: usize) -> Vec<u16> {
     let held: Vec<std::net::TcpListener> = (0..count)
