@@ -128,6 +128,7 @@ async fn run(
         connect_timeout: Duration::from_secs(2),
         frame_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(5),
+        socket_buffer_bytes: 1 << 20,
     };
     let listen = "127.0.0.1:0".parse().unwrap();
     let transport = Arc::new(Transport::start(listen, &tls, limits, inbound).unwrap());

@@ -14,6 +14,7 @@ const LIMITS: TransportLimits = TransportLimits {
     connect_timeout: Duration::from_secs(5),
     frame_timeout: Duration::from_secs(5),
     idle_timeout: Duration::from_secs(10),
+    socket_buffer_bytes: 1 << 20,
 };
 
 fn node(tls: &ClusterTls) -> (Transport, flume::Receiver<Inbound>) {

@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     pub(crate) work: Notify,
     /// Mirrors the core's visible end, for tasks that wait on it.
     pub(crate) visible: Watermark,
+    /// Mirrors the core's durable end (a leader's followers wait on it).
+    pub(crate) durable: Watermark,
     /// A background seal finished.
     pub(crate) seal_done: Notify,
 }
@@ -78,6 +80,24 @@ impl Shared {
         if visible > self.visible.get() {
             self.visible.advance(visible);
         }
+    }
+
+    /// Tells waiters the durable end moved: up after a write, or anywhere after a truncation
+    /// (every waiter looks again).
+    pub(crate) fn publish_durable(&self) {
+        let durable = self.core.borrow().durable_end();
+        if durable >= self.durable.get() {
+            self.durable.advance(durable);
+        } else {
+            self.durable.reset(durable);
+            self.durable.wake_all();
+        }
+    }
+
+    /// Wakes every waiter to see that the partition stopped or closes.
+    pub(crate) fn wake_all(&self) {
+        self.visible.wake_all();
+        self.durable.wake_all();
     }
 }
 
@@ -126,12 +146,14 @@ impl Partition {
             core.mark_epochs_dirty();
         }
         let visible = Watermark::new(core.visible_end());
+        let durable = Watermark::new(core.durable_end());
         let shared = Rc::new(Shared {
             dir: dir.to_path_buf(),
             disk,
             core: RefCell::new(core),
             work: Notify::default(),
             visible,
+            durable,
             seal_done: Notify::default(),
         });
         let writer = Writer::new(shared.clone(), recovered.tail_start, recovered.tail);
@@ -208,6 +230,51 @@ impl Partition {
             .append_replicated(batch, done.clone())?;
         self.shared.work.notify();
         done.wait().await.map(|()| appended)
+    }
+
+    /// Appends several batches as [`Partition::append_replicated`] does, all queued before any
+    /// is waited for, so that they share one write and one fdatasync (a follower receives
+    /// the many batches of a leader's group commit at once). Resolves with the last one's
+    /// offsets once every queued batch is acknowledged; a batch that cannot be queued ends
+    /// the run, and its error is returned after the ones before it are done.
+    pub async fn append_replicated_all(
+        &self,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Option<Appended>, AppendError> {
+        let mut last = None;
+        let mut refused = None;
+        for batch in batches {
+            let queued = async {
+                self.shared.core.borrow().check_size(&batch)?;
+                self.wait_for_room().await?;
+                let done = Completion::new();
+                let core = &mut self.shared.core.borrow_mut();
+                let appended = core.append_replicated(batch, done.clone())?;
+                Ok::<_, AppendError>((appended, done))
+            };
+            match queued.await {
+                Ok(queued) => {
+                    self.shared.work.notify();
+                    last = Some(queued);
+                }
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        // Completions resolve in log order, so the last one covers the rest.
+        let appended = match last {
+            Some((appended, done)) => {
+                done.wait().await?;
+                Some(appended)
+            }
+            None => None,
+        };
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(appended),
+        }
     }
 
     /// A retried batch of an idempotent producer: answered with its original offsets once those
@@ -333,6 +400,19 @@ impl Partition {
         let shared = &self.shared;
         shared
             .visible
+            .reached(offset + 1, || {
+                let core = shared.core.borrow();
+                core.stopped().is_some() || core.is_closing()
+            })
+            .await;
+    }
+
+    /// Resolves once the durable end passes `offset` (a follower fetching at `offset` has
+    /// something to get), or the partition stops or closes. For a leader's waiting followers.
+    pub async fn wait_for_durable(&self, offset: u64) {
+        let shared = &self.shared;
+        shared
+            .durable
             .reached(offset + 1, || {
                 let core = shared.core.borrow();
                 core.stopped().is_some() || core.is_closing()
@@ -475,7 +555,7 @@ impl Partition {
     pub async fn close(&self) {
         self.shared.core.borrow_mut().begin_close();
         self.shared.work.notify();
-        self.shared.visible.wake_all();
+        self.shared.wake_all();
         let writer = self.writer.borrow_mut().take();
         if let Some(task) = writer {
             task.await;

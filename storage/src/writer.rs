@@ -139,6 +139,7 @@ impl Writer {
         }
         let acknowledged = self.shared.core.borrow_mut().round_durable(round);
         self.shared.publish_visible();
+        self.shared.publish_durable();
         for waiter in acknowledged {
             waiter.complete(Ok(()));
         }
@@ -301,6 +302,7 @@ impl Writer {
                 self.shared.visible.wake_all();
             }
         }
+        self.shared.publish_durable();
         self.write_epochs_if_changed().await?;
         tracing::info!(dir = ?dir, offset, new_end, "log truncated");
         Ok(new_end)
@@ -362,5 +364,5 @@ pub(crate) fn stop_partition(shared: &Shared, why: String) {
     if let Some(done) = truncation {
         done.complete(Err(TruncateError(why.clone())));
     }
-    shared.visible.wake_all();
+    shared.wake_all();
 }

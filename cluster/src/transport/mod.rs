@@ -4,6 +4,7 @@
 
 mod faults;
 mod quic;
+mod socket;
 mod tls;
 
 pub use faults::FaultSwitch;

@@ -84,6 +84,8 @@ pub struct TransportLimits {
     /// A connection without traffic for this long is closed (Raft heartbeats keep a live one
     /// busy).
     pub idle_timeout: Duration,
+    /// Kernel send and receive buffers asked for the UDP socket.
+    pub socket_buffer_bytes: usize,
 }
 
 /// A peer's connection, or when and why the last attempt failed (frames fail fast until the
@@ -139,9 +141,12 @@ impl Transport {
             .build()
             .map_err(io)?;
         let handle = runtime.handle().clone();
+        let socket = super::socket::bind_udp(listen, limits.socket_buffer_bytes).map_err(io)?;
         let mut endpoint = {
             let _inside = handle.enter();
-            quinn::Endpoint::server(server, listen).map_err(io)?
+            let runtime = Arc::new(quinn::TokioRuntime);
+            let config = quinn::EndpointConfig::default();
+            quinn::Endpoint::new(config, Some(server), socket, runtime).map_err(io)?
         };
         endpoint.set_default_client_config(client);
         let local_addr = endpoint.local_addr().map_err(io)?;

@@ -33,6 +33,11 @@ pub struct ClusterConfig {
     pub frame_timeout_ms: u64,
     /// A connection silent this long is closed (keep-alives are sent at a third of it).
     pub idle_timeout_ms: u64,
+    /// Kernel send and receive buffers of the cluster's UDP socket. QUIC drops what does not
+    /// fit while the I/O thread is off the CPU and its congestion control then throttles the
+    /// connection: replication at disk speed needs megabytes, not the kernel's ~200 KiB
+    /// default. The kernel caps it at `net.core.rmem_max` / `wmem_max` (a warning says so).
+    pub socket_buffer_bytes: u32,
     /// A broker the metadata group's leader has not heard from for this long is fenced and
     /// its partitions get other leaders (Kafka's `broker.session.timeout.ms`).
     pub broker_session_timeout_ms: u64,
@@ -44,6 +49,11 @@ pub struct ClusterConfig {
     pub min_insync_replicas: u32,
     /// A follower asks its leader again when no answer came within this long.
     pub replica_fetch_timeout_ms: u64,
+    /// How long a leader holds a follower's fetch that has nothing to get, answering as soon
+    /// as something is durable (Kafka's `replica.fetch.wait.max.ms`): caught-up followers
+    /// get new batches at once instead of asking in a loop. Below the fetch timeout and
+    /// `replica_lag_time_max_ms`.
+    pub replica_fetch_wait_max_ms: u64,
     /// A follower's pause when its leader had nothing new for it.
     pub replica_fetch_backoff_ms: u64,
     /// Most batch bytes a leader sends a follower in one frame (at most `frame_bytes_max`
@@ -62,10 +72,12 @@ impl Default for ClusterConfig {
             connect_timeout_ms: 2_000,
             frame_timeout_ms: 5_000,
             idle_timeout_ms: 10_000,
+            socket_buffer_bytes: 8 << 20,
             broker_session_timeout_ms: 9_000,
             replica_lag_time_max_ms: 30_000,
             min_insync_replicas: 1,
-            replica_fetch_timeout_ms: 500,
+            replica_fetch_timeout_ms: 1_000,
+            replica_fetch_wait_max_ms: 500,
             replica_fetch_backoff_ms: 2,
             replica_fetch_bytes_max: 1 << 20,
         }
@@ -175,6 +187,20 @@ impl ClusterConfig {
             if !(10..=3_600_000).contains(&value) {
                 return Err(ConfigError::new(field, "must be 10 ms to 1 hour"));
             }
+        }
+        if !(64 << 10..=1 << 30).contains(&self.socket_buffer_bytes) {
+            return Err(ConfigError::new(
+                "cluster.socket_buffer_bytes",
+                "must be 64 KiB to 1 GiB",
+            ));
+        }
+        if self.replica_fetch_wait_max_ms >= self.replica_fetch_timeout_ms
+            || self.replica_fetch_wait_max_ms >= self.replica_lag_time_max_ms
+        {
+            return Err(ConfigError::new(
+                "cluster.replica_fetch_wait_max_ms",
+                "must be below cluster.replica_fetch_timeout_ms and replica_lag_time_max_ms",
+            ));
         }
         if self.replica_fetch_backoff_ms > 60_000 {
             return Err(ConfigError::new(

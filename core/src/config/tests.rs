@@ -112,6 +112,18 @@ fn cluster_settings_name_the_voters_and_include_this_node() {
     let mut no_lag = config.clone();
     no_lag.cluster.replica_lag_time_max_ms = 0;
     assert_eq!(refused(no_lag), "cluster.replica_lag_time_max_ms");
+    let mut held_past_timeout = config.clone();
+    held_past_timeout.cluster.replica_fetch_wait_max_ms = config.cluster.replica_fetch_timeout_ms;
+    assert_eq!(
+        refused(held_past_timeout),
+        "cluster.replica_fetch_wait_max_ms"
+    );
+    let mut held_past_lag = config.clone();
+    held_past_lag.cluster.replica_lag_time_max_ms = config.cluster.replica_fetch_wait_max_ms;
+    assert_eq!(refused(held_past_lag), "cluster.replica_fetch_wait_max_ms");
+    let mut tiny_buffers = config.clone();
+    tiny_buffers.cluster.socket_buffer_bytes = 4096;
+    assert_eq!(refused(tiny_buffers), "cluster.socket_buffer_bytes");
     let mut joining = config.clone();
     joining.cluster.initial_voters.clear();
     joining.cluster.join = Some("1@127.0.0.1:9091".into());

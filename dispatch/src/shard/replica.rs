@@ -396,6 +396,14 @@ impl Shard {
                         }
                     }
                 }
+                // Caught up: hold the fetch until there is something to send.
+                if from >= host.log.durable_end_offset() {
+                    let wait = self.config.cluster.replica_fetch_wait_max_ms;
+                    futures_lite::future::or(host.log.wait_for_durable(from), async {
+                        glommio::timer::sleep(Duration::from_millis(wait)).await;
+                    })
+                    .await;
+                }
                 let most = self.config.cluster.replica_fetch_bytes_max as usize;
                 let batches = match host.log.read_for_followers(from, most).await {
                     Ok(batches) => batches,
@@ -501,11 +509,9 @@ async fn follow(
                     }
                 };
                 let idle = batches.is_empty();
-                for batch in batches {
-                    if let Err(e) = log.append_replicated(batch).await {
-                        tracing::error!(topic = %host.topic, error = %e, "appending replicated");
-                        return;
-                    }
+                if let Err(e) = log.append_replicated_all(batches).await {
+                    tracing::error!(topic = %host.topic, error = %e, "appending replicated");
+                    return;
                 }
                 log.set_high_watermark(high_watermark.min(log.durable_end_offset()));
                 if idle {

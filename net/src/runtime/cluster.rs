@@ -74,6 +74,7 @@ pub fn start_link(config: &BrokerConfig) -> Result<Option<ClusterLink>, String> 
         connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
         frame_timeout: Duration::from_millis(settings.frame_timeout_ms),
         idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
+        socket_buffer_bytes: settings.socket_buffer_bytes as usize,
     };
     let (arrived, inbound) = flume::bounded(INBOUND_FRAMES_MAX);
     let transport = Transport::start(listen, &tls, limits, arrived)
