@@ -500,10 +500,15 @@ fn render_subscriptions(out: &mut String, snapshots: &[MetricsSnapshot]) {
     }
 }
 
+/// Other requests the metrics listener answers: given the request line, a status and body,
+/// or `None` for "not found".
+pub type ExtraRoutes = Rc<dyn Fn(&[u8]) -> Option<(&'static str, String)>>;
+
 /// Binds the metrics endpoint; `gather` collects every shard's snapshot.
 pub fn listen<F, Fut>(
     addr: SocketAddr,
     gather: F,
+    extra: Option<ExtraRoutes>,
 ) -> std::io::Result<(SocketAddr, glommio::Task<()>)>
 where
     F: Fn() -> Fut + 'static,
@@ -513,7 +518,7 @@ where
     let gather = Rc::new(gather);
     let task = glommio::spawn_local(async move {
         while let Ok(mut stream) = listener.accept().await {
-            let gather = gather.clone();
+            let (gather, extra) = (gather.clone(), extra.clone());
             glommio::spawn_local(async move {
                 let mut head = Vec::with_capacity(512);
                 let mut chunk = [0u8; 512];
@@ -523,8 +528,11 @@ where
                         Ok(n) => head.extend_from_slice(&chunk[..n]),
                     }
                 }
+                let routed = extra.as_ref().and_then(|route| route(&head));
                 let (status, body) = if head.starts_with(b"GET /metrics ") {
                     ("200 OK", render(&gather().await))
+                } else if let Some(answer) = routed {
+                    answer
                 } else {
                     ("404 Not Found", "not found: try GET /metrics\n".to_string())
                 };

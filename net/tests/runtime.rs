@@ -57,6 +57,7 @@ fn produce(runtime: &Runtime, shard: usize, partition: u32, batch: RecordBatch) 
         partition,
         batches: vec![batch],
         acks: Acks::All,
+        timeout: None,
         reply,
     })
 }

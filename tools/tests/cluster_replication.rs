@@ -1,14 +1,18 @@
 //! Replicated partitions over three `oxbow serve` processes: a topic with three replicas takes
 //! confluent-kafka's acks=all produce through its leader, the followers copy the stored bytes,
 //! and after kill -9 of the leader a follower leads with every acknowledged record, read back
-//! by kcat through the survivors. Needs kcat and python3 with confluent-kafka.
+//! by kcat through the survivors; a SIGTERM hands leadership over first; a leader cut off from
+//! the majority stops acknowledging. Needs kcat and python3 with confluent-kafka.
 
 mod common;
+#[path = "common/history.rs"]
+mod history;
 
 use common::cluster::{metadata, Cluster};
 use common::{kafka_call, kcat};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{CreateTopicsRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use std::net::TcpStream;
 use std::process::Command;
@@ -155,10 +159,12 @@ fn a_lagging_follower_leaves_the_isr_and_rejoins_once_caught_up() {
     assert_eq!(read_all(&survivor), acked);
 }
 
-/// The leader is killed at a random moment under a confluent-kafka acks=all producer, cycle
-/// after cycle (`OXBOW_REPLICATION_CYCLES`, default 10; `OXBOW_REPLICATION_KILL_SEED` replays
-/// the moments); the killed node comes back and rejoins each time. At the end every record the
-/// producer saw acknowledged is in the log at the offset it was acknowledged with.
+/// The leader is killed at a random moment under a confluent-kafka acks=all idempotent
+/// producer, cycle after cycle (`OXBOW_REPLICATION_CYCLES`, default 10;
+/// `OXBOW_REPLICATION_KILL_SEED` replays the moments); the killed node comes back and rejoins
+/// each time. At the end the history of acknowledgements and the log is checked offline:
+/// nothing acknowledged lost, moved off its offset, duplicated or reordered; and every
+/// replica's files hold the same log.
 #[test]
 fn acknowledged_records_survive_the_leader_killed_at_random_moments() {
     let cycles: usize = std::env::var("OXBOW_REPLICATION_CYCLES")
@@ -174,7 +180,8 @@ fn acknowledged_records_survive_the_leader_killed_at_random_moments() {
     let mut cluster = Cluster::start_settled(3);
     let bootstrap = cluster.nodes[0].kafka.clone();
     create_replicated(&cluster, &bootstrap);
-    let mut acked: Vec<(i64, String)> = Vec::new();
+    // (producer, offset, value) of every acknowledgement; one idempotent producer per cycle.
+    let mut acked: Vec<(usize, u64, String)> = Vec::new();
     for cycle in 0..cycles {
         // Every replica in sync before the next kill, so the partition never goes offline.
         let leader = cluster.settle("all three replicas in sync", || {
@@ -197,7 +204,15 @@ fn acknowledged_records_survive_the_leader_killed_at_random_moments() {
         let mut producer = Command::new("python3")
             .arg(CLIENT)
             .args(["produce", "--bootstrap", &bootstrap, "--topic", TOPIC])
-            .args(["--base", &base, "--count", "6000", "--acks", "all"])
+            .args([
+                "--base",
+                &base,
+                "--count",
+                "6000",
+                "--acks",
+                "all",
+                "--idempotent",
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -220,8 +235,8 @@ fn acknowledged_records_survive_the_leader_killed_at_random_moments() {
         let mut seen = 0;
         while seen < kill_after {
             match acks.recv_timeout(std::time::Duration::from_secs(30)) {
-                Ok(ack) => {
-                    acked.push(ack);
+                Ok((offset, value)) => {
+                    acked.push((cycle, offset as u64, value));
                     seen += 1;
                 }
                 Err(_) => break,
@@ -230,7 +245,7 @@ fn acknowledged_records_survive_the_leader_killed_at_random_moments() {
         cluster.node(leader).kill();
         let status = producer.wait().unwrap();
         reader.join().unwrap();
-        acked.extend(acks.try_iter());
+        acked.extend((acks.try_iter()).map(|(offset, value)| (cycle, offset as u64, value)));
         eprintln!("cycle {cycle}: leader {leader} killed after {seen} acks; producer {status}");
         cluster.node(leader).restart();
     }
@@ -239,39 +254,196 @@ fn acknowledged_records_survive_the_leader_killed_at_random_moments() {
         partition_state(&survivor).filter(|(l, isr)| *l >= 0 && *isr == [0, 1, 2])
     });
     let survivor = (cluster.running()).next().unwrap().kafka.clone();
-    let (ok, out, err) = kcat(
-        &survivor,
-        &[
-            "-C",
-            "-t",
-            TOPIC,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-f",
-            "%o %s\n",
-        ],
-        None,
+    let log: Vec<(u64, String)> = (read_with_offsets(&survivor).into_iter())
+        .map(|(o, v)| (o as u64, v))
+        .collect();
+    let path = cluster.dir.path().join("history");
+    history::record(&path, &acked, &log);
+    let anomalies = history::check(&path);
+    if !anomalies.is_empty() {
+        let kept = std::env::temp_dir().join(format!("oxbow-replication-history-{seed}"));
+        std::fs::copy(&path, &kept).unwrap();
+        panic!(
+            "seed {seed}: {anomalies:?} (history kept in {})",
+            kept.display()
+        );
+    }
+    // Every replica's files hold the same records (all in sync, nothing produced since).
+    for node in 0..3 {
+        cluster.node(node).kill();
+        let replica = cluster.nodes[node as usize].stored_records(TOPIC, 0);
+        assert!(replica == log, "replica {node} differs (seed {seed})");
+    }
+    eprintln!(
+        "replication kill loop: {cycles} leader kills, {} acknowledged records; history checked, no anomaly; replicas equal",
+        acked.len()
     );
+}
+
+/// SIGTERM of the partition leader under a confluent-kafka acks=all idempotent producer: the
+/// node hands the leadership to a follower before it stops (controlled shutdown), so the
+/// producer sees no error, only a metadata refresh; every acknowledged record is at its offset
+/// on the new leader, and the node rejoins the in-sync replicas when it starts again.
+#[test]
+fn sigterm_of_the_leader_hands_over_leadership_and_clients_see_no_error() {
+    let mut cluster = Cluster::start_settled(3);
+    let leader = create_replicated(&cluster, &cluster.nodes[0].kafka.clone());
+    let bootstrap = (cluster.running()).find(|n| n.id != leader).unwrap();
+    let bootstrap = bootstrap.kafka.clone();
+    let mut producer = Command::new("python3")
+        .arg(CLIENT)
+        .args(["produce", "--bootstrap", &bootstrap, "--topic", TOPIC])
+        .args([
+            "--base",
+            "0",
+            "--count",
+            "4000",
+            "--acks",
+            "all",
+            "--idempotent",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with confluent-kafka (scripts/test installs it)");
+    let stdout = producer.stdout.take().unwrap();
+    let (tx, acks) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let ["ack", _, offset, value] = line.splitn(4, ' ').collect::<Vec<_>>()[..] {
+                let _ = tx.send((offset.parse::<i64>().unwrap(), value.to_string()));
+            }
+        }
+    });
+    let mut acked: Vec<(i64, String)> = Vec::new();
+    while acked.len() < 1_000 {
+        let ack = acks.recv_timeout(std::time::Duration::from_secs(30));
+        acked.push(ack.expect("the producer acknowledges records"));
+    }
+
+    let stopping = std::time::Instant::now();
+    let broker = cluster.node(leader).broker.as_mut().unwrap();
+    assert!(broker.signal(libc::SIGTERM).success());
+    let log = broker.log_so_far();
+    cluster.node(leader).broker = None;
+    eprintln!(
+        "leader {leader} stopped {:?} after SIGTERM",
+        stopping.elapsed()
+    );
+    assert!(
+        log.contains("controlled shutdown: leadership handed over"),
+        "{log}"
+    );
+    let output = producer.wait_with_output().unwrap();
+    reader.join().unwrap();
+    acked.extend(acks.try_iter());
+    assert!(
+        output.status.success(),
+        "the producer saw errors: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(acked.len(), 4_000);
+    // (The survivors learn the commit with the group's next message: settle, not assert.)
+    cluster.settle("a follower leads, the stopped node out of the ISR", || {
+        partition_state(&bootstrap)
+            .filter(|(l, isr)| *l >= 0 && *l != leader && !isr.contains(&leader))
+    });
+    let stored: std::collections::BTreeMap<i64, String> =
+        (read_with_offsets(&bootstrap).into_iter()).collect();
+    for (offset, value) in &acked {
+        assert_eq!(stored.get(offset), Some(value), "acknowledged {value}");
+    }
+
+    cluster.node(leader).restart();
+    cluster.settle("the stopped leader rejoins the ISR", || {
+        partition_state(&bootstrap).filter(|(_, isr)| *isr == [0, 1, 2])
+    });
+}
+
+/// Every record of `TOPIC` with its offset, read by kcat through `addr`.
+fn read_with_offsets(addr: &str) -> Vec<(i64, String)> {
+    let args = [
+        "-C",
+        "-t",
+        TOPIC,
+        "-o",
+        "beginning",
+        "-e",
+        "-q",
+        "-f",
+        "%o %s\n",
+    ];
+    let (ok, out, err) = kcat(addr, &args, None);
     assert!(ok, "{err}");
-    let stored: std::collections::BTreeMap<i64, String> = String::from_utf8(out)
+    String::from_utf8(out)
         .unwrap()
         .lines()
         .map(|l| {
             let (o, v) = l.split_once(' ').unwrap();
             (o.parse().unwrap(), v.to_string())
         })
-        .collect();
-    for (offset, value) in &acked {
-        assert_eq!(
-            stored.get(offset),
-            Some(value),
-            "acknowledged {value} at {offset} (seed {seed})"
-        );
-    }
-    eprintln!(
-        "replication kill loop: {cycles} leader kills, {} acknowledged records all at their offsets",
-        acked.len()
+        .collect()
+}
+
+/// The partition leader cut off from the other two by the transport's fault switch (both ends
+/// of both links): it stops acknowledging acks=all (a produce sent to it times out with
+/// REQUEST_TIMED_OUT), the majority elects a new leader that takes acks=all, and once the
+/// links heal the old leader learns it was replaced, drops what only it held, follows and
+/// rejoins the ISR. In the end every replica's files hold the same records, every
+/// acknowledged one at its offset and none of what the isolated leader took.
+#[test]
+fn a_leader_partitioned_from_the_majority_stops_acknowledging_and_rejoins_after_healing() {
+    let mut cluster = Cluster::start_settled(3);
+    let leader = create_replicated(&cluster, &cluster.nodes[0].kafka.clone());
+    let others: Vec<i32> = (0..3).filter(|&b| b != leader).collect();
+    let survivor = cluster.nodes[others[0] as usize].kafka.clone();
+    let mut acked = produce(&survivor, 0, MESSAGES);
+
+    let set_links = |cluster: &Cluster, heal: bool| {
+        for &other in &others {
+            cluster.nodes[leader as usize].set_link(other, heal);
+            cluster.nodes[other as usize].set_link(leader, heal);
+        }
+    };
+    set_links(&cluster, false);
+    let isolated = cluster.nodes[leader as usize].kafka.clone();
+    let mut builder = oxbow_core::BatchBuilder::new(0);
+    builder.push(None, Some(b"isolated"), 0);
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(2_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(TOPIC.into())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(builder.build().into_bytes()))])]);
+    let answer = kafka_call(&mut TcpStream::connect(&isolated).unwrap(), 9, &request);
+    let refused = &answer.responses[0].partition_responses[0];
+    assert_eq!(
+        refused.error_code, 7,
+        "REQUEST_TIMED_OUT, not an ack: {refused:?}"
     );
+
+    let (new_leader, _) = cluster.settle("the majority elects another leader", || {
+        partition_state(&survivor).filter(|(l, _)| others.contains(l))
+    });
+    eprintln!("leader {leader} cut off; broker {new_leader} leads the majority");
+    acked.extend(produce(&survivor, MESSAGES, MESSAGES));
+
+    set_links(&cluster, true);
+    cluster.settle("the old leader follows and rejoins the ISR", || {
+        partition_state(&isolated).filter(|(l, isr)| *l == new_leader && *isr == [0, 1, 2])
+    });
+    let expected: Vec<(u64, String)> = (acked.iter().enumerate())
+        .map(|(offset, value)| (offset as u64, value.clone()))
+        .collect();
+    for node in 0..3 {
+        cluster.node(node).kill();
+        let stored = cluster.nodes[node as usize].stored_records(TOPIC, 0);
+        assert_eq!(stored, expected, "replica {node}'s files");
+    }
 }

@@ -16,7 +16,10 @@ pub const UNCLEAN_ELECTION_CONFIG: &str = "unclean.leader.election.enable";
 ///   last of them leads again when it returns), unless its topic allows an unclean election,
 ///   where the first live replica leads alone;
 /// - an offline partition one of whose in-sync replicas is live again gets it as leader.
+///
+/// A broker in controlled shutdown keeps what it leads (it is live) but is elected nowhere.
 pub fn elections(metadata: &Metadata, live: &BTreeSet<i32>) -> Vec<MetadataChange> {
+    let electable: BTreeSet<i32> = live.difference(&metadata.shutting_down).copied().collect();
     let mut changes = Vec::new();
     for topic in metadata.topics.values() {
         let unclean = topic
@@ -27,7 +30,7 @@ pub fn elections(metadata: &Metadata, live: &BTreeSet<i32>) -> Vec<MetadataChang
             if live.contains(&partition.leader) {
                 continue;
             }
-            let Some((leader, isr)) = choose(partition, live, unclean) else {
+            let Some((leader, isr)) = choose(partition, &electable, unclean) else {
                 continue;
             };
             changes.push(MetadataChange::ElectLeader {
@@ -114,6 +117,22 @@ mod tests {
         assert_eq!(state(&m), (2, 8, vec![2, 3]));
         // The old leader returning changes nothing: it rejoins the ISR through replication.
         assert!(apply_all(&mut m, &[1, 2, 3]).is_empty());
+    }
+
+    #[test]
+    fn a_broker_shutting_down_is_elected_nowhere() {
+        let mut m = metadata(false);
+        m.apply(&MetadataChange::RegisterBroker(
+            crate::metadata::tests::broker(2),
+        ))
+        .unwrap();
+        m.apply(&MetadataChange::ShutDownBroker { id: 2 }).unwrap();
+        // Leader 1 lost: 2 is live and in sync but stopping, so 3 leads.
+        apply_all(&mut m, &[2, 3]);
+        assert_eq!(state(&m), (3, 8, vec![3]));
+        // With only 2 left the partition waits offline rather than go to it.
+        apply_all(&mut m, &[2]);
+        assert_eq!(state(&m), (NO_LEADER, 9, vec![3]));
     }
 
     #[test]

@@ -66,13 +66,15 @@ impl Liveness {
 }
 
 /// The changes the controller proposes when only `live` brokers answer: fence the silent,
-/// unfence the heard, then the elections that follow.
+/// unfence the heard (not those shutting down), then the elections that follow.
 pub fn liveness_changes(metadata: &Metadata, live: &BTreeSet<i32>) -> Vec<MetadataChange> {
     let mut changes: Vec<MetadataChange> = Vec::new();
     for &id in metadata.brokers.keys() {
         match (metadata.fenced.contains(&id), live.contains(&id)) {
             (false, false) => changes.push(MetadataChange::FenceBroker { id }),
-            (true, true) => changes.push(MetadataChange::UnfenceBroker { id }),
+            (true, true) if !metadata.shutting_down.contains(&id) => {
+                changes.push(MetadataChange::UnfenceBroker { id })
+            }
             _ => {}
         }
     }

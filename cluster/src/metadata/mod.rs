@@ -140,6 +140,10 @@ pub struct Metadata {
     /// sent to them, until they are heard again.
     #[serde(default)]
     pub fenced: BTreeSet<i32>,
+    /// Brokers in controlled shutdown (fenced too): the controller elects none of them and
+    /// does not unfence them while they are still heard, until they register again.
+    #[serde(default)]
+    pub shutting_down: BTreeSet<i32>,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicMeta>,
 }
@@ -158,6 +162,13 @@ pub enum MetadataChange {
     },
     /// The controller lost a broker's heartbeats.
     FenceBroker {
+        /// Broker id.
+        id: i32,
+    },
+    /// A broker is about to stop (Kafka's controlled shutdown): it is fenced, the partitions
+    /// it leads go to other in-sync replicas, and it leaves the in-sync replicas, so clients
+    /// move before it stops instead of after its session lapses.
+    ShutDownBroker {
         /// Broker id.
         id: i32,
     },
@@ -257,6 +268,7 @@ impl Metadata {
                 self.brokers.insert(broker.id, broker.clone());
                 // Registering is being heard.
                 self.fenced.remove(&broker.id);
+                self.shutting_down.remove(&broker.id);
                 if started_again {
                     self.forget_in_sync(broker.id);
                 }
@@ -268,7 +280,20 @@ impl Metadata {
                     )));
                 }
             }
+            MetadataChange::ShutDownBroker { id } => {
+                if !self.brokers.contains_key(id) {
+                    return Err(MetadataError::Invalid(format!("no broker {id}")));
+                }
+                self.fenced.insert(*id);
+                self.shutting_down.insert(*id);
+                self.hand_over(*id);
+            }
             MetadataChange::UnfenceBroker { id } => {
+                if self.shutting_down.contains(id) {
+                    return Err(MetadataError::Invalid(format!(
+                        "broker {id} is shutting down"
+                    )));
+                }
                 if !self.fenced.remove(id) {
                     return Err(MetadataError::Invalid(format!("broker {id} is not fenced")));
                 }
@@ -285,6 +310,7 @@ impl Metadata {
                 }
                 self.brokers.remove(id);
                 self.fenced.remove(id);
+                self.shutting_down.remove(id);
             }
             MetadataChange::CreateTopic(topic) => {
                 if self.topics.contains_key(&topic.name) {
@@ -415,6 +441,32 @@ impl Metadata {
             } else {
                 partition.isr = others;
             }
+        }
+    }
+
+    /// Broker `id` shuts down: a partition it leads goes to its first in-sync replica that is
+    /// not fenced, at a new epoch, and it leaves every in-sync set where such a replica
+    /// remains. Where none does it stays (leading alone, the partition goes offline only
+    /// when it stops, as it would have anyway).
+    fn hand_over(&mut self, id: i32) {
+        let fenced = &self.fenced;
+        for partition in (self.topics.values_mut()).flat_map(|t| t.partitions.iter_mut()) {
+            if !partition.isr.contains(&id) || partition.leader == NO_LEADER {
+                continue;
+            }
+            let others: Vec<i32> = (partition.isr.iter().copied())
+                .filter(|&r| r != id)
+                .collect();
+            let next =
+                (partition.replicas.iter()).find(|r| others.contains(r) && !fenced.contains(r));
+            let Some(&next) = next else {
+                continue;
+            };
+            if partition.leader == id {
+                partition.leader = next;
+                partition.leader_epoch += 1;
+            }
+            partition.isr = others;
         }
     }
 }

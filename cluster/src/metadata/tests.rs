@@ -213,3 +213,60 @@ fn a_broker_registering_again_leaves_the_isrs_and_hands_over_what_it_led() {
         ]
     );
 }
+
+#[test]
+fn a_broker_shutting_down_hands_over_to_unfenced_replicas_and_stays_fenced_until_it_registers() {
+    let mut metadata = Metadata::default();
+    for id in 1..=4 {
+        metadata
+            .apply(&MetadataChange::RegisterBroker(broker(id)))
+            .unwrap();
+    }
+    metadata
+        .apply(&MetadataChange::FenceBroker { id: 2 })
+        .unwrap();
+    let mut topic = topic("a", 1);
+    let partition = |replicas: Vec<i32>, leader, isr: Vec<i32>| PartitionMeta {
+        replicas,
+        leader,
+        leader_epoch: 4,
+        isr,
+    };
+    topic.partitions = vec![
+        // Led by 1: broker 2 comes first but is fenced, so 3 leads.
+        partition(vec![1, 2, 3], 1, vec![1, 2, 3]),
+        // Followed by 1: it leaves the ISR, the leader stays.
+        partition(vec![4, 1], 4, vec![4, 1]),
+        // 1 is the only unfenced in-sync replica: it keeps leading until it stops.
+        partition(vec![1, 2], 1, vec![1, 2]),
+        partition(vec![1], 1, vec![1]),
+    ];
+    metadata.apply(&MetadataChange::CreateTopic(topic)).unwrap();
+    metadata
+        .apply(&MetadataChange::ShutDownBroker { id: 1 })
+        .unwrap();
+    let got: Vec<(i32, i32, Vec<i32>)> = (metadata.topic("a").unwrap().partitions.iter())
+        .map(|p| (p.leader, p.leader_epoch, p.isr.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (3, 5, vec![2, 3]),
+            (4, 4, vec![4]),
+            (1, 4, vec![1, 2]),
+            (1, 4, vec![1]),
+        ]
+    );
+    assert!(metadata.fenced.contains(&1) && metadata.shutting_down.contains(&1));
+    // Still heard while it stops, it is not unfenced; registering again (a new start) lifts
+    // both.
+    let unfence = MetadataChange::UnfenceBroker { id: 1 };
+    assert!(metadata.apply(&unfence).is_err());
+    assert!(metadata
+        .apply(&MetadataChange::ShutDownBroker { id: 9 })
+        .is_err());
+    metadata
+        .apply(&MetadataChange::RegisterBroker(broker(1)))
+        .unwrap();
+    assert!(!metadata.fenced.contains(&1) && !metadata.shutting_down.contains(&1));
+}

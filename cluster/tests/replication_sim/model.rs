@@ -115,6 +115,7 @@ pub struct History {
     pub pending: Vec<(i32, i32, u64, u64)>,
     pub acks: u64,
     pub crashes: u64,
+    pub shutdowns: u64,
     pub truncated: u64,
     pub elections: u64,
     pub isr_changes: u64,

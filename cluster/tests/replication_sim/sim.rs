@@ -187,6 +187,7 @@ impl Sim {
             960..=969 if self.faults => self.crash(id),
             970..=984 => self.restart(id),
             985..=989 if self.faults => self.fence(id),
+            990..=993 if self.faults => self.shut_down(id),
             _ => self.heartbeat(id),
         }
         self.check();
@@ -356,6 +357,20 @@ impl Sim {
         }
     }
 
+    /// Controlled shutdown: the metadata hands what `id` leads to another in-sync replica
+    /// and fences it; then it stops (as a crash: whatever it had not synced is lost, which a
+    /// real stop would have synced).
+    fn shut_down(&mut self, id: i32) {
+        if !self.replicas[&id].alive {
+            return;
+        }
+        if self.commit(MetadataChange::ShutDownBroker { id }) {
+            self.history.shutdowns += 1;
+            self.elect();
+        }
+        self.crash(id);
+    }
+
     fn crash(&mut self, id: i32) {
         if self.replicas[&id].alive {
             self.history.crashes += 1;
@@ -373,7 +388,13 @@ impl Sim {
         let r = self.replicas.get_mut(&id).unwrap();
         r.alive = true;
         r.view = (-2, -1);
-        self.commit(MetadataChange::UnfenceBroker { id });
+        if self.metadata.shutting_down.contains(&id) {
+            // A node that shut down registers again (and leaves the in-sync replicas).
+            let broker = self.metadata.brokers[&id].clone();
+            self.commit(MetadataChange::RegisterBroker(broker));
+        } else {
+            self.commit(MetadataChange::UnfenceBroker { id });
+        }
         let p = self.partition().clone();
         if p.leader == id {
             self.commit(MetadataChange::ElectLeader {

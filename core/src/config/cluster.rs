@@ -25,6 +25,10 @@ pub struct ClusterConfig {
     /// holds none, a new cluster CA and certificate are generated there, to be copied to every
     /// other node. Default: `<data_dir>/.oxbow/cluster-tls`.
     pub tls_dir: Option<PathBuf>,
+    /// For tests only: the metrics listener takes `POST /faults/cut/<node>` and
+    /// `POST /faults/heal/<node>`, which drop every cluster frame to and from that node (the
+    /// transport's fault switch; this kernel has no netem). Never on in production.
+    pub fault_injection: bool,
     /// Largest frame between nodes (one Raft message, one replicated chunk).
     pub frame_bytes_max: u32,
     /// How long a connection attempt to a peer may take.
@@ -47,6 +51,9 @@ pub struct ClusterConfig {
     /// acks=all needs at least this many in-sync replicas, else NOT_ENOUGH_REPLICAS (Kafka's
     /// `min.insync.replicas`).
     pub min_insync_replicas: u32,
+    /// How long a stopping node waits for the metadata group to move its partitions'
+    /// leadership to other replicas (controlled shutdown) before it stops regardless.
+    pub controlled_shutdown_timeout_ms: u64,
     /// A follower asks its leader again when no answer came within this long.
     pub replica_fetch_timeout_ms: u64,
     /// How long a leader holds a follower's fetch that has nothing to get, answering as soon
@@ -68,6 +75,7 @@ impl Default for ClusterConfig {
             initial_voters: Vec::new(),
             join: None,
             tls_dir: None,
+            fault_injection: false,
             frame_bytes_max: 16 << 20,
             connect_timeout_ms: 2_000,
             frame_timeout_ms: 5_000,
@@ -76,6 +84,7 @@ impl Default for ClusterConfig {
             broker_session_timeout_ms: 9_000,
             replica_lag_time_max_ms: 30_000,
             min_insync_replicas: 1,
+            controlled_shutdown_timeout_ms: 10_000,
             replica_fetch_timeout_ms: 1_000,
             replica_fetch_wait_max_ms: 500,
             replica_fetch_backoff_ms: 2,
@@ -182,6 +191,10 @@ impl ClusterConfig {
             (
                 "cluster.replica_lag_time_max_ms",
                 self.replica_lag_time_max_ms,
+            ),
+            (
+                "cluster.controlled_shutdown_timeout_ms",
+                self.controlled_shutdown_timeout_ms,
             ),
         ] {
             if !(10..=3_600_000).contains(&value) {

@@ -61,6 +61,30 @@ impl Shard {
         Ok(())
     }
 
+    /// Controlled shutdown (Kafka's): the metadata group hands the partitions this node leads
+    /// to other in-sync replicas and fences it, so that clients move to the new leaders while
+    /// this node still answers (NOT_LEADER, then a metadata refresh) instead of timing out
+    /// until its session lapses. Gives up after `cluster.controlled_shutdown_timeout_ms`: a
+    /// node cut off from the group stops anyway, and its partitions move when its session
+    /// lapses. Shard 0 only.
+    pub async fn controlled_shutdown(&self) -> Result<(), String> {
+        let ms = self.config.cluster.controlled_shutdown_timeout_ms;
+        let change = MetadataChange::ShutDownBroker {
+            id: self.config.node_id,
+        };
+        let committed =
+            futures_lite::future::or(async { Some(self.change_cluster(change).await) }, async {
+                glommio::timer::sleep(std::time::Duration::from_millis(ms)).await;
+                None
+            })
+            .await;
+        match committed {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err(format!("not committed within {ms} ms")),
+        }
+    }
+
     /// Where the metadata group stands, as shard 0's node last saw it (`None`: no node runs,
     /// as in tests of a bare shard).
     pub async fn metadata_status(&self) -> Option<NodeStatus> {

@@ -24,9 +24,11 @@ impl Shard {
                 partition,
                 batches,
                 acks,
+                timeout,
                 reply,
             } => {
-                let _ = reply.send(self.append_local(&topic, partition, batches, acks).await);
+                let appended = self.append_local(&topic, partition, batches, acks, timeout);
+                let _ = reply.send(appended.await);
             }
             ShardMessage::Fetch {
                 part,

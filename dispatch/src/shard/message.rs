@@ -49,6 +49,10 @@ pub enum PartitionError {
     /// Clients may not write or delete an internal topic.
     #[error("the topic is internal to the broker")]
     InternalTopic,
+    /// acks=all: the in-sync replicas did not all hold the records within the request's
+    /// timeout (they stay appended; Kafka's REQUEST_TIMED_OUT).
+    #[error("the in-sync replicas did not confirm the records in time")]
+    TimedOut,
 }
 
 /// Result of a produce to one partition: base offset of the first batch and the log start.
@@ -137,6 +141,9 @@ pub enum ShardMessage {
         batches: Vec<RecordBatch>,
         /// When the append counts as done.
         acks: Acks,
+        /// How long acks=all waits for the in-sync replicas before answering TimedOut (the
+        /// records stay appended, as in Kafka); `None`: until they hold it or leadership moves.
+        timeout: Option<Duration>,
         /// Where to answer.
         reply: flume::Sender<ProduceOutcome>,
     },

@@ -314,6 +314,20 @@ impl Shard {
         batches: Vec<RecordBatch>,
         acks: Acks,
     ) -> flume::Receiver<ProduceOutcome> {
+        self.send_produce_within(topic, partition, batches, acks, None)
+            .await
+    }
+
+    /// [`Shard::send_produce`] whose acks=all wait ends after `timeout` (Kafka's Produce
+    /// `timeout_ms`) with [`PartitionError::TimedOut`].
+    pub async fn send_produce_within(
+        &self,
+        topic: Arc<str>,
+        partition: u32,
+        batches: Vec<RecordBatch>,
+        acks: Acks,
+        timeout: Option<Duration>,
+    ) -> flume::Receiver<ProduceOutcome> {
         let (reply, outcome) = flume::bounded(1);
         let inbox = self.owner_inbox(&topic, partition);
         let _ = inbox
@@ -322,6 +336,7 @@ impl Shard {
                 partition,
                 batches,
                 acks,
+                timeout,
                 reply,
             })
             .await;
@@ -421,6 +436,7 @@ impl Shard {
         partition: u32,
         batches: Vec<RecordBatch>,
         acks: Acks,
+        timeout: Option<Duration>,
     ) -> ProduceOutcome {
         // Every acks setting waits for the local append under the flush policy; `All` waits for
         // the in-sync replicas as well.
@@ -446,7 +462,8 @@ impl Shard {
             first.get_or_insert(appended.base_offset);
             end = end.max(appended.last_offset + 1);
         }
-        self.replicated(&host, end, acks == Acks::All).await?;
+        let wait = (acks == Acks::All).then_some(timeout);
+        self.replicated(&host, end, wait).await?;
         Ok((
             first.unwrap_or(log.log_end_offset()),
             log.log_start_offset(),

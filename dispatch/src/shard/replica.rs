@@ -277,13 +277,13 @@ impl Shard {
         }
     }
 
-    /// After a local append up to `end`: the leader's own progress, and for acks=all, the
-    /// wait until every in-sync replica holds it.
+    /// After a local append up to `end`: the leader's own progress, and for acks=all
+    /// (`wait` holds its timeout, if any), the wait until every in-sync replica holds it.
     pub(super) async fn replicated(
         &self,
         host: &PartitionHost,
         end: u64,
-        wait: bool,
+        wait: Option<Option<Duration>>,
     ) -> Result<(), PartitionError> {
         let waiting = {
             let mut role = host.role.borrow_mut();
@@ -294,15 +294,35 @@ impl Shard {
             if let Some(hw) = leading.progress.local_appended(durable) {
                 high_watermark_moved(host, leading, hw);
             }
-            if !wait || leading.progress.high_watermark() >= end {
+            let Some(timeout) = wait else {
+                return Ok(());
+            };
+            if leading.progress.high_watermark() >= end {
                 return Ok(());
             }
+            // Waiters that timed out are gone: no need to keep them until the mark passes.
+            leading
+                .waiters
+                .retain(|(_, waiter)| !waiter.is_disconnected());
             let (tx, rx) = flume::bounded(1);
             leading.waiters.push((end, tx));
-            rx
+            (rx, timeout)
         };
-        // A waiter dropped unanswered: leadership moved before the replicas caught up.
-        (waiting.recv_async().await).map_err(|_| PartitionError::NotLeader { leader: -1 })
+        let (waiting, timeout) = waiting;
+        let replicated = async {
+            // A waiter dropped unanswered: leadership moved before the replicas caught up.
+            (waiting.recv_async().await).map_err(|_| PartitionError::NotLeader { leader: -1 })
+        };
+        match timeout {
+            None => replicated.await,
+            Some(timeout) => {
+                futures_lite::future::or(replicated, async {
+                    glommio::timer::sleep(timeout).await;
+                    Err(PartitionError::TimedOut)
+                })
+                .await
+            }
+        }
     }
 
     /// Hands replication frames from the cluster network to their partitions' owner shards,

@@ -42,6 +42,7 @@ pub(super) fn partition_error_code(e: &PartitionError) -> i16 {
         PartitionError::OutOfOrderSequence => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         PartitionError::ProducerFenced => code::INVALID_PRODUCER_EPOCH,
         PartitionError::InternalTopic => code::INVALID_TOPIC,
+        PartitionError::TimedOut => code::REQUEST_TIMED_OUT,
         _ => code::KAFKA_STORAGE_ERROR,
     }
 }

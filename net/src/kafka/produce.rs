@@ -10,6 +10,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use oxbow_core::{BatchError, Codec, CompressionError, RecordBatch};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// First Produce version that may carry zstd batches (KIP-110); older ones are refused with
 /// UNSUPPORTED_COMPRESSION_TYPE, as Kafka does.
@@ -81,6 +82,7 @@ fn kafka_acks(acks: i16) -> Acks {
 /// next request while these reach the disk; answers still go out in request order.
 pub async fn start_produce(shard: &Shard, request: ProduceRequest, version: i16) -> StartedProduce {
     let acks = request.acks;
+    let timeout_ms = request.timeout_ms;
     let limit = shard.config.batch_decompressed_bytes_max;
     // Start every partition's append before waiting for any, so they proceed in parallel.
     let mut started = Vec::new();
@@ -109,8 +111,11 @@ pub async fn start_produce(shard: &Shard, request: ProduceRequest, version: i16)
                         })
                         .collect();
                     let partition = data.index as u32;
+                    // Kafka's request timeout bounds the wait for the in-sync replicas.
+                    let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
+                    let acks = kafka_acks(acks);
                     Ok(shard
-                        .send_produce(arc.clone(), partition, batches, kafka_acks(acks))
+                        .send_produce_within(arc.clone(), partition, batches, acks, Some(timeout))
                         .await)
                 }
                 Err(refusal) => {

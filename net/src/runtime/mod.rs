@@ -5,7 +5,7 @@
 //! shard has opened (and so recovered) the partitions it owns. [`Runtime::stop`] makes every
 //! shard write, sync and close its partitions.
 
-use crate::shard::{Shard, ShardMessage};
+use crate::shard::{RemoteWork, Shard, ShardMessage};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use oxbow_core::placement::owner_shard;
 use oxbow_core::BrokerConfig;
@@ -373,9 +373,32 @@ impl Runtime {
         &self.inboxes[shard]
     }
 
-    /// Stops every shard (each writes, syncs and closes its partitions) and waits for them.
+    /// Stops the node: a clustered one first hands the leadership of its partitions to
+    /// other replicas (controlled shutdown), then every shard writes, syncs and closes its
+    /// partitions, and this waits for them.
     pub fn stop(mut self) -> Result<(), RuntimeError> {
+        self.hand_over_leadership();
         self.shut_down()
+    }
+
+    fn hand_over_leadership(&self) {
+        if self.transport.is_none() {
+            return;
+        }
+        let (reply, answer) = flume::bounded(1);
+        let work: RemoteWork = Box::new(move |shard| {
+            Box::pin(async move {
+                let _ = reply.send(shard.controlled_shutdown().await);
+            })
+        });
+        if self.inboxes[0].send(ShardMessage::Run(work)).is_err() {
+            return;
+        }
+        match answer.recv() {
+            Ok(Ok(())) => tracing::info!("controlled shutdown: leadership handed over"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "controlled shutdown failed; stopping anyway"),
+            Err(_) => tracing::warn!("controlled shutdown: shard 0 is gone"),
+        }
     }
 
     fn shut_down(&mut self) -> Result<(), RuntimeError> {
@@ -506,7 +529,10 @@ async fn shard_main(
                     let shard = gatherer.clone();
                     async move { crate::metrics::gather(&shard).await }
                 };
-                let bound = crate::metrics::listen(addr, gather);
+                let faults = (transport.clone())
+                    .filter(|_| shard.config.cluster.fault_injection)
+                    .map(crate::fault_control::routes);
+                let bound = crate::metrics::listen(addr, gather, faults);
                 metrics_endpoint =
                     answer_bind(bound, "metrics endpoint", addr, &reply).or(metrics_endpoint);
             }

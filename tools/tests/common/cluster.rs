@@ -4,6 +4,7 @@
 
 use super::{field, http_get, kafka_call, sample, Broker};
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -152,7 +153,8 @@ impl Node {
             "node_id = {id}\nshards = 1\n{extra}\n\
              [metadata]\ntick_ms = 50\nsnapshot_entries = 8\n\
              [cluster]\nlisten = \"127.0.0.1:{port}\"\n{membership}\n\
-             tls_dir = {:?}\nbroker_session_timeout_ms = 1500\nreplica_lag_time_max_ms = 1000\n",
+             tls_dir = {:?}\nbroker_session_timeout_ms = 1500\nreplica_lag_time_max_ms = 1000\n\
+             fault_injection = true\n",
             dir.join("tls").to_str().unwrap(),
         );
         std::fs::write(&config, toml).unwrap();
@@ -202,6 +204,57 @@ impl Node {
     /// A value on the node's metrics endpoint.
     pub fn metric(&self, name: &str) -> f64 {
         sample(&http_get(&self.metrics, "/metrics"), name)
+    }
+
+    /// Cuts (or with `heal`, restores) this node's cluster link to `peer`, through the
+    /// fault-injection routes of its metrics listener.
+    pub fn set_link(&self, peer: i32, heal: bool) {
+        let action = if heal { "heal" } else { "cut" };
+        let path = format!("/faults/{action}/{peer}");
+        let mut stream = TcpStream::connect(&self.metrics).unwrap();
+        write!(stream, "POST {path} HTTP/1.1\r\nHost: oxbow\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+
+    /// The records (offset, value) of partition `partition` of `topic` as this stopped node
+    /// stored them, read from its files (after recovery, as its next start would see them).
+    pub fn stored_records(&self, topic: &str, partition: u32) -> Vec<(u64, String)> {
+        assert!(self.broker.is_none(), "node {} still runs", self.id);
+        let data = self.data.clone();
+        let dir = oxbow_storage::layout::partition_dir(&data, topic, partition);
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(16 << 20)
+            .spawn(move || async move {
+                oxbow_storage::prepare_shard_io(&data, "reader")
+                    .await
+                    .unwrap();
+                let options = oxbow_storage::OpenOptions::default();
+                let config = oxbow_core::LogConfig::default();
+                let log = oxbow_storage::Partition::open(&dir, config, options)
+                    .await
+                    .unwrap();
+                let (mut records, mut at) = (Vec::new(), log.log_start_offset());
+                loop {
+                    let batches = log.read(at, 1 << 20).await.unwrap();
+                    let Some(last) = batches.last() else { break };
+                    at = last.last_offset() + 1;
+                    for batch in &batches {
+                        for record in batch.records(u64::MAX).unwrap() {
+                            let record = record.unwrap();
+                            let value = record.value.unwrap_or_default();
+                            let value = String::from_utf8_lossy(&value).into_owned();
+                            records.push((record.offset, value));
+                        }
+                    }
+                }
+                log.close().await;
+                records
+            })
+            .unwrap()
+            .join()
+            .unwrap()
     }
 
     /// The node's log so far.
