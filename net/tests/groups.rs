@@ -76,7 +76,7 @@ fn sessions_expire_pending_ids_lapse_and_commits_to_existing_partitions_persist(
                 ..BrokerConfig::default()
             };
             let (shard, _node) = common::shard_with_node(config).await;
-            let coordinator = Coordinator::new();
+            let coordinator = Coordinator::new(0);
             shard.set_extension(coordinator.clone());
             let ask = |request, version| {
                 let shard = shard.clone();
@@ -143,7 +143,7 @@ fn sessions_expire_pending_ids_lapse_and_commits_to_existing_partitions_persist(
             };
             assert_eq!(done.topics[0].partitions[0].error_code, 0);
             // A new coordinator knows nothing until it replays the offsets partition.
-            shard.set_extension(Coordinator::new());
+            shard.set_extension(Coordinator::new(0));
             let Some(ResponseKind::OffsetFetch(fetched)) = ask(fetch_offsets(), 7).await else {
                 panic!()
             };

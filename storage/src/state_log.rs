@@ -101,7 +101,9 @@ impl StateLog {
         let mut next_seq = 0;
         let mut next = log.log_start_offset();
         loop {
-            let batches = log.read(next, 1 << 20).await?;
+            // Up to the durable end, past a high watermark: a new leader's whole log becomes
+            // the committed one, and what it appends next must rank above all of it.
+            let batches = log.read_for_followers(next, 1 << 20).await?;
             let Some(last) = batches.last() else { break };
             next = last.last_offset() + 1;
             for batch in &batches {

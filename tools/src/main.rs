@@ -44,7 +44,8 @@ Config file keys (TOML; every one optional, flags override them):
         cursor_persist_interval_ms, read_ahead_messages_max, read_bytes_max,
         permits_per_flow_max, acks_per_frame_max, nack_delay_max_ms, consumers_max,
         decoded_cache_bytes_max
-  offset_metadata_bytes_max, offsets_topic_partitions
+  offset_metadata_bytes_max, offsets_topic_partitions, offsets_topic_replication_factor,
+        offsets_commit_timeout_ms
   [state_logs] segment_bytes_max, compaction_bytes_min
   [metadata] tick_ms, election_ticks, heartbeat_ticks, snapshot_entries,
         segment_bytes_max, proposal_timeout_ms

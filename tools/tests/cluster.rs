@@ -2,7 +2,8 @@
 //! appear on every node with the same ids and assignment; kcat and confluent-kafka bootstrap
 //! from any node and reach the leaders on the others, consumer groups included; kill -9 of the
 //! metadata group's leader elects another (the time is printed) and topic creation goes on; a
-//! killed node's partitions go offline until it returns and catches up from a snapshot.
+//! killed node's partitions go offline until it returns and catches up from a snapshot; a
+//! group's committed offsets survive kill -9 of its coordinator.
 //! Needs kcat and python3 with confluent-kafka (scripts/test installs both).
 
 mod common;
@@ -56,13 +57,18 @@ fn described(addr: &str) -> Described {
 
 /// Creates `topic` through `addr`; the Kafka error code.
 fn create_topic(addr: &str, topic: &str, partitions: i32) -> i16 {
+    create_replicated_topic(addr, topic, partitions, 1)
+}
+
+/// Creates `topic` with `replicas` replicas per partition through `addr`; the error code.
+fn create_replicated_topic(addr: &str, topic: &str, partitions: i32, replicas: i16) -> i16 {
     let mut stream = TcpStream::connect(addr).unwrap();
     let request = CreateTopicsRequest::default()
         .with_timeout_ms(30_000)
         .with_topics(vec![CreatableTopic::default()
             .with_name(TopicName(StrBytes::from_string(topic.into())))
             .with_num_partitions(partitions)
-            .with_replication_factor(1)]);
+            .with_replication_factor(replicas)]);
     kafka_call(&mut stream, 5, &request).topics[0].error_code
 }
 
@@ -327,4 +333,64 @@ fn a_fourth_node_joins_as_a_learner_takes_partitions_and_is_removed_once_it_hold
     for node in cluster.running().filter(|n| n.id != joined) {
         assert_eq!(brokers(&node.kafka), vec![0, 1, 2], "node {}", node.id);
     }
+}
+
+/// Committed offsets survive kill -9 of the group's coordinator: `__consumer_offsets` has three
+/// replicas, a commit is answered once they hold it, and the coordinator moves with the
+/// leadership of the group's offsets partition. A member commits part of a replicated topic
+/// (each message committed before it is printed), the coordinator's node is killed, and the
+/// group's next member goes on from the commits: every message once, in order.
+#[test]
+fn committed_offsets_survive_kill_9_of_the_group_coordinator() {
+    let mut cluster = Cluster::start_settled(3);
+    let addr = cluster.nodes[0].kafka.clone();
+    assert_eq!(create_replicated_topic(&addr, "ledger", 1, 3), 0);
+    let produced = confluent(&[
+        "produce",
+        "--bootstrap",
+        &addr,
+        "--topic",
+        "ledger",
+        "--count",
+        "400",
+        "--acks",
+        "all",
+    ]);
+    assert_eq!(
+        produced.lines().filter(|l| l.starts_with("ack ")).count(),
+        400
+    );
+    let consume = |bootstrap: &str, expect: &str| -> Vec<String> {
+        let printed = confluent(&[
+            "group-consume",
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            "ledger",
+            "--group",
+            "ledger-readers",
+            "--expect",
+            expect,
+            "--timeout-ms",
+            "60000",
+        ]);
+        (printed.lines())
+            .filter_map(|l| l.strip_prefix("msg "))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+            .collect()
+    };
+    let mut consumed = consume(&addr, "150");
+    assert!(consumed.len() >= 150);
+    let (error, coordinator, _) = self::coordinator(&addr, "ledger-readers");
+    assert_eq!(error, 0);
+    cluster.node(coordinator).kill();
+    let survivor = (cluster.running()).next().unwrap().kafka.clone();
+    let started = Instant::now();
+    consumed.extend(consume(&survivor, "400"));
+    eprintln!(
+        "coordinator {coordinator} killed; the group went on through another in {:?}",
+        started.elapsed()
+    );
+    let expected: Vec<String> = (0..400).map(|i| format!("m-{i}")).collect();
+    assert_eq!(consumed, expected, "every message once, in order");
 }

@@ -126,6 +126,13 @@ pub struct BrokerConfig {
     /// Partitions of the internal topic of consumer-group offsets (Kafka's
     /// `offsets.topic.num.partitions`), fixed when the topic is first created.
     pub offsets_topic_partitions: u32,
+    /// Replicas of each partition of that topic (Kafka's `offsets.topic.replication.factor`),
+    /// fewer when fewer brokers are registered when it is created; committed offsets then
+    /// survive the loss of the coordinator's node and the coordinator moves with leadership.
+    pub offsets_topic_replication_factor: u32,
+    /// How long an offset commit waits for the in-sync replicas of its offsets partition
+    /// before it is answered REQUEST_TIMED_OUT (Kafka's `offsets.commit.timeout.ms`).
+    pub offsets_commit_timeout_ms: u64,
     /// The logs that hold consumer state.
     pub state_logs: StateLogConfig,
     /// The metadata group.
@@ -169,6 +176,8 @@ impl Default for BrokerConfig {
             subscriptions: SubscriptionConfig::default(),
             offset_metadata_bytes_max: 4096,
             offsets_topic_partitions: 50,
+            offsets_topic_replication_factor: 3,
+            offsets_commit_timeout_ms: 5_000,
             state_logs: StateLogConfig::default(),
             metadata: MetadataGroupConfig::default(),
             cluster: ClusterConfig::default(),
@@ -340,6 +349,18 @@ impl BrokerConfig {
             return Err(ConfigError::new(
                 "offsets_topic_partitions",
                 "must be 1 to topic_partitions_max",
+            ));
+        }
+        if !(1..=16).contains(&self.offsets_topic_replication_factor) {
+            return Err(ConfigError::new(
+                "offsets_topic_replication_factor",
+                "must be 1 to 16",
+            ));
+        }
+        if !(1..=3_600_000).contains(&self.offsets_commit_timeout_ms) {
+            return Err(ConfigError::new(
+                "offsets_commit_timeout_ms",
+                "must be 1 ms to 1 hour",
             ));
         }
         self.subscriptions.validate()?;

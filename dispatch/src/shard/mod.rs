@@ -401,22 +401,27 @@ impl Shard {
         .unwrap_or(Err(CreateTopicError::Storage("shard 0 is gone".into())))
     }
 
-    /// The partition count of an internal topic, created with `partitions` and `configs` if
-    /// it does not exist yet (a count fixed at creation is kept).
+    /// The partition count of an internal topic, created with `partitions` on
+    /// `replication_factor` replicas and `configs` if it does not exist yet (a count fixed at
+    /// creation is kept).
     pub async fn ensure_internal_topic(
         &self,
         name: &str,
-        partitions: u32,
+        (partitions, replication_factor): (u32, u32),
         configs: Vec<(String, String)>,
     ) -> Result<u32, CreateTopicError> {
         if let Some(count) = self.partition_count(name) {
             return Ok(count);
         }
+        // As many replicas as asked for and brokers allow (Kafka refuses fewer; a node that
+        // starts alone would then have no offsets at all).
+        let brokers = self.metadata().unfenced_brokers().count();
+        let replication_factor = (replication_factor as usize).min(brokers).max(1);
         let created = ask(&self.mesh[0], |reply| ShardMessage::CreateTopic {
             name: name.to_string(),
             partitions: partitions as i64,
             configs,
-            replication_factor: 1,
+            replication_factor,
             internal: true,
             reply,
         })

@@ -277,6 +277,18 @@ impl Shard {
         }
     }
 
+    /// Waits until every in-sync replica of a partition this node leads holds everything
+    /// below `end` (at once where it has no other replica), at most `timeout`: how a state
+    /// log's writer (group offsets) makes its appends as durable as acks=all.
+    pub async fn wait_for_replicas(
+        &self,
+        host: &PartitionHost,
+        end: u64,
+        timeout: Duration,
+    ) -> Result<(), PartitionError> {
+        self.replicated(host, end, Some(Some(timeout))).await
+    }
+
     /// After a local append up to `end`: the leader's own progress, and for acks=all
     /// (`wait` holds its timeout, if any), the wait until every in-sync replica holds it.
     pub(super) async fn replicated(

@@ -470,7 +470,7 @@ async fn shard_main(
         }
     }
     let shard = Rc::new(shard);
-    let coordinator = crate::kafka::groups::Coordinator::new();
+    let coordinator = crate::kafka::groups::Coordinator::new(shard.config.node_id);
     shard.set_extension(coordinator.clone());
     let coordinator_tick = glommio::spawn_local(async move {
         loop {

@@ -36,7 +36,10 @@ pub async fn migrate(shard: &Shard) -> Result<usize, String> {
         let partitions = shard
             .ensure_internal_topic(
                 OFFSETS_TOPIC,
-                shard.config.offsets_topic_partitions,
+                (
+                    shard.config.offsets_topic_partitions,
+                    shard.config.offsets_topic_replication_factor,
+                ),
                 offsets_topic_configs(&shard.config),
             )
             .await
@@ -46,7 +49,8 @@ pub async fn migrate(shard: &Shard) -> Result<usize, String> {
             shard
                 .run_on(target, move |shard| async move {
                     let coordinator = shard.extension::<Coordinator>()?;
-                    Some(coordinator.store_commits(&shard, partition, changes).await)
+                    let stored = coordinator.store_commits(&shard, partition, changes).await;
+                    Some(stored.map_err(|(_, why)| why))
                 })
                 .await
                 .flatten()

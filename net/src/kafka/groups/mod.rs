@@ -48,6 +48,9 @@ pub struct Client {
 /// How often sessions and rebalance deadlines are checked.
 pub const COORDINATOR_TICK: Duration = Duration::from_millis(100);
 
+/// The low bits of a producer id that hold the node id handing it out.
+const PRODUCER_ID_NODE_MASK: i64 = 0x3FF;
+
 /// How long a member id handed out with MEMBER_ID_REQUIRED waits for its rejoin.
 const PENDING_MEMBER_ID_TTL: Duration = Duration::from_secs(60);
 
@@ -57,25 +60,32 @@ const SESSION_TIMEOUT_MS: std::ops::RangeInclusive<i32> = 6_000..=1_800_000;
 /// One shard's group coordinator; see the module docs.
 pub struct Coordinator {
     groups: RefCell<HashMap<String, group::Group>>,
-    /// State logs of the offsets partitions this shard owns, by partition, once used.
-    offset_logs: RefCell<HashMap<u32, Rc<StateLog>>>,
+    /// State logs of the offsets partitions this shard leads, by partition, once used, with
+    /// the leader epoch they were replayed at (a new epoch replays again: what this node
+    /// appended or received as a follower since is in the log, not in the old state).
+    offset_logs: RefCell<HashMap<u32, (i32, Rc<StateLog>)>>,
     /// Held while an offsets partition is replayed.
     loading: glommio::sync::Semaphore,
     next_member: Cell<u64>,
-    /// Next idempotent producer id (shard 0 hands them all out): seeded from the clock (2^20
-    /// ids per millisecond) so ids stay unique across restarts without being stored.
+    /// Next idempotent producer id (shard 0 of each node hands them out): seeded from the
+    /// clock (1,024 ids per millisecond) so ids stay unique across restarts without being
+    /// stored, with the node id in the low 10 bits so nodes never hand out the same one (a
+    /// producer's state follows its partitions to other nodes).
     next_producer_id: Cell<i64>,
 }
 
 impl Coordinator {
-    /// A coordinator with no groups yet; offsets partitions are replayed when first used.
-    pub fn new() -> Rc<Coordinator> {
+    /// A coordinator of node `node_id` with no groups yet; offsets partitions are replayed
+    /// when first used.
+    pub fn new(node_id: i32) -> Rc<Coordinator> {
         Rc::new(Coordinator {
             groups: RefCell::default(),
             offset_logs: RefCell::default(),
             loading: glommio::sync::Semaphore::new(1),
             next_member: Cell::new(0),
-            next_producer_id: Cell::new(oxbow_storage::now_ms() << 20),
+            next_producer_id: Cell::new(
+                (oxbow_storage::now_ms() << 20) | (node_id as i64 & PRODUCER_ID_NODE_MASK),
+            ),
         })
     }
 
@@ -169,7 +179,7 @@ impl Coordinator {
             return response;
         }
         let id = self.next_producer_id.get();
-        self.next_producer_id.set(id + 1);
+        self.next_producer_id.set(id + PRODUCER_ID_NODE_MASK + 1);
         response.producer_id = ProducerId(id);
         response.producer_epoch = 0;
         response
@@ -259,4 +269,28 @@ async fn describe_each(
         }
     }
     Ok(ResponseKind::DescribeGroups(all))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_ids_carry_their_node_and_never_repeat_across_nodes() {
+        let new_id = |coordinator: &Coordinator| {
+            // An idempotent producer's first ask: no transactional id, no id yet.
+            let request = InitProducerIdRequest::default().with_transactional_id(None);
+            coordinator.init_producer(request).producer_id.0
+        };
+        let (one, two) = (Coordinator::new(1), Coordinator::new(2));
+        let mut ids = std::collections::BTreeSet::new();
+        for _ in 0..2_000 {
+            let (a, b) = (new_id(&one), new_id(&two));
+            assert_eq!(
+                (a & PRODUCER_ID_NODE_MASK, b & PRODUCER_ID_NODE_MASK),
+                (1, 2)
+            );
+            assert!(ids.insert(a) && ids.insert(b));
+        }
+    }
 }

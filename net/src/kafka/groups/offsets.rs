@@ -7,7 +7,7 @@
 use super::super::wire::{code, text};
 use super::group::State;
 use super::Coordinator;
-use crate::shard::Shard;
+use crate::shard::{PartitionError, Shard};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition;
 use kafka_protocol::messages::offset_commit_response::{
@@ -23,6 +23,7 @@ use oxbow_cluster::OFFSETS_TOPIC;
 use oxbow_storage::{CompactionSettings, StateLog};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::time::Duration;
 
 /// (group, topic, partition).
 pub(super) type OffsetKey = (String, String, i32);
@@ -93,23 +94,37 @@ pub(super) fn decode_commit(key: &[u8], value: &[u8]) -> Option<(OffsetKey, i64,
 }
 
 impl Coordinator {
-    /// The state log of an offsets partition this shard owns, replayed on first use.
+    /// The state log of an offsets partition this shard owns and leads, replayed on first
+    /// use at each leader epoch. A new epoch also forgets the groups of the partition: their
+    /// members went to another coordinator meanwhile, and rejoin here.
     pub(super) async fn offsets_log(
         &self,
         shard: &Shard,
         partition: u32,
     ) -> Result<Rc<StateLog>, String> {
-        if let Some(log) = self.offset_logs.borrow().get(&partition) {
-            return Ok(log.clone());
+        let epoch = (shard.metadata().topic(OFFSETS_TOPIC))
+            .and_then(|t| t.partitions.get(partition as usize))
+            .map_or(0, |p| p.leader_epoch);
+        let cached = |logs: &HashMap<u32, (i32, Rc<StateLog>)>| {
+            (logs.get(&partition))
+                .filter(|(at, _)| *at == epoch)
+                .map(|(_, log)| log.clone())
+        };
+        if let Some(log) = cached(&self.offset_logs.borrow()) {
+            return Ok(log);
         }
         // One replay at a time, so two first requests do not both replay.
         let _loading = self.loading.acquire_permit(1).await;
-        if let Some(log) = self.offset_logs.borrow().get(&partition) {
-            return Ok(log.clone());
+        if let Some(log) = cached(&self.offset_logs.borrow()) {
+            return Ok(log);
         }
         let host = shard
-            .local(OFFSETS_TOPIC, partition)
+            .leading(OFFSETS_TOPIC, partition)
             .map_err(|e| format!("{OFFSETS_TOPIC}/{partition}: {e}"))?;
+        if self.offset_logs.borrow_mut().remove(&partition).is_some() {
+            let partitions = shard.partition_count(OFFSETS_TOPIC).unwrap_or(1);
+            (self.groups.borrow_mut()).retain(|g, _| offsets_partition(g, partitions) != partition);
+        }
         let settings = CompactionSettings {
             compaction_bytes_min: shard.config.state_logs.compaction_bytes_min,
         };
@@ -119,25 +134,41 @@ impl Coordinator {
             .map_err(|e| format!("{OFFSETS_TOPIC}/{partition}: {e}"))?;
         tracing::debug!(
             partition,
+            epoch,
             keys = log.entries().len(),
             "group offsets loaded"
         );
         let log = Rc::new(log);
-        self.offset_logs.borrow_mut().insert(partition, log.clone());
+        (self.offset_logs.borrow_mut()).insert(partition, (epoch, log.clone()));
         Ok(log)
     }
 
-    /// Stores commits in an offsets partition, and compacts it in the background when due.
+    /// Stores commits in an offsets partition once every in-sync replica holds them (Kafka
+    /// commits offsets with acks=all), and compacts it in the background when due. Refusals
+    /// come as the Kafka error to answer.
     pub(super) async fn store_commits(
         &self,
         shard: &Shard,
         partition: u32,
         changes: Vec<(Bytes, Option<Bytes>)>,
-    ) -> Result<(), String> {
-        let log = self.offsets_log(shard, partition).await?;
-        log.put(changes).await.map_err(|e| e.to_string())?;
+    ) -> Result<(), (i16, String)> {
+        let unavailable = |e: String| (code::COORDINATOR_NOT_AVAILABLE, e);
+        let log = self
+            .offsets_log(shard, partition)
+            .await
+            .map_err(unavailable)?;
+        log.put(changes)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
         log.compact_in_background_if_due();
-        Ok(())
+        let host = (shard.leading(OFFSETS_TOPIC, partition))
+            .map_err(|e| (code::NOT_COORDINATOR, e.to_string()))?;
+        let end = host.log.durable_end_offset();
+        let timeout = Duration::from_millis(shard.config.offsets_commit_timeout_ms);
+        (shard.wait_for_replicas(&host, end, timeout).await).map_err(|e| match e {
+            PartitionError::TimedOut => (code::REQUEST_TIMED_OUT, e.to_string()),
+            e => (code::NOT_COORDINATOR, e.to_string()),
+        })
     }
 
     pub(super) async fn commit(
@@ -177,9 +208,9 @@ impl Coordinator {
         let partitions = shard.partition_count(OFFSETS_TOPIC).unwrap_or(1);
         let partition = offsets_partition(&group_id, partitions);
         if !changes.is_empty() {
-            if let Err(e) = self.store_commits(shard, partition, changes).await {
-                tracing::error!(group = %group_id, error = %e, "committing offsets failed");
-                return commit_response(&request, |_, _| code::COORDINATOR_NOT_AVAILABLE);
+            if let Err((error, why)) = self.store_commits(shard, partition, changes).await {
+                tracing::warn!(group = %group_id, error = %why, "committing offsets failed");
+                return commit_response(&request, |_, _| error);
             }
         }
         commit_response(&request, refusal)

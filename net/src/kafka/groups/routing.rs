@@ -39,7 +39,10 @@ pub async fn coordinator_of(shard: &Shard, group: &str) -> Result<GroupHome, Str
     let partitions = shard
         .ensure_internal_topic(
             OFFSETS_TOPIC,
-            config.offsets_topic_partitions,
+            (
+                config.offsets_topic_partitions,
+                config.offsets_topic_replication_factor,
+            ),
             offsets_topic_configs(config),
         )
         .await
