@@ -53,7 +53,9 @@ Config file keys (TOML; every one optional, flags override them):
         tls_dir, frame_bytes_max, connect_timeout_ms, frame_timeout_ms, idle_timeout_ms,
         broker_session_timeout_ms, replica_lag_time_max_ms, min_insync_replicas,
         replica_fetch_timeout_ms, replica_fetch_wait_max_ms, replica_fetch_backoff_ms,
-        replica_fetch_bytes_max, socket_buffer_bytes, controlled_shutdown_timeout_ms
+        replica_fetch_bytes_max, socket_buffer_bytes, controlled_shutdown_timeout_ms,
+        auto_leader_rebalance, leader_imbalance_check_interval_ms,
+        leader_imbalance_per_broker_percentage
 Topics override segment.bytes, segment.ms, retention.bytes, retention.ms,
 max.message.bytes, flush.ms and oxbow.flush through CreateTopics configs.";
 

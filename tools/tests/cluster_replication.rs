@@ -10,7 +10,7 @@ mod history;
 
 use common::cluster::{metadata, Cluster};
 use common::{kafka_call, kcat};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{CreateTopicsRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -35,16 +35,25 @@ fn partition_state(addr: &str) -> Option<(i32, Vec<i32>)> {
     Some((p.leader_id.0, isr))
 }
 
-/// Creates `TOPIC` with one partition on three replicas through `bootstrap`; once every
-/// running node knows it, its leader.
-fn create_replicated(cluster: &Cluster, bootstrap: &str) -> i32 {
+/// Creates `TOPIC` with one partition on three replicas and `configs` through `bootstrap`;
+/// once every running node knows it, its leader.
+fn create_replicated(cluster: &Cluster, bootstrap: &str, configs: &[(&str, &str)]) -> i32 {
     let mut stream = TcpStream::connect(bootstrap).unwrap();
     let request = CreateTopicsRequest::default()
         .with_timeout_ms(30_000)
         .with_topics(vec![CreatableTopic::default()
             .with_name(TopicName(StrBytes::from_string(TOPIC.into())))
             .with_num_partitions(1)
-            .with_replication_factor(3)]);
+            .with_replication_factor(3)
+            .with_configs(
+                (configs.iter())
+                    .map(|(name, value)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(name.to_string()))
+                            .with_value(Some(StrBytes::from_string(value.to_string())))
+                    })
+                    .collect(),
+            )]);
     let created = kafka_call(&mut stream, 5, &request);
     assert_eq!(created.topics[0].error_code, 0, "{created:?}");
     let (leader, isr) = cluster.settle("every node knows the replicated topic", || {
@@ -82,6 +91,23 @@ fn produce(bootstrap: &str, base: usize, count: usize) -> Vec<String> {
     acked
 }
 
+/// Produces one record `value` to partition 0 of `TOPIC` at `addr` with `acks` and the request
+/// timeout `timeout_ms` (one request, no client retries); the partition's error code.
+fn produce_one(addr: &str, acks: i16, timeout_ms: i32, value: &str) -> i16 {
+    let mut builder = oxbow_core::BatchBuilder::new(0);
+    builder.push(None, Some(value.as_bytes()), 0);
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(timeout_ms)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(TOPIC.into())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(builder.build().into_bytes()))])]);
+    let answer = kafka_call(&mut TcpStream::connect(addr).unwrap(), 9, &request);
+    answer.responses[0].partition_responses[0].error_code
+}
+
 /// Every record of `TOPIC`, read by kcat through `addr`.
 fn read_all(addr: &str) -> Vec<String> {
     let (ok, out, err) = kcat(
@@ -101,7 +127,7 @@ fn read_all(addr: &str) -> Vec<String> {
 fn acks_all_records_survive_kill_9_of_the_partition_leader() {
     let mut cluster = Cluster::start_settled(3);
     let bootstrap = cluster.nodes[0].kafka.clone();
-    let leader = create_replicated(&cluster, &bootstrap);
+    let leader = create_replicated(&cluster, &bootstrap, &[]);
     let acked = produce(&bootstrap, 0, MESSAGES);
 
     cluster.node(leader).kill();
@@ -121,7 +147,7 @@ fn acks_all_records_survive_kill_9_of_the_partition_leader() {
 fn a_lagging_follower_leaves_the_isr_and_rejoins_once_caught_up() {
     let mut cluster = Cluster::start_settled(3);
     let bootstrap = cluster.nodes[0].kafka.clone();
-    let leader = create_replicated(&cluster, &bootstrap);
+    let leader = create_replicated(&cluster, &bootstrap, &[]);
     let follower = (0..3).find(|&b| b != leader).unwrap();
     let mut acked = produce(&bootstrap, 0, MESSAGES);
 
@@ -179,7 +205,7 @@ fn acknowledged_records_survive_the_leader_killed_at_random_moments() {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut cluster = Cluster::start_settled(3);
     let bootstrap = cluster.nodes[0].kafka.clone();
-    create_replicated(&cluster, &bootstrap);
+    create_replicated(&cluster, &bootstrap, &[]);
     // (producer, offset, value) of every acknowledgement; one idempotent producer per cycle.
     let mut acked: Vec<(usize, u64, String)> = Vec::new();
     for cycle in 0..cycles {
@@ -283,11 +309,12 @@ fn acknowledged_records_survive_the_leader_killed_at_random_moments() {
 /// SIGTERM of the partition leader under a confluent-kafka acks=all idempotent producer: the
 /// node hands the leadership to a follower before it stops (controlled shutdown), so the
 /// producer sees no error, only a metadata refresh; every acknowledged record is at its offset
-/// on the new leader, and the node rejoins the in-sync replicas when it starts again.
+/// on the new leader; started again, the node rejoins the in-sync replicas and, being the
+/// preferred replica, gets the leadership back.
 #[test]
 fn sigterm_of_the_leader_hands_over_leadership_and_clients_see_no_error() {
     let mut cluster = Cluster::start_settled(3);
-    let leader = create_replicated(&cluster, &cluster.nodes[0].kafka.clone());
+    let leader = create_replicated(&cluster, &cluster.nodes[0].kafka.clone(), &[]);
     let bootstrap = (cluster.running()).find(|n| n.id != leader).unwrap();
     let bootstrap = bootstrap.kafka.clone();
     let mut producer = Command::new("python3")
@@ -358,10 +385,15 @@ fn sigterm_of_the_leader_hands_over_leadership_and_clients_see_no_error() {
         assert_eq!(stored.get(offset), Some(value), "acknowledged {value}");
     }
 
+    // Back and in sync, it is the partition's preferred replica (its first), and the
+    // controller hands the leadership home (auto.leader.rebalance).
     cluster.node(leader).restart();
-    cluster.settle("the stopped leader rejoins the ISR", || {
-        partition_state(&bootstrap).filter(|(_, isr)| *isr == [0, 1, 2])
-    });
+    cluster.settle(
+        "the restarted preferred replica leads again, all in sync",
+        || partition_state(&bootstrap).filter(|(l, isr)| *l == leader && *isr == [0, 1, 2]),
+    );
+    let back: Vec<(i64, String)> = read_with_offsets(&bootstrap);
+    assert_eq!(back.len(), 4_000, "nothing lost or added by the moves");
 }
 
 /// Every record of `TOPIC` with its offset, read by kcat through `addr`.
@@ -398,7 +430,7 @@ fn read_with_offsets(addr: &str) -> Vec<(i64, String)> {
 #[test]
 fn a_leader_partitioned_from_the_majority_stops_acknowledging_and_rejoins_after_healing() {
     let mut cluster = Cluster::start_settled(3);
-    let leader = create_replicated(&cluster, &cluster.nodes[0].kafka.clone());
+    let leader = create_replicated(&cluster, &cluster.nodes[0].kafka.clone(), &[]);
     let others: Vec<i32> = (0..3).filter(|&b| b != leader).collect();
     let survivor = cluster.nodes[others[0] as usize].kafka.clone();
     let mut acked = produce(&survivor, 0, MESSAGES);
@@ -411,22 +443,8 @@ fn a_leader_partitioned_from_the_majority_stops_acknowledging_and_rejoins_after_
     };
     set_links(&cluster, false);
     let isolated = cluster.nodes[leader as usize].kafka.clone();
-    let mut builder = oxbow_core::BatchBuilder::new(0);
-    builder.push(None, Some(b"isolated"), 0);
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(2_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(TOPIC.into())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(builder.build().into_bytes()))])]);
-    let answer = kafka_call(&mut TcpStream::connect(&isolated).unwrap(), 9, &request);
-    let refused = &answer.responses[0].partition_responses[0];
-    assert_eq!(
-        refused.error_code, 7,
-        "REQUEST_TIMED_OUT, not an ack: {refused:?}"
-    );
+    let refused = produce_one(&isolated, -1, 2_000, "isolated");
+    assert_eq!(refused, 7, "REQUEST_TIMED_OUT, not an ack");
 
     let (new_leader, _) = cluster.settle("the majority elects another leader", || {
         partition_state(&survivor).filter(|(l, _)| others.contains(l))
@@ -435,8 +453,12 @@ fn a_leader_partitioned_from_the_majority_stops_acknowledging_and_rejoins_after_
     acked.extend(produce(&survivor, MESSAGES, MESSAGES));
 
     set_links(&cluster, true);
+    // The majority's view (the old leader's own is stale until it hears the group again) and
+    // the old leader's, the same. Once in sync it is the preferred replica again, and may
+    // lead again.
     cluster.settle("the old leader follows and rejoins the ISR", || {
-        partition_state(&isolated).filter(|(l, isr)| *l == new_leader && *isr == [0, 1, 2])
+        let majority = partition_state(&survivor).filter(|(l, isr)| *l >= 0 && *isr == [0, 1, 2]);
+        majority.filter(|view| partition_state(&isolated).as_ref() == Some(view))
     });
     let expected: Vec<(u64, String)> = (acked.iter().enumerate())
         .map(|(offset, value)| (offset as u64, value.clone()))
@@ -446,4 +468,22 @@ fn a_leader_partitioned_from_the_majority_stops_acknowledging_and_rejoins_after_
         let stored = cluster.nodes[node as usize].stored_records(TOPIC, 0);
         assert_eq!(stored, expected, "replica {node}'s files");
     }
+}
+
+/// A topic's `min.insync.replicas` of 3 on three replicas: with a follower gone and out of the
+/// ISR, acks=all is refused with NOT_ENOUGH_REPLICAS while acks=1 goes on.
+#[test]
+fn a_topics_min_insync_replicas_refuses_acks_all_below_it() {
+    let mut cluster = Cluster::start_settled(3);
+    let bootstrap = cluster.nodes[0].kafka.clone();
+    let leader = create_replicated(&cluster, &bootstrap, &[("min.insync.replicas", "3")]);
+    let leader_addr = cluster.nodes[leader as usize].kafka.clone();
+    assert_eq!(produce_one(&leader_addr, -1, 10_000, "all three"), 0);
+    let follower = (0..3).find(|&b| b != leader).unwrap();
+    cluster.node(follower).kill();
+    cluster.settle("the dead follower leaves the ISR", || {
+        partition_state(&leader_addr).filter(|(_, isr)| !isr.contains(&follower))
+    });
+    assert_eq!(produce_one(&leader_addr, -1, 10_000, "two of three"), 19);
+    assert_eq!(produce_one(&leader_addr, 1, 10_000, "the leader's"), 0);
 }

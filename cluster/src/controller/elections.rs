@@ -4,9 +4,7 @@
 use crate::metadata::{Metadata, MetadataChange, PartitionMeta, NO_LEADER};
 use std::collections::BTreeSet;
 
-/// The topic config that lets a partition with no live in-sync replica be led by a replica
-/// that may lack acknowledged records (Kafka's name; off unless a topic sets it).
-pub const UNCLEAN_ELECTION_CONFIG: &str = "unclean.leader.election.enable";
+pub use oxbow_core::config::UNCLEAN_ELECTION_CONFIG;
 
 /// The elections that follow from only `live` brokers answering:
 /// - a partition whose leader is not live gets the first live in-sync replica (in replica

@@ -2,7 +2,7 @@
 //! (`LeaderProgress`, `truncation_point`, the storage engine's `LeaderEpochs`) and the real
 //! metadata model and controller decisions (`Metadata::apply`, `elections`), driven through
 //! random schedules of produces, fetches, fsyncs, crashes that lose unsynced tails, controlled
-//! shutdowns, restarts,
+//! shutdowns, preferred-leader moves, restarts,
 //! spurious fencing (lost heartbeats while the broker runs on), stale metadata views and a
 //! network that drops, duplicates and reorders. After every step it checks that no
 //! acknowledged (acks=all) record is lost or changed, that what any high watermark covered
@@ -43,6 +43,7 @@ fn no_acknowledged_record_is_lost_and_replicas_agree_over_random_schedules() {
         totals.acks += h.acks;
         totals.crashes += h.crashes;
         totals.shutdowns += h.shutdowns;
+        totals.rebalances += h.rebalances;
         totals.truncated += h.truncated;
         totals.elections += h.elections;
         totals.isr_changes += h.isr_changes;
@@ -50,10 +51,11 @@ fn no_acknowledged_record_is_lost_and_replicas_agree_over_random_schedules() {
     }
     eprintln!(
         "{schedules} schedules from seed {first}: {} acks=all acknowledged, {} crashes, {} \
-         controlled shutdowns, {} elections, {} ISR changes, {} stale changes refused, {} records truncated; none lost",
+         controlled shutdowns, {} preferred-leader moves, {} elections, {} ISR changes, {} stale changes refused, {} records truncated; none lost",
         totals.acks,
         totals.crashes,
         totals.shutdowns,
+        totals.rebalances,
         totals.elections,
         totals.isr_changes,
         totals.refused,
@@ -63,6 +65,7 @@ fn no_acknowledged_record_is_lost_and_replicas_agree_over_random_schedules() {
         totals.acks > 0
             && totals.crashes > 0
             && totals.shutdowns > 0
+            && totals.rebalances > 0
             && totals.truncated > 0
             && totals.isr_changes > 0
     );

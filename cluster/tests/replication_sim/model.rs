@@ -116,6 +116,7 @@ pub struct History {
     pub acks: u64,
     pub crashes: u64,
     pub shutdowns: u64,
+    pub rebalances: u64,
     pub truncated: u64,
     pub elections: u64,
     pub isr_changes: u64,

@@ -5,7 +5,7 @@ use crate::model::{
     decode_records, encode_records, key, Envelope, History, Record, Replica, BROKERS,
     FETCH_RECORDS_MAX, SETTINGS, TOPIC, TOPIC_ID,
 };
-use oxbow_cluster::controller::elections;
+use oxbow_cluster::controller::{elections, preferred_leader_elections};
 use oxbow_cluster::replication::{
     check_request, Follower, FollowerAction, LeaderProgress, ReplicaFrame,
 };
@@ -188,6 +188,7 @@ impl Sim {
             970..=984 => self.restart(id),
             985..=989 if self.faults => self.fence(id),
             990..=993 if self.faults => self.shut_down(id),
+            994..=997 => self.rebalance(),
             _ => self.heartbeat(id),
         }
         self.check();
@@ -422,6 +423,19 @@ impl Sim {
         if self.replicas[&id].alive && self.metadata.fenced.contains(&id) {
             self.commit(MetadataChange::UnfenceBroker { id });
             self.elect();
+        }
+    }
+
+    /// The controller hands leadership back to the preferred replica (broker 1) when it is
+    /// in sync (no imbalance threshold: one partition).
+    fn rebalance(&mut self) {
+        let live: BTreeSet<i32> = (BROKERS.iter().copied())
+            .filter(|id| !self.metadata.fenced.contains(id))
+            .collect();
+        for change in preferred_leader_elections(&self.metadata, &live, 0) {
+            if self.commit(change) {
+                self.history.rebalances += 1;
+            }
         }
     }
 

@@ -51,6 +51,15 @@ pub struct ClusterConfig {
     /// acks=all needs at least this many in-sync replicas, else NOT_ENOUGH_REPLICAS (Kafka's
     /// `min.insync.replicas`).
     pub min_insync_replicas: u32,
+    /// Hand leadership back to each partition's preferred replica (its first) once that
+    /// replica is in sync again (Kafka's `auto.leader.rebalance.enable`).
+    pub auto_leader_rebalance: bool,
+    /// How often the controller looks for partitions away from their preferred leader
+    /// (Kafka's `leader.imbalance.check.interval.seconds`, in milliseconds).
+    pub leader_imbalance_check_interval_ms: u64,
+    /// A broker's partitions move home only when more than this share of those it prefers
+    /// are led elsewhere (Kafka's `leader.imbalance.per.broker.percentage`).
+    pub leader_imbalance_per_broker_percentage: u32,
     /// How long a stopping node waits for the metadata group to move its partitions'
     /// leadership to other replicas (controlled shutdown) before it stops regardless.
     pub controlled_shutdown_timeout_ms: u64,
@@ -84,6 +93,9 @@ impl Default for ClusterConfig {
             broker_session_timeout_ms: 9_000,
             replica_lag_time_max_ms: 30_000,
             min_insync_replicas: 1,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval_ms: 300_000,
+            leader_imbalance_per_broker_percentage: 10,
             controlled_shutdown_timeout_ms: 10_000,
             replica_fetch_timeout_ms: 1_000,
             replica_fetch_wait_max_ms: 500,
@@ -196,6 +208,10 @@ impl ClusterConfig {
                 "cluster.controlled_shutdown_timeout_ms",
                 self.controlled_shutdown_timeout_ms,
             ),
+            (
+                "cluster.leader_imbalance_check_interval_ms",
+                self.leader_imbalance_check_interval_ms,
+            ),
         ] {
             if !(10..=3_600_000).contains(&value) {
                 return Err(ConfigError::new(field, "must be 10 ms to 1 hour"));
@@ -213,6 +229,12 @@ impl ClusterConfig {
             return Err(ConfigError::new(
                 "cluster.replica_fetch_wait_max_ms",
                 "must be below cluster.replica_fetch_timeout_ms and replica_lag_time_max_ms",
+            ));
+        }
+        if self.leader_imbalance_per_broker_percentage > 100 {
+            return Err(ConfigError::new(
+                "cluster.leader_imbalance_per_broker_percentage",
+                "must be 0 to 100",
             ));
         }
         if self.replica_fetch_backoff_ms > 60_000 {

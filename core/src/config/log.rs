@@ -144,7 +144,9 @@ impl LogConfig {
 }
 
 /// Per-topic overrides, by Kafka config name (as CreateTopics and DescribeConfigs carry them).
-pub const TOPIC_CONFIG_NAMES: [&str; 7] = [
+/// The last two are replication settings, read by the partition's leader and the controller,
+/// not by the log; they are checked here with the rest.
+pub const TOPIC_CONFIG_NAMES: [&str; 9] = [
     "segment.bytes",
     "segment.ms",
     "retention.bytes",
@@ -152,7 +154,26 @@ pub const TOPIC_CONFIG_NAMES: [&str; 7] = [
     "max.message.bytes",
     "flush.ms",
     "oxbow.flush",
+    MIN_INSYNC_REPLICAS_CONFIG,
+    UNCLEAN_ELECTION_CONFIG,
 ];
+
+/// acks=all needs at least this many in-sync replicas (a topic's override of
+/// `cluster.min_insync_replicas`).
+pub const MIN_INSYNC_REPLICAS_CONFIG: &str = "min.insync.replicas";
+
+/// Lets a partition with no live in-sync replica be led by a replica that may lack
+/// acknowledged records (off unless a topic sets it).
+pub const UNCLEAN_ELECTION_CONFIG: &str = "unclean.leader.election.enable";
+
+/// A topic's `min.insync.replicas`, if its overrides set it validly.
+pub fn min_insync_replicas_override<'a>(
+    mut overrides: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Option<u32> {
+    (overrides.find(|(name, _)| *name == MIN_INSYNC_REPLICAS_CONFIG))
+        .and_then(|(_, value)| value.parse().ok())
+        .filter(|&n| n >= 1)
+}
 
 impl LogConfig {
     /// This configuration with a topic's overrides applied (Kafka names, string values), and
@@ -187,6 +208,16 @@ impl LogConfig {
                     config.write_buffer_bytes = config
                         .write_buffer_bytes
                         .max(needed.min(u32::MAX as u64) as u32);
+                }
+                MIN_INSYNC_REPLICAS_CONFIG => {
+                    if !(1..=i64::from(u16::MAX)).contains(&number()?) {
+                        return Err(ConfigError::new(field, "must be at least 1"));
+                    }
+                }
+                UNCLEAN_ELECTION_CONFIG => {
+                    if value != "true" && value != "false" {
+                        return Err(ConfigError::new(field, "must be true or false"));
+                    }
                 }
                 "flush.ms" => match number()? {
                     0 => config.flush = FlushPolicy::Always,

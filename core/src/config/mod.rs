@@ -15,7 +15,10 @@ mod subscriptions;
 mod tests;
 
 pub use cluster::{ClusterConfig, Voter, CLUSTER_FRAME_BYTES_LIMIT};
-pub use log::{FlushPolicy, LogConfig, BATCH_BYTES_LIMIT, SEGMENT_BYTES_LIMIT};
+pub use log::{
+    min_insync_replicas_override, FlushPolicy, LogConfig, BATCH_BYTES_LIMIT,
+    MIN_INSYNC_REPLICAS_CONFIG, SEGMENT_BYTES_LIMIT, UNCLEAN_ELECTION_CONFIG,
+};
 pub use metadata::MetadataGroupConfig;
 pub use state::StateLogConfig;
 pub use subscriptions::SubscriptionConfig;

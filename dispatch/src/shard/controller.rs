@@ -1,9 +1,11 @@
 //! The controller: on the node that leads the metadata group, proposes what follows from the
-//! brokers' liveness (fencing, unfencing, new partition leaders). Every node runs it on shard
-//! 0; it acts only while its node leads, so a new leader takes over at its next look.
+//! brokers' liveness (fencing, unfencing, new partition leaders) and, every
+//! `cluster.leader_imbalance_check_interval_ms`, hands leadership back to preferred replicas.
+//! Every node runs it on shard 0; it acts only while its node leads, so a new leader takes
+//! over at its next look.
 
 use super::Shard;
-use oxbow_cluster::controller::{liveness_changes, Liveness};
+use oxbow_cluster::controller::{liveness_changes, preferred_leader_elections, Liveness};
 use oxbow_cluster::metadata_group::raft_id;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -17,6 +19,9 @@ impl Shard {
         let me = self.config.node_id;
         let session = Duration::from_millis(self.config.cluster.broker_session_timeout_ms);
         let mut liveness = Liveness::new(session);
+        let settings = &self.config.cluster;
+        let rebalance_every = Duration::from_millis(settings.leader_imbalance_check_interval_ms);
+        let mut rebalanced = Instant::now();
         loop {
             glommio::timer::sleep(interval).await;
             let now = Instant::now();
@@ -26,7 +31,16 @@ impl Shard {
             }
             let metadata = node.metadata();
             let live = liveness.live(&metadata, me, now, |b| node.last_heard(raft_id(b)));
-            for change in liveness_changes(&metadata, &live) {
+            let mut changes = liveness_changes(&metadata, &live);
+            if changes.is_empty()
+                && settings.auto_leader_rebalance
+                && now.duration_since(rebalanced) >= rebalance_every
+            {
+                rebalanced = now;
+                let imbalance = settings.leader_imbalance_per_broker_percentage;
+                changes = preferred_leader_elections(&metadata, &live, imbalance);
+            }
+            for change in changes {
                 let what = format!("{change:?}");
                 match self.change_cluster(change).await {
                     Ok(()) => tracing::info!(change = %what, "controller change committed"),

@@ -76,10 +76,18 @@ fn now_ms() -> u64 {
 }
 
 impl Shard {
-    fn replication_settings(&self) -> ReplicationSettings {
+    /// The replication settings of a topic with `overrides`: its `min.insync.replicas`, else
+    /// the broker's.
+    fn replication_settings(
+        &self,
+        overrides: &std::collections::BTreeMap<String, String>,
+    ) -> ReplicationSettings {
+        let topic = (overrides.iter()).map(|(name, value)| (name.as_str(), value.as_str()));
+        let min_insync = oxbow_core::config::min_insync_replicas_override(topic)
+            .unwrap_or(self.config.cluster.min_insync_replicas);
         ReplicationSettings {
             replica_lag_time_max_ms: self.config.cluster.replica_lag_time_max_ms,
-            min_insync_replicas: self.config.cluster.min_insync_replicas as usize,
+            min_insync_replicas: min_insync as usize,
         }
     }
 
@@ -150,7 +158,8 @@ impl Shard {
                 partition: host.partition,
                 leader_epoch: meta.leader_epoch,
             };
-            self.reconcile(&host, meta, key);
+            let settings = self.replication_settings(&topic.configs);
+            self.reconcile(&host, meta, key, settings);
         }
     }
 
@@ -159,6 +168,7 @@ impl Shard {
         host: &Rc<PartitionHost>,
         meta: &PartitionMeta,
         key: PartitionKey,
+        settings: ReplicationSettings,
     ) {
         let me = self.config.node_id;
         let mut role = host.role.borrow_mut();
@@ -196,7 +206,7 @@ impl Shard {
                 end,
                 host.log.log_end_offset(),
                 now_ms(),
-                self.replication_settings(),
+                settings,
             );
             host.log.set_high_watermark(progress.high_watermark());
             tracing::info!(topic = %host.topic, partition = host.partition,

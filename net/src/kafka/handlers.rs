@@ -24,6 +24,7 @@ use kafka_protocol::messages::{
     FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, ListOffsetsRequest,
     ListOffsetsResponse, RequestHeader, RequestKind, ResponseKind, TopicName,
 };
+use oxbow_core::config::{MIN_INSYNC_REPLICAS_CONFIG, UNCLEAN_ELECTION_CONFIG};
 use oxbow_core::RecordBatch;
 use std::sync::Arc;
 use std::time::Duration;
@@ -391,7 +392,8 @@ const RESOURCE_BROKER: i8 = 4;
 const SOURCE_TOPIC_CONFIG: i8 = 1;
 const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
 
-/// A topic's effective log settings in Kafka's names, each marked whether the topic overrides it.
+/// A topic's effective log and replication settings in Kafka's names, each marked whether the
+/// topic overrides it.
 fn topic_configs(shard: &Shard, topic: &str) -> Result<Vec<(&'static str, String, bool)>, String> {
     let log = shard.topic_log_config(topic)?;
     let overrides = shard.topic_overrides(topic)?;
@@ -401,6 +403,10 @@ fn topic_configs(shard: &Shard, topic: &str) -> Result<Vec<(&'static str, String
         oxbow_core::FlushPolicy::Interval => log.flush_interval_ms.to_string(),
         oxbow_core::FlushPolicy::Never => i64::MAX.to_string(),
     };
+    let pairs = overrides.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let min_insync = (oxbow_core::config::min_insync_replicas_override(pairs))
+        .unwrap_or(shard.config.cluster.min_insync_replicas);
+    let unclean = (overrides.get(UNCLEAN_ELECTION_CONFIG)).is_some_and(|v| v == "true");
     let flush = match log.flush {
         oxbow_core::FlushPolicy::Always => "always",
         oxbow_core::FlushPolicy::Interval => "interval",
@@ -415,7 +421,8 @@ fn topic_configs(shard: &Shard, topic: &str) -> Result<Vec<(&'static str, String
         ("max.message.bytes", log.batch_bytes_max.to_string()),
         ("flush.ms", flush_ms),
         ("oxbow.flush", flush.to_string()),
-        ("min.insync.replicas", "1".to_string()),
+        (MIN_INSYNC_REPLICAS_CONFIG, min_insync.to_string()),
+        (UNCLEAN_ELECTION_CONFIG, unclean.to_string()),
     ];
     Ok(values
         .into_iter()

@@ -154,7 +154,7 @@ impl Node {
              [metadata]\ntick_ms = 50\nsnapshot_entries = 8\n\
              [cluster]\nlisten = \"127.0.0.1:{port}\"\n{membership}\n\
              tls_dir = {:?}\nbroker_session_timeout_ms = 1500\nreplica_lag_time_max_ms = 1000\n\
-             fault_injection = true\n",
+             fault_injection = true\nleader_imbalance_check_interval_ms = 500\n",
             dir.join("tls").to_str().unwrap(),
         );
         std::fs::write(&config, toml).unwrap();
