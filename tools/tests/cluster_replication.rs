@@ -108,6 +108,50 @@ fn produce_one(addr: &str, acks: i16, timeout_ms: i32, value: &str) -> i16 {
     answer.responses[0].partition_responses[0].error_code
 }
 
+/// Starts a confluent-kafka acks=all idempotent producer of `count` records from index `base`
+/// to `TOPIC` through `bootstrap`: the process, its acknowledgements (offset, value) as they
+/// come, and the thread that reads them.
+fn spawn_producer(
+    bootstrap: &str,
+    base: &str,
+    count: &str,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<(i64, String)>,
+    std::thread::JoinHandle<()>,
+) {
+    let mut producer = Command::new("python3")
+        .arg(CLIENT)
+        .args(["produce", "--bootstrap", bootstrap, "--topic", TOPIC])
+        .args([
+            "--base",
+            base,
+            "--count",
+            count,
+            "--acks",
+            "all",
+            "--idempotent",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with confluent-kafka (scripts/test installs it)");
+    let stdout = producer.stdout.take().unwrap();
+    let (tx, acks) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let ["ack", _, offset, value] = line.splitn(4, ' ').collect::<Vec<_>>()[..] {
+                let _ = tx.send((offset.parse::<i64>().unwrap(), value.to_string()));
+            }
+        }
+    });
+    (producer, acks, reader)
+}
+
 /// Every record of `TOPIC`, read by kcat through `addr`.
 fn read_all(addr: &str) -> Vec<String> {
     let (ok, out, err) = kcat(
@@ -227,35 +271,7 @@ fn acknowledged_records_survive_the_leader_killed_at_random_moments() {
             .kafka
             .clone();
         let base = (cycle * 1_000_000).to_string();
-        let mut producer = Command::new("python3")
-            .arg(CLIENT)
-            .args(["produce", "--bootstrap", &bootstrap, "--topic", TOPIC])
-            .args([
-                "--base",
-                &base,
-                "--count",
-                "6000",
-                "--acks",
-                "all",
-                "--idempotent",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 with confluent-kafka (scripts/test installs it)");
-        let (tx, acks) = std::sync::mpsc::channel();
-        let stdout = producer.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let ["ack", _, offset, value] = line.splitn(4, ' ').collect::<Vec<_>>()[..] {
-                    let _ = tx.send((offset.parse::<i64>().unwrap(), value.to_string()));
-                }
-            }
-        });
+        let (producer, acks, reader) = spawn_producer(&bootstrap, &base, "6000");
         // Killed after a random number of acknowledgements.
         let kill_after = rng.usize(1..3_000);
         let mut seen = 0;
@@ -269,7 +285,7 @@ fn acknowledged_records_survive_the_leader_killed_at_random_moments() {
             }
         }
         cluster.node(leader).kill();
-        let status = producer.wait().unwrap();
+        let status = producer.wait_with_output().unwrap().status;
         reader.join().unwrap();
         acked.extend((acks.try_iter()).map(|(offset, value)| (cycle, offset as u64, value)));
         eprintln!("cycle {cycle}: leader {leader} killed after {seen} acks; producer {status}");
@@ -317,35 +333,7 @@ fn sigterm_of_the_leader_hands_over_leadership_and_clients_see_no_error() {
     let leader = create_replicated(&cluster, &cluster.nodes[0].kafka.clone(), &[]);
     let bootstrap = (cluster.running()).find(|n| n.id != leader).unwrap();
     let bootstrap = bootstrap.kafka.clone();
-    let mut producer = Command::new("python3")
-        .arg(CLIENT)
-        .args(["produce", "--bootstrap", &bootstrap, "--topic", TOPIC])
-        .args([
-            "--base",
-            "0",
-            "--count",
-            "4000",
-            "--acks",
-            "all",
-            "--idempotent",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 with confluent-kafka (scripts/test installs it)");
-    let stdout = producer.stdout.take().unwrap();
-    let (tx, acks) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let ["ack", _, offset, value] = line.splitn(4, ' ').collect::<Vec<_>>()[..] {
-                let _ = tx.send((offset.parse::<i64>().unwrap(), value.to_string()));
-            }
-        }
-    });
+    let (producer, acks, reader) = spawn_producer(&bootstrap, "0", "4000");
     let mut acked: Vec<(i64, String)> = Vec::new();
     while acked.len() < 1_000 {
         let ack = acks.recv_timeout(std::time::Duration::from_secs(30));
@@ -486,4 +474,50 @@ fn a_topics_min_insync_replicas_refuses_acks_all_below_it() {
     });
     assert_eq!(produce_one(&leader_addr, -1, 10_000, "two of three"), 19);
     assert_eq!(produce_one(&leader_addr, 1, 10_000, "the leader's"), 0);
+}
+
+/// confluent-kafka's AdminClient: DescribeCluster lists the three brokers; with automatic
+/// rebalancing off, a partition led away from its preferred replica (controlled shutdown,
+/// restart) goes home on ElectLeaders, and asking again says ELECTION_NOT_NEEDED.
+#[test]
+fn admin_clients_describe_the_cluster_and_elect_preferred_leaders() {
+    let mut cluster = Cluster::start_settled_with(3, "auto_leader_rebalance = false");
+    let bootstrap = cluster.nodes[0].kafka.clone();
+    let admin = |mode: &str, bootstrap: &str| {
+        let output = Command::new("python3")
+            .arg(CLIENT)
+            .args([mode, "--bootstrap", bootstrap, "--topic", TOPIC])
+            .output()
+            .expect("python3 with confluent-kafka (scripts/test installs it)");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{mode}: {stderr}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let described = admin("describe-cluster", &bootstrap);
+    let brokers: Vec<&str> = (described.lines())
+        .filter_map(|l| l.strip_prefix("broker "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(brokers, ["0", "1", "2"], "{described}");
+    assert!(described.starts_with("cluster "), "{described}");
+
+    let preferred = create_replicated(&cluster, &bootstrap, &[]);
+    let broker = cluster.node(preferred).broker.as_mut().unwrap();
+    assert!(broker.signal(libc::SIGTERM).success());
+    cluster.node(preferred).broker = None;
+    cluster.node(preferred).restart();
+    let survivor = (cluster.running()).find(|n| n.id != preferred).unwrap();
+    let survivor = survivor.kafka.clone();
+    let (away, _) = cluster.settle("the preferred replica back in sync, led elsewhere", || {
+        partition_state(&survivor).filter(|(_, isr)| *isr == [0, 1, 2])
+    });
+    assert_ne!(away, preferred, "nothing moves it home by itself");
+    assert_eq!(admin("elect", &survivor).trim(), "elected 0 none");
+    cluster.settle("the preferred replica leads", || {
+        partition_state(&survivor).filter(|(l, _)| *l == preferred)
+    });
+    assert_eq!(
+        admin("elect", &survivor).trim(),
+        "elected 0 ELECTION_NOT_NEEDED"
+    );
 }

@@ -12,4 +12,4 @@ mod preferred;
 pub use elections::{elections, UNCLEAN_ELECTION_CONFIG};
 pub use liveness::{liveness_changes, Liveness};
 pub use placement::{assign_replicas, PlacementError};
-pub use preferred::preferred_leader_elections;
+pub use preferred::{elect_preferred, elect_unclean, preferred_leader_elections, ElectionRefusal};

@@ -4,8 +4,94 @@
 //! controlled shutdowns move leadership away; once the preferred replica is back in the ISR,
 //! this moves it home.
 
-use crate::metadata::{Metadata, MetadataChange};
+use crate::metadata::{Metadata, MetadataChange, PartitionMeta, NO_LEADER};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Why an election an operator asked for (Kafka's ElectLeaders) does not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ElectionRefusal {
+    /// No such topic or partition.
+    #[error("unknown topic or partition")]
+    UnknownPartition,
+    /// The partition is led as asked already (Kafka's ELECTION_NOT_NEEDED).
+    #[error("the partition is already led as asked")]
+    NotNeeded,
+    /// The preferred replica is not in sync, or fenced, or shutting down (Kafka's
+    /// PREFERRED_LEADER_NOT_AVAILABLE).
+    #[error("the preferred replica is not an in-sync live broker")]
+    PreferredNotAvailable,
+    /// An unclean election found no live replica (Kafka's ELIGIBLE_LEADERS_NOT_AVAILABLE).
+    #[error("no live replica can lead")]
+    NoEligibleLeader,
+}
+
+/// Whether `broker` may be handed leadership now: registered, not fenced, not stopping.
+fn electable(metadata: &Metadata, broker: i32) -> bool {
+    metadata.brokers.contains_key(&broker)
+        && !metadata.fenced.contains(&broker)
+        && !metadata.shutting_down.contains(&broker)
+}
+
+fn partition_of<'a>(
+    metadata: &'a Metadata,
+    topic: &str,
+    partition: u32,
+) -> Result<&'a PartitionMeta, ElectionRefusal> {
+    (metadata.topic(topic))
+        .and_then(|t| t.partitions.get(partition as usize))
+        .ok_or(ElectionRefusal::UnknownPartition)
+}
+
+/// The election that makes a partition's preferred replica its leader (Kafka's ElectLeaders
+/// of type PREFERRED); unfenced brokers count as live, as the controller last judged them.
+pub fn elect_preferred(
+    metadata: &Metadata,
+    topic: &str,
+    partition: u32,
+) -> Result<MetadataChange, ElectionRefusal> {
+    let meta = partition_of(metadata, topic, partition)?;
+    let first = *meta
+        .replicas
+        .first()
+        .ok_or(ElectionRefusal::UnknownPartition)?;
+    if meta.leader == first {
+        return Err(ElectionRefusal::NotNeeded);
+    }
+    if !electable(metadata, first) || !meta.isr.contains(&first) {
+        return Err(ElectionRefusal::PreferredNotAvailable);
+    }
+    Ok(MetadataChange::ElectLeader {
+        topic: topic.to_string(),
+        partition,
+        leader: first,
+        leader_epoch: meta.leader_epoch + 1,
+        isr: meta.isr.clone(),
+    })
+}
+
+/// The election that gives an offline partition (no leader: no in-sync replica is live) its
+/// first live replica as leader, alone in the ISR, accepting the loss of whatever it lacks
+/// (Kafka's ElectLeaders of type UNCLEAN).
+pub fn elect_unclean(
+    metadata: &Metadata,
+    topic: &str,
+    partition: u32,
+) -> Result<MetadataChange, ElectionRefusal> {
+    let meta = partition_of(metadata, topic, partition)?;
+    if meta.leader != NO_LEADER {
+        return Err(ElectionRefusal::NotNeeded);
+    }
+    let leader = (meta.replicas.iter().copied())
+        .find(|&r| electable(metadata, r))
+        .ok_or(ElectionRefusal::NoEligibleLeader)?;
+    Ok(MetadataChange::ElectLeader {
+        topic: topic.to_string(),
+        partition,
+        leader,
+        leader_epoch: meta.leader_epoch + 1,
+        isr: vec![leader],
+    })
+}
 
 /// The elections that hand partitions back to their preferred replica, for every broker whose
 /// share of partitions it prefers but does not lead is above `imbalance_percent` (Kafka's
@@ -108,6 +194,56 @@ mod tests {
         let mut stopping = m.clone();
         (stopping.apply(&MetadataChange::ShutDownBroker { id: 0 })).unwrap();
         assert!(preferred_leader_elections(&stopping, &all, 10).is_empty());
+    }
+
+    #[test]
+    fn operator_elections_say_why_they_do_not_happen() {
+        let mut m = metadata(&[
+            (vec![0, 1, 2], 1, vec![0, 1, 2]),
+            (vec![1, 2, 0], 2, vec![2, 0]),
+            (vec![2, 0, 1], 2, vec![0, 1, 2]),
+            (vec![0, 1], NO_LEADER, vec![0]),
+        ]);
+        let moved = elect_preferred(&m, "t", 0).unwrap();
+        assert!(matches!(
+            moved,
+            MetadataChange::ElectLeader {
+                leader: 0,
+                leader_epoch: 4,
+                ..
+            }
+        ));
+        assert_eq!(
+            elect_preferred(&m, "t", 1),
+            Err(ElectionRefusal::PreferredNotAvailable)
+        );
+        assert_eq!(elect_preferred(&m, "t", 2), Err(ElectionRefusal::NotNeeded));
+        assert_eq!(
+            elect_preferred(&m, "t", 9),
+            Err(ElectionRefusal::UnknownPartition)
+        );
+        assert_eq!(elect_unclean(&m, "t", 0), Err(ElectionRefusal::NotNeeded));
+        (m.apply(&MetadataChange::FenceBroker { id: 0 })).unwrap();
+        let unclean = elect_unclean(&m, "t", 3).unwrap();
+        assert_eq!(
+            unclean,
+            MetadataChange::ElectLeader {
+                topic: "t".into(),
+                partition: 3,
+                leader: 1,
+                leader_epoch: 4,
+                isr: vec![1],
+            }
+        );
+        m.apply(&unclean).unwrap();
+        (m.apply(&MetadataChange::FenceBroker { id: 1 })).unwrap();
+        let mut offline = m.clone();
+        let p = &mut offline.topics.get_mut("t").unwrap().partitions[3];
+        p.leader = NO_LEADER;
+        assert_eq!(
+            elect_unclean(&offline, "t", 3),
+            Err(ElectionRefusal::NoEligibleLeader)
+        );
     }
 
     #[test]

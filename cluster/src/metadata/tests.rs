@@ -14,6 +14,16 @@ pub(crate) fn broker(id: i32) -> BrokerMeta {
     }
 }
 
+/// A partition at leader epoch 4.
+fn partition(replicas: Vec<i32>, leader: i32, isr: Vec<i32>) -> PartitionMeta {
+    PartitionMeta {
+        replicas,
+        leader,
+        leader_epoch: 4,
+        isr,
+    }
+}
+
 fn topic(name: &str, id: u8) -> TopicMeta {
     TopicMeta::on_one_broker(name.into(), TopicId([id; 16]), 3, 1, BTreeMap::new())
 }
@@ -184,12 +194,6 @@ fn a_broker_registering_again_leaves_the_isrs_and_hands_over_what_it_led() {
             .unwrap();
     }
     let mut topic = topic("a", 1);
-    let partition = |replicas: Vec<i32>, leader, isr: Vec<i32>| PartitionMeta {
-        replicas,
-        leader,
-        leader_epoch: 4,
-        isr,
-    };
     topic.partitions = vec![
         partition(vec![1, 2, 3], 1, vec![1, 2, 3]),
         partition(vec![2, 1, 3], 2, vec![1, 2, 3]),
@@ -226,12 +230,6 @@ fn a_broker_shutting_down_hands_over_to_unfenced_replicas_and_stays_fenced_until
         .apply(&MetadataChange::FenceBroker { id: 2 })
         .unwrap();
     let mut topic = topic("a", 1);
-    let partition = |replicas: Vec<i32>, leader, isr: Vec<i32>| PartitionMeta {
-        replicas,
-        leader,
-        leader_epoch: 4,
-        isr,
-    };
     topic.partitions = vec![
         // Led by 1: broker 2 comes first but is fenced, so 3 leads.
         partition(vec![1, 2, 3], 1, vec![1, 2, 3]),

@@ -86,6 +86,12 @@ pub async fn handle(
         RequestKind::UnregisterBroker(request) => Some(ResponseKind::UnregisterBroker(
             super::cluster_admin::unregister_broker(shard, request).await,
         )),
+        RequestKind::ElectLeaders(request) => Some(ResponseKind::ElectLeaders(
+            super::elections::elect_leaders(shard, request).await,
+        )),
+        RequestKind::DescribeCluster(_) => Some(ResponseKind::DescribeCluster(
+            super::metadata::describe_cluster(shard, endpoint),
+        )),
         RequestKind::FindCoordinator(request) => Some(ResponseKind::FindCoordinator(
             find_coordinator(shard, endpoint, request).await,
         )),

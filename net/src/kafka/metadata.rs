@@ -5,10 +5,13 @@
 use super::wire::{code, text};
 use super::KafkaEndpoint;
 use crate::shard::{CreateTopicError, Shard};
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
+};
 use oxbow_cluster::{BrokerMeta, Metadata, TopicMeta, NO_LEADER};
 use uuid::Uuid;
 
@@ -179,4 +182,25 @@ fn describe(meta: &TopicMeta, topic: &mut MetadataResponseTopic) {
             partition
         })
         .collect();
+}
+
+/// DescribeCluster (KIP-700): the live brokers, as Metadata lists them, the cluster id, and as
+/// controller this broker (it takes admin requests and forwards them, as in Metadata).
+pub(super) fn describe_cluster(shard: &Shard, endpoint: &KafkaEndpoint) -> DescribeClusterResponse {
+    let mut response = DescribeClusterResponse::default();
+    let cluster_id = shard.metadata().cluster_id.clone();
+    response.cluster_id = text(cluster_id.as_deref().unwrap_or("oxbow"));
+    response.controller_id = BrokerId(shard.config.node_id);
+    response.brokers = (brokers(shard, endpoint).into_iter())
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(b.node_id)
+                .with_host(b.host)
+                .with_port(b.port)
+                .with_rack(b.rack)
+        })
+        .collect();
+    // Authorized operations are not computed (no ACLs): Kafka's "not requested" value.
+    response.cluster_authorized_operations = i32::MIN;
+    response
 }

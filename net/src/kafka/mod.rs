@@ -12,6 +12,7 @@
 
 mod cluster_admin;
 mod connection;
+mod elections;
 pub mod groups;
 mod handlers;
 mod metadata;

@@ -26,6 +26,8 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeQuorum, 0, 1),
     (ApiKey::UnregisterBroker, 0, 0),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 /// The advertised range of `api`, if it is served at all.

@@ -165,6 +165,26 @@ def admin(args):
         print("deleted")
 
 
+def elect(args):
+    """Asks for the preferred leader of partitions 0..PARTITIONS of TOPIC; prints
+    "elected <partition> <error name or none>" for each."""
+    from confluent_kafka import ElectionType
+    client = AdminClient({"bootstrap.servers": args.bootstrap})
+    partitions = [TopicPartition(args.topic, p) for p in range(args.partitions)]
+    results = client.elect_leaders(ElectionType.PREFERRED, partitions).result(timeout=30)
+    for tp, error in sorted(results.items(), key=lambda kv: kv[0].partition):
+        print(f"elected {tp.partition} {'none' if error is None else error.name()}")
+
+
+def describe_cluster(args):
+    """Prints "cluster <id> controller <id>", then "broker <id> <host>:<port>" per broker."""
+    client = AdminClient({"bootstrap.servers": args.bootstrap})
+    described = client.describe_cluster().result(timeout=30)
+    print(f"cluster {described.cluster_id} controller {described.controller.id}")
+    for node in sorted(described.nodes, key=lambda n: n.id):
+        print(f"broker {node.id} {node.host}:{node.port}")
+
+
 def offsets_for_times(args):
     """Prints "at <timestamp> <offset>" for each timestamp of AT on partition 0 (-1: none)."""
     consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "offsets-for-times"})
@@ -177,7 +197,7 @@ def offsets_for_times(args):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["produce", "consume", "group-consume", "committed", "admin",
-                                         "offsets-for-times"])
+                                         "offsets-for-times", "elect", "describe-cluster"])
     parser.add_argument("--op", choices=["describe", "delete"], default="describe")
     parser.add_argument("--group", default="oxbow-test-group")
     parser.add_argument("--delay-ms", type=int, default=0)
@@ -204,7 +224,8 @@ def main():
     parser.add_argument("--at", type=int, action="append", default=[], help="a timestamp to look up")
     args = parser.parse_args()
     {"produce": produce, "consume": consume, "group-consume": group_consume, "committed": committed,
-     "admin": admin, "offsets-for-times": offsets_for_times}[args.mode](args)
+     "admin": admin, "offsets-for-times": offsets_for_times, "elect": elect,
+     "describe-cluster": describe_cluster}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,11 @@ impl Cluster {
     /// Starts `count` nodes with `extra` appended to each config file (top-level keys before
     /// any table), and waits until every one is ready (registered with the group).
     pub fn start(count: usize, extra: &str) -> Cluster {
+        Cluster::start_with(count, extra, "")
+    }
+
+    /// [`Cluster::start`] with `cluster_extra` added to each node's `[cluster]` table.
+    pub fn start_with(count: usize, extra: &str, cluster_extra: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let ports = reserve_udp_ports(count);
         let voters: Vec<String> = (ports.iter().enumerate())
@@ -52,7 +57,10 @@ impl Cluster {
             .collect();
         let membership = format!("initial_voters = [{}]", voters.join(", "));
         let mut nodes: Vec<Node> = (0..count)
-            .map(|id| Node::configure(dir.path(), id as i32, ports[id], &membership, extra))
+            .map(|id| {
+                let settings = (extra, cluster_extra);
+                Node::configure(dir.path(), id as i32, ports[id], &membership, settings)
+            })
             .collect();
         // The first node generates the cluster's TLS files before it opens its transport.
         nodes[0].spawn().wait_for("cluster transport started");
@@ -71,7 +79,7 @@ impl Cluster {
         let port = reserve_udp_ports(1)[0];
         let via_port = self.nodes[via as usize].cluster_port;
         let membership = format!("join = \"{via}@127.0.0.1:{via_port}\"");
-        let mut node = Node::configure(self.dir.path(), id, port, &membership, "");
+        let mut node = Node::configure(self.dir.path(), id, port, &membership, ("", ""));
         let ready = match node.spawn().try_wait_for("oxbow ready") {
             Ok(ready) => ready,
             Err(log) => {
@@ -116,7 +124,12 @@ impl Cluster {
     /// `count` nodes, once each has applied every registration (a node places a new topic's
     /// replicas over the brokers its own view holds).
     pub fn start_settled(count: usize) -> Cluster {
-        let cluster = Cluster::start(count, "");
+        Cluster::start_settled_with(count, "")
+    }
+
+    /// [`Cluster::start_settled`] with `cluster_extra` in each node's `[cluster]` table.
+    pub fn start_settled_with(count: usize, cluster_extra: &str) -> Cluster {
+        let cluster = Cluster::start_with(count, "", cluster_extra);
         let all: Vec<i32> = (0..count as i32).collect();
         cluster.settle("every node lists every broker", || {
             (cluster.running())
@@ -146,7 +159,13 @@ impl Cluster {
 impl Node {
     /// Writes node `id`'s config file: its cluster listener on `port`, `membership` (initial
     /// voters or the member to join through), the shared TLS directory.
-    fn configure(dir: &Path, id: i32, port: u16, membership: &str, extra: &str) -> Node {
+    fn configure(
+        dir: &Path,
+        id: i32,
+        port: u16,
+        membership: &str,
+        (extra, cluster_extra): (&str, &str),
+    ) -> Node {
         let data = dir.join(format!("node{id}"));
         let config = dir.join(format!("node{id}.toml"));
         let toml = format!(
@@ -154,7 +173,7 @@ impl Node {
              [metadata]\ntick_ms = 50\nsnapshot_entries = 8\n\
              [cluster]\nlisten = \"127.0.0.1:{port}\"\n{membership}\n\
              tls_dir = {:?}\nbroker_session_timeout_ms = 1500\nreplica_lag_time_max_ms = 1000\n\
-             fault_injection = true\nleader_imbalance_check_interval_ms = 500\n",
+             fault_injection = true\nleader_imbalance_check_interval_ms = 500\n{cluster_extra}\n",
             dir.join("tls").to_str().unwrap(),
         );
         std::fs::write(&config, toml).unwrap();
