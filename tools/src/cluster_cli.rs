@@ -1,13 +1,18 @@
-//! `oxbow cluster status | remove-node`: the cluster as its Kafka listeners describe it
-//! (Metadata for brokers and partitions, DescribeQuorum for the metadata group, asked of the
-//! group's leader, UnregisterBroker to remove a broker).
+//! `oxbow cluster status | remove-node` and `oxbow partition reassign | reassignments`: the
+//! cluster as its Kafka listeners describe it (Metadata for brokers and partitions,
+//! DescribeQuorum for the metadata group, asked of the group's leader, UnregisterBroker to
+//! remove a broker, Alter/ListPartitionReassignments to move partitions).
 
 use crate::bench::kafka::Connection;
 use clap::Subcommand;
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::describe_quorum_response::ReplicaState;
 use kafka_protocol::messages::{
-    BrokerId, DescribeQuorumRequest, MetadataRequest, MetadataResponse, TopicName,
+    AlterPartitionReassignmentsRequest, BrokerId, DescribeQuorumRequest,
+    ListPartitionReassignmentsRequest, MetadataRequest, MetadataResponse, TopicName,
     UnregisterBrokerRequest,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -29,6 +34,85 @@ pub enum ClusterCommand {
         /// Broker id.
         id: i32,
     },
+}
+
+/// `oxbow partition ...`
+#[derive(Subcommand, Debug)]
+pub enum PartitionCommand {
+    /// Move a partition to other brokers: the new replicas catch up from the leader, then the
+    /// partition keeps only these (the first is its preferred leader).
+    Reassign {
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Partition.
+        #[arg(long)]
+        partition: i32,
+        /// Broker ids, comma-separated, the preferred leader first.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<i32>,
+    },
+    /// Reassignments in progress, with the replicas still being added and removed.
+    Reassignments,
+}
+
+/// Runs a partition command against the Kafka listener at `bootstrap`.
+pub fn run_partition(bootstrap: &str, command: PartitionCommand) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the client runtime: {e}"))?;
+    runtime.block_on(async move {
+        let mut connection = Connection::open(bootstrap).await?;
+        match command {
+            PartitionCommand::Reassign {
+                topic,
+                partition,
+                replicas,
+            } => {
+                let ids = replicas.iter().map(|&b| BrokerId(b)).collect();
+                let request = AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                    ReassignableTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partitions(vec![ReassignablePartition::default()
+                            .with_partition_index(partition)
+                            .with_replicas(Some(ids))]),
+                ]);
+                let answer = connection.call(0, &request).await?;
+                let result = (answer.responses.first())
+                    .and_then(|t| t.partitions.first())
+                    .ok_or("an empty answer")?;
+                match result.error_code {
+                    0 => {
+                        println!("{topic}/{partition} moving to {replicas:?}");
+                        Ok(())
+                    }
+                    code => Err(format!(
+                        "reassigning {topic}/{partition}: error {code}: {}",
+                        result.error_message.as_deref().unwrap_or("")
+                    )),
+                }
+            }
+            PartitionCommand::Reassignments => {
+                let request = ListPartitionReassignmentsRequest::default().with_topics(None);
+                let answer = connection.call(0, &request).await?;
+                let ids = |brokers: &[BrokerId]| brokers.iter().map(|b| b.0).collect::<Vec<_>>();
+                for topic in &answer.topics {
+                    for p in &topic.partitions {
+                        println!(
+                            "{}/{} replicas {:?} adding {:?} removing {:?}",
+                            topic.name.as_str(),
+                            p.partition_index,
+                            ids(&p.replicas),
+                            ids(&p.adding_replicas),
+                            ids(&p.removing_replicas)
+                        );
+                    }
+                }
+                Ok(())
+            }
+        }
+    })
 }
 
 /// Runs a cluster command against the Kafka listener at `bootstrap`.

@@ -103,6 +103,14 @@ enum Command {
         #[command(subcommand)]
         command: cluster_cli::ClusterCommand,
     },
+    /// Move partitions between brokers, through any node's Kafka listener.
+    Partition {
+        /// Kafka address of any node.
+        #[arg(long, default_value = "127.0.0.1:9092", global = true)]
+        bootstrap: String,
+        #[command(subcommand)]
+        command: cluster_cli::PartitionCommand,
+    },
     /// Load a broker and measure throughput and latency (publish and end to end).
     Bench(Box<bench::plan::BenchArgs>),
 }
@@ -224,6 +232,9 @@ fn main() -> ExitCode {
         }
         Command::Cluster { bootstrap, command } => {
             client_command(cluster_cli::run(&bootstrap, command))
+        }
+        Command::Partition { bootstrap, command } => {
+            client_command(cluster_cli::run_partition(&bootstrap, command))
         }
         Command::Bench(args) => client_command(bench::run(*args)),
     };

@@ -144,6 +144,10 @@ pub struct Metadata {
     /// does not unfence them while they are still heard, until they register again.
     #[serde(default)]
     pub shutting_down: BTreeSet<i32>,
+    /// Reassignments in progress: topic → partition → the replicas asked for (see
+    /// `reassign.rs`).
+    #[serde(default)]
+    pub reassignments: BTreeMap<String, BTreeMap<u32, Vec<i32>>>,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicMeta>,
 }
@@ -171,6 +175,26 @@ pub enum MetadataChange {
     ShutDownBroker {
         /// Broker id.
         id: i32,
+    },
+    /// A partition is to move to `replicas` (Kafka's AlterPartitionReassignments): the new
+    /// ones join its replicas at once and catch up; see `reassign.rs`.
+    ReassignPartition {
+        /// Topic name.
+        topic: String,
+        /// Partition number.
+        partition: u32,
+        /// The replicas asked for, the preferred leader first.
+        replicas: Vec<i32>,
+    },
+    /// Every replica a reassignment adds is in sync: the partition keeps only the replicas
+    /// asked for (the controller proposes it).
+    CompleteReassignment {
+        /// Topic name.
+        topic: String,
+        /// Partition number.
+        partition: u32,
+        /// The leader epoch it was decided at: a stale proposal is refused.
+        leader_epoch: i32,
     },
     /// The controller hears a fenced broker again.
     UnfenceBroker {
@@ -334,7 +358,18 @@ impl Metadata {
                 if self.topics.remove(name).is_none() {
                     return Err(MetadataError::UnknownTopic(name.clone()));
                 }
+                self.reassignments.remove(name);
             }
+            MetadataChange::ReassignPartition {
+                topic,
+                partition,
+                replicas,
+            } => self.start_reassignment(topic, *partition, replicas)?,
+            MetadataChange::CompleteReassignment {
+                topic,
+                partition,
+                leader_epoch,
+            } => self.complete_reassignment(topic, *partition, *leader_epoch)?,
             MetadataChange::ElectLeader {
                 topic,
                 partition,
@@ -472,7 +507,7 @@ impl Metadata {
 }
 
 /// A partition to change, or why there is none.
-fn partition_mut<'a>(
+pub(crate) fn partition_mut<'a>(
     topics: &'a mut BTreeMap<String, TopicMeta>,
     topic: &str,
     partition: u32,
@@ -540,6 +575,8 @@ impl TopicMeta {
         }
     }
 }
+
+mod reassign;
 
 #[cfg(test)]
 pub(crate) mod tests;

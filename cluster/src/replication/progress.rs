@@ -211,6 +211,21 @@ impl LeaderProgress {
         (proposed != self.isr).then_some(proposed)
     }
 
+    /// The partition's replicas changed within this epoch (a reassignment): a new one is
+    /// tracked from nothing, with a full lag period to catch up; one that left is forgotten.
+    pub fn set_replicas(&mut self, replicas: &[i32], now_ms: u64) {
+        let leader = self.leader;
+        self.followers.retain(|r, _| replicas.contains(r));
+        for &replica in replicas.iter().filter(|&&r| r != leader) {
+            self.followers.entry(replica).or_insert(Follower {
+                end: 0,
+                last_fetch_ms: now_ms,
+                leader_end_at_last_fetch: self.local_end,
+                last_caught_up_ms: now_ms,
+            });
+        }
+    }
+
     /// The metadata group committed `isr` for this partition (the leader is always in it).
     /// A smaller ISR may let the high watermark move: answers it when it did.
     pub fn isr_committed(&mut self, isr: &[i32]) -> Option<u64> {

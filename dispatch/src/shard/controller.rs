@@ -1,5 +1,6 @@
 //! The controller: on the node that leads the metadata group, proposes what follows from the
-//! brokers' liveness (fencing, unfencing, new partition leaders) and, every
+//! brokers' liveness (fencing, unfencing, new partition leaders), completes reassignments
+//! whose new replicas are in sync, and, every
 //! `cluster.leader_imbalance_check_interval_ms`, hands leadership back to preferred replicas.
 //! Every node runs it on shard 0; it acts only while its node leads, so a new leader takes
 //! over at its next look.
@@ -32,6 +33,7 @@ impl Shard {
             let metadata = node.metadata();
             let live = liveness.live(&metadata, me, now, |b| node.last_heard(raft_id(b)));
             let mut changes = liveness_changes(&metadata, &live);
+            changes.extend(metadata.reassignments_done());
             if changes.is_empty()
                 && settings.auto_leader_rebalance
                 && now.duration_since(rebalanced) >= rebalance_every

@@ -5,7 +5,7 @@
 //! follower below for changes nobody here proposed (another node's, the controller's, or one
 //! that committed after its proposal timed out).
 
-use super::Shard;
+use super::{ask, Shard, ShardMessage};
 use oxbow_cluster::{Metadata, TopicMeta};
 use oxbow_storage::layout::set_aside_topic;
 use std::collections::BTreeMap;
@@ -65,15 +65,44 @@ impl Shard {
                 failures.insert(topic.name.clone(), e);
             }
         }
-        self.publish(next).await;
+        // Reassignments: a replica gained here opens before the new metadata makes it a
+        // follower; one lost closes and goes once no shard serves it any more.
+        let (gained, lost) = replicas_moved(&current, &next, self.config.node_id);
+        for topic in gained {
+            if let Err(e) = self.open_created(topic).await {
+                tracing::error!(topic = %topic.name, error = %e, "opening a new replica");
+                failures.insert(topic.name.clone(), e);
+            }
+        }
+        self.publish(next.clone()).await;
         self.drop_all(gone, &mut failures).await;
+        for (topic, partition) in lost {
+            let name: Arc<str> = Arc::from(topic.as_str());
+            let dropped = ask(self.owner_inbox(&name, partition), |reply| {
+                ShardMessage::DropPartition {
+                    topic: name.clone(),
+                    partition,
+                    reply,
+                }
+            })
+            .await
+            .unwrap_or(Err("owner shard is gone".into()));
+            match dropped {
+                Ok(()) => tracing::info!(topic, partition, "replica moved away, deleted"),
+                Err(e) => {
+                    tracing::error!(topic, partition, error = %e, "deleting a moved replica");
+                    failures.insert(topic, e);
+                }
+            }
+        }
         failures
     }
 
     async fn open_created(&self, topic: &TopicMeta) -> Result<(), String> {
         let here = topic.has_replica_on(self.config.node_id);
         let dir = self.config.data_dir.join(&topic.name);
-        if here && dir.exists() && self.local(&topic.name, 0).is_err() {
+        let known = (self.partitions.borrow()).contains_key(topic.name.as_str());
+        if here && dir.exists() && !known {
             // Left by a delete that could not finish: never let a new topic inherit its data.
             let to = set_aside_topic(&self.config.data_dir, &topic.name)
                 .map_err(|e| format!("setting aside old {}: {e}", topic.name))?;
@@ -96,4 +125,32 @@ impl Shard {
             }
         }
     }
+}
+
+/// Topics (as `next` holds them) in which this node gained a replica between two versions of
+/// the metadata, and the (topic, partition) replicas it lost, in topics both versions hold.
+fn replicas_moved<'a>(
+    current: &Metadata,
+    next: &'a Metadata,
+    me: i32,
+) -> (Vec<&'a TopicMeta>, Vec<(String, u32)>) {
+    let (mut gained, mut lost) = (Vec::new(), Vec::new());
+    for topic in next.topics.values() {
+        let Some(before) = current.topic(&topic.name).filter(|t| t.id == topic.id) else {
+            continue;
+        };
+        let mut gains = false;
+        for (number, partition) in topic.partitions.iter().enumerate() {
+            let was = (before.partitions.get(number)).is_some_and(|p| p.replicas.contains(&me));
+            match (was, partition.replicas.contains(&me)) {
+                (false, true) => gains = true,
+                (true, false) => lost.push((topic.name.clone(), number as u32)),
+                _ => {}
+            }
+        }
+        if gains {
+            gained.push(topic);
+        }
+    }
+    (gained, lost)
 }

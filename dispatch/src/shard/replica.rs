@@ -177,6 +177,7 @@ impl Shard {
             Role::Leader(leading)
                 if meta.leader == me && leading.progress.epoch() == meta.leader_epoch =>
             {
+                leading.progress.set_replicas(&meta.replicas, now_ms());
                 if let Some(hw) = leading.progress.isr_committed(&meta.isr) {
                     high_watermark_moved(host, leading, hw);
                 }

@@ -92,6 +92,14 @@ pub async fn handle(
         RequestKind::DescribeCluster(_) => Some(ResponseKind::DescribeCluster(
             super::metadata::describe_cluster(shard, endpoint),
         )),
+        RequestKind::AlterPartitionReassignments(request) => {
+            Some(ResponseKind::AlterPartitionReassignments(
+                super::reassignments::alter(shard, request).await,
+            ))
+        }
+        RequestKind::ListPartitionReassignments(request) => Some(
+            ResponseKind::ListPartitionReassignments(super::reassignments::list(shard, request)),
+        ),
         RequestKind::FindCoordinator(request) => Some(ResponseKind::FindCoordinator(
             find_coordinator(shard, endpoint, request).await,
         )),

@@ -17,6 +17,7 @@ pub mod groups;
 mod handlers;
 mod metadata;
 mod produce;
+mod reassignments;
 mod versions;
 mod wire;
 

@@ -1,0 +1,185 @@
+//! Moving a partition to other replicas (Kafka's AlterPartitionReassignments, KIP-455): the
+//! replicas asked for join the partition's replicas at once, so that their nodes open it and
+//! follow the leader from its log start; the ISR takes them in as they catch up (AlterIsr);
+//! once every one of them is in sync the controller completes the move, and the partition
+//! keeps only the replicas asked for, led by one of them. Nothing acknowledged is lost on the
+//! way: the ISR only ever shrinks to members that hold everything below the high watermark.
+
+use super::{partition_mut, Metadata, MetadataChange, MetadataError};
+
+impl Metadata {
+    /// Starts moving `topic`/`partition` to `target`.
+    pub(super) fn start_reassignment(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        target: &[i32],
+    ) -> Result<(), MetadataError> {
+        let invalid = |why: String| MetadataError::Invalid(format!("{topic}/{partition}: {why}"));
+        if target.is_empty() {
+            return Err(invalid("no replicas asked for".into()));
+        }
+        let mut distinct = target.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != target.len() {
+            return Err(invalid(format!("replicas {target:?} repeat a broker")));
+        }
+        if let Some(unknown) = target.iter().find(|b| !self.brokers.contains_key(b)) {
+            return Err(invalid(format!("broker {unknown} is not registered")));
+        }
+        let moving = (self.reassignments.get(topic)).is_some_and(|p| p.contains_key(&partition));
+        if moving {
+            return Err(invalid("a reassignment is in progress".into()));
+        }
+        let current = partition_mut(&mut self.topics, topic, partition)?;
+        if current.replicas == target {
+            return Err(invalid(format!("already on {target:?}")));
+        }
+        // The replicas asked for first (the first is the preferred leader), then those that go.
+        let mut replicas = target.to_vec();
+        replicas.extend(current.replicas.iter().filter(|r| !target.contains(r)));
+        current.replicas = replicas;
+        (self.reassignments.entry(topic.to_string()).or_default())
+            .insert(partition, target.to_vec());
+        Ok(())
+    }
+
+    /// Finishes a reassignment whose added replicas are all in sync.
+    pub(super) fn complete_reassignment(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        leader_epoch: i32,
+    ) -> Result<(), MetadataError> {
+        let target = (self.reassignments.get(topic))
+            .and_then(|p| p.get(&partition))
+            .cloned()
+            .ok_or_else(|| {
+                MetadataError::Invalid(format!("{topic}/{partition}: no reassignment in progress"))
+            })?;
+        let current = partition_mut(&mut self.topics, topic, partition)?;
+        if current.leader_epoch != leader_epoch {
+            return Err(MetadataError::Stale(format!(
+                "{topic}/{partition} is at epoch {}, not {leader_epoch}",
+                current.leader_epoch
+            )));
+        }
+        if let Some(behind) = target.iter().find(|r| !current.isr.contains(r)) {
+            return Err(MetadataError::Stale(format!(
+                "{topic}/{partition}: replica {behind} is not in sync yet"
+            )));
+        }
+        current.isr.retain(|r| target.contains(r));
+        if !target.contains(&current.leader) {
+            current.leader = target[0];
+            current.leader_epoch += 1;
+        }
+        current.replicas = target;
+        let topics = &mut self.reassignments;
+        if let Some(partitions) = topics.get_mut(topic) {
+            partitions.remove(&partition);
+            if partitions.is_empty() {
+                topics.remove(topic);
+            }
+        }
+        Ok(())
+    }
+
+    /// The completions the controller proposes: reassignments whose every replica asked for is
+    /// in sync.
+    pub fn reassignments_done(&self) -> Vec<MetadataChange> {
+        let mut done = Vec::new();
+        for (topic, partitions) in &self.reassignments {
+            for (&partition, target) in partitions {
+                let Some(meta) =
+                    (self.topic(topic)).and_then(|t| t.partitions.get(partition as usize))
+                else {
+                    continue;
+                };
+                if target.iter().all(|r| meta.isr.contains(r)) {
+                    done.push(MetadataChange::CompleteReassignment {
+                        topic: topic.clone(),
+                        partition,
+                        leader_epoch: meta.leader_epoch,
+                    });
+                }
+            }
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::broker;
+    use super::super::{PartitionMeta, TopicId, TopicMeta};
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn metadata() -> Metadata {
+        let mut metadata = Metadata::default();
+        for id in 0..4 {
+            metadata
+                .apply(&MetadataChange::RegisterBroker(broker(id)))
+                .unwrap();
+        }
+        let topic = TopicMeta {
+            name: "t".into(),
+            id: TopicId([1; 16]),
+            partitions: vec![PartitionMeta {
+                replicas: vec![0, 1, 2],
+                leader: 0,
+                leader_epoch: 5,
+                isr: vec![0, 1, 2],
+            }],
+            configs: BTreeMap::new(),
+            internal: false,
+        };
+        metadata.apply(&MetadataChange::CreateTopic(topic)).unwrap();
+        metadata
+    }
+
+    fn state(m: &Metadata) -> (Vec<i32>, i32, i32, Vec<i32>) {
+        let p = &m.topics["t"].partitions[0];
+        (p.replicas.clone(), p.leader, p.leader_epoch, p.isr.clone())
+    }
+
+    #[test]
+    fn a_partition_moves_once_the_new_replicas_are_in_sync_and_its_leader_follows() {
+        let mut m = metadata();
+        let reassign = |replicas: Vec<i32>| MetadataChange::ReassignPartition {
+            topic: "t".into(),
+            partition: 0,
+            replicas,
+        };
+        for bad in [vec![], vec![1, 1], vec![1, 9], vec![0, 1, 2]] {
+            assert!(m.apply(&reassign(bad.clone())).is_err(), "{bad:?}");
+        }
+        m.apply(&reassign(vec![3, 1, 2])).unwrap();
+        assert_eq!(state(&m), (vec![3, 1, 2, 0], 0, 5, vec![0, 1, 2]));
+        assert!(m.apply(&reassign(vec![1, 2, 3])).is_err(), "one at a time");
+        // 3 is not in sync: nothing to complete, and a completion is refused.
+        assert!(m.reassignments_done().is_empty());
+        let complete = MetadataChange::CompleteReassignment {
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: 5,
+        };
+        assert!(m.apply(&complete).is_err());
+        let caught_up = MetadataChange::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 0,
+            leader_epoch: 5,
+            isr: vec![0, 1, 2, 3],
+        };
+        m.apply(&caught_up).unwrap();
+        assert_eq!(m.reassignments_done(), vec![complete.clone()]);
+        m.apply(&complete).unwrap();
+        // The old leader goes: the first replica asked for leads at the next epoch.
+        assert_eq!(state(&m), (vec![3, 1, 2], 3, 6, vec![1, 2, 3]));
+        assert!(m.reassignments.is_empty() && m.reassignments_done().is_empty());
+        assert!(m.apply(&complete).is_err(), "done once");
+    }
+}
