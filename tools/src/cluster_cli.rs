@@ -34,6 +34,15 @@ pub enum ClusterCommand {
         /// Broker id.
         id: i32,
     },
+    /// Move every replica off a broker (each to the live broker with the fewest replicas that
+    /// lacks one), wait for the moves, then remove the broker as `remove-node` does.
+    Decommission {
+        /// Broker id.
+        id: i32,
+        /// How long to wait for the moves, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
 }
 
 /// `oxbow partition ...`
@@ -125,22 +134,29 @@ pub fn run(bootstrap: &str, command: ClusterCommand) -> Result<(), String> {
         let mut connection = Connection::open(bootstrap).await?;
         match command {
             ClusterCommand::Status => status(&mut connection).await,
-            ClusterCommand::RemoveNode { id } => {
-                let request = UnregisterBrokerRequest::default().with_broker_id(BrokerId(id));
-                let answer = connection.call(0, &request).await?;
-                match answer.error_code {
-                    0 => {
-                        println!("broker {id} removed");
-                        Ok(())
-                    }
-                    code => Err(format!(
-                        "removing broker {id}: error {code}: {}",
-                        answer.error_message.as_deref().unwrap_or("")
-                    )),
-                }
+            ClusterCommand::RemoveNode { id } => remove_node(&mut connection, id).await,
+            ClusterCommand::Decommission { id, timeout_s } => {
+                let timeout = std::time::Duration::from_secs(timeout_s);
+                crate::decommission::drain(&mut connection, id, timeout).await?;
+                remove_node(&mut connection, id).await
             }
         }
     })
+}
+
+async fn remove_node(connection: &mut Connection, id: i32) -> Result<(), String> {
+    let request = UnregisterBrokerRequest::default().with_broker_id(BrokerId(id));
+    let answer = connection.call(0, &request).await?;
+    match answer.error_code {
+        0 => {
+            println!("broker {id} removed");
+            Ok(())
+        }
+        code => Err(format!(
+            "removing broker {id}: error {code}: {}",
+            answer.error_message.as_deref().unwrap_or("")
+        )),
+    }
 }
 
 async fn status(connection: &mut Connection) -> Result<(), String> {

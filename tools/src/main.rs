@@ -3,6 +3,7 @@
 mod bench;
 mod client_cli;
 mod cluster_cli;
+mod decommission;
 mod serve;
 
 /// Kafka request decoding may ask for absurd capacities; see `oxbow_net::alloc`.

@@ -129,3 +129,90 @@ fn a_partition_moves_off_its_leader_to_a_new_broker_and_the_old_replica_is_delet
         assert_eq!(stored, expected, "replica {node}'s files");
     }
 }
+
+/// `oxbow cluster decommission N` on four processes: every replica on N moves to the others
+/// (N led some of them), then N leaves the cluster; every record produced before is read back
+/// through the others.
+#[test]
+fn a_decommissioned_node_is_drained_of_its_replicas_then_removed() {
+    let cluster = Cluster::start_settled(4);
+    let metadata_leader = cluster.metadata_leader();
+    let drained = (0..4).find(|&b| b != metadata_leader).unwrap();
+    let bootstrap = (cluster.nodes.iter()).find(|n| n.id != drained).unwrap();
+    let bootstrap = bootstrap.kafka.clone();
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(TOPIC.into())))
+            .with_num_partitions(4)
+            .with_replication_factor(3)]);
+    let created = kafka_call(&mut TcpStream::connect(&bootstrap).unwrap(), 5, &create);
+    assert_eq!(created.topics[0].error_code, 0);
+    let output = Command::new("python3")
+        .arg(CLIENT)
+        .args([
+            "produce",
+            "--bootstrap",
+            &bootstrap,
+            "--topic",
+            TOPIC,
+            "--partitions",
+            "4",
+        ])
+        .args(["--count", "400", "--acks", "all"])
+        .output()
+        .expect("python3 with confluent-kafka (scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let decommissioned = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .args([
+            "cluster",
+            "decommission",
+            &drained.to_string(),
+            "--bootstrap",
+            &bootstrap,
+        ])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&decommissioned.stdout);
+    let stderr = String::from_utf8_lossy(&decommissioned.stderr);
+    assert!(decommissioned.status.success(), "{printed}{stderr}");
+    assert!(
+        printed.contains(&format!("broker {drained} removed")),
+        "{printed}"
+    );
+
+    let answer = metadata(&bootstrap);
+    assert!(answer.brokers.iter().all(|b| b.node_id.0 != drained));
+    let topic = (answer.topics.iter())
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == TOPIC))
+        .unwrap();
+    for p in &topic.partitions {
+        let replicas: Vec<i32> = p.replica_nodes.iter().map(|b| b.0).collect();
+        assert!(
+            !replicas.contains(&drained) && replicas.len() == 3,
+            "{replicas:?}"
+        );
+        assert!(p.leader_id.0 != drained && p.leader_id.0 >= 0);
+    }
+    let output = Command::new("python3")
+        .arg(CLIENT)
+        .args([
+            "consume",
+            "--bootstrap",
+            &bootstrap,
+            "--topic",
+            TOPIC,
+            "--partitions",
+            "4",
+        ])
+        .args(["--expect", "400"])
+        .output()
+        .unwrap();
+    let read = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(read.lines().filter(|l| l.starts_with("msg ")).count(), 400);
+}

@@ -16,10 +16,12 @@ struct Served {
 pub struct Checker {
     /// The leader of each term.
     leaders: HashMap<u64, u64>,
-    /// Committed entries: index i at `entries[i - 1]`, as (term, command).
-    entries: Vec<(u64, Option<Command>)>,
-    /// `views[i]`: the metadata after entries 1..=i.
-    views: Vec<Arc<Metadata>>,
+    /// Committed entries: index i at `entries[i - 1]`, as (term, command); `None` while only
+    /// a snapshot has shown it (a node applied it and crashed before its cycle reported it).
+    entries: Vec<Option<(u64, Option<Command>)>>,
+    /// `views[i]`: the metadata after entries 1..=i, `None` while unknown (a snapshot at a
+    /// later index fills its own index in).
+    views: Vec<Option<Arc<Metadata>>>,
     served: HashMap<u64, Served>,
 }
 
@@ -28,7 +30,7 @@ impl Default for Checker {
         Checker {
             leaders: HashMap::new(),
             entries: Vec::new(),
-            views: vec![Arc::new(Metadata::default())],
+            views: vec![Some(Arc::new(Metadata::default()))],
             served: HashMap::new(),
         }
     }
@@ -49,50 +51,63 @@ impl Checker {
         self.leaders.len()
     }
 
-    /// A node applied entries: each must be the entry every other node applied at its index.
+    /// A node applied entries: each must be the entry every other node applied at its index,
+    /// and applied to the state before it must give the state after it.
     pub fn applied(&mut self, node: u64, applied: &[AppliedEntry]) {
         for entry in applied {
             let index = entry.index as usize;
-            assert!(
-                index <= self.entries.len() + 1,
-                "node {node} applied entry {index} but entries up to {} only are known",
-                self.entries.len()
-            );
             let got = (entry.term, entry.command.clone());
-            if index <= self.entries.len() {
-                assert_eq!(
-                    self.entries[index - 1],
-                    got,
-                    "node {node} applied a different entry at index {index}"
-                );
-                continue;
+            if index > self.entries.len() {
+                // Entries before it reached this node in a snapshot nobody reported.
+                self.entries.resize(index, None);
+                self.views.resize(index + 1, None);
             }
-            let mut view = (*self.views[index - 1]).clone();
-            if let Some(command) = &entry.command {
-                let outcome = view.apply(&command.change);
-                assert_eq!(outcome, entry.outcome, "entry {index} applied differently");
+            match &self.entries[index - 1] {
+                Some(known) => {
+                    assert_eq!(
+                        *known, got,
+                        "node {node} applied a different entry at index {index}"
+                    );
+                    continue;
+                }
+                None => self.entries[index - 1] = Some(got),
             }
-            self.entries.push(got);
-            self.views.push(Arc::new(view));
+            if let Some(before) = self.views[index - 1].clone() {
+                let mut view = (*before).clone();
+                if let Some(command) = &entry.command {
+                    let outcome = view.apply(&command.change);
+                    assert_eq!(outcome, entry.outcome, "entry {index} applied differently");
+                }
+                self.learn_view(index, Arc::new(view));
+            }
+        }
+    }
+
+    /// The state at `index` is `view`: it must agree with what is known there already.
+    fn learn_view(&mut self, index: usize, view: Arc<Metadata>) {
+        if index >= self.views.len() {
+            self.entries.resize(index, None);
+            self.views.resize(index + 1, None);
+        }
+        match &self.views[index] {
+            Some(known) => assert_eq!(**known, *view, "two states at index {index}"),
+            None => self.views[index] = Some(view),
         }
     }
 
     /// A node's state after a step: its metadata is the canonical one at its applied index, and
     /// once it serves (it has applied what it had committed when it started), what it serves
     /// never goes back.
+    ///
+    ///
+    /// A node's state may lie beyond the entries reported so far (a node that applied them
+    /// and took a snapshot crashed before its cycle returned, and the snapshot reached others):
+    /// it is then taken as the state at its index, and every other way to that index (another
+    /// snapshot, the entries once reported) must agree with it.
     pub fn node_state(&mut self, core: &MetadataRaft, recovered_commit: u64) {
         let node = core.id();
         let applied = core.applied() as usize;
-        assert!(
-            applied < self.views.len(),
-            "node {node} applied {applied} but entries up to {} only are known",
-            self.views.len() - 1
-        );
-        assert_eq!(
-            **core.metadata(),
-            *self.views[applied],
-            "node {node} holds metadata that is not the group's at index {applied}"
-        );
+        self.learn_view(applied, core.metadata().clone());
         if (applied as u64) < recovered_commit {
             return;
         }
@@ -121,7 +136,10 @@ impl Checker {
     pub fn committed_index(&self, proposal: ProposalId) -> Option<u64> {
         self.entries
             .iter()
-            .position(|(_, c)| c.as_ref().is_some_and(|c| c.proposal == proposal))
+            .position(|e| {
+                (e.as_ref())
+                    .is_some_and(|(_, c)| c.as_ref().is_some_and(|c| c.proposal == proposal))
+            })
             .map(|i| i as u64 + 1)
     }
 
@@ -130,8 +148,8 @@ impl Checker {
         self.entries.len() as u64
     }
 
-    /// The group's metadata at an index.
-    pub fn view(&self, index: u64) -> &Arc<Metadata> {
-        &self.views[index as usize]
+    /// The group's metadata at an index, if known.
+    pub fn view(&self, index: u64) -> Option<&Arc<Metadata>> {
+        self.views.get(index as usize)?.as_ref()
     }
 }

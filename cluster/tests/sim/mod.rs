@@ -528,7 +528,11 @@ impl Schedule {
                 "node {} did not converge",
                 machine.id
             );
-            assert_eq!(**core.metadata(), **self.check.view(index));
+            let view = self
+                .check
+                .view(index)
+                .expect("the state every node converged to");
+            assert_eq!(**core.metadata(), **view);
         }
         self.totals.committed = index;
         self.totals.terms_with_leaders = self.check.terms_with_leaders() as u64;
