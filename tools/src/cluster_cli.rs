@@ -65,14 +65,22 @@ pub enum PartitionCommand {
     Reassignments,
 }
 
-/// Runs a partition command against the Kafka listener at `bootstrap`.
-pub fn run_partition(bootstrap: &str, command: PartitionCommand) -> Result<(), String> {
+/// Runs `work` with a connection to the Kafka listener at `bootstrap`, on a client runtime.
+fn with_connection<F, Fut>(bootstrap: &str, work: F) -> Result<(), String>
+where
+    F: FnOnce(Connection) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the client runtime: {e}"))?;
-    runtime.block_on(async move {
-        let mut connection = Connection::open(bootstrap).await?;
+    runtime.block_on(async move { work(Connection::open(bootstrap).await?).await })
+}
+
+/// Runs a partition command against the Kafka listener at `bootstrap`.
+pub fn run_partition(bootstrap: &str, command: PartitionCommand) -> Result<(), String> {
+    with_connection(bootstrap, |mut connection| async move {
         match command {
             PartitionCommand::Reassign {
                 topic,
@@ -126,12 +134,7 @@ pub fn run_partition(bootstrap: &str, command: PartitionCommand) -> Result<(), S
 
 /// Runs a cluster command against the Kafka listener at `bootstrap`.
 pub fn run(bootstrap: &str, command: ClusterCommand) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the client runtime: {e}"))?;
-    runtime.block_on(async move {
-        let mut connection = Connection::open(bootstrap).await?;
+    with_connection(bootstrap, |mut connection| async move {
         match command {
             ClusterCommand::Status => status(&mut connection).await,
             ClusterCommand::RemoveNode { id } => remove_node(&mut connection, id).await,

@@ -96,7 +96,7 @@ enum Command {
         #[command(subcommand)]
         command: client_cli::SubscriptionCommand,
     },
-    /// Describe the cluster or remove a node, through any node's Kafka listener.
+    /// Describe the cluster, decommission or remove a node, through any node's Kafka listener.
     Cluster {
         /// Kafka address of any node.
         #[arg(long, default_value = "127.0.0.1:9092", global = true)]

@@ -36,6 +36,18 @@ fn view(addr: &str) -> Option<(i32, Vec<i32>, Vec<i32>)> {
     ))
 }
 
+/// Creates `TOPIC` with `partitions` partitions on three replicas each through `bootstrap`.
+fn create_topic(bootstrap: &str, partitions: i32) {
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(TOPIC.into())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(3)]);
+    let created = kafka_call(&mut TcpStream::connect(bootstrap).unwrap(), 5, &create);
+    assert_eq!(created.topics[0].error_code, 0);
+}
+
 /// `oxbow partition ARGS [--replicas REPLICAS] --bootstrap addr`: what it printed (it must
 /// succeed).
 fn oxbow(bootstrap: &str, args: &[&str], replicas: &str) -> String {
@@ -82,14 +94,7 @@ fn produce(bootstrap: &str, base: usize, count: usize) -> usize {
 fn a_partition_moves_off_its_leader_to_a_new_broker_and_the_old_replica_is_deleted() {
     let mut cluster = Cluster::start_settled(4);
     let bootstrap = cluster.nodes[0].kafka.clone();
-    let create = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(TOPIC.into())))
-            .with_num_partitions(1)
-            .with_replication_factor(3)]);
-    let created = kafka_call(&mut TcpStream::connect(&bootstrap).unwrap(), 5, &create);
-    assert_eq!(created.topics[0].error_code, 0);
+    create_topic(&bootstrap, 1);
     let (leader, replicas, _) = cluster.settle("every node knows the topic, all in sync", || {
         let views: Vec<_> = cluster.running().map(|n| view(&n.kafka)).collect();
         let first = views[0].clone()?;
@@ -140,14 +145,7 @@ fn a_decommissioned_node_is_drained_of_its_replicas_then_removed() {
     let drained = (0..4).find(|&b| b != metadata_leader).unwrap();
     let bootstrap = (cluster.nodes.iter()).find(|n| n.id != drained).unwrap();
     let bootstrap = bootstrap.kafka.clone();
-    let create = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(TOPIC.into())))
-            .with_num_partitions(4)
-            .with_replication_factor(3)]);
-    let created = kafka_call(&mut TcpStream::connect(&bootstrap).unwrap(), 5, &create);
-    assert_eq!(created.topics[0].error_code, 0);
+    create_topic(&bootstrap, 4);
     let output = Command::new("python3")
         .arg(CLIENT)
         .args([
