@@ -58,7 +58,8 @@ Config file keys (TOML; every one optional, flags override them):
         auto_leader_rebalance, leader_imbalance_check_interval_ms,
         leader_imbalance_per_broker_percentage
 Topics override segment.bytes, segment.ms, retention.bytes, retention.ms,
-max.message.bytes, flush.ms and oxbow.flush through CreateTopics configs.";
+max.message.bytes, flush.ms, oxbow.flush, min.insync.replicas and
+unclean.leader.election.enable through CreateTopics configs (cleanup.policy: delete only).";
 
 #[derive(Subcommand)]
 enum Command {

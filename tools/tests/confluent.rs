@@ -413,7 +413,9 @@ fn admin_client_describes_configs_and_deletes_topics() {
             "--partitions",
             partitions,
         ];
-        args.extend(["--create", "--count", count, "--acks", "all"]);
+        // Kafka clients name the cleanup policy; delete is what Oxbow does.
+        args.extend(["--create", "--config", "cleanup.policy=delete"]);
+        args.extend(["--count", count, "--acks", "all"]);
         let (ok, out) = client(&args);
         assert!(ok, "{out}");
     };

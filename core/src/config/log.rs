@@ -146,7 +146,8 @@ impl LogConfig {
 /// Per-topic overrides, by Kafka config name (as CreateTopics and DescribeConfigs carry them).
 /// The last two are replication settings, read by the partition's leader and the controller,
 /// not by the log; they are checked here with the rest.
-pub const TOPIC_CONFIG_NAMES: [&str; 9] = [
+pub const TOPIC_CONFIG_NAMES: [&str; 10] = [
+    CLEANUP_POLICY_CONFIG,
     "segment.bytes",
     "segment.ms",
     "retention.bytes",
@@ -157,6 +158,10 @@ pub const TOPIC_CONFIG_NAMES: [&str; 9] = [
     MIN_INSYNC_REPLICAS_CONFIG,
     UNCLEAN_ELECTION_CONFIG,
 ];
+
+/// How old records go: `delete` (retention) is what Oxbow does; `compact` is refused until
+/// compaction exists (a topic asking for it must not silently lose its latest values).
+pub const CLEANUP_POLICY_CONFIG: &str = "cleanup.policy";
 
 /// acks=all needs at least this many in-sync replicas (a topic's override of
 /// `cluster.min_insync_replicas`).
@@ -208,6 +213,13 @@ impl LogConfig {
                     config.write_buffer_bytes = config
                         .write_buffer_bytes
                         .max(needed.min(u32::MAX as u64) as u32);
+                }
+                CLEANUP_POLICY_CONFIG => {
+                    if value != "delete" {
+                        let why =
+                            format!("{value:?}: only \"delete\" (compaction is not supported yet)");
+                        return Err(ConfigError::new(field, why));
+                    }
                 }
                 MIN_INSYNC_REPLICAS_CONFIG => {
                     if !(1..=i64::from(u16::MAX)).contains(&number()?) {

@@ -34,6 +34,19 @@ fn topic_overrides_apply_on_top_and_are_validated() {
     assert!(base.with_overrides([("segment.bytes", "10")]).is_err());
     assert!(base.with_overrides([("compression.type", "zstd")]).is_err());
     assert!(base.with_overrides([("segment.ms", "soon")]).is_err());
+    // Kafka clients often name the policy: delete is what the log does, compact is refused.
+    assert_eq!(
+        base.with_overrides([("cleanup.policy", "delete")]).unwrap(),
+        base
+    );
+    let compact = base
+        .with_overrides([("cleanup.policy", "compact")])
+        .unwrap_err();
+    assert_eq!(compact.field, "cleanup.policy");
+    assert!(base.with_overrides([("min.insync.replicas", "0")]).is_err());
+    assert!(base
+        .with_overrides([("unclean.leader.election.enable", "yes")])
+        .is_err());
 }
 
 #[test]
