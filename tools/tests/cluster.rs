@@ -394,3 +394,23 @@ fn committed_offsets_survive_kill_9_of_the_group_coordinator() {
     let expected: Vec<String> = (0..400).map(|i| format!("m-{i}")).collect();
     assert_eq!(consumed, expected, "every message once, in order");
 }
+
+/// SIGTERM of the metadata group's leader hands the group's leadership to another voter before
+/// the node stops (no election timeout to sit out), and the survivors go on committing.
+#[test]
+fn sigterm_of_the_metadata_leader_hands_the_group_over_before_it_stops() {
+    let mut cluster = Cluster::start_settled(3);
+    let leader = cluster.metadata_leader();
+    let broker = cluster.node(leader).broker.as_mut().unwrap();
+    assert!(broker.signal(libc::SIGTERM).success());
+    let log = broker.log_so_far();
+    cluster.node(leader).broker = None;
+    assert!(
+        log.contains("metadata group leadership handed over"),
+        "{log}"
+    );
+    let next = cluster.metadata_leader();
+    assert_ne!(next, leader);
+    let survivor = (cluster.running()).next().unwrap().kafka.clone();
+    assert_eq!(create_topic(&survivor, "after-handover", 1), 0);
+}

@@ -378,6 +378,22 @@ impl MetadataRaft {
         self.node.raft.prs().conf().to_conf_state()
     }
 
+    /// Hands the leadership to the voter that holds the most of the log (a leader about to
+    /// stop, so the group does not wait out an election timeout); the voter chosen, if this
+    /// node leads and has another voter.
+    pub fn transfer_leadership(&mut self) -> Option<u64> {
+        if !self.is_leader() {
+            return None;
+        }
+        let me = self.id();
+        let voters = self.conf_state().voters;
+        let target = (voters.iter().copied())
+            .filter(|&v| v != me)
+            .max_by_key(|&v| self.node.raft.prs().get(v).map_or(0, |p| p.matched))?;
+        self.node.transfer_leader(target);
+        Some(target)
+    }
+
     /// The voters and learners, with how far each has replicated the log when this node
     /// leads (only a leader tracks it).
     pub fn members(&self) -> Vec<Member> {

@@ -51,6 +51,7 @@ enum Input {
         change: ConfChangeV2,
         reply: flume::Sender<Result<(), ProposeError>>,
     },
+    TransferLeadership(flume::Sender<Option<u64>>),
     Close(flume::Sender<()>),
 }
 
@@ -255,6 +256,14 @@ impl MetadataNode {
             .unwrap_or_else(|_| Err(ProposeError::Stopped("the node's task ended".into())))
     }
 
+    /// Asks this node, if it leads, to hand the leadership to the most caught-up voter; the
+    /// voter asked, if any. The change shows in [`MetadataNode::status`] once it happened.
+    pub async fn transfer_leadership(&self) -> Option<u64> {
+        let (reply, answer) = flume::bounded(1);
+        self.inputs.send(Input::TransferLeadership(reply)).ok()?;
+        answer.recv_async().await.ok().flatten()
+    }
+
     /// When a message last arrived from `peer` (a Raft id).
     pub fn last_heard(&self, peer: u64) -> Option<Instant> {
         self.shared.borrow().heard.get(&peer).copied()
@@ -344,6 +353,9 @@ impl Runner {
                     Err(e) => Err(ProposeError::Refused(MetadataError::Invalid(e.to_string()))),
                 };
                 let _ = reply.send(outcome);
+            }
+            Input::TransferLeadership(reply) => {
+                let _ = reply.send(self.core.transfer_leadership());
             }
             Input::Close(_) => unreachable!("handled by the loop"),
         }

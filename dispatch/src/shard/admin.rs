@@ -4,7 +4,7 @@
 use super::message::{CreateTopicError, PartitionError, ShardMessage};
 use super::{ask, Shard};
 use oxbow_cluster::controller::assign_replicas;
-use oxbow_cluster::metadata_group::{NodeStatus, ProposeError};
+use oxbow_cluster::metadata_group::{raft_id, NodeStatus, ProposeError};
 use oxbow_cluster::{
     BrokerMeta, Metadata, MetadataChange, MetadataError, PartitionMeta, TopicId, TopicMeta,
 };
@@ -79,10 +79,39 @@ impl Shard {
             })
             .await;
         match committed {
-            Some(Ok(())) => Ok(()),
-            Some(Err(e)) => Err(e.to_string()),
-            None => Err(format!("not committed within {ms} ms")),
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err(format!("not committed within {ms} ms")),
         }
+        self.hand_over_metadata_leadership().await;
+        Ok(())
+    }
+
+    /// A stopping node that leads the metadata group hands that over too, so the group does
+    /// not sit out an election timeout; waits (a few election timeouts at most) until another
+    /// node leads.
+    async fn hand_over_metadata_leadership(&self) {
+        let Some(node) = self.metadata_node() else {
+            return;
+        };
+        let me = raft_id(self.config.node_id);
+        let Some(target) = node.transfer_leadership().await else {
+            return;
+        };
+        let metadata = &self.config.metadata;
+        let tick = std::time::Duration::from_millis(metadata.tick_ms);
+        for _ in 0..metadata.election_ticks * 3 {
+            let leader = node.status().leader;
+            if leader != me && leader != 0 {
+                tracing::info!(to = leader, "metadata group leadership handed over");
+                return;
+            }
+            glommio::timer::sleep(tick).await;
+        }
+        tracing::warn!(
+            to = target,
+            "metadata group leadership was not taken over in time"
+        );
     }
 
     /// Where the metadata group stands, as shard 0's node last saw it (`None`: no node runs,
