@@ -56,7 +56,7 @@ Config file keys (TOML; every one optional, flags override them):
         replica_fetch_timeout_ms, replica_fetch_wait_max_ms, replica_fetch_backoff_ms,
         replica_fetch_bytes_max, socket_buffer_bytes, controlled_shutdown_timeout_ms,
         auto_leader_rebalance, leader_imbalance_check_interval_ms,
-        leader_imbalance_per_broker_percentage
+        leader_imbalance_per_broker_percentage, catch_up_bytes_per_sec
 Topics override segment.bytes, segment.ms, retention.bytes, retention.ms,
 max.message.bytes, flush.ms, oxbow.flush, min.insync.replicas and
 unclean.leader.election.enable through CreateTopics configs (cleanup.policy: delete only).";

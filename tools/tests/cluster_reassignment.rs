@@ -1,9 +1,9 @@
 //! Moving a partition to other brokers (`oxbow partition reassign`, Kafka's
-//! AlterPartitionReassignments, KIP-455) on four
-//! `oxbow serve` processes: the new replica catches up from the leader's log, the move
+//! AlterPartitionReassignments, KIP-455) on four `oxbow serve` processes: the new replica
+//! catches up from the leader's log (within `cluster.catch_up_bytes_per_sec`), the move
 //! completes once it is in sync, leadership leaves a replica that goes, and the old replica's
-//! files are deleted; every acknowledged record is on the new replicas. Needs python3 with
-//! confluent-kafka.
+//! files are deleted; every acknowledged record is on the new replicas. `oxbow cluster
+//! decommission` drains a node that way and removes it. Needs python3 with confluent-kafka.
 
 mod common;
 
@@ -92,7 +92,8 @@ fn produce(bootstrap: &str, base: usize, count: usize) -> usize {
 
 #[test]
 fn a_partition_moves_off_its_leader_to_a_new_broker_and_the_old_replica_is_deleted() {
-    let mut cluster = Cluster::start_settled(4);
+    // The new replica catches up throttled: a budget below what it must copy, so it waits.
+    let mut cluster = Cluster::start_settled_with(4, "catch_up_bytes_per_sec = 4096");
     let bootstrap = cluster.nodes[0].kafka.clone();
     create_topic(&bootstrap, 1);
     let (leader, replicas, _) = cluster.settle("every node knows the topic, all in sync", || {

@@ -7,9 +7,11 @@
 mod divergence;
 mod follower;
 mod progress;
+mod throttle;
 mod wire;
 
 pub use divergence::{truncation_point, Truncation};
 pub use follower::{check_request, Follower, FollowerAction};
 pub use progress::{FollowerLag, LeaderProgress, ProgressError, ReplicationSettings};
+pub use throttle::CatchUpThrottle;
 pub use wire::{PartitionKey, Refusal, ReplicaFrame, WireError, REPLICATION_CHANNEL};

@@ -72,6 +72,11 @@ pub struct ClusterConfig {
     pub replica_fetch_wait_max_ms: u64,
     /// A follower's pause when its leader had nothing new for it.
     pub replica_fetch_backoff_ms: u64,
+    /// Bytes per second a leader sends, per partition, to followers outside the ISR (a
+    /// reassignment's new replica, a node back from a long absence), so that catching up
+    /// leaves room for producers and in-sync followers (Kafka's
+    /// `leader.replication.throttled.rate`). 0: no limit.
+    pub catch_up_bytes_per_sec: u64,
     /// Most batch bytes a leader sends a follower in one frame (at most `frame_bytes_max`
     /// less room for the frame's header).
     pub replica_fetch_bytes_max: u32,
@@ -101,6 +106,7 @@ impl Default for ClusterConfig {
             replica_fetch_wait_max_ms: 500,
             replica_fetch_backoff_ms: 2,
             replica_fetch_bytes_max: 1 << 20,
+            catch_up_bytes_per_sec: 0,
         }
     }
 }

@@ -10,8 +10,8 @@ use super::{PartitionHost, Shard};
 use bytes::{BufMut, BytesMut};
 use oxbow_cluster::metadata_group::raft_id;
 use oxbow_cluster::replication::{
-    check_request, Follower, FollowerAction, LeaderProgress, PartitionKey, ReplicaFrame,
-    ReplicationSettings,
+    check_request, CatchUpThrottle, Follower, FollowerAction, LeaderProgress, PartitionKey,
+    ReplicaFrame, ReplicationSettings,
 };
 use oxbow_cluster::PartitionMeta;
 use oxbow_core::RecordBatch;
@@ -55,6 +55,8 @@ pub struct Leading {
     progress: LeaderProgress,
     /// acks=all appends waiting for the high watermark to reach their end.
     waiters: Vec<(u64, flume::Sender<()>)>,
+    /// The bandwidth of followers outside the ISR (`cluster.catch_up_bytes_per_sec`).
+    catch_up: Option<CatchUpThrottle>,
 }
 
 /// A running follower task, stopped by dropping this.
@@ -212,9 +214,11 @@ impl Shard {
             host.log.set_high_watermark(progress.high_watermark());
             tracing::info!(topic = %host.topic, partition = host.partition,
                 epoch = meta.leader_epoch, "leading");
+            let rate = self.config.cluster.catch_up_bytes_per_sec;
             Role::Leader(Leading {
                 progress,
                 waiters: Vec::new(),
+                catch_up: (rate > 0).then(|| CatchUpThrottle::new(rate, now_ms())),
             })
         } else if meta.leader >= 0 && meta.replicas.contains(&me) {
             let (inbox, frames) = flume::bounded(16);
@@ -447,6 +451,17 @@ impl Shard {
                     })
                     .await;
                 }
+                // A follower outside the ISR catches up within its bandwidth.
+                let throttled = match &mut *host.role.borrow_mut() {
+                    Role::Leader(leading) if !leading.progress.isr().contains(&replica) => {
+                        (leading.catch_up.as_mut()).map(|t| t.wait_ms(now_ms()))
+                    }
+                    _ => None,
+                };
+                if let Some(wait) = throttled.filter(|&ms| ms > 0) {
+                    let most = self.config.cluster.replica_fetch_wait_max_ms;
+                    glommio::timer::sleep(Duration::from_millis(wait.min(most))).await;
+                }
                 let most = self.config.cluster.replica_fetch_bytes_max as usize;
                 let batches = match host.log.read_for_followers(from, most).await {
                     Ok(batches) => batches,
@@ -460,8 +475,13 @@ impl Shard {
                 for batch in &batches {
                     bytes.put_slice(batch.bytes());
                 }
-                let high_watermark = match &*host.role.borrow() {
-                    Role::Leader(leading) => leading.progress.high_watermark(),
+                let high_watermark = match &mut *host.role.borrow_mut() {
+                    Role::Leader(leading) => {
+                        if let (Some(_), Some(throttle)) = (throttled, &mut leading.catch_up) {
+                            throttle.spent(bytes.len(), now_ms());
+                        }
+                        leading.progress.high_watermark()
+                    }
                     _ => return None,
                 };
                 Some(ReplicaFrame::Data {
