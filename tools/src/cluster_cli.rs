@@ -5,15 +5,11 @@
 
 use crate::bench::kafka::Connection;
 use clap::Subcommand;
-use kafka_protocol::messages::alter_partition_reassignments_request::{
-    ReassignablePartition, ReassignableTopic,
-};
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::describe_quorum_response::ReplicaState;
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, DescribeQuorumRequest,
-    ListPartitionReassignmentsRequest, MetadataRequest, MetadataResponse, TopicName,
-    UnregisterBrokerRequest,
+    BrokerId, DescribeQuorumRequest, ListPartitionReassignmentsRequest, MetadataRequest,
+    MetadataResponse, TopicName, UnregisterBrokerRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
@@ -88,27 +84,10 @@ pub fn run_partition(bootstrap: &str, command: PartitionCommand) -> Result<(), S
                 replicas,
             } => {
                 let ids = replicas.iter().map(|&b| BrokerId(b)).collect();
-                let request = AlterPartitionReassignmentsRequest::default().with_topics(vec![
-                    ReassignableTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
-                        .with_partitions(vec![ReassignablePartition::default()
-                            .with_partition_index(partition)
-                            .with_replicas(Some(ids))]),
-                ]);
-                let answer = connection.call(0, &request).await?;
-                let result = (answer.responses.first())
-                    .and_then(|t| t.partitions.first())
-                    .ok_or("an empty answer")?;
-                match result.error_code {
-                    0 => {
-                        println!("{topic}/{partition} moving to {replicas:?}");
-                        Ok(())
-                    }
-                    code => Err(format!(
-                        "reassigning {topic}/{partition}: error {code}: {}",
-                        result.error_message.as_deref().unwrap_or("")
-                    )),
-                }
+                let name = TopicName(StrBytes::from_string(topic.clone()));
+                crate::reassign::reassign(&mut connection, &[(name, partition, ids)]).await?;
+                println!("{topic}/{partition} moving to {replicas:?}");
+                Ok(())
             }
             PartitionCommand::Reassignments => {
                 let request = ListPartitionReassignmentsRequest::default().with_topics(None);
@@ -140,7 +119,7 @@ pub fn run(bootstrap: &str, command: ClusterCommand) -> Result<(), String> {
             ClusterCommand::RemoveNode { id } => remove_node(&mut connection, id).await,
             ClusterCommand::Decommission { id, timeout_s } => {
                 let timeout = std::time::Duration::from_secs(timeout_s);
-                crate::decommission::drain(&mut connection, id, timeout).await?;
+                crate::reassign::drain(&mut connection, id, timeout).await?;
                 remove_node(&mut connection, id).await
             }
         }

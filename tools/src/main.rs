@@ -3,7 +3,7 @@
 mod bench;
 mod client_cli;
 mod cluster_cli;
-mod decommission;
+mod reassign;
 mod serve;
 
 /// Kafka request decoding may ask for absurd capacities; see `oxbow_net::alloc`.

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::cluster::{metadata, Cluster};
+use common::cluster::{metadata, partition_view, Cluster};
 use common::kafka_call;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
@@ -23,17 +23,7 @@ const TOPIC: &str = "moving";
 
 /// Partition 0 of `TOPIC` as `addr` sees it: leader, replicas (in order), sorted ISR.
 fn view(addr: &str) -> Option<(i32, Vec<i32>, Vec<i32>)> {
-    let answer = metadata(addr);
-    let topic =
-        (answer.topics.iter()).find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == TOPIC))?;
-    let p = topic.partitions.first()?;
-    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
-    isr.sort_unstable();
-    Some((
-        p.leader_id.0,
-        p.replica_nodes.iter().map(|b| b.0).collect(),
-        isr,
-    ))
+    partition_view(addr, TOPIC)
 }
 
 /// Creates `TOPIC` with `partitions` partitions on three replicas each through `bootstrap`.

@@ -8,7 +8,7 @@ mod common;
 #[path = "common/history.rs"]
 mod history;
 
-use common::cluster::{metadata, Cluster};
+use common::cluster::{partition_view, Cluster};
 use common::{kafka_call, kcat};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -26,13 +26,7 @@ const MESSAGES: usize = 300;
 
 /// The leader and in-sync replicas of partition 0 of `TOPIC` as `addr` sees them.
 fn partition_state(addr: &str) -> Option<(i32, Vec<i32>)> {
-    let answer = metadata(addr);
-    let topic =
-        (answer.topics.iter()).find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == TOPIC))?;
-    let p = topic.partitions.first()?;
-    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
-    isr.sort_unstable();
-    Some((p.leader_id.0, isr))
+    partition_view(addr, TOPIC).map(|(leader, _, isr)| (leader, isr))
 }
 
 /// Creates `TOPIC` with one partition on three replicas and `configs` through `bootstrap`;

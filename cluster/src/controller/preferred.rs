@@ -112,8 +112,7 @@ pub fn preferred_leader_elections(
             let entry = preferred.entry(first).or_default();
             entry.0 += 1;
             let electable = live.contains(&first)
-                && !metadata.fenced.contains(&first)
-                && !metadata.shutting_down.contains(&first)
+                && electable(metadata, first)
                 && partition.isr.contains(&first);
             if partition.leader != first && electable {
                 entry.1.push(MetadataChange::ElectLeader {

@@ -56,12 +56,7 @@ fn changes_apply_in_order_and_refusals_change_nothing() {
 fn elections_take_the_next_epoch_an_in_sync_replica_and_refuse_stale_views() {
     let mut metadata = Metadata::default();
     let mut replicated = topic("a", 1);
-    replicated.partitions[1] = PartitionMeta {
-        replicas: vec![1, 2, 3],
-        leader: 1,
-        leader_epoch: 4,
-        isr: vec![1, 2, 3],
-    };
+    replicated.partitions[1] = partition(vec![1, 2, 3], 1, vec![1, 2, 3]);
     metadata
         .apply(&MetadataChange::CreateTopic(replicated))
         .unwrap();
@@ -94,12 +89,7 @@ fn elections_take_the_next_epoch_an_in_sync_replica_and_refuse_stale_views() {
 fn isr_changes_come_from_the_current_leader_and_add_only_live_replicas() {
     let mut metadata = Metadata::default();
     let mut replicated = topic("a", 1);
-    replicated.partitions[0] = PartitionMeta {
-        replicas: vec![1, 2, 3],
-        leader: 1,
-        leader_epoch: 4,
-        isr: vec![1, 2],
-    };
+    replicated.partitions[0] = partition(vec![1, 2, 3], 1, vec![1, 2]);
     metadata
         .apply(&MetadataChange::CreateTopic(replicated))
         .unwrap();

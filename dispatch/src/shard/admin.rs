@@ -152,6 +152,23 @@ impl Shard {
         Ok(())
     }
 
+    /// Closes and deletes one partition on its owner shard (if it has it here).
+    pub(super) async fn drop_partition(
+        &self,
+        topic: &Arc<str>,
+        partition: u32,
+    ) -> Result<(), String> {
+        let inbox = self.owner_inbox(topic, partition);
+        let topic = topic.clone();
+        ask(inbox, |reply| ShardMessage::DropPartition {
+            topic,
+            partition,
+            reply,
+        })
+        .await
+        .unwrap_or(Err("owner shard is gone".into()))
+    }
+
     /// Closes and deletes a topic's partitions on their owner shards (those it has here), then
     /// its directory. Every shard must already have forgotten the topic.
     pub(super) async fn drop_partitions(
@@ -162,16 +179,7 @@ impl Shard {
         let topic: Arc<str> = Arc::from(name);
         let mut result = Ok(());
         for partition in 0..partitions {
-            let inbox = self.owner_inbox(&topic, partition);
-            let topic = topic.clone();
-            let dropped = ask(inbox, |reply| ShardMessage::DropPartition {
-                topic,
-                partition,
-                reply,
-            })
-            .await
-            .unwrap_or(Err("owner shard is gone".into()));
-            if let Err(e) = dropped {
+            if let Err(e) = self.drop_partition(&topic, partition).await {
                 result = Err(PartitionError::Storage(e));
             }
         }

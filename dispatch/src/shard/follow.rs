@@ -5,7 +5,7 @@
 //! follower below for changes nobody here proposed (another node's, the controller's, or one
 //! that committed after its proposal timed out).
 
-use super::{ask, Shard, ShardMessage};
+use super::Shard;
 use oxbow_cluster::{Metadata, TopicMeta};
 use oxbow_storage::layout::set_aside_topic;
 use std::collections::BTreeMap;
@@ -78,16 +78,7 @@ impl Shard {
         self.drop_all(gone, &mut failures).await;
         for (topic, partition) in lost {
             let name: Arc<str> = Arc::from(topic.as_str());
-            let dropped = ask(self.owner_inbox(&name, partition), |reply| {
-                ShardMessage::DropPartition {
-                    topic: name.clone(),
-                    partition,
-                    reply,
-                }
-            })
-            .await
-            .unwrap_or(Err("owner shard is gone".into()));
-            match dropped {
+            match self.drop_partition(&name, partition).await {
                 Ok(()) => tracing::info!(topic, partition, "replica moved away, deleted"),
                 Err(e) => {
                     tracing::error!(topic, partition, error = %e, "deleting a moved replica");

@@ -3,18 +3,13 @@
 //! (type 1, unclean). The decisions are the controller's (`oxbow_cluster::controller`); the
 //! changes are committed through the metadata group on shard 0.
 
-use super::wire::text;
+use super::wire::{code, text};
 use crate::shard::Shard;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 use oxbow_cluster::controller::{elect_preferred, elect_unclean, ElectionRefusal};
 use std::collections::BTreeMap;
 
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const INVALID_REQUEST: i16 = 42;
-const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
-const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
-const ELECTION_NOT_NEEDED: i16 = 84;
 const UNCLEAN: i8 = 1;
 
 pub(super) async fn elect_leaders(
@@ -50,7 +45,7 @@ pub(super) async fn elect_leaders(
     for (topic, partition, outcome) in outcomes {
         let (error, message) = match outcome {
             Ok(()) => (0, None),
-            Err((ELECTION_NOT_NEEDED, _)) if every => continue,
+            Err((code::ELECTION_NOT_NEEDED, _)) if every => continue,
             Err((code, why)) => (code, Some(text(&why))),
         };
         let result = PartitionResult::default()
@@ -77,8 +72,12 @@ async fn elect(
     partition: i32,
     unclean: bool,
 ) -> Result<(), (i16, String)> {
-    let partition = u32::try_from(partition)
-        .map_err(|_| (UNKNOWN_TOPIC_OR_PARTITION, "no such partition".to_string()))?;
+    let partition = u32::try_from(partition).map_err(|_| {
+        (
+            code::UNKNOWN_TOPIC_OR_PARTITION,
+            "no such partition".to_string(),
+        )
+    })?;
     let metadata = shard.metadata();
     let decided = match unclean {
         true => elect_unclean(&metadata, topic, partition),
@@ -87,10 +86,10 @@ async fn elect(
     drop(metadata);
     let change = decided.map_err(|refusal| {
         let code = match refusal {
-            ElectionRefusal::UnknownPartition => UNKNOWN_TOPIC_OR_PARTITION,
-            ElectionRefusal::NotNeeded => ELECTION_NOT_NEEDED,
-            ElectionRefusal::PreferredNotAvailable => PREFERRED_LEADER_NOT_AVAILABLE,
-            ElectionRefusal::NoEligibleLeader => ELIGIBLE_LEADERS_NOT_AVAILABLE,
+            ElectionRefusal::UnknownPartition => code::UNKNOWN_TOPIC_OR_PARTITION,
+            ElectionRefusal::NotNeeded => code::ELECTION_NOT_NEEDED,
+            ElectionRefusal::PreferredNotAvailable => code::PREFERRED_LEADER_NOT_AVAILABLE,
+            ElectionRefusal::NoEligibleLeader => code::ELIGIBLE_LEADERS_NOT_AVAILABLE,
         };
         (code, refusal.to_string())
     })?;
@@ -98,7 +97,7 @@ async fn elect(
     shard
         .change_cluster(change)
         .await
-        .map_err(|e| (INVALID_REQUEST, e.to_string()))?;
+        .map_err(|e| (code::INVALID_REQUEST, e.to_string()))?;
     tracing::info!(change = %what, "leader elected on request");
     Ok(())
 }

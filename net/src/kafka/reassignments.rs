@@ -3,7 +3,7 @@
 //! asked for once the new ones are in sync (`oxbow_cluster::metadata`'s `reassign.rs`). The
 //! change is committed through the metadata group on shard 0; the controller completes it.
 
-use super::wire::text;
+use super::wire::{code, text};
 use crate::shard::Shard;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
@@ -20,10 +20,6 @@ use oxbow_cluster::{MetadataChange, MetadataError};
 
 /// A partition and the replicas asked for it (`None`: cancel its reassignment).
 type Asked = (i32, Option<Vec<i32>>);
-
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
-const INVALID_REQUEST: i16 = 42;
 
 pub(super) async fn alter(
     shard: &Shard,
@@ -89,17 +85,21 @@ async fn reassign(
 ) -> Result<(), (i16, String)> {
     let Some(replicas) = replicas else {
         return Err((
-            INVALID_REQUEST,
+            code::INVALID_REQUEST,
             "cancelling a reassignment is not supported".into(),
         ));
     };
-    let partition = u32::try_from(partition)
-        .map_err(|_| (UNKNOWN_TOPIC_OR_PARTITION, "no such partition".to_string()))?;
+    let partition = u32::try_from(partition).map_err(|_| {
+        (
+            code::UNKNOWN_TOPIC_OR_PARTITION,
+            "no such partition".to_string(),
+        )
+    })?;
     let exists =
         (shard.metadata().topic(topic)).is_some_and(|t| (partition as usize) < t.partitions.len());
     if !exists {
         return Err((
-            UNKNOWN_TOPIC_OR_PARTITION,
+            code::UNKNOWN_TOPIC_OR_PARTITION,
             format!("no partition {topic}/{partition}"),
         ));
     }
@@ -111,9 +111,9 @@ async fn reassign(
     shard.change_cluster(change).await.map_err(|e| {
         let refused = matches!(e, ProposeError::Refused(MetadataError::Invalid(_)));
         let code = if refused {
-            INVALID_REPLICA_ASSIGNMENT
+            code::INVALID_REPLICA_ASSIGNMENT
         } else {
-            INVALID_REQUEST
+            code::INVALID_REQUEST
         };
         (code, e.to_string())
     })?;

@@ -290,6 +290,19 @@ impl Node {
     }
 }
 
+/// Partition 0 of `topic` as the node at `addr` sees it: leader, replicas (in order), sorted
+/// in-sync replicas.
+pub fn partition_view(addr: &str, topic: &str) -> Option<(i32, Vec<i32>, Vec<i32>)> {
+    let answer = metadata(addr);
+    let topic =
+        (answer.topics.iter()).find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))?;
+    let p = topic.partitions.first()?;
+    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+    isr.sort_unstable();
+    let replicas = p.replica_nodes.iter().map(|b| b.0).collect();
+    Some((p.leader_id.0, replicas, isr))
+}
+
 /// What a node answers to a Kafka Metadata request for every topic.
 pub fn metadata(addr: &str) -> MetadataResponse {
     let mut stream = TcpStream::connect(addr).unwrap();

@@ -1,6 +1,7 @@
-//! `oxbow cluster decommission N`: every replica on broker N moves (AlterPartitionReassignments)
-//! to the live broker with the fewest replicas that lacks one, keeping its place in the replica
-//! list; then this waits until no reassignment is in progress.
+//! Moving partitions from the command line (AlterPartitionReassignments): `oxbow partition
+//! reassign` asks for one move; `oxbow cluster decommission N` moves every replica on broker N
+//! to the live broker with the fewest replicas that lacks one, keeping its place in the
+//! replica list, then waits until no reassignment is in progress.
 
 use crate::bench::kafka::Connection;
 use kafka_protocol::messages::alter_partition_reassignments_request::{
@@ -14,20 +15,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// One move: topic, partition, the replicas asked for.
-type Move = (TopicName, i32, Vec<BrokerId>);
+pub type Move = (TopicName, i32, Vec<BrokerId>);
 
-/// Moves every replica off broker `id` and waits until the moves are done (or `timeout`).
-pub async fn drain(connection: &mut Connection, id: i32, timeout: Duration) -> Result<(), String> {
-    let metadata: MetadataResponse = connection
-        .call(12, &MetadataRequest::default().with_topics(None))
-        .await?;
-    let moves = plan(&metadata, id)?;
-    if moves.is_empty() {
-        println!("broker {id} holds no replicas");
-        return Ok(());
-    }
+/// Asks for `moves` in one request; an error names the first move refused or left unanswered.
+pub async fn reassign(connection: &mut Connection, moves: &[Move]) -> Result<(), String> {
     let mut by_topic: BTreeMap<TopicName, Vec<ReassignablePartition>> = BTreeMap::new();
-    for (topic, partition, replicas) in &moves {
+    for (topic, partition, replicas) in moves {
         by_topic.entry(topic.clone()).or_default().push(
             ReassignablePartition::default()
                 .with_partition_index(*partition)
@@ -43,18 +36,38 @@ pub async fn drain(connection: &mut Connection, id: i32, timeout: Duration) -> R
         .collect();
     let request = AlterPartitionReassignmentsRequest::default().with_topics(topics);
     let answer = connection.call(0, &request).await?;
-    let refused = (answer.responses.iter())
-        .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
-        .find(|(_, p)| p.error_code != 0);
-    if let Some((topic, p)) = refused {
-        return Err(format!(
-            "moving {}/{}: error {}: {}",
-            topic.name.as_str(),
-            p.partition_index,
-            p.error_code,
-            p.error_message.as_deref().unwrap_or("")
-        ));
+    for (topic, partition, _) in moves {
+        let result = (answer.responses.iter())
+            .filter(|t| t.name == *topic)
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == *partition);
+        let at = format!("{}/{partition}", topic.as_str());
+        match result {
+            None => return Err(format!("moving {at}: no answer")),
+            Some(p) if p.error_code != 0 => {
+                return Err(format!(
+                    "moving {at}: error {}: {}",
+                    p.error_code,
+                    p.error_message.as_deref().unwrap_or("")
+                ))
+            }
+            Some(_) => {}
+        }
     }
+    Ok(())
+}
+
+/// Moves every replica off broker `id` and waits until the moves are done (or `timeout`).
+pub async fn drain(connection: &mut Connection, id: i32, timeout: Duration) -> Result<(), String> {
+    let metadata: MetadataResponse = connection
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await?;
+    let moves = plan(&metadata, id)?;
+    if moves.is_empty() {
+        println!("broker {id} holds no replicas");
+        return Ok(());
+    }
+    reassign(connection, &moves).await?;
     println!("moving {} partitions off broker {id}", moves.len());
     let deadline = Instant::now() + timeout;
     loop {
