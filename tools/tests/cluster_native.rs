@@ -1,12 +1,17 @@
 //! The native protocol across three `oxbow serve` processes: `oxbow-client` bootstrapped from
 //! one node learns the leaders (`Metadata`), sends each batch to its partition's leader and
 //! attaches a consumer on every leader; its admin calls gather every leader's partitions; a
-//! broker asked for a partition another node leads answers `NotLeader`.
+//! broker asked for a partition another node leads answers `NotLeader`; a reliable
+//! subscription resumes on a new leader from the cursor its old leader replicated.
 
 mod common;
 
 use bytes::BytesMut;
-use common::cluster::{metadata, Cluster};
+use common::cluster::{metadata, partition_view, Cluster};
+use common::kafka_call;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use oxbow_client::{Acks, Client, ErrorCode, Mode, SubscriptionType};
 use oxbow_core::native::{decode_frame, encode_frame, ClientFrame, ServerFrame};
 use oxbow_core::BatchBuilder;
@@ -219,4 +224,181 @@ fn the_native_client_produces_and_consumes_through_every_leader_from_one_node() 
     // Nothing misrouted was stored anywhere.
     let after = rt.block_on(client.describe_topic(TOPIC)).unwrap();
     assert_eq!(after, described);
+}
+
+/// Creates `topic` with one partition on three replicas (Kafka CreateTopics through `addr`);
+/// once every running node sees all three in sync, its leader.
+fn create_replicated(cluster: &Cluster, addr: &str, topic: &str) -> i32 {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.into())))
+            .with_num_partitions(1)
+            .with_replication_factor(3)]);
+    let created = kafka_call(&mut stream, 5, &request);
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    cluster.settle(
+        "every node sees the partition's three replicas in sync",
+        || {
+            let views: Vec<_> = (cluster.running())
+                .map(|n| partition_view(&n.kafka, topic))
+                .collect();
+            let first = views[0].clone()?;
+            (first.2.len() == 3 && views.iter().all(|v| v.as_ref() == Some(&first)))
+                .then_some(first.0)
+        },
+    )
+}
+
+#[test]
+fn a_reliable_subscription_resumes_on_a_new_leader_from_its_replicated_cursor() {
+    const TOPIC: &str = "cursors";
+    const SENT: u64 = 200;
+    const ACKED: u64 = 120;
+    let mut cluster = Cluster::start_settled(3);
+    let leader = create_replicated(&cluster, &cluster.nodes[0].kafka.clone(), TOPIC);
+    let survivor = cluster.nodes[((leader + 1) % 3) as usize].native.clone();
+    let rt = runtime();
+    let client = rt
+        .block_on(Client::builder().broker(&survivor).connect())
+        .unwrap();
+    rt.block_on(async {
+        let producer = client
+            .producer(TOPIC)
+            .acks(Acks::All)
+            .build()
+            .await
+            .unwrap();
+        for i in 0..SENT {
+            let sent = producer
+                .send(None, format!("m{i}").as_bytes())
+                .await
+                .unwrap();
+            sent.await.unwrap();
+        }
+    });
+
+    // A consumer acknowledges the first ACKED messages and holds the rest unacknowledged.
+    let consumer = rt.block_on(async {
+        let mut consumer = client
+            .consumer(TOPIC, "resume")
+            .kind(SubscriptionType::Exclusive)
+            .mode(Mode::Reliable)
+            .build()
+            .await
+            .unwrap();
+        let mut received = 0;
+        while received < SENT {
+            let batch = tokio::time::timeout(PATIENCE, consumer.recv_batch(1_000))
+                .await
+                .expect("the leader delivers")
+                .unwrap();
+            received += batch.len() as u64;
+            let acked: Vec<_> = batch.into_iter().filter(|m| m.offset < ACKED).collect();
+            consumer.ack_all(&acked).unwrap();
+        }
+        consumer
+    });
+    // Persisted means held by every in-sync replica: then the leader may die.
+    cluster.settle(
+        "the acknowledged position is persisted on the replicas",
+        || {
+            let subscriptions = rt.block_on(client.list_subscriptions(TOPIC)).ok()?;
+            let resume = subscriptions.iter().find(|s| s.name == "resume")?;
+            (resume.persisted == ACKED).then_some(())
+        },
+    );
+    cluster.node(leader).kill();
+    drop(consumer);
+    cluster.settle("a survivor leads the partition", || {
+        let (now, _, _) = partition_view(&cluster.nodes[((leader + 1) % 3) as usize].kafka, TOPIC)?;
+        (now >= 0 && now != leader).then_some(())
+    });
+
+    // The new leader resumes from the replicated cursor: exactly the unacknowledged rest.
+    let client = rt
+        .block_on(Client::builder().broker(&survivor).connect())
+        .unwrap();
+    let redelivered = rt.block_on(async {
+        let mut consumer = client
+            .consumer(TOPIC, "resume")
+            .kind(SubscriptionType::Exclusive)
+            .mode(Mode::Reliable)
+            .build()
+            .await
+            .unwrap();
+        let mut offsets = BTreeSet::new();
+        while offsets.last() != Some(&(SENT - 1)) {
+            let batch = tokio::time::timeout(PATIENCE, consumer.recv_batch(1_000))
+                .await
+                .expect("the new leader delivers")
+                .unwrap();
+            for m in &batch {
+                assert_eq!(m.value.as_ref(), format!("m{}", m.offset).as_bytes());
+                offsets.insert(m.offset);
+            }
+            consumer.ack_all(&batch).unwrap();
+        }
+        (offsets, consumer)
+    });
+    let (redelivered, mut consumer) = redelivered;
+    assert_eq!(redelivered, (ACKED..SENT).collect::<BTreeSet<u64>>());
+
+    // The old leader comes back with its stale cursor, takes the new leader's copy, and as
+    // the preferred replica leads again (auto leader rebalance): the consumer on the node
+    // that stopped leading is told so, and on the old leader nothing is delivered twice.
+    cluster.settle(
+        "everything acknowledged is persisted on the replicas",
+        || {
+            let subscriptions = rt.block_on(client.list_subscriptions(TOPIC)).ok()?;
+            let resume = subscriptions.iter().find(|s| s.name == "resume")?;
+            (resume.persisted == SENT).then_some(())
+        },
+    );
+    cluster.node(leader).restart();
+    cluster.settle("the old leader leads again, all in sync", || {
+        let (now, _, isr) = partition_view(&cluster.nodes[leader as usize].kafka, TOPIC)?;
+        (now == leader && isr.len() == 3).then_some(())
+    });
+    let closed =
+        rt.block_on(async { tokio::time::timeout(PATIENCE, consumer.recv_batch(1_000)).await });
+    assert!(
+        matches!(closed, Ok(Err(_))),
+        "the consumer is detached when leadership moves: {closed:?}"
+    );
+    drop(consumer);
+    let fresh = rt.block_on(async {
+        let producer = client
+            .producer(TOPIC)
+            .acks(Acks::All)
+            .build()
+            .await
+            .unwrap();
+        for i in SENT..SENT + 10 {
+            let sent = producer
+                .send(None, format!("m{i}").as_bytes())
+                .await
+                .unwrap();
+            sent.await.unwrap();
+        }
+        let mut consumer = client
+            .consumer(TOPIC, "resume")
+            .kind(SubscriptionType::Exclusive)
+            .mode(Mode::Reliable)
+            .build()
+            .await
+            .unwrap();
+        let mut offsets = BTreeSet::new();
+        while offsets.last() != Some(&(SENT + 9)) {
+            let batch = tokio::time::timeout(PATIENCE, consumer.recv_batch(1_000))
+                .await
+                .expect("the old leader delivers")
+                .unwrap();
+            offsets.extend(batch.iter().map(|m| m.offset));
+            consumer.ack_all(&batch).unwrap();
+        }
+        offsets
+    });
+    assert_eq!(fresh, (SENT..SENT + 10).collect::<BTreeSet<u64>>());
 }

@@ -2,6 +2,7 @@
 //! machine (first find where its log leaves the leader's and cut there, then fetch; one request
 //! in flight) and the leader's check of a request against its epoch and log.
 
+use super::cursors::CursorSnapshot;
 use super::divergence::truncation_point;
 use super::wire::{PartitionKey, Refusal, ReplicaFrame};
 use bytes::Bytes;
@@ -15,7 +16,8 @@ pub enum FollowerAction {
     TruncateTo(u64),
     /// Append these batches at `offset` (after restarting the log there when `restart`: the
     /// leader's log starts past this follower's end, retention removed what it lacks) and take
-    /// the high watermark.
+    /// the high watermark; then store the leader's subscription cursors, if it sent them, and
+    /// report their generation as held ([`Follower::cursors_held`]).
     Append {
         /// Where the batches start.
         offset: u64,
@@ -25,6 +27,8 @@ pub enum FollowerAction {
         high_watermark: u64,
         /// Restart the log empty at `offset` first.
         restart: bool,
+        /// The leader's cursors, when this follower holds another generation of them.
+        cursors: Option<CursorSnapshot>,
     },
     /// Ask again after a pause (the leader has not learned this epoch, or its leadership, yet).
     Retry,
@@ -50,6 +54,8 @@ pub struct Follower {
     leader: i32,
     phase: Phase,
     in_flight: bool,
+    /// The generation of this leader's subscription cursors stored here (0: none).
+    cursors: u64,
 }
 
 impl Follower {
@@ -61,6 +67,7 @@ impl Follower {
             leader,
             phase: Phase::Truncating,
             in_flight: false,
+            cursors: 0,
         }
     }
 
@@ -92,6 +99,7 @@ impl Follower {
                 replica: self.replica,
                 offset: log_end,
                 durable_end,
+                cursors: self.cursors,
             },
         })
     }
@@ -99,6 +107,11 @@ impl Follower {
     /// The request in flight went unanswered (timeout, lost connection): send again.
     pub fn request_lost(&mut self) {
         self.in_flight = false;
+    }
+
+    /// The leader's cursors of `generation` are stored here: the next fetch says so.
+    pub fn cursors_held(&mut self, generation: u64) {
+        self.cursors = generation;
     }
 
     /// The leader's frame, with the follower's log as it is now.
@@ -126,6 +139,7 @@ impl Follower {
                     offset,
                     high_watermark,
                     log_start,
+                    cursors,
                     batches,
                     ..
                 },
@@ -140,6 +154,7 @@ impl Follower {
                     batches,
                     high_watermark,
                     restart,
+                    cursors,
                 }
             }
             (_, ReplicaFrame::Refused { refusal, .. }) => {
@@ -208,6 +223,7 @@ mod tests {
             offset,
             high_watermark: offset,
             log_start,
+            cursors: None,
             batches: Bytes::from_static(b"b"),
         }
     }

@@ -4,12 +4,14 @@
 //! transport, which carry the record batches as they are stored. The shard that owns a
 //! partition drives them.
 
+mod cursors;
 mod divergence;
 mod follower;
 mod progress;
 mod throttle;
 mod wire;
 
+pub use cursors::CursorSnapshot;
 pub use divergence::{truncation_point, Truncation};
 pub use follower::{check_request, Follower, FollowerAction};
 pub use progress::{FollowerLag, LeaderProgress, ProgressError, ReplicationSettings};

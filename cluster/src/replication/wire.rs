@@ -7,13 +7,17 @@
 //! - `EpochAnswer` (2): epoch i32 and end offset u64 (epoch -1: the leader knows no epoch that
 //!   old, the follower keeps nothing);
 //! - `Fetch` (3): replica i32, fetch offset u64 (the follower's log end), durable end u64 (what
-//!   it holds under the flush policy);
-//! - `Data` (4): offset u64, high watermark u64, log start u64, then the record batches from
-//!   `offset` exactly as the leader stores them (possibly none);
+//!   it holds under the flush policy), the generation of this leader's subscription cursors
+//!   it holds u64 (0: none);
+//! - `Data` (4): offset u64, high watermark u64, log start u64, a flag u8 and (flag 1) the
+//!   leader's cursors ([`CursorSnapshot`]) when the follower's generation is not the
+//!   leader's, then the record batches from `offset` exactly as the leader stores them
+//!   (possibly none);
 //! - `Refused` (5): a [`Refusal`] code u8.
 //!
 //! Decoding checks every length and code: a damaged or hostile frame is an error, never a panic.
 
+use super::cursors::CursorSnapshot;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// The first byte of a replication frame.
@@ -98,6 +102,8 @@ pub enum ReplicaFrame {
         offset: u64,
         /// What it holds under the flush policy.
         durable_end: u64,
+        /// The generation of this leader's subscription cursors it holds (0: none).
+        cursors: u64,
     },
     /// Leader → follower: batches from `offset`, and the high watermark.
     Data {
@@ -109,6 +115,8 @@ pub enum ReplicaFrame {
         high_watermark: u64,
         /// The leader's log start.
         log_start: u64,
+        /// The leader's subscription cursors, when the follower holds another generation.
+        cursors: Option<CursorSnapshot>,
         /// Stored batches, unchanged.
         batches: Bytes,
     },
@@ -124,7 +132,7 @@ pub enum ReplicaFrame {
 /// Why bytes are not a replication frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad replication frame: {0}")]
-pub struct WireError(&'static str);
+pub struct WireError(pub(super) &'static str);
 
 impl ReplicaFrame {
     /// The partition and epoch it is about.
@@ -141,8 +149,10 @@ impl ReplicaFrame {
     /// The frame's bytes.
     pub fn encode(&self) -> Bytes {
         let extra = match self {
-            ReplicaFrame::Data { batches, .. } => 24 + batches.len(),
-            _ => 20,
+            ReplicaFrame::Data {
+                batches, cursors, ..
+            } => 25 + batches.len() + cursors.as_ref().map_or(0, CursorSnapshot::encoded_len),
+            _ => 28,
         };
         let mut out = BytesMut::with_capacity(HEADER_BYTES + extra);
         let kind = match self {
@@ -176,22 +186,32 @@ impl ReplicaFrame {
                 replica,
                 offset,
                 durable_end,
+                cursors,
                 ..
             } => {
                 out.put_i32(*replica);
                 out.put_u64(*offset);
                 out.put_u64(*durable_end);
+                out.put_u64(*cursors);
             }
             ReplicaFrame::Data {
                 offset,
                 high_watermark,
                 log_start,
+                cursors,
                 batches,
                 ..
             } => {
                 out.put_u64(*offset);
                 out.put_u64(*high_watermark);
                 out.put_u64(*log_start);
+                match cursors {
+                    Some(snapshot) => {
+                        out.put_u8(1);
+                        snapshot.encode_into(&mut out);
+                    }
+                    None => out.put_u8(0),
+                }
                 out.put_slice(batches);
             }
             ReplicaFrame::Refused { refusal, .. } => out.put_u8(refusal.code()),
@@ -242,21 +262,30 @@ impl ReplicaFrame {
                 }
             }
             3 => {
-                need(&buf, 20)?;
+                need(&buf, 28)?;
                 ReplicaFrame::Fetch {
                     key,
                     replica: buf.get_i32(),
                     offset: buf.get_u64(),
                     durable_end: buf.get_u64(),
+                    cursors: buf.get_u64(),
                 }
             }
             4 => {
-                need(&buf, 24)?;
+                need(&buf, 25)?;
+                let (offset, high_watermark, log_start) =
+                    (buf.get_u64(), buf.get_u64(), buf.get_u64());
+                let cursors = match buf.get_u8() {
+                    0 => None,
+                    1 => Some(CursorSnapshot::decode_from(&mut buf)?),
+                    _ => return Err(WireError("unknown cursor flag")),
+                };
                 ReplicaFrame::Data {
                     key,
-                    offset: buf.get_u64(),
-                    high_watermark: buf.get_u64(),
-                    log_start: buf.get_u64(),
+                    offset,
+                    high_watermark,
+                    log_start,
+                    cursors,
                     batches: buf.split_off(0),
                 }
             }
@@ -314,13 +343,43 @@ mod tests {
                 replica: 3,
                 offset: 41,
                 durable_end: 40,
+                cursors: 7,
             },
             ReplicaFrame::Data {
                 key: key(),
                 offset: 41,
                 high_watermark: 39,
                 log_start: 0,
+                cursors: None,
                 batches: Bytes::from_static(b"stored batch bytes"),
+            },
+            ReplicaFrame::Data {
+                key: key(),
+                offset: 41,
+                high_watermark: 39,
+                log_start: 0,
+                cursors: Some(CursorSnapshot {
+                    generation: 8,
+                    entries: vec![
+                        (
+                            Bytes::from_static(b"billing"),
+                            Bytes::from_static(b"cursor"),
+                        ),
+                        (Bytes::from_static(b"audit"), Bytes::new()),
+                    ],
+                }),
+                batches: Bytes::from_static(b"stored batch bytes"),
+            },
+            ReplicaFrame::Data {
+                key: key(),
+                offset: 41,
+                high_watermark: 39,
+                log_start: 0,
+                cursors: Some(CursorSnapshot {
+                    generation: 9,
+                    entries: Vec::new(),
+                }),
+                batches: Bytes::new(),
             },
             ReplicaFrame::Refused {
                 key: key(),
@@ -339,12 +398,40 @@ mod tests {
         }
 
         #[test]
-        fn a_damaged_frame_is_refused_or_still_a_frame(flip in 0usize..46, value in any::<u8>()) {
+        fn damaged_cursor_snapshots_are_refused_or_still_a_frame(
+            flip in 0usize..90,
+            value in any::<u8>(),
+            cut in 0usize..90,
+        ) {
+            let frame = ReplicaFrame::Data {
+                key: key(),
+                offset: 1,
+                high_watermark: 1,
+                log_start: 0,
+                cursors: Some(CursorSnapshot {
+                    generation: 3,
+                    entries: vec![(Bytes::from_static(b"sub"), Bytes::from_static(b"state"))],
+                }),
+                batches: Bytes::new(),
+            };
+            let mut bytes = frame.encode().to_vec();
+            let at = flip % bytes.len();
+            bytes[at] = value;
+            let _ = ReplicaFrame::decode(Bytes::from(bytes));
+            // Cut inside the snapshot: refused (a cut past it leaves a frame with fewer batches).
+            let whole = frame.encode();
+            let cut = 27 + cut % (whole.len() - 27);
+            prop_assert!(ReplicaFrame::decode(whole.slice(..cut)).is_err());
+        }
+
+        #[test]
+        fn a_damaged_frame_is_refused_or_still_a_frame(flip in 0usize..54, value in any::<u8>()) {
             let mut bytes = ReplicaFrame::Fetch {
                 key: key(),
                 replica: 3,
                 offset: 41,
                 durable_end: 40,
+                cursors: 2,
             }
             .encode()
             .to_vec();
@@ -354,12 +441,13 @@ mod tests {
         }
 
         #[test]
-        fn truncated_frames_are_refused(cut in 0usize..45) {
+        fn truncated_frames_are_refused(cut in 0usize..53) {
             let bytes = ReplicaFrame::Fetch {
                 key: key(),
                 replica: 3,
                 offset: 41,
                 durable_end: 40,
+                cursors: 2,
             }
             .encode();
             prop_assert!(ReplicaFrame::decode(bytes.slice(..cut)).is_err());

@@ -299,6 +299,7 @@ impl Sim {
                     offset: from,
                     high_watermark: progress.high_watermark(),
                     log_start: 0,
+                    cursors: None,
                     batches: encode_records(&r.log[from as usize..end]),
                 };
                 if let Some(hw) = moved {
@@ -325,6 +326,7 @@ impl Sim {
                 batches,
                 high_watermark,
                 restart,
+                ..
             } => {
                 assert!(!restart && offset == end, "the log start never moves here");
                 for record in decode_records(batches) {

@@ -15,6 +15,10 @@ pub struct SubscriptionConfig {
     pub redeliveries_max: u32,
     /// Reliable: the cursor is written at most this often while it moves (and on shutdown).
     pub cursor_persist_interval_ms: u64,
+    /// Reliable, on a replicated partition: a written cursor counts as persisted once every
+    /// in-sync replica holds it; the leader waits at most this long for them (the cursor stays
+    /// written on the leader, its persisted position stays behind).
+    pub cursor_replication_timeout_ms: u64,
     /// Messages read from the log ahead of dispatch (per subscription and partition).
     pub read_ahead_messages_max: u32,
     /// Bytes read from the log in one read.
@@ -39,6 +43,7 @@ impl Default for SubscriptionConfig {
             ack_timeout_ms: 30_000,
             redeliveries_max: 16,
             cursor_persist_interval_ms: 1_000,
+            cursor_replication_timeout_ms: 5_000,
             read_ahead_messages_max: 4_096,
             read_bytes_max: 1 << 20,
             permits_per_flow_max: 1 << 20,
@@ -62,6 +67,10 @@ impl SubscriptionConfig {
             (
                 "subscriptions.cursor_persist_interval_ms",
                 self.cursor_persist_interval_ms,
+            ),
+            (
+                "subscriptions.cursor_replication_timeout_ms",
+                self.cursor_replication_timeout_ms,
             ),
             (
                 "subscriptions.read_ahead_messages_max",

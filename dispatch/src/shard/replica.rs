@@ -10,8 +10,8 @@ use super::{PartitionHost, Shard};
 use bytes::{BufMut, BytesMut};
 use oxbow_cluster::metadata_group::raft_id;
 use oxbow_cluster::replication::{
-    check_request, CatchUpThrottle, Follower, FollowerAction, LeaderProgress, PartitionKey,
-    ReplicaFrame, ReplicationSettings,
+    check_request, CatchUpThrottle, CursorSnapshot, Follower, FollowerAction, LeaderProgress,
+    PartitionKey, ReplicaFrame, ReplicationSettings,
 };
 use oxbow_cluster::PartitionMeta;
 use oxbow_core::RecordBatch;
@@ -183,6 +183,7 @@ impl Shard {
                 if let Some(hw) = leading.progress.isr_committed(&meta.isr) {
                     high_watermark_moved(host, leading, hw);
                 }
+                (host.subscriptions).lead_cursors(in_sync_followers(meta, me), false);
                 return;
             }
             Role::Follower(following)
@@ -194,7 +195,9 @@ impl Shard {
             _ => {}
         }
         // The old role ends: a follower task stops, waiting acks=all appends fail.
+        let served = matches!(&*role, Role::Alone | Role::Leader(_));
         *role = if meta.replicas.len() <= 1 {
+            host.subscriptions.lead_cursors(Vec::new(), !served);
             Role::Alone
         } else if !self.roles_enabled.get() {
             Role::Offline
@@ -214,6 +217,7 @@ impl Shard {
             host.log.set_high_watermark(progress.high_watermark());
             tracing::info!(topic = %host.topic, partition = host.partition,
                 epoch = meta.leader_epoch, "leading");
+            (host.subscriptions).lead_cursors(in_sync_followers(meta, me), true);
             let rate = self.config.cluster.catch_up_bytes_per_sec;
             Role::Leader(Leading {
                 progress,
@@ -237,6 +241,16 @@ impl Shard {
         } else {
             Role::Offline
         };
+        if served && !matches!(&*role, Role::Alone | Role::Leader(_)) {
+            let reason = match meta.leader {
+                leader if leader >= 0 => format!(
+                    "broker {leader} leads {}-{} now",
+                    host.topic, host.partition
+                ),
+                _ => format!("{}-{} has no leader", host.topic, host.partition),
+            };
+            host.subscriptions.leadership_moved(&reason);
+        }
     }
 
     /// The replication state of every replicated partition this shard leads.
@@ -424,6 +438,7 @@ impl Shard {
             ReplicaFrame::Fetch {
                 replica,
                 durable_end,
+                cursors,
                 ..
             } => {
                 {
@@ -443,10 +458,18 @@ impl Shard {
                         }
                     }
                 }
+                let subscriptions = &host.subscriptions;
+                subscriptions.cursors_held(replica, cursors);
                 // Caught up: hold the fetch until there is something to send.
-                if from >= host.log.durable_end_offset() {
+                if from >= host.log.durable_end_offset()
+                    && cursors == subscriptions.cursor_generation()
+                {
                     let wait = self.config.cluster.replica_fetch_wait_max_ms;
-                    futures_lite::future::or(host.log.wait_for_durable(from), async {
+                    let news = futures_lite::future::or(
+                        host.log.wait_for_durable(from),
+                        subscriptions.cursors_moved_from(cursors),
+                    );
+                    futures_lite::future::or(news, async {
                         glommio::timer::sleep(Duration::from_millis(wait)).await;
                     })
                     .await;
@@ -462,13 +485,19 @@ impl Shard {
                     let most = self.config.cluster.replica_fetch_wait_max_ms;
                     glommio::timer::sleep(Duration::from_millis(wait.min(most))).await;
                 }
-                let most = self.config.cluster.replica_fetch_bytes_max as usize;
-                let batches = match host.log.read_for_followers(from, most).await {
-                    Ok(batches) => batches,
-                    Err(e) => {
-                        tracing::warn!(topic = %host.topic, error = %e, "reading for a follower");
-                        return None;
-                    }
+                let cursors = self.cursors_for(host, cursors).await;
+                // The cursors take their room from the batches'.
+                let most = (self.config.cluster.replica_fetch_bytes_max as usize)
+                    .saturating_sub(cursors.as_ref().map_or(0, CursorSnapshot::encoded_len));
+                let batches = match most {
+                    0 => Vec::new(),
+                    most => match host.log.read_for_followers(from, most).await {
+                        Ok(batches) => batches,
+                        Err(e) => {
+                            tracing::warn!(topic = %host.topic, error = %e, "reading for a follower");
+                            return None;
+                        }
+                    },
                 };
                 let offset = batches.first().map_or(from, RecordBatch::base_offset);
                 let mut bytes = BytesMut::new();
@@ -489,11 +518,37 @@ impl Shard {
                     offset,
                     high_watermark,
                     log_start: start,
+                    cursors,
                     batches: bytes.freeze(),
                 })
             }
             _ => None,
         }
+    }
+
+    /// The cursors for a follower that holds generation `held`: `None` when that is this
+    /// node's, or when they cannot be sent (the follower keeps asking; the writes waiting for
+    /// it time out).
+    async fn cursors_for(&self, host: &PartitionHost, held: u64) -> Option<CursorSnapshot> {
+        if held == host.subscriptions.cursor_generation() {
+            return None;
+        }
+        let snapshot = match host.subscriptions.cursor_snapshot().await {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::warn!(topic = %host.topic, partition = host.partition, error = %e,
+                    "reading cursors for a follower");
+                return None;
+            }
+        };
+        let room = (self.config.cluster.frame_bytes_max as usize).saturating_sub(1 << 10);
+        if snapshot.encoded_len() > room {
+            tracing::error!(topic = %host.topic, partition = host.partition,
+                bytes = snapshot.encoded_len(),
+                "subscription cursors exceed cluster.frame_bytes_max: not replicated");
+            return None;
+        }
+        Some(snapshot)
     }
 
     fn send_replica(&self, broker: i32, frame: &ReplicaFrame) {
@@ -557,6 +612,7 @@ async fn follow(
                 batches,
                 high_watermark,
                 restart,
+                cursors,
             } => {
                 if restart {
                     if let Err(e) = log.restart_at(offset).await {
@@ -571,12 +627,20 @@ async fn follow(
                         continue;
                     }
                 };
-                let idle = batches.is_empty();
+                let idle = batches.is_empty() && cursors.is_none();
                 if let Err(e) = log.append_replicated_all(batches).await {
                     tracing::error!(topic = %host.topic, error = %e, "appending replicated");
                     return;
                 }
                 log.set_high_watermark(high_watermark.min(log.durable_end_offset()));
+                if let Some(snapshot) = cursors {
+                    let generation = snapshot.generation;
+                    match host.subscriptions.store_cursor_snapshot(snapshot).await {
+                        Ok(()) => follower.cursors_held(generation),
+                        Err(e) => tracing::warn!(topic = %host.topic, error = %e,
+                            "storing the leader's cursors"),
+                    }
+                }
                 if idle {
                     glommio::timer::sleep(backoff).await;
                 }
@@ -586,6 +650,11 @@ async fn follow(
             FollowerAction::TruncateTo(_) | FollowerAction::Ignore => {}
         }
     }
+}
+
+/// The in-sync replicas other than `me`: whom a leader's cursor writes wait for.
+fn in_sync_followers(meta: &PartitionMeta, me: i32) -> Vec<i32> {
+    meta.isr.iter().copied().filter(|&r| r != me).collect()
 }
 
 fn epochs_of(entries: &[(i32, u64)]) -> LeaderEpochs {

@@ -4,15 +4,30 @@
 //! move with the partition's replicas. The log is opened on first use and created by the first
 //! write, so partitions without reliable subscriptions have none. Cursor files of older data
 //! directories (`<name>.cursor` in the same directory) are moved into it when it is opened.
+//!
+//! On a replicated partition the leader's cursors reach its followers whole, as a snapshot
+//! under a generation that counts every change (`oxbow_cluster::replication::CursorSnapshot`);
+//! a follower stores each snapshot in its own cursor log, so a new leader resumes from the
+//! cursors its predecessor had replicated. A write on the leader counts as persisted once
+//! every in-sync follower holds its generation ([`CursorReplicas`]).
 
+use super::cursor_replicas::CursorReplicas;
 use crate::cursor::CursorState;
 use bytes::Bytes;
+use oxbow_cluster::replication::CursorSnapshot;
 use oxbow_core::native::SubscriptionType;
 use oxbow_core::{FlushPolicy, LogConfig, StateLogConfig};
 use oxbow_storage::{CompactionSettings, OpenOptions, Partition, StateLog};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+/// Wakers kept for fetches waiting on the generation before they are swept.
+const WATCHERS_BEFORE_SWEEP: usize = 16;
 
 /// One partition's cursor log; see the module docs.
 pub(crate) struct CursorLog {
@@ -21,6 +36,13 @@ pub(crate) struct CursorLog {
     state: RefCell<Option<Rc<StateLog>>>,
     /// Held while the log is opened, so it is opened once.
     opening: glommio::sync::Semaphore,
+    /// Counts the changes of the cursors while this node leads (and each new leadership), so
+    /// followers can tell which state they hold; 0: never led.
+    generation: Cell<u64>,
+    /// Leaders' fetch answers waiting for the generation to move.
+    watchers: RefCell<Vec<Waker>>,
+    /// Which generation the in-sync followers hold, and writes waiting for them.
+    replicas: RefCell<CursorReplicas>,
 }
 
 impl CursorLog {
@@ -38,6 +60,9 @@ impl CursorLog {
             config,
             state: RefCell::default(),
             opening: glommio::sync::Semaphore::new(1),
+            generation: Cell::new(0),
+            watchers: RefCell::default(),
+            replicas: RefCell::default(),
         }
     }
 
@@ -66,8 +91,9 @@ impl CursorLog {
         Ok(cursors)
     }
 
-    /// Stores a subscription's cursor; durable when this returns.
-    pub(crate) async fn write(&self, name: &str, cursor: &CursorState) -> Result<(), String> {
+    /// Stores a subscription's cursor; durable here when this returns, with the generation
+    /// to wait for ([`CursorLog::replicated`]) before it counts on a replicated partition.
+    pub(crate) async fn write(&self, name: &str, cursor: &CursorState) -> Result<u64, String> {
         let state = self.state().await?;
         let change = (
             Bytes::from(name.to_string()),
@@ -75,7 +101,120 @@ impl CursorLog {
         );
         state.put(vec![change]).await.map_err(|e| e.to_string())?;
         state.compact_in_background_if_due();
+        Ok(self.changed())
+    }
+
+    /// `None` when the write of `generation` counts already (no follower to wait for), else
+    /// what resolves once every in-sync follower holds it, or fails after `timeout` or when
+    /// this node stops leading. Owns what it needs, so a writer need not wait.
+    pub(crate) fn replicated(
+        &self,
+        generation: u64,
+        timeout: Duration,
+    ) -> Option<impl Future<Output = Result<(), String>> + 'static> {
+        let waiting = self.replicas.borrow_mut().wait_for(generation)?;
+        Some(async move {
+            let held = async {
+                (waiting.recv_async().await)
+                    .map_err(|_| "leadership moved before the followers held it".to_string())
+            };
+            futures_lite::future::or(held, async {
+                glommio::timer::sleep(timeout).await;
+                Err(format!(
+                    "in-sync followers did not hold it within {} ms",
+                    timeout.as_millis()
+                ))
+            })
+            .await
+        })
+    }
+
+    /// This node leads the partition with these in-sync followers (again: the ISR changed).
+    /// A new leadership starts a new generation, so every follower takes a whole copy.
+    pub(crate) fn lead(&self, followers: Vec<i32>, new_leadership: bool) {
+        self.replicas.borrow_mut().lead(followers);
+        if new_leadership {
+            self.changed();
+        }
+    }
+
+    /// This node no longer leads the partition.
+    pub(crate) fn stop_leading(&self) {
+        self.replicas.borrow_mut().stop_leading();
+    }
+
+    /// A follower's fetch said it holds `generation`.
+    pub(crate) fn held(&self, replica: i32, generation: u64) {
+        self.replicas.borrow_mut().held(replica, generation);
+    }
+
+    /// The current generation.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    /// Resolves once the generation is no longer `seen`.
+    pub(crate) fn moved_from(&self, seen: u64) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.generation.get() != seen {
+                return Poll::Ready(());
+            }
+            let mut watchers = self.watchers.borrow_mut();
+            // Fetches that ended by their timeout leave wakers behind: past a few, wake them
+            // all, and the waits still running register again.
+            if watchers.len() >= WATCHERS_BEFORE_SWEEP {
+                watchers.drain(..).for_each(Waker::wake);
+            }
+            watchers.push(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    /// Every cursor, for a follower that holds another generation.
+    pub(crate) async fn snapshot(&self) -> Result<CursorSnapshot, String> {
+        // Read the generation first: a change admitted meanwhile is sent again next time.
+        let generation = self.generation.get();
+        let entries = if self.dir.exists() {
+            self.state().await?.entries()
+        } else {
+            Vec::new()
+        };
+        Ok(CursorSnapshot {
+            generation,
+            entries,
+        })
+    }
+
+    /// Makes the stored cursors those of the leader's snapshot (on a follower).
+    pub(crate) async fn store_snapshot(&self, snapshot: CursorSnapshot) -> Result<(), String> {
+        if snapshot.entries.is_empty() && !self.dir.exists() {
+            return Ok(());
+        }
+        let state = self.state().await?;
+        let mut stale: HashMap<Bytes, Bytes> = state.entries().into_iter().collect();
+        let mut changes = Vec::new();
+        for (name, value) in snapshot.entries {
+            if stale.remove(&name).as_ref() != Some(&value) {
+                changes.push((name, Some(value)));
+            }
+        }
+        changes.extend(stale.into_keys().map(|name| (name, None)));
+        if changes.is_empty() {
+            return Ok(());
+        }
+        state.put(changes).await.map_err(|e| e.to_string())?;
+        state.compact_in_background_if_due();
         Ok(())
+    }
+
+    /// Counts a change and wakes the fetches waiting for one; returns the new generation.
+    fn changed(&self) -> u64 {
+        let generation = self.generation.get() + 1;
+        self.generation.set(generation);
+        for waker in self.watchers.borrow_mut().drain(..) {
+            waker.wake();
+        }
+        generation
     }
 
     /// Forgets a deleted subscription's cursor.
@@ -83,7 +222,9 @@ impl CursorLog {
         let removed = match self.state().await {
             Ok(state) => {
                 let change = (Bytes::from(name.to_string()), None);
-                state.put(vec![change]).await.map_err(|e| e.to_string())
+                let removed = state.put(vec![change]).await.map_err(|e| e.to_string());
+                self.changed();
+                removed
             }
             Err(e) => Err(e),
         };

@@ -29,12 +29,19 @@ pub(crate) struct SubscriptionCell {
     pub(crate) sinks: RefCell<HashMap<ConsumerId, Box<dyn ConsumerSink>>>,
     wake: LocalSender<()>,
     closing: Cell<bool>,
+    /// Its cursor is no longer this driver's to write: the subscription or its topic was
+    /// deleted, or another node leads the partition now.
     pub(crate) deleted: Cell<bool>,
     driver: RefCell<Option<glommio::Task<()>>>,
     /// Where its cursor is stored.
     pub(crate) cursors: Rc<CursorLog>,
-    /// Every offset below this one is acknowledged and durably stored.
+    /// Every offset below this one is acknowledged and durably stored (on every in-sync
+    /// replica of a replicated partition).
     pub(crate) persisted: Cell<u64>,
+    /// The cursor generation `persisted` is from: confirmations may arrive out of order.
+    persisted_generation: Cell<u64>,
+    /// How long a written cursor may wait for the in-sync replicas.
+    replication_timeout: Duration,
     decoded: Rc<RefCell<DecodedBatches>>,
     /// First offset of the blocked batch the consumers have been told about.
     told_blocked: Cell<Option<u64>>,
@@ -54,6 +61,14 @@ impl SubscriptionCell {
             last_offset: batch.last_offset,
             reason: batch.reason.clone(),
         });
+    }
+
+    /// The cursor written as `generation` (with this mark) is durable wherever it must be.
+    fn persisted_at(&self, generation: u64, mark: u64) {
+        if generation > self.persisted_generation.get() {
+            self.persisted_generation.set(generation);
+            self.persisted.set(mark);
+        }
     }
 
     /// The first offset of the blocked batch its consumers were told about.
@@ -90,6 +105,10 @@ pub(crate) fn start_driver(
         driver: RefCell::new(None),
         cursors: cursors.clone(),
         persisted: Cell::new(persisted),
+        persisted_generation: Cell::new(0),
+        replication_timeout: Duration::from_millis(
+            context.settings.subscriptions.cursor_replication_timeout_ms,
+        ),
         decoded: decoded.clone(),
         told_blocked: Cell::new(None),
     });
@@ -337,7 +356,7 @@ pub fn payload_bytes(messages: &[(StoredMessage, u32)]) -> u64 {
 
 /// Stores the cursor if it moved; a failure is logged (the stored cursor stays behind, so a
 /// restart redelivers: at least once).
-pub(crate) async fn persist(cell: &SubscriptionCell) {
+pub(crate) async fn persist(cell: &Rc<SubscriptionCell>) {
     let Some(state) = cell.core.borrow_mut().take_cursor_if_dirty() else {
         return;
     };
@@ -347,13 +366,28 @@ pub(crate) async fn persist(cell: &SubscriptionCell) {
     }
 }
 
-/// Stores a cursor and records how far it is durable.
+/// Stores a cursor; records how far it is durable once the in-sync replicas hold it too,
+/// without holding up the caller (a follower that is slow to answer must not stall delivery).
 pub(crate) async fn store_cursor(
-    cell: &SubscriptionCell,
+    cell: &Rc<SubscriptionCell>,
     state: &CursorState,
 ) -> Result<(), String> {
-    cell.cursors.write(&cell.target.subscription, state).await?;
-    cell.persisted.set(state.mark_delete);
+    let generation = cell.cursors.write(&cell.target.subscription, state).await?;
+    let mark = state.mark_delete;
+    let Some(replicated) = (cell.cursors).replicated(generation, cell.replication_timeout) else {
+        cell.persisted_at(generation, mark);
+        return Ok(());
+    };
+    let cell = cell.clone();
+    let recorded = async move {
+        match replicated.await {
+            Ok(()) => cell.persisted_at(generation, mark),
+            Err(e) => tracing::warn!(topic = %cell.target.topic,
+                partition = cell.target.partition, subscription = %cell.target.subscription,
+                error = %e, "cursor written but not replicated; its persisted position stays behind"),
+        }
+    };
+    glommio::spawn_local(recorded).detach();
     Ok(())
 }
 

@@ -25,11 +25,11 @@ pub struct SubscriptionHost {
     topic: Arc<str>,
     partition: u32,
     /// Where the reliable subscriptions' cursors are stored.
-    cursors: Rc<CursorLog>,
+    pub(super) cursors: Rc<CursorLog>,
     log: Rc<Partition>,
     settings: DriverSettings,
     /// `None` until the durable subscriptions are loaded (on the first command).
-    subs: RefCell<Option<HashMap<String, Rc<SubscriptionCell>>>>,
+    pub(super) subs: RefCell<Option<HashMap<String, Rc<SubscriptionCell>>>>,
     decoded: Rc<RefCell<DecodedBatches>>,
 }
 

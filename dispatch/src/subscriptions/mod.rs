@@ -11,11 +11,15 @@
 //! Reliable subscriptions are durable: each partition's cursors are entries of a compacted
 //! state log kept next to it, `<data>/<topic>/.subscriptions/<partition>/` (`cursor_log.rs`),
 //! written when a subscription is created, at most every `cursor_persist_interval_ms` while it
-//! moves, and on shutdown. Non-reliable subscriptions live only while consumers are attached.
+//! moves, and on shutdown. On a replicated partition the leader's cursors are copied to its
+//! followers (`replicated.rs`), so the subscriptions resume on the next leader. Non-reliable
+//! subscriptions live only while consumers are attached.
 
 mod cursor_log;
+mod cursor_replicas;
 mod driver;
 mod host;
+mod replicated;
 
 pub use driver::payload_bytes;
 pub use host::SubscriptionHost;
