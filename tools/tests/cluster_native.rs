@@ -251,6 +251,51 @@ fn create_replicated(cluster: &Cluster, addr: &str, topic: &str) -> i32 {
     )
 }
 
+/// Produces `m{i}` for every `i` in `range` to `topic`, acks=all, one at a time.
+async fn produce_numbered(client: &Client, topic: &str, range: std::ops::Range<u64>) {
+    let producer = client
+        .producer(topic)
+        .acks(Acks::All)
+        .build()
+        .await
+        .unwrap();
+    for i in range {
+        let sent = producer
+            .send(None, format!("m{i}").as_bytes())
+            .await
+            .unwrap();
+        sent.await.unwrap();
+    }
+}
+
+/// Attaches the exclusive reliable consumer of subscription "resume" on `topic`.
+async fn resume_consumer(client: &Client, topic: &str) -> oxbow_client::Consumer {
+    client
+        .consumer(topic, "resume")
+        .kind(SubscriptionType::Exclusive)
+        .mode(Mode::Reliable)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Receives and acknowledges until offset `last` arrives; the offsets received.
+async fn consume_through(consumer: &mut oxbow_client::Consumer, last: u64) -> BTreeSet<u64> {
+    let mut offsets = BTreeSet::new();
+    while offsets.last() != Some(&last) {
+        let batch = tokio::time::timeout(PATIENCE, consumer.recv_batch(1_000))
+            .await
+            .expect("the leader delivers")
+            .unwrap();
+        for m in &batch {
+            assert_eq!(m.value.as_ref(), format!("m{}", m.offset).as_bytes());
+            offsets.insert(m.offset);
+        }
+        consumer.ack_all(&batch).unwrap();
+    }
+    offsets
+}
+
 #[test]
 fn a_reliable_subscription_resumes_on_a_new_leader_from_its_replicated_cursor() {
     const TOPIC: &str = "cursors";
@@ -263,31 +308,21 @@ fn a_reliable_subscription_resumes_on_a_new_leader_from_its_replicated_cursor() 
     let client = rt
         .block_on(Client::builder().broker(&survivor).connect())
         .unwrap();
-    rt.block_on(async {
-        let producer = client
-            .producer(TOPIC)
-            .acks(Acks::All)
-            .build()
-            .await
-            .unwrap();
-        for i in 0..SENT {
-            let sent = producer
-                .send(None, format!("m{i}").as_bytes())
-                .await
-                .unwrap();
-            sent.await.unwrap();
-        }
-    });
+    let persisted = |cluster: &Cluster, client: &Client, at: u64| {
+        cluster.settle(
+            "the acknowledged position is persisted on the replicas",
+            || {
+                let subscriptions = rt.block_on(client.list_subscriptions(TOPIC)).ok()?;
+                let resume = subscriptions.iter().find(|s| s.name == "resume")?;
+                (resume.persisted == at).then_some(())
+            },
+        )
+    };
+    rt.block_on(produce_numbered(&client, TOPIC, 0..SENT));
 
     // A consumer acknowledges the first ACKED messages and holds the rest unacknowledged.
     let consumer = rt.block_on(async {
-        let mut consumer = client
-            .consumer(TOPIC, "resume")
-            .kind(SubscriptionType::Exclusive)
-            .mode(Mode::Reliable)
-            .build()
-            .await
-            .unwrap();
+        let mut consumer = resume_consumer(&client, TOPIC).await;
         let mut received = 0;
         while received < SENT {
             let batch = tokio::time::timeout(PATIENCE, consumer.recv_batch(1_000))
@@ -301,14 +336,7 @@ fn a_reliable_subscription_resumes_on_a_new_leader_from_its_replicated_cursor() 
         consumer
     });
     // Persisted means held by every in-sync replica: then the leader may die.
-    cluster.settle(
-        "the acknowledged position is persisted on the replicas",
-        || {
-            let subscriptions = rt.block_on(client.list_subscriptions(TOPIC)).ok()?;
-            let resume = subscriptions.iter().find(|s| s.name == "resume")?;
-            (resume.persisted == ACKED).then_some(())
-        },
-    );
+    persisted(&cluster, &client, ACKED);
     cluster.node(leader).kill();
     drop(consumer);
     cluster.settle("a survivor leads the partition", || {
@@ -320,42 +348,16 @@ fn a_reliable_subscription_resumes_on_a_new_leader_from_its_replicated_cursor() 
     let client = rt
         .block_on(Client::builder().broker(&survivor).connect())
         .unwrap();
-    let redelivered = rt.block_on(async {
-        let mut consumer = client
-            .consumer(TOPIC, "resume")
-            .kind(SubscriptionType::Exclusive)
-            .mode(Mode::Reliable)
-            .build()
-            .await
-            .unwrap();
-        let mut offsets = BTreeSet::new();
-        while offsets.last() != Some(&(SENT - 1)) {
-            let batch = tokio::time::timeout(PATIENCE, consumer.recv_batch(1_000))
-                .await
-                .expect("the new leader delivers")
-                .unwrap();
-            for m in &batch {
-                assert_eq!(m.value.as_ref(), format!("m{}", m.offset).as_bytes());
-                offsets.insert(m.offset);
-            }
-            consumer.ack_all(&batch).unwrap();
-        }
-        (offsets, consumer)
+    let (redelivered, mut consumer) = rt.block_on(async {
+        let mut consumer = resume_consumer(&client, TOPIC).await;
+        (consume_through(&mut consumer, SENT - 1).await, consumer)
     });
-    let (redelivered, mut consumer) = redelivered;
     assert_eq!(redelivered, (ACKED..SENT).collect::<BTreeSet<u64>>());
 
     // The old leader comes back with its stale cursor, takes the new leader's copy, and as
     // the preferred replica leads again (auto leader rebalance): the consumer on the node
     // that stopped leading is told so, and on the old leader nothing is delivered twice.
-    cluster.settle(
-        "everything acknowledged is persisted on the replicas",
-        || {
-            let subscriptions = rt.block_on(client.list_subscriptions(TOPIC)).ok()?;
-            let resume = subscriptions.iter().find(|s| s.name == "resume")?;
-            (resume.persisted == SENT).then_some(())
-        },
-    );
+    persisted(&cluster, &client, SENT);
     cluster.node(leader).restart();
     cluster.settle("the old leader leads again, all in sync", || {
         let (now, _, isr) = partition_view(&cluster.nodes[leader as usize].kafka, TOPIC)?;
@@ -369,36 +371,9 @@ fn a_reliable_subscription_resumes_on_a_new_leader_from_its_replicated_cursor() 
     );
     drop(consumer);
     let fresh = rt.block_on(async {
-        let producer = client
-            .producer(TOPIC)
-            .acks(Acks::All)
-            .build()
-            .await
-            .unwrap();
-        for i in SENT..SENT + 10 {
-            let sent = producer
-                .send(None, format!("m{i}").as_bytes())
-                .await
-                .unwrap();
-            sent.await.unwrap();
-        }
-        let mut consumer = client
-            .consumer(TOPIC, "resume")
-            .kind(SubscriptionType::Exclusive)
-            .mode(Mode::Reliable)
-            .build()
-            .await
-            .unwrap();
-        let mut offsets = BTreeSet::new();
-        while offsets.last() != Some(&(SENT + 9)) {
-            let batch = tokio::time::timeout(PATIENCE, consumer.recv_batch(1_000))
-                .await
-                .expect("the old leader delivers")
-                .unwrap();
-            offsets.extend(batch.iter().map(|m| m.offset));
-            consumer.ack_all(&batch).unwrap();
-        }
-        offsets
+        produce_numbered(&client, TOPIC, SENT..SENT + 10).await;
+        let mut consumer = resume_consumer(&client, TOPIC).await;
+        consume_through(&mut consumer, SENT + 9).await
     });
     assert_eq!(fresh, (SENT..SENT + 10).collect::<BTreeSet<u64>>());
 }

@@ -18,6 +18,7 @@ mod controller;
 mod follow;
 mod host;
 mod inbox;
+mod leader_answers;
 mod message;
 mod reads;
 mod replica;
