@@ -9,6 +9,7 @@ mod common;
 use bytes::BytesMut;
 use common::cluster::{metadata, partition_view, Cluster};
 use common::kafka_call;
+use common::native_client::produce;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -251,23 +252,6 @@ fn create_replicated(cluster: &Cluster, addr: &str, topic: &str) -> i32 {
     )
 }
 
-/// Produces `m{i}` for every `i` in `range` to `topic`, acks=all, one at a time.
-async fn produce_numbered(client: &Client, topic: &str, range: std::ops::Range<u64>) {
-    let producer = client
-        .producer(topic)
-        .acks(Acks::All)
-        .build()
-        .await
-        .unwrap();
-    for i in range {
-        let sent = producer
-            .send(None, format!("m{i}").as_bytes())
-            .await
-            .unwrap();
-        sent.await.unwrap();
-    }
-}
-
 /// Attaches the exclusive reliable consumer of subscription "resume" on `topic`.
 async fn resume_consumer(client: &Client, topic: &str) -> oxbow_client::Consumer {
     client
@@ -318,7 +302,7 @@ fn a_reliable_subscription_resumes_on_a_new_leader_from_its_replicated_cursor() 
             },
         )
     };
-    rt.block_on(produce_numbered(&client, TOPIC, 0..SENT));
+    rt.block_on(produce(&client, TOPIC, 0..SENT, |_| None));
 
     // A consumer acknowledges the first ACKED messages and holds the rest unacknowledged.
     let consumer = rt.block_on(async {
@@ -371,7 +355,7 @@ fn a_reliable_subscription_resumes_on_a_new_leader_from_its_replicated_cursor() 
     );
     drop(consumer);
     let fresh = rt.block_on(async {
-        produce_numbered(&client, TOPIC, SENT..SENT + 10).await;
+        produce(&client, TOPIC, SENT..SENT + 10, |_| None).await;
         let mut consumer = resume_consumer(&client, TOPIC).await;
         consume_through(&mut consumer, SENT + 9).await
     });

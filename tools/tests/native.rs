@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::native_client::produce;
 use common::{start_native_broker, Broker};
 use oxbow_client::{Acks, Client, ErrorCode, Message, Mode, StartPosition, SubscriptionType, Tier};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -15,39 +16,6 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 async fn connect(addr: &str) -> Client {
     Client::builder().broker(addr).connect().await.unwrap()
-}
-
-/// Produces messages `"m{i}"` for `i` in `range` (keyed by `key(i)` if given); returns the values.
-async fn produce(
-    client: &Client,
-    topic: &str,
-    range: std::ops::Range<u64>,
-    key: impl Fn(u64) -> Option<String>,
-) -> Vec<String> {
-    let producer = client
-        .producer(topic)
-        .acks(Acks::All)
-        .build()
-        .await
-        .unwrap();
-    let mut pending = Vec::new();
-    let mut values = Vec::new();
-    for i in range {
-        let value = format!("m{i}");
-        let key = key(i);
-        pending.push(
-            producer
-                .send(key.as_deref().map(str::as_bytes), value.as_bytes())
-                .await
-                .unwrap(),
-        );
-        values.push(value);
-    }
-    producer.flush().await.unwrap();
-    for outcome in pending {
-        assert!(outcome.await.unwrap().offset.is_some());
-    }
-    values
 }
 
 fn text(message: &Message) -> String {
