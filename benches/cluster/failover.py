@@ -23,6 +23,7 @@ while True:
         p.flush(10)
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
+        killed_at = time.strftime("%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}"
     if killed is not None and acked and acked[-1] > killed:
         break
     if killed is not None and time.monotonic() - killed > 60:
@@ -30,4 +31,4 @@ while True:
     time.sleep(0.002)
 p.flush(30)
 first = min(t for t in acked if t > killed)
-print(f"failover {first - killed:.3f} s")
+print(f"failover {first - killed:.3f} s (SIGKILL at {killed_at} UTC)")

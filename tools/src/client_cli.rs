@@ -24,6 +24,9 @@ pub enum TopicCommand {
         /// Partition count.
         #[arg(long, default_value_t = 1)]
         partitions: u32,
+        /// Replicas per partition (default: the broker's default_replication_factor).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        replication_factor: Option<u16>,
     },
     /// List topics with their partition counts.
     List,
@@ -168,8 +171,15 @@ where
 pub fn topic(broker: &str, command: TopicCommand) -> Result<(), String> {
     with_client(broker, |client| async move {
         match command {
-            TopicCommand::Create { name, partitions } => {
-                client.create_topic(&name, partitions).await?;
+            TopicCommand::Create {
+                name,
+                partitions,
+                replication_factor,
+            } => {
+                let replicas = replication_factor.unwrap_or(0);
+                client
+                    .create_replicated_topic(&name, partitions, replicas)
+                    .await?;
                 println!("created topic {name} with {partitions} partitions");
             }
             TopicCommand::List => {

@@ -33,7 +33,7 @@ Config file keys (TOML; every one optional, flags override them):
   kafka_listen, advertised_kafka_addr, metrics_listen, kafka_frame_bytes_max,
   kafka_connections_max, kafka_idle_timeout_ms, kafka_request_timeout_ms,
   kafka_produce_in_flight_max, auto_create_topics, default_partitions,
-  topic_partitions_max, native_listen, advertised_native_addr, native_connections_max,
+  default_replication_factor, topic_partitions_max, native_listen, advertised_native_addr, native_connections_max,
   native_frame_bytes_max, native_session_timeout_ms,
   native_produce_in_flight_max, native_outbound_bytes_max, native_write_stall_ms,
   batch_decompressed_bytes_max

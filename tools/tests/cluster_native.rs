@@ -8,11 +8,7 @@ mod common;
 
 use bytes::BytesMut;
 use common::cluster::{metadata, partition_view, Cluster};
-use common::kafka_call;
 use common::native_client::produce;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use oxbow_client::{Acks, Client, ErrorCode, Mode, SubscriptionType};
 use oxbow_core::native::{decode_frame, encode_frame, ClientFrame, ServerFrame};
 use oxbow_core::BatchBuilder;
@@ -227,18 +223,27 @@ fn the_native_client_produces_and_consumes_through_every_leader_from_one_node() 
     assert_eq!(after, described);
 }
 
-/// Creates `topic` with one partition on three replicas (Kafka CreateTopics through `addr`);
-/// once every running node sees all three in sync, its leader.
+/// Runs `oxbow topic create TOPIC --replication-factor REPLICAS` against native address
+/// `broker`: whether it succeeded, and what it printed on stderr.
+fn cli_create(broker: &str, topic: &str, replicas: u16) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .args(["topic", "--broker", broker, "create", topic])
+        .args(["--replication-factor", &replicas.to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.success(), stderr)
+}
+
+/// Creates `topic` with one partition on three replicas (`oxbow topic create` through the
+/// native address `addr`, after four are refused); once every running node sees all three in
+/// sync, its leader.
 fn create_replicated(cluster: &Cluster, addr: &str, topic: &str) -> i32 {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.into())))
-            .with_num_partitions(1)
-            .with_replication_factor(3)]);
-    let created = kafka_call(&mut stream, 5, &request);
-    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    let (created, stderr) = cli_create(addr, topic, 4);
+    assert!(!created, "four replicas on three brokers are refused");
+    assert!(stderr.contains("InvalidReplicationFactor"), "{stderr}");
+    let (created, stderr) = cli_create(addr, topic, 3);
+    assert!(created, "{stderr}");
     cluster.settle(
         "every node sees the partition's three replicas in sync",
         || {
@@ -286,7 +291,7 @@ fn a_reliable_subscription_resumes_on_a_new_leader_from_its_replicated_cursor() 
     const SENT: u64 = 200;
     const ACKED: u64 = 120;
     let mut cluster = Cluster::start_settled(3);
-    let leader = create_replicated(&cluster, &cluster.nodes[0].kafka.clone(), TOPIC);
+    let leader = create_replicated(&cluster, &cluster.nodes[0].native.clone(), TOPIC);
     let survivor = cluster.nodes[((leader + 1) % 3) as usize].native.clone();
     let rt = runtime();
     let client = rt

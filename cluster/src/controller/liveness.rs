@@ -5,7 +5,10 @@
 //! leader has not heard from within the session timeout (Kafka's `broker.session.timeout.ms`)
 //! is fenced and its partitions get new leaders; heard again, it is unfenced and the partitions
 //! that went offline with it come back. A node that has just become leader heard nobody yet:
-//! it gives every broker one full session before fencing any.
+//! it gives every broker one full session before fencing any, except the leader it followed:
+//! that one's heartbeats it did hear, so its silence is already known (the usual reason for an
+//! election), and its partitions move a session after its last message, not a session after
+//! the election.
 
 use super::elections;
 use crate::metadata::{Metadata, MetadataChange};
@@ -18,6 +21,8 @@ pub struct Liveness {
     session: Duration,
     /// When this node became leader (`None`: it does not lead).
     leading_since: Option<Instant>,
+    /// The last other broker seen leading the group: the one whose heartbeats this node heard.
+    followed: Option<i32>,
 }
 
 impl Liveness {
@@ -26,14 +31,19 @@ impl Liveness {
         Liveness {
             session,
             leading_since: None,
+            followed: None,
         }
     }
 
-    /// Records whether this node leads the group at `now`.
-    pub fn set_leading(&mut self, leading: bool, now: Instant) {
-        match leading {
-            true => _ = self.leading_since.get_or_insert(now),
-            false => self.leading_since = None,
+    /// Records which broker leads the group at `now` (`None`: none known), as seen by `me`.
+    pub fn observe_leader(&mut self, leader: Option<i32>, me: i32, now: Instant) {
+        if leader == Some(me) {
+            _ = self.leading_since.get_or_insert(now);
+            return;
+        }
+        self.leading_since = None;
+        if leader.is_some() {
+            self.followed = leader;
         }
     }
 
@@ -45,8 +55,8 @@ impl Liveness {
     /// The brokers that count as alive at `now`: `me`, registered or not yet (the node running
     /// the controller is alive, and its partitions must not go offline while its registration
     /// commits), and every registered broker whose last message `heard` reports within the
-    /// session (all of them during the first session of leadership). Empty when this node does
-    /// not lead.
+    /// session (during the first session of leadership, all of them but the leader this node
+    /// followed). Empty when this node does not lead.
     pub fn live(
         &self,
         metadata: &Metadata,
@@ -59,7 +69,10 @@ impl Liveness {
         };
         let fresh = |at: Instant| now.saturating_duration_since(at) < self.session;
         (metadata.brokers.keys().copied())
-            .filter(|&broker| fresh(since) || heard(broker).is_some_and(fresh))
+            .filter(|&broker| {
+                let grace = fresh(since) && self.followed != Some(broker);
+                grace || heard(broker).is_some_and(fresh)
+            })
             .chain(std::iter::once(me))
             .collect()
     }
@@ -109,7 +122,7 @@ mod tests {
         let mut metadata = metadata();
         let mut heard: HashMap<i32, Instant> = HashMap::new();
         assert!(liveness.live(&metadata, 0, start, |_| None).is_empty());
-        liveness.set_leading(true, start);
+        liveness.observe_leader(Some(0), 0, start);
         let later = start + session + Duration::from_secs(1);
         heard.insert(1, later - Duration::from_secs(1));
         let live = |l: &Liveness, m: &Metadata, h: &HashMap<i32, Instant>, at| {
@@ -137,8 +150,32 @@ mod tests {
         }
         let partition = &metadata.topics["t"].partitions[0];
         assert_eq!((partition.leader, partition.leader_epoch), (2, 2));
-        liveness.set_leading(false, later);
+        liveness.observe_leader(Some(1), 0, later);
         assert!(!liveness.leading());
+    }
+
+    #[test]
+    fn a_new_leader_judges_the_leader_it_followed_by_its_last_heartbeat() {
+        // Node 0 followed node 1, whose last heartbeat came at `start`; node 0 wins the election
+        // a second later. Node 2 it never heard from (followers do not talk to each other).
+        let session = Duration::from_millis(1500);
+        let start = Instant::now();
+        let mut liveness = Liveness::new(session);
+        let metadata = metadata();
+        liveness.observe_leader(Some(1), 0, start);
+        liveness.observe_leader(None, 0, start + Duration::from_millis(900));
+        let elected = start + Duration::from_secs(1);
+        liveness.observe_leader(Some(0), 0, elected);
+        let heard = |b: i32| (b == 1).then_some(start);
+        let live = |at| liveness.live(&metadata, 0, at, heard);
+        assert_eq!(live(elected), BTreeSet::from([0, 1, 2]));
+        let past_its_session = start + session;
+        assert_eq!(
+            live(past_its_session),
+            BTreeSet::from([0, 2]),
+            "2 keeps its grace"
+        );
+        assert_eq!(live(elected + session), BTreeSet::from([0]));
     }
 
     #[test]
@@ -150,7 +187,7 @@ mod tests {
         metadata.apply(&MetadataChange::CreateTopic(topic)).unwrap();
         let start = Instant::now();
         let mut liveness = Liveness::new(Duration::from_secs(9));
-        liveness.set_leading(true, start);
+        liveness.observe_leader(Some(0), 0, start);
         let much_later = start + Duration::from_secs(60);
         let live = liveness.live(&metadata, 0, much_later, |_| None);
         assert_eq!(live, BTreeSet::from([0]));

@@ -10,9 +10,12 @@ pub struct MetadataGroupConfig {
     /// Length of one Raft tick.
     pub tick_ms: u64,
     /// Ticks without hearing a leader before a node campaigns: a random count from this to
-    /// twice this (1 to 2 s by default, as KRaft's election timeout).
+    /// twice this (0.7 to 1.4 s by default, shorter than KRaft's 1 to 2 s, so that a crashed
+    /// node that also led the group is fenced within `cluster.broker_session_timeout_ms`
+    /// of its last heartbeat, like any other; pre-vote keeps a slow node from disrupting).
     pub election_ticks: u32,
-    /// Ticks between a leader's heartbeats; well below `election_ticks`.
+    /// Ticks between a leader's heartbeats (which are also the brokers' liveness, see
+    /// `cluster.broker_session_timeout_ms`); well below `election_ticks`.
     pub heartbeat_ticks: u32,
     /// Entries applied between snapshots; the log before a snapshot is deleted.
     pub snapshot_entries: u64,
@@ -27,8 +30,8 @@ impl Default for MetadataGroupConfig {
     fn default() -> MetadataGroupConfig {
         MetadataGroupConfig {
             tick_ms: 100,
-            election_ticks: 10,
-            heartbeat_ticks: 2,
+            election_ticks: 7,
+            heartbeat_ticks: 1,
             snapshot_entries: 1_000,
             segment_bytes_max: 1 << 20,
             proposal_timeout_ms: 10_000,

@@ -87,6 +87,9 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic, and of a CreateTopics asking for the default.
     pub default_partitions: u32,
+    /// Replicas per partition of an auto-created topic, and of a CreateTopics (Kafka or native)
+    /// asking for the default (Kafka's `default.replication.factor`).
+    pub default_replication_factor: u16,
     /// Most partitions a topic may have (creation asking for more is refused).
     pub topic_partitions_max: u32,
     /// Address every shard listens on for the native protocol (port 0: chosen at start).
@@ -164,6 +167,7 @@ impl Default for BrokerConfig {
             kafka_produce_in_flight_max: 8,
             auto_create_topics: true,
             default_partitions: 1,
+            default_replication_factor: 1,
             topic_partitions_max: 10_000,
             native_listen: "127.0.0.1:6650".to_string(),
             advertised_native_addr: None,
@@ -309,6 +313,12 @@ impl BrokerConfig {
             return Err(ConfigError::new(
                 "topic_partitions_max",
                 format!("must be 1 to {TOPIC_PARTITIONS_LIMIT}"),
+            ));
+        }
+        if !(1..=i16::MAX as u16).contains(&self.default_replication_factor) {
+            return Err(ConfigError::new(
+                "default_replication_factor",
+                "must be 1 to 32767",
             ));
         }
         if !(1..=self.topic_partitions_max).contains(&self.default_partitions) {

@@ -68,6 +68,10 @@ fn bad_values_name_their_field() {
             .unwrap_err()
     };
     assert_eq!(invalid("node_id = -1").field, "node_id");
+    for replicas in ["0", "32768"] {
+        let toml = format!("default_replication_factor = {replicas}");
+        assert_eq!(invalid(&toml).field, "default_replication_factor");
+    }
     assert_eq!(invalid("rack = \"\"").field, "rack");
     let racked = BrokerConfig::from_toml("rack = \"r1\"").unwrap();
     assert!(racked.validate().is_ok());

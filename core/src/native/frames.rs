@@ -29,6 +29,8 @@ pub enum ClientFrame {
         name: String,
         /// Partition count.
         partitions: u32,
+        /// Replicas per partition; 0 for the broker's `default_replication_factor`.
+        replication_factor: u16,
     },
     /// Deletes a topic, its data and its subscriptions.
     DeleteTopic {

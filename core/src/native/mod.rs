@@ -22,7 +22,7 @@ pub use codec::{decode_frame, encode_frame, validate_name, Frame, FrameError};
 pub use frames::{ArchivedClientFrame, ArchivedServerFrame, ClientFrame, ServerFrame};
 
 /// The protocol version this build speaks. The first frame of a connection names the client's.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Bytes of the two length fields in front of every frame.
 pub const FRAME_HEADER_BYTES: usize = 8;
@@ -112,6 +112,10 @@ pub enum ErrorCode {
     Undecodable,
     /// Another broker leads the partition (or none does now): ask `Metadata` and go there.
     NotLeader,
+    /// A topic cannot have that many replicas (more than the live brokers).
+    InvalidReplicationFactor,
+    /// The request was valid but did not complete in time (the cluster could not commit it).
+    TimedOut,
 }
 
 /// A message as delivered: where it is in the log, and where its bytes are in the payload.

@@ -7,7 +7,7 @@
 
 use super::Shard;
 use oxbow_cluster::controller::{liveness_changes, preferred_leader_elections, Liveness};
-use oxbow_cluster::metadata_group::raft_id;
+use oxbow_cluster::metadata_group::{broker_id, raft_id};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ impl Shard {
         loop {
             glommio::timer::sleep(interval).await;
             let now = Instant::now();
-            liveness.set_leading(node.status().leader == raft_id(me), now);
+            liveness.observe_leader(broker_id(node.status().leader), me, now);
             if !liveness.leading() {
                 continue;
             }

@@ -39,6 +39,7 @@ use oxbow_core::placement::owner_shard;
 use oxbow_core::{BrokerConfig, RecordBatch};
 use oxbow_storage::ordered::all_in_order;
 use oxbow_storage::{AppendError, Partition};
+use replica::ReplicaWait;
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -371,14 +372,16 @@ impl Shard {
         .unwrap_or(Err(PartitionError::Storage("owner shard is gone".into())))
     }
 
-    /// Creates a topic through shard 0 and returns once every shard knows it.
+    /// Creates a topic with `default_replication_factor` replicas through shard 0 and returns
+    /// once every shard knows it.
     pub async fn create_topic(
         &self,
         name: String,
         partitions: i64,
         configs: Vec<(String, String)>,
     ) -> Result<(), CreateTopicError> {
-        self.create_replicated_topic(name, partitions, 1, configs)
+        let replicas = self.config.default_replication_factor as usize;
+        self.create_replicated_topic(name, partitions, replicas, configs)
             .await
     }
 
@@ -468,7 +471,10 @@ impl Shard {
             first.get_or_insert(appended.base_offset);
             end = end.max(appended.last_offset + 1);
         }
-        let wait = (acks == Acks::All).then_some(timeout);
+        let wait = match acks {
+            Acks::All => ReplicaWait::InSync { timeout },
+            Acks::None | Acks::Leader => ReplicaWait::LeaderOnly,
+        };
         self.replicated(&host, end, wait).await?;
         Ok((
             first.unwrap_or(log.log_end_offset()),

@@ -76,6 +76,16 @@ pub(super) fn now_ms() -> u64 {
     oxbow_storage::now_ms().max(0) as u64
 }
 
+/// What an append waits for beyond the leader's own log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReplicaWait {
+    /// Nothing more (acks=0, acks=1).
+    LeaderOnly,
+    /// Every in-sync replica holding it (acks=all), at most `timeout` (`None`: until they do
+    /// or the leadership moves).
+    InSync { timeout: Option<Duration> },
+}
+
 impl Shard {
     /// The replication settings of a topic with `overrides`: its `min.insync.replicas`, else
     /// the broker's.
@@ -314,16 +324,18 @@ impl Shard {
         end: u64,
         timeout: Duration,
     ) -> Result<(), PartitionError> {
-        self.replicated(host, end, Some(Some(timeout))).await
+        let wait = ReplicaWait::InSync {
+            timeout: Some(timeout),
+        };
+        self.replicated(host, end, wait).await
     }
 
-    /// After a local append up to `end`: the leader's own progress, and for acks=all
-    /// (`wait` holds its timeout, if any), the wait until every in-sync replica holds it.
+    /// After a local append up to `end`: the leader's own progress, and what `wait` asks.
     pub(super) async fn replicated(
         &self,
         host: &PartitionHost,
         end: u64,
-        wait: Option<Option<Duration>>,
+        wait: ReplicaWait,
     ) -> Result<(), PartitionError> {
         let waiting = {
             let mut role = host.role.borrow_mut();
@@ -334,7 +346,7 @@ impl Shard {
             if let Some(hw) = leading.progress.local_appended(durable) {
                 high_watermark_moved(host, leading, hw);
             }
-            let Some(timeout) = wait else {
+            let ReplicaWait::InSync { timeout } = wait else {
                 return Ok(());
             };
             if leading.progress.high_watermark() >= end {

@@ -186,12 +186,24 @@ impl Client {
         Ok(answers)
     }
 
-    /// Creates a topic.
+    /// Creates a topic with the broker's `default_replication_factor`.
     pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<(), ClientError> {
+        self.create_replicated_topic(name, partitions, 0).await
+    }
+
+    /// Creates a topic with `replication_factor` replicas per partition (0: the broker's
+    /// default); more than the cluster's live brokers is refused.
+    pub async fn create_replicated_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u16,
+    ) -> Result<(), ClientError> {
         self.request(|request_id| ClientFrame::CreateTopic {
             request_id,
             name: name.to_string(),
             partitions,
+            replication_factor,
         })
         .await
         .map(drop)

@@ -335,7 +335,7 @@ async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTop
         result.name = topic_name(&name);
         result.num_partitions = partitions as i32;
         let replication_factor = match topic.replication_factor {
-            -1 => 1,
+            -1 => shard.config.default_replication_factor as i16,
             n => n,
         };
         result.replication_factor = replication_factor;
@@ -449,6 +449,10 @@ fn broker_configs(shard: &Shard) -> Vec<(&'static str, String, bool)> {
     let values = [
         ("broker.id", config.node_id.to_string()),
         ("num.partitions", config.default_partitions.to_string()),
+        (
+            "default.replication.factor",
+            config.default_replication_factor.to_string(),
+        ),
         (
             "auto.create.topics.enable",
             config.auto_create_topics.to_string(),

@@ -54,7 +54,11 @@ impl Connection {
                 request_id,
                 name,
                 partitions,
-            } => self.create_topic(request_id, name, partitions).await,
+                replication_factor,
+            } => {
+                self.create_topic(request_id, name, partitions, replication_factor)
+                    .await
+            }
             ClientFrame::DeleteTopic { request_id, name } => {
                 self.delete_topic(request_id, name).await
             }

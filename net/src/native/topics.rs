@@ -13,18 +13,33 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 impl Connection {
-    pub(super) async fn create_topic(&self, request_id: u64, name: String, partitions: u32) {
+    /// Creates a topic with `replication_factor` replicas per partition (0: the broker's
+    /// default).
+    pub(super) async fn create_topic(
+        &self,
+        request_id: u64,
+        name: String,
+        partitions: u32,
+        replication_factor: u16,
+    ) {
+        let replicas = match replication_factor {
+            0 => self.shard.config.default_replication_factor,
+            n => n,
+        };
         let result = self
             .shard
-            .create_topic(name, partitions as i64, Vec::new())
+            .create_replicated_topic(name, partitions as i64, replicas as usize, Vec::new())
             .await
             .map(|()| ServerFrame::Done { request_id })
             .map_err(|e| {
+                use crate::shard::CreateTopicError as Why;
                 let code = match e {
-                    crate::shard::CreateTopicError::Exists => ErrorCode::TopicExists,
-                    crate::shard::CreateTopicError::InvalidName(_) => ErrorCode::InvalidName,
-                    crate::shard::CreateTopicError::Storage(_) => ErrorCode::Storage,
-                    _ => ErrorCode::BadRequest,
+                    Why::Exists => ErrorCode::TopicExists,
+                    Why::InvalidName(_) => ErrorCode::InvalidName,
+                    Why::Storage(_) => ErrorCode::Storage,
+                    Why::InvalidReplication(_) => ErrorCode::InvalidReplicationFactor,
+                    Why::TimedOut(_) => ErrorCode::TimedOut,
+                    Why::InvalidPartitions(..) | Why::InvalidConfig(_) => ErrorCode::BadRequest,
                 };
                 (code, e.to_string())
             });
