@@ -23,6 +23,6 @@ pub mod transport;
 
 pub use metadata::{
     is_internal_topic, random_cluster_id, BrokerMeta, Metadata, MetadataChange, MetadataError,
-    PartitionMeta, TopicId, TopicMeta, NO_LEADER, OFFSETS_TOPIC,
+    PartitionMeta, Reassignment, TopicId, TopicMeta, NO_LEADER, OFFSETS_TOPIC,
 };
 pub use store::{LocalMetadataStore, StoreError};

@@ -1,4 +1,5 @@
-//! `oxbow cluster status | remove-node` and `oxbow partition reassign | reassignments`: the
+//! `oxbow cluster status | remove-node | rebalance | decommission` and `oxbow partition
+//! reassign | reassignments`: the
 //! cluster as its Kafka listeners describe it (Metadata for brokers and partitions,
 //! DescribeQuorum for the metadata group, asked of the group's leader, UnregisterBroker to
 //! remove a broker, Alter/ListPartitionReassignments to move partitions).
@@ -30,6 +31,16 @@ pub enum ClusterCommand {
         /// Broker id.
         id: i32,
     },
+    /// Even out the replicas over the live brokers (after a node joins): moves replicas from
+    /// the fullest brokers to the emptiest, preferred leaders along, and waits for the moves.
+    Rebalance {
+        /// Print the moves without starting them.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long to wait for the moves, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
     /// Move every replica off a broker (each to the live broker with the fewest replicas that
     /// lacks one), wait for the moves, then remove the broker as `remove-node` does.
     Decommission {
@@ -54,8 +65,11 @@ pub enum PartitionCommand {
         #[arg(long)]
         partition: i32,
         /// Broker ids, comma-separated, the preferred leader first.
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',', required_unless_present = "cancel")]
         replicas: Vec<i32>,
+        /// Call off the partition's move in progress: it goes back to the replicas it had.
+        #[arg(long, conflicts_with = "replicas")]
+        cancel: bool,
     },
     /// Reassignments in progress, with the replicas still being added and removed.
     Reassignments,
@@ -82,11 +96,15 @@ pub fn run_partition(bootstrap: &str, command: PartitionCommand) -> Result<(), S
                 topic,
                 partition,
                 replicas,
+                cancel,
             } => {
-                let ids = replicas.iter().map(|&b| BrokerId(b)).collect();
                 let name = TopicName(StrBytes::from_string(topic.clone()));
+                let ids = (!cancel).then(|| replicas.iter().map(|&b| BrokerId(b)).collect());
                 crate::reassign::reassign(&mut connection, &[(name, partition, ids)]).await?;
-                println!("{topic}/{partition} moving to {replicas:?}");
+                match cancel {
+                    true => println!("{topic}/{partition} move cancelled"),
+                    false => println!("{topic}/{partition} moving to {replicas:?}"),
+                }
                 Ok(())
             }
             PartitionCommand::Reassignments => {
@@ -117,6 +135,10 @@ pub fn run(bootstrap: &str, command: ClusterCommand) -> Result<(), String> {
         match command {
             ClusterCommand::Status => status(&mut connection).await,
             ClusterCommand::RemoveNode { id } => remove_node(&mut connection, id).await,
+            ClusterCommand::Rebalance { dry_run, timeout_s } => {
+                let timeout = std::time::Duration::from_secs(timeout_s);
+                crate::reassign::rebalance(&mut connection, dry_run, timeout).await
+            }
             ClusterCommand::Decommission { id, timeout_s } => {
                 let timeout = std::time::Duration::from_secs(timeout_s);
                 crate::reassign::drain(&mut connection, id, timeout).await?;

@@ -1,5 +1,6 @@
 //! `oxbow`: the broker (`oxbow serve`) and its operator commands.
 
+mod balance;
 mod bench;
 mod client_cli;
 mod cluster_cli;

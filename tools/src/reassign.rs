@@ -1,7 +1,9 @@
 //! Moving partitions from the command line (AlterPartitionReassignments): `oxbow partition
-//! reassign` asks for one move; `oxbow cluster decommission N` moves every replica on broker N
-//! to the live broker with the fewest replicas that lacks one, keeping its place in the
-//! replica list, then waits until no reassignment is in progress.
+//! reassign` asks for one move (or calls one off); `oxbow cluster decommission N` moves every
+//! replica on broker N to the live broker with the fewest replicas that lacks one, keeping its
+//! place in the replica list; `oxbow cluster rebalance` evens the replicas out over the live
+//! brokers (after a node joins, `balance.rs` plans it). Both wait until no reassignment is in
+//! progress.
 
 use crate::bench::kafka::Connection;
 use kafka_protocol::messages::alter_partition_reassignments_request::{
@@ -14,8 +16,8 @@ use kafka_protocol::messages::{
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// One move: topic, partition, the replicas asked for.
-pub type Move = (TopicName, i32, Vec<BrokerId>);
+/// One move: topic, partition, the replicas asked for (`None`: call its move off).
+pub type Move = (TopicName, i32, Option<Vec<BrokerId>>);
 
 /// Asks for `moves` in one request; an error names the first move refused or left unanswered.
 pub async fn reassign(connection: &mut Connection, moves: &[Move]) -> Result<(), String> {
@@ -24,7 +26,7 @@ pub async fn reassign(connection: &mut Connection, moves: &[Move]) -> Result<(),
         by_topic.entry(topic.clone()).or_default().push(
             ReassignablePartition::default()
                 .with_partition_index(*partition)
-                .with_replicas(Some(replicas.clone())),
+                .with_replicas(replicas.clone()),
         );
     }
     let topics = (by_topic.into_iter())
@@ -69,17 +71,61 @@ pub async fn drain(connection: &mut Connection, id: i32, timeout: Duration) -> R
     }
     reassign(connection, &moves).await?;
     println!("moving {} partitions off broker {id}", moves.len());
+    wait_for_moves(connection, timeout).await?;
+    println!("broker {id} holds no replicas");
+    Ok(())
+}
+
+/// Evens the replicas out over the live brokers (`balance::plan`) and waits for the moves;
+/// with `dry_run`, only prints them.
+pub async fn rebalance(
+    connection: &mut Connection,
+    dry_run: bool,
+    timeout: Duration,
+) -> Result<(), String> {
+    if in_progress(connection).await? > 0 {
+        return Err("reassignments are in progress: wait for them or cancel them first".into());
+    }
+    let metadata: MetadataResponse = connection
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await?;
+    let moves = crate::balance::plan(&metadata)?;
+    for (topic, partition, replicas) in &moves {
+        let ids: Vec<i32> = replicas.iter().flatten().map(|b| b.0).collect();
+        println!("{}/{partition} to {ids:?}", topic.as_str());
+    }
+    if moves.is_empty() {
+        println!("balanced: nothing to move");
+        return Ok(());
+    }
+    if dry_run {
+        println!("{} moves planned (dry run: none started)", moves.len());
+        return Ok(());
+    }
+    reassign(connection, &moves).await?;
+    println!("moving {} partitions", moves.len());
+    wait_for_moves(connection, timeout).await?;
+    println!("balanced");
+    Ok(())
+}
+
+/// How many partitions are being moved.
+async fn in_progress(connection: &mut Connection) -> Result<usize, String> {
+    let listed = connection
+        .call(
+            0,
+            &ListPartitionReassignmentsRequest::default().with_topics(None),
+        )
+        .await?;
+    Ok(listed.topics.iter().map(|t| t.partitions.len()).sum())
+}
+
+/// Waits until no reassignment is in progress, at most `timeout`.
+async fn wait_for_moves(connection: &mut Connection, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
-        let listed = connection
-            .call(
-                0,
-                &ListPartitionReassignmentsRequest::default().with_topics(None),
-            )
-            .await?;
-        let left: usize = listed.topics.iter().map(|t| t.partitions.len()).sum();
+        let left = in_progress(connection).await?;
         if left == 0 {
-            println!("broker {id} holds no replicas");
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -124,7 +170,7 @@ fn plan(metadata: &MetadataResponse, id: i32) -> Result<Vec<Move>, String> {
         let replicas = (p.replica_nodes.iter())
             .map(|r| if r.0 == id { BrokerId(replacement) } else { *r })
             .collect();
-        moves.push((name, p.partition_index, replicas));
+        moves.push((name, p.partition_index, Some(replicas)));
     }
     Ok(moves)
 }

@@ -2,8 +2,10 @@
 //! AlterPartitionReassignments, KIP-455) on four `oxbow serve` processes: the new replica
 //! catches up from the leader's log (within `cluster.catch_up_bytes_per_sec`), the move
 //! completes once it is in sync, leadership leaves a replica that goes, and the old replica's
-//! files are deleted; every acknowledged record is on the new replicas. `oxbow cluster
-//! decommission` drains a node that way and removes it. Needs python3 with confluent-kafka.
+//! files are deleted; every acknowledged record is on the new replicas. A move called off
+//! (`--cancel`) goes back to the replicas it had. `oxbow cluster decommission` drains a node
+//! that way and removes it; `oxbow cluster rebalance` gives a node that was away when a topic
+//! was created its share. Needs python3 with confluent-kafka.
 
 mod common;
 
@@ -41,20 +43,23 @@ fn create_topic(bootstrap: &str, partitions: i32) {
 /// `oxbow partition ARGS [--replicas REPLICAS] --bootstrap addr`: what it printed (it must
 /// succeed).
 fn oxbow(bootstrap: &str, args: &[&str], replicas: &str) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_oxbow"));
-    command
-        .arg("partition")
-        .args(args)
-        .args(["--bootstrap", bootstrap]);
+    let mut args = args.to_vec();
     if !replicas.is_empty() {
-        command.args(["--replicas", replicas]);
+        args.extend(["--replicas", replicas]);
     }
-    let output = command.output().unwrap();
+    oxbow_command(bootstrap, "partition", &args)
+}
+
+/// `oxbow GROUP ARGS --bootstrap addr`: what it printed (it must succeed).
+fn oxbow_command(bootstrap: &str, group: &str, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .arg(group)
+        .args(args)
+        .args(["--bootstrap", bootstrap])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "oxbow partition {args:?}: {stderr}"
-    );
+    assert!(output.status.success(), "oxbow {group} {args:?}: {stderr}");
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -124,6 +129,139 @@ fn a_partition_moves_off_its_leader_to_a_new_broker_and_the_old_replica_is_delet
         let stored = cluster.nodes[node as usize].stored_records(TOPIC, 0);
         assert_eq!(stored, expected, "replica {node}'s files");
     }
+}
+
+/// A move whose new replica cannot catch up (1 byte per second of catch-up budget, two
+/// batches to copy) is called off: the partition is back on its replicas, in their order,
+/// with its leader, the new replica's files go, and producing goes on.
+#[test]
+fn a_cancelled_move_leaves_the_partition_where_it_was() {
+    let mut cluster = Cluster::start_settled_with(4, "catch_up_bytes_per_sec = 1");
+    let bootstrap = cluster.nodes[0].kafka.clone();
+    create_topic(&bootstrap, 1);
+    let before = cluster.settle("every node knows the topic, all in sync", || {
+        let views: Vec<_> = cluster.running().map(|n| view(&n.kafka)).collect();
+        let first = views[0].clone()?;
+        (first.2.len() == 3 && views.iter().all(|v| *v == Some(first.clone()))).then_some(first)
+    });
+    assert_eq!(produce(&bootstrap, 0, 300), 300);
+    assert_eq!(produce(&bootstrap, 300, 300), 300);
+    let (leader, replicas, _) = before.clone();
+    let newcomer = (0..4).find(|b| !replicas.contains(b)).unwrap();
+    let mut target = vec![newcomer];
+    target.extend(replicas.iter().filter(|&&r| r != leader));
+    let target_arg: Vec<String> = target.iter().map(|b| b.to_string()).collect();
+    let partition = ["--topic", TOPIC, "--partition", "0"];
+    oxbow(
+        &bootstrap,
+        &[&["reassign"], &partition[..]].concat(),
+        &target_arg.join(","),
+    );
+    let copy = cluster.nodes[newcomer as usize].data.join(TOPIC).join("0");
+    cluster.settle("the new replica is created", || copy.exists().then_some(()));
+    let listed = oxbow(&bootstrap, &["reassignments"], "");
+    assert!(
+        listed.contains(&format!("adding [{newcomer}] removing [{leader}]")),
+        "{listed}"
+    );
+
+    let cancelled = oxbow(
+        &bootstrap,
+        &[&["reassign", "--cancel"], &partition[..]].concat(),
+        "",
+    );
+    assert!(cancelled.contains("move cancelled"), "{cancelled}");
+    cluster.settle("back where it was on every node", || {
+        let views: Vec<_> = cluster.running().map(|n| view(&n.kafka)).collect();
+        views
+            .iter()
+            .all(|v| *v == Some(before.clone()))
+            .then_some(())
+    });
+    assert!(oxbow(&bootstrap, &["reassignments"], "").trim().is_empty());
+    cluster.settle("the new replica's files are deleted", || {
+        (!copy.exists()).then_some(())
+    });
+    assert_eq!(produce(&bootstrap, 600, 100), 100);
+    let expected: Vec<(u64, String)> = (0..700).map(|i| (i as u64, format!("m-{i}"))).collect();
+    cluster.node(leader).kill();
+    assert_eq!(
+        cluster.nodes[leader as usize].stored_records(TOPIC, 0),
+        expected
+    );
+}
+
+/// `oxbow cluster rebalance` on four processes: a topic created while node 3 was down is on
+/// nodes 0-2 only; once 3 is back, rebalancing gives it its share of replicas and preferred
+/// leaders, and every record produced before is read back.
+#[test]
+fn a_node_back_after_a_topic_was_created_gets_its_share_on_rebalance() {
+    let mut cluster = Cluster::start_settled(4);
+    let metadata_leader = cluster.metadata_leader();
+    let away = (0..4).rev().find(|&b| b != metadata_leader).unwrap();
+    let bootstrap = (cluster.nodes.iter()).find(|n| n.id != away).unwrap();
+    let bootstrap = bootstrap.kafka.clone();
+    let listed = |addr: &str| metadata(addr).brokers.len();
+    cluster.node(away).kill();
+    cluster.settle("the node away is fenced", || {
+        (listed(&bootstrap) == 3).then_some(())
+    });
+    create_topic(&bootstrap, 6);
+    let output = Command::new("python3")
+        .arg(CLIENT)
+        .args(["produce", "--bootstrap", &bootstrap, "--topic", TOPIC])
+        .args(["--partitions", "6", "--count", "600", "--acks", "all"])
+        .output()
+        .expect("python3 with confluent-kafka (scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    cluster.node(away).restart();
+    cluster.settle("the node is back", || {
+        (listed(&bootstrap) == 4).then_some(())
+    });
+
+    let planned = oxbow_command(&bootstrap, "cluster", &["rebalance", "--dry-run"]);
+    assert!(planned.contains("dry run"), "{planned}");
+    let rebalanced = oxbow_command(&bootstrap, "cluster", &["rebalance"]);
+    assert!(rebalanced.ends_with("balanced\n"), "{rebalanced}");
+    // Counted once every replica is in sync (a follower slow on this busy machine may be out
+    // of the ISR for a moment, moved or not).
+    let (replicas, preferred) = cluster.settle("every replica in sync", || {
+        let answer = metadata(&bootstrap);
+        let (mut replicas, mut preferred) = ([0usize; 4], [0usize; 4]);
+        for topic in &answer.topics {
+            for p in &topic.partitions {
+                if p.isr_nodes.len() != p.replica_nodes.len() {
+                    return None;
+                }
+                for (place, b) in p.replica_nodes.iter().enumerate() {
+                    replicas[b.0 as usize] += 1;
+                    preferred[b.0 as usize] += usize::from(place == 0);
+                }
+            }
+        }
+        Some((replicas, preferred))
+    });
+    let spread = |counts: [usize; 4]| counts.iter().max().unwrap() - counts.iter().min().unwrap();
+    assert!(spread(replicas) <= 1, "replicas per broker {replicas:?}");
+    assert!(
+        spread(preferred) <= 1,
+        "preferred leaders per broker {preferred:?}"
+    );
+    let again = oxbow_command(&bootstrap, "cluster", &["rebalance"]);
+    assert!(again.contains("nothing to move"), "{again}");
+
+    let output = Command::new("python3")
+        .arg(CLIENT)
+        .args(["consume", "--bootstrap", &bootstrap, "--topic", TOPIC])
+        .args(["--partitions", "6", "--expect", "600"])
+        .output()
+        .unwrap();
+    let read = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(read.lines().filter(|l| l.starts_with("msg ")).count(), 600);
 }
 
 /// `oxbow cluster decommission N` on four processes: every replica on N moves to the others

@@ -144,10 +144,9 @@ pub struct Metadata {
     /// does not unfence them while they are still heard, until they register again.
     #[serde(default)]
     pub shutting_down: BTreeSet<i32>,
-    /// Reassignments in progress: topic → partition → the replicas asked for (see
-    /// `reassign.rs`).
+    /// Reassignments in progress: topic → partition → the move (see `reassign.rs`).
     #[serde(default)]
-    pub reassignments: BTreeMap<String, BTreeMap<u32, Vec<i32>>>,
+    pub reassignments: BTreeMap<String, BTreeMap<u32, Reassignment>>,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicMeta>,
 }
@@ -185,6 +184,14 @@ pub enum MetadataChange {
         partition: u32,
         /// The replicas asked for, the preferred leader first.
         replicas: Vec<i32>,
+    },
+    /// A reassignment in progress is called off (Kafka's AlterPartitionReassignments with no
+    /// replicas): the partition goes back to the replicas it had, see `reassign.rs`.
+    CancelReassignment {
+        /// Topic name.
+        topic: String,
+        /// Partition number.
+        partition: u32,
     },
     /// Every replica a reassignment adds is in sync: the partition keeps only the replicas
     /// asked for (the controller proposes it).
@@ -370,6 +377,9 @@ impl Metadata {
                 partition,
                 leader_epoch,
             } => self.complete_reassignment(topic, *partition, *leader_epoch)?,
+            MetadataChange::CancelReassignment { topic, partition } => {
+                self.cancel_reassignment(topic, *partition)?
+            }
             MetadataChange::ElectLeader {
                 topic,
                 partition,
@@ -577,6 +587,7 @@ impl TopicMeta {
 }
 
 mod reassign;
+pub use reassign::Reassignment;
 
 #[cfg(test)]
 pub(crate) mod tests;

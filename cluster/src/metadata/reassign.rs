@@ -2,10 +2,36 @@
 //! replicas asked for join the partition's replicas at once, so that their nodes open it and
 //! follow the leader from its log start; the ISR takes them in as they catch up (AlterIsr);
 //! once every one of them is in sync the controller completes the move, and the partition
-//! keeps only the replicas asked for, led by one of them. Nothing acknowledged is lost on the
-//! way: the ISR only ever shrinks to members that hold everything below the high watermark.
+//! keeps only the replicas asked for, led by one of them. A move called off before then goes
+//! back to the replicas the partition had (Kafka's cancellation, KIP-455). Nothing
+//! acknowledged is lost on the way: the ISR only ever shrinks to members that hold everything
+//! below the high watermark, and a new leader comes from what is left of it.
 
-use super::{partition_mut, Metadata, MetadataChange, MetadataError};
+use super::{partition_mut, Metadata, MetadataChange, MetadataError, NO_LEADER};
+use serde::{Deserialize, Serialize};
+
+/// A partition's move in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    /// The replicas asked for, the preferred leader first.
+    pub target: Vec<i32>,
+    /// The replicas before the move, in their order: what a cancellation goes back to.
+    pub original: Vec<i32>,
+}
+
+impl Reassignment {
+    /// Replicas the move adds (Kafka's adding replicas).
+    pub fn adding(&self) -> Vec<i32> {
+        let new = |r: &&i32| !self.original.contains(r);
+        self.target.iter().filter(new).copied().collect()
+    }
+
+    /// Replicas the move removes (Kafka's removing replicas).
+    pub fn removing(&self) -> Vec<i32> {
+        let gone = |r: &&i32| !self.target.contains(r);
+        self.original.iter().filter(gone).copied().collect()
+    }
+}
 
 impl Metadata {
     /// Starts moving `topic`/`partition` to `target`.
@@ -37,12 +63,61 @@ impl Metadata {
             return Err(invalid(format!("already on {target:?}")));
         }
         // The replicas asked for first (the first is the preferred leader), then those that go.
+        let original = current.replicas.clone();
         let mut replicas = target.to_vec();
-        replicas.extend(current.replicas.iter().filter(|r| !target.contains(r)));
+        replicas.extend(original.iter().filter(|r| !target.contains(r)));
         current.replicas = replicas;
+        let target = target.to_vec();
         (self.reassignments.entry(topic.to_string()).or_default())
-            .insert(partition, target.to_vec());
+            .insert(partition, Reassignment { target, original });
         Ok(())
+    }
+
+    /// Calls off the move of `topic`/`partition`: the replicas it added go, the ISR keeps the
+    /// original replicas in it, and a leader that was only added hands over (at a new epoch)
+    /// to the first in-sync original replica that is not fenced, or to none until one
+    /// returns. Refused when no original replica is in sync: going back would lose the data.
+    pub(super) fn cancel_reassignment(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(), MetadataError> {
+        let moving = (self.reassignments.get(topic))
+            .and_then(|p| p.get(&partition))
+            .cloned()
+            .ok_or_else(|| {
+                MetadataError::Invalid(format!("{topic}/{partition}: no reassignment in progress"))
+            })?;
+        let fenced = self.fenced.clone();
+        let current = partition_mut(&mut self.topics, topic, partition)?;
+        let isr: Vec<i32> = (current.isr.iter().copied())
+            .filter(|r| moving.original.contains(r))
+            .collect();
+        if isr.is_empty() {
+            return Err(MetadataError::Invalid(format!(
+                "{topic}/{partition}: none of its original replicas {:?} is in sync",
+                moving.original
+            )));
+        }
+        if !moving.original.contains(&current.leader) {
+            current.leader = (moving.original.iter().copied())
+                .find(|r| isr.contains(r) && !fenced.contains(r))
+                .unwrap_or(NO_LEADER);
+            current.leader_epoch += 1;
+        }
+        current.isr = isr;
+        current.replicas = moving.original;
+        self.end_reassignment(topic, partition);
+        Ok(())
+    }
+
+    fn end_reassignment(&mut self, topic: &str, partition: u32) {
+        if let Some(partitions) = self.reassignments.get_mut(topic) {
+            partitions.remove(&partition);
+            if partitions.is_empty() {
+                self.reassignments.remove(topic);
+            }
+        }
     }
 
     /// Finishes a reassignment whose added replicas are all in sync.
@@ -54,7 +129,7 @@ impl Metadata {
     ) -> Result<(), MetadataError> {
         let target = (self.reassignments.get(topic))
             .and_then(|p| p.get(&partition))
-            .cloned()
+            .map(|moving| moving.target.clone())
             .ok_or_else(|| {
                 MetadataError::Invalid(format!("{topic}/{partition}: no reassignment in progress"))
             })?;
@@ -76,13 +151,7 @@ impl Metadata {
             current.leader_epoch += 1;
         }
         current.replicas = target;
-        let topics = &mut self.reassignments;
-        if let Some(partitions) = topics.get_mut(topic) {
-            partitions.remove(&partition);
-            if partitions.is_empty() {
-                topics.remove(topic);
-            }
-        }
+        self.end_reassignment(topic, partition);
         Ok(())
     }
 
@@ -91,7 +160,7 @@ impl Metadata {
     pub fn reassignments_done(&self) -> Vec<MetadataChange> {
         let mut done = Vec::new();
         for (topic, partitions) in &self.reassignments {
-            for (&partition, target) in partitions {
+            for (&partition, Reassignment { target, .. }) in partitions {
                 let Some(meta) =
                     (self.topic(topic)).and_then(|t| t.partitions.get(partition as usize))
                 else {
@@ -181,5 +250,37 @@ mod tests {
         assert_eq!(state(&m), (vec![3, 1, 2], 3, 6, vec![1, 2, 3]));
         assert!(m.reassignments.is_empty() && m.reassignments_done().is_empty());
         assert!(m.apply(&complete).is_err(), "done once");
+    }
+
+    #[test]
+    fn a_cancelled_move_goes_back_to_the_original_replicas_and_an_added_leader_hands_over() {
+        let mut m = metadata();
+        let cancel = MetadataChange::CancelReassignment {
+            topic: "t".into(),
+            partition: 0,
+        };
+        assert!(m.apply(&cancel).is_err(), "nothing to cancel");
+        let reassign = MetadataChange::ReassignPartition {
+            topic: "t".into(),
+            partition: 0,
+            replicas: vec![3, 2],
+        };
+        m.apply(&reassign).unwrap();
+        let moving = &m.reassignments["t"][&0];
+        assert_eq!((moving.adding(), moving.removing()), (vec![3], vec![0, 1]));
+        // 3 caught up and leads; only it and 1 are in sync.
+        let p = &mut m.topics.get_mut("t").unwrap().partitions[0];
+        (p.leader, p.leader_epoch, p.isr) = (3, 6, vec![3]);
+        assert!(m.apply(&cancel).is_err(), "no original replica is in sync");
+        m.topics.get_mut("t").unwrap().partitions[0].isr = vec![3, 1, 0];
+        m.fenced.insert(0);
+        m.apply(&cancel).unwrap();
+        // Back to 0, 1, 2 in their order; 1 leads (0 is fenced) at the next epoch.
+        assert_eq!(state(&m), (vec![0, 1, 2], 1, 7, vec![1, 0]));
+        assert!(m.reassignments.is_empty());
+        // A leader that was there before stays, at its epoch.
+        m.apply(&reassign).unwrap();
+        m.apply(&cancel).unwrap();
+        assert_eq!(state(&m), (vec![0, 1, 2], 1, 7, vec![1, 0]));
     }
 }

@@ -83,12 +83,6 @@ async fn reassign(
     partition: i32,
     replicas: Option<Vec<i32>>,
 ) -> Result<(), (i16, String)> {
-    let Some(replicas) = replicas else {
-        return Err((
-            code::INVALID_REQUEST,
-            "cancelling a reassignment is not supported".into(),
-        ));
-    };
     let partition = u32::try_from(partition).map_err(|_| {
         (
             code::UNKNOWN_TOPIC_OR_PARTITION,
@@ -103,22 +97,40 @@ async fn reassign(
             format!("no partition {topic}/{partition}"),
         ));
     }
+    let Some(replicas) = replicas else {
+        let moving =
+            (shard.metadata().reassignments.get(topic)).is_some_and(|p| p.contains_key(&partition));
+        if !moving {
+            let why = format!("{topic}/{partition} is not being moved");
+            return Err((code::NO_REASSIGNMENT_IN_PROGRESS, why));
+        }
+        let change = MetadataChange::CancelReassignment {
+            topic: topic.to_string(),
+            partition,
+        };
+        shard.change_cluster(change).await.map_err(refusal)?;
+        tracing::info!(topic, partition, "reassignment cancelled");
+        return Ok(());
+    };
     let change = MetadataChange::ReassignPartition {
         topic: topic.to_string(),
         partition,
         replicas: replicas.clone(),
     };
-    shard.change_cluster(change).await.map_err(|e| {
-        let refused = matches!(e, ProposeError::Refused(MetadataError::Invalid(_)));
-        let code = if refused {
-            code::INVALID_REPLICA_ASSIGNMENT
-        } else {
-            code::INVALID_REQUEST
-        };
-        (code, e.to_string())
-    })?;
+    shard.change_cluster(change).await.map_err(refusal)?;
     tracing::info!(topic, partition, ?replicas, "reassignment started");
     Ok(())
+}
+
+/// The Kafka error of a move or cancellation the metadata group did not commit.
+fn refusal(e: ProposeError) -> (i16, String) {
+    let refused = matches!(e, ProposeError::Refused(MetadataError::Invalid(_)));
+    let code = if refused {
+        code::INVALID_REPLICA_ASSIGNMENT
+    } else {
+        code::INVALID_REQUEST
+    };
+    (code, e.to_string())
 }
 
 pub(super) fn list(
@@ -138,22 +150,16 @@ pub(super) fn list(
             continue;
         };
         let mut ongoing = Vec::new();
-        for (&partition, target) in partitions.iter().filter(|(&p, _)| asked(topic, p)) {
+        for (&partition, moving) in partitions.iter().filter(|(&p, _)| asked(topic, p)) {
             let Some(now) = meta.partitions.get(partition as usize) else {
                 continue;
             };
-            let adding: Vec<i32> = (target.iter().copied())
-                .filter(|r| !now.isr.contains(r))
-                .collect();
-            let removing: Vec<i32> = (now.replicas.iter().copied())
-                .filter(|r| !target.contains(r))
-                .collect();
             ongoing.push(
                 OngoingPartitionReassignment::default()
                     .with_partition_index(partition as i32)
                     .with_replicas(ids(&now.replicas))
-                    .with_adding_replicas(ids(&adding))
-                    .with_removing_replicas(ids(&removing)),
+                    .with_adding_replicas(ids(&moving.adding()))
+                    .with_removing_replicas(ids(&moving.removing())),
             );
         }
         if !ongoing.is_empty() {
