@@ -2,7 +2,8 @@
 //! (`LeaderProgress`, `truncation_point`, the storage engine's `LeaderEpochs`) and the real
 //! metadata model and controller decisions (`Metadata::apply`, `elections`), driven through
 //! random schedules of produces, fetches, fsyncs, crashes that lose unsynced tails, controlled
-//! shutdowns, preferred-leader moves, restarts,
+//! shutdowns, preferred-leader moves, reassignments to a fourth broker (completed by the
+//! controller, or cancelled), restarts,
 //! spurious fencing (lost heartbeats while the broker runs on), stale metadata views and a
 //! network that drops, duplicates and reorders. After every step it checks that no
 //! acknowledged (acks=all) record is lost or changed, that what any high watermark covered
@@ -48,14 +49,22 @@ fn no_acknowledged_record_is_lost_and_replicas_agree_over_random_schedules() {
         totals.elections += h.elections;
         totals.isr_changes += h.isr_changes;
         totals.refused += h.refused;
+        totals.reassignments += h.reassignments;
+        totals.completed += h.completed;
+        totals.cancelled += h.cancelled;
     }
     eprintln!(
         "{schedules} schedules from seed {first}: {} acks=all acknowledged, {} crashes, {} \
-         controlled shutdowns, {} preferred-leader moves, {} elections, {} ISR changes, {} stale changes refused, {} records truncated; none lost",
+         controlled shutdowns, {} preferred-leader moves, {} reassignments ({} completed, {} \
+         cancelled), {} elections, {} ISR changes, {} stale changes refused, {} records \
+         truncated; none lost",
         totals.acks,
         totals.crashes,
         totals.shutdowns,
         totals.rebalances,
+        totals.reassignments,
+        totals.completed,
+        totals.cancelled,
         totals.elections,
         totals.isr_changes,
         totals.refused,
@@ -68,5 +77,7 @@ fn no_acknowledged_record_is_lost_and_replicas_agree_over_random_schedules() {
             && totals.rebalances > 0
             && totals.truncated > 0
             && totals.isr_changes > 0
+            && totals.completed > 0
+            && totals.cancelled > 0
     );
 }

@@ -6,7 +6,9 @@ use oxbow_cluster::replication::{Follower, LeaderProgress, PartitionKey, Replica
 use oxbow_storage::LeaderEpochs;
 use std::collections::BTreeMap;
 
-pub const BROKERS: [i32; 3] = [1, 2, 3];
+pub const BROKERS: [i32; 4] = [1, 2, 3, 4];
+/// The partition's replicas at creation; broker 4 comes in through reassignments.
+pub const INITIAL_REPLICAS: [i32; 3] = [1, 2, 3];
 pub const TOPIC: &str = "t";
 pub const TOPIC_ID: [u8; 16] = [7; 16];
 pub const STEPS: usize = 1_000;
@@ -98,6 +100,17 @@ impl Replica {
         cut
     }
 
+    /// No longer a replica: its files are deleted (a later reassignment starts it empty).
+    pub fn remove(&mut self) {
+        self.log.clear();
+        self.durable = 0;
+        self.epochs = LeaderEpochs::default();
+        self.hw = 0;
+        self.view = (-2, -1);
+        self.follower = None;
+        self.leading = None;
+    }
+
     pub fn fsync(&mut self) -> Option<u64> {
         self.durable = self.log.len();
         self.leading.as_mut()?.local_appended(self.durable as u64)
@@ -121,4 +134,7 @@ pub struct History {
     pub elections: u64,
     pub isr_changes: u64,
     pub refused: u64,
+    pub reassignments: u64,
+    pub completed: u64,
+    pub cancelled: u64,
 }

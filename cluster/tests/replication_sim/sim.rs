@@ -3,7 +3,7 @@
 
 use crate::model::{
     decode_records, encode_records, key, Envelope, History, Record, Replica, BROKERS,
-    FETCH_RECORDS_MAX, SETTINGS, TOPIC, TOPIC_ID,
+    FETCH_RECORDS_MAX, INITIAL_REPLICAS, SETTINGS, TOPIC, TOPIC_ID,
 };
 use oxbow_cluster::controller::{elections, preferred_leader_elections};
 use oxbow_cluster::replication::{
@@ -40,10 +40,10 @@ impl Sim {
                 .unwrap();
         }
         let partition = PartitionMeta {
-            replicas: BROKERS.to_vec(),
+            replicas: INITIAL_REPLICAS.to_vec(),
             leader: 1,
             leader_epoch: 0,
-            isr: BROKERS.to_vec(),
+            isr: INITIAL_REPLICAS.to_vec(),
         };
         let topic = TopicMeta {
             name: TOPIC.into(),
@@ -107,6 +107,12 @@ impl Sim {
         if !r.alive {
             return;
         }
+        if !p.replicas.contains(&id) {
+            if r.view != (-2, -1) || !r.log.is_empty() {
+                r.remove();
+            }
+            return;
+        }
         let view = (p.leader, p.leader_epoch);
         if view != r.view {
             r.view = view;
@@ -132,6 +138,7 @@ impl Sim {
                 r.leading = Some(progress);
             }
         } else if let Some(progress) = r.leading.as_mut() {
+            progress.set_replicas(&p.replicas, now);
             if let Some(hw) = progress.isr_committed(&p.isr) {
                 self.high_watermark_moved(id, hw);
             }
@@ -182,7 +189,10 @@ impl Sim {
                 self.follow(id, timed_out);
             }
             600..=879 => self.deliver(),
-            880..=919 => self.refresh_view(id),
+            880..=904 => self.refresh_view(id),
+            905..=909 => self.reassign(),
+            910..=912 if self.faults => self.cancel_reassignment(),
+            913..=919 => self.complete_reassignments(),
             920..=959 => self.propose_isr(id),
             960..=969 if self.faults => self.crash(id),
             970..=984 => self.restart(id),
@@ -290,9 +300,9 @@ impl Sim {
                 ..
             } => {
                 let progress = r.leading.as_mut().expect("checked: it leads");
-                let moved = progress
-                    .follower_fetched(replica, durable_end, now)
-                    .unwrap();
+                // A replica the leader does not know (removed, or added after its last view)
+                // gets no answer, as on a broker.
+                let moved = progress.follower_fetched(replica, durable_end, now).ok()?;
                 let end = (from as usize + FETCH_RECORDS_MAX).min(r.log.len());
                 let answer = ReplicaFrame::Data {
                     key,
@@ -441,6 +451,42 @@ impl Sim {
         }
     }
 
+    /// An operator moves the partition to three of the four brokers, in a random order.
+    fn reassign(&mut self) {
+        let mut target = BROKERS.to_vec();
+        self.rng.shuffle(&mut target);
+        target.truncate(3);
+        let change = MetadataChange::ReassignPartition {
+            topic: TOPIC.into(),
+            partition: 0,
+            replicas: target,
+        };
+        if self.commit(change) {
+            self.history.reassignments += 1;
+        }
+    }
+
+    /// An operator calls the move in progress off.
+    fn cancel_reassignment(&mut self) {
+        let change = MetadataChange::CancelReassignment {
+            topic: TOPIC.into(),
+            partition: 0,
+        };
+        if self.commit(change) {
+            self.history.cancelled += 1;
+            self.elect();
+        }
+    }
+
+    /// The controller's look: moves whose new replicas are all in sync complete.
+    fn complete_reassignments(&mut self) {
+        for change in self.metadata.reassignments_done() {
+            if self.commit(change) {
+                self.history.completed += 1;
+            }
+        }
+    }
+
     fn elect(&mut self) {
         let live: BTreeSet<i32> = (BROKERS.iter().copied())
             .filter(|id| !self.metadata.fenced.contains(id))
@@ -495,6 +541,7 @@ impl Sim {
         for round in 0.. {
             assert!(round < 20_000, "replicas never converged");
             self.now += 10;
+            self.complete_reassignments();
             for id in BROKERS {
                 self.refresh_view(id);
                 if let Some(hw) = self.replicas.get_mut(&id).unwrap().fsync() {
@@ -508,12 +555,19 @@ impl Sim {
                 self.deliver();
             }
             self.check();
-            let leader = self.partition().leader;
-            let logs: BTreeSet<Vec<Record>> =
-                self.replicas.values().map(|r| r.log.clone()).collect();
-            let everyone = self.partition().isr.len() == BROKERS.len();
-            let hw_at_end = self.replicas[&leader].hw == self.replicas[&leader].log.len() as u64;
-            if logs.len() == 1 && everyone && hw_at_end {
+            let p = self.partition().clone();
+            let logs: BTreeSet<Vec<Record>> = (p.replicas.iter())
+                .map(|id| self.replicas[id].log.clone())
+                .collect();
+            let others_empty =
+                (self.replicas.values()).all(|r| p.replicas.contains(&r.id) || r.log.is_empty());
+            let mut in_sync = p.isr.clone();
+            let mut replicas = p.replicas.clone();
+            (in_sync.sort_unstable(), replicas.sort_unstable());
+            let everyone = in_sync == replicas && self.metadata.reassignments.is_empty();
+            let leader = &self.replicas[&p.leader];
+            let hw_at_end = leader.hw == leader.log.len() as u64;
+            if logs.len() == 1 && others_empty && everyone && hw_at_end {
                 return;
             }
         }
