@@ -563,7 +563,8 @@ impl Sim {
                 (self.replicas.values()).all(|r| p.replicas.contains(&r.id) || r.log.is_empty());
             let mut in_sync = p.isr.clone();
             let mut replicas = p.replicas.clone();
-            (in_sync.sort_unstable(), replicas.sort_unstable());
+            in_sync.sort_unstable();
+            replicas.sort_unstable();
             let everyone = in_sync == replicas && self.metadata.reassignments.is_empty();
             let leader = &self.replicas[&p.leader];
             let hw_at_end = leader.hw == leader.log.len() as u64;
