@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use common::cluster::{metadata, partition_view, Cluster};
 use common::native_client::produce;
 use oxbow_client::{Acks, Client, ErrorCode, Mode, SubscriptionType};
+use oxbow_core::native::SubscriptionInfo;
 use oxbow_core::native::{decode_frame, encode_frame, ClientFrame, ServerFrame};
 use oxbow_core::BatchBuilder;
 use std::collections::{BTreeMap, BTreeSet};
@@ -257,6 +258,21 @@ fn create_replicated(cluster: &Cluster, addr: &str, topic: &str) -> i32 {
     )
 }
 
+/// Waits until subscription "resume" of `topic`, as `client` lists it, passes `check`.
+fn settle_resume(
+    cluster: &Cluster,
+    rt: &tokio::runtime::Runtime,
+    (client, topic): (&Client, &str),
+    what: &str,
+    check: impl Fn(&SubscriptionInfo) -> bool,
+) -> SubscriptionInfo {
+    cluster.settle(what, || {
+        let subscriptions = rt.block_on(client.list_subscriptions(topic)).ok()?;
+        let resume = subscriptions.into_iter().find(|s| s.name == "resume")?;
+        check(&resume).then_some(resume)
+    })
+}
+
 /// Attaches the exclusive reliable consumer of subscription "resume" on `topic`.
 async fn resume_consumer(client: &Client, topic: &str) -> oxbow_client::Consumer {
     client
@@ -298,14 +314,8 @@ fn a_reliable_subscription_resumes_on_a_new_leader_from_its_replicated_cursor() 
         .block_on(Client::builder().broker(&survivor).connect())
         .unwrap();
     let persisted = |cluster: &Cluster, client: &Client, at: u64| {
-        cluster.settle(
-            "the acknowledged position is persisted on the replicas",
-            || {
-                let subscriptions = rt.block_on(client.list_subscriptions(TOPIC)).ok()?;
-                let resume = subscriptions.iter().find(|s| s.name == "resume")?;
-                (resume.persisted == at).then_some(())
-            },
-        )
+        let what = "the acknowledged position is persisted on the replicas";
+        settle_resume(cluster, &rt, (client, TOPIC), what, |s| s.persisted == at);
     };
     rt.block_on(produce(&client, TOPIC, 0..SENT, |_| None));
 
@@ -365,4 +375,56 @@ fn a_reliable_subscription_resumes_on_a_new_leader_from_its_replicated_cursor() 
         consume_through(&mut consumer, SENT + 9).await
     });
     assert_eq!(fresh, (SENT..SENT + 10).collect::<BTreeSet<u64>>());
+}
+
+/// SIGTERM of the leader (controlled shutdown) first writes the cursors and waits for the
+/// in-sync followers to hold them: with periodic cursor writes a minute apart, the consumer
+/// resumes on the new leader exactly where its acknowledgements had reached, not at the last
+/// periodic write.
+#[test]
+fn a_controlled_shutdown_hands_the_cursors_over_as_acknowledged() {
+    const TOPIC: &str = "handover";
+    const SENT: u64 = 200;
+    let settings = "[subscriptions]\ncursor_persist_interval_ms = 60000";
+    let mut cluster = Cluster::start_settled_with(3, settings);
+    let leader = create_replicated(&cluster, &cluster.nodes[0].native.clone(), TOPIC);
+    let survivor = cluster.nodes[((leader + 1) % 3) as usize].native.clone();
+    let rt = runtime();
+    let client = rt
+        .block_on(Client::builder().broker(&survivor).connect())
+        .unwrap();
+    rt.block_on(produce(&client, TOPIC, 0..SENT, |_| None));
+    let mut consumer = rt.block_on(resume_consumer(&client, TOPIC));
+    let received = rt.block_on(async {
+        let mut received = Vec::new();
+        while (received.len() as u64) < SENT {
+            let batch = tokio::time::timeout(PATIENCE, consumer.recv_batch(1_000))
+                .await
+                .expect("the leader delivers")
+                .unwrap();
+            received.extend(batch);
+        }
+        received
+    });
+    // The first write of a moved cursor is at once; the next one a minute later.
+    consumer.ack_all(&received[..60]).unwrap();
+    let what = "the first write is persisted";
+    settle_resume(&cluster, &rt, (&client, TOPIC), what, |s| s.persisted == 60);
+    consumer.ack_all(&received[60..120]).unwrap();
+    let what = "the leader took the later acknowledgements";
+    let resume = settle_resume(&cluster, &rt, (&client, TOPIC), what, |s| s.cursor == 120);
+    assert_eq!(resume.persisted, 60, "no periodic write since the first");
+
+    let broker = cluster.node(leader).broker.as_mut().unwrap();
+    assert!(broker.signal(libc::SIGTERM).success());
+    cluster.node(leader).broker = None;
+    drop(consumer);
+    let client = rt
+        .block_on(Client::builder().broker(&survivor).connect())
+        .unwrap();
+    let resumed = rt.block_on(async {
+        let mut consumer = resume_consumer(&client, TOPIC).await;
+        consume_through(&mut consumer, SENT - 1).await
+    });
+    assert_eq!(resumed, (120..SENT).collect::<BTreeSet<u64>>());
 }

@@ -68,6 +68,13 @@ impl Shard {
     /// node cut off from the group stops anyway, and its partitions move when its session
     /// lapses. Shard 0 only.
     pub async fn controlled_shutdown(&self) -> Result<(), String> {
+        for shard in 0..self.mesh.len() {
+            let work =
+                |shard: std::rc::Rc<Shard>| async move { shard.replicate_led_cursors().await };
+            if self.run_on(shard, work).await.is_none() {
+                tracing::warn!(shard, "shard gone before its cursors were replicated");
+            }
+        }
         let ms = self.config.cluster.controlled_shutdown_timeout_ms;
         let change = MetadataChange::ShutDownBroker {
             id: self.config.node_id,
@@ -85,6 +92,21 @@ impl Shard {
         }
         self.hand_over_metadata_leadership().await;
         Ok(())
+    }
+
+    /// Writes the cursors of the reliable subscriptions of every partition this shard leads
+    /// and waits for their in-sync followers to hold them (see
+    /// `SubscriptionHost::replicate_cursors_now`): the first step of a controlled shutdown.
+    async fn replicate_led_cursors(&self) {
+        for host in self.owned() {
+            if !matches!(&*host.role.borrow(), super::Role::Leader(_)) {
+                continue;
+            }
+            if let Err(e) = host.subscriptions.replicate_cursors_now().await {
+                tracing::warn!(topic = %host.topic, partition = host.partition, error = %e,
+                    "cursors not replicated before the handover: the next leader redelivers");
+            }
+        }
     }
 
     /// A stopping node that leads the metadata group hands that over too, so the group does

@@ -27,7 +27,7 @@ pub struct SubscriptionHost {
     /// Where the reliable subscriptions' cursors are stored.
     pub(super) cursors: Rc<CursorLog>,
     log: Rc<Partition>,
-    settings: DriverSettings,
+    pub(super) settings: DriverSettings,
     /// `None` until the durable subscriptions are loaded (on the first command).
     pub(super) subs: RefCell<Option<HashMap<String, Rc<SubscriptionCell>>>>,
     decoded: Rc<RefCell<DecodedBatches>>,
@@ -312,7 +312,7 @@ impl SubscriptionHost {
         self.cursors.close().await;
     }
 
-    fn cells(&self) -> Vec<Rc<SubscriptionCell>> {
+    pub(super) fn cells(&self) -> Vec<Rc<SubscriptionCell>> {
         self.subs
             .borrow()
             .as_ref()

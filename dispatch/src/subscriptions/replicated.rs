@@ -3,10 +3,11 @@
 //! follower stores them, and a node that stops leading lets its drivers go without writing
 //! their cursors, so the next leader's copy is the one that counts.
 
-use super::driver::stop_driver;
+use super::driver::{persist, stop_driver};
 use super::{ConsumerEvent, SubscriptionHost};
 use oxbow_cluster::replication::CursorSnapshot;
 use std::future::Future;
+use std::time::Duration;
 
 impl SubscriptionHost {
     /// This node leads the partition, with these in-sync followers; `new_leadership`: it did
@@ -40,6 +41,24 @@ impl SubscriptionHost {
             }
         })
         .detach();
+    }
+
+    /// Before this node hands its leadership over (controlled shutdown): writes every cursor
+    /// that moved since its last write and waits, at most
+    /// `subscriptions.cursor_replication_timeout_ms`, until the in-sync followers hold them,
+    /// so the next leader resumes where the consumers are instead of where the last periodic
+    /// write was (`cursor_persist_interval_ms` ago). Acks between this and the handover are
+    /// still redelivered: at least once.
+    pub async fn replicate_cursors_now(&self) -> Result<(), String> {
+        for cell in self.cells() {
+            persist(&cell).await;
+        }
+        let timeout =
+            Duration::from_millis(self.settings.subscriptions.cursor_replication_timeout_ms);
+        match self.cursors.replicated(self.cursors.generation(), timeout) {
+            Some(replicated) => replicated.await,
+            None => Ok(()),
+        }
     }
 
     /// A follower's fetch said it holds this generation of the cursors.
