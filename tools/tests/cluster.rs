@@ -3,7 +3,8 @@
 //! from any node and reach the leaders on the others, consumer groups included; kill -9 of the
 //! metadata group's leader elects another (the time is printed) and topic creation goes on; a
 //! killed node's partitions go offline until it returns and catches up from a snapshot; a
-//! group's committed offsets survive kill -9 of its coordinator.
+//! group's committed offsets survive kill -9 of its coordinator; a topic grows by partitions
+//! (CreatePartitions) placed and replicated over the nodes.
 //! Needs kcat and python3 with confluent-kafka (scripts/test installs both).
 
 mod common;
@@ -413,4 +414,86 @@ fn sigterm_of_the_metadata_leader_hands_the_group_over_before_it_stops() {
     assert_ne!(next, leader);
     let survivor = (cluster.running()).next().unwrap().kafka.clone();
     assert_eq!(create_topic(&survivor, "after-handover", 1), 0);
+}
+
+/// CreatePartitions through confluent-kafka's AdminClient: a replicated topic grows from 2 to
+/// 5 partitions, each new one on three nodes and in sync everywhere; shrinking, an unknown
+/// topic and a dry run are answered as Kafka does; records go to every partition and are all
+/// read back.
+#[test]
+fn a_topic_grows_by_partitions_placed_and_replicated_over_the_nodes() {
+    let cluster = Cluster::start_settled(3);
+    let bootstrap = cluster.nodes[1].kafka.clone();
+    assert_eq!(create_replicated_topic(&bootstrap, "growing", 2, 3), 0);
+    let grow = |topic: &str, count: &str, dry_run: bool| {
+        let mut args = vec!["admin", "--op", "add-partitions", "--bootstrap", &bootstrap];
+        args.extend(["--topic", topic, "--partitions", count]);
+        if dry_run {
+            args.push("--validate-only");
+        }
+        confluent(&args).trim().to_string()
+    };
+    let partitions = |addr: &str| described(addr).get("growing").map(|(_, p)| p.len());
+    assert_eq!(grow("growing", "1", false), "error INVALID_PARTITIONS");
+    assert_eq!(grow("nowhere", "3", false), "error UNKNOWN_TOPIC_OR_PART");
+    assert_eq!(grow("growing", "5", true), "added");
+    assert_eq!(partitions(&bootstrap), Some(2), "a dry run changes nothing");
+    assert_eq!(grow("growing", "5", false), "added");
+    cluster.settle("every node sees five partitions, all in sync", || {
+        cluster
+            .running()
+            .all(|n| {
+                let topic = metadata(&n.kafka).topics.into_iter().find(|t| {
+                    t.name
+                        .as_ref()
+                        .is_some_and(|name| name.0.as_str() == "growing")
+                });
+                topic.is_some_and(|t| {
+                    t.partitions.len() == 5
+                        && (t.partitions.iter())
+                            .all(|p| p.replica_nodes.len() == 3 && p.isr_nodes.len() == 3)
+                })
+            })
+            .then_some(())
+    });
+    let leaders: std::collections::BTreeSet<i32> = (described(&bootstrap)["growing"].1.iter())
+        .map(|(leader, _, _)| *leader)
+        .collect();
+    assert!(leaders.len() > 1, "leaders spread: {leaders:?}");
+
+    confluent(&[
+        "produce",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        "growing",
+        "--partitions",
+        "5",
+        "--count",
+        "500",
+        "--acks",
+        "all",
+    ]);
+    let read = confluent(&[
+        "consume",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        "growing",
+        "--partitions",
+        "5",
+        "--expect",
+        "500",
+    ]);
+    let per_partition = (read.lines().filter_map(|l| l.strip_prefix("msg "))).fold(
+        BTreeMap::<&str, usize>::new(),
+        |mut counts, l| {
+            *counts.entry(l.split(' ').next().unwrap()).or_default() += 1;
+            counts
+        },
+    );
+    assert_eq!(
+        per_partition.values().copied().collect::<Vec<_>>(),
+        vec![100; 5]
+    );
 }

@@ -185,6 +185,15 @@ pub enum MetadataChange {
         /// The replicas asked for, the preferred leader first.
         replicas: Vec<i32>,
     },
+    /// A topic gets more partitions (Kafka's CreatePartitions): `partitions` are appended,
+    /// numbered after the existing ones, each led by its first replica at epoch 0 with every
+    /// replica in sync (they are empty). See `grow.rs`.
+    CreatePartitions {
+        /// Topic name.
+        topic: String,
+        /// The new partitions, in order.
+        partitions: Vec<PartitionMeta>,
+    },
     /// A reassignment in progress is called off (Kafka's AlterPartitionReassignments with no
     /// replicas): the partition goes back to the replicas it had, see `reassign.rs`.
     CancelReassignment {
@@ -379,6 +388,9 @@ impl Metadata {
             } => self.complete_reassignment(topic, *partition, *leader_epoch)?,
             MetadataChange::CancelReassignment { topic, partition } => {
                 self.cancel_reassignment(topic, *partition)?
+            }
+            MetadataChange::CreatePartitions { topic, partitions } => {
+                self.add_partitions(topic, partitions)?
             }
             MetadataChange::ElectLeader {
                 topic,
@@ -586,6 +598,7 @@ impl TopicMeta {
     }
 }
 
+mod grow;
 mod reassign;
 pub use reassign::Reassignment;
 

@@ -45,7 +45,10 @@ impl Shard {
 
     /// Commits a change through the metadata group and returns the metadata that includes it.
     /// Called with the admin lock held.
-    async fn commit(&self, change: MetadataChange) -> Result<Arc<Metadata>, ProposeError> {
+    pub(super) async fn commit(
+        &self,
+        change: MetadataChange,
+    ) -> Result<Arc<Metadata>, ProposeError> {
         let node =
             (self.metadata_node.borrow().clone()).expect("the metadata group runs on shard 0");
         node.propose(change).await

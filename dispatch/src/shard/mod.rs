@@ -16,6 +16,7 @@
 mod admin;
 mod controller;
 mod follow;
+mod grow;
 mod host;
 mod inbox;
 mod leader_answers;
@@ -23,6 +24,7 @@ mod message;
 mod reads;
 mod replica;
 
+pub use grow::CreatePartitionsError;
 pub use host::PartitionHost;
 pub use message::{
     Acks, CreateTopicError, FetchOutcome, FetchPart, PartitionError, ProduceOutcome, RemoteWork,

@@ -74,6 +74,9 @@ pub async fn handle(
         RequestKind::CreateTopics(request) => Some(ResponseKind::CreateTopics(
             create_topics(shard, request).await,
         )),
+        RequestKind::CreatePartitions(request) => Some(ResponseKind::CreatePartitions(
+            super::partitions::create(shard, request).await,
+        )),
         RequestKind::DeleteTopics(request) => Some(ResponseKind::DeleteTopics(
             delete_topics(shard, request).await,
         )),

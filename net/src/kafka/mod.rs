@@ -16,6 +16,7 @@ mod elections;
 pub mod groups;
 mod handlers;
 mod metadata;
+mod partitions;
 mod produce;
 mod reassignments;
 mod versions;

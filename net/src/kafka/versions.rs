@@ -30,6 +30,7 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::CreatePartitions, 0, 3),
 ];
 
 /// The advertised range of `api`, if it is served at all.

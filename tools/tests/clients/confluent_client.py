@@ -153,10 +153,18 @@ def committed(args):
 
 
 def admin(args):
-    """describe: prints "config <name> <value>" for the topic; delete: deletes it."""
-    from confluent_kafka.admin import ConfigResource
+    """describe: prints "config <name> <value>" for the topic; delete: deletes it;
+    add-partitions: grows it to PARTITIONS, printing "added" or "error <name>"."""
+    from confluent_kafka.admin import ConfigResource, NewPartitions
     client = AdminClient({"bootstrap.servers": args.bootstrap})
-    if args.op == "describe":
+    if args.op == "add-partitions":
+        grow = [NewPartitions(args.topic, args.partitions)]
+        try:
+            client.create_partitions(grow, validate_only=args.validate_only)[args.topic].result(timeout=30)
+            print("added")
+        except KafkaException as e:
+            print(f"error {e.args[0].name()}")
+    elif args.op == "describe":
         resource = ConfigResource(ConfigResource.Type.TOPIC, args.topic)
         for config in client.describe_configs([resource])[resource].result(timeout=30).values():
             print(f"config {config.name} {config.value}")
@@ -198,7 +206,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["produce", "consume", "group-consume", "committed", "admin",
                                          "offsets-for-times", "elect", "describe-cluster"])
-    parser.add_argument("--op", choices=["describe", "delete"], default="describe")
+    parser.add_argument("--op", choices=["describe", "delete", "add-partitions"], default="describe")
+    parser.add_argument("--validate-only", action="store_true")
     parser.add_argument("--group", default="oxbow-test-group")
     parser.add_argument("--delay-ms", type=int, default=0)
     parser.add_argument("--bootstrap", required=True)
