@@ -490,6 +490,16 @@ impl Partition {
         self.shared.core.borrow().config.clone()
     }
 
+    /// Runs with `config` from now on (a topic's configs altered): segment size and age,
+    /// retention, flush policy and batch limits are read as each round, check or append needs
+    /// them, so the next one uses the new values.
+    pub fn set_config(&self, config: LogConfig) -> Result<(), oxbow_core::config::ConfigError> {
+        config.validate()?;
+        self.shared.core.borrow_mut().config = config;
+        self.shared.work.notify();
+        Ok(())
+    }
+
     /// Sets the leader epoch stamped into batches appended from now on.
     pub fn set_leader_epoch(&self, epoch: i32) {
         self.shared.core.borrow_mut().set_leader_epoch(epoch);

@@ -60,7 +60,8 @@ Config file keys (TOML; every one optional, flags override them):
         leader_imbalance_per_broker_percentage, catch_up_bytes_per_sec
 Topics override segment.bytes, segment.ms, retention.bytes, retention.ms,
 max.message.bytes, flush.ms, oxbow.flush, min.insync.replicas and
-unclean.leader.election.enable through CreateTopics configs (cleanup.policy: delete only).";
+unclean.leader.election.enable through CreateTopics configs, and later through
+AlterConfigs / IncrementalAlterConfigs (cleanup.policy: delete only).";
 
 #[derive(Subcommand)]
 enum Command {

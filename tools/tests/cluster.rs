@@ -4,7 +4,8 @@
 //! metadata group's leader elects another (the time is printed) and topic creation goes on; a
 //! killed node's partitions go offline until it returns and catches up from a snapshot; a
 //! group's committed offsets survive kill -9 of its coordinator; a topic grows by partitions
-//! (CreatePartitions) placed and replicated over the nodes.
+//! (CreatePartitions) placed and replicated over the nodes; a topic's configs are altered
+//! (IncrementalAlterConfigs) and its partitions run with them at once.
 //! Needs kcat and python3 with confluent-kafka (scripts/test installs both).
 
 mod common;
@@ -496,4 +497,96 @@ fn a_topic_grows_by_partitions_placed_and_replicated_over_the_nodes() {
         per_partition.values().copied().collect::<Vec<_>>(),
         vec![100; 5]
     );
+}
+
+/// IncrementalAlterConfigs through confluent-kafka's AdminClient on three processes: a topic's
+/// `max.message.bytes` lowered refuses a larger record at once (the leader's partition runs with
+/// it), every node describes the new value, deleting it restores the broker's default; a bad
+/// value, an unknown config and an unknown topic are refused, a dry run changes nothing.
+#[test]
+fn a_topics_configs_are_altered_and_its_partitions_run_with_them() {
+    let cluster = Cluster::start_settled(3);
+    let bootstrap = cluster.nodes[2].kafka.clone();
+    assert_eq!(create_replicated_topic(&bootstrap, "tuned", 1, 3), 0);
+    let alter = |topic: &str, configs: &[&str], dry_run: bool| {
+        let mut args = vec!["admin", "--op", "alter-config", "--bootstrap", &bootstrap];
+        args.extend(["--topic", topic]);
+        for config in configs {
+            args.extend(["--config", config]);
+        }
+        if dry_run {
+            args.push("--validate-only");
+        }
+        confluent(&args).trim().to_string()
+    };
+    let describe = |addr: &str| {
+        confluent(&[
+            "admin",
+            "--op",
+            "describe",
+            "--bootstrap",
+            addr,
+            "--topic",
+            "tuned",
+        ])
+    };
+    let large = format!("{}\n", "x".repeat(4_000));
+    let produce_large = || {
+        kcat(
+            &bootstrap,
+            &["-P", "-t", "tuned", "-p", "0"],
+            Some(large.as_bytes()),
+        )
+    };
+
+    assert_eq!(
+        alter("tuned", &["retention.ms=soon"], false),
+        "error INVALID_CONFIG"
+    );
+    assert_eq!(
+        alter("tuned", &["no.such.config=1"], false),
+        "error INVALID_CONFIG"
+    );
+    assert_eq!(
+        alter("nowhere", &["retention.ms=1000"], false),
+        "error UNKNOWN_TOPIC_OR_PART"
+    );
+    assert_eq!(alter("tuned", &["max.message.bytes=2000"], true), "altered");
+    assert!(produce_large().0, "a dry run changes nothing");
+    assert_eq!(
+        alter(
+            "tuned",
+            &["max.message.bytes=2000", "retention.ms=3600000"],
+            false
+        ),
+        "altered"
+    );
+    cluster.settle("every node describes the new configs", || {
+        cluster
+            .running()
+            .all(|n| {
+                let described = describe(&n.kafka);
+                described.contains("config max.message.bytes 2000\n")
+                    && described.contains("config retention.ms 3600000\n")
+            })
+            .then_some(())
+    });
+    let (ok, _, err) = produce_large();
+    assert!(
+        !ok && err.contains("too large"),
+        "refused by the altered limit: {err}"
+    );
+
+    assert_eq!(alter("tuned", &["max.message.bytes"], false), "altered");
+    let described = describe(&bootstrap);
+    assert!(
+        !described.contains("config max.message.bytes 2000\n"),
+        "{described}"
+    );
+    assert!(
+        described.contains("config retention.ms 3600000\n"),
+        "kept: {described}"
+    );
+    let (ok, _, err) = produce_large();
+    assert!(ok, "the default limit is back: {err}");
 }

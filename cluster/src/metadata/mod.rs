@@ -194,6 +194,14 @@ pub enum MetadataChange {
         /// The new partitions, in order.
         partitions: Vec<PartitionMeta>,
     },
+    /// A topic's config overrides become `configs` (Kafka's AlterConfigs and
+    /// IncrementalAlterConfigs, resolved to the whole set by the node that proposes it).
+    AlterTopicConfigs {
+        /// Topic name.
+        topic: String,
+        /// Every override the topic has from now on (Kafka names).
+        configs: BTreeMap<String, String>,
+    },
     /// A reassignment in progress is called off (Kafka's AlterPartitionReassignments with no
     /// replicas): the partition goes back to the replicas it had, see `reassign.rs`.
     CancelReassignment {
@@ -391,6 +399,11 @@ impl Metadata {
             }
             MetadataChange::CreatePartitions { topic, partitions } => {
                 self.add_partitions(topic, partitions)?
+            }
+            MetadataChange::AlterTopicConfigs { topic, configs } => {
+                let meta = (self.topics.get_mut(topic))
+                    .ok_or_else(|| MetadataError::UnknownTopic(topic.clone()))?;
+                meta.configs = configs.clone();
             }
             MetadataChange::ElectLeader {
                 topic,

@@ -211,6 +211,11 @@ impl LeaderProgress {
         (proposed != self.isr).then_some(proposed)
     }
 
+    /// The topic's settings changed (its `min.insync.replicas` altered).
+    pub fn set_settings(&mut self, settings: ReplicationSettings) {
+        self.settings = settings;
+    }
+
     /// The partition's replicas changed within this epoch (a reassignment): a new one is
     /// tracked from nothing, with a full lag period to catch up; one that left is forgotten.
     pub fn set_replicas(&mut self, replicas: &[i32], now_ms: u64) {

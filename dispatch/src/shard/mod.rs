@@ -23,6 +23,7 @@ mod leader_answers;
 mod message;
 mod reads;
 mod replica;
+mod topic_configs;
 
 pub use grow::CreatePartitionsError;
 pub use host::PartitionHost;
@@ -32,6 +33,7 @@ pub use message::{
 };
 pub use reads::offset_at_time;
 pub use replica::{ReplicationInfo, Role};
+pub use topic_configs::AlterConfigsError;
 
 use crate::subscriptions::{Command, DeadLetters, DriverSettings};
 use oxbow_cluster::metadata_group::MetadataNode;

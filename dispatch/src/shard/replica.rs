@@ -169,6 +169,7 @@ impl Shard {
                 partition: host.partition,
                 leader_epoch: meta.leader_epoch,
             };
+            self.apply_topic_configs(&host, topic);
             let settings = self.replication_settings(&topic.configs);
             self.reconcile(&host, meta, key, settings);
         }
@@ -189,6 +190,7 @@ impl Shard {
                 if meta.leader == me && leading.progress.epoch() == meta.leader_epoch =>
             {
                 leading.progress.set_replicas(&meta.replicas, now_ms());
+                leading.progress.set_settings(settings);
                 if let Some(hw) = leading.progress.isr_committed(&meta.isr) {
                     high_watermark_moved(host, leading, hw);
                 }

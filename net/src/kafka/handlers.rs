@@ -74,6 +74,14 @@ pub async fn handle(
         RequestKind::CreateTopics(request) => Some(ResponseKind::CreateTopics(
             create_topics(shard, request).await,
         )),
+        RequestKind::AlterConfigs(request) => Some(ResponseKind::AlterConfigs(
+            super::configs::alter(shard, request).await,
+        )),
+        RequestKind::IncrementalAlterConfigs(request) => {
+            Some(ResponseKind::IncrementalAlterConfigs(
+                super::configs::alter_incrementally(shard, request).await,
+            ))
+        }
         RequestKind::CreatePartitions(request) => Some(ResponseKind::CreatePartitions(
             super::partitions::create(shard, request).await,
         )),

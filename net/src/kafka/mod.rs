@@ -11,6 +11,7 @@
 //! broker keeps serving everyone else.
 
 mod cluster_admin;
+mod configs;
 mod connection;
 mod elections;
 pub mod groups;

@@ -154,10 +154,24 @@ def committed(args):
 
 def admin(args):
     """describe: prints "config <name> <value>" for the topic; delete: deletes it;
-    add-partitions: grows it to PARTITIONS, printing "added" or "error <name>"."""
-    from confluent_kafka.admin import ConfigResource, NewPartitions
+    add-partitions: grows it to PARTITIONS, printing "added" or "error <name>"; alter-config:
+    sets each --config NAME=VALUE and deletes each --config NAME (incrementally), printing
+    "altered" or "error <name>"."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions
     client = AdminClient({"bootstrap.servers": args.bootstrap})
-    if args.op == "add-partitions":
+    if args.op == "alter-config":
+        entries = []
+        for kv in args.config:
+            name, _, value = kv.partition("=")
+            op = AlterConfigOpType.SET if "=" in kv else AlterConfigOpType.DELETE
+            entries.append(ConfigEntry(name, value if "=" in kv else None, incremental_operation=op))
+        resource = ConfigResource(ConfigResource.Type.TOPIC, args.topic, incremental_configs=entries)
+        try:
+            client.incremental_alter_configs([resource], validate_only=args.validate_only)[resource].result(timeout=30)
+            print("altered")
+        except KafkaException as e:
+            print(f"error {e.args[0].name()}")
+    elif args.op == "add-partitions":
         grow = [NewPartitions(args.topic, args.partitions)]
         try:
             client.create_partitions(grow, validate_only=args.validate_only)[args.topic].result(timeout=30)
@@ -206,7 +220,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["produce", "consume", "group-consume", "committed", "admin",
                                          "offsets-for-times", "elect", "describe-cluster"])
-    parser.add_argument("--op", choices=["describe", "delete", "add-partitions"], default="describe")
+    parser.add_argument("--op", choices=["describe", "delete", "add-partitions", "alter-config"],
+                        default="describe")
     parser.add_argument("--validate-only", action="store_true")
     parser.add_argument("--group", default="oxbow-test-group")
     parser.add_argument("--delay-ms", type=int, default=0)
