@@ -122,6 +122,8 @@ pub async fn handle(
         | RequestKind::OffsetFetch(_)
         | RequestKind::ListGroups(_)
         | RequestKind::DescribeGroups(_)
+        | RequestKind::DeleteGroups(_)
+        | RequestKind::OffsetDelete(_)
         | RequestKind::InitProducerId(_)) => {
             let client = super::groups::Client {
                 id: header

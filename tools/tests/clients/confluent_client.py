@@ -187,6 +187,17 @@ def admin(args):
         print("deleted")
 
 
+def group_admin(args):
+    """delete-group: deletes GROUP, printing "deleted" or "error <name>". (confluent-kafka has no
+    call for OffsetDelete: the tests send that one themselves.)"""
+    client = AdminClient({"bootstrap.servers": args.bootstrap})
+    try:
+        client.delete_consumer_groups([args.group])[args.group].result(timeout=30)
+        print("deleted")
+    except KafkaException as e:
+        print(f"error {e.args[0].name()}")
+
+
 def elect(args):
     """Asks for the preferred leader of partitions 0..PARTITIONS of TOPIC; prints
     "elected <partition> <error name or none>" for each."""
@@ -219,7 +230,8 @@ def offsets_for_times(args):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["produce", "consume", "group-consume", "committed", "admin",
-                                         "offsets-for-times", "elect", "describe-cluster"])
+                                         "group-admin", "offsets-for-times", "elect",
+                                         "describe-cluster"])
     parser.add_argument("--op", choices=["describe", "delete", "add-partitions", "alter-config"],
                         default="describe")
     parser.add_argument("--validate-only", action="store_true")
@@ -248,7 +260,8 @@ def main():
     parser.add_argument("--at", type=int, action="append", default=[], help="a timestamp to look up")
     args = parser.parse_args()
     {"produce": produce, "consume": consume, "group-consume": group_consume, "committed": committed,
-     "admin": admin, "offsets-for-times": offsets_for_times, "elect": elect,
+     "admin": admin, "group-admin": group_admin, "offsets-for-times": offsets_for_times,
+     "elect": elect,
      "describe-cluster": describe_cluster}[args.mode](args)
 
 

@@ -13,6 +13,7 @@
 //! `offsets.rs`): fdatasynced before the commit is acknowledged, compacted in the background,
 //! replayed when the partition is first used, so they survive kill -9.
 
+mod deletion;
 mod group;
 mod legacy;
 mod membership;
@@ -26,9 +27,11 @@ pub use routing::{coordinator_of, not_coordinator, GroupHome};
 use super::wire::code;
 use crate::shard::Shard;
 use group::State;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{
-    DescribeGroupsRequest, DescribeGroupsResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListGroupsResponse, ProducerId, RequestKind, ResponseKind,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListGroupsResponse, ProducerId, RequestKind,
+    ResponseKind,
 };
 use oxbow_storage::StateLog;
 use std::cell::{Cell, RefCell};
@@ -158,6 +161,21 @@ impl Coordinator {
             RequestKind::OffsetFetch(r) => {
                 ResponseKind::OffsetFetch(self.fetch_offsets(shard, r).await)
             }
+            RequestKind::OffsetDelete(r) => {
+                ResponseKind::OffsetDelete(self.delete_offsets(shard, r).await)
+            }
+            RequestKind::DeleteGroups(r) => {
+                let mut response = DeleteGroupsResponse::default();
+                for group in r.groups_names {
+                    let error_code = self.delete_group(shard, &group).await;
+                    response.results.push(
+                        DeletableGroupResult::default()
+                            .with_group_id(group)
+                            .with_error_code(error_code),
+                    );
+                }
+                ResponseKind::DeleteGroups(response)
+            }
             RequestKind::ListGroups(_) => ResponseKind::ListGroups(self.list()),
             RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe(r)),
             RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer(r)),
@@ -201,6 +219,8 @@ pub async fn serve(
         RequestKind::LeaveGroup(r) => r.group_id.to_string(),
         RequestKind::OffsetCommit(r) => r.group_id.to_string(),
         RequestKind::OffsetFetch(r) => r.group_id.to_string(),
+        RequestKind::OffsetDelete(r) => r.group_id.to_string(),
+        RequestKind::DeleteGroups(r) => return delete_each(shard, r.clone(), version).await,
         RequestKind::ListGroups(_) => return list_everywhere(shard).await,
         RequestKind::DescribeGroups(r) => return describe_each(shard, r.clone(), version).await,
         _ => return on_shard(shard, 0, request, version, client).await,
@@ -269,6 +289,32 @@ async fn describe_each(
         }
     }
     Ok(ResponseKind::DescribeGroups(all))
+}
+
+/// DeleteGroups: each group on its coordinator's shard, NOT_COORDINATOR for those another
+/// node coordinates (the client asks each group's coordinator).
+async fn delete_each(
+    shard: &Shard,
+    request: DeleteGroupsRequest,
+    version: i16,
+) -> Result<ResponseKind, String> {
+    let mut all = DeleteGroupsResponse::default();
+    for group in &request.groups_names {
+        let mut one = request.clone();
+        one.groups_names = vec![group.clone()];
+        let one = RequestKind::DeleteGroups(one);
+        let answer = match coordinator_of(shard, group).await? {
+            GroupHome::Here { shard: target } => {
+                on_shard(shard, target, one, version, Client::default()).await?
+            }
+            GroupHome::Elsewhere { .. } => not_coordinator(&one, version).expect("a group request"),
+        };
+        match answer {
+            ResponseKind::DeleteGroups(deleted) => all.results.extend(deleted.results),
+            _ => return Err("the group coordinator answered out of turn".into()),
+        }
+    }
+    Ok(ResponseKind::DeleteGroups(all))
 }
 
 #[cfg(test)]

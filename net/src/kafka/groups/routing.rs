@@ -6,13 +6,15 @@
 use super::offsets::{offsets_partition, offsets_topic_configs};
 use crate::kafka::wire::code;
 use crate::shard::Shard;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
 use kafka_protocol::messages::{
-    DescribeGroupsResponse, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse,
-    OffsetFetchResponse, RequestKind, ResponseKind, SyncGroupResponse,
+    DeleteGroupsResponse, DescribeGroupsResponse, HeartbeatResponse, JoinGroupResponse,
+    LeaveGroupResponse, OffsetDeleteResponse, OffsetFetchResponse, RequestKind, ResponseKind,
+    SyncGroupResponse,
 };
 use oxbow_cluster::OFFSETS_TOPIC;
 use oxbow_core::placement::owner_shard;
@@ -107,6 +109,22 @@ pub fn not_coordinator(request: &RequestKind, version: i16) -> Option<ResponseKi
                 }
             }
             ResponseKind::OffsetFetch(response)
+        }
+        RequestKind::OffsetDelete(_) => {
+            let mut response = OffsetDeleteResponse::default();
+            response.error_code = error;
+            ResponseKind::OffsetDelete(response)
+        }
+        RequestKind::DeleteGroups(request) => {
+            let mut response = DeleteGroupsResponse::default();
+            for group in &request.groups_names {
+                response.results.push(
+                    DeletableGroupResult::default()
+                        .with_group_id(group.clone())
+                        .with_error_code(error),
+                );
+            }
+            ResponseKind::DeleteGroups(response)
         }
         RequestKind::DescribeGroups(request) => {
             let mut response = DescribeGroupsResponse::default();

@@ -1,0 +1,142 @@
+//! Deleting consumer groups (DeleteGroups, through confluent-kafka's AdminClient) and their
+//! committed offsets (OffsetDelete, sent on a socket: confluent-kafka has no call for it), what
+//! `kafka-consumer-groups.sh --delete` and `--delete-offsets` send: an empty group's offsets go one partition at a time, then the
+//! group; a group with a member is kept (NON_EMPTY_GROUP) with the offsets of the topic it
+//! subscribes to (GROUP_SUBSCRIBED_TO_TOPIC); a group that is gone is not found, also after
+//! kill -9 and a restart. Needs python3
+//! with confluent-kafka (scripts/test installs it).
+
+mod common;
+
+use common::{kafka_call, start_broker};
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
+use kafka_protocol::messages::{GroupId, OffsetDeleteRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+const CLIENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/clients/confluent_client.py"
+);
+const TOPIC: &str = "audited";
+/// Kafka's error codes.
+const UNKNOWN_TOPIC: i16 = 3;
+const GROUP_ID_NOT_FOUND: i16 = 69;
+const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+
+fn confluent(args: &[&str]) -> String {
+    let output = Command::new("python3")
+        .arg(CLIENT)
+        .args(args)
+        .output()
+        .expect("python3 with confluent-kafka (scripts/test installs it)");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{args:?}: {stdout}{stderr}");
+    stdout
+}
+
+#[test]
+fn groups_and_their_offsets_are_deleted_as_kafka_allows() {
+    let data = tempfile::tempdir().unwrap();
+    let (broker, addr) = start_broker(data.path(), 2);
+    let topic = ["--bootstrap", &addr, "--topic", TOPIC, "--partitions", "2"];
+    confluent(&[&["produce", "--create", "--count", "20"], &topic[..]].concat());
+    // A member consumes and commits everything, then leaves: the group is empty.
+    let group = |name: &'static str| ["--group", name];
+    let consumed = [
+        &["group-consume", "--expect", "20"],
+        &topic[..],
+        &group("done")[..],
+    ]
+    .concat();
+    confluent(&consumed);
+    let committed =
+        |name: &'static str| confluent(&[&["committed"], &topic[..], &group(name)[..]].concat());
+    assert_eq!(committed("done"), "committed 0 10\ncommitted 1 10\n");
+    let delete_group = |name: &'static str| {
+        let args = [
+            &["group-admin", "--bootstrap", &addr, "--topic", TOPIC],
+            &group(name)[..],
+        ];
+        confluent(&args.concat())
+    };
+    // OffsetDelete v0: the top-level error, then each partition's.
+    let delete_offsets = |name: &str, topic: &str, partitions: &[i32]| {
+        let partitions = (partitions.iter())
+            .map(|&p| OffsetDeleteRequestPartition::default().with_partition_index(p))
+            .collect();
+        let request = OffsetDeleteRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(name.into())))
+            .with_topics(vec![OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(partitions)]);
+        let answer = kafka_call(&mut TcpStream::connect(&addr).unwrap(), 0, &request);
+        let per_partition: Vec<(i32, i16)> = (answer.topics.iter())
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (p.partition_index, p.error_code))
+            })
+            .collect();
+        (answer.error_code, per_partition)
+    };
+
+    assert_eq!(delete_offsets("done", TOPIC, &[0]), (0, vec![(0, 0)]));
+    assert_eq!(committed("done"), "committed 0 -1001\ncommitted 1 10\n");
+    assert_eq!(
+        delete_offsets("done", "nowhere", &[0]),
+        (0, vec![(0, UNKNOWN_TOPIC)])
+    );
+    assert_eq!(delete_offsets("nobody", TOPIC, &[0]).0, GROUP_ID_NOT_FOUND);
+    assert_eq!(delete_group("done"), "deleted\n");
+    assert_eq!(committed("done"), "committed 0 -1001\ncommitted 1 -1001\n");
+    assert_eq!(delete_group("done"), "error GROUP_ID_NOT_FOUND\n");
+
+    // A live member: its group and its subscribed topic's offsets stay.
+    let mut member = Command::new("python3")
+        .arg(CLIENT)
+        .args(
+            [
+                &["group-consume", "--expect", "1000000"],
+                &topic[..],
+                &group("live")[..],
+            ]
+            .concat(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(member.stdout.take().unwrap()).lines();
+    let consumed_all = (lines.by_ref().map_while(Result::ok))
+        .filter(|l| l.starts_with("msg "))
+        .nth(19);
+    assert!(
+        consumed_all.is_some(),
+        "the live member consumes everything"
+    );
+    assert_eq!(delete_group("live"), "error NON_EMPTY_GROUP\n");
+    let subscribed = vec![
+        (0, GROUP_SUBSCRIBED_TO_TOPIC),
+        (1, GROUP_SUBSCRIBED_TO_TOPIC),
+    ];
+    assert_eq!(delete_offsets("live", TOPIC, &[0, 1]), (0, subscribed));
+    assert_eq!(committed("live"), "committed 0 10\ncommitted 1 10\n");
+    member.kill().unwrap();
+    member.wait().unwrap();
+
+    // The deletions are in the offsets log: kill -9 and a restart keep them.
+    drop(broker);
+    let (_broker, addr) = start_broker(data.path(), 2);
+    let after = |name: &str| {
+        let topic = ["--bootstrap", &addr, "--topic", TOPIC, "--partitions", "2"];
+        confluent(&[&["committed", "--group", name], &topic[..]].concat())
+    };
+    assert_eq!(after("done"), "committed 0 -1001\ncommitted 1 -1001\n");
+    assert_eq!(after("live"), "committed 0 10\ncommitted 1 10\n");
+}
