@@ -4,6 +4,7 @@ mod balance;
 mod bench;
 mod client_cli;
 mod cluster_cli;
+mod group_cli;
 mod reassign;
 mod serve;
 
@@ -106,6 +107,17 @@ enum Command {
         bootstrap: String,
         #[command(subcommand)]
         command: cluster_cli::ClusterCommand,
+    },
+    /// Kafka consumer groups: list, describe with lag, delete.
+    Group {
+        /// Kafka address of any node.
+        #[arg(long, default_value = "127.0.0.1:9092", global = true)]
+        bootstrap: String,
+        /// How results are printed.
+        #[arg(long, value_enum, default_value = "text", global = true)]
+        output: group_cli::Output,
+        #[command(subcommand)]
+        command: group_cli::GroupCommand,
     },
     /// Move partitions between brokers, through any node's Kafka listener.
     Partition {
@@ -237,6 +249,11 @@ fn main() -> ExitCode {
         Command::Cluster { bootstrap, command } => {
             client_command(cluster_cli::run(&bootstrap, command))
         }
+        Command::Group {
+            bootstrap,
+            output,
+            command,
+        } => client_command(group_cli::run(&bootstrap, output, command)),
         Command::Partition { bootstrap, command } => {
             client_command(cluster_cli::run_partition(&bootstrap, command))
         }

@@ -58,6 +58,40 @@ fn groups_and_their_offsets_are_deleted_as_kafka_allows() {
     let committed =
         |name: &'static str| confluent(&[&["committed"], &topic[..], &group(name)[..]].concat());
     assert_eq!(committed("done"), "committed 0 10\ncommitted 1 10\n");
+    // `oxbow group` sees it, and its lag once more is produced.
+    let oxbow = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+            .arg("group")
+            .args(args)
+            .args(["--bootstrap", &addr])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (
+            output.status.success(),
+            String::from_utf8(output.stdout).unwrap() + &stderr,
+        )
+    };
+    let (ok, listed) = oxbow(&["list"]);
+    assert!(ok && listed.contains("done\tEmpty\tconsumer\n"), "{listed}");
+    confluent(&[&["produce", "--base", "20", "--count", "6"], &topic[..]].concat());
+    let described = |name: &str| {
+        let (ok, out) = oxbow(&["describe", name, "--output", "json"]);
+        assert!(ok, "{out}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let done = described("done");
+    assert_eq!(done["members"].as_array().unwrap().len(), 0, "{done}");
+    let lags: Vec<(i64, i64, i64)> = (done["partitions"].as_array().unwrap().iter())
+        .map(|p| {
+            (
+                p["committed"].as_i64().unwrap(),
+                p["log_end"].as_i64().unwrap(),
+                p["lag"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(lags, vec![(10, 13, 3), (10, 13, 3)], "{done}");
     let delete_group = |name: &'static str| {
         let args = [
             &["group-admin", "--bootstrap", &addr, "--topic", TOPIC],
@@ -115,18 +149,28 @@ fn groups_and_their_offsets_are_deleted_as_kafka_allows() {
     let mut lines = BufReader::new(member.stdout.take().unwrap()).lines();
     let consumed_all = (lines.by_ref().map_while(Result::ok))
         .filter(|l| l.starts_with("msg "))
-        .nth(19);
+        .nth(25);
     assert!(
         consumed_all.is_some(),
         "the live member consumes everything"
     );
+    let live = described("live");
+    let members = live["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{live}");
+    assert_eq!(
+        members[0]["partitions"].as_array().unwrap().len(),
+        2,
+        "{live}"
+    );
+    let (ok, out) = oxbow(&["delete", "live"]);
+    assert!(!ok && out.contains("has members"), "{out}");
     assert_eq!(delete_group("live"), "error NON_EMPTY_GROUP\n");
     let subscribed = vec![
         (0, GROUP_SUBSCRIBED_TO_TOPIC),
         (1, GROUP_SUBSCRIBED_TO_TOPIC),
     ];
     assert_eq!(delete_offsets("live", TOPIC, &[0, 1]), (0, subscribed));
-    assert_eq!(committed("live"), "committed 0 10\ncommitted 1 10\n");
+    assert_eq!(committed("live"), "committed 0 13\ncommitted 1 13\n");
     member.kill().unwrap();
     member.wait().unwrap();
 
@@ -138,5 +182,5 @@ fn groups_and_their_offsets_are_deleted_as_kafka_allows() {
         confluent(&[&["committed", "--group", name], &topic[..]].concat())
     };
     assert_eq!(after("done"), "committed 0 -1001\ncommitted 1 -1001\n");
-    assert_eq!(after("live"), "committed 0 10\ncommitted 1 10\n");
+    assert_eq!(after("live"), "committed 0 13\ncommitted 1 13\n");
 }

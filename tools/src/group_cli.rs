@@ -1,0 +1,372 @@
+//! `oxbow group list | describe G | delete G`: Kafka consumer groups as
+//! `kafka-consumer-groups.sh` shows them, through the Kafka listeners (ListGroups on every
+//! broker; FindCoordinator, then DescribeGroups, OffsetFetch and DeleteGroups on the group's
+//! coordinator; ListOffsets on each partition's leader for the lag), as text or JSON.
+
+use crate::bench::kafka::Connection;
+use bytes::{Buf, Bytes};
+use clap::{Subcommand, ValueEnum};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{
+    BrokerId, ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest,
+    FindCoordinatorRequest, GroupId, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    MetadataResponse, OffsetFetchRequest, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// `oxbow group ...`
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// Every consumer group of the cluster, with its state.
+    List,
+    /// A group's members and, per partition it committed, the committed offset, the log end
+    /// and the lag, with the member the partition is assigned to.
+    Describe {
+        /// Group id.
+        group: String,
+    },
+    /// Delete a group that has no members, with its committed offsets.
+    Delete {
+        /// Group id.
+        group: String,
+    },
+}
+
+/// How results are printed.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Columns for people.
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+#[derive(Serialize)]
+struct ListedGroup {
+    group: String,
+    state: String,
+    protocol_type: String,
+}
+
+#[derive(Serialize)]
+struct Member {
+    member_id: String,
+    client_id: String,
+    host: String,
+    partitions: Vec<(String, i32)>,
+}
+
+#[derive(Serialize)]
+struct PartitionLag {
+    topic: String,
+    partition: i32,
+    committed: i64,
+    log_end: Option<i64>,
+    lag: Option<i64>,
+    member_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DescribedGroup {
+    group: String,
+    state: String,
+    coordinator: i32,
+    members: Vec<Member>,
+    partitions: Vec<PartitionLag>,
+}
+
+/// Runs a group command against the Kafka listener at `bootstrap`.
+pub fn run(bootstrap: &str, output: Output, command: GroupCommand) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the client runtime: {e}"))?;
+    runtime.block_on(async {
+        let mut connection = Connection::open(bootstrap).await?;
+        match command {
+            GroupCommand::List => print(output, &list(&mut connection).await?, print_list),
+            GroupCommand::Describe { group } => {
+                let described = describe(&mut connection, &group).await?;
+                print(output, &described, print_described)
+            }
+            GroupCommand::Delete { group } => delete(&mut connection, &group).await,
+        }
+    })
+}
+
+fn print<T: Serialize>(output: Output, value: &T, text: fn(&T)) -> Result<(), String> {
+    match output {
+        Output::Text => text(value),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string(value).map_err(|e| e.to_string())?
+        ),
+    }
+    Ok(())
+}
+
+fn print_list(groups: &Vec<ListedGroup>) {
+    for g in groups {
+        println!("{}\t{}\t{}", g.group, g.state, g.protocol_type);
+    }
+}
+
+fn print_described(g: &DescribedGroup) {
+    println!(
+        "group {} ({}), coordinator {}",
+        g.group, g.state, g.coordinator
+    );
+    for m in &g.members {
+        println!(
+            "  member {} client {} host {}",
+            m.member_id, m.client_id, m.host
+        );
+    }
+    println!("topic\tpartition\tcommitted\tlog_end\tlag\tmember");
+    let or_dash = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+    for p in &g.partitions {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            p.topic,
+            p.partition,
+            p.committed,
+            or_dash(p.log_end),
+            or_dash(p.lag),
+            p.member_id.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+async fn metadata(connection: &mut Connection) -> Result<MetadataResponse, String> {
+    connection
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await
+}
+
+/// The address of broker `id` in `metadata`.
+fn address(metadata: &MetadataResponse, id: i32) -> Result<String, String> {
+    (metadata.brokers.iter())
+        .find(|b| b.node_id.0 == id)
+        .map(|b| format!("{}:{}", b.host, b.port))
+        .ok_or_else(|| format!("broker {id} is not in the metadata"))
+}
+
+async fn list(connection: &mut Connection) -> Result<Vec<ListedGroup>, String> {
+    let metadata = metadata(connection).await?;
+    let mut groups = Vec::new();
+    for broker in &metadata.brokers {
+        let mut there = Connection::open(&address(&metadata, broker.node_id.0)?).await?;
+        let answer = there.call(4, &ListGroupsRequest::default()).await?;
+        if answer.error_code != 0 {
+            return Err(format!(
+                "ListGroups on broker {}: error {}",
+                broker.node_id.0, answer.error_code
+            ));
+        }
+        groups.extend(answer.groups.into_iter().map(|g| ListedGroup {
+            group: g.group_id.to_string(),
+            state: g.group_state.to_string(),
+            protocol_type: g.protocol_type.to_string(),
+        }));
+    }
+    groups.sort_by(|a, b| a.group.cmp(&b.group));
+    Ok(groups)
+}
+
+/// A connection to `group`'s coordinator, and its broker id.
+async fn coordinator(
+    connection: &mut Connection,
+    group: &str,
+) -> Result<(Connection, i32), String> {
+    let request = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.into()));
+    let found = connection.call(3, &request).await?;
+    if found.error_code != 0 {
+        return Err(format!(
+            "FindCoordinator for {group}: error {}",
+            found.error_code
+        ));
+    }
+    let addr = format!("{}:{}", found.host, found.port);
+    Ok((Connection::open(&addr).await?, found.node_id.0))
+}
+
+async fn describe(connection: &mut Connection, group: &str) -> Result<DescribedGroup, String> {
+    let (mut home, coordinator_id) = coordinator(connection, group).await?;
+    let id = GroupId(StrBytes::from_string(group.into()));
+    let described = home
+        .call(
+            5,
+            &DescribeGroupsRequest::default().with_groups(vec![id.clone()]),
+        )
+        .await?;
+    let g = described
+        .groups
+        .into_iter()
+        .next()
+        .ok_or("DescribeGroups answered no group")?;
+    if g.error_code != 0 {
+        return Err(format!(
+            "DescribeGroups for {group}: error {}",
+            g.error_code
+        ));
+    }
+    let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
+    let members: Vec<Member> = (g.members.into_iter())
+        .map(|m| {
+            let partitions = assigned(m.member_assignment);
+            for p in &partitions {
+                owner.insert(p.clone(), m.member_id.to_string());
+            }
+            Member {
+                member_id: m.member_id.to_string(),
+                client_id: m.client_id.to_string(),
+                host: m.client_host.to_string(),
+                partitions,
+            }
+        })
+        .collect();
+    let fetched = home
+        .call(
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(id)
+                .with_topics(None),
+        )
+        .await?;
+    if fetched.error_code != 0 {
+        return Err(format!(
+            "OffsetFetch for {group}: error {}",
+            fetched.error_code
+        ));
+    }
+    let mut committed: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for topic in &fetched.topics {
+        for p in topic.partitions.iter().filter(|p| p.committed_offset >= 0) {
+            committed.insert(
+                (topic.name.to_string(), p.partition_index),
+                p.committed_offset,
+            );
+        }
+    }
+    let ends = log_ends(connection, committed.keys().chain(owner.keys())).await?;
+    let mut keys: Vec<&(String, i32)> = committed.keys().chain(owner.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let partitions = (keys.into_iter())
+        .map(|key| {
+            let at = committed.get(key).copied().unwrap_or(-1);
+            let log_end = ends.get(key).copied();
+            PartitionLag {
+                topic: key.0.clone(),
+                partition: key.1,
+                committed: at,
+                log_end,
+                lag: log_end.filter(|_| at >= 0).map(|end| (end - at).max(0)),
+                member_id: owner.get(key).cloned(),
+            }
+        })
+        .collect();
+    Ok(DescribedGroup {
+        group: group.to_string(),
+        state: g.group_state.to_string(),
+        coordinator: coordinator_id,
+        members,
+        partitions,
+    })
+}
+
+/// The partitions a member's assignment (Kafka's consumer protocol) names; none if it does
+/// not decode (another protocol type).
+fn assigned(mut assignment: Bytes) -> Vec<(String, i32)> {
+    if assignment.remaining() < 2 {
+        return Vec::new();
+    }
+    let version = assignment.get_i16();
+    let Ok(decoded) = ConsumerProtocolAssignment::decode(&mut assignment, version) else {
+        return Vec::new();
+    };
+    (decoded.assigned_partitions.into_iter())
+        .flat_map(|t| {
+            let topic = t.topic.to_string();
+            t.partitions.into_iter().map(move |p| (topic.clone(), p))
+        })
+        .collect()
+}
+
+/// The log end offset of each partition, asked of its leader (ListOffsets, latest).
+async fn log_ends<'a>(
+    connection: &mut Connection,
+    partitions: impl Iterator<Item = &'a (String, i32)>,
+) -> Result<BTreeMap<(String, i32), i64>, String> {
+    let metadata = metadata(connection).await?;
+    let mut by_leader: BTreeMap<i32, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
+    for (topic, partition) in partitions {
+        let leader = (metadata.topics.iter())
+            .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+            .and_then(|t| {
+                t.partitions
+                    .iter()
+                    .find(|p| p.partition_index == *partition)
+            })
+            .map(|p| p.leader_id.0);
+        if let Some(leader) = leader.filter(|&l| l >= 0) {
+            let topics = by_leader.entry(leader).or_default();
+            topics.entry(topic.clone()).or_default().push(*partition);
+        }
+    }
+    let mut ends = BTreeMap::new();
+    for (leader, topics) in by_leader {
+        let topics = (topics.into_iter())
+            .map(|(name, partitions)| {
+                let partitions = (partitions.into_iter())
+                    .map(|p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(p)
+                            .with_timestamp(-1)
+                    })
+                    .collect();
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_partitions(partitions)
+            })
+            .collect();
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(topics);
+        let mut there = Connection::open(&address(&metadata, leader)?).await?;
+        let answer = there.call(4, &request).await?;
+        for topic in answer.topics {
+            for p in topic.partitions.into_iter().filter(|p| p.error_code == 0) {
+                ends.insert((topic.name.to_string(), p.partition_index), p.offset);
+            }
+        }
+    }
+    Ok(ends)
+}
+
+async fn delete(connection: &mut Connection, group: &str) -> Result<(), String> {
+    let (mut home, _) = coordinator(connection, group).await?;
+    let id = GroupId(StrBytes::from_string(group.into()));
+    let answer = home
+        .call(
+            2,
+            &DeleteGroupsRequest::default().with_groups_names(vec![id]),
+        )
+        .await?;
+    let result = answer
+        .results
+        .into_iter()
+        .next()
+        .ok_or("DeleteGroups answered no group")?;
+    match result.error_code {
+        0 => {
+            println!("group {group} deleted");
+            Ok(())
+        }
+        68 => Err(format!("group {group} has members: stop them first")),
+        69 => Err(format!("no group {group}")),
+        code => Err(format!("deleting group {group}: error {code}")),
+    }
+}
