@@ -52,11 +52,9 @@ async fn gather_shards(shard: &oxbow_dispatch::Shard) -> Vec<MetricsSnapshot> {
     for id in 0..shard.shards() {
         let snapshot = shard
             .run_on(id, |shard| async move {
-                let mut snapshot = of(&shard).snapshot(
-                    shard.owned().len(),
-                    shard.subscription_infos(),
-                    shard.decoded_counts(),
-                );
+                let subscriptions = shard.subscription_infos().await;
+                let mut snapshot =
+                    of(&shard).snapshot(shard.owned().len(), subscriptions, shard.decoded_counts());
                 snapshot.replication = shard.replication_infos();
                 snapshot
             })
@@ -445,7 +443,7 @@ fn render_replication(out: &mut String, snapshots: &[MetricsSnapshot]) {
 /// One gauge or counter per subscription and partition.
 fn render_subscriptions(out: &mut String, snapshots: &[MetricsSnapshot]) {
     type Field = fn(&oxbow_core::native::SubscriptionInfo) -> u64;
-    let families: [(&str, &str, &str, Field); 6] = [
+    let families: [(&str, &str, &str, Field); 8] = [
         (
             "oxbow_subscription_lag",
             "gauge",
@@ -469,6 +467,20 @@ fn render_subscriptions(out: &mut String, snapshots: &[MetricsSnapshot]) {
             "counter",
             "Messages a non-reliable subscription dropped because no consumer could take them.",
             |s| s.dropped,
+        ),
+        (
+            "oxbow_subscription_redelivered_total",
+            "counter",
+            "Messages a reliable subscription delivered again (nacked, or not acknowledged in \
+             time) since its partition opened on this broker.",
+            |s| s.redelivered,
+        ),
+        (
+            "oxbow_subscription_dead_lettered_total",
+            "counter",
+            "Messages a reliable subscription sent to its dead-letter topic since its partition \
+             opened on this broker.",
+            |s| s.dead_lettered,
         ),
         (
             "oxbow_subscription_blocked",

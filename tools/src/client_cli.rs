@@ -208,7 +208,7 @@ fn print_subscriptions(subscriptions: &[oxbow_client::SubscriptionInfo]) {
         return;
     }
     println!(
-        "subscription\tpartition\ttype\tmode\tcursor\tpersisted\tlag\tunacked\tconsumers\tdropped\tblocked_at\tskipped"
+        "subscription\tpartition\ttype\tmode\tcursor\tpersisted\tlag\tunacked\tconsumers\tdropped\tblocked_at\tskipped\tredelivered\tdead_lettered"
     );
     let range = |(first, last): (u64, u64)| format!("{first}..={last}");
     for s in subscriptions {
@@ -223,7 +223,7 @@ fn print_subscriptions(subscriptions: &[oxbow_client::SubscriptionInfo]) {
                 .join(","),
         };
         println!(
-            "{}\t{}\t{:?}\t{:?}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{:?}\t{:?}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             s.name,
             s.partition,
             s.kind,
@@ -235,7 +235,9 @@ fn print_subscriptions(subscriptions: &[oxbow_client::SubscriptionInfo]) {
             s.consumers,
             s.dropped,
             blocked,
-            skipped
+            skipped,
+            s.redelivered,
+            s.dead_lettered
         );
     }
 }

@@ -211,4 +211,9 @@ pub struct SubscriptionInfo {
     pub blocked: Option<(u64, u64)>,
     /// Reliable: batches an operator skipped (first and last offset), the newest last.
     pub skipped: Vec<(u64, u64)>,
+    /// Reliable: messages delivered again (nacked, or not acknowledged in time) since the
+    /// partition was opened here.
+    pub redelivered: u64,
+    /// Reliable: messages sent to the dead-letter topic since the partition was opened here.
+    pub dead_lettered: u64,
 }

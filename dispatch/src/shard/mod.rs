@@ -295,12 +295,23 @@ impl Shard {
         })
     }
 
-    /// Every subscription on this shard's partitions, for metrics.
-    pub fn subscription_infos(&self) -> Vec<SubscriptionInfo> {
-        self.owned()
-            .iter()
-            .flat_map(|host| host.subscriptions.infos())
-            .collect()
+    /// Every subscription on the partitions this shard serves (alone or as leader), for
+    /// metrics. Subscriptions load here if nothing asked for them since the partition opened,
+    /// so a subscription with no consumers after a restart still reports its lag.
+    pub async fn subscription_infos(self: &Rc<Self>) -> Vec<SubscriptionInfo> {
+        let dead_letters: Rc<dyn DeadLetters> = self.clone();
+        let mut infos = Vec::new();
+        for host in self.owned() {
+            let serves = matches!(&*host.role.borrow(), Role::Alone | Role::Leader(_));
+            if serves {
+                if let Err((_, why)) = host.subscriptions.load(&dead_letters).await {
+                    tracing::warn!(topic = %host.topic, partition = host.partition, error = %why,
+                        "subscriptions not loaded for metrics");
+                }
+            }
+            infos.extend(host.subscriptions.infos());
+        }
+        infos
     }
 
     /// Compressed batches decoded for subscriptions on this shard, and reads served without.

@@ -279,7 +279,8 @@ impl SubscriptionHost {
 
     /// Every subscription's figures, for metrics and listings.
     pub fn infos(&self) -> Vec<SubscriptionInfo> {
-        self.cells().iter().map(|cell| info(cell)).collect()
+        let end = self.log.log_end_offset();
+        self.cells().iter().map(|cell| info(cell, end)).collect()
     }
 
     /// Compressed batches decoded for this partition, and reads served without decoding.
@@ -355,7 +356,8 @@ impl SubscriptionHost {
     }
 
     /// Brings the partition's durable subscriptions into memory on first use.
-    async fn load(&self, dead_letters: &Rc<dyn DeadLetters>) -> Result<(), Refusal> {
+    /// Loads the durable subscriptions and starts their drivers, once.
+    pub async fn load(&self, dead_letters: &Rc<dyn DeadLetters>) -> Result<(), Refusal> {
         if self.subs.borrow().is_some() {
             return Ok(());
         }
@@ -489,7 +491,9 @@ impl SubscriptionHost {
     }
 }
 
-fn info(cell: &SubscriptionCell) -> SubscriptionInfo {
+/// A subscription's state; its lag against the partition's visible end `end` now (the driver's
+/// own view of the end moves only while it delivers).
+fn info(cell: &SubscriptionCell, end: u64) -> SubscriptionInfo {
     let (target, core) = (&cell.target, &*cell.core.borrow());
     let stats = core.stats();
     SubscriptionInfo {
@@ -500,12 +504,14 @@ fn info(cell: &SubscriptionCell) -> SubscriptionInfo {
         mode: core.mode(),
         cursor: stats.cursor,
         persisted: cell.persisted.get(),
-        lag: stats.lag,
+        lag: end.saturating_sub(stats.cursor),
         unacked: stats.unacked,
         consumers: stats.consumers,
         dropped: stats.dropped,
         blocked: stats.blocked,
         skipped: core.skipped().to_vec(),
+        redelivered: stats.redelivered,
+        dead_lettered: stats.dead_lettered,
     }
 }
 

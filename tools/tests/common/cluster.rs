@@ -7,7 +7,7 @@ use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bound on waiting for the cluster to reach a state (a hung cluster fails, not hangs).
 pub const SETTLE_LIMIT: Duration = Duration::from_secs(60);
@@ -140,19 +140,8 @@ impl Cluster {
     }
 
     /// Polls `check` until it answers, or fails naming `what`.
-    pub fn settle<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + SETTLE_LIMIT;
-        loop {
-            if let Some(answer) = check() {
-                return answer;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the cluster never reached: {what}"
-            );
-            // Between polls of a remote state, not a wait for it.
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub fn settle<T>(&self, what: &str, check: impl FnMut() -> Option<T>) -> T {
+        super::eventually(what, SETTLE_LIMIT, check)
     }
 }
 

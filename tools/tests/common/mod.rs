@@ -385,3 +385,23 @@ pub fn stored_cursors(
         .join()
         .unwrap()
 }
+
+/// Polls `check` until it answers, or fails naming `what` once `limit` has passed.
+pub fn eventually<T>(
+    what: &str,
+    limit: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(answer) = check() {
+            return answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached: {what}"
+        );
+        // Between polls of a remote state, not a wait for it.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
