@@ -11,7 +11,7 @@
 mod common;
 
 use common::cluster::{brokers, metadata, Cluster};
-use common::{kafka_call, kcat};
+use common::{confluent, kafka_call, kcat};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{CreateTopicsRequest, FindCoordinatorRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -20,25 +20,8 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Instant;
 
-const CLIENT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/clients/confluent_client.py"
-);
-
 /// Kafka's LEADER_NOT_AVAILABLE.
 const LEADER_NOT_AVAILABLE: i16 = 5;
-
-fn confluent(args: &[&str]) -> String {
-    let output = Command::new("python3")
-        .arg(CLIENT)
-        .args(args)
-        .output()
-        .expect("python3 with confluent-kafka (scripts/test installs it)");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{args:?}: {stdout}{stderr}");
-    stdout
-}
 
 /// Every topic as `addr` describes it: name → (id, per partition (leader, replicas), errors).
 type Described = BTreeMap<String, (uuid::Uuid, Vec<(i32, Vec<i32>, i16)>)>;
@@ -462,30 +445,16 @@ fn a_topic_grows_by_partitions_placed_and_replicated_over_the_nodes() {
         .collect();
     assert!(leaders.len() > 1, "leaders spread: {leaders:?}");
 
-    confluent(&[
-        "produce",
+    let topic = [
         "--bootstrap",
         &bootstrap,
         "--topic",
         "growing",
         "--partitions",
         "5",
-        "--count",
-        "500",
-        "--acks",
-        "all",
-    ]);
-    let read = confluent(&[
-        "consume",
-        "--bootstrap",
-        &bootstrap,
-        "--topic",
-        "growing",
-        "--partitions",
-        "5",
-        "--expect",
-        "500",
-    ]);
+    ];
+    confluent(&[&["produce", "--count", "500", "--acks", "all"], &topic[..]].concat());
+    let read = confluent(&[&["consume", "--expect", "500"], &topic[..]].concat());
     let per_partition = (read.lines().filter_map(|l| l.strip_prefix("msg "))).fold(
         BTreeMap::<&str, usize>::new(),
         |mut counts, l| {

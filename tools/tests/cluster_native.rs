@@ -273,6 +273,21 @@ fn settle_resume(
     })
 }
 
+/// `topic` on three replicas (see `create_replicated`): its leader, the native address of the
+/// next node, and a client connected there.
+fn on_a_replicated_topic(
+    cluster: &Cluster,
+    topic: &str,
+) -> (i32, String, tokio::runtime::Runtime, Client) {
+    let leader = create_replicated(cluster, &cluster.nodes[0].native.clone(), topic);
+    let survivor = cluster.nodes[((leader + 1) % 3) as usize].native.clone();
+    let rt = runtime();
+    let client = rt
+        .block_on(Client::builder().broker(&survivor).connect())
+        .unwrap();
+    (leader, survivor, rt, client)
+}
+
 /// Attaches the exclusive reliable consumer of subscription "resume" on `topic`.
 async fn resume_consumer(client: &Client, topic: &str) -> oxbow_client::Consumer {
     client
@@ -307,12 +322,7 @@ fn a_reliable_subscription_resumes_on_a_new_leader_from_its_replicated_cursor() 
     const SENT: u64 = 200;
     const ACKED: u64 = 120;
     let mut cluster = Cluster::start_settled(3);
-    let leader = create_replicated(&cluster, &cluster.nodes[0].native.clone(), TOPIC);
-    let survivor = cluster.nodes[((leader + 1) % 3) as usize].native.clone();
-    let rt = runtime();
-    let client = rt
-        .block_on(Client::builder().broker(&survivor).connect())
-        .unwrap();
+    let (leader, survivor, rt, client) = on_a_replicated_topic(&cluster, TOPIC);
     let persisted = |cluster: &Cluster, client: &Client, at: u64| {
         let what = "the acknowledged position is persisted on the replicas";
         settle_resume(cluster, &rt, (client, TOPIC), what, |s| s.persisted == at);
@@ -387,12 +397,7 @@ fn a_controlled_shutdown_hands_the_cursors_over_as_acknowledged() {
     const SENT: u64 = 200;
     let settings = "[subscriptions]\ncursor_persist_interval_ms = 60000";
     let mut cluster = Cluster::start_settled_with(3, settings);
-    let leader = create_replicated(&cluster, &cluster.nodes[0].native.clone(), TOPIC);
-    let survivor = cluster.nodes[((leader + 1) % 3) as usize].native.clone();
-    let rt = runtime();
-    let client = rt
-        .block_on(Client::builder().broker(&survivor).connect())
-        .unwrap();
+    let (leader, survivor, rt, client) = on_a_replicated_topic(&cluster, TOPIC);
     rt.block_on(produce(&client, TOPIC, 0..SENT, |_| None));
     let mut consumer = rt.block_on(resume_consumer(&client, TOPIC));
     let received = rt.block_on(async {

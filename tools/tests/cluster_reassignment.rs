@@ -10,7 +10,7 @@
 mod common;
 
 use common::cluster::{metadata, partition_view, Cluster};
-use common::kafka_call;
+use common::{confluent, kafka_call};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -207,17 +207,15 @@ fn a_node_back_after_a_topic_was_created_gets_its_share_on_rebalance() {
         (listed(&bootstrap) == 3).then_some(())
     });
     create_topic(&bootstrap, 6);
-    let output = Command::new("python3")
-        .arg(CLIENT)
-        .args(["produce", "--bootstrap", &bootstrap, "--topic", TOPIC])
-        .args(["--partitions", "6", "--count", "600", "--acks", "all"])
-        .output()
-        .expect("python3 with confluent-kafka (scripts/test installs it)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let topic = [
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        TOPIC,
+        "--partitions",
+        "6",
+    ];
+    confluent(&[&["produce", "--count", "600", "--acks", "all"], &topic[..]].concat());
     cluster.node(away).restart();
     cluster.settle("the node is back", || {
         (listed(&bootstrap) == 4).then_some(())
@@ -254,13 +252,7 @@ fn a_node_back_after_a_topic_was_created_gets_its_share_on_rebalance() {
     let again = oxbow_command(&bootstrap, "cluster", &["rebalance"]);
     assert!(again.contains("nothing to move"), "{again}");
 
-    let output = Command::new("python3")
-        .arg(CLIENT)
-        .args(["consume", "--bootstrap", &bootstrap, "--topic", TOPIC])
-        .args(["--partitions", "6", "--expect", "600"])
-        .output()
-        .unwrap();
-    let read = String::from_utf8_lossy(&output.stdout);
+    let read = confluent(&[&["consume", "--expect", "600"], &topic[..]].concat());
     assert_eq!(read.lines().filter(|l| l.starts_with("msg ")).count(), 600);
 }
 

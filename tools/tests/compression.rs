@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{field, http_get, kcat, sample, Broker};
+use common::{confluent, field, http_get, kcat, sample, Broker};
 use oxbow_client::{
     Acks, Client, ClientError, Codec, ErrorCode, Message, Mode, StartPosition, SubscriptionType,
 };
@@ -23,10 +23,6 @@ const TYPES: [SubscriptionType; 4] = [
     SubscriptionType::Failover,
     SubscriptionType::KeyShared,
 ];
-const CONFLUENT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/clients/confluent_client.py"
-);
 
 /// A running broker with its three addresses and its data directory.
 struct Node {
@@ -79,17 +75,6 @@ fn seen(message: &Message) -> (String, Expected) {
         headers,
     };
     (utf8(&message.value), record)
-}
-
-fn confluent(args: &[&str]) -> String {
-    let output = Command::new("python3")
-        .arg(CONFLUENT)
-        .args(args)
-        .output()
-        .expect("python3 with confluent-kafka (scripts/test installs it)");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "confluent client failed: {stderr}");
-    String::from_utf8(output.stdout).unwrap()
 }
 
 /// What the confluent client's `--keyed` producer sends as message `i`.

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{kafka_call, start_broker};
+use common::{confluent, kafka_call, start_broker, CONFLUENT_CLIENT};
 use kafka_protocol::messages::offset_delete_request::{
     OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
 };
@@ -18,27 +18,11 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-const CLIENT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/clients/confluent_client.py"
-);
 const TOPIC: &str = "audited";
 /// Kafka's error codes.
 const UNKNOWN_TOPIC: i16 = 3;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
-
-fn confluent(args: &[&str]) -> String {
-    let output = Command::new("python3")
-        .arg(CLIENT)
-        .args(args)
-        .output()
-        .expect("python3 with confluent-kafka (scripts/test installs it)");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{args:?}: {stdout}{stderr}");
-    stdout
-}
 
 #[test]
 fn groups_and_their_offsets_are_deleted_as_kafka_allows() {
@@ -133,7 +117,7 @@ fn groups_and_their_offsets_are_deleted_as_kafka_allows() {
 
     // A live member: its group and its subscribed topic's offsets stay.
     let mut member = Command::new("python3")
-        .arg(CLIENT)
+        .arg(CONFLUENT_CLIENT)
         .args(
             [
                 &["group-consume", "--expect", "1000000"],

@@ -405,3 +405,22 @@ pub fn eventually<T>(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The confluent-kafka (librdkafka) client script the tests drive.
+pub const CONFLUENT_CLIENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/clients/confluent_client.py"
+);
+
+/// Runs the confluent-kafka client script with `args`; what it printed (it must succeed).
+pub fn confluent(args: &[&str]) -> String {
+    let output = Command::new("python3")
+        .arg(CONFLUENT_CLIENT)
+        .args(args)
+        .output()
+        .expect("python3 with confluent-kafka (scripts/test installs it)");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{args:?}: {stdout}{stderr}");
+    stdout
+}

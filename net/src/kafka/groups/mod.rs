@@ -267,6 +267,8 @@ async fn list_everywhere(shard: &Shard) -> Result<ResponseKind, String> {
     Ok(ResponseKind::ListGroups(all))
 }
 
+/// DescribeGroups: each group asked of its coordinator's shard, NOT_COORDINATOR for those
+/// another node coordinates.
 async fn describe_each(
     shard: &Shard,
     request: DescribeGroupsRequest,
@@ -276,14 +278,7 @@ async fn describe_each(
     for group in &request.groups {
         let mut one = request.clone();
         one.groups = vec![group.clone()];
-        let one = RequestKind::DescribeGroups(one);
-        let answer = match coordinator_of(shard, group).await? {
-            GroupHome::Here { shard: target } => {
-                on_shard(shard, target, one, version, Client::default()).await?
-            }
-            GroupHome::Elsewhere { .. } => not_coordinator(&one, version).expect("a group request"),
-        };
-        match answer {
+        match ask_coordinator(shard, group, RequestKind::DescribeGroups(one), version).await? {
             ResponseKind::DescribeGroups(described) => all.groups.extend(described.groups),
             _ => return Err("the group coordinator answered out of turn".into()),
         }
@@ -302,19 +297,30 @@ async fn delete_each(
     for group in &request.groups_names {
         let mut one = request.clone();
         one.groups_names = vec![group.clone()];
-        let one = RequestKind::DeleteGroups(one);
-        let answer = match coordinator_of(shard, group).await? {
-            GroupHome::Here { shard: target } => {
-                on_shard(shard, target, one, version, Client::default()).await?
-            }
-            GroupHome::Elsewhere { .. } => not_coordinator(&one, version).expect("a group request"),
-        };
-        match answer {
+        match ask_coordinator(shard, group, RequestKind::DeleteGroups(one), version).await? {
             ResponseKind::DeleteGroups(deleted) => all.results.extend(deleted.results),
             _ => return Err("the group coordinator answered out of turn".into()),
         }
     }
     Ok(ResponseKind::DeleteGroups(all))
+}
+
+/// `request`, about `group` alone, answered by its coordinator here or refused as
+/// NOT_COORDINATOR.
+async fn ask_coordinator(
+    shard: &Shard,
+    group: &str,
+    request: RequestKind,
+    version: i16,
+) -> Result<ResponseKind, String> {
+    match coordinator_of(shard, group).await? {
+        GroupHome::Here { shard: target } => {
+            on_shard(shard, target, request, version, Client::default()).await
+        }
+        GroupHome::Elsewhere { .. } => {
+            not_coordinator(&request, version).ok_or_else(|| "not a group request".into())
+        }
+    }
 }
 
 #[cfg(test)]
