@@ -28,6 +28,25 @@ pub enum TopicCommand {
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         replication_factor: Option<u16>,
     },
+    /// Grow a topic to more partitions (placed as a new topic's are).
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// The partition count it gets.
+        #[arg(long)]
+        partitions: u32,
+    },
+    /// Change a topic's config overrides (Kafka names, e.g. retention.ms).
+    AlterConfig {
+        /// Topic name.
+        name: String,
+        /// NAME=VALUE to add or replace (repeatable).
+        #[arg(long, value_parser = parse_config)]
+        set: Vec<(String, String)>,
+        /// NAME of an override to remove (repeatable).
+        #[arg(long)]
+        delete: Vec<String>,
+    },
     /// List topics with their partition counts.
     List,
     /// Show each partition's offsets and the topic's subscriptions.
@@ -181,6 +200,18 @@ pub fn topic(broker: &str, command: TopicCommand) -> Result<(), String> {
                     .create_replicated_topic(&name, partitions, replicas)
                     .await?;
                 println!("created topic {name} with {partitions} partitions");
+            }
+            TopicCommand::AddPartitions { name, partitions } => {
+                client.create_partitions(&name, partitions).await?;
+                println!("topic {name} has {partitions} partitions");
+            }
+            TopicCommand::AlterConfig { name, set, delete } => {
+                let set: Vec<(&str, &str)> = (set.iter())
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let delete: Vec<&str> = delete.iter().map(String::as_str).collect();
+                client.alter_topic_configs(&name, &set, &delete).await?;
+                println!("topic {name} configs altered");
             }
             TopicCommand::List => {
                 for topic in client.list_topics().await? {
@@ -407,4 +438,11 @@ pub fn subscription(broker: &str, command: SubscriptionCommand) -> Result<(), St
         }
         Ok(())
     })
+}
+
+/// `NAME=VALUE` of `--set`.
+fn parse_config(text: &str) -> Result<(String, String), String> {
+    let (name, value) =
+        (text.split_once('=')).ok_or_else(|| format!("{text:?}: expected NAME=VALUE"))?;
+    Ok((name.to_string(), value.to_string()))
 }

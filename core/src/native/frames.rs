@@ -32,6 +32,27 @@ pub enum ClientFrame {
         /// Replicas per partition; 0 for the broker's `default_replication_factor`.
         replication_factor: u16,
     },
+    /// Grows a topic to `partitions` partitions (never fewer), placed as a new topic's are.
+    CreatePartitions {
+        /// Request id.
+        request_id: u64,
+        /// Name.
+        name: String,
+        /// The partition count asked for.
+        partitions: u32,
+    },
+    /// Changes a topic's config overrides (Kafka names): `set` adds or replaces, `delete`
+    /// removes (back to the broker's setting).
+    AlterTopicConfigs {
+        /// Request id.
+        request_id: u64,
+        /// Name.
+        name: String,
+        /// Configs and their new values.
+        set: Vec<(String, String)>,
+        /// Configs whose overrides go.
+        delete: Vec<String>,
+    },
     /// Deletes a topic, its data and its subscriptions.
     DeleteTopic {
         /// Request id.

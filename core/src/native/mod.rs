@@ -116,6 +116,10 @@ pub enum ErrorCode {
     InvalidReplicationFactor,
     /// The request was valid but did not complete in time (the cluster could not commit it).
     TimedOut,
+    /// A topic config is unknown or its value out of bounds.
+    InvalidConfig,
+    /// A partition count a topic cannot have (fewer than it has, or past the broker's limit).
+    InvalidPartitions,
 }
 
 /// A message as delivered: where it is in the log, and where its bytes are in the payload.

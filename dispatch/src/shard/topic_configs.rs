@@ -23,6 +23,29 @@ pub enum AlterConfigsError {
 }
 
 impl Shard {
+    /// Applies `changes` (a config and its new value, or `None` to remove the override) to
+    /// `topic`'s overrides, or with `replace` makes them its only overrides; with
+    /// `validate_only`, only checks. Shard 0 only.
+    pub async fn change_topic_configs(
+        &self,
+        topic: &str,
+        changes: Vec<(String, Option<String>)>,
+        replace: bool,
+        validate_only: bool,
+    ) -> Result<(), AlterConfigsError> {
+        let current = (self.topic_overrides(topic))
+            .map_err(|_| AlterConfigsError::UnknownTopic(topic.into()))?;
+        let mut configs = if replace { BTreeMap::new() } else { current };
+        for (name, value) in changes {
+            match value {
+                Some(value) => configs.insert(name, value),
+                None => configs.remove(&name),
+            };
+        }
+        self.alter_topic_configs(topic, configs, validate_only)
+            .await
+    }
+
     /// Gives `topic` exactly the overrides `configs` (Kafka names); with `validate_only`, only
     /// checks them. Shard 0 only.
     pub async fn alter_topic_configs(

@@ -209,6 +209,39 @@ impl Client {
         .map(drop)
     }
 
+    /// Grows a topic to `partitions` partitions (never fewer); producers see the new ones at
+    /// their next metadata lookup.
+    pub async fn create_partitions(&self, name: &str, partitions: u32) -> Result<(), ClientError> {
+        self.request(|request_id| ClientFrame::CreatePartitions {
+            request_id,
+            name: name.to_string(),
+            partitions,
+        })
+        .await?;
+        self.router.forget(name);
+        Ok(())
+    }
+
+    /// Changes a topic's config overrides (Kafka names, e.g. `retention.ms`): `set` adds or
+    /// replaces, `delete` removes; the partitions run with the new values at once.
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        set: &[(&str, &str)],
+        delete: &[&str],
+    ) -> Result<(), ClientError> {
+        self.request(|request_id| ClientFrame::AlterTopicConfigs {
+            request_id,
+            name: name.to_string(),
+            set: (set.iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            delete: delete.iter().map(|k| k.to_string()).collect(),
+        })
+        .await
+        .map(drop)
+    }
+
     /// Deletes a topic with its data and subscriptions.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
         self.request(|request_id| ClientFrame::DeleteTopic {

@@ -10,23 +10,16 @@ use kafka_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
     AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
-use std::collections::BTreeMap;
 
 /// Kafka's resource type of a topic.
 const TOPIC_RESOURCE: i8 = 2;
-
-/// A config change as asked for.
-enum Op {
-    Set(String),
-    Delete,
-}
 
 /// One resource of a request: type, name, and the changes to its configs; `replace`: the
 /// configs not named go (AlterConfigs), else they stay (IncrementalAlterConfigs).
 struct Asked {
     resource_type: i8,
     name: String,
-    ops: Result<Vec<(String, Op)>, String>,
+    changes: Result<Vec<(String, Option<String>)>, String>,
     replace: bool,
 }
 
@@ -35,11 +28,8 @@ pub(super) async fn alter(shard: &Shard, request: AlterConfigsRequest) -> AlterC
         .map(|r| Asked {
             resource_type: r.resource_type,
             name: r.resource_name.to_string(),
-            ops: Ok((r.configs.into_iter())
-                .map(|c| {
-                    let op = c.value.map_or(Op::Delete, |v| Op::Set(v.to_string()));
-                    (c.name.to_string(), op)
-                })
+            changes: Ok((r.configs.into_iter())
+                .map(|c| (c.name.to_string(), c.value.map(|v| v.to_string())))
                 .collect()),
             replace: true,
         })
@@ -67,13 +57,13 @@ pub(super) async fn alter_incrementally(
         .map(|r| Asked {
             resource_type: r.resource_type,
             name: r.resource_name.to_string(),
-            ops: (r.configs.into_iter())
+            changes: (r.configs.into_iter())
                 .map(|c| {
                     let name = c.name.to_string();
                     match (c.config_operation, c.value) {
-                        (0, Some(value)) => Ok((name, Op::Set(value.to_string()))),
+                        (0, Some(value)) => Ok((name, Some(value.to_string()))),
                         (0, None) => Err(format!("{name}: SET needs a value")),
-                        (1, _) => Ok((name, Op::Delete)),
+                        (1, _) => Ok((name, None)),
                         // APPEND and SUBTRACT are for list configs; Oxbow's topics have none
                         // that takes more than one value.
                         (op, _) => Err(format!("{name}: operation {op} is not supported")),
@@ -124,22 +114,8 @@ async fn alter_one(shard: &Shard, asked: &Asked, validate_only: bool) -> Outcome
         let why = "only topic configs can be altered; broker configs come from the config file";
         return Err((code::INVALID_REQUEST, why.into()));
     }
-    let ops = (asked.ops.as_ref()).map_err(|why| (code::INVALID_CONFIG, why.clone()))?;
-    let topic = &asked.name;
-    let current =
-        (shard.topic_overrides(topic)).map_err(|why| (code::UNKNOWN_TOPIC_OR_PARTITION, why))?;
-    let mut configs = if asked.replace {
-        BTreeMap::new()
-    } else {
-        current
-    };
-    for (name, op) in ops {
-        match op {
-            Op::Set(value) => configs.insert(name.clone(), value.clone()),
-            Op::Delete => configs.remove(name),
-        };
-    }
-    let altered = shard.alter_topic_configs(topic, configs, validate_only);
+    let changes = (asked.changes.clone()).map_err(|why| (code::INVALID_CONFIG, why))?;
+    let altered = shard.change_topic_configs(&asked.name, changes, asked.replace, validate_only);
     altered.await.map_err(|e| {
         let code = match &e {
             AlterConfigsError::UnknownTopic(_) => code::UNKNOWN_TOPIC_OR_PARTITION,

@@ -35,6 +35,8 @@ impl Connection {
                     .await
             }
             topic @ (ClientFrame::CreateTopic { .. }
+            | ClientFrame::CreatePartitions { .. }
+            | ClientFrame::AlterTopicConfigs { .. }
             | ClientFrame::DeleteTopic { .. }
             | ClientFrame::ListTopics { .. }
             | ClientFrame::Metadata { .. }
@@ -58,6 +60,21 @@ impl Connection {
             } => {
                 self.create_topic(request_id, name, partitions, replication_factor)
                     .await
+            }
+            ClientFrame::CreatePartitions {
+                request_id,
+                name,
+                partitions,
+            } => self.create_partitions(request_id, name, partitions).await,
+            ClientFrame::AlterTopicConfigs {
+                request_id,
+                name,
+                set,
+                delete,
+            } => {
+                let set = set.into_iter().map(|(k, v)| (k, Some(v)));
+                let changes = set.chain(delete.into_iter().map(|k| (k, None))).collect();
+                self.alter_topic_configs(request_id, name, changes).await
             }
             ClientFrame::DeleteTopic { request_id, name } => {
                 self.delete_topic(request_id, name).await

@@ -46,6 +46,58 @@ impl Connection {
         self.answer(request_id, result);
     }
 
+    /// Grows a topic to `partitions` partitions, on shard 0 as every metadata change.
+    pub(super) async fn create_partitions(&self, request_id: u64, name: String, partitions: u32) {
+        let grown = self.shard.run_on(0, move |shard| async move {
+            use crate::shard::CreatePartitionsError as Why;
+            let grown = shard
+                .create_partitions(&name, partitions, None, false)
+                .await;
+            grown.map_err(|e| {
+                let code = match &e {
+                    Why::UnknownTopic(_) => ErrorCode::UnknownTopic,
+                    Why::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+                    Why::InvalidReplication(_) => ErrorCode::InvalidReplicationFactor,
+                    Why::InvalidAssignment(_) | Why::Internal(_) => ErrorCode::BadRequest,
+                    Why::TimedOut(_) => ErrorCode::TimedOut,
+                    Why::Storage(_) => ErrorCode::Storage,
+                };
+                (code, e.to_string())
+            })
+        });
+        let result = (grown.await)
+            .unwrap_or_else(|| Err((ErrorCode::Storage, "shard 0 is gone".into())))
+            .map(|()| ServerFrame::Done { request_id });
+        self.answer(request_id, result);
+    }
+
+    /// Changes a topic's config overrides (`None`: the override goes), on shard 0.
+    pub(super) async fn alter_topic_configs(
+        &self,
+        request_id: u64,
+        name: String,
+        changes: Vec<(String, Option<String>)>,
+    ) {
+        let altered = self.shard.run_on(0, move |shard| async move {
+            use crate::shard::AlterConfigsError as Why;
+            let altered = shard
+                .change_topic_configs(&name, changes, false, false)
+                .await;
+            altered.map_err(|e| {
+                let code = match &e {
+                    Why::UnknownTopic(_) => ErrorCode::UnknownTopic,
+                    Why::InvalidConfig(_) => ErrorCode::InvalidConfig,
+                    Why::TimedOut(_) => ErrorCode::TimedOut,
+                };
+                (code, e.to_string())
+            })
+        });
+        let result = (altered.await)
+            .unwrap_or_else(|| Err((ErrorCode::Storage, "shard 0 is gone".into())))
+            .map(|()| ServerFrame::Done { request_id });
+        self.answer(request_id, result);
+    }
+
     pub(super) async fn delete_topic(&self, request_id: u64, name: String) {
         let result = self
             .shard
