@@ -137,10 +137,14 @@ pub enum MetadataChange {
         partitions: Vec<PartitionMeta>,
     },
     /// A topic's config overrides become `configs` (Kafka's AlterConfigs and
-    /// IncrementalAlterConfigs, resolved to the whole set by the node that proposes it).
+    /// IncrementalAlterConfigs, resolved to the whole set by the node that proposes it, and
+    /// checked there as a whole). Refused as stale unless the topic still has `previous`: two
+    /// changes made at once through different nodes never lose one of them.
     AlterTopicConfigs {
         /// Topic name.
         topic: String,
+        /// The overrides the proposer saw.
+        previous: BTreeMap<String, String>,
         /// Every override the topic has from now on (Kafka names).
         configs: BTreeMap<String, String>,
     },
@@ -342,9 +346,17 @@ impl Metadata {
             MetadataChange::CreatePartitions { topic, partitions } => {
                 self.add_partitions(topic, partitions)?
             }
-            MetadataChange::AlterTopicConfigs { topic, configs } => {
+            MetadataChange::AlterTopicConfigs {
+                topic,
+                previous,
+                configs,
+            } => {
                 let meta = (self.topics.get_mut(topic))
                     .ok_or_else(|| MetadataError::UnknownTopic(topic.clone()))?;
+                if meta.configs != *previous {
+                    let why = format!("{topic}'s configs changed meanwhile");
+                    return Err(MetadataError::Stale(why));
+                }
                 meta.configs = configs.clone();
             }
             MetadataChange::ElectLeader {

@@ -258,3 +258,37 @@ fn a_broker_shutting_down_hands_over_to_unfenced_replicas_and_stays_fenced_until
         .unwrap();
     assert!(!metadata.fenced.contains(&1) && !metadata.shutting_down.contains(&1));
 }
+
+#[test]
+fn a_config_change_computed_from_configs_changed_meanwhile_is_refused_as_stale() {
+    let mut metadata = Metadata::default();
+    metadata
+        .apply(&MetadataChange::CreateTopic(topic("a", 1)))
+        .unwrap();
+    let configs = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        (pairs.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let alter =
+        |previous: &[(&str, &str)], now: &[(&str, &str)]| MetadataChange::AlterTopicConfigs {
+            topic: "a".into(),
+            previous: configs(previous),
+            configs: configs(now),
+        };
+    // Two nodes saw no overrides; the first change wins, the second is refused.
+    metadata
+        .apply(&alter(&[], &[("retention.ms", "1000")]))
+        .unwrap();
+    let second = alter(&[], &[("segment.ms", "5000")]);
+    assert!(matches!(
+        metadata.apply(&second),
+        Err(MetadataError::Stale(_))
+    ));
+    // Computed again from what it holds now, it keeps both.
+    let both = [("retention.ms", "1000"), ("segment.ms", "5000")];
+    metadata
+        .apply(&alter(&[("retention.ms", "1000")], &both))
+        .unwrap();
+    assert_eq!(metadata.topics["a"].configs, configs(&both));
+}

@@ -22,6 +22,10 @@ pub enum AlterConfigsError {
     TimedOut(String),
 }
 
+/// How often a change computed from configs that another node changed meanwhile is computed
+/// again before it fails.
+const STALE_RETRIES: usize = 3;
+
 impl Shard {
     /// Applies `changes` (a config and its new value, or `None` to remove the override) to
     /// `topic`'s overrides, or with `replace` makes them its only overrides; with
@@ -33,52 +37,56 @@ impl Shard {
         replace: bool,
         validate_only: bool,
     ) -> Result<(), AlterConfigsError> {
-        let current = (self.topic_overrides(topic))
-            .map_err(|_| AlterConfigsError::UnknownTopic(topic.into()))?;
-        let mut configs = if replace { BTreeMap::new() } else { current };
-        for (name, value) in changes {
-            match value {
-                Some(value) => configs.insert(name, value),
-                None => configs.remove(&name),
-            };
-        }
-        self.alter_topic_configs(topic, configs, validate_only)
-            .await
-    }
-
-    /// Gives `topic` exactly the overrides `configs` (Kafka names); with `validate_only`, only
-    /// checks them. Shard 0 only.
-    pub async fn alter_topic_configs(
-        &self,
-        topic: &str,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<(), AlterConfigsError> {
         use AlterConfigsError as Why;
         assert_eq!(self.id, 0, "metadata changes are serialised on shard 0");
         let _admin = self.admin.acquire_permit(1).await;
-        if self.metadata().topic(topic).is_none() {
-            return Err(Why::UnknownTopic(topic.into()));
-        }
-        (self.config.log)
-            .with_overrides(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .map_err(|e| Why::InvalidConfig(e.to_string()))?;
-        if validate_only {
-            return Ok(());
-        }
-        let change = MetadataChange::AlterTopicConfigs {
-            topic: topic.to_string(),
-            configs,
-        };
-        let committed = self.commit(change).await.map_err(|e| match e {
-            ProposeError::Refused(MetadataError::UnknownTopic(_)) => {
-                Why::UnknownTopic(topic.into())
+        for _ in 0..STALE_RETRIES {
+            let previous =
+                (self.topic_overrides(topic)).map_err(|_| Why::UnknownTopic(topic.into()))?;
+            let mut configs = if replace {
+                BTreeMap::new()
+            } else {
+                previous.clone()
+            };
+            for (name, value) in &changes {
+                match value {
+                    Some(value) => configs.insert(name.clone(), value.clone()),
+                    None => configs.remove(name),
+                };
             }
-            e => Why::TimedOut(e.to_string()),
-        })?;
-        self.carry_out(committed).await;
-        tracing::info!(topic, "topic configs altered");
-        Ok(())
+            (self.config.log)
+                .with_overrides(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(|e| Why::InvalidConfig(e.to_string()))?;
+            if validate_only {
+                return Ok(());
+            }
+            let change = MetadataChange::AlterTopicConfigs {
+                topic: topic.to_string(),
+                previous,
+                configs,
+            };
+            match self.commit(change).await {
+                Ok(committed) => {
+                    self.carry_out(committed).await;
+                    tracing::info!(topic, "topic configs altered");
+                    return Ok(());
+                }
+                // Another node's change came first: the group has applied it by now, and the
+                // shards learn it before the change is computed again.
+                Err(ProposeError::Refused(MetadataError::Stale(_))) => {
+                    if let Some(node) = self.metadata_node() {
+                        self.carry_out(node.metadata()).await;
+                    }
+                }
+                Err(ProposeError::Refused(MetadataError::UnknownTopic(_))) => {
+                    return Err(Why::UnknownTopic(topic.into()))
+                }
+                Err(e) => return Err(Why::TimedOut(e.to_string())),
+            }
+        }
+        Err(Why::TimedOut(format!(
+            "{topic}'s configs kept changing: tried {STALE_RETRIES} times"
+        )))
     }
 
     /// A partition this shard holds runs with its topic's configs as the metadata has them.

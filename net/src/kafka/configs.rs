@@ -1,7 +1,7 @@
 //! AlterConfigs and IncrementalAlterConfigs for topics: what `kafka-configs.sh --alter` and
 //! AdminClient's `alter_configs` / `incremental_alter_configs` call. Each resource becomes the
 //! topic's whole new set of overrides (incremental operations applied to the current set) and
-//! is committed on shard 0 (`Shard::alter_topic_configs`); the partitions take it at once.
+//! is committed on shard 0 (`Shard::change_topic_configs`); the partitions take it at once.
 //! Broker configs are read from the config file at start, so altering them is refused.
 
 use super::wire::{code, text};
