@@ -1,16 +1,20 @@
-//! `oxbow group list | describe G | delete G`: Kafka consumer groups as
-//! `kafka-consumer-groups.sh` shows them, through the Kafka listeners (ListGroups on every
-//! broker; FindCoordinator, then DescribeGroups, OffsetFetch and DeleteGroups on the group's
-//! coordinator; ListOffsets on each partition's leader for the lag), as text or JSON.
+//! `oxbow group list | describe G | delete G | reset-offsets G`: Kafka consumer groups as
+//! `kafka-consumer-groups.sh` shows and changes them, through the Kafka listeners (ListGroups
+//! on every broker; FindCoordinator, then DescribeGroups, OffsetFetch, OffsetCommit and
+//! DeleteGroups on the group's coordinator; ListOffsets on each partition's leader for the lag
+//! and the reset targets), as text or JSON.
 
 use crate::bench::kafka::Connection;
 use bytes::{Buf, Bytes};
 use clap::{Subcommand, ValueEnum};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::{
     BrokerId, ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest,
     FindCoordinatorRequest, GroupId, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    MetadataResponse, OffsetFetchRequest, TopicName,
+    MetadataResponse, OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use serde::Serialize;
@@ -32,6 +36,51 @@ pub enum GroupCommand {
         /// Group id.
         group: String,
     },
+    /// Move a group's committed offsets on every partition of a topic (the group must have no
+    /// members); prints the plan, and commits it only with --execute.
+    ResetOffsets {
+        /// Group id.
+        group: String,
+        /// Topic whose partitions are reset.
+        #[arg(long)]
+        topic: String,
+        /// earliest, latest, offset:N (clamped to the log) or timestamp:MS (the first record
+        /// at or after it, else the log end).
+        #[arg(long, value_parser = parse_target)]
+        to: Target,
+        /// Commit the new offsets (without it, a dry run).
+        #[arg(long)]
+        execute: bool,
+    },
+}
+
+/// Where `reset-offsets` moves a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The log start.
+    Earliest,
+    /// The log end.
+    Latest,
+    /// This offset, clamped to the log.
+    Offset(i64),
+    /// The first record at or after this time (milliseconds since the epoch).
+    Timestamp(i64),
+}
+
+fn parse_target(text: &str) -> Result<Target, String> {
+    let number = |n: &str| {
+        n.parse::<i64>()
+            .map_err(|_| format!("{n:?} is not a number"))
+    };
+    match text.split_once(':') {
+        None if text == "earliest" => Ok(Target::Earliest),
+        None if text == "latest" => Ok(Target::Latest),
+        Some(("offset", n)) => Ok(Target::Offset(number(n)?)),
+        Some(("timestamp", n)) => Ok(Target::Timestamp(number(n)?)),
+        _ => Err(format!(
+            "{text:?}: earliest, latest, offset:N or timestamp:MS"
+        )),
+    }
 }
 
 /// How results are printed.
@@ -69,6 +118,13 @@ struct PartitionLag {
 }
 
 #[derive(Serialize)]
+struct Reset {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+#[derive(Serialize)]
 struct DescribedGroup {
     group: String,
     state: String,
@@ -92,6 +148,24 @@ pub fn run(bootstrap: &str, output: Output, command: GroupCommand) -> Result<(),
                 print(output, &described, print_described)
             }
             GroupCommand::Delete { group } => delete(&mut connection, &group).await,
+            GroupCommand::ResetOffsets {
+                group,
+                topic,
+                to,
+                execute,
+            } => {
+                let plan = reset(&mut connection, &group, &topic, to, execute).await?;
+                print(output, &plan, |plan: &Vec<Reset>| {
+                    println!("topic\tpartition\tnew_offset");
+                    for r in plan {
+                        println!("{}\t{}\t{}", r.topic, r.partition, r.offset);
+                    }
+                })?;
+                if !execute {
+                    eprintln!("dry run: add --execute to commit these offsets");
+                }
+                Ok(())
+            }
         }
     })
 }
@@ -250,7 +324,7 @@ async fn describe(connection: &mut Connection, group: &str) -> Result<DescribedG
             );
         }
     }
-    let ends = log_ends(connection, committed.keys().chain(owner.keys())).await?;
+    let ends = list_offsets(connection, committed.keys().chain(owner.keys()), -1).await?;
     let mut keys: Vec<&(String, i32)> = committed.keys().chain(owner.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -295,10 +369,12 @@ fn assigned(mut assignment: Bytes) -> Vec<(String, i32)> {
         .collect()
 }
 
-/// The log end offset of each partition, asked of its leader (ListOffsets, latest).
-async fn log_ends<'a>(
+/// Each partition's offset at `timestamp` (Kafka's: -1 the log end, -2 the log start, else the
+/// first record at or after it, -1 if none), asked of its leader (ListOffsets).
+async fn list_offsets<'a>(
     connection: &mut Connection,
     partitions: impl Iterator<Item = &'a (String, i32)>,
+    timestamp: i64,
 ) -> Result<BTreeMap<(String, i32), i64>, String> {
     let metadata = metadata(connection).await?;
     let mut by_leader: BTreeMap<i32, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
@@ -324,7 +400,7 @@ async fn log_ends<'a>(
                     .map(|p| {
                         ListOffsetsPartition::default()
                             .with_partition_index(p)
-                            .with_timestamp(-1)
+                            .with_timestamp(timestamp)
                     })
                     .collect();
                 ListOffsetsTopic::default()
@@ -369,4 +445,81 @@ async fn delete(connection: &mut Connection, group: &str) -> Result<(), String> 
         69 => Err(format!("no group {group}")),
         code => Err(format!("deleting group {group}: error {code}")),
     }
+}
+
+/// `reset-offsets`: the new offset of every partition of `topic`, committed with `execute`.
+async fn reset(
+    connection: &mut Connection,
+    group: &str,
+    topic: &str,
+    to: Target,
+    execute: bool,
+) -> Result<Vec<Reset>, String> {
+    let (mut home, _) = coordinator(connection, group).await?;
+    let id = GroupId(StrBytes::from_string(group.into()));
+    let described = home
+        .call(
+            5,
+            &DescribeGroupsRequest::default().with_groups(vec![id.clone()]),
+        )
+        .await?;
+    if described.groups.iter().any(|g| !g.members.is_empty()) {
+        return Err(format!("group {group} has members: stop them first"));
+    }
+    let metadata = metadata(connection).await?;
+    let count = (metadata.topics.iter())
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+        .map(|t| t.partitions.len() as i32)
+        .ok_or_else(|| format!("no topic {topic}"))?;
+    let keys: Vec<(String, i32)> = (0..count).map(|p| (topic.to_string(), p)).collect();
+    let starts = list_offsets(connection, keys.iter(), -2).await?;
+    let ends = list_offsets(connection, keys.iter(), -1).await?;
+    let at_time = match to {
+        Target::Timestamp(ms) => list_offsets(connection, keys.iter(), ms).await?,
+        _ => BTreeMap::new(),
+    };
+    let mut plan = Vec::new();
+    for key in &keys {
+        let (start, end) = match (starts.get(key), ends.get(key)) {
+            (Some(&start), Some(&end)) => (start, end),
+            _ => return Err(format!("{topic}/{}: no offsets (no leader?)", key.1)),
+        };
+        let offset = match to {
+            Target::Earliest => start,
+            Target::Latest => end,
+            Target::Offset(n) => n.clamp(start, end),
+            Target::Timestamp(_) => at_time.get(key).copied().filter(|&o| o >= 0).unwrap_or(end),
+        };
+        plan.push(Reset {
+            topic: topic.to_string(),
+            partition: key.1,
+            offset,
+        });
+    }
+    if execute {
+        let partitions = (plan.iter())
+            .map(|r| {
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(r.partition)
+                    .with_committed_offset(r.offset)
+            })
+            .collect();
+        let request = OffsetCommitRequest::default()
+            .with_group_id(id)
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(partitions)]);
+        let answer = home.call(8, &request).await?;
+        let refused = (answer.topics.iter())
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.error_code != 0);
+        if let Some(p) = refused {
+            return Err(format!(
+                "committing {topic}/{}: error {}",
+                p.partition_index, p.error_code
+            ));
+        }
+    }
+    Ok(plan)
 }

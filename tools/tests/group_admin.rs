@@ -3,7 +3,8 @@
 //! `kafka-consumer-groups.sh --delete` and `--delete-offsets` send: an empty group's offsets go one partition at a time, then the
 //! group; a group with a member is kept (NON_EMPTY_GROUP) with the offsets of the topic it
 //! subscribes to (GROUP_SUBSCRIBED_TO_TOPIC); a group that is gone is not found, also after
-//! kill -9 and a restart. Needs python3
+//! kill -9 and a restart. `oxbow group` lists, describes (with lag), resets (dry run first)
+//! and deletes them. Needs python3
 //! with confluent-kafka (scripts/test installs it).
 
 mod common;
@@ -76,6 +77,32 @@ fn groups_and_their_offsets_are_deleted_as_kafka_allows() {
         })
         .collect();
     assert_eq!(lags, vec![(10, 13, 3), (10, 13, 3)], "{done}");
+    // Resetting: a dry run by default, then committed with --execute, clamped to the log.
+    let reset = |to: &str, execute: bool| {
+        let mut args = vec!["reset-offsets", "done", "--topic", TOPIC, "--to", to];
+        if execute {
+            args.push("--execute");
+        }
+        let (ok, out) = oxbow(&args);
+        assert!(ok, "{out}");
+        out
+    };
+    assert!(reset("earliest", false).contains("audited\t1\t0\n"));
+    assert_eq!(
+        committed("done"),
+        "committed 0 10\ncommitted 1 10\n",
+        "a dry run"
+    );
+    reset("offset:5", true);
+    assert_eq!(committed("done"), "committed 0 5\ncommitted 1 5\n");
+    reset("offset:99", true);
+    assert_eq!(
+        committed("done"),
+        "committed 0 13\ncommitted 1 13\n",
+        "clamped"
+    );
+    reset("offset:10", true);
+    assert_eq!(committed("done"), "committed 0 10\ncommitted 1 10\n");
     let delete_group = |name: &'static str| {
         let args = [
             &["group-admin", "--bootstrap", &addr, "--topic", TOPIC],
@@ -147,6 +174,15 @@ fn groups_and_their_offsets_are_deleted_as_kafka_allows() {
         "{live}"
     );
     let (ok, out) = oxbow(&["delete", "live"]);
+    assert!(!ok && out.contains("has members"), "{out}");
+    let (ok, out) = oxbow(&[
+        "reset-offsets",
+        "live",
+        "--topic",
+        TOPIC,
+        "--to",
+        "earliest",
+    ]);
     assert!(!ok && out.contains("has members"), "{out}");
     assert_eq!(delete_group("live"), "error NON_EMPTY_GROUP\n");
     let subscribed = vec![
