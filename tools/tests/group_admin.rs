@@ -1,11 +1,11 @@
 //! Deleting consumer groups (DeleteGroups, through confluent-kafka's AdminClient) and their
 //! committed offsets (OffsetDelete, sent on a socket: confluent-kafka has no call for it), what
-//! `kafka-consumer-groups.sh --delete` and `--delete-offsets` send: an empty group's offsets go one partition at a time, then the
-//! group; a group with a member is kept (NON_EMPTY_GROUP) with the offsets of the topic it
-//! subscribes to (GROUP_SUBSCRIBED_TO_TOPIC); a group that is gone is not found, also after
-//! kill -9 and a restart. `oxbow group` lists, describes (with lag), resets (dry run first)
-//! and deletes them. Needs python3
-//! with confluent-kafka (scripts/test installs it).
+//! `kafka-consumer-groups.sh --delete` and `--delete-offsets` send: an empty group's offsets go
+//! one partition at a time, then the group; a group with a member is kept (NON_EMPTY_GROUP)
+//! with the offsets of the topic it subscribes to (GROUP_SUBSCRIBED_TO_TOPIC); a group that is
+//! gone is not found, also after kill -9 and a restart. `oxbow group` lists, describes (with
+//! lag), resets (dry run first) and deletes them. Needs python3 with confluent-kafka
+//! (scripts/test installs it).
 
 mod common;
 
