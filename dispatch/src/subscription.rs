@@ -315,6 +315,11 @@ impl<M: Message> Subscription<M> {
         Ok(())
     }
 
+    /// The consumer attached under `name`, if any.
+    pub fn consumer_named(&self, name: &str) -> Option<ConsumerId> {
+        self.consumers.iter().find(|c| c.name == name).map(|c| c.id)
+    }
+
     /// Detaches a consumer; what it had not acknowledged is delivered again to the others.
     pub fn detach(&mut self, now: Instant, id: ConsumerId) {
         let before = self.consumers.len();

@@ -99,7 +99,8 @@ pub struct ConsumeArgs {
     /// reliable or non-reliable.
     #[arg(long, default_value = "reliable")]
     pub mode: String,
-    /// Consumer name [default: derived from the process id].
+    /// Consumer name [default: unique to this run]; a consumer started again under the same
+    /// name replaces its stale session (Exclusive, Failover).
     #[arg(long)]
     pub name: Option<String>,
     /// Failover priority (lower goes first).

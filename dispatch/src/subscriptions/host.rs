@@ -443,6 +443,7 @@ impl SubscriptionHost {
                 }
             }
         };
+        replace_stale_session(&cell, kind, consumer, name);
         cell.core
             .borrow_mut()
             .attach(Instant::now(), consumer, name, priority, kind, mode)
@@ -489,6 +490,37 @@ impl SubscriptionHost {
             self.cursors.remove(&target.subscription).await;
         }
     }
+}
+
+/// A consumer that attaches again under its name where one consumer is active (Exclusive,
+/// Failover), from a new connection after its old one dropped half-open, replaces its stale
+/// session at once: Exclusive would refuse it, and Failover would keep delivering to the stale
+/// session, until the broker noticed the dead connection (`native_session_timeout_ms`). What
+/// the stale session had not acknowledged is delivered again.
+fn replace_stale_session(
+    cell: &SubscriptionCell,
+    kind: SubscriptionType,
+    consumer: ConsumerId,
+    name: &str,
+) {
+    if !matches!(
+        kind,
+        SubscriptionType::Exclusive | SubscriptionType::Failover
+    ) {
+        return;
+    }
+    let stale = (cell.core.borrow().consumer_named(name)).filter(|&id| id != consumer);
+    let Some(stale) = stale else {
+        return;
+    };
+    if let Some(sink) = cell.sinks.borrow_mut().remove(&stale) {
+        sink.send(ConsumerEvent::Closed {
+            reason: format!("replaced by a new session of consumer {name}"),
+        });
+    }
+    cell.core.borrow_mut().detach(Instant::now(), stale);
+    tracing::info!(topic = %cell.target.topic, partition = cell.target.partition,
+        subscription = %cell.target.subscription, consumer = name, "stale session replaced");
 }
 
 /// A subscription's state; its lag against the partition's visible end `end` now (the driver's

@@ -18,6 +18,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// Numbers the consumers of this process that were not given a name.
+static NEXT_CONSUMER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A consumer grants permits back each time it has taken this fraction of its receiver queue.
 const PERMIT_REFILL_FRACTION: u32 = 10;
 
@@ -43,7 +46,13 @@ impl ConsumerBuilder {
             subscription,
             kind: SubscriptionType::Exclusive,
             mode: Mode::Reliable,
-            name: format!("consumer-{}", std::process::id()),
+            // Unique per consumer: a name of its own is what makes a consumer the same one
+            // again after a reconnection (see `name`).
+            name: format!(
+                "consumer-{}-{}",
+                std::process::id(),
+                NEXT_CONSUMER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
             priority: 0,
             start: StartPosition::Earliest,
             receiver_queue: 1000,
@@ -62,7 +71,9 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Consumer name: reconnecting under the same name takes the same place again.
+    /// Consumer name (default: unique per consumer). An Exclusive or Failover consumer that
+    /// attaches again under its name, from a new connection after its old one dropped,
+    /// replaces its stale session at once and takes the same place again.
     pub fn name(mut self, name: impl Into<String>) -> ConsumerBuilder {
         self.name = name.into();
         self
