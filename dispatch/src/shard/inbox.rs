@@ -86,7 +86,8 @@ impl Shard {
                 let newer = metadata.version >= self.metadata.borrow().version;
                 if newer {
                     let version = metadata.version;
-                    *self.metadata.borrow_mut() = metadata;
+                    let previous = std::mem::replace(&mut *self.metadata.borrow_mut(), metadata);
+                    self.apply_changed_topic_configs(&previous);
                     self.reconcile_roles();
                     (self.version_waiters.borrow_mut()).retain(|(wanted, waiter)| {
                         if *wanted <= version {

@@ -169,7 +169,6 @@ impl Shard {
                 partition: host.partition,
                 leader_epoch: meta.leader_epoch,
             };
-            self.apply_topic_configs(&host, topic);
             let settings = self.replication_settings(&topic.configs);
             self.reconcile(&host, meta, key, settings);
         }

@@ -1,11 +1,11 @@
 //! Changing a topic's configs (Kafka's AlterConfigs and IncrementalAlterConfigs): the whole new
 //! set of overrides is checked as CreateTopics checks them, committed through the metadata
 //! group on shard 0, and every node's open partitions take it as the metadata reaches them
-//! (`Shard::reconcile_roles`).
+//! (`Shard::apply_changed_topic_configs`).
 
 use super::{PartitionHost, Shard};
 use oxbow_cluster::metadata_group::ProposeError;
-use oxbow_cluster::{MetadataChange, MetadataError, TopicMeta};
+use oxbow_cluster::{Metadata, MetadataChange, MetadataError, TopicMeta};
 use std::collections::BTreeMap;
 
 /// Why a topic's configs were not changed; each is one of Kafka's error codes.
@@ -89,8 +89,24 @@ impl Shard {
         )))
     }
 
+    /// The partitions this shard holds of topics whose configs differ from `previous` (the
+    /// metadata this shard served before the current one) run with the new configs. Only
+    /// changed topics are looked at again: most metadata changes are about leaders and ISRs.
+    pub(super) fn apply_changed_topic_configs(&self, previous: &Metadata) {
+        let metadata = self.metadata();
+        for host in self.owned() {
+            let Some(topic) = metadata.topic(&host.topic) else {
+                continue;
+            };
+            let before = previous.topic(&topic.name).map(|t| (t.id, &t.configs));
+            if before != Some((topic.id, &topic.configs)) {
+                self.apply_topic_configs(&host, topic);
+            }
+        }
+    }
+
     /// A partition this shard holds runs with its topic's configs as the metadata has them.
-    pub(super) fn apply_topic_configs(&self, host: &PartitionHost, topic: &TopicMeta) {
+    fn apply_topic_configs(&self, host: &PartitionHost, topic: &TopicMeta) {
         let overrides = (topic.configs.iter()).map(|(k, v)| (k.as_str(), v.as_str()));
         let config = match self.config.log.with_overrides(overrides) {
             Ok(config) => config,

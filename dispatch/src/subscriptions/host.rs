@@ -355,8 +355,8 @@ impl SubscriptionHost {
         DispatchLimits::from(&self.settings.subscriptions)
     }
 
-    /// Brings the partition's durable subscriptions into memory on first use.
-    /// Loads the durable subscriptions and starts their drivers, once.
+    /// Brings the partition's durable subscriptions into memory and starts their drivers, once
+    /// (on first use, or for metrics).
     pub async fn load(&self, dead_letters: &Rc<dyn DeadLetters>) -> Result<(), Refusal> {
         if self.subs.borrow().is_some() {
             return Ok(());
