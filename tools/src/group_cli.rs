@@ -7,6 +7,7 @@
 use crate::bench::kafka::Connection;
 use bytes::{Buf, Bytes};
 use clap::{Subcommand, ValueEnum};
+use kafka_protocol::messages::describe_groups_response;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -266,26 +267,29 @@ async fn coordinator(
     Ok((Connection::open(&addr).await?, found.node_id.0))
 }
 
-async fn describe(connection: &mut Connection, group: &str) -> Result<DescribedGroup, String> {
+/// A connection to `group`'s coordinator, its broker id, and the group as it describes it.
+async fn at_coordinator(
+    connection: &mut Connection,
+    group: &str,
+) -> Result<(Connection, i32, describe_groups_response::DescribedGroup), String> {
     let (mut home, coordinator_id) = coordinator(connection, group).await?;
     let id = GroupId(StrBytes::from_string(group.into()));
     let described = home
-        .call(
-            5,
-            &DescribeGroupsRequest::default().with_groups(vec![id.clone()]),
-        )
+        .call(5, &DescribeGroupsRequest::default().with_groups(vec![id]))
         .await?;
-    let g = described
-        .groups
-        .into_iter()
-        .next()
-        .ok_or("DescribeGroups answered no group")?;
+    let g = (described.groups.into_iter().next()).ok_or("DescribeGroups answered no group")?;
     if g.error_code != 0 {
         return Err(format!(
             "DescribeGroups for {group}: error {}",
             g.error_code
         ));
     }
+    Ok((home, coordinator_id, g))
+}
+
+async fn describe(connection: &mut Connection, group: &str) -> Result<DescribedGroup, String> {
+    let (mut home, coordinator_id, g) = at_coordinator(connection, group).await?;
+    let id = GroupId(StrBytes::from_string(group.into()));
     let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
     let members: Vec<Member> = (g.members.into_iter())
         .map(|m| {
@@ -455,17 +459,11 @@ async fn reset(
     to: Target,
     execute: bool,
 ) -> Result<Vec<Reset>, String> {
-    let (mut home, _) = coordinator(connection, group).await?;
-    let id = GroupId(StrBytes::from_string(group.into()));
-    let described = home
-        .call(
-            5,
-            &DescribeGroupsRequest::default().with_groups(vec![id.clone()]),
-        )
-        .await?;
-    if described.groups.iter().any(|g| !g.members.is_empty()) {
+    let (mut home, _, described) = at_coordinator(connection, group).await?;
+    if !described.members.is_empty() {
         return Err(format!("group {group} has members: stop them first"));
     }
+    let id = GroupId(StrBytes::from_string(group.into()));
     let metadata = metadata(connection).await?;
     let count = (metadata.topics.iter())
         .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))

@@ -48,7 +48,7 @@ impl Connection {
 
     /// Grows a topic to `partitions` partitions, on shard 0 as every metadata change.
     pub(super) async fn create_partitions(&self, request_id: u64, name: String, partitions: u32) {
-        let grown = self.shard.run_on(0, move |shard| async move {
+        self.answer_from_shard_zero(request_id, move |shard| async move {
             use crate::shard::CreatePartitionsError as Why;
             let grown = shard
                 .create_partitions(&name, partitions, None, false)
@@ -64,11 +64,8 @@ impl Connection {
                 };
                 (code, e.to_string())
             })
-        });
-        let result = (grown.await)
-            .unwrap_or_else(|| Err((ErrorCode::Storage, "shard 0 is gone".into())))
-            .map(|()| ServerFrame::Done { request_id });
-        self.answer(request_id, result);
+        })
+        .await;
     }
 
     /// Changes a topic's config overrides (`None`: the override goes), on shard 0.
@@ -78,7 +75,7 @@ impl Connection {
         name: String,
         changes: Vec<(String, Option<String>)>,
     ) {
-        let altered = self.shard.run_on(0, move |shard| async move {
+        self.answer_from_shard_zero(request_id, move |shard| async move {
             use crate::shard::AlterConfigsError as Why;
             let altered = shard
                 .change_topic_configs(&name, changes, false, false)
@@ -91,8 +88,18 @@ impl Connection {
                 };
                 (code, e.to_string())
             })
-        });
-        let result = (altered.await)
+        })
+        .await;
+    }
+
+    /// Runs `work` on shard 0, where metadata changes are made, and answers `Done` or its
+    /// refusal.
+    async fn answer_from_shard_zero<F, Fut>(&self, request_id: u64, work: F)
+    where
+        F: FnOnce(Rc<crate::shard::Shard>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), Refusal>> + 'static,
+    {
+        let result = (self.shard.run_on(0, work).await)
             .unwrap_or_else(|| Err((ErrorCode::Storage, "shard 0 is gone".into())))
             .map(|()| ServerFrame::Done { request_id });
         self.answer(request_id, result);

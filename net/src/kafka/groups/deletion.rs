@@ -7,7 +7,7 @@
 
 use super::super::wire::code;
 use super::group::Group;
-use super::offsets::{decode_commit, encode_commit, offsets_partition};
+use super::offsets::{encode_commit, group_commits, group_partition};
 use super::Coordinator;
 use crate::shard::Shard;
 use bytes::{Buf, Bytes};
@@ -18,7 +18,6 @@ use kafka_protocol::messages::{
     ConsumerProtocolSubscription, OffsetDeleteRequest, OffsetDeleteResponse,
 };
 use kafka_protocol::protocol::Decodable;
-use oxbow_cluster::OFFSETS_TOPIC;
 
 /// Kafka's error codes for group deletion.
 const NON_EMPTY_GROUP: i16 = 68;
@@ -33,16 +32,12 @@ impl Coordinator {
         if members.is_some_and(|n| n > 0) {
             return NON_EMPTY_GROUP;
         }
-        let partitions = shard.partition_count(OFFSETS_TOPIC).unwrap_or(1);
-        let partition = offsets_partition(group_id, partitions);
+        let partition = group_partition(shard, group_id);
         let log = match self.offsets_log(shard, partition).await {
             Ok(log) => log,
             Err(_) => return code::COORDINATOR_NOT_AVAILABLE,
         };
-        let tombstones: Vec<(Bytes, Option<Bytes>)> = (log.entries().into_iter())
-            .filter(|(key, value)| {
-                decode_commit(key, value).is_some_and(|((group, _, _), _, _)| group == group_id)
-            })
+        let tombstones: Vec<(Bytes, Option<Bytes>)> = (group_commits(&log, group_id).into_iter())
             .map(|(key, _)| (key, None))
             .collect();
         if tombstones.is_empty() && members.is_none() {
@@ -68,8 +63,7 @@ impl Coordinator {
     ) -> OffsetDeleteResponse {
         let group_id = request.group_id.to_string();
         let mut response = OffsetDeleteResponse::default();
-        let partitions = shard.partition_count(OFFSETS_TOPIC).unwrap_or(1);
-        let partition = offsets_partition(&group_id, partitions);
+        let partition = group_partition(shard, &group_id);
         let log = match self.offsets_log(shard, partition).await {
             Ok(log) => log,
             Err(_) => {
@@ -80,8 +74,7 @@ impl Coordinator {
         let key =
             |topic: &str, p: i32| encode_commit(&(group_id.clone(), topic.into(), p), 0, None).0;
         let known = self.groups.borrow().contains_key(&group_id);
-        let committed_any = (log.entries().iter())
-            .any(|(k, v)| decode_commit(k, v).is_some_and(|((g, _, _), _, _)| g == group_id));
+        let committed_any = !group_commits(&log, &group_id).is_empty();
         if !known && !committed_any {
             response.error_code = GROUP_ID_NOT_FOUND;
             return response;

@@ -38,6 +38,22 @@ pub fn offsets_partition(group: &str, partitions: u32) -> u32 {
     abs as u32 % partitions
 }
 
+/// The partition of `__consumer_offsets` holding `group`'s offsets, with the topic's partition
+/// count as this shard knows it.
+pub(super) fn group_partition(shard: &Shard, group: &str) -> u32 {
+    offsets_partition(group, shard.partition_count(OFFSETS_TOPIC).unwrap_or(1))
+}
+
+/// `group`'s commits in `log`: each key, with the (group, topic, partition) it names.
+pub(super) fn group_commits(log: &StateLog, group: &str) -> Vec<(Bytes, OffsetKey)> {
+    (log.entries().into_iter())
+        .filter_map(|(key, value)| {
+            let (named, _, _) = decode_commit(&key, &value)?;
+            (named.0 == group).then_some((key, named))
+        })
+        .collect()
+}
+
 /// The overrides `__consumer_offsets` is created with: a state log is fdatasynced before it
 /// acknowledges, cut into small segments so compaction can delete them, and never expires.
 pub fn offsets_topic_configs(config: &oxbow_core::BrokerConfig) -> Vec<(String, String)> {
@@ -205,8 +221,7 @@ impl Coordinator {
                 changes.push((k, Some(v)));
             }
         }
-        let partitions = shard.partition_count(OFFSETS_TOPIC).unwrap_or(1);
-        let partition = offsets_partition(&group_id, partitions);
+        let partition = group_partition(shard, &group_id);
         if !changes.is_empty() {
             if let Err((error, why)) = self.store_commits(shard, partition, changes).await {
                 tracing::warn!(group = %group_id, error = %why, "committing offsets failed");
@@ -253,9 +268,8 @@ impl Coordinator {
     ) -> OffsetFetchResponse {
         let group_id = request.group_id.to_string();
         let mut response = OffsetFetchResponse::default();
-        let partitions = shard.partition_count(OFFSETS_TOPIC).unwrap_or(1);
         let log = match self
-            .offsets_log(shard, offsets_partition(&group_id, partitions))
+            .offsets_log(shard, group_partition(shard, &group_id))
             .await
         {
             Ok(log) => log,
@@ -278,12 +292,8 @@ impl Coordinator {
                 .collect(),
             None => {
                 let mut all: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-                for (key, value) in log.entries() {
-                    if let Some(((g, t, p), _, _)) = decode_commit(&key, &value) {
-                        if g == group_id {
-                            all.entry(t).or_default().push(p);
-                        }
-                    }
+                for (_, (_, topic, partition)) in group_commits(&log, &group_id) {
+                    all.entry(topic).or_default().push(partition);
                 }
                 all.into_iter().collect()
             }
