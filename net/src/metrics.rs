@@ -96,6 +96,7 @@ pub struct MetricsSnapshot {
     decoded_batches: (u64, u64),
     /// The replicated partitions the shard leads.
     replication: Vec<oxbow_dispatch::shard::ReplicationInfo>,
+    read_cache: oxbow_storage::read::ReadCacheStats,
 }
 
 impl ShardMetrics {
@@ -179,6 +180,7 @@ impl ShardMetrics {
             produced_batches: self.produced_batches.each_ref().map(Cell::get),
             decoded_batches,
             replication: Vec::new(),
+            read_cache: oxbow_storage::read::shard_stats(),
         }
     }
 }
@@ -268,6 +270,54 @@ pub fn render(gathered: &Gathered) -> String {
             "counter",
             "Reads of compressed batches served from an earlier decoding.",
             total(|s| s.decoded_batches.1),
+        ),
+        (
+            "oxbow_read_cache_hits_total",
+            "counter",
+            "Block reads from the shards' read caches served from memory.",
+            total(|s| s.read_cache.hits),
+        ),
+        (
+            "oxbow_read_cache_misses_total",
+            "counter",
+            "Block reads that went to the disk.",
+            total(|s| s.read_cache.misses),
+        ),
+        (
+            "oxbow_read_cache_read_ahead_blocks_total",
+            "counter",
+            "Blocks read ahead of sequential readers.",
+            total(|s| s.read_cache.read_ahead_blocks),
+        ),
+        (
+            "oxbow_read_cache_read_ahead_unused_total",
+            "counter",
+            "Blocks read ahead and evicted before any reader used them.",
+            total(|s| s.read_cache.read_ahead_unused),
+        ),
+        (
+            "oxbow_read_cache_evictions_total",
+            "counter",
+            "Blocks evicted from the read caches.",
+            total(|s| s.read_cache.evictions),
+        ),
+        (
+            "oxbow_read_cache_disk_read_bytes_total",
+            "counter",
+            "Bytes of segments read from the disk by readers (through the read caches).",
+            total(|s| s.read_cache.disk_bytes),
+        ),
+        (
+            "oxbow_read_cache_bytes",
+            "gauge",
+            "Bytes held by the read caches.",
+            total(|s| s.read_cache.bytes),
+        ),
+        (
+            "oxbow_read_cache_bytes_max",
+            "gauge",
+            "The read caches' budget (per shard, summed).",
+            total(|s| s.read_cache.bytes_max),
         ),
     ];
     for (name, kind, help, value) in counters {

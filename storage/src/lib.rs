@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod ordered;
 mod partition;
 pub mod producers;
+pub mod read;
 mod recovery;
 pub mod retention;
 pub mod segment;

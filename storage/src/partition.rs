@@ -12,14 +12,16 @@
 
 use crate::core::{Admitted, Cut, LogCore, ReadPlan};
 use crate::error::{AppendError, OpenError, ReadError, RetentionError, TruncateError};
+use crate::frame::{FrameHeader, FRAME_HEADER_BYTES};
 use crate::io::{default_disk, Disk, Faults, FaultyDisk};
 use crate::layout::segment_files;
-use crate::segment::{scan_frames, ScanStop, Segment, FRAME_BYTES_LIMIT};
+use crate::read::{CachedSegment, ReadCache, StreamEnd};
+use crate::segment::{scan_frames_admitting, FrameWalk, ScanStop, Segment, FRAME_BYTES_LIMIT};
 use crate::signal::{Completion, Notify, Watermark};
 use crate::writer::Writer;
 use crate::SegmentFile;
 use oxbow_core::{LogConfig, RecordBatch};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -40,12 +42,18 @@ pub struct Appended {
 pub struct OpenOptions {
     /// The disk the partition lives on; `None`: direct I/O on the real file system.
     pub disk: Option<Rc<dyn Disk>>,
+    /// The cache its reads from disk go through; `None`: the shard's
+    /// ([`crate::read::shard_cache`]).
+    pub read_cache: Option<Rc<ReadCache>>,
 }
 
 impl OpenOptions {
     /// On this disk.
     pub fn with_disk(disk: Rc<dyn Disk>) -> OpenOptions {
-        OpenOptions { disk: Some(disk) }
+        OpenOptions {
+            disk: Some(disk),
+            read_cache: None,
+        }
     }
 
     /// On the real file system, with `faults` switchable by the caller (tests).
@@ -69,6 +77,8 @@ pub(crate) struct Shared {
     pub(crate) visible: Watermark,
     /// Mirrors the core's durable end (a leader's followers wait on it).
     pub(crate) durable: Watermark,
+    /// The shard's cache of bytes read from disk.
+    pub(crate) read_cache: Rc<ReadCache>,
     /// A background seal finished.
     pub(crate) seal_done: Notify,
 }
@@ -154,6 +164,7 @@ impl Partition {
             work: Notify::default(),
             visible,
             durable,
+            read_cache: options.read_cache.unwrap_or_else(crate::read::shard_cache),
             seal_done: Notify::default(),
         });
         let writer = Writer::new(shared.clone(), recovered.tail_start, recovered.tail);
@@ -327,58 +338,82 @@ impl Partition {
         end: u64,
     ) -> Result<Vec<RecordBatch>, ReadError> {
         let plan = self.shared.core.borrow().read_plan(from, max_bytes, end)?;
-        let (file, position, limit, visible) = match plan {
+        let (file, key, position, limit, visible, sequential) = match plan {
             ReadPlan::Cached(batches) => return Ok(batches),
             ReadPlan::Empty => return Ok(Vec::new()),
             ReadPlan::Disk {
                 file,
+                key,
                 position,
                 limit,
                 visible,
-            } => (file, position, limit, visible),
+                sequential,
+            } => (file, key, position, limit, visible, sequential),
         };
-        let interval = self.shared.core.borrow().config.index_interval_bytes as usize;
-        let chunk = (max_bytes + interval + 4096).clamp(64 << 10, 16 << 20);
-        let mut batches = Vec::new();
-        let mut bytes = 0usize;
-        let mut bad_batch = false;
-        let end = scan_frames(
-            &file,
+        let cache = &self.shared.read_cache;
+        if sequential {
+            // The blocks this read needs load together, and the next ones behind them.
+            let config = cache.config();
+            let ahead = config.read_ahead_blocks as u64 * config.block_bytes as u64;
+            let to = position + max_bytes as u64 + ahead;
+            cache.read_ahead(&file, key, position, to, limit);
+        }
+        let source = CachedSegment {
+            cache,
+            file: &file,
+            key,
+            limit,
+        };
+        let walk = FrameWalk {
             position,
             limit,
-            None,
-            FRAME_BYTES_LIMIT,
-            chunk,
-            |header, _, payload| {
-                if header.base_offset >= visible {
+            first_offset: None,
+            frame_bytes_max: FRAME_BYTES_LIMIT,
+            chunk: max_bytes,
+        };
+        let mut batches = Vec::new();
+        let bytes = Cell::new(0usize);
+        let mut bad_batch = false;
+        let mut read_end = None;
+        // Frames the reader would not take are not read: past the visible end, or past
+        // `max_bytes` once one batch is in hand.
+        let admit = |header: &FrameHeader| {
+            let payload = (header.frame_len as usize).saturating_sub(FRAME_HEADER_BYTES);
+            let taken = bytes.get();
+            header.base_offset < visible
+                && (header.next_offset() <= from || taken == 0 || taken + payload <= max_bytes)
+        };
+        let end = scan_frames_admitting(&source, walk, admit, |header, position, payload| {
+            if header.next_offset() <= from {
+                return ControlFlow::Continue(());
+            }
+            bytes.set(bytes.get() + payload.len());
+            match RecordBatch::from_trusted(payload) {
+                Ok(batch) => batches.push(batch),
+                Err(_) => {
+                    bad_batch = true;
                     return ControlFlow::Break(());
                 }
-                if header.next_offset() <= from {
-                    return ControlFlow::Continue(());
-                }
-                if !batches.is_empty() && bytes + payload.len() > max_bytes {
-                    return ControlFlow::Break(());
-                }
-                bytes += payload.len();
-                match RecordBatch::from_trusted(payload) {
-                    Ok(batch) => batches.push(batch),
-                    Err(_) => {
-                        bad_batch = true;
-                        return ControlFlow::Break(());
-                    }
-                }
-                if bytes >= max_bytes {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            },
-        )
+            }
+            read_end = Some(StreamEnd {
+                next_offset: header.next_offset(),
+                key,
+                position: position + header.frame_len as u64,
+            });
+            if bytes.get() >= max_bytes {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
         .await
         .map_err(|source| ReadError::Io {
             path: file.path().to_path_buf(),
             source,
         })?;
+        if let Some(read_end) = read_end {
+            self.shared.core.borrow_mut().read_ended(from, read_end);
+        }
         let damage = match end.stop {
             ScanStop::Damaged(reason) => Some(reason),
             _ if bad_batch => Some("frame payload is not a record batch"),

@@ -7,6 +7,7 @@ use crate::io::{write_file_atomically, Disk, SegmentFile};
 use crate::layout::{index_path, segment_path};
 use crate::now_ms;
 use bytes::Bytes;
+use std::future::Future;
 use std::io;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -42,20 +43,87 @@ pub struct ScanEnd {
     pub stop: ScanStop,
 }
 
+/// Where a frame walk gets its bytes: a segment file read directly, or through a shard's read
+/// cache.
+pub trait FrameSource {
+    /// The file's path, for errors.
+    fn path(&self) -> &Path;
+    /// At least `min_len` bytes at `pos` (fewer only where the file ends), and as many as
+    /// `len` when that costs no extra I/O.
+    fn read(&self, pos: u64, min_len: usize, len: usize)
+        -> impl Future<Output = io::Result<Bytes>>;
+}
+
+impl FrameSource for SegmentFile {
+    fn path(&self) -> &Path {
+        SegmentFile::path(self)
+    }
+
+    fn read(
+        &self,
+        pos: u64,
+        min_len: usize,
+        len: usize,
+    ) -> impl Future<Output = io::Result<Bytes>> {
+        self.read_at(pos, len.max(min_len))
+    }
+}
+
 /// Walks frames of `file` from `position` (a frame boundary) up to byte `limit`, checking each
 /// frame's header, CRC and offset continuity (the first frame must start at `first_offset` or,
 /// when `first_offset` is `None`, at any offset). Calls `on_frame` with each good frame's header,
 /// position and payload; it may stop the walk. Reads `chunk` bytes at a time (more for a frame
 /// larger than that).
 pub async fn scan_frames(
-    file: &SegmentFile,
-    mut position: u64,
+    file: &impl FrameSource,
+    position: u64,
     limit: u64,
     first_offset: Option<u64>,
     frame_bytes_max: u32,
     chunk: usize,
+    on_frame: impl FnMut(&FrameHeader, u64, Bytes) -> ControlFlow<()>,
+) -> io::Result<ScanEnd> {
+    let walk = FrameWalk {
+        position,
+        limit,
+        first_offset,
+        frame_bytes_max,
+        chunk,
+    };
+    scan_frames_admitting(file, walk, |_| true, on_frame).await
+}
+
+/// Where and how a frame walk goes (see [`scan_frames`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FrameWalk {
+    /// A frame boundary to start at.
+    pub position: u64,
+    /// Byte where the walk ends.
+    pub limit: u64,
+    /// The offset the first frame must start with, if known.
+    pub first_offset: Option<u64>,
+    /// Largest frame accepted.
+    pub frame_bytes_max: u32,
+    /// Bytes read at once (more for a larger frame).
+    pub chunk: usize,
+}
+
+/// [`scan_frames`], asking `admit` about each frame's header before its bytes are read: a
+/// reader that would not take the frame (it is past what the reader wants) stops there without
+/// reading it. The walk then ends with [`ScanStop::Stopped`] at that frame.
+pub async fn scan_frames_admitting(
+    file: &impl FrameSource,
+    walk: FrameWalk,
+    mut admit: impl FnMut(&FrameHeader) -> bool,
     mut on_frame: impl FnMut(&FrameHeader, u64, Bytes) -> ControlFlow<()>,
 ) -> io::Result<ScanEnd> {
+    let FrameWalk {
+        mut position,
+        limit,
+        first_offset,
+        frame_bytes_max,
+        chunk,
+    } = walk;
     let mut buf = Bytes::new();
     let mut buf_pos = position;
     let mut expected = first_offset;
@@ -77,9 +145,15 @@ pub async fn scan_frames(
             FrameProbe::Header(h) => h.frame_len as usize,
             _ => FRAME_HEADER_BYTES,
         };
+        if let FrameProbe::Header(header) = &probe {
+            if !admit(header) {
+                return end(position, expected, ScanStop::Stopped);
+            }
+        }
         if available < needed && buf_pos + (buf.len() as u64) < limit {
-            let len = chunk.max(needed).min((limit - position) as usize);
-            buf = file.read_at(position, len).await?;
+            let rest = (limit - position) as usize;
+            let len = chunk.max(needed).min(rest);
+            buf = file.read(position, needed.min(rest), len).await?;
             buf_pos = position;
             if buf.is_empty() {
                 return end(position, expected, ScanStop::End);
@@ -149,6 +223,8 @@ pub struct Segment {
     pub sealed: bool,
     /// Whether its seal (fdatasync, index write) is still running in the background.
     pub sealing: bool,
+    /// Names its bytes in the shard's read cache; a new key once bytes are cut off.
+    pub cache_key: u64,
 }
 
 /// A segment ended before its file did: damaged bytes were found.
@@ -188,6 +264,7 @@ impl Segment {
             file,
             sealed: false,
             sealing: false,
+            cache_key: crate::read::new_cache_key(),
         }
     }
 
@@ -288,6 +365,7 @@ impl Segment {
             file,
             sealed: true,
             sealing: false,
+            cache_key: crate::read::new_cache_key(),
         }))
     }
 

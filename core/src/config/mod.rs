@@ -9,6 +9,7 @@ use std::path::PathBuf;
 mod cluster;
 mod log;
 mod metadata;
+mod read_cache;
 mod state;
 mod subscriptions;
 #[cfg(test)]
@@ -20,6 +21,7 @@ pub use log::{
     MIN_INSYNC_REPLICAS_CONFIG, SEGMENT_BYTES_LIMIT, UNCLEAN_ELECTION_CONFIG,
 };
 pub use metadata::MetadataGroupConfig;
+pub use read_cache::{ReadCacheConfig, READ_BLOCK_BYTES_LIMIT};
 pub use state::StateLogConfig;
 pub use subscriptions::SubscriptionConfig;
 
@@ -124,6 +126,8 @@ pub struct BrokerConfig {
     pub shard_inbox_messages_max: u32,
     /// Defaults for every topic's log.
     pub log: LogConfig,
+    /// Each shard's cache of bytes read from disk.
+    pub read_cache: ReadCacheConfig,
     /// Limits of subscriptions and their dispatchers.
     pub subscriptions: SubscriptionConfig,
     /// Longest metadata string a committed offset may carry (Kafka's
@@ -180,6 +184,7 @@ impl Default for BrokerConfig {
             batch_decompressed_bytes_max: 64 << 20,
             shard_inbox_messages_max: 16_384,
             log: LogConfig::default(),
+            read_cache: ReadCacheConfig::default(),
             subscriptions: SubscriptionConfig::default(),
             offset_metadata_bytes_max: 4096,
             offsets_topic_partitions: 50,
@@ -377,6 +382,7 @@ impl BrokerConfig {
             ));
         }
         self.subscriptions.validate()?;
+        self.read_cache.validate()?;
         self.state_logs.validate()?;
         self.metadata.validate()?;
         self.cluster.validate(self.node_id)?;

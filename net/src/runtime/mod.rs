@@ -430,6 +430,7 @@ async fn shard_main(
 ) {
     let id = shard.id;
     shard.set_extension(Rc::new(crate::metrics::ShardMetrics::default()));
+    oxbow_storage::read::configure_shard(shard.config.read_cache);
     if let Err(e) =
         oxbow_storage::prepare_shard_io(&shard.config.data_dir, &format!("shard-{id}")).await
     {

@@ -33,6 +33,7 @@ use crate::epochs::LeaderEpochs;
 use crate::error::ReadError;
 use crate::io::SegmentFile;
 use crate::producers::ProducerState;
+use crate::read::{ReadStreams, StreamEnd};
 use crate::segment::Segment;
 use crate::tail_cache::TailCache;
 use oxbow_core::{LogConfig, RecordBatch};
@@ -50,12 +51,15 @@ pub(crate) enum ReadPlan {
     Cached(Vec<RecordBatch>),
     /// `from` is the visible end: nothing to read yet.
     Empty,
-    /// Scan frames of `file` from `position` up to byte `limit`, stopping at `visible`.
+    /// Scan frames of `file` (cache key `key`) from `position` up to byte `limit`, stopping at
+    /// `visible`. `sequential`: the read continues an earlier one, so read-ahead pays.
     Disk {
         file: SegmentFile,
+        key: u64,
         position: u64,
         limit: u64,
         visible: u64,
+        sequential: bool,
     },
 }
 
@@ -90,6 +94,8 @@ pub(crate) struct LogCore<A, T> {
     durable_end: u64,
     high_watermark: Option<u64>,
     tail_cache: TailCache,
+    /// Where recent reads from disk ended.
+    streams: ReadStreams,
     /// Epoch stamped on this leader's appends.
     leader_epoch: i32,
     epochs: LeaderEpochs,
@@ -127,6 +133,7 @@ impl<A, T> LogCore<A, T> {
         let next_offset = segments.last().expect("not empty").next_offset;
         LogCore {
             tail_cache: TailCache::new(config.tail_cache_bytes_max),
+            streams: ReadStreams::default(),
             config,
             log_start_offset: segments[0].base_offset,
             segments,
@@ -255,24 +262,32 @@ impl<A, T> LogCore<A, T> {
             }
         }
         let at = self.segments.partition_point(|s| s.base_offset <= from);
-        let segment = &self.segments[at.max(1) - 1];
-        let (file, position, limit) = if from < segment.next_offset {
+        let mut segment = &self.segments[at.max(1) - 1];
+        let mut position = 0;
+        if from < segment.next_offset {
             let relative = (from - segment.base_offset) as u32;
-            let position = segment.index.lookup(relative) as u64;
-            (segment.file.clone(), position, segment.log_bytes)
+            position = segment.index.lookup(relative) as u64;
         } else {
             // `from` falls in a gap left by a damaged segment: continue at the next one.
             match self.segments.get(at) {
-                Some(next) => (next.file.clone(), 0, next.log_bytes),
+                Some(next) => segment = next,
                 None => return Ok(ReadPlan::Empty),
             }
-        };
+        }
+        let stream = self.streams.continuing(from, segment.cache_key);
         Ok(ReadPlan::Disk {
-            file,
-            position,
-            limit,
+            file: segment.file.clone(),
+            key: segment.cache_key,
+            position: stream.map_or(position, |s| s.position),
+            limit: segment.log_bytes,
             visible,
+            sequential: stream.is_some(),
         })
+    }
+
+    /// A read from disk starting at offset `from` ended at `end`.
+    pub(crate) fn read_ended(&mut self, from: u64, end: StreamEnd) {
+        self.streams.advance(from, end);
     }
 
     pub(crate) fn stats(&self) -> PartitionStats {

@@ -117,6 +117,8 @@ impl<A, T> LogCore<A, T> {
         let active = self.active_mut();
         if position < active.log_bytes {
             active.log_bytes = position;
+            // Bytes past the cut will be written anew: cached copies must not be served.
+            active.cache_key = crate::read::new_cache_key();
             active.next_offset = new_end;
             active.index.truncate_to_position(position as u32);
         }
