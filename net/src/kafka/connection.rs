@@ -3,13 +3,14 @@
 //! `kafka_request_timeout_ms` for it to arrive whole and for its response to be written),
 //! Produce requests pipelined and every response written in request order.
 
+use super::fetch_frame::encode_fetch;
 use super::wire::code;
 use super::REQUEST_PREFIX_BYTES;
 use super::{decode_request, handlers, produce, Close, Decoded, KafkaEndpoint};
 use crate::session::{within, write_within, BufferedReader, Session};
 use crate::shard::Shard;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_lite::io::{AsyncRead, AsyncWrite};
+use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::{
     ApiKey, ProduceResponse, RequestKind, ResponseHeader, ResponseKind,
@@ -176,9 +177,28 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         })?;
         let written = match reply {
             None => 0,
-            Some(body) => {
+            Some(handlers::Reply::Encoded(body)) => {
                 self.respond(correlation_id, response_header_version, body, version)
                     .await?
+            }
+            Some(handlers::Reply::Fetch(body, records)) => {
+                let frame = encode_fetch(
+                    correlation_id,
+                    response_header_version,
+                    body,
+                    records,
+                    version,
+                )?;
+                let limit = self.request_timeout();
+                let stream = self.stream.get_mut();
+                let write = async {
+                    for chunk in &frame.chunks {
+                        stream.write_all(chunk).await?;
+                    }
+                    Ok(())
+                };
+                within(limit, write).await?;
+                frame.len
             }
         };
         crate::metrics::of(self.shard).record_request(

@@ -7,7 +7,6 @@ use super::wire::{code, text};
 use super::KafkaEndpoint;
 use crate::session::Session;
 use crate::shard::{CreateTopicError, FetchPart, PartitionError, Shard};
-use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -48,8 +47,33 @@ pub(super) fn partition_error_code(e: &PartitionError) -> i16 {
     }
 }
 
+/// What a request is answered with.
+pub enum Reply {
+    /// A response the codec encodes whole.
+    Encoded(ResponseKind),
+    /// A Fetch response, and the batches of each of its partitions in order: they are written
+    /// from where they are stored, not copied into the response.
+    Fetch(FetchResponse, Vec<Vec<RecordBatch>>),
+}
+
 /// Answers a decoded request; `None` means send nothing (Produce with acks=0).
 pub async fn handle(
+    shard: &Shard,
+    endpoint: &KafkaEndpoint,
+    session: &Session,
+    version: i16,
+    header: &RequestHeader,
+    request: RequestKind,
+) -> Result<Option<Reply>, String> {
+    if let RequestKind::Fetch(request) = request {
+        let (response, records) = fetch(shard, request).await;
+        return Ok(Some(Reply::Fetch(response, records)));
+    }
+    let encoded = handle_encoded(shard, endpoint, session, version, header, request).await?;
+    Ok(encoded.map(Reply::Encoded))
+}
+
+async fn handle_encoded(
     shard: &Shard,
     endpoint: &KafkaEndpoint,
     session: &Session,
@@ -67,7 +91,6 @@ pub async fn handle(
             .finish()
             .await
             .map(ResponseKind::Produce),
-        RequestKind::Fetch(request) => Some(ResponseKind::Fetch(fetch(shard, request).await)),
         RequestKind::ListOffsets(request) => Some(ResponseKind::ListOffsets(
             list_offsets(shard, request).await,
         )),
@@ -200,7 +223,7 @@ struct Wanted {
     partition: i32,
 }
 
-async fn fetch(shard: &Shard, request: FetchRequest) -> FetchResponse {
+async fn fetch(shard: &Shard, request: FetchRequest) -> (FetchResponse, Vec<Vec<RecordBatch>>) {
     let mut wanted = Vec::new();
     let mut parts = Vec::new();
     let mut order: Vec<(String, usize)> = Vec::new();
@@ -228,6 +251,7 @@ async fn fetch(shard: &Shard, request: FetchRequest) -> FetchResponse {
     let min_bytes = request.min_bytes.max(1) as usize;
     let outcomes = shard.fetch(parts, max_wait, min_bytes).await;
     let mut response = FetchResponse::default();
+    let mut records = Vec::with_capacity(wanted.len());
     // The response-wide byte budget is soft, as in Kafka: the first batch always goes out.
     let mut budget = request.max_bytes.max(0) as usize;
     let mut sent_any = false;
@@ -263,27 +287,12 @@ async fn fetch(shard: &Shard, request: FetchRequest) -> FetchResponse {
                 sent_any = true;
                 kept.push(batch);
             }
-            data.records = Some(concat(&kept));
+            records.push(kept);
             topic.partitions.push(data);
         }
         response.responses.push(topic);
     }
-    response
-}
-
-/// The stored batches back to back, as Fetch carries them. One batch is passed through as is.
-fn concat(batches: &[RecordBatch]) -> Bytes {
-    match batches {
-        [] => Bytes::new(),
-        [one] => one.bytes().clone(),
-        many => {
-            let mut out = BytesMut::with_capacity(many.iter().map(|b| b.len()).sum());
-            for batch in many {
-                out.extend_from_slice(batch.bytes());
-            }
-            out.freeze()
-        }
-    }
+    (response, records)
 }
 
 async fn list_offsets(shard: &Shard, request: ListOffsetsRequest) -> ListOffsetsResponse {

@@ -14,6 +14,7 @@ mod cluster_admin;
 mod configs;
 mod connection;
 mod elections;
+mod fetch_frame;
 pub mod groups;
 mod handlers;
 mod metadata;
