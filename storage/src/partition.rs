@@ -20,6 +20,7 @@ use crate::segment::{scan_frames_admitting, FrameWalk, ScanStop, Segment, FRAME_
 use crate::signal::{Completion, Notify, Watermark};
 use crate::writer::Writer;
 use crate::SegmentFile;
+use bytes::Bytes;
 use oxbow_core::{LogConfig, RecordBatch};
 use std::cell::{Cell, RefCell};
 use std::ops::ControlFlow;
@@ -358,6 +359,7 @@ impl Partition {
             let to = position + max_bytes as u64 + ahead;
             cache.read_ahead(&file, key, position, to, limit);
         }
+        let block_bytes = cache.config().block_bytes as usize;
         let source = CachedSegment {
             cache,
             file: &file,
@@ -388,6 +390,13 @@ impl Partition {
                 return ControlFlow::Continue(());
             }
             bytes.set(bytes.get() + payload.len());
+            // A small batch is copied out of its block: a reader holding it (a response
+            // waiting for a slow client) must not keep a whole evicted block in memory.
+            let payload = if payload.len() < block_bytes / 4 {
+                Bytes::copy_from_slice(&payload)
+            } else {
+                payload
+            };
             match RecordBatch::from_trusted(payload) {
                 Ok(batch) => batches.push(batch),
                 Err(_) => {

@@ -16,7 +16,8 @@
 //! read-ahead brought in.
 //!
 //! Loads are deduplicated: a reader that needs a block another task is loading waits for that
-//! read instead of issuing its own.
+//! read instead of issuing its own; and bounded: at most half the budget's worth of blocks is
+//! read at once.
 
 use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
@@ -131,6 +132,9 @@ struct State {
 pub struct ReadCache {
     config: ReadCacheConfig,
     state: RefCell<State>,
+    /// Blocks being read from disk at once: their buffers are memory beyond the budget, so
+    /// many readers missing together (a fan-out at different offsets) queue here instead.
+    loads: glommio::sync::Semaphore,
 }
 
 thread_local! {
@@ -173,9 +177,11 @@ impl ReadCache {
     /// An empty cache.
     pub fn new(config: ReadCacheConfig) -> ReadCache {
         assert!(config.block_bytes > 0, "a block holds bytes");
+        let loads = (config.bytes_max / 2 / config.block_bytes as u64).max(1);
         ReadCache {
             config,
             state: RefCell::default(),
+            loads: glommio::sync::Semaphore::new(loads),
         }
     }
 
@@ -360,7 +366,9 @@ impl ReadCache {
             id,
             loading,
         };
+        let permit = self.loads.acquire_permit(1).await;
         let read = file.read_at(start, len as usize).await;
+        drop(permit);
         let mut state = self.state.borrow_mut();
         state.loading.remove(&id);
         if purpose == Use::Ahead {
