@@ -22,6 +22,7 @@ fn config(dir: &std::path::Path) -> BrokerConfig {
         shards: SHARDS,
         kafka_listen: "127.0.0.1:0".into(),
         metrics_listen: "127.0.0.1:0".into(),
+        native_listen: "127.0.0.1:0".into(),
         ..BrokerConfig::default()
     }
 }
