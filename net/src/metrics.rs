@@ -296,6 +296,12 @@ pub fn render(gathered: &Gathered) -> String {
             total(|s| s.read_cache.read_ahead_unused),
         ),
         (
+            "oxbow_read_cache_written_blocks_total",
+            "counter",
+            "Blocks the writers put in the read caches as they wrote them (recent data).",
+            total(|s| s.read_cache.written_blocks),
+        ),
+        (
             "oxbow_read_cache_evictions_total",
             "counter",
             "Blocks evicted from the read caches.",

@@ -8,6 +8,7 @@ use crate::frame::{encode_header, FrameHeader, FRAME_HEADER_BYTES};
 use crate::io::{align_down, write_file_atomically};
 use crate::layout::{index_path, segment_files};
 use crate::partition::{AppendWaiter, Shared, TruncateWaiter};
+use crate::read::BlockFiller;
 use crate::segment::{scan_frames, seal_segment, ScanStop, Segment, FRAME_BYTES_LIMIT};
 use oxbow_core::FlushPolicy;
 use std::io;
@@ -21,6 +22,8 @@ pub(crate) struct Writer {
     tail_start: u64,
     /// Bytes of the active segment from `tail_start` to its end, rewritten with each write.
     tail: Vec<u8>,
+    /// What it writes, on its way to the shard's read cache.
+    filler: BlockFiller,
 }
 
 impl Writer {
@@ -29,6 +32,7 @@ impl Writer {
             shared,
             tail_start,
             tail,
+            filler: BlockFiller::default(),
         }
     }
 
@@ -106,8 +110,13 @@ impl Writer {
         let end = self.tail_start + total as u64;
         let new_tail_start = align_down(end);
         let new_tail = bytes[(new_tail_start - self.tail_start) as usize..total].to_vec();
+        let key = self.shared.core.borrow().active().cache_key;
+        let appended_at = self.tail_start + self.tail.len() as u64;
+        let appended = &bytes[self.tail.len()..total];
+        (self.filler).writing(&self.shared.read_cache, key, appended_at, appended);
 
         if let Err(e) = file.write_all_at(buf, self.tail_start).await {
+            self.filler.forget();
             let why = e.to_string();
             tracing::error!(dir = ?self.shared.dir, error = %why, "write failed; rejecting queued appends");
             let rejected = self.shared.core.borrow_mut().round_failed(round);
@@ -118,6 +127,7 @@ impl Writer {
             return Ok(());
         }
         self.shared.core.borrow_mut().round_written(&frames, end);
+        self.filler.commit(&self.shared.read_cache);
         self.tail_start = new_tail_start;
         self.tail = new_tail;
         // A new epoch starts in this round: its checkpoint is written before it is acknowledged.
@@ -174,6 +184,7 @@ impl Writer {
         let segment =
             Segment::create(shared.disk.as_ref(), &shared.dir, base, crate::now_ms()).await?;
         let seal = shared.core.borrow_mut().rolled(segment, crate::now_ms());
+        self.filler.sealed(&shared.read_cache);
         self.tail_start = 0;
         self.tail.clear();
         let durable = shared.core.borrow().config.flush != FlushPolicy::Never;
@@ -212,6 +223,7 @@ impl Writer {
 
     /// Carries out a truncation (see [`crate::Partition::truncate_to`]) and tells the waiter.
     async fn truncate(&mut self, cut: Cut, done: TruncateWaiter) -> io::Result<()> {
+        self.filler.forget();
         self.wait_for_seals().await;
         let result = self.truncate_files(cut).await;
         let failed = result.as_ref().err().map(|e| e.to_string());

@@ -43,7 +43,7 @@ Config file keys (TOML; every one optional, flags override them):
         flush = \"always\" | \"interval\" | \"never\", flush_interval_ms,
         retention_bytes_max, retention_age_max_ms, tail_cache_bytes_max,
         batch_bytes_max, write_buffer_bytes, append_queue_bytes_max
-  [read_cache] bytes_max, block_bytes, read_ahead_blocks
+  [read_cache] bytes_max, block_bytes, read_ahead_blocks, cache_writes
   [subscriptions] unacked_messages_max, ack_timeout_ms, redeliveries_max,
         cursor_persist_interval_ms, cursor_replication_timeout_ms, read_ahead_messages_max,
         read_bytes_max, permits_per_flow_max, acks_per_frame_max, nack_delay_max_ms, consumers_max,

@@ -18,6 +18,11 @@ pub struct ReadCacheConfig {
     /// Blocks read ahead of a sequential reader, all in flight together (0: no read-ahead).
     /// Read-ahead never holds more than half of `bytes_max`.
     pub read_ahead_blocks: u32,
+    /// Also keep what the writers write, so readers a little behind the tail cache read recent
+    /// data from memory (as a Kafka broker's do from the page cache). It costs a copy of every
+    /// appended byte on the partition's shard: measured 10-15% less produce at max rate on two
+    /// cores, for Kafka reads of recent data at 1.8-2.6 GB/s instead of from the disk.
+    pub cache_writes: bool,
 }
 
 impl Default for ReadCacheConfig {
@@ -26,6 +31,7 @@ impl Default for ReadCacheConfig {
             bytes_max: 256 << 20,
             block_bytes: 1 << 20,
             read_ahead_blocks: 4,
+            cache_writes: false,
         }
     }
 }

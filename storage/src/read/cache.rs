@@ -44,6 +44,8 @@ pub struct ReadCacheStats {
     pub evictions: u64,
     /// Bytes read from the disk into the cache.
     pub disk_bytes: u64,
+    /// Blocks the writers handed over as they wrote them.
+    pub written_blocks: u64,
     /// Bytes held now.
     pub bytes: u64,
     /// The budget.
@@ -303,6 +305,14 @@ impl ReadCache {
             && state.ahead_bytes + len <= self.config.bytes_max / 2
     }
 
+    /// Block `index` of segment `key` as its writer wrote it: whole, or the last one of a
+    /// sealed segment.
+    pub fn insert_written(&self, key: u64, index: u64, bytes: Bytes) {
+        let mut state = self.state.borrow_mut();
+        state.stats.written_blocks += 1;
+        state.insert(BlockId { key, index }, bytes, false, self.config);
+    }
+
     /// The block `id` holding at least `need` bytes, from memory, from a load in flight, or
     /// from the disk (reading up to `block_end`).
     async fn block(
@@ -420,8 +430,12 @@ impl State {
     fn insert(&mut self, id: BlockId, bytes: Bytes, ahead: bool, config: ReadCacheConfig) {
         let len = bytes.len() as u64;
         if let Some(block) = self.blocks.get_mut(&id) {
-            // A longer copy of a block at a segment's written end: same place in its queue.
             let old = block.bytes.len() as u64;
+            if old >= len {
+                // A reader's load raced the writer's copy: keep the longer one.
+                return;
+            }
+            // A longer copy of a block at a segment's written end: same place in its queue.
             block.bytes = bytes;
             self.bytes = self.bytes + len - old;
             if block.queue == Queue::Small {

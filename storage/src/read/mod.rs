@@ -3,12 +3,15 @@
 //! be sequential.
 
 mod cache;
+mod filler;
+pub mod pool;
 mod streams;
 
 pub use cache::{
     configure_shard, new_cache_key, shard_cache, shard_stats, ReadCache, ReadCacheConfig,
     ReadCacheStats,
 };
+pub use filler::BlockFiller;
 pub use streams::{ReadStreams, StreamEnd};
 
 use crate::io::SegmentFile;

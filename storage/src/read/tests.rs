@@ -13,6 +13,7 @@ fn config(blocks: u64, read_ahead_blocks: u32) -> ReadCacheConfig {
         bytes_max: blocks * BLOCK,
         block_bytes: BLOCK as u32,
         read_ahead_blocks,
+        cache_writes: true,
     }
 }
 
@@ -206,5 +207,47 @@ fn read_ahead_stops_at_half_the_budget() {
         let stats = cache.stats();
         assert!(stats.read_ahead_blocks <= 4, "{stats:?}");
         assert_eq!(stats.disk_bytes, 40 * BLOCK, "and nothing is read twice");
+    });
+}
+
+#[test]
+fn what_the_writer_writes_is_read_back_from_memory() {
+    use oxbow_core::{BatchBuilder, LogConfig};
+    run(|| async {
+        let disk = Rc::new(SimDisk::new());
+        disk.create_dir_all(Path::new("/p")).unwrap();
+        let cache = Rc::new(ReadCache::new(config(64, 0)));
+        let config = LogConfig {
+            segment_bytes_max: 1 << 20,
+            tail_cache_bytes_max: 4096,
+            retention_age_max_ms: None,
+            ..LogConfig::default()
+        };
+        let options = crate::OpenOptions {
+            disk: Some(disk.clone()),
+            read_cache: Some(cache.clone()),
+        };
+        let log = crate::Partition::open(Path::new("/p"), config, options)
+            .await
+            .unwrap();
+        let mut appended = 0;
+        for i in 0..400u64 {
+            let mut builder = BatchBuilder::new(i as i64);
+            builder.push(None, Some(&vec![i as u8; 8000]), i as i64);
+            appended = log.append(builder.build()).await.unwrap().last_offset + 1;
+        }
+        let mut next = 0;
+        let mut read = 0;
+        while next < appended {
+            let batches = log.read(next, 256 << 10).await.unwrap();
+            read += batches.iter().map(|b| b.len()).sum::<usize>();
+            next = batches.last().unwrap().last_offset() + 1;
+        }
+        let stats = cache.stats();
+        assert!(read > 3 << 20, "{read} bytes read");
+        assert!(stats.written_blocks >= 48, "{stats:?}");
+        // Only the active segment's last, unfinished block comes from the disk.
+        assert!(stats.disk_bytes <= BLOCK, "{stats:?}");
+        log.close().await;
     });
 }
