@@ -45,10 +45,7 @@ impl DiskFile for DmaSegment {
     fn read_at(&self, pos: u64, len: usize) -> IoFuture<'_, Bytes> {
         Box::pin(async move {
             let read = self.file.read_at(pos, len).await.map_err(to_io)?;
-            // A block-sized read (the read cache's) reuses a kept buffer.
-            let mut buf = crate::read::pool::block_buffer(read.len());
-            buf.extend_from_slice(&read);
-            Ok(crate::read::pool::freeze(buf))
+            Ok(Bytes::copy_from_slice(&read))
         })
     }
 

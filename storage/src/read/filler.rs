@@ -4,14 +4,15 @@
 //! memory, as a Kafka broker's readers do from the page cache. The tail cache still serves the
 //! newest batches; this serves what falls out of it.
 
-use super::{pool, ReadCache};
+use super::ReadCache;
+use bytes::BytesMut;
 
 /// The block being filled: its segment's cache key, its number, and its bytes from the block's
 /// start.
 struct Filling {
     key: u64,
     index: u64,
-    bytes: Vec<u8>,
+    bytes: BytesMut,
 }
 
 /// The writer's block being filled. Only blocks whose every byte was seen written are handed
@@ -49,7 +50,7 @@ impl BlockFiller {
             self.filling = Some(Filling {
                 key,
                 index: boundary / block_bytes,
-                bytes: pool::block_buffer(block_bytes as usize),
+                bytes: BytesMut::with_capacity(block_bytes as usize),
             });
         }
         while !rest.is_empty() {
@@ -59,9 +60,11 @@ impl BlockFiller {
             filling.bytes.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if filling.bytes.len() == block_bytes as usize {
-                let whole =
-                    std::mem::replace(&mut filling.bytes, pool::block_buffer(block_bytes as usize));
-                self.ready.push((key, filling.index, pool::freeze(whole)));
+                let whole = std::mem::replace(
+                    &mut filling.bytes,
+                    BytesMut::with_capacity(block_bytes as usize),
+                );
+                self.ready.push((key, filling.index, whole.freeze()));
                 filling.index += 1;
             }
         }
@@ -78,7 +81,7 @@ impl BlockFiller {
     pub fn sealed(&mut self, cache: &ReadCache) {
         if let Some(filling) = self.filling.take() {
             if !filling.bytes.is_empty() {
-                (self.ready).push((filling.key, filling.index, pool::freeze(filling.bytes)));
+                (self.ready).push((filling.key, filling.index, filling.bytes.freeze()));
             }
         }
         self.commit(cache);

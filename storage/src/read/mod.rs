@@ -4,7 +4,6 @@
 
 mod cache;
 mod filler;
-pub mod pool;
 mod streams;
 
 pub use cache::{
