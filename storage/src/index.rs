@@ -1,15 +1,19 @@
 //! The sparse offset index of one segment, and its file format (see `storage/docs/format.md`).
 //!
 //! An entry maps an offset to the file position of the frame that starts with it, one entry per
-//! `index_interval_bytes` of frames. A lookup lands at or before the wanted frame; the reader scans
-//! forward from there. The index is derived data: a missing or damaged one is rebuilt by scanning.
+//! `index_interval_bytes` of frames, with the largest record timestamp of every frame before it
+//! (the time index: timestamps need not grow, so a running maximum is what can be searched). A
+//! lookup lands at or before the wanted frame; the reader scans forward from there. The index
+//! is derived data: a missing or damaged one (or one of an older version) is rebuilt by
+//! scanning.
 
 /// Size of the index file header.
 pub const INDEX_HEADER_BYTES: usize = 48;
-/// Size of one entry: relative offset u32, position u32.
-pub const INDEX_ENTRY_BYTES: usize = 8;
+/// Size of one entry: relative offset u32, position u32, largest timestamp before it i64.
+pub const INDEX_ENTRY_BYTES: usize = 16;
 const INDEX_MAGIC: u32 = u32::from_le_bytes(*b"OXBI");
-const INDEX_VERSION: u32 = 1;
+/// 2: entries carry the largest timestamp before them.
+const INDEX_VERSION: u32 = 2;
 
 /// What an index file says about its sealed segment, besides the entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,41 +42,94 @@ pub enum IndexFileError {
     Inconsistent(&'static str),
 }
 
+/// One entry: a frame's offset (relative to the segment base) and position, and the largest
+/// record timestamp of the frames before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    offset: u32,
+    position: u32,
+    max_timestamp_before: i64,
+}
+
 /// In-memory sparse index of one segment. Owned by the partition's shard.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SparseIndex {
-    entries: Vec<(u32, u32)>,
+    entries: Vec<Entry>,
     bytes_since_entry: u64,
+    /// Largest record timestamp of the frames seen so far (after a truncation, of the frames
+    /// before it too: an overestimate only makes a time lookup land earlier).
+    max_timestamp: i64,
+}
+
+impl Default for SparseIndex {
+    fn default() -> SparseIndex {
+        SparseIndex {
+            entries: Vec::new(),
+            bytes_since_entry: 0,
+            max_timestamp: i64::MIN,
+        }
+    }
 }
 
 impl SparseIndex {
     /// Records that a frame starting at `offset` (relative to the segment base) sits at
-    /// `position`, adding an entry if `interval_bytes` of frames passed since the last one.
-    pub fn on_frame(&mut self, relative_offset: u32, position: u32, frame_len: u32, interval: u32) {
+    /// `position`, with records up to `max_timestamp`, adding an entry if `interval_bytes` of
+    /// frames passed since the last one.
+    pub fn on_frame(
+        &mut self,
+        relative_offset: u32,
+        position: u32,
+        frame_len: u32,
+        interval: u32,
+        max_timestamp: i64,
+    ) {
         if self.entries.is_empty() || self.bytes_since_entry >= interval as u64 {
-            if let Some(&(last_offset, last_position)) = self.entries.last() {
+            if let Some(last) = self.entries.last() {
                 assert!(
-                    relative_offset > last_offset && position > last_position,
-                    "index must grow: last ({last_offset}, {last_position}), new ({relative_offset}, {position})"
+                    relative_offset > last.offset && position > last.position,
+                    "index must grow: last ({}, {}), new ({relative_offset}, {position})",
+                    last.offset,
+                    last.position
                 );
             }
-            self.entries.push((relative_offset, position));
+            self.entries.push(Entry {
+                offset: relative_offset,
+                position,
+                max_timestamp_before: self.max_timestamp,
+            });
             self.bytes_since_entry = 0;
         }
         self.bytes_since_entry += frame_len as u64;
+        self.max_timestamp = self.max_timestamp.max(max_timestamp);
     }
 
     /// Position of the last indexed frame starting at or before `relative_offset`.
     pub fn lookup(&self, relative_offset: u32) -> u32 {
-        match self.entries.partition_point(|(o, _)| *o <= relative_offset) {
+        match self
+            .entries
+            .partition_point(|e| e.offset <= relative_offset)
+        {
             0 => 0,
-            i => self.entries[i - 1].1,
+            i => self.entries[i - 1].position,
+        }
+    }
+
+    /// Position of the last indexed frame before which every record is older than `at` (ms):
+    /// the first frame holding a record at or after `at` starts there or later.
+    pub fn lookup_time(&self, at: i64) -> u32 {
+        // The running maximum never decreases, so the entries split in two.
+        match self
+            .entries
+            .partition_point(|e| e.max_timestamp_before < at)
+        {
+            0 => 0,
+            i => self.entries[i - 1].position,
         }
     }
 
     /// Drops entries for frames at or after `position` (after a truncation).
     pub fn truncate_to_position(&mut self, position: u32) {
-        let keep = self.entries.partition_point(|(_, p)| *p < position);
+        let keep = self.entries.partition_point(|e| e.position < position);
         self.entries.truncate(keep);
         // Force an entry for the next frame so the tail is indexed again.
         self.bytes_since_entry = u64::MAX / 2;
@@ -89,7 +146,8 @@ impl SparseIndex {
 
     /// Serializes the index and its segment summary into the index file format.
     pub fn encode(&self, summary: &SealedSummary) -> Vec<u8> {
-        let mut out = Vec::with_capacity(INDEX_HEADER_BYTES + self.entries.len() * 8);
+        let mut out =
+            Vec::with_capacity(INDEX_HEADER_BYTES + self.entries.len() * INDEX_ENTRY_BYTES);
         out.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
         out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
         out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
@@ -98,9 +156,10 @@ impl SparseIndex {
         out.extend_from_slice(&summary.next_offset.to_le_bytes());
         out.extend_from_slice(&summary.log_bytes.to_le_bytes());
         out.extend_from_slice(&summary.max_timestamp.to_le_bytes());
-        for (offset, position) in &self.entries {
-            out.extend_from_slice(&offset.to_le_bytes());
-            out.extend_from_slice(&position.to_le_bytes());
+        for entry in &self.entries {
+            out.extend_from_slice(&entry.offset.to_le_bytes());
+            out.extend_from_slice(&entry.position.to_le_bytes());
+            out.extend_from_slice(&entry.max_timestamp_before.to_le_bytes());
         }
         let crc = crc32fast::hash(&out[16..]);
         out[12..16].copy_from_slice(&crc.to_le_bytes());
@@ -141,18 +200,25 @@ impl SparseIndex {
                 "next offset below base offset",
             ));
         }
-        let entries: Vec<(u32, u32)> = (0..count)
+        let entries: Vec<Entry> = (0..count)
             .map(|i| {
                 let at = INDEX_HEADER_BYTES + i * INDEX_ENTRY_BYTES;
-                (u32_at(at), u32_at(at + 4))
+                Entry {
+                    offset: u32_at(at),
+                    position: u32_at(at + 4),
+                    max_timestamp_before: u64_at(at + 8) as i64,
+                }
             })
             .collect();
-        let increasing = entries
-            .windows(2)
-            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
-        let inside = entries.iter().all(|(o, p)| {
-            (*p as u64) < summary.log_bytes
-                && summary.base_offset + (*o as u64) < summary.next_offset
+        let increasing = entries.windows(2).all(|w| {
+            w[0].offset < w[1].offset
+                && w[0].position < w[1].position
+                && w[0].max_timestamp_before <= w[1].max_timestamp_before
+        });
+        let inside = entries.iter().all(|e| {
+            (e.position as u64) < summary.log_bytes
+                && summary.base_offset + (e.offset as u64) < summary.next_offset
+                && e.max_timestamp_before <= summary.max_timestamp
         });
         if !increasing || !inside {
             return Err(IndexFileError::Inconsistent(
@@ -163,6 +229,7 @@ impl SparseIndex {
             SparseIndex {
                 entries,
                 bytes_since_entry: 0,
+                max_timestamp: summary.max_timestamp,
             },
             summary,
         ))
@@ -176,13 +243,13 @@ mod tests {
     fn sample() -> (SparseIndex, SealedSummary) {
         let mut index = SparseIndex::default();
         for i in 0..100u32 {
-            index.on_frame(i * 10, i * 1000, 1000, 4096);
+            index.on_frame(i * 10, i * 1000, 1000, 4096, i as i64 * 100);
         }
         let summary = SealedSummary {
             base_offset: 500,
             next_offset: 1500,
             log_bytes: 100_000,
-            max_timestamp: 9,
+            max_timestamp: 9900,
         };
         (index, summary)
     }
@@ -196,6 +263,36 @@ mod tests {
         assert_eq!(index.lookup(50), 5000);
         assert_eq!(index.lookup(99), 5000);
         assert_eq!(index.lookup(u32::MAX), 95_000);
+    }
+
+    #[test]
+    fn a_time_lookup_lands_before_the_first_frame_reaching_the_time() {
+        // Timestamps that go back and forth: the running maximum is what is searched.
+        let mut index = SparseIndex::default();
+        let times = [50, 10, 70, 20, 90, 30, 95, 40];
+        for (i, t) in times.iter().enumerate() {
+            index.on_frame(i as u32, i as u32 * 5000, 5000, 4096, *t);
+        }
+        for at in [0, 10, 50, 51, 70, 71, 90, 95, 96, 1000] {
+            let position = index.lookup_time(at);
+            let first = times.iter().position(|t| *t >= at);
+            let landed = position as usize / 5000;
+            match first {
+                Some(first) => {
+                    assert!(
+                        landed <= first,
+                        "at {at}: landed on {landed}, first is {first}"
+                    );
+                    assert!(times[..landed].iter().all(|t| *t < at), "at {at}");
+                }
+                None => assert!(times[..landed].iter().all(|t| *t < at), "at {at}"),
+            }
+        }
+        assert_eq!(
+            index.lookup_time(71),
+            4 * 5000,
+            "on the first frame reaching 71"
+        );
     }
 
     #[test]

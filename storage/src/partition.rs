@@ -438,6 +438,63 @@ impl Partition {
         }
     }
 
+    /// The first visible batch holding a record at or after `at` (ms; its newest timestamp
+    /// reaches `at`), found through the segments' time index: only the frames between two
+    /// index entries are read. `None` when no visible batch reaches `at`.
+    pub async fn first_batch_at_time(&self, at: i64) -> Result<Option<RecordBatch>, ReadError> {
+        let (plan, visible) = {
+            let core = self.shared.core.borrow();
+            (core.time_plan(at), core.visible_end())
+        };
+        let Some((file, key, position, limit)) = plan else {
+            return Ok(None);
+        };
+        let source = CachedSegment {
+            cache: &self.shared.read_cache,
+            file: &file,
+            key,
+            limit,
+        };
+        let walk = FrameWalk {
+            position,
+            limit,
+            first_offset: None,
+            frame_bytes_max: FRAME_BYTES_LIMIT,
+            chunk: 64 << 10,
+        };
+        let mut found = None;
+        let mut bad_batch = false;
+        let admit = |header: &FrameHeader| header.base_offset < visible;
+        let end = scan_frames_admitting(&source, walk, admit, |header, _, payload| {
+            if header.max_timestamp < at {
+                return ControlFlow::Continue(());
+            }
+            match RecordBatch::from_trusted(payload) {
+                Ok(batch) => found = Some(batch),
+                Err(_) => bad_batch = true,
+            }
+            ControlFlow::Break(())
+        })
+        .await
+        .map_err(|source| ReadError::Io {
+            path: file.path().to_path_buf(),
+            source,
+        })?;
+        let damage = match end.stop {
+            ScanStop::Damaged(reason) => Some(reason),
+            _ if bad_batch => Some("frame payload is not a record batch"),
+            _ => None,
+        };
+        match damage {
+            Some(reason) => Err(ReadError::Corrupt {
+                path: file.path().to_path_buf(),
+                position: end.position,
+                reason,
+            }),
+            None => Ok(found),
+        }
+    }
+
     /// Resolves once the visible end passes `offset` (data at `offset` is readable), or the
     /// partition stops or closes. For long-polling readers.
     pub async fn wait_for_offset(&self, offset: u64) {

@@ -283,8 +283,13 @@ impl Segment {
         let relative = u32::try_from(header.base_offset - self.base_offset)
             .expect("segment spans more than 2^32 offsets");
         let position32 = u32::try_from(position).expect("segment larger than 4 GiB");
-        self.index
-            .on_frame(relative, position32, header.frame_len, index_interval_bytes);
+        self.index.on_frame(
+            relative,
+            position32,
+            header.frame_len,
+            index_interval_bytes,
+            header.max_timestamp,
+        );
         self.log_bytes = position + header.frame_len as u64;
         self.next_offset = header.next_offset();
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);

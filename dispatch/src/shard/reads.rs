@@ -11,28 +11,18 @@ use std::time::Duration;
 
 /// The first record with a timestamp at or after `at` (ms): its offset and timestamp, or
 /// (-1, -1) past the end (Kafka's ListOffsets by time). The batch holding it is the first whose
-/// newest timestamp reaches `at`; inside it the records are read (decompressed within
-/// `decompressed_bytes_max`) for the exact one. A scan from the log start until a time index
-/// exists.
+/// newest timestamp reaches `at`, found through the segments' time index; inside it the
+/// records are read (decompressed within `decompressed_bytes_max`) for the exact one.
 pub async fn offset_at_time(
     log: &Partition,
     at: i64,
     decompressed_bytes_max: u64,
 ) -> Result<(i64, i64), PartitionError> {
-    let mut next = log.log_start_offset();
-    loop {
-        let batches = log
-            .read(next, 1 << 20)
-            .await
-            .map_err(|e| PartitionError::Storage(e.to_string()))?;
-        let Some(last) = batches.last() else {
-            return Ok((-1, -1));
-        };
-        if let Some(hit) = batches.iter().find(|b| b.max_timestamp() >= at) {
-            return Ok(first_record_at(hit, at, decompressed_bytes_max));
-        }
-        next = last.last_offset() + 1;
-    }
+    let hit =
+        (log.first_batch_at_time(at).await).map_err(|e| PartitionError::Storage(e.to_string()))?;
+    Ok(hit.map_or((-1, -1), |batch| {
+        first_record_at(&batch, at, decompressed_bytes_max)
+    }))
 }
 
 /// The first record of `batch` at or after `at`. Under LogAppendTime every record has the

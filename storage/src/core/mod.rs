@@ -285,6 +285,19 @@ impl<A, T> LogCore<A, T> {
         })
     }
 
+    /// Where the first frame holding a record at or after `at` (ms) may start: the first
+    /// segment whose newest record reaches `at`, from its time index. `None`: no segment does.
+    pub(crate) fn time_plan(&self, at: i64) -> Option<(SegmentFile, u64, u64, u64)> {
+        let segment = self.segments.iter().find(|s| s.max_timestamp >= at)?;
+        let position = segment.index.lookup_time(at) as u64;
+        Some((
+            segment.file.clone(),
+            segment.cache_key,
+            position,
+            segment.log_bytes,
+        ))
+    }
+
     /// A read from disk starting at offset `from` ended at `end`.
     pub(crate) fn read_ended(&mut self, from: u64, end: StreamEnd) {
         self.streams.advance(from, end);
