@@ -1,9 +1,11 @@
 //! The client commands: `oxbow topic|produce|consume|subscription`, over the native protocol.
 //! Each runs on a small tokio runtime and reports a failure as one line (exit code 1).
 
+use crate::output::{show, Output};
 use clap::{Args, Subcommand};
 use oxbow_client::config::{parse_acks, parse_kind, parse_mode, parse_start};
 use oxbow_client::{Client, ClientError, Mode};
+use serde::Serialize;
 use std::io::{BufRead, Write};
 
 /// Where the broker is.
@@ -188,7 +190,7 @@ where
 }
 
 /// `oxbow topic ...`
-pub fn topic(broker: &str, command: TopicCommand) -> Result<(), String> {
+pub fn topic(broker: &str, output: Output, command: TopicCommand) -> Result<(), String> {
     with_client(broker, |client| async move {
         match command {
             TopicCommand::Create {
@@ -214,17 +216,14 @@ pub fn topic(broker: &str, command: TopicCommand) -> Result<(), String> {
                 client.alter_topic_configs(&name, &set, &delete).await?;
                 println!("topic {name} configs altered");
             }
-            TopicCommand::List => {
-                for topic in client.list_topics().await? {
-                    println!("{}\t{} partitions", topic.name, topic.partitions);
-                }
-            }
+            TopicCommand::List => show(output, &client.list_topics().await?, print_topics),
             TopicCommand::Describe { name } => {
-                println!("partition\tlog_start\tlog_end");
-                for p in client.describe_topic(&name).await? {
-                    println!("{}\t{}\t{}", p.partition, p.log_start, p.log_end);
-                }
-                print_subscriptions(&client.list_subscriptions(&name).await?);
+                let described = DescribedTopic {
+                    partitions: client.describe_topic(&name).await?,
+                    subscriptions: client.list_subscriptions(&name).await?,
+                    topic: name,
+                };
+                show(output, &described, print_described);
             }
             TopicCommand::Delete { name } => {
                 client.delete_topic(&name).await?;
@@ -235,7 +234,29 @@ pub fn topic(broker: &str, command: TopicCommand) -> Result<(), String> {
     })
 }
 
-fn print_subscriptions(subscriptions: &[oxbow_client::SubscriptionInfo]) {
+/// A topic's partitions and subscriptions, as `topic describe` shows them.
+#[derive(Serialize)]
+struct DescribedTopic {
+    topic: String,
+    partitions: Vec<oxbow_client::PartitionInfo>,
+    subscriptions: Vec<oxbow_client::SubscriptionInfo>,
+}
+
+fn print_topics(topics: &Vec<oxbow_client::TopicInfo>) {
+    for topic in topics {
+        println!("{}\t{} partitions", topic.name, topic.partitions);
+    }
+}
+
+fn print_described(described: &DescribedTopic) {
+    println!("partition\tlog_start\tlog_end");
+    for p in &described.partitions {
+        println!("{}\t{}\t{}", p.partition, p.log_start, p.log_end);
+    }
+    print_subscriptions(&described.subscriptions);
+}
+
+fn print_subscriptions(subscriptions: &Vec<oxbow_client::SubscriptionInfo>) {
     if subscriptions.is_empty() {
         return;
     }
@@ -398,11 +419,16 @@ fn headers_line(message: &oxbow_client::Message) -> Vec<u8> {
 }
 
 /// `oxbow subscription ...`
-pub fn subscription(broker: &str, command: SubscriptionCommand) -> Result<(), String> {
+pub fn subscription(
+    broker: &str,
+    output: Output,
+    command: SubscriptionCommand,
+) -> Result<(), String> {
     with_client(broker, |client| async move {
         match command {
             SubscriptionCommand::List { topic } => {
-                print_subscriptions(&client.list_subscriptions(&topic).await?);
+                let subscriptions = client.list_subscriptions(&topic).await?;
+                show(output, &subscriptions, print_subscriptions);
             }
             SubscriptionCommand::Reset {
                 topic,

@@ -5,8 +5,9 @@
 //! and the reset targets), as text or JSON.
 
 use crate::bench::kafka::Connection;
+use crate::output::{print, Output};
 use bytes::{Buf, Bytes};
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use kafka_protocol::messages::describe_groups_response;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_commit_request::{
@@ -82,15 +83,6 @@ fn parse_target(text: &str) -> Result<Target, String> {
             "{text:?}: earliest, latest, offset:N or timestamp:MS"
         )),
     }
-}
-
-/// How results are printed.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// Columns for people.
-    Text,
-    /// One JSON document, for scripts.
-    Json,
 }
 
 #[derive(Serialize)]
@@ -169,17 +161,6 @@ pub fn run(bootstrap: &str, output: Output, command: GroupCommand) -> Result<(),
             }
         }
     })
-}
-
-fn print<T: Serialize>(output: Output, value: &T, text: fn(&T)) -> Result<(), String> {
-    match output {
-        Output::Text => text(value),
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string(value).map_err(|e| e.to_string())?
-        ),
-    }
-    Ok(())
 }
 
 fn print_list(groups: &Vec<ListedGroup>) {

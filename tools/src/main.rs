@@ -5,6 +5,7 @@ mod bench;
 mod client_cli;
 mod cluster_cli;
 mod group_cli;
+mod output;
 mod reassign;
 mod serve;
 
@@ -77,6 +78,9 @@ enum Command {
     Topic {
         #[command(flatten)]
         broker: client_cli::BrokerArg,
+        /// How `list` and `describe` print.
+        #[arg(long, value_enum, default_value = "text", global = true)]
+        output: output::Output,
         #[command(subcommand)]
         command: client_cli::TopicCommand,
     },
@@ -98,6 +102,9 @@ enum Command {
     Subscription {
         #[command(flatten)]
         broker: client_cli::BrokerArg,
+        /// How `list` prints.
+        #[arg(long, value_enum, default_value = "text", global = true)]
+        output: output::Output,
         #[command(subcommand)]
         command: client_cli::SubscriptionCommand,
     },
@@ -116,7 +123,7 @@ enum Command {
         bootstrap: String,
         /// How results are printed.
         #[arg(long, value_enum, default_value = "text", global = true)]
-        output: group_cli::Output,
+        output: output::Output,
         #[command(subcommand)]
         command: group_cli::GroupCommand,
     },
@@ -235,18 +242,22 @@ fn main() -> ExitCode {
                 _ => ExitCode::FAILURE,
             }
         }),
-        Command::Topic { broker, command } => {
-            client_command(client_cli::topic(&broker.broker, command))
-        }
+        Command::Topic {
+            broker,
+            output,
+            command,
+        } => client_command(client_cli::topic(&broker.broker, output, command)),
         Command::Produce { broker, args } => {
             client_command(client_cli::produce(&broker.broker, args))
         }
         Command::Consume { broker, args } => {
             client_command(client_cli::consume(&broker.broker, args))
         }
-        Command::Subscription { broker, command } => {
-            client_command(client_cli::subscription(&broker.broker, command))
-        }
+        Command::Subscription {
+            broker,
+            output,
+            command,
+        } => client_command(client_cli::subscription(&broker.broker, output, command)),
         Command::Cluster { bootstrap, command } => {
             client_command(cluster_cli::run(&bootstrap, command))
         }

@@ -551,6 +551,24 @@ fn cli_topics_produce_consume_and_subscriptions() {
     assert_eq!(out.lines().next(), Some("line 20"));
     let (ok, out, _) = run(&["subscription", "list", "--topic", "cli"], "");
     assert!(ok && out.contains("\tExclusive\tReliable\t"), "{out}");
+    let (ok, out, _) = run(
+        &["subscription", "list", "--topic", "cli", "--output", "json"],
+        "",
+    );
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let partitions = listed.as_array().unwrap();
+    assert!(
+        ok && partitions.len() == 3,
+        "one entry per partition: {out}"
+    );
+    assert!(partitions
+        .iter()
+        .all(|p| p["name"] == "s" && p["kind"] == "Exclusive"));
+    let cursors: u64 = partitions
+        .iter()
+        .map(|p| p["cursor"].as_u64().unwrap())
+        .sum();
+    assert_eq!(cursors, 30, "the 30 acknowledged: {out}");
     let (ok, _, _) = run(
         &[
             "subscription",

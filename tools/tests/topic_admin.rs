@@ -1,8 +1,8 @@
 //! Growing a topic and changing its configs over the native protocol (`oxbow topic
 //! add-partitions`, `oxbow topic alter-config`): the new partitions take records at once, a
 //! lowered `max.message.bytes` refuses a larger record at once and removing it restores the
-//! default; shrinking and bad configs are refused with the native protocol's errors. Needs kcat
-//! (scripts/test installs it).
+//! default; shrinking and bad configs are refused with the native protocol's errors; `list` and
+//! `describe` print JSON for scripts. Needs kcat (scripts/test installs it).
 
 mod common;
 
@@ -78,4 +78,24 @@ fn a_topic_grows_and_its_configs_change_over_the_native_protocol() {
         described.contains("2\t0\t1\n"),
         "the new partition holds it: {described}"
     );
+
+    // The same, for scripts.
+    let json = |args: &[&str]| -> serde_json::Value {
+        let printed = ok(&[args, &["--output", "json"]].concat());
+        serde_json::from_str(&printed).unwrap_or_else(|e| panic!("{args:?}: {e}: {printed}"))
+    };
+    let listed = json(&["list"]);
+    let grown = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "grown");
+    assert_eq!(grown.unwrap()["partitions"], 3, "{listed}");
+    let described = json(&["describe", "grown"]);
+    assert_eq!(described["topic"], "grown");
+    let ends: Vec<u64> = (described["partitions"].as_array().unwrap().iter())
+        .map(|p| p["log_end"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ends, vec![0, 0, 1], "{described}");
+    assert_eq!(described["subscriptions"], serde_json::json!([]));
 }

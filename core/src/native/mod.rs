@@ -31,7 +31,17 @@ pub const FRAME_HEADER_BYTES: usize = 8;
 pub const NAME_BYTES_MAX: usize = 249;
 
 /// Delivery guarantee of a subscription.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    serde::Serialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+)]
 #[rkyv(derive(Debug))]
 pub enum Mode {
     /// At-least-once: messages are acknowledged, redelivered when not, the cursor is durable.
@@ -41,7 +51,17 @@ pub enum Mode {
 }
 
 /// How a subscription spreads messages over its consumers.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    serde::Serialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+)]
 #[rkyv(derive(Debug))]
 pub enum SubscriptionType {
     /// One consumer; a second is refused.
@@ -143,7 +163,9 @@ pub struct MessageMeta {
 }
 
 /// A topic and its partition count.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq,
+)]
 #[rkyv(derive(Debug))]
 pub struct TopicInfo {
     /// Name.
@@ -173,7 +195,9 @@ pub struct TopicLeaders {
 }
 
 /// Offsets of one partition.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq,
+)]
 #[rkyv(derive(Debug))]
 pub struct PartitionInfo {
     /// Partition number.
@@ -185,7 +209,9 @@ pub struct PartitionInfo {
 }
 
 /// One subscription on one partition.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq,
+)]
 #[rkyv(derive(Debug))]
 pub struct SubscriptionInfo {
     /// Topic.
