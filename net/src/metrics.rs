@@ -56,6 +56,13 @@ async fn gather_shards(shard: &oxbow_dispatch::Shard) -> Vec<MetricsSnapshot> {
                 let mut snapshot =
                     of(&shard).snapshot(shard.owned().len(), subscriptions, shard.decoded_counts());
                 snapshot.replication = shard.replication_infos();
+                for host in shard.owned() {
+                    let bytes = host.log.stats().log_bytes;
+                    *snapshot
+                        .log_bytes
+                        .entry(host.topic.to_string())
+                        .or_default() += bytes;
+                }
                 snapshot
             })
             .await;
@@ -97,6 +104,8 @@ pub struct MetricsSnapshot {
     /// The replicated partitions the shard leads.
     replication: Vec<oxbow_dispatch::shard::ReplicationInfo>,
     read_cache: oxbow_storage::read::ReadCacheStats,
+    /// Bytes of segments per topic, of the partitions this shard holds (led or followed).
+    log_bytes: BTreeMap<String, u64>,
 }
 
 impl ShardMetrics {
@@ -181,6 +190,7 @@ impl ShardMetrics {
             decoded_batches,
             replication: Vec::new(),
             read_cache: oxbow_storage::read::shard_stats(),
+            log_bytes: BTreeMap::new(),
         }
     }
 }
@@ -363,6 +373,7 @@ pub fn render(gathered: &Gathered) -> String {
         let _ = writeln!(out, "{name}{{codec=\"{codec}\"}} {count}");
     }
     render_subscriptions(&mut out, snapshots);
+    render_log_bytes(&mut out, snapshots);
     render_replication(&mut out, snapshots);
     let mut fsync = histogram();
     for snapshot in snapshots {
@@ -375,6 +386,24 @@ pub fn render(gathered: &Gathered) -> String {
     );
     summary(&mut out, name, "", &fsync);
     out
+}
+
+/// Disk used per topic: what retention keeps, and what fills the disk.
+fn render_log_bytes(out: &mut String, snapshots: &[MetricsSnapshot]) {
+    let mut topics: BTreeMap<&str, u64> = BTreeMap::new();
+    for snapshot in snapshots {
+        for (topic, bytes) in &snapshot.log_bytes {
+            *topics.entry(topic).or_default() += bytes;
+        }
+    }
+    let name = "oxbow_log_bytes";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Bytes of log segments on this node, per topic.\n# TYPE {name} gauge"
+    );
+    for (topic, bytes) in topics {
+        let _ = writeln!(out, "{name}{{topic=\"{topic}\"}} {bytes}");
+    }
 }
 
 /// The metadata group as this node sees it.
