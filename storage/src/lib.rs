@@ -4,7 +4,7 @@
 //! [`Partition`] is owned by one shard (glommio executor) and is not `Send`; other shards reach
 //! it by message. Before opening any partition on a shard thread, call [`prepare_shard_io`]
 //! once. The shape: a sans-IO log core (`core/`: every decision) inside thin shells
-//! (`partition.rs`, the API; `writer.rs`, the writer task; `recovery.rs`, opening), doing all
+//! (`partition.rs`, the API, with its reads in `partition_reads.rs` and `read/`; `writer.rs`, the writer task; `recovery.rs`, opening), doing all
 //! their I/O through one [`Disk`] trait whose backends are direct I/O, fault injection and a
 //! crash simulation (`io/`).
 #![warn(missing_docs)]
@@ -19,6 +19,7 @@ pub mod layout;
 pub mod metrics;
 pub mod ordered;
 mod partition;
+mod partition_reads;
 pub mod producers;
 pub mod read;
 mod recovery;

@@ -10,20 +10,17 @@
 //! Call order: [`Partition::open`] (recovers the log), then appends/reads/retention/truncation
 //! in any order, then [`Partition::close`] (writes and syncs everything queued).
 
-use crate::core::{Admitted, Cut, LogCore, ReadPlan};
-use crate::error::{AppendError, OpenError, ReadError, RetentionError, TruncateError};
-use crate::frame::{FrameHeader, FRAME_HEADER_BYTES};
+use crate::core::{Admitted, Cut, LogCore};
+use crate::error::{AppendError, OpenError, RetentionError, TruncateError};
 use crate::io::{default_disk, Disk, Faults, FaultyDisk};
 use crate::layout::segment_files;
-use crate::read::{CachedSegment, ReadCache, StreamEnd};
-use crate::segment::{scan_frames_admitting, FrameWalk, ScanStop, Segment, FRAME_BYTES_LIMIT};
+use crate::read::ReadCache;
+use crate::segment::Segment;
 use crate::signal::{Completion, Notify, Watermark};
 use crate::writer::Writer;
 use crate::SegmentFile;
-use bytes::Bytes;
 use oxbow_core::{LogConfig, RecordBatch};
-use std::cell::{Cell, RefCell};
-use std::ops::ControlFlow;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -129,7 +126,7 @@ impl Drop for PlaceInLine<'_> {
 
 /// One partition's log on this shard. See the module docs for the call order.
 pub struct Partition {
-    shared: Rc<Shared>,
+    pub(crate) shared: Rc<Shared>,
     writer: RefCell<Option<glommio::Task<()>>>,
 }
 
@@ -309,189 +306,6 @@ impl Partition {
                     .unwrap_or_default()
                     .to_string(),
             )),
-        }
-    }
-
-    /// Reads whole batches starting with the one that holds `from`, up to `max_bytes` (but at
-    /// least one batch, as Kafka fetch does), never past the visible end. Serves from the tail
-    /// cache when it can, otherwise from disk via the sparse index. An empty result means
-    /// `from` is the visible end.
-    pub async fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<RecordBatch>, ReadError> {
-        let visible = self.shared.core.borrow().visible_end();
-        self.read_before(from, max_bytes, visible).await
-    }
-
-    /// [`Partition::read`] up to the durable end, past the high watermark: what a leader sends
-    /// its followers (they must get records before the high watermark can cover them).
-    pub async fn read_for_followers(
-        &self,
-        from: u64,
-        max_bytes: usize,
-    ) -> Result<Vec<RecordBatch>, ReadError> {
-        let durable = self.shared.core.borrow().durable_end();
-        self.read_before(from, max_bytes, durable).await
-    }
-
-    async fn read_before(
-        &self,
-        from: u64,
-        max_bytes: usize,
-        end: u64,
-    ) -> Result<Vec<RecordBatch>, ReadError> {
-        let plan = self.shared.core.borrow().read_plan(from, max_bytes, end)?;
-        let (file, key, position, limit, visible, sequential) = match plan {
-            ReadPlan::Cached(batches) => return Ok(batches),
-            ReadPlan::Empty => return Ok(Vec::new()),
-            ReadPlan::Disk {
-                file,
-                key,
-                position,
-                limit,
-                visible,
-                sequential,
-            } => (file, key, position, limit, visible, sequential),
-        };
-        let cache = &self.shared.read_cache;
-        if sequential {
-            // The blocks this read needs load together, and the next ones behind them.
-            let config = cache.config();
-            let ahead = config.read_ahead_blocks as u64 * config.block_bytes as u64;
-            let to = position + max_bytes as u64 + ahead;
-            cache.read_ahead(&file, key, position, to, limit);
-        }
-        let block_bytes = cache.config().block_bytes as usize;
-        let source = CachedSegment {
-            cache,
-            file: &file,
-            key,
-            limit,
-        };
-        let walk = FrameWalk {
-            position,
-            limit,
-            first_offset: None,
-            frame_bytes_max: FRAME_BYTES_LIMIT,
-            chunk: max_bytes,
-        };
-        let mut batches = Vec::new();
-        let bytes = Cell::new(0usize);
-        let mut bad_batch = false;
-        let mut read_end = None;
-        // Frames the reader would not take are not read: past the visible end, or past
-        // `max_bytes` once one batch is in hand.
-        let admit = |header: &FrameHeader| {
-            let payload = (header.frame_len as usize).saturating_sub(FRAME_HEADER_BYTES);
-            let taken = bytes.get();
-            header.base_offset < visible
-                && (header.next_offset() <= from || taken == 0 || taken + payload <= max_bytes)
-        };
-        let end = scan_frames_admitting(&source, walk, admit, |header, position, payload| {
-            if header.next_offset() <= from {
-                return ControlFlow::Continue(());
-            }
-            bytes.set(bytes.get() + payload.len());
-            // A small batch is copied out of its block: a reader holding it (a response
-            // waiting for a slow client) must not keep a whole evicted block in memory.
-            let payload = if payload.len() < block_bytes / 4 {
-                Bytes::copy_from_slice(&payload)
-            } else {
-                payload
-            };
-            match RecordBatch::from_trusted(payload) {
-                Ok(batch) => batches.push(batch),
-                Err(_) => {
-                    bad_batch = true;
-                    return ControlFlow::Break(());
-                }
-            }
-            read_end = Some(StreamEnd {
-                next_offset: header.next_offset(),
-                key,
-                position: position + header.frame_len as u64,
-            });
-            if bytes.get() >= max_bytes {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })
-        .await
-        .map_err(|source| ReadError::Io {
-            path: file.path().to_path_buf(),
-            source,
-        })?;
-        if let Some(read_end) = read_end {
-            self.shared.core.borrow_mut().read_ended(from, read_end);
-        }
-        let damage = match end.stop {
-            ScanStop::Damaged(reason) => Some(reason),
-            _ if bad_batch => Some("frame payload is not a record batch"),
-            _ => None,
-        };
-        match damage {
-            Some(reason) if batches.is_empty() => Err(ReadError::Corrupt {
-                path: file.path().to_path_buf(),
-                position: end.position,
-                reason,
-            }),
-            _ => Ok(batches),
-        }
-    }
-
-    /// The first visible batch holding a record at or after `at` (ms; its newest timestamp
-    /// reaches `at`), found through the segments' time index: only the frames between two
-    /// index entries are read. `None` when no visible batch reaches `at`.
-    pub async fn first_batch_at_time(&self, at: i64) -> Result<Option<RecordBatch>, ReadError> {
-        let (plan, visible) = {
-            let core = self.shared.core.borrow();
-            (core.time_plan(at), core.visible_end())
-        };
-        let Some((file, key, position, limit)) = plan else {
-            return Ok(None);
-        };
-        let source = CachedSegment {
-            cache: &self.shared.read_cache,
-            file: &file,
-            key,
-            limit,
-        };
-        let walk = FrameWalk {
-            position,
-            limit,
-            first_offset: None,
-            frame_bytes_max: FRAME_BYTES_LIMIT,
-            chunk: 64 << 10,
-        };
-        let mut found = None;
-        let mut bad_batch = false;
-        let admit = |header: &FrameHeader| header.base_offset < visible;
-        let end = scan_frames_admitting(&source, walk, admit, |header, _, payload| {
-            if header.max_timestamp < at {
-                return ControlFlow::Continue(());
-            }
-            match RecordBatch::from_trusted(payload) {
-                Ok(batch) => found = Some(batch),
-                Err(_) => bad_batch = true,
-            }
-            ControlFlow::Break(())
-        })
-        .await
-        .map_err(|source| ReadError::Io {
-            path: file.path().to_path_buf(),
-            source,
-        })?;
-        let damage = match end.stop {
-            ScanStop::Damaged(reason) => Some(reason),
-            _ if bad_batch => Some("frame payload is not a record batch"),
-            _ => None,
-        };
-        match damage {
-            Some(reason) => Err(ReadError::Corrupt {
-                path: file.path().to_path_buf(),
-                position: end.position,
-                reason,
-            }),
-            None => Ok(found),
         }
     }
 
