@@ -5,6 +5,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::ApiKey;
 use oxbow_cluster::metadata_group::{broker_id, NodeStatus, ProposalStats};
+use oxbow_dispatch::shard::Role;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -62,6 +63,14 @@ async fn gather_shards(shard: &oxbow_dispatch::Shard) -> Vec<MetricsSnapshot> {
                         .log_bytes
                         .entry(host.topic.to_string())
                         .or_default() += bytes;
+                    let role = host.role.borrow();
+                    if matches!(*role, Role::Alone | Role::Leader(_)) {
+                        let end = host.log.log_end_offset();
+                        (snapshot.log_ends).push((host.topic.to_string(), host.partition, end));
+                    }
+                }
+                if let Some(coordinator) = shard.extension::<crate::kafka::groups::Coordinator>() {
+                    snapshot.committed = coordinator.committed_offsets();
                 }
                 snapshot
             })
@@ -106,6 +115,10 @@ pub struct MetricsSnapshot {
     read_cache: oxbow_storage::read::ReadCacheStats,
     /// Bytes of segments per topic, of the partitions this shard holds (led or followed).
     log_bytes: BTreeMap<String, u64>,
+    /// Log end offset (what consumers can read) of each partition this shard leads.
+    log_ends: Vec<(String, u32, u64)>,
+    /// Kafka groups' committed offsets this shard's coordinator holds.
+    committed: Vec<(String, String, i32, i64)>,
 }
 
 impl ShardMetrics {
@@ -191,6 +204,8 @@ impl ShardMetrics {
             replication: Vec::new(),
             read_cache: oxbow_storage::read::shard_stats(),
             log_bytes: BTreeMap::new(),
+            log_ends: Vec::new(),
+            committed: Vec::new(),
         }
     }
 }
@@ -374,6 +389,7 @@ pub fn render(gathered: &Gathered) -> String {
     }
     render_subscriptions(&mut out, snapshots);
     render_log_bytes(&mut out, snapshots);
+    render_offsets(&mut out, snapshots);
     render_replication(&mut out, snapshots);
     let mut fsync = histogram();
     for snapshot in snapshots {
@@ -404,6 +420,45 @@ fn render_log_bytes(out: &mut String, snapshots: &[MetricsSnapshot]) {
     for (topic, bytes) in topics {
         let _ = writeln!(out, "{name}{{topic=\"{topic}\"}} {bytes}");
     }
+}
+
+/// Log end offsets of the partitions this node leads, and the Kafka groups' committed offsets
+/// its coordinators hold: a group's lag on a partition is the one minus the other, joined on
+/// topic and partition (as kafka-exporter's `current_offset` pair is used).
+fn render_offsets(out: &mut String, snapshots: &[MetricsSnapshot]) {
+    let name = "oxbow_partition_log_end_offset";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Offset after the last readable record of a partition this node leads.\n\
+         # TYPE {name} gauge"
+    );
+    for (topic, partition, end) in snapshots.iter().flat_map(|s| &s.log_ends) {
+        let _ = writeln!(
+            out,
+            "{name}{{topic=\"{topic}\",partition=\"{partition}\"}} {end}"
+        );
+    }
+    let name = "oxbow_consumer_group_committed_offset";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Offset a Kafka consumer group committed for a partition.\n\
+         # TYPE {name} gauge"
+    );
+    for (group, topic, partition, offset) in snapshots.iter().flat_map(|s| &s.committed) {
+        let _ = writeln!(
+            out,
+            "{name}{{group=\"{}\",topic=\"{topic}\",partition=\"{partition}\"}} {offset}",
+            escape_label(group)
+        );
+    }
+}
+
+/// A label value as the Prometheus text format needs it (group ids are any string).
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The metadata group as this node sees it.

@@ -1,7 +1,7 @@
 //! The Grafana dashboard and the Prometheus alert rules in `deploy/` name only metrics that a
 //! running cluster exports: three nodes under Kafka and native traffic, with a replicated
-//! topic and a subscription, are scraped and every `oxbow_*` name in the two files must be
-//! among what they serve. Needs kcat (scripts/test installs it).
+//! topic, a subscription and a Kafka consumer group, are scraped and every `oxbow_*` name in the two files must be
+//! among what they serve. Needs kcat and confluent-kafka (scripts/test installs them).
 
 mod common;
 
@@ -97,16 +97,43 @@ fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
         "--broker",
         &node.native,
     ]);
+    // A Kafka group commits its offsets (the coordinator exports them).
+    let consumed = common::confluent(&[
+        "group-consume",
+        "--bootstrap",
+        &node.kafka,
+        "--topic",
+        TOPIC,
+        "--partitions",
+        "2",
+        "--expect",
+        "200",
+    ]);
+    assert!(
+        consumed.lines().filter(|l| l.starts_with("msg ")).count() >= 200,
+        "{consumed}"
+    );
 
     let mut exported = BTreeSet::new();
+    let (mut ends, mut committed) = (0.0, 0.0);
     for node in &cluster.nodes {
         for line in http_get(&node.metrics, "/metrics").lines() {
             if line.starts_with("oxbow_") {
                 let name = line.split(['{', ' ']).next().unwrap();
                 exported.insert(name.to_string());
             }
+            let value = || line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+            let end = format!("oxbow_partition_log_end_offset{{topic=\"{TOPIC}\"");
+            let group = "oxbow_consumer_group_committed_offset{group=\"oxbow-test-group\"";
+            if line.starts_with(&end) {
+                ends += value();
+            } else if line.starts_with(group) {
+                committed += value();
+            }
         }
     }
+    // Each partition is exported by its leader alone, and the group read everything: no lag.
+    assert_eq!((ends, committed), (200.0, 200.0));
     let missing: Vec<_> = dashboard
         .union(&alerts)
         .filter(|name| !exported.contains(*name))

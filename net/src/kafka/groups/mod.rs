@@ -92,6 +92,22 @@ impl Coordinator {
         })
     }
 
+    /// Every committed offset of the offsets partitions this shard has loaded: (group, topic,
+    /// partition, offset). For metrics: with the log end offsets the partitions' leaders
+    /// export, they give each group's lag per partition.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let logs: Vec<Rc<StateLog>> = (self.offset_logs.borrow().values())
+            .map(|(_, log)| log.clone())
+            .collect();
+        logs.iter()
+            .flat_map(|log| log.entries())
+            .filter_map(|(key, value)| {
+                let ((group, topic, partition), offset, _) = offsets::decode_commit(&key, &value)?;
+                Some((group, topic, partition, offset))
+            })
+            .collect()
+    }
+
     /// Expires silent members and closes rebalances whose timeout passed. Call every
     /// [`COORDINATOR_TICK`].
     pub fn tick(&self, now: Instant) {
