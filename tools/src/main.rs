@@ -39,7 +39,7 @@ Config file keys (TOML; every one optional, flags override them):
   default_replication_factor, topic_partitions_max, native_listen, advertised_native_addr, native_connections_max,
   native_frame_bytes_max, native_session_timeout_ms,
   native_produce_in_flight_max, native_outbound_bytes_max, native_write_stall_ms,
-  batch_decompressed_bytes_max
+  batch_decompressed_bytes_max, log_format = \"text\" | \"json\"
   [log] segment_bytes_max, segment_age_max_ms, index_interval_bytes,
         flush = \"always\" | \"interval\" | \"never\", flush_interval_ms,
         retention_bytes_max, retention_age_max_ms, tail_cache_bytes_max,
@@ -192,7 +192,9 @@ pub struct ServeArgs {
     pub initial_voters: Option<Vec<String>>,
 }
 
-fn init_logging() {
+/// Starts logging to standard error in `format` (the broker's `log_format`; text for the
+/// other commands).
+pub fn init_logging(format: oxbow_core::config::LogFormat) {
     // RUST_LOG takes `level` or `target=level,...`; no regex engine needed for that.
     let filter = std::env::var("RUST_LOG")
         .ok()
@@ -204,14 +206,14 @@ fn init_logging() {
                 .with_target("glommio", tracing::Level::WARN)
         });
     use tracing_subscriber::prelude::*;
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .with(filter)
-        .init();
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        oxbow_core::config::LogFormat::Text => registry
+            .with(layer.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+            .init(),
+        oxbow_core::config::LogFormat::Json => registry.with(layer.json()).init(),
+    }
 }
 
 /// A client command's outcome: failures print one line and exit 1.
@@ -227,7 +229,10 @@ fn client_command(result: Result<(), String>) -> Result<ExitCode, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The broker logs once its configuration (and so its log format) is read.
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logging(oxbow_core::config::LogFormat::Text);
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args)
             .map(|()| ExitCode::SUCCESS)

@@ -77,6 +77,7 @@ pub fn build_config(args: &ServeArgs) -> Result<BrokerConfig, ServeError> {
 /// Runs the broker until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let config = build_config(&args)?;
+    crate::init_logging(config.log_format);
     // A clustered node may wait long for its peers before it is ready; a signal meanwhile ends
     // the process as a crash would (everything it acknowledged is durable).
     let runtime = Runtime::start(config.clone())?;

@@ -153,6 +153,32 @@ fn config_file_is_read_flags_override_it_and_sigint_stops() {
 }
 
 #[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("oxbow.toml");
+    std::fs::write(&config, "log_format = \"json\"\nshards = 1\n").unwrap();
+    let dir = data.path().join("data");
+    let mut broker = Broker::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let ready = broker.wait_for("oxbow ready");
+    let line: serde_json::Value = serde_json::from_str(&ready).expect("a JSON line");
+    assert_eq!(line["level"], "INFO", "{ready}");
+    assert_eq!(line["fields"]["message"], "oxbow ready", "{ready}");
+    assert_eq!(line["fields"]["shards"], 1, "{ready}");
+    // The fields carry what a collector needs, e.g. the address to reach it at.
+    let kafka = line["fields"]["kafka"].as_str().unwrap();
+    std::net::TcpStream::connect(kafka).expect("the logged address answers");
+    broker.signal(libc::SIGTERM);
+    let stopped: serde_json::Value =
+        serde_json::from_str(broker.seen.last().unwrap()).expect("a JSON line");
+    assert_eq!(stopped["fields"]["message"], "oxbow stopped");
+}
+
+#[test]
 fn bad_configuration_is_one_clear_error_and_a_failure_exit() {
     let data = tempfile::tempdir().unwrap();
     let config = data.path().join("bad.toml");

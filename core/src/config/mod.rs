@@ -44,6 +44,16 @@ impl ConfigError {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (timestamp, level, target, message and fields).
+    Json,
+}
+
 /// Settings of a whole broker process.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -124,6 +134,8 @@ pub struct BrokerConfig {
     /// Requests one shard's inbox holds from the others before senders wait (the mesh is
     /// bounded: a shard that falls behind slows its senders instead of growing without limit).
     pub shard_inbox_messages_max: u32,
+    /// How the broker logs: `text` for people, `json` (one object per line) for collectors.
+    pub log_format: LogFormat,
     /// Defaults for every topic's log.
     pub log: LogConfig,
     /// Each shard's cache of bytes read from disk.
@@ -183,6 +195,7 @@ impl Default for BrokerConfig {
             native_write_stall_ms: 1_000,
             batch_decompressed_bytes_max: 64 << 20,
             shard_inbox_messages_max: 16_384,
+            log_format: LogFormat::Text,
             log: LogConfig::default(),
             read_cache: ReadCacheConfig::default(),
             subscriptions: SubscriptionConfig::default(),
