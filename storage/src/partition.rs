@@ -309,6 +309,12 @@ impl Partition {
         }
     }
 
+    /// The idempotent producers this partition remembers (those of its active segment and
+    /// since), by id: Kafka's DescribeProducers.
+    pub fn active_producers(&self) -> Vec<crate::producers::ActiveProducer> {
+        self.shared.core.borrow().active_producers()
+    }
+
     /// Resolves once the visible end passes `offset` (data at `offset` is readable), or the
     /// partition stops or closes. For long-polling readers.
     pub async fn wait_for_offset(&self, offset: u64) {

@@ -20,6 +20,22 @@ struct Remembered {
     last_sequence: i32,
     base_offset: u64,
     last_offset: u64,
+    max_timestamp: i64,
+}
+
+/// An idempotent producer as its partition knows it (Kafka's DescribeProducers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    /// Producer id.
+    pub id: i64,
+    /// Its current epoch.
+    pub epoch: i16,
+    /// Sequence of its last appended record.
+    pub last_sequence: i32,
+    /// Newest record time of its last appended batch (ms).
+    pub last_timestamp: i64,
+    /// Offset of its last appended record.
+    pub last_offset: u64,
 }
 
 #[derive(Debug, Default)]
@@ -129,10 +145,29 @@ impl ProducerState {
             last_sequence: last_sequence(batch),
             base_offset: batch.base_offset(),
             last_offset: batch.last_offset(),
+            max_timestamp: batch.max_timestamp(),
         });
         while producer.batches.len() > PRODUCER_BATCHES_KEPT {
             producer.batches.pop_front();
         }
+    }
+
+    /// The producers with a batch remembered, by id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut active: Vec<ActiveProducer> = (self.producers.iter())
+            .filter_map(|(&id, producer)| {
+                let last = producer.batches.back()?;
+                Some(ActiveProducer {
+                    id,
+                    epoch: producer.epoch,
+                    last_sequence: last.last_sequence,
+                    last_timestamp: last.max_timestamp,
+                    last_offset: last.last_offset,
+                })
+            })
+            .collect();
+        active.sort_by_key(|p| p.id);
+        active
     }
 
     /// Forgets batches at or above `offset` (their append failed, or the log was truncated).

@@ -123,6 +123,9 @@ async fn handle_encoded(
         RequestKind::ElectLeaders(request) => Some(ResponseKind::ElectLeaders(
             super::elections::elect_leaders(shard, request).await,
         )),
+        RequestKind::DescribeProducers(request) => Some(ResponseKind::DescribeProducers(
+            super::producers::describe_producers(shard, request).await,
+        )),
         RequestKind::DescribeCluster(_) => Some(ResponseKind::DescribeCluster(
             super::metadata::describe_cluster(shard, endpoint),
         )),

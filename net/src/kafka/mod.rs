@@ -20,6 +20,7 @@ mod handlers;
 mod metadata;
 mod partitions;
 mod produce;
+mod producers;
 mod reassignments;
 mod versions;
 mod wire;

@@ -298,6 +298,11 @@ impl<A, T> LogCore<A, T> {
         ))
     }
 
+    /// The idempotent producers with batches in the log (or queued for it).
+    pub(crate) fn active_producers(&self) -> Vec<crate::producers::ActiveProducer> {
+        self.producers.active()
+    }
+
     /// A read from disk starting at offset `from` ended at `end`.
     pub(crate) fn read_ended(&mut self, from: u64, end: StreamEnd) {
         self.streams.advance(from, end);
