@@ -5,7 +5,6 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::ApiKey;
 use oxbow_cluster::metadata_group::{broker_id, NodeStatus, ProposalStats};
-use oxbow_dispatch::shard::Role;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -63,8 +62,7 @@ async fn gather_shards(shard: &oxbow_dispatch::Shard) -> Vec<MetricsSnapshot> {
                         .log_bytes
                         .entry(host.topic.to_string())
                         .or_default() += bytes;
-                    let role = host.role.borrow();
-                    if matches!(*role, Role::Alone | Role::Leader(_)) {
+                    if host.role.borrow().serves() {
                         let end = host.log.log_end_offset();
                         (snapshot.log_ends).push((host.topic.to_string(), host.partition, end));
                     }

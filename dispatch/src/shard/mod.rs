@@ -302,8 +302,7 @@ impl Shard {
         let dead_letters: Rc<dyn DeadLetters> = self.clone();
         let mut infos = Vec::new();
         for host in self.owned() {
-            let serves = matches!(&*host.role.borrow(), Role::Alone | Role::Leader(_));
-            if serves {
+            if host.role.borrow().serves() {
                 if let Err((_, why)) = host.subscriptions.load(&dead_letters).await {
                     tracing::warn!(topic = %host.topic, partition = host.partition, error = %why,
                         "subscriptions not loaded for metrics");

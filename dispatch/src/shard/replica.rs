@@ -34,6 +34,13 @@ pub enum Role {
     Offline,
 }
 
+impl Role {
+    /// Whether this node serves the partition's clients (appends, reads, subscriptions).
+    pub fn serves(&self) -> bool {
+        matches!(self, Role::Alone | Role::Leader(_))
+    }
+}
+
 /// A led replicated partition's replication state, for metrics.
 #[derive(Debug, Clone)]
 pub struct ReplicationInfo {
@@ -205,7 +212,7 @@ impl Shard {
             _ => {}
         }
         // The old role ends: a follower task stops, waiting acks=all appends fail.
-        let served = matches!(&*role, Role::Alone | Role::Leader(_));
+        let served = role.serves();
         *role = if meta.replicas.len() <= 1 {
             host.subscriptions.lead_cursors(Vec::new(), !served);
             Role::Alone
@@ -251,7 +258,7 @@ impl Shard {
         } else {
             Role::Offline
         };
-        if served && !matches!(&*role, Role::Alone | Role::Leader(_)) {
+        if served && !role.serves() {
             let reason = match meta.leader {
                 leader if leader >= 0 => format!(
                     "broker {leader} leads {}-{} now",
@@ -295,8 +302,7 @@ impl Shard {
         partition: u32,
     ) -> Result<Rc<PartitionHost>, PartitionError> {
         let host = self.local(topic, partition)?;
-        let serves = matches!(&*host.role.borrow(), Role::Alone | Role::Leader(_));
-        if serves {
+        if host.role.borrow().serves() {
             return Ok(host);
         }
         let leader = (self.metadata().topic(topic))
