@@ -34,16 +34,8 @@ struct Node {
 }
 
 fn start(dir: &Path, toml: &str) -> Node {
-    let config = dir.join("oxbow.toml");
-    std::fs::write(&config, toml).unwrap();
+    let (broker, ready) = common::start_configured(dir, toml);
     let data = dir.join("data");
-    let mut broker = Broker::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    let ready = broker.wait_for("oxbow ready");
     Node {
         kafka: field(&ready, "kafka"),
         native: field(&ready, "native"),

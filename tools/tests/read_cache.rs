@@ -22,23 +22,9 @@ fn start(dir: &Path) -> (Broker, String, String, String) {
 }
 
 fn start_with(dir: &Path, toml: &str) -> (Broker, String, String, String) {
-    let config = dir.join("oxbow.toml");
-    std::fs::write(&config, toml).unwrap();
-    let data = dir.join("data");
-    let mut broker = Broker::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    let ready = broker.wait_for("oxbow ready");
-    let metrics = field(&ready, "metrics");
-    (
-        broker,
-        field(&ready, "kafka"),
-        field(&ready, "native"),
-        metrics,
-    )
+    let (broker, ready) = common::start_configured(dir, toml);
+    let addr = |name| field(&ready, name);
+    (broker, addr("kafka"), addr("native"), addr("metrics"))
 }
 
 /// Bytes the process has made the block layer read for it (reads of the page cache and of

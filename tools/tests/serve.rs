@@ -154,17 +154,9 @@ fn config_file_is_read_flags_override_it_and_sigint_stops() {
 
 #[test]
 fn log_format_json_writes_one_json_object_per_line() {
-    let data = tempfile::tempdir().unwrap();
-    let config = data.path().join("oxbow.toml");
-    std::fs::write(&config, "log_format = \"json\"\nshards = 1\n").unwrap();
-    let dir = data.path().join("data");
-    let mut broker = Broker::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ]);
-    let ready = broker.wait_for("oxbow ready");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut broker, ready) =
+        common::start_configured(dir.path(), "log_format = \"json\"\nshards = 1\n");
     let line: serde_json::Value = serde_json::from_str(&ready).expect("a JSON line");
     assert_eq!(line["level"], "INFO", "{ready}");
     assert_eq!(line["fields"]["message"], "oxbow ready", "{ready}");

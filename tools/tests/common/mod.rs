@@ -183,6 +183,13 @@ pub fn start_broker_with_config(
     dir: &std::path::Path,
     toml: &str,
 ) -> (Broker, String, std::path::PathBuf) {
+    let (broker, ready) = start_configured(dir, toml);
+    (broker, field(&ready, "kafka"), dir.join("data"))
+}
+
+/// Starts a broker with `toml` as its config file (written in `dir`) and `dir/data` as its data
+/// directory; returns it with its ready line (its addresses are fields of it).
+pub fn start_configured(dir: &std::path::Path, toml: &str) -> (Broker, String) {
     let config = dir.join("oxbow.toml");
     std::fs::write(&config, toml).unwrap();
     let data = dir.join("data");
@@ -192,23 +199,14 @@ pub fn start_broker_with_config(
         "--data-dir",
         data.to_str().unwrap(),
     ]);
-    let addr = field(&broker.wait_for("oxbow ready"), "kafka");
-    (broker, addr, data)
+    let ready = broker.wait_for("oxbow ready");
+    (broker, ready)
 }
 
 /// Starts a broker on `dir/data` with `toml` as its config; returns it with its native address.
 pub fn start_native_broker(dir: &std::path::Path, toml: &str) -> (Broker, String) {
-    let config = dir.join("oxbow.toml");
-    std::fs::write(&config, toml).unwrap();
-    let data = dir.join("data");
-    let mut broker = Broker::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    let addr = field(&broker.wait_for("oxbow ready"), "native");
-    (broker, addr)
+    let (broker, ready) = start_configured(dir, toml);
+    (broker, field(&ready, "native"))
 }
 
 /// Runs kcat against the Kafka listener at `addr`; returns success, stdout and stderr.
