@@ -64,19 +64,6 @@ impl Partition {
             cache.read_ahead(&file, key, position, to, limit);
         }
         let block_bytes = cache.config().block_bytes as usize;
-        let source = CachedSegment {
-            cache,
-            file: &file,
-            key,
-            limit,
-        };
-        let walk = FrameWalk {
-            position,
-            limit,
-            first_offset: None,
-            frame_bytes_max: FRAME_BYTES_LIMIT,
-            chunk: max_bytes,
-        };
         let mut batches = Vec::new();
         let bytes = Cell::new(0usize);
         let mut bad_batch = false;
@@ -89,38 +76,45 @@ impl Partition {
             header.base_offset < visible
                 && (header.next_offset() <= from || taken == 0 || taken + payload <= max_bytes)
         };
-        let end = scan_frames_admitting(&source, walk, admit, |header, position, payload| {
-            if header.next_offset() <= from {
-                return ControlFlow::Continue(());
-            }
-            bytes.set(bytes.get() + payload.len());
-            // A small batch is copied out of its block: a reader holding it (a response
-            // waiting for a slow client) must not keep a whole evicted block in memory.
-            let payload = if payload.len() < block_bytes / 4 {
-                Bytes::copy_from_slice(&payload)
-            } else {
-                payload
-            };
-            match RecordBatch::from_trusted(payload) {
-                Ok(batch) => batches.push(batch),
-                Err(_) => {
-                    bad_batch = true;
-                    return ControlFlow::Break(());
-                }
-            }
-            read_end = Some(StreamEnd {
-                next_offset: header.next_offset(),
+        let end = self
+            .walk_cached(
+                &file,
                 key,
-                position: position + header.frame_len as u64,
-            });
-            if bytes.get() >= max_bytes {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })
-        .await
-        .map_err(|source| io_error(&file, source))?;
+                position,
+                limit,
+                admit,
+                |header, position, payload| {
+                    if header.next_offset() <= from {
+                        return ControlFlow::Continue(());
+                    }
+                    bytes.set(bytes.get() + payload.len());
+                    // A small batch is copied out of its block: a reader holding it (a response
+                    // waiting for a slow client) must not keep a whole evicted block in memory.
+                    let payload = if payload.len() < block_bytes / 4 {
+                        Bytes::copy_from_slice(&payload)
+                    } else {
+                        payload
+                    };
+                    match RecordBatch::from_trusted(payload) {
+                        Ok(batch) => batches.push(batch),
+                        Err(_) => {
+                            bad_batch = true;
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    read_end = Some(StreamEnd {
+                        next_offset: header.next_offset(),
+                        key,
+                        position: position + header.frame_len as u64,
+                    });
+                    if bytes.get() >= max_bytes {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                },
+            )
+            .await?;
         if let Some(read_end) = read_end {
             self.shared.core.borrow_mut().read_ended(from, read_end);
         }
@@ -141,9 +135,39 @@ impl Partition {
         let Some((file, key, position, limit)) = plan else {
             return Ok(None);
         };
+        let mut found = None;
+        let mut bad_batch = false;
+        let admit = |header: &FrameHeader| header.base_offset < visible;
+        let end = self
+            .walk_cached(&file, key, position, limit, admit, |header, _, payload| {
+                if header.max_timestamp < at {
+                    return ControlFlow::Continue(());
+                }
+                match RecordBatch::from_trusted(payload) {
+                    Ok(batch) => found = Some(batch),
+                    Err(_) => bad_batch = true,
+                }
+                ControlFlow::Break(())
+            })
+            .await?;
+        damage(&file, end, bad_batch).map(|()| found)
+    }
+
+    /// Walks the frames of segment `key` (its written bytes end at `limit`) from `position`
+    /// through the shard's read cache, which hands out whole blocks at a time.
+    async fn walk_cached(
+        &self,
+        file: &SegmentFile,
+        key: u64,
+        position: u64,
+        limit: u64,
+        admit: impl FnMut(&FrameHeader) -> bool,
+        on_frame: impl FnMut(&FrameHeader, u64, Bytes) -> ControlFlow<()>,
+    ) -> Result<ScanEnd, ReadError> {
+        let cache = &self.shared.read_cache;
         let source = CachedSegment {
-            cache: &self.shared.read_cache,
-            file: &file,
+            cache,
+            file,
             key,
             limit,
         };
@@ -152,24 +176,14 @@ impl Partition {
             limit,
             first_offset: None,
             frame_bytes_max: FRAME_BYTES_LIMIT,
-            chunk: 64 << 10,
+            chunk: cache.config().block_bytes as usize,
         };
-        let mut found = None;
-        let mut bad_batch = false;
-        let admit = |header: &FrameHeader| header.base_offset < visible;
-        let end = scan_frames_admitting(&source, walk, admit, |header, _, payload| {
-            if header.max_timestamp < at {
-                return ControlFlow::Continue(());
+        (scan_frames_admitting(&source, walk, admit, on_frame).await).map_err(|source| {
+            ReadError::Io {
+                path: file.path().to_path_buf(),
+                source,
             }
-            match RecordBatch::from_trusted(payload) {
-                Ok(batch) => found = Some(batch),
-                Err(_) => bad_batch = true,
-            }
-            ControlFlow::Break(())
         })
-        .await
-        .map_err(|source| io_error(&file, source))?;
-        damage(&file, end, bad_batch).map(|()| found)
     }
 }
 
@@ -186,11 +200,4 @@ fn damage(file: &SegmentFile, end: ScanEnd, bad_batch: bool) -> Result<(), ReadE
         position: end.position,
         reason,
     })
-}
-
-fn io_error(file: &SegmentFile, source: std::io::Error) -> ReadError {
-    ReadError::Io {
-        path: file.path().to_path_buf(),
-        source,
-    }
 }
