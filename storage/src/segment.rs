@@ -46,8 +46,6 @@ pub struct ScanEnd {
 /// Where a frame walk gets its bytes: a segment file read directly, or through a shard's read
 /// cache.
 pub trait FrameSource {
-    /// The file's path, for errors.
-    fn path(&self) -> &Path;
     /// At least `min_len` bytes at `pos` (fewer only where the file ends), and as many as
     /// `len` when that costs no extra I/O.
     fn read(&self, pos: u64, min_len: usize, len: usize)
@@ -55,10 +53,6 @@ pub trait FrameSource {
 }
 
 impl FrameSource for SegmentFile {
-    fn path(&self) -> &Path {
-        SegmentFile::path(self)
-    }
-
     fn read(
         &self,
         pos: u64,

@@ -18,7 +18,6 @@ use crate::segment::FrameSource;
 use bytes::Bytes;
 use std::future::Future;
 use std::io;
-use std::path::Path;
 
 /// A segment read through a shard's cache.
 pub struct CachedSegment<'a> {
@@ -33,10 +32,6 @@ pub struct CachedSegment<'a> {
 }
 
 impl FrameSource for CachedSegment<'_> {
-    fn path(&self) -> &Path {
-        self.file.path()
-    }
-
     fn read(
         &self,
         pos: u64,
