@@ -23,6 +23,7 @@ pub mod transport;
 
 pub use metadata::{
     is_internal_topic, random_cluster_id, BrokerMeta, Metadata, MetadataChange, MetadataError,
-    PartitionMeta, Reassignment, TopicId, TopicMeta, NO_LEADER, OFFSETS_TOPIC,
+    PartitionMeta, Reassignment, TopicId, TopicMeta, Users, NO_LEADER, OFFSETS_TOPIC,
+    USER_NAME_BYTES_MAX,
 };
 pub use store::{LocalMetadataStore, StoreError};

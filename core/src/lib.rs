@@ -2,6 +2,7 @@
 //! replication, and the configuration every other crate reads.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod batch;
 pub mod builder;
 pub mod compression;

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod native;
 pub mod runtime;
 pub mod session;
+pub mod tls;
 
 pub use oxbow_dispatch::shard;
 pub use oxbow_dispatch::shard::{Shard, ShardMessage};

@@ -13,8 +13,19 @@ use std::time::{Duration, Instant};
 /// Who a connection belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// Not authenticated (plaintext listeners have no other kind yet).
+    /// Not authenticated (Kafka's `User:ANONYMOUS`).
     Anonymous,
+    /// Authenticated with SASL as this user (Kafka's `User:NAME`).
+    User(String),
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Anonymous => f.write_str("User:ANONYMOUS"),
+            Principal::User(name) => write!(f, "User:{name}"),
+        }
+    }
 }
 
 /// One connection's identity, fixed when it is accepted (and, later, authenticated).

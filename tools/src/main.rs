@@ -8,6 +8,7 @@ mod group_cli;
 mod output;
 mod reassign;
 mod serve;
+mod user_cli;
 
 /// Kafka request decoding may ask for absurd capacities; see `oxbow_net::alloc`.
 #[global_allocator]
@@ -134,6 +135,16 @@ enum Command {
         bootstrap: String,
         #[command(subcommand)]
         command: cluster_cli::PartitionCommand,
+    },
+    /// SASL/SCRAM users: create, delete, list.
+    User {
+        #[command(flatten)]
+        target: user_cli::UserTarget,
+        /// How `list` prints.
+        #[arg(long, value_enum, default_value = "text", global = true)]
+        output: output::Output,
+        #[command(subcommand)]
+        command: user_cli::UserCommand,
     },
     /// Load a broker and measure throughput and latency (publish and end to end).
     Bench(Box<bench::plan::BenchArgs>),
@@ -274,6 +285,11 @@ fn main() -> ExitCode {
         Command::Partition { bootstrap, command } => {
             client_command(cluster_cli::run_partition(&bootstrap, command))
         }
+        Command::User {
+            target,
+            output,
+            command,
+        } => client_command(user_cli::run(target, output, command)),
         Command::Bench(args) => client_command(bench::run(*args)),
     };
     result.unwrap_or_else(|e| {

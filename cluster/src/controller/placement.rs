@@ -154,6 +154,7 @@ mod tests {
                 cluster_addr: None,
                 rack: rack.map(str::to_string),
                 shards: 1,
+                kafka_listeners: Default::default(),
             })
             .collect()
     }

@@ -2,6 +2,7 @@
 //! are, as one versioned value. Changes are values too ([`MetadataChange`]), applied in order;
 //! every node applies the same changes and so serves the same view.
 
+use oxbow_core::auth::{Mechanism, ScramCredential};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,6 +65,11 @@ pub struct BrokerMeta {
     pub rack: Option<String>,
     /// Shards (cores) it runs.
     pub shards: u32,
+    /// Kafka listeners by name and the address each advertises: a client is told the other
+    /// brokers' addresses on the listener it is connected to, as in Kafka. A broker without a
+    /// listener of that name is reached at `kafka_addr`.
+    #[serde(default)]
+    pub kafka_listeners: BTreeMap<String, String>,
 }
 
 /// The whole metadata, as of `version` changes.
@@ -91,6 +97,9 @@ pub struct Metadata {
     pub reassignments: BTreeMap<String, BTreeMap<u32, Reassignment>>,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicMeta>,
+    /// SASL/SCRAM users and their salted credentials (see `users.rs`).
+    #[serde(default)]
+    pub users: Users,
 }
 
 /// A change to the metadata.
@@ -191,6 +200,23 @@ pub enum MetadataChange {
         leader_epoch: i32,
         /// The in-sync replicas under the new leader (the leader among them).
         isr: Vec<i32>,
+    },
+    /// A user gets a SCRAM credential for a mechanism, or a new one in place of the old
+    /// (Kafka's AlterUserScramCredentials upsertion).
+    SetScramCredential {
+        /// User name.
+        user: String,
+        /// The mechanism the credential is for.
+        mechanism: Mechanism,
+        /// Salt, iterations and the keys derived from the password.
+        credential: ScramCredential,
+    },
+    /// A user's credential for a mechanism is removed; a user without any is gone.
+    DeleteScramCredential {
+        /// User name.
+        user: String,
+        /// The mechanism.
+        mechanism: Mechanism,
     },
     /// A partition's leader changes its in-sync replicas (Kafka's AlterPartition): a follower
     /// fell behind, or caught up again.
@@ -385,6 +411,14 @@ impl Metadata {
                     .map_err(|e| e.within(topic, *partition))?;
                 current.isr = isr.clone();
             }
+            MetadataChange::SetScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => self.set_scram_credential(user, *mechanism, credential)?,
+            MetadataChange::DeleteScramCredential { user, mechanism } => {
+                self.delete_scram_credential(user, *mechanism)?
+            }
         }
         self.version += 1;
         Ok(())
@@ -568,8 +602,10 @@ impl TopicMeta {
 mod grow;
 mod ids;
 mod reassign;
+mod users;
 pub use ids::{random_cluster_id, TopicId};
 pub use reassign::Reassignment;
+pub use users::{Users, USER_NAME_BYTES_MAX};
 
 #[cfg(test)]
 pub(crate) mod tests;

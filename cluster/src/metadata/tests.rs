@@ -11,6 +11,7 @@ pub(crate) fn broker(id: i32) -> BrokerMeta {
         cluster_addr: None,
         rack: None,
         shards: 1,
+        kafka_listeners: Default::default(),
     }
 }
 
@@ -129,6 +130,7 @@ fn fencing_follows_heartbeats_and_registration_lifts_it() {
         cluster_addr: None,
         rack: None,
         shards: 1,
+        kafka_listeners: Default::default(),
     };
     let fence = MetadataChange::FenceBroker { id: 2 };
     assert!(metadata.apply(&fence).is_err(), "not registered");

@@ -36,6 +36,7 @@ impl Sim {
                     cluster_addr: None,
                     rack: None,
                     shards: 1,
+                    kafka_listeners: Default::default(),
                 }))
                 .unwrap();
         }

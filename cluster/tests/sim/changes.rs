@@ -34,6 +34,7 @@ pub fn random_change(rng: &mut fastrand::Rng, view: &Metadata, brokers: &[u64]) 
                 cluster_addr: Some(format!("node{id}:9093")),
                 rack: None,
                 shards: 1,
+                kafka_listeners: Default::default(),
             })
         }
         0..=3 => {

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 mod cluster;
+mod listeners;
 mod log;
 mod metadata;
 mod read_cache;
@@ -16,6 +17,10 @@ mod subscriptions;
 mod tests;
 
 pub use cluster::{ClusterConfig, Voter, CLUSTER_FRAME_BYTES_LIMIT};
+pub use listeners::{
+    AuthenticationConfig, ListenerConfig, SecurityProtocol, LISTENER_NAME_BYTES_MAX,
+    SASL_MECHANISMS,
+};
 pub use log::{
     min_insync_replicas_override, FlushPolicy, LogConfig, BATCH_BYTES_LIMIT,
     MIN_INSYNC_REPLICAS_CONFIG, SEGMENT_BYTES_LIMIT, UNCLEAN_ELECTION_CONFIG,
@@ -79,6 +84,11 @@ pub struct BrokerConfig {
     pub kafka_listen: String,
     /// `host:port` given to Kafka clients in metadata; defaults to the bound listen address.
     pub advertised_kafka_addr: Option<String>,
+    /// Kafka listeners by name with their security protocols. When any is given they replace
+    /// `kafka_listen` / `advertised_kafka_addr` (the shorthand for one PLAINTEXT listener).
+    pub kafka_listeners: Vec<ListenerConfig>,
+    /// Limits on connections that have not authenticated yet.
+    pub authentication: AuthenticationConfig,
     /// Address of the Prometheus endpoint (`GET /metrics`; port 0: chosen at start).
     pub metrics_listen: String,
     /// Most Kafka connections the node holds (split evenly over shards); more are closed at accept.
@@ -175,6 +185,8 @@ impl Default for BrokerConfig {
             rack: None,
             kafka_listen: "127.0.0.1:9092".to_string(),
             advertised_kafka_addr: None,
+            kafka_listeners: Vec::new(),
+            authentication: AuthenticationConfig::default(),
             metrics_listen: "127.0.0.1:9644".to_string(),
             kafka_connections_max: 10_000,
             kafka_idle_timeout_ms: 10 * 60 * 1000,
@@ -231,6 +243,18 @@ pub const BATCH_DECOMPRESSED_BYTES_LIMIT: u64 = 1 << 30;
 pub const SHARDS_MAX: usize = 1024;
 
 impl BrokerConfig {
+    /// The Kafka listeners the node runs: `kafka_listeners`, or the one PLAINTEXT listener of
+    /// `kafka_listen` when none is given. The first is the one the node registers as its
+    /// Kafka address for clients of listeners the other brokers do not have.
+    pub fn kafka_listeners_in_effect(&self) -> Vec<ListenerConfig> {
+        if self.kafka_listeners.is_empty() {
+            let advertised = self.advertised_kafka_addr.as_deref();
+            vec![ListenerConfig::plaintext(&self.kafka_listen, advertised)]
+        } else {
+            self.kafka_listeners.clone()
+        }
+    }
+
     /// Parses a TOML document; missing settings keep their defaults.
     pub fn from_toml(text: &str) -> Result<BrokerConfig, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::new("<file>", e.to_string()))
@@ -394,6 +418,8 @@ impl BrokerConfig {
                 "must be 1 ms to 1 hour",
             ));
         }
+        listeners::validate(&self.kafka_listeners)?;
+        self.authentication.validate()?;
         self.subscriptions.validate()?;
         self.read_cache.validate()?;
         self.state_logs.validate()?;

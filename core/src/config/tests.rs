@@ -156,3 +156,70 @@ fn cluster_settings_name_the_voters_and_include_this_node() {
     twice.cluster.initial_voters.push("2@127.0.0.1:9095".into());
     assert_eq!(refused(twice), "cluster.initial_voters");
 }
+
+#[test]
+fn kafka_listeners_replace_the_shorthand_and_are_checked() {
+    let shorthand = BrokerConfig::default().kafka_listeners_in_effect();
+    assert_eq!(shorthand.len(), 1);
+    assert_eq!(shorthand[0].name(), "PLAINTEXT");
+    assert_eq!(shorthand[0].address, "127.0.0.1:9092");
+
+    let config = BrokerConfig::from_toml(
+        "[[kafka_listeners]]\nname = \"INTERNAL\"\naddress = \"127.0.0.1:9092\"\n\
+         [[kafka_listeners]]\naddress = \"0.0.0.0:9093\"\nsecurity = \"SASL_SSL\"\n\
+         tls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n",
+    )
+    .unwrap();
+    config.validate().unwrap();
+    let listeners = config.kafka_listeners_in_effect();
+    assert_eq!(
+        listeners.iter().map(|l| l.name()).collect::<Vec<_>>(),
+        ["INTERNAL", "SASL_SSL"]
+    );
+    assert!(listeners[1].security.uses_tls() && listeners[1].security.uses_sasl());
+    assert_eq!(
+        listeners[1].sasl_mechanisms,
+        ["SCRAM-SHA-256", "SCRAM-SHA-512"]
+    );
+
+    let field_of = |toml: &str| {
+        let config = BrokerConfig::from_toml(toml).unwrap();
+        config.validate().unwrap_err().field
+    };
+    let listener = "[[kafka_listeners]]\naddress = \"127.0.0.1:9093\"\n";
+    for (extra, field) in [
+        ("security = \"SSL\"\n", "kafka_listeners.tls_cert_file"),
+        (
+            "tls_cert_file = \"c.pem\"\n",
+            "kafka_listeners.tls_cert_file",
+        ),
+        (
+            "security = \"SASL_PLAINTEXT\"\nsasl_mechanisms = []\n",
+            "kafka_listeners.sasl_mechanisms",
+        ),
+        (
+            "security = \"SASL_PLAINTEXT\"\nsasl_mechanisms = [\"GSSAPI\"]\n",
+            "kafka_listeners.sasl_mechanisms",
+        ),
+        ("name = \"a b\"\n", "kafka_listeners.name"),
+        (
+            "advertised_address = \"nohost\"\n",
+            "kafka_listeners.advertised_address",
+        ),
+    ] {
+        assert_eq!(field_of(&format!("{listener}{extra}")), field, "{extra}");
+    }
+    assert_eq!(
+        field_of(&format!("{listener}{listener}")),
+        "kafka_listeners.name"
+    );
+    assert_eq!(
+        field_of(&format!("{listener}{listener}name = \"OTHER\"\n")),
+        "kafka_listeners.address"
+    );
+    assert_eq!(
+        field_of("[authentication]\ntimeout_ms = 1\n"),
+        "authentication.timeout_ms"
+    );
+    assert!(BrokerConfig::from_toml("[[native_listeners]]\naddress = \"x\"\n").is_err());
+}

@@ -4,9 +4,10 @@
 //! Produce requests pipelined and every response written in request order.
 
 use super::fetch_frame::encode_fetch;
+use super::sasl::{Sasl, Step};
 use super::wire::code;
 use super::REQUEST_PREFIX_BYTES;
-use super::{decode_request, handlers, produce, Close, Decoded, KafkaEndpoint};
+use super::{decode_request, handlers, produce, Close, Decoded, KafkaListener};
 use crate::session::{within, write_within, BufferedReader, Session};
 use crate::shard::Shard;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -23,16 +24,30 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Serves an accepted TCP connection until it ends.
+/// Serves an accepted TCP connection until it ends: on a TLS listener, the handshake first,
+/// within `authentication.timeout_ms`.
 pub(super) async fn serve_connection(
     shard: Rc<Shard>,
-    endpoint: Rc<KafkaEndpoint>,
+    listener: Rc<KafkaListener>,
     stream: TcpStream,
 ) {
     let session = Session::anonymous(stream.peer_addr().ok());
     let _ = stream.set_nodelay(true);
     crate::metrics::of(&shard).connection_opened();
-    serve_stream(&shard, &endpoint, &session, stream).await;
+    match &listener.tls {
+        None => serve_stream(&shard, &listener, session, stream).await,
+        Some(acceptor) => {
+            let limit = Duration::from_millis(shard.config.authentication.timeout_ms);
+            match within(limit, acceptor.accept(stream)).await {
+                Ok(tls) => serve_stream(&shard, &listener, session, tls).await,
+                Err(e) => {
+                    crate::metrics::of(&shard).authentication_failed();
+                    tracing::warn!(peer = ?session.peer, listener = %listener.endpoint.listener,
+                        error = %e, "TLS handshake failed");
+                }
+            }
+        }
+    }
     crate::metrics::of(&shard).connection_closed();
     if crate::metrics::of(&shard).open_connections()
         + crate::metrics::of(&shard).open_native_connections()
@@ -43,20 +58,24 @@ pub(super) async fn serve_connection(
 }
 
 /// Serves Kafka requests on `stream` for `session` until the client leaves or breaks a rule.
-pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     shard: &Shard,
-    endpoint: &KafkaEndpoint,
-    session: &Session,
+    listener: &KafkaListener,
+    session: Session,
     stream: S,
 ) {
+    let authenticate_by = (listener.security.uses_sasl())
+        .then(|| Instant::now() + Duration::from_millis(shard.config.authentication.timeout_ms));
+    let peer = session.peer;
     let mut connection = Connection {
         shard,
-        endpoint,
+        listener,
         session,
+        sasl: Sasl::new(listener.security.uses_sasl()),
+        authenticate_by,
         stream: BufferedReader::new(stream),
     };
     let mut waiting = VecDeque::new();
-    let peer = session.peer;
     loop {
         match connection.serve_request(&mut waiting).await {
             Ok(()) => {}
@@ -65,6 +84,8 @@ pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                 tracing::debug!(?peer, "closing idle Kafka connection");
                 return;
             }
+            // Already logged, with the reason.
+            Err(Close::AuthenticationFailed) => return,
             // A client hanging up mid-response is an ordinary close.
             Err(Close::Io(e))
                 if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) =>
@@ -92,8 +113,11 @@ struct WaitingProduce<'a> {
 
 struct Connection<'a, S> {
     shard: &'a Shard,
-    endpoint: &'a KafkaEndpoint,
-    session: &'a Session,
+    listener: &'a KafkaListener,
+    session: Session,
+    sasl: Sasl,
+    /// Until the client has authenticated on a SASL listener: when it must have.
+    authenticate_by: Option<Instant>,
     stream: BufferedReader<S>,
 }
 
@@ -146,6 +170,56 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             _ => api.response_header_version(version),
         };
         let request = match *request {
+            RequestKind::SaslHandshake(request) => {
+                self.answer_all_produces(waiting).await?;
+                let offered = &self.listener.sasl_mechanisms;
+                let (response, go_on) = self.sasl.handshake(offered, &request);
+                if !go_on {
+                    crate::metrics::of(self.shard).authentication_failed();
+                    tracing::warn!(peer = ?self.session.peer,
+                        listener = %self.listener.endpoint.listener,
+                        mechanism = %request.mechanism.as_str(), "SASL mechanism not offered");
+                }
+                let body = ResponseKind::SaslHandshake(response);
+                self.respond(correlation_id, response_header_version, body, version)
+                    .await?;
+                return match go_on {
+                    true => Ok(()),
+                    false => Err(Close::AuthenticationFailed),
+                };
+            }
+            RequestKind::SaslAuthenticate(request) => {
+                self.answer_all_produces(waiting).await?;
+                let metadata = self.shard.metadata();
+                let (response, step) = self.sasl.authenticate(&metadata, &request);
+                let body = ResponseKind::SaslAuthenticate(response);
+                let close = match step {
+                    Step::Continue => false,
+                    Step::Authenticated(principal) => {
+                        tracing::debug!(peer = ?self.session.peer, %principal, "authenticated");
+                        self.session.principal = principal;
+                        self.authenticate_by = None;
+                        false
+                    }
+                    Step::Failed(reason) => {
+                        crate::metrics::of(self.shard).authentication_failed();
+                        tracing::warn!(peer = ?self.session.peer,
+                            listener = %self.listener.endpoint.listener, %reason,
+                            "SASL authentication failed");
+                        let delay = self.shard.config.authentication.failure_delay_ms;
+                        glommio::timer::sleep(Duration::from_millis(delay)).await;
+                        true
+                    }
+                };
+                self.respond(correlation_id, response_header_version, body, version)
+                    .await?;
+                return match close {
+                    false => Ok(()),
+                    true => Err(Close::AuthenticationFailed),
+                };
+            }
+            RequestKind::ApiVersions(request) => RequestKind::ApiVersions(request),
+            _ if !self.sasl.is_open() => return Err(Close::Unauthenticated(api)),
             RequestKind::Produce(request) => {
                 let produce = produce::start_produce(self.shard, request, version).await;
                 waiting.push_back(WaitingProduce {
@@ -163,8 +237,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         self.answer_all_produces(waiting).await?;
         let reply = handlers::handle(
             self.shard,
-            self.endpoint,
-            self.session,
+            &self.listener.endpoint,
+            &self.session,
             version,
             &header,
             request,
@@ -213,10 +287,24 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
     /// Reads one request frame: its size prefix may take up to the idle timeout to start
     /// coming, the whole request must follow within the request timeout.
     async fn read_frame(&mut self) -> Result<Bytes, Close> {
-        let idle = Instant::now() + self.idle_timeout();
+        let mut idle = Instant::now() + self.idle_timeout();
+        let mut most = self.shard.config.kafka_frame_bytes_max as i64;
+        if let Some(by) = self.authenticate_by {
+            // A stranger gets little room and little time.
+            idle = idle.min(by);
+            let unauthenticated = self
+                .shard
+                .config
+                .authentication
+                .unauthenticated_frame_bytes_max;
+            most = most.min(unauthenticated as i64);
+        }
         match self.stream.fill_to(4, idle).await {
             Ok(true) => {}
             Ok(false) if self.stream.buffered().is_empty() => return Err(Close::Eof),
+            Err(e) if e.kind() == ErrorKind::TimedOut && self.authenticate_by.is_some() => {
+                return Err(Close::AuthenticationTimeout)
+            }
             Err(e) if e.kind() == ErrorKind::TimedOut && self.stream.buffered().is_empty() => {
                 return Err(Close::Idle)
             }
@@ -225,7 +313,6 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         }
         let prefix = self.stream.buffered();
         let size = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as i64;
-        let most = self.shard.config.kafka_frame_bytes_max as i64;
         if size < REQUEST_PREFIX_BYTES as i64 || size > most {
             return Err(Close::FrameSize(size));
         }

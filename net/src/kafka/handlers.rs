@@ -126,6 +126,12 @@ async fn handle_encoded(
         RequestKind::DescribeProducers(request) => Some(ResponseKind::DescribeProducers(
             super::producers::describe_producers(shard, request).await,
         )),
+        RequestKind::AlterUserScramCredentials(request) => Some(
+            ResponseKind::AlterUserScramCredentials(super::users::alter(shard, request).await),
+        ),
+        RequestKind::DescribeUserScramCredentials(request) => Some(
+            ResponseKind::DescribeUserScramCredentials(super::users::describe(shard, request)),
+        ),
         RequestKind::DescribeCluster(_) => Some(ResponseKind::DescribeCluster(
             super::metadata::describe_cluster(shard, endpoint),
         )),
@@ -189,7 +195,7 @@ async fn find_coordinator(
             leader: Some(leader),
         }) => (shard.metadata().brokers)
             .get(&leader)
-            .and_then(super::metadata::kafka_endpoint)
+            .and_then(|broker| super::metadata::kafka_endpoint(broker, &endpoint.listener))
             .map(|at| (leader, at)),
         Ok(GroupHome::Elsewhere { leader: None }) => None,
         Err(e) => {

@@ -118,7 +118,7 @@ fn brokers(shard: &Shard, endpoint: &KafkaEndpoint) -> Vec<MetadataResponseBroke
     // Fenced brokers are left out, as Kafka lists only live ones: clients are not sent there.
     let metadata = shard.metadata();
     for registered in metadata.unfenced_brokers().filter(|b| b.id != me) {
-        let Some(at) = kafka_endpoint(registered) else {
+        let Some(at) = kafka_endpoint(registered, &endpoint.listener) else {
             continue;
         };
         let mut broker = MetadataResponseBroker::default();
@@ -131,13 +131,15 @@ fn brokers(shard: &Shard, endpoint: &KafkaEndpoint) -> Vec<MetadataResponseBroke
     brokers
 }
 
-/// Where clients reach a registered broker (`None`, logged, when its address is not
-/// `host:port`).
-pub(super) fn kafka_endpoint(registered: &BrokerMeta) -> Option<KafkaEndpoint> {
-    let parsed = (registered.kafka_addr.rsplit_once(':'))
-        .and_then(|(host, port)| Some((host, port.parse::<i32>().ok()?)));
+/// Where clients of the listener named `listener` reach a registered broker: its address on
+/// the listener of that name, else its first listener's (`None`, logged, when the address is
+/// not `host:port`).
+pub(super) fn kafka_endpoint(registered: &BrokerMeta, listener: &str) -> Option<KafkaEndpoint> {
+    let addr = (registered.kafka_listeners.get(listener)).unwrap_or(&registered.kafka_addr);
+    let parsed =
+        (addr.rsplit_once(':')).and_then(|(host, port)| Some((host, port.parse::<i32>().ok()?)));
     let Some((host, port)) = parsed else {
-        tracing::warn!(broker = registered.id, addr = %registered.kafka_addr,
+        tracing::warn!(broker = registered.id, %addr,
             "registered Kafka address is not host:port");
         return None;
     };
@@ -147,6 +149,7 @@ pub(super) fn kafka_endpoint(registered: &BrokerMeta) -> Option<KafkaEndpoint> {
             .trim_end_matches(']')
             .to_string(),
         port,
+        listener: listener.to_string(),
     })
 }
 

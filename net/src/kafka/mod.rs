@@ -22,6 +22,8 @@ mod partitions;
 mod produce;
 mod producers;
 mod reassignments;
+mod sasl;
+mod users;
 mod versions;
 mod wire;
 
@@ -29,50 +31,80 @@ use crate::shard::Shard;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::Decodable;
+use oxbow_core::config::{ListenerConfig, SecurityProtocol};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
-pub use connection::serve_stream;
+pub use users::mechanism_number;
 pub use versions::ADVERTISED;
 
 /// Bytes every request has before its body: api key, version, correlation id.
 pub(crate) const REQUEST_PREFIX_BYTES: usize = 8;
 
-/// What a connection needs besides the shard: where clients should connect.
+/// Where clients of a listener should connect, and the listener's name (the other brokers'
+/// addresses given to them are those of their listeners of that name).
 #[derive(Debug, Clone)]
 pub struct KafkaEndpoint {
     /// Host advertised in metadata.
     pub host: String,
     /// Port advertised in metadata.
     pub port: i32,
+    /// The listener's name.
+    pub listener: String,
 }
 
-/// Binds the Kafka listener on this shard and serves it until the task is dropped.
+/// What the runtime hands each shard to run a listener: its settings, and its TLS server
+/// configuration, made once from the files.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    /// The listener's settings.
+    pub config: ListenerConfig,
+    /// For SSL and SASL_SSL listeners.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// A listener as its connections see it.
+pub(crate) struct KafkaListener {
+    endpoint: KafkaEndpoint,
+    security: SecurityProtocol,
+    tls: Option<futures_rustls::TlsAcceptor>,
+    sasl_mechanisms: Vec<String>,
+}
+
+/// Binds a Kafka listener on this shard and serves it until the task is dropped.
 pub fn listen(
     shard: Rc<Shard>,
     addr: SocketAddr,
-    advertised: Option<&str>,
+    spec: &ListenerSpec,
 ) -> std::io::Result<(SocketAddr, glommio::Task<()>)> {
-    let (listener, bound) = crate::listener::bind(addr)?;
-    let endpoint = match advertised.and_then(|a| a.rsplit_once(':')) {
-        Some((host, port)) => KafkaEndpoint {
-            host: host.to_string(),
-            port: port.parse().unwrap_or(bound.port() as i32),
-        },
-        None => KafkaEndpoint {
-            host: bound.ip().to_string(),
-            port: bound.port() as i32,
-        },
+    let (tcp, bound) = crate::listener::bind(addr)?;
+    let advertised = spec.config.advertised_address.as_deref();
+    let (host, port) = match advertised.and_then(|a| a.rsplit_once(':')) {
+        Some((host, port)) => (
+            host.to_string(),
+            port.parse().unwrap_or(bound.port() as i32),
+        ),
+        None => (bound.ip().to_string(), bound.port() as i32),
     };
-    let endpoint = Rc::new(endpoint);
+    let listener = Rc::new(KafkaListener {
+        endpoint: KafkaEndpoint {
+            host,
+            port,
+            listener: spec.config.name().to_string(),
+        },
+        security: spec.config.security,
+        tls: spec.tls.clone().map(futures_rustls::TlsAcceptor::from),
+        sasl_mechanisms: spec.config.sasl_mechanisms.clone(),
+    });
     let listening = crate::listener::Listening {
         what: "Kafka",
         connections_max: shard.config.kafka_connections_max,
         setting: "kafka_connections_max",
         open: |shard| crate::metrics::of(shard).open_connections(),
     };
-    let serve = move |shard, stream| connection::serve_connection(shard, endpoint.clone(), stream);
-    let task = crate::listener::serve(shard, listener, listening, serve);
+    let serve = move |shard, stream| connection::serve_connection(shard, listener.clone(), stream);
+    let task = crate::listener::serve(shard, tcp, listening, serve);
     Ok((bound, task))
 }
 
@@ -103,6 +135,15 @@ pub enum Close {
         /// The version asked for.
         version: i16,
     },
+    /// A request other than ApiVersions and SASL's before the client authenticated.
+    #[error("{0:?} before authenticating")]
+    Unauthenticated(ApiKey),
+    /// The client did not authenticate within `authentication.timeout_ms`.
+    #[error("not authenticated within authentication.timeout_ms")]
+    AuthenticationTimeout,
+    /// The client failed to authenticate (the reason was answered, and logged).
+    #[error("authentication failed")]
+    AuthenticationFailed,
     /// The bytes do not decode as that request.
     #[error("malformed {api:?} v{version} request: {reason}")]
     Malformed {
@@ -221,7 +262,7 @@ mod tests {
             match decode_request(Bytes::from(frame)) {
                 Ok(Decoded::Request { .. }) | Err(Close::Malformed { .. }) => {}
                 Ok(Decoded::UnsupportedApiVersions { .. }) => prop_assert!(false, "version was in range"),
-                Err(other) => prop_assert!(matches!(other, Close::UnsupportedVersion { api: ApiKey::Produce, .. }), "{other}"),
+                Err(other) => prop_assert!(matches!(other, Close::UnsupportedVersion { api: ApiKey::Produce | ApiKey::SaslHandshake, .. }), "{other}"),
             }
         }
 

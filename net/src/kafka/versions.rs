@@ -36,6 +36,10 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
 ];
 
 /// The advertised range of `api`, if it is served at all.
@@ -49,6 +53,12 @@ pub fn advertised(api: ApiKey) -> Option<RangeInclusive<i16>> {
 /// Whether an advertised version is also answered. Produce v0-2 is listed only because
 /// librdkafka before 2.11 enables compression codecs only when Produce v0 is in the range; those
 /// versions carry message-set v0/v1 that Oxbow does not store, so they close the connection.
+/// SaslHandshake v0 likewise: librdkafka before 2.11 (Debian's kcat) enables SASL only when v0
+/// is in the range, then uses v1 and SaslAuthenticate; v0 would be followed by bare tokens.
 pub fn decodable(api: ApiKey, version: i16) -> bool {
-    !(api == ApiKey::Produce && version < 3)
+    match api {
+        ApiKey::Produce => version >= 3,
+        ApiKey::SaslHandshake => version >= 1,
+        _ => true,
+    }
 }

@@ -90,6 +90,8 @@ pub struct ShardMetrics {
     connections_total: Cell<u64>,
     native_connections_open: Cell<u64>,
     native_connections_total: Cell<u64>,
+    /// Connections whose TLS handshake or SASL authentication failed.
+    authentication_failures: Cell<u64>,
     /// Batches accepted from producers (both protocols), by compression codec.
     produced_batches: [Cell<u64>; 5],
 }
@@ -106,6 +108,7 @@ pub struct MetricsSnapshot {
     fsync_us: Histogram<u64>,
     native_connections_open: u64,
     native_connections_total: u64,
+    authentication_failures: u64,
     subscriptions: Vec<oxbow_core::native::SubscriptionInfo>,
     produced_batches: [u64; 5],
     /// Compressed batches subscriptions decoded, and reads served by an earlier decoding.
@@ -174,6 +177,11 @@ impl ShardMetrics {
         counter.set(counter.get() + 1);
     }
 
+    /// A connection failed its TLS handshake or SASL authentication.
+    pub fn authentication_failed(&self) {
+        (self.authentication_failures).set(self.authentication_failures.get() + 1);
+    }
+
     /// A connection was closed.
     pub fn connection_closed(&self) {
         self.connections_open
@@ -198,6 +206,7 @@ impl ShardMetrics {
             fsync_us: oxbow_storage::metrics::fsync_latency_us(),
             native_connections_open: self.native_connections_open.get(),
             native_connections_total: self.native_connections_total.get(),
+            authentication_failures: self.authentication_failures.get(),
             subscriptions,
             produced_batches: self.produced_batches.each_ref().map(Cell::get),
             decoded_batches,
@@ -265,6 +274,12 @@ pub fn render(gathered: &Gathered) -> String {
             "counter",
             "Kafka connections accepted.",
             total(|s| s.connections_total),
+        ),
+        (
+            "oxbow_authentication_failures_total",
+            "counter",
+            "Connections refused for a failed TLS handshake or SASL authentication.",
+            total(|s| s.authentication_failures),
         ),
         (
             "oxbow_partitions",

@@ -5,6 +5,7 @@
 //! shard has opened (and so recovered) the partitions it owns. [`Runtime::stop`] makes every
 //! shard write, sync and close its partitions.
 
+use crate::kafka::ListenerSpec;
 use crate::shard::{RemoteWork, Shard, ShardMessage};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use oxbow_core::placement::owner_shard;
@@ -16,6 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod bootstrap_users;
 mod cluster;
 mod metadata;
 pub use cluster::ClusterLink;
@@ -44,6 +46,14 @@ pub enum RuntimeError {
     /// The cluster transport cannot start (its TLS files, its address).
     #[error("cluster: {0}")]
     Cluster(String),
+    /// A listener's TLS certificate or key cannot be used.
+    #[error("kafka listener {listener}: {source}")]
+    ListenerTls {
+        /// The listener's name.
+        listener: String,
+        /// What is wrong with its files.
+        source: crate::tls::TlsSetupError,
+    },
     /// Another process runs a broker on this data directory.
     #[error("data directory is in use by another process (lock {path:?} is held)")]
     DataDirInUse {
@@ -77,7 +87,8 @@ pub struct Runtime {
     control: Vec<flume::Sender<Control>>,
     handles: Vec<ExecutorJoinHandle<()>>,
     partitions: usize,
-    kafka_addr: SocketAddr,
+    /// Each Kafka listener's name and bound address, in the order configured.
+    kafka_listeners: Vec<(String, SocketAddr)>,
     native_addr: SocketAddr,
     metrics_addr: SocketAddr,
     /// The cluster transport, when the node runs with others; stopped after the shards.
@@ -88,11 +99,13 @@ pub struct Runtime {
 
 /// Fails if another process listens on one of the configured addresses.
 fn ensure_ports_free(config: &BrokerConfig) -> Result<(), RuntimeError> {
-    for (setting, addr) in [
-        ("kafka_listen", &config.kafka_listen),
-        ("native_listen", &config.native_listen),
-        ("metrics_listen", &config.metrics_listen),
-    ] {
+    let kafka = (config.kafka_listeners_in_effect().into_iter())
+        .map(|listener| ("kafka_listeners.address", listener.address));
+    let others = [
+        ("native_listen", config.native_listen.clone()),
+        ("metrics_listen", config.metrics_listen.clone()),
+    ];
+    for (setting, addr) in kafka.chain(others) {
         let addr: SocketAddr = addr.parse().expect("validated by BrokerConfig::validate");
         crate::listener::ensure_port_free(addr).map_err(|source| RuntimeError::PortInUse {
             setting,
@@ -104,7 +117,7 @@ fn ensure_ports_free(config: &BrokerConfig) -> Result<(), RuntimeError> {
 }
 
 /// Takes `<data>/.oxbow/lock` (flock, released when the process ends however it ends).
-fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, RuntimeError> {
+pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, RuntimeError> {
     use std::os::fd::AsRawFd;
     let path = data_dir.join(".oxbow").join("lock");
     let io = |source| RuntimeError::DataDir {
@@ -127,8 +140,9 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, RuntimeErr
 
 /// Orders from the runtime to a shard's main task.
 enum Control {
-    /// Bind the Kafka listener on this address and report the bound address.
+    /// Bind a Kafka listener on this address and report the bound address.
     ListenKafka {
+        spec: Arc<ListenerSpec>,
         addr: SocketAddr,
         reply: flume::Sender<Result<SocketAddr, String>>,
     },
@@ -194,7 +208,7 @@ impl Runtime {
             control: Vec::new(),
             handles: Vec::new(),
             partitions: 0,
-            kafka_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            kafka_listeners: Vec::new(),
             native_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             transport: link.as_ref().map(|link| link.transport.clone()),
@@ -286,11 +300,30 @@ impl Runtime {
         let parse = |addr: &str| -> SocketAddr {
             addr.parse().expect("validated by BrokerConfig::validate")
         };
-        let mut addr = parse(&config.kafka_listen);
-        for shard in 0..config.shards {
-            addr = self.bind(shard, |reply| Control::ListenKafka { addr, reply })?;
+        for listener in config.kafka_listeners_in_effect() {
+            let tls = match listener.security.uses_tls() {
+                false => None,
+                true => Some(crate::tls::server_config(&listener).map_err(|source| {
+                    RuntimeError::ListenerTls {
+                        listener: listener.name().to_string(),
+                        source,
+                    }
+                })?),
+            };
+            let mut addr = parse(&listener.address);
+            let name = listener.name().to_string();
+            let spec = Arc::new(ListenerSpec {
+                config: listener,
+                tls,
+            });
+            for shard in 0..config.shards {
+                let spec = spec.clone();
+                addr = self.bind(shard, |reply| Control::ListenKafka { spec, addr, reply })?;
+            }
+            tracing::info!(listener = %name, security = spec.config.security.name(), %addr,
+                "Kafka listener bound");
+            self.kafka_listeners.push((name, addr));
         }
-        self.kafka_addr = addr;
         let mut addr = parse(&config.native_listen);
         for shard in 0..config.shards {
             addr = self.bind(shard, |reply| Control::ListenNative { addr, reply })?;
@@ -304,10 +337,18 @@ impl Runtime {
     /// Registers this broker with the addresses it listens on (the advertised Kafka and
     /// native addresses when they are set).
     fn register(&mut self, config: &BrokerConfig) -> Result<(), RuntimeError> {
+        let listeners = config.kafka_listeners_in_effect();
+        let advertised =
+            (listeners.iter().zip(&self.kafka_listeners)).map(|(listener, (name, bound))| {
+                let at = (listener.advertised_address.clone()).unwrap_or_else(|| bound.to_string());
+                (name.clone(), at)
+            });
+        let kafka_listeners: std::collections::BTreeMap<String, String> = advertised.collect();
+        let first = &listeners[0];
         let broker = oxbow_cluster::BrokerMeta {
             id: config.node_id,
-            kafka_addr: (config.advertised_kafka_addr.clone())
-                .unwrap_or_else(|| self.kafka_addr.to_string()),
+            kafka_addr: kafka_listeners[first.name()].clone(),
+            kafka_listeners,
             native_addr: (config.advertised_native_addr.clone())
                 .unwrap_or_else(|| self.native_addr.to_string()),
             cluster_addr: (self.transport.as_ref()).map(|t| t.local_addr().to_string()),
@@ -348,9 +389,14 @@ impl Runtime {
         self.metrics_addr
     }
 
-    /// The address the Kafka listener is bound to on every shard.
+    /// The address the first Kafka listener is bound to on every shard.
     pub fn kafka_addr(&self) -> SocketAddr {
-        self.kafka_addr
+        self.kafka_listeners[0].1
+    }
+
+    /// Every Kafka listener's name and bound address.
+    pub fn kafka_listeners(&self) -> &[(String, SocketAddr)] {
+        &self.kafka_listeners
     }
 
     /// The address the native-protocol listener is bound to on every shard.
@@ -509,15 +555,14 @@ async fn shard_main(
         }
     }
     let _ = report.send((id, Ok(owned.len())));
-    let mut listener = None;
+    let mut kafka_listeners = Vec::new();
     let mut native_listener = None;
     let mut metrics_endpoint = None;
     while let Ok(order) = control.recv_async().await {
         match order {
-            Control::ListenKafka { addr, reply } => {
-                let advertised = shard.config.advertised_kafka_addr.clone();
-                let bound = crate::kafka::listen(shard.clone(), addr, advertised.as_deref());
-                listener = answer_bind(bound, "Kafka listener", addr, &reply).or(listener);
+            Control::ListenKafka { spec, addr, reply } => {
+                let bound = crate::kafka::listen(shard.clone(), addr, &spec);
+                kafka_listeners.extend(answer_bind(bound, "Kafka listener", addr, &reply));
             }
             Control::ListenNative { addr, reply } => {
                 let bound = crate::native::listen(shard.clone(), addr);
@@ -538,7 +583,10 @@ async fn shard_main(
                     answer_bind(bound, "metrics endpoint", addr, &reply).or(metrics_endpoint);
             }
             Control::Register { broker, reply } => {
-                let registered = metadata::register(&shard, broker, transport.clone()).await;
+                let mut registered = metadata::register(&shard, broker, transport.clone()).await;
+                if registered.is_ok() {
+                    registered = bootstrap_users::apply(&shard).await;
+                }
                 if registered.is_ok() {
                     for other in 0..shard.shards() {
                         shard
@@ -552,7 +600,7 @@ async fn shard_main(
         }
     }
     // Dropping a glommio task cancels it: no new connections or requests from here on.
-    drop(listener);
+    drop(kafka_listeners);
     drop(native_listener);
     drop(metrics_endpoint);
     drop(inbox_task);

@@ -9,6 +9,8 @@ the broker acknowledged, flushed at once (a test may kill the broker at any mome
 consume: reads every partition from the beginning (no consumer group) until it has EXPECT
 messages (-1: everything up to the high watermarks), printing "msg <partition> <offset> <value>",
 or with --json one JSON object per message with its key and headers as well.
+Every mode takes --client-config NAME=VALUE (repeatable) for every client it makes, e.g. the
+security settings (security.protocol, sasl.mechanism, ssl.ca.location).
 """
 import argparse
 import json
@@ -227,6 +229,17 @@ def offsets_for_times(args):
     consumer.close()
 
 
+def with_client_config(extra):
+    """Every Producer, Consumer and AdminClient made from here on also gets `extra`."""
+    if not extra:
+        return
+    global Producer, Consumer, AdminClient
+    producer, consumer, admin_client = Producer, Consumer, AdminClient
+    Producer = lambda conf, **kw: producer({**conf, **extra}, **kw)
+    Consumer = lambda conf, **kw: consumer({**conf, **extra}, **kw)
+    AdminClient = lambda conf, **kw: admin_client({**conf, **extra}, **kw)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["produce", "consume", "group-consume", "committed", "admin",
@@ -258,7 +271,10 @@ def main():
     parser.add_argument("--timestamp-base", type=int, default=0, help="message i gets BASE + i*STEP")
     parser.add_argument("--timestamp-step", type=int, default=10)
     parser.add_argument("--at", type=int, action="append", default=[], help="a timestamp to look up")
+    parser.add_argument("--client-config", action="append", default=[],
+                        help="NAME=VALUE given to every client")
     args = parser.parse_args()
+    with_client_config(dict(kv.split("=", 1) for kv in args.client_config))
     {"produce": produce, "consume": consume, "group-consume": group_consume, "committed": committed,
      "admin": admin, "group-admin": group_admin, "offsets-for-times": offsets_for_times,
      "elect": elect,

@@ -1,0 +1,100 @@
+//! TLS for client listeners: the server configuration of a listener, made once from its PEM
+//! files (certificate chain, private key and, for mutual TLS, the CA that client certificates
+//! must chain to). The handshake and the records run over the connection's byte stream on its
+//! own shard (futures-rustls over glommio's socket); TLS 1.2 and 1.3 only, as rustls offers.
+
+use oxbow_core::config::ListenerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why a listener's TLS cannot be set up (reported at start, naming the file).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsSetupError {
+    /// A file cannot be read.
+    #[error("{path:?}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file holds no usable certificate or key, or they do not go together.
+    #[error("{path:?}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    std::fs::read(path).map_err(|source| TlsSetupError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn invalid(path: &Path, reason: impl ToString) -> TlsSetupError {
+    TlsSetupError::Invalid {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let pem = read(path)?;
+    let certs: Vec<_> = (rustls_pemfile::certs(&mut pem.as_slice()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid(path, e))?;
+    if certs.is_empty() {
+        return Err(invalid(path, "no PEM certificate in it"));
+    }
+    Ok(certs)
+}
+
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    let pem = read(path)?;
+    match rustls_pemfile::private_key(&mut pem.as_slice()) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => Err(invalid(path, "no PEM private key in it")),
+        Err(e) => Err(invalid(path, e)),
+    }
+}
+
+/// The TLS server configuration of `listener` (which must have its certificate and key).
+pub fn server_config(listener: &ListenerConfig) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let (Some(cert_file), Some(key_file)) = (&listener.tls_cert_file, &listener.tls_key_file)
+    else {
+        let path = PathBuf::from(listener.name());
+        return Err(invalid(
+            &path,
+            "the listener has no tls_cert_file or tls_key_file",
+        ));
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(cert_file, e))?;
+    let builder = match &listener.tls_client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca_file) => {
+            let mut roots = RootCertStore::empty();
+            for ca in certificates(ca_file)? {
+                roots.add(ca).map_err(|e| invalid(ca_file, e))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| invalid(ca_file, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(certificates(cert_file)?, private_key(key_file)?)
+        .map_err(|e| invalid(key_file, format!("does not go with {cert_file:?}: {e}")))?;
+    Ok(Arc::new(config))
+}

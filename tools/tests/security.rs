@@ -1,0 +1,415 @@
+//! Kafka listeners with TLS and SASL, driven by unmodified clients (confluent-kafka and kcat,
+//! both librdkafka with OpenSSL): SSL, SASL_SSL with PLAIN and SCRAM-SHA-512, SASL_PLAINTEXT
+//! with SCRAM-SHA-256 and mutual TLS; users created in a stopped broker's data directory and
+//! through a running one; refusals of wrong passwords, unknown users, untrusted certificates
+//! and the wrong transport, while the broker keeps serving everyone else.
+
+mod common;
+
+use common::{confluent, field, http_get, kcat, sample, Broker};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A test CA, a server certificate it signs for 127.0.0.1, a client certificate for mutual
+/// TLS, and a second CA nobody trusts.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    stranger_ca: PathBuf,
+}
+
+fn ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    (params.distinguished_name).push(rcgen::DnType::CommonName, name);
+    (params.self_signed(&key).unwrap(), key)
+}
+
+fn pki(dir: &Path) -> Pki {
+    let (ca_cert, ca_key) = ca("oxbow test CA");
+    let signed = |names: Vec<String>, usage: rcgen::ExtendedKeyUsagePurpose, cn: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        (params.distinguished_name).push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let server = signed(
+        vec!["127.0.0.1".into(), "localhost".into()],
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        "oxbow",
+    );
+    let client = signed(
+        Vec::new(),
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        "client",
+    );
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    Pki {
+        ca: write("ca.pem", &ca_cert.pem()),
+        server_cert: write("server.pem", &server.0),
+        server_key: write("server.key", &server.1),
+        client_cert: write("client.pem", &client.0),
+        client_key: write("client.key", &client.1),
+        stranger_ca: write("stranger-ca.pem", &ca("nobody's CA").0.pem()),
+    }
+}
+
+/// A broker with one listener of each kind, all on ports chosen at start.
+fn start(dir: &Path, pki: &Pki) -> Broker {
+    let tls = format!(
+        "tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        pki.server_cert, pki.server_key
+    );
+    let toml = format!(
+        "[[kafka_listeners]]\nname = \"INTERNAL\"\naddress = \"127.0.0.1:0\"\n\
+         [[kafka_listeners]]\naddress = \"127.0.0.1:0\"\nsecurity = \"SSL\"\n{tls}\
+         [[kafka_listeners]]\naddress = \"127.0.0.1:0\"\nsecurity = \"SASL_SSL\"\n{tls}\
+         sasl_mechanisms = [\"PLAIN\", \"SCRAM-SHA-512\"]\n\
+         [[kafka_listeners]]\naddress = \"127.0.0.1:0\"\nsecurity = \"SASL_PLAINTEXT\"\n\
+         sasl_mechanisms = [\"SCRAM-SHA-256\"]\n\
+         [[kafka_listeners]]\nname = \"MTLS\"\naddress = \"127.0.0.1:0\"\nsecurity = \"SSL\"\n\
+         {tls}tls_client_ca_file = {:?}\n\
+         [authentication]\nfailure_delay_ms = 10\n",
+        pki.ca
+    );
+    std::fs::write(dir.join("oxbow.toml"), toml).unwrap();
+    let config = dir.join("oxbow.toml");
+    let data = dir.join("data");
+    let mut broker = Broker::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    broker.wait_for("oxbow ready");
+    broker
+}
+
+/// The address listener `name` was bound to, from its log line.
+fn listener(broker: &Broker, name: &str) -> String {
+    let line = (broker.seen.iter())
+        .find(|l| l.contains("Kafka listener bound") && l.contains(&format!("listener={name} ")))
+        .unwrap_or_else(|| panic!("no listener {name} in the log"));
+    field(line, "addr")
+}
+
+/// `oxbow user ...` with `password` on standard input; returns success and standard error.
+fn oxbow_user(args: &[&str], password: &str) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .arg("user")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let mut said = String::from_utf8_lossy(&output.stdout).into_owned();
+    said.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), said)
+}
+
+/// librdkafka settings for SASL as `user` with `mechanism` (TLS trusting `ca` when given).
+fn sasl(mechanism: &str, user: &str, password: &str, ca: Option<&Path>) -> Vec<String> {
+    let mut settings = vec![
+        format!("sasl.mechanism={mechanism}"),
+        format!("sasl.username={user}"),
+        format!("sasl.password={password}"),
+    ];
+    match ca {
+        Some(ca) => {
+            settings.push("security.protocol=sasl_ssl".into());
+            settings.push(format!("ssl.ca.location={}", ca.display()));
+        }
+        None => settings.push("security.protocol=sasl_plaintext".into()),
+    }
+    settings
+}
+
+/// Arguments for confluent_client.py: `args`, then every setting as `--client-config`.
+fn with_settings<'a>(args: &[&'a str], settings: &'a [String]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    for setting in settings {
+        all.extend(["--client-config", setting.as_str()]);
+    }
+    all
+}
+
+/// kcat's `-X` form of the same settings.
+fn kcat_settings(settings: &[String]) -> Vec<&str> {
+    settings.iter().flat_map(|s| ["-X", s.as_str()]).collect()
+}
+
+/// Whether kcat can fetch metadata through `addr` with `settings`; with its error output.
+fn kcat_metadata(addr: &str, settings: &[String]) -> (bool, String) {
+    let mut args = vec!["-L", "-m", "5"];
+    args.extend(kcat_settings(settings));
+    let (ok, out, err) = kcat(addr, &args, None);
+    (ok && String::from_utf8_lossy(&out).contains("broker"), err)
+}
+
+#[test]
+fn unmodified_clients_produce_and_consume_over_tls_and_sasl() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    // The first administrator, made with the broker stopped.
+    let data = dir.path().join("data");
+    let (created, said) = oxbow_user(
+        &[
+            "create",
+            "admin",
+            "--password-stdin",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        "admin-secret",
+    );
+    assert!(created, "{said}");
+    let broker = start(dir.path(), &pki);
+    let internal = listener(&broker, "INTERNAL");
+    // More users through the running broker (AlterUserScramCredentials).
+    for (user, mechanism, password) in [
+        ("alice", "SCRAM-SHA-512", "alice-secret"),
+        ("bob", "SCRAM-SHA-256", "bob-secret"),
+    ] {
+        let args = ["create", user, "--mechanism", mechanism, "--password-stdin"];
+        let (created, said) = oxbow_user(&[&args[..], &["--broker", &internal]].concat(), password);
+        assert!(created, "{said}");
+    }
+
+    // confluent-kafka over SASL_SSL with SCRAM-SHA-512: creates the topic and produces.
+    let sasl_ssl = listener(&broker, "SASL_SSL");
+    let alice = sasl("SCRAM-SHA-512", "alice", "alice-secret", Some(&pki.ca));
+    let args = ["produce", "--bootstrap", &sasl_ssl, "--topic", "secure"];
+    let produced = confluent(&with_settings(
+        &[
+            &args[..],
+            &["--create", "--partitions", "2", "--count", "40"],
+        ]
+        .concat(),
+        &alice,
+    ));
+    assert_eq!(
+        produced.lines().filter(|l| l.starts_with("ack ")).count(),
+        40
+    );
+
+    // A consumer group over SASL_SSL with PLAIN, checked against the SCRAM credential.
+    let admin = sasl("PLAIN", "admin", "admin-secret", Some(&pki.ca));
+    let args = [
+        "group-consume",
+        "--bootstrap",
+        &sasl_ssl,
+        "--topic",
+        "secure",
+    ];
+    let consumed = confluent(&with_settings(
+        &[&args[..], &["--expect", "40"]].concat(),
+        &admin,
+    ));
+    assert_eq!(
+        consumed.lines().filter(|l| l.starts_with("msg ")).count(),
+        40,
+        "{consumed}"
+    );
+
+    // kcat over SSL, SASL_PLAINTEXT with SCRAM-SHA-256, and mutual TLS.
+    let ssl = vec![
+        "security.protocol=ssl".to_string(),
+        format!("ssl.ca.location={}", pki.ca.display()),
+    ];
+    let bob = sasl("SCRAM-SHA-256", "bob", "bob-secret", None);
+    let mut client_cert = ssl.clone();
+    client_cert.push(format!(
+        "ssl.certificate.location={}",
+        pki.client_cert.display()
+    ));
+    client_cert.push(format!("ssl.key.location={}", pki.client_key.display()));
+    for (name, settings) in [
+        ("SSL", &ssl),
+        ("SASL_PLAINTEXT", &bob),
+        ("MTLS", &client_cert),
+    ] {
+        let mut args = vec!["-C", "-t", "secure", "-o", "beginning", "-e", "-q"];
+        args.extend(kcat_settings(settings));
+        let (ok, out, err) = kcat(&listener(&broker, name), &args, None);
+        assert!(ok, "kcat over {name}: {err}");
+        let values = String::from_utf8_lossy(&out).lines().count();
+        assert_eq!(values, 40, "kcat over {name} read {values}: {err}");
+    }
+
+    // Metadata names each broker on the listener asked: the SASL_SSL port here.
+    let mut args = vec!["-L", "-m", "5"];
+    args.extend(kcat_settings(&alice));
+    let (_, out, _) = kcat(&sasl_ssl, &args, None);
+    let listing = String::from_utf8_lossy(&out).into_owned();
+    assert!(listing.contains(&sasl_ssl), "{listing}");
+
+    let (listed, said) = oxbow_user(&["list", "--output", "json", "--broker", &internal], "");
+    assert!(listed, "{said}");
+    for user in [
+        "\"admin\"",
+        "\"alice\"",
+        "\"bob\"",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-512",
+    ] {
+        assert!(said.contains(user), "{user} not in {said}");
+    }
+}
+
+#[test]
+fn wrong_credentials_certificates_and_transports_are_refused_and_others_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let mut broker = start(dir.path(), &pki);
+    let internal = listener(&broker, "INTERNAL");
+    let (created, said) = oxbow_user(
+        &["create", "alice", "--password-stdin", "--broker", &internal],
+        "right",
+    );
+    assert!(created, "{said}");
+    let sasl_ssl = listener(&broker, "SASL_SSL");
+    let metrics = field(
+        &broker
+            .seen
+            .iter()
+            .find(|l| l.contains("oxbow ready"))
+            .unwrap()
+            .clone(),
+        "metrics",
+    );
+    let failures = || {
+        sample(
+            &http_get(&metrics, "/metrics"),
+            "oxbow_authentication_failures_total",
+        )
+    };
+
+    let ca = Some(pki.ca.as_path());
+    let refused = "Authentication failed";
+    let refusals: [(&str, &str, Vec<String>, &str); 6] = [
+        (
+            "a wrong password",
+            "SASL_SSL",
+            sasl("SCRAM-SHA-512", "alice", "wrong", ca),
+            refused,
+        ),
+        (
+            "a wrong PLAIN password",
+            "SASL_SSL",
+            sasl("PLAIN", "alice", "wrong", ca),
+            refused,
+        ),
+        (
+            "an unknown user",
+            "SASL_SSL",
+            sasl("SCRAM-SHA-512", "mallory", "right", ca),
+            refused,
+        ),
+        (
+            "a mechanism not offered",
+            "SASL_SSL",
+            sasl("SCRAM-SHA-256", "alice", "right", ca),
+            "PLAIN,SCRAM-SHA-512",
+        ),
+        ("plaintext to a TLS port", "SSL", Vec::new(), ""),
+        (
+            "no client certificate",
+            "MTLS",
+            vec![
+                "security.protocol=ssl".to_string(),
+                format!("ssl.ca.location={}", pki.ca.display()),
+            ],
+            "",
+        ),
+    ];
+    for (what, name, settings, said) in &refusals {
+        let before = failures();
+        let (served, err) = kcat_metadata(&listener(&broker, name), settings);
+        assert!(!served, "{what} was served");
+        assert!(err.contains(said), "{what}: {err}");
+        // Counted once the broker has closed the connection, which kcat does not wait for.
+        common::eventually(what, std::time::Duration::from_secs(10), || {
+            (failures() > before).then_some(())
+        });
+    }
+    // An untrusted server certificate is refused by the client; TLS to the plaintext port
+    // finds no TLS there.
+    let untrusted = vec![
+        "security.protocol=ssl".to_string(),
+        format!("ssl.ca.location={}", pki.stranger_ca.display()),
+    ];
+    assert!(!kcat_metadata(&listener(&broker, "SSL"), &untrusted).0);
+    let ssl = vec![
+        "security.protocol=ssl".to_string(),
+        format!("ssl.ca.location={}", pki.ca.display()),
+    ];
+    assert!(!kcat_metadata(&internal, &ssl).0);
+
+    // Before authenticating, a request other than ApiVersions and SASL's closes the connection.
+    let mut raw = std::net::TcpStream::connect(listener(&broker, "SASL_PLAINTEXT")).unwrap();
+    let metadata = kafka_protocol::messages::MetadataRequest::default();
+    let mut frame = Vec::new();
+    {
+        use kafka_protocol::protocol::Encodable;
+        let mut body = bytes::BytesMut::new();
+        let header = kafka_protocol::messages::RequestHeader::default()
+            .with_request_api_key(3)
+            .with_request_api_version(1)
+            .with_correlation_id(1);
+        header.encode(&mut body, 1).unwrap();
+        metadata.encode(&mut body, 1).unwrap();
+        frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        frame.extend_from_slice(&body);
+    }
+    raw.write_all(&frame).unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).unwrap();
+    assert!(
+        answer.is_empty(),
+        "answered before authentication: {answer:?}"
+    );
+    broker.wait_for("Metadata before authenticating");
+
+    // Through all of that, the right password is served.
+    let alice = sasl("SCRAM-SHA-512", "alice", "right", Some(&pki.ca));
+    let (served, err) = kcat_metadata(&sasl_ssl, &alice);
+    assert!(served, "{err}");
+}
+
+#[test]
+fn users_survive_a_restart_and_a_deleted_user_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let broker = start(dir.path(), &pki);
+    let internal = listener(&broker, "INTERNAL");
+    let (created, said) = oxbow_user(
+        &["create", "carol", "--password-stdin", "--broker", &internal],
+        "pw-carol",
+    );
+    assert!(created, "{said}");
+    // kill -9: the users were committed to the metadata before they were acknowledged.
+    drop(broker);
+    let broker = start(dir.path(), &pki);
+    let carol = sasl("SCRAM-SHA-512", "carol", "pw-carol", Some(&pki.ca));
+    let (served, err) = kcat_metadata(&listener(&broker, "SASL_SSL"), &carol);
+    assert!(served, "after a restart: {err}");
+    let internal = listener(&broker, "INTERNAL");
+    let (deleted, said) = oxbow_user(&["delete", "carol", "--broker", &internal], "");
+    assert!(deleted, "{said}");
+    let (served, _) = kcat_metadata(&listener(&broker, "SASL_SSL"), &carol);
+    assert!(!served, "a deleted user was served");
+}
