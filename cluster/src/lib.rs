@@ -22,8 +22,9 @@ pub mod store;
 pub mod transport;
 
 pub use metadata::{
-    is_internal_topic, random_cluster_id, BrokerMeta, Metadata, MetadataChange, MetadataError,
-    PartitionMeta, Reassignment, TopicId, TopicMeta, Users, NO_LEADER, OFFSETS_TOPIC,
-    USER_NAME_BYTES_MAX,
+    is_internal_topic, random_cluster_id, Access, Acl, AclFilter, AuthorizerRules, BrokerMeta,
+    Metadata, MetadataChange, MetadataError, Operation, PartitionMeta, PatternFilter, PatternType,
+    Permission, Reassignment, ResourceType, TopicId, TopicMeta, Users, CLUSTER_RESOURCE, NO_LEADER,
+    OFFSETS_TOPIC, USER_NAME_BYTES_MAX,
 };
 pub use store::{LocalMetadataStore, StoreError};

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod alloc;
+pub mod authorize;
 pub mod fault_control;
 pub mod kafka;
 pub mod listener;

@@ -84,7 +84,11 @@ fn sessions_expire_pending_ids_lapse_and_commits_to_existing_partitions_persist(
                     id: "client".into(),
                     host: "/127.0.0.1".into(),
                 };
-                async move { serve(&shard, request, version, client).await.ok() }
+                async move {
+                    let session = oxbow_net::session::Session::anonymous(None);
+                    let gate = oxbow_net::authorize::Gate::new(&shard, &session);
+                    serve(&shard, &gate, request, version, client).await.ok()
+                }
             };
 
             // v4+: an empty member id gets MEMBER_ID_REQUIRED and an id to rejoin with.

@@ -1,5 +1,6 @@
 //! `oxbow`: the broker (`oxbow serve`) and its operator commands.
 
+mod acl_cli;
 mod balance;
 mod bench;
 mod client_cli;
@@ -135,6 +136,17 @@ enum Command {
         bootstrap: String,
         #[command(subcommand)]
         command: cluster_cli::PartitionCommand,
+    },
+    /// Kafka ACLs: add, remove, list.
+    Acl {
+        /// Kafka address of a running broker (a listener that needs no authentication).
+        #[arg(long, default_value = "127.0.0.1:9092", global = true)]
+        broker: String,
+        /// How `list` prints.
+        #[arg(long, value_enum, default_value = "text", global = true)]
+        output: output::Output,
+        #[command(subcommand)]
+        command: acl_cli::AclCommand,
     },
     /// SASL/SCRAM users: create, delete, list.
     User {
@@ -285,6 +297,11 @@ fn main() -> ExitCode {
         Command::Partition { bootstrap, command } => {
             client_command(cluster_cli::run_partition(&bootstrap, command))
         }
+        Command::Acl {
+            broker,
+            output,
+            command,
+        } => client_command(acl_cli::run(&broker, output, command)),
         Command::User {
             target,
             output,

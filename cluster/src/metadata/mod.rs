@@ -100,6 +100,9 @@ pub struct Metadata {
     /// SASL/SCRAM users and their salted credentials (see `users.rs`).
     #[serde(default)]
     pub users: Users,
+    /// Kafka ACLs, sorted and without duplicates (see `acls.rs`).
+    #[serde(default)]
+    pub acls: Vec<Acl>,
 }
 
 /// A change to the metadata.
@@ -200,6 +203,16 @@ pub enum MetadataChange {
         leader_epoch: i32,
         /// The in-sync replicas under the new leader (the leader among them).
         isr: Vec<i32>,
+    },
+    /// ACLs are added (Kafka's CreateAcls); one that exists already is not added twice.
+    CreateAcls {
+        /// The ACLs.
+        acls: Vec<Acl>,
+    },
+    /// Every ACL that one of the filters matches is removed (Kafka's DeleteAcls).
+    DeleteAcls {
+        /// The filters.
+        filters: Vec<AclFilter>,
     },
     /// A user gets a SCRAM credential for a mechanism, or a new one in place of the old
     /// (Kafka's AlterUserScramCredentials upsertion).
@@ -419,55 +432,12 @@ impl Metadata {
             MetadataChange::DeleteScramCredential { user, mechanism } => {
                 self.delete_scram_credential(user, *mechanism)?
             }
+            MetadataChange::CreateAcls { acls } => self.create_acls(acls)?,
+            MetadataChange::DeleteAcls { filters } => self.delete_acls(filters),
         }
         self.version += 1;
         Ok(())
     }
-}
-
-/// Why an election does not apply to a partition (before the topic is named).
-enum ElectionError {
-    Invalid(String),
-    Stale(String),
-}
-
-impl ElectionError {
-    fn within(self, topic: &str, partition: u32) -> MetadataError {
-        match self {
-            ElectionError::Invalid(why) => {
-                MetadataError::Invalid(format!("{topic}-{partition}: {why}"))
-            }
-            ElectionError::Stale(why) => {
-                MetadataError::Stale(format!("{topic}-{partition}: {why}"))
-            }
-        }
-    }
-}
-
-fn check_election(
-    current: &PartitionMeta,
-    leader: i32,
-    leader_epoch: i32,
-    isr: &[i32],
-) -> Result<(), ElectionError> {
-    if leader_epoch != current.leader_epoch.saturating_add(1) {
-        return Err(ElectionError::Stale(format!(
-            "leader epoch {leader_epoch} does not follow {}",
-            current.leader_epoch
-        )));
-    }
-    let offline = leader == NO_LEADER;
-    if !offline && (!current.replicas.contains(&leader) || !isr.contains(&leader)) {
-        return Err(ElectionError::Invalid(format!(
-            "leader {leader} is not an in-sync replica"
-        )));
-    }
-    if isr.iter().any(|r| !current.replicas.contains(r)) {
-        return Err(ElectionError::Invalid(format!(
-            "in-sync replicas {isr:?} are not all replicas"
-        )));
-    }
-    Ok(())
 }
 
 impl Metadata {
@@ -542,33 +512,6 @@ pub(crate) fn partition_mut<'a>(
         .ok_or_else(|| MetadataError::Invalid(format!("{topic} has no partition {partition}")))
 }
 
-fn check_isr_change(
-    current: &PartitionMeta,
-    leader: i32,
-    leader_epoch: i32,
-    isr: &[i32],
-    fenced: &BTreeSet<i32>,
-) -> Result<(), ElectionError> {
-    if leader != current.leader || leader_epoch != current.leader_epoch {
-        return Err(ElectionError::Stale(format!(
-            "proposed by leader {leader} at epoch {leader_epoch}; the leader is {} at epoch {}",
-            current.leader, current.leader_epoch
-        )));
-    }
-    if !isr.contains(&leader) || isr.iter().any(|r| !current.replicas.contains(r)) {
-        return Err(ElectionError::Invalid(format!(
-            "in-sync replicas {isr:?} must hold the leader and only replicas"
-        )));
-    }
-    // A fenced broker may stay (the controller's election removes it), not join (KIP-841).
-    if let Some(r) = (isr.iter()).find(|r| !current.isr.contains(r) && fenced.contains(r)) {
-        return Err(ElectionError::Invalid(format!(
-            "broker {r} is fenced and cannot join the in-sync replicas"
-        )));
-    }
-    Ok(())
-}
-
 impl TopicMeta {
     /// Whether any partition has a replica on `broker`.
     pub fn has_replica_on(&self, broker: i32) -> bool {
@@ -599,10 +542,17 @@ impl TopicMeta {
     }
 }
 
+mod acls;
+mod checks;
 mod grow;
 mod ids;
 mod reassign;
 mod users;
+pub use acls::{
+    Access, Acl, AclFilter, AuthorizerRules, Operation, PatternFilter, PatternType, Permission,
+    ResourceType, CLUSTER_RESOURCE,
+};
+use checks::{check_election, check_isr_change};
 pub use ids::{random_cluster_id, TopicId};
 pub use reassign::Reassignment;
 pub use users::{Users, USER_NAME_BYTES_MAX};

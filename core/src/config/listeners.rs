@@ -253,3 +253,30 @@ impl AuthenticationConfig {
         Ok(())
     }
 }
+
+/// Kafka's ACL authorizer (the `[authorizer]` section); off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthorizerConfig {
+    /// Check every request against the ACLs (off: every client may do everything).
+    pub enabled: bool,
+    /// Principals allowed everything, e.g. `["User:admin"]` (Kafka's `super.users`).
+    pub super_users: Vec<String>,
+    /// Allow what no ACL names at all (Kafka's `allow.everyone.if.no.acl.found`); off by
+    /// default, so that a new topic is closed until an ACL opens it.
+    pub allow_everyone_if_no_acl_found: bool,
+}
+
+impl AuthorizerConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(bad) =
+            (self.super_users.iter()).find(|u| !u.starts_with("User:") || u.len() == "User:".len())
+        {
+            return Err(ConfigError::new(
+                "authorizer.super_users",
+                format!("{bad:?} is not User:NAME"),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -18,8 +18,8 @@ mod tests;
 
 pub use cluster::{ClusterConfig, Voter, CLUSTER_FRAME_BYTES_LIMIT};
 pub use listeners::{
-    AuthenticationConfig, ListenerConfig, SecurityProtocol, LISTENER_NAME_BYTES_MAX,
-    SASL_MECHANISMS,
+    AuthenticationConfig, AuthorizerConfig, ListenerConfig, SecurityProtocol,
+    LISTENER_NAME_BYTES_MAX, SASL_MECHANISMS,
 };
 pub use log::{
     min_insync_replicas_override, FlushPolicy, LogConfig, BATCH_BYTES_LIMIT,
@@ -89,6 +89,8 @@ pub struct BrokerConfig {
     pub kafka_listeners: Vec<ListenerConfig>,
     /// Limits on connections that have not authenticated yet.
     pub authentication: AuthenticationConfig,
+    /// Who may do what (Kafka's ACLs).
+    pub authorizer: AuthorizerConfig,
     /// Address of the Prometheus endpoint (`GET /metrics`; port 0: chosen at start).
     pub metrics_listen: String,
     /// Most Kafka connections the node holds (split evenly over shards); more are closed at accept.
@@ -187,6 +189,7 @@ impl Default for BrokerConfig {
             advertised_kafka_addr: None,
             kafka_listeners: Vec::new(),
             authentication: AuthenticationConfig::default(),
+            authorizer: AuthorizerConfig::default(),
             metrics_listen: "127.0.0.1:9644".to_string(),
             kafka_connections_max: 10_000,
             kafka_idle_timeout_ms: 10 * 60 * 1000,
@@ -420,6 +423,7 @@ impl BrokerConfig {
         }
         listeners::validate(&self.kafka_listeners)?;
         self.authentication.validate()?;
+        self.authorizer.validate()?;
         self.subscriptions.validate()?;
         self.read_cache.validate()?;
         self.state_logs.validate()?;

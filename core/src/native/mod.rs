@@ -140,6 +140,9 @@ pub enum ErrorCode {
     InvalidConfig,
     /// A partition count a topic cannot have (fewer than it has, or past the broker's limit).
     InvalidPartitions,
+    /// The ACLs do not allow it (appended in protocol version 3: older clients do not ask
+    /// brokers that run an authorizer).
+    NotAuthorized,
 }
 
 /// A message as delivered: where it is in the log, and where its bytes are in the payload.

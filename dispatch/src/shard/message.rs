@@ -49,6 +49,9 @@ pub enum PartitionError {
     /// Clients may not write or delete an internal topic.
     #[error("the topic is internal to the broker")]
     InternalTopic,
+    /// The principal may not do this to the topic (the authorizer said no).
+    #[error("not authorized for the topic")]
+    TopicAuthorizationFailed,
     /// acks=all: the in-sync replicas did not all hold the records within the request's
     /// timeout (they stay appended; Kafka's REQUEST_TIMED_OUT).
     #[error("the in-sync replicas did not confirm the records in time")]

@@ -8,6 +8,7 @@ use super::sasl::{Sasl, Step};
 use super::wire::code;
 use super::REQUEST_PREFIX_BYTES;
 use super::{decode_request, handlers, produce, Close, Decoded, KafkaListener};
+use crate::authorize::Gate;
 use crate::session::{within, write_within, BufferedReader, Session};
 use crate::shard::Shard;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -221,7 +222,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             RequestKind::ApiVersions(request) => RequestKind::ApiVersions(request),
             _ if !self.sasl.is_open() => return Err(Close::Unauthenticated(api)),
             RequestKind::Produce(request) => {
-                let produce = produce::start_produce(self.shard, request, version).await;
+                let gate = Gate::new(self.shard, &self.session);
+                let produce = produce::start_produce(self.shard, &gate, request, version).await;
                 waiting.push_back(WaitingProduce {
                     version,
                     correlation_id,
@@ -244,10 +246,13 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             request,
         )
         .await
-        .map_err(|reason| Close::Malformed {
-            api,
-            version,
-            reason,
+        .map_err(|refused| match refused {
+            handlers::Refused::Malformed(reason) => Close::Malformed {
+                api,
+                version,
+                reason,
+            },
+            handlers::Refused::Unauthorized(reason) => Close::Unauthorized(reason),
         })?;
         let written = match reply {
             None => 0,

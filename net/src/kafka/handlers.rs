@@ -5,25 +5,23 @@ use super::produce::start_produce;
 use super::versions::ADVERTISED;
 use super::wire::{code, text};
 use super::KafkaEndpoint;
+use crate::authorize::Gate;
 use crate::session::Session;
 use crate::shard::{CreateTopicError, FetchPart, PartitionError, Shard};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
-};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{
     ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest,
-    FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, ListOffsetsRequest,
-    ListOffsetsResponse, RequestHeader, RequestKind, ResponseKind, TopicName,
+    DeleteTopicsResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, RequestHeader, RequestKind,
+    ResponseKind, TopicName,
 };
-use oxbow_core::config::{MIN_INSYNC_REPLICAS_CONFIG, UNCLEAN_ELECTION_CONFIG};
+use oxbow_cluster::Operation;
 use oxbow_core::RecordBatch;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +41,7 @@ pub(super) fn partition_error_code(e: &PartitionError) -> i16 {
         PartitionError::ProducerFenced => code::INVALID_PRODUCER_EPOCH,
         PartitionError::InternalTopic => code::INVALID_TOPIC,
         PartitionError::TimedOut => code::REQUEST_TIMED_OUT,
+        PartitionError::TopicAuthorizationFailed => code::TOPIC_AUTHORIZATION_FAILED,
         _ => code::KAFKA_STORAGE_ERROR,
     }
 }
@@ -56,6 +55,22 @@ pub enum Reply {
     Fetch(FetchResponse, Vec<Vec<RecordBatch>>),
 }
 
+/// Why a request is not answered: the connection is closed.
+#[derive(Debug)]
+pub enum Refused {
+    /// The request breaks the protocol.
+    Malformed(String),
+    /// An admin request the principal may not make (answered by closing: these APIs have no
+    /// per-resource authorization in Oxbow yet).
+    Unauthorized(String),
+}
+
+impl From<String> for Refused {
+    fn from(reason: String) -> Refused {
+        Refused::Malformed(reason)
+    }
+}
+
 /// Answers a decoded request; `None` means send nothing (Produce with acks=0).
 pub async fn handle(
     shard: &Shard,
@@ -64,19 +79,62 @@ pub async fn handle(
     version: i16,
     header: &RequestHeader,
     request: RequestKind,
-) -> Result<Option<Reply>, String> {
+) -> Result<Option<Reply>, Refused> {
+    let gate = Gate::new(shard, session);
     if let RequestKind::Fetch(request) = request {
-        let (response, records) = fetch(shard, request).await;
+        let (response, records) = fetch(shard, &gate, request).await;
         return Ok(Some(Reply::Fetch(response, records)));
     }
-    let encoded = handle_encoded(shard, endpoint, session, version, header, request).await?;
+    if let Some((operation, what)) = admin_access(&request) {
+        if !gate.cluster(operation) {
+            return Err(Refused::Unauthorized(format!(
+                "{what} needs {operation:?} on the cluster"
+            )));
+        }
+    }
+    let encoded = handle_encoded(shard, endpoint, session, &gate, version, header, request).await?;
     Ok(encoded.map(Reply::Encoded))
+}
+
+/// What the admin APIs without per-resource checks need on the cluster.
+fn admin_access(request: &RequestKind) -> Option<(Operation, &'static str)> {
+    Some(match request {
+        RequestKind::AlterConfigs(_) => (Operation::AlterConfigs, "AlterConfigs"),
+        RequestKind::IncrementalAlterConfigs(_) => {
+            (Operation::AlterConfigs, "IncrementalAlterConfigs")
+        }
+        RequestKind::DescribeConfigs(_) => (Operation::DescribeConfigs, "DescribeConfigs"),
+        RequestKind::CreatePartitions(_) => (Operation::Alter, "CreatePartitions"),
+        RequestKind::DescribeQuorum(_) => (Operation::Describe, "DescribeQuorum"),
+        RequestKind::UnregisterBroker(_) => (Operation::Alter, "UnregisterBroker"),
+        RequestKind::ElectLeaders(_) => (Operation::Alter, "ElectLeaders"),
+        RequestKind::DescribeProducers(_) => (Operation::Describe, "DescribeProducers"),
+        RequestKind::DescribeCluster(_) => (Operation::Describe, "DescribeCluster"),
+        RequestKind::AlterPartitionReassignments(_) => {
+            (Operation::Alter, "AlterPartitionReassignments")
+        }
+        RequestKind::ListPartitionReassignments(_) => {
+            (Operation::Describe, "ListPartitionReassignments")
+        }
+        RequestKind::AlterUserScramCredentials(_) => {
+            (Operation::Alter, "AlterUserScramCredentials")
+        }
+        RequestKind::DescribeUserScramCredentials(_) => {
+            (Operation::Describe, "DescribeUserScramCredentials")
+        }
+        RequestKind::ListGroups(_) => (Operation::Describe, "ListGroups"),
+        RequestKind::DescribeGroups(_) => (Operation::Describe, "DescribeGroups"),
+        RequestKind::DeleteGroups(_) => (Operation::Delete, "DeleteGroups"),
+        RequestKind::OffsetDelete(_) => (Operation::Delete, "OffsetDelete"),
+        _ => return None,
+    })
 }
 
 async fn handle_encoded(
     shard: &Shard,
     endpoint: &KafkaEndpoint,
     session: &Session,
+    gate: &Gate<'_>,
     version: i16,
     header: &RequestHeader,
     request: RequestKind,
@@ -84,18 +142,18 @@ async fn handle_encoded(
     Ok(match request {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions(code::NONE))),
         RequestKind::Metadata(request) => Some(ResponseKind::Metadata(
-            super::metadata::metadata(shard, endpoint, request, version).await,
+            super::metadata::metadata(shard, gate, endpoint, request, version).await,
         )),
-        RequestKind::Produce(request) => start_produce(shard, request, version)
+        RequestKind::Produce(request) => start_produce(shard, gate, request, version)
             .await
             .finish()
             .await
             .map(ResponseKind::Produce),
         RequestKind::ListOffsets(request) => Some(ResponseKind::ListOffsets(
-            list_offsets(shard, request).await,
+            list_offsets(shard, gate, request).await,
         )),
         RequestKind::CreateTopics(request) => Some(ResponseKind::CreateTopics(
-            create_topics(shard, request).await,
+            create_topics(shard, gate, request).await,
         )),
         RequestKind::AlterConfigs(request) => Some(ResponseKind::AlterConfigs(
             super::configs::alter(shard, request).await,
@@ -109,10 +167,10 @@ async fn handle_encoded(
             super::partitions::create(shard, request).await,
         )),
         RequestKind::DeleteTopics(request) => Some(ResponseKind::DeleteTopics(
-            delete_topics(shard, request).await,
+            delete_topics(shard, gate, request).await,
         )),
         RequestKind::DescribeConfigs(request) => Some(ResponseKind::DescribeConfigs(
-            describe_configs(shard, request),
+            super::describe_configs::describe_configs(shard, request),
         )),
         RequestKind::DescribeQuorum(request) => Some(ResponseKind::DescribeQuorum(
             super::cluster_admin::describe_quorum(shard, request).await,
@@ -144,7 +202,16 @@ async fn handle_encoded(
             ResponseKind::ListPartitionReassignments(super::reassignments::list(shard, request)),
         ),
         RequestKind::FindCoordinator(request) => Some(ResponseKind::FindCoordinator(
-            find_coordinator(shard, endpoint, request).await,
+            find_coordinator(shard, gate, endpoint, request).await,
+        )),
+        RequestKind::CreateAcls(request) => Some(ResponseKind::CreateAcls(
+            super::acls::create(shard, gate, request).await,
+        )),
+        RequestKind::DescribeAcls(request) => Some(ResponseKind::DescribeAcls(
+            super::acls::describe(shard, gate, request),
+        )),
+        RequestKind::DeleteAcls(request) => Some(ResponseKind::DeleteAcls(
+            super::acls::delete(shard, gate, request).await,
         )),
         group @ (RequestKind::JoinGroup(_)
         | RequestKind::SyncGroup(_)
@@ -165,7 +232,7 @@ async fn handle_encoded(
                     .unwrap_or_default(),
                 host: session.client_host(),
             };
-            Some(super::groups::serve(shard, group, version, client).await?)
+            Some(super::groups::serve(shard, gate, group, version, client).await?)
         }
         _ => return Err("this API is not served".to_string()),
     })
@@ -175,10 +242,15 @@ async fn handle_encoded(
 /// this node.
 async fn find_coordinator(
     shard: &Shard,
+    gate: &Gate<'_>,
     endpoint: &KafkaEndpoint,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     let mut response = FindCoordinatorResponse::default();
+    if request.key_type == 0 && !gate.group(&request.key, Operation::Describe) {
+        response.error_code = code::GROUP_AUTHORIZATION_FAILED;
+        return response;
+    }
     let mut answer = |node: i32, at: &KafkaEndpoint| {
         response.node_id = BrokerId(node);
         response.host = text(&at.host);
@@ -232,19 +304,25 @@ struct Wanted {
     partition: i32,
 }
 
-async fn fetch(shard: &Shard, request: FetchRequest) -> (FetchResponse, Vec<Vec<RecordBatch>>) {
+async fn fetch(
+    shard: &Shard,
+    gate: &Gate<'_>,
+    request: FetchRequest,
+) -> (FetchResponse, Vec<Vec<RecordBatch>>) {
     let mut wanted = Vec::new();
     let mut parts = Vec::new();
     let mut order: Vec<(String, usize)> = Vec::new();
     for topic in &request.topics {
         let name = topic.topic.0.to_string();
         let arc: Arc<str> = Arc::from(name.as_str());
+        let readable = gate.topic(&name, Operation::Read);
         order.push((name, topic.partitions.len()));
         for partition in &topic.partitions {
             wanted.push(Wanted {
                 partition: partition.partition,
             });
             parts.push(match (partition.partition, partition.fetch_offset) {
+                _ if !readable => Err(PartitionError::TopicAuthorizationFailed),
                 (p, _) if p < 0 => Err(PartitionError::UnknownTopicOrPartition),
                 (_, o) if o < 0 => Err(PartitionError::OffsetOutOfRange),
                 (p, o) => Ok(FetchPart {
@@ -304,10 +382,15 @@ async fn fetch(shard: &Shard, request: FetchRequest) -> (FetchResponse, Vec<Vec<
     (response, records)
 }
 
-async fn list_offsets(shard: &Shard, request: ListOffsetsRequest) -> ListOffsetsResponse {
+async fn list_offsets(
+    shard: &Shard,
+    gate: &Gate<'_>,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
     for topic in request.topics {
         let name = topic.name.0.to_string();
+        let describable = gate.topic(&name, Operation::Describe);
         let count = shard.partition_count(&name);
         let mut out = ListOffsetsTopicResponse::default();
         out.name = topic_name(&name);
@@ -320,6 +403,7 @@ async fn list_offsets(shard: &Shard, request: ListOffsetsRequest) -> ListOffsets
                 partition.partition_index >= 0 && (partition.partition_index as u32) < n
             });
             let result = match known {
+                _ if !describable => Err(PartitionError::TopicAuthorizationFailed),
                 true => {
                     shard
                         .list_offset(
@@ -345,7 +429,11 @@ async fn list_offsets(shard: &Shard, request: ListOffsetsRequest) -> ListOffsets
     response
 }
 
-async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTopicsResponse {
+async fn create_topics(
+    shard: &Shard,
+    gate: &Gate<'_>,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut response = CreateTopicsResponse::default();
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -370,7 +458,10 @@ async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTop
             n => n,
         };
         result.replication_factor = replication_factor;
-        let outcome = if let Err(why) = check_replication_factor(shard, replication_factor) {
+        let outcome = if !gate.may_create_topic(&name) {
+            let why = "not authorized to create it".to_string();
+            Err((code::TOPIC_AUTHORIZATION_FAILED, why))
+        } else if let Err(why) = check_replication_factor(shard, replication_factor) {
             Err((code::INVALID_REPLICATION_FACTOR, why))
         } else if let Err(e) = shard
             .config
@@ -417,126 +508,22 @@ async fn create_topics(shard: &Shard, request: CreateTopicsRequest) -> CreateTop
     response
 }
 
-async fn delete_topics(shard: &Shard, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+async fn delete_topics(
+    shard: &Shard,
+    gate: &Gate<'_>,
+    request: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     let mut response = DeleteTopicsResponse::default();
     for name in request.topic_names {
         let mut result = DeletableTopicResult::default();
-        if let Err(e) = shard.delete_topic(name.0.to_string()).await {
+        if !gate.topic(&name, Operation::Delete) {
+            result.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+        } else if let Err(e) = shard.delete_topic(name.0.to_string()).await {
             result.error_code = partition_error_code(&e);
             result.error_message = Some(text(&e.to_string()));
         }
         result.name = Some(name);
         response.responses.push(result);
-    }
-    response
-}
-
-/// Kafka's resource types and config source used here.
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
-const SOURCE_TOPIC_CONFIG: i8 = 1;
-const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
-
-/// A topic's effective log and replication settings in Kafka's names, each marked whether the
-/// topic overrides it.
-fn topic_configs(shard: &Shard, topic: &str) -> Result<Vec<(&'static str, String, bool)>, String> {
-    let log = shard.topic_log_config(topic)?;
-    let overrides = shard.topic_overrides(topic)?;
-    let optional = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
-    let flush_ms = match log.flush {
-        oxbow_core::FlushPolicy::Always => "0".to_string(),
-        oxbow_core::FlushPolicy::Interval => log.flush_interval_ms.to_string(),
-        oxbow_core::FlushPolicy::Never => i64::MAX.to_string(),
-    };
-    let pairs = overrides.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let min_insync = (oxbow_core::config::min_insync_replicas_override(pairs))
-        .unwrap_or(shard.config.cluster.min_insync_replicas);
-    let unclean = (overrides.get(UNCLEAN_ELECTION_CONFIG)).is_some_and(|v| v == "true");
-    let flush = match log.flush {
-        oxbow_core::FlushPolicy::Always => "always",
-        oxbow_core::FlushPolicy::Interval => "interval",
-        oxbow_core::FlushPolicy::Never => "never",
-    };
-    let values = [
-        ("cleanup.policy", "delete".to_string()),
-        ("segment.bytes", log.segment_bytes_max.to_string()),
-        ("segment.ms", log.segment_age_max_ms.to_string()),
-        ("retention.bytes", optional(log.retention_bytes_max)),
-        ("retention.ms", optional(log.retention_age_max_ms)),
-        ("max.message.bytes", log.batch_bytes_max.to_string()),
-        ("flush.ms", flush_ms),
-        ("oxbow.flush", flush.to_string()),
-        (MIN_INSYNC_REPLICAS_CONFIG, min_insync.to_string()),
-        (UNCLEAN_ELECTION_CONFIG, unclean.to_string()),
-    ];
-    Ok(values
-        .into_iter()
-        .map(|(name, value)| (name, value, overrides.contains_key(name)))
-        .collect())
-}
-
-fn broker_configs(shard: &Shard) -> Vec<(&'static str, String, bool)> {
-    let config = &shard.config;
-    let values = [
-        ("broker.id", config.node_id.to_string()),
-        ("num.partitions", config.default_partitions.to_string()),
-        (
-            "default.replication.factor",
-            config.default_replication_factor.to_string(),
-        ),
-        (
-            "auto.create.topics.enable",
-            config.auto_create_topics.to_string(),
-        ),
-        (
-            "socket.request.max.bytes",
-            config.kafka_frame_bytes_max.to_string(),
-        ),
-    ];
-    values
-        .into_iter()
-        .map(|(name, value)| (name, value, false))
-        .collect()
-}
-
-fn describe_configs(shard: &Shard, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
-    let mut response = DescribeConfigsResponse::default();
-    for resource in request.resources {
-        let mut result = DescribeConfigsResult::default();
-        result.resource_type = resource.resource_type;
-        result.resource_name = resource.resource_name.clone();
-        let configs = match resource.resource_type {
-            RESOURCE_TOPIC if shard.partition_count(&resource.resource_name).is_some() => {
-                topic_configs(shard, &resource.resource_name).map_err(|e| {
-                    tracing::error!(error = %e, "reading topic config");
-                    code::KAFKA_STORAGE_ERROR
-                })
-            }
-            RESOURCE_TOPIC => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
-            RESOURCE_BROKER => Ok(broker_configs(shard)),
-            _ => Err(code::INVALID_REQUEST),
-        };
-        match configs {
-            Ok(configs) => {
-                let wanted = resource.configuration_keys.as_ref();
-                for (name, value, overridden) in configs {
-                    if wanted.is_some_and(|keys| !keys.iter().any(|k| k.as_str() == name)) {
-                        continue;
-                    }
-                    let mut entry = DescribeConfigsResourceResult::default();
-                    entry.name = text(name);
-                    entry.value = Some(text(&value));
-                    entry.read_only = true;
-                    entry.config_source = match overridden {
-                        true => SOURCE_TOPIC_CONFIG,
-                        false => SOURCE_STATIC_BROKER_CONFIG,
-                    };
-                    result.configs.push(entry);
-                }
-            }
-            Err(code) => result.error_code = code,
-        }
-        response.results.push(result);
     }
     response
 }

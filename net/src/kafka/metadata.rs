@@ -4,6 +4,7 @@
 
 use super::wire::{code, text};
 use super::KafkaEndpoint;
+use crate::authorize::Gate;
 use crate::shard::{CreateTopicError, Shard};
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
@@ -12,7 +13,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{
     BrokerId, DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
 };
-use oxbow_cluster::{BrokerMeta, Metadata, TopicMeta, NO_LEADER};
+use oxbow_cluster::{BrokerMeta, Metadata, Operation, TopicMeta, NO_LEADER};
 use uuid::Uuid;
 
 /// The partition count of `name`, creating the topic when allowed. Kafka error code otherwise.
@@ -42,6 +43,12 @@ pub(super) async fn ensure_topic(shard: &Shard, name: &str, may_create: bool) ->
     }
 }
 
+/// Whether a request that may auto-create a topic may create `name`: asked (and so audited)
+/// only when the topic does not exist.
+pub(super) fn creatable(shard: &Shard, gate: &Gate<'_>, name: &str) -> bool {
+    shard.partition_count(name).is_some() || gate.may_create_topic(name)
+}
+
 /// Which topics a request names: by name, or (v12) by id alone.
 enum Asked {
     Name(String),
@@ -50,14 +57,15 @@ enum Asked {
 
 pub(super) async fn metadata(
     shard: &Shard,
+    gate: &Gate<'_>,
     endpoint: &KafkaEndpoint,
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
+    // Listing every topic leaves out, without a word, those the principal may not describe.
     let all = || {
-        shard
-            .topics()
-            .into_keys()
+        (shard.topics().into_keys())
+            .filter(|name| gate.sees_topic(name))
             .map(Asked::Name)
             .collect::<Vec<_>>()
     };
@@ -84,8 +92,13 @@ pub(super) async fn metadata(
     for asked in asked {
         let mut topic = MetadataResponseTopic::default();
         let found = match asked {
+            Asked::Name(name) if !gate.topic(&name, Operation::Describe) => {
+                topic.name = Some(TopicName(text(&name)));
+                Err(code::TOPIC_AUTHORIZATION_FAILED)
+            }
             Asked::Name(name) => {
                 topic.name = Some(TopicName(text(&name)));
+                let may_create = may_create && creatable(shard, gate, &name);
                 ensure_topic(shard, &name, may_create)
                     .await
                     .and_then(|_| find(&shard.metadata(), |t| t.name == name))
@@ -94,6 +107,10 @@ pub(super) async fn metadata(
                 topic.topic_id = id;
                 find(&shard.metadata(), |t| Uuid::from_bytes(t.id.0) == id)
                     .map_err(|_| code::UNKNOWN_TOPIC_ID)
+                    .and_then(|meta| match gate.topic(&meta.name, Operation::Describe) {
+                        true => Ok(meta),
+                        false => Err(code::TOPIC_AUTHORIZATION_FAILED),
+                    })
             }
         };
         match found {

@@ -10,9 +10,11 @@
 //! are routed through [`crate::Shard`]. Bad input closes the connection with a log line; the
 //! broker keeps serving everyone else.
 
+mod acls;
 mod cluster_admin;
 mod configs;
 mod connection;
+mod describe_configs;
 mod elections;
 mod fetch_frame;
 pub mod groups;
@@ -141,6 +143,9 @@ pub enum Close {
     /// The client did not authenticate within `authentication.timeout_ms`.
     #[error("not authenticated within authentication.timeout_ms")]
     AuthenticationTimeout,
+    /// An admin request the principal may not make (no per-resource answer exists for it).
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
     /// The client failed to authenticate (the reason was answered, and logged).
     #[error("authentication failed")]
     AuthenticationFailed,

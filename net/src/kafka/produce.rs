@@ -2,12 +2,14 @@
 //! appends at their partitions, and answer once they are acknowledged.
 
 use super::handlers::{partition_error_code, topic_name};
-use super::metadata::ensure_topic;
+use super::metadata::{creatable, ensure_topic};
 use super::wire::{code, text};
+use crate::authorize::Gate;
 use crate::shard::{Acks, ProduceOutcome, Shard};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use oxbow_cluster::Operation;
 use oxbow_core::{BatchError, Codec, CompressionError, RecordBatch};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,7 +82,12 @@ fn kafka_acks(acks: i16) -> Acks {
 
 /// Queues a Produce's appends and returns without waiting for them, so a connection can read its
 /// next request while these reach the disk; answers still go out in request order.
-pub async fn start_produce(shard: &Shard, request: ProduceRequest, version: i16) -> StartedProduce {
+pub async fn start_produce(
+    shard: &Shard,
+    gate: &Gate<'_>,
+    request: ProduceRequest,
+    version: i16,
+) -> StartedProduce {
     let acks = request.acks;
     let timeout_ms = request.timeout_ms;
     let limit = shard.config.batch_decompressed_bytes_max;
@@ -89,7 +96,11 @@ pub async fn start_produce(shard: &Shard, request: ProduceRequest, version: i16)
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
         let arc: Arc<str> = Arc::from(name.as_str());
-        let count = ensure_topic(shard, &name, true).await;
+        let count = match gate.topic(&name, Operation::Write) {
+            true => ensure_topic(shard, &name, creatable(shard, gate, &name)).await,
+            // Nothing is created or appended, and whether the topic exists is not told.
+            false => Err(code::TOPIC_AUTHORIZATION_FAILED),
+        };
         let mut partitions = Vec::new();
         for data in topic.partition_data {
             let checked = match (&count, data.records) {

@@ -92,6 +92,8 @@ pub struct ShardMetrics {
     native_connections_total: Cell<u64>,
     /// Connections whose TLS handshake or SASL authentication failed.
     authentication_failures: Cell<u64>,
+    /// Requests (or parts of them) the authorizer denied.
+    authorization_denials: Cell<u64>,
     /// Batches accepted from producers (both protocols), by compression codec.
     produced_batches: [Cell<u64>; 5],
 }
@@ -109,6 +111,7 @@ pub struct MetricsSnapshot {
     native_connections_open: u64,
     native_connections_total: u64,
     authentication_failures: u64,
+    authorization_denials: u64,
     subscriptions: Vec<oxbow_core::native::SubscriptionInfo>,
     produced_batches: [u64; 5],
     /// Compressed batches subscriptions decoded, and reads served by an earlier decoding.
@@ -182,6 +185,11 @@ impl ShardMetrics {
         (self.authentication_failures).set(self.authentication_failures.get() + 1);
     }
 
+    /// The authorizer denied something.
+    pub fn authorization_denied(&self) {
+        (self.authorization_denials).set(self.authorization_denials.get() + 1);
+    }
+
     /// A connection was closed.
     pub fn connection_closed(&self) {
         self.connections_open
@@ -207,6 +215,7 @@ impl ShardMetrics {
             native_connections_open: self.native_connections_open.get(),
             native_connections_total: self.native_connections_total.get(),
             authentication_failures: self.authentication_failures.get(),
+            authorization_denials: self.authorization_denials.get(),
             subscriptions,
             produced_batches: self.produced_batches.each_ref().map(Cell::get),
             decoded_batches,
@@ -280,6 +289,12 @@ pub fn render(gathered: &Gathered) -> String {
             "counter",
             "Connections refused for a failed TLS handshake or SASL authentication.",
             total(|s| s.authentication_failures),
+        ),
+        (
+            "oxbow_authorization_denials_total",
+            "counter",
+            "Requests, or parts of them, the ACL authorizer denied (each is in the audit log).",
+            total(|s| s.authorization_denials),
         ),
         (
             "oxbow_partitions",

@@ -253,6 +253,7 @@ pub(super) fn partition_refusal(e: PartitionError) -> Refusal {
         PartitionError::NotEnoughReplicas => (ErrorCode::LimitReached, e.to_string()),
         PartitionError::BatchTooLarge => (ErrorCode::TooLarge, e.to_string()),
         PartitionError::InternalTopic => (ErrorCode::InvalidName, e.to_string()),
+        PartitionError::TopicAuthorizationFailed => (ErrorCode::NotAuthorized, e.to_string()),
         other => (ErrorCode::Storage, other.to_string()),
     }
 }

@@ -9,6 +9,7 @@
 //! `native_session_timeout_ms` (pings count), when it stops reading for that long, or on bad
 //! input (after an error frame). Its consumers are detached at once when it ends.
 
+mod authorization;
 mod connection;
 mod consumers;
 mod outbound;

@@ -3,6 +3,7 @@
 //! administration in `subscription_admin.rs`.
 
 use super::connection::{Close, Connection};
+use crate::authorize::Gate;
 use bytes::Bytes;
 use oxbow_core::native::{ClientFrame, ErrorCode, ServerFrame};
 use oxbow_dispatch::subscriptions::{Command, Refusal};
@@ -17,6 +18,11 @@ impl Connection {
         frame: ClientFrame,
         payload: Bytes,
     ) -> Result<(), Close> {
+        let gate = Gate::new(&self.shard, &self.session);
+        if let Some((request_id, why)) = super::authorization::refusal(&gate, &frame) {
+            self.answer(request_id, Err((ErrorCode::NotAuthorized, why)));
+            return Ok(());
+        }
         match frame {
             ClientFrame::Connect { .. } => {
                 return Err(Close::Refused(

@@ -36,7 +36,7 @@ fn read(path: &Path) -> Result<Vec<BootstrapUser>, String> {
 /// Adds (or replaces) a user's credential for the next start of the broker on `data_dir`,
 /// which must not be running: its lock is taken for the write.
 pub fn add(data_dir: &Path, waiting: BootstrapUser) -> Result<(), String> {
-    let _lock = super::lock_data_dir(data_dir).map_err(|e| e.to_string())?;
+    let _lock = super::guards::lock_data_dir(data_dir).map_err(|e| e.to_string())?;
     let path = file(data_dir);
     let mut users = read(&path)?;
     users.retain(|u| (u.user.as_str(), u.mechanism) != (waiting.user.as_str(), waiting.mechanism));

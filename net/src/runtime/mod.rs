@@ -8,6 +8,7 @@
 use crate::kafka::ListenerSpec;
 use crate::shard::{RemoteWork, Shard, ShardMessage};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use guards::{ensure_ports_free, lock_data_dir};
 use oxbow_core::placement::owner_shard;
 use oxbow_core::BrokerConfig;
 use oxbow_storage::layout::FoundPartition;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub mod bootstrap_users;
 mod cluster;
+mod guards;
 mod metadata;
 pub use cluster::ClusterLink;
 pub use metadata::start_node as start_metadata_node;
@@ -95,47 +97,6 @@ pub struct Runtime {
     transport: Option<Arc<oxbow_cluster::transport::Transport>>,
     /// Held while the node runs: a second broker on the same data directory is refused.
     _lock: std::fs::File,
-}
-
-/// Fails if another process listens on one of the configured addresses.
-fn ensure_ports_free(config: &BrokerConfig) -> Result<(), RuntimeError> {
-    let kafka = (config.kafka_listeners_in_effect().into_iter())
-        .map(|listener| ("kafka_listeners.address", listener.address));
-    let others = [
-        ("native_listen", config.native_listen.clone()),
-        ("metrics_listen", config.metrics_listen.clone()),
-    ];
-    for (setting, addr) in kafka.chain(others) {
-        let addr: SocketAddr = addr.parse().expect("validated by BrokerConfig::validate");
-        crate::listener::ensure_port_free(addr).map_err(|source| RuntimeError::PortInUse {
-            setting,
-            addr,
-            source,
-        })?;
-    }
-    Ok(())
-}
-
-/// Takes `<data>/.oxbow/lock` (flock, released when the process ends however it ends).
-pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, RuntimeError> {
-    use std::os::fd::AsRawFd;
-    let path = data_dir.join(".oxbow").join("lock");
-    let io = |source| RuntimeError::DataDir {
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(path.parent().expect("in .oxbow")).map_err(io)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
-    // SAFETY: flock(2) on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(RuntimeError::DataDirInUse { path });
-    }
-    Ok(file)
 }
 
 /// Orders from the runtime to a shard's main task.

@@ -128,6 +128,8 @@ def group_consume(args):
     last_check = 0.0
     while time.time() < deadline:
         msg = consumer.poll(0.2)
+        if msg is not None and msg.error():
+            sys.stderr.write(f"error {msg.error()}\n")
         if msg is not None and not msg.error():
             try:
                 consumer.commit(offsets=[TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)],

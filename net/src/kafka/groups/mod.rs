@@ -22,17 +22,19 @@ mod routing;
 
 pub use legacy::migrate;
 pub use offsets::{offsets_partition, offsets_topic_configs};
-pub use routing::{coordinator_of, not_coordinator, GroupHome};
+pub use routing::{coordinator_of, not_coordinator, refused, GroupHome};
 
 use super::wire::code;
+use crate::authorize::Gate;
 use crate::shard::Shard;
 use group::State;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ListGroupsResponse, ProducerId, RequestKind,
-    ResponseKind,
+    InitProducerIdRequest, InitProducerIdResponse, ListGroupsResponse, OffsetCommitRequest,
+    ProducerId, RequestKind, ResponseKind,
 };
+use oxbow_cluster::Operation;
 use oxbow_storage::StateLog;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -224,10 +226,17 @@ impl Coordinator {
 /// (ListGroups asks every shard; DescribeGroups each group's; InitProducerId shard 0's).
 pub async fn serve(
     shard: &Shard,
+    gate: &Gate<'_>,
     request: RequestKind,
     version: i16,
     client: Client,
 ) -> Result<ResponseKind, String> {
+    if let Some(denied) = authorize(gate, &request, version) {
+        return Ok(denied);
+    }
+    if let RequestKind::OffsetCommit(commit) = request {
+        return commit_readable_topics(shard, gate, commit, version, client).await;
+    }
     let group = match &request {
         RequestKind::JoinGroup(r) => r.group_id.to_string(),
         RequestKind::SyncGroup(r) => r.group_id.to_string(),
@@ -249,6 +258,68 @@ pub async fn serve(
             not_coordinator(&request, version).ok_or_else(|| "not a group request".into())
         }
     }
+}
+
+/// The refusal of a request the principal may not make: Read on the group for the requests
+/// of members and their offsets (Kafka's rule); a producer id needs Write on some topic.
+fn authorize(gate: &Gate<'_>, request: &RequestKind, version: i16) -> Option<ResponseKind> {
+    let group = match request {
+        RequestKind::JoinGroup(r) => &r.group_id,
+        RequestKind::SyncGroup(r) => &r.group_id,
+        RequestKind::Heartbeat(r) => &r.group_id,
+        RequestKind::LeaveGroup(r) => &r.group_id,
+        RequestKind::OffsetCommit(r) => &r.group_id,
+        RequestKind::OffsetFetch(r) => &r.group_id,
+        RequestKind::InitProducerId(r) if r.transactional_id.is_none() => {
+            if gate.may_produce_idempotently() {
+                return None;
+            }
+            let mut response = InitProducerIdResponse::default();
+            response.error_code = code::CLUSTER_AUTHORIZATION_FAILED;
+            return Some(ResponseKind::InitProducerId(response));
+        }
+        _ => return None,
+    };
+    match gate.group(group, Operation::Read) {
+        true => None,
+        false => refused(request, version, code::GROUP_AUTHORIZATION_FAILED),
+    }
+}
+
+/// An OffsetCommit of the topics the principal may read; the others are answered
+/// TOPIC_AUTHORIZATION_FAILED, partition by partition, as Kafka does.
+async fn commit_readable_topics(
+    shard: &Shard,
+    gate: &Gate<'_>,
+    mut commit: OffsetCommitRequest,
+    version: i16,
+    client: Client,
+) -> Result<ResponseKind, String> {
+    let (readable, denied): (Vec<_>, Vec<_>) = (std::mem::take(&mut commit.topics).into_iter())
+        .partition(|t| gate.topic(&t.name, Operation::Read));
+    let denied = OffsetCommitRequest::default().with_topics(denied);
+    let mut refusals = offsets::commit_response(&denied, |_, _| code::TOPIC_AUTHORIZATION_FAILED);
+    if readable.is_empty() {
+        return Ok(ResponseKind::OffsetCommit(refusals));
+    }
+    commit.topics = readable;
+    let group = commit.group_id.to_string();
+    let request = RequestKind::OffsetCommit(commit);
+    let answered = match coordinator_of(shard, &group).await? {
+        GroupHome::Here { shard: target } => {
+            on_shard(shard, target, request, version, client).await?
+        }
+        GroupHome::Elsewhere { .. } => {
+            not_coordinator(&request, version).ok_or("not a group request")?
+        }
+    };
+    Ok(match answered {
+        ResponseKind::OffsetCommit(mut response) => {
+            response.topics.append(&mut refusals.topics);
+            ResponseKind::OffsetCommit(response)
+        }
+        other => other,
+    })
 }
 
 async fn on_shard(

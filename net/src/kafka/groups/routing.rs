@@ -65,7 +65,11 @@ pub async fn coordinator_of(shard: &Shard, group: &str) -> Result<GroupHome, Str
 
 /// The answer to a group request for a group this node does not coordinate.
 pub fn not_coordinator(request: &RequestKind, version: i16) -> Option<ResponseKind> {
-    let error = code::NOT_COORDINATOR;
+    refused(request, version, code::NOT_COORDINATOR)
+}
+
+/// The answer to a group request refused as a whole with `error`.
+pub fn refused(request: &RequestKind, version: i16, error: i16) -> Option<ResponseKind> {
     Some(match request {
         RequestKind::JoinGroup(_) => {
             let mut response = JoinGroupResponse::default();

@@ -1,0 +1,87 @@
+//! The ACLs on the native protocol: each request frame needs what its Kafka counterpart needs
+//! (produce: Write on the topic; subscribe: Read on the topic and on the subscription, which
+//! is a group; topic and subscription administration: Create, Alter, Delete or Describe).
+//! Native connections are not authenticated yet, so their principal is `User:ANONYMOUS`: with
+//! the authorizer on, they get what the ACLs give that principal.
+
+use crate::authorize::Gate;
+use oxbow_cluster::{Operation, ResourceType};
+use oxbow_core::native::ClientFrame;
+
+/// One thing a request needs: an operation on a resource of a type.
+type Need<'a> = (ResourceType, &'a str, Operation);
+
+/// What `frame` needs, with its request id.
+fn needs(frame: &ClientFrame) -> Option<(u64, Vec<Need<'_>>)> {
+    use Operation::*;
+    use ResourceType::{Cluster, Group, Topic};
+    let cluster = oxbow_cluster::CLUSTER_RESOURCE;
+    Some(match frame {
+        ClientFrame::Produce {
+            request_id, topic, ..
+        } => (*request_id, vec![(Topic, topic, Write)]),
+        ClientFrame::Subscribe {
+            request_id,
+            topic,
+            subscription,
+            ..
+        } => (
+            *request_id,
+            vec![(Topic, topic, Read), (Group, subscription, Read)],
+        ),
+        ClientFrame::CreateTopic {
+            request_id, name, ..
+        } => (*request_id, vec![(Topic, name, Create)]),
+        ClientFrame::CreatePartitions {
+            request_id, name, ..
+        } => (*request_id, vec![(Topic, name, Alter)]),
+        ClientFrame::AlterTopicConfigs {
+            request_id, name, ..
+        } => (*request_id, vec![(Topic, name, AlterConfigs)]),
+        ClientFrame::DeleteTopic { request_id, name } => (*request_id, vec![(Topic, name, Delete)]),
+        ClientFrame::ListTopics { request_id } => (*request_id, vec![(Cluster, cluster, Describe)]),
+        ClientFrame::Metadata { request_id, topics } => (
+            *request_id,
+            topics
+                .iter()
+                .map(|t| (Topic, t.as_str(), Describe))
+                .collect(),
+        ),
+        ClientFrame::DescribeTopic { request_id, name } => {
+            (*request_id, vec![(Topic, name, Describe)])
+        }
+        ClientFrame::ListSubscriptions { request_id, topic } => {
+            (*request_id, vec![(Topic, topic, Describe)])
+        }
+        ClientFrame::ResetSubscription {
+            request_id,
+            topic,
+            subscription,
+            ..
+        } => (
+            *request_id,
+            vec![(Topic, topic, Read), (Group, subscription, Read)],
+        ),
+        ClientFrame::DeleteSubscription {
+            request_id,
+            subscription,
+            ..
+        } => (*request_id, vec![(Group, subscription, Delete)]),
+        ClientFrame::SkipBatch {
+            request_id, topic, ..
+        } => (*request_id, vec![(Topic, topic, Alter)]),
+        // The rest act on the connection's own consumers, authorized when they subscribed.
+        _ => return None,
+    })
+}
+
+/// `Some((request id, why))` when the ACLs refuse `frame`.
+pub(super) fn refusal(gate: &Gate<'_>, frame: &ClientFrame) -> Option<(u64, String)> {
+    let (request_id, needs) = needs(frame)?;
+    let denied = (needs.into_iter()).find(|&(kind, name, op)| !gate.permits(kind, name, op))?;
+    let (kind, name, op) = denied;
+    Some((
+        request_id,
+        format!("not authorized: {op:?} on {kind:?} {name}"),
+    ))
+}

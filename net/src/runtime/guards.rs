@@ -1,0 +1,51 @@
+//! What keeps two brokers apart: the data directory's lock, and the listening ports checked
+//! before binding (the shards' SO_REUSEPORT listeners would otherwise share them silently).
+
+use super::RuntimeError;
+use oxbow_core::BrokerConfig;
+use std::net::SocketAddr;
+
+/// Fails if another process listens on one of the configured addresses.
+pub(super) fn ensure_ports_free(config: &BrokerConfig) -> Result<(), RuntimeError> {
+    let setting = match config.kafka_listeners.is_empty() {
+        true => "kafka_listen",
+        false => "kafka_listeners.address",
+    };
+    let kafka = (config.kafka_listeners_in_effect().into_iter())
+        .map(|listener| (setting, listener.address));
+    let others = [
+        ("native_listen", config.native_listen.clone()),
+        ("metrics_listen", config.metrics_listen.clone()),
+    ];
+    for (setting, addr) in kafka.chain(others) {
+        let addr: SocketAddr = addr.parse().expect("validated by BrokerConfig::validate");
+        crate::listener::ensure_port_free(addr).map_err(|source| RuntimeError::PortInUse {
+            setting,
+            addr,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Takes `<data>/.oxbow/lock` (flock, released when the process ends however it ends).
+pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, RuntimeError> {
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join(".oxbow").join("lock");
+    let io = |source| RuntimeError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(path.parent().expect("in .oxbow")).map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    // SAFETY: flock(2) on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(RuntimeError::DataDirInUse { path });
+    }
+    Ok(file)
+}
