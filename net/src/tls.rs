@@ -2,13 +2,52 @@
 //! files (certificate chain, private key and, for mutual TLS, the CA that client certificates
 //! must chain to). The handshake and the records run over the connection's byte stream on its
 //! own shard (futures-rustls over glommio's socket); TLS 1.2 and 1.3 only, as rustls offers.
+//! SIGHUP reads the files again: new connections get the new certificate, open ones keep
+//! the session they have.
 
 use oxbow_core::config::ListenerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+/// A listener's TLS configuration, which can be made again from its files while the
+/// listener runs.
+#[derive(Debug)]
+pub struct ReloadableTls {
+    listener: ListenerConfig,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl ReloadableTls {
+    /// Made from `listener`'s files.
+    pub fn new(listener: &ListenerConfig) -> Result<ReloadableTls, TlsSetupError> {
+        Ok(ReloadableTls {
+            current: RwLock::new(server_config(listener)?),
+            listener: listener.clone(),
+        })
+    }
+
+    /// The configuration a new connection's handshake uses.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        // A poisoned lock still holds a whole configuration: the writer only swaps an Arc.
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current.clone()
+    }
+
+    /// Reads the files again; on an error the configuration in use stays.
+    pub fn reload(&self) -> Result<(), TlsSetupError> {
+        let fresh = server_config(&self.listener)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// The listener's name.
+    pub fn listener(&self) -> &str {
+        self.listener.name()
+    }
+}
 
 /// Why a listener's TLS cannot be set up (reported at start, naming the file).
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +106,7 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
 }
 
 /// The TLS server configuration of `listener` (which must have its certificate and key).
-pub fn server_config(listener: &ListenerConfig) -> Result<Arc<ServerConfig>, TlsSetupError> {
+fn server_config(listener: &ListenerConfig) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let (Some(cert_file), Some(key_file)) = (&listener.tls_cert_file, &listener.tls_key_file)
     else {
         let path = PathBuf::from(listener.name());

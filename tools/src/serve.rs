@@ -74,7 +74,7 @@ pub fn build_config(args: &ServeArgs) -> Result<BrokerConfig, ServeError> {
     Ok(config)
 }
 
-/// Runs the broker until SIGINT or SIGTERM.
+/// Runs the broker until SIGINT or SIGTERM; SIGHUP reloads the listeners' TLS certificates.
 pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let config = build_config(&args)?;
     crate::init_logging(config.log_format);
@@ -85,12 +85,18 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(ServeError::Signals)?;
     tracing::info!(shards = runtime.shards(), partitions = runtime.partitions(),
         kafka = %runtime.kafka_addr(), native = %runtime.native_addr(), metrics = %runtime.metrics_addr(), data_dir = ?config.data_dir, "oxbow ready");
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == signal_hook::consts::SIGHUP {
+            runtime.reload_tls();
+            continue;
+        }
         tracing::info!(signal, "shutting down");
+        break;
     }
     runtime.stop()?;
     tracing::info!("oxbow stopped");

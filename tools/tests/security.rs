@@ -413,3 +413,42 @@ fn users_survive_a_restart_and_a_deleted_user_is_refused() {
     let (served, _) = kcat_metadata(&listener(&broker, "SASL_SSL"), &carol);
     assert!(!served, "a deleted user was served");
 }
+
+#[test]
+fn sighup_gives_new_connections_the_new_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_first = pki(dir.path());
+    let mut broker = start(dir.path(), &pki_first);
+    let ssl = listener(&broker, "SSL");
+    let trusting = |ca: &Path| {
+        vec![
+            "security.protocol=ssl".to_string(),
+            format!("ssl.ca.location={}", ca.display()),
+        ]
+    };
+    assert!(kcat_metadata(&ssl, &trusting(&pki_first.ca)).0);
+
+    // A new certificate from another CA, in place of the files the listener names.
+    let other = tempfile::tempdir().unwrap();
+    let pki_second = pki(other.path());
+    std::fs::copy(&pki_second.server_cert, &pki_first.server_cert).unwrap();
+    std::fs::copy(&pki_second.server_key, &pki_first.server_key).unwrap();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(broker.child.id() as i32, libc::SIGHUP) },
+        0
+    );
+    broker.wait_for("TLS certificates reloaded listener=SSL");
+    assert!(kcat_metadata(&ssl, &trusting(&pki_second.ca)).0);
+    assert!(!kcat_metadata(&ssl, &trusting(&pki_first.ca)).0);
+
+    // Broken files: the listener keeps the certificate it has, and says so.
+    std::fs::write(&pki_first.server_key, "not a key").unwrap();
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::kill(broker.child.id() as i32, libc::SIGHUP) },
+        0
+    );
+    broker.wait_for("TLS certificates not reloaded");
+    assert!(kcat_metadata(&ssl, &trusting(&pki_second.ca)).0);
+}

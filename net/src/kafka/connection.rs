@@ -37,8 +37,9 @@ pub(super) async fn serve_connection(
     crate::metrics::of(&shard).connection_opened();
     match &listener.tls {
         None => serve_stream(&shard, &listener, session, stream).await,
-        Some(acceptor) => {
+        Some(tls) => {
             let limit = Duration::from_millis(shard.config.authentication.timeout_ms);
+            let acceptor = futures_rustls::TlsAcceptor::from(tls.current());
             match within(limit, acceptor.accept(stream)).await {
                 Ok(tls) => serve_stream(&shard, &listener, session, tls).await,
                 Err(e) => {

@@ -63,14 +63,14 @@ pub struct ListenerSpec {
     /// The listener's settings.
     pub config: ListenerConfig,
     /// For SSL and SASL_SSL listeners.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<Arc<crate::tls::ReloadableTls>>,
 }
 
 /// A listener as its connections see it.
 pub(crate) struct KafkaListener {
     endpoint: KafkaEndpoint,
     security: SecurityProtocol,
-    tls: Option<futures_rustls::TlsAcceptor>,
+    tls: Option<Arc<crate::tls::ReloadableTls>>,
     sasl_mechanisms: Vec<String>,
 }
 
@@ -96,7 +96,7 @@ pub fn listen(
             listener: spec.config.name().to_string(),
         },
         security: spec.config.security,
-        tls: spec.tls.clone().map(futures_rustls::TlsAcceptor::from),
+        tls: spec.tls.clone(),
         sasl_mechanisms: spec.config.sasl_mechanisms.clone(),
     });
     let listening = crate::listener::Listening {

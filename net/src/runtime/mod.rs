@@ -91,6 +91,8 @@ pub struct Runtime {
     partitions: usize,
     /// Each Kafka listener's name and bound address, in the order configured.
     kafka_listeners: Vec<(String, SocketAddr)>,
+    /// The TLS configurations of the listeners that have one.
+    tls: Vec<Arc<crate::tls::ReloadableTls>>,
     native_addr: SocketAddr,
     metrics_addr: SocketAddr,
     /// The cluster transport, when the node runs with others; stopped after the shards.
@@ -170,6 +172,7 @@ impl Runtime {
             handles: Vec::new(),
             partitions: 0,
             kafka_listeners: Vec::new(),
+            tls: Vec::new(),
             native_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             transport: link.as_ref().map(|link| link.transport.clone()),
@@ -264,13 +267,16 @@ impl Runtime {
         for listener in config.kafka_listeners_in_effect() {
             let tls = match listener.security.uses_tls() {
                 false => None,
-                true => Some(crate::tls::server_config(&listener).map_err(|source| {
-                    RuntimeError::ListenerTls {
-                        listener: listener.name().to_string(),
-                        source,
-                    }
-                })?),
+                true => Some(Arc::new(
+                    crate::tls::ReloadableTls::new(&listener).map_err(|source| {
+                        RuntimeError::ListenerTls {
+                            listener: listener.name().to_string(),
+                            source,
+                        }
+                    })?,
+                )),
             };
+            self.tls.extend(tls.clone());
             let mut addr = parse(&listener.address);
             let name = listener.name().to_string();
             let spec = Arc::new(ListenerSpec {
@@ -353,6 +359,19 @@ impl Runtime {
     /// The address the first Kafka listener is bound to on every shard.
     pub fn kafka_addr(&self) -> SocketAddr {
         self.kafka_listeners[0].1
+    }
+
+    /// Reads every listener's certificate and key files again (SIGHUP): new connections get
+    /// them, open ones keep their sessions; a listener whose files do not work keeps what it
+    /// had, and says why.
+    pub fn reload_tls(&self) {
+        for tls in &self.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!(listener = %tls.listener(), "TLS certificates reloaded"),
+                Err(e) => tracing::error!(listener = %tls.listener(), error = %e,
+                    "TLS certificates not reloaded: the listener keeps the ones it had"),
+            }
+        }
     }
 
     /// Every Kafka listener's name and bound address.
