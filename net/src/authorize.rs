@@ -52,6 +52,25 @@ impl<'a> Gate<'a> {
         self.checked.as_ref().is_none_or(describes)
     }
 
+    /// Whether the principal may describe a group, neither counted nor logged (for listings).
+    pub fn sees_group(&self, name: &str) -> bool {
+        let describes = |c| self.decides(c, ResourceType::Group, name, Operation::Describe);
+        self.checked.as_ref().is_none_or(describes)
+    }
+
+    /// Whether the principal may describe the cluster, neither counted nor logged.
+    pub fn sees_cluster(&self) -> bool {
+        let describes = |c| {
+            self.decides(
+                c,
+                ResourceType::Cluster,
+                CLUSTER_RESOURCE,
+                Operation::Describe,
+            )
+        };
+        self.checked.as_ref().is_none_or(describes)
+    }
+
     /// `permits` on a topic.
     pub fn topic(&self, name: &str, operation: Operation) -> bool {
         self.permits(ResourceType::Topic, name, operation)

@@ -91,7 +91,7 @@ fn acls_decide_who_produces_and_joins_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start(dir.path(), "\"User:admin\", \"User:ANONYMOUS\"");
     let internal = listener(&broker, "INTERNAL");
-    for user in ["alice", "bob"] {
+    for user in ["alice", "bob", "admin"] {
         let args = [
             "user",
             "create",
@@ -219,6 +219,59 @@ fn acls_decide_who_produces_and_joins_and_survive_a_restart() {
     assert!(ok && said.matches("msg ").count() == 6, "{said}");
     let (ok, said) = consume("shipping");
     assert!(!ok && said.contains("GROUP_AUTHORIZATION_FAILED"), "{said}");
+
+    // Admin calls answer per resource: alice may write orders-eu, not grow or reconfigure it.
+    for op in ["add-partitions", "alter-config"] {
+        let args = [
+            "admin",
+            "--op",
+            op,
+            "--bootstrap",
+            &sasl,
+            "--topic",
+            "orders-eu",
+        ];
+        let (ok, said) = as_user(
+            "alice",
+            &[
+                &args[..],
+                &["--partitions", "3", "--config", "retention.ms=1000"],
+            ]
+            .concat(),
+        );
+        assert!(
+            ok && said.contains("error TOPIC_AUTHORIZATION_FAILED"),
+            "{op}: {said}"
+        );
+    }
+    let args = [
+        "group-admin",
+        "--bootstrap",
+        &sasl,
+        "--topic",
+        "orders-eu",
+        "--group",
+        "billing",
+    ];
+    let (ok, said) = as_user("alice", &args);
+    assert!(
+        ok && said.contains("error GROUP_AUTHORIZATION_FAILED"),
+        "{said}"
+    );
+
+    // Kafka's AdminClient manages ACLs as the super user admin.
+    let (ok, said) = as_user("admin", &["acls", "--bootstrap", &sasl, "--topic", "x-"]);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("match User:carol PREFIXED") && said.contains("deleted 1"),
+        "{said}"
+    );
+    assert!(said.contains("left 0"), "{said}");
+    let (ok, said) = as_user("alice", &["acls", "--bootstrap", &sasl, "--topic", "x-"]);
+    assert!(
+        !ok && said.contains("CLUSTER_AUTHORIZATION_FAILED"),
+        "{said}"
+    );
 
     // Counted and audited.
     let mut broker = broker;

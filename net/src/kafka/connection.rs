@@ -247,13 +247,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             request,
         )
         .await
-        .map_err(|refused| match refused {
-            handlers::Refused::Malformed(reason) => Close::Malformed {
-                api,
-                version,
-                reason,
-            },
-            handlers::Refused::Unauthorized(reason) => Close::Unauthorized(reason),
+        .map_err(|reason| Close::Malformed {
+            api,
+            version,
+            reason,
         })?;
         let written = match reply {
             None => 0,

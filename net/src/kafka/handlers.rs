@@ -55,22 +55,6 @@ pub enum Reply {
     Fetch(FetchResponse, Vec<Vec<RecordBatch>>),
 }
 
-/// Why a request is not answered: the connection is closed.
-#[derive(Debug)]
-pub enum Refused {
-    /// The request breaks the protocol.
-    Malformed(String),
-    /// An admin request the principal may not make (answered by closing: these APIs have no
-    /// per-resource authorization in Oxbow yet).
-    Unauthorized(String),
-}
-
-impl From<String> for Refused {
-    fn from(reason: String) -> Refused {
-        Refused::Malformed(reason)
-    }
-}
-
 /// Answers a decoded request; `None` means send nothing (Produce with acks=0).
 pub async fn handle(
     shard: &Shard,
@@ -79,55 +63,23 @@ pub async fn handle(
     version: i16,
     header: &RequestHeader,
     request: RequestKind,
-) -> Result<Option<Reply>, Refused> {
+) -> Result<Option<Reply>, String> {
     let gate = Gate::new(shard, session);
     if let RequestKind::Fetch(request) = request {
         let (response, records) = fetch(shard, &gate, request).await;
         return Ok(Some(Reply::Fetch(response, records)));
     }
-    if let Some((operation, what)) = admin_access(&request) {
-        if !gate.cluster(operation) {
-            return Err(Refused::Unauthorized(format!(
-                "{what} needs {operation:?} on the cluster"
-            )));
-        }
+    let (request, denied) = match super::admin_authorization::admit(&gate, request, version) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return Ok(Some(Reply::Encoded(*refusal))),
+    };
+    let mut encoded =
+        handle_encoded(shard, endpoint, session, &gate, version, header, request).await?;
+    if let Some(response) = encoded.as_mut() {
+        super::admin_authorization::answer_denied(response, denied);
+        super::admin_authorization::listed_groups(&gate, response);
     }
-    let encoded = handle_encoded(shard, endpoint, session, &gate, version, header, request).await?;
     Ok(encoded.map(Reply::Encoded))
-}
-
-/// What the admin APIs without per-resource checks need on the cluster.
-fn admin_access(request: &RequestKind) -> Option<(Operation, &'static str)> {
-    Some(match request {
-        RequestKind::AlterConfigs(_) => (Operation::AlterConfigs, "AlterConfigs"),
-        RequestKind::IncrementalAlterConfigs(_) => {
-            (Operation::AlterConfigs, "IncrementalAlterConfigs")
-        }
-        RequestKind::DescribeConfigs(_) => (Operation::DescribeConfigs, "DescribeConfigs"),
-        RequestKind::CreatePartitions(_) => (Operation::Alter, "CreatePartitions"),
-        RequestKind::DescribeQuorum(_) => (Operation::Describe, "DescribeQuorum"),
-        RequestKind::UnregisterBroker(_) => (Operation::Alter, "UnregisterBroker"),
-        RequestKind::ElectLeaders(_) => (Operation::Alter, "ElectLeaders"),
-        RequestKind::DescribeProducers(_) => (Operation::Describe, "DescribeProducers"),
-        RequestKind::DescribeCluster(_) => (Operation::Describe, "DescribeCluster"),
-        RequestKind::AlterPartitionReassignments(_) => {
-            (Operation::Alter, "AlterPartitionReassignments")
-        }
-        RequestKind::ListPartitionReassignments(_) => {
-            (Operation::Describe, "ListPartitionReassignments")
-        }
-        RequestKind::AlterUserScramCredentials(_) => {
-            (Operation::Alter, "AlterUserScramCredentials")
-        }
-        RequestKind::DescribeUserScramCredentials(_) => {
-            (Operation::Describe, "DescribeUserScramCredentials")
-        }
-        RequestKind::ListGroups(_) => (Operation::Describe, "ListGroups"),
-        RequestKind::DescribeGroups(_) => (Operation::Describe, "DescribeGroups"),
-        RequestKind::DeleteGroups(_) => (Operation::Delete, "DeleteGroups"),
-        RequestKind::OffsetDelete(_) => (Operation::Delete, "OffsetDelete"),
-        _ => return None,
-    })
 }
 
 async fn handle_encoded(

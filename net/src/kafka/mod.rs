@@ -11,6 +11,7 @@
 //! broker keeps serving everyone else.
 
 mod acls;
+mod admin_authorization;
 mod cluster_admin;
 mod configs;
 mod connection;
@@ -143,9 +144,6 @@ pub enum Close {
     /// The client did not authenticate within `authentication.timeout_ms`.
     #[error("not authenticated within authentication.timeout_ms")]
     AuthenticationTimeout,
-    /// An admin request the principal may not make (no per-resource answer exists for it).
-    #[error("not authorized: {0}")]
-    Unauthorized(String),
     /// The client failed to authenticate (the reason was answered, and logged).
     #[error("authentication failed")]
     AuthenticationFailed,

@@ -202,6 +202,28 @@ def group_admin(args):
         print(f"error {e.args[0].name()}")
 
 
+def acls(args):
+    """Through AdminClient: allows User:carol Read on topics prefixed TOPIC, lists the ACLs
+    that apply to TOPIC + "1" ("match <principal> <pattern>"), deletes carol's ACLs
+    ("deleted <n>"), and lists again ("left <n>")."""
+    from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
+                                       AclPermissionType, ResourcePatternType, ResourceType)
+    client = AdminClient({"bootstrap.servers": args.bootstrap})
+    binding = AclBinding(ResourceType.TOPIC, args.topic, ResourcePatternType.PREFIXED, "User:carol",
+                         "*", AclOperation.READ, AclPermissionType.ALLOW)
+    for future in client.create_acls([binding]).values():
+        future.result(timeout=30)
+    applying = AclBindingFilter(ResourceType.TOPIC, args.topic + "1", ResourcePatternType.MATCH, None,
+                                None, AclOperation.ANY, AclPermissionType.ANY)
+    for acl in client.describe_acls(applying).result(timeout=30):
+        print(f"match {acl.principal} {acl.resource_pattern_type.name}")
+    carols = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, "User:carol", None,
+                              AclOperation.ANY, AclPermissionType.ANY)
+    for future in client.delete_acls([carols]).values():
+        print(f"deleted {len(future.result(timeout=30))}")
+    print(f"left {len(client.describe_acls(carols).result(timeout=30))}")
+
+
 def elect(args):
     """Asks for the preferred leader of partitions 0..PARTITIONS of TOPIC; prints
     "elected <partition> <error name or none>" for each."""
@@ -245,7 +267,7 @@ def with_client_config(extra):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["produce", "consume", "group-consume", "committed", "admin",
-                                         "group-admin", "offsets-for-times", "elect",
+                                         "group-admin", "offsets-for-times", "elect", "acls",
                                          "describe-cluster"])
     parser.add_argument("--op", choices=["describe", "delete", "add-partitions", "alter-config"],
                         default="describe")
@@ -279,7 +301,7 @@ def main():
     with_client_config(dict(kv.split("=", 1) for kv in args.client_config))
     {"produce": produce, "consume": consume, "group-consume": group_consume, "committed": committed,
      "admin": admin, "group-admin": group_admin, "offsets-for-times": offsets_for_times,
-     "elect": elect,
+     "elect": elect, "acls": acls,
      "describe-cluster": describe_cluster}[args.mode](args)
 
 
