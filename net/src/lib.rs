@@ -10,6 +10,7 @@ pub mod listener;
 pub mod metrics;
 pub mod native;
 pub mod runtime;
+pub mod sasl;
 pub mod session;
 pub mod tls;
 

@@ -4,9 +4,21 @@
 
 use crate::shard::Shard;
 use glommio::net::{TcpListener, TcpStream};
+use oxbow_core::config::ListenerConfig;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
+
+/// What the runtime hands each shard to run a listener: its settings, and its TLS server
+/// configuration, made once from the files.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    /// The listener's settings.
+    pub config: ListenerConfig,
+    /// For SSL and SASL_SSL listeners.
+    pub tls: Option<Arc<crate::tls::ReloadableTls>>,
+}
 
 /// What a listener serves and how many connections it may hold.
 pub struct Listening {

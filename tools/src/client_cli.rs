@@ -8,13 +8,8 @@ use oxbow_client::{Client, ClientError, Mode};
 use serde::Serialize;
 use std::io::{BufRead, Write};
 
-/// Where the broker is.
-#[derive(Args, Debug, Clone)]
-pub struct BrokerArg {
-    /// Native-protocol address of the broker.
-    #[arg(long, default_value = "127.0.0.1:6650", global = true)]
-    pub broker: String,
-}
+mod broker;
+pub use broker::{BrokerArg, BrokerConnection};
 
 /// `oxbow topic ...`
 #[derive(Subcommand, Debug)]
@@ -169,28 +164,32 @@ pub enum SubscriptionCommand {
 }
 
 /// Runs `work` on a current-thread runtime with a client connected to `broker`.
-fn with_client<F, Fut>(broker: &str, work: F) -> Result<(), String>
+fn with_client<F, Fut>(broker: &BrokerConnection, work: F) -> Result<(), String>
 where
     F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = Result<(), ClientError>>,
 {
+    let builder = broker.client_builder(|name| std::env::var(name).ok())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the client runtime: {e}"))?;
+    let address = &broker.address;
     runtime.block_on(async {
-        let client = Client::builder()
-            .broker(broker)
-            .client_name("oxbow-cli")
+        let client = builder
             .connect()
             .await
-            .map_err(|e| format!("connecting to {broker}: {e}"))?;
+            .map_err(|e| format!("connecting to {address}: {e}"))?;
         work(client).await.map_err(|e| e.to_string())
     })
 }
 
 /// `oxbow topic ...`
-pub fn topic(broker: &str, output: Output, command: TopicCommand) -> Result<(), String> {
+pub fn topic(
+    broker: &BrokerConnection,
+    output: Output,
+    command: TopicCommand,
+) -> Result<(), String> {
     with_client(broker, |client| async move {
         match command {
             TopicCommand::Create {
@@ -296,7 +295,7 @@ fn print_subscriptions(subscriptions: &Vec<oxbow_client::SubscriptionInfo>) {
 }
 
 /// `oxbow produce ...`
-pub fn produce(broker: &str, args: ProduceArgs) -> Result<(), String> {
+pub fn produce(broker: &BrokerConnection, args: ProduceArgs) -> Result<(), String> {
     let acks = parse_acks(&args.acks).map_err(|e| e.to_string())?;
     let codec: oxbow_client::Codec = args
         .compression
@@ -345,7 +344,7 @@ pub fn produce(broker: &str, args: ProduceArgs) -> Result<(), String> {
 }
 
 /// `oxbow consume ...`
-pub fn consume(broker: &str, args: ConsumeArgs) -> Result<(), String> {
+pub fn consume(broker: &BrokerConnection, args: ConsumeArgs) -> Result<(), String> {
     let kind = parse_kind(&args.kind).map_err(|e| e.to_string())?;
     let mode = parse_mode(&args.mode).map_err(|e| e.to_string())?;
     let start = parse_start(&args.from).map_err(|e| e.to_string())?;
@@ -420,7 +419,7 @@ fn headers_line(message: &oxbow_client::Message) -> Vec<u8> {
 
 /// `oxbow subscription ...`
 pub fn subscription(
-    broker: &str,
+    broker: &BrokerConnection,
     output: Output,
     command: SubscriptionCommand,
 ) -> Result<(), String> {

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::pki::kafka_listener as listener;
 use common::{field, http_get, kcat, sample, Broker, CONFLUENT_CLIENT};
 use std::io::Write;
 use std::path::Path;
@@ -29,13 +30,6 @@ fn start(dir: &Path, super_users: &str) -> Broker {
     ]);
     broker.wait_for("oxbow ready");
     broker
-}
-
-fn listener(broker: &Broker, name: &str) -> String {
-    let line = (broker.seen.iter())
-        .find(|l| l.contains("Kafka listener bound") && l.contains(&format!("listener={name} ")))
-        .unwrap_or_else(|| panic!("no listener {name} in the log"));
-    field(line, "addr")
 }
 
 /// Runs `oxbow ARGS` with `input` on standard input; returns success and all it printed.

@@ -1,7 +1,8 @@
-//! Kafka listeners by name, as Kafka users know them (`listeners` and
+//! Listeners by name, as Kafka users know them (`listeners` and
 //! `listener.security.protocol.map`): each has an address, the address clients are told, and a
 //! security protocol. `kafka_listen` / `advertised_kafka_addr` stay the shorthand for one
-//! PLAINTEXT listener; `[[kafka_listeners]]`, when given, replace it.
+//! PLAINTEXT Kafka listener, `[[kafka_listeners]]` replace it when given; the same for
+//! `native_listen` and `[[native_listeners]]`.
 
 use super::ConfigError;
 use serde::Deserialize;
@@ -53,7 +54,7 @@ impl SecurityProtocol {
 /// SASL mechanisms a listener can offer.
 pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
-/// One `[[kafka_listeners]]` entry.
+/// One `[[kafka_listeners]]` or `[[native_listeners]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
@@ -117,18 +118,18 @@ impl ListenerConfig {
     /// The bind address (validated).
     pub fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
         (self.address.parse())
-            .map_err(|_| ConfigError::new("kafka_listeners.address", "must be an ip:port address"))
+            .map_err(|_| ConfigError::new("address", "must be an ip:port address"))
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.socket_addr()?;
+    fn validate(&self, fields: &Fields) -> Result<(), ConfigError> {
+        (self.socket_addr()).map_err(|e| ConfigError::new(fields.address, e.reason))?;
         let name = self.name();
         let name_ok = !name.is_empty()
             && name.len() <= LISTENER_NAME_BYTES_MAX
             && (name.bytes()).all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !name_ok {
             return Err(ConfigError::new(
-                "kafka_listeners.name",
+                fields.name,
                 format!("{name:?}: 1 to {LISTENER_NAME_BYTES_MAX} of A-Z a-z 0-9 _ -"),
             ));
         }
@@ -136,7 +137,7 @@ impl ListenerConfig {
             let port = advertised.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
             if !matches!(port, Some(Ok(_))) {
                 return Err(ConfigError::new(
-                    "kafka_listeners.advertised_address",
+                    fields.advertised,
                     format!("{advertised:?} is not host:port"),
                 ));
             }
@@ -145,7 +146,7 @@ impl ListenerConfig {
         if self.security.uses_tls() {
             if self.tls_cert_file.is_none() || self.tls_key_file.is_none() {
                 return Err(ConfigError::new(
-                    "kafka_listeners.tls_cert_file",
+                    fields.tls,
                     format!("listener {name} is {security}: give tls_cert_file and tls_key_file"),
                 ));
             }
@@ -154,14 +155,14 @@ impl ListenerConfig {
             || self.tls_client_ca_file.is_some()
         {
             return Err(ConfigError::new(
-                "kafka_listeners.tls_cert_file",
+                fields.tls,
                 format!("listener {name} is {security}, which has no TLS"),
             ));
         }
         if self.security.uses_sasl() {
             if self.sasl_mechanisms.is_empty() {
                 return Err(ConfigError::new(
-                    "kafka_listeners.sasl_mechanisms",
+                    fields.sasl,
                     format!("listener {name} is {security} and offers none"),
                 ));
             }
@@ -169,7 +170,7 @@ impl ListenerConfig {
                 (self.sasl_mechanisms.iter()).find(|m| !SASL_MECHANISMS.contains(&m.as_str()))
             {
                 return Err(ConfigError::new(
-                    "kafka_listeners.sasl_mechanisms",
+                    fields.sasl,
                     format!("{unknown:?} is not one of {SASL_MECHANISMS:?}"),
                 ));
             }
@@ -181,21 +182,48 @@ impl ListenerConfig {
 /// Longest listener name.
 pub const LISTENER_NAME_BYTES_MAX: usize = 64;
 
+/// The names of a list of listeners' settings, for errors.
+pub(super) struct Fields {
+    address: &'static str,
+    name: &'static str,
+    advertised: &'static str,
+    tls: &'static str,
+    sasl: &'static str,
+}
+
+/// `[[kafka_listeners]]`.
+pub(super) const KAFKA: Fields = Fields {
+    address: "kafka_listeners.address",
+    name: "kafka_listeners.name",
+    advertised: "kafka_listeners.advertised_address",
+    tls: "kafka_listeners.tls_cert_file",
+    sasl: "kafka_listeners.sasl_mechanisms",
+};
+
+/// `[[native_listeners]]`.
+pub(super) const NATIVE: Fields = Fields {
+    address: "native_listeners.address",
+    name: "native_listeners.name",
+    advertised: "native_listeners.advertised_address",
+    tls: "native_listeners.tls_cert_file",
+    sasl: "native_listeners.sasl_mechanisms",
+};
+
 /// Checks each listener and that their names and addresses are unique.
-pub(super) fn validate(listeners: &[ListenerConfig]) -> Result<(), ConfigError> {
+pub(super) fn validate(listeners: &[ListenerConfig], fields: &Fields) -> Result<(), ConfigError> {
     for (at, listener) in listeners.iter().enumerate() {
-        listener.validate()?;
+        listener.validate(fields)?;
         for other in &listeners[..at] {
             if other.name() == listener.name() {
                 return Err(ConfigError::new(
-                    "kafka_listeners.name",
+                    fields.name,
                     format!("two listeners are named {}", listener.name()),
                 ));
             }
             let (a, b) = (other.socket_addr()?, listener.socket_addr()?);
             if a == b && a.port() != 0 {
                 return Err(ConfigError::new(
-                    "kafka_listeners.address",
+                    fields.address,
                     format!("two listeners bind {a}"),
                 ));
             }

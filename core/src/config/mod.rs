@@ -121,6 +121,9 @@ pub struct BrokerConfig {
     /// `host:port` native clients are told to connect to (a partition's leader, in
     /// `Metadata`); defaults to the bound listen address.
     pub advertised_native_addr: Option<String>,
+    /// Native listeners by name with their security protocols; when any is given they replace
+    /// `native_listen` / `advertised_native_addr`. Native clients are told each broker's first.
+    pub native_listeners: Vec<ListenerConfig>,
     /// Most native connections the node holds (split evenly over shards).
     pub native_connections_max: u32,
     /// Largest native frame accepted; a larger one gets an error frame and the connection closes.
@@ -202,6 +205,7 @@ impl Default for BrokerConfig {
             topic_partitions_max: 10_000,
             native_listen: "127.0.0.1:6650".to_string(),
             advertised_native_addr: None,
+            native_listeners: Vec::new(),
             native_connections_max: 10_000,
             native_frame_bytes_max: 16 << 20,
             native_session_timeout_ms: 30_000,
@@ -255,6 +259,17 @@ impl BrokerConfig {
             vec![ListenerConfig::plaintext(&self.kafka_listen, advertised)]
         } else {
             self.kafka_listeners.clone()
+        }
+    }
+
+    /// The native listeners the node runs: `native_listeners`, or the one PLAINTEXT listener
+    /// of `native_listen`.
+    pub fn native_listeners_in_effect(&self) -> Vec<ListenerConfig> {
+        if self.native_listeners.is_empty() {
+            let advertised = self.advertised_native_addr.as_deref();
+            vec![ListenerConfig::plaintext(&self.native_listen, advertised)]
+        } else {
+            self.native_listeners.clone()
         }
     }
 
@@ -421,7 +436,8 @@ impl BrokerConfig {
                 "must be 1 ms to 1 hour",
             ));
         }
-        listeners::validate(&self.kafka_listeners)?;
+        listeners::validate(&self.kafka_listeners, &listeners::KAFKA)?;
+        listeners::validate(&self.native_listeners, &listeners::NATIVE)?;
         self.authentication.validate()?;
         self.authorizer.validate()?;
         self.subscriptions.validate()?;

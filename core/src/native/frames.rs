@@ -220,6 +220,19 @@ pub enum ClientFrame {
         /// Only this subscription; `None`: every subscription stopped at that batch.
         subscription: Option<String>,
     },
+    /// One step of SASL authentication, on a listener that requires it: the first names the
+    /// mechanism (`SCRAM-SHA-256`, `SCRAM-SHA-512` or `PLAIN`) and carries the client's first
+    /// message; the next ones carry the following messages (their mechanism is ignored).
+    /// Answered by `AuthenticationStep`, or an `AuthenticationFailed` error that closes the
+    /// connection. Until it is done, every other frame but `Ping` is refused.
+    Authenticate {
+        /// Request id.
+        request_id: u64,
+        /// The mechanism.
+        mechanism: String,
+        /// The SASL message.
+        token: Vec<u8>,
+    },
 }
 
 /// Frames the broker sends.
@@ -338,5 +351,15 @@ pub enum ServerFrame {
         last_offset: u64,
         /// Subscriptions that acknowledged it.
         subscriptions: Vec<String>,
+    },
+    /// The broker's answer to one `Authenticate`: its SASL message, and whether the client is
+    /// now authenticated (after SCRAM's server-final message, which the client should verify).
+    AuthenticationStep {
+        /// Request id.
+        request_id: u64,
+        /// The SASL message.
+        token: Vec<u8>,
+        /// The client is authenticated.
+        done: bool,
     },
 }

@@ -22,7 +22,7 @@ pub use codec::{decode_frame, encode_frame, validate_name, Frame, FrameError};
 pub use frames::{ArchivedClientFrame, ArchivedServerFrame, ClientFrame, ServerFrame};
 
 /// The protocol version this build speaks. The first frame of a connection names the client's.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Bytes of the two length fields in front of every frame.
 pub const FRAME_HEADER_BYTES: usize = 8;
@@ -140,9 +140,11 @@ pub enum ErrorCode {
     InvalidConfig,
     /// A partition count a topic cannot have (fewer than it has, or past the broker's limit).
     InvalidPartitions,
-    /// The ACLs do not allow it (appended in protocol version 3: older clients do not ask
-    /// brokers that run an authorizer).
+    /// The ACLs do not allow it.
     NotAuthorized,
+    /// Authentication failed, or a frame came before it was done on a listener that requires
+    /// it; the connection is closed.
+    AuthenticationFailed,
 }
 
 /// A message as delivered: where it is in the log, and where its bytes are in the payload.

@@ -10,10 +10,24 @@
 //! mode = "reliable"       # reliable | non_reliable
 //! tier = { buffered = 256 }   # "stream" | { buffered = N } | "dedicated"
 //! ```
+//!
+//! A listener that requires TLS and SASL (top-level keys, before any table):
+//!
+//! ```toml
+//! broker = "broker-1.example:6650"
+//! tls_ca_file = "/etc/oxbow/ca.pem"      # trust only this CA; connections use TLS
+//! tls_server_name = "oxbow.example"      # default: the host of each broker's address
+//! sasl_mechanism = "SCRAM-SHA-256"       # SCRAM-SHA-256 | SCRAM-SHA-512 | PLAIN
+//! sasl_username = "alice"
+//! # sasl_password: better from OXBOW_SASL_PASSWORD than in a file
+//! ```
 
+use crate::auth::{SaslCredentials, SaslMechanism};
 use crate::error::ClientError;
 use oxbow_core::native::{Acks, Mode, StartPosition, SubscriptionType};
 use serde::Deserialize;
+use std::fmt;
+use std::path::PathBuf;
 
 /// How a consumer hands messages to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -199,8 +213,8 @@ impl ConsumerConfig {
     }
 }
 
-/// Everything a client application configures.
-#[derive(Debug, Clone, Deserialize)]
+/// Everything a client application configures. `Debug` never prints `sasl_password`.
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
     /// Broker address.
@@ -217,6 +231,45 @@ pub struct ClientConfig {
     pub producer: ProducerConfig,
     /// Consumer settings.
     pub consumer: ConsumerConfig,
+    /// PEM file of the CA certificates to trust; when set, every connection uses TLS and
+    /// trusts only these (no system roots). A relative path is relative to the working
+    /// directory. Connecting fails with [`ClientError::Config`] if the file cannot be read or
+    /// holds no certificate, and with [`ClientError::Tls`] if a broker's certificate does not
+    /// chain to it.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The name every broker's certificate must carry (a DNS name or an IP address); default:
+    /// the host of the address each connection dials. Only with `tls_ca_file`.
+    pub tls_server_name: Option<String>,
+    /// `SCRAM-SHA-256`, `SCRAM-SHA-512` or `PLAIN`: authenticate every connection with SASL
+    /// (needs `sasl_username` and `sasl_password`). PLAIN sends the password as is: use it
+    /// over TLS only. A refusal is [`ClientError::Authentication`].
+    pub sasl_mechanism: Option<String>,
+    /// The user to authenticate as (with `sasl_mechanism`).
+    pub sasl_username: Option<String>,
+    /// That user's password (with `sasl_mechanism`); never printed.
+    pub sasl_password: Option<String>,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("broker", &self.broker)
+            .field("client_name", &self.client_name)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("not_leader_retries", &self.not_leader_retries)
+            .field("retry_backoff_ms", &self.retry_backoff_ms)
+            .field("producer", &self.producer)
+            .field("consumer", &self.consumer)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field(
+                "sasl_password",
+                &self.sasl_password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl Default for ClientConfig {
@@ -229,6 +282,11 @@ impl Default for ClientConfig {
             retry_backoff_ms: 100,
             producer: ProducerConfig::default(),
             consumer: ConsumerConfig::default(),
+            tls_ca_file: None,
+            tls_server_name: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
         }
     }
 }
@@ -252,7 +310,9 @@ impl ClientConfig {
 
     /// Defaults overridden by `OXBOW_BROKER`, `OXBOW_CLIENT_NAME`, `OXBOW_ACKS`,
     /// `OXBOW_LINGER_MS`, `OXBOW_SUBSCRIPTION_TYPE`, `OXBOW_SUBSCRIPTION_MODE`,
-    /// `OXBOW_CONSUMER_NAME`, `OXBOW_CONSUMER_TIER` (`stream`, `buffered:N`, `dedicated`).
+    /// `OXBOW_CONSUMER_NAME`, `OXBOW_CONSUMER_TIER` (`stream`, `buffered:N`, `dedicated`),
+    /// `OXBOW_TLS_CA_FILE`, `OXBOW_TLS_SERVER_NAME`, `OXBOW_SASL_MECHANISM`,
+    /// `OXBOW_SASL_USERNAME` and `OXBOW_SASL_PASSWORD`.
     pub fn from_env() -> Result<ClientConfig, ClientError> {
         ClientConfig::default().with_env(|name| std::env::var(name).ok())
     }
@@ -288,8 +348,53 @@ impl ClientConfig {
         if let Some(v) = var("OXBOW_CONSUMER_TIER") {
             self.consumer.tier = v.parse()?;
         }
+        if let Some(v) = var("OXBOW_TLS_CA_FILE") {
+            self.tls_ca_file = Some(v.into());
+        }
+        if let Some(v) = var("OXBOW_TLS_SERVER_NAME") {
+            self.tls_server_name = Some(v);
+        }
+        if let Some(v) = var("OXBOW_SASL_MECHANISM") {
+            self.sasl_mechanism = Some(v);
+        }
+        if let Some(v) = var("OXBOW_SASL_USERNAME") {
+            self.sasl_username = Some(v);
+        }
+        if let Some(v) = var("OXBOW_SASL_PASSWORD") {
+            self.sasl_password = Some(v);
+        }
         self.validate()?;
         Ok(self)
+    }
+
+    /// The SASL mechanism, parsed (`None`: no authentication).
+    pub fn sasl_mechanism(&self) -> Result<Option<SaslMechanism>, ClientError> {
+        self.sasl_mechanism.as_deref().map(str::parse).transpose()
+    }
+
+    /// The mechanism with its username and password, checked: both must be given with a
+    /// mechanism, and neither without one.
+    pub(crate) fn sasl_credentials(&self) -> Result<Option<SaslCredentials>, ClientError> {
+        let Some(mechanism) = self.sasl_mechanism()? else {
+            if self.sasl_username.is_some() || self.sasl_password.is_some() {
+                return Err(ClientError::Config(
+                    "sasl_username and sasl_password need sasl_mechanism".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let (Some(username), Some(password)) = (&self.sasl_username, &self.sasl_password) else {
+            return Err(ClientError::Config(format!(
+                "sasl_mechanism {mechanism} needs both sasl_username and sasl_password"
+            )));
+        };
+        let credentials = SaslCredentials {
+            mechanism,
+            username: username.clone(),
+            password: password.clone(),
+        };
+        credentials.validate()?;
+        Ok(Some(credentials))
     }
 
     fn validate(&self) -> Result<(), ClientError> {
@@ -297,6 +402,15 @@ impl ClientConfig {
         self.consumer.kind()?;
         self.consumer.mode()?;
         self.consumer.start()?;
+        self.sasl_credentials()?;
+        if let Some(name) = &self.tls_server_name {
+            if self.tls_ca_file.is_none() {
+                return Err(ClientError::Config(
+                    "tls_server_name needs tls_ca_file".into(),
+                ));
+            }
+            crate::tls::parse_server_name(name)?;
+        }
         Ok(())
     }
 }
@@ -326,5 +440,91 @@ mod tests {
         assert_eq!(env.producer.acks().unwrap(), Acks::Leader);
         assert!(ClientConfig::from_toml("[consumer]\nmode = \"maybe\"\n").is_err());
         assert!("buffered:x".parse::<Tier>().is_err());
+    }
+
+    #[test]
+    fn tls_and_sasl_come_from_toml() {
+        let config = ClientConfig::from_toml(
+            "tls_ca_file = \"certs/ca.pem\"\ntls_server_name = \"10.0.0.1\"\n\
+             sasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"alice\"\n\
+             sasl_password = \"hunter2\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.tls_ca_file, Some(PathBuf::from("certs/ca.pem")));
+        assert_eq!(config.tls_server_name.as_deref(), Some("10.0.0.1"));
+        assert_eq!(
+            config.sasl_mechanism().unwrap(),
+            Some(SaslMechanism::ScramSha512)
+        );
+        let credentials = config.sasl_credentials().unwrap().unwrap();
+        assert_eq!(credentials.username, "alice");
+        assert_eq!(credentials.password, "hunter2");
+        let plain = ClientConfig::default();
+        assert_eq!(plain.sasl_credentials().unwrap(), None);
+        assert_eq!(plain.tls_ca_file, None);
+    }
+
+    #[test]
+    fn tls_and_sasl_come_from_the_environment() {
+        let env = ClientConfig::default()
+            .with_env(|name| match name {
+                "OXBOW_TLS_CA_FILE" => Some("/etc/oxbow/ca.pem".into()),
+                "OXBOW_TLS_SERVER_NAME" => Some("oxbow.example".into()),
+                "OXBOW_SASL_MECHANISM" => Some("PLAIN".into()),
+                "OXBOW_SASL_USERNAME" => Some("bob".into()),
+                "OXBOW_SASL_PASSWORD" => Some("s3cret".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(env.tls_ca_file, Some(PathBuf::from("/etc/oxbow/ca.pem")));
+        assert_eq!(env.tls_server_name.as_deref(), Some("oxbow.example"));
+        let credentials = env.sasl_credentials().unwrap().unwrap();
+        assert_eq!(credentials.mechanism, SaslMechanism::Plain);
+        assert_eq!(credentials.username, "bob");
+        assert_eq!(credentials.password, "s3cret");
+    }
+
+    #[test]
+    fn bad_security_settings_are_refused() {
+        let refused = |toml: &str| {
+            let error = ClientConfig::from_toml(toml).unwrap_err();
+            assert!(matches!(error, ClientError::Config(_)), "{toml}: {error}");
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+            error.to_string()
+        };
+        let unknown = refused("sasl_mechanism = \"GSSAPI\"\nsasl_username = \"a\"\n");
+        assert!(unknown.contains("GSSAPI"), "{unknown}");
+        let no_password = refused("sasl_mechanism = \"PLAIN\"\nsasl_username = \"a\"\n");
+        assert!(no_password.contains("sasl_password"), "{no_password}");
+        refused("sasl_mechanism = \"SCRAM-SHA-256\"\nsasl_password = \"hunter2\"\n");
+        refused("sasl_username = \"a\"\nsasl_password = \"hunter2\"\n");
+        refused("sasl_mechanism = \"PLAIN\"\nsasl_username = \"\"\nsasl_password = \"hunter2\"\n");
+        refused("tls_server_name = \"oxbow.example\"\n");
+        refused("tls_ca_file = \"ca.pem\"\ntls_server_name = \"not a name\"\n");
+        refused("sasl_mechanizm = \"PLAIN\"\n");
+        let env = ClientConfig::default().with_env(|name| match name {
+            "OXBOW_SASL_MECHANISM" => Some("SCRAM-SHA-256".into()),
+            "OXBOW_SASL_PASSWORD" => Some("hunter2".into()),
+            _ => None,
+        });
+        assert!(env.unwrap_err().to_string().contains("sasl_username"));
+    }
+
+    #[test]
+    fn debug_never_prints_the_password() {
+        let config = ClientConfig::from_toml(
+            "sasl_mechanism = \"PLAIN\"\nsasl_username = \"alice\"\nsasl_password = \"hunter2\"\n",
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("alice") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        let builder = crate::Client::builder().sasl(SaslMechanism::ScramSha256, "alice", "hunter2");
+        let shown = format!("{builder:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("alice"), "{shown}");
     }
 }

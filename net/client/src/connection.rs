@@ -1,18 +1,21 @@
 //! One connection to a broker: a reader task that routes answers and pushed messages, a writer
-//! task that sends what every handle queues, and a pinger that keeps the session alive.
+//! task that sends what every handle queues, and a pinger that keeps the session alive. The
+//! tasks start once the connection is ready: TCP, TLS when configured, the version handshake
+//! and SASL when configured (`handshake.rs`).
 
+use crate::auth::SaslCredentials;
 use crate::error::ClientError;
+use crate::handshake;
 use crate::message::Message;
+use crate::tls::TlsConnector;
 use bytes::{Bytes, BytesMut};
-use oxbow_core::native::{
-    decode_frame, encode_frame, ClientFrame, MessageMeta, ServerFrame, PROTOCOL_VERSION,
-};
+use oxbow_core::native::{decode_frame, encode_frame, ClientFrame, MessageMeta, ServerFrame};
 use oxbow_core::record::decode_headers;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -156,12 +159,7 @@ impl Shared {
                 request_id: 0,
                 code,
                 message,
-            } => {
-                return Err(ClientError::Refused {
-                    code: *code,
-                    message: message.clone(),
-                })
-            }
+            } => return Err(ClientError::refusal(*code, message.clone())),
             ServerFrame::Messages {
                 consumer_id,
                 partition,
@@ -217,7 +215,8 @@ impl Shared {
             | ServerFrame::TopicDescription { request_id, .. }
             | ServerFrame::Subscribed { request_id, .. }
             | ServerFrame::Skipped { request_id, .. }
-            | ServerFrame::Subscriptions { request_id, .. } => *request_id,
+            | ServerFrame::Subscriptions { request_id, .. }
+            | ServerFrame::AuthenticationStep { request_id, .. } => *request_id,
         };
         let waiter = self
             .waiters
@@ -227,7 +226,7 @@ impl Shared {
         if let Some(waiter) = waiter {
             let answer = match frame {
                 ServerFrame::Error { code, message, .. } => {
-                    Err(ClientError::Refused { code, message })
+                    Err(ClientError::refusal(code, message))
                 }
                 other => Ok(other),
             };
@@ -285,11 +284,24 @@ fn split_payload(
     Ok(out)
 }
 
-/// Connects, negotiates the version and starts the connection's tasks on the current runtime.
+/// How a client's connections secure themselves; built once per client and shared by every
+/// connection it opens.
+#[derive(Clone, Default)]
+pub(crate) struct Security {
+    /// TLS over the TCP connection, when a CA is configured.
+    pub(crate) tls: Option<TlsConnector>,
+    /// SASL authentication after the version handshake, when a mechanism is configured.
+    pub(crate) sasl: Option<SaslCredentials>,
+}
+
+/// Connects (over TLS when configured), negotiates the version, authenticates when configured,
+/// and starts the connection's tasks on the current runtime. Each step is bounded by
+/// `request_timeout`.
 pub(crate) async fn connect(
     addr: &str,
     client_name: &str,
     request_timeout: Duration,
+    security: &Security,
     ids: Arc<AtomicU64>,
 ) -> Result<Arc<Shared>, ClientError> {
     let stream = tokio::time::timeout(request_timeout, TcpStream::connect(addr))
@@ -299,65 +311,82 @@ pub(crate) async fn connect(
     stream
         .set_nodelay(true)
         .map_err(|e| ClientError::Io(Arc::new(e)))?;
-    let (mut reader, mut writer) = stream.into_split();
-    let hello = encode_frame(
-        &ClientFrame::Connect {
-            version: PROTOCOL_VERSION,
-            client_name: client_name.to_string(),
-        },
-        0,
-    );
-    writer
-        .write_all(&hello)
-        .await
-        .map_err(|e| ClientError::Io(Arc::new(e)))?;
-    let mut buffer = BytesMut::with_capacity(64 * 1024);
-    let (session_timeout, broker_id) = loop {
-        if let Some(frame) = decode_frame::<ServerFrame>(&mut buffer, FRAME_BYTES_MAX)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?
-        {
-            match frame.control {
-                ServerFrame::Connected {
-                    session_timeout_ms,
-                    broker_id,
-                    ..
-                } => break (Duration::from_millis(session_timeout_ms), broker_id),
-                ServerFrame::Error { code, message, .. } => {
-                    return Err(ClientError::Refused { code, message })
-                }
-                other => {
-                    return Err(ClientError::Protocol(format!(
-                        "expected Connected, got {other:?}"
-                    )))
-                }
-            }
-        }
-        let read = tokio::time::timeout(request_timeout, reader.read_buf(&mut buffer))
-            .await
-            .map_err(|_| ClientError::Timeout(request_timeout))?
-            .map_err(|e| ClientError::Io(Arc::new(e)))?;
-        if read == 0 {
-            return Err(ClientError::Closed);
-        }
-    };
-    let (outgoing, queued) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared {
-        outgoing,
-        waiters: Mutex::default(),
-        consumers: Mutex::default(),
-        ids,
-        closed: AtomicBool::new(false),
+    let start = Start {
+        client_name,
         request_timeout,
-        broker_id,
-    });
-    tokio::spawn(write_loop(writer, queued));
-    tokio::spawn(read_loop(reader, buffer, Arc::downgrade(&shared)));
-    tokio::spawn(ping_loop(Arc::downgrade(&shared), session_timeout / 3));
-    Ok(shared)
+        sasl: security.sasl.as_ref(),
+        ids,
+    };
+    match &security.tls {
+        None => {
+            let (reader, writer) = stream.into_split();
+            start.run(reader, writer).await
+        }
+        Some(tls) => {
+            let stream = tls.handshake(addr, stream, request_timeout).await?;
+            let (reader, writer) = tokio::io::split(stream);
+            start.run(reader, writer).await
+        }
+    }
 }
 
-async fn write_loop(
-    mut writer: tokio::net::tcp::OwnedWriteHalf,
+/// What the handshake of one connection needs, whatever the stream under it.
+struct Start<'a> {
+    client_name: &'a str,
+    request_timeout: Duration,
+    sasl: Option<&'a SaslCredentials>,
+    ids: Arc<AtomicU64>,
+}
+
+impl Start<'_> {
+    async fn run<R, W>(self, mut reader: R, mut writer: W) -> Result<Arc<Shared>, ClientError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let timeout = self.request_timeout;
+        let mut buffer = BytesMut::with_capacity(64 * 1024);
+        let hello = handshake::hello(
+            &mut reader,
+            &mut writer,
+            &mut buffer,
+            self.client_name,
+            timeout,
+        )
+        .await?;
+        if let Some(credentials) = self.sasl {
+            handshake::authenticate(
+                &mut reader,
+                &mut writer,
+                &mut buffer,
+                credentials,
+                &self.ids,
+                timeout,
+            )
+            .await?;
+        }
+        let (outgoing, queued) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            outgoing,
+            waiters: Mutex::default(),
+            consumers: Mutex::default(),
+            ids: self.ids,
+            closed: AtomicBool::new(false),
+            request_timeout: timeout,
+            broker_id: hello.broker_id,
+        });
+        tokio::spawn(write_loop(writer, queued));
+        tokio::spawn(read_loop(reader, buffer, Arc::downgrade(&shared)));
+        tokio::spawn(ping_loop(
+            Arc::downgrade(&shared),
+            hello.session_timeout / 3,
+        ));
+        Ok(shared)
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
     mut queued: mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
     let mut buffer = Vec::with_capacity(WRITE_BATCH_BYTES);
@@ -369,7 +398,8 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        if writer.write_all(&buffer).await.is_err() {
+        // The flush matters with TLS: rustls may keep the last records of a write otherwise.
+        if writer.write_all(&buffer).await.is_err() || writer.flush().await.is_err() {
             return;
         }
         buffer.clear();
@@ -378,8 +408,8 @@ async fn write_loop(
     let _ = writer.shutdown().await;
 }
 
-async fn read_loop(
-    mut reader: tokio::net::tcp::OwnedReadHalf,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: R,
     mut buffer: BytesMut,
     weak: std::sync::Weak<Shared>,
 ) {

@@ -48,14 +48,35 @@ pub enum ClientError {
     /// Bad configuration or arguments.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// SASL authentication failed: the broker refused the credentials (its words), or the
+    /// broker's answers did not check out (a SCRAM server signature that does not verify, a
+    /// message out of turn). Also what a listener that requires authentication answers a
+    /// client configured without it. Never carries the password.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// The TLS handshake failed: the broker's certificate does not chain to the configured CA
+    /// or does not carry the server name, or the listener does not speak TLS.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
-    /// The broker's error code, for a refusal.
+    /// The broker's error code, for a refusal (`AuthenticationFailed` for
+    /// [`ClientError::Authentication`]).
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Refused { code, .. } => Some(*code),
+            ClientError::Authentication(_) => Some(ErrorCode::AuthenticationFailed),
             _ => None,
+        }
+    }
+
+    /// The error for a broker's `Error` frame: [`ClientError::Authentication`] for
+    /// `AuthenticationFailed`, else [`ClientError::Refused`].
+    pub(crate) fn refusal(code: ErrorCode, message: String) -> ClientError {
+        match code {
+            ErrorCode::AuthenticationFailed => ClientError::Authentication(message),
+            code => ClientError::Refused { code, message },
         }
     }
 }

@@ -25,20 +25,55 @@
 //! [`Consumer::buffered_stream`] (vectors of messages, fewer wake-ups), and
 //! [`ConsumerBuilder::dedicated`] (its own connection on its own thread feeding a channel, for
 //! the most throughput). [`ConsumerBuilder::build_tier`] picks one from configuration.
+//!
+//! # TLS and authentication
+//!
+//! A listener may require TLS, SASL or both. [`ClientBuilder::tls_ca_file`] turns TLS on and
+//! trusts only the CA certificates in that PEM file (no system roots); each broker's
+//! certificate must carry the host of its address, or the name given to
+//! [`ClientBuilder::tls_server_name`] (DNS names and IP addresses both work).
+//! [`ClientBuilder::sasl`] authenticates every connection right after the version handshake,
+//! with SCRAM-SHA-256, SCRAM-SHA-512 (the broker must prove it holds the credential, or the
+//! connection fails) or PLAIN (the password crosses the wire: use it over TLS only). Every
+//! connection the client opens, to every broker of the cluster, does both before it is used.
+//! Failures are [`ClientError::Tls`] and [`ClientError::Authentication`]; neither ever
+//! carries the password, and neither does any `Debug` output.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), oxbow_client::ClientError> {
+//! use oxbow_client::{Client, SaslMechanism};
+//! let password = std::env::var("OXBOW_SASL_PASSWORD").unwrap_or_default();
+//! let client = Client::builder()
+//!     .broker("broker-1.example:6650")
+//!     .tls_ca_file("/etc/oxbow/ca.pem")
+//!     .sasl(SaslMechanism::ScramSha256, "alice", password)
+//!     .connect()
+//!     .await?;
+//! # let _ = client; Ok(()) }
+//! ```
+//!
+//! [`ClientConfig`] reads the same settings from TOML (`tls_ca_file`, `tls_server_name`,
+//! `sasl_mechanism`, `sasl_username`, `sasl_password`) or the environment
+//! (`OXBOW_TLS_CA_FILE`, `OXBOW_TLS_SERVER_NAME`, `OXBOW_SASL_MECHANISM`,
+//! `OXBOW_SASL_USERNAME`, `OXBOW_SASL_PASSWORD`).
 #![warn(missing_docs)]
 
 mod acker;
+mod auth;
 pub mod config;
 mod connection;
 mod consumer;
 mod dedicated;
 mod error;
+mod handshake;
 mod message;
 pub mod partitioner;
 mod producer;
 mod routing;
+mod tls;
 
 pub use acker::Acker;
+pub use auth::SaslMechanism;
 pub use config::{ClientConfig, ConsumerConfig, ProducerConfig, Tier};
 pub use consumer::{BufferedStream, Consumer, ConsumerBuilder, MessageStream, TieredConsumer};
 pub use dedicated::DedicatedConsumer;
@@ -51,13 +86,15 @@ pub use oxbow_core::native::{
 pub use oxbow_core::Codec;
 pub use producer::{Delivered, PendingSend, Producer, ProducerBuilder};
 
-use connection::Shared;
+use auth::SaslCredentials;
+use connection::{Security, Shared};
 use oxbow_core::native::{ClientFrame, ServerFrame};
 use routing::Router;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where and how to connect.
+/// Where and how to connect. `Debug` never prints the SASL password.
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     broker: String,
@@ -65,6 +102,9 @@ pub struct ClientBuilder {
     request_timeout: Duration,
     not_leader_retries: u32,
     retry_backoff: Duration,
+    tls_ca_file: Option<PathBuf>,
+    tls_server_name: Option<String>,
+    sasl: Option<SaslCredentials>,
 }
 
 impl Default for ClientBuilder {
@@ -75,6 +115,9 @@ impl Default for ClientBuilder {
             request_timeout: Duration::from_secs(30),
             not_leader_retries: 5,
             retry_backoff: Duration::from_millis(100),
+            tls_ca_file: None,
+            tls_server_name: None,
+            sasl: None,
         }
     }
 }
@@ -111,11 +154,75 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects over TLS, trusting only the CA certificates in this PEM file (no system
+    /// roots). The file is read when [`connect`](Self::connect) runs: it fails with
+    /// [`ClientError::Config`] if the file cannot be read or holds no valid certificate, and
+    /// with [`ClientError::Tls`] if a broker's certificate does not chain to these CAs, does
+    /// not carry the server name, or the listener does not speak TLS.
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> ClientBuilder {
+        self.tls_ca_file = Some(path.into());
+        self
+    }
+
+    /// The name every broker's certificate must carry, a DNS name or an IP address (default:
+    /// the host of the address each connection dials, which suits a cluster whose brokers
+    /// have certificates of their own). Needs [`tls_ca_file`](Self::tls_ca_file):
+    /// [`connect`](Self::connect) fails with [`ClientError::Config`] without it, or when the
+    /// name is neither a DNS name nor an IP address.
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> ClientBuilder {
+        self.tls_server_name = Some(name.into());
+        self
+    }
+
+    /// Authenticates every connection with SASL after the version handshake. With SCRAM the
+    /// password never crosses the wire and the broker must prove it holds the credential;
+    /// PLAIN sends the password as is, so use it with [`tls_ca_file`](Self::tls_ca_file).
+    /// [`connect`](Self::connect) fails with [`ClientError::Config`] if the username or
+    /// password is empty, longer than 1024 bytes or holds a NUL, and with
+    /// [`ClientError::Authentication`] if the broker refuses the credentials or its SCRAM
+    /// signature does not verify (the broker closes the connection either way). The whole
+    /// exchange is bounded by the [request timeout](Self::request_timeout).
+    pub fn sasl(
+        mut self,
+        mechanism: SaslMechanism,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> ClientBuilder {
+        self.sasl = Some(SaslCredentials {
+            mechanism,
+            username: username.into(),
+            password: password.into(),
+        });
+        self
+    }
+
     /// Connects to the broker (must run inside a tokio runtime); others open on first use.
+    /// Fails with [`ClientError::Config`] on bad TLS or SASL settings, before dialling.
     pub async fn connect(self) -> Result<Client, ClientError> {
-        let router = Router::connect(Arc::new(self)).await?;
+        let security = self.security()?;
+        let router = Router::connect(Arc::new(self), security).await?;
         Ok(Client {
             router: Arc::new(router),
+        })
+    }
+
+    /// Checks the TLS and SASL settings and reads the CA file.
+    fn security(&self) -> Result<Security, ClientError> {
+        let tls = match (&self.tls_ca_file, &self.tls_server_name) {
+            (Some(ca), name) => Some(tls::TlsConnector::load(ca, name.as_deref())?),
+            (None, Some(_)) => {
+                return Err(ClientError::Config(
+                    "a TLS server name needs a TLS CA file".into(),
+                ))
+            }
+            (None, None) => None,
+        };
+        if let Some(sasl) = &self.sasl {
+            sasl.validate()?;
+        }
+        Ok(Security {
+            tls,
+            sasl: self.sasl.clone(),
         })
     }
 }
@@ -132,16 +239,18 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// Connects with the settings of a [`ClientConfig`].
+    /// Connects with the settings of a [`ClientConfig`], TLS and SASL included.
     pub async fn from_config(config: &ClientConfig) -> Result<Client, ClientError> {
-        Client::builder()
+        let mut builder = Client::builder()
             .broker(&config.broker)
             .client_name(&config.client_name)
             .request_timeout(Duration::from_millis(config.request_timeout_ms))
             .not_leader_retries(config.not_leader_retries)
-            .retry_backoff(Duration::from_millis(config.retry_backoff_ms))
-            .connect()
-            .await
+            .retry_backoff(Duration::from_millis(config.retry_backoff_ms));
+        builder.tls_ca_file.clone_from(&config.tls_ca_file);
+        builder.tls_server_name.clone_from(&config.tls_server_name);
+        builder.sasl = config.sasl_credentials()?;
+        builder.connect().await
     }
 
     /// Whether every connection has ended.

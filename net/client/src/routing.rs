@@ -2,7 +2,7 @@
 //! `Metadata` from any broker and refreshed when a broker answers `NotLeader`. Connections to
 //! the other brokers open on first use; on one node everything goes over the first one.
 
-use crate::connection::{self, Shared};
+use crate::connection::{self, Security, Shared};
 use crate::error::ClientError;
 use crate::ClientBuilder;
 use oxbow_core::native::{ClientFrame, ErrorCode, ServerFrame};
@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 /// The brokers, their connections and the leaders of the topics asked about so far.
 pub(crate) struct Router {
     settings: Arc<ClientBuilder>,
+    /// TLS and SASL, prepared once for every connection.
+    security: Security,
     ids: Arc<AtomicU64>,
     view: Mutex<View>,
 }
@@ -28,26 +30,42 @@ struct View {
 
 impl Router {
     /// Connects to the bootstrap broker.
-    pub(crate) async fn connect(settings: Arc<ClientBuilder>) -> Result<Router, ClientError> {
+    pub(crate) async fn connect(
+        settings: Arc<ClientBuilder>,
+        security: Security,
+    ) -> Result<Router, ClientError> {
         let ids = Arc::new(AtomicU64::new(1));
-        let first = Self::open(&settings, &settings.broker, ids.clone()).await?;
+        let first = connection::connect(
+            &settings.broker,
+            &settings.client_name,
+            settings.request_timeout,
+            &security,
+            ids.clone(),
+        )
+        .await?;
         let mut view = View::default();
         view.brokers
             .insert(first.broker_id, settings.broker.clone());
         view.connections.insert(first.broker_id, first);
         Ok(Router {
             settings,
+            security,
             ids,
             view: Mutex::new(view),
         })
     }
 
-    async fn open(
-        settings: &ClientBuilder,
-        addr: &str,
-        ids: Arc<AtomicU64>,
-    ) -> Result<Arc<Shared>, ClientError> {
-        connection::connect(addr, &settings.client_name, settings.request_timeout, ids).await
+    /// Opens a connection to `addr`, secured as every connection of this client is.
+    async fn open(&self, addr: &str) -> Result<Arc<Shared>, ClientError> {
+        let settings = &self.settings;
+        connection::connect(
+            addr,
+            &settings.client_name,
+            settings.request_timeout,
+            &self.security,
+            self.ids.clone(),
+        )
+        .await
     }
 
     pub(crate) fn settings(&self) -> &Arc<ClientBuilder> {
@@ -80,7 +98,7 @@ impl Router {
         addresses.insert(0, self.settings.broker.clone());
         let mut last = ClientError::Closed;
         for addr in addresses {
-            match Self::open(&self.settings, &addr, self.ids.clone()).await {
+            match self.open(&addr).await {
                 Ok(shared) => return Ok(self.keep(shared)),
                 Err(e) => last = e,
             }
@@ -118,7 +136,7 @@ impl Router {
             return Ok(open);
         }
         let addr = addr.ok_or_else(|| not_leader(format!("broker {broker} is not known")))?;
-        let shared = Self::open(&self.settings, &addr, self.ids.clone()).await?;
+        let shared = self.open(&addr).await?;
         if shared.broker_id != broker {
             return Err(ClientError::Protocol(format!(
                 "{addr} is broker {}, metadata said broker {broker}",

@@ -30,11 +30,12 @@ mod users;
 mod versions;
 mod wire;
 
+use crate::listener::ListenerSpec;
 use crate::shard::Shard;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::Decodable;
-use oxbow_core::config::{ListenerConfig, SecurityProtocol};
+use oxbow_core::config::SecurityProtocol;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -55,16 +56,6 @@ pub struct KafkaEndpoint {
     pub port: i32,
     /// The listener's name.
     pub listener: String,
-}
-
-/// What the runtime hands each shard to run a listener: its settings, and its TLS server
-/// configuration, made once from the files.
-#[derive(Debug, Clone)]
-pub struct ListenerSpec {
-    /// The listener's settings.
-    pub config: ListenerConfig,
-    /// For SSL and SASL_SSL listeners.
-    pub tls: Option<Arc<crate::tls::ReloadableTls>>,
 }
 
 /// A listener as its connections see it.

@@ -1,20 +1,14 @@
 //! SASL authentication on Kafka listeners (SaslHandshake v1, then SaslAuthenticate v0-2), as
-//! Kafka's clients speak it: PLAIN (checked against the user's SCRAM credential, so no password
-//! is ever stored) and SCRAM-SHA-256/512. Sans-IO: a connection feeds it requests with the
-//! metadata it serves and writes what it answers; the failure delay and the close are the
-//! connection's.
+//! Kafka's clients speak it; the exchange itself is [`crate::sasl`].
 
 use super::wire::{code, text};
+use crate::sasl::{Exchange, Step as ExchangeStep};
 use crate::session::Principal;
 use bytes::Bytes;
 use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use oxbow_cluster::Metadata;
-use oxbow_core::auth::{parse_plain, Mechanism, ScramServer};
-
-/// The Kafka name of PLAIN.
-const PLAIN: &str = "PLAIN";
 
 /// Where a connection is in authenticating.
 pub(super) enum Sasl {
@@ -22,18 +16,10 @@ pub(super) enum Sasl {
     NotRequired,
     /// Waiting for SaslHandshake.
     AwaitingHandshake,
-    /// The client chose PLAIN; waiting for its one token.
-    Plain,
-    /// The client chose a SCRAM mechanism; the exchange is under way.
-    Scram(Mechanism, Box<ScramServer>, ScramStep),
+    /// The client chose a mechanism; the exchange is under way.
+    Exchanging(Exchange),
     /// Authenticated.
     Done,
-}
-
-/// Which SCRAM message comes next from the client.
-pub(super) enum ScramStep {
-    ClientFirst,
-    ClientFinal { user: String },
 }
 
 /// What became of a SaslAuthenticate.
@@ -78,17 +64,10 @@ impl Sasl {
             response.error_code = code::UNSUPPORTED_SASL_MECHANISM;
             return (response, false);
         }
-        *self = match chosen.parse::<Mechanism>() {
-            Ok(mechanism) => match ScramServer::new(mechanism) {
-                Ok(server) => Sasl::Scram(mechanism, Box::new(server), ScramStep::ClientFirst),
-                Err(e) => {
-                    // Only the system's random source failing: nothing a client can fix.
-                    tracing::error!(error = %e, "starting a SCRAM exchange");
-                    return (response.with_error_code(code::ILLEGAL_SASL_STATE), false);
-                }
-            },
-            Err(_) => Sasl::Plain,
-        };
+        match Exchange::start(chosen) {
+            Ok(exchange) => *self = Sasl::Exchanging(exchange),
+            Err(_) => return (response.with_error_code(code::ILLEGAL_SASL_STATE), false),
+        }
         (response, true)
     }
 
@@ -99,32 +78,9 @@ impl Sasl {
         request: &SaslAuthenticateRequest,
     ) -> (SaslAuthenticateResponse, Step) {
         let token = request.auth_bytes.as_ref();
-        let outcome = match std::mem::replace(self, Sasl::AwaitingHandshake) {
-            Sasl::Plain => plain(metadata, token),
-            Sasl::Scram(mechanism, mut server, ScramStep::ClientFirst) => {
-                match server.client_first(token) {
-                    Ok(first) => match metadata.scram_credential(&first.username, mechanism) {
-                        Some(credential) => match server.server_first(credential) {
-                            Ok(reply) => {
-                                let user = first.username;
-                                let step = ScramStep::ClientFinal { user };
-                                *self = Sasl::Scram(mechanism, server, step);
-                                return (answer(reply), Step::Continue);
-                            }
-                            Err(e) => Err(Refusal::said(format!("{}: {e}", mechanism.name()))),
-                        },
-                        None => Err(Refusal::invalid(mechanism, "no such user")),
-                    },
-                    Err(e) => Err(Refusal::said(format!("{}: {e}", mechanism.name()))),
-                }
-            }
-            Sasl::Scram(mechanism, mut server, ScramStep::ClientFinal { user }) => {
-                match server.client_final(token) {
-                    Ok(reply) => Ok((Principal::User(user), reply)),
-                    Err(e) => Err(Refusal::invalid(mechanism, &e.to_string())),
-                }
-            }
-            other @ (Sasl::NotRequired | Sasl::AwaitingHandshake | Sasl::Done) => {
+        let exchange = match std::mem::replace(self, Sasl::AwaitingHandshake) {
+            Sasl::Exchanging(exchange) => exchange,
+            other => {
                 *self = other;
                 let response = SaslAuthenticateResponse::default()
                     .with_error_code(code::ILLEGAL_SASL_STATE)
@@ -135,12 +91,16 @@ impl Sasl {
                 );
             }
         };
-        match outcome {
-            Ok((principal, reply)) => {
+        match exchange.step(metadata, token) {
+            ExchangeStep::Continue(next, reply) => {
+                *self = Sasl::Exchanging(next);
+                (answer(reply), Step::Continue)
+            }
+            ExchangeStep::Authenticated(principal, reply) => {
                 *self = Sasl::Done;
                 (answer(reply), Step::Authenticated(principal))
             }
-            Err(refusal) => {
+            ExchangeStep::Failed(refusal) => {
                 let response = SaslAuthenticateResponse::default()
                     .with_error_code(code::SASL_AUTHENTICATION_FAILED)
                     .with_error_message(Some(text(&refusal.said)));
@@ -154,58 +114,11 @@ fn answer(token: Vec<u8>) -> SaslAuthenticateResponse {
     SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(token))
 }
 
-/// Why an authentication failed: what the client is told, and what the log says (which may
-/// tell more, never a secret: no SCRAM or PLAIN error holds one).
-struct Refusal {
-    said: String,
-    logged: String,
-}
-
-impl Refusal {
-    /// A client error the client may as well know about (a malformed message).
-    fn said(said: String) -> Refusal {
-        Refusal {
-            logged: said.clone(),
-            said,
-        }
-    }
-
-    /// A wrong user or password, in Kafka's words: the same for both, so that a stranger
-    /// cannot tell which users exist.
-    fn invalid(mechanism: Mechanism, why: &str) -> Refusal {
-        Refusal {
-            said: format!(
-                "Authentication failed during authentication due to invalid credentials with \
-                 SASL mechanism {}",
-                mechanism.name()
-            ),
-            logged: format!("{}: {why}", mechanism.name()),
-        }
-    }
-}
-
-/// PLAIN: the password is checked against the user's SCRAM credentials.
-fn plain(metadata: &Metadata, token: &[u8]) -> Result<(Principal, Vec<u8>), Refusal> {
-    let refused = || Refusal {
-        said: "Authentication failed: Invalid username or password".to_string(),
-        logged: format!("{PLAIN}: wrong user or password"),
-    };
-    let credentials = parse_plain(token).map_err(|e| Refusal::said(format!("{PLAIN}: {e}")))?;
-    let verified = Mechanism::ALL.iter().any(|&mechanism| {
-        (metadata.scram_credential(&credentials.username, mechanism))
-            .is_some_and(|c| c.verify_password(mechanism, &credentials.password))
-    });
-    if !verified {
-        return Err(refused());
-    }
-    Ok((Principal::User(credentials.username), Vec::new()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use oxbow_cluster::MetadataChange;
-    use oxbow_core::auth::{ScramClient, ScramCredential};
+    use oxbow_core::auth::{Mechanism, ScramClient, ScramCredential};
 
     fn with_user(user: &str, mechanism: Mechanism, password: &str) -> Metadata {
         let mut metadata = Metadata::default();

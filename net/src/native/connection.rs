@@ -1,6 +1,8 @@
 //! One native-protocol connection: its reader and writer, how it ends, and what it attached.
 
+use super::authentication::Authentication;
 use super::outbound::{encode_outbound, Outbound, OutboundBudget};
+use super::NativeListener;
 use crate::session::{within, Session};
 use crate::shard::{PartitionError, Shard};
 use bytes::BytesMut;
@@ -33,7 +35,8 @@ pub(super) struct Attached {
 pub(super) struct Connection {
     pub(super) shard: Rc<Shard>,
     /// Who the client is.
-    pub(super) session: Session,
+    /// Who is connected: authentication fills in the principal.
+    pub(super) session: RefCell<Session>,
     pub(super) outbound: flume::Sender<Outbound>,
     pub(super) budget: Arc<OutboundBudget>,
     pub(super) consumers: RefCell<HashMap<u64, Attached>>,
@@ -55,12 +58,32 @@ pub(super) enum Close {
     Overflow,
 }
 
-/// Serves an accepted TCP connection until it ends.
-pub(super) async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
+/// Serves an accepted TCP connection until it ends: on a TLS listener, the handshake first,
+/// within `authentication.timeout_ms`.
+pub(super) async fn serve_connection(
+    shard: Rc<Shard>,
+    listener: Rc<NativeListener>,
+    stream: TcpStream,
+) {
     let session = Session::anonymous(stream.peer_addr().ok());
     let _ = stream.set_nodelay(true);
     crate::metrics::of(&shard).native_connection_opened();
-    serve_stream(shard.clone(), session, stream).await;
+    let sasl = listener.sasl_mechanisms.clone();
+    match &listener.tls {
+        None => serve_stream(shard.clone(), session, sasl, stream).await,
+        Some(tls) => {
+            let limit = Duration::from_millis(shard.config.authentication.timeout_ms);
+            let acceptor = futures_rustls::TlsAcceptor::from(tls.current());
+            match within(limit, acceptor.accept(stream)).await {
+                Ok(tls) => serve_stream(shard.clone(), session, sasl, tls).await,
+                Err(e) => {
+                    crate::metrics::of(&shard).authentication_failed();
+                    tracing::warn!(peer = ?session.peer, listener = %listener.name, error = %e,
+                        "TLS handshake failed");
+                }
+            }
+        }
+    }
     crate::metrics::of(&shard).native_connection_closed();
     if crate::metrics::of(&shard).open_connections()
         + crate::metrics::of(&shard).open_native_connections()
@@ -71,8 +94,9 @@ pub(super) async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
 }
 
 /// Serves the native protocol on `stream` for `session` until the client leaves, falls
-/// silent for `native_session_timeout_ms`, stops reading, or breaks a rule.
-pub async fn serve_stream<S>(shard: Rc<Shard>, session: Session, stream: S)
+/// silent for `native_session_timeout_ms`, stops reading, or breaks a rule. With `sasl`, the
+/// client must authenticate with one of those mechanisms before anything else.
+async fn serve_stream<S>(shard: Rc<Shard>, session: Session, sasl: Option<Vec<String>>, stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -88,7 +112,7 @@ where
     ));
     let connection = Rc::new(Connection {
         shard: shard.clone(),
-        session,
+        session: RefCell::new(session),
         outbound,
         budget: budget.clone(),
         consumers: RefCell::default(),
@@ -97,7 +121,7 @@ where
         )),
     });
     let reading = async {
-        let end = read_frames(connection.clone(), reader, session_timeout).await;
+        let end = read_frames(connection.clone(), reader, session_timeout, sasl).await;
         if matches!(end, Close::Refused(..)) {
             // The writer sends the queued error frame and then ends the connection.
             std::future::pending::<()>().await;
@@ -131,17 +155,33 @@ async fn read_frames<R: AsyncRead + Unpin>(
     connection: Rc<Connection>,
     mut reader: R,
     session_timeout: Duration,
+    sasl: Option<Vec<String>>,
 ) -> Close {
+    let timeout = Duration::from_millis(connection.shard.config.authentication.timeout_ms);
+    let mut authentication = sasl.map(|offered| Authentication::new(offered, timeout));
+    let unauthenticated_max = connection
+        .shard
+        .config
+        .authentication
+        .unauthenticated_frame_bytes_max;
     let frame_max = connection.shard.config.native_frame_bytes_max;
     // Small until traffic needs more: an idle connection costs a few KiB, not a chunk.
     let mut buffer = BytesMut::new();
     let mut chunk = vec![0u8; 4096];
     let mut connected = false;
     loop {
+        // A stranger gets little room and little time.
+        let (frame_max, read_limit) = match &authentication {
+            None => (frame_max, session_timeout),
+            Some(pending) => (
+                frame_max.min(unauthenticated_max),
+                pending.remaining().min(session_timeout),
+            ),
+        };
         let frame = match decode_frame::<ClientFrame>(&mut buffer, frame_max) {
             Ok(Some(frame)) => frame,
             Ok(None) => {
-                match within(session_timeout, reader.read(&mut chunk)).await {
+                match within(read_limit, reader.read(&mut chunk)).await {
                     Ok(0) => return Close::Eof,
                     Ok(n) => {
                         buffer.extend_from_slice(&chunk[..n]);
@@ -168,8 +208,8 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     version,
                     client_name,
                 } if version == PROTOCOL_VERSION => {
-                    tracing::debug!(client = %client_name, peer = ?connection.session.peer,
-                        principal = ?connection.session.principal, "native client connected");
+                    tracing::debug!(client = %client_name, peer = ?connection.session.borrow().peer,
+                        "native client connected");
                     connected = true;
                     connection.send(ServerFrame::Connected {
                         version: PROTOCOL_VERSION,
@@ -195,6 +235,14 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     );
                 }
             }
+        }
+        if let Some(pending) = authentication.as_mut() {
+            match pending.step(&connection, frame.control).await {
+                Ok(true) => authentication = None,
+                Ok(false) => {}
+                Err((code, message)) => return connection.refuse_connection(code, message),
+            }
+            continue;
         }
         if let Err(Close::Refused(code, message)) = connection
             .clone()

@@ -9,6 +9,7 @@
 //! `native_session_timeout_ms` (pings count), when it stops reading for that long, or on bad
 //! input (after an error frame). Its consumers are detached at once when it ends.
 
+mod authentication;
 mod authorization;
 mod connection;
 mod consumers;
@@ -17,17 +18,32 @@ mod requests;
 mod subscription_admin;
 mod topics;
 
-pub use connection::serve_stream;
-
+use crate::listener::ListenerSpec;
 use crate::shard::Shard;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
-/// Binds the native listener on this shard and serves it until the task is dropped.
+/// A native listener as its connections see it.
+pub(crate) struct NativeListener {
+    name: String,
+    tls: Option<Arc<crate::tls::ReloadableTls>>,
+    /// The mechanisms offered, when clients must authenticate.
+    sasl_mechanisms: Option<Vec<String>>,
+}
+
+/// Binds a native listener on this shard and serves it until the task is dropped.
 pub fn listen(
     shard: Rc<Shard>,
     addr: SocketAddr,
+    spec: &ListenerSpec,
 ) -> std::io::Result<(SocketAddr, glommio::Task<()>)> {
+    let native = Rc::new(NativeListener {
+        name: spec.config.name().to_string(),
+        tls: spec.tls.clone(),
+        sasl_mechanisms: (spec.config.security.uses_sasl())
+            .then(|| spec.config.sasl_mechanisms.clone()),
+    });
     let listening = crate::listener::Listening {
         what: "native",
         connections_max: shard.config.native_connections_max,
@@ -35,6 +51,7 @@ pub fn listen(
         open: |shard| crate::metrics::of(shard).open_native_connections(),
     };
     let (listener, bound) = crate::listener::bind(addr)?;
-    let task = crate::listener::serve(shard, listener, listening, connection::serve_connection);
+    let serve = move |shard, stream| connection::serve_connection(shard, native.clone(), stream);
+    let task = crate::listener::serve(shard, listener, listening, serve);
     Ok((bound, task))
 }

@@ -18,7 +18,7 @@ impl Connection {
         frame: ClientFrame,
         payload: Bytes,
     ) -> Result<(), Close> {
-        let gate = Gate::new(&self.shard, &self.session);
+        let gate = Gate::new(&self.shard, &self.session.borrow());
         if let Some((request_id, why)) = super::authorization::refusal(&gate, &frame) {
             self.answer(request_id, Err((ErrorCode::NotAuthorized, why)));
             return Ok(());

@@ -7,17 +7,25 @@ use std::net::SocketAddr;
 
 /// Fails if another process listens on one of the configured addresses.
 pub(super) fn ensure_ports_free(config: &BrokerConfig) -> Result<(), RuntimeError> {
-    let setting = match config.kafka_listeners.is_empty() {
-        true => "kafka_listen",
-        false => "kafka_listeners.address",
+    let named = |shorthand, listeners: Vec<_>, explicit: bool, setting| {
+        let setting = if explicit { setting } else { shorthand };
+        (listeners.into_iter())
+            .map(move |l: oxbow_core::config::ListenerConfig| (setting, l.address))
     };
-    let kafka = (config.kafka_listeners_in_effect().into_iter())
-        .map(|listener| (setting, listener.address));
-    let others = [
-        ("native_listen", config.native_listen.clone()),
-        ("metrics_listen", config.metrics_listen.clone()),
-    ];
-    for (setting, addr) in kafka.chain(others) {
+    let kafka = named(
+        "kafka_listen",
+        config.kafka_listeners_in_effect(),
+        !config.kafka_listeners.is_empty(),
+        "kafka_listeners.address",
+    );
+    let native = named(
+        "native_listen",
+        config.native_listeners_in_effect(),
+        !config.native_listeners.is_empty(),
+        "native_listeners.address",
+    );
+    let metrics = [("metrics_listen", config.metrics_listen.clone())];
+    for (setting, addr) in kafka.chain(native).chain(metrics) {
         let addr: SocketAddr = addr.parse().expect("validated by BrokerConfig::validate");
         crate::listener::ensure_port_free(addr).map_err(|source| RuntimeError::PortInUse {
             setting,

@@ -5,10 +5,11 @@
 //! shard has opened (and so recovered) the partitions it owns. [`Runtime::stop`] makes every
 //! shard write, sync and close its partitions.
 
-use crate::kafka::ListenerSpec;
+use crate::listener::ListenerSpec;
 use crate::shard::{RemoteWork, Shard, ShardMessage};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use guards::{ensure_ports_free, lock_data_dir};
+use oxbow_core::config::ListenerConfig;
 use oxbow_core::placement::owner_shard;
 use oxbow_core::BrokerConfig;
 use oxbow_storage::layout::FoundPartition;
@@ -93,7 +94,8 @@ pub struct Runtime {
     kafka_listeners: Vec<(String, SocketAddr)>,
     /// The TLS configurations of the listeners that have one.
     tls: Vec<Arc<crate::tls::ReloadableTls>>,
-    native_addr: SocketAddr,
+    /// Each native listener's name and bound address, in the order configured.
+    native_listeners: Vec<(String, SocketAddr)>,
     metrics_addr: SocketAddr,
     /// The cluster transport, when the node runs with others; stopped after the shards.
     transport: Option<Arc<oxbow_cluster::transport::Transport>>,
@@ -111,6 +113,7 @@ enum Control {
     },
     /// Bind the native-protocol listener on this address and report the bound address.
     ListenNative {
+        spec: Arc<ListenerSpec>,
         addr: SocketAddr,
         reply: flume::Sender<Result<SocketAddr, String>>,
     },
@@ -173,7 +176,7 @@ impl Runtime {
             partitions: 0,
             kafka_listeners: Vec::new(),
             tls: Vec::new(),
-            native_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            native_listeners: Vec::new(),
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             transport: link.as_ref().map(|link| link.transport.clone()),
             _lock: lock,
@@ -265,40 +268,55 @@ impl Runtime {
             addr.parse().expect("validated by BrokerConfig::validate")
         };
         for listener in config.kafka_listeners_in_effect() {
-            let tls = match listener.security.uses_tls() {
-                false => None,
-                true => Some(Arc::new(
-                    crate::tls::ReloadableTls::new(&listener).map_err(|source| {
-                        RuntimeError::ListenerTls {
-                            listener: listener.name().to_string(),
-                            source,
-                        }
-                    })?,
-                )),
-            };
-            self.tls.extend(tls.clone());
-            let mut addr = parse(&listener.address);
-            let name = listener.name().to_string();
-            let spec = Arc::new(ListenerSpec {
-                config: listener,
-                tls,
-            });
+            let spec = self.listener_spec(listener)?;
+            let mut addr = parse(&spec.config.address);
             for shard in 0..config.shards {
                 let spec = spec.clone();
                 addr = self.bind(shard, |reply| Control::ListenKafka { spec, addr, reply })?;
             }
-            tracing::info!(listener = %name, security = spec.config.security.name(), %addr,
-                "Kafka listener bound");
-            self.kafka_listeners.push((name, addr));
+            tracing::info!(listener = %spec.config.name(), security = spec.config.security.name(),
+                %addr, "Kafka listener bound");
+            self.kafka_listeners
+                .push((spec.config.name().to_string(), addr));
         }
-        let mut addr = parse(&config.native_listen);
-        for shard in 0..config.shards {
-            addr = self.bind(shard, |reply| Control::ListenNative { addr, reply })?;
+        for listener in config.native_listeners_in_effect() {
+            let spec = self.listener_spec(listener)?;
+            let mut addr = parse(&spec.config.address);
+            for shard in 0..config.shards {
+                let spec = spec.clone();
+                addr = self.bind(shard, |reply| Control::ListenNative { spec, addr, reply })?;
+            }
+            tracing::info!(listener = %spec.config.name(), security = spec.config.security.name(),
+                %addr, "native listener bound");
+            self.native_listeners
+                .push((spec.config.name().to_string(), addr));
         }
-        self.native_addr = addr;
         let addr = parse(&config.metrics_listen);
         self.metrics_addr = self.bind(0, |reply| Control::ListenMetrics { addr, reply })?;
         Ok(())
+    }
+
+    /// A listener's settings with its TLS configuration made from its files (kept for SIGHUP).
+    fn listener_spec(
+        &mut self,
+        listener: ListenerConfig,
+    ) -> Result<Arc<ListenerSpec>, RuntimeError> {
+        let tls = match listener.security.uses_tls() {
+            false => None,
+            true => Some(Arc::new(
+                crate::tls::ReloadableTls::new(&listener).map_err(|source| {
+                    RuntimeError::ListenerTls {
+                        listener: listener.name().to_string(),
+                        source,
+                    }
+                })?,
+            )),
+        };
+        self.tls.extend(tls.clone());
+        Ok(Arc::new(ListenerSpec {
+            config: listener,
+            tls,
+        }))
     }
 
     /// Registers this broker with the addresses it listens on (the advertised Kafka and
@@ -316,8 +334,10 @@ impl Runtime {
             id: config.node_id,
             kafka_addr: kafka_listeners[first.name()].clone(),
             kafka_listeners,
-            native_addr: (config.advertised_native_addr.clone())
-                .unwrap_or_else(|| self.native_addr.to_string()),
+            native_addr: (config.native_listeners_in_effect()[0]
+                .advertised_address
+                .clone())
+            .unwrap_or_else(|| self.native_listeners[0].1.to_string()),
             cluster_addr: (self.transport.as_ref()).map(|t| t.local_addr().to_string()),
             rack: config.rack.clone(),
             shards: config.shards as u32,
@@ -381,7 +401,7 @@ impl Runtime {
 
     /// The address the native-protocol listener is bound to on every shard.
     pub fn native_addr(&self) -> SocketAddr {
-        self.native_addr
+        self.native_listeners[0].1
     }
 
     /// Number of partitions opened at start.
@@ -536,7 +556,7 @@ async fn shard_main(
     }
     let _ = report.send((id, Ok(owned.len())));
     let mut kafka_listeners = Vec::new();
-    let mut native_listener = None;
+    let mut native_listeners = Vec::new();
     let mut metrics_endpoint = None;
     while let Ok(order) = control.recv_async().await {
         match order {
@@ -544,10 +564,9 @@ async fn shard_main(
                 let bound = crate::kafka::listen(shard.clone(), addr, &spec);
                 kafka_listeners.extend(answer_bind(bound, "Kafka listener", addr, &reply));
             }
-            Control::ListenNative { addr, reply } => {
-                let bound = crate::native::listen(shard.clone(), addr);
-                native_listener =
-                    answer_bind(bound, "native listener", addr, &reply).or(native_listener);
+            Control::ListenNative { spec, addr, reply } => {
+                let bound = crate::native::listen(shard.clone(), addr, &spec);
+                native_listeners.extend(answer_bind(bound, "native listener", addr, &reply));
             }
             Control::ListenMetrics { addr, reply } => {
                 let gatherer = shard.clone();
@@ -581,7 +600,7 @@ async fn shard_main(
     }
     // Dropping a glommio task cancels it: no new connections or requests from here on.
     drop(kafka_listeners);
-    drop(native_listener);
+    drop(native_listeners);
     drop(metrics_endpoint);
     drop(inbox_task);
     drop(retention);

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod native_client;
+pub mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,197 @@
+//! The native protocol behind TLS and SCRAM, driven by the `oxbow` CLI (the Rust client): a
+//! user authenticates over a SASL_SSL native listener, produces and consumes what the ACLs let
+//! it; a subscription without Read is refused, and so are a wrong password, no credentials and
+//! a client that does not trust the broker's certificate. The operator's tools use a loopback
+//! PLAINTEXT Kafka listener whose anonymous principal is a super user.
+
+mod common;
+
+use common::pki::{kafka_listener, native_listener, pki};
+use common::{kcat, Broker};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn start(dir: &Path) -> (Broker, common::pki::Pki) {
+    let pki = pki(dir);
+    let toml = format!(
+        "[[kafka_listeners]]\nname = \"INTERNAL\"\naddress = \"127.0.0.1:0\"\n\
+         [[native_listeners]]\naddress = \"127.0.0.1:0\"\nsecurity = \"SASL_SSL\"\n\
+         tls_cert_file = {:?}\ntls_key_file = {:?}\nsasl_mechanisms = [\"SCRAM-SHA-512\"]\n\
+         [authorizer]\nenabled = true\nsuper_users = [\"User:ANONYMOUS\"]\n\
+         [authentication]\nfailure_delay_ms = 10\n",
+        pki.server_cert, pki.server_key
+    );
+    std::fs::write(dir.join("oxbow.toml"), toml).unwrap();
+    let (config, data) = (dir.join("oxbow.toml"), dir.join("data"));
+    let mut broker = Broker::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    broker.wait_for("oxbow ready");
+    (broker, pki)
+}
+
+/// `oxbow ARGS` with `password` in OXBOW_SASL_PASSWORD and `input` on standard input.
+fn oxbow(args: &[&str], password: Option<&str>, input: &str) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_oxbow"));
+    command.args(args).env_remove("OXBOW_SASL_PASSWORD");
+    if let Some(password) = password {
+        command.env("OXBOW_SASL_PASSWORD", password);
+    }
+    let mut child = (command.stdin(Stdio::piped()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(child.stdin.take().unwrap(), "{input}").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let mut said = String::from_utf8_lossy(&output.stdout).into_owned();
+    said.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), said)
+}
+
+#[test]
+fn native_clients_authenticate_over_tls_and_get_what_the_acls_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, pki) = start(dir.path());
+    let internal = kafka_listener(&broker, "INTERNAL");
+    let native = native_listener(&broker, "SASL_SSL");
+    let (ok, said) = oxbow(
+        &[
+            "user",
+            "create",
+            "alice",
+            "--password-stdin",
+            "--broker",
+            &internal,
+        ],
+        None,
+        "alice-pw\n",
+    );
+    assert!(ok, "{said}");
+    let (ok, _, err) = kcat(&internal, &["-P", "-t", "events"], Some(b"seed\n"));
+    assert!(ok, "{err}");
+    let acl = |args: &[&str]| {
+        let (ok, said) = oxbow(
+            &[&["acl", "--broker", &internal][..], args].concat(),
+            None,
+            "",
+        );
+        assert!(ok, "{said}");
+    };
+    let alice = ["--principal", "User:alice"];
+    acl(&[
+        &["add"][..],
+        &alice,
+        &[
+            "--operation",
+            "Write",
+            "--operation",
+            "Read",
+            "--topic",
+            "events",
+        ],
+    ]
+    .concat());
+    acl(&[
+        &["add"][..],
+        &alice,
+        &["--operation", "Read", "--group", "billing"],
+    ]
+    .concat());
+
+    let ca = pki.ca.to_str().unwrap();
+    let secured = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(
+            [
+                "--broker",
+                &native,
+                "--tls-ca",
+                ca,
+                "--sasl-mechanism",
+                "SCRAM-SHA-512",
+            ]
+            .map(String::from),
+        );
+        all.extend(["--sasl-username", "alice"].map(String::from));
+        all
+    };
+    let run = |args: Vec<String>, password: Option<&str>, input: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        oxbow(&args, password, input)
+    };
+    let (ok, said) = run(
+        secured(&["produce", "--topic", "events"]),
+        Some("alice-pw"),
+        "a\nb\nc\n",
+    );
+    assert!(ok, "{said}");
+    let consume = |subscription: &str, password: &str| {
+        let args = [
+            "consume",
+            "--topic",
+            "events",
+            "--subscription",
+            subscription,
+            "--count",
+            "4",
+        ];
+        run(secured(&args), Some(password), "")
+    };
+    let (ok, said) = consume("billing", "alice-pw");
+    assert!(ok, "{said}");
+    for value in ["seed", "a", "b", "c"] {
+        assert!(said.lines().any(|l| l == value), "{value} not in {said}");
+    }
+
+    // A subscription is a group: without Read on it, refused.
+    let (ok, said) = consume("shipping", "alice-pw");
+    assert!(!ok && said.contains("not authorized"), "{said}");
+    // A wrong password, no password, and no TLS trust are each refused.
+    let (ok, said) = consume("billing", "guess");
+    assert!(
+        !ok && said.to_lowercase().contains("authentication"),
+        "{said}"
+    );
+    let (ok, said) = run(secured(&["produce", "--topic", "events"]), None, "x\n");
+    assert!(!ok, "produced without a password: {said}");
+    let stranger = pki.stranger_ca.to_str().unwrap();
+    let args = [
+        "produce", "--topic", "events", "--broker", &native, "--tls-ca", stranger,
+    ];
+    let (ok, said) = oxbow(
+        &[
+            &args[..],
+            &[
+                "--sasl-mechanism",
+                "SCRAM-SHA-512",
+                "--sasl-username",
+                "alice",
+            ],
+        ]
+        .concat(),
+        Some("alice-pw"),
+        "x\n",
+    );
+    assert!(
+        !ok,
+        "a client that does not trust the broker went on: {said}"
+    );
+    // Without TLS and SASL at all: the TLS port is no plaintext port.
+    let (ok, said) = oxbow(
+        &["produce", "--topic", "events", "--broker", &native],
+        None,
+        "x\n",
+    );
+    assert!(!ok, "{said}");
+
+    // Only alice's three messages were appended (the refused ones were not).
+    let args = ["-C", "-t", "events", "-o", "beginning", "-e", "-q"];
+    let (ok, out, err) = kcat(&internal, &args, None);
+    assert!(ok, "{err}");
+    assert_eq!(String::from_utf8_lossy(&out).lines().count(), 4);
+}
