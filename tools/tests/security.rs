@@ -391,3 +391,53 @@ fn sighup_gives_new_connections_the_new_certificate() {
     broker.wait_for("TLS certificates not reloaded");
     assert!(kcat_metadata(&ssl, &trusting(&pki_second.ca)).0);
 }
+
+#[test]
+fn an_address_that_keeps_failing_is_closed_at_accept_until_its_window_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[[kafka_listeners]]\nname = \"INTERNAL\"\naddress = \"127.0.0.1:0\"\n\
+                [[kafka_listeners]]\naddress = \"127.0.0.1:0\"\nsecurity = \"SASL_PLAINTEXT\"\n\
+                sasl_mechanisms = [\"PLAIN\"]\n\
+                [authentication]\nfailure_delay_ms = 0\nfailures_per_address_max = 3\n\
+                failure_window_ms = 8000\n";
+    let (broker, ready) = common::start_configured(dir.path(), toml);
+    let internal = listener(&broker, "INTERNAL");
+    let sasl_plain = listener(&broker, "SASL_PLAINTEXT");
+    let (created, said) = oxbow_user(
+        &["create", "dave", "--password-stdin", "--broker", &internal],
+        "pw",
+    );
+    assert!(created, "{said}");
+    let metrics = field(&ready, "metrics");
+    let throttled = || {
+        sample(
+            &http_get(&metrics, "/metrics"),
+            "oxbow_authentication_throttled_total",
+        )
+    };
+    let dave = |password: &str| {
+        let mut settings = sasl("PLAIN", "dave", password, None);
+        settings.push("reconnect.backoff.ms=10".into());
+        settings.push("reconnect.backoff.max.ms=50".into());
+        let mut args = vec!["-L", "-m", "2"];
+        args.extend(kcat_settings(&settings));
+        let (ok, out, _) = kcat(&sasl_plain, &args, None);
+        ok && String::from_utf8_lossy(&out).contains("broker")
+    };
+    // librdkafka logs in again and again on new connections: enough failures, on every shard,
+    // to pass the limit.
+    assert!(!dave("guess"));
+    assert!(
+        !dave("pw"),
+        "the right password got through a throttled address"
+    );
+    assert!(throttled() > 0.0);
+    // The operator's listener needs no authentication, so it is not throttled.
+    assert!(kcat_metadata(&internal, &[]).0);
+    // The window ends without new failures: the address is served again.
+    common::eventually(
+        "the address served again",
+        std::time::Duration::from_secs(20),
+        || dave("pw").then_some(()),
+    );
+}

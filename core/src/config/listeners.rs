@@ -246,6 +246,12 @@ pub struct AuthenticationConfig {
     /// (Kafka's `connection.failed.authentication.delay.ms`): guessing passwords is slowed
     /// without a shard waiting, as the delay is a timer on the connection's own task.
     pub failure_delay_ms: u64,
+    /// Failed authentications one source address may have within `failure_window_ms`
+    /// before its new connections are closed at accept, until the window ends (counted per
+    /// shard).
+    pub failures_per_address_max: u32,
+    /// The window of `failures_per_address_max`.
+    pub failure_window_ms: u64,
 }
 
 impl Default for AuthenticationConfig {
@@ -254,6 +260,8 @@ impl Default for AuthenticationConfig {
             timeout_ms: 10_000,
             unauthenticated_frame_bytes_max: 512 << 10,
             failure_delay_ms: 100,
+            failures_per_address_max: 20,
+            failure_window_ms: 60_000,
         }
     }
 }
@@ -270,6 +278,18 @@ impl AuthenticationConfig {
             return Err(ConfigError::new(
                 "authentication.unauthenticated_frame_bytes_max",
                 "must be 1 KiB to 16 MiB",
+            ));
+        }
+        if self.failures_per_address_max == 0 {
+            return Err(ConfigError::new(
+                "authentication.failures_per_address_max",
+                "must be positive",
+            ));
+        }
+        if !(1..=3_600_000).contains(&self.failure_window_ms) {
+            return Err(ConfigError::new(
+                "authentication.failure_window_ms",
+                "must be 1 ms to 1 hour",
             ));
         }
         if self.failure_delay_ms > 60_000 {

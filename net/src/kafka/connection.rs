@@ -33,6 +33,9 @@ pub(super) async fn serve_connection(
     stream: TcpStream,
 ) {
     let session = Session::anonymous(stream.peer_addr().ok());
+    if listener.authenticates() && crate::failed_logins::throttled(&shard, session.peer) {
+        return;
+    }
     let _ = stream.set_nodelay(true);
     crate::metrics::of(&shard).connection_opened();
     match &listener.tls {
@@ -43,7 +46,7 @@ pub(super) async fn serve_connection(
             match within(limit, acceptor.accept(stream)).await {
                 Ok(tls) => serve_stream(&shard, &listener, session, tls).await,
                 Err(e) => {
-                    crate::metrics::of(&shard).authentication_failed();
+                    crate::failed_logins::record(&shard, session.peer);
                     tracing::warn!(peer = ?session.peer, listener = %listener.endpoint.listener,
                         error = %e, "TLS handshake failed");
                 }
@@ -177,7 +180,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 let offered = &self.listener.sasl_mechanisms;
                 let (response, go_on) = self.sasl.handshake(offered, &request);
                 if !go_on {
-                    crate::metrics::of(self.shard).authentication_failed();
+                    crate::failed_logins::record(self.shard, self.session.peer);
                     tracing::warn!(peer = ?self.session.peer,
                         listener = %self.listener.endpoint.listener,
                         mechanism = %request.mechanism.as_str(), "SASL mechanism not offered");
@@ -204,7 +207,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                         false
                     }
                     Step::Failed(reason) => {
-                        crate::metrics::of(self.shard).authentication_failed();
+                        crate::failed_logins::record(self.shard, self.session.peer);
                         tracing::warn!(peer = ?self.session.peer,
                             listener = %self.listener.endpoint.listener, %reason,
                             "SASL authentication failed");

@@ -66,6 +66,13 @@ pub(crate) struct KafkaListener {
     sasl_mechanisms: Vec<String>,
 }
 
+impl KafkaListener {
+    /// Whether its clients prove who they are (TLS or SASL), and so can fail to.
+    fn authenticates(&self) -> bool {
+        self.tls.is_some() || self.security.uses_sasl()
+    }
+}
+
 /// Binds a Kafka listener on this shard and serves it until the task is dropped.
 pub fn listen(
     shard: Rc<Shard>,

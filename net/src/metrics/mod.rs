@@ -94,6 +94,8 @@ pub struct ShardMetrics {
     authentication_failures: Cell<u64>,
     /// Requests (or parts of them) the authorizer denied.
     authorization_denials: Cell<u64>,
+    /// Connections closed at accept: their address failed too many authentications.
+    authentication_throttled: Cell<u64>,
     /// Batches accepted from producers (both protocols), by compression codec.
     produced_batches: [Cell<u64>; 5],
 }
@@ -112,6 +114,7 @@ pub struct MetricsSnapshot {
     native_connections_total: u64,
     authentication_failures: u64,
     authorization_denials: u64,
+    authentication_throttled: u64,
     subscriptions: Vec<oxbow_core::native::SubscriptionInfo>,
     produced_batches: [u64; 5],
     /// Compressed batches subscriptions decoded, and reads served by an earlier decoding.
@@ -185,6 +188,11 @@ impl ShardMetrics {
         (self.authentication_failures).set(self.authentication_failures.get() + 1);
     }
 
+    /// A connection was closed at accept for its address's failed authentications.
+    pub fn authentication_throttled(&self) {
+        (self.authentication_throttled).set(self.authentication_throttled.get() + 1);
+    }
+
     /// The authorizer denied something.
     pub fn authorization_denied(&self) {
         (self.authorization_denials).set(self.authorization_denials.get() + 1);
@@ -216,6 +224,7 @@ impl ShardMetrics {
             native_connections_total: self.native_connections_total.get(),
             authentication_failures: self.authentication_failures.get(),
             authorization_denials: self.authorization_denials.get(),
+            authentication_throttled: self.authentication_throttled.get(),
             subscriptions,
             produced_batches: self.produced_batches.each_ref().map(Cell::get),
             decoded_batches,
@@ -289,6 +298,12 @@ pub fn render(gathered: &Gathered) -> String {
             "counter",
             "Connections refused for a failed TLS handshake or SASL authentication.",
             total(|s| s.authentication_failures),
+        ),
+        (
+            "oxbow_authentication_throttled_total",
+            "counter",
+            "Connections closed at accept because their address failed too many authentications.",
+            total(|s| s.authentication_throttled),
         ),
         (
             "oxbow_authorization_denials_total",

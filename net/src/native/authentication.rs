@@ -105,7 +105,7 @@ impl Authentication {
         said: String,
         logged: String,
     ) -> (ErrorCode, String) {
-        crate::metrics::of(&connection.shard).authentication_failed();
+        crate::failed_logins::record(&connection.shard, connection.session.borrow().peer);
         tracing::warn!(peer = ?connection.session.borrow().peer, reason = %logged,
             "native authentication failed");
         let delay = connection.shard.config.authentication.failure_delay_ms;

@@ -66,6 +66,10 @@ pub(super) async fn serve_connection(
     stream: TcpStream,
 ) {
     let session = Session::anonymous(stream.peer_addr().ok());
+    let authenticates = listener.tls.is_some() || listener.sasl_mechanisms.is_some();
+    if authenticates && crate::failed_logins::throttled(&shard, session.peer) {
+        return;
+    }
     let _ = stream.set_nodelay(true);
     crate::metrics::of(&shard).native_connection_opened();
     let sasl = listener.sasl_mechanisms.clone();
@@ -77,7 +81,7 @@ pub(super) async fn serve_connection(
             match within(limit, acceptor.accept(stream)).await {
                 Ok(tls) => serve_stream(shard.clone(), session, sasl, tls).await,
                 Err(e) => {
-                    crate::metrics::of(&shard).authentication_failed();
+                    crate::failed_logins::record(&shard, session.peer);
                     tracing::warn!(peer = ?session.peer, listener = %listener.name, error = %e,
                         "TLS handshake failed");
                 }
