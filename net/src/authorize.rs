@@ -26,7 +26,10 @@ impl<'a> Gate<'a> {
         let checked = shard.config.authorizer.enabled.then(|| Checked {
             metadata: shard.metadata(),
             principal: session.principal.to_string(),
-            host: session.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+            // `::ffff:10.0.0.5` on a dual-stack listener is 10.0.0.5 to an ACL.
+            host: (session.peer)
+                .map(|p| p.ip().to_canonical().to_string())
+                .unwrap_or_default(),
         });
         Gate { shard, checked }
     }

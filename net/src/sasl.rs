@@ -5,7 +5,7 @@
 
 use crate::session::Principal;
 use oxbow_cluster::Metadata;
-use oxbow_core::auth::{parse_plain, Mechanism, ScramServer};
+use oxbow_core::auth::{parse_plain, Mechanism, ScramCredential, ScramServer};
 
 /// The name of PLAIN.
 pub const PLAIN: &str = "PLAIN";
@@ -100,8 +100,19 @@ impl Exchange {
                     Ok(first) => first,
                     Err(e) => return Step::Failed(Refusal::said(format!("{mechanism}: {e}"))),
                 };
-                let Some(credential) = metadata.scram_credential(&first.username, mechanism) else {
-                    return Step::Failed(Refusal::invalid(mechanism, "no such user"));
+                if first.token_auth {
+                    let why = "delegation tokens are not supported".to_string();
+                    return Step::Failed(Refusal::said(why));
+                }
+                // An unknown user goes on with a decoy and fails at the proof, as a wrong
+                // password does: the exchange does not tell who exists.
+                let decoy;
+                let credential = match metadata.scram_credential(&first.username, mechanism) {
+                    Some(credential) => credential,
+                    None => {
+                        decoy = ScramCredential::decoy(mechanism, &first.username);
+                        &decoy
+                    }
                 };
                 match server.server_first(credential) {
                     Ok(reply) => {
@@ -127,17 +138,23 @@ impl Exchange {
     }
 }
 
-/// PLAIN: the password is checked against the user's SCRAM credentials.
+/// PLAIN: the password is checked against the user's SCRAM credential (SHA-512's when it has
+/// both), or a decoy: always one PBKDF2, so the time taken does not tell who exists.
 fn plain(metadata: &Metadata, token: &[u8]) -> Result<(Principal, Vec<u8>), Refusal> {
     let refused = || Refusal {
         said: "Authentication failed: Invalid username or password".to_string(),
         logged: format!("{PLAIN}: wrong user or password"),
     };
     let credentials = parse_plain(token).map_err(|e| Refusal::said(format!("{PLAIN}: {e}")))?;
-    let verified = Mechanism::ALL.iter().any(|&mechanism| {
-        (metadata.scram_credential(&credentials.username, mechanism))
-            .is_some_and(|c| c.verify_password(mechanism, &credentials.password))
+    let user = &credentials.username;
+    let known = [Mechanism::ScramSha512, Mechanism::ScramSha256]
+        .into_iter()
+        .find_map(|m| Some((m, metadata.scram_credential(user, m)?.clone())));
+    let (mechanism, credential) = known.unwrap_or_else(|| {
+        let mechanism = Mechanism::ScramSha512;
+        (mechanism, ScramCredential::decoy(mechanism, user))
     });
+    let verified = credential.verify_password(mechanism, &credentials.password);
     if !verified {
         return Err(refused());
     }

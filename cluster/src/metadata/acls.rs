@@ -110,6 +110,11 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Whether denying `self` denies `asked`.
+    fn denies(self, asked: Operation) -> bool {
+        self == asked || self == Operation::All
+    }
+
     /// Whether allowing `self` also allows `asked` (Kafka's implied operations).
     fn allows(self, asked: Operation) -> bool {
         use Operation::*;
@@ -174,7 +179,9 @@ impl Acl {
             && (self.host == host || self.host == "*")
     }
 
-    fn check(&self) -> Result<(), MetadataError> {
+    /// Whether the ACL can be kept: a resource name, the cluster named `kafka-cluster`, a
+    /// `User:` principal, a host.
+    pub fn check(&self) -> Result<(), MetadataError> {
         let invalid = |why: &str| Err(MetadataError::Invalid(format!("ACL {self:?}: {why}")));
         if self.resource_name.is_empty() {
             return invalid("empty resource name");
@@ -272,12 +279,15 @@ impl Metadata {
                 continue;
             }
             named = true;
-            if !acl.applies_to(principal, host) || !acl.operation.allows(access.operation) {
+            if !acl.applies_to(principal, host) {
                 continue;
             }
+            // An ALLOW also allows what its operation implies; a DENY denies only its own
+            // operation (or all), as in Kafka: denying Write does not hide the topic.
             match acl.permission {
-                Permission::Deny => return false,
-                Permission::Allow => allowed = true,
+                Permission::Deny if acl.operation.denies(access.operation) => return false,
+                Permission::Allow if acl.operation.allows(access.operation) => allowed = true,
+                _ => {}
             }
         }
         allowed || (!named && rules.allow_everyone_if_no_acl_found)
@@ -397,6 +407,10 @@ mod tests {
             "Write implies Describe"
         );
         assert!(!alice(Topic, "orders-secret", Write), "the deny wins");
+        assert!(
+            alice(Topic, "orders-secret", Describe),
+            "a deny implies nothing"
+        );
         assert!(!alice(Topic, "payments", Write));
         assert!(alice(Topic, "payments", Read), "* and User:* match");
         assert!(

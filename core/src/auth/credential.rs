@@ -130,6 +130,30 @@ impl ScramCredential {
         })
     }
 
+    /// A credential for a user that does not exist, so that a stranger cannot tell unknown
+    /// users from wrong passwords (RFC 5802 section 5.1): the same salt for the same name
+    /// every time (derived from a secret drawn once per process), [`ITERATIONS_MIN`]
+    /// iterations, and keys no password derives.
+    pub fn decoy(mechanism: Mechanism, username: &str) -> ScramCredential {
+        static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        // Without the system RNG the decoy is still a credential nobody can prove; only its
+        // salt becomes predictable.
+        let secret = SECRET.get_or_init(|| crypto::random_bytes::<32>().unwrap_or([7; 32]));
+        let derive = |label: &str| {
+            let mut input = label.as_bytes().to_vec();
+            input.extend_from_slice(username.as_bytes());
+            crypto::hmac(mechanism, secret, &input)
+        };
+        let mut salt = derive("salt");
+        salt.truncate(GENERATED_SALT_BYTES);
+        ScramCredential {
+            salt,
+            iterations: ITERATIONS_MIN,
+            stored_key: derive("stored key"),
+            server_key: derive("server key"),
+        }
+    }
+
     /// Derives the credential of `password` with a fresh random salt of
     /// [`GENERATED_SALT_BYTES`]; fails only on a bad iteration count or if the system RNG fails.
     pub fn generate(

@@ -27,7 +27,7 @@ const MATCH: i8 = 2;
 
 /// An ACL from a CreateAcls entry's numbers, or why not.
 fn acl_of(c: &kafka_protocol::messages::create_acls_request::AclCreation) -> Result<Acl, String> {
-    Ok(Acl {
+    let acl = Acl {
         resource_type: ResourceType::from_kafka(c.resource_type)
             .ok_or(format!("resource type {}", c.resource_type))?,
         resource_name: c.resource_name.to_string(),
@@ -39,7 +39,10 @@ fn acl_of(c: &kafka_protocol::messages::create_acls_request::AclCreation) -> Res
             .ok_or(format!("operation {}", c.operation))?,
         permission: Permission::from_kafka(c.permission_type)
             .ok_or(format!("permission {}", c.permission_type))?,
-    })
+    };
+    // Checked one by one: one bad entry must not fail the others' commit.
+    acl.check().map_err(|e| e.to_string())?;
+    Ok(acl)
 }
 
 /// A filter from Kafka's numbers (1 is "any" everywhere, 2 "match" for the pattern type).
@@ -106,7 +109,7 @@ pub(super) async fn create(
     response.results = (parsed.into_iter())
         .map(|acl| match (acl, &committed) {
             (Err(why), _) => answer(code::INVALID_REQUEST, Some(why)),
-            (Ok(_), Err(why)) => answer(code::INVALID_REQUEST, Some(why.clone())),
+            (Ok(_), Err(why)) => answer(code::REQUEST_TIMED_OUT, Some(why.clone())),
             (Ok(_), Ok(())) => answer(code::NONE, None),
         })
         .collect();
@@ -211,7 +214,7 @@ pub(super) async fn delete(
     response.filter_results = (filters.into_iter())
         .map(|filter| match (filter, &committed) {
             (Err(why), _) => failed(code::INVALID_REQUEST, Some(why)),
-            (Ok(_), Err(why)) => failed(code::INVALID_REQUEST, Some(why.clone())),
+            (Ok(_), Err(why)) => failed(code::REQUEST_TIMED_OUT, Some(why.clone())),
             (Ok(filter), Ok(())) => {
                 let matching = (metadata.acls.iter()).filter(|acl| filter.matches(acl));
                 failed(code::NONE, None).with_matching_acls(

@@ -1,5 +1,5 @@
 //! The ACLs on the admin APIs, with Kafka's answers: a request about the cluster is refused
-//! whole with CLUSTER_AUTHORIZATION_FAILED; one about topics or groups is served for the
+//! whole with CLUSTER_AUTHORIZATION_FAILED (DescribeCluster is answered to all, as in Kafka); one about topics or groups is served for the
 //! resources the principal may act on, the others answered TOPIC_ or
 //! GROUP_AUTHORIZATION_FAILED one by one. Listing groups shows those the principal may
 //! describe.
@@ -8,18 +8,20 @@ use super::groups::refused;
 use super::wire::code;
 use crate::authorize::Gate;
 use kafka_protocol::messages::{
-    alter_configs_response, create_partitions_response, describe_configs_response,
-    describe_producers_response, incremental_alter_configs_response,
-    AlterPartitionReassignmentsResponse, AlterUserScramCredentialsResponse,
-    DescribeClusterResponse, DescribeQuorumResponse, DescribeUserScramCredentialsResponse,
-    ElectLeadersResponse, ListPartitionReassignmentsResponse, RequestKind, ResponseKind,
-    UnregisterBrokerResponse,
+    alter_configs_response, create_partitions_response, delete_groups_response,
+    describe_configs_response, describe_groups_response, describe_producers_response,
+    incremental_alter_configs_response, offset_delete_response,
+    AlterPartitionReassignmentsResponse, AlterUserScramCredentialsResponse, DescribeQuorumResponse,
+    DescribeUserScramCredentialsResponse, ElectLeadersResponse, ListPartitionReassignmentsResponse,
+    RequestKind, ResponseKind, UnregisterBrokerResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use oxbow_cluster::Operation;
 
-/// Kafka's resource types in config requests.
+/// Kafka's resource types in config requests (and, for what is taken out of group requests,
+/// ACLs' number for a group).
 const TOPIC: i8 = 2;
+const GROUP: i8 = 3;
 const BROKER: i8 = 4;
 
 /// Something taken out of a request because the principal may not act on it.
@@ -47,9 +49,6 @@ pub(super) fn admit(
     let no = code::CLUSTER_AUTHORIZATION_FAILED;
     // Requests about the cluster: all or nothing.
     let refusal = match &request {
-        RequestKind::DescribeCluster(_) if !cluster(Operation::Describe) => Some(
-            ResponseKind::DescribeCluster(DescribeClusterResponse::default().with_error_code(no)),
-        ),
         RequestKind::DescribeQuorum(_) if !cluster(Operation::Describe) => Some(
             ResponseKind::DescribeQuorum(DescribeQuorumResponse::default().with_error_code(no)),
         ),
@@ -91,26 +90,7 @@ pub(super) fn admit(
                 AlterUserScramCredentialsResponse::default().with_results(results),
             ))
         }
-        RequestKind::DescribeGroups(r)
-            if !r.groups.iter().all(|g| gate.group(g, Operation::Describe)) =>
-        {
-            refused(&request, version, code::GROUP_AUTHORIZATION_FAILED)
-        }
-        RequestKind::DeleteGroups(r)
-            if !r
-                .groups_names
-                .iter()
-                .all(|g| gate.group(g, Operation::Delete)) =>
-        {
-            refused(&request, version, code::GROUP_AUTHORIZATION_FAILED)
-        }
-        RequestKind::OffsetDelete(r)
-            if !gate.group(&r.group_id, Operation::Delete)
-                || !r
-                    .topics
-                    .iter()
-                    .all(|t| gate.topic(&t.name, Operation::Read)) =>
-        {
+        RequestKind::OffsetDelete(r) if !gate.group(&r.group_id, Operation::Delete) => {
             refused(&request, version, code::GROUP_AUTHORIZATION_FAILED)
         }
         _ => None,
@@ -126,6 +106,10 @@ pub(super) fn admit(
                 code::TOPIC_AUTHORIZATION_FAILED,
             ),
             BROKER => (gate.cluster(operation), code::CLUSTER_AUTHORIZATION_FAILED),
+            GROUP => (
+                gate.group(name, operation),
+                code::GROUP_AUTHORIZATION_FAILED,
+            ),
             _ => (true, code::NONE),
         };
         if !allowed {
@@ -157,6 +141,21 @@ pub(super) fn admit(
         RequestKind::CreatePartitions(mut r) => {
             (r.topics).retain(|t| permitted(TOPIC, &t.name, Operation::Alter, &[]));
             RequestKind::CreatePartitions(r)
+        }
+        RequestKind::DescribeGroups(mut r) => {
+            (r.groups).retain(|g| permitted(GROUP, g, Operation::Describe, &[]));
+            RequestKind::DescribeGroups(r)
+        }
+        RequestKind::DeleteGroups(mut r) => {
+            (r.groups_names).retain(|g| permitted(GROUP, g, Operation::Delete, &[]));
+            RequestKind::DeleteGroups(r)
+        }
+        RequestKind::OffsetDelete(mut r) => {
+            (r.topics).retain(|t| {
+                let partitions: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+                permitted(TOPIC, &t.name, Operation::Read, &partitions)
+            });
+            RequestKind::OffsetDelete(r)
         }
         RequestKind::DescribeProducers(mut r) => {
             (r.topics).retain(|t| permitted(TOPIC, &t.name, Operation::Read, &t.partition_indexes));
@@ -199,6 +198,29 @@ pub(super) fn answer_denied(response: &mut ResponseKind, denied: Denied) {
                 create_partitions_response::CreatePartitionsTopicResult::default()
                     .with_name(kafka_protocol::messages::TopicName(name))
                     .with_error_code(error),
+            ),
+            ResponseKind::DescribeGroups(r) => r.groups.push(
+                describe_groups_response::DescribedGroup::default()
+                    .with_group_id(kafka_protocol::messages::GroupId(name))
+                    .with_error_code(error),
+            ),
+            ResponseKind::DeleteGroups(r) => r.results.push(
+                delete_groups_response::DeletableGroupResult::default()
+                    .with_group_id(kafka_protocol::messages::GroupId(name))
+                    .with_error_code(error),
+            ),
+            ResponseKind::OffsetDelete(r) => r.topics.push(
+                offset_delete_response::OffsetDeleteResponseTopic::default()
+                    .with_name(kafka_protocol::messages::TopicName(name))
+                    .with_partitions(
+                        (partitions.into_iter())
+                            .map(|index| {
+                                offset_delete_response::OffsetDeleteResponsePartition::default()
+                                    .with_partition_index(index)
+                                    .with_error_code(error)
+                            })
+                            .collect(),
+                    ),
             ),
             ResponseKind::DescribeProducers(r) => r.topics.push(
                 describe_producers_response::TopicResponse::default()

@@ -296,7 +296,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         let mut idle = Instant::now() + self.idle_timeout();
         let mut most = self.shard.config.kafka_frame_bytes_max as i64;
         if let Some(by) = self.authenticate_by {
-            // A stranger gets little room and little time.
+            // A stranger gets little room and little time, however fast it sends.
+            if Instant::now() >= by {
+                return Err(Close::AuthenticationTimeout);
+            }
             idle = idle.min(by);
             let unauthenticated = self
                 .shard

@@ -45,11 +45,13 @@ pub(super) async fn alter(
     request: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
     let mut by_user: BTreeMap<String, Result<Vec<MetadataChange>, (i16, String)>> = BTreeMap::new();
-    let mut named: BTreeMap<String, usize> = BTreeMap::new();
+    // A credential (user and mechanism) named twice refuses that user's whole part (Kafka's
+    // rule); two mechanisms of one user in one request are fine.
+    let mut named: BTreeMap<(String, i8), usize> = BTreeMap::new();
     let metadata = shard.metadata();
     for deletion in &request.deletions {
         let user = deletion.name.to_string();
-        *named.entry(user.clone()).or_default() += 1;
+        *named.entry((user.clone(), deletion.mechanism)).or_default() += 1;
         let change = mechanism_of(deletion.mechanism).and_then(|mechanism| {
             if metadata.scram_credential(&user, mechanism).is_none() {
                 return Err((
@@ -66,7 +68,9 @@ pub(super) async fn alter(
     }
     for upsertion in &request.upsertions {
         let user = upsertion.name.to_string();
-        *named.entry(user.clone()).or_default() += 1;
+        *named
+            .entry((user.clone(), upsertion.mechanism))
+            .or_default() += 1;
         let change = mechanism_of(upsertion.mechanism).and_then(|mechanism| {
             let unacceptable = |why: String| (code::UNACCEPTABLE_CREDENTIAL, why);
             if user.is_empty() || user.len() > USER_NAME_BYTES_MAX {
@@ -96,9 +100,10 @@ pub(super) async fn alter(
     }
     let asked: Vec<Asked> = (by_user.into_iter())
         .map(|(user, changes)| {
-            let changes = match named[&user] {
-                1 => changes,
-                _ => Err((
+            let twice = named.iter().any(|((u, _), n)| *u == user && *n > 1);
+            let changes = match twice {
+                false => changes,
+                true => Err((
                     code::DUPLICATE_RESOURCE,
                     "A user credential cannot be altered twice in the same request".into(),
                 )),

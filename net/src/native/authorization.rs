@@ -1,8 +1,7 @@
 //! The ACLs on the native protocol: each request frame needs what its Kafka counterpart needs
 //! (produce: Write on the topic; subscribe: Read on the topic and on the subscription, which
 //! is a group; topic and subscription administration: Create, Alter, Delete or Describe).
-//! Native connections are not authenticated yet, so their principal is `User:ANONYMOUS`: with
-//! the authorizer on, they get what the ACLs give that principal.
+//! A client that did not authenticate (on a listener without SASL) is `User:ANONYMOUS`.
 
 use crate::authorize::Gate;
 use oxbow_cluster::{Operation, ResourceType};
@@ -14,8 +13,7 @@ type Need<'a> = (ResourceType, &'a str, Operation);
 /// What `frame` needs, with its request id.
 fn needs(frame: &ClientFrame) -> Option<(u64, Vec<Need<'_>>)> {
     use Operation::*;
-    use ResourceType::{Cluster, Group, Topic};
-    let cluster = oxbow_cluster::CLUSTER_RESOURCE;
+    use ResourceType::{Group, Topic};
     Some(match frame {
         ClientFrame::Produce {
             request_id, topic, ..
@@ -29,9 +27,8 @@ fn needs(frame: &ClientFrame) -> Option<(u64, Vec<Need<'_>>)> {
             *request_id,
             vec![(Topic, topic, Read), (Group, subscription, Read)],
         ),
-        ClientFrame::CreateTopic {
-            request_id, name, ..
-        } => (*request_id, vec![(Topic, name, Create)]),
+        // Create on the cluster or the topic: decided in `refusal`.
+        ClientFrame::CreateTopic { .. } => return None,
         ClientFrame::CreatePartitions {
             request_id, name, ..
         } => (*request_id, vec![(Topic, name, Alter)]),
@@ -39,7 +36,8 @@ fn needs(frame: &ClientFrame) -> Option<(u64, Vec<Need<'_>>)> {
             request_id, name, ..
         } => (*request_id, vec![(Topic, name, AlterConfigs)]),
         ClientFrame::DeleteTopic { request_id, name } => (*request_id, vec![(Topic, name, Delete)]),
-        ClientFrame::ListTopics { request_id } => (*request_id, vec![(Cluster, cluster, Describe)]),
+        // Answered with the topics the principal may describe.
+        ClientFrame::ListTopics { .. } => return None,
         ClientFrame::Metadata { request_id, topics } => (
             *request_id,
             topics
@@ -77,6 +75,17 @@ fn needs(frame: &ClientFrame) -> Option<(u64, Vec<Need<'_>>)> {
 
 /// `Some((request id, why))` when the ACLs refuse `frame`.
 pub(super) fn refusal(gate: &Gate<'_>, frame: &ClientFrame) -> Option<(u64, String)> {
+    if let ClientFrame::CreateTopic {
+        request_id, name, ..
+    } = frame
+    {
+        return (!gate.may_create_topic(name)).then(|| {
+            (
+                *request_id,
+                format!("not authorized: Create on topic {name}"),
+            )
+        });
+    }
     let (request_id, needs) = needs(frame)?;
     let denied = (needs.into_iter()).find(|&(kind, name, op)| !gate.permits(kind, name, op))?;
     let (kind, name, op) = denied;

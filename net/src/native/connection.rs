@@ -34,7 +34,6 @@ pub(super) struct Attached {
 /// One client connection: what it attached, where its answers go.
 pub(super) struct Connection {
     pub(super) shard: Rc<Shard>,
-    /// Who the client is.
     /// Who is connected: authentication fills in the principal.
     pub(super) session: RefCell<Session>,
     pub(super) outbound: flume::Sender<Outbound>,
@@ -175,14 +174,14 @@ async fn read_frames<R: AsyncRead + Unpin>(
     let mut connected = false;
     loop {
         // A stranger gets little room and little time.
-        let (frame_max, read_limit) = match &authentication {
+        let (frame_limit, read_limit) = match &authentication {
             None => (frame_max, session_timeout),
             Some(pending) => (
                 frame_max.min(unauthenticated_max),
                 pending.remaining().min(session_timeout),
             ),
         };
-        let frame = match decode_frame::<ClientFrame>(&mut buffer, frame_max) {
+        let frame = match decode_frame::<ClientFrame>(&mut buffer, frame_limit) {
             Ok(Some(frame)) => frame,
             Ok(None) => {
                 match within(read_limit, reader.read(&mut chunk)).await {

@@ -11,6 +11,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A frame's name for messages: frames are never printed whole, as some carry secrets.
+fn frame_kind(frame: &ClientFrame) -> &'static str {
+    match frame {
+        ClientFrame::Connect { .. } => "Connect",
+        ClientFrame::Authenticate { .. } => "Authenticate",
+        _ => "a frame out of place",
+    }
+}
+
 impl Connection {
     /// Acts on one frame; a `Refused` error closes the connection after an error frame.
     pub(super) async fn handle(
@@ -240,10 +249,17 @@ impl Connection {
                 request_id,
                 consumer_id,
             } => self.close_consumer(request_id, consumer_id).await,
+            ClientFrame::Authenticate { .. } => {
+                // Its token is a secret: named, never printed.
+                return Err(Close::Refused(
+                    ErrorCode::BadRequest,
+                    "Authenticate on a listener without SASL, or after authenticating".into(),
+                ));
+            }
             other => {
                 return Err(Close::Refused(
                     ErrorCode::BadRequest,
-                    format!("unexpected frame {other:?}"),
+                    format!("unexpected frame {}", frame_kind(&other)),
                 ))
             }
         }

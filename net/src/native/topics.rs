@@ -115,11 +115,11 @@ impl Connection {
         self.answer(request_id, result);
     }
 
+    /// Lists the topics the principal may describe (all of them without an authorizer).
     pub(super) fn list_topics(&self, request_id: u64) {
-        let topics = self
-            .shard
-            .topics()
-            .into_iter()
+        let gate = crate::authorize::Gate::new(&self.shard, &self.session.borrow());
+        let topics = (self.shard.topics().into_iter())
+            .filter(|(name, _)| gate.sees_topic(name))
             .map(|(name, partitions)| TopicInfo { name, partitions })
             .collect();
         self.send(ServerFrame::Topics { request_id, topics });
@@ -224,7 +224,11 @@ impl Connection {
         if let Some(count) = self.shard.partition_count(topic) {
             return Ok(count);
         }
-        if create && self.shard.config.auto_create_topics {
+        let may_create = || {
+            let gate = crate::authorize::Gate::new(&self.shard, &self.session.borrow());
+            gate.may_create_topic(topic)
+        };
+        if create && self.shard.config.auto_create_topics && may_create() {
             let partitions = self.shard.config.default_partitions as i64;
             match self
                 .shard

@@ -30,9 +30,9 @@ use crate::shard::Shard;
 use group::State;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ListGroupsResponse, OffsetCommitRequest,
-    ProducerId, RequestKind, ResponseKind,
+    offset_fetch_response, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, InitProducerIdRequest, InitProducerIdResponse, ListGroupsResponse,
+    OffsetCommitRequest, OffsetFetchRequest, ProducerId, RequestKind, ResponseKind,
 };
 use oxbow_cluster::Operation;
 use oxbow_storage::StateLog;
@@ -237,6 +237,9 @@ pub async fn serve(
     if let RequestKind::OffsetCommit(commit) = request {
         return commit_readable_topics(shard, gate, commit, version, client).await;
     }
+    if let RequestKind::OffsetFetch(fetch) = request {
+        return fetch_describable_topics(shard, gate, fetch, version, client).await;
+    }
     let group = match &request {
         RequestKind::JoinGroup(r) => r.group_id.to_string(),
         RequestKind::SyncGroup(r) => r.group_id.to_string(),
@@ -320,6 +323,55 @@ async fn commit_readable_topics(
         }
         other => other,
     })
+}
+
+/// An OffsetFetch of the topics the principal may describe: the others named are answered
+/// TOPIC_AUTHORIZATION_FAILED per partition, and a fetch of every topic leaves them out, as
+/// Kafka does.
+async fn fetch_describable_topics(
+    shard: &Shard,
+    gate: &Gate<'_>,
+    mut fetch: OffsetFetchRequest,
+    version: i16,
+    client: Client,
+) -> Result<ResponseKind, String> {
+    let mut denied = Vec::new();
+    if let Some(topics) = fetch.topics.as_mut() {
+        let (describable, refused): (Vec<_>, Vec<_>) = (std::mem::take(topics).into_iter())
+            .partition(|t| gate.topic(&t.name, Operation::Describe));
+        *topics = describable;
+        denied = refused;
+    }
+    let group = fetch.group_id.to_string();
+    let request = RequestKind::OffsetFetch(fetch);
+    let answered = match coordinator_of(shard, &group).await? {
+        GroupHome::Here { shard: target } => {
+            on_shard(shard, target, request, version, client).await?
+        }
+        GroupHome::Elsewhere { .. } => {
+            not_coordinator(&request, version).ok_or("not a group request")?
+        }
+    };
+    let ResponseKind::OffsetFetch(mut response) = answered else {
+        return Ok(answered);
+    };
+    (response.topics).retain(|t| gate.sees_topic(&t.name));
+    for topic in denied {
+        let partitions = (topic.partition_indexes.iter())
+            .map(|&index| {
+                offset_fetch_response::OffsetFetchResponsePartition::default()
+                    .with_partition_index(index)
+                    .with_committed_offset(-1)
+                    .with_error_code(code::TOPIC_AUTHORIZATION_FAILED)
+            })
+            .collect();
+        response.topics.push(
+            offset_fetch_response::OffsetFetchResponseTopic::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
+    }
+    Ok(ResponseKind::OffsetFetch(response))
 }
 
 async fn on_shard(
