@@ -189,6 +189,30 @@ fn unmodified_clients_produce_and_consume_over_tls_and_sasl() {
         assert_eq!(values, 40, "kcat over {name} read {values}: {err}");
     }
 
+    // kafka-python over SASL_SSL with SCRAM-SHA-512 (idempotent producer, group consumer);
+    // its consumer group needs no ACL: the authorizer is off here.
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/kafka_python_client.py"
+    );
+    let ca_file = format!("ssl_cafile={}", pki.ca.display());
+    let output = Command::new("python3")
+        .args([
+            script,
+            &sasl_ssl,
+            "kp-secure",
+            "200",
+            "security_protocol=SASL_SSL",
+        ])
+        .args(["sasl_mechanism=SCRAM-SHA-512", "sasl_plain_username=alice"])
+        .args(["sasl_plain_password=alice-secret", &ca_file])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}{err}");
+    assert!(said.contains("consumed 200 unique 200"), "{said}");
+
     // Metadata names each broker on the listener asked: the SASL_SSL port here.
     let mut args = vec!["-L", "-m", "5"];
     args.extend(kcat_settings(&alice));
