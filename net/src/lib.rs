@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod authorize;
+pub mod certificate_name;
 pub mod failed_logins;
 pub mod fault_control;
 pub mod kafka;

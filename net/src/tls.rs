@@ -12,6 +12,16 @@ use rustls::{RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+/// The principal a verified client certificate names (mutual TLS): `User:` and its subject,
+/// as Kafka's default `ssl.principal.mapping.rules` make it.
+pub fn client_principal<IO>(
+    stream: &futures_rustls::server::TlsStream<IO>,
+) -> Option<crate::session::Principal> {
+    let chain = stream.get_ref().1.peer_certificates()?;
+    let name = crate::certificate_name::subject_name(chain.first()?)?;
+    Some(crate::session::Principal::User(name))
+}
+
 /// A listener's TLS configuration, which can be made again from its files while the
 /// listener runs.
 #[derive(Debug)]

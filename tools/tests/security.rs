@@ -465,3 +465,71 @@ fn an_address_that_keeps_failing_is_closed_at_accept_until_its_window_ends() {
         || dave("pw").then_some(()),
     );
 }
+
+#[test]
+fn a_client_certificate_is_the_principal_the_acls_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let toml = format!(
+        "[[kafka_listeners]]\nname = \"INTERNAL\"\naddress = \"127.0.0.1:0\"\n\
+         [[kafka_listeners]]\nname = \"MTLS\"\naddress = \"127.0.0.1:0\"\nsecurity = \"SSL\"\n\
+         tls_cert_file = {:?}\ntls_key_file = {:?}\ntls_client_ca_file = {:?}\n\
+         [authorizer]\nenabled = true\nsuper_users = [\"User:ANONYMOUS\"]\n",
+        pki.server_cert, pki.server_key, pki.ca
+    );
+    let (mut broker, _) = common::start_configured(dir.path(), &toml);
+    let internal = listener(&broker, "INTERNAL");
+    for topic in ["certified", "other"] {
+        let (ok, _, err) = kcat(&internal, &["-P", "-t", topic], Some(b"seed\n"));
+        assert!(ok, "{err}");
+    }
+    let args = [
+        "acl",
+        "--broker",
+        &internal,
+        "add",
+        "--principal",
+        "User:CN=client",
+    ];
+    let (ok, said) =
+        oxbow_acl(&[&args[..], &["--operation", "Write", "--topic", "certified"]].concat());
+    assert!(ok, "{said}");
+    let mtls = [
+        "-X".to_string(),
+        "security.protocol=ssl".to_string(),
+        "-X".to_string(),
+        format!("ssl.ca.location={}", pki.ca.display()),
+        "-X".to_string(),
+        format!("ssl.certificate.location={}", pki.client_cert.display()),
+        "-X".to_string(),
+        format!("ssl.key.location={}", pki.client_key.display()),
+        "-X".to_string(),
+        "message.timeout.ms=5000".to_string(),
+    ];
+    let produce = |topic: &str| {
+        let mut args = vec!["-P", "-t", topic];
+        args.extend(mtls.iter().map(String::as_str));
+        kcat(
+            &listener(&broker, "MTLS"),
+            &args,
+            Some(b"from a certificate\n"),
+        )
+    };
+    let (ok, _, err) = produce("certified");
+    assert!(ok, "{err}");
+    let (ok, _, err) = produce("other");
+    assert!(!ok && err.contains("Topic authorization failed"), "{err}");
+    let audit = broker.wait_for("denied");
+    assert!(audit.contains("principal=User:CN=client"), "{audit}");
+}
+
+/// `oxbow ARGS`; returns success and all it printed.
+fn oxbow_acl(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .args(args)
+        .output()
+        .unwrap();
+    let mut said = String::from_utf8_lossy(&output.stdout).into_owned();
+    said.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), said)
+}

@@ -78,7 +78,13 @@ pub(super) async fn serve_connection(
             let limit = Duration::from_millis(shard.config.authentication.timeout_ms);
             let acceptor = futures_rustls::TlsAcceptor::from(tls.current());
             match within(limit, acceptor.accept(stream)).await {
-                Ok(tls) => serve_stream(shard.clone(), session, sasl, tls).await,
+                Ok(tls) => {
+                    let mut session = session;
+                    if let Some(principal) = crate::tls::client_principal(&tls) {
+                        session.principal = principal;
+                    }
+                    serve_stream(shard.clone(), session, sasl, tls).await
+                }
                 Err(e) => {
                     crate::failed_logins::record(&shard, session.peer);
                     tracing::warn!(peer = ?session.peer, listener = %listener.name, error = %e,
