@@ -23,10 +23,46 @@ struct Window {
     failures: u32,
 }
 
+/// Failure windows by address, at most [`ADDRESSES_MAX`] of them.
+#[derive(Default)]
+struct Windows(HashMap<IpAddr, Window>);
+
+impl Windows {
+    /// Counts a failure from `ip` at `now`.
+    fn record(&mut self, ip: IpAddr, now: Instant, window: Duration) {
+        if self.0.len() >= ADDRESSES_MAX && !self.0.contains_key(&ip) {
+            self.0.retain(|_, w| now.duration_since(w.started) < window);
+            if self.0.len() >= ADDRESSES_MAX {
+                let oldest = (self.0.iter())
+                    .min_by_key(|(_, w)| w.started)
+                    .map(|(ip, _)| *ip);
+                self.0.remove(&oldest.expect("the map is full"));
+            }
+        }
+        let entry = self.0.entry(ip).or_insert(Window {
+            started: now,
+            failures: 0,
+        });
+        if now.duration_since(entry.started) >= window {
+            *entry = Window {
+                started: now,
+                failures: 0,
+            };
+        }
+        entry.failures += 1;
+    }
+
+    /// Whether `ip` has had `max` failures in a window still open at `now`.
+    fn throttled(&self, ip: IpAddr, now: Instant, window: Duration, max: u32) -> bool {
+        (self.0.get(&ip))
+            .is_some_and(|w| w.failures >= max && now.duration_since(w.started) < window)
+    }
+}
+
 /// One shard's count of failures by address.
 #[derive(Default)]
 pub struct FailedLogins {
-    by_address: RefCell<HashMap<IpAddr, Window>>,
+    windows: RefCell<Windows>,
 }
 
 fn of(shard: &Shard) -> Rc<FailedLogins> {
@@ -43,29 +79,7 @@ pub fn record(shard: &Shard, peer: Option<SocketAddr>) {
     crate::metrics::of(shard).authentication_failed();
     let Some(peer) = peer else { return };
     let window = Duration::from_millis(shard.config.authentication.failure_window_ms);
-    let logins = of(shard);
-    let mut by_address = logins.by_address.borrow_mut();
-    let now = Instant::now();
-    if by_address.len() >= ADDRESSES_MAX && !by_address.contains_key(&peer.ip()) {
-        by_address.retain(|_, w| now.duration_since(w.started) < window);
-        if by_address.len() >= ADDRESSES_MAX {
-            let oldest = (by_address.iter())
-                .min_by_key(|(_, w)| w.started)
-                .map(|(ip, _)| *ip);
-            by_address.remove(&oldest.expect("the map is full"));
-        }
-    }
-    let entry = by_address.entry(peer.ip()).or_insert(Window {
-        started: now,
-        failures: 0,
-    });
-    if now.duration_since(entry.started) >= window {
-        *entry = Window {
-            started: now,
-            failures: 0,
-        };
-    }
-    entry.failures += 1;
+    (of(shard).windows.borrow_mut()).record(peer.ip(), Instant::now(), window);
 }
 
 /// Whether connections from `peer` are refused for now; a refusal is counted.
@@ -73,11 +87,8 @@ pub fn throttled(shard: &Shard, peer: Option<SocketAddr>) -> bool {
     let Some(peer) = peer else { return false };
     let config = &shard.config.authentication;
     let window = Duration::from_millis(config.failure_window_ms);
-    let logins = of(shard);
-    let by_address = logins.by_address.borrow();
-    let throttled = (by_address.get(&peer.ip())).is_some_and(|w| {
-        w.failures >= config.failures_per_address_max && w.started.elapsed() < window
-    });
+    let max = config.failures_per_address_max;
+    let throttled = (of(shard).windows.borrow()).throttled(peer.ip(), Instant::now(), window, max);
     if throttled {
         crate::metrics::of(shard).authentication_throttled();
         tracing::debug!(
@@ -86,4 +97,41 @@ pub fn throttled(shard: &Shard, peer: Option<SocketAddr>) -> bool {
         );
     }
     throttled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_throttled_within_its_window_and_memory_stays_bounded() {
+        let (start, window) = (Instant::now(), Duration::from_secs(60));
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut windows = Windows::default();
+        for _ in 0..3 {
+            windows.record(ip, start, window);
+        }
+        assert!(windows.throttled(ip, start, window, 3));
+        assert!(!windows.throttled(ip, start, window, 4));
+        assert!(
+            !windows.throttled(ip, start + window, window, 3),
+            "the window ended"
+        );
+        windows.record(ip, start + window, window);
+        assert!(
+            !windows.throttled(ip, start + window, window, 2),
+            "a new window"
+        );
+        // A flood from many addresses: bounded, the oldest forgotten first.
+        for n in 0..(ADDRESSES_MAX as u32 + 100) {
+            let other = IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + n));
+            windows.record(
+                other,
+                start + window + Duration::from_millis(n as u64),
+                window,
+            );
+        }
+        assert_eq!(windows.0.len(), ADDRESSES_MAX);
+        assert!(!windows.0.contains_key(&ip));
+    }
 }
