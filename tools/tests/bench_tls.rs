@@ -4,51 +4,28 @@
 
 mod common;
 
-use common::{field, Broker};
+use common::pki::{kafka_listener, pki, Pki};
+use common::Broker;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Far above what a refused run takes (well under a second); only a bound on a hang.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(30);
 
-/// A self-signed CA called `name`, and the key pair that signs with it.
-fn ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    (params.distinguished_name).push(rcgen::DnType::CommonName, name);
-    (params.self_signed(&key).unwrap(), key)
-}
-
-/// A broker with a plaintext listener and an SSL one whose certificate (for 127.0.0.1) a
-/// test CA signs; returns it, the two addresses, the CA file and a CA nobody trusts.
-fn start(dir: &Path) -> (Broker, String, String, PathBuf, PathBuf) {
-    let (ca_cert, ca_key) = ca("oxbow test CA");
-    let key = rcgen::KeyPair::generate().unwrap();
-    let server = (rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).unwrap())
-        .signed_by(&key, &ca_cert, &ca_key)
-        .unwrap();
-    let write = |name: &str, text: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let ca_file = write("ca.pem", ca_cert.pem());
-    let stranger = write("stranger-ca.pem", ca("nobody's CA").0.pem());
-    let (cert, key) = (
-        write("server.pem", server.pem()),
-        write("server.key", key.serialize_pem()),
+/// A broker with a plaintext listener and an SSL one whose certificate (for 127.0.0.1) the
+/// test CA signs; returns it, the two addresses and the certificates.
+fn start(dir: &Path) -> (Broker, String, String, Pki) {
+    let pki = pki(dir);
+    let config = dir.join("oxbow.toml");
+    let toml = format!(
+        "[[kafka_listeners]]\nname = \"INTERNAL\"\naddress = \"127.0.0.1:0\"\n\
+         [[kafka_listeners]]\naddress = \"127.0.0.1:0\"\nsecurity = \"SSL\"\n\
+         tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        pki.server_cert, pki.server_key
     );
-    let config = write(
-        "oxbow.toml",
-        format!(
-            "[[kafka_listeners]]\nname = \"INTERNAL\"\naddress = \"127.0.0.1:0\"\n\
-             [[kafka_listeners]]\naddress = \"127.0.0.1:0\"\nsecurity = \"SSL\"\n\
-             tls_cert_file = {cert:?}\ntls_key_file = {key:?}\n"
-        ),
-    );
+    std::fs::write(&config, toml).unwrap();
     let data = dir.join("data");
     let mut broker = Broker::start(&[
         "--config",
@@ -57,32 +34,21 @@ fn start(dir: &Path) -> (Broker, String, String, PathBuf, PathBuf) {
         data.to_str().unwrap(),
     ]);
     broker.wait_for("oxbow ready");
-    let listener = |name: &str| {
-        let line = (broker.seen.iter())
-            .find(|l| {
-                l.contains("Kafka listener bound") && l.contains(&format!("listener={name} "))
-            })
-            .unwrap_or_else(|| panic!("no listener {name} in the log"));
-        field(line, "addr")
-    };
-    let (plain, ssl) = (listener("INTERNAL"), listener("SSL"));
-    (broker, plain, ssl, ca_file, stranger)
+    let (plain, ssl) = (
+        kafka_listener(&broker, "INTERNAL"),
+        kafka_listener(&broker, "SSL"),
+    );
+    (broker, plain, ssl, pki)
 }
 
 /// `oxbow bench --protocol kafka --workload produce` of 2,000 1 KiB messages with `extra`
 /// flags; killed (and the test failed) if it outlives `limit`.
 fn bench(broker: &str, extra: &[&str], limit: Duration) -> Output {
+    let common = "bench --protocol kafka --workload produce --messages 2000 --message-size 1024 \
+                  --duration 30s --warmup 0s --quiet --broker";
     let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
-        .args(["bench", "--protocol", "kafka", "--workload", "produce"])
-        .args([
-            "--broker",
-            broker,
-            "--messages",
-            "2000",
-            "--message-size",
-            "1024",
-        ])
-        .args(["--duration", "30s", "--warmup", "0s", "--quiet"])
+        .args(common.split_whitespace())
+        .arg(broker)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -106,9 +72,9 @@ fn bench(broker: &str, extra: &[&str], limit: Duration) -> Output {
 #[test]
 fn bench_over_tls_is_acknowledged_and_a_run_without_tls_fails_fast() {
     let dir = tempfile::tempdir().unwrap();
-    let (_broker, plain, ssl, ca, stranger) = start(dir.path());
+    let (mut broker, plain, ssl, pki) = start(dir.path());
     let json = dir.path().join("tls.json");
-    let ca = ca.to_str().unwrap();
+    let ca = pki.ca.to_str().unwrap();
     let out = bench(
         &ssl,
         &["--tls-ca", ca, "--json", json.to_str().unwrap()],
@@ -124,24 +90,25 @@ fn bench_over_tls_is_acknowledged_and_a_run_without_tls_fails_fast() {
     assert_eq!(report["produced"]["messages"], 2000.0, "{report:#}");
     assert_eq!(report["publish_latency_ms"]["count"], 2000.0, "{report:#}");
     assert_eq!(report["configuration"]["tls"]["ca"], ca, "{report:#}");
+    // Every connection ended with a close_notify, not a truncated stream.
+    let log = broker.log_so_far();
+    assert!(!log.contains("close_notify"), "{log}");
 
-    // The same CA named for another host, a CA that did not sign, and no TLS at all.
-    let refusals: [(&str, &[&str], &str); 3] = [
+    // The right CA but another name, a CA that did not sign, and no TLS at all.
+    let refusals: [(&[&str], &str); 3] = [
         (
-            &ssl,
             &["--tls-ca", ca, "--tls-server-name", "elsewhere.example"],
-            "TLS handshake",
+            "TLS handshake with",
         ),
         (
-            &ssl,
-            &["--tls-ca", stranger.to_str().unwrap()],
-            "TLS handshake",
+            &["--tls-ca", pki.stranger_ca.to_str().unwrap()],
+            "invalid peer certificate",
         ),
-        (&ssl, &[], "Kafka"),
+        (&[], "is this an SSL listener?"),
     ];
-    for (broker, flags, expected) in refusals {
+    for (flags, expected) in refusals {
         let started = Instant::now();
-        let out = bench(broker, flags, REFUSAL_LIMIT);
+        let out = bench(&ssl, flags, REFUSAL_LIMIT);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{flags:?} succeeded");
         assert!(stderr.contains(expected), "{flags:?}: {stderr}");

@@ -1,11 +1,13 @@
 //! The bench's Kafka-protocol client: the few requests a load generator needs (CreateTopics,
 //! DeleteTopics, Metadata, ListOffsets, Produce, Fetch), encoded with the `kafka-protocol`
-//! crate over a plain tokio socket. Producers pipeline up to `--in-flight` Produce requests on
-//! one connection (the broker answers in order); consumers are statically assigned partitions
-//! (partition p goes to consumer p mod C), so no group protocol sits in the measured path.
+//! crate over a tokio socket, plain or TLS (`--tls-ca`, see `tls`). Producers pipeline up to
+//! `--in-flight` Produce requests on one connection (the broker answers in order); consumers
+//! are statically assigned partitions (partition p goes to consumer p mod C), so no group
+//! protocol sits in the measured path.
 
 use super::meter::{now_ns, Meter};
 use super::plan::Plan;
+use super::tls::{self, ReadHalf, Stream, Tls, WriteHalf};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     create_topics_request::CreatableTopic,
@@ -21,8 +23,6 @@ use oxbow_core::{BatchBuilder, RecordBatch};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 
 const PRODUCE_VERSION: i16 = 9;
 const FETCH_VERSION: i16 = 12;
@@ -60,13 +60,25 @@ fn encode<R: Request>(correlation_id: i32, version: i16, request: &R) -> Result<
     Ok(body.freeze())
 }
 
+/// Writes a whole request. The flush costs nothing on plain TCP; over TLS it sends the
+/// records rustls still holds when the socket was full.
+async fn send(writer: &mut (impl AsyncWriteExt + Unpin), frame: &[u8]) -> std::io::Result<()> {
+    writer.write_all(frame).await?;
+    writer.flush().await
+}
+
 async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin)) -> Result<Bytes, String> {
     let length = reader
         .read_i32()
         .await
         .map_err(|e| format!("reading a Kafka response: {e}"))?;
     if length < 0 || length as usize > RESPONSE_BYTES_MAX {
-        return Err(format!("Kafka response of {length} bytes"));
+        // A TLS listener answers a plaintext request with an alert record: 0x15, 0x03, ...
+        let hint = match length.to_be_bytes() {
+            [0x15 | 0x16, 0x03, ..] => " (a TLS record: is this an SSL listener?)",
+            _ => "",
+        };
+        return Err(format!("Kafka response of {length} bytes{hint}"));
     }
     let mut frame = vec![0u8; length as usize];
     reader
@@ -86,20 +98,28 @@ fn decode<R: Request>(mut frame: Bytes, version: i16) -> Result<(i32, R::Respons
 
 /// One connection for request/response calls (admin and fetch).
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     correlation_id: i32,
 }
 
 impl Connection {
+    /// A plaintext connection.
     pub async fn open(addr: &str) -> Result<Connection, String> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connecting to the Kafka listener at {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        Connection::connect(addr, None).await
+    }
+
+    /// A connection over TLS when `tls` is given, else plaintext.
+    pub async fn connect(addr: &str, tls: Option<&Tls>) -> Result<Connection, String> {
         Ok(Connection {
-            stream,
+            stream: tls::connect(addr, tls).await?,
             correlation_id: 0,
         })
+    }
+
+    /// Ends the connection; over TLS, says so first (close_notify), so the broker does not
+    /// log a truncated stream.
+    pub async fn close(mut self) {
+        let _ = self.stream.shutdown().await;
     }
 
     pub async fn call<R: Request>(
@@ -109,8 +129,7 @@ impl Connection {
     ) -> Result<R::Response, String> {
         self.correlation_id += 1;
         let frame = encode(self.correlation_id, version, request)?;
-        self.stream
-            .write_all(&frame)
+        send(&mut self.stream, &frame)
             .await
             .map_err(|e| format!("sending a Kafka request: {e}"))?;
         let (id, response) = decode::<R>(read_frame(&mut self.stream).await?, version)?;
@@ -234,7 +253,7 @@ struct OpenBatch {
 
 /// A pipelining producer on one connection.
 pub struct Producer {
-    writer: OwnedWriteHalf,
+    writer: WriteHalf,
     answers: Option<tokio::sync::mpsc::Sender<InFlight>>,
     reader: tokio::task::JoinHandle<Result<(), String>>,
     meter: Arc<Meter>,
@@ -252,7 +271,7 @@ pub struct Producer {
 
 impl Producer {
     pub async fn open(plan: &Plan, index: usize, meter: Arc<Meter>) -> Result<Producer, String> {
-        let connection = Connection::open(&plan.broker).await?;
+        let connection = Connection::connect(&plan.broker, plan.tls.as_ref()).await?;
         let (reader, writer) = connection.stream.into_split();
         let acks = match plan.acks.as_str() {
             "0" => 0,
@@ -341,8 +360,7 @@ impl Producer {
                 return Err(super::task_failure(&mut self.reader).await);
             }
         }
-        self.writer
-            .write_all(&frame)
+        send(&mut self.writer, &frame)
             .await
             .map_err(|e| format!("sending a Produce request: {e}"))?;
         if self.answers.is_none() {
@@ -355,16 +373,19 @@ impl Producer {
     pub async fn close(mut self) -> Result<(), String> {
         self.flush().await?;
         drop(self.answers.take());
-        if self.acks == 0 {
+        let answered = if self.acks == 0 {
             self.reader.abort();
-            return Ok(());
-        }
-        super::task_result(&mut self.reader).await
+            Ok(())
+        } else {
+            super::task_result(&mut self.reader).await
+        };
+        let _ = self.writer.shutdown().await;
+        answered
     }
 }
 
 async fn read_answers(
-    mut reader: OwnedReadHalf,
+    mut reader: ReadHalf,
     mut pending: tokio::sync::mpsc::Receiver<InFlight>,
     meter: Arc<Meter>,
     message_bytes: usize,
@@ -410,7 +431,7 @@ pub struct Consumer {
 impl Consumer {
     /// Connects and finds its start offsets (consumer `index` of `count`).
     pub async fn open(plan: &Plan, index: usize, count: usize) -> Result<Consumer, String> {
-        let mut connection = Connection::open(&plan.broker).await?;
+        let mut connection = Connection::connect(&plan.broker, plan.tls.as_ref()).await?;
         let mine: Vec<u32> = (0..plan.partitions)
             .filter(|p| *p as usize % count == index)
             .collect();
@@ -426,6 +447,11 @@ impl Consumer {
             topic: plan.topic.clone(),
             positions: mine.into_iter().zip(offsets).collect(),
         })
+    }
+
+    /// Ends the connection (see [`Connection::close`]).
+    pub async fn close(self) {
+        self.connection.close().await;
     }
 
     /// One Fetch over every assigned partition; returns how many messages arrived.

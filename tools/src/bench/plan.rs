@@ -1,5 +1,6 @@
 //! `oxbow bench` flags, and their validation into a [`Plan`] before anything starts.
 
+use super::tls::{self, Tls};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,6 +51,12 @@ pub struct BenchArgs {
     /// Wire protocol.
     #[arg(long, value_enum, default_value = "native")]
     pub protocol: Protocol,
+    /// Connect over TLS, trusting the CA certificates in this PEM file (kafka protocol).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the broker's certificate must carry [default: the host of --broker].
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
     /// produce, consume or produce-consume.
     #[arg(long, value_enum, default_value = "produce-consume")]
     pub workload: Workload,
@@ -156,6 +163,8 @@ pub enum Rate {
 pub struct Plan {
     pub broker: String,
     pub protocol: Protocol,
+    /// TLS settings (`--tls-ca`); none for plaintext.
+    pub tls: Option<Tls>,
     pub workload: Workload,
     pub message_size: usize,
     pub partitions: u32,
@@ -289,9 +298,21 @@ impl BenchArgs {
             }
             .to_string()
         });
+        let tls = match (&self.tls_ca, &self.tls_server_name) {
+            (None, None) => None,
+            (None, Some(_)) => return Err("--tls-server-name goes with --tls-ca".into()),
+            (Some(_), _) if self.protocol != Protocol::Kafka => {
+                return Err("--tls-ca is for --protocol kafka".into())
+            }
+            (Some(ca), name) => Some(Tls::load(
+                ca,
+                name.as_deref().unwrap_or_else(|| tls::host(&broker)),
+            )?),
+        };
         Ok(Plan {
             broker,
             protocol: self.protocol,
+            tls,
             workload: self.workload,
             message_size: self.message_size,
             partitions: self.partitions,

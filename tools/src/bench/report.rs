@@ -283,11 +283,12 @@ impl Report {
             Some(r) => format!("{:.0} msg/s", r * c.producers as f64),
         };
         let mut text = format!(
-            "oxbow bench: {} {} on {} ({} partitions, {} producers, {} consumers), {} B, \
+            "oxbow bench: {} {} on {}{} ({} partitions, {} producers, {} consumers), {} B, \
              rate {rate}, acks {}, {:.0} s after {:.0} s warm-up\n",
             flag_name(&c.protocol),
             flag_name(&c.workload),
             c.broker,
+            if c.tls.is_some() { " over TLS" } else { "" },
             c.partitions,
             c.producers,
             c.consumers,

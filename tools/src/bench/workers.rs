@@ -20,13 +20,16 @@ pub async fn setup(plan: &Plan) -> Result<u32, String> {
     match plan.protocol {
         Protocol::Native => native::setup(plan).await,
         Protocol::Kafka => {
-            let mut connection = kafka::Connection::open(&plan.broker).await?;
+            let mut connection =
+                kafka::Connection::connect(&plan.broker, plan.tls.as_ref()).await?;
             if plan.create_topic {
                 connection
                     .create_topic(&plan.topic, plan.partitions)
                     .await?;
             }
-            connection.partitions(&plan.topic).await
+            let partitions = connection.partitions(&plan.topic).await;
+            connection.close().await;
+            partitions
         }
         #[cfg(feature = "nats")]
         Protocol::Nats => super::nats::setup(plan).await,
@@ -37,10 +40,11 @@ pub async fn cleanup(plan: &Plan, subscription: &str) -> Result<(), String> {
     match plan.protocol {
         Protocol::Native => native::cleanup(plan, subscription).await,
         Protocol::Kafka if plan.delete_topic => {
-            kafka::Connection::open(&plan.broker)
-                .await?
-                .delete_topic(&plan.topic)
-                .await
+            let mut connection =
+                kafka::Connection::connect(&plan.broker, plan.tls.as_ref()).await?;
+            let deleted = connection.delete_topic(&plan.topic).await;
+            connection.close().await;
+            deleted
         }
         Protocol::Kafka => Ok(()),
         #[cfg(feature = "nats")]
@@ -89,7 +93,12 @@ impl Consumer {
     async fn close(self) -> Result<(), String> {
         match self {
             Consumer::Native(c) => c.close().await,
-            _ => Ok(()),
+            Consumer::Kafka(c) => {
+                c.close().await;
+                Ok(())
+            }
+            #[cfg(feature = "nats")]
+            Consumer::Nats(_) => Ok(()),
         }
     }
 }
