@@ -12,9 +12,39 @@ use rustls::{RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+/// The TLS handshake of an accepted connection, within `authentication.timeout_ms`; with a
+/// client certificate (mutual TLS), `session` takes the principal it names. A failure is
+/// counted against the client's address and logged; the connection is then dropped.
+pub async fn accept<IO>(
+    shard: &crate::shard::Shard,
+    tls: &ReloadableTls,
+    stream: IO,
+    session: &mut crate::session::Session,
+) -> Option<futures_rustls::server::TlsStream<IO>>
+where
+    IO: futures_lite::io::AsyncRead + futures_lite::io::AsyncWrite + Unpin,
+{
+    let limit = std::time::Duration::from_millis(shard.config.authentication.timeout_ms);
+    let acceptor = futures_rustls::TlsAcceptor::from(tls.current());
+    match crate::session::within(limit, acceptor.accept(stream)).await {
+        Ok(stream) => {
+            if let Some(principal) = client_principal(&stream) {
+                session.principal = principal;
+            }
+            Some(stream)
+        }
+        Err(e) => {
+            crate::failed_logins::record(shard, session.peer);
+            tracing::warn!(peer = ?session.peer, listener = %tls.listener(), error = %e,
+                "TLS handshake failed");
+            None
+        }
+    }
+}
+
 /// The principal a verified client certificate names (mutual TLS): `User:` and its subject,
 /// as Kafka's default `ssl.principal.mapping.rules` make it.
-pub fn client_principal<IO>(
+fn client_principal<IO>(
     stream: &futures_rustls::server::TlsStream<IO>,
 ) -> Option<crate::session::Principal> {
     let chain = stream.get_ref().1.peer_certificates()?;

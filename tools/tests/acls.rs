@@ -9,9 +9,8 @@ mod common;
 
 use common::pki::kafka_listener as listener;
 use common::{field, http_get, kcat, sample, Broker, CONFLUENT_CLIENT};
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn start(dir: &Path, super_users: &str) -> Broker {
     let toml = format!(
@@ -20,32 +19,12 @@ fn start(dir: &Path, super_users: &str) -> Broker {
          [authorizer]\nenabled = true\nsuper_users = [{super_users}]\n\
          [authentication]\nfailure_delay_ms = 10\n"
     );
-    std::fs::write(dir.join("oxbow.toml"), toml).unwrap();
-    let (config, data) = (dir.join("oxbow.toml"), dir.join("data"));
-    let mut broker = Broker::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    broker.wait_for("oxbow ready");
-    broker
+    common::start_configured(dir, &toml).0
 }
 
-/// Runs `oxbow ARGS` with `input` on standard input; returns success and all it printed.
+/// `oxbow ARGS` with `input` on standard input.
 fn oxbow(args: &[&str], input: &str) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    write!(child.stdin.take().unwrap(), "{input}").unwrap();
-    let output = child.wait_with_output().unwrap();
-    let mut said = String::from_utf8_lossy(&output.stdout).into_owned();
-    said.push_str(&String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), said)
+    common::oxbow_command(args, None, input)
 }
 
 fn acl(internal: &str, args: &[&str]) {

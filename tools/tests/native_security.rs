@@ -7,10 +7,8 @@
 mod common;
 
 use common::pki::{kafka_listener, native_listener, pki};
-use common::{kcat, Broker};
-use std::io::Write;
+use common::{kcat, oxbow_command as oxbow, Broker};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 fn start(dir: &Path) -> (Broker, common::pki::Pki) {
     let pki = pki(dir);
@@ -22,35 +20,8 @@ fn start(dir: &Path) -> (Broker, common::pki::Pki) {
          [authentication]\nfailure_delay_ms = 10\n",
         pki.server_cert, pki.server_key
     );
-    std::fs::write(dir.join("oxbow.toml"), toml).unwrap();
-    let (config, data) = (dir.join("oxbow.toml"), dir.join("data"));
-    let mut broker = Broker::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    broker.wait_for("oxbow ready");
+    let (broker, _) = common::start_configured(dir, &toml);
     (broker, pki)
-}
-
-/// `oxbow ARGS` with `password` in OXBOW_SASL_PASSWORD and `input` on standard input.
-fn oxbow(args: &[&str], password: Option<&str>, input: &str) -> (bool, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_oxbow"));
-    command.args(args).env_remove("OXBOW_SASL_PASSWORD");
-    if let Some(password) = password {
-        command.env("OXBOW_SASL_PASSWORD", password);
-    }
-    let mut child = (command.stdin(Stdio::piped()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    write!(child.stdin.take().unwrap(), "{input}").unwrap();
-    let output = child.wait_with_output().unwrap();
-    let mut said = String::from_utf8_lossy(&output.stdout).into_owned();
-    said.push_str(&String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), said)
 }
 
 #[test]

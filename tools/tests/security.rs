@@ -10,7 +10,7 @@ use common::pki::{kafka_listener as listener, pki, Pki};
 use common::{confluent, field, http_get, kcat, sample, Broker};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// A broker with one listener of each kind, all on ports chosen at start.
 fn start(dir: &Path, pki: &Pki) -> Broker {
@@ -30,34 +30,13 @@ fn start(dir: &Path, pki: &Pki) -> Broker {
          [authentication]\nfailure_delay_ms = 10\n",
         pki.ca
     );
-    std::fs::write(dir.join("oxbow.toml"), toml).unwrap();
-    let config = dir.join("oxbow.toml");
-    let data = dir.join("data");
-    let mut broker = Broker::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    broker.wait_for("oxbow ready");
-    broker
+    common::start_configured(dir, &toml).0
 }
 
-/// `oxbow user ...` with `password` on standard input; returns success and standard error.
+/// `oxbow user ARGS` with `password` on standard input.
 fn oxbow_user(args: &[&str], password: &str) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
-        .arg("user")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let output = child.wait_with_output().unwrap();
-    let mut said = String::from_utf8_lossy(&output.stdout).into_owned();
-    said.push_str(&String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), said)
+    let args = [&["user"][..], args].concat();
+    common::oxbow_command(&args, None, &format!("{password}\n"))
 }
 
 /// librdkafka settings for SASL as `user` with `mechanism` (TLS trusting `ca` when given).
@@ -491,8 +470,11 @@ fn a_client_certificate_is_the_principal_the_acls_name() {
         "--principal",
         "User:CN=client",
     ];
-    let (ok, said) =
-        oxbow_acl(&[&args[..], &["--operation", "Write", "--topic", "certified"]].concat());
+    let (ok, said) = common::oxbow_command(
+        &[&args[..], &["--operation", "Write", "--topic", "certified"]].concat(),
+        None,
+        "",
+    );
     assert!(ok, "{said}");
     let mtls = [
         "-X".to_string(),
@@ -521,15 +503,4 @@ fn a_client_certificate_is_the_principal_the_acls_name() {
     assert!(!ok && err.contains("Topic authorization failed"), "{err}");
     let audit = broker.wait_for("denied");
     assert!(audit.contains("principal=User:CN=client"), "{audit}");
-}
-
-/// `oxbow ARGS`; returns success and all it printed.
-fn oxbow_acl(args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_oxbow"))
-        .args(args)
-        .output()
-        .unwrap();
-    let mut said = String::from_utf8_lossy(&output.stdout).into_owned();
-    said.push_str(&String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), said)
 }

@@ -75,21 +75,9 @@ pub(super) async fn serve_connection(
     match &listener.tls {
         None => serve_stream(shard.clone(), session, sasl, stream).await,
         Some(tls) => {
-            let limit = Duration::from_millis(shard.config.authentication.timeout_ms);
-            let acceptor = futures_rustls::TlsAcceptor::from(tls.current());
-            match within(limit, acceptor.accept(stream)).await {
-                Ok(tls) => {
-                    let mut session = session;
-                    if let Some(principal) = crate::tls::client_principal(&tls) {
-                        session.principal = principal;
-                    }
-                    serve_stream(shard.clone(), session, sasl, tls).await
-                }
-                Err(e) => {
-                    crate::failed_logins::record(&shard, session.peer);
-                    tracing::warn!(peer = ?session.peer, listener = %listener.name, error = %e,
-                        "TLS handshake failed");
-                }
+            let mut session = session;
+            if let Some(tls) = crate::tls::accept(&shard, tls, stream, &mut session).await {
+                serve_stream(shard.clone(), session, sasl, tls).await
             }
         }
     }

@@ -204,6 +204,26 @@ pub fn start_configured(dir: &std::path::Path, toml: &str) -> (Broker, String) {
     (broker, ready)
 }
 
+/// Runs `oxbow ARGS` with `input` on standard input and `OXBOW_SASL_PASSWORD` set to
+/// `password` (or unset); returns whether it succeeded and all it printed.
+pub fn oxbow_command(args: &[&str], password: Option<&str>, input: &str) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_oxbow"));
+    command.args(args).env_remove("OXBOW_SASL_PASSWORD");
+    if let Some(password) = password {
+        command.env("OXBOW_SASL_PASSWORD", password);
+    }
+    let mut child = (command.stdin(Stdio::piped()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(child.stdin.take().unwrap(), "{input}").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let mut said = String::from_utf8_lossy(&output.stdout).into_owned();
+    said.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), said)
+}
+
 /// Starts a broker on `dir/data` with `toml` as its config; returns it with its native address.
 pub fn start_native_broker(dir: &std::path::Path, toml: &str) -> (Broker, String) {
     let (broker, ready) = start_configured(dir, toml);
