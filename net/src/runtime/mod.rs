@@ -9,7 +9,6 @@ use crate::listener::ListenerSpec;
 use crate::shard::{RemoteWork, Shard, ShardMessage};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use guards::{ensure_ports_free, lock_data_dir};
-use oxbow_core::config::ListenerConfig;
 use oxbow_core::placement::owner_shard;
 use oxbow_core::BrokerConfig;
 use oxbow_storage::layout::FoundPartition;
@@ -22,6 +21,7 @@ use std::time::Duration;
 pub mod bootstrap_users;
 mod cluster;
 mod guards;
+mod listening;
 mod metadata;
 pub use cluster::ClusterLink;
 pub use metadata::start_node as start_metadata_node;
@@ -259,116 +259,6 @@ impl Runtime {
                 Err(e)
             }
         }
-    }
-
-    /// Binds the Kafka and native listeners on every shard and the metrics endpoint on shard 0.
-    /// Shard 0 binds first so that port 0 resolves to one port; the others bind that port.
-    fn bind_listeners(&mut self, config: &BrokerConfig) -> Result<(), RuntimeError> {
-        let parse = |addr: &str| -> SocketAddr {
-            addr.parse().expect("validated by BrokerConfig::validate")
-        };
-        for listener in config.kafka_listeners_in_effect() {
-            let spec = self.listener_spec(listener)?;
-            let mut addr = parse(&spec.config.address);
-            for shard in 0..config.shards {
-                let spec = spec.clone();
-                addr = self.bind(shard, |reply| Control::ListenKafka { spec, addr, reply })?;
-            }
-            tracing::info!(listener = %spec.config.name(), security = spec.config.security.name(),
-                %addr, "Kafka listener bound");
-            self.kafka_listeners
-                .push((spec.config.name().to_string(), addr));
-        }
-        for listener in config.native_listeners_in_effect() {
-            let spec = self.listener_spec(listener)?;
-            let mut addr = parse(&spec.config.address);
-            for shard in 0..config.shards {
-                let spec = spec.clone();
-                addr = self.bind(shard, |reply| Control::ListenNative { spec, addr, reply })?;
-            }
-            tracing::info!(listener = %spec.config.name(), security = spec.config.security.name(),
-                %addr, "native listener bound");
-            self.native_listeners
-                .push((spec.config.name().to_string(), addr));
-        }
-        let addr = parse(&config.metrics_listen);
-        self.metrics_addr = self.bind(0, |reply| Control::ListenMetrics { addr, reply })?;
-        Ok(())
-    }
-
-    /// A listener's settings with its TLS configuration made from its files (kept for SIGHUP).
-    fn listener_spec(
-        &mut self,
-        listener: ListenerConfig,
-    ) -> Result<Arc<ListenerSpec>, RuntimeError> {
-        let tls = match listener.security.uses_tls() {
-            false => None,
-            true => Some(Arc::new(
-                crate::tls::ReloadableTls::new(&listener).map_err(|source| {
-                    RuntimeError::ListenerTls {
-                        listener: listener.name().to_string(),
-                        source,
-                    }
-                })?,
-            )),
-        };
-        self.tls.extend(tls.clone());
-        Ok(Arc::new(ListenerSpec {
-            config: listener,
-            tls,
-        }))
-    }
-
-    /// Registers this broker with the addresses it listens on (the advertised Kafka and
-    /// native addresses when they are set).
-    fn register(&mut self, config: &BrokerConfig) -> Result<(), RuntimeError> {
-        let listeners = config.kafka_listeners_in_effect();
-        let advertised =
-            (listeners.iter().zip(&self.kafka_listeners)).map(|(listener, (name, bound))| {
-                let at = (listener.advertised_address.clone()).unwrap_or_else(|| bound.to_string());
-                (name.clone(), at)
-            });
-        let kafka_listeners: std::collections::BTreeMap<String, String> = advertised.collect();
-        let first = &listeners[0];
-        let broker = oxbow_cluster::BrokerMeta {
-            id: config.node_id,
-            kafka_addr: kafka_listeners[first.name()].clone(),
-            kafka_listeners,
-            native_addr: (config.native_listeners_in_effect()[0]
-                .advertised_address
-                .clone())
-            .unwrap_or_else(|| self.native_listeners[0].1.to_string()),
-            cluster_addr: (self.transport.as_ref()).map(|t| t.local_addr().to_string()),
-            rack: config.rack.clone(),
-            shards: config.shards as u32,
-        };
-        let (reply, done) = flume::bounded(1);
-        let _ = self.control[0].send(Control::Register { broker, reply });
-        let reason = match done.recv() {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(reason)) => reason,
-            Err(_) => "shard 0 exited while registering".to_string(),
-        };
-        let _ = self.shut_down();
-        Err(RuntimeError::Shard { shard: 0, reason })
-    }
-
-    /// Asks a shard to bind a listener and waits for the bound address; on failure stops every
-    /// shard, so a node never runs half-listening.
-    fn bind(
-        &mut self,
-        shard: usize,
-        order: impl FnOnce(flume::Sender<Result<SocketAddr, String>>) -> Control,
-    ) -> Result<SocketAddr, RuntimeError> {
-        let (reply, bound) = flume::bounded(1);
-        let _ = self.control[shard].send(order(reply));
-        let reason = match bound.recv() {
-            Ok(Ok(bound)) => return Ok(bound),
-            Ok(Err(reason)) => reason,
-            Err(_) => "the shard exited while binding".to_string(),
-        };
-        let _ = self.shut_down();
-        Err(RuntimeError::Shard { shard, reason })
     }
 
     /// The address of the Prometheus endpoint.
