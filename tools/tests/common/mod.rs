@@ -217,7 +217,8 @@ pub fn oxbow_command(args: &[&str], password: Option<&str>, input: &str) -> (boo
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    write!(child.stdin.take().unwrap(), "{input}").unwrap();
+    // A command that fails before reading its input closes the pipe: its exit says why.
+    let _ = write!(child.stdin.take().unwrap(), "{input}");
     let output = child.wait_with_output().unwrap();
     let mut said = String::from_utf8_lossy(&output.stdout).into_owned();
     said.push_str(&String::from_utf8_lossy(&output.stderr));
