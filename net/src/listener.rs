@@ -28,6 +28,9 @@ pub struct Listening {
     pub connections_max: u32,
     /// The name of that setting, for the log line of a refused connection.
     pub setting: &'static str,
+    /// Its clients authenticate: an address that failed too often is closed at accept
+    /// (`crate::failed_logins`).
+    pub authenticates: bool,
     /// Connections this shard holds open now.
     pub open: fn(&Shard) -> u64,
 }
@@ -74,6 +77,9 @@ where
                         limit = listening.connections_max,
                         "{} reached: closing new connection", listening.setting);
                 }
+                Ok(stream)
+                    if listening.authenticates
+                        && crate::failed_logins::throttled(&shard, stream.peer_addr().ok()) => {}
                 Ok(stream) => {
                     glommio::spawn_local(serve(shard.clone(), stream)).detach();
                 }

@@ -91,21 +91,7 @@ pub enum AclCommand {
 }
 
 fn operation(name: &str) -> Result<Operation, String> {
-    use Operation::*;
-    let all = [
-        All,
-        Read,
-        Write,
-        Create,
-        Delete,
-        Alter,
-        Describe,
-        ClusterAction,
-        DescribeConfigs,
-        AlterConfigs,
-        IdempotentWrite,
-    ];
-    (all.into_iter())
+    (Operation::ALL.into_iter())
         .find(|o| format!("{o:?}").eq_ignore_ascii_case(name))
         .ok_or_else(|| format!("unknown operation {name:?}"))
 }

@@ -40,24 +40,24 @@ impl PatternType {
 }
 
 impl Operation {
+    /// Every operation an ACL can hold.
+    pub const ALL: [Operation; 11] = [
+        Operation::All,
+        Operation::Read,
+        Operation::Write,
+        Operation::Create,
+        Operation::Delete,
+        Operation::Alter,
+        Operation::Describe,
+        Operation::ClusterAction,
+        Operation::DescribeConfigs,
+        Operation::AlterConfigs,
+        Operation::IdempotentWrite,
+    ];
+
     /// From Kafka's number (ANY and UNKNOWN are not operations an ACL can hold).
     pub fn from_kafka(number: i8) -> Option<Operation> {
-        use Operation::*;
-        [
-            All,
-            Read,
-            Write,
-            Create,
-            Delete,
-            Alter,
-            Describe,
-            ClusterAction,
-            DescribeConfigs,
-            AlterConfigs,
-            IdempotentWrite,
-        ]
-        .into_iter()
-        .find(|o| *o as i8 == number)
+        (Operation::ALL.into_iter()).find(|o| *o as i8 == number)
     }
 }
 

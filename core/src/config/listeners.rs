@@ -42,6 +42,11 @@ impl SecurityProtocol {
         matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
     }
 
+    /// Whether clients prove who they are (a TLS handshake or SASL), and so can fail to.
+    pub fn authenticates(self) -> bool {
+        self != SecurityProtocol::Plaintext
+    }
+
     /// Whether a client must authenticate with SASL before anything else.
     pub fn uses_sasl(self) -> bool {
         matches!(

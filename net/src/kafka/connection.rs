@@ -33,9 +33,6 @@ pub(super) async fn serve_connection(
     stream: TcpStream,
 ) {
     let session = Session::anonymous(stream.peer_addr().ok());
-    if listener.authenticates() && crate::failed_logins::throttled(&shard, session.peer) {
-        return;
-    }
     let _ = stream.set_nodelay(true);
     crate::metrics::of(&shard).connection_opened();
     match &listener.tls {

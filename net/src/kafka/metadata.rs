@@ -16,12 +16,18 @@ use kafka_protocol::messages::{
 use oxbow_cluster::{BrokerMeta, Metadata, Operation, TopicMeta, NO_LEADER};
 use uuid::Uuid;
 
-/// The partition count of `name`, creating the topic when allowed. Kafka error code otherwise.
-pub(super) async fn ensure_topic(shard: &Shard, name: &str, may_create: bool) -> Result<u32, i16> {
+/// The partition count of `name`, creating the topic when `auto_create_topics` and
+/// `may_create` allow it. Kafka error code otherwise. `may_create` is asked (and so audited)
+/// only when the topic would be created.
+pub(super) async fn ensure_topic(
+    shard: &Shard,
+    name: &str,
+    may_create: impl FnOnce() -> bool,
+) -> Result<u32, i16> {
     if let Some(count) = shard.partition_count(name) {
         return Ok(count);
     }
-    if !(may_create && shard.config.auto_create_topics) {
+    if !(shard.config.auto_create_topics && may_create()) {
         return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
     }
     match shard
@@ -41,12 +47,6 @@ pub(super) async fn ensure_topic(shard: &Shard, name: &str, may_create: bool) ->
             Err(code::KAFKA_STORAGE_ERROR)
         }
     }
-}
-
-/// Whether a request that may auto-create a topic may create `name`: asked (and so audited)
-/// only when the topic does not exist.
-pub(super) fn creatable(shard: &Shard, gate: &Gate<'_>, name: &str) -> bool {
-    shard.partition_count(name).is_some() || gate.may_create_topic(name)
 }
 
 /// Which topics a request names: by name, or (v12) by id alone.
@@ -98,7 +98,7 @@ pub(super) async fn metadata(
             }
             Asked::Name(name) => {
                 topic.name = Some(TopicName(text(&name)));
-                let may_create = may_create && creatable(shard, gate, &name);
+                let may_create = || may_create && gate.may_create_topic(&name);
                 ensure_topic(shard, &name, may_create)
                     .await
                     .and_then(|_| find(&shard.metadata(), |t| t.name == name))

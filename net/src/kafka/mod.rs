@@ -66,13 +66,6 @@ pub(crate) struct KafkaListener {
     sasl_mechanisms: Vec<String>,
 }
 
-impl KafkaListener {
-    /// Whether its clients prove who they are (TLS or SASL), and so can fail to.
-    fn authenticates(&self) -> bool {
-        self.tls.is_some() || self.security.uses_sasl()
-    }
-}
-
 /// Binds a Kafka listener on this shard and serves it until the task is dropped.
 pub fn listen(
     shard: Rc<Shard>,
@@ -102,6 +95,7 @@ pub fn listen(
         what: "Kafka",
         connections_max: shard.config.kafka_connections_max,
         setting: "kafka_connections_max",
+        authenticates: spec.config.security.authenticates(),
         open: |shard| crate::metrics::of(shard).open_connections(),
     };
     let serve = move |shard, stream| connection::serve_connection(shard, listener.clone(), stream);

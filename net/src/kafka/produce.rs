@@ -2,7 +2,7 @@
 //! appends at their partitions, and answer once they are acknowledged.
 
 use super::handlers::{partition_error_code, topic_name};
-use super::metadata::{creatable, ensure_topic};
+use super::metadata::ensure_topic;
 use super::wire::{code, text};
 use crate::authorize::Gate;
 use crate::shard::{Acks, ProduceOutcome, Shard};
@@ -97,7 +97,7 @@ pub async fn start_produce(
         let name = topic.name.0.to_string();
         let arc: Arc<str> = Arc::from(name.as_str());
         let count = match gate.topic(&name, Operation::Write) {
-            true => ensure_topic(shard, &name, creatable(shard, gate, &name)).await,
+            true => ensure_topic(shard, &name, || gate.may_create_topic(&name)).await,
             // Nothing is created or appended, and whether the topic exists is not told.
             false => Err(code::TOPIC_AUTHORIZATION_FAILED),
         };

@@ -65,10 +65,6 @@ pub(super) async fn serve_connection(
     stream: TcpStream,
 ) {
     let session = Session::anonymous(stream.peer_addr().ok());
-    let authenticates = listener.tls.is_some() || listener.sasl_mechanisms.is_some();
-    if authenticates && crate::failed_logins::throttled(&shard, session.peer) {
-        return;
-    }
     let _ = stream.set_nodelay(true);
     crate::metrics::of(&shard).native_connection_opened();
     let sasl = listener.sasl_mechanisms.clone();

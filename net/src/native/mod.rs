@@ -46,6 +46,7 @@ pub fn listen(
         what: "native",
         connections_max: shard.config.native_connections_max,
         setting: "native_connections_max",
+        authenticates: spec.config.security.authenticates(),
         open: |shard| crate::metrics::of(shard).open_native_connections(),
     };
     let (listener, bound) = crate::listener::bind(addr)?;
