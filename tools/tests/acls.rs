@@ -12,14 +12,15 @@ use common::{field, http_get, kcat, sample, Broker, CONFLUENT_CLIENT};
 use std::path::Path;
 use std::process::Command;
 
-fn start(dir: &Path, super_users: &str) -> Broker {
+/// The broker and its ready line.
+fn start(dir: &Path, super_users: &str) -> (Broker, String) {
     let toml = format!(
         "[[kafka_listeners]]\nname = \"INTERNAL\"\naddress = \"127.0.0.1:0\"\n\
          [[kafka_listeners]]\naddress = \"127.0.0.1:0\"\nsecurity = \"SASL_PLAINTEXT\"\n\
          [authorizer]\nenabled = true\nsuper_users = [{super_users}]\n\
          [authentication]\nfailure_delay_ms = 10\n"
     );
-    common::start_configured(dir, &toml).0
+    common::start_configured(dir, &toml)
 }
 
 /// `oxbow ARGS` with `input` on standard input.
@@ -62,7 +63,7 @@ fn stored(internal: &str, topic: &str) -> usize {
 #[test]
 fn acls_decide_who_produces_and_joins_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(dir.path(), "\"User:admin\", \"User:ANONYMOUS\"");
+    let (broker, ready) = start(dir.path(), "\"User:admin\", \"User:ANONYMOUS\"");
     let internal = listener(&broker, "INTERNAL");
     for user in ["alice", "bob", "admin"] {
         let args = [
@@ -250,12 +251,6 @@ fn acls_decide_who_produces_and_joins_and_survive_a_restart() {
     let mut broker = broker;
     let audit = broker.wait_for("denied");
     assert!(audit.contains("principal=User:"), "{audit}");
-    let ready = broker
-        .seen
-        .iter()
-        .find(|l| l.contains("oxbow ready"))
-        .unwrap()
-        .clone();
     let metrics = http_get(&field(&ready, "metrics"), "/metrics");
     assert!(
         sample(&metrics, "oxbow_authorization_denials_total") >= 4.0,
@@ -264,7 +259,7 @@ fn acls_decide_who_produces_and_joins_and_survive_a_restart() {
     drop(broker);
 
     // kill -9 and back: the users and ACLs are in the metadata.
-    let broker = start(dir.path(), "\"User:admin\", \"User:ANONYMOUS\"");
+    let (broker, _) = start(dir.path(), "\"User:admin\", \"User:ANONYMOUS\"");
     let sasl = listener(&broker, "SASL_PLAINTEXT");
     let produce = |topic: &str| {
         as_user(
@@ -306,7 +301,7 @@ fn acls_decide_who_produces_and_joins_and_survive_a_restart() {
 #[test]
 fn without_acls_nothing_is_allowed_on_either_protocol() {
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = start(dir.path(), "\"User:admin\"");
+    let (mut broker, ready) = start(dir.path(), "\"User:admin\"");
     let internal = listener(&broker, "INTERNAL");
     // Anonymous on the Kafka listener: no topic to see, no write, no admin.
     let (ok, _, err) = kcat(
@@ -318,12 +313,6 @@ fn without_acls_nothing_is_allowed_on_either_protocol() {
     let (ok, said) = oxbow(&["acl", "list", "--broker", &internal], "");
     assert!(!ok && said.contains("31"), "{said}");
     // And on the native protocol.
-    let ready = broker
-        .seen
-        .iter()
-        .find(|l| l.contains("oxbow ready"))
-        .unwrap()
-        .clone();
     let native = field(&ready, "native");
     let (ok, said) = oxbow(&["produce", "--broker", &native, "--topic", "open"], "x\n");
     assert!(!ok && said.contains("not authorized"), "{said}");

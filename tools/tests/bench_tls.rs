@@ -18,22 +18,13 @@ const REFUSAL_LIMIT: Duration = Duration::from_secs(30);
 /// test CA signs; returns it, the two addresses and the certificates.
 fn start(dir: &Path) -> (Broker, String, String, Pki) {
     let pki = pki(dir);
-    let config = dir.join("oxbow.toml");
     let toml = format!(
         "[[kafka_listeners]]\nname = \"INTERNAL\"\naddress = \"127.0.0.1:0\"\n\
          [[kafka_listeners]]\naddress = \"127.0.0.1:0\"\nsecurity = \"SSL\"\n\
          tls_cert_file = {:?}\ntls_key_file = {:?}\n",
         pki.server_cert, pki.server_key
     );
-    std::fs::write(&config, toml).unwrap();
-    let data = dir.join("data");
-    let mut broker = Broker::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    broker.wait_for("oxbow ready");
+    let (broker, _) = common::start_configured(dir, &toml);
     let (plain, ssl) = (
         kafka_listener(&broker, "INTERNAL"),
         kafka_listener(&broker, "SSL"),
