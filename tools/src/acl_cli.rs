@@ -1,6 +1,7 @@
 //! `oxbow acl`: Kafka ACLs through a running broker's Kafka listener (CreateAcls,
 //! DescribeAcls, DeleteAcls, as `kafka-acls.sh` uses them).
 
+use crate::access::KafkaAccess;
 use crate::bench::kafka::Connection;
 use crate::output::{print, Output};
 use clap::{Args, Subcommand};
@@ -116,13 +117,18 @@ fn name_of<T: std::fmt::Debug>(number: i8, from: fn(i8) -> Option<T>) -> String 
 }
 
 /// Runs an ACL command against the Kafka listener at `broker`.
-pub fn run(broker: &str, output: Output, command: AclCommand) -> Result<(), String> {
+pub fn run(
+    broker: &str,
+    access: &KafkaAccess,
+    output: Output,
+    command: AclCommand,
+) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the client runtime: {e}"))?;
     runtime.block_on(async {
-        let mut connection = Connection::open(broker).await?;
+        let mut connection = Connection::open(broker, access).await?;
         match command {
             AclCommand::Add {
                 principal,

@@ -4,6 +4,7 @@
 //! DescribeQuorum for the metadata group, asked of the group's leader, UnregisterBroker to
 //! remove a broker, Alter/ListPartitionReassignments to move partitions).
 
+use crate::access::KafkaAccess;
 use crate::bench::kafka::Connection;
 use clap::Subcommand;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
@@ -76,7 +77,7 @@ pub enum PartitionCommand {
 }
 
 /// Runs `work` with a connection to the Kafka listener at `bootstrap`, on a client runtime.
-fn with_connection<F, Fut>(bootstrap: &str, work: F) -> Result<(), String>
+fn with_connection<F, Fut>(bootstrap: &str, access: &KafkaAccess, work: F) -> Result<(), String>
 where
     F: FnOnce(Connection) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -85,12 +86,16 @@ where
         .enable_all()
         .build()
         .map_err(|e| format!("starting the client runtime: {e}"))?;
-    runtime.block_on(async move { work(Connection::open(bootstrap).await?).await })
+    runtime.block_on(async move { work(Connection::open(bootstrap, access).await?).await })
 }
 
 /// Runs a partition command against the Kafka listener at `bootstrap`.
-pub fn run_partition(bootstrap: &str, command: PartitionCommand) -> Result<(), String> {
-    with_connection(bootstrap, |mut connection| async move {
+pub fn run_partition(
+    bootstrap: &str,
+    access: &KafkaAccess,
+    command: PartitionCommand,
+) -> Result<(), String> {
+    with_connection(bootstrap, access, |mut connection| async move {
         match command {
             PartitionCommand::Reassign {
                 topic,
@@ -130,8 +135,8 @@ pub fn run_partition(bootstrap: &str, command: PartitionCommand) -> Result<(), S
 }
 
 /// Runs a cluster command against the Kafka listener at `bootstrap`.
-pub fn run(bootstrap: &str, command: ClusterCommand) -> Result<(), String> {
-    with_connection(bootstrap, |mut connection| async move {
+pub fn run(bootstrap: &str, access: &KafkaAccess, command: ClusterCommand) -> Result<(), String> {
+    with_connection(bootstrap, access, |mut connection| async move {
         match command {
             ClusterCommand::Status => status(&mut connection).await,
             ClusterCommand::RemoveNode { id } => remove_node(&mut connection, id).await,
@@ -176,7 +181,7 @@ async fn status(connection: &mut Connection) -> Result<(), String> {
     if quorum.error_code == NOT_LEADER_OR_FOLLOWER {
         // Only the leader knows its members' progress: ask it.
         if let Some(addr) = addresses.get(&quorum.leader_id.0) {
-            quorum = describe_quorum(&mut Connection::open(addr).await?).await?;
+            quorum = describe_quorum(&mut connection.open_to(addr).await?).await?;
         }
     }
     println!(

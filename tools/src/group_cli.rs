@@ -4,6 +4,7 @@
 //! DeleteGroups on the group's coordinator; ListOffsets on each partition's leader for the lag
 //! and the reset targets), as text or JSON.
 
+use crate::access::KafkaAccess;
 use crate::bench::kafka::Connection;
 use crate::output::{print, Output};
 use bytes::{Buf, Bytes};
@@ -127,13 +128,18 @@ struct DescribedGroup {
 }
 
 /// Runs a group command against the Kafka listener at `bootstrap`.
-pub fn run(bootstrap: &str, output: Output, command: GroupCommand) -> Result<(), String> {
+pub fn run(
+    bootstrap: &str,
+    access: &KafkaAccess,
+    output: Output,
+    command: GroupCommand,
+) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the client runtime: {e}"))?;
     runtime.block_on(async {
-        let mut connection = Connection::open(bootstrap).await?;
+        let mut connection = Connection::open(bootstrap, access).await?;
         match command {
             GroupCommand::List => print(output, &list(&mut connection).await?, print_list),
             GroupCommand::Describe { group } => {
@@ -213,7 +219,9 @@ async fn list(connection: &mut Connection) -> Result<Vec<ListedGroup>, String> {
     let metadata = metadata(connection).await?;
     let mut groups = Vec::new();
     for broker in &metadata.brokers {
-        let mut there = Connection::open(&address(&metadata, broker.node_id.0)?).await?;
+        let mut there = connection
+            .open_to(&address(&metadata, broker.node_id.0)?)
+            .await?;
         let answer = there.call(4, &ListGroupsRequest::default()).await?;
         if answer.error_code != 0 {
             return Err(format!(
@@ -245,7 +253,7 @@ async fn coordinator(
         ));
     }
     let addr = format!("{}:{}", found.host, found.port);
-    Ok((Connection::open(&addr).await?, found.node_id.0))
+    Ok((connection.open_to(&addr).await?, found.node_id.0))
 }
 
 /// A connection to `group`'s coordinator, its broker id, and the group as it describes it.
@@ -396,7 +404,7 @@ async fn list_offsets<'a>(
         let request = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_topics(topics);
-        let mut there = Connection::open(&address(&metadata, leader)?).await?;
+        let mut there = connection.open_to(&address(&metadata, leader)?).await?;
         let answer = there.call(4, &request).await?;
         for topic in answer.topics {
             for p in topic.partitions.into_iter().filter(|p| p.error_code == 0) {

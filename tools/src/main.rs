@@ -1,5 +1,6 @@
 //! `oxbow`: the broker (`oxbow serve`) and its operator commands.
 
+mod access;
 mod acl_cli;
 mod balance;
 mod bench;
@@ -115,6 +116,8 @@ enum Command {
         /// Kafka address of any node.
         #[arg(long, default_value = "127.0.0.1:9092", global = true)]
         bootstrap: String,
+        #[command(flatten)]
+        security: access::SecurityArgs,
         #[command(subcommand)]
         command: cluster_cli::ClusterCommand,
     },
@@ -126,6 +129,8 @@ enum Command {
         /// How results are printed.
         #[arg(long, value_enum, default_value = "text", global = true)]
         output: output::Output,
+        #[command(flatten)]
+        security: access::SecurityArgs,
         #[command(subcommand)]
         command: group_cli::GroupCommand,
     },
@@ -134,14 +139,18 @@ enum Command {
         /// Kafka address of any node.
         #[arg(long, default_value = "127.0.0.1:9092", global = true)]
         bootstrap: String,
+        #[command(flatten)]
+        security: access::SecurityArgs,
         #[command(subcommand)]
         command: cluster_cli::PartitionCommand,
     },
     /// Kafka ACLs: add, remove, list.
     Acl {
-        /// Kafka address of a running broker (a listener that needs no authentication).
+        /// Kafka address of a running broker.
         #[arg(long, default_value = "127.0.0.1:9092", global = true)]
         broker: String,
+        #[command(flatten)]
+        security: access::SecurityArgs,
         /// How `list` prints.
         #[arg(long, value_enum, default_value = "text", global = true)]
         output: output::Output,
@@ -152,6 +161,8 @@ enum Command {
     User {
         #[command(flatten)]
         target: user_cli::UserTarget,
+        #[command(flatten)]
+        security: access::SecurityArgs,
         /// How `list` prints.
         #[arg(long, value_enum, default_value = "text", global = true)]
         output: output::Output,
@@ -286,27 +297,45 @@ fn main() -> ExitCode {
             output,
             command,
         } => client_command(client_cli::subscription(&broker.broker, output, command)),
-        Command::Cluster { bootstrap, command } => {
-            client_command(cluster_cli::run(&bootstrap, command))
-        }
+        Command::Cluster {
+            bootstrap,
+            security,
+            command,
+        } => client_command(
+            (security.kafka_access()).and_then(|a| cluster_cli::run(&bootstrap, &a, command)),
+        ),
         Command::Group {
             bootstrap,
             output,
+            security,
             command,
-        } => client_command(group_cli::run(&bootstrap, output, command)),
-        Command::Partition { bootstrap, command } => {
-            client_command(cluster_cli::run_partition(&bootstrap, command))
-        }
+        } => client_command(
+            (security.kafka_access()).and_then(|a| group_cli::run(&bootstrap, &a, output, command)),
+        ),
+        Command::Partition {
+            bootstrap,
+            security,
+            command,
+        } => client_command(
+            (security.kafka_access())
+                .and_then(|a| cluster_cli::run_partition(&bootstrap, &a, command)),
+        ),
         Command::Acl {
             broker,
             output,
+            security,
             command,
-        } => client_command(acl_cli::run(&broker, output, command)),
+        } => client_command(
+            (security.kafka_access()).and_then(|a| acl_cli::run(&broker, &a, output, command)),
+        ),
         Command::User {
             target,
             output,
+            security,
             command,
-        } => client_command(user_cli::run(target, output, command)),
+        } => client_command(
+            (security.kafka_access()).and_then(|a| user_cli::run(target, &a, output, command)),
+        ),
         Command::Bench(args) => client_command(bench::run(*args)),
     };
     result.unwrap_or_else(|e| {

@@ -3,6 +3,7 @@
 //! for the first administrator of a broker that requires authentication, in a stopped
 //! broker's data directory (committed when it next starts).
 
+use crate::access::KafkaAccess;
 use crate::bench::kafka::Connection;
 use crate::output::{print, Output};
 use clap::Subcommand;
@@ -23,7 +24,7 @@ use std::path::PathBuf;
 /// Where users are changed.
 #[derive(clap::Args)]
 pub struct UserTarget {
-    /// Kafka address of a running broker (a listener that needs no authentication).
+    /// Kafka address of a running broker.
     #[arg(long, global = true, conflicts_with = "data_dir")]
     broker: Option<String>,
     /// Data directory of a stopped broker (`create` only): the user is created when it starts.
@@ -88,7 +89,12 @@ fn text(s: &str) -> StrBytes {
 }
 
 /// Runs a user command.
-pub fn run(target: UserTarget, output: Output, command: UserCommand) -> Result<(), String> {
+pub fn run(
+    target: UserTarget,
+    access: &KafkaAccess,
+    output: Output,
+    command: UserCommand,
+) -> Result<(), String> {
     if let Some(data_dir) = &target.data_dir {
         let UserCommand::Create {
             name,
@@ -123,7 +129,7 @@ pub fn run(target: UserTarget, output: Output, command: UserCommand) -> Result<(
         .build()
         .map_err(|e| format!("starting the client runtime: {e}"))?;
     runtime.block_on(async {
-        let mut connection = Connection::open(&broker).await?;
+        let mut connection = Connection::open(&broker, access).await?;
         match command {
             UserCommand::Create {
                 name,

@@ -1,8 +1,9 @@
 //! The native protocol behind TLS and SCRAM, driven by the `oxbow` CLI (the Rust client): a
 //! user authenticates over a SASL_SSL native listener, produces and consumes what the ACLs let
 //! it; a subscription without Read is refused, and so are a wrong password, no credentials and
-//! a client that does not trust the broker's certificate. The operator's tools use a loopback
-//! PLAINTEXT Kafka listener whose anonymous principal is a super user.
+//! a client that does not trust the broker's certificate, and a consumer whose Read is revoked
+//! is detached. The operator's tools use a loopback PLAINTEXT Kafka listener whose anonymous
+//! principal is a super user.
 
 mod common;
 
@@ -165,4 +166,92 @@ fn native_clients_authenticate_over_tls_and_get_what_the_acls_give() {
     let (ok, out, err) = kcat(&internal, &args, None);
     assert!(ok, "{err}");
     assert_eq!(String::from_utf8_lossy(&out).lines().count(), 4);
+}
+
+/// An attached consumer is checked again at every Flow, as Kafka checks every Fetch: once its
+/// Read on the topic is removed, the broker detaches it with the reason, after at most the
+/// few messages its permits already covered, and a new subscription is refused.
+#[test]
+fn a_consumer_whose_read_is_revoked_is_detached_at_its_next_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, pki) = start(dir.path());
+    let internal = kafka_listener(&broker, "INTERNAL");
+    let native = native_listener(&broker, "SASL_SSL");
+    let user = ["user", "create", "carol", "--password-stdin"];
+    let (ok, said) = oxbow(
+        &[&user[..], &["--broker", &internal]].concat(),
+        None,
+        "carol-pw\n",
+    );
+    assert!(ok, "{said}");
+    let acl = |args: &[&str]| {
+        let (ok, said) = oxbow(
+            &[&["acl", "--broker", &internal][..], args].concat(),
+            None,
+            "",
+        );
+        assert!(ok, "{said}");
+    };
+    let carol = ["--principal", "User:carol", "--operation", "Read"];
+    acl(&[&["add"][..], &carol, &["--topic", "audited"]].concat());
+    acl(&[&["add"][..], &carol, &["--group", "ledger"]].concat());
+    let produce = |value: &str| {
+        let (ok, _, err) = kcat(&internal, &["-P", "-t", "audited"], Some(value.as_bytes()));
+        assert!(ok, "{err}");
+    };
+    produce("before\n");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = oxbow_client::Client::builder()
+            .broker(&native)
+            .tls_ca_file(&pki.ca)
+            .sasl(
+                oxbow_client::SaslMechanism::ScramSha512,
+                "carol",
+                "carol-pw",
+            )
+            .connect()
+            .await
+            .unwrap();
+        let mut consumer = (client.consumer("audited", "ledger"))
+            .receiver_queue(2)
+            .build()
+            .await
+            .unwrap();
+        let first = consumer.recv().await.unwrap();
+        assert_eq!(&first.value[..], b"before");
+        consumer.ack(&first).unwrap();
+
+        acl(&[&["remove"][..], &carol, &["--topic", "audited"]].concat());
+        // One message at a time, so the consumer keeps asking for more (Flow) until refused.
+        let mut after = 0;
+        let reason = loop {
+            assert!(
+                after < 50,
+                "still consuming {after} messages after the revocation"
+            );
+            produce(&format!("after-{after}\n"));
+            let wait = std::time::Duration::from_secs(10);
+            match tokio::time::timeout(wait, consumer.recv()).await {
+                Ok(Ok(message)) => {
+                    consumer.ack(&message).unwrap();
+                    after += 1;
+                }
+                Ok(Err(oxbow_client::ClientError::ConsumerClosed(reason))) => break reason,
+                Ok(Err(other)) => panic!("consumer ended with {other}"),
+                Err(_) => panic!("no message and no detach within {wait:?}"),
+            }
+        };
+        assert!(
+            reason.contains("not authorized: Read on Topic audited"),
+            "{reason}"
+        );
+        let again = client.consumer("audited", "ledger").build().await;
+        let refusal = again.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refusal.contains("not authorized"), "{refusal}");
+    });
 }

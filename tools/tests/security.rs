@@ -201,7 +201,36 @@ fn unmodified_clients_produce_and_consume_over_tls_and_sasl() {
     let listing = String::from_utf8_lossy(&out).into_owned();
     assert!(listing.contains(&sasl_ssl), "{listing}");
 
-    let (listed, said) = oxbow_user(&["list", "--output", "json", "--broker", &internal], "");
+    // The Kafka-side commands over the same listeners: users through SASL_SSL as alice,
+    // the group through SSL (and every broker's SSL address from there), wrong passwords
+    // refused with the broker's reason.
+    let ca = pki.ca.to_str().unwrap();
+    let alice_cli = [
+        "--broker",
+        &sasl_ssl,
+        "--tls-ca",
+        ca,
+        "--sasl-mechanism",
+        "SCRAM-SHA-512",
+        "--sasl-username",
+        "alice",
+    ];
+    let list = [&["user", "list", "--output", "json"][..], &alice_cli].concat();
+    let (refused, said) = common::oxbow_command(&list, Some("alice-guess"), "");
+    assert!(!refused && said.contains("authenticating to"), "{said}");
+    let ssl_listener = listener(&broker, "SSL");
+    let group = [
+        "group",
+        "describe",
+        "oxbow-test-group",
+        "--bootstrap",
+        &ssl_listener,
+        "--tls-ca",
+        ca,
+    ];
+    let (described, said) = common::oxbow_command(&group, None, "");
+    assert!(described && said.contains("secure"), "{said}");
+    let (listed, said) = common::oxbow_command(&list, Some("alice-secret"), "");
     assert!(listed, "{said}");
     for user in [
         "\"admin\"",

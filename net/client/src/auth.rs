@@ -80,7 +80,7 @@ impl std::str::FromStr for SaslMechanism {
 /// A mechanism with the username and password it authenticates. `Debug` never prints the
 /// password.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct SaslCredentials {
+pub struct SaslCredentials {
     pub(crate) mechanism: SaslMechanism,
     pub(crate) username: String,
     pub(crate) password: String,
@@ -97,10 +97,28 @@ impl fmt::Debug for SaslCredentials {
 }
 
 impl SaslCredentials {
+    /// The credentials `username` authenticates with under `mechanism`.
+    pub fn new(
+        mechanism: SaslMechanism,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> SaslCredentials {
+        SaslCredentials {
+            mechanism,
+            username: username.into(),
+            password: password.into(),
+        }
+    }
+
+    /// The mechanism they are for.
+    pub fn mechanism(&self) -> SaslMechanism {
+        self.mechanism
+    }
+
     /// Checks what the broker would refuse anyway, so the mistake is reported locally: an
     /// empty or over-long username or password, or a NUL (the PLAIN message separator).
     /// Messages name the field, never its contents.
-    pub(crate) fn validate(&self) -> Result<(), ClientError> {
+    pub fn validate(&self) -> Result<(), ClientError> {
         for (field, value) in [("username", &self.username), ("password", &self.password)] {
             if value.is_empty() {
                 return Err(ClientError::Config(format!("SASL {field} is empty")));
@@ -118,9 +136,9 @@ impl SaslCredentials {
     }
 }
 
-/// What to do after a broker's `AuthenticationStep`.
+/// What to do after a broker's answer.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Step {
+pub enum Step {
     /// Send this token in the next `Authenticate`.
     Send(Vec<u8>),
     /// Authenticated (and, with SCRAM, the broker proved it holds the credential).
@@ -130,7 +148,11 @@ pub(crate) enum Step {
 /// The client's side of one authentication. Call [`start`](Self::start) once, then
 /// [`step`](Self::step) with each broker answer until it returns [`Step::Done`]; any error
 /// ends the exchange. At most two broker answers are accepted (SCRAM), one for PLAIN.
-pub(crate) struct SaslExchange {
+///
+/// Nothing in it is tied to the native protocol: the `oxbow` CLI runs the same exchange over
+/// Kafka's SaslAuthenticate, whose answers carry no "done" flag; there the client knows by
+/// [`awaits_last_answer`](Self::awaits_last_answer).
+pub struct SaslExchange {
     mechanism: SaslMechanism,
     state: State,
 }
@@ -149,9 +171,7 @@ enum State {
 
 impl SaslExchange {
     /// Begins an exchange: the exchange and the first token to send.
-    pub(crate) fn start(
-        credentials: &SaslCredentials,
-    ) -> Result<(SaslExchange, Vec<u8>), ClientError> {
+    pub fn start(credentials: &SaslCredentials) -> Result<(SaslExchange, Vec<u8>), ClientError> {
         credentials.validate()?;
         let mechanism = credentials.mechanism;
         let (state, token) = match mechanism.scram() {
@@ -183,14 +203,27 @@ impl SaslExchange {
     }
 
     /// The mechanism's name, sent in every `Authenticate`.
-    pub(crate) fn mechanism(&self) -> SaslMechanism {
+    pub fn mechanism(&self) -> SaslMechanism {
         self.mechanism
+    }
+
+    /// Whether the broker's next answer ends the exchange when it succeeds: PLAIN's only
+    /// answer, or SCRAM's server-final.
+    pub fn awaits_last_answer(&self) -> bool {
+        matches!(
+            self.state,
+            State::Plain
+                | State::Scram {
+                    sent_final: true,
+                    ..
+                }
+        )
     }
 
     /// Takes the broker's answer (`token`, and whether it considers the client authenticated).
     /// Fails when the broker's message is wrong (a SCRAM server signature that does not
     /// verify, a malformed message) or comes out of turn (done too early or too late).
-    pub(crate) fn step(&mut self, token: &[u8], done: bool) -> Result<Step, ClientError> {
+    pub fn step(&mut self, token: &[u8], done: bool) -> Result<Step, ClientError> {
         let fail = |reason: String| Err(ClientError::Authentication(reason));
         match std::mem::replace(&mut self.state, State::Over) {
             State::Scram {

@@ -74,6 +74,13 @@ mod tls;
 
 pub use acker::Acker;
 pub use auth::SaslMechanism;
+
+/// The client's side of a SASL exchange (SCRAM, PLAIN), for any protocol that carries SASL
+/// tokens: the native connection runs it in its handshake, the `oxbow` CLI over Kafka's
+/// SaslAuthenticate.
+pub mod sasl {
+    pub use crate::auth::{SaslCredentials, SaslExchange, SaslMechanism, Step};
+}
 pub use config::{ClientConfig, ConsumerConfig, ProducerConfig, Tier};
 pub use consumer::{BufferedStream, Consumer, ConsumerBuilder, MessageStream, TieredConsumer};
 pub use dedicated::DedicatedConsumer;
@@ -86,7 +93,6 @@ pub use oxbow_core::native::{
 pub use oxbow_core::Codec;
 pub use producer::{Delivered, PendingSend, Producer, ProducerBuilder};
 
-use auth::SaslCredentials;
 use connection::{Security, Shared};
 use oxbow_core::native::{ClientFrame, ServerFrame};
 use routing::Router;
@@ -104,7 +110,7 @@ pub struct ClientBuilder {
     retry_backoff: Duration,
     tls_ca_file: Option<PathBuf>,
     tls_server_name: Option<String>,
-    sasl: Option<SaslCredentials>,
+    sasl: Option<sasl::SaslCredentials>,
 }
 
 impl Default for ClientBuilder {
@@ -183,16 +189,17 @@ impl ClientBuilder {
     /// signature does not verify (the broker closes the connection either way). The whole
     /// exchange is bounded by the [request timeout](Self::request_timeout).
     pub fn sasl(
-        mut self,
+        self,
         mechanism: SaslMechanism,
         username: impl Into<String>,
         password: impl Into<String>,
     ) -> ClientBuilder {
-        self.sasl = Some(SaslCredentials {
-            mechanism,
-            username: username.into(),
-            password: password.into(),
-        });
+        self.sasl_credentials(sasl::SaslCredentials::new(mechanism, username, password))
+    }
+
+    /// As [`sasl`](Self::sasl), with the credentials already made.
+    pub fn sasl_credentials(mut self, credentials: sasl::SaslCredentials) -> ClientBuilder {
+        self.sasl = Some(credentials);
         self
     }
 

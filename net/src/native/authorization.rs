@@ -1,6 +1,7 @@
 //! The ACLs on the native protocol: each request frame needs what its Kafka counterpart needs
 //! (produce: Write on the topic; subscribe: Read on the topic and on the subscription, which
 //! is a group; topic and subscription administration: Create, Alter, Delete or Describe).
+//! An attached consumer is checked again at every Flow, as Kafka checks every Fetch.
 //! A client that did not authenticate (on a listener without SASL) is `User:ANONYMOUS`.
 
 use crate::authorize::Gate;
@@ -23,10 +24,7 @@ fn needs(frame: &ClientFrame) -> Option<(u64, Vec<Need<'_>>)> {
             topic,
             subscription,
             ..
-        } => (
-            *request_id,
-            vec![(Topic, topic, Read), (Group, subscription, Read)],
-        ),
+        } => (*request_id, consumer_needs(topic, subscription).to_vec()),
         // Create on the cluster or the topic: decided in `refusal`.
         ClientFrame::CreateTopic { .. } => return None,
         ClientFrame::CreatePartitions {
@@ -68,9 +66,30 @@ fn needs(frame: &ClientFrame) -> Option<(u64, Vec<Need<'_>>)> {
         ClientFrame::SkipBatch {
             request_id, topic, ..
         } => (*request_id, vec![(Topic, topic, Alter)]),
-        // The rest act on the connection's own consumers, authorized when they subscribed.
+        // The rest act on the connection's own consumers, authorized when they subscribed
+        // and again at every Flow (`consumer_refusal`).
         _ => return None,
     })
+}
+
+/// What a consumer needs to subscribe and to go on reading: Read on the topic and on its
+/// subscription, which is a group.
+fn consumer_needs<'a>(topic: &'a str, subscription: &'a str) -> [Need<'a>; 2] {
+    [
+        (ResourceType::Topic, topic, Operation::Read),
+        (ResourceType::Group, subscription, Operation::Read),
+    ]
+}
+
+/// Why an attached consumer of `subscription` on `topic` may no longer read, if it may not.
+pub(super) fn consumer_refusal(gate: &Gate<'_>, topic: &str, subscription: &str) -> Option<String> {
+    first_denied(gate, consumer_needs(topic, subscription))
+}
+
+fn first_denied<'a>(gate: &Gate<'_>, needs: impl IntoIterator<Item = Need<'a>>) -> Option<String> {
+    let denied = (needs.into_iter()).find(|&(kind, name, op)| !gate.permits(kind, name, op))?;
+    let (kind, name, op) = denied;
+    Some(format!("not authorized: {op:?} on {kind:?} {name}"))
 }
 
 /// `Some((request id, why))` when the ACLs refuse `frame`.
@@ -87,10 +106,5 @@ pub(super) fn refusal(gate: &Gate<'_>, frame: &ClientFrame) -> Option<(u64, Stri
         });
     }
     let (request_id, needs) = needs(frame)?;
-    let denied = (needs.into_iter()).find(|&(kind, name, op)| !gate.permits(kind, name, op))?;
-    let (kind, name, op) = denied;
-    Some((
-        request_id,
-        format!("not authorized: {op:?} on {kind:?} {name}"),
-    ))
+    Some((request_id, first_denied(gate, needs)?))
 }

@@ -4,6 +4,7 @@
 use super::connection::{Attached, Close, Connection};
 use super::outbound::ConnectionSink;
 use super::requests::unknown_consumer;
+use crate::authorize::Gate;
 use oxbow_core::native::{validate_name, ClientFrame, ErrorCode, ServerFrame, StartPosition};
 use oxbow_dispatch::subscriptions::{Command, Refusal, Target};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,6 +151,10 @@ impl Connection {
                 ),
             ));
         }
+        if let Some(why) = self.consumer_refusal(consumer_id) {
+            self.revoke(consumer_id, why).await;
+            return Ok(());
+        }
         let flow = |target, consumer| Command::Flow {
             target,
             consumer,
@@ -205,6 +210,27 @@ impl Connection {
             None => Err(unknown_consumer(consumer_id)),
         };
         self.answer(request_id, result);
+    }
+
+    /// Why the ACLs no longer let an attached consumer read, if they do not. Checked on every
+    /// Flow (the consumer asking for more, as a Kafka consumer's Fetch is), so a revoked Read
+    /// stops a consumer after at most the permits it already held.
+    fn consumer_refusal(&self, consumer_id: u64) -> Option<String> {
+        let (topic, subscription, _) = self.attached(consumer_id)?;
+        let gate = Gate::new(&self.shard, &self.session.borrow());
+        super::authorization::consumer_refusal(&gate, &topic, &subscription)
+    }
+
+    /// Detaches a consumer the ACLs no longer allow and tells the client why.
+    async fn revoke(&self, consumer_id: u64, reason: String) {
+        let attached = self.consumers.borrow_mut().remove(&consumer_id);
+        if let Some(attached) = attached {
+            self.detach(&attached).await;
+            self.send(ServerFrame::ConsumerClosed {
+                consumer_id,
+                reason,
+            });
+        }
     }
 
     fn attached(&self, consumer_id: u64) -> Option<(Arc<str>, String, Vec<u32>)> {

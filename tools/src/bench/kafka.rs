@@ -1,6 +1,7 @@
 //! The bench's Kafka-protocol client: the few requests a load generator needs (CreateTopics,
 //! DeleteTopics, Metadata, ListOffsets, Produce, Fetch), encoded with the `kafka-protocol`
-//! crate over a tokio socket, plain or TLS (`--tls-ca`, see `tls`). Producers pipeline up to
+//! crate over a tokio socket, plain or TLS (`--tls-ca`, see `tls`), with SASL for the
+//! Kafka-side commands (`sasl`). Producers pipeline up to
 //! `--in-flight` Produce requests on one connection (the broker answers in order); consumers
 //! are statically assigned partitions (partition p goes to consumer p mod C), so no group
 //! protocol sits in the measured path.
@@ -8,6 +9,7 @@
 use super::meter::{now_ns, Meter};
 use super::plan::Plan;
 use super::tls::{self, ReadHalf, Stream, Tls, WriteHalf};
+use crate::access::{self, KafkaAccess};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     create_topics_request::CreatableTopic,
@@ -100,19 +102,37 @@ fn decode<R: Request>(mut frame: Bytes, version: i16) -> Result<(i32, R::Respons
 pub struct Connection {
     stream: Stream,
     correlation_id: i32,
+    /// How it was opened, for [`open_to`](Self::open_to).
+    access: KafkaAccess,
 }
 
 impl Connection {
-    /// A plaintext connection.
-    pub async fn open(addr: &str) -> Result<Connection, String> {
-        Connection::connect(addr, None).await
+    /// A connection as `access` says: TLS, then SASL, each if given.
+    pub async fn open(addr: &str, access: &KafkaAccess) -> Result<Connection, String> {
+        let mut connection = Connection::connect(addr, access.tls.as_ref()).await?;
+        connection.access = access.clone();
+        if let Some(credentials) = &access.sasl {
+            access::authenticate(&mut connection, credentials)
+                .await
+                .map_err(|e| format!("authenticating to {addr}: {e}"))?;
+        }
+        Ok(connection)
     }
 
-    /// A connection over TLS when `tls` is given, else plaintext.
+    /// A connection to another broker, opened the way this one was.
+    pub async fn open_to(&self, addr: &str) -> Result<Connection, String> {
+        Connection::open(addr, &self.access).await
+    }
+
+    /// A connection over TLS when `tls` is given, else plaintext, without SASL.
     pub async fn connect(addr: &str, tls: Option<&Tls>) -> Result<Connection, String> {
         Ok(Connection {
             stream: tls::connect(addr, tls).await?,
             correlation_id: 0,
+            access: KafkaAccess {
+                tls: tls.cloned(),
+                sasl: None,
+            },
         })
     }
 

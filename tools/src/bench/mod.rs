@@ -17,7 +17,7 @@ mod payload;
 pub mod plan;
 mod plot;
 mod report;
-mod tls;
+pub mod tls;
 mod workers;
 
 use meter::{now_ns, Meter};

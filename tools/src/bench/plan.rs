@@ -1,6 +1,6 @@
 //! `oxbow bench` flags, and their validation into a [`Plan`] before anything starts.
 
-use super::tls::{self, Tls};
+use super::tls::Tls;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -304,10 +304,7 @@ impl BenchArgs {
             (Some(_), _) if self.protocol != Protocol::Kafka => {
                 return Err("--tls-ca is for --protocol kafka".into())
             }
-            (Some(ca), name) => Some(Tls::load(
-                ca,
-                name.as_deref().unwrap_or_else(|| tls::host(&broker)),
-            )?),
+            (Some(ca), name) => Some(Tls::load(ca, name.as_deref())?),
         };
         Ok(Plan {
             broker,

@@ -1,5 +1,6 @@
-//! TLS for the bench's Kafka connections (`--tls-ca`): the client configuration, made once
-//! from the CA file while the flags are checked, and the byte stream a connection runs over.
+//! TLS for Kafka connections (`--tls-ca`, of the bench and the Kafka-side commands): the client
+//! configuration, made once from the CA file while the flags are checked, and the byte stream
+//! a connection runs over.
 //!
 //! A [`Stream`] is plain TCP or TLS over TCP. The plaintext variant stays a bare `TcpStream`
 //! split into owned halves (no lock between a producer's writer and its answer reader), so
@@ -25,20 +26,21 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The TLS settings of a run: the CA to trust and the name the broker's certificate must
-/// carry. Made by [`Tls::load`] before anything connects; shared by every connection.
+/// carry (by default the host of the address connected to). Made by [`Tls::load`] before
+/// anything connects; shared by every connection.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Tls {
     pub ca: PathBuf,
-    pub server_name: String,
+    pub server_name: Option<String>,
     #[serde(skip)]
-    name: ServerName<'static>,
+    name: Option<ServerName<'static>>,
     #[serde(skip)]
     config: Arc<ClientConfig>,
 }
 
 impl Tls {
     /// Reads the CA certificates (PEM) in `ca` and checks `server_name`; errors name the flag.
-    pub fn load(ca: &Path, server_name: &str) -> Result<Tls, String> {
+    pub fn load(ca: &Path, server_name: Option<&str>) -> Result<Tls, String> {
         let bad = |e: &dyn std::fmt::Display| format!("--tls-ca {ca:?}: {e}");
         let pem = std::fs::read(ca).map_err(|e| bad(&e))?;
         let mut roots = RootCertStore::empty();
@@ -48,9 +50,7 @@ impl Tls {
         if roots.is_empty() {
             return Err(bad(&"no PEM certificate in it"));
         }
-        let name = ServerName::try_from(server_name.to_string()).map_err(|_| {
-            format!("--tls-server-name {server_name:?}: not a DNS name or an IP address")
-        })?;
+        let name = server_name.map(certificate_name).transpose()?;
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -59,11 +59,16 @@ impl Tls {
             .with_no_client_auth();
         Ok(Tls {
             ca: ca.to_path_buf(),
-            server_name: server_name.to_string(),
+            server_name: server_name.map(str::to_string),
             name,
             config: Arc::new(config),
         })
     }
+}
+
+fn certificate_name(name: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(name.to_string())
+        .map_err(|_| format!("--tls-server-name {name:?}: not a DNS name or an IP address"))
 }
 
 /// The host part of a `host:port` address (`[::1]:9092` gives `::1`), the default name the
@@ -103,13 +108,17 @@ pub async fn connect(addr: &str, tls: Option<&Tls>) -> Result<Stream, String> {
     let Some(tls) = tls else {
         return Ok(Link::Plain(tcp));
     };
+    let name = match &tls.name {
+        Some(name) => name.clone(),
+        None => certificate_name(host(addr))?,
+    };
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-    let handshake = connector.connect(tls.name.clone(), tcp);
+    let handshake = connector.connect(name.clone(), tcp);
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(stream)) => Ok(Link::Tls(Box::new(stream))),
         Ok(Err(e)) => Err(format!(
             "TLS handshake with {addr} (certificate name {}): {e}",
-            tls.server_name
+            name.to_str()
         )),
         Err(_) => Err(format!(
             "TLS handshake with {addr}: no answer within {TLS_HANDSHAKE_TIMEOUT:?} \
@@ -208,14 +217,14 @@ mod tests {
     fn a_bad_ca_file_is_refused_naming_the_flag() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
-        let e = Tls::load(&missing, "localhost").unwrap_err();
+        let e = Tls::load(&missing, Some("localhost")).unwrap_err();
         assert!(
             e.starts_with("--tls-ca") && e.contains("missing.pem"),
             "{e}"
         );
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let e = Tls::load(&empty, "localhost").unwrap_err();
+        let e = Tls::load(&empty, Some("localhost")).unwrap_err();
         assert!(e.contains("no PEM certificate"), "{e}");
     }
 }
