@@ -1,8 +1,8 @@
 //! Kafka listeners with TLS and SASL, driven by unmodified clients (confluent-kafka and kcat,
 //! both librdkafka with OpenSSL): SSL, SASL_SSL with PLAIN and SCRAM-SHA-512, SASL_PLAINTEXT
 //! with SCRAM-SHA-256 and mutual TLS; users created in a stopped broker's data directory and
-//! through a running one; refusals of wrong passwords, unknown users, untrusted certificates
-//! and the wrong transport, while the broker keeps serving everyone else.
+//! through a running one; refusals of wrong passwords, unknown users, untrusted and expired
+//! certificates and the wrong transport, while the broker keeps serving everyone else.
 
 mod common;
 
@@ -265,7 +265,19 @@ fn wrong_credentials_certificates_and_transports_are_refused_and_others_served()
 
     let ca = Some(pki.ca.as_path());
     let refused = "Authentication failed";
-    let refusals: [(&str, &str, Vec<String>, &str); 6] = [
+    let trusting_ca = vec![
+        "security.protocol=ssl".to_string(),
+        format!("ssl.ca.location={}", pki.ca.display()),
+    ];
+    let mut expired_certificate = trusting_ca.clone();
+    expired_certificate.extend([
+        format!(
+            "ssl.certificate.location={}",
+            pki.expired_client_cert.display()
+        ),
+        format!("ssl.key.location={}", pki.expired_client_key.display()),
+    ]);
+    let refusals: [(&str, &str, Vec<String>, &str); 7] = [
         (
             "a wrong password",
             "SASL_SSL",
@@ -291,13 +303,11 @@ fn wrong_credentials_certificates_and_transports_are_refused_and_others_served()
             "PLAIN,SCRAM-SHA-512",
         ),
         ("plaintext to a TLS port", "SSL", Vec::new(), ""),
+        ("no client certificate", "MTLS", trusting_ca.clone(), ""),
         (
-            "no client certificate",
+            "an expired client certificate",
             "MTLS",
-            vec![
-                "security.protocol=ssl".to_string(),
-                format!("ssl.ca.location={}", pki.ca.display()),
-            ],
+            expired_certificate,
             "",
         ),
     ];
@@ -311,6 +321,8 @@ fn wrong_credentials_certificates_and_transports_are_refused_and_others_served()
             (failures() > before).then_some(())
         });
     }
+    // The broker's log says why a certificate was refused.
+    broker.wait_for("certificate expired");
     // An untrusted server certificate is refused by the client; TLS to the plaintext port
     // finds no TLS there.
     let untrusted = vec![
@@ -318,11 +330,7 @@ fn wrong_credentials_certificates_and_transports_are_refused_and_others_served()
         format!("ssl.ca.location={}", pki.stranger_ca.display()),
     ];
     assert!(!kcat_metadata(&listener(&broker, "SSL"), &untrusted).0);
-    let ssl = vec![
-        "security.protocol=ssl".to_string(),
-        format!("ssl.ca.location={}", pki.ca.display()),
-    ];
-    assert!(!kcat_metadata(&internal, &ssl).0);
+    assert!(!kcat_metadata(&internal, &trusting_ca).0);
 
     // Before authenticating, a request other than ApiVersions and SASL's closes the connection.
     let mut raw = std::net::TcpStream::connect(listener(&broker, "SASL_PLAINTEXT")).unwrap();
