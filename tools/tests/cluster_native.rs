@@ -433,3 +433,40 @@ fn a_controlled_shutdown_hands_the_cursors_over_as_acknowledged() {
     });
     assert_eq!(resumed, (120..SENT).collect::<BTreeSet<u64>>());
 }
+
+/// Native listeners are matched by name across the cluster, as Kafka's are: a client that came
+/// in through a listener is told every broker's address on the listener of that name. Here
+/// each node's first listener wants SCRAM and its second ("OPEN") nothing, so a client without
+/// credentials, bootstrapped from node 0's OPEN listener, reaches node 1's partitions only
+/// if it is sent to node 1's OPEN listener.
+#[test]
+fn clients_are_sent_to_each_broker_on_the_listener_they_came_through() {
+    let listeners = "[[native_listeners]]\nname = \"INTERNAL\"\naddress = \"127.0.0.1:0\"\n\
+                     security = \"SASL_PLAINTEXT\"\nsasl_mechanisms = [\"SCRAM-SHA-512\"]\n\
+                     [[native_listeners]]\nname = \"OPEN\"\naddress = \"127.0.0.1:0\"\n";
+    let cluster = Cluster::start(2, listeners).settled();
+    let open = common::pki::native_listener(cluster.nodes[0].broker.as_ref().unwrap(), "OPEN");
+    let rt = runtime();
+    let client = rt
+        .block_on(Client::builder().broker(&open).connect())
+        .unwrap();
+    rt.block_on(client.create_topic("named", 4)).unwrap();
+    cluster.settle(
+        "both nodes lead partitions of the topic, and know it",
+        || {
+            let views: Vec<Option<Vec<i32>>> = (cluster.running())
+                .map(|n| leaders(&n.kafka, "named"))
+                .collect();
+            let first = views[0].clone()?;
+            let spread = first.contains(&0) && first.contains(&1);
+            (spread && views.iter().all(|v| v.as_ref() == Some(&first))).then_some(())
+        },
+    );
+    let keyed = |i: u64| Some(format!("key-{i}"));
+    let values = rt.block_on(produce(&client, "named", 0..40, keyed));
+    assert_eq!(values.len(), 40);
+    let described = rt.block_on(client.describe_topic("named")).unwrap();
+    let stored: u64 = described.iter().map(|p| p.log_end).sum();
+    assert_eq!(stored, 40, "{described:?}");
+    assert!(described.iter().all(|p| p.log_end > 0), "{described:?}");
+}

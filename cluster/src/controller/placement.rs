@@ -155,6 +155,7 @@ mod tests {
                 rack: rack.map(str::to_string),
                 shards: 1,
                 kafka_listeners: Default::default(),
+                native_listeners: Default::default(),
             })
             .collect()
     }

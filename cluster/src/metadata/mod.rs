@@ -70,6 +70,10 @@ pub struct BrokerMeta {
     /// listener of that name is reached at `kafka_addr`.
     #[serde(default)]
     pub kafka_listeners: BTreeMap<String, String>,
+    /// Native listeners by name and the address each advertises, used as `kafka_listeners`
+    /// is; a broker without a listener of that name is reached at `native_addr`.
+    #[serde(default)]
+    pub native_listeners: BTreeMap<String, String>,
 }
 
 /// The whole metadata, as of `version` changes.

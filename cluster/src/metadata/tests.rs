@@ -12,6 +12,7 @@ pub(crate) fn broker(id: i32) -> BrokerMeta {
         rack: None,
         shards: 1,
         kafka_listeners: Default::default(),
+        native_listeners: Default::default(),
     }
 }
 
@@ -131,6 +132,7 @@ fn fencing_follows_heartbeats_and_registration_lifts_it() {
         rack: None,
         shards: 1,
         kafka_listeners: Default::default(),
+        native_listeners: Default::default(),
     };
     let fence = MetadataChange::FenceBroker { id: 2 };
     assert!(metadata.apply(&fence).is_err(), "not registered");

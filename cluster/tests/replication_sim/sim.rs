@@ -37,6 +37,7 @@ impl Sim {
                     rack: None,
                     shards: 1,
                     kafka_listeners: Default::default(),
+                    native_listeners: Default::default(),
                 }))
                 .unwrap();
         }

@@ -35,6 +35,7 @@ pub fn random_change(rng: &mut fastrand::Rng, view: &Metadata, brokers: &[u64]) 
                 rack: None,
                 shards: 1,
                 kafka_listeners: Default::default(),
+                native_listeners: Default::default(),
             })
         }
         0..=3 => {

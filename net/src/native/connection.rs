@@ -34,6 +34,8 @@ pub(super) struct Attached {
 /// One client connection: what it attached, where its answers go.
 pub(super) struct Connection {
     pub(super) shard: Rc<Shard>,
+    /// The listener it came through.
+    pub(super) listener: Rc<NativeListener>,
     /// Who is connected: authentication fills in the principal.
     pub(super) session: RefCell<Session>,
     pub(super) outbound: flume::Sender<Outbound>,
@@ -67,13 +69,12 @@ pub(super) async fn serve_connection(
     let session = Session::anonymous(stream.peer_addr().ok());
     let _ = stream.set_nodelay(true);
     crate::metrics::of(&shard).native_connection_opened();
-    let sasl = listener.sasl_mechanisms.clone();
     match &listener.tls {
-        None => serve_stream(shard.clone(), session, sasl, stream).await,
+        None => serve_stream(shard.clone(), session, listener.clone(), stream).await,
         Some(tls) => {
             let mut session = session;
             if let Some(tls) = crate::tls::accept(&shard, tls, stream, &mut session).await {
-                serve_stream(shard.clone(), session, sasl, tls).await
+                serve_stream(shard.clone(), session, listener.clone(), tls).await
             }
         }
     }
@@ -87,10 +88,14 @@ pub(super) async fn serve_connection(
 }
 
 /// Serves the native protocol on `stream` for `session` until the client leaves, falls
-/// silent for `native_session_timeout_ms`, stops reading, or breaks a rule. With `sasl`, the
-/// client must authenticate with one of those mechanisms before anything else.
-async fn serve_stream<S>(shard: Rc<Shard>, session: Session, sasl: Option<Vec<String>>, stream: S)
-where
+/// silent for `native_session_timeout_ms`, stops reading, or breaks a rule. On a listener
+/// with SASL, the client must authenticate with one of its mechanisms before anything else.
+async fn serve_stream<S>(
+    shard: Rc<Shard>,
+    session: Session,
+    listener: Rc<NativeListener>,
+    stream: S,
+) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let peer = session.peer;
@@ -103,8 +108,10 @@ where
         shard.config.native_write_stall_ms,
         overflow,
     ));
+    let sasl = listener.sasl_mechanisms.clone();
     let connection = Rc::new(Connection {
         shard: shard.clone(),
+        listener,
         session: RefCell::new(session),
         outbound,
         budget: budget.clone(),

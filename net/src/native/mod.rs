@@ -26,6 +26,8 @@ use std::sync::Arc;
 
 /// A native listener as its connections see it.
 pub(crate) struct NativeListener {
+    /// Its name: clients are told other brokers' addresses on the listener of this name.
+    name: String,
     tls: Option<Arc<crate::tls::ReloadableTls>>,
     /// The mechanisms offered, when clients must authenticate.
     sasl_mechanisms: Option<Vec<String>>,
@@ -38,6 +40,7 @@ pub fn listen(
     spec: &ListenerSpec,
 ) -> std::io::Result<(SocketAddr, glommio::Task<()>)> {
     let native = Rc::new(NativeListener {
+        name: spec.config.name().to_string(),
         tls: spec.tls.clone(),
         sasl_mechanisms: (spec.config.security.uses_sasl())
             .then(|| spec.config.sasl_mechanisms.clone()),

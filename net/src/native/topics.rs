@@ -256,13 +256,17 @@ impl Connection {
             .collect())
     }
 
-    /// The unfenced brokers and the leaders of the `topics` that exist.
+    /// The unfenced brokers, each at its address on the listener of this connection's name
+    /// (else its first native listener's), and the leaders of the `topics` that exist.
     pub(super) fn metadata_answer(&self, request_id: u64, topics: &[String]) -> ServerFrame {
         let metadata = self.shard.metadata();
+        let listener = &self.listener.name;
         let brokers = (metadata.unfenced_brokers())
             .map(|b| BrokerInfo {
                 id: b.id,
-                native_addr: b.native_addr.clone(),
+                native_addr: (b.native_listeners.get(listener))
+                    .unwrap_or(&b.native_addr)
+                    .clone(),
             })
             .collect();
         let topics = topics

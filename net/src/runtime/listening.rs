@@ -5,6 +5,7 @@ use super::{Control, Runtime, RuntimeError};
 use crate::listener::ListenerSpec;
 use oxbow_core::config::ListenerConfig;
 use oxbow_core::BrokerConfig;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -67,25 +68,19 @@ impl Runtime {
         }))
     }
 
-    /// Registers this broker with the addresses it listens on (the advertised Kafka and
-    /// native addresses when they are set).
+    /// Registers this broker with the addresses it listens on, by listener name (the
+    /// advertised addresses when they are set).
     pub(super) fn register(&mut self, config: &BrokerConfig) -> Result<(), RuntimeError> {
-        let listeners = config.kafka_listeners_in_effect();
-        let advertised =
-            (listeners.iter().zip(&self.kafka_listeners)).map(|(listener, (name, bound))| {
-                let at = (listener.advertised_address.clone()).unwrap_or_else(|| bound.to_string());
-                (name.clone(), at)
-            });
-        let kafka_listeners: std::collections::BTreeMap<String, String> = advertised.collect();
-        let first = &listeners[0];
+        let kafka = config.kafka_listeners_in_effect();
+        let kafka_listeners = advertised(&kafka, &self.kafka_listeners);
+        let native = config.native_listeners_in_effect();
+        let native_listeners = advertised(&native, &self.native_listeners);
         let broker = oxbow_cluster::BrokerMeta {
             id: config.node_id,
-            kafka_addr: kafka_listeners[first.name()].clone(),
+            kafka_addr: kafka_listeners[kafka[0].name()].clone(),
             kafka_listeners,
-            native_addr: (config.native_listeners_in_effect()[0]
-                .advertised_address
-                .clone())
-            .unwrap_or_else(|| self.native_listeners[0].1.to_string()),
+            native_addr: native_listeners[native[0].name()].clone(),
+            native_listeners,
             cluster_addr: (self.transport.as_ref()).map(|t| t.local_addr().to_string()),
             rack: config.rack.clone(),
             shards: config.shards as u32,
@@ -118,4 +113,18 @@ impl Runtime {
         let _ = self.shut_down();
         Err(RuntimeError::Shard { shard, reason })
     }
+}
+
+/// Each listener's name and the address clients are told: its advertised address, else the
+/// address it was bound to.
+fn advertised(
+    listeners: &[ListenerConfig],
+    bound: &[(String, SocketAddr)],
+) -> BTreeMap<String, String> {
+    (listeners.iter().zip(bound))
+        .map(|(listener, (name, at))| {
+            let at = (listener.advertised_address.clone()).unwrap_or_else(|| at.to_string());
+            (name.clone(), at)
+        })
+        .collect()
 }

@@ -129,14 +129,18 @@ impl Cluster {
 
     /// [`Cluster::start_settled`] with `cluster_extra` in each node's `[cluster]` table.
     pub fn start_settled_with(count: usize, cluster_extra: &str) -> Cluster {
-        let cluster = Cluster::start_with(count, "", cluster_extra);
-        let all: Vec<i32> = (0..count as i32).collect();
-        cluster.settle("every node lists every broker", || {
-            (cluster.running())
+        Cluster::start_with(count, "", cluster_extra).settled()
+    }
+
+    /// The cluster, once every node has applied every registration.
+    pub fn settled(self) -> Cluster {
+        let all: Vec<i32> = (0..self.nodes.len() as i32).collect();
+        self.settle("every node lists every broker", || {
+            (self.running())
                 .all(|n| brokers(&n.kafka) == all)
                 .then_some(())
         });
-        cluster
+        self
     }
 
     /// Polls `check` until it answers, or fails naming `what`.
