@@ -91,6 +91,12 @@ impl Exchange {
         ))
     }
 
+    /// Whether the next step checks a password (PLAIN: one PBKDF2), which a shard paces
+    /// (`crate::password_checks`).
+    pub fn checks_password(&self) -> bool {
+        matches!(self, Exchange::Plain)
+    }
+
     /// Takes the client's next token, looking users up in `metadata`.
     pub fn step(self, metadata: &Metadata, token: &[u8]) -> Step {
         let outcome = match self {

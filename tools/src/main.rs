@@ -43,6 +43,12 @@ Config file keys (TOML; every one optional, flags override them):
   native_frame_bytes_max, native_session_timeout_ms,
   native_produce_in_flight_max, native_outbound_bytes_max, native_write_stall_ms,
   batch_decompressed_bytes_max, log_format = \"text\" | \"json\"
+  [[kafka_listeners]], [[native_listeners]] name, address, advertised_address,
+        security = \"PLAINTEXT\" | \"SSL\" | \"SASL_PLAINTEXT\" | \"SASL_SSL\", tls_cert_file,
+        tls_key_file, tls_client_ca_file, sasl_mechanisms (each replaces the _listen shorthand)
+  [authentication] timeout_ms, unauthenticated_frame_bytes_max, failure_delay_ms,
+        failures_per_address_max, failure_window_ms, password_checks_per_second_max
+  [authorizer] enabled, super_users, allow_everyone_if_no_acl_found
   [log] segment_bytes_max, segment_age_max_ms, index_interval_bytes,
         flush = \"always\" | \"interval\" | \"never\", flush_interval_ms,
         retention_bytes_max, retention_age_max_ms, tail_cache_bytes_max,

@@ -535,3 +535,63 @@ fn a_client_certificate_is_the_principal_the_acls_name() {
     let audit = broker.wait_for("denied");
     assert!(audit.contains("principal=User:CN=client"), "{audit}");
 }
+
+/// One raw PLAIN login on a new connection: the SaslAuthenticate answer's error code and
+/// message.
+fn plain_login(addr: &str, user: &str, password: &str) -> (i16, String) {
+    use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mechanism = kafka_protocol::protocol::StrBytes::from_static_str("PLAIN");
+    let handshake = SaslHandshakeRequest::default().with_mechanism(mechanism);
+    assert_eq!(common::kafka_call(&mut stream, 1, &handshake).error_code, 0);
+    let token = format!("\0{user}\0{password}");
+    let login = SaslAuthenticateRequest::default().with_auth_bytes(token.into_bytes().into());
+    let answer = common::kafka_call(&mut stream, 2, &login);
+    let message = answer.error_message.map(|m| m.to_string());
+    (answer.error_code, message.unwrap_or_default())
+}
+
+/// A PLAIN login costs the broker one PBKDF2, so each shard paces them
+/// (`authentication.password_checks_per_second_max`, here 1 a second with a 500 ms
+/// authentication timeout): logins past the pace are refused as busy, counted as throttled
+/// and not as failures, while SCRAM logins (no PBKDF2 on the broker) go on.
+#[test]
+fn plain_logins_past_the_shards_pace_are_refused_as_busy_and_scram_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "shards = 1\n\
+         [[kafka_listeners]]\nname = \"INTERNAL\"\naddress = \"127.0.0.1:0\"\n\
+         [[kafka_listeners]]\naddress = \"127.0.0.1:0\"\nsecurity = \"SASL_PLAINTEXT\"\n\
+         sasl_mechanisms = [\"PLAIN\", \"SCRAM-SHA-256\"]\n\
+         [authentication]\npassword_checks_per_second_max = 1\ntimeout_ms = 500\n";
+    let (broker, ready) = common::start_configured(dir.path(), toml);
+    let internal = listener(&broker, "INTERNAL");
+    let args = [
+        "create",
+        "alice",
+        "--mechanism",
+        "SCRAM-SHA-256",
+        "--password-stdin",
+    ];
+    let (created, said) = oxbow_user(&[&args[..], &["--broker", &internal]].concat(), "right");
+    assert!(created, "{said}");
+    let sasl_plaintext = listener(&broker, "SASL_PLAINTEXT");
+    let metrics = field(&ready, "metrics");
+    let count = |name| sample(&http_get(&metrics, "/metrics"), name);
+
+    // Five logins in a row: the first is checked at once, the next would wait a second.
+    let answers: Vec<(i16, String)> = (0..5)
+        .map(|_| plain_login(&sasl_plaintext, "alice", "right"))
+        .collect();
+    assert_eq!(answers[0], (0, String::new()), "{answers:?}");
+    let busy = (answers.iter())
+        .filter(|(code, message)| *code == 58 && message.contains("too many password checks"))
+        .count();
+    let accepted = answers.iter().filter(|(code, _)| *code == 0).count();
+    assert!(busy >= 1 && busy + accepted == 5, "{answers:?}");
+    assert_eq!(count("oxbow_authentication_throttled_total"), busy as f64);
+    assert_eq!(count("oxbow_authentication_failures_total"), 0.0);
+
+    let alice = sasl("SCRAM-SHA-256", "alice", "right", None);
+    let (served, err) = kcat_metadata(&sasl_plaintext, &alice);
+    assert!(served, "SCRAM while PLAIN is paced: {err}");
+}

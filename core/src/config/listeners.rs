@@ -257,6 +257,10 @@ pub struct AuthenticationConfig {
     pub failures_per_address_max: u32,
     /// The window of `failures_per_address_max`.
     pub failure_window_ms: u64,
+    /// PLAIN password checks (one PBKDF2 each) a shard makes per second, any of them at once
+    /// after a quiet second; a login whose turn is further off than `timeout_ms` is refused
+    /// as throttled. SCRAM costs the broker no PBKDF2 and is not counted.
+    pub password_checks_per_second_max: u32,
 }
 
 impl Default for AuthenticationConfig {
@@ -267,6 +271,7 @@ impl Default for AuthenticationConfig {
             failure_delay_ms: 100,
             failures_per_address_max: 20,
             failure_window_ms: 60_000,
+            password_checks_per_second_max: 100,
         }
     }
 }
@@ -301,6 +306,12 @@ impl AuthenticationConfig {
             return Err(ConfigError::new(
                 "authentication.failure_delay_ms",
                 "must be at most a minute",
+            ));
+        }
+        if self.password_checks_per_second_max == 0 {
+            return Err(ConfigError::new(
+                "authentication.password_checks_per_second_max",
+                "must be positive",
             ));
         }
         Ok(())

@@ -186,6 +186,14 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             }
             RequestKind::SaslAuthenticate(request) => {
                 self.answer_all_produces(waiting).await?;
+                if self.sasl.checks_password() && !crate::password_checks::turn(self.shard).await {
+                    tracing::warn!(peer = ?self.session.peer,
+                        listener = %self.listener.endpoint.listener, "PLAIN login throttled");
+                    let body = ResponseKind::SaslAuthenticate(super::sasl::busy());
+                    self.respond(correlation_id, response_header_version, body, version)
+                        .await?;
+                    return Err(Close::AuthenticationFailed);
+                }
                 let metadata = self.shard.metadata();
                 let (response, step) = self.sasl.authenticate(&metadata, &request);
                 let body = ResponseKind::SaslAuthenticate(response);

@@ -71,6 +71,11 @@ impl Sasl {
         (response, true)
     }
 
+    /// Whether the next SaslAuthenticate checks a password (see `crate::password_checks`).
+    pub(super) fn checks_password(&self) -> bool {
+        matches!(self, Sasl::Exchanging(exchange) if exchange.checks_password())
+    }
+
     /// Answers SaslAuthenticate, looking users up in `metadata`.
     pub(super) fn authenticate(
         &mut self,
@@ -108,6 +113,13 @@ impl Sasl {
             }
         }
     }
+}
+
+/// The answer to a PLAIN login the shard has no time to check (`crate::password_checks`).
+pub(super) fn busy() -> SaslAuthenticateResponse {
+    SaslAuthenticateResponse::default()
+        .with_error_code(code::SASL_AUTHENTICATION_FAILED)
+        .with_error_message(Some(text(crate::password_checks::BUSY)))
 }
 
 fn answer(token: Vec<u8>) -> SaslAuthenticateResponse {

@@ -68,6 +68,11 @@ impl Authentication {
                 }
             },
         };
+        if exchange.checks_password() && !crate::password_checks::turn(&connection.shard).await {
+            tracing::warn!(peer = ?connection.session.borrow().peer, "PLAIN login throttled");
+            let busy = crate::password_checks::BUSY.to_string();
+            return Err((ErrorCode::LimitReached, busy));
+        }
         let metadata = connection.shard.metadata();
         match exchange.step(&metadata, &token) {
             Step::Continue(next, reply) => {
