@@ -66,12 +66,7 @@ pub struct FailedLogins {
 }
 
 fn of(shard: &Shard) -> Rc<FailedLogins> {
-    if let Some(logins) = shard.extension::<FailedLogins>() {
-        return logins;
-    }
-    let logins = Rc::new(FailedLogins::default());
-    shard.set_extension(logins.clone());
-    logins
+    shard.extension_or_insert_with(FailedLogins::default)
 }
 
 /// Counts a failed authentication (TLS handshake or SASL) from `peer`.

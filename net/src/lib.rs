@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod listener;
 pub mod metrics;
 pub mod native;
+pub mod pacer;
 pub mod password_checks;
 pub mod runtime;
 pub mod sasl;

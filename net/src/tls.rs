@@ -5,6 +5,7 @@
 //! SIGHUP reads the files again: new connections get the new certificate, open ones keep
 //! the session they have.
 
+use crate::pacer::Pacer;
 use oxbow_core::config::ListenerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -12,8 +13,9 @@ use rustls::{RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-/// The TLS handshake of an accepted connection, within `authentication.timeout_ms`; with a
-/// client certificate (mutual TLS), `session` takes the principal it names. A failure is
+/// The TLS handshake of an accepted connection, within `authentication.timeout_ms`, once the
+/// shard's handshake schedule gives it a turn (else it is dropped, counted as throttled); with
+/// a client certificate (mutual TLS), `session` takes the principal it names. A failure is
 /// counted against the client's address and logged; the connection is then dropped.
 pub async fn accept<IO>(
     shard: &crate::shard::Shard,
@@ -25,6 +27,13 @@ where
     IO: futures_lite::io::AsyncRead + futures_lite::io::AsyncWrite + Unpin,
 {
     let limit = std::time::Duration::from_millis(shard.config.authentication.timeout_ms);
+    let per_second = shard.config.authentication.tls_handshakes_per_second_max;
+    let handshakes = shard.extension_or_insert_with(|| Handshakes(Pacer::new(per_second)));
+    if !handshakes.0.turn(shard, limit).await {
+        tracing::debug!(peer = ?session.peer, listener = %tls.listener(),
+            "TLS handshake throttled: closed at accept");
+        return None;
+    }
     let acceptor = futures_rustls::TlsAcceptor::from(tls.current());
     match crate::session::within(limit, acceptor.accept(stream)).await {
         Ok(stream) => {
@@ -41,6 +50,11 @@ where
         }
     }
 }
+
+/// This shard's schedule of TLS handshakes: a flood of them, from as many addresses as it
+/// takes to stay under `authentication.failures_per_address_max`, costs a key exchange and a
+/// signature each, so a shard starts at most `authentication.tls_handshakes_per_second_max`.
+struct Handshakes(Pacer);
 
 /// The principal a verified client certificate names (mutual TLS): `User:` and its subject,
 /// as Kafka's default `ssl.principal.mapping.rules` make it.

@@ -47,7 +47,8 @@ Config file keys (TOML; every one optional, flags override them):
         security = \"PLAINTEXT\" | \"SSL\" | \"SASL_PLAINTEXT\" | \"SASL_SSL\", tls_cert_file,
         tls_key_file, tls_client_ca_file, sasl_mechanisms (each replaces the _listen shorthand)
   [authentication] timeout_ms, unauthenticated_frame_bytes_max, failure_delay_ms,
-        failures_per_address_max, failure_window_ms, password_checks_per_second_max
+        failures_per_address_max, failure_window_ms, password_checks_per_second_max,
+        tls_handshakes_per_second_max
   [authorizer] enabled, super_users, allow_everyone_if_no_acl_found
   [log] segment_bytes_max, segment_age_max_ms, index_interval_bytes,
         flush = \"always\" | \"interval\" | \"never\", flush_interval_ms,

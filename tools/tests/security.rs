@@ -595,3 +595,60 @@ fn plain_logins_past_the_shards_pace_are_refused_as_busy_and_scram_goes_on() {
     let (served, err) = kcat_metadata(&sasl_plaintext, &alice);
     assert!(served, "SCRAM while PLAIN is paced: {err}");
 }
+
+/// Whether a TLS handshake with `addr`, trusting `ca`, completes.
+fn tls_handshake(addr: &str, ca: &Path) -> bool {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let handshake = connector.connect(name, tcp);
+        let patience = std::time::Duration::from_secs(10);
+        matches!(tokio::time::timeout(patience, handshake).await, Ok(Ok(_)))
+    })
+}
+
+/// TLS handshakes cost a key exchange and a signature each, so each shard paces them
+/// (`authentication.tls_handshakes_per_second_max`, here 1 a second with a 500 ms
+/// authentication timeout): connections past the pace are closed at accept, counted as
+/// throttled and not as failures.
+#[test]
+fn tls_handshakes_past_the_shards_pace_are_closed_at_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let toml = format!(
+        "shards = 1\n\
+         [[kafka_listeners]]\naddress = \"127.0.0.1:0\"\nsecurity = \"SSL\"\n\
+         tls_cert_file = {:?}\ntls_key_file = {:?}\n\
+         [authentication]\ntls_handshakes_per_second_max = 1\ntimeout_ms = 500\n",
+        pki.server_cert, pki.server_key
+    );
+    let (broker, ready) = common::start_configured(dir.path(), &toml);
+    let ssl = listener(&broker, "SSL");
+    let metrics = field(&ready, "metrics");
+    let count = |name| sample(&http_get(&metrics, "/metrics"), name);
+
+    // Five handshakes in a row: the first at once, the next would wait a second.
+    let completed: Vec<bool> = (0..5).map(|_| tls_handshake(&ssl, &pki.ca)).collect();
+    assert!(completed[0], "{completed:?}");
+    let closed = completed.iter().filter(|done| !**done).count();
+    assert!(closed >= 1, "{completed:?}");
+    assert_eq!(count("oxbow_authentication_throttled_total"), closed as f64);
+    assert_eq!(count("oxbow_authentication_failures_total"), 0.0);
+}

@@ -261,6 +261,10 @@ pub struct AuthenticationConfig {
     /// after a quiet second; a login whose turn is further off than `timeout_ms` is refused
     /// as throttled. SCRAM costs the broker no PBKDF2 and is not counted.
     pub password_checks_per_second_max: u32,
+    /// TLS handshakes (a key exchange and a signature each) a shard starts per second, any of
+    /// them at once after a quiet second; a connection whose turn is further off than
+    /// `timeout_ms` is closed at accept, counted as throttled.
+    pub tls_handshakes_per_second_max: u32,
 }
 
 impl Default for AuthenticationConfig {
@@ -272,6 +276,7 @@ impl Default for AuthenticationConfig {
             failures_per_address_max: 20,
             failure_window_ms: 60_000,
             password_checks_per_second_max: 100,
+            tls_handshakes_per_second_max: 500,
         }
     }
 }
@@ -308,11 +313,19 @@ impl AuthenticationConfig {
                 "must be at most a minute",
             ));
         }
-        if self.password_checks_per_second_max == 0 {
-            return Err(ConfigError::new(
+        for (value, name) in [
+            (
+                self.password_checks_per_second_max,
                 "authentication.password_checks_per_second_max",
-                "must be positive",
-            ));
+            ),
+            (
+                self.tls_handshakes_per_second_max,
+                "authentication.tls_handshakes_per_second_max",
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(name, "must be positive"));
+            }
         }
         Ok(())
     }

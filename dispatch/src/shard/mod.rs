@@ -215,6 +215,17 @@ impl Shard {
         service.downcast::<T>().ok()
     }
 
+    /// The service of type `T`, made by `make` and kept the first time it is asked for
+    /// (state a module keeps per shard, such as counters and schedules).
+    pub fn extension_or_insert_with<T: 'static>(&self, make: impl FnOnce() -> T) -> Rc<T> {
+        if let Some(service) = self.extension::<T>() {
+            return service;
+        }
+        let service = Rc::new(make());
+        self.set_extension(service.clone());
+        service
+    }
+
     /// Runs `work` on shard `shard` and returns what it answers (`None`: that shard is gone).
     pub async fn run_on<T, F, Fut>(&self, shard: usize, work: F) -> Option<T>
     where
