@@ -1,12 +1,15 @@
-//! A native producer outlives a restart of its broker: its next batches open a new connection
-//! (after fresh metadata) and are acknowledged at the offsets that follow, with nothing lost.
-//! Consumers do not reconnect yet (issue 17); they end with an error the application sees.
+//! Native clients outlive a restart of their broker. A producer's next batches open a new
+//! connection (after fresh metadata) and are acknowledged at the offsets that follow, with
+//! nothing lost. A consumer of each tier attaches again by itself and goes on receiving,
+//! with no error reaching the application; past its reconnect timeout it ends with
+//! `ReconnectFailed`.
 
 mod common;
 
 use common::{fixed_port_args, Broker};
-use oxbow_client::{Acks, Client, SubscriptionType};
+use oxbow_client::{Acks, Client, ClientError, SubscriptionType, Tier};
 use std::collections::BTreeSet;
+use std::sync::mpsc;
 use std::time::Duration;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -93,4 +96,161 @@ fn a_producer_sends_again_after_its_broker_restarts_on_the_same_address() {
     });
     let expected: BTreeSet<String> = (0..20).map(|i| format!("v{i}")).collect();
     assert_eq!(values, expected);
+}
+
+/// What a consumer thread reports: values received, or the error that ended it.
+type Report = Result<Vec<String>, ClientError>;
+
+/// Runs a consumer of `tier` on its own thread (its own client and runtime, as a separate
+/// application), acknowledging everything; reports each batch's values and its end.
+fn consume_on_thread(
+    broker: String,
+    subscription: String,
+    tier: Tier,
+    reconnect_timeout: Duration,
+    reports: mpsc::Sender<(String, Report)>,
+) {
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let client = Client::builder().broker(&broker).connect().await.unwrap();
+            let built = (client.consumer("resume", &subscription))
+                .reconnect_timeout(reconnect_timeout)
+                .build_tier(tier)
+                .await;
+            let mut consumer = match built {
+                Ok(consumer) => consumer,
+                Err(e) => return drop(reports.send((subscription, Err(e)))),
+            };
+            loop {
+                let report = match consumer.next_batch().await {
+                    Ok(batch) => {
+                        consumer.acker().ack_all(&batch).unwrap();
+                        let values = batch.iter().map(|m| m.value.to_vec());
+                        Ok(values.map(|v| String::from_utf8(v).unwrap()).collect())
+                    }
+                    Err(e) => Err(e),
+                };
+                let ended = report.is_err();
+                if reports.send((subscription.clone(), report)).is_err() || ended {
+                    return;
+                }
+            }
+        })
+    });
+}
+
+/// Collects reports until every subscription in `seen` has received `values`; panics on an
+/// error report or after `patience`.
+fn receive_until(
+    reports: &mpsc::Receiver<(String, Report)>,
+    seen: &mut [(String, BTreeSet<String>)],
+    values: &BTreeSet<String>,
+    patience: Duration,
+) {
+    let deadline = std::time::Instant::now() + patience;
+    while seen.iter().any(|(_, got)| !values.is_subset(got)) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let (subscription, report) = reports
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("not everything delivered within {patience:?}"));
+        let got = report.unwrap_or_else(|e| panic!("{subscription} ended: {e}"));
+        let (_, set) = (seen.iter_mut()).find(|(s, _)| *s == subscription).unwrap();
+        set.extend(got);
+    }
+}
+
+#[test]
+fn consumers_of_every_tier_attach_again_by_themselves_after_their_broker_restarts() {
+    let data = tempfile::tempdir().unwrap();
+    let (args, addrs) = fixed_port_args(data.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut broker = Broker::start_exactly(None, &args);
+    broker.wait_for("oxbow ready");
+    let rt = runtime();
+    let client = rt
+        .block_on(Client::builder().broker(&addrs[1]).connect())
+        .unwrap();
+    rt.block_on(client.create_topic("resume", 2)).unwrap();
+    let producer = rt
+        .block_on(client.producer("resume").acks(Acks::All).build())
+        .unwrap();
+    let produce = |range: std::ops::Range<usize>| -> BTreeSet<String> {
+        rt.block_on(async {
+            let mut pending = Vec::new();
+            for i in range.clone() {
+                let (key, value) = (format!("k{i}"), format!("v{i}"));
+                pending.push(
+                    producer
+                        .send(Some(key.as_bytes()), value.as_bytes())
+                        .await?,
+                );
+            }
+            for sent in pending {
+                sent.await?;
+            }
+            Ok::<_, ClientError>(())
+        })
+        .expect("the producer reconnects");
+        range.map(|i| format!("v{i}")).collect()
+    };
+    let first = produce(0..20);
+
+    let (reports_tx, reports) = mpsc::channel();
+    let tiers = [
+        ("stream", Tier::Stream),
+        ("buffered", Tier::Buffered(8)),
+        ("dedicated", Tier::Dedicated),
+    ];
+    let mut seen = Vec::new();
+    for (name, tier) in tiers {
+        let patient = Duration::from_secs(30);
+        let (broker, tx) = (addrs[1].clone(), reports_tx.clone());
+        consume_on_thread(broker, name.to_string(), tier, patient, tx);
+        seen.push((name.to_string(), BTreeSet::new()));
+    }
+    receive_until(&reports, &mut seen, &first, Duration::from_secs(30));
+
+    assert!(broker.signal(libc::SIGTERM).success());
+    let mut again = Broker::start_exactly(None, &args);
+    again.wait_for("oxbow ready");
+    let second = produce(20..40);
+    // Every consumer goes on by itself: no error reaches it, and it gets what follows.
+    receive_until(&reports, &mut seen, &second, Duration::from_secs(60));
+}
+
+#[test]
+fn a_consumer_whose_broker_stays_away_ends_after_its_reconnect_timeout() {
+    let data = tempfile::tempdir().unwrap();
+    let (args, addrs) = fixed_port_args(data.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut broker = Broker::start_exactly(None, &args);
+    broker.wait_for("oxbow ready");
+    let rt = runtime();
+    let client = rt
+        .block_on(Client::builder().broker(&addrs[1]).connect())
+        .unwrap();
+    rt.block_on(client.create_topic("resume", 1)).unwrap();
+    let (reports_tx, reports) = mpsc::channel();
+    let timeout = Duration::from_secs(1);
+    for (name, tier) in [("stream", Tier::Stream), ("dedicated", Tier::Dedicated)] {
+        let (addr, tx) = (addrs[1].clone(), reports_tx.clone());
+        consume_on_thread(addr, name.to_string(), tier, timeout, tx);
+    }
+    // Both attached (the subscriptions exist) before the broker goes away for good.
+    let listed = || {
+        let names = rt.block_on(client.list_subscriptions("resume")).ok()?;
+        let names: BTreeSet<String> = names.into_iter().map(|s| s.name).collect();
+        (names.len() == 2).then_some(())
+    };
+    common::eventually("both consumers attached", Duration::from_secs(30), listed);
+    assert!(broker.signal(libc::SIGTERM).success());
+    for _ in 0..2 {
+        let (name, report) = reports
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the consumer ends");
+        match report {
+            Err(ClientError::ReconnectFailed { after, .. }) => assert_eq!(after, timeout),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
 }

@@ -6,8 +6,55 @@ use crate::error::ClientError;
 use crate::message::Message;
 use oxbow_core::native::{ClientFrame, SubscriptionType};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// One attachment of a consumer: the id it is known by on its connections, and those
+/// connections. A consumer that reconnects is attached again, under a new id.
+pub(crate) struct Attached {
+    pub(crate) legs: Legs,
+    pub(crate) consumer_id: u64,
+}
+
+/// A consumer's current attachment, shared with its ackers so that they follow it when the
+/// consumer reconnects.
+pub(crate) struct Attachment {
+    current: Mutex<Arc<Attached>>,
+    /// Whether the consumer reconnects: then an acknowledgement that finds its connection
+    /// gone is dropped (the message comes again) instead of failing.
+    reconnects: bool,
+}
+
+impl Attachment {
+    pub(crate) fn new(attached: Attached, reconnects: bool) -> Attachment {
+        Attachment {
+            current: Mutex::new(Arc::new(attached)),
+            reconnects,
+        }
+    }
+
+    pub(crate) fn current(&self) -> Arc<Attached> {
+        self.current.lock().expect("not poisoned").clone()
+    }
+
+    pub(crate) fn replace(&self, attached: Attached) {
+        *self.current.lock().expect("not poisoned") = Arc::new(attached);
+    }
+
+    /// Sends an acknowledgement frame built for the current attachment to `partition`'s
+    /// leader.
+    fn send(
+        &self,
+        partition: u32,
+        frame: impl FnOnce(u64) -> ClientFrame,
+    ) -> Result<(), ClientError> {
+        let attached = self.current();
+        match attached.legs.send(partition, &frame(attached.consumer_id)) {
+            Err(ClientError::Closed) if self.reconnects => Ok(()),
+            result => result,
+        }
+    }
+}
 
 /// The connections a consumer is attached through: the leader of each of its partitions.
 #[derive(Default)]
@@ -74,11 +121,12 @@ impl Legs {
     }
 }
 
-/// Acknowledges a consumer's messages from any thread (a handle on its connections).
+/// Acknowledges a consumer's messages from any thread (a handle on its connections). While
+/// a reconnecting consumer has lost a leader, acknowledgements for that leader's partitions
+/// are dropped and succeed: the broker delivers those messages again (at least once).
 #[derive(Clone)]
 pub struct Acker {
-    pub(crate) legs: Arc<Legs>,
-    pub(crate) consumer_id: u64,
+    pub(crate) attachment: Arc<Attachment>,
     pub(crate) kind: SubscriptionType,
 }
 
@@ -104,14 +152,12 @@ impl Acker {
     }
 
     fn ack_offsets(&self, partition: u32, offsets: Vec<u64>) -> Result<(), ClientError> {
-        self.legs.send(
-            partition,
-            &ClientFrame::Ack {
-                consumer_id: self.consumer_id,
+        self.attachment
+            .send(partition, |consumer_id| ClientFrame::Ack {
+                consumer_id,
                 partition,
                 offsets,
-            },
-        )
+            })
     }
 
     /// Acknowledges every message of the message's partition up to and including it.
@@ -125,26 +171,24 @@ impl Acker {
                 "cumulative acknowledgement needs an exclusive or failover subscription".into(),
             ));
         }
-        self.legs.send(
-            message.partition,
-            &ClientFrame::AckCumulative {
-                consumer_id: self.consumer_id,
-                partition: message.partition,
-                offset: message.offset,
-            },
-        )
+        let (partition, offset) = (message.partition, message.offset);
+        self.attachment
+            .send(partition, |consumer_id| ClientFrame::AckCumulative {
+                consumer_id,
+                partition,
+                offset,
+            })
     }
 
     /// Asks for the message again after `delay`.
     pub fn nack(&self, message: &Message, delay: Duration) -> Result<(), ClientError> {
-        self.legs.send(
-            message.partition,
-            &ClientFrame::Nack {
-                consumer_id: self.consumer_id,
-                partition: message.partition,
+        let partition = message.partition;
+        self.attachment
+            .send(partition, |consumer_id| ClientFrame::Nack {
+                consumer_id,
+                partition,
                 offsets: vec![message.offset],
                 delay_ms: delay.as_millis() as u64,
-            },
-        )
+            })
     }
 }

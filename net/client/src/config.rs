@@ -164,6 +164,10 @@ pub fn parse_start(text: &str) -> Result<StartPosition, ClientError> {
     }
 }
 
+/// How long a consumer keeps trying to attach again after losing a connection, by default:
+/// long enough for a broker to restart or a partition's leadership to move.
+pub const DEFAULT_RECONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Consumer settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -180,6 +184,9 @@ pub struct ConsumerConfig {
     pub start: String,
     /// Permits per partition.
     pub receiver_queue: u32,
+    /// How long a consumer that lost a leader's connection keeps trying to attach again
+    /// before it ends (0: it ends at once).
+    pub reconnect_timeout_ms: u64,
     /// Consumption tier.
     pub tier: Tier,
 }
@@ -193,6 +200,7 @@ impl Default for ConsumerConfig {
             priority: 0,
             start: "earliest".into(),
             receiver_queue: 1000,
+            reconnect_timeout_ms: DEFAULT_RECONNECT_TIMEOUT.as_millis() as u64,
             tier: Tier::Stream,
         }
     }

@@ -30,8 +30,15 @@ pub(crate) enum ConsumerEvent {
     Messages(Vec<Message>),
     /// Delivery on a partition stopped in front of an undecodable batch (not the end).
     Blocked(ClientError),
-    /// The broker detached the consumer, or the connection ended.
+    /// The broker detached the consumer: the end.
     Closed(ClientError),
+    /// The connection to one of the consumer's leaders ended: the consumer attaches again,
+    /// if it reconnects (`ConsumerBuilder::reconnect_timeout`), or ends.
+    Lost {
+        /// The attachment the connection carried.
+        consumer_id: u64,
+        error: ClientError,
+    },
 }
 
 type Waiter = oneshot::Sender<Result<ServerFrame, ClientError>>;
@@ -147,8 +154,9 @@ impl Shared {
         for (_, waiter) in self.waiters.lock().expect("not poisoned").drain() {
             let _ = waiter.send(Err(error.clone()));
         }
-        for (_, (_, consumer)) in self.consumers.lock().expect("not poisoned").drain() {
-            let _ = consumer.send(ConsumerEvent::Closed(error.clone()));
+        for (consumer_id, (_, consumer)) in self.consumers.lock().expect("not poisoned").drain() {
+            let error = error.clone();
+            let _ = consumer.send(ConsumerEvent::Lost { consumer_id, error });
         }
     }
 

@@ -2,7 +2,7 @@
 //! partition's leader), grants permits as the application takes messages, and acknowledges
 //! them.
 
-use crate::acker::{Acker, Legs};
+use crate::acker::{Acker, Attached, Attachment, Legs};
 use crate::connection::ConsumerEvent;
 use crate::dedicated::DedicatedConsumer;
 use crate::error::ClientError;
@@ -10,12 +10,15 @@ use crate::message::Message;
 use crate::routing::{is_not_leader, Router};
 use crate::{Client, Tier};
 use futures_core::Stream;
-use oxbow_core::native::{ClientFrame, Mode, ServerFrame, StartPosition, SubscriptionType};
+use oxbow_core::native::{
+    ClientFrame, ErrorCode, Mode, ServerFrame, StartPosition, SubscriptionType,
+};
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Numbers the consumers of this process that were not given a name.
@@ -23,6 +26,10 @@ static NEXT_CONSUMER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 
 /// A consumer grants permits back each time it has taken this fraction of its receiver queue.
 const PERMIT_REFILL_FRACTION: u32 = 10;
+
+/// Longest wait between two attempts to attach again (the first waits the client's retry
+/// backoff; each next one twice as long).
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Settings of a consumer.
 #[derive(Clone)]
@@ -36,6 +43,7 @@ pub struct ConsumerBuilder {
     pub(crate) priority: i32,
     pub(crate) start: StartPosition,
     pub(crate) receiver_queue: u32,
+    pub(crate) reconnect_timeout: Duration,
 }
 
 impl ConsumerBuilder {
@@ -56,6 +64,7 @@ impl ConsumerBuilder {
             priority: 0,
             start: StartPosition::Earliest,
             receiver_queue: 1000,
+            reconnect_timeout: crate::config::DEFAULT_RECONNECT_TIMEOUT,
         }
     }
 
@@ -97,6 +106,18 @@ impl ConsumerBuilder {
         self
     }
 
+    /// How long the consumer keeps trying to attach again after the connection to one of its
+    /// leaders ends (a broker restart, a leader moving), default 60 s. Meanwhile it looks the
+    /// leaders up again, reconnects and subscribes anew under its name, with backoff; the
+    /// application sees no error, and messages it had not acknowledged come again (reliable
+    /// subscriptions). Past the timeout, the next receive answers
+    /// [`ClientError::ReconnectFailed`]. `Duration::ZERO`: the consumer ends at the first lost
+    /// connection.
+    pub fn reconnect_timeout(mut self, timeout: Duration) -> ConsumerBuilder {
+        self.reconnect_timeout = timeout;
+        self
+    }
+
     /// Applies the settings of a [`crate::ConsumerConfig`].
     pub fn config(self, config: &crate::ConsumerConfig) -> Result<ConsumerBuilder, ClientError> {
         let mut builder = self
@@ -104,7 +125,8 @@ impl ConsumerBuilder {
             .mode(config.mode()?)
             .priority(config.priority)
             .start(config.start()?)
-            .receiver_queue(config.receiver_queue);
+            .receiver_queue(config.receiver_queue)
+            .reconnect_timeout(Duration::from_millis(config.reconnect_timeout_ms));
         if let Some(name) = &config.name {
             builder = builder.name(name);
         }
@@ -130,9 +152,38 @@ impl ConsumerBuilder {
     }
 
     async fn attach(&self, router: &Router) -> Result<Consumer, ClientError> {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (attached, partitions) = self.attach_once(router, &events_tx).await?;
+        let consumer_id = attached.consumer_id;
+        let reconnects = !self.reconnect_timeout.is_zero();
+        Ok(Consumer {
+            attachment: Arc::new(Attachment::new(attached, reconnects)),
+            consumer_id,
+            spec: self.clone(),
+            events_tx,
+            reattaching: None,
+            kind: self.kind,
+            partitions,
+            receiver_queue: self.receiver_queue,
+            events,
+            ready: VecDeque::new(),
+            taken: vec![0; partitions as usize],
+            positions: HashMap::new(),
+            ended: false,
+            held_error: None,
+        })
+    }
+
+    /// Attaches under a new consumer id on every partition's leader (all or none), its
+    /// deliveries going to `events`, and grants the first permits; with the topic's
+    /// partition count.
+    async fn attach_once(
+        &self,
+        router: &Router,
+        events: &mpsc::UnboundedSender<ConsumerEvent>,
+    ) -> Result<(Attached, u32), ClientError> {
         let by_leader = router.by_leader(&self.topic).await?;
         let topic: Arc<str> = Arc::from(self.topic.as_str());
-        let (events_tx, events) = mpsc::unbounded_channel();
         let mut legs = Legs::default();
         let mut consumer_id = 0;
         let mut partitions = 0;
@@ -141,7 +192,7 @@ impl ConsumerBuilder {
                 consumer_id = shared.next_id();
             }
             // Registered before subscribing: messages may follow the answer immediately.
-            shared.add_consumer(consumer_id, topic.clone(), events_tx.clone());
+            shared.add_consumer(consumer_id, topic.clone(), events.clone());
             let request_id = shared.next_id();
             let frame = ClientFrame::Subscribe {
                 request_id,
@@ -176,19 +227,7 @@ impl ConsumerBuilder {
             partition: None,
             permits: self.receiver_queue,
         })?;
-        Ok(Consumer {
-            legs: Arc::new(legs),
-            consumer_id,
-            kind: self.kind,
-            partitions,
-            receiver_queue: self.receiver_queue,
-            events,
-            ready: VecDeque::new(),
-            taken: vec![0; partitions as usize],
-            positions: HashMap::new(),
-            ended: false,
-            held_error: None,
-        })
+        Ok((Attached { legs, consumer_id }, partitions))
     }
 
     /// Builds the consumer in the tier `tier` names.
@@ -201,10 +240,75 @@ impl ConsumerBuilder {
     }
 }
 
+/// A consumer's attachment in the making, after a lost connection.
+type Reattaching = Pin<Box<dyn Future<Output = Result<(Attached, u32), ClientError>> + Send>>;
+
+/// Attaches `spec` again after a lost connection: detaches what is left of `old`, then
+/// looks the leaders up and attaches under a new id, until that works, a refusal no retry
+/// can change comes, or `spec.reconnect_timeout` passes. Waits the client's retry backoff
+/// after the first failure, twice that after the next, up to [`RECONNECT_BACKOFF_MAX`].
+async fn reattach(
+    spec: ConsumerBuilder,
+    old: Arc<Attached>,
+    events: mpsc::UnboundedSender<ConsumerEvent>,
+) -> Result<(Attached, u32), ClientError> {
+    let _ = old.legs.close(old.consumer_id).await;
+    let router = spec.client.router.clone();
+    let deadline = Instant::now() + spec.reconnect_timeout;
+    let mut backoff = router.settings().retry_backoff;
+    loop {
+        router.forget(&spec.topic);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let error = match tokio::time::timeout(left, spec.attach_once(&router, &events)).await {
+            Ok(Ok(attached)) => return Ok(attached),
+            Ok(Err(e)) if !worth_retrying(&e) => return Err(e),
+            Ok(Err(e)) => e,
+            Err(_) => ClientError::Timeout(spec.reconnect_timeout),
+        };
+        if Instant::now() + backoff >= deadline {
+            return Err(ClientError::ReconnectFailed {
+                after: spec.reconnect_timeout,
+                last: Box::new(error),
+            });
+        }
+        tracing::debug!(topic = %spec.topic, %error, ?backoff, "attaching again failed");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+}
+
+/// Whether attaching again may work later: the broker is away, restarting or between
+/// leaders, or the consumer's stale session still holds its place. Refused credentials,
+/// authorization, a deleted topic or a bad setting will not change by retrying.
+fn worth_retrying(error: &ClientError) -> bool {
+    match error {
+        ClientError::Io(_)
+        | ClientError::Closed
+        | ClientError::Timeout(_)
+        | ClientError::Protocol(_) => true,
+        ClientError::Refused { code, .. } => matches!(
+            code,
+            ErrorCode::NotLeader
+                | ErrorCode::ConsumerBusy
+                | ErrorCode::Storage
+                | ErrorCode::LimitReached
+                | ErrorCode::TimedOut
+        ),
+        _ => false,
+    }
+}
+
 /// A consumer attached to one subscription on every partition of a topic.
 pub struct Consumer {
-    legs: Arc<Legs>,
+    attachment: Arc<Attachment>,
+    /// The current attachment's id: messages of an earlier one grant no permits.
     consumer_id: u64,
+    /// What to attach again after a lost connection.
+    spec: ConsumerBuilder,
+    /// Where a new attachment delivers.
+    events_tx: mpsc::UnboundedSender<ConsumerEvent>,
+    /// Attaching again, after a lost connection.
+    reattaching: Option<Reattaching>,
     kind: SubscriptionType,
     partitions: u32,
     receiver_queue: u32,
@@ -226,8 +330,7 @@ impl Consumer {
     /// A handle that acknowledges this consumer's messages from anywhere.
     pub fn acker(&self) -> Acker {
         Acker {
-            legs: self.legs.clone(),
-            consumer_id: self.consumer_id,
+            attachment: self.attachment.clone(),
             kind: self.kind,
         }
     }
@@ -260,8 +363,10 @@ impl Consumer {
     /// Moves the subscription's cursor on every partition. Messages already on their way may
     /// still arrive (at-least-once allows it).
     pub async fn seek(&mut self, position: StartPosition) -> Result<(), ClientError> {
-        let consumer_id = self.consumer_id;
-        self.legs
+        let attached = self.attachment.current();
+        let consumer_id = attached.consumer_id;
+        attached
+            .legs
             .request_each(|request_id| ClientFrame::Seek {
                 request_id,
                 consumer_id,
@@ -272,20 +377,21 @@ impl Consumer {
 
     /// Detaches; a reliable subscription keeps its cursor for the next consumer.
     pub async fn close(self) -> Result<(), ClientError> {
-        self.legs.close(self.consumer_id).await
+        let attached = self.attachment.current();
+        attached.legs.close(attached.consumer_id).await
     }
 
     /// Detaches and deletes the subscription.
     pub async fn unsubscribe(self) -> Result<(), ClientError> {
-        let consumer_id = self.consumer_id;
-        let result = self
-            .legs
+        let attached = self.attachment.current();
+        let consumer_id = attached.consumer_id;
+        let result = (attached.legs)
             .request_each(|request_id| ClientFrame::Unsubscribe {
                 request_id,
                 consumer_id,
             })
             .await;
-        self.legs.forget(consumer_id);
+        attached.legs.forget(consumer_id);
         result
     }
 
@@ -324,10 +430,11 @@ impl Consumer {
     fn take_ready(&mut self) -> Option<Message> {
         let message = self.ready.pop_front()?;
         let p = message.partition as usize;
-        if let Some(taken) = self.taken.get_mut(p) {
+        let current = message.consumer_id == self.consumer_id;
+        if let Some(taken) = self.taken.get_mut(p).filter(|_| current) {
             *taken += 1;
             if *taken >= (self.receiver_queue / PERMIT_REFILL_FRACTION).max(1) {
-                let _ = self.legs.send(
+                let _ = self.attachment.current().legs.send(
                     message.partition,
                     &ClientFrame::Flow {
                         consumer_id: self.consumer_id,
@@ -375,11 +482,47 @@ impl Consumer {
                     self.ended = true;
                     return Poll::Ready(Some(Err(e)));
                 }
+                Poll::Ready(Some(ConsumerEvent::Lost { consumer_id, error })) => {
+                    // Each leg of an attachment reports its own loss: one reattach for all,
+                    // and none for an attachment already replaced.
+                    if consumer_id != self.consumer_id || self.reattaching.is_some() {
+                        continue;
+                    }
+                    if self.spec.reconnect_timeout.is_zero() {
+                        self.ended = true;
+                        return Poll::Ready(Some(Err(error)));
+                    }
+                    let events = self.events_tx.clone();
+                    tracing::info!(topic = %self.spec.topic, subscription = %self.spec.subscription,
+                        %error, "consumer lost a leader's connection: attaching again");
+                    let old = self.attachment.current();
+                    self.reattaching = Some(Box::pin(reattach(self.spec.clone(), old, events)));
+                }
                 Poll::Ready(None) => {
                     self.ended = true;
                     return Poll::Ready(Some(Err(ClientError::Closed)));
                 }
                 Poll::Pending => break,
+            }
+        }
+        if let Some(reattaching) = &mut self.reattaching {
+            match reattaching.as_mut().poll(cx) {
+                Poll::Ready(Ok((attached, _))) => {
+                    self.consumer_id = attached.consumer_id;
+                    self.taken.iter_mut().for_each(|taken| *taken = 0);
+                    self.attachment.replace(attached);
+                    self.reattaching = None;
+                    tracing::info!(topic = %self.spec.topic,
+                        subscription = %self.spec.subscription, "consumer attached again");
+                    // Its deliveries may already be in the channel.
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Ready(Err(e)) => {
+                    self.ended = true;
+                    self.reattaching = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Pending => {}
             }
         }
         if got {

@@ -58,6 +58,15 @@ pub enum ClientError {
     /// or does not carry the server name, or the listener does not speak TLS.
     #[error("TLS handshake failed: {0}")]
     Tls(String),
+    /// A consumer lost a leader's connection and could not attach again within its
+    /// reconnect timeout; `last` is the last attempt's error.
+    #[error("could not reconnect the consumer within {after:?}: {last}")]
+    ReconnectFailed {
+        /// The reconnect timeout.
+        after: Duration,
+        /// Why the last attempt failed.
+        last: Box<ClientError>,
+    },
 }
 
 impl ClientError {

@@ -26,6 +26,13 @@
 //! [`ConsumerBuilder::dedicated`] (its own connection on its own thread feeding a channel, for
 //! the most throughput). [`ConsumerBuilder::build_tier`] picks one from configuration.
 //!
+//! Connections come back by themselves. A producer whose broker went away opens a new
+//! connection for its next batch (batches in flight at the moment fail with
+//! [`ClientError::Closed`]). A consumer that loses a leader's connection, whatever its tier,
+//! looks the leaders up again and attaches anew under its name, with backoff, for up to its
+//! [`ConsumerBuilder::reconnect_timeout`]; the application sees no error meanwhile, and a
+//! reliable subscription delivers again what was not acknowledged.
+//!
 //! # TLS and authentication
 //!
 //! A listener may require TLS, SASL or both. [`ClientBuilder::tls_ca_file`] turns TLS on and
