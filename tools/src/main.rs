@@ -46,6 +46,7 @@ Config file keys (TOML; every one optional, flags override them):
   [[kafka_listeners]], [[native_listeners]] name, address, advertised_address,
         security = \"PLAINTEXT\" | \"SSL\" | \"SASL_PLAINTEXT\" | \"SASL_SSL\", tls_cert_file,
         tls_key_file, tls_client_ca_file, sasl_mechanisms (each replaces the _listen shorthand)
+  [metrics_listener] the same keys, security = \"PLAINTEXT\" | \"SSL\" (replaces metrics_listen)
   [authentication] timeout_ms, unauthenticated_frame_bytes_max, failure_delay_ms,
         failures_per_address_max, failure_window_ms, password_checks_per_second_max,
         tls_handshakes_per_second_max

@@ -596,32 +596,67 @@ fn plain_logins_past_the_shards_pace_are_refused_as_busy_and_scram_goes_on() {
     assert!(served, "SCRAM while PLAIN is paced: {err}");
 }
 
-/// Whether a TLS handshake with `addr`, trusting `ca`, completes.
-fn tls_handshake(addr: &str, ca: &Path) -> bool {
-    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+/// The client side of TLS to a test broker: trusting `ca`, presenting `certificate` (PEM
+/// certificate and key files) when given.
+fn tls_client(
+    ca: &Path,
+    certificate: Option<(&Path, &Path)>,
+) -> std::sync::Arc<tokio_rustls::rustls::ClientConfig> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
     use tokio_rustls::rustls::{ClientConfig, RootCertStore};
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        .with_root_certificates(roots);
+    let config = match certificate {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert).unwrap();
+            let chain = chain.map(Result::unwrap).collect();
+            let key = PrivateKeyDer::from_pem_file(key).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    std::sync::Arc::new(config)
+}
+
+/// Over TLS to `addr` (certificate name 127.0.0.1): the handshake, then `request` and
+/// everything the broker answers until it closes; `None` when any of it fails.
+fn over_tls(
+    addr: &str,
+    config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    request: &[u8],
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connector = tokio_rustls::TlsConnector::from(config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from("127.0.0.1").unwrap();
-        let handshake = connector.connect(name, tcp);
-        let patience = std::time::Duration::from_secs(10);
-        matches!(tokio::time::timeout(patience, handshake).await, Ok(Ok(_)))
-    })
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector.connect(name, tcp).await.ok()?;
+        if request.is_empty() {
+            return Some(String::new());
+        }
+        tls.write_all(request).await.ok()?;
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer).await.ok()?;
+        Some(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let patience = std::time::Duration::from_secs(10);
+    runtime.block_on(async { tokio::time::timeout(patience, exchange).await.ok()? })
+}
+
+/// Whether a TLS handshake with `addr`, trusting `ca`, completes.
+fn tls_handshake(addr: &str, ca: &Path) -> bool {
+    over_tls(addr, tls_client(ca, None), b"").is_some()
 }
 
 /// TLS handshakes cost a key exchange and a signature each, so each shard paces them
@@ -651,4 +686,34 @@ fn tls_handshakes_past_the_shards_pace_are_closed_at_accept() {
     assert!(closed >= 1, "{completed:?}");
     assert_eq!(count("oxbow_authentication_throttled_total"), closed as f64);
     assert_eq!(count("oxbow_authentication_failures_total"), 0.0);
+}
+
+/// The metrics endpoint as an SSL listener with mutual TLS: a scraper with a certificate the
+/// CA signed reads `/metrics` over HTTPS; one without a certificate, or speaking plain HTTP,
+/// gets nothing.
+#[test]
+fn the_metrics_endpoint_serves_https_to_scrapers_with_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let toml = format!(
+        "[metrics_listener]\naddress = \"127.0.0.1:0\"\nsecurity = \"SSL\"\n\
+         tls_cert_file = {:?}\ntls_key_file = {:?}\ntls_client_ca_file = {:?}\n",
+        pki.server_cert, pki.server_key, pki.ca
+    );
+    let (_broker, ready) = common::start_configured(dir.path(), &toml);
+    let metrics = field(&ready, "metrics");
+    let get = b"GET /metrics HTTP/1.1\r\nHost: oxbow\r\n\r\n";
+    let scraper = tls_client(&pki.ca, Some((&pki.client_cert, &pki.client_key)));
+    let scraped = over_tls(&metrics, scraper, get).expect("an HTTPS answer");
+    assert!(scraped.starts_with("HTTP/1.1 200 OK"), "{scraped}");
+    assert!(sample(&scraped, "oxbow_authentication_failures_total") == 0.0);
+
+    let stranger = over_tls(&metrics, tls_client(&pki.ca, None), get);
+    let served = stranger.as_deref().is_some_and(|a| a.contains("200 OK"));
+    assert!(!served, "{stranger:?}");
+    let mut plain = std::net::TcpStream::connect(&metrics).unwrap();
+    plain.write_all(get).unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
 }

@@ -214,6 +214,26 @@ pub(super) const NATIVE: Fields = Fields {
     sasl: "native_listeners.sasl_mechanisms",
 };
 
+/// `[metrics_listener]`.
+const METRICS: Fields = Fields {
+    address: "metrics_listener.address",
+    name: "metrics_listener.name",
+    advertised: "metrics_listener.advertised_address",
+    tls: "metrics_listener.tls_cert_file",
+    sasl: "metrics_listener.security",
+};
+
+/// Checks the metrics listener: HTTP knows no SASL, so PLAINTEXT or SSL.
+pub(super) fn validate_metrics(listener: &ListenerConfig) -> Result<(), ConfigError> {
+    if listener.security.uses_sasl() {
+        return Err(ConfigError::new(
+            METRICS.sasl,
+            "the metrics endpoint is HTTP: PLAINTEXT or SSL (mutual TLS with tls_client_ca_file)",
+        ));
+    }
+    listener.validate(&METRICS)
+}
+
 /// Checks each listener and that their names and addresses are unique.
 pub(super) fn validate(listeners: &[ListenerConfig], fields: &Fields) -> Result<(), ConfigError> {
     for (at, listener) in listeners.iter().enumerate() {

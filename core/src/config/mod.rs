@@ -93,6 +93,10 @@ pub struct BrokerConfig {
     pub authorizer: AuthorizerConfig,
     /// Address of the Prometheus endpoint (`GET /metrics`; port 0: chosen at start).
     pub metrics_listen: String,
+    /// The Prometheus endpoint as a listener with a security protocol: PLAINTEXT, or SSL
+    /// (HTTPS, with `tls_client_ca_file` for scrapers that must present a certificate). When
+    /// given it replaces `metrics_listen`.
+    pub metrics_listener: Option<ListenerConfig>,
     /// Most Kafka connections the node holds (split evenly over shards); more are closed at accept.
     pub kafka_connections_max: u32,
     /// A Kafka connection silent this long between requests is closed (Kafka's
@@ -194,6 +198,7 @@ impl Default for BrokerConfig {
             authentication: AuthenticationConfig::default(),
             authorizer: AuthorizerConfig::default(),
             metrics_listen: "127.0.0.1:9644".to_string(),
+            metrics_listener: None,
             kafka_connections_max: 10_000,
             kafka_idle_timeout_ms: 10 * 60 * 1000,
             kafka_request_timeout_ms: 30_000,
@@ -271,6 +276,13 @@ impl BrokerConfig {
         } else {
             self.native_listeners.clone()
         }
+    }
+
+    /// The metrics endpoint's listener: `metrics_listener`, or a PLAINTEXT one on
+    /// `metrics_listen`.
+    pub fn metrics_listener_in_effect(&self) -> ListenerConfig {
+        (self.metrics_listener.clone())
+            .unwrap_or_else(|| ListenerConfig::plaintext(&self.metrics_listen, None))
     }
 
     /// Parses a TOML document; missing settings keep their defaults.
@@ -438,6 +450,9 @@ impl BrokerConfig {
         }
         listeners::validate(&self.kafka_listeners, &listeners::KAFKA)?;
         listeners::validate(&self.native_listeners, &listeners::NATIVE)?;
+        if let Some(metrics) = &self.metrics_listener {
+            listeners::validate_metrics(metrics)?;
+        }
         self.authentication.validate()?;
         self.authorizer.validate()?;
         self.subscriptions.validate()?;

@@ -225,4 +225,19 @@ fn kafka_listeners_replace_the_shorthand_and_are_checked() {
         field_of("[[native_listeners]]\naddress = \"x\"\n"),
         "native_listeners.address"
     );
+    let metrics = "[metrics_listener]\naddress = \"127.0.0.1:9644\"\n";
+    assert_eq!(
+        field_of(&format!("{metrics}security = \"SASL_SSL\"\n")),
+        "metrics_listener.security"
+    );
+    assert_eq!(
+        field_of(&format!("{metrics}security = \"SSL\"\n")),
+        "metrics_listener.tls_cert_file"
+    );
+    assert_eq!(
+        field_of("[authentication]\ntls_handshakes_per_second_max = 0\n"),
+        "authentication.tls_handshakes_per_second_max"
+    );
+    let plain = BrokerConfig::from_toml(metrics).unwrap();
+    assert_eq!(plain.metrics_listener_in_effect().address, "127.0.0.1:9644");
 }

@@ -507,9 +507,11 @@ impl Consumer {
         }
         if let Some(reattaching) = &mut self.reattaching {
             match reattaching.as_mut().poll(cx) {
-                Poll::Ready(Ok((attached, _))) => {
+                Poll::Ready(Ok((attached, partitions))) => {
                     self.consumer_id = attached.consumer_id;
-                    self.taken.iter_mut().for_each(|taken| *taken = 0);
+                    // The topic may have grown meanwhile; the new attachment has every part.
+                    self.partitions = partitions;
+                    self.taken = vec![0; partitions as usize];
                     self.attachment.replace(attached);
                     self.reattaching = None;
                     tracing::info!(topic = %self.spec.topic,

@@ -1,7 +1,6 @@
 //! Prometheus metrics: each shard counts on its own (no locks); shard 0 serves `GET /metrics`,
 //! gathering a snapshot from every shard over the mesh and merging them.
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::ApiKey;
 use oxbow_cluster::metadata_group::{broker_id, NodeStatus, ProposalStats};
@@ -10,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod partitions;
@@ -521,9 +521,12 @@ fn render_group(out: &mut String, status: &NodeStatus, proposals: &ProposalStats
 /// or `None` for "not found".
 pub type ExtraRoutes = Rc<dyn Fn(&[u8]) -> Option<(&'static str, String)>>;
 
-/// Binds the metrics endpoint; `gather` collects every shard's snapshot.
+/// Binds the metrics endpoint, over TLS when `tls` is given (HTTPS); `gather` collects every
+/// shard's snapshot.
 pub fn listen<F, Fut>(
+    shard: Rc<oxbow_dispatch::Shard>,
     addr: SocketAddr,
+    tls: Option<Arc<crate::tls::ReloadableTls>>,
     gather: F,
     extra: Option<ExtraRoutes>,
 ) -> std::io::Result<(SocketAddr, glommio::Task<()>)>
@@ -534,33 +537,57 @@ where
     let (listener, bound) = crate::listener::bind(addr)?;
     let gather = Rc::new(gather);
     let task = glommio::spawn_local(async move {
-        while let Ok(mut stream) = listener.accept().await {
+        while let Ok(stream) = listener.accept().await {
+            let (shard, tls) = (shard.clone(), tls.clone());
             let (gather, extra) = (gather.clone(), extra.clone());
             glommio::spawn_local(async move {
-                let mut head = Vec::with_capacity(512);
-                let mut chunk = [0u8; 512];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HTTP_REQUEST_BYTES_MAX {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                match tls {
+                    None => answer(stream, gather, extra).await,
+                    Some(tls) => {
+                        let peer = stream.peer_addr().ok();
+                        let mut session = crate::session::Session::anonymous(peer);
+                        let accepted = crate::tls::accept(&shard, &tls, stream, &mut session);
+                        if let Some(stream) = accepted.await {
+                            answer(stream, gather, extra).await
+                        }
                     }
                 }
-                let routed = extra.as_ref().and_then(|route| route(&head));
-                let (status, body) = if head.starts_with(b"GET /metrics ") {
-                    ("200 OK", render(&gather().await))
-                } else if let Some(answer) = routed {
-                    answer
-                } else {
-                    ("404 Not Found", "not found: try GET /metrics\n".to_string())
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
             })
             .detach();
         }
     });
     Ok((bound, task))
+}
+
+/// Answers one HTTP request on `stream`: `GET /metrics`, one of the `extra` routes, or 404.
+async fn answer<S, F, Fut>(mut stream: S, gather: Rc<F>, extra: Option<ExtraRoutes>)
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Gathered>,
+{
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HTTP_REQUEST_BYTES_MAX {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let routed = extra.as_ref().and_then(|route| route(&head));
+    let (status, body) = if head.starts_with(b"GET /metrics ") {
+        ("200 OK", render(&gather().await))
+    } else if let Some(answer) = routed {
+        answer
+    } else {
+        ("404 Not Found", "not found: try GET /metrics\n".to_string())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    // Over TLS, close_notify: the scraper then knows the body is whole.
+    let _ = stream.close().await;
 }

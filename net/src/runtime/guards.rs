@@ -24,7 +24,11 @@ pub(super) fn ensure_ports_free(config: &BrokerConfig) -> Result<(), RuntimeErro
         !config.native_listeners.is_empty(),
         "native_listeners.address",
     );
-    let metrics = [("metrics_listen", config.metrics_listen.clone())];
+    let metrics_setting = match config.metrics_listener {
+        Some(_) => "metrics_listener.address",
+        None => "metrics_listen",
+    };
+    let metrics = [(metrics_setting, config.metrics_listener_in_effect().address)];
     for (setting, addr) in kafka.chain(native).chain(metrics) {
         let addr: SocketAddr = addr.parse().expect("validated by BrokerConfig::validate");
         crate::listener::ensure_port_free(addr).map_err(|source| RuntimeError::PortInUse {

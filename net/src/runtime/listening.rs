@@ -40,8 +40,9 @@ impl Runtime {
             self.native_listeners
                 .push((spec.config.name().to_string(), addr));
         }
-        let addr = parse(&config.metrics_listen);
-        self.metrics_addr = self.bind(0, |reply| Control::ListenMetrics { addr, reply })?;
+        let spec = self.listener_spec(config.metrics_listener_in_effect())?;
+        let addr = parse(&spec.config.address);
+        self.metrics_addr = self.bind(0, |reply| Control::ListenMetrics { spec, addr, reply })?;
         Ok(())
     }
 

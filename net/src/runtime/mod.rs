@@ -119,6 +119,7 @@ enum Control {
     },
     /// Serve `GET /metrics` on this address and report the bound address.
     ListenMetrics {
+        spec: Arc<ListenerSpec>,
         addr: SocketAddr,
         reply: flume::Sender<Result<SocketAddr, String>>,
     },
@@ -458,7 +459,7 @@ async fn shard_main(
                 let bound = crate::native::listen(shard.clone(), addr, &spec);
                 native_listeners.extend(answer_bind(bound, "native listener", addr, &reply));
             }
-            Control::ListenMetrics { addr, reply } => {
+            Control::ListenMetrics { spec, addr, reply } => {
                 let gatherer = shard.clone();
                 let gather = move || {
                     let shard = gatherer.clone();
@@ -467,7 +468,8 @@ async fn shard_main(
                 let faults = (transport.clone())
                     .filter(|_| shard.config.cluster.fault_injection)
                     .map(crate::fault_control::routes);
-                let bound = crate::metrics::listen(addr, gather, faults);
+                let tls = spec.tls.clone();
+                let bound = crate::metrics::listen(shard.clone(), addr, tls, gather, faults);
                 metrics_endpoint =
                     answer_bind(bound, "metrics endpoint", addr, &reply).or(metrics_endpoint);
             }
