@@ -24,6 +24,11 @@ pub use frames::{ArchivedClientFrame, ArchivedServerFrame, ClientFrame, ServerFr
 /// The protocol version this build speaks. The first frame of a connection names the client's.
 pub const PROTOCOL_VERSION: u16 = 5;
 
+/// How a `ConsumerClosed` reason begins when the consumer's partition got a new leader (or
+/// has none for now): the client should attach again through fresh metadata. Any other
+/// reason (subscription or topic deleted, a session replaced, Read revoked) is final.
+pub const LEADER_MOVED: &str = "leader moved: ";
+
 /// Bytes of the two length fields in front of every frame.
 pub const FRAME_HEADER_BYTES: usize = 8;
 

@@ -259,12 +259,13 @@ impl Shard {
             Role::Offline
         };
         if served && !role.serves() {
+            let moved = oxbow_core::native::LEADER_MOVED;
             let reason = match meta.leader {
                 leader if leader >= 0 => format!(
-                    "broker {leader} leads {}-{} now",
+                    "{moved}broker {leader} leads {}-{} now",
                     host.topic, host.partition
                 ),
-                _ => format!("{}-{} has no leader", host.topic, host.partition),
+                _ => format!("{moved}{}-{} has no leader", host.topic, host.partition),
             };
             host.subscriptions.leadership_moved(&reason);
         }

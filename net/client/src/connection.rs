@@ -9,7 +9,9 @@ use crate::handshake;
 use crate::message::Message;
 use crate::tls::TlsConnector;
 use bytes::{Bytes, BytesMut};
-use oxbow_core::native::{decode_frame, encode_frame, ClientFrame, MessageMeta, ServerFrame};
+use oxbow_core::native::{
+    decode_frame, encode_frame, ClientFrame, MessageMeta, ServerFrame, LEADER_MOVED,
+};
 use oxbow_core::record::decode_headers;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -209,9 +211,16 @@ impl Shared {
                     .expect("not poisoned")
                     .remove(consumer_id);
                 if let Some((_, consumer)) = consumer {
-                    let _ = consumer.send(ConsumerEvent::Closed(ClientError::ConsumerClosed(
-                        reason.clone(),
-                    )));
+                    let error = ClientError::ConsumerClosed(reason.clone());
+                    // A new leader is not the end: the consumer attaches again there.
+                    let event = match reason.starts_with(LEADER_MOVED) {
+                        true => ConsumerEvent::Lost {
+                            consumer_id: *consumer_id,
+                            error,
+                        },
+                        false => ConsumerEvent::Closed(error),
+                    };
+                    let _ = consumer.send(event);
                 }
                 return Ok(());
             }
