@@ -155,7 +155,7 @@ fn text(s: &str) -> StrBytes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn security(args: &[&str]) -> SecurityArgs {
@@ -169,7 +169,8 @@ mod tests {
         Cli::try_parse_from(argv).unwrap().security
     }
 
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    /// An environment of `vars` only, for the settings' tests.
+    pub(crate) fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| {
             (vars.iter())
                 .find(|(key, _)| *key == name)

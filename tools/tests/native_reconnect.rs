@@ -19,18 +19,58 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-#[test]
-fn a_producer_sends_again_after_its_broker_restarts_on_the_same_address() {
+/// A broker on ports fixed for its restarts, and its data.
+struct Restartable {
+    broker: Broker,
+    args: Vec<String>,
+    native: String,
+    _data: tempfile::TempDir,
+}
+
+impl Restartable {
+    /// Stops the broker with SIGTERM and starts it again on the same ports and data.
+    fn restart(&mut self) {
+        self.stop();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.broker = Broker::start_exactly(None, &args);
+        self.broker.wait_for("oxbow ready");
+    }
+
+    /// Stops the broker with SIGTERM.
+    fn stop(&mut self) {
+        assert!(self.broker.signal(libc::SIGTERM).success());
+    }
+}
+
+/// A restartable broker with `topic` of `partitions` made through a client; the client and
+/// its runtime.
+fn start_with_topic(
+    topic: &str,
+    partitions: u32,
+) -> (Restartable, tokio::runtime::Runtime, Client) {
     let data = tempfile::tempdir().unwrap();
     let (args, addrs) = fixed_port_args(data.path());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut broker = Broker::start_exactly(None, &args);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut broker = Broker::start_exactly(None, &argv);
     broker.wait_for("oxbow ready");
     let rt = runtime();
+    let native = addrs[1].clone();
     let client = rt
-        .block_on(Client::builder().broker(&addrs[1]).connect())
+        .block_on(Client::builder().broker(&native).connect())
         .unwrap();
-    rt.block_on(client.create_topic("survivor", 2)).unwrap();
+    rt.block_on(client.create_topic(topic, partitions)).unwrap();
+    let broker = Restartable {
+        broker,
+        args,
+        native,
+        _data: data,
+    };
+    (broker, rt, client)
+}
+
+#[test]
+fn a_producer_sends_again_after_its_broker_restarts_on_the_same_address() {
+    let (mut broker, rt, client) = start_with_topic("survivor", 2);
     let producer = rt
         .block_on(client.producer("survivor").acks(Acks::All).build())
         .unwrap();
@@ -56,9 +96,7 @@ fn a_producer_sends_again_after_its_broker_restarts_on_the_same_address() {
     };
     let before = send(0).unwrap();
 
-    assert!(broker.signal(libc::SIGTERM).success());
-    let mut again = Broker::start_exactly(None, &args);
-    again.wait_for("oxbow ready");
+    broker.restart();
     let after = send(10).expect("the producer reconnects");
     let offsets: BTreeSet<(u32, u64)> = before.iter().chain(&after).copied().collect();
     assert_eq!(offsets.len(), 20, "every message at its own offset");
@@ -72,7 +110,10 @@ fn a_producer_sends_again_after_its_broker_restarts_on_the_same_address() {
 
     // Everything acknowledged is there, read by a consumer on a fresh client.
     let values = rt.block_on(async {
-        let client = Client::builder().broker(&addrs[1]).connect().await.unwrap();
+        let client = (Client::builder().broker(&broker.native))
+            .connect()
+            .await
+            .unwrap();
         let mut consumer = client
             .consumer("survivor", "check")
             .kind(SubscriptionType::Exclusive)
@@ -161,16 +202,7 @@ fn receive_until(
 
 #[test]
 fn consumers_of_every_tier_attach_again_by_themselves_after_their_broker_restarts() {
-    let data = tempfile::tempdir().unwrap();
-    let (args, addrs) = fixed_port_args(data.path());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut broker = Broker::start_exactly(None, &args);
-    broker.wait_for("oxbow ready");
-    let rt = runtime();
-    let client = rt
-        .block_on(Client::builder().broker(&addrs[1]).connect())
-        .unwrap();
-    rt.block_on(client.create_topic("resume", 2)).unwrap();
+    let (mut broker, rt, client) = start_with_topic("resume", 2);
     let producer = rt
         .block_on(client.producer("resume").acks(Acks::All).build())
         .unwrap();
@@ -204,15 +236,13 @@ fn consumers_of_every_tier_attach_again_by_themselves_after_their_broker_restart
     let mut seen = Vec::new();
     for (name, tier) in tiers {
         let patient = Duration::from_secs(30);
-        let (broker, tx) = (addrs[1].clone(), reports_tx.clone());
-        consume_on_thread(broker, name.to_string(), tier, patient, tx);
+        let (addr, tx) = (broker.native.clone(), reports_tx.clone());
+        consume_on_thread(addr, name.to_string(), tier, patient, tx);
         seen.push((name.to_string(), BTreeSet::new()));
     }
     receive_until(&reports, &mut seen, &first, Duration::from_secs(30));
 
-    assert!(broker.signal(libc::SIGTERM).success());
-    let mut again = Broker::start_exactly(None, &args);
-    again.wait_for("oxbow ready");
+    broker.restart();
     let second = produce(20..40);
     // Every consumer goes on by itself: no error reaches it, and it gets what follows.
     receive_until(&reports, &mut seen, &second, Duration::from_secs(60));
@@ -220,20 +250,11 @@ fn consumers_of_every_tier_attach_again_by_themselves_after_their_broker_restart
 
 #[test]
 fn a_consumer_whose_broker_stays_away_ends_after_its_reconnect_timeout() {
-    let data = tempfile::tempdir().unwrap();
-    let (args, addrs) = fixed_port_args(data.path());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut broker = Broker::start_exactly(None, &args);
-    broker.wait_for("oxbow ready");
-    let rt = runtime();
-    let client = rt
-        .block_on(Client::builder().broker(&addrs[1]).connect())
-        .unwrap();
-    rt.block_on(client.create_topic("resume", 1)).unwrap();
+    let (mut broker, rt, client) = start_with_topic("resume", 1);
     let (reports_tx, reports) = mpsc::channel();
     let timeout = Duration::from_secs(1);
     for (name, tier) in [("stream", Tier::Stream), ("dedicated", Tier::Dedicated)] {
-        let (addr, tx) = (addrs[1].clone(), reports_tx.clone());
+        let (addr, tx) = (broker.native.clone(), reports_tx.clone());
         consume_on_thread(addr, name.to_string(), tier, timeout, tx);
     }
     // Both attached (the subscriptions exist) before the broker goes away for good.
@@ -243,7 +264,7 @@ fn a_consumer_whose_broker_stays_away_ends_after_its_reconnect_timeout() {
         (names.len() == 2).then_some(())
     };
     common::eventually("both consumers attached", Duration::from_secs(30), listed);
-    assert!(broker.signal(libc::SIGTERM).success());
+    broker.stop();
     for _ in 0..2 {
         let (name, report) = reports
             .recv_timeout(Duration::from_secs(30))

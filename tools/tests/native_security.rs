@@ -25,35 +25,27 @@ fn start(dir: &Path) -> (Broker, common::pki::Pki) {
     (broker, pki)
 }
 
+/// Runs an operator's `oxbow ARGS` through the PLAINTEXT Kafka listener `internal`, whose
+/// anonymous principal is a super user; it must succeed.
+fn operate(internal: &str, args: &[&str], input: &str) {
+    let (ok, said) = oxbow(&[args, &["--broker", internal]].concat(), None, input);
+    assert!(ok, "{said}");
+}
+
 #[test]
 fn native_clients_authenticate_over_tls_and_get_what_the_acls_give() {
     let dir = tempfile::tempdir().unwrap();
     let (broker, pki) = start(dir.path());
     let internal = kafka_listener(&broker, "INTERNAL");
     let native = native_listener(&broker, "SASL_SSL");
-    let (ok, said) = oxbow(
-        &[
-            "user",
-            "create",
-            "alice",
-            "--password-stdin",
-            "--broker",
-            &internal,
-        ],
-        None,
+    operate(
+        &internal,
+        &["user", "create", "alice", "--password-stdin"],
         "alice-pw\n",
     );
-    assert!(ok, "{said}");
     let (ok, _, err) = kcat(&internal, &["-P", "-t", "events"], Some(b"seed\n"));
     assert!(ok, "{err}");
-    let acl = |args: &[&str]| {
-        let (ok, said) = oxbow(
-            &[&["acl", "--broker", &internal][..], args].concat(),
-            None,
-            "",
-        );
-        assert!(ok, "{said}");
-    };
+    let acl = |args: &[&str]| operate(&internal, &[&["acl"][..], args].concat(), "");
     let alice = ["--principal", "User:alice"];
     acl(&[
         &["add"][..],
@@ -177,21 +169,12 @@ fn a_consumer_whose_read_is_revoked_is_detached_at_its_next_flow() {
     let (broker, pki) = start(dir.path());
     let internal = kafka_listener(&broker, "INTERNAL");
     let native = native_listener(&broker, "SASL_SSL");
-    let user = ["user", "create", "carol", "--password-stdin"];
-    let (ok, said) = oxbow(
-        &[&user[..], &["--broker", &internal]].concat(),
-        None,
+    operate(
+        &internal,
+        &["user", "create", "carol", "--password-stdin"],
         "carol-pw\n",
     );
-    assert!(ok, "{said}");
-    let acl = |args: &[&str]| {
-        let (ok, said) = oxbow(
-            &[&["acl", "--broker", &internal][..], args].concat(),
-            None,
-            "",
-        );
-        assert!(ok, "{said}");
-    };
+    let acl = |args: &[&str]| operate(&internal, &[&["acl"][..], args].concat(), "");
     let carol = ["--principal", "User:carol", "--operation", "Read"];
     acl(&[&["add"][..], &carol, &["--topic", "audited"]].concat());
     acl(&[&["add"][..], &carol, &["--group", "ledger"]].concat());

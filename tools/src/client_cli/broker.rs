@@ -56,6 +56,7 @@ impl BrokerConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::tests::env;
 
     fn connection(args: &[&str]) -> BrokerConnection {
         use clap::Parser;
@@ -66,14 +67,6 @@ mod tests {
         }
         let argv = std::iter::once("oxbow").chain(args.iter().copied());
         Cli::try_parse_from(argv).unwrap().broker.broker
-    }
-
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| {
-            (vars.iter())
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| value.to_string())
-        }
     }
 
     #[test]
