@@ -6,7 +6,10 @@ mod common;
 
 use common::native_client::produce;
 use common::{start_native_broker, Broker};
-use oxbow_client::{Acks, Client, ErrorCode, Message, Mode, StartPosition, SubscriptionType, Tier};
+use oxbow_client::{
+    Acks, Client, ErrorCode, Message, Mode, Receive, StartPosition, SubscriptionType, Tier,
+    TieredConsumer,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -476,6 +479,88 @@ async fn every_tier_consumes_the_same_million_messages() {
         }
         assert!(seen.iter().all(|&s| s), "{subscription}");
     }
+}
+
+/// Receives through `Receive` alone, as code written for any tier would, until `count`
+/// distinct values arrived; acknowledges them.
+async fn drain(consumer: &mut impl Receive, count: usize) -> BTreeSet<String> {
+    let mut values = BTreeSet::new();
+    while values.len() < count {
+        let batch = (consumer.next_batch_within(PATIENCE).await.unwrap())
+            .unwrap_or_else(|| panic!("stuck at {} of {count}", values.len()));
+        consumer.acker().ack_all(&batch).unwrap();
+        values.extend(batch.iter().map(text));
+    }
+    values
+}
+
+/// Every tier behind the one `Receive` interface: nothing to take answers `None` at once
+/// (`try_next_batch`) or after the timeout (`next_batch_within`), then what is produced
+/// arrives; the stream tier's `try_poll` picks up a message once it is there, and the
+/// dedicated tier's `poll_blocking` waits on a thread outside any runtime (this one).
+#[test]
+fn every_tier_polls_with_and_without_waiting_behind_one_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_native_broker(dir.path(), "");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = runtime.block_on(connect(&addr));
+    runtime.block_on(client.create_topic("polled", 2)).unwrap();
+    let tiers = [
+        ("stream", Tier::Stream),
+        ("buffered", Tier::Buffered(4)),
+        ("dedicated", Tier::Dedicated),
+    ];
+    let mut consumers = Vec::new();
+    for (subscription, tier) in tiers {
+        let consumer = client.consumer("polled", subscription).build_tier(tier);
+        let mut consumer = runtime.block_on(consumer).unwrap();
+        assert!(
+            consumer.try_next_batch().unwrap().is_none(),
+            "{subscription}"
+        );
+        let waited = consumer.next_batch_within(Duration::from_millis(50));
+        assert!(
+            runtime.block_on(waited).unwrap().is_none(),
+            "{subscription}"
+        );
+        consumers.push(consumer);
+    }
+    let values = runtime.block_on(produce(&client, "polled", 0..10, |i| Some(format!("k{i}"))));
+    let values: BTreeSet<String> = values.into_iter().collect();
+    for consumer in &mut consumers {
+        assert_eq!(runtime.block_on(drain(consumer, 10)), values);
+    }
+
+    // One more message: the stream tier's try_poll finds it once it has arrived, and the
+    // dedicated tier's poll_blocking, which had nothing before it, waits for it.
+    let Some(TieredConsumer::Dedicated(mut dedicated)) = consumers.pop() else {
+        panic!("the dedicated tier is last");
+    };
+    let nothing_yet = dedicated.poll_blocking(Duration::from_millis(20)).unwrap();
+    assert!(nothing_yet.is_none());
+    runtime.block_on(produce(&client, "polled", 10..11, |_| None));
+    let TieredConsumer::Stream(stream) = &mut consumers[0] else {
+        panic!("the stream tier is first");
+    };
+    let polled = runtime.block_on(async {
+        loop {
+            if let Some(message) = stream.try_poll().unwrap() {
+                return message;
+            }
+            if let Some(message) = stream.poll(Duration::from_millis(10)).await.unwrap() {
+                return message;
+            }
+        }
+    });
+    assert_eq!(text(&polled), "m10");
+    let batch = dedicated
+        .poll_blocking(PATIENCE)
+        .unwrap()
+        .expect("the message");
+    assert_eq!(batch.iter().map(text).collect::<Vec<_>>(), ["m10"]);
 }
 
 fn oxbow(args: &[&str], stdin: &str) -> (bool, String, String) {

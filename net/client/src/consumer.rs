@@ -411,6 +411,37 @@ impl Consumer {
             .unwrap_or(Err(ClientError::Closed))
     }
 
+    /// The next message if one comes within `timeout`; `Ok(None)` if none did. Nothing is
+    /// lost when the time runs out: a message that arrives later waits for the next call.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Option<Message>, ClientError> {
+        match tokio::time::timeout(timeout, self.recv()).await {
+            Ok(received) => received.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// A message that has already arrived, without waiting; `Ok(None)` if none has. (The
+    /// consumer reads its connection only when polled: call it in a loop with other work,
+    /// or use [`poll`](Self::poll) to wait.)
+    pub fn try_poll(&mut self) -> Result<Option<Message>, ClientError> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.poll_message(&mut cx) {
+            Poll::Ready(Some(received)) => received.map(Some),
+            Poll::Ready(None) => Err(ClientError::Closed),
+            Poll::Pending => Ok(None),
+        }
+    }
+
+    /// Up to `max` messages that have already arrived, without waiting.
+    fn try_batch(&mut self, max: usize) -> Result<Option<Vec<Message>>, ClientError> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.poll_batch(&mut cx, max) {
+            Poll::Ready(Some(received)) => received.map(Some),
+            Poll::Ready(None) => Err(ClientError::Closed),
+            Poll::Pending => Ok(None),
+        }
+    }
+
     /// Messages one at a time as an async stream (the lowest-latency tier).
     pub fn stream(&mut self) -> MessageStream<'_> {
         MessageStream { consumer: self }
@@ -603,6 +634,60 @@ impl Stream for BufferedStream<'_> {
     }
 }
 
+/// What every tier offers, for code that works with any of them: batches of messages (of
+/// one message on the stream tier), waiting or not, and a handle to acknowledge them.
+/// Implemented by [`Consumer`] (all it has ready, up to its receiver queue),
+/// [`DedicatedConsumer`] and [`TieredConsumer`].
+pub trait Receive {
+    /// The next messages, waiting for the first.
+    fn next_batch(&mut self) -> impl Future<Output = Result<Vec<Message>, ClientError>> + Send;
+
+    /// The next messages if any come within `timeout`; `Ok(None)` if none did.
+    fn next_batch_within(
+        &mut self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Option<Vec<Message>>, ClientError>> + Send;
+
+    /// Messages that have already arrived, without waiting; `Ok(None)` if none have.
+    fn try_next_batch(&mut self) -> Result<Option<Vec<Message>>, ClientError>;
+
+    /// A handle that acknowledges the messages from anywhere.
+    fn acker(&self) -> Acker;
+}
+
+/// Waits at most `timeout` for `batch`; `Ok(None)` when it did not come.
+async fn within<F>(timeout: Duration, batch: F) -> Result<Option<Vec<Message>>, ClientError>
+where
+    F: Future<Output = Result<Vec<Message>, ClientError>>,
+{
+    match tokio::time::timeout(timeout, batch).await {
+        Ok(received) => received.map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+impl Receive for Consumer {
+    async fn next_batch(&mut self) -> Result<Vec<Message>, ClientError> {
+        let most = self.receiver_queue as usize;
+        self.recv_batch(most).await
+    }
+
+    async fn next_batch_within(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Vec<Message>>, ClientError> {
+        within(timeout, Receive::next_batch(self)).await
+    }
+
+    fn try_next_batch(&mut self) -> Result<Option<Vec<Message>>, ClientError> {
+        self.try_batch(self.receiver_queue as usize)
+    }
+
+    fn acker(&self) -> Acker {
+        Consumer::acker(self)
+    }
+}
+
 /// A consumer in the tier configuration chose, behind one interface.
 pub enum TieredConsumer {
     /// One message at a time.
@@ -631,5 +716,30 @@ impl TieredConsumer {
             }
             TieredConsumer::Dedicated(consumer) => consumer.acker(),
         }
+    }
+}
+
+impl Receive for TieredConsumer {
+    async fn next_batch(&mut self) -> Result<Vec<Message>, ClientError> {
+        TieredConsumer::next_batch(self).await
+    }
+
+    async fn next_batch_within(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Vec<Message>>, ClientError> {
+        within(timeout, TieredConsumer::next_batch(self)).await
+    }
+
+    fn try_next_batch(&mut self) -> Result<Option<Vec<Message>>, ClientError> {
+        match self {
+            TieredConsumer::Stream(consumer) => Ok(consumer.try_poll()?.map(|m| vec![m])),
+            TieredConsumer::Buffered(consumer, max) => consumer.try_batch(*max),
+            TieredConsumer::Dedicated(consumer) => consumer.try_poll(),
+        }
+    }
+
+    fn acker(&self) -> Acker {
+        TieredConsumer::acker(self)
     }
 }

@@ -3,17 +3,23 @@
 //! stay off the application's runtime, which is what the highest-throughput users want.
 
 use crate::acker::Acker;
-use crate::consumer::ConsumerBuilder;
+use crate::consumer::{ConsumerBuilder, Receive};
 use crate::error::ClientError;
 use crate::message::Message;
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// What the dedicated thread hands over: a batch, or the error that ended it.
+type Batch = Result<Vec<Message>, ClientError>;
 
 /// Batches the dedicated thread may hold ready before it stops reading (backpressure).
 const READY_BATCHES_MAX: usize = 8;
 
 /// A consumer running on a dedicated thread.
 pub struct DedicatedConsumer {
-    batches: mpsc::Receiver<Result<Vec<Message>, ClientError>>,
+    /// Async and blocking receivers both (flume), so that threads outside any runtime can
+    /// wait with a timeout (`poll_blocking`).
+    batches: flume::Receiver<Batch>,
     acker: Acker,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -24,7 +30,7 @@ impl ConsumerBuilder {
     pub async fn dedicated(self, batch_max: usize) -> Result<DedicatedConsumer, ClientError> {
         let settings = (**self.client.router.settings()).clone();
         let (ready_tx, ready_rx) = oneshot::channel::<Result<Acker, ClientError>>();
-        let (batches_tx, batches) = mpsc::channel(READY_BATCHES_MAX);
+        let (batches_tx, batches) = flume::bounded(READY_BATCHES_MAX);
         let (stop, stopped) = oneshot::channel::<()>();
         let builder = self;
         std::thread::Builder::new()
@@ -65,7 +71,7 @@ impl ConsumerBuilder {
                                 let ended = batch
                                     .as_ref()
                                     .is_err_and(|e| !matches!(e, ClientError::DeliveryBlocked { .. }));
-                                if batches_tx.send(batch).await.is_err() || ended {
+                                if batches_tx.send_async(batch).await.is_err() || ended {
                                     break;
                                 }
                             }
@@ -88,21 +94,70 @@ impl DedicatedConsumer {
     /// The next batch.
     pub async fn recv(&mut self) -> Result<Vec<Message>, ClientError> {
         self.batches
-            .recv()
+            .recv_async()
             .await
             .unwrap_or(Err(ClientError::Closed))
     }
 
     /// The next batch, blocking the calling thread (for code outside any runtime).
     pub fn recv_blocking(&mut self) -> Result<Vec<Message>, ClientError> {
-        self.batches
-            .blocking_recv()
-            .unwrap_or(Err(ClientError::Closed))
+        self.batches.recv().unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// The next batch if one comes within `timeout`; `Ok(None)` if none did.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Option<Vec<Message>>, ClientError> {
+        match tokio::time::timeout(timeout, self.batches.recv_async()).await {
+            Ok(received) => received.unwrap_or(Err(ClientError::Closed)).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// A batch the thread has ready, without waiting; `Ok(None)` if none is.
+    pub fn try_poll(&mut self) -> Result<Option<Vec<Message>>, ClientError> {
+        match self.batches.try_recv() {
+            Ok(received) => received.map(Some),
+            Err(flume::TryRecvError::Empty) => Ok(None),
+            Err(flume::TryRecvError::Disconnected) => Err(ClientError::Closed),
+        }
+    }
+
+    /// The next batch if one comes within `timeout`, blocking the calling thread (for code
+    /// outside any runtime); `Ok(None)` if none did.
+    pub fn poll_blocking(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Vec<Message>>, ClientError> {
+        match self.batches.recv_timeout(timeout) {
+            Ok(received) => received.map(Some),
+            Err(flume::RecvTimeoutError::Timeout) => Ok(None),
+            Err(flume::RecvTimeoutError::Disconnected) => Err(ClientError::Closed),
+        }
     }
 
     /// A handle that acknowledges this consumer's messages.
     pub fn acker(&self) -> Acker {
         self.acker.clone()
+    }
+}
+
+impl Receive for DedicatedConsumer {
+    async fn next_batch(&mut self) -> Result<Vec<Message>, ClientError> {
+        self.recv().await
+    }
+
+    async fn next_batch_within(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Vec<Message>>, ClientError> {
+        self.poll(timeout).await
+    }
+
+    fn try_next_batch(&mut self) -> Result<Option<Vec<Message>>, ClientError> {
+        self.try_poll()
+    }
+
+    fn acker(&self) -> Acker {
+        DedicatedConsumer::acker(self)
     }
 }
 

@@ -24,7 +24,11 @@
 //! offers three tiers: [`Consumer::stream`] (one message at a time, lowest latency),
 //! [`Consumer::buffered_stream`] (vectors of messages, fewer wake-ups), and
 //! [`ConsumerBuilder::dedicated`] (its own connection on its own thread feeding a channel, for
-//! the most throughput). [`ConsumerBuilder::build_tier`] picks one from configuration.
+//! the most throughput). [`ConsumerBuilder::build_tier`] picks one from configuration, and
+//! the [`Receive`] trait serves code written for any tier: batches with or without waiting
+//! (`next_batch`, `next_batch_within`, `try_next_batch`) and an [`Acker`]. Each tier also
+//! has `poll(timeout)` and `try_poll()`; the dedicated one `poll_blocking(timeout)` for
+//! threads outside any runtime.
 //!
 //! Connections come back by themselves. A producer whose broker went away opens a new
 //! connection for its next batch (batches in flight at the moment fail with
@@ -89,7 +93,9 @@ pub mod sasl {
     pub use crate::auth::{SaslCredentials, SaslExchange, SaslMechanism, Step};
 }
 pub use config::{ClientConfig, ConsumerConfig, ProducerConfig, Tier};
-pub use consumer::{BufferedStream, Consumer, ConsumerBuilder, MessageStream, TieredConsumer};
+pub use consumer::{
+    BufferedStream, Consumer, ConsumerBuilder, MessageStream, Receive, TieredConsumer,
+};
 pub use dedicated::DedicatedConsumer;
 pub use error::ClientError;
 pub use message::Message;
