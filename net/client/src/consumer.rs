@@ -4,21 +4,17 @@
 
 use crate::acker::{Acker, Attached, Attachment, Legs};
 use crate::connection::ConsumerEvent;
-use crate::dedicated::DedicatedConsumer;
 use crate::error::ClientError;
 use crate::message::Message;
+use crate::reattach::{reattach, Reattaching};
 use crate::routing::{is_not_leader, Router};
+use crate::tiers::{BufferedStream, MessageStream, TieredConsumer};
 use crate::{Client, Tier};
-use futures_core::Stream;
-use oxbow_core::native::{
-    ClientFrame, ErrorCode, Mode, ServerFrame, StartPosition, SubscriptionType,
-};
+use oxbow_core::native::{ClientFrame, Mode, ServerFrame, StartPosition, SubscriptionType};
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Numbers the consumers of this process that were not given a name.
@@ -26,10 +22,6 @@ static NEXT_CONSUMER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 
 /// A consumer grants permits back each time it has taken this fraction of its receiver queue.
 const PERMIT_REFILL_FRACTION: u32 = 10;
-
-/// Longest wait between two attempts to attach again (the first waits the client's retry
-/// backoff; each next one twice as long).
-const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Settings of a consumer.
 #[derive(Clone)]
@@ -177,7 +169,7 @@ impl ConsumerBuilder {
     /// Attaches under a new consumer id on every partition's leader (all or none), its
     /// deliveries going to `events`, and grants the first permits; with the topic's
     /// partition count.
-    async fn attach_once(
+    pub(crate) async fn attach_once(
         &self,
         router: &Router,
         events: &mpsc::UnboundedSender<ConsumerEvent>,
@@ -240,64 +232,6 @@ impl ConsumerBuilder {
     }
 }
 
-/// A consumer's attachment in the making, after a lost connection.
-type Reattaching = Pin<Box<dyn Future<Output = Result<(Attached, u32), ClientError>> + Send>>;
-
-/// Attaches `spec` again after a lost connection: detaches what is left of `old`, then
-/// looks the leaders up and attaches under a new id, until that works, a refusal no retry
-/// can change comes, or `spec.reconnect_timeout` passes. Waits the client's retry backoff
-/// after the first failure, twice that after the next, up to [`RECONNECT_BACKOFF_MAX`].
-async fn reattach(
-    spec: ConsumerBuilder,
-    old: Arc<Attached>,
-    events: mpsc::UnboundedSender<ConsumerEvent>,
-) -> Result<(Attached, u32), ClientError> {
-    let _ = old.legs.close(old.consumer_id).await;
-    let router = spec.client.router.clone();
-    let deadline = Instant::now() + spec.reconnect_timeout;
-    let mut backoff = router.settings().retry_backoff;
-    loop {
-        router.forget(&spec.topic);
-        let left = deadline.saturating_duration_since(Instant::now());
-        let error = match tokio::time::timeout(left, spec.attach_once(&router, &events)).await {
-            Ok(Ok(attached)) => return Ok(attached),
-            Ok(Err(e)) if !worth_retrying(&e) => return Err(e),
-            Ok(Err(e)) => e,
-            Err(_) => ClientError::Timeout(spec.reconnect_timeout),
-        };
-        if Instant::now() + backoff >= deadline {
-            return Err(ClientError::ReconnectFailed {
-                after: spec.reconnect_timeout,
-                last: Box::new(error),
-            });
-        }
-        tracing::debug!(topic = %spec.topic, %error, ?backoff, "attaching again failed");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
-    }
-}
-
-/// Whether attaching again may work later: the broker is away, restarting or between
-/// leaders, or the consumer's stale session still holds its place. Refused credentials,
-/// authorization, a deleted topic or a bad setting will not change by retrying.
-fn worth_retrying(error: &ClientError) -> bool {
-    match error {
-        ClientError::Io(_)
-        | ClientError::Closed
-        | ClientError::Timeout(_)
-        | ClientError::Protocol(_) => true,
-        ClientError::Refused { code, .. } => matches!(
-            code,
-            ErrorCode::NotLeader
-                | ErrorCode::ConsumerBusy
-                | ErrorCode::Storage
-                | ErrorCode::LimitReached
-                | ErrorCode::TimedOut
-        ),
-        _ => false,
-    }
-}
-
 /// A consumer attached to one subscription on every partition of a topic.
 pub struct Consumer {
     attachment: Arc<Attachment>,
@@ -311,7 +245,7 @@ pub struct Consumer {
     reattaching: Option<Reattaching>,
     kind: SubscriptionType,
     partitions: u32,
-    receiver_queue: u32,
+    pub(crate) receiver_queue: u32,
     events: mpsc::UnboundedReceiver<ConsumerEvent>,
     ready: VecDeque<Message>,
     taken: Vec<u32>,
@@ -433,7 +367,7 @@ impl Consumer {
     }
 
     /// Up to `max` messages that have already arrived, without waiting.
-    fn try_batch(&mut self, max: usize) -> Result<Option<Vec<Message>>, ClientError> {
+    pub(crate) fn try_batch(&mut self, max: usize) -> Result<Option<Vec<Message>>, ClientError> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match self.poll_batch(&mut cx, max) {
             Poll::Ready(Some(received)) => received.map(Some),
@@ -565,7 +499,10 @@ impl Consumer {
         }
     }
 
-    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, ClientError>>> {
+    pub(crate) fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, ClientError>>> {
         loop {
             if let Some(message) = self.take_ready() {
                 return Poll::Ready(Some(Ok(message)));
@@ -579,7 +516,7 @@ impl Consumer {
         }
     }
 
-    fn poll_batch(
+    pub(crate) fn poll_batch(
         &mut self,
         cx: &mut Context<'_>,
         max: usize,
@@ -603,143 +540,5 @@ impl Consumer {
             }
         }
         Poll::Ready(Some(Ok(batch)))
-    }
-}
-
-/// The stream tier: one message per item.
-pub struct MessageStream<'a> {
-    consumer: &'a mut Consumer,
-}
-
-impl Stream for MessageStream<'_> {
-    type Item = Result<Message, ClientError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().consumer.poll_message(cx)
-    }
-}
-
-/// The buffered tier: vectors of messages.
-pub struct BufferedStream<'a> {
-    consumer: &'a mut Consumer,
-    max: usize,
-}
-
-impl Stream for BufferedStream<'_> {
-    type Item = Result<Vec<Message>, ClientError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        this.consumer.poll_batch(cx, this.max)
-    }
-}
-
-/// What every tier offers, for code that works with any of them: batches of messages (of
-/// one message on the stream tier), waiting or not, and a handle to acknowledge them.
-/// Implemented by [`Consumer`] (all it has ready, up to its receiver queue),
-/// [`DedicatedConsumer`] and [`TieredConsumer`].
-pub trait Receive {
-    /// The next messages, waiting for the first.
-    fn next_batch(&mut self) -> impl Future<Output = Result<Vec<Message>, ClientError>> + Send;
-
-    /// The next messages if any come within `timeout`; `Ok(None)` if none did.
-    fn next_batch_within(
-        &mut self,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Option<Vec<Message>>, ClientError>> + Send;
-
-    /// Messages that have already arrived, without waiting; `Ok(None)` if none have.
-    fn try_next_batch(&mut self) -> Result<Option<Vec<Message>>, ClientError>;
-
-    /// A handle that acknowledges the messages from anywhere.
-    fn acker(&self) -> Acker;
-}
-
-/// Waits at most `timeout` for `batch`; `Ok(None)` when it did not come.
-async fn within<F>(timeout: Duration, batch: F) -> Result<Option<Vec<Message>>, ClientError>
-where
-    F: Future<Output = Result<Vec<Message>, ClientError>>,
-{
-    match tokio::time::timeout(timeout, batch).await {
-        Ok(received) => received.map(Some),
-        Err(_) => Ok(None),
-    }
-}
-
-impl Receive for Consumer {
-    async fn next_batch(&mut self) -> Result<Vec<Message>, ClientError> {
-        let most = self.receiver_queue as usize;
-        self.recv_batch(most).await
-    }
-
-    async fn next_batch_within(
-        &mut self,
-        timeout: Duration,
-    ) -> Result<Option<Vec<Message>>, ClientError> {
-        within(timeout, Receive::next_batch(self)).await
-    }
-
-    fn try_next_batch(&mut self) -> Result<Option<Vec<Message>>, ClientError> {
-        self.try_batch(self.receiver_queue as usize)
-    }
-
-    fn acker(&self) -> Acker {
-        Consumer::acker(self)
-    }
-}
-
-/// A consumer in the tier configuration chose, behind one interface.
-pub enum TieredConsumer {
-    /// One message at a time.
-    Stream(Consumer),
-    /// Vectors of up to the given size.
-    Buffered(Consumer, usize),
-    /// A dedicated thread feeding a channel.
-    Dedicated(DedicatedConsumer),
-}
-
-impl TieredConsumer {
-    /// The next messages: one for the stream tier, up to N for the others.
-    pub async fn next_batch(&mut self) -> Result<Vec<Message>, ClientError> {
-        match self {
-            TieredConsumer::Stream(consumer) => consumer.recv().await.map(|m| vec![m]),
-            TieredConsumer::Buffered(consumer, max) => consumer.recv_batch(*max).await,
-            TieredConsumer::Dedicated(consumer) => consumer.recv().await,
-        }
-    }
-
-    /// A handle that acknowledges this consumer's messages.
-    pub fn acker(&self) -> Acker {
-        match self {
-            TieredConsumer::Stream(consumer) | TieredConsumer::Buffered(consumer, _) => {
-                consumer.acker()
-            }
-            TieredConsumer::Dedicated(consumer) => consumer.acker(),
-        }
-    }
-}
-
-impl Receive for TieredConsumer {
-    async fn next_batch(&mut self) -> Result<Vec<Message>, ClientError> {
-        TieredConsumer::next_batch(self).await
-    }
-
-    async fn next_batch_within(
-        &mut self,
-        timeout: Duration,
-    ) -> Result<Option<Vec<Message>>, ClientError> {
-        within(timeout, TieredConsumer::next_batch(self)).await
-    }
-
-    fn try_next_batch(&mut self) -> Result<Option<Vec<Message>>, ClientError> {
-        match self {
-            TieredConsumer::Stream(consumer) => Ok(consumer.try_poll()?.map(|m| vec![m])),
-            TieredConsumer::Buffered(consumer, max) => consumer.try_batch(*max),
-            TieredConsumer::Dedicated(consumer) => consumer.try_poll(),
-        }
-    }
-
-    fn acker(&self) -> Acker {
-        TieredConsumer::acker(self)
     }
 }

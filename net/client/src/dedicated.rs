@@ -3,9 +3,10 @@
 //! stay off the application's runtime, which is what the highest-throughput users want.
 
 use crate::acker::Acker;
-use crate::consumer::{ConsumerBuilder, Receive};
+use crate::consumer::ConsumerBuilder;
 use crate::error::ClientError;
 use crate::message::Message;
+use crate::tiers::Receive;
 use std::time::Duration;
 use tokio::sync::oneshot;
 

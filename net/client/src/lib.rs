@@ -80,7 +80,9 @@ mod handshake;
 mod message;
 pub mod partitioner;
 mod producer;
+mod reattach;
 mod routing;
+mod tiers;
 mod tls;
 
 pub use acker::Acker;
@@ -93,9 +95,7 @@ pub mod sasl {
     pub use crate::auth::{SaslCredentials, SaslExchange, SaslMechanism, Step};
 }
 pub use config::{ClientConfig, ConsumerConfig, ProducerConfig, Tier};
-pub use consumer::{
-    BufferedStream, Consumer, ConsumerBuilder, MessageStream, Receive, TieredConsumer,
-};
+pub use consumer::{Consumer, ConsumerBuilder};
 pub use dedicated::DedicatedConsumer;
 pub use error::ClientError;
 pub use message::Message;
@@ -105,6 +105,7 @@ pub use oxbow_core::native::{
 };
 pub use oxbow_core::Codec;
 pub use producer::{Delivered, PendingSend, Producer, ProducerBuilder};
+pub use tiers::{BufferedStream, MessageStream, Receive, TieredConsumer};
 
 use connection::{Security, Shared};
 use oxbow_core::native::{ClientFrame, ServerFrame};
