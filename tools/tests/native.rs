@@ -563,6 +563,49 @@ fn every_tier_polls_with_and_without_waiting_behind_one_interface() {
     assert_eq!(batch.iter().map(text).collect::<Vec<_>>(), ["m10"]);
 }
 
+/// The stream and buffered tiers as the async streams they are: `stream()` yields one message
+/// per item, `buffered_stream(n)` vectors of at most n; both deliver everything produced.
+#[test]
+fn the_stream_and_buffered_tiers_are_async_streams() {
+    use futures_lite::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_native_broker(dir.path(), "");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = connect(&addr).await;
+        client.create_topic("streamed", 3).await.unwrap();
+        let keyed = |i: u64| Some(format!("k{i}"));
+        let produced: BTreeSet<String> = produce(&client, "streamed", 0..50, keyed)
+            .await
+            .into_iter()
+            .collect();
+
+        let mut consumer = client.consumer("streamed", "one").build().await.unwrap();
+        let mut stream = consumer.stream();
+        let mut one_by_one = BTreeSet::new();
+        while one_by_one.len() < produced.len() {
+            let next = tokio::time::timeout(PATIENCE, stream.next()).await;
+            let message = next.expect("a message in time").unwrap().unwrap();
+            one_by_one.insert(text(&message));
+        }
+        assert_eq!(one_by_one, produced);
+
+        let mut consumer = client.consumer("streamed", "many").build().await.unwrap();
+        let mut batches = consumer.buffered_stream(7);
+        let mut batched = BTreeSet::new();
+        while batched.len() < produced.len() {
+            let next = tokio::time::timeout(PATIENCE, batches.next()).await;
+            let batch = next.expect("a batch in time").unwrap().unwrap();
+            assert!(!batch.is_empty() && batch.len() <= 7, "{}", batch.len());
+            batched.extend(batch.iter().map(text));
+        }
+        assert_eq!(batched, produced);
+    });
+}
+
 fn oxbow(args: &[&str], stdin: &str) -> (bool, String, String) {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
