@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::runtime;
+
 use bytes::BytesMut;
 use common::cluster::{metadata, partition_view, Cluster};
 use common::native_client::produce;
@@ -22,13 +24,6 @@ const PARTITIONS: u32 = 6;
 const MESSAGES: usize = 600;
 /// Bound on a delivery that does not come (a hung consumer fails, not hangs).
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// The leader of each partition of `topic`, as node `addr` (Kafka) sees it.
 fn leaders(addr: &str, topic: &str) -> Option<Vec<i32>> {

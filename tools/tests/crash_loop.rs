@@ -15,6 +15,8 @@
 
 mod common;
 
+use common::runtime;
+
 use common::{field, Broker};
 use oxbow_client::{Acks, Client, Mode, SubscriptionType};
 use std::collections::{BTreeMap, HashMap};
@@ -31,13 +33,6 @@ const CONFIG: &str = "[log]\nflush = \"always\"\nsegment_bytes_max = 1048576\n\
 const PATIENCE: Duration = Duration::from_secs(60);
 
 type Log = BTreeMap<(u32, u64), Vec<u8>>;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn start(dir: &std::path::Path) -> (Broker, String, String) {
     let mut broker = Broker::start(&[

@@ -38,10 +38,7 @@ async fn recv(consumer: &mut oxbow_client::Consumer) -> Message {
 fn shared_reliable_balances_four_consumers_within_ten_percent() {
     let dir = tempfile::tempdir().unwrap();
     let (_broker, addr) = start_native_broker(dir.path(), "");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     let admin = runtime.block_on(async {
         let admin = connect(&addr).await;
         admin.create_topic("work", 1).await.unwrap();
@@ -502,10 +499,7 @@ async fn drain(consumer: &mut impl Receive, count: usize) -> BTreeSet<String> {
 fn every_tier_polls_with_and_without_waiting_behind_one_interface() {
     let dir = tempfile::tempdir().unwrap();
     let (_broker, addr) = start_native_broker(dir.path(), "");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     let client = runtime.block_on(connect(&addr));
     runtime.block_on(client.create_topic("polled", 2)).unwrap();
     let tiers = [
@@ -570,10 +564,7 @@ fn the_stream_and_buffered_tiers_are_async_streams() {
     use futures_lite::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let (_broker, addr) = start_native_broker(dir.path(), "");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(async {
         let client = connect(&addr).await;
         client.create_topic("streamed", 3).await.unwrap();

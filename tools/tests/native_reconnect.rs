@@ -6,18 +6,13 @@
 
 mod common;
 
+use common::runtime;
+
 use common::{fixed_port_args, Broker};
 use oxbow_client::{Acks, Client, ClientError, SubscriptionType, Tier};
 use std::collections::BTreeSet;
 use std::sync::mpsc;
 use std::time::Duration;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A broker on ports fixed for its restarts, and its data.
 struct Restartable {

@@ -11,7 +11,16 @@ use common::pki::{kafka_listener, native_listener, pki};
 use common::{kcat, oxbow_command as oxbow, Broker};
 use std::path::Path;
 
-fn start(dir: &Path) -> (Broker, common::pki::Pki) {
+/// A broker with a PLAINTEXT Kafka listener for the operator and a SASL_SSL native listener,
+/// its certificates, both listeners' addresses, and `user` created with `password`.
+struct Secured {
+    broker: Broker,
+    pki: common::pki::Pki,
+    internal: String,
+    native: String,
+}
+
+fn start(dir: &Path, user: &str, password: &str) -> Secured {
     let pki = pki(dir);
     let toml = format!(
         "[[kafka_listeners]]\nname = \"INTERNAL\"\naddress = \"127.0.0.1:0\"\n\
@@ -22,7 +31,16 @@ fn start(dir: &Path) -> (Broker, common::pki::Pki) {
         pki.server_cert, pki.server_key
     );
     let (broker, _) = common::start_configured(dir, &toml);
-    (broker, pki)
+    let internal = kafka_listener(&broker, "INTERNAL");
+    let native = native_listener(&broker, "SASL_SSL");
+    let create = ["user", "create", user, "--password-stdin"];
+    operate(&internal, &create, &format!("{password}\n"));
+    Secured {
+        broker,
+        pki,
+        internal,
+        native,
+    }
 }
 
 /// Runs an operator's `oxbow ARGS` through the PLAINTEXT Kafka listener `internal`, whose
@@ -35,14 +53,13 @@ fn operate(internal: &str, args: &[&str], input: &str) {
 #[test]
 fn native_clients_authenticate_over_tls_and_get_what_the_acls_give() {
     let dir = tempfile::tempdir().unwrap();
-    let (broker, pki) = start(dir.path());
-    let internal = kafka_listener(&broker, "INTERNAL");
-    let native = native_listener(&broker, "SASL_SSL");
-    operate(
-        &internal,
-        &["user", "create", "alice", "--password-stdin"],
-        "alice-pw\n",
-    );
+    // The broker runs until `_broker` goes at the end of the test.
+    let Secured {
+        broker: _broker,
+        pki,
+        internal,
+        native,
+    } = start(dir.path(), "alice", "alice-pw");
     let (ok, _, err) = kcat(&internal, &["-P", "-t", "events"], Some(b"seed\n"));
     assert!(ok, "{err}");
     let acl = |args: &[&str]| operate(&internal, &[&["acl"][..], args].concat(), "");
@@ -166,14 +183,13 @@ fn native_clients_authenticate_over_tls_and_get_what_the_acls_give() {
 #[test]
 fn a_consumer_whose_read_is_revoked_is_detached_at_its_next_flow() {
     let dir = tempfile::tempdir().unwrap();
-    let (broker, pki) = start(dir.path());
-    let internal = kafka_listener(&broker, "INTERNAL");
-    let native = native_listener(&broker, "SASL_SSL");
-    operate(
-        &internal,
-        &["user", "create", "carol", "--password-stdin"],
-        "carol-pw\n",
-    );
+    // The broker runs until `_broker` goes at the end of the test.
+    let Secured {
+        broker: _broker,
+        pki,
+        internal,
+        native,
+    } = start(dir.path(), "carol", "carol-pw");
     let acl = |args: &[&str]| operate(&internal, &[&["acl"][..], args].concat(), "");
     let carol = ["--principal", "User:carol", "--operation", "Read"];
     acl(&[&["add"][..], &carol, &["--topic", "audited"]].concat());
@@ -184,10 +200,7 @@ fn a_consumer_whose_read_is_revoked_is_detached_at_its_next_flow() {
     };
     produce("before\n");
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     runtime.block_on(async {
         let client = oxbow_client::Client::builder()
             .broker(&native)

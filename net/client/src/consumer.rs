@@ -8,7 +8,7 @@ use crate::error::ClientError;
 use crate::message::Message;
 use crate::reattach::{reattach, Reattaching};
 use crate::routing::{is_not_leader, Router};
-use crate::tiers::{BufferedStream, MessageStream, TieredConsumer};
+use crate::tiers::{within, BufferedStream, MessageStream, TieredConsumer};
 use crate::{Client, Tier};
 use oxbow_core::native::{ClientFrame, Mode, ServerFrame, StartPosition, SubscriptionType};
 use std::collections::{HashMap, VecDeque};
@@ -154,9 +154,7 @@ impl ConsumerBuilder {
             spec: self.clone(),
             events_tx,
             reattaching: None,
-            kind: self.kind,
             partitions,
-            receiver_queue: self.receiver_queue,
             events,
             ready: VecDeque::new(),
             taken: vec![0; partitions as usize],
@@ -237,15 +235,13 @@ pub struct Consumer {
     attachment: Arc<Attachment>,
     /// The current attachment's id: messages of an earlier one grant no permits.
     consumer_id: u64,
-    /// What to attach again after a lost connection.
-    spec: ConsumerBuilder,
+    /// Its settings: what to attach again after a lost connection.
+    pub(crate) spec: ConsumerBuilder,
     /// Where a new attachment delivers.
     events_tx: mpsc::UnboundedSender<ConsumerEvent>,
     /// Attaching again, after a lost connection.
     reattaching: Option<Reattaching>,
-    kind: SubscriptionType,
     partitions: u32,
-    pub(crate) receiver_queue: u32,
     events: mpsc::UnboundedReceiver<ConsumerEvent>,
     ready: VecDeque<Message>,
     taken: Vec<u32>,
@@ -265,7 +261,7 @@ impl Consumer {
     pub fn acker(&self) -> Acker {
         Acker {
             attachment: self.attachment.clone(),
-            kind: self.kind,
+            kind: self.spec.kind,
         }
     }
 
@@ -348,28 +344,28 @@ impl Consumer {
     /// The next message if one comes within `timeout`; `Ok(None)` if none did. Nothing is
     /// lost when the time runs out: a message that arrives later waits for the next call.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Option<Message>, ClientError> {
-        match tokio::time::timeout(timeout, self.recv()).await {
-            Ok(received) => received.map(Some),
-            Err(_) => Ok(None),
-        }
+        within(timeout, self.recv()).await
     }
 
     /// A message that has already arrived, without waiting; `Ok(None)` if none has. (The
     /// consumer reads its connection only when polled: call it in a loop with other work,
     /// or use [`poll`](Self::poll) to wait.)
     pub fn try_poll(&mut self) -> Result<Option<Message>, ClientError> {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.poll_message(&mut cx) {
-            Poll::Ready(Some(received)) => received.map(Some),
-            Poll::Ready(None) => Err(ClientError::Closed),
-            Poll::Pending => Ok(None),
-        }
+        self.without_waiting(Self::poll_message)
     }
 
     /// Up to `max` messages that have already arrived, without waiting.
     pub(crate) fn try_batch(&mut self, max: usize) -> Result<Option<Vec<Message>>, ClientError> {
+        self.without_waiting(|consumer, cx| consumer.poll_batch(cx, max))
+    }
+
+    /// What `poll` gives at once; `Ok(None)` when it would wait.
+    fn without_waiting<T>(
+        &mut self,
+        poll: impl FnOnce(&mut Self, &mut Context<'_>) -> Poll<Option<Result<T, ClientError>>>,
+    ) -> Result<Option<T>, ClientError> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.poll_batch(&mut cx, max) {
+        match poll(self, &mut cx) {
             Poll::Ready(Some(received)) => received.map(Some),
             Poll::Ready(None) => Err(ClientError::Closed),
             Poll::Pending => Ok(None),
@@ -398,7 +394,7 @@ impl Consumer {
         let current = message.consumer_id == self.consumer_id;
         if let Some(taken) = self.taken.get_mut(p).filter(|_| current) {
             *taken += 1;
-            if *taken >= (self.receiver_queue / PERMIT_REFILL_FRACTION).max(1) {
+            if *taken >= (self.spec.receiver_queue / PERMIT_REFILL_FRACTION).max(1) {
                 let _ = self.attachment.current().legs.send(
                     message.partition,
                     &ClientFrame::Flow {

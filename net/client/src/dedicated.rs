@@ -6,7 +6,7 @@ use crate::acker::Acker;
 use crate::consumer::ConsumerBuilder;
 use crate::error::ClientError;
 use crate::message::Message;
-use crate::tiers::Receive;
+use crate::tiers::{within, Receive};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -107,10 +107,7 @@ impl DedicatedConsumer {
 
     /// The next batch if one comes within `timeout`; `Ok(None)` if none did.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Option<Vec<Message>>, ClientError> {
-        match tokio::time::timeout(timeout, self.batches.recv_async()).await {
-            Ok(received) => received.unwrap_or(Err(ClientError::Closed)).map(Some),
-            Err(_) => Ok(None),
-        }
+        within(timeout, self.recv()).await
     }
 
     /// A batch the thread has ready, without waiting; `Ok(None)` if none is.

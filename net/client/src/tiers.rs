@@ -62,12 +62,12 @@ pub trait Receive {
     fn acker(&self) -> Acker;
 }
 
-/// Waits at most `timeout` for `batch`; `Ok(None)` when it did not come.
-async fn within<F>(timeout: Duration, batch: F) -> Result<Option<Vec<Message>>, ClientError>
+/// Waits at most `timeout` for `received`; `Ok(None)` when it did not come.
+pub(crate) async fn within<T, F>(timeout: Duration, received: F) -> Result<Option<T>, ClientError>
 where
-    F: Future<Output = Result<Vec<Message>, ClientError>>,
+    F: Future<Output = Result<T, ClientError>>,
 {
-    match tokio::time::timeout(timeout, batch).await {
+    match tokio::time::timeout(timeout, received).await {
         Ok(received) => received.map(Some),
         Err(_) => Ok(None),
     }
@@ -75,7 +75,7 @@ where
 
 impl Receive for Consumer {
     async fn next_batch(&mut self) -> Result<Vec<Message>, ClientError> {
-        let most = self.receiver_queue as usize;
+        let most = self.spec.receiver_queue as usize;
         self.recv_batch(most).await
     }
 
@@ -87,7 +87,7 @@ impl Receive for Consumer {
     }
 
     fn try_next_batch(&mut self) -> Result<Option<Vec<Message>>, ClientError> {
-        self.try_batch(self.receiver_queue as usize)
+        self.try_batch(self.spec.receiver_queue as usize)
     }
 
     fn acker(&self) -> Acker {

@@ -216,12 +216,10 @@ impl Connection {
     /// Flow (the consumer asking for more, as a Kafka consumer's Fetch is), so a revoked Read
     /// stops a consumer after at most the permits it already held.
     fn consumer_refusal(&self, consumer_id: u64) -> Option<String> {
-        if !self.shard.config.authorizer.enabled {
-            return None;
-        }
-        let (topic, subscription, _) = self.attached(consumer_id)?;
+        let consumers = self.consumers.borrow();
+        let attached = consumers.get(&consumer_id)?;
         let gate = Gate::new(&self.shard, &self.session.borrow());
-        super::authorization::consumer_refusal(&gate, &topic, &subscription)
+        super::authorization::consumer_refusal(&gate, &attached.topic, &attached.subscription)
     }
 
     /// Detaches a consumer the ACLs no longer allow and tells the client why.

@@ -13,6 +13,14 @@ use std::time::Duration;
 /// Only a bound on a hung broker; the tests wait on log lines, not on time.
 const STARTUP_LIMIT: Duration = Duration::from_secs(60);
 
+/// A current-thread tokio runtime for a test's clients.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A running `oxbow serve` with a Kafka listener on a port chosen at start.
 pub struct Broker {
     pub child: Child,
