@@ -14,6 +14,11 @@
 //!                          35 maxTimestamp i64                  61 records...
 //! ```
 
+/// Batches a partition remembers per idempotent producer to recognise a retry (Kafka keeps
+/// five too): a producer keeps at most this many batches per partition unanswered, so a batch
+/// it sends again is always among them.
+pub const PRODUCER_BATCHES_KEPT: usize = 5;
+
 use crate::compression::{Codec, CompressionError};
 use crate::record::{RecordCursor, Records};
 use bytes::{Bytes, BytesMut};

@@ -11,7 +11,7 @@ pub mod native;
 pub mod placement;
 pub mod record;
 
-pub use batch::{BatchError, RecordBatch};
+pub use batch::{BatchError, RecordBatch, PRODUCER_BATCHES_KEPT};
 pub use builder::BatchBuilder;
 pub use compression::{Codec, CompressionError};
 pub use config::{

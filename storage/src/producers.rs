@@ -10,8 +10,7 @@
 use oxbow_core::RecordBatch;
 use std::collections::{HashMap, VecDeque};
 
-/// Batches remembered per producer for duplicate detection.
-pub const PRODUCER_BATCHES_KEPT: usize = 5;
+pub use oxbow_core::PRODUCER_BATCHES_KEPT;
 
 /// One remembered batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

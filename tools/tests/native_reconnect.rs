@@ -1,6 +1,7 @@
 //! Native clients outlive a restart of their broker. A producer's next batches open a new
 //! connection (after fresh metadata) and are acknowledged at the offsets that follow, with
-//! nothing lost. A consumer of each tier attaches again by itself and goes on receiving,
+//! nothing lost; the batches it had in flight when the broker was killed go again and are
+//! stored once. A consumer of each tier attaches again by itself and goes on receiving,
 //! with no error reaching the application; past its reconnect timeout it ends with
 //! `ReconnectFailed`.
 
@@ -34,6 +35,15 @@ impl Restartable {
     /// Stops the broker with SIGTERM.
     fn stop(&mut self) {
         assert!(self.broker.signal(libc::SIGTERM).success());
+    }
+
+    /// Kills the broker with SIGKILL and starts it again on the same ports and data.
+    fn crash_and_restart(&mut self) {
+        self.broker.child.kill().unwrap();
+        self.broker.child.wait().unwrap();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.broker = Broker::start_exactly(None, &args);
+        self.broker.wait_for("oxbow ready");
     }
 }
 
@@ -269,4 +279,205 @@ fn a_consumer_whose_broker_stays_away_ends_after_its_reconnect_timeout() {
             other => panic!("{name}: {other:?}"),
         }
     }
+}
+
+/// Values `v{i}` sent in rounds of [`ROUND`], each round's answers awaited before the next,
+/// until `stop` is set; reports each finished round, then every value sent, with the first
+/// error of a send if one failed.
+const ROUND: usize = 100;
+
+fn produce_on_thread(
+    broker: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rounds: mpsc::Sender<usize>,
+) -> std::thread::JoinHandle<Result<Vec<String>, ClientError>> {
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let client = Client::builder().broker(&broker).connect().await?;
+            let producer = client.producer("resume").acks(Acks::All).build().await?;
+            let mut sent = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut pending = Vec::new();
+                for i in sent.len()..sent.len() + ROUND {
+                    let value = format!("v{i}");
+                    pending.push(producer.send(None, value.as_bytes()).await?);
+                    sent.push(value);
+                }
+                for answer in pending {
+                    answer.await?;
+                }
+                let _ = rounds.send(sent.len() / ROUND);
+            }
+            Ok(sent)
+        })
+    })
+}
+
+#[test]
+fn a_broker_killed_under_a_running_producer_and_consumer_loses_and_duplicates_nothing() {
+    let (mut broker, rt, _client) = start_with_topic("resume", 2);
+    let (reports_tx, reports) = mpsc::channel();
+    let patient = Duration::from_secs(60);
+    consume_on_thread(
+        broker.native.clone(),
+        "steady".into(),
+        Tier::Stream,
+        patient,
+        reports_tx,
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (rounds_tx, rounds) = mpsc::channel();
+    let producer = produce_on_thread(broker.native.clone(), stop.clone(), rounds_tx);
+
+    // Killed while the producer has batches unanswered and the consumer unacknowledged ones.
+    let mut seen = vec![("steady".to_string(), BTreeSet::new())];
+    let early: BTreeSet<String> = (0..1_000).map(|i| format!("v{i}")).collect();
+    receive_until(&reports, &mut seen, &early, Duration::from_secs(60));
+    broker.crash_and_restart();
+    // Rounds finished after the restart: the producer carried on by itself.
+    let at_restart = rounds.try_iter().last().unwrap_or(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rounds.recv_timeout(left) {
+            Ok(round) if round >= at_restart + 5 => break,
+            Ok(_) => {}
+            // The producer ended (its error is reported below) or is stuck.
+            Err(_) => break,
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = producer
+        .join()
+        .unwrap()
+        .expect("every send is acknowledged");
+
+    // The consumer went on by itself and got every value acknowledged to the producer.
+    let all: BTreeSet<String> = sent.iter().cloned().collect();
+    receive_until(&reports, &mut seen, &all, Duration::from_secs(60));
+
+    // The log holds each value once: the batches sent again were not appended again.
+    let stored = rt.block_on(async {
+        let client = (Client::builder().broker(&broker.native))
+            .connect()
+            .await
+            .unwrap();
+        let mut consumer = client
+            .consumer("resume", "audit")
+            .kind(SubscriptionType::Exclusive)
+            .build()
+            .await
+            .unwrap();
+        let mut stored = Vec::new();
+        while stored.len() < sent.len() {
+            let batch = tokio::time::timeout(Duration::from_secs(30), consumer.recv_batch(1_000))
+                .await
+                .expect("everything sent is stored")
+                .unwrap();
+            consumer.ack_all(&batch).unwrap();
+            stored.extend(
+                batch
+                    .iter()
+                    .map(|m| String::from_utf8(m.value.to_vec()).unwrap()),
+            );
+        }
+        let partitions = client.describe_topic("resume").await.unwrap();
+        let log_ends: u64 = partitions.iter().map(|p| p.log_end - p.log_start).sum();
+        (stored, log_ends)
+    });
+    let (stored, log_ends) = stored;
+    assert_eq!(
+        log_ends,
+        sent.len() as u64,
+        "as many messages stored as sent"
+    );
+    let distinct: BTreeSet<&String> = stored.iter().collect();
+    assert_eq!(distinct.len(), stored.len(), "a value stored twice");
+    assert_eq!(stored.len(), sent.len());
+}
+
+/// What the broker answers a raw request.
+async fn ask(
+    stream: &mut tokio::net::TcpStream,
+    buffer: &mut bytes::BytesMut,
+    frame: &oxbow_core::native::ClientFrame,
+    payload: &[u8],
+) -> oxbow_core::native::ServerFrame {
+    use oxbow_core::native::{decode_frame, encode_frame, ServerFrame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bytes = [encode_frame(frame, payload.len()), payload.to_vec()].concat();
+    stream.write_all(&bytes).await.unwrap();
+    loop {
+        if let Some(frame) = decode_frame::<ServerFrame>(buffer, 1 << 30).unwrap() {
+            return frame.control;
+        }
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read_buf(buffer));
+        assert!(read.await.expect("an answer").unwrap() > 0, "closed");
+    }
+}
+
+#[test]
+fn a_batch_sent_again_is_answered_with_its_first_offsets_and_a_gap_is_out_of_order() {
+    use oxbow_client::ErrorCode;
+    use oxbow_core::native::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
+    let (broker, rt, client) = start_with_topic("again", 1);
+    rt.block_on(async {
+        let mut stream = tokio::net::TcpStream::connect(&broker.native)
+            .await
+            .unwrap();
+        let mut buffer = bytes::BytesMut::new();
+        let hello = ClientFrame::Connect {
+            version: PROTOCOL_VERSION,
+            client_name: "raw".into(),
+        };
+        ask(&mut stream, &mut buffer, &hello, &[]).await;
+        let init = ClientFrame::InitProducer { request_id: 1 };
+        let ServerFrame::ProducerId {
+            producer_id, epoch, ..
+        } = ask(&mut stream, &mut buffer, &init, &[]).await
+        else {
+            panic!("no producer id");
+        };
+        assert!(producer_id >= 0, "a producer id, not the null id");
+        let batch = |sequence: i32| {
+            let mut builder =
+                oxbow_core::BatchBuilder::new(0).producer(producer_id, epoch, sequence);
+            builder.push(None, Some(format!("s{sequence}").as_bytes()), 0);
+            builder.push(None, Some(b"second"), 0);
+            builder.build()
+        };
+        let produce = |request_id| ClientFrame::Produce {
+            request_id,
+            topic: "again".into(),
+            partition: 0,
+            acks: Acks::All,
+        };
+        let first = batch(0);
+        let mut offsets = Vec::new();
+        for request_id in [2, 3] {
+            match ask(
+                &mut stream,
+                &mut buffer,
+                &produce(request_id),
+                first.bytes(),
+            )
+            .await
+            {
+                ServerFrame::Produced { base_offset, .. } => offsets.push(base_offset),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(offsets, [0, 0], "the second is the first's retry");
+        // Sequence 3 skips 2: refused, and nothing appended.
+        match ask(&mut stream, &mut buffer, &produce(4), batch(3).bytes()).await {
+            ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::OutOfOrderSequence),
+            other => panic!("{other:?}"),
+        }
+        match ask(&mut stream, &mut buffer, &produce(5), batch(2).bytes()).await {
+            ServerFrame::Produced { base_offset, .. } => assert_eq!(base_offset, 2),
+            other => panic!("{other:?}"),
+        }
+        let partitions = client.describe_topic("again").await.unwrap();
+        assert_eq!(partitions[0].log_end, 4);
+    });
 }

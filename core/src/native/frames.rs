@@ -233,6 +233,13 @@ pub enum ClientFrame {
         /// The SASL message.
         token: Vec<u8>,
     },
+    /// Asks for a producer id, so that the batches the client sends again after a lost
+    /// answer are appended once (Kafka's idempotent producer: the batches carry the id, its
+    /// epoch and per-partition sequences). Answered by `ProducerId`; needs Write on some topic.
+    InitProducer {
+        /// Request id.
+        request_id: u64,
+    },
 }
 
 /// Frames the broker sends.
@@ -361,5 +368,14 @@ pub enum ServerFrame {
         token: Vec<u8>,
         /// The client is authenticated.
         done: bool,
+    },
+    /// Answer to `InitProducer`: a producer id unique in the cluster, and its epoch.
+    ProducerId {
+        /// Request id.
+        request_id: u64,
+        /// The id.
+        producer_id: i64,
+        /// Its epoch.
+        epoch: i16,
     },
 }

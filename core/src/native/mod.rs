@@ -22,7 +22,7 @@ pub use codec::{decode_frame, encode_frame, validate_name, Frame, FrameError};
 pub use frames::{ArchivedClientFrame, ArchivedServerFrame, ClientFrame, ServerFrame};
 
 /// The protocol version this build speaks. The first frame of a connection names the client's.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// How a `ConsumerClosed` reason begins when the consumer's partition got a new leader (or
 /// has none for now): the client should attach again through fresh metadata. Any other
@@ -150,6 +150,12 @@ pub enum ErrorCode {
     /// Authentication failed, or a frame came before it was done on a listener that requires
     /// it; the connection is closed.
     AuthenticationFailed,
+    /// An idempotent producer's batch does not follow its previous one on the partition (one
+    /// sent before it has not arrived yet): send it again after the earlier ones.
+    OutOfOrderSequence,
+    /// An idempotent producer's epoch is older than the partition has seen: another instance
+    /// took its id over.
+    ProducerFenced,
 }
 
 /// A message as delivered: where it is in the log, and where its bytes are in the payload.

@@ -79,6 +79,11 @@ pub struct ProducerConfig {
     pub compression: String,
     /// Level for gzip (1-9), lz4 (1-17) or zstd (1-22); absent: the codec's default.
     pub compression_level: Option<i32>,
+    /// Whether batches carry a producer id and sequences, so those sent again after a lost
+    /// connection are appended once; absent: on with `acks = "all"`, off otherwise.
+    pub idempotence: Option<bool>,
+    /// How long a message may take from `send` to its answer, retries included.
+    pub delivery_timeout_ms: u64,
 }
 
 impl Default for ProducerConfig {
@@ -90,6 +95,8 @@ impl Default for ProducerConfig {
             in_flight_batches_max: 64,
             compression: "none".into(),
             compression_level: None,
+            idempotence: None,
+            delivery_timeout_ms: crate::producer::DEFAULT_DELIVERY_TIMEOUT.as_millis() as u64,
         }
     }
 }
@@ -233,8 +240,10 @@ pub struct ClientConfig {
     pub request_timeout_ms: u64,
     /// Retries of a produce or subscribe another broker leads, after fresh metadata.
     pub not_leader_retries: u32,
-    /// Wait before such a retry.
+    /// Wait before such a retry, and the first wait after a lost broker.
     pub retry_backoff_ms: u64,
+    /// Longest wait between attempts to reach a broker again.
+    pub retry_backoff_max_ms: u64,
     /// Producer settings.
     pub producer: ProducerConfig,
     /// Consumer settings.
@@ -266,6 +275,7 @@ impl fmt::Debug for ClientConfig {
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("not_leader_retries", &self.not_leader_retries)
             .field("retry_backoff_ms", &self.retry_backoff_ms)
+            .field("retry_backoff_max_ms", &self.retry_backoff_max_ms)
             .field("producer", &self.producer)
             .field("consumer", &self.consumer)
             .field("tls_ca_file", &self.tls_ca_file)
@@ -288,6 +298,7 @@ impl Default for ClientConfig {
             request_timeout_ms: 30_000,
             not_leader_retries: 5,
             retry_backoff_ms: 100,
+            retry_backoff_max_ms: 1_000,
             producer: ProducerConfig::default(),
             consumer: ConsumerConfig::default(),
             tls_ca_file: None,

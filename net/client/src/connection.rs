@@ -232,6 +232,7 @@ impl Shared {
             | ServerFrame::TopicDescription { request_id, .. }
             | ServerFrame::Subscribed { request_id, .. }
             | ServerFrame::Skipped { request_id, .. }
+            | ServerFrame::ProducerId { request_id, .. }
             | ServerFrame::Subscriptions { request_id, .. }
             | ServerFrame::AuthenticationStep { request_id, .. } => *request_id,
         };

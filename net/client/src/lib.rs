@@ -31,8 +31,11 @@
 //! threads outside any runtime.
 //!
 //! Connections come back by themselves. A producer whose broker went away opens a new
-//! connection for its next batch (batches in flight at the moment fail with
-//! [`ClientError::Closed`]). A consumer that loses a leader's connection, whatever its tier,
+//! connection for its next batch. Under `Acks::All` it is idempotent by default
+//! ([`ProducerBuilder::idempotence`]): its batches carry a producer id and sequences, so the
+//! batches that were in flight go again (with backoff, for up to
+//! [`ProducerBuilder::delivery_timeout`]) and are stored once, whether or not the broker had
+//! appended them before their answer was lost. A consumer that loses a leader's connection, whatever its tier,
 //! looks the leaders up again and attaches anew under its name, with backoff, for up to its
 //! [`ConsumerBuilder::reconnect_timeout`]; the application sees no error meanwhile, and a
 //! reliable subscription delivers again what was not acknowledged.
@@ -71,6 +74,7 @@
 
 mod acker;
 mod auth;
+mod backoff;
 pub mod config;
 mod connection;
 mod consumer;
@@ -122,6 +126,7 @@ pub struct ClientBuilder {
     request_timeout: Duration,
     not_leader_retries: u32,
     retry_backoff: Duration,
+    retry_backoff_max: Duration,
     tls_ca_file: Option<PathBuf>,
     tls_server_name: Option<String>,
     sasl: Option<sasl::SaslCredentials>,
@@ -135,6 +140,7 @@ impl Default for ClientBuilder {
             request_timeout: Duration::from_secs(30),
             not_leader_retries: 5,
             retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
             tls_ca_file: None,
             tls_server_name: None,
             sasl: None,
@@ -168,9 +174,18 @@ impl ClientBuilder {
         self
     }
 
-    /// Wait before such a retry (default 100 ms), so a leader election can finish.
+    /// Wait before such a retry (default 100 ms), so a leader election can finish; also the
+    /// first wait of a producer or consumer that lost its broker, each next wait twice as long
+    /// up to [`retry_backoff_max`](Self::retry_backoff_max), each spread by ±20%.
     pub fn retry_backoff(mut self, backoff: Duration) -> ClientBuilder {
         self.retry_backoff = backoff;
+        self
+    }
+
+    /// Longest wait between two attempts to reach a broker again (default 1 s, as Kafka's
+    /// `retry.backoff.max.ms`).
+    pub fn retry_backoff_max(mut self, backoff: Duration) -> ClientBuilder {
+        self.retry_backoff_max = backoff;
         self
     }
 
@@ -267,7 +282,8 @@ impl Client {
             .client_name(&config.client_name)
             .request_timeout(Duration::from_millis(config.request_timeout_ms))
             .not_leader_retries(config.not_leader_retries)
-            .retry_backoff(Duration::from_millis(config.retry_backoff_ms));
+            .retry_backoff(Duration::from_millis(config.retry_backoff_ms))
+            .retry_backoff_max(Duration::from_millis(config.retry_backoff_max_ms));
         builder.tls_ca_file.clone_from(&config.tls_ca_file);
         builder.tls_server_name.clone_from(&config.tls_server_name);
         builder.sasl = config.sasl_credentials()?;

@@ -10,12 +10,8 @@ use oxbow_core::native::ErrorCode;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::mpsc;
-
-/// Longest wait between two attempts to attach again (the first waits the client's retry
-/// backoff; each next one twice as long).
-const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// A consumer's attachment in the making, after a lost connection.
 pub(crate) type Reattaching =
@@ -33,7 +29,7 @@ pub(crate) async fn reattach(
     let _ = old.legs.close(old.consumer_id).await;
     let router = spec.client.router.clone();
     let deadline = Instant::now() + spec.reconnect_timeout;
-    let mut backoff = router.settings().retry_backoff;
+    let mut backoff = router.backoff();
     loop {
         router.forget(&spec.topic);
         let left = deadline.saturating_duration_since(Instant::now());
@@ -43,15 +39,15 @@ pub(crate) async fn reattach(
             Ok(Err(e)) => e,
             Err(_) => ClientError::Timeout(spec.reconnect_timeout),
         };
-        if Instant::now() + backoff >= deadline {
+        let wait = backoff.next_wait();
+        if Instant::now() + wait >= deadline {
             return Err(ClientError::ReconnectFailed {
                 after: spec.reconnect_timeout,
                 last: Box::new(error),
             });
         }
-        tracing::debug!(topic = %spec.topic, %error, ?backoff, "attaching again failed");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+        tracing::debug!(topic = %spec.topic, %error, ?wait, "attaching again failed");
+        tokio::time::sleep(wait).await;
     }
 }
 

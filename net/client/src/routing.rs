@@ -2,6 +2,7 @@
 //! `Metadata` from any broker and refreshed when a broker answers `NotLeader`. Connections to
 //! the other brokers open on first use; on one node everything goes over the first one.
 
+use crate::backoff::Backoff;
 use crate::connection::{self, Security, Shared};
 use crate::error::ClientError;
 use crate::ClientBuilder;
@@ -70,6 +71,11 @@ impl Router {
 
     pub(crate) fn settings(&self) -> &Arc<ClientBuilder> {
         &self.settings
+    }
+
+    /// The waits of a new series of attempts to reach a broker.
+    pub(crate) fn backoff(&self) -> Backoff {
+        Backoff::new(self.settings.retry_backoff, self.settings.retry_backoff_max)
     }
 
     /// How often a request refused with `NotLeader` is sent again after a metadata refresh.

@@ -105,6 +105,14 @@ pub(super) fn refusal(gate: &Gate<'_>, frame: &ClientFrame) -> Option<(u64, Stri
             )
         });
     }
+    if let ClientFrame::InitProducer { request_id } = frame {
+        return (!gate.may_produce_idempotently()).then(|| {
+            (
+                *request_id,
+                "not authorized: IdempotentWrite on the cluster (or Write on a topic)".into(),
+            )
+        });
+    }
     let (request_id, needs) = needs(frame)?;
     Some((request_id, first_denied(gate, needs)?))
 }

@@ -302,6 +302,8 @@ pub(super) fn partition_refusal(e: PartitionError) -> Refusal {
         PartitionError::BatchTooLarge => (ErrorCode::TooLarge, e.to_string()),
         PartitionError::InternalTopic => (ErrorCode::InvalidName, e.to_string()),
         PartitionError::TopicAuthorizationFailed => (ErrorCode::NotAuthorized, e.to_string()),
+        PartitionError::OutOfOrderSequence => (ErrorCode::OutOfOrderSequence, e.to_string()),
+        PartitionError::ProducerFenced => (ErrorCode::ProducerFenced, e.to_string()),
         other => (ErrorCode::Storage, other.to_string()),
     }
 }

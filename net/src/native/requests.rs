@@ -49,6 +49,19 @@ impl Connection {
                 self.start_produce(request_id, topic, partition, acks, payload)
                     .await
             }
+            ClientFrame::InitProducer { request_id } => {
+                let answer = crate::kafka::groups::new_producer_id(&self.shard).await;
+                self.answer(
+                    request_id,
+                    answer
+                        .map(|(producer_id, epoch)| ServerFrame::ProducerId {
+                            request_id,
+                            producer_id,
+                            epoch,
+                        })
+                        .map_err(|why| (ErrorCode::Storage, why)),
+                );
+            }
             topic @ (ClientFrame::CreateTopic { .. }
             | ClientFrame::CreatePartitions { .. }
             | ClientFrame::AlterTopicConfigs { .. }

@@ -222,6 +222,23 @@ impl Coordinator {
     }
 }
 
+/// A new producer id and its epoch for an idempotent producer of the native protocol, handed
+/// out by shard 0's coordinator as InitProducerId's are, so ids never repeat across protocols.
+pub async fn new_producer_id(shard: &Shard) -> Result<(i64, i16), String> {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let response = shard
+        .run_on(0, move |shard| async move {
+            Some(shard.extension::<Coordinator>()?.init_producer(request))
+        })
+        .await
+        .flatten()
+        .ok_or_else(|| "the producer id coordinator is unavailable".to_string())?;
+    Ok((response.producer_id.0, response.producer_epoch))
+}
+
 /// Answers a group request that arrived on any shard, on the shard of its group's coordinator
 /// (ListGroups asks every shard; DescribeGroups each group's; InitProducerId shard 0's).
 pub async fn serve(

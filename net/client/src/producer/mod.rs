@@ -1,13 +1,16 @@
 //! A producer: batches messages per partition (linger and size bound), sends each batch as one
 //! record batch in the shared format to its partition's leader, and resolves every message
-//! with its offset. A batch refused with `NotLeader` goes again, to the leader fresh metadata
-//! names (`not_leader_retries`); nothing was appended, so nothing is duplicated.
+//! with its offset. With idempotence (the default under acks = all) a batch whose answer was
+//! lost goes again until the delivery timeout and is appended once; see [`delivery`].
+
+mod delivery;
 
 use crate::error::ClientError;
 use crate::partitioner::partition_for_key;
-use crate::routing::{is_not_leader, Router};
+use crate::routing::Router;
 use crate::Client;
-use oxbow_core::native::{Acks, ClientFrame, ServerFrame};
+use delivery::{Lane, ProducerIdentity};
+use oxbow_core::native::Acks;
 use oxbow_core::{BatchBuilder, Codec};
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,6 +29,10 @@ pub struct Delivered {
     pub offset: Option<u64>,
 }
 
+/// How long a message may take from `send` to its answer by default (Kafka's
+/// `delivery.timeout.ms`).
+pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Settings of a producer.
 pub struct ProducerBuilder {
     client: Client,
@@ -35,6 +42,8 @@ pub struct ProducerBuilder {
     batch_bytes_max: usize,
     in_flight_batches_max: usize,
     compression: (Codec, Option<i32>),
+    idempotence: Option<bool>,
+    delivery_timeout: Duration,
 }
 
 impl ProducerBuilder {
@@ -47,7 +56,26 @@ impl ProducerBuilder {
             batch_bytes_max: 256 * 1024,
             in_flight_batches_max: 64,
             compression: (Codec::None, None),
+            idempotence: None,
+            delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
         }
+    }
+
+    /// Whether batches carry a producer id and per-partition sequences (Kafka's
+    /// `enable.idempotence`), so that a batch whose answer was lost is sent again and appended
+    /// once. Default: on under `Acks::All`, off otherwise; turning it on with other acks fails
+    /// at [`build`](Self::build), as in Kafka. Costs one request at build, and keeps at most
+    /// five batches per partition unanswered.
+    pub fn idempotence(mut self, on: bool) -> ProducerBuilder {
+        self.idempotence = Some(on);
+        self
+    }
+
+    /// How long a message may take from `send` to its answer, retries included (default 120
+    /// s, Kafka's `delivery.timeout.ms`). Past it, `send`'s result is the last attempt's error.
+    pub fn delivery_timeout(mut self, timeout: Duration) -> ProducerBuilder {
+        self.delivery_timeout = timeout;
+        self
     }
 
     /// Compresses every batch with `codec` (default none) at `level` (`None`: the codec's
@@ -89,15 +117,29 @@ impl ProducerBuilder {
 
     /// Applies the settings of a [`crate::ProducerConfig`].
     pub fn config(self, config: &crate::ProducerConfig) -> Result<ProducerBuilder, ClientError> {
-        self.acks(config.acks()?)
+        let mut builder = self;
+        builder.idempotence = config.idempotence;
+        builder
+            .acks(config.acks()?)
+            .delivery_timeout(Duration::from_millis(config.delivery_timeout_ms))
             .linger(Duration::from_millis(config.linger_ms))
             .batch_bytes_max(config.batch_bytes_max)
             .in_flight_batches_max(config.in_flight_batches_max)
             .compression(config.codec()?, config.compression_level)
     }
 
-    /// Looks the topic and its leaders up (it must exist) and returns the producer.
+    /// Looks the topic and its leaders up (it must exist), asks for a producer id if
+    /// idempotent, and returns the producer.
     pub async fn build(self) -> Result<Producer, ClientError> {
+        let idempotent = match (self.idempotence, self.acks) {
+            (Some(true), Acks::None | Acks::Leader) => {
+                return Err(ClientError::Config(
+                    "idempotence needs acks = all (a batch sent again must be known held)".into(),
+                ))
+            }
+            (Some(on), _) => on,
+            (None, acks) => acks == Acks::All,
+        };
         let partitions = self.client.router.refresh(&self.topic).await?.len() as u32;
         if partitions == 0 {
             return Err(ClientError::Protocol(format!(
@@ -105,6 +147,10 @@ impl ProducerBuilder {
                 self.topic
             )));
         }
+        let identity = match idempotent {
+            true => Some(delivery::new_identity(&self.client.router).await?),
+            false => None,
+        };
         Ok(Producer {
             inner: Arc::new(Inner {
                 router: self.client.router.clone(),
@@ -116,6 +162,9 @@ impl ProducerBuilder {
                 compression: self.compression,
                 in_flight: Arc::new(Semaphore::new(self.in_flight_batches_max)),
                 in_flight_max: self.in_flight_batches_max as u32,
+                delivery_timeout: self.delivery_timeout,
+                identity,
+                lanes: (0..partitions).map(|_| Lane::new()).collect(),
                 state: Mutex::default(),
             }),
         })
@@ -147,6 +196,11 @@ struct Inner {
     compression: (Codec, Option<i32>),
     in_flight: Arc<Semaphore>,
     in_flight_max: u32,
+    delivery_timeout: Duration,
+    /// Set when idempotent.
+    identity: Option<ProducerIdentity>,
+    /// Per partition, used when idempotent.
+    lanes: Vec<Lane>,
     state: Mutex<State>,
 }
 
@@ -302,15 +356,9 @@ impl Producer {
     }
 
     async fn dispatch(&self, partition: u32, batch: OpenBatch) {
-        let inner = self.inner.clone();
-        let permit = match inner.in_flight.clone().acquire_owned().await {
-            Ok(permit) => permit,
-            Err(_) => return,
-        };
         let OpenBatch {
             builder, waiters, ..
         } = batch;
-        let records = builder.build();
         let resolve = move |result: Result<Option<u64>, ClientError>| {
             for (i, waiter) in waiters.into_iter().enumerate() {
                 let _ = waiter.send(result.clone().map(|base_offset| Delivered {
@@ -319,75 +367,8 @@ impl Producer {
                 }));
             }
         };
-        // The first attempt is sent before dispatch returns, so batches leave in the order
-        // they were dispatched; only the wait (and any retry) runs apart.
-        let sent = inner.send_produce(partition, records.bytes()).await;
-        if inner.acks == Acks::None {
-            drop(permit);
-            resolve(sent.map(|_| None));
-            return;
-        }
-        tokio::spawn(async move {
-            let mut attempt = sent;
-            let mut retries = inner.router.not_leader_retries();
-            let result = loop {
-                let answer = match attempt {
-                    Ok(Some((shared, request_id, answer))) => shared.wait(request_id, answer).await,
-                    Ok(None) => unreachable!("only acks = None sends without an answer"),
-                    Err(e) => Err(e),
-                };
-                match answer {
-                    Ok(ServerFrame::Produced { base_offset, .. }) => break Ok(Some(base_offset)),
-                    Ok(other) => {
-                        break Err(ClientError::Protocol(format!(
-                            "unexpected answer {other:?}"
-                        )))
-                    }
-                    Err(e) if is_not_leader(&e) && retries > 0 => {
-                        retries -= 1;
-                        inner.router.forget(&inner.topic);
-                        tokio::time::sleep(inner.router.settings().retry_backoff).await;
-                        attempt = inner.send_produce(partition, records.bytes()).await;
-                    }
-                    Err(e) => break Err(e),
-                }
-            };
-            drop(permit);
-            resolve(result);
-        });
-    }
-}
-
-/// A produce on its way: the connection, its request id and where its answer arrives.
-type Sent = (
-    Arc<crate::connection::Shared>,
-    u64,
-    oneshot::Receiver<Result<ServerFrame, ClientError>>,
-);
-
-impl Inner {
-    /// Sends a batch to the partition's leader; `None` under acks = none (no answer comes).
-    async fn send_produce(
-        &self,
-        partition: u32,
-        records: &[u8],
-    ) -> Result<Option<Sent>, ClientError> {
-        let shared = self.router.leader_of(&self.topic, partition).await?;
-        let request_id = shared.next_id();
-        let frame = ClientFrame::Produce {
-            request_id,
-            topic: self.topic.clone(),
-            partition,
-            acks: self.acks,
-        };
-        if self.acks == Acks::None {
-            return shared.send(&frame, records).map(|()| None);
-        }
-        let answer = shared.register(request_id);
-        if let Err(e) = shared.send(&frame, records) {
-            shared.forget_waiter(request_id);
-            return Err(e);
-        }
-        Ok(Some((shared, request_id, answer)))
+        (self.inner.clone())
+            .deliver(partition, builder, Box::new(resolve))
+            .await;
     }
 }
