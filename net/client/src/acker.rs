@@ -132,12 +132,12 @@ pub struct Acker {
 
 impl Acker {
     /// Acknowledges one message.
-    pub fn ack(&self, message: &Message) -> Result<(), ClientError> {
+    pub fn ack<K, V>(&self, message: &Message<K, V>) -> Result<(), ClientError> {
         self.ack_offsets(message.partition, vec![message.offset])
     }
 
     /// Acknowledges many messages, one frame per partition.
-    pub fn ack_all(&self, messages: &[Message]) -> Result<(), ClientError> {
+    pub fn ack_all<K, V>(&self, messages: &[Message<K, V>]) -> Result<(), ClientError> {
         let mut by_partition: HashMap<u32, Vec<u64>> = HashMap::new();
         for message in messages {
             by_partition
@@ -162,7 +162,7 @@ impl Acker {
 
     /// Acknowledges every message of the message's partition up to and including it.
     /// Exclusive and failover subscriptions only.
-    pub fn ack_cumulative(&self, message: &Message) -> Result<(), ClientError> {
+    pub fn ack_cumulative<K, V>(&self, message: &Message<K, V>) -> Result<(), ClientError> {
         if !matches!(
             self.kind,
             SubscriptionType::Exclusive | SubscriptionType::Failover
@@ -181,7 +181,7 @@ impl Acker {
     }
 
     /// Asks for the message again after `delay`.
-    pub fn nack(&self, message: &Message, delay: Duration) -> Result<(), ClientError> {
+    pub fn nack<K, V>(&self, message: &Message<K, V>, delay: Duration) -> Result<(), ClientError> {
         let partition = message.partition;
         self.attachment
             .send(partition, |consumer_id| ClientFrame::Nack {

@@ -266,22 +266,22 @@ impl Consumer {
     }
 
     /// Acknowledges one message.
-    pub fn ack(&self, message: &Message) -> Result<(), ClientError> {
+    pub fn ack<K, V>(&self, message: &Message<K, V>) -> Result<(), ClientError> {
         self.acker().ack(message)
     }
 
     /// Acknowledges many messages, one frame per partition.
-    pub fn ack_all(&self, messages: &[Message]) -> Result<(), ClientError> {
+    pub fn ack_all<K, V>(&self, messages: &[Message<K, V>]) -> Result<(), ClientError> {
         self.acker().ack_all(messages)
     }
 
     /// Acknowledges the message's partition up to and including it (exclusive and failover).
-    pub fn ack_cumulative(&self, message: &Message) -> Result<(), ClientError> {
+    pub fn ack_cumulative<K, V>(&self, message: &Message<K, V>) -> Result<(), ClientError> {
         self.acker().ack_cumulative(message)
     }
 
     /// Asks for the message again after `delay`.
-    pub fn nack(&self, message: &Message, delay: Duration) -> Result<(), ClientError> {
+    pub fn nack<K, V>(&self, message: &Message<K, V>, delay: Duration) -> Result<(), ClientError> {
         self.acker().nack(message, delay)
     }
 

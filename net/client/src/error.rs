@@ -58,6 +58,18 @@ pub enum ClientError {
     /// or does not carry the server name, or the listener does not speak TLS.
     #[error("TLS handshake failed: {0}")]
     Tls(String),
+    /// A message's key or value did not deserialize (a [`crate::TypedConsumer`]); `message`
+    /// is the message as it arrived, to acknowledge or nack.
+    #[error("message {} of {}-{} does not deserialize: {reason}", message.offset, message.topic, message.partition)]
+    Undeserializable {
+        /// What failed.
+        reason: String,
+        /// The message, undecoded.
+        message: Box<crate::Message>,
+    },
+    /// A key or value did not serialize (a [`crate::TypedProducer`]); nothing was sent.
+    #[error("cannot serialize: {0}")]
+    Serialization(String),
     /// A consumer lost a leader's connection and could not attach again within its
     /// reconnect timeout; `last` is the last attempt's error.
     #[error("could not reconnect the consumer within {after:?}: {last}")]

@@ -86,8 +86,10 @@ pub mod partitioner;
 mod producer;
 mod reattach;
 mod routing;
+mod serde_codec;
 mod tiers;
 mod tls;
+mod typed;
 
 pub use acker::Acker;
 pub use auth::SaslMechanism;
@@ -109,7 +111,9 @@ pub use oxbow_core::native::{
 };
 pub use oxbow_core::Codec;
 pub use producer::{Delivered, PendingSend, Producer, ProducerBuilder};
+pub use serde_codec::{CodecError, Deserializer, Json, RawBytes, Serializer, Utf8};
 pub use tiers::{BufferedStream, MessageStream, Receive, TieredConsumer};
+pub use typed::{TypedConsumer, TypedProducer};
 
 use connection::{Security, Shared};
 use oxbow_core::native::{ClientFrame, ServerFrame};

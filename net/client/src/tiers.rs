@@ -7,6 +7,8 @@ use crate::consumer::Consumer;
 use crate::dedicated::DedicatedConsumer;
 use crate::error::ClientError;
 use crate::message::Message;
+use crate::serde_codec::Deserializer;
+use crate::typed::TypedConsumer;
 use futures_core::Stream;
 use std::future::Future;
 use std::pin::Pin;
@@ -60,6 +62,16 @@ pub trait Receive {
 
     /// A handle that acknowledges the messages from anywhere.
     fn acker(&self) -> Acker;
+
+    /// This consumer with its messages deserialized into `Message<K, V>`.
+    fn typed<K, V, KD, VD>(self, keys: KD, values: VD) -> TypedConsumer<Self, K, V, KD, VD>
+    where
+        Self: Sized,
+        KD: Deserializer<K>,
+        VD: Deserializer<V>,
+    {
+        TypedConsumer::new(self, keys, values)
+    }
 }
 
 /// Waits at most `timeout` for `received`; `Ok(None)` when it did not come.

@@ -237,6 +237,22 @@ impl Producer {
         self.inner.partitions
     }
 
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    /// This producer, serializing keys with `keys` and values with `values`.
+    pub fn typed<K, V, KS, VS>(self, keys: KS, values: VS) -> crate::TypedProducer<K, V, KS, VS>
+    where
+        K: ?Sized,
+        V: ?Sized,
+        KS: crate::Serializer<K>,
+        VS: crate::Serializer<V>,
+    {
+        crate::TypedProducer::new(self, keys, values)
+    }
+
     /// Adds a message to its partition's batch. A keyed message goes where Kafka's default
     /// partitioner puts it; unkeyed ones stick to one partition per batch. Waits only when
     /// `in_flight_batches_max` batches are unanswered. Await the returned value for the offset.
