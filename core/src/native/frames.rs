@@ -144,6 +144,23 @@ pub enum ClientFrame {
         /// Last offset acknowledged.
         offset: u64,
     },
+    /// Acknowledges messages (`cumulative`: every message up to and including the one
+    /// offset, exclusive and failover only) and answers `Done` once the subscription's cursor
+    /// holding them is durable: written and synced here and held by the partition's in-sync
+    /// replicas. Refused with `CommitFailed` when a message is not this consumer's to
+    /// acknowledge any more (redelivered to another consumer, or the consumer attached again).
+    Commit {
+        /// Request id.
+        request_id: u64,
+        /// Consumer.
+        consumer_id: u64,
+        /// Partition.
+        partition: u32,
+        /// The messages' offsets (one, when cumulative).
+        offsets: Vec<u64>,
+        /// Up to and including the offset.
+        cumulative: bool,
+    },
     /// Asks for messages to be delivered again after a delay.
     Nack {
         /// Consumer.

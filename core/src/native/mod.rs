@@ -156,6 +156,9 @@ pub enum ErrorCode {
     /// An idempotent producer's epoch is older than the partition has seen: another instance
     /// took its id over.
     ProducerFenced,
+    /// A commit named a message that is not the consumer's to acknowledge (any more): it was
+    /// redelivered elsewhere, or the subscription is not reliable. It will come again.
+    CommitFailed,
 }
 
 /// A message as delivered: where it is in the log, and where its bytes are in the payload.

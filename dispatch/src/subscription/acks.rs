@@ -56,6 +56,11 @@ impl<M: Message> Subscription<M> {
         Ok(())
     }
 
+    /// Whether `offset` is acknowledged: below the cursor, or in a range acknowledged above it.
+    pub fn is_acknowledged(&self, offset: u64) -> bool {
+        offset < self.mark_delete || self.acked.contains(offset)
+    }
+
     /// Asks for messages to be delivered again, not before `now + delay`.
     pub fn nack(&mut self, now: Instant, offsets: &[u64], delay: Duration) {
         for &offset in offsets {

@@ -391,6 +391,20 @@ pub(crate) async fn store_cursor(
     Ok(())
 }
 
+/// Stores a cursor and waits until it is durable wherever it must be: here and, on a
+/// replicated partition, on every in-sync follower (a confirmed commit).
+pub(crate) async fn store_cursor_durably(
+    cell: &Rc<SubscriptionCell>,
+    state: &CursorState,
+) -> Result<(), String> {
+    let generation = cell.cursors.write(&cell.target.subscription, state).await?;
+    if let Some(replicated) = (cell.cursors).replicated(generation, cell.replication_timeout) {
+        replicated.await?;
+    }
+    cell.persisted_at(generation, state.mark_delete);
+    Ok(())
+}
+
 /// Produces a message that failed too often to `<topic>-<subscription>-DLQ`, then acks it.
 async fn dead_letter(
     cell: Rc<SubscriptionCell>,

@@ -49,6 +49,7 @@ impl SubscriptionHost {
         match command {
             Command::Attach { reply, .. }
             | Command::Seek { reply, .. }
+            | Command::Commit { reply, .. }
             | Command::Delete { reply, .. } => {
                 let _ = reply.send(Err(refusal()));
             }
@@ -141,6 +142,20 @@ impl SubscriptionHost {
                     cell.core.borrow_mut().ack(&offsets);
                     cell.wake();
                 }
+            }
+            Command::Commit {
+                target,
+                offsets,
+                cumulative,
+                reply,
+            } => {
+                let committed = match self.find(&target) {
+                    Some(cell) => super::commit::commit(&cell, &offsets, cumulative).await,
+                    None => Err(super::commit::not_held(
+                        "the subscription is not attached here",
+                    )),
+                };
+                let _ = reply.send(committed);
             }
             Command::AckCumulative { target, offset } => {
                 if let Some(cell) = self.find(&target) {

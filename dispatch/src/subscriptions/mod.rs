@@ -15,6 +15,7 @@
 //! followers (`replicated.rs`), so the subscriptions resume on the next leader. Non-reliable
 //! subscriptions live only while consumers are attached.
 
+mod commit;
 mod cursor_log;
 mod cursor_replicas;
 mod driver;
@@ -156,6 +157,18 @@ pub enum Command {
         /// Offsets.
         offsets: Vec<u64>,
     },
+    /// Acks (individual, or cumulative up to the one offset) answered once the cursor holding
+    /// them is durable on this node and held by the in-sync replicas.
+    Commit {
+        /// Where.
+        target: Target,
+        /// Offsets (one, when cumulative).
+        offsets: Vec<u64>,
+        /// Up to and including the offset.
+        cumulative: bool,
+        /// The outcome.
+        reply: flume::Sender<Result<(), Refusal>>,
+    },
     /// Cumulative ack.
     AckCumulative {
         /// Where.
@@ -222,6 +235,7 @@ impl Command {
             | Command::Detach { target, .. }
             | Command::Flow { target, .. }
             | Command::Ack { target, .. }
+            | Command::Commit { target, .. }
             | Command::AckCumulative { target, .. }
             | Command::Nack { target, .. }
             | Command::Seek { target, .. }

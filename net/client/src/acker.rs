@@ -4,9 +4,9 @@
 use crate::connection::Shared;
 use crate::error::ClientError;
 use crate::message::Message;
-use oxbow_core::native::{ClientFrame, SubscriptionType};
+use oxbow_core::native::{ClientFrame, ServerFrame, SubscriptionType};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// One attachment of a consumer: the id it is known by on its connections, and those
@@ -86,6 +86,21 @@ impl Legs {
         (self.connections.iter()).try_for_each(|shared| shared.send(frame, &[]))
     }
 
+    /// Sends a request to the leader of `partition` and waits for its answer.
+    pub(crate) async fn request(
+        &self,
+        partition: u32,
+        build: impl FnOnce(u64) -> ClientFrame,
+    ) -> Result<ServerFrame, ClientError> {
+        let shared = self.by_partition.get(&partition).ok_or_else(|| {
+            ClientError::Config(format!(
+                "the consumer is not attached on partition {partition}"
+            ))
+        })?;
+        let request_id = shared.next_id();
+        shared.request(request_id, &build(request_id), &[]).await
+    }
+
     /// Sends a request to every leader; the first failure is the answer.
     pub(crate) async fn request_each(
         &self,
@@ -121,38 +136,94 @@ impl Legs {
     }
 }
 
+/// A topic and one of its partitions.
+type TopicPartition = (Arc<str>, u32);
+
 /// Acknowledges a consumer's messages from any thread (a handle on its connections). While
 /// a reconnecting consumer has lost a leader, acknowledgements for that leader's partitions
-/// are dropped and succeed: the broker delivers those messages again (at least once).
+/// are dropped and succeed: the broker delivers those messages again (at least once). A
+/// consumer of several topics has one acker for all of them: each message goes to its own
+/// topic's attachment.
 #[derive(Clone)]
 pub struct Acker {
-    pub(crate) attachment: Arc<Attachment>,
-    pub(crate) kind: SubscriptionType,
+    targets: Arc<RwLock<HashMap<Arc<str>, Arc<Attachment>>>>,
+    kind: SubscriptionType,
+    /// Per topic and partition, the offset after the last message a commit confirmed.
+    committed: Arc<Mutex<HashMap<TopicPartition, u64>>>,
 }
 
 impl Acker {
-    /// Acknowledges one message.
-    pub fn ack<K, V>(&self, message: &Message<K, V>) -> Result<(), ClientError> {
-        self.ack_offsets(message.partition, vec![message.offset])
+    /// An acker of no topic yet.
+    pub(crate) fn empty(kind: SubscriptionType) -> Acker {
+        Acker {
+            targets: Arc::default(),
+            kind,
+            committed: Arc::default(),
+        }
     }
 
-    /// Acknowledges many messages, one frame per partition.
+    /// An acker of one topic's attachment.
+    pub(crate) fn new(
+        topic: Arc<str>,
+        attachment: Arc<Attachment>,
+        kind: SubscriptionType,
+    ) -> Acker {
+        let acker = Acker::empty(kind);
+        acker.add(topic, attachment);
+        acker
+    }
+
+    /// Acknowledges the messages of `topic` through `attachment` too (a consumer of several
+    /// topics that found another one).
+    pub(crate) fn add(&self, topic: Arc<str>, attachment: Arc<Attachment>) {
+        (self.targets.write().expect("not poisoned")).insert(topic, attachment);
+    }
+
+    /// Per partition of `topic`, the offset after the last message a commit confirmed.
+    pub(crate) fn committed_positions(&self, topic: &str) -> HashMap<u32, u64> {
+        let committed = self.committed.lock().expect("not poisoned");
+        (committed.iter())
+            .filter(|((t, _), _)| &**t == topic)
+            .map(|((_, partition), position)| (*partition, *position))
+            .collect()
+    }
+
+    fn attachment(&self, topic: &str) -> Result<Arc<Attachment>, ClientError> {
+        let targets = self.targets.read().expect("not poisoned");
+        targets.get(topic).cloned().ok_or_else(|| {
+            ClientError::Config(format!(
+                "a message of topic {topic}, which this consumer does not read"
+            ))
+        })
+    }
+
+    /// Acknowledges one message.
+    pub fn ack<K, V>(&self, message: &Message<K, V>) -> Result<(), ClientError> {
+        self.ack_offsets(&message.topic, message.partition, vec![message.offset])
+    }
+
+    /// Acknowledges many messages, one frame per topic and partition.
     pub fn ack_all<K, V>(&self, messages: &[Message<K, V>]) -> Result<(), ClientError> {
-        let mut by_partition: HashMap<u32, Vec<u64>> = HashMap::new();
+        let mut by_partition: HashMap<(&str, u32), Vec<u64>> = HashMap::new();
         for message in messages {
             by_partition
-                .entry(message.partition)
+                .entry((&message.topic, message.partition))
                 .or_default()
                 .push(message.offset);
         }
-        for (partition, offsets) in by_partition {
-            self.ack_offsets(partition, offsets)?;
+        for ((topic, partition), offsets) in by_partition {
+            self.ack_offsets(topic, partition, offsets)?;
         }
         Ok(())
     }
 
-    fn ack_offsets(&self, partition: u32, offsets: Vec<u64>) -> Result<(), ClientError> {
-        self.attachment
+    fn ack_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+        offsets: Vec<u64>,
+    ) -> Result<(), ClientError> {
+        self.attachment(topic)?
             .send(partition, |consumer_id| ClientFrame::Ack {
                 consumer_id,
                 partition,
@@ -172,7 +243,7 @@ impl Acker {
             ));
         }
         let (partition, offset) = (message.partition, message.offset);
-        self.attachment
+        self.attachment(&message.topic)?
             .send(partition, |consumer_id| ClientFrame::AckCumulative {
                 consumer_id,
                 partition,
@@ -183,12 +254,85 @@ impl Acker {
     /// Asks for the message again after `delay`.
     pub fn nack<K, V>(&self, message: &Message<K, V>, delay: Duration) -> Result<(), ClientError> {
         let partition = message.partition;
-        self.attachment
+        self.attachment(&message.topic)?
             .send(partition, |consumer_id| ClientFrame::Nack {
                 consumer_id,
                 partition,
                 offsets: vec![message.offset],
                 delay_ms: delay.as_millis() as u64,
             })
+    }
+
+    /// Acknowledges the message and resolves once the broker holds the acknowledgement
+    /// durably: the subscription's cursor written and synced on the partition's leader and
+    /// held by its in-sync replicas. A message committed is never delivered again, even after
+    /// kill -9 of the broker. Fails with [`ClientError::Closed`] or [`ClientError::Io`] when
+    /// the leader's connection is lost before the answer (the commit may or may not have
+    /// happened: the message may come again), and with a `CommitFailed` refusal when the
+    /// message is no longer this consumer's to acknowledge (redelivered elsewhere after its
+    /// ack timeout, or the subscription is not reliable). Costs one round trip and one
+    /// cursor write each: commit a batch with [`commit_all`](Self::commit_all), or
+    /// cumulatively.
+    pub async fn commit<K, V>(&self, message: &Message<K, V>) -> Result<(), ClientError> {
+        let offsets = vec![message.offset];
+        self.commit_offsets(&message.topic, message.partition, offsets, false)
+            .await
+    }
+
+    /// [`commit`](Self::commit) of many messages: one request per topic and partition.
+    pub async fn commit_all<K, V>(&self, messages: &[Message<K, V>]) -> Result<(), ClientError> {
+        let mut by_partition: HashMap<(&str, u32), Vec<u64>> = HashMap::new();
+        for message in messages {
+            by_partition
+                .entry((&message.topic, message.partition))
+                .or_default()
+                .push(message.offset);
+        }
+        for ((topic, partition), offsets) in by_partition {
+            self.commit_offsets(topic, partition, offsets, false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// [`commit`](Self::commit) of every message of the message's partition up to and
+    /// including it (exclusive and failover subscriptions).
+    pub async fn commit_cumulative<K, V>(
+        &self,
+        message: &Message<K, V>,
+    ) -> Result<(), ClientError> {
+        let offsets = vec![message.offset];
+        self.commit_offsets(&message.topic, message.partition, offsets, true)
+            .await
+    }
+
+    async fn commit_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+        offsets: Vec<u64>,
+        cumulative: bool,
+    ) -> Result<(), ClientError> {
+        let after = offsets.iter().max().map_or(0, |last| last + 1);
+        let attached = self.attachment(topic)?.current();
+        let consumer_id = attached.consumer_id;
+        let answer = (attached.legs)
+            .request(partition, |request_id| ClientFrame::Commit {
+                request_id,
+                consumer_id,
+                partition,
+                offsets,
+                cumulative,
+            })
+            .await?;
+        if !matches!(answer, ServerFrame::Done { .. }) {
+            return Err(ClientError::Protocol(format!(
+                "unexpected answer to Commit: {answer:?}"
+            )));
+        }
+        let mut committed = self.committed.lock().expect("not poisoned");
+        let position = committed.entry((Arc::from(topic), partition)).or_insert(0);
+        *position = (*position).max(after);
+        Ok(())
     }
 }

@@ -82,6 +82,7 @@ mod dedicated;
 mod error;
 mod handshake;
 mod message;
+mod multi_topic;
 pub mod partitioner;
 mod producer;
 mod reattach;
@@ -101,10 +102,11 @@ pub mod sasl {
     pub use crate::auth::{SaslCredentials, SaslExchange, SaslMechanism, Step};
 }
 pub use config::{ClientConfig, ConsumerConfig, ProducerConfig, Tier};
-pub use consumer::{Consumer, ConsumerBuilder};
+pub use consumer::{Consumer, ConsumerBuilder, DEFAULT_PATTERN_REFRESH};
 pub use dedicated::DedicatedConsumer;
 pub use error::ClientError;
 pub use message::Message;
+pub use multi_topic::MultiTopicConsumer;
 pub use oxbow_core::native::{
     Acks, ErrorCode, Mode, PartitionInfo, StartPosition, SubscriptionInfo, SubscriptionType,
     TopicInfo,
@@ -311,6 +313,36 @@ impl Client {
         subscription: impl Into<String>,
     ) -> ConsumerBuilder {
         ConsumerBuilder::new(self.clone(), topic.into(), subscription.into())
+    }
+
+    /// A consumer of `subscription` on each of `topics`, built with
+    /// [`ConsumerBuilder::build_multi`]: one subscription name across them, messages of all of
+    /// them from one [`MultiTopicConsumer`], one [`Acker`] for all.
+    pub fn consumer_of_topics<T: AsRef<str>>(
+        &self,
+        topics: &[T],
+        subscription: impl Into<String>,
+    ) -> ConsumerBuilder {
+        let topics = topics.iter().map(|t| t.as_ref().to_string()).collect();
+        let selection = multi_topic::Selection::Topics(topics);
+        ConsumerBuilder::of(self.clone(), selection, subscription.into())
+    }
+
+    /// A consumer of `subscription` on every topic whose whole name matches the regular
+    /// expression `pattern`, now and later: it looks for new matching topics every
+    /// [`ConsumerBuilder::pattern_refresh`]. A pattern that does not compile is
+    /// [`ClientError::Config`].
+    pub fn consumer_of_pattern(
+        &self,
+        pattern: &str,
+        subscription: impl Into<String>,
+    ) -> Result<ConsumerBuilder, ClientError> {
+        let selection = multi_topic::Selection::Pattern(multi_topic::whole_name_pattern(pattern)?);
+        Ok(ConsumerBuilder::of(
+            self.clone(),
+            selection,
+            subscription.into(),
+        ))
     }
 
     /// A request any broker answers alike (topics are cluster metadata).

@@ -7,6 +7,7 @@ use super::requests::unknown_consumer;
 use crate::authorize::Gate;
 use oxbow_core::native::{validate_name, ClientFrame, ErrorCode, ServerFrame, StartPosition};
 use oxbow_dispatch::subscriptions::{Command, Refusal, Target};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -271,6 +272,36 @@ impl Connection {
     }
 
     /// The command `command` builds, sent to one partition of a consumer.
+    /// Applies a consumer's commit on its partition's owner and answers `Done` once the
+    /// cursor is durable; the wait runs apart, so the connection goes on meanwhile.
+    pub(super) fn start_commit(
+        self: &Rc<Self>,
+        request_id: u64,
+        consumer_id: u64,
+        partition: u32,
+        offsets: Vec<u64>,
+        cumulative: bool,
+    ) {
+        let connection = self.clone();
+        glommio::spawn_local(async move {
+            let (reply, outcome) = flume::bounded(1);
+            connection
+                .to_partition(consumer_id, partition, |target, _| Command::Commit {
+                    target,
+                    offsets,
+                    cumulative,
+                    reply,
+                })
+                .await;
+            let answer = match outcome.recv_async().await {
+                Ok(committed) => committed.map(|()| ServerFrame::Done { request_id }),
+                Err(_) => Err(unknown_consumer(consumer_id)),
+            };
+            connection.answer(request_id, answer);
+        })
+        .detach();
+    }
+
     pub(super) async fn to_partition(
         &self,
         consumer_id: u64,

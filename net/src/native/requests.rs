@@ -62,6 +62,16 @@ impl Connection {
                         .map_err(|why| (ErrorCode::Storage, why)),
                 );
             }
+            ClientFrame::Commit {
+                request_id,
+                consumer_id,
+                partition,
+                offsets,
+                cumulative,
+            } => {
+                self.check_ack_count(offsets.len())?;
+                self.start_commit(request_id, consumer_id, partition, offsets, cumulative);
+            }
             topic @ (ClientFrame::CreateTopic { .. }
             | ClientFrame::CreatePartitions { .. }
             | ClientFrame::AlterTopicConfigs { .. }

@@ -2,237 +2,31 @@
 //! partition's leader), grants permits as the application takes messages, and acknowledges
 //! them.
 
-use crate::acker::{Acker, Attached, Attachment, Legs};
+mod builder;
+
+pub use builder::{ConsumerBuilder, DEFAULT_PATTERN_REFRESH};
+
+use crate::acker::{Acker, Attachment};
 use crate::connection::ConsumerEvent;
 use crate::error::ClientError;
 use crate::message::Message;
 use crate::reattach::{reattach, Reattaching};
-use crate::routing::{is_not_leader, Router};
-use crate::tiers::{within, BufferedStream, MessageStream, TieredConsumer};
-use crate::{Client, Tier};
-use oxbow_core::native::{ClientFrame, Mode, ServerFrame, StartPosition, SubscriptionType};
+use crate::tiers::{within, BufferedStream, MessageStream};
+use oxbow_core::native::{ClientFrame, StartPosition};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Numbers the consumers of this process that were not given a name.
-static NEXT_CONSUMER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// A consumer grants permits back each time it has taken this fraction of its receiver queue.
 const PERMIT_REFILL_FRACTION: u32 = 10;
-
-/// Settings of a consumer.
-#[derive(Clone)]
-pub struct ConsumerBuilder {
-    pub(crate) client: Client,
-    pub(crate) topic: String,
-    pub(crate) subscription: String,
-    pub(crate) kind: SubscriptionType,
-    pub(crate) mode: Mode,
-    pub(crate) name: String,
-    pub(crate) priority: i32,
-    pub(crate) start: StartPosition,
-    pub(crate) receiver_queue: u32,
-    pub(crate) reconnect_timeout: Duration,
-}
-
-impl ConsumerBuilder {
-    pub(crate) fn new(client: Client, topic: String, subscription: String) -> ConsumerBuilder {
-        ConsumerBuilder {
-            client,
-            topic,
-            subscription,
-            kind: SubscriptionType::Exclusive,
-            mode: Mode::Reliable,
-            // Unique per consumer: a name of its own is what makes a consumer the same one
-            // again after a reconnection (see `name`).
-            name: format!(
-                "consumer-{}-{}",
-                std::process::id(),
-                NEXT_CONSUMER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            ),
-            priority: 0,
-            start: StartPosition::Earliest,
-            receiver_queue: 1000,
-            reconnect_timeout: crate::config::DEFAULT_RECONNECT_TIMEOUT,
-        }
-    }
-
-    /// Subscription type (default exclusive).
-    pub fn kind(mut self, kind: SubscriptionType) -> ConsumerBuilder {
-        self.kind = kind;
-        self
-    }
-
-    /// Delivery mode (default reliable).
-    pub fn mode(mut self, mode: Mode) -> ConsumerBuilder {
-        self.mode = mode;
-        self
-    }
-
-    /// Consumer name (default: unique per consumer). An Exclusive or Failover consumer that
-    /// attaches again under its name, from a new connection after its old one dropped,
-    /// replaces its stale session at once and takes the same place again.
-    pub fn name(mut self, name: impl Into<String>) -> ConsumerBuilder {
-        self.name = name.into();
-        self
-    }
-
-    /// Failover priority: lower goes first (default 0).
-    pub fn priority(mut self, priority: i32) -> ConsumerBuilder {
-        self.priority = priority;
-        self
-    }
-
-    /// Where a new subscription starts (default earliest).
-    pub fn start(mut self, start: StartPosition) -> ConsumerBuilder {
-        self.start = start;
-        self
-    }
-
-    /// Messages the broker may push ahead per partition before the application takes them.
-    pub fn receiver_queue(mut self, messages: u32) -> ConsumerBuilder {
-        self.receiver_queue = messages.max(1);
-        self
-    }
-
-    /// How long the consumer keeps trying to attach again after the connection to one of its
-    /// leaders ends (a broker restart, a leader moving), default 60 s. Meanwhile it looks the
-    /// leaders up again, reconnects and subscribes anew under its name, with backoff; the
-    /// application sees no error, and messages it had not acknowledged come again (reliable
-    /// subscriptions). Past the timeout, the next receive answers
-    /// [`ClientError::ReconnectFailed`]. `Duration::ZERO`: the consumer ends at the first lost
-    /// connection.
-    pub fn reconnect_timeout(mut self, timeout: Duration) -> ConsumerBuilder {
-        self.reconnect_timeout = timeout;
-        self
-    }
-
-    /// Applies the settings of a [`crate::ConsumerConfig`].
-    pub fn config(self, config: &crate::ConsumerConfig) -> Result<ConsumerBuilder, ClientError> {
-        let mut builder = self
-            .kind(config.kind()?)
-            .mode(config.mode()?)
-            .priority(config.priority)
-            .start(config.start()?)
-            .receiver_queue(config.receiver_queue)
-            .reconnect_timeout(Duration::from_millis(config.reconnect_timeout_ms));
-        if let Some(name) = &config.name {
-            builder = builder.name(name);
-        }
-        Ok(builder)
-    }
-
-    /// Attaches the consumer on every partition's leader and grants its first permits. A
-    /// leader that moved meanwhile (`NotLeader`) makes it look the leaders up and try again
-    /// (`not_leader_retries`).
-    pub async fn build(self) -> Result<Consumer, ClientError> {
-        let router = self.client.router.clone();
-        let mut retries = router.not_leader_retries();
-        loop {
-            match self.attach(&router).await {
-                Err(e) if is_not_leader(&e) && retries > 0 => {
-                    retries -= 1;
-                    router.forget(&self.topic);
-                    tokio::time::sleep(router.settings().retry_backoff).await;
-                }
-                result => return result,
-            }
-        }
-    }
-
-    async fn attach(&self, router: &Router) -> Result<Consumer, ClientError> {
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let (attached, partitions) = self.attach_once(router, &events_tx).await?;
-        let consumer_id = attached.consumer_id;
-        let reconnects = !self.reconnect_timeout.is_zero();
-        Ok(Consumer {
-            attachment: Arc::new(Attachment::new(attached, reconnects)),
-            consumer_id,
-            spec: self.clone(),
-            events_tx,
-            reattaching: None,
-            partitions,
-            events,
-            ready: VecDeque::new(),
-            taken: vec![0; partitions as usize],
-            positions: HashMap::new(),
-            ended: false,
-            held_error: None,
-        })
-    }
-
-    /// Attaches under a new consumer id on every partition's leader (all or none), its
-    /// deliveries going to `events`, and grants the first permits; with the topic's
-    /// partition count.
-    pub(crate) async fn attach_once(
-        &self,
-        router: &Router,
-        events: &mpsc::UnboundedSender<ConsumerEvent>,
-    ) -> Result<(Attached, u32), ClientError> {
-        let by_leader = router.by_leader(&self.topic).await?;
-        let topic: Arc<str> = Arc::from(self.topic.as_str());
-        let mut legs = Legs::default();
-        let mut consumer_id = 0;
-        let mut partitions = 0;
-        for (shared, led) in &by_leader {
-            if consumer_id == 0 {
-                consumer_id = shared.next_id();
-            }
-            // Registered before subscribing: messages may follow the answer immediately.
-            shared.add_consumer(consumer_id, topic.clone(), events.clone());
-            let request_id = shared.next_id();
-            let frame = ClientFrame::Subscribe {
-                request_id,
-                consumer_id,
-                topic: self.topic.clone(),
-                subscription: self.subscription.clone(),
-                kind: self.kind,
-                mode: self.mode,
-                consumer_name: self.name.clone(),
-                priority: self.priority,
-                start: self.start,
-                partitions: Some(led.clone()),
-            };
-            let failure = match shared.request(request_id, &frame, &[]).await {
-                Ok(ServerFrame::Subscribed {
-                    partitions: count, ..
-                }) => {
-                    partitions = count;
-                    legs.add(shared.clone(), led);
-                    continue;
-                }
-                Ok(other) => ClientError::Protocol(format!("unexpected answer {other:?}")),
-                Err(e) => e,
-            };
-            shared.remove_consumer(consumer_id);
-            // All or none: detach from the leaders that accepted.
-            let _ = legs.close(consumer_id).await;
-            return Err(failure);
-        }
-        legs.send_each(&ClientFrame::Flow {
-            consumer_id,
-            partition: None,
-            permits: self.receiver_queue,
-        })?;
-        Ok((Attached { legs, consumer_id }, partitions))
-    }
-
-    /// Builds the consumer in the tier `tier` names.
-    pub async fn build_tier(self, tier: Tier) -> Result<TieredConsumer, ClientError> {
-        Ok(match tier {
-            Tier::Stream => TieredConsumer::Stream(self.build().await?),
-            Tier::Buffered(n) => TieredConsumer::Buffered(self.build().await?, n.max(1)),
-            Tier::Dedicated => TieredConsumer::Dedicated(self.dedicated(1024).await?),
-        })
-    }
-}
 
 /// A consumer attached to one subscription on every partition of a topic.
 pub struct Consumer {
     attachment: Arc<Attachment>,
+    /// Acknowledges through `attachment`; keeps what commits confirmed.
+    acker: Acker,
     /// The current attachment's id: messages of an earlier one grant no permits.
     consumer_id: u64,
     /// Its settings: what to attach again after a lost connection.
@@ -259,10 +53,17 @@ impl Consumer {
 
     /// A handle that acknowledges this consumer's messages from anywhere.
     pub fn acker(&self) -> Acker {
-        Acker {
-            attachment: self.attachment.clone(),
-            kind: self.spec.kind,
-        }
+        self.acker.clone()
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.spec.topic
+    }
+
+    /// Its attachment, for a consumer of several topics that acknowledges through it.
+    pub(crate) fn attachment(&self) -> Arc<Attachment> {
+        self.attachment.clone()
     }
 
     /// Acknowledges one message.
@@ -285,9 +86,29 @@ impl Consumer {
         self.acker().nack(message, delay)
     }
 
+    /// Acknowledges the message once the broker holds that durably ([`Acker::commit`]).
+    pub async fn commit<K, V>(&self, message: &Message<K, V>) -> Result<(), ClientError> {
+        self.acker.commit(message).await
+    }
+
+    /// Commits the message's partition up to and including it ([`Acker::commit_cumulative`]).
+    pub async fn commit_cumulative<K, V>(
+        &self,
+        message: &Message<K, V>,
+    ) -> Result<(), ClientError> {
+        self.acker.commit_cumulative(message).await
+    }
+
     /// Per partition, the offset after the last message this consumer received.
     pub fn current_positions(&self) -> HashMap<u32, u64> {
         self.positions.clone()
+    }
+
+    /// Per partition, the offset after the last message a commit of this consumer (or of
+    /// its ackers) confirmed durable. Acknowledgements without commit are not counted: the
+    /// broker stores them within `cursor_persist_interval_ms`, unconfirmed.
+    pub fn committed_positions(&self) -> HashMap<u32, u64> {
+        self.acker.committed_positions(&self.spec.topic)
     }
 
     /// Moves the subscription's cursor on every partition. Messages already on their way may
