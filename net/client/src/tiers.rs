@@ -127,6 +127,20 @@ impl TieredConsumer {
         }
     }
 
+    /// Detaches; a reliable subscription keeps its cursor for the next consumer.
+    pub async fn close(self) -> Result<(), ClientError> {
+        match self {
+            TieredConsumer::Stream(consumer) | TieredConsumer::Buffered(consumer, _) => {
+                consumer.close().await
+            }
+            // Its thread detaches when it is told to stop.
+            TieredConsumer::Dedicated(consumer) => {
+                drop(consumer);
+                Ok(())
+            }
+        }
+    }
+
     /// A handle that acknowledges this consumer's messages.
     pub fn acker(&self) -> Acker {
         match self {

@@ -1,11 +1,14 @@
 //! The bench over Oxbow's native protocol, with the Rust client (`oxbow-client`): each producer
 //! is a client `Producer` (its linger, batch size and in-flight bound), each consumer a member
-//! of one subscription of the chosen type and mode.
+//! of one subscription of the chosen type and mode, in the chosen tier (`--tier`).
 
 use super::meter::Meter;
 use super::plan::Plan;
 use oxbow_client::config::{parse_acks, parse_kind, parse_mode};
-use oxbow_client::{Acks, Client, ClientError, Mode, PendingSend, StartPosition};
+use oxbow_client::{
+    Acker, Acks, Client, ClientError, Mode, PendingSend, Receive, StartPosition, Tier,
+    TieredConsumer,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -14,8 +17,6 @@ use tokio::sync::mpsc;
 const PENDING_SENDS_MAX: usize = 1 << 16;
 /// A consumer's local queue (flow permits it grants the broker).
 const RECEIVER_QUEUE: u32 = 4_096;
-/// Messages taken from the queue at once.
-const RECEIVE_BATCH: usize = 1_024;
 /// A consumer checks whether the run is over at least this often.
 const RECEIVE_WAIT: Duration = Duration::from_millis(100);
 
@@ -134,7 +135,8 @@ async fn await_answers(
 }
 
 pub struct Consumer {
-    consumer: oxbow_client::Consumer,
+    consumer: TieredConsumer,
+    acker: Acker,
     reliable: bool,
 }
 
@@ -153,10 +155,11 @@ impl Consumer {
                 StartPosition::Latest
             })
             .receiver_queue(RECEIVER_QUEUE)
-            .build()
+            .build_tier(plan.tier.parse::<Tier>().map_err(describe)?)
             .await
             .map_err(|e| format!("subscribing to {}: {e}", plan.topic))?;
         Ok(Consumer {
+            acker: consumer.acker(),
             consumer,
             reliable: mode == Mode::Reliable,
         })
@@ -164,15 +167,13 @@ impl Consumer {
 
     /// Waits a little for messages; records and acknowledges what came.
     pub async fn poll(&mut self, meter: &Meter) -> Result<u64, String> {
-        let batch =
-            match tokio::time::timeout(RECEIVE_WAIT, self.consumer.recv_batch(RECEIVE_BATCH)).await
-            {
-                Err(_) => return Ok(0),
-                Ok(batch) => batch.map_err(describe)?,
-            };
+        let received = self.consumer.next_batch_within(RECEIVE_WAIT).await;
+        let Some(batch) = received.map_err(describe)? else {
+            return Ok(0);
+        };
         meter.consumed(batch.iter().map(|m| m.value.as_ref()));
         if self.reliable {
-            self.consumer.ack_all(&batch).map_err(describe)?;
+            self.acker.ack_all(&batch).map_err(describe)?;
         }
         Ok(batch.len() as u64)
     }

@@ -123,6 +123,10 @@ pub struct BenchArgs {
     /// Native subscription mode: reliable or non-reliable.
     #[arg(long, default_value = "reliable")]
     pub mode: String,
+    /// Native consumer tier: stream (a message per wake-up), buffered:N (vectors of up to N)
+    /// or dedicated (its own thread and connection feeding a channel).
+    #[arg(long, default_value = "buffered:1024")]
+    pub tier: String,
     /// After the producers stop, how long consumers may stay idle before the run ends.
     #[arg(long, default_value = "5s")]
     pub drain_timeout: String,
@@ -192,6 +196,7 @@ pub struct Plan {
     pub from_earliest: bool,
     pub subscription_type: String,
     pub mode: String,
+    pub tier: String,
     #[serde(serialize_with = "as_seconds")]
     pub drain_timeout: Duration,
     #[serde(skip)]
@@ -274,6 +279,9 @@ impl BenchArgs {
         };
         oxbow_client::config::parse_kind(&self.subscription_type).map_err(|e| e.to_string())?;
         oxbow_client::config::parse_mode(&self.mode).map_err(|e| e.to_string())?;
+        self.tier
+            .parse::<oxbow_client::Tier>()
+            .map_err(|e| e.to_string())?;
         let measured = duration("duration", &self.duration)?;
         if measured.is_zero() {
             return Err("--duration must be above zero".into());
@@ -336,6 +344,7 @@ impl BenchArgs {
             delete_topic: !named && !self.keep_topic,
             from_earliest,
             subscription_type: self.subscription_type.clone(),
+            tier: self.tier.clone(),
             mode: self.mode.clone(),
             drain_timeout: duration("drain-timeout", &self.drain_timeout)?,
             quiet: self.quiet,

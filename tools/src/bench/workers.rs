@@ -73,6 +73,8 @@ impl Running<'_> {
     }
 }
 
+// One per consumer thread, made once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Consumer {
     Kafka(kafka::Consumer),
     Native(native::Consumer),
