@@ -3,17 +3,21 @@
 //! Layout (little-endian): magic `OXBC`, u16 version, u8 type, u8 reserved, u64 mark-delete
 //! offset, u32 range count, then `count` pairs of u64 (start, end) acknowledged above the
 //! mark-delete offset; version 2 adds a u32 skip count and that many pairs of u64 (first, last
-//! offset) of batches an operator skipped; then a u32 CRC-32 (crc32fast) of everything before
-//! it. Version 1 files (no skips) are still read. The file is replaced atomically (write,
+//! offset) of batches an operator skipped; version 3 adds the dispatch rate limit, u64
+//! messages and u64 bytes per second (0: none); then a u32 CRC-32 (crc32fast) of everything
+//! before it. Version 1 (no skips) and 2 (no rate) files are still read. The file is replaced atomically (write,
 //! fdatasync, rename), so a reader sees the old or the new one.
 
+use crate::dispatch_rate::DispatchRate;
 use crate::subscription::SKIPPED_KEPT;
 use oxbow_core::native::SubscriptionType;
 
 const MAGIC: &[u8; 4] = b"OXBC";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
 /// The first version, without skipped batches.
 const VERSION_WITHOUT_SKIPS: u16 = 1;
+/// The second, without the dispatch rate limit.
+const VERSION_WITHOUT_RATE: u16 = 2;
 const HEADER_BYTES: usize = 4 + 2 + 1 + 1 + 8 + 4;
 
 /// Upper bound on stored ranges: a bad count cannot make a reader allocate without limit.
@@ -30,6 +34,8 @@ pub struct CursorState {
     pub acked: Vec<(u64, u64)>,
     /// Undecodable batches an operator skipped (first and last offset), newest last.
     pub skipped: Vec<(u64, u64)>,
+    /// The subscription's dispatch rate limit.
+    pub dispatch_rate: DispatchRate,
 }
 
 /// Why stored bytes are not a cursor.
@@ -66,6 +72,8 @@ impl CursorState {
             out.extend_from_slice(&first.to_le_bytes());
             out.extend_from_slice(&last.to_le_bytes());
         }
+        out.extend_from_slice(&self.dispatch_rate.messages_per_second.to_le_bytes());
+        out.extend_from_slice(&self.dispatch_rate.bytes_per_second.to_le_bytes());
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -84,7 +92,7 @@ impl CursorState {
             return Err(CursorError("bad magic"));
         }
         let version = u16::from_le_bytes([body[4], body[5]]);
-        if version != VERSION && version != VERSION_WITHOUT_SKIPS {
+        if !(VERSION_WITHOUT_SKIPS..=VERSION).contains(&version) {
             return Err(CursorError("unknown version"));
         }
         let kind = match body[6] {
@@ -104,7 +112,11 @@ impl CursorState {
         };
         let count = u32_at(16);
         let acked_end = HEADER_BYTES + count as usize * 16;
-        let skips_bytes = if version == VERSION { 4 } else { 0 };
+        let skips_bytes = if version >= VERSION_WITHOUT_RATE {
+            4
+        } else {
+            0
+        };
         if count > CURSOR_RANGES_MAX || body.len() < acked_end + skips_bytes {
             return Err(CursorError("range count does not match the length"));
         }
@@ -112,10 +124,17 @@ impl CursorState {
         if acked.iter().any(|&(s, e)| s < mark_delete || e <= s) {
             return Err(CursorError("range below the cursor or empty"));
         }
-        let skipped = if version == VERSION {
+        let rate_bytes = if version == VERSION { 16 } else { 0 };
+        let mut dispatch_rate = DispatchRate::default();
+        let skipped = if version >= VERSION_WITHOUT_RATE {
             let skips = u32_at(acked_end);
-            if skips as usize > SKIPPED_KEPT || body.len() != acked_end + 4 + skips as usize * 16 {
+            let skips_end = acked_end + 4 + skips as usize * 16;
+            if skips as usize > SKIPPED_KEPT || body.len() != skips_end + rate_bytes {
                 return Err(CursorError("skip count does not match the length"));
+            }
+            if version == VERSION {
+                dispatch_rate.messages_per_second = u64_at(skips_end);
+                dispatch_rate.bytes_per_second = u64_at(skips_end + 8);
             }
             pairs_at(acked_end + 4, skips)
         } else if body.len() != acked_end {
@@ -128,6 +147,7 @@ impl CursorState {
             mark_delete,
             acked,
             skipped,
+            dispatch_rate,
         })
     }
 }
@@ -144,6 +164,10 @@ mod tests {
             mark_delete: 1_000,
             acked: vec![(1_002, 1_005), (2_000, 2_001)],
             skipped: vec![(900, 909)],
+            dispatch_rate: DispatchRate {
+                messages_per_second: 2_000,
+                bytes_per_second: 0,
+            },
         };
         let bytes = state.encode();
         assert_eq!(CursorState::decode(&bytes).unwrap(), state);
@@ -171,6 +195,23 @@ mod tests {
             (SubscriptionType::Shared, 7)
         );
         assert!(state.acked.is_empty() && state.skipped.is_empty());
+    }
+
+    #[test]
+    fn version_2_files_are_read_without_a_rate() {
+        let mut v2 = b"OXBC".to_vec();
+        v2.extend_from_slice(&2u16.to_le_bytes());
+        v2.extend_from_slice(&[0, 0]);
+        v2.extend_from_slice(&7u64.to_le_bytes());
+        v2.extend_from_slice(&0u32.to_le_bytes());
+        v2.extend_from_slice(&1u32.to_le_bytes());
+        v2.extend_from_slice(&3u64.to_le_bytes());
+        v2.extend_from_slice(&4u64.to_le_bytes());
+        let crc = crc32fast::hash(&v2);
+        v2.extend_from_slice(&crc.to_le_bytes());
+        let state = CursorState::decode(&v2).unwrap();
+        assert_eq!(state.skipped, [(3, 4)]);
+        assert!(state.dispatch_rate.is_unlimited());
     }
 
     proptest! {

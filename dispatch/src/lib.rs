@@ -13,6 +13,7 @@
 
 pub mod cursor;
 pub mod decoded;
+pub mod dispatch_rate;
 pub mod message;
 pub mod ranges;
 pub mod ring;
@@ -22,6 +23,7 @@ pub mod subscriptions;
 
 pub use cursor::CursorState;
 pub use decoded::DecodedBatches;
+pub use dispatch_rate::DispatchRate;
 pub use message::{messages_of, StoredMessage};
 pub use shard::{Acks, PartitionError, PartitionHost, Shard, ShardMessage};
 pub use subscription::{

@@ -27,6 +27,9 @@ impl Message for StoredMessage {
     fn key(&self) -> Option<&[u8]> {
         self.key.as_deref()
     }
+    fn size_bytes(&self) -> usize {
+        self.data_bytes()
+    }
 }
 
 impl StoredMessage {

@@ -16,6 +16,7 @@
 //! read-ahead behind the log end, and counts what it drops.
 
 use crate::cursor::CursorState;
+use crate::dispatch_rate::{DispatchRate, RateGate};
 use crate::ranges::RangeSet;
 use crate::ring::Ring;
 use oxbow_core::native::{Mode, SubscriptionType};
@@ -31,6 +32,8 @@ pub trait Message: Clone {
     fn offset(&self) -> u64;
     /// Routing key, for Key_Shared.
     fn key(&self) -> Option<&[u8]>;
+    /// Bytes it counts for against a dispatch rate limit.
+    fn size_bytes(&self) -> usize;
 }
 
 /// Limits of one subscription (from [`oxbow_core::SubscriptionConfig`]).
@@ -194,6 +197,10 @@ pub struct Subscription<M> {
     dropped: u64,
     redelivered: u64,
     dead_lettered: u64,
+    /// The dispatch rate limit, and what is left of it now.
+    rate: RateGate,
+    /// Whether the limit held a message back at the last delivery.
+    rate_held: bool,
 }
 
 impl<M: Message> Subscription<M> {
@@ -232,6 +239,8 @@ impl<M: Message> Subscription<M> {
             dropped: 0,
             redelivered: 0,
             dead_lettered: 0,
+            rate: RateGate::default(),
+            rate_held: false,
         }
     }
 
@@ -254,6 +263,7 @@ impl<M: Message> Subscription<M> {
             sub.acked.insert(start, end);
         }
         sub.skipped = state.skipped.clone();
+        sub.rate = RateGate::new(state.dispatch_rate);
         sub.cursor_dirty = false;
         sub
     }
@@ -358,7 +368,27 @@ impl<M: Message> Subscription<M> {
             mark_delete: self.mark_delete,
             acked: self.acked.ranges().collect(),
             skipped: self.skipped.clone(),
+            dispatch_rate: self.rate.rate(),
         }
+    }
+
+    /// The dispatch rate limit.
+    pub fn dispatch_rate(&self) -> DispatchRate {
+        self.rate.rate()
+    }
+
+    /// Sets the dispatch rate limit (kept in the cursor of a reliable subscription).
+    pub fn set_dispatch_rate(&mut self, rate: DispatchRate) {
+        if rate != self.rate.rate() {
+            self.rate = RateGate::new(rate);
+            self.cursor_dirty = self.mode == Mode::Reliable;
+        }
+    }
+
+    /// When the dispatch rate limit lets messages go again, if it held one back at the last
+    /// delivery (and only then: a subscription with nothing to send has nothing to wait for).
+    pub fn rate_limited_until(&self) -> Option<Instant> {
+        self.rate.ready_at().filter(|_| self.rate_held)
     }
 
     /// Positions and counters.

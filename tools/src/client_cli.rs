@@ -136,6 +136,22 @@ pub enum SubscriptionCommand {
         #[arg(long, default_value = "earliest")]
         to: String,
     },
+    /// Limit how fast a subscription delivers, per partition (kept with the subscription);
+    /// without either flag the limit is lifted.
+    SetRate {
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Subscription.
+        #[arg(long)]
+        subscription: String,
+        /// Messages per second (none: no message limit).
+        #[arg(long)]
+        messages_per_second: Option<u64>,
+        /// Bytes of keys, values and headers per second (none: no byte limit).
+        #[arg(long)]
+        bytes_per_second: Option<u64>,
+    },
     /// Delete a subscription (its consumers are detached).
     Delete {
         /// Topic.
@@ -260,9 +276,16 @@ fn print_subscriptions(subscriptions: &Vec<oxbow_client::SubscriptionInfo>) {
         return;
     }
     println!(
-        "subscription\tpartition\ttype\tmode\tcursor\tpersisted\tlag\tunacked\tconsumers\tdropped\tblocked_at\tskipped\tredelivered\tdead_lettered"
+        "subscription\tpartition\ttype\tmode\tcursor\tpersisted\tlag\tunacked\tconsumers\tdropped\tblocked_at\tskipped\tredelivered\tdead_lettered\trate_msgs\trate_bytes"
     );
     let range = |(first, last): (u64, u64)| format!("{first}..={last}");
+    let rate = |n: u64| {
+        if n == 0 {
+            "-".to_string()
+        } else {
+            n.to_string()
+        }
+    };
     for s in subscriptions {
         let blocked = s.blocked.map_or_else(|| "-".to_string(), range);
         let skipped = match s.skipped.is_empty() {
@@ -275,7 +298,7 @@ fn print_subscriptions(subscriptions: &Vec<oxbow_client::SubscriptionInfo>) {
                 .join(","),
         };
         println!(
-            "{}\t{}\t{:?}\t{:?}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{:?}\t{:?}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             s.name,
             s.partition,
             s.kind,
@@ -289,7 +312,9 @@ fn print_subscriptions(subscriptions: &Vec<oxbow_client::SubscriptionInfo>) {
             blocked,
             skipped,
             s.redelivered,
-            s.dead_lettered
+            s.dead_lettered,
+            rate(s.rate_messages_per_second),
+            rate(s.rate_bytes_per_second)
         );
     }
 }
@@ -439,6 +464,29 @@ pub fn subscription(
                     .reset_subscription(&topic, &subscription, position)
                     .await?;
                 println!("reset {subscription} on {topic} to {to}");
+            }
+            SubscriptionCommand::SetRate {
+                topic,
+                subscription,
+                messages_per_second,
+                bytes_per_second,
+            } => {
+                let (messages, bytes) = (
+                    messages_per_second.unwrap_or(0),
+                    bytes_per_second.unwrap_or(0),
+                );
+                client
+                    .set_dispatch_rate(&topic, &subscription, messages, bytes)
+                    .await?;
+                let limit = |n: u64, unit: &str| match n {
+                    0 => format!("no {unit} limit"),
+                    n => format!("{n} {unit}/s"),
+                };
+                println!(
+                    "{subscription} on {topic}: {}, {} per partition",
+                    limit(messages, "message"),
+                    limit(bytes, "byte")
+                );
             }
             SubscriptionCommand::Delete {
                 topic,

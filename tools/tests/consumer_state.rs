@@ -234,6 +234,7 @@ fn cursor_files_of_an_older_data_directory_move_into_the_cursor_log() {
         mark_delete: 7,
         acked: vec![(8, 9)],
         skipped: Vec::new(),
+        dispatch_rate: Default::default(),
     };
     std::fs::write(cursors.join("audit.cursor"), cursor.encode()).unwrap();
 

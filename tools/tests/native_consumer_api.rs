@@ -283,3 +283,103 @@ fn a_commit_of_a_message_not_held_is_refused() {
         consumer.commit(&message).await.unwrap();
     });
 }
+
+/// When each of `count` messages arrived at `consumer`, acknowledging them.
+async fn arrivals(consumer: &mut oxbow_client::Consumer, count: usize) -> Vec<std::time::Instant> {
+    let mut at = Vec::with_capacity(count);
+    while at.len() < count {
+        let batch = tokio::time::timeout(PATIENCE, consumer.recv_batch(count - at.len()))
+            .await
+            .expect("delivered")
+            .unwrap();
+        consumer.ack_all(&batch).unwrap();
+        at.extend(batch.iter().map(|_| std::time::Instant::now()));
+    }
+    at
+}
+
+#[test]
+fn a_limited_subscription_delivers_at_its_rate_while_another_is_not_slowed() {
+    const LIMIT: u64 = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut broker, addr) = start_native_broker(dir.path(), "");
+    runtime().block_on(async {
+        let client = Client::builder().broker(&addr).connect().await.unwrap();
+        client.create_topic("paced", 1).await.unwrap();
+        fill(&client, "paced", 0..6_000).await;
+        let mut limited = client.consumer("paced", "limited").build().await.unwrap();
+        client
+            .set_dispatch_rate("paced", "limited", LIMIT, 0)
+            .await
+            .unwrap();
+        let mut free = client.consumer("paced", "free").build().await.unwrap();
+        let (limited_at, free_at) =
+            tokio::join!(arrivals(&mut limited, 3_500), arrivals(&mut free, 6_000));
+        // Past what was on its way before the limit (up to its receiver queue), two seconds'
+        // worth of messages at the limit.
+        let seconds = (limited_at[3_499] - limited_at[1_499]).as_secs_f64();
+        let rate = 2_000.0 / seconds;
+        assert!(
+            (0.9..=1.1).contains(&(rate / LIMIT as f64)),
+            "{rate:.0} msg/s against {LIMIT}"
+        );
+        // The other subscription on the same partition had everything before the limited one
+        // had half of it.
+        assert!(
+            free_at[5_999] < limited_at[3_499],
+            "the free subscription was slowed"
+        );
+        let listed = client.list_subscriptions("paced").await.unwrap();
+        let limit_of = |name: &str| {
+            let s = listed.iter().find(|s| s.name == name).unwrap();
+            (s.rate_messages_per_second, s.rate_bytes_per_second)
+        };
+        assert_eq!(
+            (limit_of("limited"), limit_of("free")),
+            ((LIMIT, 0), (0, 0))
+        );
+    });
+    // Kept with the subscription: after a restart, and set from the command line.
+    assert!(broker.signal(libc::SIGTERM).success());
+    let (_broker, addr) = start_native_broker(dir.path(), "");
+    let listed = |name: &str| {
+        runtime().block_on(async {
+            let client = Client::builder().broker(&addr).connect().await.unwrap();
+            let listed = client.list_subscriptions("paced").await.unwrap();
+            let s = listed.into_iter().find(|s| s.name == name).unwrap();
+            (s.rate_messages_per_second, s.rate_bytes_per_second)
+        })
+    };
+    assert_eq!(listed("limited"), (LIMIT, 0));
+    let set = std::process::Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .args([
+            "subscription",
+            "set-rate",
+            "--topic",
+            "paced",
+            "--subscription",
+            "free",
+        ])
+        .args(["--bytes-per-second", "65536", "--broker", &addr])
+        .output()
+        .unwrap();
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert_eq!(listed("free"), (0, 65_536));
+    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .args([
+            "subscription",
+            "set-rate",
+            "--topic",
+            "paced",
+            "--subscription",
+            "nobody",
+        ])
+        .args(["--messages-per-second", "5", "--broker", &addr])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+}

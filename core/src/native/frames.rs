@@ -213,6 +213,21 @@ pub enum ClientFrame {
         /// New position.
         position: StartPosition,
     },
+    /// Limits how fast a subscription delivers, on every partition this broker leads (per
+    /// partition, as Pulsar's dispatch rate); 0 lifts a limit. Kept with the subscription's
+    /// cursor (reliable), durable when `Done` is answered.
+    SetDispatchRate {
+        /// Request id.
+        request_id: u64,
+        /// Topic.
+        topic: String,
+        /// Subscription.
+        subscription: String,
+        /// Messages per second (0: no limit).
+        messages_per_second: u64,
+        /// Bytes per second (0: no limit).
+        bytes_per_second: u64,
+    },
     /// Deletes a subscription on every partition, detaching its consumers.
     DeleteSubscription {
         /// Request id.

@@ -265,4 +265,8 @@ pub struct SubscriptionInfo {
     pub redelivered: u64,
     /// Reliable: messages sent to the dead-letter topic since the partition was opened here.
     pub dead_lettered: u64,
+    /// Dispatch rate limit in messages per second (0: none).
+    pub rate_messages_per_second: u64,
+    /// Dispatch rate limit in bytes per second (0: none).
+    pub rate_bytes_per_second: u64,
 }

@@ -22,6 +22,7 @@ impl<M: Message> Subscription<M> {
 
     fn deliver(&mut self, now: Instant) -> Vec<Delivery<M>> {
         let mut out = Vec::new();
+        self.rate_held = false;
         if self.total_permits() == 0 {
             return out;
         }
@@ -33,7 +34,7 @@ impl<M: Message> Subscription<M> {
                 .map(|(&offset, _)| offset)
                 .collect();
             for offset in ready {
-                if !self.window_open() || self.total_permits() == 0 {
+                if !self.window_open() || self.total_permits() == 0 || !self.rate_admits(now) {
                     break;
                 }
                 let key = self.redeliver[&offset].message.key().map(<[u8]>::to_vec);
@@ -50,7 +51,7 @@ impl<M: Message> Subscription<M> {
         }
         let mut kept = VecDeque::new();
         while let Some(message) = self.pending.pop_front() {
-            if !self.window_open() || self.total_permits() == 0 {
+            if !self.window_open() || self.total_permits() == 0 || !self.rate_admits(now) {
                 kept.push_back(message);
                 break;
             }
@@ -66,6 +67,13 @@ impl<M: Message> Subscription<M> {
         kept.append(&mut self.pending);
         self.pending = kept;
         out
+    }
+
+    /// Whether the dispatch rate limit lets a message go now; remembers when it did not.
+    fn rate_admits(&mut self, now: Instant) -> bool {
+        let admits = self.rate.admits(now);
+        self.rate_held |= !admits;
+        admits
     }
 
     pub(super) fn total_permits(&self) -> u64 {
@@ -142,6 +150,7 @@ impl<M: Message> Subscription<M> {
             "consumer {consumer} picked without permits"
         );
         slot.permits -= 1;
+        self.rate.charge(message.size_bytes());
         if self.mode == Mode::Reliable {
             let previous = self.in_flight.insert(
                 message.offset(),

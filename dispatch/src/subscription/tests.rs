@@ -13,6 +13,9 @@ impl Message for Msg {
     fn key(&self) -> Option<&[u8]> {
         self.key.as_deref()
     }
+    fn size_bytes(&self) -> usize {
+        100
+    }
 }
 
 fn limits() -> DispatchLimits {
@@ -442,3 +445,49 @@ fn seek_forgets_what_was_owed() {
 
 mod blocked;
 mod properties;
+
+#[test]
+fn a_dispatch_rate_holds_deliveries_to_it_and_says_when_to_come_back() {
+    let start = Instant::now();
+    let mut sub = subscription(SubscriptionType::Shared, Mode::Reliable);
+    sub.attach(start, 1, "a", 0, SubscriptionType::Shared, Mode::Reliable)
+        .unwrap();
+    sub.add_permits(1, 100_000);
+    sub.set_dispatch_rate(crate::DispatchRate {
+        messages_per_second: 1_000,
+        bytes_per_second: 0,
+    });
+    assert!(sub
+        .take_cursor_if_dirty()
+        .is_some_and(|c| c.dispatch_rate.messages_per_second == 1_000));
+    let mut delivered = 0;
+    let mut now = start;
+    // Two seconds, the driver waking when the limit says.
+    while now < start + Duration::from_secs(2) {
+        feed(&mut sub, 10_000, 0);
+        let out = sub.poll_deliveries(now);
+        sub.ack(&out.iter().map(|d| d.message.offset).collect::<Vec<_>>());
+        delivered += out.len();
+        now = sub.rate_limited_until().expect("held back by the limit");
+    }
+    // 1,000 a second, plus the first full bucket (100).
+    assert!((2_000..=2_101).contains(&delivered), "{delivered}");
+    // Nothing left to send: nothing to wait for, whatever the bucket holds.
+    let mut idle = subscription(SubscriptionType::Shared, Mode::Reliable);
+    idle.set_dispatch_rate(crate::DispatchRate {
+        messages_per_second: 1,
+        bytes_per_second: 0,
+    });
+    idle.attach(start, 1, "a", 0, SubscriptionType::Shared, Mode::Reliable)
+        .unwrap();
+    idle.add_permits(1, 10);
+    feed(&mut idle, 1, 0);
+    assert_eq!(idle.poll_deliveries(start).len(), 1);
+    assert_eq!(idle.poll_deliveries(start).len(), 0);
+    assert_eq!(idle.rate_limited_until(), None, "idle, not held back");
+    // Lifted: everything read ahead goes at once.
+    sub.set_dispatch_rate(crate::DispatchRate::default());
+    feed(&mut sub, 10_000, 0);
+    assert!(sub.poll_deliveries(now).len() > 200);
+    assert_eq!(sub.rate_limited_until(), None);
+}

@@ -84,6 +84,7 @@ impl CursorLog {
                     mark_delete: log_start,
                     acked: Vec::new(),
                     skipped: Vec::new(),
+                    dispatch_rate: Default::default(),
                 }
             });
             cursors.push((name, cursor));

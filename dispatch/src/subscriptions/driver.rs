@@ -205,7 +205,8 @@ async fn drive(cell: Rc<SubscriptionCell>, context: DriverContext, woken: LocalR
             glommio::executor().yield_if_needed().await;
             continue;
         }
-        let deadline = [next_tick, persist_at, retry_read_at]
+        let rate_limited_until = cell.core.borrow().rate_limited_until();
+        let deadline = [next_tick, persist_at, retry_read_at, rate_limited_until]
             .into_iter()
             .flatten()
             .min();

@@ -50,6 +50,7 @@ impl SubscriptionHost {
             Command::Attach { reply, .. }
             | Command::Seek { reply, .. }
             | Command::Commit { reply, .. }
+            | Command::SetDispatchRate { reply, .. }
             | Command::Delete { reply, .. } => {
                 let _ = reply.send(Err(refusal()));
             }
@@ -150,8 +151,8 @@ impl SubscriptionHost {
                 reply,
             } => {
                 let committed = match self.find(&target) {
-                    Some(cell) => super::commit::commit(&cell, &offsets, cumulative).await,
-                    None => Err(super::commit::not_held(
+                    Some(cell) => super::confirmed::commit(&cell, &offsets, cumulative).await,
+                    None => Err(super::confirmed::not_held(
                         "the subscription is not attached here",
                     )),
                 };
@@ -181,6 +182,18 @@ impl SubscriptionHost {
                 reply,
             } => {
                 let result = self.seek(dead_letters, &target, position).await;
+                let _ = reply.send(result);
+            }
+            Command::SetDispatchRate {
+                target,
+                rate,
+                reply,
+            } => {
+                let result = match self.find_or_load(dead_letters, &target).await {
+                    Ok(Some(cell)) => super::confirmed::set_dispatch_rate(&cell, rate).await,
+                    Ok(None) => Err(no_subscription(&target)),
+                    Err(refusal) => Err(refusal),
+                };
                 let _ = reply.send(result);
             }
             Command::Delete { target, by, reply } => {
@@ -231,10 +244,7 @@ impl SubscriptionHost {
         by: Option<ConsumerId>,
     ) -> Result<(), Refusal> {
         let Some(cell) = self.find_or_load(dead_letters, target).await? else {
-            return Err((
-                ErrorCode::UnknownSubscription,
-                format!("no subscription {}", target.subscription),
-            ));
+            return Err(no_subscription(target));
         };
         for (consumer, sink) in cell.sinks.borrow_mut().drain() {
             if Some(consumer) != by {
@@ -481,10 +491,7 @@ impl SubscriptionHost {
         position: StartPosition,
     ) -> Result<(), Refusal> {
         let Some(cell) = self.find_or_load(dead_letters, target).await? else {
-            return Err((
-                ErrorCode::UnknownSubscription,
-                format!("no subscription {}", target.subscription),
-            ));
+            return Err(no_subscription(target));
         };
         let offset = resolve(&self.log, position, self.decompression_limit()).await?;
         cell.core.borrow_mut().seek(offset);
@@ -559,7 +566,16 @@ fn info(cell: &SubscriptionCell, end: u64) -> SubscriptionInfo {
         skipped: core.skipped().to_vec(),
         redelivered: stats.redelivered,
         dead_lettered: stats.dead_lettered,
+        rate_messages_per_second: core.dispatch_rate().messages_per_second,
+        rate_bytes_per_second: core.dispatch_rate().bytes_per_second,
     }
+}
+
+fn no_subscription(target: &Target) -> Refusal {
+    (
+        ErrorCode::UnknownSubscription,
+        format!("no subscription {}", target.subscription),
+    )
 }
 
 /// The offset a start position names on this partition, clamped to the log.

@@ -15,7 +15,7 @@
 //! followers (`replicated.rs`), so the subscriptions resume on the next leader. Non-reliable
 //! subscriptions live only while consumers are attached.
 
-mod commit;
+mod confirmed;
 mod cursor_log;
 mod cursor_replicas;
 mod driver;
@@ -169,6 +169,15 @@ pub enum Command {
         /// The outcome.
         reply: flume::Sender<Result<(), Refusal>>,
     },
+    /// A new dispatch rate limit, answered once kept durably (reliable).
+    SetDispatchRate {
+        /// Where.
+        target: Target,
+        /// The limit.
+        rate: crate::DispatchRate,
+        /// The outcome.
+        reply: flume::Sender<Result<(), Refusal>>,
+    },
     /// Cumulative ack.
     AckCumulative {
         /// Where.
@@ -236,6 +245,7 @@ impl Command {
             | Command::Flow { target, .. }
             | Command::Ack { target, .. }
             | Command::Commit { target, .. }
+            | Command::SetDispatchRate { target, .. }
             | Command::AckCumulative { target, .. }
             | Command::Nack { target, .. }
             | Command::Seek { target, .. }

@@ -1,160 +1,4 @@
-//! The Rust client of Oxbow's native protocol, on tokio.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), oxbow_client::ClientError> {
-//! use oxbow_client::{Client, Mode, SubscriptionType};
-//! let client = Client::builder().broker("127.0.0.1:6650").connect().await?;
-//! client.create_topic("orders", 4).await?;
-//! let producer = client.producer("orders").build().await?;
-//! let offset = producer.send(Some(b"customer-7"), b"hello").await?.await?;
-//! let mut consumer = client
-//!     .consumer("orders", "billing")
-//!     .kind(SubscriptionType::Shared)
-//!     .mode(Mode::Reliable)
-//!     .build()
-//!     .await?;
-//! let message = consumer.recv().await?;
-//! consumer.ack(&message)?;
-//! # let _ = offset; Ok(()) }
-//! ```
-//!
-//! A [`Client`] connects to one broker and learns the cluster from it: producers send each
-//! batch to its partition's leader and consumers attach on every leader, over one connection
-//! per broker that all producers and consumers of the client share.
-//!
-//! # Producing
-//!
-//! [`Producer::send`] adds a message to its partition's batch and returns at once; awaiting
-//! the returned [`PendingSend`] gives its offset once the broker acknowledged it (`acks`).
-//! A keyed message goes where Kafka's default partitioner puts it, so Kafka consumers of the
-//! same topic see the same partitions. Under `Acks::All` a producer is idempotent by default
-//! ([`ProducerBuilder::idempotence`]): its batches carry a producer id and per-partition
-//! sequences, so the batches in flight when a broker goes away are sent again (with backoff,
-//! for up to [`ProducerBuilder::delivery_timeout`]) and stored once, whether or not the broker
-//! had appended them before their answer was lost. [`Producer::typed`] serializes keys and
-//! values with a [`Serializer`] ([`Utf8`], [`Json`], [`RawBytes`] or your own).
-//!
-//! ```no_run
-//! # async fn demo(client: oxbow_client::Client) -> Result<(), oxbow_client::ClientError> {
-//! use oxbow_client::{Json, Utf8};
-//! #[derive(serde::Serialize)]
-//! struct Order { id: u32, item: String }
-//! let orders = client.producer("orders").build().await?.typed(Utf8, Json::<Order>::new());
-//! let sent = orders.send(Some("customer-7"), &Order { id: 1, item: "tea".into() }).await?;
-//! let delivered = sent.await?; // partition and offset, once acknowledged
-//! # let _ = delivered; Ok(()) }
-//! ```
-//!
-//! # Consuming: three tiers
-//!
-//! One subscription name, of a type (exclusive, shared, failover, key_shared) and a mode
-//! (reliable: acknowledged, redelivered, its cursor durable; non-reliable: at most once).
-//! A consumer hands messages over in one of three tiers, which all implement [`Receive`]
-//! (`next_batch`, `next_batch_within`, `try_next_batch`, `acker`), so that code can be
-//! written once for any of them; [`ConsumerBuilder::build_tier`] picks one from
-//! configuration. The stream tier, one message per wake-up, for the lowest latency:
-//!
-//! ```no_run
-//! # async fn demo(client: oxbow_client::Client) -> Result<(), oxbow_client::ClientError> {
-//! let mut consumer = client.consumer("orders", "billing").build().await?;
-//! while let Some(message) = consumer.poll(std::time::Duration::from_secs(1)).await? {
-//!     consumer.ack(&message)?;
-//! }
-//! let _messages = consumer.stream(); // the same, as an async `Stream` of messages
-//! # Ok(()) }
-//! ```
-//!
-//! The buffered tier, vectors of up to N messages, for fewer wake-ups per message:
-//!
-//! ```no_run
-//! # async fn demo(client: oxbow_client::Client) -> Result<(), oxbow_client::ClientError> {
-//! let mut consumer = client.consumer("orders", "billing").build().await?;
-//! let batch = consumer.recv_batch(256).await?;
-//! consumer.ack_all(&batch)?;
-//! # Ok(()) }
-//! ```
-//!
-//! The dedicated tier, its own connection on its own thread feeding a channel, for the most
-//! throughput and for threads outside any runtime (`poll_blocking`):
-//!
-//! ```no_run
-//! # async fn demo(client: oxbow_client::Client) -> Result<(), oxbow_client::ClientError> {
-//! use oxbow_client::Receive;
-//! let mut consumer = client.consumer("orders", "billing").dedicated(1024).await?;
-//! let acker = consumer.acker();
-//! let batch = consumer.next_batch().await?;
-//! acker.ack_all(&batch)?;
-//! # Ok(()) }
-//! ```
-//!
-//! [`Receive::typed`] deserializes any tier's messages into `Message<K, V>`; one that does
-//! not deserialize is [`ClientError::Undeserializable`], carrying the message to nack (it
-//! comes again, and goes to the dead-letter topic after its redeliveries) or to acknowledge.
-//! [`Client::consumer_of_topics`] and [`Client::consumer_of_pattern`] read one subscription
-//! over several topics (a pattern picks up topics created later).
-//!
-//! # Acknowledging, and knowing it is durable
-//!
-//! `ack` is fire-and-forget: the broker stores the cursor within its
-//! `cursor_persist_interval_ms`, and a crash before that delivers those messages again (at
-//! least once). [`Acker::commit`] (and `commit_all`, `commit_cumulative`) resolves only once
-//! the cursor holding the acknowledgement is synced on the leader and held by its in-sync
-//! replicas: a committed message is never delivered again, even after kill -9. Committing
-//! a message that is not this consumer's any more (redelivered elsewhere after its ack
-//! timeout) fails with the `CommitFailed` code. [`Consumer::committed_positions`] says how
-//! far commits were confirmed, [`Consumer::current_positions`] how far messages arrived.
-//!
-//! ```no_run
-//! # async fn demo(client: oxbow_client::Client) -> Result<(), oxbow_client::ClientError> {
-//! let mut consumer = client.consumer("orders", "billing").build().await?;
-//! let message = consumer.recv().await?;
-//! // ... the application's work, then:
-//! consumer.commit(&message).await?; // durable when this returns
-//! # Ok(()) }
-//! ```
-//!
-//! # When brokers go away
-//!
-//! Connections come back by themselves. A producer opens a new connection for its next
-//! batch and sends again what was in flight (idempotent producers). A consumer that loses a
-//! leader's connection, whatever its tier, looks the leaders up again and attaches anew under
-//! its name, with backoff ([`ClientBuilder::retry_backoff`] doubling up to
-//! [`ClientBuilder::retry_backoff_max`], ±20%), for up to
-//! [`ConsumerBuilder::reconnect_timeout`]; the application sees no error meanwhile, and a
-//! reliable subscription delivers again what was not acknowledged. Past that timeout the next
-//! receive is [`ClientError::ReconnectFailed`]. Errors that retrying cannot change (refused
-//! credentials, authorization, unknown topics, bad settings) end at once.
-//!
-//! # TLS and authentication
-//!
-//! A listener may require TLS, SASL or both. [`ClientBuilder::tls_ca_file`] turns TLS on and
-//! trusts only the CA certificates in that PEM file (no system roots); each broker's
-//! certificate must carry the host of its address, or the name given to
-//! [`ClientBuilder::tls_server_name`] (DNS names and IP addresses both work).
-//! [`ClientBuilder::sasl`] authenticates every connection right after the version handshake,
-//! with SCRAM-SHA-256, SCRAM-SHA-512 (the broker must prove it holds the credential, or the
-//! connection fails) or PLAIN (the password crosses the wire: use it over TLS only). Every
-//! connection the client opens, to every broker of the cluster, does both before it is used.
-//! Failures are [`ClientError::Tls`] and [`ClientError::Authentication`]; neither ever
-//! carries the password, and neither does any `Debug` output.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), oxbow_client::ClientError> {
-//! use oxbow_client::{Client, SaslMechanism};
-//! let password = std::env::var("OXBOW_SASL_PASSWORD").unwrap_or_default();
-//! let client = Client::builder()
-//!     .broker("broker-1.example:6650")
-//!     .tls_ca_file("/etc/oxbow/ca.pem")
-//!     .sasl(SaslMechanism::ScramSha256, "alice", password)
-//!     .connect()
-//!     .await?;
-//! # let _ = client; Ok(()) }
-//! ```
-//!
-//! [`ClientConfig`] reads the same settings from TOML (`tls_ca_file`, `tls_server_name`,
-//! `sasl_mechanism`, `sasl_username`, `sasl_password`) or the environment
-//! (`OXBOW_TLS_CA_FILE`, `OXBOW_TLS_SERVER_NAME`, `OXBOW_SASL_MECHANISM`,
-//! `OXBOW_SASL_USERNAME`, `OXBOW_SASL_PASSWORD`).
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 mod acker;
@@ -583,6 +427,30 @@ impl Client {
             topic: topic.to_string(),
             subscription: subscription.to_string(),
             position,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Limits how fast `subscription` of `topic` delivers: at most `messages_per_second`
+    /// messages and `bytes_per_second` bytes (keys, values and headers) per second on each
+    /// partition, 0 for no limit (both 0: the limit is lifted). A reliable subscription keeps
+    /// the limit with its cursor across restarts and leader changes; a non-reliable one while
+    /// it lives. Fails with `UnknownSubscription` if it does not exist, `NotAuthorized`
+    /// without AlterConfigs on the topic and Read on the subscription.
+    pub async fn set_dispatch_rate(
+        &self,
+        topic: &str,
+        subscription: &str,
+        messages_per_second: u64,
+        bytes_per_second: u64,
+    ) -> Result<(), ClientError> {
+        self.request_leaders(topic, |request_id| ClientFrame::SetDispatchRate {
+            request_id,
+            topic: topic.to_string(),
+            subscription: subscription.to_string(),
+            messages_per_second,
+            bytes_per_second,
         })
         .await
         .map(drop)

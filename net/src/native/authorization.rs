@@ -58,6 +58,16 @@ fn needs(frame: &ClientFrame) -> Option<(u64, Vec<Need<'_>>)> {
             *request_id,
             vec![(Topic, topic, Read), (Group, subscription, Read)],
         ),
+        // Pulsar asks for topic administration to set a subscription's dispatch rate.
+        ClientFrame::SetDispatchRate {
+            request_id,
+            topic,
+            subscription,
+            ..
+        } => (
+            *request_id,
+            vec![(Topic, topic, AlterConfigs), (Group, subscription, Read)],
+        ),
         ClientFrame::DeleteSubscription {
             request_id,
             subscription,

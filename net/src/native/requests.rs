@@ -81,6 +81,7 @@ impl Connection {
             | ClientFrame::DescribeTopic { .. }) => self.handle_topic_frame(topic).await,
             admin @ (ClientFrame::ListSubscriptions { .. }
             | ClientFrame::ResetSubscription { .. }
+            | ClientFrame::SetDispatchRate { .. }
             | ClientFrame::SkipBatch { .. }
             | ClientFrame::DeleteSubscription { .. }) => self.handle_admin_frame(admin).await,
             consumer => self.handle_consumer_frame(consumer).await?,
@@ -158,6 +159,29 @@ impl Connection {
                     Ok(partitions) => {
                         let topic = Arc::from(topic.as_str());
                         self.reset(topic, subscription, position, &partitions).await
+                    }
+                    Err(refusal) => Err(refusal),
+                };
+                self.answer(
+                    request_id,
+                    result.map(|()| ServerFrame::Done { request_id }),
+                );
+            }
+            ClientFrame::SetDispatchRate {
+                request_id,
+                topic,
+                subscription,
+                messages_per_second,
+                bytes_per_second,
+            } => {
+                let rate = oxbow_dispatch::DispatchRate {
+                    messages_per_second,
+                    bytes_per_second,
+                };
+                let result = match self.partitions_led_here(&topic).await {
+                    Ok(partitions) => {
+                        let topic = Arc::from(topic.as_str());
+                        (self.set_dispatch_rate(topic, subscription, rate, &partitions)).await
                     }
                     Err(refusal) => Err(refusal),
                 };

@@ -1,5 +1,5 @@
-//! Subscription administration of a native connection: list, reset, delete, and skip an
-//! undecodable batch, on the partitions of a topic this broker leads (a client asks every
+//! Subscription administration of a native connection: list, reset, limit, delete, and skip
+//! an undecodable batch, on the partitions of a topic this broker leads (a client asks every
 //! leader).
 
 use super::connection::Connection;
@@ -48,6 +48,30 @@ impl Connection {
                 },
                 position,
                 reply,
+            })
+            .await;
+        first_failure(answers)
+    }
+
+    /// Sets a subscription's dispatch rate limit on `partitions`.
+    pub(super) async fn set_dispatch_rate(
+        &self,
+        topic: Arc<str>,
+        subscription: String,
+        rate: oxbow_dispatch::DispatchRate,
+        partitions: &[u32],
+    ) -> Result<(), Refusal> {
+        let answers = self
+            .ask_partitions(&topic, partitions, |partition, reply| {
+                Command::SetDispatchRate {
+                    target: Target {
+                        topic: topic.clone(),
+                        partition,
+                        subscription: subscription.clone(),
+                    },
+                    rate,
+                    reply,
+                }
             })
             .await;
         first_failure(answers)

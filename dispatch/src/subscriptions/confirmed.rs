@@ -1,7 +1,8 @@
-//! Confirmed acknowledgements: a consumer's `Commit` applies its acks, then writes the
-//! subscription's cursor at once (not debounced) and answers only when that cursor is durable
+//! Changes answered only once durable: a consumer's `Commit` applies its acks, then writes
+//! the subscription's cursor at once (not debounced) and answers when that cursor is durable
 //! here and held by the partition's in-sync replicas, so that a message committed is never
-//! delivered again, even after kill -9 of the leader.
+//! delivered again, even after kill -9 of the leader; a new dispatch rate limit is kept in
+//! the cursor the same way.
 
 use super::driver::SubscriptionCell;
 use super::Refusal;
@@ -49,4 +50,24 @@ pub(super) async fn commit(
     super::driver::store_cursor_durably(cell, &state)
         .await
         .map_err(|why| (ErrorCode::Storage, format!("commit failed: {why}")))
+}
+
+/// Sets a subscription's dispatch rate limit; a reliable one keeps it in its cursor, durable
+/// when this returns.
+pub(super) async fn set_dispatch_rate(
+    cell: &Rc<SubscriptionCell>,
+    rate: crate::DispatchRate,
+) -> Result<(), Refusal> {
+    let state = {
+        let mut core = cell.core.borrow_mut();
+        core.set_dispatch_rate(rate);
+        core.take_cursor_if_dirty()
+    };
+    if let Some(state) = state {
+        super::driver::store_cursor_durably(cell, &state)
+            .await
+            .map_err(|why| (ErrorCode::Storage, format!("the limit is not kept: {why}")))?;
+    }
+    cell.wake();
+    Ok(())
 }
