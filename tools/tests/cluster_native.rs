@@ -200,6 +200,7 @@ fn the_native_client_produces_and_consumes_through_every_leader_from_one_node() 
             priority: 0,
             start: oxbow_core::native::StartPosition::Earliest,
             partitions: None,
+            reattaching: false,
         };
         let answer = raw_call(&mut stream, &mut buffer, &subscribe, &[]).await;
         assert!(

@@ -165,6 +165,7 @@ async fn a_consumer_that_never_reads_is_disconnected_and_its_messages_move_on() 
             priority: 0,
             start: StartPosition::Earliest,
             partitions: None,
+            reattaching: false,
         },
         oxbow_core::native::ClientFrame::Flow {
             consumer_id: 1,

@@ -850,6 +850,7 @@ mod hostile {
             priority: 0,
             start: StartPosition::Earliest,
             partitions: None,
+            reattaching: false,
         };
         let flow = ClientFrame::Flow {
             consumer_id: 1,

@@ -115,6 +115,12 @@ pub enum ClientFrame {
         start: StartPosition,
         /// Which partitions (all must be led here); `None`: every partition of the topic.
         partitions: Option<Vec<u32>>,
+        /// The consumer attaches again after it lost its connection: a session still attached
+        /// under its name is its own, stale (the old connection may not have closed yet on
+        /// this side), and is replaced at once, whatever the type. Without it, only Exclusive
+        /// and Failover replace a session of the same name (Shared and Key_Shared consumers
+        /// may share a name).
+        reattaching: bool,
     },
     /// Grants permits: the broker may push this many more messages on one partition, or on
     /// each partition when `partition` is `None`.

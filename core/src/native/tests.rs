@@ -85,6 +85,7 @@ proptest! {
             priority: 0,
             start: StartPosition::Offset(42),
             partitions: Some(vec![0, 3]),
+            reattaching: false,
         };
         let mut bytes = encode_frame(&frame, 0);
         let at = flip % bytes.len();

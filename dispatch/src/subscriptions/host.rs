@@ -107,6 +107,7 @@ impl SubscriptionHost {
                 mode,
                 consumer,
                 name,
+                reattaching,
                 priority,
                 start,
                 sink,
@@ -119,7 +120,7 @@ impl SubscriptionHost {
                         kind,
                         mode,
                         consumer,
-                        &name,
+                        (&name, reattaching),
                         priority,
                         start,
                         sink,
@@ -425,7 +426,7 @@ impl SubscriptionHost {
         kind: SubscriptionType,
         mode: Mode,
         consumer: ConsumerId,
-        name: &str,
+        (name, reattaching): (&str, bool),
         priority: i32,
         start: StartPosition,
         sink: Box<dyn ConsumerSink>,
@@ -468,7 +469,7 @@ impl SubscriptionHost {
                 }
             }
         };
-        replace_stale_session(&cell, kind, consumer, name);
+        replace_stale_session(&cell, (kind, reattaching), consumer, name);
         cell.core
             .borrow_mut()
             .attach(Instant::now(), consumer, name, priority, kind, mode)
@@ -515,20 +516,24 @@ impl SubscriptionHost {
 }
 
 /// A consumer that attaches again under its name where one consumer is active (Exclusive,
-/// Failover), from a new connection after its old one dropped half-open, replaces its stale
-/// session at once: Exclusive would refuse it, and Failover would keep delivering to the stale
-/// session, until the broker noticed the dead connection (`native_session_timeout_ms`). What
-/// the stale session had not acknowledged is delivered again.
+/// Failover), or that says it is attaching again after losing its connection (any type), from
+/// a new connection while its old one is still open here (half-open), replaces its stale
+/// session at once. Else Exclusive would refuse it, Failover would keep delivering to the
+/// stale session, and Shared and Key_Shared would leave the stale session's messages (and, in
+/// Key_Shared, its keys) held until the broker noticed the dead connection
+/// (`native_session_timeout_ms`). What the stale session had not acknowledged is delivered
+/// again.
 fn replace_stale_session(
     cell: &SubscriptionCell,
-    kind: SubscriptionType,
+    (kind, reattaching): (SubscriptionType, bool),
     consumer: ConsumerId,
     name: &str,
 ) {
-    if !matches!(
+    let one_active = matches!(
         kind,
         SubscriptionType::Exclusive | SubscriptionType::Failover
-    ) {
+    );
+    if !one_active && !reattaching {
         return;
     }
     let stale = (cell.core.borrow().consumer_named(name)).filter(|&id| id != consumer);

@@ -125,6 +125,8 @@ pub enum Command {
         consumer: ConsumerId,
         /// Consumer name.
         name: String,
+        /// It attaches again after losing its connection: a session of its name is replaced.
+        reattaching: bool,
         /// Failover priority.
         priority: i32,
         /// Start of a new subscription.

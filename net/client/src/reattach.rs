@@ -33,7 +33,8 @@ pub(crate) async fn reattach(
     loop {
         router.forget(&spec.topic);
         let left = deadline.saturating_duration_since(Instant::now());
-        let error = match tokio::time::timeout(left, spec.attach_once(&router, &events)).await {
+        let error = match tokio::time::timeout(left, spec.attach_once(&router, &events, true)).await
+        {
             Ok(Ok(attached)) => return Ok(attached),
             Ok(Err(e)) if !worth_retrying(&e) => return Err(e),
             Ok(Err(e)) => e,

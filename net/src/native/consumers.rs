@@ -28,6 +28,7 @@ impl Connection {
             priority,
             start,
             partitions: asked,
+            reattaching,
             ..
         } = frame
         else {
@@ -65,6 +66,7 @@ impl Connection {
                 mode,
                 consumer: id,
                 name: consumer_name.clone(),
+                reattaching,
                 priority,
                 start,
                 sink: Box::new(ConnectionSink {

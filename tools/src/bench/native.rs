@@ -75,8 +75,11 @@ impl Producer {
     pub async fn open(plan: &Plan, meter: Arc<Meter>) -> Result<Producer, String> {
         let client = connect(plan).await?;
         let acks = parse_acks(&plan.acks).map_err(describe)?;
-        let producer = client
-            .producer(&plan.topic)
+        let mut producer = client.producer(&plan.topic);
+        if let Some(on) = plan.idempotence {
+            producer = producer.idempotence(on);
+        }
+        let producer = producer
             .acks(acks)
             .linger(plan.linger)
             .batch_bytes_max(plan.batch_bytes)

@@ -98,6 +98,10 @@ pub struct BenchArgs {
     /// Batches a producer has in flight before it waits for an answer.
     #[arg(long, default_value_t = 16)]
     pub in_flight: usize,
+    /// Native producers: idempotent (producer id and sequences; at most five batches in
+    /// flight per partition), true or false [default: true with --acks all].
+    #[arg(long)]
+    pub idempotence: Option<bool>,
     /// Compression of produced batches: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     pub compression: String,
@@ -185,6 +189,7 @@ pub struct Plan {
     #[serde(serialize_with = "as_seconds")]
     pub linger: Duration,
     pub in_flight: usize,
+    pub idempotence: Option<bool>,
     pub compression: String,
     pub compression_level: Option<i32>,
     #[serde(skip)]
@@ -335,6 +340,7 @@ impl BenchArgs {
             batch_bytes: self.batch_bytes,
             linger: duration("linger", &self.linger)?,
             in_flight: self.in_flight,
+            idempotence: self.idempotence,
             compression: codec.name().to_string(),
             compression_level: self.compression_level,
             codec,

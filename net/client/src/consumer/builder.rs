@@ -176,7 +176,7 @@ impl ConsumerBuilder {
 
     async fn attach(&self, router: &Router) -> Result<Consumer, ClientError> {
         let (events_tx, events) = mpsc::unbounded_channel();
-        let (attached, partitions) = self.attach_once(router, &events_tx).await?;
+        let (attached, partitions) = self.attach_once(router, &events_tx, false).await?;
         let consumer_id = attached.consumer_id;
         let reconnects = !self.reconnect_timeout.is_zero();
         let attachment = Arc::new(Attachment::new(attached, reconnects));
@@ -200,11 +200,13 @@ impl ConsumerBuilder {
 
     /// Attaches under a new consumer id on every partition's leader (all or none), its
     /// deliveries going to `events`, and grants the first permits; with the topic's
-    /// partition count.
+    /// partition count. `reattaching`: after a lost connection, so that the broker replaces
+    /// a session of this consumer's name still attached there, whatever the type.
     pub(crate) async fn attach_once(
         &self,
         router: &Router,
         events: &mpsc::UnboundedSender<ConsumerEvent>,
+        reattaching: bool,
     ) -> Result<(Attached, u32), ClientError> {
         let by_leader = router.by_leader(&self.topic).await?;
         let topic: Arc<str> = Arc::from(self.topic.as_str());
@@ -229,6 +231,7 @@ impl ConsumerBuilder {
                 priority: self.priority,
                 start: self.start,
                 partitions: Some(led.clone()),
+                reattaching,
             };
             let failure = match shared.request(request_id, &frame, &[]).await {
                 Ok(ServerFrame::Subscribed {
