@@ -3,8 +3,8 @@
 //! Kafka's idempotence contract: batches of one producer (id, epoch) carry consecutive sequence
 //! numbers. A batch whose sequences were already appended is a retry and is answered with the
 //! original offsets; a batch that skips ahead is out of order; an older epoch is fenced. The last
-//! [`PRODUCER_BATCHES_KEPT`] batches of each producer are remembered (Kafka keeps five too, the
-//! most a client has in flight with idempotence on). The state is rebuilt from the log's active
+//! [`PRODUCER_BATCHES_KEPT`] batches of each producer are remembered (Kafka keeps five, the
+//! most its clients have in flight with idempotence on; more covers them too). The state is rebuilt from the log's active
 //! segment on open, so it is as durable as the data.
 
 use oxbow_core::RecordBatch;

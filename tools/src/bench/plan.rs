@@ -98,8 +98,8 @@ pub struct BenchArgs {
     /// Batches a producer has in flight before it waits for an answer.
     #[arg(long, default_value_t = 16)]
     pub in_flight: usize,
-    /// Native producers: idempotent (producer id and sequences; at most five batches in
-    /// flight per partition), true or false [default: true with --acks all].
+    /// Native producers: idempotent (producer id and sequences; at most 16 batches in flight
+    /// per partition), true or false [default: true with --acks all].
     #[arg(long)]
     pub idempotence: Option<bool>,
     /// Compression of produced batches: none, gzip, snappy, lz4 or zstd.

@@ -65,7 +65,7 @@ impl ProducerBuilder {
     /// `enable.idempotence`), so that a batch whose answer was lost is sent again and appended
     /// once. Default: on under `Acks::All`, off otherwise; turning it on with other acks fails
     /// at [`build`](Self::build), as in Kafka. Costs one request at build, and keeps at most
-    /// five batches per partition unanswered.
+    /// [`oxbow_core::PRODUCER_BATCHES_KEPT`] (16) batches per partition unanswered.
     pub fn idempotence(mut self, on: bool) -> ProducerBuilder {
         self.idempotence = Some(on);
         self
