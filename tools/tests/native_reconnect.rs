@@ -481,3 +481,33 @@ fn a_batch_sent_again_is_answered_with_its_first_offsets_and_a_gap_is_out_of_ord
         assert_eq!(partitions[0].log_end, 4);
     });
 }
+
+#[test]
+fn a_batch_given_up_does_not_stop_an_idempotent_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[log]\nbatch_bytes_max = 65536\n";
+    let (_broker, addr) = common::start_native_broker(dir.path(), config);
+    runtime().block_on(async {
+        let client = Client::builder().broker(&addr).connect().await.unwrap();
+        client.create_topic("gap", 1).await.unwrap();
+        let producer = (client.producer("gap").linger(Duration::ZERO))
+            .delivery_timeout(Duration::from_secs(20))
+            .build()
+            .await
+            .unwrap();
+        let first = producer.send(None, b"before").await.unwrap().await.unwrap();
+        // Refused for good: its sequences never reach the partition.
+        let refused = producer.send(None, &[7; 100_000]).await.unwrap().await;
+        let code = refused
+            .expect_err("larger than the broker's batches")
+            .code();
+        assert_eq!(code, Some(oxbow_client::ErrorCode::TooLarge));
+        // The gap it leaves is not the producer's end: the next batch goes under a new
+        // producer id, long before its delivery timeout.
+        let after = tokio::time::timeout(Duration::from_secs(10), async {
+            producer.send(None, b"after").await.unwrap().await
+        });
+        let after = after.await.expect("answered at once").unwrap();
+        assert_eq!(after.offset, Some(first.offset.unwrap() + 1));
+    });
+}

@@ -204,14 +204,7 @@ impl Acker {
 
     /// Acknowledges many messages, one frame per topic and partition.
     pub fn ack_all<K, V>(&self, messages: &[Message<K, V>]) -> Result<(), ClientError> {
-        let mut by_partition: HashMap<(&str, u32), Vec<u64>> = HashMap::new();
-        for message in messages {
-            by_partition
-                .entry((&message.topic, message.partition))
-                .or_default()
-                .push(message.offset);
-        }
-        for ((topic, partition), offsets) in by_partition {
+        for ((topic, partition), offsets) in by_partition(messages) {
             self.ack_offsets(topic, partition, offsets)?;
         }
         Ok(())
@@ -281,14 +274,7 @@ impl Acker {
 
     /// [`commit`](Self::commit) of many messages: one request per topic and partition.
     pub async fn commit_all<K, V>(&self, messages: &[Message<K, V>]) -> Result<(), ClientError> {
-        let mut by_partition: HashMap<(&str, u32), Vec<u64>> = HashMap::new();
-        for message in messages {
-            by_partition
-                .entry((&message.topic, message.partition))
-                .or_default()
-                .push(message.offset);
-        }
-        for ((topic, partition), offsets) in by_partition {
+        for ((topic, partition), offsets) in by_partition(messages) {
             self.commit_offsets(topic, partition, offsets, false)
                 .await?;
         }
@@ -335,4 +321,16 @@ impl Acker {
         *position = (*position).max(after);
         Ok(())
     }
+}
+
+/// The offsets of `messages` by topic and partition.
+fn by_partition<K, V>(messages: &[Message<K, V>]) -> HashMap<(&str, u32), Vec<u64>> {
+    let mut grouped: HashMap<(&str, u32), Vec<u64>> = HashMap::new();
+    for message in messages {
+        grouped
+            .entry((&message.topic, message.partition))
+            .or_default()
+            .push(message.offset);
+    }
+    grouped
 }

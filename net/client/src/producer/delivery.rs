@@ -21,7 +21,7 @@ use std::time::Instant;
 use tokio::sync::{oneshot, Semaphore};
 
 /// The identity an idempotent producer's batches carry.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ProducerIdentity {
     pub(super) id: i64,
     pub(super) epoch: i16,
@@ -67,7 +67,7 @@ impl Inner {
             return;
         };
         let deadline = Instant::now() + self.delivery_timeout;
-        let (records, lane_permit, first) = match &self.identity {
+        let (records, stamped, first) = match &self.identity {
             Some(identity) => {
                 let lane = &self.lanes[partition as usize];
                 let Ok(lane_permit) = lane.unanswered.clone().acquire_owned().await else {
@@ -75,14 +75,15 @@ impl Inner {
                 };
                 // Stamped and sent under the lock: sequences leave in the order they are given.
                 let mut next_sequence = lane.next_sequence.lock().await;
+                let stamp = *identity.lock().expect("not poisoned");
                 let count = builder.len() as i64;
                 let records = builder
-                    .producer(identity.id, identity.epoch, *next_sequence)
+                    .producer(stamp.id, stamp.epoch, *next_sequence)
                     .build();
                 *next_sequence = ((*next_sequence as i64 + count) % (i32::MAX as i64 + 1)) as i32;
                 let first = self.send_produce(partition, records.bytes()).await;
                 drop(next_sequence);
-                (records, Some(lane_permit), first)
+                (records, Some((stamp, lane_permit)), first)
             }
             None => {
                 let records = builder.build();
@@ -99,9 +100,45 @@ impl Inner {
             let result = self
                 .answer_of(partition, records.bytes(), first, deadline)
                 .await;
-            drop((permit, lane_permit));
+            drop(permit);
+            if let (Err(_), Some((stamp, lane_permit))) = (&result, stamped) {
+                drop(lane_permit);
+                self.start_over(stamp).await;
+            }
             resolve(result.map(Some));
         });
+    }
+
+    /// After a batch stamped `failed` is given up, its partition's sequences have a gap for
+    /// which the broker would refuse every later batch (`OutOfOrderSequence`): later batches
+    /// go under a new producer id, every partition's sequences from 0, as Kafka's idempotent
+    /// producer does after an unresolved sequence. Batches already sent under the old id end
+    /// as they will. Done once per failed id; a failure to get a new one is retried at the
+    /// next batch given up.
+    async fn start_over(&self, failed: ProducerIdentity) {
+        let Some(identity) = &self.identity else {
+            return;
+        };
+        // Every lane's lock, in order (the only place that holds more than one).
+        let mut sequences = Vec::with_capacity(self.lanes.len());
+        for lane in &self.lanes {
+            sequences.push(lane.next_sequence.lock().await);
+        }
+        if *identity.lock().expect("not poisoned") != failed {
+            return;
+        }
+        match new_identity(&self.router).await {
+            Ok(fresh) => {
+                tracing::info!(topic = %self.topic, old = failed.id, new = fresh.id,
+                    "a batch was given up: producing under a new producer id");
+                *identity.lock().expect("not poisoned") = fresh;
+                for sequence in &mut sequences {
+                    **sequence = 0;
+                }
+            }
+            Err(e) => tracing::warn!(topic = %self.topic, error = %e,
+                "no new producer id after a batch was given up; trying at the next"),
+        }
     }
 
     /// Waits for the answer to a sent batch, sending it again while that may help.

@@ -148,7 +148,9 @@ impl ProducerBuilder {
             )));
         }
         let identity = match idempotent {
-            true => Some(delivery::new_identity(&self.client.router).await?),
+            true => Some(Mutex::new(
+                delivery::new_identity(&self.client.router).await?,
+            )),
             false => None,
         };
         Ok(Producer {
@@ -197,8 +199,8 @@ struct Inner {
     in_flight: Arc<Semaphore>,
     in_flight_max: u32,
     delivery_timeout: Duration,
-    /// Set when idempotent.
-    identity: Option<ProducerIdentity>,
+    /// Set when idempotent; replaced after a batch is given up (`start_over`).
+    identity: Option<Mutex<ProducerIdentity>>,
     /// Per partition, used when idempotent.
     lanes: Vec<Lane>,
     state: Mutex<State>,
