@@ -14,6 +14,11 @@ use std::time::Duration;
 /// Bound on any one wait; the tests wait on messages, not on time.
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// A client of the broker at `addr`.
+async fn connect(addr: &str) -> Client {
+    Client::builder().broker(addr).connect().await.unwrap()
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Order {
     id: u32,
@@ -25,7 +30,7 @@ fn every_tier_delivers_typed_messages_and_hands_over_one_that_does_not_deseriali
     let dir = tempfile::tempdir().unwrap();
     let (_broker, addr) = start_native_broker(dir.path(), "");
     runtime().block_on(async {
-        let client = Client::builder().broker(&addr).connect().await.unwrap();
+        let client = connect(&addr).await;
         client.create_topic("orders", 2).await.unwrap();
         let orders = client.producer("orders").build().await.unwrap();
         let orders = orders.typed(Utf8, Json::<Order>::new());
@@ -127,7 +132,7 @@ fn one_subscription_reads_several_topics_and_a_pattern_picks_up_new_ones() {
     let dir = tempfile::tempdir().unwrap();
     let (_broker, addr) = start_native_broker(dir.path(), "");
     runtime().block_on(async {
-        let client = Client::builder().broker(&addr).connect().await.unwrap();
+        let client = connect(&addr).await;
         for (topic, partitions) in [("eu-orders", 1), ("us-orders", 2), ("audit", 1)] {
             client.create_topic(topic, partitions).await.unwrap();
         }
@@ -198,7 +203,7 @@ fn a_resolved_commit_survives_kill_9_and_plain_acks_may_not() {
     let config = "[subscriptions]\ncursor_persist_interval_ms = 60000\n";
     let (mut broker, addr) = start_native_broker(dir.path(), config);
     runtime().block_on(async {
-        let client = Client::builder().broker(&addr).connect().await.unwrap();
+        let client = connect(&addr).await;
         client.create_topic("ledger", 1).await.unwrap();
         fill(&client, "ledger", 0..20).await;
         let subscriptions = [
@@ -240,7 +245,7 @@ fn a_resolved_commit_survives_kill_9_and_plain_acks_may_not() {
 
     let (_broker, addr) = start_native_broker(dir.path(), config);
     runtime().block_on(async {
-        let client = Client::builder().broker(&addr).connect().await.unwrap();
+        let client = connect(&addr).await;
         let kinds = [SubscriptionType::Exclusive, SubscriptionType::Shared];
         for (name, kind) in [("cumulative", kinds[0]), ("individual", kinds[1])] {
             let offsets = first_offsets(&client, "ledger", name, kind).await;
@@ -261,7 +266,7 @@ fn a_commit_of_a_message_not_held_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (_broker, addr) = start_native_broker(dir.path(), "");
     runtime().block_on(async {
-        let client = Client::builder().broker(&addr).connect().await.unwrap();
+        let client = connect(&addr).await;
         client.create_topic("ledger", 1).await.unwrap();
         fill(&client, "ledger", 0..3).await;
         let mut consumer = client.consumer("ledger", "s").build().await.unwrap();
@@ -304,7 +309,7 @@ fn a_limited_subscription_delivers_at_its_rate_while_another_is_not_slowed() {
     let dir = tempfile::tempdir().unwrap();
     let (mut broker, addr) = start_native_broker(dir.path(), "");
     runtime().block_on(async {
-        let client = Client::builder().broker(&addr).connect().await.unwrap();
+        let client = connect(&addr).await;
         client.create_topic("paced", 1).await.unwrap();
         fill(&client, "paced", 0..6_000).await;
         let mut limited = client.consumer("paced", "limited").build().await.unwrap();
@@ -344,7 +349,7 @@ fn a_limited_subscription_delivers_at_its_rate_while_another_is_not_slowed() {
     let (_broker, addr) = start_native_broker(dir.path(), "");
     let listed = |name: &str| {
         runtime().block_on(async {
-            let client = Client::builder().broker(&addr).connect().await.unwrap();
+            let client = connect(&addr).await;
             let listed = client.list_subscriptions("paced").await.unwrap();
             let s = listed.into_iter().find(|s| s.name == name).unwrap();
             (s.rate_messages_per_second, s.rate_bytes_per_second)

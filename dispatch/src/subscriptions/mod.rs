@@ -21,6 +21,7 @@ mod cursor_replicas;
 mod driver;
 mod host;
 mod replicated;
+mod stale_session;
 
 pub use driver::payload_bytes;
 pub use host::SubscriptionHost;

@@ -73,12 +73,16 @@ impl Legs {
 
     /// Sends a frame to the leader of `partition`.
     pub(crate) fn send(&self, partition: u32, frame: &ClientFrame) -> Result<(), ClientError> {
-        let shared = self.by_partition.get(&partition).ok_or_else(|| {
+        self.leader_of(partition)?.send(frame, &[])
+    }
+
+    /// The connection to `partition`'s leader.
+    fn leader_of(&self, partition: u32) -> Result<&Arc<Shared>, ClientError> {
+        self.by_partition.get(&partition).ok_or_else(|| {
             ClientError::Config(format!(
                 "the consumer is not attached on partition {partition}"
             ))
-        })?;
-        shared.send(frame, &[])
+        })
     }
 
     /// Sends a frame to every leader.
@@ -92,11 +96,7 @@ impl Legs {
         partition: u32,
         build: impl FnOnce(u64) -> ClientFrame,
     ) -> Result<ServerFrame, ClientError> {
-        let shared = self.by_partition.get(&partition).ok_or_else(|| {
-            ClientError::Config(format!(
-                "the consumer is not attached on partition {partition}"
-            ))
-        })?;
+        let shared = self.leader_of(partition)?;
         let request_id = shared.next_id();
         shared.request(request_id, &build(request_id), &[]).await
     }
