@@ -7,7 +7,7 @@
 //! acknowledged is lost on the way: the ISR only ever shrinks to members that hold everything
 //! below the high watermark, and a new leader comes from what is left of it.
 
-use super::{partition_mut, Metadata, MetadataChange, MetadataError, NO_LEADER};
+use super::{partition_mut, Metadata, MetadataChange, MetadataError, PartitionMeta, NO_LEADER};
 use serde::{Deserialize, Serialize};
 
 /// A partition's move in progress.
@@ -99,14 +99,15 @@ impl Metadata {
                 moving.original
             )));
         }
-        if !moving.original.contains(&current.leader) {
-            current.leader = (moving.original.iter().copied())
+        let leader = if moving.original.contains(&current.leader) {
+            current.leader
+        } else {
+            (moving.original.iter().copied())
                 .find(|r| isr.contains(r) && !fenced.contains(r))
-                .unwrap_or(NO_LEADER);
-            current.leader_epoch += 1;
-        }
+                .unwrap_or(NO_LEADER)
+        };
         current.isr = isr;
-        current.replicas = moving.original;
+        settle(current, moving.original, leader);
         self.end_reassignment(topic, partition);
         Ok(())
     }
@@ -146,11 +147,12 @@ impl Metadata {
             )));
         }
         current.isr.retain(|r| target.contains(r));
-        if !target.contains(&current.leader) {
-            current.leader = target[0];
-            current.leader_epoch += 1;
-        }
-        current.replicas = target;
+        let leader = if target.contains(&current.leader) {
+            current.leader
+        } else {
+            target[0]
+        };
+        settle(current, target, leader);
         self.end_reassignment(topic, partition);
         Ok(())
     }
@@ -177,6 +179,20 @@ impl Metadata {
         }
         done
     }
+}
+
+/// Gives a partition the replicas a move ends with, led by `leader`. The leader epoch goes up
+/// when the leader changes and also when a replica leaves under the same leader, as in Kafka's
+/// KRaft controller: a fetch still in flight from the replica's earlier life then carries a
+/// fenced epoch, so if the replica is added again (its log deleted meanwhile) that fetch
+/// cannot vouch to the leader for records it no longer holds.
+fn settle(partition: &mut PartitionMeta, replicas: Vec<i32>, leader: i32) {
+    let replica_left = partition.replicas.iter().any(|r| !replicas.contains(r));
+    if replica_left || leader != partition.leader {
+        partition.leader_epoch += 1;
+    }
+    partition.leader = leader;
+    partition.replicas = replicas;
 }
 
 #[cfg(test)]
@@ -253,6 +269,30 @@ mod tests {
     }
 
     #[test]
+    fn a_completed_move_that_removes_a_replica_raises_the_epoch_though_the_leader_stays() {
+        let mut m = metadata();
+        let reassign = MetadataChange::ReassignPartition {
+            topic: "t".into(),
+            partition: 0,
+            replicas: vec![0, 1, 3],
+        };
+        m.apply(&reassign).unwrap();
+        let caught_up = MetadataChange::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 0,
+            leader_epoch: 5,
+            isr: vec![0, 1, 2, 3],
+        };
+        m.apply(&caught_up).unwrap();
+        for change in m.reassignments_done() {
+            m.apply(&change).unwrap();
+        }
+        // 2 left: a fetch it sent at epoch 5 is fenced now.
+        assert_eq!(state(&m), (vec![0, 1, 3], 0, 6, vec![0, 1, 3]));
+    }
+
+    #[test]
     fn a_cancelled_move_goes_back_to_the_original_replicas_and_an_added_leader_hands_over() {
         let mut m = metadata();
         let cancel = MetadataChange::CancelReassignment {
@@ -278,9 +318,19 @@ mod tests {
         // Back to 0, 1, 2 in their order; 1 leads (0 is fenced) at the next epoch.
         assert_eq!(state(&m), (vec![0, 1, 2], 1, 7, vec![1, 0]));
         assert!(m.reassignments.is_empty());
-        // A leader that was there before stays, at its epoch.
+        // A leader that was there before stays; the replica the move added leaves, so the
+        // epoch goes up all the same.
         m.apply(&reassign).unwrap();
         m.apply(&cancel).unwrap();
-        assert_eq!(state(&m), (vec![0, 1, 2], 1, 7, vec![1, 0]));
+        assert_eq!(state(&m), (vec![0, 1, 2], 1, 8, vec![1, 0]));
+        // A move that only reorders the replicas removes none: the epoch stays.
+        let reorder = MetadataChange::ReassignPartition {
+            topic: "t".into(),
+            partition: 0,
+            replicas: vec![1, 0, 2],
+        };
+        m.apply(&reorder).unwrap();
+        m.apply(&cancel).unwrap();
+        assert_eq!(state(&m), (vec![0, 1, 2], 1, 8, vec![1, 0]));
     }
 }

@@ -81,3 +81,19 @@ fn no_acknowledged_record_is_lost_and_replicas_agree_over_random_schedules() {
             && totals.cancelled > 0
     );
 }
+
+/// Schedules that once failed, replayed on every run. 14613347849123746926: a replica removed
+/// by a reassignment and added again while the leader stayed at its epoch; a fetch from its
+/// earlier life (claiming 13 records durable, when it held none) put it back in the ISR, and
+/// acks=all was answered without it. Removing a replica now raises the leader epoch.
+#[test]
+fn schedules_that_once_lost_an_acknowledged_record_replay_clean() {
+    for seed in [14_613_347_849_123_746_926] {
+        let mut sim = Sim::new(seed);
+        for _ in 0..STEPS {
+            sim.step();
+        }
+        sim.settle();
+        assert!(sim.history.acks > 0, "seed {seed} acknowledged nothing");
+    }
+}

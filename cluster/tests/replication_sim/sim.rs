@@ -117,6 +117,16 @@ impl Sim {
         }
         let view = (p.leader, p.leader_epoch);
         if view != r.view {
+            if r.leading.is_some() && p.leader == id {
+                // A leader staying at a new epoch keeps its acks=all produces waiting, as the
+                // broker does.
+                let old_epoch = r.view.1;
+                for pending in &mut self.history.pending {
+                    if pending.0 == id && pending.1 == old_epoch {
+                        pending.1 = p.leader_epoch;
+                    }
+                }
+            }
             r.view = view;
             r.leading = None;
             r.follower = (p.leader >= 0 && p.leader != id)

@@ -211,7 +211,13 @@ impl Shard {
             Role::Offline if meta.leader < 0 || !self.roles_enabled.get() => return,
             _ => {}
         }
-        // The old role ends: a follower task stops, waiting acks=all appends fail.
+        // The old role ends: a follower task stops, waiting acks=all appends fail. A leader
+        // that stays at a new epoch (a replica left) keeps them, as Kafka keeps its delayed
+        // produces: its log is unchanged and the new epoch's high watermark answers them.
+        let carried = match &mut *role {
+            Role::Leader(leading) if meta.leader == me => std::mem::take(&mut leading.waiters),
+            _ => Vec::new(),
+        };
         let served = role.serves();
         *role = if meta.replicas.len() <= 1 {
             host.subscriptions.lead_cursors(Vec::new(), !served);
@@ -231,16 +237,18 @@ impl Shard {
                 now_ms(),
                 settings,
             );
-            host.log.set_high_watermark(progress.high_watermark());
+            let rate = self.config.cluster.catch_up_bytes_per_sec;
+            let hw = progress.high_watermark();
+            let mut leading = Leading {
+                progress,
+                waiters: carried,
+                catch_up: (rate > 0).then(|| CatchUpThrottle::new(rate, now_ms())),
+            };
+            high_watermark_moved(host, &mut leading, hw);
             tracing::info!(topic = %host.topic, partition = host.partition,
                 epoch = meta.leader_epoch, "leading");
             (host.subscriptions).lead_cursors(in_sync_followers(meta, me), true);
-            let rate = self.config.cluster.catch_up_bytes_per_sec;
-            Role::Leader(Leading {
-                progress,
-                waiters: Vec::new(),
-                catch_up: (rate > 0).then(|| CatchUpThrottle::new(rate, now_ms())),
-            })
+            Role::Leader(leading)
         } else if meta.leader >= 0 && meta.replicas.contains(&me) {
             let (inbox, frames) = flume::bounded(16);
             let stop = Rc::new(Cell::new(false));
