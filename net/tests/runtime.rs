@@ -5,7 +5,7 @@
 use oxbow_core::placement::owner_shard;
 use oxbow_core::{BatchBuilder, BrokerConfig, RecordBatch};
 use oxbow_net::shard::{
-    Acks, CreateTopicError, FetchOutcome, FetchPart, PartitionError, ProduceOutcome,
+    Acks, CreateTopicError, FetchOutcome, FetchPart, PartitionError, ProduceOutcome, RemoteWork,
 };
 use oxbow_net::{Runtime, ShardMessage};
 use std::collections::BTreeMap;
@@ -213,5 +213,30 @@ fn topics_produce_fetch_and_restart_across_shards() {
     assert!(fetch(&runtime, 1, 0, Duration::ZERO).high_watermark >= 11);
     let beyond = fetch(&runtime, 0, 11, Duration::ZERO);
     assert_eq!(beyond.error, Some(PartitionError::OffsetOutOfRange));
+    runtime.stop().unwrap();
+}
+
+#[test]
+fn a_shard_that_stops_taking_work_fails_the_liveness_probe_until_it_takes_work_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(config(dir.path())).unwrap();
+    let liveness = runtime.liveness();
+    assert!(liveness.all_answer_within(Duration::from_secs(10)));
+    // Shard 1's executor blocks its thread, as a runaway loop or a stuck system call would,
+    // until released.
+    let (blocked, is_blocked) = flume::bounded::<()>(1);
+    let (release, released) = flume::bounded::<()>(1);
+    let block: RemoteWork = Box::new(move |_shard| {
+        Box::pin(async move {
+            blocked.send(()).unwrap();
+            let _ = released.recv();
+        })
+    });
+    runtime.inbox(1).send(ShardMessage::Run(block)).unwrap();
+    is_blocked.recv().unwrap();
+    assert!(!liveness.all_answer_within(Duration::from_millis(200)));
+    release.send(()).unwrap();
+    assert!(liveness.all_answer_within(Duration::from_secs(10)));
+    drop(liveness);
     runtime.stop().unwrap();
 }

@@ -6,10 +6,12 @@ mod balance;
 mod bench;
 mod client_cli;
 mod cluster_cli;
+mod generate;
 mod group_cli;
 mod output;
 mod reassign;
 mod serve;
+mod systemd;
 mod user_cli;
 
 /// Kafka request decoding may ask for absurd capacities; see `oxbow_net::alloc`.
@@ -17,7 +19,7 @@ mod user_cli;
 static ALLOCATOR: oxbow_net::alloc::ReservingAllocator = oxbow_net::alloc::ReservingAllocator;
 mod verify;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -179,6 +181,9 @@ enum Command {
     },
     /// Load a broker and measure throughput and latency (publish and end to end).
     Bench(Box<bench::plan::BenchArgs>),
+    /// Shell completions and man pages, made from these commands' definitions.
+    #[command(subcommand)]
+    Generate(generate::GenerateCommand),
 }
 
 #[derive(Subcommand)]
@@ -345,6 +350,9 @@ fn main() -> ExitCode {
             (security.kafka_access()).and_then(|a| user_cli::run(target, &a, output, command)),
         ),
         Command::Bench(args) => client_command(bench::run(*args)),
+        Command::Generate(command) => {
+            generate::run(command, Cli::command()).map(|()| ExitCode::SUCCESS)
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("oxbow: {e}");

@@ -2,7 +2,7 @@
 //! `oxbow_net::runtime`), and on SIGINT/SIGTERM stops them (every shard writes, syncs and closes
 //! its partitions) and exits 0.
 
-use crate::ServeArgs;
+use crate::{systemd, ServeArgs};
 use oxbow_core::BrokerConfig;
 use oxbow_net::Runtime;
 
@@ -90,15 +90,58 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     .map_err(ServeError::Signals)?;
     tracing::info!(shards = runtime.shards(), partitions = runtime.partitions(),
         kafka = %runtime.kafka_addr(), native = %runtime.native_addr(), metrics = %runtime.metrics_addr(), data_dir = ?config.data_dir, "oxbow ready");
+    let status = format!(
+        "serving Kafka on {}, native on {}",
+        runtime.kafka_addr(),
+        runtime.native_addr()
+    );
+    systemd::ready(&status);
+    let watchdog = systemd::Watchdog::start(runtime.liveness());
     for signal in signals.forever() {
         if signal == signal_hook::consts::SIGHUP {
+            systemd::reloading();
             runtime.reload_tls();
+            systemd::ready(&status);
             continue;
         }
         tracing::info!(signal, "shutting down");
         break;
     }
+    systemd::stopping();
+    drop(watchdog);
     runtime.stop()?;
     tracing::info!("oxbow stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use oxbow_core::BrokerConfig;
+
+    /// The packaged `/etc/oxbow/oxbow.toml` (deploy/oxbow.toml): each "#key = value" line
+    /// shows the embedded default, so uncommenting one changes nothing until it is edited.
+    #[test]
+    fn the_packaged_config_shows_the_embedded_defaults() {
+        let packaged = include_str!("../../deploy/oxbow.toml");
+        let mut shown = 0;
+        let uncommented: Vec<&str> = (packaged.lines())
+            .map(|line| match line.strip_prefix('#') {
+                Some(setting) if setting.starts_with(|c: char| c.is_ascii_lowercase()) => {
+                    shown += 1;
+                    setting
+                }
+                _ => line,
+            })
+            .collect();
+        assert!(shown >= 20, "only {shown} settings shown");
+        let expected = BrokerConfig {
+            data_dir: "/var/lib/oxbow".into(),
+            ..BrokerConfig::default()
+        };
+        assert_eq!(BrokerConfig::from_toml(packaged).unwrap(), expected);
+        assert_eq!(
+            BrokerConfig::from_toml(&uncommented.join("\n")).unwrap(),
+            expected
+        );
+    }
 }

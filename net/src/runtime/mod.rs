@@ -22,8 +22,10 @@ pub mod bootstrap_users;
 mod cluster;
 mod guards;
 mod listening;
+mod liveness;
 mod metadata;
 pub use cluster::ClusterLink;
+pub use liveness::ShardLiveness;
 pub use metadata::start_node as start_metadata_node;
 
 /// Why a node could not start or stop cleanly.
@@ -308,6 +310,11 @@ impl Runtime {
     /// The inbox of a shard, to send it requests from any thread.
     pub fn inbox(&self, shard: usize) -> &flume::Sender<ShardMessage> {
         &self.inboxes[shard]
+    }
+
+    /// Asks whether every shard still answers (the systemd watchdog's probe).
+    pub fn liveness(&self) -> ShardLiveness {
+        ShardLiveness::new(self.inboxes.clone())
     }
 
     /// Stops the node: a clustered one first hands the leadership of its partitions to
