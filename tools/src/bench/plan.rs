@@ -76,6 +76,11 @@ pub struct BenchArgs {
     /// coordinated omission), or `max` (closed loop: as fast as acks come back).
     #[arg(long, default_value = "max")]
     pub rate: String,
+    /// Under a fixed rate, time latency from each message's slot in the schedule (true: a
+    /// stall shows in every message it held back), or from when the client got to send it
+    /// (false: the measure that hides stalls, for comparison).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub correct_omission: bool,
     /// How long to measure, after the warm-up (e.g. 30s, 500ms, 2m).
     #[arg(long, default_value = "30s")]
     pub duration: String,
@@ -179,6 +184,7 @@ pub struct Plan {
     pub producers: usize,
     pub consumers: usize,
     pub rate: Rate,
+    pub correct_omission: bool,
     #[serde(serialize_with = "as_seconds")]
     pub duration: Duration,
     pub messages_per_producer: Option<u64>,
@@ -237,6 +243,13 @@ impl BenchArgs {
                 }
             },
         };
+        if rate == Rate::Max && !self.correct_omission {
+            return Err(
+                "--correct-omission false needs a fixed --rate: a closed loop has no \
+                        schedule to correct against"
+                    .into(),
+            );
+        }
         if self.partitions == 0 {
             return Err("--partitions must be at least 1".into());
         }
@@ -329,6 +342,7 @@ impl BenchArgs {
             producers: if produces { self.producers } else { 0 },
             consumers: if consumes { self.consumers } else { 0 },
             rate,
+            correct_omission: self.correct_omission,
             duration: measured,
             messages_per_producer: self.messages,
             warmup: duration("warmup", &self.warmup)?,

@@ -280,7 +280,11 @@ impl Report {
         let c = &self.configuration;
         let rate = match c.producer_rate() {
             None => "max".to_string(),
-            Some(r) => format!("{:.0} msg/s", r * c.producers as f64),
+            Some(r) if c.correct_omission => format!("{:.0} msg/s", r * c.producers as f64),
+            Some(r) => format!(
+                "{:.0} msg/s (latency from sending, not corrected for coordinated omission)",
+                r * c.producers as f64
+            ),
         };
         let mut text = format!(
             "oxbow bench: {} {} on {}{} ({} partitions, {} producers, {} consumers), {} B, \

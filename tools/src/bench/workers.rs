@@ -335,10 +335,15 @@ async fn produce(
                     }
                     _ => slots.recv().await,
                 };
-                let Some(intended_ns) = slot else { break };
+                let Some(slot_ns) = slot else { break };
                 if control.stopped() {
                     break;
                 }
+                let intended_ns = if plan.correct_omission {
+                    slot_ns
+                } else {
+                    now_ns()
+                };
                 sink.push(payloads.next(intended_ns), intended_ns).await?;
                 if plan.linger.is_zero() && slots.is_empty() {
                     sink.flush().await?;
