@@ -162,6 +162,8 @@ fn bad_settings_are_refused_before_anything_starts() {
         (vec!["--acks", "2"], "--acks"),
         (vec!["--workload", "consume"], "--topic"),
         (vec!["--correct-omission", "false"], "--correct-omission"),
+        (vec!["--repeat", "0"], "--repeat"),
+        (vec!["--repeat", "2", "--plot", "p.svg"], "--repeat"),
     ] {
         let mut all = vec!["--broker", "127.0.0.1:9"];
         all.extend(&args);
@@ -178,6 +180,17 @@ fn bad_settings_are_refused_before_anything_starts() {
         stderr.contains("connecting to") && stderr.contains("127.0.0.1:9"),
         "{stderr}"
     );
+}
+
+/// Stops the broker (SIGSTOP) for `length`: the stall a test measures.
+fn stall(broker: &Broker, length: Duration) {
+    let pid = broker.child.id() as i32;
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    // The stall itself: how long the broker stays stopped.
+    std::thread::sleep(length);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
 }
 
 /// A fixed-rate produce run (5,000 msg/s for 6 s, 4 batches in flight) during which the broker
@@ -227,13 +240,7 @@ fn stalled_run(broker: &Broker, protocol: &str, addr: &str, correct: bool, dir: 
         }
         seen.push(line);
     }
-    let pid = broker.child.id() as i32;
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-    // The stall itself: how long the broker stays stopped.
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    stall(broker, Duration::from_millis(300));
     progress.for_each(drop);
     assert!(
         bench.wait().unwrap().success(),
@@ -270,10 +277,151 @@ fn a_300_ms_stall_shows_in_p99_9_only_when_latency_is_corrected_for_omission() {
             number(p, &["p99_9"]),
             number(p, &["max"])
         );
-        let sent = number(&uncorrected, &["produced", "messages"]);
-        assert!(
-            sent >= 25_000.0,
-            "{protocol}: only {sent} sent in 6 s at 5,000 msg/s"
+        // Every slot of the 6 s window, acknowledged however late, counted once.
+        assert_eq!(
+            number(&corrected, &["produced", "messages"]),
+            30_000.0,
+            "{protocol}: {corrected:#}"
         );
     }
+}
+
+/// The window counts exactly the messages sent inside it, however late their answers and
+/// deliveries come. The broker stops twice: across the end of the warm-up (so the warm-up's
+/// last messages are acknowledged and delivered inside the window) and across the end of the
+/// window for 2 s (so the window's last messages arrive well after it). 2,000 msg/s for 3 s is
+/// 6,000 slots, each counted once; the consumers are reported as having fallen behind.
+#[test]
+fn the_window_counts_exactly_the_messages_sent_in_it_and_says_when_consumers_fell_behind() {
+    let (broker, dir, kafka, native) = start();
+    for (protocol, addr) in [("kafka", &kafka), ("native", &native)] {
+        let json = dir.path().join(format!("window-{protocol}.json"));
+        let args = [
+            "bench",
+            "--protocol",
+            protocol,
+            "--broker",
+            addr,
+            "--workload",
+            "produce-consume",
+            "--rate",
+            "2000",
+            "--warmup",
+            "2s",
+            "--duration",
+            "3s",
+            "--linger",
+            "0ms",
+            "--message-size",
+            "100",
+            "--json",
+            json.to_str().unwrap(),
+        ];
+        let mut bench = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut progress = BufReader::new(bench.stderr.take().unwrap()).lines();
+        let first = progress.next().unwrap().unwrap();
+        assert!(first.starts_with("warming up"), "{first}");
+        // Times from the start of the warm-up: stopped over 1.5-2.5 s and 4.5-6.5 s.
+        std::thread::sleep(Duration::from_millis(1_500));
+        stall(&broker, Duration::from_secs(1));
+        std::thread::sleep(Duration::from_secs(2));
+        stall(&broker, Duration::from_secs(2));
+        progress.for_each(drop);
+        assert!(bench.wait().unwrap().success(), "oxbow bench {args:?}");
+        let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        for count in [
+            &["produced", "messages"][..],
+            &["consumed", "messages"],
+            &["publish_latency_ms", "count"],
+            &["end_to_end_latency_ms", "count"],
+        ] {
+            assert_eq!(
+                number(&report, count),
+                6_000.0,
+                "{protocol} {count:?}: {report:#}"
+            );
+        }
+        assert_eq!(number(&report, &["produced", "seconds"]), 3.0, "{report:#}");
+        assert!(
+            number(&report, &["delivered_after_window_seconds"]) >= 1.4,
+            "{report:#}"
+        );
+        assert_eq!(report["consumers_fell_behind"], true, "{report:#}");
+        assert_eq!(number(&report, &["undelivered_messages"]), 0.0);
+    }
+}
+
+/// `--repeat 3`: three runs, each reported, and a summary whose medians are those of the runs.
+#[test]
+fn repeated_runs_report_every_run_and_the_median_of_each_figure() {
+    let (_broker, dir, _kafka, native) = start();
+    let json = dir.path().join("repeat.json");
+    let out = bench(&[
+        "--protocol",
+        "native",
+        "--broker",
+        &native,
+        "--workload",
+        "produce-consume",
+        "--rate",
+        "2000",
+        "--messages",
+        "400",
+        "--warmup",
+        "0s",
+        "--repeat",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("3 runs of oxbow bench: native"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for run in 1..=3 {
+        assert!(
+            stderr.contains(&format!("run {run}/3: produced")),
+            "{stderr}"
+        );
+    }
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    let mut topics = Vec::new();
+    let mut p99s = Vec::new();
+    for run in runs {
+        assert_eq!(number(run, &["produced", "messages"]), 400.0, "{run:#}");
+        assert_eq!(number(run, &["consumed", "messages"]), 400.0, "{run:#}");
+        topics.push(run["configuration"]["topic"].as_str().unwrap().to_string());
+        p99s.push(number(run, &["end_to_end_latency_ms", "p99"]));
+    }
+    topics.dedup();
+    assert_eq!(topics.len(), 3, "a topic per run: {topics:?}");
+    p99s.sort_by(f64::total_cmp);
+    let summary = report["summary"].as_array().unwrap();
+    let figure = |name: &str| {
+        summary
+            .iter()
+            .find(|s| s["figure"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {summary:#?}"))
+    };
+    let e2e = figure("end-to-end p99 ms");
+    assert_eq!(number(e2e, &["median"]), p99s[1]);
+    assert_eq!(
+        (number(e2e, &["min"]), number(e2e, &["max"])),
+        (p99s[0], p99s[2])
+    );
+    assert!(number(figure("produced msg/s"), &["median"]) > 0.0);
 }

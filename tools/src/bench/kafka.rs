@@ -370,21 +370,25 @@ impl Producer {
                     .with_index(partition as i32)
                     .with_records(Some(records.into_bytes()))])]);
         let frame = encode(self.correlation_id, PRODUCE_VERSION, &request)?;
-        let messages = batch.intended_ns.len() as u64;
-        if let Some(answers) = &self.answers {
-            let in_flight = InFlight {
-                correlation_id: self.correlation_id,
-                intended_ns: batch.intended_ns,
-            };
-            if answers.send(in_flight).await.is_err() {
-                return Err(super::task_failure(&mut self.reader).await);
+        let unanswered = match &self.answers {
+            Some(answers) => {
+                let in_flight = InFlight {
+                    correlation_id: self.correlation_id,
+                    intended_ns: batch.intended_ns,
+                };
+                if answers.send(in_flight).await.is_err() {
+                    return Err(super::task_failure(&mut self.reader).await);
+                }
+                None
             }
-        }
+            None => Some(batch.intended_ns),
+        };
         send(&mut self.writer, &frame)
             .await
             .map_err(|e| format!("sending a Produce request: {e}"))?;
-        if self.answers.is_none() {
-            self.meter.sent_unacknowledged(messages, self.message_bytes);
+        if let Some(intended_ns) = unanswered {
+            self.meter
+                .sent_unacknowledged(&intended_ns, self.message_bytes);
         }
         Ok(())
     }

@@ -7,11 +7,16 @@
 //! own client falling behind) shows in the percentiles instead of silently lowering the rate:
 //! the correction for coordinated omission that wrk2 made standard. Wall-clock time lets a
 //! consumer in another process on the same host read the stamp.
+//!
+//! The stamp also decides what the report counts: only messages *sent* inside the measured
+//! window, acknowledged or delivered whenever that happens. A consumer that falls behind
+//! therefore cannot inflate its count with the warm-up's backlog, and its delivery of the
+//! window's messages is timed to the last one (see [`Window`]).
 
 use super::plan::STAMP_BYTES;
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// First 8 bytes of every bench payload.
@@ -81,10 +86,72 @@ impl Counter {
     }
 }
 
+/// Which messages the report counts: those sent in `[from_ns, until_ns)` by their stamp, or,
+/// for a consume-only run of messages sent by someone else, those received in it.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub from_ns: u64,
+    pub until_ns: u64,
+    pub by: Membership,
+}
+
+/// How a message is placed in (or out of) the [`Window`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Membership {
+    SendTime,
+    Arrival,
+}
+
+impl Window {
+    fn holds(&self, ns: u64) -> bool {
+        (self.from_ns..self.until_ns).contains(&ns)
+    }
+
+    /// Whether a message stamped `stamp` (if it carries one) and received `now_ns` counts.
+    fn counts(&self, stamp: Option<u64>, now_ns: u64) -> bool {
+        match self.by {
+            Membership::SendTime => stamp.is_some_and(|sent| self.holds(sent)),
+            Membership::Arrival => self.holds(now_ns),
+        }
+    }
+}
+
+/// The messages of the window: how many, their bytes, and when the last one arrived.
+#[derive(Default)]
+pub struct Tally {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    last_ns: AtomicU64,
+}
+
+impl Tally {
+    fn add(&self, messages: u64, bytes: u64, at_ns: u64) {
+        if messages > 0 {
+            self.messages.fetch_add(messages, Ordering::AcqRel);
+            self.bytes.fetch_add(bytes, Ordering::AcqRel);
+            self.last_ns.fetch_max(at_ns, Ordering::AcqRel);
+        }
+    }
+
+    /// (messages, bytes, wall-clock time the last one arrived).
+    pub fn read(&self) -> (u64, u64, u64) {
+        (
+            self.messages.load(Ordering::Acquire),
+            self.bytes.load(Ordering::Acquire),
+            self.last_ns.load(Ordering::Acquire),
+        )
+    }
+}
+
 /// Everything the workers share.
 pub struct Meter {
+    /// Every message, for progress lines and for knowing when consumers have everything.
     pub produced: Counter,
     pub consumed: Counter,
+    /// The window's messages, for the report.
+    pub produced_in_window: Tally,
+    pub consumed_in_window: Tally,
+    window: OnceLock<Window>,
     /// Messages a consumer received twice or more (reliable redelivery) are still counted
     /// once each time; this counts the ones without a stamp (not sent by a bench).
     pub unstamped: AtomicU64,
@@ -105,42 +172,77 @@ impl Meter {
         Meter {
             produced: Counter::default(),
             consumed: Counter::default(),
+            produced_in_window: Tally::default(),
+            consumed_in_window: Tally::default(),
+            window: OnceLock::new(),
             unstamped: AtomicU64::new(0),
             publish_us: Mutex::new(latency_histogram()),
             end_to_end_us: Mutex::new(latency_histogram()),
         }
     }
 
+    /// Fixes the window once the run's timeline is known; nothing counts before.
+    pub fn open_window(&self, window: Window) {
+        let _ = self.window.set(window);
+    }
+
+    fn counts(&self, stamp: Option<u64>, now_ns: u64) -> bool {
+        self.window.get().is_some_and(|w| w.counts(stamp, now_ns))
+    }
+
     /// A batch of messages was acknowledged; `intended_ns` holds each one's send time.
     pub fn published(&self, intended_ns: &[u64], message_bytes: usize) {
         let now = now_ns();
+        let mut in_window = 0u64;
         {
             let mut histogram = self.publish_us.lock().unwrap_or_else(|e| e.into_inner());
             for &sent in intended_ns {
-                histogram.saturating_record(now.saturating_sub(sent) / 1_000);
+                if self.counts(Some(sent), now) {
+                    in_window += 1;
+                    histogram.saturating_record(now.saturating_sub(sent) / 1_000);
+                }
             }
         }
-        let n = intended_ns.len() as u64;
-        self.produced.add(n, n * message_bytes as u64);
+        self.sent(intended_ns.len() as u64, in_window, message_bytes, now);
     }
 
     /// Messages were sent with no acknowledgement to wait for (acks=0).
-    pub fn sent_unacknowledged(&self, messages: u64, message_bytes: usize) {
-        self.produced.add(messages, messages * message_bytes as u64);
+    pub fn sent_unacknowledged(&self, intended_ns: &[u64], message_bytes: usize) {
+        let now = now_ns();
+        let in_window = intended_ns
+            .iter()
+            .filter(|&&sent| self.counts(Some(sent), now))
+            .count() as u64;
+        self.sent(intended_ns.len() as u64, in_window, message_bytes, now);
+    }
+
+    fn sent(&self, messages: u64, in_window: u64, message_bytes: usize, now: u64) {
+        let bytes = message_bytes as u64;
+        self.produced.add(messages, messages * bytes);
+        self.produced_in_window
+            .add(in_window, in_window * bytes, now);
     }
 
     /// A consumer received these payloads.
     pub fn consumed<'a>(&self, payloads: impl IntoIterator<Item = &'a [u8]>) {
         let now = now_ns();
         let (mut messages, mut bytes, mut unstamped) = (0u64, 0u64, 0u64);
+        let (mut in_window, mut in_window_bytes) = (0u64, 0u64);
         {
             let mut histogram = self.end_to_end_us.lock().unwrap_or_else(|e| e.into_inner());
             for payload in payloads {
                 messages += 1;
                 bytes += payload.len() as u64;
-                match read_stamp(payload) {
-                    Some(sent) => histogram.saturating_record(now.saturating_sub(sent) / 1_000),
-                    None => unstamped += 1,
+                let stamp = read_stamp(payload);
+                if stamp.is_none() {
+                    unstamped += 1;
+                }
+                if self.counts(stamp, now) {
+                    in_window += 1;
+                    in_window_bytes += payload.len() as u64;
+                    if let Some(sent) = stamp {
+                        histogram.saturating_record(now.saturating_sub(sent) / 1_000);
+                    }
                 }
             }
         }
@@ -148,6 +250,7 @@ impl Meter {
             self.unstamped.fetch_add(unstamped, Ordering::Relaxed);
         }
         self.consumed.add(messages, bytes);
+        self.consumed_in_window.add(in_window, in_window_bytes, now);
     }
 
     /// Empties the interval counters and histograms.
@@ -180,9 +283,18 @@ mod tests {
         assert_eq!(read_stamp(&payload[..15]), None);
     }
 
+    fn open_since(meter: &Meter, from_ns: u64, by: Membership) {
+        meter.open_window(Window {
+            from_ns,
+            until_ns: u64::MAX,
+            by,
+        });
+    }
+
     #[test]
     fn latency_is_measured_from_the_intended_send_time() {
         let meter = Meter::new();
+        open_since(&meter, 0, Membership::SendTime);
         // Meant to go 50 ms ago: the wait counts, however late the client sent it.
         meter.published(&[now_ns() - 50_000_000], 100);
         let interval = meter.collect();
@@ -193,5 +305,57 @@ mod tests {
         assert_eq!(again.produced, (0, 0));
         assert_eq!(again.publish_us.len(), 0);
         assert_eq!(meter.produced.total(), 1);
+        assert_eq!(meter.produced_in_window.read().0, 1);
+    }
+
+    #[test]
+    fn only_messages_sent_inside_the_window_are_counted_and_timed() {
+        let meter = Meter::new();
+        let from = now_ns() - 1_000_000_000;
+        meter.open_window(Window {
+            from_ns: from,
+            until_ns: from + 500_000_000,
+            by: Membership::SendTime,
+        });
+        let stamped = |sent: u64| {
+            let mut payload = vec![0u8; 32];
+            stamp(&mut payload, sent);
+            payload
+        };
+        // Sent in the warm-up, inside, and after the window; all arriving now.
+        let (early, inside, late) = (
+            stamped(from - 1),
+            stamped(from + 1),
+            stamped(from + 600_000_000),
+        );
+        meter.published(&[from - 1, from + 1, from + 600_000_000], 32);
+        meter.consumed([&early[..], &inside[..], &late[..], &[1u8; 32][..]]);
+        assert_eq!(meter.produced.total(), 3);
+        assert_eq!(meter.consumed.total(), 4);
+        assert_eq!(meter.produced_in_window.read().0, 1);
+        let (messages, bytes, last_ns) = meter.consumed_in_window.read();
+        assert_eq!((messages, bytes), (1, 32));
+        assert!(last_ns >= from + 1_000_000_000);
+        let interval = meter.collect();
+        assert_eq!(interval.publish_us.len(), 1);
+        assert_eq!(interval.end_to_end_us.len(), 1);
+        assert_eq!(meter.unstamped.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn a_consume_only_run_counts_what_arrives_inside_the_window() {
+        let meter = Meter::new();
+        let mut old = vec![0u8; 32];
+        stamp(&mut old, 1);
+        meter.consumed([&old[..]]);
+        assert_eq!(
+            meter.consumed_in_window.read().0,
+            0,
+            "before the window opens"
+        );
+        open_since(&meter, now_ns(), Membership::Arrival);
+        meter.consumed([&old[..], &[2u8; 32][..]]);
+        assert_eq!(meter.consumed_in_window.read().0, 2);
+        assert_eq!(meter.collect().end_to_end_us.len(), 1);
     }
 }

@@ -16,6 +16,7 @@ mod nats;
 mod payload;
 pub mod plan;
 mod plot;
+mod repeat;
 mod report;
 pub mod tls;
 mod workers;
@@ -23,7 +24,7 @@ mod workers;
 use meter::{now_ns, Meter};
 use plan::{BenchArgs, Plan};
 use report::Report;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -35,6 +36,7 @@ pub struct Timeline {
     pub measure_from: Instant,
     pub measure_from_ns: u64,
     pub produce_until: Instant,
+    pub produce_until_ns: u64,
 }
 
 impl Timeline {
@@ -46,6 +48,20 @@ impl Timeline {
             measure_from: started + plan.warmup,
             measure_from_ns: started_ns + plan.warmup.as_nanos() as u64,
             produce_until: started + plan.warmup + plan.duration,
+            produce_until_ns: started_ns + (plan.warmup + plan.duration).as_nanos() as u64,
+        }
+    }
+
+    /// The messages the report counts (see [`meter::Window`]).
+    fn window(&self, plan: &Plan) -> meter::Window {
+        meter::Window {
+            from_ns: self.measure_from_ns,
+            until_ns: self.produce_until_ns,
+            by: if plan.workload == plan::Workload::Consume {
+                meter::Membership::Arrival
+            } else {
+                meter::Membership::SendTime
+            },
         }
     }
 }
@@ -55,6 +71,8 @@ pub struct Control {
     timeline: OnceLock<Timeline>,
     producers_running: AtomicUsize,
     consumers_running: AtomicUsize,
+    /// Wall-clock time the last producer stopped sending (before its last answers came).
+    sending_ended_ns: AtomicU64,
     /// Set on the first worker error: everyone stops.
     stop: AtomicBool,
 }
@@ -96,19 +114,47 @@ pub fn current_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("starting a runtime: {e}"))
 }
 
-/// Runs the benchmark the flags describe and prints (and writes) its report.
+/// Runs the benchmark the flags describe (`--repeat` times) and prints (and writes) its report.
 pub fn run(args: BenchArgs) -> Result<(), String> {
-    let mut plan = args.plan()?;
+    let plan = args.plan()?;
     let runtime = current_thread_runtime()?;
-    let subscription = format!("oxbow-bench-{}", std::process::id());
+    let name = format!("oxbow-bench-{}", std::process::id());
+    if args.repeat == 1 {
+        let report = run_once(&runtime, plan, &name)?;
+        report.print(&mut std::io::stdout().lock());
+        return report.write_files(&args);
+    }
+    let mut runs = Vec::with_capacity(args.repeat);
+    for run in 1..=args.repeat {
+        let mut this = plan.clone();
+        // A topic of its own per run, so no run reads or competes with another's data.
+        if args.topic.is_none() {
+            this.topic = format!("{}-{run}", plan.topic);
+        }
+        let report = run_once(&runtime, this, &format!("{name}-{run}"))?;
+        if !plan.quiet {
+            eprintln!("run {run}/{}: {}", args.repeat, report.summary_line());
+        }
+        runs.push(report);
+    }
+    let repeated = repeat::Repeated::of(runs);
+    repeated.print(&mut std::io::stdout().lock());
+    repeated.write_json(args.json.as_deref())
+}
+
+/// One run: set-up, the measured load, clean-up.
+fn run_once(
+    runtime: &tokio::runtime::Runtime,
+    mut plan: Plan,
+    subscription: &str,
+) -> Result<Report, String> {
     // An existing topic (named with --topic) keeps its own partition count.
     plan.partitions = runtime.block_on(workers::setup(&plan))?;
-    let outcome = measure(&plan, &subscription);
-    let cleanup = runtime.block_on(workers::cleanup(&plan, &subscription));
+    let outcome = measure(&plan, subscription);
+    let cleanup = runtime.block_on(workers::cleanup(&plan, subscription));
     let report = outcome?;
     cleanup.map_err(|e| format!("cleaning up after the run: {e}"))?;
-    report.print(&mut std::io::stdout().lock());
-    report.write_files(&args)
+    Ok(report)
 }
 
 fn measure(plan: &Plan, subscription: &str) -> Result<Report, String> {
@@ -117,12 +163,22 @@ fn measure(plan: &Plan, subscription: &str) -> Result<Report, String> {
         timeline: OnceLock::new(),
         producers_running: AtomicUsize::new(plan.producers),
         consumers_running: AtomicUsize::new(plan.consumers),
+        sending_ended_ns: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
+    if plan.workload == plan::Workload::Consume && plan.warmup.is_zero() {
+        // With no warm-up, what consumers read from the moment they subscribe counts.
+        meter.open_window(meter::Window {
+            from_ns: 0,
+            until_ns: u64::MAX,
+            by: meter::Membership::Arrival,
+        });
+    }
     let mut threads = workers::start_consumers(plan, subscription, &meter, &control)?;
     let timeline = control
         .timeline
         .get_or_init(|| Timeline::starting_now(plan));
+    meter.open_window(timeline.window(plan));
     threads.extend(workers::start_producers(plan, &meter, &control));
     let collected = report::collect(plan, timeline, &meter, &control);
     let mut first_error = None;

@@ -129,7 +129,7 @@ async fn await_answers(
     while let Some((sent, intended_ns)) = pending.recv().await {
         sent.await.map_err(|e| format!("produce refused: {e}"))?;
         if unacknowledged {
-            meter.sent_unacknowledged(1, message_bytes);
+            meter.sent_unacknowledged(&[intended_ns], message_bytes);
         } else {
             meter.published(&[intended_ns], message_bytes);
         }

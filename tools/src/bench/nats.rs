@@ -117,7 +117,8 @@ impl Producer {
                 .publish(subject, payload)
                 .await
                 .map_err(|e| format!("publishing: {e}"))?;
-            self.meter.sent_unacknowledged(1, self.message_bytes);
+            self.meter
+                .sent_unacknowledged(&[intended_ns], self.message_bytes);
             return Ok(());
         }
         let ack = self

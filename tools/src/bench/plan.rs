@@ -151,6 +151,10 @@ pub struct BenchArgs {
     /// No per-second progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Run the same benchmark N times (each on a topic of its own) and report the median and
+    /// spread of every figure; --json then holds every run and the summary.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
 }
 
 /// The flag value of a `ValueEnum`, for reports.
@@ -223,6 +227,7 @@ pub const STAMP_BYTES: usize = 16;
 /// Caps that keep a typo from taking the machine down; far above what one host can drive.
 const CONNECTIONS_MAX: usize = 1024;
 const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+const REPEAT_MAX: usize = 100;
 
 fn duration(flag: &str, text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
@@ -252,6 +257,12 @@ impl BenchArgs {
         }
         if self.partitions == 0 {
             return Err("--partitions must be at least 1".into());
+        }
+        if !(1..=REPEAT_MAX).contains(&self.repeat) {
+            return Err(format!("--repeat must be between 1 and {REPEAT_MAX}"));
+        }
+        if self.repeat > 1 && (self.hdr_log.is_some() || self.plot.is_some()) {
+            return Err("--hdr-log and --plot describe one run: leave out --repeat".into());
         }
         if !(STAMP_BYTES..=MESSAGE_BYTES_MAX).contains(&self.message_size) {
             return Err(format!(

@@ -2,7 +2,7 @@
 //! warm-up) and the final report: a table, JSON, the log and a percentile plot.
 
 use super::meter::{latency_histogram, Interval, Meter};
-use super::plan::{flag_name, BenchArgs, Plan};
+use super::plan::{flag_name, BenchArgs, Plan, Workload};
 use super::{Control, Timeline};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
@@ -16,13 +16,19 @@ use std::time::{Duration, Instant, SystemTime};
 const TICK: Duration = Duration::from_secs(1);
 /// How often the collector looks whether every worker has finished, between ticks.
 const FINISH_CHECK: Duration = Duration::from_millis(20);
+/// Consumers whose last message of the window arrives later than this after it closed were
+/// behind: what they report is how fast they worked through a backlog.
+const BEHIND_AFTER: Duration = Duration::from_secs(1);
 
 /// Messages and bytes over the measured time.
-#[derive(Serialize, Default, Clone)]
+#[derive(Serialize, Default, Clone, Debug, PartialEq)]
 pub struct Throughput {
+    /// Messages sent inside the window (acknowledged or delivered, whenever that was); for a
+    /// consume-only run, messages received inside it.
     pub messages: u64,
     pub bytes: u64,
-    /// From the end of the warm-up to the last message counted.
+    /// The window (from the end of the warm-up to the end of sending) or, for consumers, to
+    /// the delivery of its last message if that came later.
     pub seconds: f64,
     pub messages_per_second: f64,
     pub megabytes_per_second: f64,
@@ -107,6 +113,13 @@ pub struct Report {
     /// Send (intended time) to delivery to a consumer.
     pub end_to_end_latency_ms: Option<Percentiles>,
     pub per_second: Vec<Second>,
+    /// How long after the window closed its last message reached a consumer.
+    pub delivered_after_window_seconds: Option<f64>,
+    /// Whether that was more than a second: consumers were behind, and the consumed rate and
+    /// end-to-end latency describe a backlog rather than keeping up.
+    pub consumers_fell_behind: bool,
+    /// Messages sent in the window that no consumer received before the run ended.
+    pub undelivered_messages: u64,
     /// Consumed messages without a bench stamp (not counted in latency).
     pub unstamped_messages: u64,
     #[serde(skip)]
@@ -117,8 +130,8 @@ pub struct Report {
     hdr_log: Vec<u8>,
 }
 
-fn throughput(messages: u64, bytes: u64, from_ns: u64, last_ns: u64) -> Throughput {
-    let seconds = last_ns.saturating_sub(from_ns) as f64 / 1e9;
+fn throughput(messages: u64, bytes: u64, from_ns: u64, until_ns: u64) -> Throughput {
+    let seconds = until_ns.saturating_sub(from_ns) as f64 / 1e9;
     let rate = |n: u64| {
         if seconds > 0.0 {
             n as f64 / seconds
@@ -132,6 +145,56 @@ fn throughput(messages: u64, bytes: u64, from_ns: u64, last_ns: u64) -> Throughp
         seconds,
         messages_per_second: rate(messages),
         megabytes_per_second: rate(bytes) / 1e6,
+    }
+}
+
+/// What the window's tallies say: counts and rates, and whether consumers kept up.
+#[derive(Debug, PartialEq)]
+struct Figures {
+    produced: Throughput,
+    consumed: Throughput,
+    delivered_after_window_seconds: Option<f64>,
+    consumers_fell_behind: bool,
+    undelivered_messages: u64,
+}
+
+/// `produced` and `consumed` are the window's (messages, bytes, last arrival); the window runs
+/// from `from_ns` to `window_end_ns`, when sending ended.
+fn figures(
+    workload: Workload,
+    from_ns: u64,
+    window_end_ns: u64,
+    produced: (u64, u64, u64),
+    consumed: (u64, u64, u64),
+) -> Figures {
+    let (received, received_bytes, last_received_ns) = consumed;
+    if workload == Workload::Consume {
+        return Figures {
+            produced: Throughput::default(),
+            consumed: throughput(received, received_bytes, from_ns, last_received_ns),
+            delivered_after_window_seconds: None,
+            consumers_fell_behind: false,
+            undelivered_messages: 0,
+        };
+    }
+    let delivered_after = (workload == Workload::ProduceConsume && received > 0)
+        .then(|| last_received_ns.saturating_sub(window_end_ns));
+    Figures {
+        produced: throughput(produced.0, produced.1, from_ns, window_end_ns),
+        consumed: throughput(
+            received,
+            received_bytes,
+            from_ns,
+            window_end_ns.max(last_received_ns),
+        ),
+        delivered_after_window_seconds: delivered_after.map(|ns| ns as f64 / 1e9),
+        consumers_fell_behind: delivered_after
+            .is_some_and(|ns| ns > BEHIND_AFTER.as_nanos() as u64),
+        undelivered_messages: if workload == Workload::ProduceConsume {
+            produced.0.saturating_sub(received)
+        } else {
+            0
+        },
     }
 }
 
@@ -158,12 +221,16 @@ pub fn collect(
         .with_max_value_divisor(1_000.0)
         .begin_log_with(&mut log, &mut serializer)
         .map_err(|e| format!("starting the histogram log: {e}"))?;
+    // Only messages of the window are in the meter's histograms: adding every interval, the
+    // drain after the window included, times each of them once.
     let (mut publish, mut end_to_end) = (latency_histogram(), latency_histogram());
-    let (mut produced, mut consumed) = ((0u64, 0u64), (0u64, 0u64));
     let mut per_second = Vec::new();
     let mut interval_start = timeline.started;
     let mut next_tick = (timeline.started + TICK).min(timeline.measure_from);
     let mut warmed_up = plan.warmup.is_zero();
+    if !warmed_up && !plan.quiet {
+        eprintln!("warming up ({:.1} s)", plan.warmup.as_secs_f64());
+    }
     loop {
         while Instant::now() < next_tick && !control.finished() {
             std::thread::sleep(
@@ -174,6 +241,12 @@ pub fn collect(
         let now = Instant::now();
         let interval: Interval = meter.collect();
         let length = now.duration_since(interval_start);
+        publish
+            .add(&interval.publish_us)
+            .map_err(|e| e.to_string())?;
+        end_to_end
+            .add(&interval.end_to_end_us)
+            .map_err(|e| e.to_string())?;
         if warmed_up {
             let tag = |name| Tag::new(name).expect("a valid tag");
             let start = interval_start.duration_since(timeline.started);
@@ -187,20 +260,6 @@ pub fn collect(
                         .map_err(|e| format!("writing the histogram log: {e:?}"))?;
                 }
             }
-            publish
-                .add(&interval.publish_us)
-                .map_err(|e| e.to_string())?;
-            end_to_end
-                .add(&interval.end_to_end_us)
-                .map_err(|e| e.to_string())?;
-            produced = (
-                produced.0 + interval.produced.0,
-                produced.1 + interval.produced.1,
-            );
-            consumed = (
-                consumed.0 + interval.consumed.0,
-                consumed.1 + interval.consumed.1,
-            );
             let seconds = length.as_secs_f64().max(1e-9);
             let second = Second {
                 at: now.duration_since(timeline.measure_from).as_secs_f64(),
@@ -211,7 +270,8 @@ pub fn collect(
                 end_to_end_p99_ms: p99_ms(&interval.end_to_end_us),
             };
             if !plan.quiet {
-                eprintln!("{}", progress_line(&second));
+                let after_window = now > timeline.produce_until;
+                eprintln!("{}", progress_line(&second, after_window));
             }
             per_second.push(second);
         } else if now >= timeline.measure_from {
@@ -241,7 +301,20 @@ pub fn collect(
         // A worker failed; its error is what the caller reports.
         return Err("the run was stopped".into());
     }
-    let from_ns = timeline.measure_from_ns;
+    // Producers stop sending at the end of the window, or earlier after --messages.
+    let sending_ended_ns = control.sending_ended_ns.load(Ordering::Acquire);
+    let window_end_ns = if sending_ended_ns == 0 {
+        timeline.produce_until_ns
+    } else {
+        sending_ended_ns.min(timeline.produce_until_ns)
+    };
+    let figures = figures(
+        plan.workload,
+        timeline.measure_from_ns,
+        window_end_ns,
+        meter.produced_in_window.read(),
+        meter.consumed_in_window.read(),
+    );
     Ok(Report {
         configuration: plan.clone(),
         machine: Machine::this_one(),
@@ -249,11 +322,14 @@ pub fn collect(
             SystemTime::UNIX_EPOCH + Duration::from_nanos(timeline.started_ns),
         )
         .to_string(),
-        produced: throughput(produced.0, produced.1, from_ns, meter.produced.last_ns()),
-        consumed: throughput(consumed.0, consumed.1, from_ns, meter.consumed.last_ns()),
+        produced: figures.produced,
+        consumed: figures.consumed,
         publish_latency_ms: Percentiles::of(&publish),
         end_to_end_latency_ms: Percentiles::of(&end_to_end),
         per_second,
+        delivered_after_window_seconds: figures.delivered_after_window_seconds,
+        consumers_fell_behind: figures.consumers_fell_behind,
+        undelivered_messages: figures.undelivered_messages,
         unstamped_messages: meter.unstamped.load(Ordering::Acquire),
         publish,
         end_to_end,
@@ -261,22 +337,51 @@ pub fn collect(
     })
 }
 
-fn progress_line(s: &Second) -> String {
+/// One second's line; after the window, the messages still arriving are its backlog.
+fn progress_line(s: &Second, after_window: bool) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} ms"));
     format!(
-        "{:>6.1}s  produced {:>10.0} msg/s {:>8.1} MB/s | consumed {:>10.0} msg/s | p99 publish {} e2e {}",
+        "{:>6.1}s  produced {:>10.0} msg/s {:>8.1} MB/s | consumed {:>10.0} msg/s | p99 publish {} e2e {}{}",
         s.at,
         s.produced_per_second,
         s.produced_megabytes_per_second,
         s.consumed_per_second,
         ms(s.publish_p99_ms),
-        ms(s.end_to_end_p99_ms)
+        ms(s.end_to_end_p99_ms),
+        if after_window { "  (after the window)" } else { "" }
     )
 }
 
 impl Report {
     /// The human table.
     pub fn print(&self, out: &mut impl Write) {
+        let mut text = self.header();
+        text += &self.table();
+        let _ = out.write_all(text.as_bytes());
+    }
+
+    /// The headline figures, for a line per run of `--repeat`.
+    pub fn summary_line(&self) -> String {
+        let p99 = |p: &Option<Percentiles>| {
+            p.as_ref()
+                .map_or("-".into(), |p| format!("{:.3} ms", p.p99))
+        };
+        format!(
+            "produced {:.0} msg/s, consumed {:.0} msg/s, p99 publish {}, end-to-end {}{}",
+            self.produced.messages_per_second,
+            self.consumed.messages_per_second,
+            p99(&self.publish_latency_ms),
+            p99(&self.end_to_end_latency_ms),
+            if self.consumers_fell_behind {
+                " (consumers fell behind)"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// What was run, on one line.
+    pub fn header(&self) -> String {
         let c = &self.configuration;
         let rate = match c.producer_rate() {
             None => "max".to_string(),
@@ -286,7 +391,7 @@ impl Report {
                 r * c.producers as f64
             ),
         };
-        let mut text = format!(
+        format!(
             "oxbow bench: {} {} on {}{} ({} partitions, {} producers, {} consumers), {} B, \
              rate {rate}, acks {}, {:.0} s after {:.0} s warm-up\n",
             flag_name(&c.protocol),
@@ -300,8 +405,11 @@ impl Report {
             c.acks,
             c.duration.as_secs_f64(),
             c.warmup.as_secs_f64()
-        );
-        text += &format!(
+        )
+    }
+
+    fn table(&self) -> String {
+        let mut text = format!(
             "{:<10} {:>12} {:>9} {:>12}\n",
             "", "messages", "MB/s", "msg/s"
         );
@@ -334,7 +442,22 @@ impl Report {
                 self.unstamped_messages
             );
         }
-        let _ = out.write_all(text.as_bytes());
+        if let (true, Some(after)) = (
+            self.consumers_fell_behind,
+            self.delivered_after_window_seconds,
+        ) {
+            text += &format!(
+                "consumers fell behind: the window's last message arrived {after:.1} s after it \
+                 closed; the consumed rate and end-to-end latency describe a backlog\n"
+            );
+        }
+        if self.undelivered_messages > 0 {
+            text += &format!(
+                "{} messages sent in the window were not delivered before the run ended\n",
+                self.undelivered_messages
+            );
+        }
+        text
     }
 
     /// `--json`, `--hdr-log` and `--plot`.
@@ -366,5 +489,56 @@ impl Report {
             c.message_size,
             c.partitions
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_consumer_that_keeps_up_is_measured_over_the_window() {
+        // 10 s window from t=2 s; the last message arrives 3 ms after it closes.
+        let f = figures(
+            Workload::ProduceConsume,
+            2 * S,
+            12 * S,
+            (50_000, 50_000_000, 12 * S + 2_000_000),
+            (50_000, 50_000_000, 12 * S + 3_000_000),
+        );
+        assert_eq!(f.produced.seconds, 10.0);
+        assert_eq!(f.produced.messages_per_second, 5_000.0);
+        assert!((f.consumed.seconds - 10.003).abs() < 1e-9);
+        assert_eq!(f.delivered_after_window_seconds, Some(0.003));
+        assert!(!f.consumers_fell_behind);
+        assert_eq!(f.undelivered_messages, 0);
+    }
+
+    #[test]
+    fn a_consumer_behind_the_producers_is_reported_and_its_rate_is_over_its_own_time() {
+        // The report of the issue: a 10 s window whose messages took 16.6 s to deliver.
+        let f = figures(
+            Workload::ProduceConsume,
+            2 * S,
+            12 * S,
+            (41_200_000, 0, 12 * S),
+            (41_000_000, 0, 18 * S + 600_000_000),
+        );
+        assert!(f.consumers_fell_behind);
+        assert!((f.consumed.seconds - 16.6).abs() < 1e-9);
+        assert!(f.consumed.messages_per_second < f.produced.messages_per_second);
+        assert_eq!(f.undelivered_messages, 200_000);
+    }
+
+    #[test]
+    fn a_run_that_stops_early_is_measured_to_its_last_send_and_produce_only_has_no_consumers() {
+        let f = figures(Workload::Produce, 0, S / 2, (1_500, 300_000, S), (0, 0, 0));
+        assert_eq!(f.produced.seconds, 0.5);
+        assert_eq!(f.produced.messages_per_second, 3_000.0);
+        assert_eq!(f.consumed.messages, 0);
+        assert_eq!(f.delivered_after_window_seconds, None);
+        assert_eq!(f.undelivered_messages, 0);
     }
 }

@@ -353,6 +353,9 @@ async fn produce(
             let _ = pacer.join();
         }
     }
+    control
+        .sending_ended_ns
+        .fetch_max(now_ns(), Ordering::AcqRel);
     sink.close().await
 }
 
