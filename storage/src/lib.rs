@@ -29,6 +29,7 @@ mod signal;
 pub mod state_log;
 pub mod tail_cache;
 pub mod topic_config;
+pub mod torture;
 pub mod verify;
 mod writer;
 

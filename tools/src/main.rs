@@ -12,6 +12,7 @@ mod output;
 mod reassign;
 mod serve;
 mod systemd;
+mod torture;
 mod user_cli;
 
 /// Kafka request decoding may ask for absurd capacities; see `oxbow_net::alloc`.
@@ -194,6 +195,13 @@ enum StorageCommand {
         #[arg(long, default_value = "oxbow-data")]
         data_dir: PathBuf,
     },
+    /// Drive the storage engine through random appends, truncations, retention and crashes
+    /// (simulated power losses and real SIGKILLs) for a set time, checking every recovery.
+    /// Exit 1 on the first violation.
+    Torture(torture::TortureArgs),
+    /// The writer process `torture` kills.
+    #[command(hide = true)]
+    TortureWriter(torture::WriterArgs),
 }
 
 /// Flags of `oxbow serve`; each overrides the same setting of the config file.
@@ -276,8 +284,11 @@ fn client_command(result: Result<(), String>) -> Result<ExitCode, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The broker logs once its configuration (and so its log format) is read.
-    if !matches!(cli.command, Command::Serve(_)) {
+    // The broker logs once its configuration (and so its log format) is read. Under torture
+    // the storage engine logs every crash it recovers from: only with RUST_LOG set.
+    let torture = matches!(cli.command, Command::Storage(StorageCommand::Torture(_)));
+    let quiet = torture && std::env::var_os("RUST_LOG").is_none();
+    if !matches!(cli.command, Command::Serve(_)) && !quiet {
         init_logging(oxbow_core::config::LogFormat::Text);
     }
     let result = match cli.command {
@@ -294,6 +305,8 @@ fn main() -> ExitCode {
                 _ => ExitCode::FAILURE,
             }
         }),
+        Command::Storage(StorageCommand::Torture(args)) => torture::run(args),
+        Command::Storage(StorageCommand::TortureWriter(args)) => torture::writer(args),
         Command::Topic {
             broker,
             output,
