@@ -7,9 +7,9 @@ mod common;
 
 use common::{field, Broker};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Lines};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::Duration;
 
 fn start() -> (Broker, tempfile::TempDir, String, String) {
@@ -182,6 +182,18 @@ fn bad_settings_are_refused_before_anything_starts() {
     );
 }
 
+/// Starts `oxbow <args>` and returns it with its progress lines (standard error).
+fn spawn_bench(args: &[&str]) -> (Child, Lines<BufReader<ChildStderr>>) {
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let progress = BufReader::new(bench.stderr.take().unwrap()).lines();
+    (bench, progress)
+}
+
 /// Stops the broker (SIGSTOP) for `length`: the stall a test measures.
 fn stall(broker: &Broker, length: Duration) {
     let pid = broker.child.id() as i32;
@@ -223,13 +235,7 @@ fn stalled_run(broker: &Broker, protocol: &str, addr: &str, correct: bool, dir: 
         "--json",
         json.to_str().unwrap(),
     ];
-    let mut bench = Command::new(env!("CARGO_BIN_EXE_oxbow"))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut progress = BufReader::new(bench.stderr.take().unwrap()).lines();
+    let (mut bench, mut progress) = spawn_bench(&args);
     let mut seen = Vec::new();
     loop {
         let line = (progress.next())
@@ -317,13 +323,7 @@ fn the_window_counts_exactly_the_messages_sent_in_it_and_says_when_consumers_fel
             "--json",
             json.to_str().unwrap(),
         ];
-        let mut bench = Command::new(env!("CARGO_BIN_EXE_oxbow"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut progress = BufReader::new(bench.stderr.take().unwrap()).lines();
+        let (mut bench, mut progress) = spawn_bench(&args);
         let first = progress.next().unwrap().unwrap();
         assert!(first.starts_with("warming up"), "{first}");
         // Times from the start of the warm-up: stopped over 1.5-2.5 s and 4.5-6.5 s.
