@@ -2,7 +2,9 @@
 //! session.timeout.ms = 6 s): the coordinator expires them once their session times out, in a
 //! stable group and in the middle of a rebalance, so the others are assigned within the session
 //! timeout + 3 s, as with Kafka, and never wait out the rebalance timeout (max.poll.interval.ms,
-//! 300 s by default). Needs python3 with confluent-kafka (scripts/test installs it).
+//! 300 s by default). A static member (KIP-345, group.instance.id) killed and started again
+//! within its session takes its old place at once, and nobody else rebalances. Needs python3
+//! with confluent-kafka (scripts/test installs it).
 
 mod common;
 
@@ -30,11 +32,21 @@ struct Member {
 
 impl Member {
     fn start(addr: &str) -> Member {
-        let mut child = Command::new("python3")
+        Member::start_as(addr, None)
+    }
+
+    /// A member with static instance id `instance` (group.instance.id), or a dynamic one.
+    fn start_as(addr: &str, instance: Option<&str>) -> Member {
+        let mut command = Command::new("python3");
+        command
             .arg(CLIENT)
             .args(["group-consume", "--bootstrap", addr, "--topic", TOPIC])
             .args(["--partitions", "2", "--group", "liveness-group"])
-            .args(["--expect", "1000000", "--timeout-ms", "120000"])
+            .args(["--expect", "1000000", "--timeout-ms", "120000"]);
+        if let Some(instance) = instance {
+            command.args(["--client-config", &format!("group.instance.id={instance}")]);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -57,13 +69,13 @@ impl Member {
         Member { child, assignments }
     }
 
-    /// Waits up to `limit` for an assignment that `wanted` accepts.
-    fn assigned(&self, what: &str, wanted: impl Fn(&[u32]) -> bool, limit: Duration) {
+    /// Waits up to `limit` for an assignment that `wanted` accepts, and returns it.
+    fn assigned(&self, what: &str, wanted: impl Fn(&[u32]) -> bool, limit: Duration) -> Vec<u32> {
         let start = Instant::now();
         loop {
             let left = limit.saturating_sub(start.elapsed());
             match self.assignments.recv_timeout(left) {
-                Ok(owned) if wanted(&owned) => return,
+                Ok(owned) if wanted(&owned) => return owned,
                 Ok(_) => {}
                 Err(_) => panic!("no assignment of {what} within {limit:?}"),
             }
@@ -83,10 +95,9 @@ impl Drop for Member {
     }
 }
 
-#[test]
-fn members_killed_without_leaving_expire_after_their_session_timeout() {
-    let data = tempfile::tempdir().unwrap();
-    let (_broker, addr) = start_broker(data.path(), 2);
+/// A broker with the two-partition topic the members share.
+fn start_with_topic(data: &std::path::Path) -> (common::Broker, String) {
+    let (broker, addr) = start_broker(data, 2);
     let created = Command::new("python3")
         .arg(CLIENT)
         .args(["produce", "--bootstrap", &addr, "--topic", TOPIC])
@@ -94,6 +105,13 @@ fn members_killed_without_leaving_expire_after_their_session_timeout() {
         .output()
         .expect("python3 with confluent-kafka (scripts/test installs it)");
     assert!(created.status.success(), "{created:?}");
+    (broker, addr)
+}
+
+#[test]
+fn members_killed_without_leaving_expire_after_their_session_timeout() {
+    let data = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_with_topic(data.path());
 
     let mut first = Member::start(&addr);
     let both = |owned: &[u32]| owned == [0, 1];
@@ -120,4 +138,37 @@ fn members_killed_without_leaving_expire_after_their_session_timeout() {
          rebalance (session timeout {SESSION:?}, bound {BOUND:?})"
     );
     assert!(stable <= BOUND && rebalancing <= BOUND);
+}
+
+/// KIP-345: a static member killed (a static member never sends LeaveGroup) and started again
+/// under the same group.instance.id within its session gets the partition it had at once,
+/// without waiting for its old self to expire, and the other member sees no rebalance at all.
+/// A dynamic member in its place would wait out the session timeout and rebalance everyone.
+#[test]
+fn a_static_member_back_within_its_session_keeps_its_partition_and_nobody_rebalances() {
+    let data = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_with_topic(data.path());
+    let both = |owned: &[u32]| owned == [0, 1];
+    let one = |owned: &[u32]| owned.len() == 1;
+    let mut first = Member::start_as(&addr, Some("first"));
+    first.assigned("both partitions", both, Duration::from_secs(60));
+    let second = Member::start_as(&addr, Some("second"));
+    let kept = second.assigned("one partition", one, Duration::from_secs(60));
+    let had = first.assigned("one partition", one, Duration::from_secs(60));
+
+    let killed = Instant::now();
+    first.kill();
+    let again = Member::start_as(&addr, Some("first"));
+    // Well inside the session: the old member is replaced, not waited for.
+    let rejoin_limit = SESSION - Duration::from_secs(2);
+    again.assigned("its partition again", |owned| owned == had, rejoin_limit);
+    let back = killed.elapsed();
+    // Had the group rebalanced (the old member expiring, or the new one joining as a
+    // stranger), the second member would have been assigned again within the session
+    // timeout and a little more.
+    match second.assignments.recv_timeout(BOUND) {
+        Err(mpsc::RecvTimeoutError::Timeout) => {}
+        other => panic!("the other member was rebalanced: {other:?} (it had {kept:?})"),
+    }
+    eprintln!("static member back on partition {had:?} after {back:?}; no rebalance");
 }

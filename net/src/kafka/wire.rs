@@ -44,6 +44,7 @@ pub mod code {
     pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
     pub const MEMBER_ID_REQUIRED: i16 = 79;
     pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    pub const FENCED_INSTANCE_ID: i16 = 82;
     pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
     pub const ELECTION_NOT_NEEDED: i16 = 84;
     pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;

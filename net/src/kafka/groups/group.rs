@@ -123,38 +123,88 @@ impl Group {
             });
         self.protocol = chosen;
         self.state = State::CompletingRebalance;
-        let protocol = self.protocol.clone().unwrap_or_default();
-        let member_list: Vec<JoinGroupResponseMember> = self
-            .members
-            .iter()
-            .map(|(id, m)| {
-                let mut entry = JoinGroupResponseMember::default();
-                entry.member_id = text(id);
-                entry.group_instance_id = m.group_instance_id.as_deref().map(text);
-                entry.metadata = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| *n == protocol)
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                entry
-            })
+        let answers: Vec<_> = (self.members.iter_mut())
+            .filter_map(|(id, member)| Some((id.clone(), member.join.take()?.0)))
             .collect();
-        for (id, member) in self.members.iter_mut() {
-            let Some((waiter, _version)) = member.join.take() else {
-                continue;
-            };
-            let mut response = JoinGroupResponse::default();
-            response.generation_id = self.generation;
-            response.protocol_type = Some(text(&self.protocol_type));
-            response.protocol_name = Some(text(&protocol));
-            response.leader = text(&leader);
-            response.member_id = text(id);
-            if *id == leader {
-                response.members = member_list.clone();
-            }
-            let _ = waiter.send(response);
+        for (id, waiter) in answers {
+            let _ = waiter.send(self.join_response(&id));
         }
+    }
+
+    /// The JoinGroup answer of member `id` in the current generation: the leader also gets
+    /// every member with its metadata for the chosen protocol.
+    pub(super) fn join_response(&self, id: &str) -> JoinGroupResponse {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let leader = self.leader.clone().unwrap_or_default();
+        let mut response = JoinGroupResponse::default();
+        response.generation_id = self.generation;
+        response.protocol_type = Some(text(&self.protocol_type));
+        response.protocol_name = Some(text(&protocol));
+        response.leader = text(&leader);
+        response.member_id = text(id);
+        if id == leader {
+            response.members = (self.members.iter())
+                .map(|(id, m)| {
+                    let mut entry = JoinGroupResponseMember::default();
+                    entry.member_id = text(id);
+                    entry.group_instance_id = m.group_instance_id.as_deref().map(text);
+                    entry.metadata = m.metadata_for(&protocol);
+                    entry
+                })
+                .collect();
+        }
+        response
+    }
+
+    /// The member holding static instance id `instance` (KIP-345), if any.
+    pub(super) fn instance_holder(&self, instance: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.group_instance_id.as_deref() == Some(instance))
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// Whether `member_id` may act for static instance `instance` (none: a dynamic member):
+    /// another member holding the instance means this one was replaced, FENCED_INSTANCE_ID.
+    pub(super) fn instance_error(&self, member_id: &str, instance: Option<&str>) -> Option<i16> {
+        match self.instance_holder(instance?) {
+            Some(holder) if holder == member_id => None,
+            Some(_) => Some(code::FENCED_INSTANCE_ID),
+            None => Some(code::UNKNOWN_MEMBER_ID),
+        }
+    }
+
+    /// A static member came back under a new member id (`new`): it takes over the old one's
+    /// place, assignment and leadership without a rebalance; whatever the old one still waits
+    /// for is answered FENCED_INSTANCE_ID.
+    pub(super) fn replace_static_member(&mut self, old: &str, new: &str) {
+        let Some(mut member) = self.members.remove(old) else {
+            return;
+        };
+        if let Some((waiter, _)) = member.join.take() {
+            let mut fenced = JoinGroupResponse::default();
+            fenced.error_code = code::FENCED_INSTANCE_ID;
+            fenced.generation_id = -1;
+            fenced.member_id = text(old);
+            let _ = waiter.send(fenced);
+        }
+        if let Some(waiter) = member.sync.take() {
+            let _ = waiter.send(sync_response(code::FENCED_INSTANCE_ID, Bytes::new(), None));
+        }
+        self.members.insert(new.to_string(), member);
+        if self.leader.as_deref() == Some(old) {
+            self.leader = Some(new.to_string());
+        }
+    }
+}
+
+impl Member {
+    /// The metadata this member sent for `protocol`.
+    pub(super) fn metadata_for(&self, protocol: &str) -> Bytes {
+        (self.protocols.iter())
+            .find(|(n, _)| n == protocol)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
     }
 }
 

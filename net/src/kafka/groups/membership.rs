@@ -46,39 +46,67 @@ impl Coordinator {
             if group.protocol_type != request.protocol_type.as_str() && !group.members.is_empty() {
                 return fail(code::INCONSISTENT_GROUP_PROTOCOL, &request.member_id);
             }
+            let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
+            let protocols: Vec<(String, Bytes)> = request
+                .protocols
+                .iter()
+                .map(|p| (p.name.to_string(), p.metadata.clone()))
+                .collect();
+            let rebalance_timeout = match request.rebalance_timeout_ms {
+                t if t > 0 => t,
+                _ => request.session_timeout_ms,
+            };
             let mut member_id = request.member_id.to_string();
             if member_id.is_empty() {
                 let n = self.next_member.get();
                 self.next_member.set(n + 1);
                 member_id = format!("{}-{n}-{}", client.id, oxbow_storage::now_ms());
-                // v4+: the client must rejoin with the id, so that a lost response cannot leave
-                // a phantom member behind (static members skip this).
-                if version >= 4 && request.group_instance_id.is_none() {
+                let holder = (instance.as_deref())
+                    .and_then(|i| group.instance_holder(i))
+                    .map(str::to_string);
+                if let Some(old) = holder {
+                    // KIP-345: a static member back after a restart takes its old place; in a
+                    // stable group with the same protocols it keeps its assignment and nobody
+                    // rebalances.
+                    let leader_before = group.leader.clone().unwrap_or_default();
+                    group.replace_static_member(&old, &member_id);
+                    let member = group.members.get_mut(&member_id).expect("just moved");
+                    member.last_seen = now;
+                    member.session_timeout =
+                        Duration::from_millis(request.session_timeout_ms as u64);
+                    member.rebalance_timeout = Duration::from_millis(rebalance_timeout as u64);
+                    (member.client_id, member.client_host) =
+                        (client.id.clone(), client.host.clone());
+                    if group.state == State::Stable && member.protocols == protocols {
+                        // As Kafka answers: the leader as it was, and no member list, so a
+                        // returning leader does not compute an assignment a stable group
+                        // would not hand out.
+                        let mut response = group.join_response(&member_id);
+                        response.leader = text(&leader_before);
+                        response.members.clear();
+                        return response;
+                    }
+                } else if version >= 4 && instance.is_none() {
+                    // v4+: the client must rejoin with the id, so that a lost response cannot
+                    // leave a phantom member behind (static members skip this).
                     group.pending_ids.insert(member_id.clone(), now);
                     return fail(code::MEMBER_ID_REQUIRED, &member_id);
                 }
+            } else if let Some(error) = group.instance_error(&member_id, instance.as_deref()) {
+                return fail(error, &member_id);
             } else if !group.members.contains_key(&member_id)
                 && group.pending_ids.remove(&member_id).is_none()
             {
                 return fail(code::UNKNOWN_MEMBER_ID, &member_id);
             }
             group.protocol_type = request.protocol_type.to_string();
-            let rebalance_timeout = match request.rebalance_timeout_ms {
-                t if t > 0 => t,
-                _ => request.session_timeout_ms,
-            };
-            let protocols: Vec<(String, Bytes)> = request
-                .protocols
-                .iter()
-                .map(|p| (p.name.to_string(), p.metadata.clone()))
-                .collect();
             let member = group
                 .members
                 .entry(member_id.clone())
                 .or_insert_with(|| Member {
                     client_id: client.id.clone(),
                     client_host: client.host.clone(),
-                    group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+                    group_instance_id: instance.clone(),
                     session_timeout: Duration::ZERO,
                     rebalance_timeout: Duration::ZERO,
                     protocols: Vec::new(),
@@ -112,6 +140,10 @@ impl Coordinator {
             let Some(group) = groups.get_mut(request.group_id.as_str()) else {
                 return sync_response(code::UNKNOWN_MEMBER_ID, Bytes::new(), None);
             };
+            let instance = request.group_instance_id.as_deref();
+            if let Some(error) = group.instance_error(&member_id, instance) {
+                return sync_response(error, Bytes::new(), None);
+            }
             if !group.members.contains_key(&member_id) {
                 return sync_response(code::UNKNOWN_MEMBER_ID, Bytes::new(), None);
             }
@@ -175,6 +207,11 @@ impl Coordinator {
             response.error_code = code::UNKNOWN_MEMBER_ID;
             return response;
         };
+        let instance = request.group_instance_id.as_deref();
+        if let Some(error) = group.instance_error(request.member_id.as_str(), instance) {
+            response.error_code = error;
+            return response;
+        }
         let Some(member) = group.members.get_mut(request.member_id.as_str()) else {
             response.error_code = code::UNKNOWN_MEMBER_ID;
             return response;
@@ -197,33 +234,48 @@ impl Coordinator {
         now: Instant,
     ) -> LeaveGroupResponse {
         let mut response = LeaveGroupResponse::default();
-        let leaving: Vec<String> = if version >= 3 {
-            request
-                .members
-                .iter()
-                .map(|m| m.member_id.to_string())
+        // (member id, static instance id): v3+ may name a static member by its instance
+        // alone (member id empty), as kafka-consumer-groups' removal of members does.
+        let leaving: Vec<(String, Option<String>)> = if version >= 3 {
+            (request.members.iter())
+                .map(|m| {
+                    let instance = m.group_instance_id.as_ref().map(|i| i.to_string());
+                    (m.member_id.to_string(), instance)
+                })
                 .collect()
         } else {
-            vec![request.member_id.to_string()]
+            vec![(request.member_id.to_string(), None)]
         };
         let mut groups = self.groups.borrow_mut();
         let Some(group) = groups.get_mut(request.group_id.as_str()) else {
             response.error_code = code::UNKNOWN_MEMBER_ID;
             return response;
         };
-        for id in leaving {
-            let known = group.members.remove(&id).is_some();
+        for (given_id, instance) in leaving {
+            let holder = (instance.as_deref())
+                .and_then(|i| group.instance_holder(i))
+                .map(str::to_string);
+            let (id, error) = match (instance.as_deref(), holder) {
+                (Some(_), Some(holder)) if given_id.is_empty() || given_id == holder => {
+                    (holder, code::NONE)
+                }
+                (Some(_), Some(_)) => (given_id, code::FENCED_INSTANCE_ID),
+                (Some(_), None) => (given_id, code::UNKNOWN_MEMBER_ID),
+                (None, _) => (given_id, code::NONE),
+            };
+            let known = error == code::NONE && group.members.remove(&id).is_some();
+            let error = match error {
+                code::NONE if !known => code::UNKNOWN_MEMBER_ID,
+                error => error,
+            };
             if version >= 3 {
                 let mut member = MemberResponse::default();
                 member.member_id = text(&id);
-                member.error_code = if known {
-                    code::NONE
-                } else {
-                    code::UNKNOWN_MEMBER_ID
-                };
+                member.group_instance_id = instance.as_deref().map(text);
+                member.error_code = error;
                 response.members.push(member);
-            } else if !known {
-                response.error_code = code::UNKNOWN_MEMBER_ID;
+            } else if error != code::NONE {
+                response.error_code = error;
             }
         }
         if group.members.is_empty() {
@@ -271,12 +323,7 @@ impl Coordinator {
                         member.group_instance_id = m.group_instance_id.as_deref().map(text);
                         member.client_id = text(&m.client_id);
                         member.client_host = text(&m.client_host);
-                        member.member_metadata = m
-                            .protocols
-                            .iter()
-                            .find(|(n, _)| *n == protocol)
-                            .map(|(_, b)| b.clone())
-                            .unwrap_or_default();
+                        member.member_metadata = m.metadata_for(&protocol);
                         member.member_assignment = m.assignment.clone();
                         described.members.push(member);
                     }

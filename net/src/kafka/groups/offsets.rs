@@ -250,6 +250,17 @@ impl Coordinator {
             Some(g) if g.members.is_empty() && request.generation_id_or_member_epoch < 0 => {
                 code::NONE
             }
+            Some(g) if request.group_instance_id.is_some() => {
+                let instance = request.group_instance_id.as_deref();
+                match g.instance_error(request.member_id.as_str(), instance) {
+                    Some(error) => error,
+                    None if g.generation != request.generation_id_or_member_epoch => {
+                        code::ILLEGAL_GENERATION
+                    }
+                    None if g.state == State::PreparingRebalance => code::REBALANCE_IN_PROGRESS,
+                    None => code::NONE,
+                }
+            }
             Some(g) if !g.members.contains_key(request.member_id.as_str()) => {
                 code::UNKNOWN_MEMBER_ID
             }
