@@ -186,6 +186,11 @@ impl Meter {
         let _ = self.window.set(window);
     }
 
+    /// The window, once open.
+    pub fn window(&self) -> Option<Window> {
+        self.window.get().copied()
+    }
+
     fn counts(&self, stamp: Option<u64>, now_ns: u64) -> bool {
         self.window.get().is_some_and(|w| w.counts(stamp, now_ns))
     }

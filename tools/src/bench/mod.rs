@@ -167,9 +167,10 @@ fn measure(plan: &Plan, subscription: &str) -> Result<Report, String> {
         stop: AtomicBool::new(false),
     });
     if plan.workload == plan::Workload::Consume && plan.warmup.is_zero() {
-        // With no warm-up, what consumers read from the moment they subscribe counts.
+        // With no warm-up, what consumers read from the moment they subscribe counts, and the
+        // run's time starts then too (the report takes the window's start).
         meter.open_window(meter::Window {
-            from_ns: 0,
+            from_ns: now_ns(),
             until_ns: u64::MAX,
             by: meter::Membership::Arrival,
         });

@@ -151,8 +151,9 @@ pub struct BenchArgs {
     /// No per-second progress line.
     #[arg(long)]
     pub quiet: bool,
-    /// Run the same benchmark N times (each on a topic of its own) and report the median and
-    /// spread of every figure; --json then holds every run and the summary.
+    /// Run the same benchmark N times (each on a topic of its own, unless --topic names one)
+    /// and report the median and spread of every figure; --json then holds every run and the
+    /// summary.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
 }

@@ -134,9 +134,19 @@ impl Repeated {
                 s.figure, s.median, s.min, s.max, s.spread_percent
             );
         }
-        let behind = self.runs.iter().filter(|r| r.consumers_fell_behind).count();
-        if behind > 0 {
-            text += &format!("consumers fell behind in {behind} of the runs\n");
+        for (who, behind) in [
+            (
+                "producers",
+                self.runs.iter().filter(|r| r.producers_fell_behind).count(),
+            ),
+            (
+                "consumers",
+                self.runs.iter().filter(|r| r.consumers_fell_behind).count(),
+            ),
+        ] {
+            if behind > 0 {
+                text += &format!("{who} fell behind in {behind} of the runs\n");
+            }
         }
         let _ = out.write_all(text.as_bytes());
     }

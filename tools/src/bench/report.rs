@@ -115,12 +115,18 @@ pub struct Report {
     /// Send (intended time) to delivery to a consumer.
     pub end_to_end_latency_ms: Option<Percentiles>,
     pub per_second: Vec<Second>,
+    /// How long after the window closed its last message was acknowledged (acks=0: sent).
+    pub answered_after_window_seconds: Option<f64>,
+    /// Whether that was more than a quarter of a second: producers (or the broker) could not
+    /// keep the schedule, and the produced rate is over the time they took.
+    pub producers_fell_behind: bool,
     /// How long after the window closed its last message reached a consumer.
     pub delivered_after_window_seconds: Option<f64>,
     /// Whether that was more than a quarter of a second: consumers were behind, and the consumed rate and
     /// end-to-end latency describe a backlog rather than keeping up.
     pub consumers_fell_behind: bool,
-    /// Messages sent in the window that no consumer received before the run ended.
+    /// Messages sent in the window less deliveries (a redelivered message counts twice, so
+    /// this is a lower bound of what no consumer received before the run ended).
     pub undelivered_messages: u64,
     /// Consumed messages without a bench stamp (not counted in latency).
     pub unstamped_messages: u64,
@@ -150,18 +156,23 @@ fn throughput(messages: u64, bytes: u64, from_ns: u64, until_ns: u64) -> Through
     }
 }
 
-/// What the window's tallies say: counts and rates, and whether consumers kept up.
+/// What the window's tallies say: counts and rates, and whether producers and consumers kept
+/// up.
 #[derive(Debug, PartialEq)]
 struct Figures {
     produced: Throughput,
     consumed: Throughput,
+    answered_after_window_seconds: Option<f64>,
+    producers_fell_behind: bool,
     delivered_after_window_seconds: Option<f64>,
     consumers_fell_behind: bool,
     undelivered_messages: u64,
 }
 
-/// `produced` and `consumed` are the window's (messages, bytes, last arrival); the window runs
-/// from `from_ns` to `window_end_ns`, when sending ended.
+/// `produced` and `consumed` are the window's (messages, bytes, last arrival: acknowledgement
+/// or delivery); the window runs from `from_ns` to `window_end_ns`, when sending ended. Rates
+/// run to the window's end or its last arrival, whichever is later: a producer or consumer
+/// that falls behind is measured over the time it took, not credited with the schedule.
 fn figures(
     workload: Workload,
     from_ns: u64,
@@ -174,26 +185,40 @@ fn figures(
         return Figures {
             produced: Throughput::default(),
             consumed: throughput(received, received_bytes, from_ns, last_received_ns),
+            answered_after_window_seconds: None,
+            producers_fell_behind: false,
             delivered_after_window_seconds: None,
             consumers_fell_behind: false,
             undelivered_messages: 0,
         };
     }
-    let delivered_after = (workload == Workload::ProduceConsume && received > 0)
-        .then(|| last_received_ns.saturating_sub(window_end_ns));
+    let (sent, sent_bytes, last_answered_ns) = produced;
+    let after_window = |last_ns: u64| last_ns.saturating_sub(window_end_ns);
+    let behind = |late_ns: &u64| *late_ns > BEHIND_AFTER.as_nanos() as u64;
+    let seconds = |ns: u64| ns as f64 / 1e9;
+    let consumes = workload == Workload::ProduceConsume;
+    let answered_after = (sent > 0).then(|| after_window(last_answered_ns));
+    let delivered_after = (consumes && received > 0).then(|| after_window(last_received_ns));
     Figures {
-        produced: throughput(produced.0, produced.1, from_ns, window_end_ns),
+        produced: throughput(
+            sent,
+            sent_bytes,
+            from_ns,
+            window_end_ns.max(last_answered_ns),
+        ),
         consumed: throughput(
             received,
             received_bytes,
             from_ns,
             window_end_ns.max(last_received_ns),
         ),
-        delivered_after_window_seconds: delivered_after.map(|ns| ns as f64 / 1e9),
-        consumers_fell_behind: delivered_after
-            .is_some_and(|ns| ns > BEHIND_AFTER.as_nanos() as u64),
-        undelivered_messages: if workload == Workload::ProduceConsume {
-            produced.0.saturating_sub(received)
+        answered_after_window_seconds: answered_after.map(seconds),
+        producers_fell_behind: answered_after.as_ref().is_some_and(behind),
+        delivered_after_window_seconds: delivered_after.map(seconds),
+        // Nothing delivered at all is the worst case of falling behind.
+        consumers_fell_behind: consumes && sent > 0 && delivered_after.as_ref().is_none_or(behind),
+        undelivered_messages: if consumes {
+            sent.saturating_sub(received)
         } else {
             0
         },
@@ -310,9 +335,12 @@ pub fn collect(
     } else {
         sending_ended_ns.min(timeline.produce_until_ns)
     };
+    let from_ns = meter
+        .window()
+        .map_or(timeline.measure_from_ns, |w| w.from_ns);
     let figures = figures(
         plan.workload,
-        timeline.measure_from_ns,
+        from_ns,
         window_end_ns,
         meter.produced_in_window.read(),
         meter.consumed_in_window.read(),
@@ -329,6 +357,8 @@ pub fn collect(
         publish_latency_ms: Percentiles::of(&publish),
         end_to_end_latency_ms: Percentiles::of(&end_to_end),
         per_second,
+        answered_after_window_seconds: figures.answered_after_window_seconds,
+        producers_fell_behind: figures.producers_fell_behind,
         delivered_after_window_seconds: figures.delivered_after_window_seconds,
         consumers_fell_behind: figures.consumers_fell_behind,
         undelivered_messages: figures.undelivered_messages,
@@ -374,10 +404,11 @@ impl Report {
             self.consumed.messages_per_second,
             p99(&self.publish_latency_ms),
             p99(&self.end_to_end_latency_ms),
-            if self.consumers_fell_behind {
-                " (consumers fell behind)"
-            } else {
-                ""
+            match (self.producers_fell_behind, self.consumers_fell_behind) {
+                (false, false) => "",
+                (true, false) => " (producers fell behind)",
+                (false, true) => " (consumers fell behind)",
+                (true, true) => " (producers and consumers fell behind)",
             }
         )
     }
@@ -445,13 +476,23 @@ impl Report {
             );
         }
         if let (true, Some(after)) = (
-            self.consumers_fell_behind,
-            self.delivered_after_window_seconds,
+            self.producers_fell_behind,
+            self.answered_after_window_seconds,
         ) {
             text += &format!(
-                "consumers fell behind: the window's last message arrived {after:.1} s after it \
-                 closed; the consumed rate and end-to-end latency describe a backlog\n"
+                "producers fell behind: the window's last message was answered {after:.1} s \
+                 after it closed; the produced rate is over the time that took\n"
             );
+        }
+        if self.consumers_fell_behind {
+            text += &match self.delivered_after_window_seconds {
+                Some(after) => format!(
+                    "consumers fell behind: the window's last message arrived {after:.1} s \
+                     after it closed; the consumed rate and end-to-end latency describe a \
+                     backlog\n"
+                ),
+                None => "consumers fell behind: none of the window's messages arrived\n".into(),
+            };
         }
         if self.undelivered_messages > 0 {
             text += &format!(
@@ -510,8 +551,9 @@ mod tests {
             (50_000, 50_000_000, 12 * S + 2_000_000),
             (50_000, 50_000_000, 12 * S + 3_000_000),
         );
-        assert_eq!(f.produced.seconds, 10.0);
-        assert_eq!(f.produced.messages_per_second, 5_000.0);
+        assert!((f.produced.seconds - 10.002).abs() < 1e-9);
+        assert!((f.produced.messages_per_second - 4_999.0).abs() < 1.0);
+        assert!(!f.producers_fell_behind);
         assert!((f.consumed.seconds - 10.003).abs() < 1e-9);
         assert_eq!(f.delivered_after_window_seconds, Some(0.003));
         assert!(!f.consumers_fell_behind);
@@ -535,12 +577,41 @@ mod tests {
     }
 
     #[test]
-    fn a_run_that_stops_early_is_measured_to_its_last_send_and_produce_only_has_no_consumers() {
-        let f = figures(Workload::Produce, 0, S / 2, (1_500, 300_000, S), (0, 0, 0));
+    fn a_run_that_stops_early_is_measured_to_its_last_answer_and_produce_only_has_no_consumers() {
+        let f = figures(
+            Workload::Produce,
+            0,
+            S / 2,
+            (1_500, 300_000, S / 2),
+            (0, 0, 0),
+        );
         assert_eq!(f.produced.seconds, 0.5);
         assert_eq!(f.produced.messages_per_second, 3_000.0);
         assert_eq!(f.consumed.messages, 0);
         assert_eq!(f.delivered_after_window_seconds, None);
+        assert!(!f.producers_fell_behind && !f.consumers_fell_behind);
         assert_eq!(f.undelivered_messages, 0);
+    }
+
+    #[test]
+    fn producers_behind_the_schedule_are_credited_with_their_time_not_the_schedule() {
+        // 1 M msg/s asked for 10 s; the broker took 50 s to answer them all.
+        let f = figures(
+            Workload::Produce,
+            0,
+            10 * S,
+            (10_000_000, 0, 50 * S),
+            (0, 0, 0),
+        );
+        assert_eq!(f.produced.messages_per_second, 200_000.0);
+        assert!(f.producers_fell_behind);
+        assert_eq!(f.answered_after_window_seconds, Some(40.0));
+    }
+
+    #[test]
+    fn consumers_that_received_nothing_fell_behind() {
+        let f = figures(Workload::ProduceConsume, 0, S, (100, 0, S), (0, 0, 0));
+        assert!(f.consumers_fell_behind);
+        assert_eq!(f.undelivered_messages, 100);
     }
 }
