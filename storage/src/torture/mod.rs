@@ -17,7 +17,7 @@ pub mod sim;
 use crate::Partition;
 use bytes::Bytes;
 use oxbow_core::{BatchBuilder, RecordBatch};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Largest value in a torture batch: five of them stay under a 16 KiB batch limit.
 const VALUE_BYTES_MAX: usize = 3_000;
@@ -159,10 +159,16 @@ impl Model {
         }
         self.acked.retain(|base, _| by_base.contains_key(base));
         let mut expected_epochs: Vec<(i32, u64)> = Vec::new();
+        let mut seen: HashMap<u64, u64> = HashMap::with_capacity(batches.len());
         for found in &batches {
             let base = found.base_offset();
             let id = batch_id(found)
                 .ok_or_else(|| violation(format!("batch at {base} carries no torture id")))?;
+            if let Some(first) = seen.insert(id, base) {
+                return Err(violation(format!(
+                    "batch {id} recovered twice, at {first} and at {base}"
+                )));
+            }
             let epoch = found.partition_leader_epoch();
             if found.bytes() != &stored_bytes(id, base, epoch) {
                 return Err(violation(format!(
