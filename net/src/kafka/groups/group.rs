@@ -82,20 +82,31 @@ impl Group {
                 ));
             }
         }
-        let timeout = self
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or_default();
         self.state = State::PreparingRebalance;
-        self.rebalance_deadline = Some(now + timeout);
+        self.rebalance_deadline = Some(now + self.rebalance_timeout());
     }
 
-    /// Ends the join phase: members that did not rejoin are dropped, the generation advances,
-    /// and every waiting member gets its JoinGroup response (the leader with the member list).
-    pub(super) fn complete_join(&mut self) {
-        self.members.retain(|_, m| m.join.is_some());
+    /// How long a rebalance waits for members to rejoin: the longest any member asked for.
+    fn rebalance_timeout(&self) -> Duration {
+        (self.members.values())
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Ends the join phase: dynamic members that did not rejoin are dropped (static ones stay
+    /// until their session expires, as KIP-345 has it: a static member restarting through a
+    /// rebalance keeps its place), the generation advances, and every waiting member gets its
+    /// JoinGroup response (the leader with the member list).
+    pub(super) fn complete_join(&mut self, now: Instant) {
+        self.members
+            .retain(|_, m| m.join.is_some() || m.group_instance_id.is_some());
+        if !self.members.is_empty() && self.members.values().all(|m| m.join.is_none()) {
+            // Only static members are left and none came back: wait another rebalance
+            // timeout (their sessions expire them meanwhile), as Kafka's coordinator does.
+            self.rebalance_deadline = Some(now + self.rebalance_timeout());
+            return;
+        }
         self.rebalance_deadline = None;
         self.generation += 1;
         if self.members.is_empty() {
@@ -104,12 +115,10 @@ impl Group {
             self.protocol = None;
             return;
         }
-        if !self
-            .leader
-            .as_ref()
-            .is_some_and(|l| self.members.contains_key(l))
-        {
-            self.leader = self.members.keys().next().cloned();
+        // The leader must be a member that rejoined: only it gets the member list.
+        let rejoined = |id: &String| self.members.get(id).is_some_and(|m| m.join.is_some());
+        if !self.leader.as_ref().is_some_and(rejoined) {
+            self.leader = self.members.keys().find(|id| rejoined(id)).cloned();
         }
         let leader = self.leader.clone().expect("a member leads");
         let chosen = self.members[&leader]
@@ -199,6 +208,21 @@ impl Group {
 }
 
 impl Member {
+    /// This member, `id`, was removed: whatever it still waits for is answered
+    /// UNKNOWN_MEMBER_ID (it must join again).
+    pub(super) fn answer_removed(&self, id: &str) {
+        if let Some((waiter, _)) = &self.join {
+            let mut gone = JoinGroupResponse::default();
+            gone.error_code = code::UNKNOWN_MEMBER_ID;
+            gone.generation_id = -1;
+            gone.member_id = text(id);
+            let _ = waiter.send(gone);
+        }
+        if let Some(waiter) = &self.sync {
+            let _ = waiter.send(sync_response(code::UNKNOWN_MEMBER_ID, Bytes::new(), None));
+        }
+    }
+
     /// The metadata this member sent for `protocol`.
     pub(super) fn metadata_for(&self, protocol: &str) -> Bytes {
         (self.protocols.iter())

@@ -57,6 +57,8 @@ impl Coordinator {
                 _ => request.session_timeout_ms,
             };
             let mut member_id = request.member_id.to_string();
+            // The leader as it was, when a static member came back under a new id.
+            let mut replaced_static = None;
             if member_id.is_empty() {
                 let n = self.next_member.get();
                 self.next_member.set(n + 1);
@@ -65,27 +67,9 @@ impl Coordinator {
                     .and_then(|i| group.instance_holder(i))
                     .map(str::to_string);
                 if let Some(old) = holder {
-                    // KIP-345: a static member back after a restart takes its old place; in a
-                    // stable group with the same protocols it keeps its assignment and nobody
-                    // rebalances.
-                    let leader_before = group.leader.clone().unwrap_or_default();
+                    // KIP-345: a static member back after a restart takes its old place.
+                    replaced_static = Some(group.leader.clone().unwrap_or_default());
                     group.replace_static_member(&old, &member_id);
-                    let member = group.members.get_mut(&member_id).expect("just moved");
-                    member.last_seen = now;
-                    member.session_timeout =
-                        Duration::from_millis(request.session_timeout_ms as u64);
-                    member.rebalance_timeout = Duration::from_millis(rebalance_timeout as u64);
-                    (member.client_id, member.client_host) =
-                        (client.id.clone(), client.host.clone());
-                    if group.state == State::Stable && member.protocols == protocols {
-                        // As Kafka answers: the leader as it was, and no member list, so a
-                        // returning leader does not compute an assignment a stable group
-                        // would not hand out.
-                        let mut response = group.join_response(&member_id);
-                        response.leader = text(&leader_before);
-                        response.members.clear();
-                        return response;
-                    }
                 } else if version >= 4 && instance.is_none() {
                     // v4+: the client must rejoin with the id, so that a lost response cannot
                     // leave a phantom member behind (static members skip this).
@@ -99,6 +83,12 @@ impl Coordinator {
             {
                 return fail(code::UNKNOWN_MEMBER_ID, &member_id);
             }
+            // As Kafka decides it: the returning static member still speaks the group's chosen
+            // protocol (its metadata bytes may differ: a Java consumer's do across a restart).
+            let keeps_place = replaced_static.is_some()
+                && group.state == State::Stable
+                && (group.protocol.as_ref())
+                    .is_some_and(|chosen| protocols.iter().any(|(name, _)| name == chosen));
             group.protocol_type = request.protocol_type.to_string();
             let member = group
                 .members
@@ -115,15 +105,25 @@ impl Coordinator {
                     join: None,
                     sync: None,
                 });
+            (member.client_id, member.client_host) = (client.id.clone(), client.host.clone());
             member.session_timeout = Duration::from_millis(request.session_timeout_ms as u64);
             member.rebalance_timeout = Duration::from_millis(rebalance_timeout as u64);
             member.protocols = protocols;
             member.last_seen = now;
+            if let (true, Some(leader_before)) = (keeps_place, replaced_static) {
+                // It keeps its assignment and nobody rebalances. The answer names the leader
+                // as it was and no members, as Kafka's does, so a returning leader does not
+                // compute an assignment a stable group would not hand out.
+                let mut response = group.join_response(&member_id);
+                response.leader = text(&leader_before);
+                response.members.clear();
+                return response;
+            }
             member.join = Some((waiter, version));
             // Any JoinGroup starts (or joins) a rebalance: the client expects a new generation.
             group.prepare_rebalance(now);
             if group.members.values().all(|m| m.join.is_some()) {
-                group.complete_join();
+                group.complete_join(now);
             }
         }
         response
@@ -251,6 +251,7 @@ impl Coordinator {
             response.error_code = code::UNKNOWN_MEMBER_ID;
             return response;
         };
+        let mut any_removed = false;
         for (given_id, instance) in leaving {
             let holder = (instance.as_deref())
                 .and_then(|i| group.instance_holder(i))
@@ -263,11 +264,18 @@ impl Coordinator {
                 (Some(_), None) => (given_id, code::UNKNOWN_MEMBER_ID),
                 (None, _) => (given_id, code::NONE),
             };
-            let known = error == code::NONE && group.members.remove(&id).is_some();
+            let removed = (error == code::NONE)
+                .then(|| group.members.remove(&id))
+                .flatten();
+            if let Some(member) = &removed {
+                // Blocked in JoinGroup or SyncGroup: told it is gone, as Kafka tells it.
+                member.answer_removed(&id);
+            }
             let error = match error {
-                code::NONE if !known => code::UNKNOWN_MEMBER_ID,
+                code::NONE if removed.is_none() => code::UNKNOWN_MEMBER_ID,
                 error => error,
             };
+            any_removed |= removed.is_some();
             if version >= 3 {
                 let mut member = MemberResponse::default();
                 member.member_id = text(&id);
@@ -278,14 +286,16 @@ impl Coordinator {
                 response.error_code = error;
             }
         }
-        if group.members.is_empty() {
+        if !any_removed {
+            // A stale or fenced LeaveGroup changes nothing: no rebalance for it.
+        } else if group.members.is_empty() {
             group.state = State::Empty;
             group.leader = None;
             group.rebalance_deadline = None;
         } else {
             group.prepare_rebalance(now);
             if group.members.values().all(|m| m.join.is_some()) {
-                group.complete_join();
+                group.complete_join(now);
             }
         }
         response

@@ -142,7 +142,7 @@ impl Coordinator {
                 if group.state == State::PreparingRebalance {
                     // The rest may all have rejoined already: the join completes now.
                     if group.members.values().all(|m| m.join.is_some()) {
-                        group.complete_join();
+                        group.complete_join(now);
                     }
                 } else if group.members.is_empty() {
                     group.state = State::Empty;
@@ -154,7 +154,7 @@ impl Coordinator {
             if group.state == State::PreparingRebalance
                 && group.rebalance_deadline.is_some_and(|d| now >= d)
             {
-                group.complete_join();
+                group.complete_join(now);
             }
         }
     }

@@ -244,31 +244,26 @@ impl Coordinator {
             return code::INVALID_TOPIC;
         }
         let groups = self.groups.borrow();
+        let instance = request.group_instance_id.as_deref();
+        let member_id = request.member_id.as_str();
         match groups.get(group_id) {
             // Simple consumers commit with generation -1 to a group nobody is in.
             None => code::NONE,
             Some(g) if g.members.is_empty() && request.generation_id_or_member_epoch < 0 => {
                 code::NONE
             }
-            Some(g) if request.group_instance_id.is_some() => {
-                let instance = request.group_instance_id.as_deref();
-                match g.instance_error(request.member_id.as_str(), instance) {
-                    Some(error) => error,
-                    None if g.generation != request.generation_id_or_member_epoch => {
-                        code::ILLEGAL_GENERATION
-                    }
-                    None if g.state == State::PreparingRebalance => code::REBALANCE_IN_PROGRESS,
-                    None => code::NONE,
+            Some(g) => match g.instance_error(member_id, instance) {
+                Some(fenced) => fenced,
+                None if !g.members.contains_key(member_id) => code::UNKNOWN_MEMBER_ID,
+                None if g.generation != request.generation_id_or_member_epoch => {
+                    code::ILLEGAL_GENERATION
                 }
-            }
-            Some(g) if !g.members.contains_key(request.member_id.as_str()) => {
-                code::UNKNOWN_MEMBER_ID
-            }
-            Some(g) if g.generation != request.generation_id_or_member_epoch => {
-                code::ILLEGAL_GENERATION
-            }
-            Some(g) if g.state == State::PreparingRebalance => code::REBALANCE_IN_PROGRESS,
-            Some(_) => code::NONE,
+                // As Kafka: a member of the current generation may commit while the group
+                // prepares a rebalance (consumers commit as their partitions are revoked); one
+                // that has joined but not yet synced must wait for its assignment.
+                None if g.state == State::CompletingRebalance => code::REBALANCE_IN_PROGRESS,
+                None => code::NONE,
+            },
         }
     }
 
