@@ -12,8 +12,9 @@ use kafka_protocol::messages::offset_commit_request::{
 };
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest,
-    OffsetFetchRequest, RequestKind, ResponseKind, SyncGroupRequest, TopicName,
+    DescribeGroupsRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+    OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind, SyncGroupRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use oxbow_core::BrokerConfig;
@@ -195,6 +196,69 @@ fn a_static_member_back_under_a_new_id_keeps_its_place_and_fences_its_old_self()
             panic!()
         };
         assert_eq!(beat.error_code, 25, "gone: UNKNOWN_MEMBER_ID");
+    });
+}
+
+#[test]
+fn a_static_member_that_misses_a_rebalance_keeps_its_place_until_its_session_expires() {
+    with_coordinator!(|ask, coordinator, shard| {
+        // s: static, a 10 s session but a 3 s rebalance timeout; it leads generation 1.
+        let RequestKind::JoinGroup(mut request) = join_static("", "s") else {
+            unreachable!()
+        };
+        request.rebalance_timeout_ms = 3_000;
+        let Some(ResponseKind::JoinGroup(first)) = ask(RequestKind::JoinGroup(request), 5).await
+        else {
+            panic!()
+        };
+        let s = first.member_id.to_string();
+        let Some(ResponseKind::SyncGroup(_)) = ask(sync(&s, "s", 1, b"p0"), 5).await else {
+            panic!()
+        };
+        // A dynamic member joins (v3: no MEMBER_ID_REQUIRED) and starts a rebalance that s,
+        // restarting somewhere, does not rejoin.
+        let RequestKind::JoinGroup(mut request) = join("") else {
+            unreachable!()
+        };
+        request.rebalance_timeout_ms = 3_000;
+        let newcomer = glommio::spawn_local(ask(RequestKind::JoinGroup(request), 3));
+        let mut describe = DescribeGroupsRequest::default();
+        describe.groups = vec![GroupId(text("g"))];
+        let state = || {
+            let describe = RequestKind::DescribeGroups(describe.clone());
+            async move {
+                match ask(describe, 5).await {
+                    Some(ResponseKind::DescribeGroups(d)) => d.groups[0].group_state.to_string(),
+                    _ => panic!(),
+                }
+            }
+        };
+        while state().await != "PreparingRebalance" {
+            futures_lite::future::yield_now().await;
+        }
+        // The rebalance timeout passes, the session does not: the newcomer leads generation
+        // 2 and is told of s too, which keeps its place (Kafka drops only dynamic members
+        // that did not rejoin).
+        coordinator.tick(Instant::now() + Duration::from_secs(4));
+        let Some(ResponseKind::JoinGroup(joined)) = newcomer.await else {
+            panic!()
+        };
+        assert_eq!((joined.error_code, joined.generation_id), (0, 2));
+        assert_eq!(
+            joined.leader, joined.member_id,
+            "a member that rejoined leads"
+        );
+        let instances: Vec<_> = (joined.members.iter())
+            .map(|m| m.group_instance_id.as_ref().map(|i| i.to_string()))
+            .collect();
+        assert_eq!(instances.len(), 2, "{instances:?}");
+        assert!(instances.contains(&Some("s".to_string())), "{instances:?}");
+        // Its session over, s is gone.
+        coordinator.tick(Instant::now() + Duration::from_secs(11));
+        let Some(ResponseKind::Heartbeat(beat)) = ask(heartbeat_static(&s, "s", 2), 5).await else {
+            panic!()
+        };
+        assert_eq!(beat.error_code, 25);
     });
 }
 
