@@ -1,5 +1,6 @@
-//! The torture check fails when it should: a lost acknowledged batch and an offset whose bytes
-//! changed are each reported, while the same log, told the truth, passes.
+//! The torture check fails when it should: a lost acknowledged batch, an offset whose bytes
+//! changed and a batch back after a truncation removed it are each reported, while the same
+//! log, told the truth, passes.
 
 mod common;
 
@@ -9,7 +10,7 @@ use oxbow_storage::torture::{batch, Acked, Model, Promise};
 use oxbow_storage::{OpenOptions, Partition};
 
 #[test]
-fn the_check_reports_loss_and_changed_bytes_and_passes_the_truth() {
+fn the_check_reports_loss_changed_bytes_and_truncated_batches_back_and_passes_the_truth() {
     on_shard(|dir| async move {
         let log = Partition::open(
             &dir,
@@ -65,6 +66,21 @@ fn the_check_reports_loss_and_changed_bytes_and_passes_the_truth() {
             .unwrap();
         assert_eq!(checked.batches, 4);
         assert_eq!(model.len(), 4);
+
+        // Once the model knows of the truncation (batch 6 was next), a later batch is fine
+        // there, but batch 5, truncated away, must never come back.
+        model.truncated(bases[4], 6);
+        log.append(batch(6)).await.unwrap();
+        model
+            .check(&log, Promise::AckedSurvive, true)
+            .await
+            .unwrap();
+        log.append(batch(5)).await.unwrap();
+        let error = model
+            .check(&log, Promise::AckedSurvive, true)
+            .await
+            .unwrap_err();
+        assert!(error.0.contains("came back"), "{error}");
         log.close().await;
     });
 }

@@ -1,7 +1,8 @@
 //! The writer half of a real-SIGKILL torture, and the line protocol it speaks to the process
 //! that kills it. The writer appends from several lanes at once in rounds, and between rounds
 //! sometimes truncates or applies retention; it reports each acknowledged append on a line the
-//! moment the answer arrives, and each truncation before it starts. The killer keeps a
+//! moment the answer arrives, and each truncation and retention pass before it starts and once
+//! it is done. The killer keeps a
 //! [`Model`](super::Model) from the lines, kills the writer at a random moment, reopens the
 //! partition and checks it: after a process kill every acknowledged append survives, under
 //! every flush policy (direct-I/O writes are complete in the kernel before the answer).
@@ -37,6 +38,16 @@ pub enum Event {
         /// The offset truncated to.
         to: u64,
     },
+    /// The truncation is done: the log ends at `new_end`, and whatever is found from there on
+    /// later must have been appended after it (batch `next_id` or later).
+    Truncated {
+        /// Where the log ends now.
+        new_end: u64,
+        /// The next batch id the writer appends.
+        next_id: u64,
+    },
+    /// Retention starts: the log start may move.
+    Retaining,
     /// Retention ran and the log now starts at `start`.
     Retained {
         /// The new log start.
@@ -49,6 +60,8 @@ impl fmt::Display for Event {
         match self {
             Event::Ack { id, base, last } => write!(f, "ack {id} {base} {last}"),
             Event::Truncating { to } => write!(f, "truncating {to}"),
+            Event::Truncated { new_end, next_id } => write!(f, "truncated {new_end} {next_id}"),
+            Event::Retaining => write!(f, "retaining"),
             Event::Retained { start } => write!(f, "retained {start}"),
         }
     }
@@ -72,6 +85,11 @@ impl FromStr for Event {
                 last: number(3)?,
             }),
             Some("truncating") if words.len() == 2 => Ok(Event::Truncating { to: number(1)? }),
+            Some("truncated") if words.len() == 3 => Ok(Event::Truncated {
+                new_end: number(1)?,
+                next_id: number(2)?,
+            }),
+            Some("retaining") if words.len() == 1 => Ok(Event::Retaining),
             Some("retained") if words.len() == 2 => Ok(Event::Retained { start: number(1)? }),
             _ => Err(format!("not a torture event: {line:?}")),
         }
@@ -141,12 +159,15 @@ pub async fn write_until_killed(
                 let (start, end) = (partition.log_start_offset(), partition.log_end_offset());
                 let to = rng.u64(end.saturating_sub(TRUNCATION_DEPTH_MAX).max(start)..=end);
                 report(Event::Truncating { to }).map_err(|e| failed("reporting", &e))?;
-                partition
+                let new_end = partition
                     .truncate_to(to)
                     .await
                     .map_err(|e| failed("truncating", &e))?;
+                report(Event::Truncated { new_end, next_id })
+                    .map_err(|e| failed("reporting", &e))?;
             }
             1 => {
+                report(Event::Retaining).map_err(|e| failed("reporting", &e))?;
                 partition
                     .apply_retention(crate::now_ms())
                     .await
@@ -172,11 +193,24 @@ mod tests {
                 last: 104,
             },
             Event::Truncating { to: 3 },
+            Event::Truncated {
+                new_end: 2,
+                next_id: 9,
+            },
+            Event::Retaining,
             Event::Retained { start: 64 },
         ] {
             assert_eq!(event.to_string().parse::<Event>(), Ok(event));
         }
-        for line in ["", "ack 1 2", "ack a b c", "truncating", "hello 1"] {
+        for line in [
+            "",
+            "ack 1 2",
+            "ack a b c",
+            "truncating",
+            "truncated 1",
+            "retaining 3",
+            "hello 1",
+        ] {
             assert!(line.parse::<Event>().is_err(), "{line:?}");
         }
     }

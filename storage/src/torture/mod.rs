@@ -88,10 +88,14 @@ pub struct Checked {
     pub acked_found: u64,
 }
 
-/// The acknowledged batches still in the log, by base offset.
+/// The acknowledged batches still in the log, by base offset, and what completed truncations
+/// rule out.
 #[derive(Debug, Default)]
 pub struct Model {
     acked: BTreeMap<u64, Acked>,
+    /// (offset, id): a completed truncation ended the log at `offset` when batch `id` was the
+    /// next to be appended, so a batch found at or after `offset` has that id or a later one.
+    id_floors: Vec<(u64, u64)>,
 }
 
 impl Model {
@@ -109,6 +113,22 @@ impl Model {
     /// Everything from `offset` on may be gone (a truncation to it started).
     pub fn forget_from(&mut self, offset: u64) {
         self.acked.retain(|_, a| a.last_offset < offset);
+    }
+
+    /// A truncation completed: the log ended at `new_end` and `next_id` was the next batch id.
+    /// Anything truncated away must never come back (ids are handed out in increasing order).
+    pub fn truncated(&mut self, new_end: u64, next_id: u64) {
+        self.forget_from(new_end);
+        self.id_floors.push((new_end, next_id));
+    }
+
+    /// The smallest id a batch at `base` may have, after the truncations seen.
+    fn id_floor(&self, base: u64) -> u64 {
+        (self.id_floors.iter())
+            .filter(|&&(from, _)| from <= base)
+            .map(|&(_, id)| id)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Acknowledged batches the model holds.
@@ -167,6 +187,13 @@ impl Model {
             if let Some(first) = seen.insert(id, base) {
                 return Err(violation(format!(
                     "batch {id} recovered twice, at {first} and at {base}"
+                )));
+            }
+            let floor = self.id_floor(base);
+            if id < floor {
+                return Err(violation(format!(
+                    "batch {id} at {base} came back after a truncation removed it (only batch \
+                     {floor} or later may be there)"
                 )));
             }
             let epoch = found.partition_leader_epoch();

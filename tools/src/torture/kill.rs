@@ -37,7 +37,7 @@ pub async fn kill_loop(run: Arc<Run>, work: PathBuf, seed: u64) -> Result<(), St
         .await
         .map_err(|e| format!("preparing direct I/O in {data:?}: {e}"))?;
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut model = Model::default();
+    let mut known = Known::default();
     let log = work.join("writer.log");
     for number in 1.. {
         if run.over() {
@@ -48,8 +48,8 @@ pub async fn kill_loop(run: Arc<Run>, work: PathBuf, seed: u64) -> Result<(), St
             flush: Flush::ALL[rng.usize(..Flush::ALL.len())],
             epoch: number as i32,
         };
-        let outcome = match kill_one_writer(&run, &dir, &log, &cycle, &mut rng, &mut model) {
-            Ok(()) => check_after_kill(&run, &dir, &cycle, &mut model).await,
+        let outcome = match kill_one_writer(&run, &dir, &log, &cycle, &mut rng, &mut known) {
+            Ok(()) => check_after_kill(&run, &dir, &cycle, &mut known).await,
             Err(e) => Err(Violation(e)),
         };
         if let Err(violation) = outcome {
@@ -72,7 +72,7 @@ fn kill_one_writer(
     log: &Path,
     cycle: &Cycle,
     rng: &mut fastrand::Rng,
-    model: &mut Model,
+    known: &mut Known,
 ) -> Result<(), String> {
     let stderr = std::fs::OpenOptions::new()
         .create(true)
@@ -109,7 +109,7 @@ fn kill_one_writer(
     while events < kill_after_events && Instant::now() < kill_at && !run.over() {
         match lines.recv_timeout(kill_at.saturating_duration_since(Instant::now())) {
             Ok(line) => {
-                take(&line?, cycle, model, &run.totals)?;
+                take(&line?, cycle, known, &run.totals)?;
                 events += 1;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => break,
@@ -123,7 +123,7 @@ fn kill_one_writer(
     add(&run.totals.kills, 1);
     // What it printed before it died was acknowledged too.
     for line in lines {
-        take(&line?, cycle, model, &run.totals)?;
+        take(&line?, cycle, known, &run.totals)?;
     }
     Ok(())
 }
@@ -168,8 +168,18 @@ fn forward_lines(child: &mut Child) -> Result<mpsc::Receiver<Result<String, Stri
     Ok(rx)
 }
 
-/// Takes one event into the model.
-fn take(line: &str, cycle: &Cycle, model: &mut Model, totals: &Totals) -> Result<(), String> {
+/// What the killer knows of the log from the writers' reports and its own checks.
+#[derive(Default)]
+struct Known {
+    model: Model,
+    /// Where the log starts, as the last retention reported or the last check found it.
+    start: Option<u64>,
+    /// A retention pass was reported started and not done: the start may have moved.
+    retaining: bool,
+}
+
+/// Takes one event into what is known.
+fn take(line: &str, cycle: &Cycle, known: &mut Known, totals: &Totals) -> Result<(), String> {
     match line.parse::<Event>()? {
         Event::Ack { id, base, last } => {
             add(&totals.kill_acks, 1);
@@ -178,17 +188,39 @@ fn take(line: &str, cycle: &Cycle, model: &mut Model, totals: &Totals) -> Result
                 epoch: cycle.epoch,
                 last_offset: last,
             };
-            model.acked(base, acked).map_err(|v| v.to_string())
+            known.model.acked(base, acked).map_err(|v| v.to_string())
         }
         Event::Truncating { to } => {
             add(&totals.kill_truncations, 1);
-            model.forget_from(to);
+            known.model.forget_from(to);
             Ok(())
         }
-        Event::Retained { .. } => {
+        Event::Truncated { new_end, next_id } => {
+            known.model.truncated(new_end, next_id);
+            Ok(())
+        }
+        Event::Retaining => {
+            known.retaining = true;
+            Ok(())
+        }
+        Event::Retained { start } => {
             add(&totals.kill_retentions, 1);
+            (known.start, known.retaining) = (Some(start), false);
             Ok(())
         }
+    }
+}
+
+/// Only retention moves the log start (truncations never go below it): after recovery it is
+/// where the last retention left it, or, with one cut short, no further back.
+fn check_start(known: &Known, recovered: u64) -> Result<(), Violation> {
+    match known.start {
+        Some(expected) if recovered < expected || (recovered != expected && !known.retaining) => {
+            Err(Violation(format!(
+                "the log starts at {recovered} after recovery; retention left it at {expected}"
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -198,13 +230,23 @@ async fn check_after_kill(
     run: &Run,
     dir: &Path,
     cycle: &Cycle,
-    model: &mut Model,
+    known: &mut Known,
 ) -> Result<(), Violation> {
     let config = kill::config(cycle.flush.policy());
     let partition = Partition::open(dir, config, OpenOptions::default())
         .await
         .map_err(|e| Violation(format!("recovery after the kill failed: {e}")))?;
-    let checked = model.check(&partition, Promise::AckedSurvive, true).await;
+    let start = partition.log_start_offset();
+    let checked = match check_start(known, start) {
+        Ok(()) => {
+            known
+                .model
+                .check(&partition, Promise::AckedSurvive, true)
+                .await
+        }
+        Err(violation) => Err(violation),
+    };
+    (known.start, known.retaining) = (Some(start), false);
     partition.close().await;
     let checked = checked?;
     let segments = oxbow_storage::verify::verify_partition(&oxbow_storage::DmaDisk, dir)
@@ -221,4 +263,25 @@ async fn check_after_kill(
     add(&t.kill_bytes, checked.bytes);
     add(&t.kill_segments, segments.len() as u64);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_retention_cut_short_lets_the_start_move_and_never_back() {
+        let mut known = Known::default();
+        assert!(check_start(&known, 7).is_ok(), "nothing known yet");
+        known.start = Some(64);
+        assert!(check_start(&known, 64).is_ok());
+        assert!(
+            check_start(&known, 128).is_err(),
+            "segments lost at the head"
+        );
+        assert!(check_start(&known, 0).is_err(), "deleted segments back");
+        known.retaining = true;
+        assert!(check_start(&known, 128).is_ok());
+        assert!(check_start(&known, 0).is_err());
+    }
 }
