@@ -8,6 +8,7 @@
 //! warm-up) the totals. Every producer and consumer has its own thread, runtime and connection,
 //! as separate applications would.
 
+mod figures;
 pub(crate) mod kafka;
 mod meter;
 mod native;

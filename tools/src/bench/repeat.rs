@@ -52,22 +52,22 @@ fn figures(report: &Report) -> Vec<(&'static str, Option<f64>)> {
         (
             "produced msg/s",
             rate(
-                report.produced.messages,
-                report.produced.messages_per_second,
+                report.figures.produced.messages,
+                report.figures.produced.messages_per_second,
             ),
         ),
         (
             "produced MB/s",
             rate(
-                report.produced.messages,
-                report.produced.megabytes_per_second,
+                report.figures.produced.messages,
+                report.figures.produced.megabytes_per_second,
             ),
         ),
         (
             "consumed msg/s",
             rate(
-                report.consumed.messages,
-                report.consumed.messages_per_second,
+                report.figures.consumed.messages,
+                report.figures.consumed.messages_per_second,
             ),
         ),
     ];
@@ -137,11 +137,17 @@ impl Repeated {
         for (who, behind) in [
             (
                 "producers",
-                self.runs.iter().filter(|r| r.producers_fell_behind).count(),
+                self.runs
+                    .iter()
+                    .filter(|r| r.figures.producers_fell_behind)
+                    .count(),
             ),
             (
                 "consumers",
-                self.runs.iter().filter(|r| r.consumers_fell_behind).count(),
+                self.runs
+                    .iter()
+                    .filter(|r| r.figures.consumers_fell_behind)
+                    .count(),
             ),
         ] {
             if behind > 0 {
@@ -152,9 +158,7 @@ impl Repeated {
     }
 
     pub fn write_json(&self, path: Option<&Path>) -> Result<(), String> {
-        let Some(path) = path else { return Ok(()) };
-        let json = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        std::fs::write(path, json).map_err(|e| format!("writing {}: {e}", path.display()))
+        path.map_or(Ok(()), |path| super::report::write_json(path, self))
     }
 }
 

@@ -1,14 +1,16 @@
 //! Collection once a second (progress line, HdrHistogram interval log, totals after the
 //! warm-up) and the final report: a table, JSON, the log and a percentile plot.
 
+use super::figures::Figures;
 use super::meter::{latency_histogram, Interval, Meter};
-use super::plan::{flag_name, BenchArgs, Plan, Workload};
+use super::plan::{flag_name, BenchArgs, Plan};
 use super::{Control, Timeline};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,25 +18,6 @@ use std::time::{Duration, Instant, SystemTime};
 const TICK: Duration = Duration::from_secs(1);
 /// How often the collector looks whether every worker has finished, between ticks.
 const FINISH_CHECK: Duration = Duration::from_millis(20);
-/// Consumers whose last message of the window arrives later than this after it closed were
-/// behind: what they report is how fast they worked through a backlog. Consumers keeping up
-/// get it within their end-to-end latency (40 ms at 350 MB/s with 1 MB batches here); one
-/// behind by 0.46 s showed a p50 of 813 ms against 37 ms to publish.
-const BEHIND_AFTER: Duration = Duration::from_millis(250);
-
-/// Messages and bytes over the measured time.
-#[derive(Serialize, Default, Clone, Debug, PartialEq)]
-pub struct Throughput {
-    /// Messages sent inside the window (acknowledged or delivered, whenever that was); for a
-    /// consume-only run, messages received inside it.
-    pub messages: u64,
-    pub bytes: u64,
-    /// The window (from the end of the warm-up to the end of sending) or, for consumers, to
-    /// the delivery of its last message if that came later.
-    pub seconds: f64,
-    pub messages_per_second: f64,
-    pub megabytes_per_second: f64,
-}
 
 /// Latency distribution in milliseconds.
 #[derive(Serialize, Clone)]
@@ -108,26 +91,14 @@ pub struct Report {
     pub machine: Machine,
     /// RFC 3339, UTC.
     pub started_at: String,
-    pub produced: Throughput,
-    pub consumed: Throughput,
+    /// What was produced and consumed in the window, and whether anyone fell behind.
+    #[serde(flatten)]
+    pub figures: Figures,
     /// Send (intended time under a fixed rate) to acknowledgement.
     pub publish_latency_ms: Option<Percentiles>,
     /// Send (intended time) to delivery to a consumer.
     pub end_to_end_latency_ms: Option<Percentiles>,
     pub per_second: Vec<Second>,
-    /// How long after the window closed its last message was acknowledged (acks=0: sent).
-    pub answered_after_window_seconds: Option<f64>,
-    /// Whether that was more than a quarter of a second: producers (or the broker) could not
-    /// keep the schedule, and the produced rate is over the time they took.
-    pub producers_fell_behind: bool,
-    /// How long after the window closed its last message reached a consumer.
-    pub delivered_after_window_seconds: Option<f64>,
-    /// Whether that was more than a quarter of a second: consumers were behind, and the consumed rate and
-    /// end-to-end latency describe a backlog rather than keeping up.
-    pub consumers_fell_behind: bool,
-    /// Messages sent in the window less deliveries (a redelivered message counts twice, so
-    /// this is a lower bound of what no consumer received before the run ended).
-    pub undelivered_messages: u64,
     /// Consumed messages without a bench stamp (not counted in latency).
     pub unstamped_messages: u64,
     #[serde(skip)]
@@ -136,93 +107,6 @@ pub struct Report {
     end_to_end: Histogram<u64>,
     #[serde(skip)]
     hdr_log: Vec<u8>,
-}
-
-fn throughput(messages: u64, bytes: u64, from_ns: u64, until_ns: u64) -> Throughput {
-    let seconds = until_ns.saturating_sub(from_ns) as f64 / 1e9;
-    let rate = |n: u64| {
-        if seconds > 0.0 {
-            n as f64 / seconds
-        } else {
-            0.0
-        }
-    };
-    Throughput {
-        messages,
-        bytes,
-        seconds,
-        messages_per_second: rate(messages),
-        megabytes_per_second: rate(bytes) / 1e6,
-    }
-}
-
-/// What the window's tallies say: counts and rates, and whether producers and consumers kept
-/// up.
-#[derive(Debug, PartialEq)]
-struct Figures {
-    produced: Throughput,
-    consumed: Throughput,
-    answered_after_window_seconds: Option<f64>,
-    producers_fell_behind: bool,
-    delivered_after_window_seconds: Option<f64>,
-    consumers_fell_behind: bool,
-    undelivered_messages: u64,
-}
-
-/// `produced` and `consumed` are the window's (messages, bytes, last arrival: acknowledgement
-/// or delivery); the window runs from `from_ns` to `window_end_ns`, when sending ended. Rates
-/// run to the window's end or its last arrival, whichever is later: a producer or consumer
-/// that falls behind is measured over the time it took, not credited with the schedule.
-fn figures(
-    workload: Workload,
-    from_ns: u64,
-    window_end_ns: u64,
-    produced: (u64, u64, u64),
-    consumed: (u64, u64, u64),
-) -> Figures {
-    let (received, received_bytes, last_received_ns) = consumed;
-    if workload == Workload::Consume {
-        return Figures {
-            produced: Throughput::default(),
-            consumed: throughput(received, received_bytes, from_ns, last_received_ns),
-            answered_after_window_seconds: None,
-            producers_fell_behind: false,
-            delivered_after_window_seconds: None,
-            consumers_fell_behind: false,
-            undelivered_messages: 0,
-        };
-    }
-    let (sent, sent_bytes, last_answered_ns) = produced;
-    let after_window = |last_ns: u64| last_ns.saturating_sub(window_end_ns);
-    let behind = |late_ns: &u64| *late_ns > BEHIND_AFTER.as_nanos() as u64;
-    let seconds = |ns: u64| ns as f64 / 1e9;
-    let consumes = workload == Workload::ProduceConsume;
-    let answered_after = (sent > 0).then(|| after_window(last_answered_ns));
-    let delivered_after = (consumes && received > 0).then(|| after_window(last_received_ns));
-    Figures {
-        produced: throughput(
-            sent,
-            sent_bytes,
-            from_ns,
-            window_end_ns.max(last_answered_ns),
-        ),
-        consumed: throughput(
-            received,
-            received_bytes,
-            from_ns,
-            window_end_ns.max(last_received_ns),
-        ),
-        answered_after_window_seconds: answered_after.map(seconds),
-        producers_fell_behind: answered_after.as_ref().is_some_and(behind),
-        delivered_after_window_seconds: delivered_after.map(seconds),
-        // Nothing delivered at all is the worst case of falling behind.
-        consumers_fell_behind: consumes && sent > 0 && delivered_after.as_ref().is_none_or(behind),
-        undelivered_messages: if consumes {
-            sent.saturating_sub(received)
-        } else {
-            0
-        },
-    }
 }
 
 fn p99_ms(h: &Histogram<u64>) -> Option<f64> {
@@ -338,7 +222,7 @@ pub fn collect(
     let from_ns = meter
         .window()
         .map_or(timeline.measure_from_ns, |w| w.from_ns);
-    let figures = figures(
+    let figures = Figures::of(
         plan.workload,
         from_ns,
         window_end_ns,
@@ -352,16 +236,10 @@ pub fn collect(
             SystemTime::UNIX_EPOCH + Duration::from_nanos(timeline.started_ns),
         )
         .to_string(),
-        produced: figures.produced,
-        consumed: figures.consumed,
+        figures,
         publish_latency_ms: Percentiles::of(&publish),
         end_to_end_latency_ms: Percentiles::of(&end_to_end),
         per_second,
-        answered_after_window_seconds: figures.answered_after_window_seconds,
-        producers_fell_behind: figures.producers_fell_behind,
-        delivered_after_window_seconds: figures.delivered_after_window_seconds,
-        consumers_fell_behind: figures.consumers_fell_behind,
-        undelivered_messages: figures.undelivered_messages,
         unstamped_messages: meter.unstamped.load(Ordering::Acquire),
         publish,
         end_to_end,
@@ -400,11 +278,14 @@ impl Report {
         };
         format!(
             "produced {:.0} msg/s, consumed {:.0} msg/s, p99 publish {}, end-to-end {}{}",
-            self.produced.messages_per_second,
-            self.consumed.messages_per_second,
+            self.figures.produced.messages_per_second,
+            self.figures.consumed.messages_per_second,
             p99(&self.publish_latency_ms),
             p99(&self.end_to_end_latency_ms),
-            match (self.producers_fell_behind, self.consumers_fell_behind) {
+            match (
+                self.figures.producers_fell_behind,
+                self.figures.consumers_fell_behind
+            ) {
                 (false, false) => "",
                 (true, false) => " (producers fell behind)",
                 (false, true) => " (consumers fell behind)",
@@ -446,7 +327,10 @@ impl Report {
             "{:<10} {:>12} {:>9} {:>12}\n",
             "", "messages", "MB/s", "msg/s"
         );
-        for (name, t) in [("produced", &self.produced), ("consumed", &self.consumed)] {
+        for (name, t) in [
+            ("produced", &self.figures.produced),
+            ("consumed", &self.figures.consumed),
+        ] {
             if t.messages > 0 {
                 text += &format!(
                     "{name:<10} {:>12} {:>9.1} {:>12.0}\n",
@@ -476,16 +360,16 @@ impl Report {
             );
         }
         if let (true, Some(after)) = (
-            self.producers_fell_behind,
-            self.answered_after_window_seconds,
+            self.figures.producers_fell_behind,
+            self.figures.answered_after_window_seconds,
         ) {
             text += &format!(
                 "producers fell behind: the window's last message was answered {after:.1} s \
                  after it closed; the produced rate is over the time that took\n"
             );
         }
-        if self.consumers_fell_behind {
-            text += &match self.delivered_after_window_seconds {
+        if self.figures.consumers_fell_behind {
+            text += &match self.figures.delivered_after_window_seconds {
                 Some(after) => format!(
                     "consumers fell behind: the window's last message arrived {after:.1} s \
                      after it closed; the consumed rate and end-to-end latency describe a \
@@ -494,10 +378,10 @@ impl Report {
                 None => "consumers fell behind: none of the window's messages arrived\n".into(),
             };
         }
-        if self.undelivered_messages > 0 {
+        if self.figures.undelivered_messages > 0 {
             text += &format!(
                 "{} messages sent in the window were not delivered before the run ended\n",
-                self.undelivered_messages
+                self.figures.undelivered_messages
             );
         }
         text
@@ -505,20 +389,16 @@ impl Report {
 
     /// `--json`, `--hdr-log` and `--plot`.
     pub fn write_files(&self, args: &BenchArgs) -> Result<(), String> {
-        let write = |path: &std::path::Path, bytes: &[u8]| {
-            std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
-        };
         if let Some(path) = &args.json {
-            let json = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-            write(path, &json)?;
+            write_json(path, self)?;
         }
         if let Some(path) = &args.hdr_log {
-            write(path, &self.hdr_log)?;
+            write_file(path, &self.hdr_log)?;
         }
         if let Some(path) = &args.plot {
             let series = [("publish", &self.publish), ("end-to-end", &self.end_to_end)];
             let svg = super::plot::percentile_svg(&self.title(), &series)?;
-            write(path, svg.as_bytes())?;
+            write_file(path, svg.as_bytes())?;
         }
         Ok(())
     }
@@ -535,83 +415,13 @@ impl Report {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Writes one of the report's files.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+}
 
-    const S: u64 = 1_000_000_000;
-
-    #[test]
-    fn a_consumer_that_keeps_up_is_measured_over_the_window() {
-        // 10 s window from t=2 s; the last message arrives 3 ms after it closes.
-        let f = figures(
-            Workload::ProduceConsume,
-            2 * S,
-            12 * S,
-            (50_000, 50_000_000, 12 * S + 2_000_000),
-            (50_000, 50_000_000, 12 * S + 3_000_000),
-        );
-        assert!((f.produced.seconds - 10.002).abs() < 1e-9);
-        assert!((f.produced.messages_per_second - 4_999.0).abs() < 1.0);
-        assert!(!f.producers_fell_behind);
-        assert!((f.consumed.seconds - 10.003).abs() < 1e-9);
-        assert_eq!(f.delivered_after_window_seconds, Some(0.003));
-        assert!(!f.consumers_fell_behind);
-        assert_eq!(f.undelivered_messages, 0);
-    }
-
-    #[test]
-    fn a_consumer_behind_the_producers_is_reported_and_its_rate_is_over_its_own_time() {
-        // The report of the issue: a 10 s window whose messages took 16.6 s to deliver.
-        let f = figures(
-            Workload::ProduceConsume,
-            2 * S,
-            12 * S,
-            (41_200_000, 0, 12 * S),
-            (41_000_000, 0, 18 * S + 600_000_000),
-        );
-        assert!(f.consumers_fell_behind);
-        assert!((f.consumed.seconds - 16.6).abs() < 1e-9);
-        assert!(f.consumed.messages_per_second < f.produced.messages_per_second);
-        assert_eq!(f.undelivered_messages, 200_000);
-    }
-
-    #[test]
-    fn a_run_that_stops_early_is_measured_to_its_last_answer_and_produce_only_has_no_consumers() {
-        let f = figures(
-            Workload::Produce,
-            0,
-            S / 2,
-            (1_500, 300_000, S / 2),
-            (0, 0, 0),
-        );
-        assert_eq!(f.produced.seconds, 0.5);
-        assert_eq!(f.produced.messages_per_second, 3_000.0);
-        assert_eq!(f.consumed.messages, 0);
-        assert_eq!(f.delivered_after_window_seconds, None);
-        assert!(!f.producers_fell_behind && !f.consumers_fell_behind);
-        assert_eq!(f.undelivered_messages, 0);
-    }
-
-    #[test]
-    fn producers_behind_the_schedule_are_credited_with_their_time_not_the_schedule() {
-        // 1 M msg/s asked for 10 s; the broker took 50 s to answer them all.
-        let f = figures(
-            Workload::Produce,
-            0,
-            10 * S,
-            (10_000_000, 0, 50 * S),
-            (0, 0, 0),
-        );
-        assert_eq!(f.produced.messages_per_second, 200_000.0);
-        assert!(f.producers_fell_behind);
-        assert_eq!(f.answered_after_window_seconds, Some(40.0));
-    }
-
-    #[test]
-    fn consumers_that_received_nothing_fell_behind() {
-        let f = figures(Workload::ProduceConsume, 0, S, (100, 0, S), (0, 0, 0));
-        assert!(f.consumers_fell_behind);
-        assert_eq!(f.undelivered_messages, 100);
-    }
+/// Writes `value` as pretty JSON (`--json`).
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), String> {
+    let json = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
+    write_file(path, &json)
 }

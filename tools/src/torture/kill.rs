@@ -4,6 +4,7 @@
 
 use super::writer::Flush;
 use super::{add, Run, Totals};
+use crate::bench::plan::flag_name;
 use oxbow_storage::torture::kill::{self, Event};
 use oxbow_storage::torture::{Acked, Model, Promise, Violation};
 use oxbow_storage::{OpenOptions, Partition};
@@ -90,7 +91,7 @@ fn kill_one_writer(
                 "--seed",
                 &rng.u64(..).to_string(),
                 "--flush",
-                &cycle.flush.name(),
+                &flag_name(&cycle.flush),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -13,6 +13,7 @@ mod writer;
 
 pub use writer::{writer, WriterArgs};
 
+use crate::bench::plan::flag_name;
 use clap::{Args, ValueEnum};
 use oxbow_storage::torture::sim;
 use std::path::PathBuf;
@@ -133,14 +134,10 @@ pub fn run(args: TortureArgs) -> Result<ExitCode, String> {
     // Ctrl-C ends the run early, with its summary.
     signal_hook::flag::register(signal_hook::consts::SIGINT, run.stop.clone())
         .map_err(|e| format!("handling SIGINT: {e}"))?;
-    let mode = args
-        .mode
-        .to_possible_value()
-        .map(|v| v.get_name().to_string());
     println!(
         "oxbow storage torture: {}, mode {}, seed {seed}, writer data in {}",
         humantime::format_duration(duration),
-        mode.unwrap_or_default(),
+        flag_name(&args.mode),
         work.display()
     );
     let mut threads = Vec::new();

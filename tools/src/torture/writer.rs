@@ -44,13 +44,6 @@ impl Flush {
             Flush::Never => FlushPolicy::Never,
         }
     }
-
-    /// The flag's value.
-    pub fn name(self) -> String {
-        self.to_possible_value()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default()
-    }
 }
 
 /// The writer process: appends until killed, one line per event on stdout.

@@ -190,16 +190,7 @@ impl Group {
         let Some(mut member) = self.members.remove(old) else {
             return;
         };
-        if let Some((waiter, _)) = member.join.take() {
-            let mut fenced = JoinGroupResponse::default();
-            fenced.error_code = code::FENCED_INSTANCE_ID;
-            fenced.generation_id = -1;
-            fenced.member_id = text(old);
-            let _ = waiter.send(fenced);
-        }
-        if let Some(waiter) = member.sync.take() {
-            let _ = waiter.send(sync_response(code::FENCED_INSTANCE_ID, Bytes::new(), None));
-        }
+        member.dismiss(old, code::FENCED_INSTANCE_ID);
         self.members.insert(new.to_string(), member);
         if self.leader.as_deref() == Some(old) {
             self.leader = Some(new.to_string());
@@ -208,18 +199,14 @@ impl Group {
 }
 
 impl Member {
-    /// This member, `id`, was removed: whatever it still waits for is answered
-    /// UNKNOWN_MEMBER_ID (it must join again).
-    pub(super) fn answer_removed(&self, id: &str) {
-        if let Some((waiter, _)) = &self.join {
-            let mut gone = JoinGroupResponse::default();
-            gone.error_code = code::UNKNOWN_MEMBER_ID;
-            gone.generation_id = -1;
-            gone.member_id = text(id);
-            let _ = waiter.send(gone);
+    /// This member, `id`, no longer stands (removed, or replaced by its static instance's new
+    /// self): whatever it still waits for in JoinGroup or SyncGroup is answered `error_code`.
+    pub(super) fn dismiss(&mut self, id: &str, error_code: i16) {
+        if let Some((waiter, _)) = self.join.take() {
+            let _ = waiter.send(join_error(error_code, id));
         }
-        if let Some(waiter) = &self.sync {
-            let _ = waiter.send(sync_response(code::UNKNOWN_MEMBER_ID, Bytes::new(), None));
+        if let Some(waiter) = self.sync.take() {
+            let _ = waiter.send(sync_response(error_code, Bytes::new(), None));
         }
     }
 
@@ -230,6 +217,15 @@ impl Member {
             .map(|(_, b)| b.clone())
             .unwrap_or_default()
     }
+}
+
+/// A JoinGroup answer refusing `member_id` with `error_code`.
+pub(super) fn join_error(error_code: i16, member_id: &str) -> JoinGroupResponse {
+    let mut response = JoinGroupResponse::default();
+    response.error_code = error_code;
+    response.generation_id = -1;
+    response.member_id = text(member_id);
+    response
 }
 
 pub(super) fn sync_response(

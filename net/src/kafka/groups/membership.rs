@@ -2,7 +2,7 @@
 //! the group listings.
 
 use super::super::wire::{code, text};
-use super::group::{sync_response, Group, Member, State};
+use super::group::{join_error, sync_response, Group, Member, State};
 use super::{Coordinator, SESSION_TIMEOUT_MS};
 use bytes::Bytes;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -23,19 +23,12 @@ impl Coordinator {
         client: super::Client,
         now: Instant,
     ) -> JoinGroupResponse {
-        let fail = |error_code: i16, member_id: &str| {
-            let mut response = JoinGroupResponse::default();
-            response.error_code = error_code;
-            response.generation_id = -1;
-            response.member_id = text(member_id);
-            response
-        };
         let group_id = request.group_id.0.to_string();
         if group_id.is_empty() {
-            return fail(code::INVALID_GROUP_ID, "");
+            return join_error(code::INVALID_GROUP_ID, "");
         }
         if !SESSION_TIMEOUT_MS.contains(&request.session_timeout_ms) {
-            return fail(code::INVALID_SESSION_TIMEOUT, &request.member_id);
+            return join_error(code::INVALID_SESSION_TIMEOUT, &request.member_id);
         }
         let (waiter, response) = flume::bounded(1);
         {
@@ -44,7 +37,7 @@ impl Coordinator {
                 .entry(group_id.clone())
                 .or_insert_with(|| Group::new(request.protocol_type.to_string()));
             if group.protocol_type != request.protocol_type.as_str() && !group.members.is_empty() {
-                return fail(code::INCONSISTENT_GROUP_PROTOCOL, &request.member_id);
+                return join_error(code::INCONSISTENT_GROUP_PROTOCOL, &request.member_id);
             }
             let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
             let protocols: Vec<(String, Bytes)> = request
@@ -74,14 +67,14 @@ impl Coordinator {
                     // v4+: the client must rejoin with the id, so that a lost response cannot
                     // leave a phantom member behind (static members skip this).
                     group.pending_ids.insert(member_id.clone(), now);
-                    return fail(code::MEMBER_ID_REQUIRED, &member_id);
+                    return join_error(code::MEMBER_ID_REQUIRED, &member_id);
                 }
             } else if let Some(error) = group.instance_error(&member_id, instance.as_deref()) {
-                return fail(error, &member_id);
+                return join_error(error, &member_id);
             } else if !group.members.contains_key(&member_id)
                 && group.pending_ids.remove(&member_id).is_none()
             {
-                return fail(code::UNKNOWN_MEMBER_ID, &member_id);
+                return join_error(code::UNKNOWN_MEMBER_ID, &member_id);
             }
             // As Kafka decides it: the returning static member still speaks the group's chosen
             // protocol (its metadata bytes may differ: a Java consumer's do across a restart).
@@ -129,7 +122,7 @@ impl Coordinator {
         response
             .recv_async()
             .await
-            .unwrap_or_else(|_| fail(code::COORDINATOR_NOT_AVAILABLE, ""))
+            .unwrap_or_else(|_| join_error(code::COORDINATOR_NOT_AVAILABLE, ""))
     }
 
     pub(super) async fn sync(&self, request: SyncGroupRequest, now: Instant) -> SyncGroupResponse {
@@ -264,12 +257,12 @@ impl Coordinator {
                 (Some(_), None) => (given_id, code::UNKNOWN_MEMBER_ID),
                 (None, _) => (given_id, code::NONE),
             };
-            let removed = (error == code::NONE)
+            let mut removed = (error == code::NONE)
                 .then(|| group.members.remove(&id))
                 .flatten();
-            if let Some(member) = &removed {
+            if let Some(member) = &mut removed {
                 // Blocked in JoinGroup or SyncGroup: told it is gone, as Kafka tells it.
-                member.answer_removed(&id);
+                member.dismiss(&id, code::UNKNOWN_MEMBER_ID);
             }
             let error = match error {
                 code::NONE if removed.is_none() => code::UNKNOWN_MEMBER_ID,
