@@ -122,6 +122,26 @@ pub enum ReadError {
 #[error("truncate failed: {0}")]
 pub struct TruncateError(pub String);
 
+/// Records could not be deleted (the log start moved).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeleteRecordsError {
+    /// The offset is past what readers see (Kafka: past the high watermark).
+    #[error("offset {offset} is past the log end {log_end}")]
+    OffsetOutOfRange {
+        /// Requested new log start.
+        offset: u64,
+        /// The visible log end.
+        log_end: u64,
+    },
+    /// The partition stopped, closes or was truncated meanwhile; the message says which.
+    #[error("records cannot be deleted now: {0}")]
+    Unavailable(String),
+    /// The log start moved, but a segment file below it could not be removed.
+    #[error(transparent)]
+    Delete(#[from] RetentionError),
+}
+
 /// Deleting segments for retention failed.
 #[derive(Debug, thiserror::Error)]
 #[error("deleting {path:?}: {source}")]

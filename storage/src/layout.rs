@@ -93,6 +93,8 @@ pub enum PartitionFile {
     Index(u64),
     /// The leader-epoch checkpoint (see `epochs.rs`).
     EpochCheckpoint,
+    /// The log-start checkpoint (see `log_start.rs`).
+    LogStartCheckpoint,
     /// A leftover of an interrupted atomic write.
     Temporary,
     /// Anything else.
@@ -117,6 +119,9 @@ pub fn classify(name: &str) -> PartitionFile {
     }
     if name == "leader-epoch-checkpoint" {
         return PartitionFile::EpochCheckpoint;
+    }
+    if name == "log-start-offset" {
+        return PartitionFile::LogStartCheckpoint;
     }
     PartitionFile::Unknown
 }
@@ -207,6 +212,11 @@ mod tests {
             classify("00000000000000000042.tmp"),
             PartitionFile::Temporary
         );
+        assert_eq!(
+            classify("log-start-offset"),
+            PartitionFile::LogStartCheckpoint
+        );
+        assert_eq!(classify("log-start-offset.tmp"), PartitionFile::Temporary);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod frame;
 pub mod index;
 pub mod io;
 pub mod layout;
+pub mod log_start;
 pub mod metrics;
 pub mod ordered;
 mod partition;
@@ -34,7 +35,9 @@ pub mod verify;
 mod writer;
 
 pub use epochs::LeaderEpochs;
-pub use error::{AppendError, OpenError, ReadError, RetentionError, TruncateError};
+pub use error::{
+    AppendError, DeleteRecordsError, OpenError, ReadError, RetentionError, TruncateError,
+};
 pub use io::{prepare_shard_io, Disk, DmaDisk, Faults, FaultyDisk, SegmentFile, SimDisk};
 pub use partition::{Appended, OpenOptions, Partition, PartitionStats};
 pub use state_log::{CompactionSettings, StateLog, StateLogError};

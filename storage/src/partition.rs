@@ -11,7 +11,7 @@
 //! in any order, then [`Partition::close`] (writes and syncs everything queued).
 
 use crate::core::{Admitted, Cut, LogCore};
-use crate::error::{AppendError, OpenError, RetentionError, TruncateError};
+use crate::error::{AppendError, DeleteRecordsError, OpenError, RetentionError, TruncateError};
 use crate::io::{default_disk, Disk, Faults, FaultyDisk};
 use crate::layout::segment_files;
 use crate::read::ReadCache;
@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     pub(crate) visible: Watermark,
     /// Mirrors the core's durable end (a leader's followers wait on it).
     pub(crate) durable: Watermark,
+    /// The log start the checkpoint holds (deletions of records wait on it).
+    pub(crate) start_written: Watermark,
     /// The shard's cache of bytes read from disk.
     pub(crate) read_cache: Rc<ReadCache>,
     /// A background seal finished.
@@ -106,6 +108,18 @@ impl Shared {
     pub(crate) fn wake_all(&self) {
         self.visible.wake_all();
         self.durable.wake_all();
+        self.start_written.wake_all();
+    }
+
+    /// The checkpoint now holds `start`: wakes the deletions waiting for it (all of them when
+    /// a restart moved the start back, to see so).
+    pub(crate) fn publish_start_written(&self, start: u64) {
+        if start >= self.start_written.get() {
+            self.start_written.advance(start);
+        } else {
+            self.start_written.reset(start);
+            self.start_written.wake_all();
+        }
     }
 }
 
@@ -146,6 +160,7 @@ impl Partition {
         let mut core = LogCore::new(
             config,
             recovered.segments,
+            recovered.log_start,
             recovered.producers,
             recovered.epochs,
             now,
@@ -155,6 +170,7 @@ impl Partition {
         }
         let visible = Watermark::new(core.visible_end());
         let durable = Watermark::new(core.durable_end());
+        let start_written = Watermark::new(core.log_start_offset());
         let shared = Rc::new(Shared {
             dir: dir.to_path_buf(),
             disk,
@@ -162,6 +178,7 @@ impl Partition {
             work: Notify::default(),
             visible,
             durable,
+            start_written,
             read_cache: options.read_cache.unwrap_or_else(crate::read::shard_cache),
             seal_done: Notify::default(),
         });
@@ -376,6 +393,34 @@ impl Partition {
             tracing::info!(dir = ?self.shared.dir, deleted, "retention deleted segments");
         }
         Ok(deleted)
+    }
+
+    /// Deletes the records below `offset` (Kafka's DeleteRecords): the log starts there from
+    /// now on, inside a segment if need be, and segments holding only older records are
+    /// deleted. Resolves with the log start once it is checkpointed (durably unless the flush
+    /// policy is `never`), so a deletion answered survives a crash. An offset at or below the
+    /// start changes nothing; one past the visible end (the high watermark) is refused.
+    pub async fn delete_records(&self, offset: u64) -> Result<u64, DeleteRecordsError> {
+        let shared = &self.shared;
+        let doomed = shared.core.borrow_mut().delete_records_before(offset)?;
+        let start = shared.core.borrow().log_start_offset();
+        shared.work.notify();
+        let written = shared
+            .start_written
+            .reached(start, || {
+                let core = shared.core.borrow();
+                core.stopped().is_some() || core.is_closing() || core.log_start_offset() < start
+            })
+            .await;
+        if !written {
+            let core = shared.core.borrow();
+            let why = core
+                .stopped()
+                .unwrap_or("the log closed or was truncated meanwhile");
+            return Err(DeleteRecordsError::Unavailable(why.to_string()));
+        }
+        self.delete_segments(doomed).await?;
+        Ok(start)
     }
 
     /// Deletes the sealed segments holding only offsets below `offset` (never the active one)

@@ -7,6 +7,8 @@
 //!   zero or bad frame, and the file truncated there and synced, so stale bytes can never be
 //!   read as frames later.
 //! - Idempotent-producer state is rebuilt from the active segment's batches.
+//! - The log starts where the log-start checkpoint says, if records were deleted past the
+//!   first segment's base (see `log_start.rs`).
 //! - Leader epochs of sealed segments come from the checkpoint file, those of the active
 //!   segment from its batches (see `epochs.rs`); a missing or damaged checkpoint is rebuilt by
 //!   scanning every segment.
@@ -15,6 +17,7 @@ use crate::epochs::{checkpoint_path, LeaderEpochs};
 use crate::error::OpenError;
 use crate::io::{align_down, align_up, Disk};
 use crate::layout::{classify, index_path, segment_path, PartitionFile};
+use crate::log_start::{self, log_start_path, recovered_start};
 use crate::producers::ProducerState;
 use crate::segment::{scan_frames, seal_segment, Segment, FRAME_BYTES_LIMIT, SCAN_CHUNK_BYTES};
 use oxbow_core::{LogConfig, RecordBatch};
@@ -29,6 +32,8 @@ pub(crate) struct Recovered {
     pub(crate) epochs: LeaderEpochs,
     /// Whether the epochs differ from the checkpoint on disk (it must be written again).
     pub(crate) epochs_changed: bool,
+    /// The first readable offset.
+    pub(crate) log_start: u64,
     /// File position of the active segment's last partial block, and its bytes.
     pub(crate) tail_start: u64,
     pub(crate) tail: Vec<u8>,
@@ -55,7 +60,9 @@ pub(crate) async fn recover(
     for name in disk.list(dir).map_err(io_error("listing", dir))? {
         match classify(&name) {
             PartitionFile::Segment(base) => bases.push(base),
-            PartitionFile::Index(_) | PartitionFile::EpochCheckpoint => {}
+            PartitionFile::Index(_)
+            | PartitionFile::EpochCheckpoint
+            | PartitionFile::LogStartCheckpoint => {}
             PartitionFile::Temporary => disk
                 .remove(&dir.join(&name))
                 .map_err(io_error("removing", dir))?,
@@ -96,8 +103,8 @@ pub(crate) async fn recover(
         disk.sync_dir(dir).await.map_err(io_error("syncing", dir))?;
         segments.push(segment);
     }
-    let log_start = segments[0].base_offset;
     let log_end = segments.last().expect("one segment").next_offset;
+    let log_start = recovered_start(read_log_start(disk, dir), segments[0].base_offset, log_end);
     let (mut epochs, mut epochs_changed) = match checkpoint {
         Some(epochs) => (epochs, false),
         None if log_end > log_start => (rebuild_epochs(&segments).await?, true),
@@ -129,6 +136,7 @@ pub(crate) async fn recover(
         producers,
         epochs,
         epochs_changed,
+        log_start,
         tail_start,
         tail: tail.to_vec(),
     })
@@ -148,6 +156,24 @@ fn read_checkpoint(disk: &dyn Disk, dir: &Path) -> Option<LeaderEpochs> {
         Ok(None) => None,
         Err(e) => {
             tracing::warn!(file = ?path, error = %e, "rebuilding leader epochs from the log");
+            None
+        }
+    }
+}
+
+/// The log-start checkpoint, or `None` when it is missing or damaged (then the log starts at
+/// its first segment).
+fn read_log_start(disk: &dyn Disk, dir: &Path) -> Option<u64> {
+    let path = log_start_path(dir);
+    let damaged = |error: &dyn std::fmt::Display| {
+        tracing::warn!(file = ?path, error = %error,
+            "ignoring the log-start checkpoint; the log starts at its first segment");
+    };
+    match disk.read_small(&path) {
+        Ok(Some(bytes)) => log_start::decode(&bytes).map_err(|e| damaged(&e)).ok(),
+        Ok(None) => None,
+        Err(e) => {
+            damaged(&e);
             None
         }
     }

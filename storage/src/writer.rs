@@ -7,6 +7,7 @@ use crate::error::{AppendError, TruncateError};
 use crate::frame::{encode_header, FrameHeader, FRAME_HEADER_BYTES};
 use crate::io::{align_down, write_file_atomically};
 use crate::layout::{index_path, segment_files};
+use crate::log_start::log_start_path;
 use crate::partition::{AppendWaiter, Shared, TruncateWaiter};
 use crate::read::BlockFiller;
 use crate::segment::{scan_frames, seal_segment, ScanStop, Segment, FRAME_BYTES_LIMIT};
@@ -40,6 +41,9 @@ impl Writer {
         loop {
             if let Err(e) = self.write_epochs_if_changed().await {
                 self.stop(format!("writing the leader-epoch checkpoint failed: {e}"));
+            }
+            if let Err(e) = self.write_log_start_if_changed().await {
+                self.stop(format!("writing the log-start checkpoint failed: {e}"));
             }
             let work = {
                 let tail_bytes = self.tail.len() as u64;
@@ -258,6 +262,7 @@ impl Writer {
             // otherwise stretch an old epoch over the new start.
             self.shared.core.borrow_mut().forget_epochs();
             self.write_epochs_if_changed().await?;
+            self.write_log_start_if_changed().await?;
             let segment = Segment::create(disk.as_ref(), &dir, restart, crate::now_ms()).await?;
             self.shared.core.borrow_mut().restart(segment);
         }
@@ -330,6 +335,20 @@ impl Writer {
         let durable = self.shared.core.borrow().config.flush != FlushPolicy::Never;
         let path = checkpoint_path(&self.shared.dir);
         write_file_atomically(self.shared.disk.as_ref(), &path, &bytes, durable).await
+    }
+
+    /// Persists the log start when records were deleted or the log restarted: atomically, and
+    /// durably unless the policy is `never` (see `log_start.rs`).
+    async fn write_log_start_if_changed(&mut self) -> io::Result<()> {
+        let Some(start) = self.shared.core.borrow_mut().take_log_start_if_dirty() else {
+            return Ok(());
+        };
+        let durable = self.shared.core.borrow().config.flush != FlushPolicy::Never;
+        let path = log_start_path(&self.shared.dir);
+        let bytes = crate::log_start::encode(start);
+        write_file_atomically(self.shared.disk.as_ref(), &path, &bytes, durable).await?;
+        self.shared.publish_start_written(start);
+        Ok(())
     }
 
     /// Waits for new work, or until `wake_at` (ms) for an interval fdatasync.

@@ -91,6 +91,9 @@ pub(crate) struct LogCore<A, T> {
     pending_bytes: u64,
     next_offset: u64,
     log_start_offset: u64,
+    /// The log start moved past what the first segment's base says (records deleted, or the
+    /// log restarted): the checkpoint must be written again.
+    log_start_dirty: bool,
     durable_end: u64,
     high_watermark: Option<u64>,
     tail_cache: TailCache,
@@ -120,11 +123,13 @@ pub(crate) struct LogCore<A, T> {
 }
 
 impl<A, T> LogCore<A, T> {
-    /// A core over recovered segments (oldest first, at least one), with the producer state and
-    /// leader epochs recovery rebuilt. Everything recovered is durable and visible.
+    /// A core over recovered segments (oldest first, at least one), starting at `log_start`
+    /// (in the first segment), with the producer state and leader epochs recovery rebuilt.
+    /// Everything recovered is durable and visible.
     pub(crate) fn new(
         config: LogConfig,
         segments: Vec<Segment>,
+        log_start: u64,
         producers: ProducerState,
         epochs: LeaderEpochs,
         now_ms: i64,
@@ -135,7 +140,8 @@ impl<A, T> LogCore<A, T> {
             tail_cache: TailCache::new(config.tail_cache_bytes_max),
             streams: ReadStreams::default(),
             config,
-            log_start_offset: segments[0].base_offset,
+            log_start_offset: log_start.max(segments[0].base_offset),
+            log_start_dirty: false,
             segments,
             pending: VecDeque::new(),
             pending_bytes: 0,
@@ -191,6 +197,11 @@ impl<A, T> LogCore<A, T> {
 
     pub(crate) fn log_start_offset(&self) -> u64 {
         self.log_start_offset
+    }
+
+    /// The log start to checkpoint, if it moved since it was last taken.
+    pub(crate) fn take_log_start_if_dirty(&mut self) -> Option<u64> {
+        std::mem::take(&mut self.log_start_dirty).then_some(self.log_start_offset)
     }
 
     pub(crate) fn stopped(&self) -> Option<&str> {

@@ -27,6 +27,7 @@ fn core(flush: FlushPolicy) -> Core {
     LogCore::new(
         config,
         vec![segment(0, 0)],
+        0,
         ProducerState::default(),
         LeaderEpochs::default(),
         0,

@@ -1,8 +1,9 @@
-//! Removing records: truncation at the end (a follower whose log diverged) and retention at the
-//! start. The core decides which segments go and where the cut is; the writer does the files.
+//! Removing records: truncation at the end (a follower whose log diverged), and at the start
+//! retention and deleting records. The core decides which segments go and where the cut is;
+//! the writer does the files.
 
 use super::LogCore;
-use crate::error::TruncateError;
+use crate::error::{DeleteRecordsError, TruncateError};
 use crate::io::SegmentFile;
 use crate::retention::{segments_to_delete, SegmentStats};
 use crate::segment::Segment;
@@ -58,6 +59,9 @@ impl<A, T> LogCore<A, T> {
     /// restarts at the cut's offset.
     pub(crate) fn plan_truncation(&mut self, cut: Cut) -> TruncationPlan {
         let (offset, keep) = match cut {
+            // Nothing readable would be left, and the start would pass the end: start again
+            // there (Kafka truncates fully in this case too).
+            Cut::From(offset) if offset <= self.log_start_offset => (offset, 0),
             Cut::From(offset) => {
                 let keep = self.segments.partition_point(|s| s.base_offset < offset);
                 (offset, keep.max(1))
@@ -73,6 +77,12 @@ impl<A, T> LogCore<A, T> {
             Some(_) => None,
             None => Some(offset),
         };
+        if restart_at.is_some() {
+            // The checkpoint says where the new log starts before its segment exists: a start
+            // left from before would hide its first records after a crash.
+            self.log_start_offset = offset;
+            self.log_start_dirty = true;
+        }
         TruncationPlan { doomed, restart_at }
     }
 
@@ -155,6 +165,39 @@ impl<A, T> LogCore<A, T> {
             now_ms,
         );
         self.take_oldest(count)
+    }
+
+    /// Moves the log start up to `offset` (Kafka's DeleteRecords): offsets below it are no
+    /// longer read, and the sealed segments holding only such offsets are taken out of the log
+    /// for their files to be deleted. The start may fall inside a segment; the checkpoint that
+    /// says so must be written (the writer does) before the deletion is acknowledged. An
+    /// offset at or below the start changes nothing; one past the visible end is refused.
+    pub(crate) fn delete_records_before(
+        &mut self,
+        offset: u64,
+    ) -> Result<Vec<Segment>, DeleteRecordsError> {
+        if let Some(why) = &self.stopped {
+            return Err(DeleteRecordsError::Unavailable(why.clone()));
+        }
+        if self.closing || self.truncating || self.truncation.is_some() {
+            return Err(DeleteRecordsError::Unavailable(
+                "the log is closing or being truncated".to_string(),
+            ));
+        }
+        let visible = self.visible_end();
+        if offset > visible {
+            return Err(DeleteRecordsError::OffsetOutOfRange {
+                offset,
+                log_end: visible,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(Vec::new());
+        }
+        self.log_start_offset = offset;
+        self.log_start_dirty = true;
+        self.epochs_dirty |= self.epochs.truncate_before(offset);
+        Ok(self.plan_deletion_below(offset))
     }
 
     /// The sealed segments that hold only offsets below `offset`, taken out of the log: the
