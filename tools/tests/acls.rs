@@ -194,8 +194,13 @@ fn acls_decide_who_produces_and_joins_and_survive_a_restart() {
     let (ok, said) = consume("shipping");
     assert!(!ok && said.contains("GROUP_AUTHORIZATION_FAILED"), "{said}");
 
-    // Admin calls answer per resource: alice may write orders-eu, not grow or reconfigure it.
-    for op in ["add-partitions", "alter-config"] {
+    // Admin calls answer per resource: alice may write orders-eu, not grow, reconfigure or
+    // trim it.
+    for (op, refused) in [
+        ("add-partitions", "error TOPIC_AUTHORIZATION_FAILED"),
+        ("alter-config", "error TOPIC_AUTHORIZATION_FAILED"),
+        ("delete-records", "error 0 TOPIC_AUTHORIZATION_FAILED"),
+    ] {
         let args = [
             "admin",
             "--op",
@@ -210,14 +215,13 @@ fn acls_decide_who_produces_and_joins_and_survive_a_restart() {
             &[
                 &args[..],
                 &["--partitions", "3", "--config", "retention.ms=1000"],
+                &["--delete", "0=3"],
             ]
             .concat(),
         );
-        assert!(
-            ok && said.contains("error TOPIC_AUTHORIZATION_FAILED"),
-            "{op}: {said}"
-        );
+        assert!(ok && said.contains(refused), "{op}: {said}");
     }
+    assert_eq!(stored(&internal, "orders-eu"), 6, "denied deletion deleted");
     let args = [
         "group-admin",
         "--bootstrap",

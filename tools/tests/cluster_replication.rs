@@ -88,8 +88,15 @@ fn produce(bootstrap: &str, base: usize, count: usize) -> Vec<String> {
 /// Produces one record `value` to partition 0 of `TOPIC` at `addr` with `acks` and the request
 /// timeout `timeout_ms` (one request, no client retries); the partition's error code.
 fn produce_one(addr: &str, acks: i16, timeout_ms: i32, value: &str) -> i16 {
+    produce_batch(addr, acks, timeout_ms, &[value])
+}
+
+/// Produces `values` as one batch, as [`produce_one`] does one record.
+fn produce_batch(addr: &str, acks: i16, timeout_ms: i32, values: &[&str]) -> i16 {
     let mut builder = oxbow_core::BatchBuilder::new(0);
-    builder.push(None, Some(value.as_bytes()), 0);
+    for value in values {
+        builder.push(None, Some(value.as_bytes()), 0);
+    }
     let request = ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(timeout_ms)
@@ -376,6 +383,69 @@ fn sigterm_of_the_leader_hands_over_leadership_and_clients_see_no_error() {
     );
     let back: Vec<(i64, String)> = read_with_offsets(&bootstrap);
     assert_eq!(back.len(), 4_000, "nothing lost or added by the moves");
+}
+
+/// DeleteRecords on a replicated partition: the followers move their log start to the
+/// leader's (their log-start checkpoints say so); a follower that lost its files catches up
+/// from that start, which lies inside a batch; and after kill -9 of the leader the new leader
+/// serves from there: the deleted records do not come back.
+#[test]
+fn deleted_records_stay_deleted_when_a_follower_takes_over() {
+    const START: usize = 123;
+    let mut cluster = Cluster::start_settled(3);
+    let bootstrap = cluster.nodes[0].kafka.clone();
+    let leader = create_replicated(&cluster, &bootstrap, &[]);
+    // The records from 100 on are one batch, which holds START.
+    let mut acked = produce(&bootstrap, 0, 100);
+    let batch: Vec<String> = (100..MESSAGES).map(|i| format!("m-{i}")).collect();
+    let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
+    let leader_addr = cluster.node(leader).kafka.clone();
+    assert_eq!(produce_batch(&leader_addr, -1, 30_000, &batch), 0);
+    acked.extend(batch.iter().map(|v| v.to_string()));
+    let below = format!("0={START}");
+    let deleted = common::confluent(&[
+        "admin",
+        "--op",
+        "delete-records",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        TOPIC,
+        "--delete",
+        &below,
+    ]);
+    assert_eq!(deleted.trim(), format!("deleted 0 {START}"));
+    let starts_there = |cluster: &Cluster| {
+        cluster.running().all(|node| {
+            let dir = oxbow_storage::layout::partition_dir(node.data_dir(), TOPIC, 0);
+            let checkpoint = std::fs::read(oxbow_storage::log_start::log_start_path(&dir));
+            let start = checkpoint.map(|b| oxbow_storage::log_start::decode(&b));
+            matches!(start, Ok(Ok(start)) if start == START as u64)
+        })
+    };
+    let every_replica = "every replica's log starts where the records were deleted";
+    cluster.settle(every_replica, || starts_there(&cluster).then_some(()));
+
+    // A follower without its files starts again at the batch holding the leader's start.
+    let follower = (0..3).find(|&id| id != leader).unwrap();
+    cluster.node(follower).kill();
+    let dir = oxbow_storage::layout::partition_dir(cluster.node(follower).data_dir(), TOPIC, 0);
+    std::fs::remove_dir_all(dir).unwrap();
+    cluster.node(follower).restart();
+    cluster.settle("the emptied follower caught up and is in sync", || {
+        let in_sync = partition_state(&leader_addr).is_some_and(|(_, isr)| isr == [0, 1, 2]);
+        (in_sync && starts_there(&cluster)).then_some(())
+    });
+
+    cluster.node(leader).kill();
+    let survivor = (cluster.running()).next().unwrap().kafka.clone();
+    cluster.settle("a follower leads", || {
+        partition_state(&survivor).filter(|(l, _)| *l >= 0 && *l != leader)
+    });
+    let read = read_with_offsets(&survivor);
+    assert_eq!(read.first().map(|(offset, _)| *offset), Some(START as i64));
+    let values: Vec<String> = read.into_iter().map(|(_, value)| value).collect();
+    assert_eq!(values, acked[START..]);
 }
 
 /// Every record of `TOPIC` with its offset, read by kcat through `addr`.

@@ -15,9 +15,10 @@ pub enum FollowerAction {
     /// ask again when the answer left the divergence point open.
     TruncateTo(u64),
     /// Append these batches at `offset` (after restarting the log there when `restart`: the
-    /// leader's log starts past this follower's end, retention removed what it lacks) and take
-    /// the high watermark; then store the leader's subscription cursors, if it sent them, and
-    /// report their generation as held ([`Follower::cursors_held`]).
+    /// leader's log starts past this follower's end, retention or deleted records removed what
+    /// it lacks), take the high watermark, and move the log start up to the leader's (as far
+    /// as this log reaches); then store the leader's subscription cursors, if it sent them,
+    /// and report their generation as held ([`Follower::cursors_held`]).
     Append {
         /// Where the batches start.
         offset: u64,
@@ -25,6 +26,8 @@ pub enum FollowerAction {
         batches: Bytes,
         /// The leader's high watermark.
         high_watermark: u64,
+        /// The leader's log start.
+        log_start: u64,
         /// Restart the log empty at `offset` first.
         restart: bool,
         /// The leader's cursors, when this follower holds another generation of them.
@@ -145,7 +148,10 @@ impl Follower {
                 },
             ) => {
                 self.in_flight = false;
-                let restart = offset > log_end && offset == log_start;
+                // The leader's log starts past this log's end. Deleted records can move its
+                // start inside a batch, which the leader sends whole: the batch starts at or
+                // before the leader's start.
+                let restart = offset > log_end && offset <= log_start;
                 if offset != log_end && !restart {
                     return FollowerAction::Ignore;
                 }
@@ -153,6 +159,7 @@ impl Follower {
                     offset,
                     batches,
                     high_watermark,
+                    log_start,
                     restart,
                     cursors,
                 }
@@ -283,6 +290,23 @@ mod tests {
                 ..
             }
         ));
+        // The leader's start inside the batch it sends (records deleted): restart at the batch.
+        f.next_request(None, 0, 0).unwrap();
+        assert!(matches!(
+            f.on_frame(data(0, 200, 203), &own, 0),
+            FollowerAction::Append {
+                offset: 200,
+                log_start: 203,
+                restart: true,
+                ..
+            }
+        ));
+        // A batch past the leader's start is not where this follower asked to continue.
+        f.next_request(None, 0, 0).unwrap();
+        assert_eq!(
+            f.on_frame(data(0, 300, 203), &own, 0),
+            FollowerAction::Ignore
+        );
     }
 
     #[test]

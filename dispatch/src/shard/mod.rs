@@ -15,6 +15,7 @@
 
 mod admin;
 mod controller;
+mod delete_records;
 mod follow;
 mod grow;
 mod host;

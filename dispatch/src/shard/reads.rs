@@ -9,36 +9,76 @@ use oxbow_storage::{Partition, ReadError};
 const LOG_APPEND_TIME: i16 = 0x08;
 use std::time::Duration;
 
-/// The first record with a timestamp at or after `at` (ms): its offset and timestamp, or
-/// (-1, -1) past the end (Kafka's ListOffsets by time). The batch holding it is the first whose
-/// newest timestamp reaches `at`, found through the segments' time index; inside it the
-/// records are read (decompressed within `decompressed_bytes_max`) for the exact one.
+/// The first record with a timestamp at or after `at` (ms) at or after the log start: its
+/// offset and timestamp, or (-1, -1) past the end (Kafka's ListOffsets by time). The batch
+/// holding it is the first whose newest timestamp reaches `at`, found through the segments'
+/// time index; inside it the records are read (decompressed within `decompressed_bytes_max`)
+/// for the exact one. When deleted records hold every match in that batch, the log is read on
+/// from its start.
 pub async fn offset_at_time(
     log: &Partition,
     at: i64,
     decompressed_bytes_max: u64,
 ) -> Result<(i64, i64), PartitionError> {
-    let hit =
-        (log.first_batch_at_time(at).await).map_err(|e| PartitionError::Storage(e.to_string()))?;
-    Ok(hit.map_or((-1, -1), |batch| {
-        first_record_at(&batch, at, decompressed_bytes_max)
-    }))
+    let storage = |e: ReadError| PartitionError::Storage(e.to_string());
+    let Some(batch) = log.first_batch_at_time(at).await.map_err(storage)? else {
+        return Ok((-1, -1));
+    };
+    let start = log.log_start_offset();
+    if let Some(found) = first_record_at(&batch, at, start, decompressed_bytes_max) {
+        return Ok(found);
+    }
+    let mut from = start.max(batch.last_offset() + 1);
+    loop {
+        let batches = match log.read(from, TIME_SCAN_BYTES).await {
+            Ok(batches) if !batches.is_empty() => batches,
+            Ok(_) => return Ok((-1, -1)),
+            // Retention or another deletion moved the start meanwhile: look from there.
+            Err(ReadError::OffsetOutOfRange { log_start, .. }) if log_start > from => {
+                from = log_start;
+                continue;
+            }
+            Err(ReadError::OffsetOutOfRange { .. }) => return Ok((-1, -1)),
+            Err(e) => return Err(storage(e)),
+        };
+        for batch in &batches {
+            if let Some(found) = first_record_at(batch, at, from, decompressed_bytes_max) {
+                return Ok(found);
+            }
+        }
+        let last = batches.last().expect("not empty");
+        from = last.last_offset() + 1;
+    }
 }
 
-/// The first record of `batch` at or after `at`. Under LogAppendTime every record has the
-/// batch's time, so the first record answers; a batch whose records cannot be read answers
-/// with its first offset and newest time (what a reader of the batch would start from).
-fn first_record_at(batch: &RecordBatch, at: i64, decompressed_bytes_max: u64) -> (i64, i64) {
-    let whole = (batch.base_offset() as i64, batch.max_timestamp());
+/// How much a lookup by time reads at once when it must read on from the log start.
+const TIME_SCAN_BYTES: usize = 1 << 20;
+
+/// The first record of `batch` at or after `at`, and at or after offset `from`. Under
+/// LogAppendTime every record has the batch's time. A batch whose records cannot be read
+/// answers with its first offset and newest time (what a reader of the batch would start
+/// from).
+fn first_record_at(
+    batch: &RecordBatch,
+    at: i64,
+    from: u64,
+    decompressed_bytes_max: u64,
+) -> Option<(i64, i64)> {
+    let first = batch.base_offset().max(from);
+    let next = batch.last_offset() + 1;
+    if batch.max_timestamp() < at || first >= next {
+        return None;
+    }
+    let whole = (first as i64, batch.max_timestamp());
     if batch.attributes() & LOG_APPEND_TIME != 0 {
-        return whole;
+        return Some(whole);
     }
     let Ok(records) = batch.records(decompressed_bytes_max) else {
-        return whole;
+        return Some(whole);
     };
     (records.map_while(Result::ok))
-        .find(|r| r.timestamp >= at)
-        .map_or(whole, |r| (r.offset as i64, r.timestamp))
+        .find(|r| r.timestamp >= at && r.offset >= first)
+        .map(|r| (r.offset as i64, r.timestamp))
 }
 
 impl Shard {

@@ -501,6 +501,7 @@ async fn follow(
                 offset,
                 batches,
                 high_watermark,
+                log_start,
                 restart,
                 cursors,
             } => {
@@ -523,6 +524,14 @@ async fn follow(
                     return;
                 }
                 log.set_high_watermark(high_watermark.min(log.durable_end_offset()));
+                // Records the leader deleted go here too, as far as this log reaches.
+                let start = log_start.min(log.log_end_offset());
+                if start > log.log_start_offset() {
+                    if let Err(e) = log.delete_records(start).await {
+                        tracing::warn!(topic = %host.topic, error = %e,
+                            "moving the log start to the leader's");
+                    }
+                }
                 if let Some(snapshot) = cursors {
                     let generation = snapshot.generation;
                     match host.subscriptions.store_cursor_snapshot(snapshot).await {

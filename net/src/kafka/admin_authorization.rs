@@ -9,8 +9,8 @@ use super::wire::code;
 use crate::authorize::Gate;
 use kafka_protocol::messages::{
     alter_configs_response, create_partitions_response, delete_groups_response,
-    describe_configs_response, describe_groups_response, describe_producers_response,
-    incremental_alter_configs_response, offset_delete_response,
+    delete_records_response, describe_configs_response, describe_groups_response,
+    describe_producers_response, incremental_alter_configs_response, offset_delete_response,
     AlterPartitionReassignmentsResponse, AlterUserScramCredentialsResponse, DescribeQuorumResponse,
     DescribeUserScramCredentialsResponse, ElectLeadersResponse, ListPartitionReassignmentsResponse,
     RequestKind, ResponseKind, UnregisterBrokerResponse,
@@ -161,6 +161,13 @@ pub(super) fn admit(
             (r.topics).retain(|t| permitted(TOPIC, &t.name, Operation::Read, &t.partition_indexes));
             RequestKind::DescribeProducers(r)
         }
+        RequestKind::DeleteRecords(mut r) => {
+            (r.topics).retain(|t| {
+                let partitions: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+                permitted(TOPIC, &t.name, Operation::Delete, &partitions)
+            });
+            RequestKind::DeleteRecords(r)
+        }
         other => other,
     };
     Ok((request, denied))
@@ -217,6 +224,20 @@ pub(super) fn answer_denied(response: &mut ResponseKind, denied: Denied) {
                             .map(|index| {
                                 offset_delete_response::OffsetDeleteResponsePartition::default()
                                     .with_partition_index(index)
+                                    .with_error_code(error)
+                            })
+                            .collect(),
+                    ),
+            ),
+            ResponseKind::DeleteRecords(r) => r.topics.push(
+                delete_records_response::DeleteRecordsTopicResult::default()
+                    .with_name(kafka_protocol::messages::TopicName(name))
+                    .with_partitions(
+                        (partitions.into_iter())
+                            .map(|index| {
+                                delete_records_response::DeleteRecordsPartitionResult::default()
+                                    .with_partition_index(index)
+                                    .with_low_watermark(-1)
                                     .with_error_code(error)
                             })
                             .collect(),

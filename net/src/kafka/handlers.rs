@@ -136,6 +136,9 @@ async fn handle_encoded(
         RequestKind::DescribeProducers(request) => Some(ResponseKind::DescribeProducers(
             super::producers::describe_producers(shard, request).await,
         )),
+        RequestKind::DeleteRecords(request) => Some(ResponseKind::DeleteRecords(
+            super::delete_records::delete_records(shard, request).await,
+        )),
         RequestKind::AlterUserScramCredentials(request) => Some(
             ResponseKind::AlterUserScramCredentials(super::users::alter(shard, request).await),
         ),

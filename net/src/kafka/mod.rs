@@ -15,6 +15,7 @@ mod admin_authorization;
 mod cluster_admin;
 mod configs;
 mod connection;
+mod delete_records;
 mod describe_configs;
 mod elections;
 mod fetch_frame;

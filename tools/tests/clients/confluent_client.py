@@ -160,7 +160,9 @@ def admin(args):
     """describe: prints "config <name> <value>" for the topic; delete: deletes it;
     add-partitions: grows it to PARTITIONS, printing "added" or "error <name>"; alter-config:
     sets each --config NAME=VALUE and deletes each --config NAME (incrementally), printing
-    "altered" or "error <name>"."""
+    "altered" or "error <name>"; delete-records: deletes the records of each --delete
+    PARTITION=OFFSET (-1: up to the high watermark) below the offset, printing "deleted
+    <partition> <low watermark>" or "error <partition> <name>" for each."""
     from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions
     client = AdminClient({"bootstrap.servers": args.bootstrap})
     if args.op == "alter-config":
@@ -182,6 +184,14 @@ def admin(args):
             print("added")
         except KafkaException as e:
             print(f"error {e.args[0].name()}")
+    elif args.op == "delete-records":
+        below = [TopicPartition(args.topic, int(p), int(o))
+                 for p, o in (kv.split("=", 1) for kv in args.delete)]
+        for tp, future in sorted(client.delete_records(below).items(), key=lambda kv: kv[0].partition):
+            try:
+                print(f"deleted {tp.partition} {future.result(timeout=30).low_watermark}")
+            except KafkaException as e:
+                print(f"error {tp.partition} {e.args[0].name()}")
     elif args.op == "describe":
         resource = ConfigResource(ConfigResource.Type.TOPIC, args.topic)
         for config in client.describe_configs([resource])[resource].result(timeout=30).values():
@@ -269,8 +279,10 @@ def main():
     parser.add_argument("mode", choices=["produce", "consume", "group-consume", "committed", "admin",
                                          "group-admin", "offsets-for-times", "elect", "acls",
                                          "describe-cluster"])
-    parser.add_argument("--op", choices=["describe", "delete", "add-partitions", "alter-config"],
-                        default="describe")
+    parser.add_argument("--op", choices=["describe", "delete", "add-partitions", "alter-config",
+                                         "delete-records"], default="describe")
+    parser.add_argument("--delete", action="append", default=[],
+                        help="PARTITION=OFFSET whose records below are deleted")
     parser.add_argument("--validate-only", action="store_true")
     parser.add_argument("--group", default="oxbow-test-group")
     parser.add_argument("--delay-ms", type=int, default=0)

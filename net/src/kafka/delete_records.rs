@@ -1,0 +1,41 @@
+//! DeleteRecords: moves partitions' log starts up, as `kafka-delete-records` and
+//! AdminClient.deleteRecords ask. Each partition's leader answers with its new log start (the
+//! low watermark) once that is checkpointed.
+
+use super::handlers::partition_error_code;
+use crate::shard::{PartitionError, Shard};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+
+pub(super) async fn delete_records(
+    shard: &Shard,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    let mut response = DeleteRecordsResponse::default();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let count = shard.partition_count(&name);
+        let mut out = DeleteRecordsTopicResult::default();
+        out.name = topic.name;
+        for partition in topic.partitions {
+            let mut result = DeleteRecordsPartitionResult::default();
+            result.partition_index = partition.partition_index;
+            result.low_watermark = -1;
+            let deleted = match (count, u32::try_from(partition.partition_index)) {
+                (Some(count), Ok(p)) if p < count => {
+                    shard.delete_records(&name, p, partition.offset).await
+                }
+                _ => Err(PartitionError::UnknownTopicOrPartition),
+            };
+            match deleted {
+                Ok(start) => result.low_watermark = start as i64,
+                Err(e) => result.error_code = partition_error_code(&e),
+            }
+            out.partitions.push(result);
+        }
+        response.topics.push(out);
+    }
+    response
+}
