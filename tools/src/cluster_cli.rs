@@ -1,17 +1,23 @@
 //! `oxbow cluster status | remove-node | rebalance | decommission` and `oxbow partition
-//! reassign | reassignments`: the
+//! reassign | reassignments | delete-records`: the
 //! cluster as its Kafka listeners describe it (Metadata for brokers and partitions,
 //! DescribeQuorum for the metadata group, asked of the group's leader, UnregisterBroker to
-//! remove a broker, Alter/ListPartitionReassignments to move partitions).
+//! remove a broker, Alter/ListPartitionReassignments to move partitions, DeleteRecords asked
+//! of the partition's leader).
 
 use crate::access::KafkaAccess;
 use crate::bench::kafka::Connection;
 use clap::Subcommand;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::describe_quorum_response::ReplicaState;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    BrokerId, DescribeQuorumRequest, ListPartitionReassignmentsRequest, MetadataRequest,
-    MetadataResponse, TopicName, UnregisterBrokerRequest,
+    BrokerId, DeleteRecordsRequest, DescribeQuorumRequest, ListPartitionReassignmentsRequest,
+    MetadataRequest, MetadataResponse, TopicName, UnregisterBrokerRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
@@ -74,6 +80,19 @@ pub enum PartitionCommand {
     },
     /// Reassignments in progress, with the replicas still being added and removed.
     Reassignments,
+    /// Delete a partition's records below an offset (Kafka's DeleteRecords): its log starts
+    /// there from now on, on every replica.
+    DeleteRecords {
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Partition.
+        #[arg(long)]
+        partition: i32,
+        /// The new first offset; -1 deletes everything readable (up to the high watermark).
+        #[arg(long, allow_negative_numbers = true)]
+        before: i64,
+    },
 }
 
 /// Runs `work` with a connection to the Kafka listener at `bootstrap`, on a client runtime.
@@ -110,6 +129,15 @@ pub fn run_partition(
                     true => println!("{topic}/{partition} move cancelled"),
                     false => println!("{topic}/{partition} moving to {replicas:?}"),
                 }
+                Ok(())
+            }
+            PartitionCommand::DeleteRecords {
+                topic,
+                partition,
+                before,
+            } => {
+                let start = delete_records(&mut connection, &topic, partition, before).await?;
+                println!("{topic}/{partition} starts at {start}");
                 Ok(())
             }
             PartitionCommand::Reassignments => {
@@ -151,6 +179,52 @@ pub fn run(bootstrap: &str, access: &KafkaAccess, command: ClusterCommand) -> Re
             }
         }
     })
+}
+
+/// Asks the partition's leader to delete the records below `before`; the new log start.
+async fn delete_records(
+    connection: &mut Connection,
+    topic: &str,
+    partition: i32,
+    before: i64,
+) -> Result<i64, String> {
+    let name = TopicName(StrBytes::from_string(topic.to_string()));
+    let request = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(name.clone())),
+    ]));
+    let metadata: MetadataResponse = connection.call(12, &request).await?;
+    let described = (metadata.topics.iter().flat_map(|t| &t.partitions))
+        .find(|p| p.partition_index == partition);
+    let leader = match described {
+        Some(p) if p.leader_id.0 >= 0 => p.leader_id.0,
+        Some(_) => return Err(format!("{topic}/{partition} has no leader now")),
+        None => return Err(format!("{topic}/{partition} does not exist")),
+    };
+    let address = (metadata.brokers.iter())
+        .find(|b| b.node_id.0 == leader)
+        .map(|b| format!("{}:{}", b.host, b.port))
+        .ok_or(format!(
+            "the leader of {topic}/{partition}, broker {leader}, is not listed"
+        ))?;
+    let request = DeleteRecordsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(name)
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(partition)
+                .with_offset(before)])]);
+    let answer = connection
+        .open_to(&address)
+        .await?
+        .call(2, &request)
+        .await?;
+    let answered = (answer.topics.iter().flat_map(|t| &t.partitions))
+        .find(|p| p.partition_index == partition)
+        .ok_or("DeleteRecords answered no partition")?;
+    match ResponseError::try_from_code(answered.error_code) {
+        None => Ok(answered.low_watermark),
+        Some(e) => Err(format!("deleting records of {topic}/{partition}: {e}")),
+    }
 }
 
 async fn remove_node(connection: &mut Connection, id: i32) -> Result<(), String> {

@@ -145,7 +145,8 @@ enum Command {
         #[command(subcommand)]
         command: group_cli::GroupCommand,
     },
-    /// Move partitions between brokers, through any node's Kafka listener.
+    /// Move partitions between brokers or delete their oldest records, through any node's Kafka
+    /// listener.
     Partition {
         /// Kafka address of any node.
         #[arg(long, default_value = "127.0.0.1:9092", global = true)]

@@ -385,7 +385,8 @@ fn sigterm_of_the_leader_hands_over_leadership_and_clients_see_no_error() {
     assert_eq!(back.len(), 4_000, "nothing lost or added by the moves");
 }
 
-/// DeleteRecords on a replicated partition: the followers move their log start to the
+/// DeleteRecords on a replicated partition (`oxbow partition delete-records`, which finds the
+/// leader): the followers move their log start to the
 /// leader's (their log-start checkpoints say so); a follower that lost its files catches up
 /// from that start, which lies inside a batch; and after kill -9 of the leader the new leader
 /// serves from there: the deleted records do not come back.
@@ -402,19 +403,27 @@ fn deleted_records_stay_deleted_when_a_follower_takes_over() {
     let leader_addr = cluster.node(leader).kafka.clone();
     assert_eq!(produce_batch(&leader_addr, -1, 30_000, &batch), 0);
     acked.extend(batch.iter().map(|v| v.to_string()));
-    let below = format!("0={START}");
-    let deleted = common::confluent(&[
-        "admin",
-        "--op",
-        "delete-records",
-        "--bootstrap",
-        &bootstrap,
-        "--topic",
-        TOPIC,
-        "--delete",
-        &below,
-    ]);
-    assert_eq!(deleted.trim(), format!("deleted 0 {START}"));
+    // Through the operator's tool, asking a node that does not lead the partition.
+    let other = (cluster.running())
+        .find(|n| n.id != leader)
+        .unwrap()
+        .kafka
+        .clone();
+    let output = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .args(["partition", "delete-records", "--bootstrap", &other])
+        .args([
+            "--topic",
+            TOPIC,
+            "--partition",
+            "0",
+            "--before",
+            &START.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let said = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(said.trim(), format!("{TOPIC}/0 starts at {START}"));
     let starts_there = |cluster: &Cluster| {
         cluster.running().all(|node| {
             let dir = oxbow_storage::layout::partition_dir(node.data_dir(), TOPIC, 0);
