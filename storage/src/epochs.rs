@@ -49,7 +49,9 @@ impl LeaderEpochs {
     }
 
     /// Records that `epoch` starts writing at `start_offset`. Returns whether the cache changed
-    /// (a new epoch). Epochs never go back: an older one is a caller bug.
+    /// (a new epoch). Epochs never go back: an older one is a caller bug. An epoch that starts
+    /// where the last one does replaces it: that one holds no record (the log start moved up
+    /// to its end), as Kafka's cache drops it too.
     pub fn assign(&mut self, epoch: i32, start_offset: u64) -> bool {
         match self.entries.last() {
             Some(&(last, _)) if last == epoch => false,
@@ -58,6 +60,9 @@ impl LeaderEpochs {
                     epoch > last && start_offset >= last_start,
                     "leader epoch {epoch} at {start_offset} after epoch {last} at {last_start}"
                 );
+                if start_offset == last_start {
+                    self.entries.pop();
+                }
                 self.entries.push((epoch, start_offset));
                 true
             }
@@ -180,6 +185,14 @@ mod tests {
         assert!(!epochs.assign(0, 5));
         assert!(epochs.assign(2, 10));
         assert!(epochs.assign(5, 30));
+        let mut emptied = epochs.clone();
+        assert!(emptied.assign(6, 30));
+        assert_eq!(
+            emptied.entries().last(),
+            Some(&(6, 30)),
+            "epoch 5 holds nothing"
+        );
+        assert_eq!(emptied.entries().len(), epochs.entries().len());
         assert_eq!(epochs.end_offset_for(0, 50), Some((0, 10)));
         assert_eq!(epochs.end_offset_for(1, 50), Some((0, 10)));
         assert_eq!(epochs.end_offset_for(3, 50), Some((2, 30)));

@@ -82,7 +82,11 @@ pub(crate) async fn recover(
         let segment = if i + 1 == bases.len() {
             recover_active(disk, dir, base, config, |batch| {
                 producers.record(&batch);
-                active_epochs.push((batch.partition_leader_epoch(), batch.base_offset()));
+                active_epochs.push((
+                    batch.partition_leader_epoch(),
+                    batch.base_offset(),
+                    batch.last_offset(),
+                ));
             })
             .await?
         } else {
@@ -113,10 +117,13 @@ pub(crate) async fn recover(
     // The active segment's batches say exactly which epochs wrote it, whatever an older
     // checkpoint claims about that range; sealed segments are known from the checkpoint.
     let active_base = segments.last().expect("one segment").base_offset;
-    epochs_changed |= epochs.truncate_from(active_base.max(log_start));
+    epochs_changed |= epochs.truncate_from(active_base);
     epochs_changed |= epochs.truncate_before(log_start);
-    for (epoch, start) in active_epochs {
-        epochs_changed |= epochs.observe(epoch, start);
+    // Batches whose records were all deleted say nothing; one holding the start, from there.
+    for (epoch, base, last) in active_epochs {
+        if last >= log_start {
+            epochs_changed |= epochs.observe(epoch, base.max(log_start));
+        }
     }
     let active = segments.last().expect("one segment");
     let tail_start = align_down(active.log_bytes);

@@ -321,6 +321,7 @@ impl Writer {
         }
         self.shared.publish_durable();
         self.write_epochs_if_changed().await?;
+        self.write_log_start_if_changed().await?;
         tracing::info!(dir = ?dir, offset, new_end, "log truncated");
         Ok(new_end)
     }

@@ -133,6 +133,11 @@ impl<A, T> LogCore<A, T> {
             active.index.truncate_to_position(position as u32);
         }
         active.sealed = false;
+        if new_end < self.log_start_offset {
+            // The cut took the whole batch that held the start: the log is empty from there.
+            self.log_start_offset = new_end;
+            self.log_start_dirty = true;
+        }
         self.next_offset = new_end;
         self.tail_cache.truncate(new_end);
         self.producers.truncate(new_end);

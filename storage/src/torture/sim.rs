@@ -1,7 +1,8 @@
 //! One seeded case of the crash simulation: the real log core, writer task and recovery on
 //! [`SimDisk`], through random appends (several in flight at once), leader-epoch changes,
-//! truncations, retention, clean restarts, and power losses that land while appends are in
-//! flight, checking the [`Model`] after every reopen. Needs a glommio executor.
+//! truncations, retention, deleted records, clean restarts, and power losses that land while
+//! appends are in flight, checking the [`Model`] and the log start after every reopen. Needs a
+//! glommio executor.
 
 use super::{batch, Acked, Model, Promise, Violation};
 use crate::io::{CrashKeep, SimDisk};
@@ -27,6 +28,8 @@ pub struct CaseStats {
     pub truncations: u64,
     /// Retention passes.
     pub retentions: u64,
+    /// Deletions of records (the log start moved, inside a segment too).
+    pub deletions: u64,
     /// Reopens whose log was checked against the model.
     pub recoveries_checked: u64,
     /// Batches read back and compared.
@@ -66,6 +69,12 @@ struct Case {
     model: Model,
     next_id: u64,
     epoch: i32,
+    /// The highest offset records were deleted below: an answered deletion survives a power
+    /// loss (unless the flush policy is `never`).
+    deleted_below: u64,
+    /// The furthest the log ever started: no recovery may start it later, which would hide
+    /// acknowledged batches from the model's check.
+    furthest_start: u64,
     stats: CaseStats,
 }
 
@@ -83,6 +92,8 @@ pub async fn run_case(seed: u64) -> Result<CaseStats, Violation> {
         model: Model::default(),
         next_id: 0,
         epoch: 0,
+        deleted_below: 0,
+        furthest_start: 0,
         stats: CaseStats::default(),
     }
     .run()
@@ -190,6 +201,20 @@ impl Case {
         // Under `never` nothing, not even the epoch checkpoint, is promised after a power loss.
         let epochs = self.config.flush != FlushPolicy::Never;
         let checked = self.model.check(partition, promise, epochs).await?;
+        let start = partition.log_start_offset();
+        if start > self.furthest_start {
+            return Err(Violation(format!(
+                "the log starts at {start}, past {} where it ever started",
+                self.furthest_start
+            )));
+        }
+        if epochs && start < self.deleted_below {
+            return Err(Violation(format!(
+                "deleted records came back: the log starts at {start}, records below {} were \
+                 deleted",
+                self.deleted_below
+            )));
+        }
         self.stats.recoveries_checked += 1;
         self.stats.batches_checked += checked.batches;
         Ok(())
@@ -199,6 +224,32 @@ impl Case {
         let partition = Rc::new(self.open().await?);
         self.check(&partition).await?;
         Ok(partition)
+    }
+
+    /// The log start moved (retention, a truncation that restarted the log, a deletion).
+    fn started(&mut self, partition: &Partition) {
+        self.furthest_start = self.furthest_start.max(partition.log_start_offset());
+    }
+
+    /// Deletes the records below a random offset, now and then one below the start (nothing
+    /// changes) or inside a batch.
+    async fn delete_records(&mut self, partition: &Partition) -> Result<(), Violation> {
+        self.stats.deletions += 1;
+        let (start, end) = (partition.log_start_offset(), partition.log_end_offset());
+        let below = self.rng.u64(start.saturating_sub(8)..=end);
+        let new_start = partition
+            .delete_records(below)
+            .await
+            .map_err(|e| Violation(format!("deleting records below {below}: {e}")))?;
+        if new_start != below.max(start) {
+            return Err(Violation(format!(
+                "deleted records below {below} of a log starting at {start}; it starts at \
+                 {new_start}"
+            )));
+        }
+        self.deleted_below = self.deleted_below.max(new_start);
+        self.started(partition);
+        self.check(partition).await
     }
 
     async fn run(mut self) -> Result<CaseStats, Violation> {
@@ -225,17 +276,23 @@ impl Case {
                         return Err(Violation(format!("truncated to {to}, ends at {new_end}")));
                     }
                     self.model.forget_from(new_end);
+                    // A cut through the batch that held the start empties the log from that
+                    // batch on: nothing deleted is readable, and the start moves back to it.
+                    self.deleted_below = self.deleted_below.min(partition.log_start_offset());
+                    self.started(&partition);
                     self.check(&partition).await?;
                 }
-                65..=69 => {
+                65..=67 => {
                     self.stats.retentions += 1;
                     partition
                         .apply_retention(i64::MAX)
                         .await
                         .map_err(|e| Violation(format!("retention: {e}")))?;
+                    self.started(&partition);
                     self.check(&partition).await?;
                 }
-                70..=79 => {
+                68..=71 => self.delete_records(&partition).await?,
+                72..=79 => {
                     self.stats.restarts += 1;
                     partition.close().await;
                     drop(partition);

@@ -67,6 +67,7 @@ pub(super) struct Totals {
     sim_crashes: AtomicU64,
     sim_truncations: AtomicU64,
     sim_retentions: AtomicU64,
+    sim_deletions: AtomicU64,
     sim_recoveries: AtomicU64,
     sim_batches: AtomicU64,
     kills: AtomicU64,
@@ -246,6 +247,7 @@ async fn simulate(run: Arc<Run>, seed: u64) -> Result<(), String> {
                 add(&t.sim_crashes, s.crashes);
                 add(&t.sim_truncations, s.truncations);
                 add(&t.sim_retentions, s.retentions);
+                add(&t.sim_deletions, s.deletions);
                 add(&t.sim_recoveries, s.recoveries_checked);
                 add(&t.sim_batches, s.batches_checked);
             }
@@ -284,12 +286,13 @@ fn summary(t: &Totals, mode: Mode, elapsed: Duration) -> String {
     if mode != Mode::Kill {
         text += &format!(
             "simulated power losses: {} cases, {} acks, {} crashes, {} truncations, {} retention \
-             passes, {} recoveries checked ({} batches compared)\n",
+             passes, {} deletions of records, {} recoveries checked ({} batches compared)\n",
             get(&t.sim_cases),
             get(&t.sim_acks),
             get(&t.sim_crashes),
             get(&t.sim_truncations),
             get(&t.sim_retentions),
+            get(&t.sim_deletions),
             get(&t.sim_recoveries),
             get(&t.sim_batches)
         );
