@@ -257,8 +257,11 @@ fn stalled_run(broker: &Broker, protocol: &str, addr: &str, correct: bool, dir: 
 
 /// The coordinated-omission correction catches a stall, over both protocols. Timed from their
 /// slots in the schedule, the ~1,500 messages the stopped broker held back put the 300 ms in
-/// p99.9 and max. Timed from when the client got to send them (correction off), only the
-/// few in flight saw the stall, and p99.9 hides it: the error the correction exists to fix.
+/// p99.9 and max. Timed from when the client got to send them (correction off), Kafka's
+/// bench client, which waits for a free in-flight slot before it sends, saw the stall only in
+/// the few in flight, and p99.9 hides it: the error the correction exists to fix. The native
+/// producer keeps taking messages while its slots are out (they gather in the open batch), so
+/// its sends keep their slots and the stall shows either way.
 #[test]
 fn a_300_ms_stall_shows_in_p99_9_only_when_latency_is_corrected_for_omission() {
     let (broker, dir, kafka, native) = start();
@@ -271,8 +274,10 @@ fn a_300_ms_stall_shows_in_p99_9_only_when_latency_is_corrected_for_omission() {
         );
         let uncorrected = stalled_run(&broker, protocol, addr, false, dir.path());
         let p = &uncorrected["publish_latency_ms"];
-        assert!(
-            number(p, &["p99_9"]) < 100.0,
+        let hidden = number(p, &["p99_9"]) < 100.0;
+        assert_eq!(
+            hidden,
+            protocol == "kafka",
             "{protocol}, uncorrected: {p:#}"
         );
         let q = &corrected["publish_latency_ms"];

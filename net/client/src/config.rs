@@ -73,7 +73,8 @@ pub struct ProducerConfig {
     pub linger_ms: u64,
     /// Largest batch.
     pub batch_bytes_max: usize,
-    /// Unanswered batches before `send` waits.
+    /// Unanswered batches; while this many are out, messages gather in their partition's
+    /// open batch, and `send` waits once that is full.
     pub in_flight_batches_max: usize,
     /// `none`, `gzip`, `snappy`, `lz4` or `zstd`.
     pub compression: String,

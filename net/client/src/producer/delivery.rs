@@ -18,7 +18,7 @@ use oxbow_core::native::{Acks, ClientFrame, ErrorCode, ServerFrame};
 use oxbow_core::{BatchBuilder, PRODUCER_BATCHES_KEPT};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// The identity an idempotent producer's batches carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,15 +57,14 @@ pub(super) type Resolve = Box<dyn FnOnce(Result<Option<u64>, ClientError>) + Sen
 impl Inner {
     /// Sends a batch to its partition's leader before returning (so batches leave in the order
     /// they are dispatched) and resolves its messages once it is answered, retrying apart.
+    /// `permit` is the batch's in-flight slot, given back once it is answered.
     pub(super) async fn deliver(
         self: Arc<Self>,
         partition: u32,
         builder: BatchBuilder,
         resolve: Resolve,
+        permit: OwnedSemaphorePermit,
     ) {
-        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
-            return;
-        };
         let deadline = Instant::now() + self.delivery_timeout;
         let (records, stamped, first) = match &self.identity {
             Some(identity) => {

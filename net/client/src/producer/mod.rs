@@ -2,6 +2,12 @@
 //! record batch in the shared format to its partition's leader, and resolves every message
 //! with its offset. With idempotence (the default under acks = all) a batch whose answer was
 //! lost goes again until the delivery timeout and is appended once; see [`delivery`].
+//!
+//! A partition's open batch is taken only by a sender holding an in-flight slot, so while
+//! every slot is out (a slow or stalled broker) messages keep gathering in the open batch
+//! instead of blocking `send`, and each slot that frees carries everything gathered, as
+//! librdkafka's accumulator does. `send` waits only when its partition's open batch is full
+//! (`batch_bytes_max`) and still waiting for a slot: that bounds what a producer holds.
 
 mod delivery;
 
@@ -12,13 +18,13 @@ use crate::Client;
 use delivery::{Lane, ProducerIdentity};
 use oxbow_core::native::Acks;
 use oxbow_core::{BatchBuilder, Codec};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Where a message landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +115,8 @@ impl ProducerBuilder {
         self
     }
 
-    /// Batches sent and not yet answered; `send` waits when this many are out (default 64).
+    /// Batches sent and not yet answered (default 64). While this many are out, messages
+    /// gather in their partition's open batch; `send` waits only once that batch is full.
     pub fn in_flight_batches_max(mut self, batches: usize) -> ProducerBuilder {
         self.in_flight_batches_max = batches.max(1);
         self
@@ -167,6 +174,7 @@ impl ProducerBuilder {
                 delivery_timeout: self.delivery_timeout,
                 identity,
                 lanes: (0..partitions).map(|_| Lane::new()).collect(),
+                outlets: (0..partitions).map(|_| Outlet::default()).collect(),
                 state: Mutex::default(),
             }),
         })
@@ -178,14 +186,38 @@ type Waiter = oneshot::Sender<Result<Delivered, ClientError>>;
 struct OpenBatch {
     builder: BatchBuilder,
     waiters: Vec<Waiter>,
-    serial: u64,
 }
 
 #[derive(Default)]
 struct State {
     open: HashMap<u32, OpenBatch>,
+    /// Partitions whose open batch a sender task is on its way to take.
+    sending: HashSet<u32>,
     sticky: u32,
-    serial: u64,
+}
+
+/// Where a message went in `send`.
+enum Placed<'a> {
+    /// Its partition's batch is full and waits for a slot: look again once it is taken.
+    Waiting(Pin<Box<tokio::sync::futures::Notified<'a>>>),
+    /// Added to `partition`'s open batch, which it `filled`; `starts_sender`: no sender task
+    /// was on its way to take that batch.
+    Added {
+        partition: u32,
+        filled: bool,
+        starts_sender: bool,
+    },
+}
+
+/// How a partition's batches leave.
+#[derive(Default)]
+struct Outlet {
+    /// Held from taking a batch until its request is written: batches leave in order.
+    order: tokio::sync::Mutex<()>,
+    /// The open batch was taken: sends waiting for room look again.
+    taken: Notify,
+    /// The open batch is full: its sender stops lingering.
+    full: Notify,
 }
 
 struct Inner {
@@ -203,6 +235,8 @@ struct Inner {
     identity: Option<Mutex<ProducerIdentity>>,
     /// Per partition, used when idempotent.
     lanes: Vec<Lane>,
+    /// Per partition.
+    outlets: Vec<Outlet>,
     state: Mutex<State>,
 }
 
@@ -256,8 +290,9 @@ impl Producer {
     }
 
     /// Adds a message to its partition's batch. A keyed message goes where Kafka's default
-    /// partitioner puts it; unkeyed ones stick to one partition per batch. Waits only when
-    /// `in_flight_batches_max` batches are unanswered. Await the returned value for the offset.
+    /// partitioner puts it; unkeyed ones stick to one partition per batch. Waits only when its
+    /// partition's open batch is full and every in-flight slot is out. Await the returned
+    /// value for the offset.
     pub async fn send(&self, key: Option<&[u8]>, value: &[u8]) -> Result<PendingSend, ClientError> {
         self.send_with_headers(key, value, &[]).await
     }
@@ -277,83 +312,113 @@ impl Producer {
             .iter()
             .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len) + 10)
             .sum();
+        let bytes = value.len() + key.map_or(0, <[u8]>::len) + headers_bytes + 32;
         let (tx, answer) = oneshot::channel();
         let timestamp = now_ms();
-        let (full, first_in_batch) = {
-            let mut state = inner.state.lock().expect("not poisoned");
-            let partition = match key {
-                Some(key) => partition_for_key(key, inner.partitions),
-                None => state.sticky,
-            };
-            let overflow = state.open.get(&partition).is_some_and(|open| {
-                open.builder.size_bytes()
-                    + value.len()
-                    + key.map_or(0, <[u8]>::len)
-                    + headers_bytes
-                    + 32
-                    > inner.batch_bytes_max
-            });
-            let full = if overflow {
-                Self::take_batch(&mut state, partition, inner.partitions)
-            } else {
-                None
-            };
-            state.serial += 1;
-            let serial = state.serial;
-            let (codec, level) = inner.compression;
-            let open = state.open.entry(partition).or_insert_with(|| OpenBatch {
-                builder: BatchBuilder::new(timestamp).compression(codec, level),
-                waiters: Vec::new(),
-                serial,
-            });
-            open.builder
-                .push_with_headers(key, Some(value), &headers, timestamp);
-            open.waiters.push(tx);
-            let first = (open.waiters.len() == 1).then_some((partition, open.serial));
-            (full, first)
-        };
-        if let Some((partition, batch)) = full {
-            self.dispatch(partition, batch).await;
-        }
-        if let Some((partition, serial)) = first_in_batch {
-            if inner.linger.is_zero() {
-                let batch = {
-                    let mut state = inner.state.lock().expect("not poisoned");
-                    Self::take_batch(&mut state, partition, inner.partitions)
+        // Unkeyed messages move on to the next partition when the sticky one's batch is full.
+        let mut moves_left = inner.partitions;
+        let mut tx = Some(tx);
+        loop {
+            let placed = {
+                let mut state = inner.state.lock().expect("not poisoned");
+                let partition = match key {
+                    Some(key) => partition_for_key(key, inner.partitions),
+                    None => state.sticky,
                 };
-                if let Some((partition, batch)) = batch {
-                    self.dispatch(partition, batch).await;
+                let full = (state.open.get(&partition))
+                    .is_some_and(|open| open.builder.size_bytes() + bytes > inner.batch_bytes_max);
+                if full && key.is_none() && moves_left > 1 {
+                    moves_left -= 1;
+                    state.sticky = (partition + 1) % inner.partitions;
+                    continue;
                 }
-            } else {
-                let producer = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(producer.inner.linger).await;
-                    let batch = {
-                        let mut state = producer.inner.state.lock().expect("not poisoned");
-                        match state.open.get(&partition) {
-                            Some(open) if open.serial == serial => {
-                                Self::take_batch(&mut state, partition, producer.inner.partitions)
-                            }
-                            _ => None,
-                        }
-                    };
-                    if let Some((partition, batch)) = batch {
-                        producer.dispatch(partition, batch).await;
+                if full {
+                    // Registered before the lock goes, so the taking cannot be missed.
+                    let outlet = &inner.outlets[partition as usize];
+                    let mut taken = Box::pin(outlet.taken.notified());
+                    taken.as_mut().enable();
+                    outlet.full.notify_one();
+                    Placed::Waiting(taken)
+                } else {
+                    let (codec, level) = inner.compression;
+                    let open = state.open.entry(partition).or_insert_with(|| OpenBatch {
+                        builder: BatchBuilder::new(timestamp).compression(codec, level),
+                        waiters: Vec::new(),
+                    });
+                    open.builder
+                        .push_with_headers(key, Some(value), &headers, timestamp);
+                    open.waiters.push(tx.take().expect("placed once"));
+                    Placed::Added {
+                        partition,
+                        filled: open.builder.size_bytes() >= inner.batch_bytes_max,
+                        starts_sender: state.sending.insert(partition),
                     }
-                });
+                }
+            };
+            match placed {
+                // Wait for the full batch to be taken, then look again.
+                Placed::Waiting(taken) => {
+                    taken.await;
+                    moves_left = inner.partitions;
+                }
+                Placed::Added {
+                    partition,
+                    filled,
+                    starts_sender,
+                } => {
+                    if filled {
+                        inner.outlets[partition as usize].full.notify_one();
+                    }
+                    if starts_sender {
+                        let producer = self.clone();
+                        tokio::spawn(async move { producer.send_batch(partition, true).await });
+                    }
+                    return Ok(PendingSend { answer });
+                }
             }
         }
-        Ok(PendingSend { answer })
+    }
+
+    /// Takes `partition`'s open batch and sends it: after the linger (cut short when the batch
+    /// fills) if `linger`, then once an in-flight slot is free, taking whatever gathered by
+    /// then.
+    async fn send_batch(&self, partition: u32, linger: bool) {
+        let inner = &self.inner;
+        let outlet = &inner.outlets[partition as usize];
+        if linger && !inner.linger.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(inner.linger) => {}
+                _ = outlet.full.notified() => {}
+            }
+        }
+        let Ok(permit) = inner.in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let order = outlet.order.lock().await;
+        let batch = {
+            let mut state = inner.state.lock().expect("not poisoned");
+            state.sending.remove(&partition);
+            let batch = state.open.remove(&partition);
+            if batch.is_some() && partition == state.sticky {
+                state.sticky = (state.sticky + 1) % inner.partitions;
+            }
+            outlet.taken.notify_waiters();
+            batch
+        };
+        if let Some(batch) = batch {
+            self.dispatch(partition, batch, permit).await;
+        }
+        drop(order);
     }
 
     /// Sends every open batch now and waits until every batch sent so far is answered.
     pub async fn flush(&self) -> Result<(), ClientError> {
-        let batches: Vec<(u32, OpenBatch)> = {
-            let mut state = self.inner.state.lock().expect("not poisoned");
-            state.open.drain().collect()
+        let partitions: Vec<u32> = {
+            let state = self.inner.state.lock().expect("not poisoned");
+            state.open.keys().copied().collect()
         };
-        for (partition, batch) in batches {
-            self.dispatch(partition, batch).await;
+        for partition in partitions {
+            self.send_batch(partition, false).await;
         }
         let all = self
             .inner
@@ -365,15 +430,7 @@ impl Producer {
         Ok(())
     }
 
-    fn take_batch(state: &mut State, partition: u32, partitions: u32) -> Option<(u32, OpenBatch)> {
-        let batch = state.open.remove(&partition)?;
-        if partition == state.sticky {
-            state.sticky = (state.sticky + 1) % partitions;
-        }
-        Some((partition, batch))
-    }
-
-    async fn dispatch(&self, partition: u32, batch: OpenBatch) {
+    async fn dispatch(&self, partition: u32, batch: OpenBatch, permit: OwnedSemaphorePermit) {
         let OpenBatch {
             builder, waiters, ..
         } = batch;
@@ -386,7 +443,7 @@ impl Producer {
             }
         };
         (self.inner.clone())
-            .deliver(partition, builder, Box::new(resolve))
+            .deliver(partition, builder, Box::new(resolve), permit)
             .await;
     }
 }
