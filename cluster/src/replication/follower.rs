@@ -59,6 +59,8 @@ pub struct Follower {
     in_flight: bool,
     /// The generation of this leader's subscription cursors stored here (0: none).
     cursors: u64,
+    /// Where this replica's log starts, as its fetches report it.
+    log_start: u64,
 }
 
 impl Follower {
@@ -71,6 +73,7 @@ impl Follower {
             phase: Phase::Truncating,
             in_flight: false,
             cursors: 0,
+            log_start: 0,
         }
     }
 
@@ -102,6 +105,7 @@ impl Follower {
                 replica: self.replica,
                 offset: log_end,
                 durable_end,
+                log_start: self.log_start,
                 cursors: self.cursors,
             },
         })
@@ -110,6 +114,12 @@ impl Follower {
     /// The request in flight went unanswered (timeout, lost connection): send again.
     pub fn request_lost(&mut self) {
         self.in_flight = false;
+    }
+
+    /// This replica's log starts at `start` (it moved up to the leader's): the next fetch says
+    /// so, and the leader's deletion of the records below waits for that.
+    pub fn log_start_held(&mut self, start: u64) {
+        self.log_start = start;
     }
 
     /// The leader's cursors of `generation` are stored here: the next fetch says so.

@@ -24,6 +24,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 pub const REPLICATION_CHANNEL: u8 = 3;
 
 const HEADER_BYTES: usize = 1 + 1 + 16 + 4 + 4;
+/// A fetch after the header: replica, offset, durable end, log start, cursor generation.
+const FETCH_BYTES: usize = 4 + 8 + 8 + 8 + 8;
 
 /// Which partition a frame is about, and under which leader epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +104,8 @@ pub enum ReplicaFrame {
         offset: u64,
         /// What it holds under the flush policy.
         durable_end: u64,
+        /// Where its log starts (records deleted below the leader's start wait for it).
+        log_start: u64,
         /// The generation of this leader's subscription cursors it holds (0: none).
         cursors: u64,
     },
@@ -152,7 +156,7 @@ impl ReplicaFrame {
             ReplicaFrame::Data {
                 batches, cursors, ..
             } => 25 + batches.len() + cursors.as_ref().map_or(0, CursorSnapshot::encoded_len),
-            _ => 28,
+            _ => FETCH_BYTES,
         };
         let mut out = BytesMut::with_capacity(HEADER_BYTES + extra);
         let kind = match self {
@@ -186,12 +190,14 @@ impl ReplicaFrame {
                 replica,
                 offset,
                 durable_end,
+                log_start,
                 cursors,
                 ..
             } => {
                 out.put_i32(*replica);
                 out.put_u64(*offset);
                 out.put_u64(*durable_end);
+                out.put_u64(*log_start);
                 out.put_u64(*cursors);
             }
             ReplicaFrame::Data {
@@ -262,12 +268,13 @@ impl ReplicaFrame {
                 }
             }
             3 => {
-                need(&buf, 28)?;
+                need(&buf, FETCH_BYTES)?;
                 ReplicaFrame::Fetch {
                     key,
                     replica: buf.get_i32(),
                     offset: buf.get_u64(),
                     durable_end: buf.get_u64(),
+                    log_start: buf.get_u64(),
                     cursors: buf.get_u64(),
                 }
             }
@@ -343,6 +350,7 @@ mod tests {
                 replica: 3,
                 offset: 41,
                 durable_end: 40,
+                log_start: 7,
                 cursors: 7,
             },
             ReplicaFrame::Data {
@@ -425,12 +433,13 @@ mod tests {
         }
 
         #[test]
-        fn a_damaged_frame_is_refused_or_still_a_frame(flip in 0usize..54, value in any::<u8>()) {
+        fn a_damaged_frame_is_refused_or_still_a_frame(flip in 0usize..62, value in any::<u8>()) {
             let mut bytes = ReplicaFrame::Fetch {
                 key: key(),
                 replica: 3,
                 offset: 41,
                 durable_end: 40,
+                log_start: 7,
                 cursors: 2,
             }
             .encode()
@@ -441,12 +450,13 @@ mod tests {
         }
 
         #[test]
-        fn truncated_frames_are_refused(cut in 0usize..53) {
+        fn truncated_frames_are_refused(cut in 0usize..61) {
             let bytes = ReplicaFrame::Fetch {
                 key: key(),
                 replica: 3,
                 offset: 41,
                 durable_end: 40,
+                log_start: 7,
                 cursors: 2,
             }
             .encode();

@@ -38,6 +38,7 @@ impl Shard {
             ReplicaFrame::Fetch {
                 replica,
                 durable_end,
+                log_start,
                 cursors,
                 ..
             } => {
@@ -57,6 +58,8 @@ impl Shard {
                             return None;
                         }
                     }
+                    let own_start = host.log.log_start_offset();
+                    leading.follower_started(replica, log_start, self.config.node_id, own_start);
                 }
                 let subscriptions = &host.subscriptions;
                 subscriptions.cursors_held(replica, cursors);

@@ -1,6 +1,7 @@
 //! DeleteRecords: moves partitions' log starts up, as `kafka-delete-records` and
-//! AdminClient.deleteRecords ask. Each partition's leader answers with its new log start (the
-//! low watermark) once that is checkpointed.
+//! AdminClient.deleteRecords ask. Each partition's leader answers with the low watermark once
+//! its own log start is checkpointed and every in-sync follower's log starts there too, or
+//! REQUEST_TIMED_OUT after the request's timeout.
 
 use super::handlers::partition_error_code;
 use crate::shard::{PartitionError, Shard};
@@ -8,6 +9,7 @@ use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+use std::time::Duration;
 
 pub(super) async fn delete_records(
     shard: &Shard,
@@ -25,7 +27,10 @@ pub(super) async fn delete_records(
             result.low_watermark = -1;
             let deleted = match (count, u32::try_from(partition.partition_index)) {
                 (Some(count), Ok(p)) if p < count => {
-                    shard.delete_records(&name, p, partition.offset).await
+                    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+                    shard
+                        .delete_records(&name, p, partition.offset, timeout)
+                        .await
                 }
                 _ => Err(PartitionError::UnknownTopicOrPartition),
             };
