@@ -168,6 +168,9 @@ impl Partition {
         if recovered.epochs_changed {
             core.mark_epochs_dirty();
         }
+        if recovered.log_start_changed {
+            core.mark_log_start_dirty();
+        }
         let visible = Watermark::new(core.visible_end());
         let durable = Watermark::new(core.durable_end());
         let start_written = Watermark::new(core.log_start_offset());
@@ -184,10 +187,17 @@ impl Partition {
         });
         let writer = Writer::new(shared.clone(), recovered.tail_start, recovered.tail);
         let task = glommio::spawn_local(writer.run());
-        Ok(Partition {
+        let partition = Partition {
             shared,
             writer: RefCell::new(Some(task)),
-        })
+        };
+        // Segments wholly below a start that records were deleted to: a crash came between
+        // the checkpoint and their removal.
+        let start = partition.log_start_offset();
+        if let Err(e) = partition.delete_below(start).await {
+            tracing::warn!(dir = ?dir, error = %e, "removing segments below the log start");
+        }
+        Ok(partition)
     }
 
     /// Waits for room in the append queue, in arrival order.
@@ -358,6 +368,19 @@ impl Partition {
             .await;
     }
 
+    /// Resolves once the log start checkpointed passes `start` (records were deleted: a
+    /// leader's waiting followers must hear of it), or the partition stops or closes.
+    pub async fn wait_for_start_past(&self, start: u64) {
+        let shared = &self.shared;
+        shared
+            .start_written
+            .reached(start + 1, || {
+                let core = shared.core.borrow();
+                core.stopped().is_some() || core.is_closing()
+            })
+            .await;
+    }
+
     /// Removes every batch holding an offset at or above `offset` (the batch containing it
     /// too) and returns the new log end. Queued appends are written first. Used when a
     /// follower's log diverges from its leader's.
@@ -402,7 +425,10 @@ impl Partition {
     /// start changes nothing; one past the visible end (the high watermark) is refused.
     pub async fn delete_records(&self, offset: u64) -> Result<u64, DeleteRecordsError> {
         let shared = &self.shared;
-        let doomed = shared.core.borrow_mut().delete_records_before(offset)?;
+        let Some(doomed) = shared.core.borrow_mut().delete_records_before(offset)? else {
+            // At or below the start: nothing moves, and nothing is waited for.
+            return Ok(shared.core.borrow().log_start_offset());
+        };
         let start = shared.core.borrow().log_start_offset();
         shared.work.notify();
         let written = shared

@@ -34,6 +34,9 @@ pub(crate) struct Recovered {
     pub(crate) epochs_changed: bool,
     /// The first readable offset.
     pub(crate) log_start: u64,
+    /// The log-start checkpoint says otherwise (it must be written again before anything is
+    /// appended: left higher, it would hide the records appended above the recovered start).
+    pub(crate) log_start_changed: bool,
     /// File position of the active segment's last partial block, and its bytes.
     pub(crate) tail_start: u64,
     pub(crate) tail: Vec<u8>,
@@ -108,7 +111,9 @@ pub(crate) async fn recover(
         segments.push(segment);
     }
     let log_end = segments.last().expect("one segment").next_offset;
-    let log_start = recovered_start(read_log_start(disk, dir), segments[0].base_offset, log_end);
+    let checkpointed = read_log_start(disk, dir);
+    let log_start = recovered_start(checkpointed, segments[0].base_offset, log_end);
+    let log_start_changed = checkpointed.is_some_and(|start| start != log_start);
     let (mut epochs, mut epochs_changed) = match checkpoint {
         Some(epochs) => (epochs, false),
         None if log_end > log_start => (rebuild_epochs(&segments).await?, true),
@@ -144,6 +149,7 @@ pub(crate) async fn recover(
         epochs,
         epochs_changed,
         log_start,
+        log_start_changed,
         tail_start,
         tail: tail.to_vec(),
     })
@@ -151,39 +157,33 @@ pub(crate) async fn recover(
 
 /// The checkpoint, or `None` when it is missing or damaged (then rebuilt from the log).
 fn read_checkpoint(disk: &dyn Disk, dir: &Path) -> Option<LeaderEpochs> {
-    let path = checkpoint_path(dir);
-    match disk.read_small(&path) {
-        Ok(Some(bytes)) => match LeaderEpochs::decode(&bytes) {
-            Ok(epochs) => Some(epochs),
-            Err(e) => {
-                tracing::warn!(file = ?path, error = %e, "rebuilding leader epochs from the log");
-                None
-            }
-        },
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(file = ?path, error = %e, "rebuilding leader epochs from the log");
-            None
-        }
-    }
+    let damaged = "rebuilding leader epochs from the log";
+    read_small_file(disk, &checkpoint_path(dir), LeaderEpochs::decode, damaged)
 }
 
 /// The log-start checkpoint, or `None` when it is missing or damaged (then the log starts at
 /// its first segment).
 fn read_log_start(disk: &dyn Disk, dir: &Path) -> Option<u64> {
-    let path = log_start_path(dir);
-    let damaged = |error: &dyn std::fmt::Display| {
-        tracing::warn!(file = ?path, error = %error,
-            "ignoring the log-start checkpoint; the log starts at its first segment");
+    let damaged = "ignoring the log-start checkpoint; the log starts at its first segment";
+    read_small_file(disk, &log_start_path(dir), log_start::decode, damaged)
+}
+
+/// A small file decoded, or `None` when it is missing; one that cannot be read or decoded is
+/// logged with what recovery does instead (`damaged`), and is `None` too.
+fn read_small_file<T, E: std::fmt::Display>(
+    disk: &dyn Disk,
+    path: &Path,
+    decode: impl FnOnce(&[u8]) -> Result<T, E>,
+    damaged: &str,
+) -> Option<T> {
+    let decoded = match disk.read_small(path) {
+        Ok(Some(bytes)) => decode(&bytes).map_err(|e| e.to_string()),
+        Ok(None) => return None,
+        Err(e) => Err(e.to_string()),
     };
-    match disk.read_small(&path) {
-        Ok(Some(bytes)) => log_start::decode(&bytes).map_err(|e| damaged(&e)).ok(),
-        Ok(None) => None,
-        Err(e) => {
-            damaged(&e);
-            None
-        }
-    }
+    decoded
+        .map_err(|error| tracing::warn!(file = ?path, error = %error, "{damaged}"))
+        .ok()
 }
 
 /// Every epoch change in the log, from the batches of every segment.

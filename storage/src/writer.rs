@@ -333,9 +333,8 @@ impl Writer {
         let Some(bytes) = self.shared.core.borrow_mut().take_epochs_if_dirty() else {
             return Ok(());
         };
-        let durable = self.shared.core.borrow().config.flush != FlushPolicy::Never;
-        let path = checkpoint_path(&self.shared.dir);
-        write_file_atomically(self.shared.disk.as_ref(), &path, &bytes, durable).await
+        self.write_checkpoint(&checkpoint_path(&self.shared.dir), &bytes)
+            .await
     }
 
     /// Persists the log start when records were deleted or the log restarted: atomically, and
@@ -344,12 +343,17 @@ impl Writer {
         let Some(start) = self.shared.core.borrow_mut().take_log_start_if_dirty() else {
             return Ok(());
         };
-        let durable = self.shared.core.borrow().config.flush != FlushPolicy::Never;
-        let path = log_start_path(&self.shared.dir);
         let bytes = crate::log_start::encode(start);
-        write_file_atomically(self.shared.disk.as_ref(), &path, &bytes, durable).await?;
+        self.write_checkpoint(&log_start_path(&self.shared.dir), &bytes)
+            .await?;
         self.shared.publish_start_written(start);
         Ok(())
+    }
+
+    /// Replaces a checkpoint file atomically, durably unless the policy is `never`.
+    async fn write_checkpoint(&self, path: &std::path::Path, bytes: &[u8]) -> io::Result<()> {
+        let durable = self.shared.core.borrow().config.flush != FlushPolicy::Never;
+        write_file_atomically(self.shared.disk.as_ref(), path, bytes, durable).await
     }
 
     /// Waits for new work, or until `wake_at` (ms) for an interval fdatasync.

@@ -101,6 +101,70 @@ fn truncating_below_a_moved_start_restarts_the_log_there() {
     });
 }
 
+/// Retention moved the start: a deletion at or below it changes nothing and is answered at
+/// once (nothing is waited for).
+#[test]
+fn a_deletion_below_where_retention_left_the_start_is_answered_at_once() {
+    on_shard(|dir| async move {
+        let config = oxbow_core::LogConfig {
+            retention_bytes_max: Some(128 * 1024),
+            ..small_config(FlushPolicy::Always)
+        };
+        let partition = open(&dir, config).await;
+        append_range(&partition, 0..200).await;
+        assert!(
+            partition
+                .apply_retention(oxbow_storage::now_ms())
+                .await
+                .unwrap()
+                > 0
+        );
+        let start = partition.log_start_offset();
+        for below in [start - 1, start] {
+            let deleted = futures_lite::future::or(
+                async { Some(partition.delete_records(below).await) },
+                async {
+                    glommio::timer::sleep(std::time::Duration::from_secs(10)).await;
+                    None
+                },
+            );
+            let deleted = deleted.await.expect("the deletion hung");
+            assert_eq!(deleted.unwrap(), start);
+        }
+        partition.close().await;
+    });
+}
+
+/// A checkpoint left past the log end (a power loss took the tail it pointed into, or a
+/// truncation cut there and crashed before writing it again) is corrected at open, before
+/// anything is appended: it must not hide the records appended later.
+#[test]
+fn a_checkpoint_past_the_end_is_corrected_before_appends() {
+    on_shard(|dir| async move {
+        let config = small_config(FlushPolicy::Always);
+        let partition = open(&dir, config.clone()).await;
+        append_range(&partition, 0..10).await;
+        let end = partition.log_end_offset();
+        partition.close().await;
+        let stale = oxbow_storage::log_start::encode(end + 5);
+        std::fs::write(oxbow_storage::log_start::log_start_path(&dir), stale).unwrap();
+
+        let partition = open(&dir, config.clone()).await;
+        assert_eq!(partition.log_start_offset(), end, "capped at the end");
+        append_range(&partition, 10..20).await;
+        partition.close().await;
+        let partition = open(&dir, config).await;
+        assert_eq!(partition.log_start_offset(), end);
+        let read = read_all(&partition, end).await;
+        assert_eq!(
+            batch_index(&read[0]),
+            10,
+            "the records appended after are all there"
+        );
+        partition.close().await;
+    });
+}
+
 /// Every answered deletion survives a power loss at any point after it, whatever else was in
 /// flight; nothing acknowledged above the start is lost.
 #[test]

@@ -68,8 +68,12 @@ impl Shard {
                     && cursors == subscriptions.cursor_generation()
                 {
                     let wait = self.config.cluster.replica_fetch_wait_max_ms;
+                    // Deleted records wake it too: the follower learns the start from the answer.
                     let news = futures_lite::future::or(
-                        host.log.wait_for_durable(from),
+                        futures_lite::future::or(
+                            host.log.wait_for_durable(from),
+                            host.log.wait_for_start_past(start),
+                        ),
                         subscriptions.cursors_moved_from(cursors),
                     );
                     futures_lite::future::or(news, async {
@@ -120,7 +124,7 @@ impl Shard {
                     key,
                     offset,
                     high_watermark,
-                    log_start: start,
+                    log_start: host.log.log_start_offset(),
                     cursors,
                     batches: bytes.freeze(),
                 })

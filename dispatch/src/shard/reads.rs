@@ -76,9 +76,17 @@ fn first_record_at(
     let Ok(records) = batch.records(decompressed_bytes_max) else {
         return Some(whole);
     };
-    (records.map_while(Result::ok))
-        .find(|r| r.timestamp >= at && r.offset >= first)
-        .map(|r| (r.offset as i64, r.timestamp))
+    for record in records {
+        match record {
+            Ok(r) if r.timestamp >= at && r.offset >= first => {
+                return Some((r.offset as i64, r.timestamp))
+            }
+            Ok(_) => {}
+            // Unreadable from here: a reader of the batch would start at its first offset.
+            Err(_) => return Some(whole),
+        }
+    }
+    None
 }
 
 impl Shard {

@@ -86,6 +86,12 @@ impl Leading {
     /// the low watermark are answered once it passes them.
     pub(super) fn follower_started(&mut self, replica: i32, start: u64, me: i32, own_start: u64) {
         self.follower_starts.insert(replica, start);
+        self.low_watermark_moved(me, own_start);
+    }
+
+    /// Answers the deletions the low watermark passed (a follower's start moved, or the ISR
+    /// changed).
+    fn low_watermark_moved(&mut self, me: i32, own_start: u64) {
         let low = self.low_watermark(me, own_start);
         self.start_waiters.retain(|(offset, waiter)| {
             if *offset <= low {
@@ -232,6 +238,8 @@ impl Shard {
                 if let Some(hw) = leading.progress.isr_committed(&meta.isr) {
                     high_watermark_moved(host, leading, hw);
                 }
+                // A follower that left the ISR no longer holds deletions back.
+                leading.low_watermark_moved(me, host.log.log_start_offset());
                 (host.subscriptions).lead_cursors(in_sync_followers(meta, me), false);
                 return;
             }
@@ -391,8 +399,14 @@ impl Shard {
     ) -> Result<u64, PartitionError> {
         let waiting = {
             let mut role = host.role.borrow_mut();
-            let Role::Leader(leading) = &mut *role else {
-                return Ok(host.log.log_start_offset());
+            let leading = match &mut *role {
+                Role::Leader(leading) => leading,
+                Role::Alone => return Ok(host.log.log_start_offset()),
+                // Leadership moved while the start was checkpointed: the new leader may not
+                // have deleted anything.
+                Role::Follower(_) | Role::Offline => {
+                    return Err(PartitionError::NotLeader { leader: -1 })
+                }
             };
             let low = leading.low_watermark(self.config.node_id, host.log.log_start_offset());
             if low >= offset {

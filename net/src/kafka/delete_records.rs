@@ -9,13 +9,15 @@ use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub(super) async fn delete_records(
     shard: &Shard,
     request: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     let mut response = DeleteRecordsResponse::default();
+    // One deadline for the whole request, as Kafka's, however many partitions it names.
+    let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let count = shard.partition_count(&name);
@@ -27,7 +29,7 @@ pub(super) async fn delete_records(
             result.low_watermark = -1;
             let deleted = match (count, u32::try_from(partition.partition_index)) {
                 (Some(count), Ok(p)) if p < count => {
-                    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+                    let timeout = deadline.saturating_duration_since(Instant::now());
                     shard
                         .delete_records(&name, p, partition.offset, timeout)
                         .await

@@ -140,7 +140,7 @@ impl<A, T> LogCore<A, T> {
             tail_cache: TailCache::new(config.tail_cache_bytes_max),
             streams: ReadStreams::default(),
             config,
-            log_start_offset: log_start.max(segments[0].base_offset),
+            log_start_offset: log_start,
             log_start_dirty: false,
             segments,
             pending: VecDeque::new(),
@@ -197,6 +197,11 @@ impl<A, T> LogCore<A, T> {
 
     pub(crate) fn log_start_offset(&self) -> u64 {
         self.log_start_offset
+    }
+
+    /// Recovery moved the log start from where the checkpoint says: it must be written again.
+    pub(crate) fn mark_log_start_dirty(&mut self) {
+        self.log_start_dirty = true;
     }
 
     /// The log start to checkpoint, if it moved since it was last taken.

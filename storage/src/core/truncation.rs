@@ -176,11 +176,12 @@ impl<A, T> LogCore<A, T> {
     /// longer read, and the sealed segments holding only such offsets are taken out of the log
     /// for their files to be deleted. The start may fall inside a segment; the checkpoint that
     /// says so must be written (the writer does) before the deletion is acknowledged. An
-    /// offset at or below the start changes nothing; one past the visible end is refused.
+    /// offset at or below the start changes nothing (`None`); one past the visible end is
+    /// refused.
     pub(crate) fn delete_records_before(
         &mut self,
         offset: u64,
-    ) -> Result<Vec<Segment>, DeleteRecordsError> {
+    ) -> Result<Option<Vec<Segment>>, DeleteRecordsError> {
         if let Some(why) = &self.stopped {
             return Err(DeleteRecordsError::Unavailable(why.clone()));
         }
@@ -197,12 +198,12 @@ impl<A, T> LogCore<A, T> {
             });
         }
         if offset <= self.log_start_offset {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         self.log_start_offset = offset;
         self.log_start_dirty = true;
         self.epochs_dirty |= self.epochs.truncate_before(offset);
-        Ok(self.plan_deletion_below(offset))
+        Ok(Some(self.plan_deletion_below(offset)))
     }
 
     /// The sealed segments that hold only offsets below `offset`, taken out of the log: the

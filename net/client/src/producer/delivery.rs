@@ -57,15 +57,17 @@ pub(super) type Resolve = Box<dyn FnOnce(Result<Option<u64>, ClientError>) + Sen
 impl Inner {
     /// Sends a batch to its partition's leader before returning (so batches leave in the order
     /// they are dispatched) and resolves its messages once it is answered, retrying apart.
-    /// `permit` is the batch's in-flight slot, given back once it is answered.
+    /// `permit` is the batch's in-flight slot, given back once it is answered; the delivery
+    /// timeout counts from `opened`, when the batch took its first message.
     pub(super) async fn deliver(
         self: Arc<Self>,
         partition: u32,
         builder: BatchBuilder,
+        opened: Instant,
         resolve: Resolve,
         permit: OwnedSemaphorePermit,
     ) {
-        let deadline = Instant::now() + self.delivery_timeout;
+        let deadline = opened + self.delivery_timeout;
         let (records, stamped, first) = match &self.identity {
             Some(identity) => {
                 let lane = &self.lanes[partition as usize];

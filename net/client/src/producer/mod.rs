@@ -23,7 +23,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Where a message landed.
@@ -186,6 +186,9 @@ type Waiter = oneshot::Sender<Result<Delivered, ClientError>>;
 struct OpenBatch {
     builder: BatchBuilder,
     waiters: Vec<Waiter>,
+    /// When its first message came: the delivery timeout counts from there, time spent
+    /// waiting for an in-flight slot included.
+    opened: Instant,
 }
 
 #[derive(Default)]
@@ -235,7 +238,7 @@ struct Inner {
     identity: Option<Mutex<ProducerIdentity>>,
     /// Per partition, used when idempotent.
     lanes: Vec<Lane>,
-    /// Per partition.
+    /// Per partition: the order its batches leave in, and the waits for them to.
     outlets: Vec<Outlet>,
     state: Mutex<State>,
 }
@@ -344,6 +347,7 @@ impl Producer {
                     let open = state.open.entry(partition).or_insert_with(|| OpenBatch {
                         builder: BatchBuilder::new(timestamp).compression(codec, level),
                         waiters: Vec::new(),
+                        opened: Instant::now(),
                     });
                     open.builder
                         .push_with_headers(key, Some(value), &headers, timestamp);
@@ -432,7 +436,9 @@ impl Producer {
 
     async fn dispatch(&self, partition: u32, batch: OpenBatch, permit: OwnedSemaphorePermit) {
         let OpenBatch {
-            builder, waiters, ..
+            builder,
+            waiters,
+            opened,
         } = batch;
         let resolve = move |result: Result<Option<u64>, ClientError>| {
             for (i, waiter) in waiters.into_iter().enumerate() {
@@ -443,7 +449,7 @@ impl Producer {
             }
         };
         (self.inner.clone())
-            .deliver(partition, builder, Box::new(resolve), permit)
+            .deliver(partition, builder, opened, Box::new(resolve), permit)
             .await;
     }
 }
