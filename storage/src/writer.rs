@@ -39,11 +39,14 @@ impl Writer {
 
     pub(crate) async fn run(mut self) {
         loop {
-            if let Err(e) = self.write_epochs_if_changed().await {
-                self.stop(format!("writing the leader-epoch checkpoint failed: {e}"));
-            }
+            // The start before the epochs: epochs cut at a start that is not yet durable would
+            // disagree with the log a crash in between leaves (recovery cuts them at the start
+            // it finds, so the other order is safe).
             if let Err(e) = self.write_log_start_if_changed().await {
                 self.stop(format!("writing the log-start checkpoint failed: {e}"));
+            }
+            if let Err(e) = self.write_epochs_if_changed().await {
+                self.stop(format!("writing the leader-epoch checkpoint failed: {e}"));
             }
             let work = {
                 let tail_bytes = self.tail.len() as u64;

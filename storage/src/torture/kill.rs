@@ -1,8 +1,8 @@
 //! The writer half of a real-SIGKILL torture, and the line protocol it speaks to the process
 //! that kills it. The writer appends from several lanes at once in rounds, and between rounds
-//! sometimes truncates or applies retention; it reports each acknowledged append on a line the
-//! moment the answer arrives, and each truncation and retention pass before it starts and once
-//! it is done. The killer keeps a
+//! sometimes truncates, applies retention or deletes records; it reports each acknowledged
+//! append on a line the moment the answer arrives, and each truncation, retention pass and
+//! deletion before it starts and once it is done. The killer keeps a
 //! [`Model`](super::Model) from the lines, kills the writer at a random moment, reopens the
 //! partition and checks it: after a process kill every acknowledged append survives, under
 //! every flush policy (direct-I/O writes are complete in the kernel before the answer).
@@ -53,6 +53,16 @@ pub enum Event {
         /// The new log start.
         start: u64,
     },
+    /// A deletion of the records below `below` starts: the start may move up to it.
+    Deleting {
+        /// The offset asked for.
+        below: u64,
+    },
+    /// The deletion is answered: the log starts at `start`.
+    Deleted {
+        /// The new log start.
+        start: u64,
+    },
 }
 
 impl fmt::Display for Event {
@@ -63,6 +73,8 @@ impl fmt::Display for Event {
             Event::Truncated { new_end, next_id } => write!(f, "truncated {new_end} {next_id}"),
             Event::Retaining => write!(f, "retaining"),
             Event::Retained { start } => write!(f, "retained {start}"),
+            Event::Deleting { below } => write!(f, "deleting {below}"),
+            Event::Deleted { start } => write!(f, "deleted {start}"),
         }
     }
 }
@@ -91,6 +103,8 @@ impl FromStr for Event {
             }),
             Some("retaining") if words.len() == 1 => Ok(Event::Retaining),
             Some("retained") if words.len() == 2 => Ok(Event::Retained { start: number(1)? }),
+            Some("deleting") if words.len() == 2 => Ok(Event::Deleting { below: number(1)? }),
+            Some("deleted") if words.len() == 2 => Ok(Event::Deleted { start: number(1)? }),
             _ => Err(format!("not a torture event: {line:?}")),
         }
     }
@@ -175,6 +189,16 @@ pub async fn write_until_killed(
                 let start = partition.log_start_offset();
                 report(Event::Retained { start }).map_err(|e| failed("reporting", &e))?;
             }
+            2 => {
+                let (start, end) = (partition.log_start_offset(), partition.log_end_offset());
+                let below = rng.u64(start..=end);
+                report(Event::Deleting { below }).map_err(|e| failed("reporting", &e))?;
+                let start = partition
+                    .delete_records(below)
+                    .await
+                    .map_err(|e| failed("deleting records", &e))?;
+                report(Event::Deleted { start }).map_err(|e| failed("reporting", &e))?;
+            }
             _ => {}
         }
     }
@@ -199,6 +223,8 @@ mod tests {
             },
             Event::Retaining,
             Event::Retained { start: 64 },
+            Event::Deleting { below: 70 },
+            Event::Deleted { start: 70 },
         ] {
             assert_eq!(event.to_string().parse::<Event>(), Ok(event));
         }
@@ -209,6 +235,7 @@ mod tests {
             "truncating",
             "truncated 1",
             "retaining 3",
+            "deleted",
             "hello 1",
         ] {
             assert!(line.parse::<Event>().is_err(), "{line:?}");

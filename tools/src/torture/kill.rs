@@ -173,10 +173,22 @@ fn forward_lines(child: &mut Child) -> Result<mpsc::Receiver<Result<String, Stri
 #[derive(Default)]
 struct Known {
     model: Model,
-    /// Where the log starts, as the last retention reported or the last check found it.
+    /// Where the log starts, as the last retention, deletion or truncation reported or the
+    /// last check found it.
     start: Option<u64>,
-    /// A retention pass was reported started and not done: the start may have moved.
-    retaining: bool,
+    /// What was reported started and not done: how the start may have moved meanwhile.
+    moving: Option<Moving>,
+}
+
+/// An action under way that moves the log start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moving {
+    /// Retention: up to any later segment.
+    Retaining,
+    /// Deleting the records below `below`: up to it, no further.
+    Deleting { below: u64 },
+    /// A truncation: back, when it cuts the batch that holds the start.
+    Truncating,
 }
 
 /// Takes one event into what is known.
@@ -194,34 +206,58 @@ fn take(line: &str, cycle: &Cycle, known: &mut Known, totals: &Totals) -> Result
         Event::Truncating { to } => {
             add(&totals.kill_truncations, 1);
             known.model.forget_from(to);
+            known.moving = Some(Moving::Truncating);
             Ok(())
         }
         Event::Truncated { new_end, next_id } => {
             known.model.truncated(new_end, next_id);
+            known.start = known.start.map(|start| start.min(new_end));
+            known.moving = None;
             Ok(())
         }
         Event::Retaining => {
-            known.retaining = true;
+            known.moving = Some(Moving::Retaining);
             Ok(())
         }
         Event::Retained { start } => {
             add(&totals.kill_retentions, 1);
-            (known.start, known.retaining) = (Some(start), false);
+            (known.start, known.moving) = (Some(start), None);
+            Ok(())
+        }
+        Event::Deleting { below } => {
+            known.moving = Some(Moving::Deleting { below });
+            Ok(())
+        }
+        Event::Deleted { start } => {
+            add(&totals.kill_deletions, 1);
+            (known.start, known.moving) = (Some(start), None);
             Ok(())
         }
     }
 }
 
-/// Only retention moves the log start (truncations never go below it): after recovery it is
-/// where the last retention left it, or, with one cut short, no further back.
+/// After recovery the log starts where the last action left it, or, with one cut short,
+/// where that action could have moved it: retention forward to any segment, a deletion
+/// forward no further than asked, a truncation back (a cut through the batch holding it).
 fn check_start(known: &Known, recovered: u64) -> Result<(), Violation> {
-    match known.start {
-        Some(expected) if recovered < expected || (recovered != expected && !known.retaining) => {
-            Err(Violation(format!(
-                "the log starts at {recovered} after recovery; retention left it at {expected}"
-            )))
-        }
-        _ => Ok(()),
+    let Some(expected) = known.start else {
+        return Ok(());
+    };
+    let allowed = match known.moving {
+        None => recovered == expected,
+        Some(Moving::Retaining) => recovered >= expected,
+        Some(Moving::Deleting { below }) => (expected..=expected.max(below)).contains(&recovered),
+        Some(Moving::Truncating) => recovered <= expected,
+    };
+    match allowed {
+        true => Ok(()),
+        false => Err(Violation(format!(
+            "the log starts at {recovered} after recovery; it started at {expected}, {}",
+            match known.moving {
+                None => "nothing was moving it".to_string(),
+                Some(moving) => format!("then {moving:?} was cut short"),
+            }
+        ))),
     }
 }
 
@@ -247,7 +283,7 @@ async fn check_after_kill(
         }
         Err(violation) => Err(violation),
     };
-    (known.start, known.retaining) = (Some(start), false);
+    (known.start, known.moving) = (Some(start), None);
     partition.close().await;
     let checked = checked?;
     let segments = oxbow_storage::verify::verify_partition(&oxbow_storage::DmaDisk, dir)
@@ -271,7 +307,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_retention_cut_short_lets_the_start_move_and_never_back() {
+    fn only_an_action_cut_short_moves_the_start_and_only_its_way() {
         let mut known = Known::default();
         assert!(check_start(&known, 7).is_ok(), "nothing known yet");
         known.start = Some(64);
@@ -281,8 +317,18 @@ mod tests {
             "segments lost at the head"
         );
         assert!(check_start(&known, 0).is_err(), "deleted segments back");
-        known.retaining = true;
+        known.moving = Some(Moving::Retaining);
         assert!(check_start(&known, 128).is_ok());
         assert!(check_start(&known, 0).is_err());
+        known.moving = Some(Moving::Deleting { below: 100 });
+        assert!(check_start(&known, 64).is_ok() && check_start(&known, 100).is_ok());
+        assert!(
+            check_start(&known, 101).is_err(),
+            "deleted past what was asked"
+        );
+        assert!(check_start(&known, 63).is_err(), "deleted records back");
+        known.moving = Some(Moving::Truncating);
+        assert!(check_start(&known, 60).is_ok());
+        assert!(check_start(&known, 65).is_err());
     }
 }

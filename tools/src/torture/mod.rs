@@ -74,6 +74,7 @@ pub(super) struct Totals {
     kill_acks: AtomicU64,
     kill_truncations: AtomicU64,
     kill_retentions: AtomicU64,
+    kill_deletions: AtomicU64,
     kill_batches: AtomicU64,
     kill_bytes: AtomicU64,
     kill_segments: AtomicU64,
@@ -299,13 +300,14 @@ fn summary(t: &Totals, mode: Mode, elapsed: Duration) -> String {
     }
     if mode != Mode::Sim {
         text += &format!(
-            "real SIGKILLs: {} writers killed, {} acks, {} truncations, {} retention passes; \
-             after each kill every acknowledged batch was found: {} batches ({:.1} MB) and {} \
-             segments checked\n",
+            "real SIGKILLs: {} writers killed, {} acks, {} truncations, {} retention passes, {} \
+             deletions of records; after each kill every acknowledged batch was found: {} \
+             batches ({:.1} MB) and {} segments checked\n",
             get(&t.kills),
             get(&t.kill_acks),
             get(&t.kill_truncations),
             get(&t.kill_retentions),
+            get(&t.kill_deletions),
             get(&t.kill_batches),
             get(&t.kill_bytes) as f64 / 1e6,
             get(&t.kill_segments)
