@@ -104,6 +104,12 @@ impl Shared {
         }
     }
 
+    /// Whether the partition stopped or closes: what every wait gives up on.
+    pub(crate) fn ending(&self) -> bool {
+        let core = self.core.borrow();
+        core.stopped().is_some() || core.is_closing()
+    }
+
     /// Wakes every waiter to see that the partition stopped or closes.
     pub(crate) fn wake_all(&self) {
         self.visible.wake_all();
@@ -346,26 +352,14 @@ impl Partition {
     /// partition stops or closes. For long-polling readers.
     pub async fn wait_for_offset(&self, offset: u64) {
         let shared = &self.shared;
-        shared
-            .visible
-            .reached(offset + 1, || {
-                let core = shared.core.borrow();
-                core.stopped().is_some() || core.is_closing()
-            })
-            .await;
+        shared.visible.reached(offset + 1, || shared.ending()).await;
     }
 
     /// Resolves once the durable end passes `offset` (a follower fetching at `offset` has
     /// something to get), or the partition stops or closes. For a leader's waiting followers.
     pub async fn wait_for_durable(&self, offset: u64) {
         let shared = &self.shared;
-        shared
-            .durable
-            .reached(offset + 1, || {
-                let core = shared.core.borrow();
-                core.stopped().is_some() || core.is_closing()
-            })
-            .await;
+        shared.durable.reached(offset + 1, || shared.ending()).await;
     }
 
     /// Resolves once the log start checkpointed passes `start` (records were deleted: a
@@ -374,10 +368,7 @@ impl Partition {
         let shared = &self.shared;
         shared
             .start_written
-            .reached(start + 1, || {
-                let core = shared.core.borrow();
-                core.stopped().is_some() || core.is_closing()
-            })
+            .reached(start + 1, || shared.ending())
             .await;
     }
 
@@ -434,8 +425,7 @@ impl Partition {
         let written = shared
             .start_written
             .reached(start, || {
-                let core = shared.core.borrow();
-                core.stopped().is_some() || core.is_closing() || core.log_start_offset() < start
+                shared.ending() || shared.core.borrow().log_start_offset() < start
             })
             .await;
         if !written {
