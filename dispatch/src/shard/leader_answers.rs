@@ -58,8 +58,9 @@ impl Shard {
                             return None;
                         }
                     }
-                    let own_start = host.log.log_start_offset();
-                    leading.follower_started(replica, log_start, self.config.node_id, own_start);
+                    let (me, own_start) = (self.config.node_id, host.log.log_start_offset());
+                    let isr = leading.progress.isr();
+                    (leading.start_waits).follower_started(replica, log_start, isr, me, own_start);
                 }
                 let subscriptions = &host.subscriptions;
                 subscriptions.cursors_held(replica, cursors);

@@ -5,6 +5,7 @@
 //! appends), or a follower (a task that converses with the leader through a `Follower` and
 //! appends what it sends, as stored). Frames travel over the cluster transport.
 
+use super::delete_records::StartWaits;
 use super::message::PartitionError;
 use super::{PartitionHost, Shard};
 use oxbow_cluster::metadata_group::raft_id;
@@ -16,7 +17,6 @@ use oxbow_cluster::PartitionMeta;
 use oxbow_core::RecordBatch;
 use oxbow_storage::LeaderEpochs;
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,43 +64,8 @@ pub struct Leading {
     waiters: Vec<(u64, flume::Sender<()>)>,
     /// The bandwidth of followers outside the ISR (`cluster.catch_up_bytes_per_sec`).
     pub(super) catch_up: Option<CatchUpThrottle>,
-    /// Where each follower's log starts, as its last fetch said.
-    follower_starts: HashMap<i32, u64>,
-    /// Deletions of records waiting for the low watermark to reach their offset; each is
-    /// sent the low watermark then.
-    start_waiters: Vec<(u64, flume::Sender<u64>)>,
-}
-
-impl Leading {
-    /// Kafka's low watermark: where the logs of this leader (starting at `own_start`) and of
-    /// every in-sync follower all start. A follower not heard from since this node leads
-    /// counts as starting at 0.
-    fn low_watermark(&self, me: i32, own_start: u64) -> u64 {
-        (self.progress.isr().iter())
-            .filter(|&&replica| replica != me)
-            .map(|replica| self.follower_starts.get(replica).copied().unwrap_or(0))
-            .fold(own_start, u64::min)
-    }
-
-    /// Follower `replica`'s log starts at `start` (its fetch said so): deletions waiting for
-    /// the low watermark are answered once it passes them.
-    pub(super) fn follower_started(&mut self, replica: i32, start: u64, me: i32, own_start: u64) {
-        self.follower_starts.insert(replica, start);
-        self.low_watermark_moved(me, own_start);
-    }
-
-    /// Answers the deletions the low watermark passed (a follower's start moved, or the ISR
-    /// changed).
-    fn low_watermark_moved(&mut self, me: i32, own_start: u64) {
-        let low = self.low_watermark(me, own_start);
-        self.start_waiters.retain(|(offset, waiter)| {
-            if *offset <= low {
-                let _ = waiter.send(low);
-                return false;
-            }
-            !waiter.is_disconnected()
-        });
-    }
+    /// Deletions of records waiting for the followers' logs to start at their offset.
+    pub(super) start_waits: StartWaits,
 }
 
 /// A running follower task, stopped by dropping this.
@@ -239,7 +204,8 @@ impl Shard {
                     high_watermark_moved(host, leading, hw);
                 }
                 // A follower that left the ISR no longer holds deletions back.
-                leading.low_watermark_moved(me, host.log.log_start_offset());
+                let own_start = host.log.log_start_offset();
+                (leading.start_waits).low_watermark_moved(leading.progress.isr(), me, own_start);
                 (host.subscriptions).lead_cursors(in_sync_followers(meta, me), false);
                 return;
             }
@@ -283,8 +249,7 @@ impl Shard {
                 progress,
                 waiters: carried,
                 catch_up: (rate > 0).then(|| CatchUpThrottle::new(rate, now_ms())),
-                follower_starts: HashMap::new(),
-                start_waiters: Vec::new(),
+                start_waits: StartWaits::default(),
             };
             high_watermark_moved(host, &mut leading, hw);
             tracing::info!(topic = %host.topic, partition = host.partition,
@@ -386,45 +351,6 @@ impl Shard {
             timeout: Some(timeout),
         };
         self.replicated(host, end, wait).await
-    }
-
-    /// Waits until the low watermark of a partition this node leads (where its logs start on
-    /// it and on every in-sync follower) reaches `offset`, at most `timeout`; answers the low
-    /// watermark. Deleted records then stay deleted whichever in-sync replica leads next.
-    pub(super) async fn wait_for_low_watermark(
-        &self,
-        host: &PartitionHost,
-        offset: u64,
-        timeout: Duration,
-    ) -> Result<u64, PartitionError> {
-        let waiting = {
-            let mut role = host.role.borrow_mut();
-            let leading = match &mut *role {
-                Role::Leader(leading) => leading,
-                Role::Alone => return Ok(host.log.log_start_offset()),
-                // Leadership moved while the start was checkpointed: the new leader may not
-                // have deleted anything.
-                Role::Follower(_) | Role::Offline => {
-                    return Err(PartitionError::NotLeader { leader: -1 })
-                }
-            };
-            let low = leading.low_watermark(self.config.node_id, host.log.log_start_offset());
-            if low >= offset {
-                return Ok(low);
-            }
-            let (tx, rx) = flume::bounded(1);
-            leading.start_waiters.push((offset, tx));
-            rx
-        };
-        let reached = async {
-            // Dropped unanswered: leadership moved before the followers caught up.
-            (waiting.recv_async().await).map_err(|_| PartitionError::NotLeader { leader: -1 })
-        };
-        futures_lite::future::or(reached, async {
-            glommio::timer::sleep(timeout).await;
-            Err(PartitionError::TimedOut)
-        })
-        .await
     }
 
     /// After a local append up to `end`: the leader's own progress, and what `wait` asks.
