@@ -141,6 +141,9 @@ pub async fn write_until_killed(
     let mut next_id = first_id;
     partition.set_leader_epoch(epoch);
     let failed = |what: &str, e: &dyn fmt::Display| Violation(format!("{what}: {e}"));
+    let tell = move |report: &dyn Fn(Event) -> std::io::Result<()>, event| {
+        report(event).map_err(|e| failed("reporting", &e))
+    };
     loop {
         let lanes: Vec<_> = (0..LANES)
             .map(|_| {
@@ -154,12 +157,8 @@ pub async fn write_until_killed(
                             .append(batch(id))
                             .await
                             .map_err(|e| failed("an append failed", &e))?;
-                        report(Event::Ack {
-                            id,
-                            base: appended.base_offset,
-                            last: appended.last_offset,
-                        })
-                        .map_err(|e| failed("reporting", &e))?;
+                        let (base, last) = (appended.base_offset, appended.last_offset);
+                        tell(&*report, Event::Ack { id, base, last })?;
                     }
                     Ok::<(), Violation>(())
                 })
@@ -172,32 +171,31 @@ pub async fn write_until_killed(
             0 => {
                 let (start, end) = (partition.log_start_offset(), partition.log_end_offset());
                 let to = rng.u64(end.saturating_sub(TRUNCATION_DEPTH_MAX).max(start)..=end);
-                report(Event::Truncating { to }).map_err(|e| failed("reporting", &e))?;
+                tell(&*report, Event::Truncating { to })?;
                 let new_end = partition
                     .truncate_to(to)
                     .await
                     .map_err(|e| failed("truncating", &e))?;
-                report(Event::Truncated { new_end, next_id })
-                    .map_err(|e| failed("reporting", &e))?;
+                tell(&*report, Event::Truncated { new_end, next_id })?;
             }
             1 => {
-                report(Event::Retaining).map_err(|e| failed("reporting", &e))?;
+                tell(&*report, Event::Retaining)?;
                 partition
                     .apply_retention(crate::now_ms())
                     .await
                     .map_err(|e| failed("retention", &e))?;
                 let start = partition.log_start_offset();
-                report(Event::Retained { start }).map_err(|e| failed("reporting", &e))?;
+                tell(&*report, Event::Retained { start })?;
             }
             2 => {
                 let (start, end) = (partition.log_start_offset(), partition.log_end_offset());
                 let below = rng.u64(start..=end);
-                report(Event::Deleting { below }).map_err(|e| failed("reporting", &e))?;
+                tell(&*report, Event::Deleting { below })?;
                 let start = partition
                     .delete_records(below)
                     .await
                     .map_err(|e| failed("deleting records", &e))?;
-                report(Event::Deleted { start }).map_err(|e| failed("reporting", &e))?;
+                tell(&*report, Event::Deleted { start })?;
             }
             _ => {}
         }
