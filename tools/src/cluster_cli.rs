@@ -200,12 +200,7 @@ async fn delete_records(
         Some(_) => return Err(format!("{topic}/{partition} has no leader now")),
         None => return Err(format!("{topic}/{partition} does not exist")),
     };
-    let address = (metadata.brokers.iter())
-        .find(|b| b.node_id.0 == leader)
-        .map(|b| format!("{}:{}", b.host, b.port))
-        .ok_or(format!(
-            "the leader of {topic}/{partition}, broker {leader}, is not listed"
-        ))?;
+    let address = crate::group_cli::address(&metadata, leader)?;
     let request = DeleteRecordsRequest::default()
         .with_timeout_ms(30_000)
         .with_topics(vec![DeleteRecordsTopic::default()

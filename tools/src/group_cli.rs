@@ -208,7 +208,7 @@ async fn metadata(connection: &mut Connection) -> Result<MetadataResponse, Strin
 }
 
 /// The address of broker `id` in `metadata`.
-fn address(metadata: &MetadataResponse, id: i32) -> Result<String, String> {
+pub(crate) fn address(metadata: &MetadataResponse, id: i32) -> Result<String, String> {
     (metadata.brokers.iter())
         .find(|b| b.node_id.0 == id)
         .map(|b| format!("{}:{}", b.host, b.port))
