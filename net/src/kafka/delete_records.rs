@@ -3,7 +3,7 @@
 //! its own log start is checkpointed and every in-sync follower's log starts there too, or
 //! REQUEST_TIMED_OUT after the request's timeout.
 
-use super::handlers::partition_error_code;
+use super::handlers::{known_partition, partition_error_code};
 use crate::shard::{PartitionError, Shard};
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
@@ -27,14 +27,14 @@ pub(super) async fn delete_records(
             let mut result = DeleteRecordsPartitionResult::default();
             result.partition_index = partition.partition_index;
             result.low_watermark = -1;
-            let deleted = match (count, u32::try_from(partition.partition_index)) {
-                (Some(count), Ok(p)) if p < count => {
+            let deleted = match known_partition(count, partition.partition_index) {
+                Some(p) => {
                     let timeout = deadline.saturating_duration_since(Instant::now());
                     shard
                         .delete_records(&name, p, partition.offset, timeout)
                         .await
                 }
-                _ => Err(PartitionError::UnknownTopicOrPartition),
+                None => Err(PartitionError::UnknownTopicOrPartition),
             };
             match deleted {
                 Ok(start) => result.low_watermark = start as i64,

@@ -46,6 +46,14 @@ pub(super) fn partition_error_code(e: &PartitionError) -> i16 {
     }
 }
 
+/// Partition `index` of a topic with `count` partitions (`None`: no such topic), if it
+/// exists.
+pub(super) fn known_partition(count: Option<u32>, index: i32) -> Option<u32> {
+    u32::try_from(index)
+        .ok()
+        .filter(|&p| count.is_some_and(|n| p < n))
+}
+
 /// What a request is answered with.
 pub enum Reply {
     /// A response the codec encodes whole.
@@ -354,21 +362,13 @@ async fn list_offsets(
             answer.partition_index = partition.partition_index;
             answer.timestamp = -1;
             answer.offset = -1;
-            let known = count.is_some_and(|n| {
-                partition.partition_index >= 0 && (partition.partition_index as u32) < n
-            });
-            let result = match known {
+            let result = match known_partition(count, partition.partition_index) {
                 _ if !describable => Err(PartitionError::TopicAuthorizationFailed),
-                true => {
-                    shard
-                        .list_offset(
-                            Arc::from(name.as_str()),
-                            partition.partition_index as u32,
-                            partition.timestamp,
-                        )
-                        .await
+                Some(p) => {
+                    let topic = Arc::from(name.as_str());
+                    shard.list_offset(topic, p, partition.timestamp).await
                 }
-                false => Err(PartitionError::UnknownTopicOrPartition),
+                None => Err(PartitionError::UnknownTopicOrPartition),
             };
             match result {
                 Ok((offset, timestamp)) => {

@@ -1,7 +1,7 @@
 //! DescribeProducers: the idempotent producers each partition's leader remembers, for
 //! operators chasing a stuck or fenced producer.
 
-use super::handlers::partition_error_code;
+use super::handlers::{known_partition, partition_error_code};
 use crate::shard::{PartitionError, Shard};
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
@@ -23,9 +23,9 @@ pub(super) async fn describe_producers(
         for index in topic.partition_indexes {
             let mut partition = PartitionResponse::default();
             partition.partition_index = index;
-            let found = match (count, u32::try_from(index)) {
-                (Some(count), Ok(p)) if p < count => producers_of(shard, &name, p).await,
-                _ => Err(PartitionError::UnknownTopicOrPartition),
+            let found = match known_partition(count, index) {
+                Some(p) => producers_of(shard, &name, p).await,
+                None => Err(PartitionError::UnknownTopicOrPartition),
             };
             match found {
                 Ok(active) => partition.active_producers = active.iter().map(state).collect(),
