@@ -116,6 +116,7 @@ macro_rules! with_coordinator {
                     let client = Client {
                         id: "client".into(),
                         host: "/127.0.0.1".into(),
+                        describable_topics: None,
                     };
                     async move {
                         let session = oxbow_net::session::Session::anonymous(None);
@@ -239,7 +240,7 @@ fn a_static_member_that_misses_a_rebalance_keeps_its_place_until_its_session_exp
         // The rebalance timeout passes, the session does not: the newcomer leads generation
         // 2 and is told of s too, which keeps its place (Kafka drops only dynamic members
         // that did not rejoin).
-        coordinator.tick(Instant::now() + Duration::from_secs(4));
+        coordinator.tick(Instant::now() + Duration::from_secs(4), &Default::default());
         let Some(ResponseKind::JoinGroup(joined)) = newcomer.await else {
             panic!()
         };
@@ -254,7 +255,10 @@ fn a_static_member_that_misses_a_rebalance_keeps_its_place_until_its_session_exp
         assert_eq!(instances.len(), 2, "{instances:?}");
         assert!(instances.contains(&Some("s".to_string())), "{instances:?}");
         // Its session over, s is gone.
-        coordinator.tick(Instant::now() + Duration::from_secs(11));
+        coordinator.tick(
+            Instant::now() + Duration::from_secs(11),
+            &Default::default(),
+        );
         let Some(ResponseKind::Heartbeat(beat)) = ask(heartbeat_static(&s, "s", 2), 5).await else {
             panic!()
         };
@@ -285,7 +289,10 @@ fn sessions_expire_pending_ids_lapse_and_commits_to_existing_partitions_persist(
         );
 
         // Silent past its session timeout: removed, so its next heartbeat is refused.
-        coordinator.tick(Instant::now() + Duration::from_secs(11));
+        coordinator.tick(
+            Instant::now() + Duration::from_secs(11),
+            &Default::default(),
+        );
         let Some(ResponseKind::Heartbeat(beat)) = ask(heartbeat(&member, 1), 4).await else {
             panic!()
         };
@@ -295,7 +302,10 @@ fn sessions_expire_pending_ids_lapse_and_commits_to_existing_partitions_persist(
         let Some(ResponseKind::JoinGroup(pending)) = ask(join(""), 4).await else {
             panic!()
         };
-        coordinator.tick(Instant::now() + Duration::from_secs(61));
+        coordinator.tick(
+            Instant::now() + Duration::from_secs(61),
+            &Default::default(),
+        );
         let Some(ResponseKind::JoinGroup(late)) = ask(join(&pending.member_id), 4).await else {
             panic!()
         };

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 mod cluster;
+mod consumer_groups;
 mod listeners;
 mod log;
 mod metadata;
@@ -17,6 +18,7 @@ mod subscriptions;
 mod tests;
 
 pub use cluster::{ClusterConfig, Voter, CLUSTER_FRAME_BYTES_LIMIT};
+pub use consumer_groups::ConsumerGroupConfig;
 pub use listeners::{
     AuthenticationConfig, AuthorizerConfig, ListenerConfig, SecurityProtocol,
     LISTENER_NAME_BYTES_MAX, SASL_MECHANISMS,
@@ -174,6 +176,8 @@ pub struct BrokerConfig {
     /// How long an offset commit waits for the in-sync replicas of its offsets partition
     /// before it is answered REQUEST_TIMED_OUT (Kafka's `offsets.commit.timeout.ms`).
     pub offsets_commit_timeout_ms: u64,
+    /// Groups of Kafka's consumer group protocol (KIP-848).
+    pub consumer_groups: ConsumerGroupConfig,
     /// The logs that hold consumer state.
     pub state_logs: StateLogConfig,
     /// The metadata group.
@@ -227,6 +231,7 @@ impl Default for BrokerConfig {
             offsets_topic_partitions: 50,
             offsets_topic_replication_factor: 3,
             offsets_commit_timeout_ms: 5_000,
+            consumer_groups: ConsumerGroupConfig::default(),
             state_logs: StateLogConfig::default(),
             metadata: MetadataGroupConfig::default(),
             cluster: ClusterConfig::default(),
@@ -458,6 +463,7 @@ impl BrokerConfig {
         self.subscriptions.validate()?;
         self.read_cache.validate()?;
         self.state_logs.validate()?;
+        self.consumer_groups.validate()?;
         self.metadata.validate()?;
         self.cluster.validate(self.node_id)?;
         let heartbeat_ms = self.metadata.tick_ms * self.metadata.heartbeat_ticks as u64;

@@ -8,12 +8,12 @@ use super::groups::refused;
 use super::wire::code;
 use crate::authorize::Gate;
 use kafka_protocol::messages::{
-    alter_configs_response, create_partitions_response, delete_groups_response,
-    delete_records_response, describe_configs_response, describe_groups_response,
-    describe_producers_response, incremental_alter_configs_response, offset_delete_response,
-    AlterPartitionReassignmentsResponse, AlterUserScramCredentialsResponse, DescribeQuorumResponse,
-    DescribeUserScramCredentialsResponse, ElectLeadersResponse, ListPartitionReassignmentsResponse,
-    RequestKind, ResponseKind, UnregisterBrokerResponse,
+    alter_configs_response, consumer_group_describe_response, create_partitions_response,
+    delete_groups_response, delete_records_response, describe_configs_response,
+    describe_groups_response, describe_producers_response, incremental_alter_configs_response,
+    offset_delete_response, AlterPartitionReassignmentsResponse, AlterUserScramCredentialsResponse,
+    DescribeQuorumResponse, DescribeUserScramCredentialsResponse, ElectLeadersResponse,
+    ListPartitionReassignmentsResponse, RequestKind, ResponseKind, UnregisterBrokerResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use oxbow_cluster::Operation;
@@ -146,6 +146,10 @@ pub(super) fn admit(
             (r.groups).retain(|g| permitted(GROUP, g, Operation::Describe, &[]));
             RequestKind::DescribeGroups(r)
         }
+        RequestKind::ConsumerGroupDescribe(mut r) => {
+            (r.group_ids).retain(|g| permitted(GROUP, g, Operation::Describe, &[]));
+            RequestKind::ConsumerGroupDescribe(r)
+        }
         RequestKind::DeleteGroups(mut r) => {
             (r.groups_names).retain(|g| permitted(GROUP, g, Operation::Delete, &[]));
             RequestKind::DeleteGroups(r)
@@ -208,6 +212,11 @@ pub(super) fn answer_denied(response: &mut ResponseKind, denied: Denied) {
             ),
             ResponseKind::DescribeGroups(r) => r.groups.push(
                 describe_groups_response::DescribedGroup::default()
+                    .with_group_id(kafka_protocol::messages::GroupId(name))
+                    .with_error_code(error),
+            ),
+            ResponseKind::ConsumerGroupDescribe(r) => r.groups.push(
+                consumer_group_describe_response::DescribedGroup::default()
                     .with_group_id(kafka_protocol::messages::GroupId(name))
                     .with_error_code(error),
             ),

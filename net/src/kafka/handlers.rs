@@ -186,6 +186,8 @@ async fn handle_encoded(
         | RequestKind::DescribeGroups(_)
         | RequestKind::DeleteGroups(_)
         | RequestKind::OffsetDelete(_)
+        | RequestKind::ConsumerGroupHeartbeat(_)
+        | RequestKind::ConsumerGroupDescribe(_)
         | RequestKind::InitProducerId(_)) => {
             let client = super::groups::Client {
                 id: header
@@ -194,6 +196,7 @@ async fn handle_encoded(
                     .map(|c| c.to_string())
                     .unwrap_or_default(),
                 host: session.client_host(),
+                describable_topics: None,
             };
             Some(super::groups::serve(shard, gate, group, version, client).await?)
         }

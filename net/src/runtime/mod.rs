@@ -417,10 +417,11 @@ async fn shard_main(
     let shard = Rc::new(shard);
     let coordinator = crate::kafka::groups::Coordinator::new(shard.config.node_id);
     shard.set_extension(coordinator.clone());
+    let consumer_groups = shard.config.consumer_groups.clone();
     let coordinator_tick = glommio::spawn_local(async move {
         loop {
             glommio::timer::sleep(crate::kafka::groups::COORDINATOR_TICK).await;
-            coordinator.tick(std::time::Instant::now());
+            coordinator.tick(std::time::Instant::now(), &consumer_groups);
         }
     });
     let inbox_task = glommio::spawn_local(shard.clone().serve_inbox(inbox));

@@ -107,23 +107,44 @@ def consume(args):
 def group_consume(args):
     """Consumes as a member of GROUP, committing each message synchronously before printing it
     (so a message is printed by exactly one member), until the group's committed offsets add up
-    to EXPECT; DELAY_MS between messages keeps it busy long enough for a rebalance."""
-    consumer = Consumer({
+    to EXPECT; DELAY_MS between messages keeps it busy long enough for a rebalance. With
+    --protocol consumer it uses the consumer group protocol of KIP-848, whose session and
+    heartbeat settings are the broker's."""
+    config = {
         "bootstrap.servers": args.bootstrap,
         "group.id": args.group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 500,
-    })
+    }
+    if args.protocol == "consumer":
+        config["group.protocol"] = "consumer"
+    else:
+        config.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+    consumer = Consumer(config)
     partitions = [TopicPartition(args.topic, p) for p in range(args.partitions)]
+    # The classic protocol hands over whole assignments, the consumer protocol increments:
+    # either way the member prints all it owns after each change ("assigned 0,2"), so a test
+    # can time how long a rebalance took and check that no two members own a partition, and
+    # "owns topic:partition,..." with the topics too. --subscribe PATTERN subscribes by
+    # regular expression (librdkafka's "^..." form) instead of to TOPIC.
+    owned = set()
 
-    def assigned(_consumer, owned):
-        # Every assignment, so a test can time how long a rebalance took.
-        sys.stdout.write("assigned " + ",".join(str(tp.partition) for tp in owned) + "\n")
+    def report():
+        sys.stdout.write("assigned " + ",".join(str(p) for _, p in sorted(owned)) + "\n")
+        sys.stdout.write("owns " + ",".join(f"{t}:{p}" for t, p in sorted(owned)) + "\n")
         sys.stdout.flush()
 
-    consumer.subscribe([args.topic], on_assign=assigned)
+    def assigned(_consumer, added):
+        owned.update((tp.topic, tp.partition) for tp in added)
+        report()
+
+    def revoked(_consumer, removed):
+        owned.difference_update((tp.topic, tp.partition) for tp in removed)
+        if args.protocol == "consumer":
+            report()
+
+    consumer.subscribe([args.subscribe or args.topic], on_assign=assigned, on_revoke=revoked,
+                       on_lost=revoked)
     deadline = time.time() + args.timeout_ms / 1000
     last_check = 0.0
     while time.time() < deadline:
@@ -212,6 +233,24 @@ def group_admin(args):
         print(f"error {e.args[0].name()}")
 
 
+def describe_groups(args):
+    """Through AdminClient: lists the groups of type TYPE ("listed <group> <type> <state>"),
+    then describes GROUP: "group <id> <type> <state> <assignor>" and one line per member,
+    "member <client id> <partitions>" (comma-separated, sorted)."""
+    from confluent_kafka import ConsumerGroupType
+    client = AdminClient({"bootstrap.servers": args.bootstrap})
+    kind = ConsumerGroupType[args.group_type.upper()]
+    listed = client.list_consumer_groups(types={kind}, request_timeout=30).result()
+    for group in listed.valid:
+        print(f"listed {group.group_id} {group.type.name.lower()} {group.state.name.lower()}")
+    described = client.describe_consumer_groups([args.group], request_timeout=30)[args.group].result()
+    print(f"group {described.group_id} {described.type.name.lower()} {described.state.name.lower()} "
+          f"{described.partition_assignor}")
+    for member in described.members:
+        partitions = sorted(tp.partition for tp in member.assignment.topic_partitions)
+        print(f"member {member.client_id} {','.join(str(p) for p in partitions)}")
+
+
 def acls(args):
     """Through AdminClient: allows User:carol Read on topics prefixed TOPIC, lists the ACLs
     that apply to TOPIC + "1" ("match <principal> <pattern>"), deletes carol's ACLs
@@ -278,13 +317,17 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["produce", "consume", "group-consume", "committed", "admin",
                                          "group-admin", "offsets-for-times", "elect", "acls",
-                                         "describe-cluster"])
+                                         "describe-cluster", "describe-groups"])
     parser.add_argument("--op", choices=["describe", "delete", "add-partitions", "alter-config",
                                          "delete-records"], default="describe")
     parser.add_argument("--delete", action="append", default=[],
                         help="PARTITION=OFFSET whose records below are deleted")
     parser.add_argument("--validate-only", action="store_true")
     parser.add_argument("--group", default="oxbow-test-group")
+    parser.add_argument("--protocol", choices=["classic", "consumer"], default="classic",
+                        help="group.protocol of group-consume")
+    parser.add_argument("--subscribe", help="group-consume: a pattern to subscribe to")
+    parser.add_argument("--group-type", default="consumer", help="what describe-groups lists")
     parser.add_argument("--delay-ms", type=int, default=0)
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
@@ -314,7 +357,7 @@ def main():
     {"produce": produce, "consume": consume, "group-consume": group_consume, "committed": committed,
      "admin": admin, "group-admin": group_admin, "offsets-for-times": offsets_for_times,
      "elect": elect, "acls": acls,
-     "describe-cluster": describe_cluster}[args.mode](args)
+     "describe-cluster": describe_cluster, "describe-groups": describe_groups}[args.mode](args)
 
 
 if __name__ == "__main__":

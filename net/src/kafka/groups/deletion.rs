@@ -28,7 +28,9 @@ impl Coordinator {
     /// Deletes `group_id` and its committed offsets (one group of a DeleteGroups request);
     /// the Kafka error code.
     pub(super) async fn delete_group(&self, shard: &Shard, group_id: &str) -> i16 {
-        let members = (self.groups.borrow().get(group_id)).map(|g| g.members.len());
+        let members = (self.groups.borrow().get(group_id))
+            .map(|g| g.members.len())
+            .or_else(|| self.consumer_group_members(group_id));
         if members.is_some_and(|n| n > 0) {
             return NON_EMPTY_GROUP;
         }
@@ -73,7 +75,8 @@ impl Coordinator {
         };
         let key =
             |topic: &str, p: i32| encode_commit(&(group_id.clone(), topic.into(), p), 0, None).0;
-        let known = self.groups.borrow().contains_key(&group_id);
+        let known = self.groups.borrow().contains_key(&group_id)
+            || self.consumer_group_members(&group_id).is_some();
         let committed_any = !group_commits(&log, &group_id).is_empty();
         if !known && !committed_any {
             response.error_code = GROUP_ID_NOT_FOUND;
@@ -81,6 +84,7 @@ impl Coordinator {
         }
         let subscribed = |topic: &str| {
             (self.groups.borrow().get(&group_id)).is_some_and(|g| subscribes_to(g, topic))
+                || self.consumer_group_subscribes(&group_id, topic)
         };
         let mut tombstones = Vec::new();
         for topic in &request.topics {

@@ -10,9 +10,10 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
     DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
-    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsResponse,
-    SyncGroupRequest, SyncGroupResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
+use kafka_protocol::protocol::StrBytes;
 use std::time::{Duration, Instant};
 
 impl Coordinator {
@@ -29,6 +30,10 @@ impl Coordinator {
         }
         if !SESSION_TIMEOUT_MS.contains(&request.session_timeout_ms) {
             return join_error(code::INVALID_SESSION_TIMEOUT, &request.member_id);
+        }
+        if self.consumer_group_members(&group_id).is_some() {
+            // Kafka's answer when classic members may not join a consumer group.
+            return join_error(code::INCONSISTENT_GROUP_PROTOCOL, &request.member_id);
         }
         let (waiter, response) = flume::bounded(1);
         {
@@ -294,15 +299,39 @@ impl Coordinator {
         response
     }
 
-    pub(super) fn list(&self) -> ListGroupsResponse {
-        let mut response = ListGroupsResponse::default();
+    /// The groups of this shard that pass the request's state (v4+) and type (v5+) filters,
+    /// both matched without regard to case as Kafka does; an empty filter passes all.
+    pub(super) fn list(&self, request: &ListGroupsRequest) -> ListGroupsResponse {
+        let passes = |filter: &[StrBytes], value: &str| {
+            filter.is_empty() || filter.iter().any(|f| f.eq_ignore_ascii_case(value))
+        };
+        let mut all: Vec<(String, String, &str, &str)> = Vec::new();
         for (name, group) in self.groups.borrow().iter() {
-            let mut listed = ListedGroup::default();
-            listed.group_id = GroupId(text(name));
-            listed.protocol_type = text(&group.protocol_type);
-            listed.group_state = text(group.state.name());
-            listed.group_type = text("classic");
-            response.groups.push(listed);
+            all.push((
+                name.clone(),
+                group.protocol_type.clone(),
+                group.state.name(),
+                "classic",
+            ));
+        }
+        for (name, group) in self.consumer_groups.borrow().iter() {
+            all.push((
+                name.clone(),
+                "consumer".into(),
+                group.state_name(),
+                "consumer",
+            ));
+        }
+        let mut response = ListGroupsResponse::default();
+        for (name, protocol_type, state, kind) in all {
+            if passes(&request.states_filter, state) && passes(&request.types_filter, kind) {
+                let mut listed = ListedGroup::default();
+                listed.group_id = GroupId(text(&name));
+                listed.protocol_type = text(&protocol_type);
+                listed.group_state = text(state);
+                listed.group_type = text(kind);
+                response.groups.push(listed);
+            }
         }
         response
     }

@@ -13,8 +13,11 @@
 //! `offsets.rs`): fdatasynced before the commit is acknowledged, compacted in the background,
 //! replayed when the partition is first used, so they survive kill -9.
 
+mod assignor;
+mod consumer_group;
 mod deletion;
 mod group;
+mod heartbeat;
 mod legacy;
 mod membership;
 mod offsets;
@@ -30,14 +33,15 @@ use crate::shard::Shard;
 use group::State;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{
-    offset_fetch_response, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, InitProducerIdRequest, InitProducerIdResponse, ListGroupsResponse,
+    offset_fetch_response, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListGroupsRequest, ListGroupsResponse,
     OffsetCommitRequest, OffsetFetchRequest, ProducerId, RequestKind, ResponseKind,
 };
 use oxbow_cluster::Operation;
 use oxbow_storage::StateLog;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +52,9 @@ pub struct Client {
     pub id: String,
     /// The client's host (`/1.2.3.4`).
     pub host: String,
+    /// The topics its principal may describe, when that is not all of them: a subscription by
+    /// regular expression matches only these (set by [`serve`]).
+    pub describable_topics: Option<std::collections::BTreeSet<String>>,
 }
 
 /// How often sessions and rebalance deadlines are checked.
@@ -64,7 +71,11 @@ const SESSION_TIMEOUT_MS: std::ops::RangeInclusive<i32> = 6_000..=1_800_000;
 
 /// One shard's group coordinator; see the module docs.
 pub struct Coordinator {
+    /// Groups of the classic protocol.
     groups: RefCell<HashMap<String, group::Group>>,
+    /// Groups of the consumer group protocol (KIP-848), with members (an id is in at most one
+    /// of the two maps).
+    consumer_groups: RefCell<HashMap<String, consumer_group::ConsumerGroup>>,
     /// State logs of the offsets partitions this shard leads, by partition, once used, with
     /// the leader epoch they were replayed at (a new epoch replays again: what this node
     /// appended or received as a follower since is in the log, not in the old state).
@@ -85,6 +96,7 @@ impl Coordinator {
     pub fn new(node_id: i32) -> Rc<Coordinator> {
         Rc::new(Coordinator {
             groups: RefCell::default(),
+            consumer_groups: RefCell::default(),
             offset_logs: RefCell::default(),
             loading: glommio::sync::Semaphore::new(1),
             next_member: Cell::new(0),
@@ -110,9 +122,10 @@ impl Coordinator {
             .collect()
     }
 
-    /// Expires silent members and closes rebalances whose timeout passed. Call every
-    /// [`COORDINATOR_TICK`].
-    pub fn tick(&self, now: Instant) {
+    /// Expires silent members and closes rebalances whose timeout passed (`consumer`: the
+    /// settings of KIP-848 groups). Call every [`COORDINATOR_TICK`].
+    pub fn tick(&self, now: Instant, consumer: &oxbow_core::config::ConsumerGroupConfig) {
+        self.expire_consumer_members(now, heartbeat::limits(consumer));
         for (name, group) in self.groups.borrow_mut().iter_mut() {
             // An id handed out for a rejoin that never came must not pile up.
             group
@@ -175,7 +188,9 @@ impl Coordinator {
             RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync(r, now).await),
             RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r, now)),
             RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(self.leave(r, version, now)),
-            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.commit(shard, r).await),
+            RequestKind::OffsetCommit(r) => {
+                ResponseKind::OffsetCommit(self.commit(shard, r, version).await)
+            }
             RequestKind::OffsetFetch(r) => {
                 ResponseKind::OffsetFetch(self.fetch_offsets(shard, r).await)
             }
@@ -194,9 +209,15 @@ impl Coordinator {
                 }
                 ResponseKind::DeleteGroups(response)
             }
-            RequestKind::ListGroups(_) => ResponseKind::ListGroups(self.list()),
+            RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list(&r)),
             RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe(r)),
             RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer(r)),
+            RequestKind::ConsumerGroupHeartbeat(r) => {
+                ResponseKind::ConsumerGroupHeartbeat(self.consumer_heartbeat(shard, r, client, now))
+            }
+            RequestKind::ConsumerGroupDescribe(r) => {
+                ResponseKind::ConsumerGroupDescribe(self.consumer_describe(shard, r))
+            }
             _ => return None,
         })
     }
@@ -251,6 +272,15 @@ pub async fn serve(
     if let Some(denied) = authorize(gate, &request, version) {
         return Ok(denied);
     }
+    let mut client = client;
+    if matches!(request, RequestKind::ConsumerGroupHeartbeat(_)) && shard.config.authorizer.enabled
+    {
+        // On every heartbeat, so that a pattern follows topics created and ACLs changed since.
+        let metadata = shard.metadata();
+        let (describable, hidden): (BTreeSet<String>, BTreeSet<String>) =
+            (metadata.topics.keys().cloned()).partition(|t| gate.sees_topic(t));
+        client.describable_topics = (!hidden.is_empty()).then_some(describable);
+    }
     if let RequestKind::OffsetCommit(commit) = request {
         return commit_readable_topics(shard, gate, commit, version, client).await;
     }
@@ -265,8 +295,12 @@ pub async fn serve(
         RequestKind::OffsetCommit(r) => r.group_id.to_string(),
         RequestKind::OffsetFetch(r) => r.group_id.to_string(),
         RequestKind::OffsetDelete(r) => r.group_id.to_string(),
+        RequestKind::ConsumerGroupHeartbeat(r) => r.group_id.to_string(),
+        RequestKind::ConsumerGroupDescribe(r) => {
+            return consumer_describe_each(shard, r.clone(), version).await
+        }
         RequestKind::DeleteGroups(r) => return delete_each(shard, r.clone(), version).await,
-        RequestKind::ListGroups(_) => return list_everywhere(shard).await,
+        RequestKind::ListGroups(r) => return list_everywhere(shard, r.clone()).await,
         RequestKind::DescribeGroups(r) => return describe_each(shard, r.clone(), version).await,
         _ => return on_shard(shard, 0, request, version, client).await,
     };
@@ -290,6 +324,15 @@ fn authorize(gate: &Gate<'_>, request: &RequestKind, version: i16) -> Option<Res
         RequestKind::LeaveGroup(r) => &r.group_id,
         RequestKind::OffsetCommit(r) => &r.group_id,
         RequestKind::OffsetFetch(r) => &r.group_id,
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            // Kafka's rule: the member must be allowed to describe every topic it names.
+            let hidden = (r.subscribed_topic_names.iter().flatten())
+                .any(|t| !gate.topic(t, Operation::Describe));
+            if hidden && gate.group(&r.group_id, Operation::Read) {
+                return refused(request, version, code::TOPIC_AUTHORIZATION_FAILED);
+            }
+            &r.group_id
+        }
         RequestKind::InitProducerId(r) if r.transactional_id.is_none() => {
             if gate.may_produce_idempotently() {
                 return None;
@@ -408,12 +451,16 @@ async fn on_shard(
         .ok_or_else(|| "the group coordinator is unavailable".to_string())
 }
 
-async fn list_everywhere(shard: &Shard) -> Result<ResponseKind, String> {
+async fn list_everywhere(
+    shard: &Shard,
+    request: ListGroupsRequest,
+) -> Result<ResponseKind, String> {
     let mut all = ListGroupsResponse::default();
     for target in 0..shard.shards() {
+        let request = request.clone();
         let listed = shard
             .run_on(target, |shard| async move {
-                Some(shard.extension::<Coordinator>()?.list())
+                Some(shard.extension::<Coordinator>()?.list(&request))
             })
             .await
             .flatten()
@@ -440,6 +487,26 @@ async fn describe_each(
         }
     }
     Ok(ResponseKind::DescribeGroups(all))
+}
+
+/// ConsumerGroupDescribe: each group asked of its coordinator's shard, NOT_COORDINATOR for
+/// those another node coordinates; a group the principal may not describe is refused.
+async fn consumer_describe_each(
+    shard: &Shard,
+    request: ConsumerGroupDescribeRequest,
+    version: i16,
+) -> Result<ResponseKind, String> {
+    let mut all = ConsumerGroupDescribeResponse::default();
+    for group in &request.group_ids {
+        let mut one = request.clone();
+        one.group_ids = vec![group.clone()];
+        let asked = RequestKind::ConsumerGroupDescribe(one);
+        match ask_coordinator(shard, group, asked, version).await? {
+            ResponseKind::ConsumerGroupDescribe(described) => all.groups.extend(described.groups),
+            _ => return Err("the group coordinator answered out of turn".into()),
+        }
+    }
+    Ok(ResponseKind::ConsumerGroupDescribe(all))
 }
 
 /// DeleteGroups: each group on its coordinator's shard, NOT_COORDINATOR for those another

@@ -191,9 +191,10 @@ impl Coordinator {
         &self,
         shard: &Shard,
         request: OffsetCommitRequest,
+        version: i16,
     ) -> OffsetCommitResponse {
         let group_id = request.group_id.to_string();
-        let error = self.commit_error(&group_id, &request);
+        let error = self.commit_error(&group_id, &request, version);
         if error != code::NONE {
             return commit_response(&request, |_, _| error);
         }
@@ -232,7 +233,7 @@ impl Coordinator {
     }
 
     /// Whether the group's membership allows this commit (Kafka's checks, in Kafka's order).
-    fn commit_error(&self, group_id: &str, request: &OffsetCommitRequest) -> i16 {
+    fn commit_error(&self, group_id: &str, request: &OffsetCommitRequest, version: i16) -> i16 {
         if group_id.is_empty() || group_id.len() > u16::MAX as usize {
             return code::INVALID_GROUP_ID;
         }
@@ -243,9 +244,14 @@ impl Coordinator {
         if !names_fit {
             return code::INVALID_TOPIC;
         }
+        let member_id = request.member_id.as_str();
+        let epoch = request.generation_id_or_member_epoch;
+        // Members of the consumer group protocol commit with their member epoch, on v9+.
+        if let Some(error) = self.consumer_member_error(group_id, member_id, epoch, version >= 9) {
+            return error;
+        }
         let groups = self.groups.borrow();
         let instance = request.group_instance_id.as_deref();
-        let member_id = request.member_id.as_str();
         match groups.get(group_id) {
             // Simple consumers commit with generation -1 to a group nobody is in.
             None => code::NONE,

@@ -6,15 +6,16 @@
 use super::offsets::{offsets_partition, offsets_topic_configs};
 use crate::kafka::wire::code;
 use crate::shard::Shard;
+use kafka_protocol::messages::consumer_group_describe_response;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
 use kafka_protocol::messages::{
-    DeleteGroupsResponse, DescribeGroupsResponse, HeartbeatResponse, JoinGroupResponse,
-    LeaveGroupResponse, OffsetDeleteResponse, OffsetFetchResponse, RequestKind, ResponseKind,
-    SyncGroupResponse,
+    ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatResponse, DeleteGroupsResponse,
+    DescribeGroupsResponse, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse,
+    OffsetDeleteResponse, OffsetFetchResponse, RequestKind, ResponseKind, SyncGroupResponse,
 };
 use oxbow_cluster::OFFSETS_TOPIC;
 use oxbow_core::placement::owner_shard;
@@ -129,6 +130,21 @@ pub fn refused(request: &RequestKind, version: i16, error: i16) -> Option<Respon
                 );
             }
             ResponseKind::DeleteGroups(response)
+        }
+        RequestKind::ConsumerGroupHeartbeat(_) => {
+            let mut response = ConsumerGroupHeartbeatResponse::default();
+            response.error_code = error;
+            ResponseKind::ConsumerGroupHeartbeat(response)
+        }
+        RequestKind::ConsumerGroupDescribe(request) => {
+            let mut response = ConsumerGroupDescribeResponse::default();
+            for group in &request.group_ids {
+                let mut described = consumer_group_describe_response::DescribedGroup::default();
+                described.group_id = group.clone();
+                described.error_code = error;
+                response.groups.push(described);
+            }
+            ResponseKind::ConsumerGroupDescribe(response)
         }
         RequestKind::DescribeGroups(request) => {
             let mut response = DescribeGroupsResponse::default();
