@@ -15,9 +15,9 @@ use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest,
-    FindCoordinatorRequest, GroupId, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    MetadataResponse, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    BrokerId, ConsumerGroupDescribeRequest, ConsumerProtocolAssignment, DeleteGroupsRequest,
+    DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest, ListOffsetsRequest,
+    MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use serde::Serialize;
@@ -91,6 +91,8 @@ struct ListedGroup {
     group: String,
     state: String,
     protocol_type: String,
+    /// `classic`, or `consumer` for a group of the consumer group protocol (KIP-848).
+    group_type: String,
 }
 
 #[derive(Serialize)]
@@ -122,6 +124,8 @@ struct Reset {
 struct DescribedGroup {
     group: String,
     state: String,
+    /// As in [`ListedGroup`].
+    group_type: String,
     coordinator: i32,
     members: Vec<Member>,
     partitions: Vec<PartitionLag>,
@@ -171,14 +175,17 @@ pub fn run(
 
 fn print_list(groups: &Vec<ListedGroup>) {
     for g in groups {
-        println!("{}\t{}\t{}", g.group, g.state, g.protocol_type);
+        println!(
+            "{}\t{}\t{}\t{}",
+            g.group, g.state, g.protocol_type, g.group_type
+        );
     }
 }
 
 fn print_described(g: &DescribedGroup) {
     println!(
-        "group {} ({}), coordinator {}",
-        g.group, g.state, g.coordinator
+        "group {} ({}, {} protocol), coordinator {}",
+        g.group, g.state, g.group_type, g.coordinator
     );
     for m in &g.members {
         println!(
@@ -222,7 +229,7 @@ async fn list(connection: &mut Connection) -> Result<Vec<ListedGroup>, String> {
         let mut there = connection
             .open_to(&address(&metadata, broker.node_id.0)?)
             .await?;
-        let answer = there.call(4, &ListGroupsRequest::default()).await?;
+        let answer = there.call(5, &ListGroupsRequest::default()).await?;
         if answer.error_code != 0 {
             return Err(format!(
                 "ListGroups on broker {}: error {}",
@@ -233,6 +240,7 @@ async fn list(connection: &mut Connection) -> Result<Vec<ListedGroup>, String> {
             group: g.group_id.to_string(),
             state: g.group_state.to_string(),
             protocol_type: g.protocol_type.to_string(),
+            group_type: g.group_type.to_string(),
         }));
     }
     groups.sort_by(|a, b| a.group.cmp(&b.group));
@@ -279,21 +287,31 @@ async fn at_coordinator(
 async fn describe(connection: &mut Connection, group: &str) -> Result<DescribedGroup, String> {
     let (mut home, coordinator_id, g) = at_coordinator(connection, group).await?;
     let id = GroupId(StrBytes::from_string(group.into()));
+    // No classic group of that name: it may be one of the consumer group protocol.
+    let modern = match g.group_state.as_str() {
+        "Dead" => consumer_group(&mut home, group).await?,
+        _ => None,
+    };
+    let (state, group_type, members) = match modern {
+        Some(found) => found,
+        None => {
+            let members = (g.members.into_iter())
+                .map(|m| Member {
+                    member_id: m.member_id.to_string(),
+                    client_id: m.client_id.to_string(),
+                    host: m.client_host.to_string(),
+                    partitions: assigned(m.member_assignment),
+                })
+                .collect();
+            (g.group_state.to_string(), "classic", members)
+        }
+    };
     let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
-    let members: Vec<Member> = (g.members.into_iter())
-        .map(|m| {
-            let partitions = assigned(m.member_assignment);
-            for p in &partitions {
-                owner.insert(p.clone(), m.member_id.to_string());
-            }
-            Member {
-                member_id: m.member_id.to_string(),
-                client_id: m.client_id.to_string(),
-                host: m.client_host.to_string(),
-                partitions,
-            }
-        })
-        .collect();
+    for m in &members {
+        for p in &m.partitions {
+            owner.insert(p.clone(), m.member_id.clone());
+        }
+    }
     let fetched = home
         .call(
             7,
@@ -337,11 +355,42 @@ async fn describe(connection: &mut Connection, group: &str) -> Result<DescribedG
         .collect();
     Ok(DescribedGroup {
         group: group.to_string(),
-        state: g.group_state.to_string(),
+        state,
+        group_type: group_type.to_string(),
         coordinator: coordinator_id,
         members,
         partitions,
     })
+}
+
+/// `group` as ConsumerGroupDescribe shows it at its coordinator (state, type, members), or
+/// `None` if it is not a group of the consumer group protocol.
+async fn consumer_group(
+    home: &mut Connection,
+    group: &str,
+) -> Result<Option<(String, &'static str, Vec<Member>)>, String> {
+    let id = GroupId(StrBytes::from_string(group.into()));
+    let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![id]);
+    let described = home.call(0, &request).await?;
+    let Some(g) = described
+        .groups
+        .into_iter()
+        .next()
+        .filter(|g| g.error_code == 0)
+    else {
+        return Ok(None);
+    };
+    let members = (g.members.into_iter())
+        .map(|m| Member {
+            member_id: m.member_id.to_string(),
+            client_id: m.client_id.to_string(),
+            host: m.client_host.to_string(),
+            partitions: (m.assignment.topic_partitions.iter())
+                .flat_map(|t| t.partitions.iter().map(|&p| (t.topic_name.to_string(), p)))
+                .collect(),
+        })
+        .collect();
+    Ok(Some((g.group_state.to_string(), "consumer", members)))
 }
 
 /// The partitions a member's assignment (Kafka's consumer protocol) names; none if it does

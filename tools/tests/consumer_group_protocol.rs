@@ -235,6 +235,29 @@ fn members_share_a_topic_take_over_from_a_killed_member_and_consume_everything()
     assert_eq!(members.len(), 2, "{described}");
     let shares = |m: &&str| m.rsplit(' ').next().unwrap().split(',').count();
     assert!(members.iter().all(|m| shares(m) == 2), "{described}");
+    // `oxbow group` shows it too, with each member's partitions.
+    let oxbow = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+            .arg("group")
+            .args(args)
+            .args(["--bootstrap", &addr])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let listed = oxbow(&["list"]);
+    assert!(
+        listed.contains("kip848\tStable\tconsumer\tconsumer\n"),
+        "{listed}"
+    );
+    let json = oxbow(&["describe", "kip848", "--output", "json"]);
+    let shown: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(shown["group_type"], "consumer", "{json}");
+    let owned: Vec<usize> = (shown["members"].as_array().unwrap().iter())
+        .map(|m| m["partitions"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(owned, [2, 2], "{json}");
 
     let killed = Instant::now();
     first.kill();

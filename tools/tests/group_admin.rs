@@ -58,7 +58,10 @@ fn groups_and_their_offsets_are_deleted_as_kafka_allows() {
         )
     };
     let (ok, listed) = oxbow(&["list"]);
-    assert!(ok && listed.contains("done\tEmpty\tconsumer\n"), "{listed}");
+    assert!(
+        ok && listed.contains("done\tEmpty\tconsumer\tclassic\n"),
+        "{listed}"
+    );
     confluent(&[&["produce", "--base", "20", "--count", "6"], &topic[..]].concat());
     let described = |name: &str| {
         let (ok, out) = oxbow(&["describe", name, "--output", "json"]);
