@@ -116,7 +116,7 @@ macro_rules! with_coordinator {
                     let client = Client {
                         id: "client".into(),
                         host: "/127.0.0.1".into(),
-                        describable_topics: None,
+                        session: None,
                     };
                     async move {
                         let session = oxbow_net::session::Session::anonymous(None);

@@ -66,7 +66,7 @@ Config file keys (TOML; every one optional, flags override them):
   offset_metadata_bytes_max, offsets_topic_partitions, offsets_topic_replication_factor,
         offsets_commit_timeout_ms
   [consumer_groups] session_timeout_ms, heartbeat_interval_ms, members_max,
-        subscription_regex_bytes_max
+        subscription_regex_bytes_max, subscription_topics_max
   [state_logs] segment_bytes_max, compaction_bytes_min
   [metadata] tick_ms, election_ticks, heartbeat_ticks, snapshot_entries,
         segment_bytes_max, proposal_timeout_ms

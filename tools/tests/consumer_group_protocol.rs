@@ -358,8 +358,19 @@ fn owning(given: &[consumer_group_heartbeat_response::TopicPartitions]) -> Vec<T
 }
 
 fn commit(stream: &mut TcpStream, version: i16, member: &str, epoch: i32, topic: &str) -> i16 {
+    commit_to(stream, "raw", version, member, epoch, topic)
+}
+
+fn commit_to(
+    stream: &mut TcpStream,
+    group: &str,
+    version: i16,
+    member: &str,
+    epoch: i32,
+    topic: &str,
+) -> i16 {
     let request = OffsetCommitRequest::default()
-        .with_group_id(GroupId(text("raw")))
+        .with_group_id(GroupId(text(group)))
         .with_member_id(text(member))
         .with_generation_id_or_member_epoch(epoch)
         .with_topics(vec![OffsetCommitRequestTopic::default()
@@ -441,6 +452,9 @@ fn epochs_fencing_commits_and_the_line_between_classic_and_consumer_groups() {
         25,
         "no admin commits to a live group"
     );
+    // A member's commit to a group the coordinator does not know (its state was lost with a
+    // restart or a coordinator move) is refused, so that it rejoins first.
+    assert_eq!(commit_to(&mut stream, "gone", 9, "m9", 4, topic), 25);
 
     // A classic member may not join it.
     let join = JoinGroupRequest::default()

@@ -21,6 +21,8 @@ pub struct ConsumerGroupConfig {
     pub members_max: u32,
     /// Longest subscription regular expression accepted (its compiled size is bounded too).
     pub subscription_regex_bytes_max: u32,
+    /// Most topic names one member's subscription lists.
+    pub subscription_topics_max: u32,
 }
 
 impl Default for ConsumerGroupConfig {
@@ -30,6 +32,7 @@ impl Default for ConsumerGroupConfig {
             heartbeat_interval_ms: 5_000,
             members_max: 1_000,
             subscription_regex_bytes_max: 1_024,
+            subscription_topics_max: 10_000,
         }
     }
 }
@@ -55,6 +58,12 @@ impl ConsumerGroupConfig {
             return Err(ConfigError::new(
                 "consumer_groups.members_max",
                 "must be 1 to 100000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.subscription_topics_max) {
+            return Err(ConfigError::new(
+                "consumer_groups.subscription_topics_max",
+                "must be 1 to 1000000",
             ));
         }
         if !(1..=65_536).contains(&self.subscription_regex_bytes_max) {

@@ -196,7 +196,7 @@ async fn handle_encoded(
                     .map(|c| c.to_string())
                     .unwrap_or_default(),
                 host: session.client_host(),
-                describable_topics: None,
+                session: shard.config.authorizer.enabled.then(|| session.clone()),
             };
             Some(super::groups::serve(shard, gate, group, version, client).await?)
         }

@@ -94,85 +94,116 @@ fn range(
 /// Keeps each member's previous partitions that it still subscribes to, gives each other
 /// partition to the subscriber owning fewest (the partitions fewest members could take first),
 /// then moves partitions from the most loaded members to subscribers owning at least two fewer
-/// until no such move is left. Each move lowers the sum of squared loads, so the loop ends.
+/// until no such move is left. Each move lowers the sum of squared loads, so the loop ends;
+/// with equal subscriptions each step finds its member at the ends of the load order, so the
+/// whole costs about (partitions + moves) × log(members).
 fn uniform(
     subscriptions: &BTreeMap<String, BTreeSet<String>>,
     topics: &BTreeMap<String, u32>,
     previous: &BTreeMap<String, Assignment>,
 ) -> BTreeMap<String, Assignment> {
-    let eligible = |topic: &str| -> Vec<&String> {
-        (subscriptions.iter())
-            .filter(|(_, topics)| topics.contains(topic))
-            .map(|(id, _)| id)
-            .collect()
-    };
-    let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
-    let mut load: BTreeMap<&String, usize> = subscriptions.keys().map(|id| (id, 0)).collect();
+    let mut subscribers: BTreeMap<&str, usize> = BTreeMap::new();
+    for topic in subscriptions.values().flatten() {
+        if topics.contains_key(topic) {
+            *subscribers.entry(topic).or_default() += 1;
+        }
+    }
+    let mut owned: BTreeMap<&String, BTreeSet<(&str, i32)>> = subscriptions
+        .keys()
+        .map(|id| (id, BTreeSet::new()))
+        .collect();
+    let mut taken: BTreeSet<(&str, i32)> = BTreeSet::new();
     for (id, subscribed) in subscriptions {
         for (topic, partitions) in previous.get(id).into_iter().flatten() {
-            let Some(&count) = topics.get(topic).filter(|_| subscribed.contains(topic)) else {
+            let Some((topic, &count)) = topics.get_key_value(topic.as_str()) else {
                 continue;
             };
+            if !subscribed.contains(topic) {
+                continue;
+            }
             for &p in partitions
                 .iter()
                 .filter(|&&p| (0..count as i32).contains(&p))
             {
-                if owner.insert((topic.clone(), p), id.clone()).is_none() {
-                    *load.get_mut(id).expect("a member") += 1;
+                if taken.insert((topic, p)) {
+                    owned.get_mut(id).expect("a member").insert((topic, p));
                 }
             }
         }
     }
-    let mut unowned: Vec<(usize, &String, i32)> = Vec::new();
-    for (topic, &count) in topics {
-        let takers = eligible(topic).len();
-        if takers == 0 {
-            continue;
-        }
-        for p in (0..count as i32).filter(|&p| !owner.contains_key(&(topic.clone(), p))) {
+    let mut loads: Loads = (owned.iter()).map(|(id, o)| (o.len(), *id)).collect();
+    let mut unowned: Vec<(usize, &str, i32)> = Vec::new();
+    for (topic, &takers) in &subscribers {
+        for p in (0..topics[*topic] as i32).filter(|&p| !taken.contains(&(*topic, p))) {
             unowned.push((takers, topic, p));
         }
     }
     unowned.sort();
     for (_, topic, p) in unowned {
-        let taker = (eligible(topic).into_iter())
-            .min_by_key(|id| (load[id], *id))
-            .expect("a subscriber");
-        *load.get_mut(taker).expect("a member") += 1;
-        owner.insert((topic.clone(), p), taker.clone());
+        let taker = lightest_taker(&loads, subscriptions, topic, usize::MAX).expect("a subscriber");
+        let load = owned[taker].len();
+        reload(&mut loads, taker, load, load + 1);
+        owned.get_mut(taker).expect("a member").insert((topic, p));
     }
-    while let Some(((topic, p), from, to)) = move_to_balance(&owner, &load, &eligible) {
-        *load.get_mut(&from).expect("a member") -= 1;
-        *load.get_mut(&to).expect("a member") += 1;
-        owner.insert((topic, p), to.clone());
+    while let Some((topic, p, from, to)) = move_to_balance(&owned, &loads, subscriptions) {
+        let (from_load, to_load) = (owned[from].len(), owned[to].len());
+        reload(&mut loads, from, from_load, from_load - 1);
+        reload(&mut loads, to, to_load, to_load + 1);
+        owned.get_mut(from).expect("a member").remove(&(topic, p));
+        owned.get_mut(to).expect("a member").insert((topic, p));
     }
-    let mut assigned: BTreeMap<String, Assignment> = (subscriptions.keys())
-        .map(|id| (id.clone(), Assignment::new()))
-        .collect();
-    for ((topic, p), id) in owner {
-        let member = assigned.get_mut(&id).expect("a member");
-        member.entry(topic).or_default().insert(p);
-    }
-    assigned
+    (owned.into_iter())
+        .map(|(id, partitions)| {
+            let mut assignment = Assignment::new();
+            for (topic, p) in partitions {
+                assignment.entry(topic.to_string()).or_default().insert(p);
+            }
+            (id.clone(), assignment)
+        })
+        .collect()
+}
+
+/// Members ordered by how many partitions they own.
+type Loads<'a> = BTreeSet<(usize, &'a String)>;
+
+fn reload<'a>(loads: &mut Loads<'a>, id: &'a String, old: usize, new: usize) {
+    assert!(
+        loads.remove(&(old, id)),
+        "{id} did not own {old} partitions"
+    );
+    loads.insert((new, id));
+}
+
+/// The least loaded subscriber of `topic` owning fewer than `below`, if any (members' ids
+/// break ties).
+fn lightest_taker<'a>(
+    loads: &Loads<'a>,
+    subscriptions: &BTreeMap<String, BTreeSet<String>>,
+    topic: &str,
+    below: usize,
+) -> Option<&'a String> {
+    (loads.iter())
+        .take_while(|(load, _)| *load < below)
+        .find(|(_, id)| subscriptions[*id].contains(topic))
+        .map(|(_, id)| *id)
 }
 
 /// One partition whose owner holds at least two more than a subscriber that could take it,
-/// taken from the most loaded owner (its highest partition, so low partitions stay put).
+/// taken from the most loaded owner that has one (its highest partition, so low partitions
+/// stay put).
 fn move_to_balance<'a>(
-    owner: &BTreeMap<(String, i32), String>,
-    load: &BTreeMap<&'a String, usize>,
-    eligible: &dyn Fn(&str) -> Vec<&'a String>,
-) -> Option<((String, i32), String, &'a String)> {
-    let mut donors: Vec<(&&String, &usize)> = load.iter().collect();
-    donors.sort_by_key(|(id, n)| (std::cmp::Reverse(**n), **id));
-    for (donor, &n) in donors {
-        let owned = (owner.iter().rev()).filter(|(_, id)| id == donor);
-        for ((topic, p), _) in owned {
-            let taker = (eligible(topic).into_iter())
-                .filter(|id| load[id] + 1 < n)
-                .min_by_key(|id| (load[id], *id));
-            if let Some(taker) = taker {
-                return Some(((topic.clone(), *p), (*donor).clone(), taker));
+    owned: &BTreeMap<&'a String, BTreeSet<(&'a str, i32)>>,
+    loads: &Loads<'a>,
+    subscriptions: &BTreeMap<String, BTreeSet<String>>,
+) -> Option<(&'a str, i32, &'a String, &'a String)> {
+    let &(lightest, _) = loads.first()?;
+    for &(load, donor) in loads.iter().rev() {
+        if load <= lightest + 1 {
+            return None;
+        }
+        for &(topic, p) in owned[donor].iter().rev() {
+            if let Some(taker) = lightest_taker(loads, subscriptions, topic, load - 1) {
+                return Some((topic, p, donor, taker));
             }
         }
     }

@@ -18,7 +18,9 @@
 
 use super::super::wire::code;
 use super::assignor::{Assignment, Assignor};
+use crate::session::Session;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// The member epoch a member sends to join (or rejoin after being fenced).
@@ -38,7 +40,22 @@ pub struct Limits {
     pub members_max: usize,
     /// Longest subscription regular expression, in bytes.
     pub regex_bytes_max: usize,
+    /// Most topic names one subscription lists.
+    pub subscribed_topics_max: usize,
 }
+
+/// The topics members may be assigned, as of one metadata version: partition count and id
+/// by name. A topic deleted and created again under its name has a new id.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Changes whenever topics or the ACLs that hide them change.
+    pub version: u64,
+    pub topics: BTreeMap<String, (u32, u128)>,
+}
+
+/// Whether the principal of a session may see (describe) a topic: the coordinator's
+/// authorizer, or always when it is off.
+pub type Sees<'a> = &'a dyn Fn(&Session, &str) -> bool;
 
 /// One ConsumerGroupHeartbeat, as the wire has it (absent fields: unchanged since the last).
 #[derive(Debug, Clone, Default)]
@@ -56,9 +73,9 @@ pub struct Heartbeat {
     pub owned: Option<Assignment>,
     pub client_id: String,
     pub client_host: String,
-    /// The topics the member's principal may describe, when not all: its pattern matches no
-    /// other (Kafka never assigns a member a topic it may not see).
-    pub describable_topics: Option<BTreeSet<String>>,
+    /// Who sent it, when the authorizer is on: a pattern matches only the topics its principal
+    /// may describe (Kafka never assigns a member a topic it may not see).
+    pub session: Option<Session>,
 }
 
 /// A heartbeat accepted: the member's id and epoch, and its assignment when it changed (or the
@@ -95,11 +112,12 @@ pub enum MemberState {
     UnreleasedPartitions,
 }
 
-/// A subscription by regular expression: the text as sent and the compiled, anchored form.
+/// A subscription by regular expression: the text as sent and the compiled, anchored form
+/// (shared by the members that send the same text).
 #[derive(Debug, Clone)]
 pub struct Pattern {
     pub text: String,
-    compiled: regex::Regex,
+    compiled: Rc<regex::Regex>,
 }
 
 /// One member of the group.
@@ -117,8 +135,11 @@ pub struct Member {
     pub client_host: String,
     pub subscribed_names: BTreeSet<String>,
     pub subscribed_regex: Option<Pattern>,
-    /// See [`Heartbeat::describable_topics`], as of its last heartbeat.
-    pub describable_topics: Option<BTreeSet<String>>,
+    /// See [`Heartbeat::session`].
+    pub session: Option<Session>,
+    /// The topics its subscription names or matches that exist (and it may see), as of the
+    /// group's catalog version or its last subscription change.
+    pub resolved: BTreeSet<String>,
     pub server_assignor: Option<Assignor>,
     pub rebalance_timeout: Duration,
     pub last_seen: Instant,
@@ -133,12 +154,13 @@ pub struct Member {
 }
 
 impl Member {
-    /// The topics this member subscribes to among `topics`.
-    fn resolve(&self, topics: &BTreeMap<String, u32>) -> BTreeSet<String> {
+    /// The topics this member subscribes to in `catalog`.
+    fn resolve(&self, catalog: &Catalog, sees: Sees) -> BTreeSet<String> {
+        let topics = &catalog.topics;
         let by_name = (self.subscribed_names.iter()).filter(|t| topics.contains_key(*t));
-        let by_regex = (topics.keys())
-            .filter(|t| (self.subscribed_regex.as_ref()).is_some_and(|p| p.compiled.is_match(t)))
-            .filter(|t| (self.describable_topics.as_ref()).is_none_or(|d| d.contains(*t)));
+        let by_regex = (self.subscribed_regex.iter())
+            .flat_map(|p| topics.keys().filter(|t| p.compiled.is_match(t)))
+            .filter(|t| self.session.as_ref().is_none_or(|s| sees(s, t)));
         by_name.chain(by_regex).cloned().collect()
     }
 }
@@ -152,8 +174,10 @@ pub struct ConsumerGroup {
     pub members: BTreeMap<String, Member>,
     /// Each member's target at the assignment epoch.
     pub target: BTreeMap<String, Assignment>,
-    /// The subscribed topics' partition counts the group epoch was last computed with.
-    subscribed_topics: BTreeMap<String, u32>,
+    /// The subscribed topics (partition count, id) the group epoch was last computed with.
+    subscribed_topics: BTreeMap<String, (u32, u128)>,
+    /// The catalog version members' subscriptions were last resolved at.
+    catalog_version: Option<u64>,
     /// Membership or a subscription changed since the group epoch last moved: the next
     /// [`ConsumerGroup::refresh`] moves it (once, however many changes came).
     changed: bool,
@@ -183,20 +207,21 @@ impl ConsumerGroup {
         })
     }
 
-    /// Answers one heartbeat at `now`. `topics` are the topics members may subscribe to, with
-    /// their partition counts; `new_member_id` names a member joining without an id.
+    /// Answers one heartbeat at `now`. `catalog` holds the topics members may subscribe to;
+    /// `new_member_id` names a member joining without an id.
     pub fn heartbeat(
         &mut self,
         now: Instant,
         request: Heartbeat,
-        topics: &BTreeMap<String, u32>,
+        catalog: &Catalog,
+        sees: Sees,
         limits: Limits,
         new_member_id: impl FnOnce() -> String,
     ) -> Result<Accepted, Refused> {
         validate(&request, limits)?;
         // Compiled before anything changes, so that a bad pattern leaves the group as it was.
         let pattern = match &request.subscribed_topic_regex {
-            Some(text) if !text.is_empty() => Some(Some(compile(text.clone())?)),
+            Some(text) if !text.is_empty() => Some(Some(self.pattern(text)?)),
             Some(_) => Some(None),
             None => None,
         };
@@ -215,15 +240,22 @@ impl ConsumerGroup {
             }
         };
         let member = self.members.get_mut(&member_id).expect("joined or checked");
-        let before = member.assigned.clone();
-        self.changed |= self.update(&member_id, now, request, pattern);
-        self.refresh(topics);
+        let (before, sent_epoch) = (member.assigned.clone(), request.member_epoch);
+        if self.update(&member_id, now, request, pattern) {
+            let member = self.members.get_mut(&member_id).expect("a member");
+            member.resolved = member.resolve(catalog, sees);
+            self.changed = true;
+        }
+        self.refresh(catalog, sees);
         self.reconcile(&member_id, now);
         let member = &self.members[&member_id];
+        // Also sent when only the epoch moved: a topic deleted and created again under its
+        // name leaves the names alone but not the ids the member must learn.
+        let send = full || member.assigned != before || member.epoch != sent_epoch;
         Ok(Accepted {
             member_id,
             member_epoch: member.epoch,
-            assignment: (full || member.assigned != before).then(|| member.assigned.clone()),
+            assignment: send.then(|| member.assigned.clone()),
         })
     }
 
@@ -242,26 +274,53 @@ impl ConsumerGroup {
         expired
     }
 
-    /// Recomputes the target if the group epoch moved or the subscribed topics changed (a
-    /// topic created, deleted or grown). The coordinator calls it on heartbeats and ticks.
-    pub fn refresh(&mut self, topics: &BTreeMap<String, u32>) {
-        let subscriptions: BTreeMap<String, BTreeSet<String>> = (self.members.iter())
-            .map(|(id, m)| (id.clone(), m.resolve(topics)))
-            .collect();
-        let subscribed: BTreeMap<String, u32> = (subscriptions.values().flatten())
-            .map(|t| (t.clone(), topics[t]))
-            .collect();
-        if std::mem::take(&mut self.changed) || subscribed != self.subscribed_topics {
-            self.subscribed_topics = subscribed;
-            self.epoch += 1;
+    /// Moves the group epoch if membership, a subscription or the subscribed topics changed
+    /// (a topic created, deleted, grown or hidden), and recomputes the target for it. Members'
+    /// subscriptions are resolved again only when the catalog changed, so that a heartbeat of
+    /// a settled group costs no work per member.
+    pub fn refresh(&mut self, catalog: &Catalog, sees: Sees) {
+        let stale = self.catalog_version != Some(catalog.version);
+        if stale {
+            for member in self.members.values_mut() {
+                member.resolved = member.resolve(catalog, sees);
+            }
+            self.catalog_version = Some(catalog.version);
+        }
+        if stale || self.changed {
+            let subscribed: BTreeMap<String, (u32, u128)> = (self.members.values())
+                .flat_map(|m| m.resolved.iter())
+                .filter_map(|t| Some((t.clone(), *catalog.topics.get(t)?)))
+                .collect();
+            if std::mem::take(&mut self.changed) || subscribed != self.subscribed_topics {
+                self.subscribed_topics = subscribed;
+                self.epoch += 1;
+            }
         }
         if self.epoch == self.assignment_epoch {
             return;
         }
+        let subscriptions: BTreeMap<String, BTreeSet<String>> = (self.members.iter())
+            .map(|(id, m)| (id.clone(), m.resolved.clone()))
+            .collect();
+        let counts: BTreeMap<String, u32> = (self.subscribed_topics.iter())
+            .map(|(t, (n, _))| (t.clone(), *n))
+            .collect();
         let assignor = self.preferred_assignor();
-        self.target = assignor.assign(&subscriptions, &self.subscribed_topics, &self.target);
+        self.target = assignor.assign(&subscriptions, &counts, &self.target);
         self.assignor = Some(assignor);
         self.assignment_epoch = self.epoch;
+    }
+
+    /// The compiled form of subscription pattern `text`: another member's if one subscribes
+    /// with the same text.
+    fn pattern(&self, text: &str) -> Result<Pattern, Refused> {
+        let shared = (self.members.values())
+            .filter_map(|m| m.subscribed_regex.as_ref())
+            .find(|p| p.text == text);
+        match shared {
+            Some(pattern) => Ok(pattern.clone()),
+            None => compile(text.to_string()),
+        }
     }
 
     /// The assignor most members ask for (Kafka's rule), uniform when none asks.
@@ -374,7 +433,8 @@ impl ConsumerGroup {
                 client_host: String::new(),
                 subscribed_names: BTreeSet::new(),
                 subscribed_regex: None,
-                describable_topics: None,
+                session: None,
+                resolved: BTreeSet::new(),
                 server_assignor: None,
                 rebalance_timeout: Duration::ZERO,
                 last_seen: now,
@@ -392,10 +452,22 @@ impl ConsumerGroup {
     fn check_member(&self, request: &Heartbeat) -> Result<(), Refused> {
         let id = &request.member_id;
         let Some(member) = self.members.get(id) else {
-            return Err(refuse(
-                code::UNKNOWN_MEMBER_ID,
-                format!("{id} is not a member of the group"),
-            ));
+            // A static member replaced by its instance's new self is told so, as Kafka does.
+            let replaced = (request.instance_id.as_ref()).is_some_and(|i| {
+                self.members
+                    .values()
+                    .any(|m| m.instance_id.as_ref() == Some(i))
+            });
+            return Err(match replaced {
+                true => refuse(
+                    code::FENCED_INSTANCE_ID,
+                    "another member holds this instance id now",
+                ),
+                false => refuse(
+                    code::UNKNOWN_MEMBER_ID,
+                    format!("{id} is not a member of the group"),
+                ),
+            });
         };
         if request.instance_id.is_some() && member.instance_id != request.instance_id {
             return Err(refuse(
@@ -456,7 +528,7 @@ impl ConsumerGroup {
         if let Some(owned) = request.owned {
             member.owned = owned;
         }
-        member.describable_topics = request.describable_topics;
+        member.session = request.session;
         let mut changed = false;
         if let Some(names) = request.subscribed_topic_names {
             changed |= names != member.subscribed_names;
@@ -479,11 +551,19 @@ impl ConsumerGroup {
     /// `CurrentAssignmentBuilder`).
     fn reconcile(&mut self, id: &str, now: Instant) {
         let target = self.target.get(id).cloned().unwrap_or_default();
-        let held_elsewhere: BTreeSet<(String, i32)> = (self.members.iter())
-            .filter(|(other, _)| other.as_str() != id)
-            .flat_map(|(_, m)| flatten(&m.assigned).chain(flatten(&m.revoking)))
-            .collect();
         let assignment_epoch = self.assignment_epoch;
+        // What other members hold, needed only when this one has partitions to take up (not
+        // on the heartbeats of a settled group).
+        let adding = (self.members.get(id))
+            .is_some_and(|m| m.state != MemberState::Stable || m.epoch != assignment_epoch)
+            && !subtract(&target, &self.members[id].assigned).is_empty();
+        let held_elsewhere: BTreeSet<(String, i32)> = match adding {
+            true => (self.members.iter())
+                .filter(|(other, _)| other.as_str() != id)
+                .flat_map(|(_, m)| flatten(&m.assigned).chain(flatten(&m.revoking)))
+                .collect(),
+            false => BTreeSet::new(),
+        };
         let member = self.members.get_mut(id).expect("a member");
         if member.state == MemberState::UnrevokedPartitions {
             let released = !flatten(&member.revoking).any(|tp| contains(&member.owned, &tp));
@@ -559,6 +639,13 @@ fn validate(request: &Heartbeat, limits: Limits) -> Result<(), Refused> {
             ));
         }
     }
+    let names = request
+        .subscribed_topic_names
+        .as_ref()
+        .map_or(0, BTreeSet::len);
+    if names > limits.subscribed_topics_max {
+        return invalid("SubscribedTopicNames lists more topics than the broker allows");
+    }
     if let Some(regex) = &request.subscribed_topic_regex {
         if regex.len() > limits.regex_bytes_max {
             return Err(refuse(
@@ -570,17 +657,21 @@ fn validate(request: &Heartbeat, limits: Limits) -> Result<(), Refused> {
     Ok(())
 }
 
-/// The compiled size of a subscription pattern, at most (a pattern is matched against every
-/// topic name on every refresh).
-const PATTERN_COMPILED_BYTES_MAX: usize = 1 << 20;
+/// The compiled size of a subscription pattern and of its matching cache, at most: a member
+/// may send any pattern, and each distinct one is kept for the member's life.
+const PATTERN_COMPILED_BYTES_MAX: usize = 64 << 10;
 
 /// A subscription pattern, matched against whole topic names as Kafka's (RE2/J) are.
 fn compile(text: String) -> Result<Pattern, Refused> {
     let compiled = regex::RegexBuilder::new(&format!("^(?:{text})$"))
         .size_limit(PATTERN_COMPILED_BYTES_MAX)
+        .dfa_size_limit(PATTERN_COMPILED_BYTES_MAX)
         .build()
         .map_err(|e| refuse(code::INVALID_REGULAR_EXPRESSION, e.to_string()))?;
-    Ok(Pattern { text, compiled })
+    Ok(Pattern {
+        text,
+        compiled: Rc::new(compiled),
+    })
 }
 
 fn flatten(assignment: &Assignment) -> impl Iterator<Item = (String, i32)> + '_ {

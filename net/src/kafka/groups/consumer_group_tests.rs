@@ -6,10 +6,27 @@ const LIMITS: Limits = Limits {
     session_timeout: Duration::from_secs(45),
     members_max: 10,
     regex_bytes_max: 100,
+    subscribed_topics_max: 100,
 };
 
-fn topics(counts: &[(&str, u32)]) -> BTreeMap<String, u32> {
-    counts.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+/// Topics with these partition counts (ids from their names; the version from both).
+fn topics(counts: &[(&str, u32)]) -> Catalog {
+    use std::hash::{Hash, Hasher};
+    let id = |name: &str| name.bytes().fold(7u128, |h, b| h * 31 + b as u128);
+    let topics: BTreeMap<String, (u32, u128)> = (counts.iter())
+        .map(|(t, n)| (t.to_string(), (*n, id(t))))
+        .collect();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    topics.hash(&mut hasher);
+    Catalog {
+        version: hasher.finish(),
+        topics,
+    }
+}
+
+/// No authorizer: every principal sees every topic.
+fn all_see(_: &Session, _: &str) -> bool {
+    true
 }
 
 fn join(id: &str, subscribed: &[&str]) -> Heartbeat {
@@ -57,14 +74,14 @@ fn a_second_member_gets_partitions_only_after_the_first_released_them() {
     let all = topics(&[("orders", 4)]);
     let mut group = ConsumerGroup::default();
     let a = group
-        .heartbeat(t0, join("a", &["orders"]), &all, LIMITS, no_id)
+        .heartbeat(t0, join("a", &["orders"]), &all, &all_see, LIMITS, no_id)
         .unwrap();
     assert_eq!(a.member_epoch, 1);
     let a_owned = a.assignment.unwrap();
     assert_eq!(count(&a_owned), 4);
 
     let b = group
-        .heartbeat(t0, join("b", &["orders"]), &all, LIMITS, no_id)
+        .heartbeat(t0, join("b", &["orders"]), &all, &all_see, LIMITS, no_id)
         .unwrap();
     assert_eq!(b.member_epoch, 2, "b is at the new assignment epoch");
     assert_eq!(
@@ -76,21 +93,36 @@ fn a_second_member_gets_partitions_only_after_the_first_released_them() {
 
     // a is told to give two up; its epoch stays until it has.
     let a1 = group
-        .heartbeat(t0, beat("a", 1, &a_owned), &all, LIMITS, no_id)
+        .heartbeat(t0, beat("a", 1, &a_owned), &all, &all_see, LIMITS, no_id)
         .unwrap();
     assert_eq!(a1.member_epoch, 1);
     let kept = a1.assignment.unwrap();
     assert_eq!(count(&kept), 2);
     assert_eq!(group.members["a"].state, MemberState::UnrevokedPartitions);
     // b asks again before a released: still nothing.
-    let b1 = group.heartbeat(t0, beat("b", 2, &Assignment::new()), &all, LIMITS, no_id);
+    let b1 = group.heartbeat(
+        t0,
+        beat("b", 2, &Assignment::new()),
+        &all,
+        &all_see,
+        LIMITS,
+        no_id,
+    );
     assert_eq!(b1.unwrap().assignment, None);
-    // a reports the release and moves to epoch 2; then b gets the two.
+    // a reports the release and moves to epoch 2 (its assignment, unchanged, comes with the
+    // new epoch); then b gets the two.
     let a2 = group
-        .heartbeat(t0, beat("a", 1, &kept), &all, LIMITS, no_id)
+        .heartbeat(t0, beat("a", 1, &kept), &all, &all_see, LIMITS, no_id)
         .unwrap();
-    assert_eq!((a2.member_epoch, a2.assignment), (2, None));
-    let b2 = group.heartbeat(t0, beat("b", 2, &Assignment::new()), &all, LIMITS, no_id);
+    assert_eq!((a2.member_epoch, a2.assignment), (2, Some(kept)));
+    let b2 = group.heartbeat(
+        t0,
+        beat("b", 2, &Assignment::new()),
+        &all,
+        &all_see,
+        LIMITS,
+        no_id,
+    );
     let b_owned = b2.unwrap().assignment.unwrap();
     assert_eq!(count(&b_owned), 2);
     assert_exclusive(&group);
@@ -103,32 +135,32 @@ fn epochs_are_checked_as_kafka_checks_them() {
     let all = topics(&[("orders", 2)]);
     let mut group = ConsumerGroup::default();
     let a = group
-        .heartbeat(t0, join("a", &["orders"]), &all, LIMITS, no_id)
+        .heartbeat(t0, join("a", &["orders"]), &all, &all_see, LIMITS, no_id)
         .unwrap();
     let owned = a.assignment.unwrap();
     let refused = |r: Result<Accepted, Refused>| r.unwrap_err().code;
     // From the future: fenced.
-    let ahead = group.heartbeat(t0, beat("a", 5, &owned), &all, LIMITS, no_id);
+    let ahead = group.heartbeat(t0, beat("a", 5, &owned), &all, &all_see, LIMITS, no_id);
     assert_eq!(refused(ahead), code::FENCED_MEMBER_EPOCH);
     // Unknown member.
-    let stranger = group.heartbeat(t0, beat("z", 1, &owned), &all, LIMITS, no_id);
+    let stranger = group.heartbeat(t0, beat("z", 1, &owned), &all, &all_see, LIMITS, no_id);
     assert_eq!(refused(stranger), code::UNKNOWN_MEMBER_ID);
     // Topic grows: a moves to epoch 2 with a third partition.
     let grown = topics(&[("orders", 3)]);
     let a2 = group
-        .heartbeat(t0, beat("a", 1, &owned), &grown, LIMITS, no_id)
+        .heartbeat(t0, beat("a", 1, &owned), &grown, &all_see, LIMITS, no_id)
         .unwrap();
     assert_eq!(a2.member_epoch, 2);
     assert_eq!(count(a2.assignment.as_ref().unwrap()), 3);
     // The answer was lost: a comes back with epoch 1, owning what it had. Accepted.
     let retry = group
-        .heartbeat(t0, beat("a", 1, &owned), &grown, LIMITS, no_id)
+        .heartbeat(t0, beat("a", 1, &owned), &grown, &all_see, LIMITS, no_id)
         .unwrap();
     assert_eq!(retry.member_epoch, 2);
     // With its previous epoch but owning more than it was given: fenced.
     let mut too_much = owned.clone();
     too_much.entry("other".into()).or_default().insert(0);
-    let greedy = group.heartbeat(t0, beat("a", 1, &too_much), &grown, LIMITS, no_id);
+    let greedy = group.heartbeat(t0, beat("a", 1, &too_much), &grown, &all_see, LIMITS, no_id);
     assert_eq!(refused(greedy), code::FENCED_MEMBER_EPOCH);
 }
 
@@ -139,7 +171,7 @@ fn joins_with_missing_fields_and_unknown_assignors_are_refused() {
     let mut group = ConsumerGroup::default();
     let code_of = |group: &mut ConsumerGroup, h: Heartbeat| {
         group
-            .heartbeat(t0, h, &all, LIMITS, no_id)
+            .heartbeat(t0, h, &all, &all_see, LIMITS, no_id)
             .unwrap_err()
             .code
     };
@@ -169,9 +201,9 @@ fn joins_with_missing_fields_and_unknown_assignors_are_refused() {
         ..LIMITS
     };
     crowded
-        .heartbeat(t0, join("a", &["orders"]), &all, one, no_id)
+        .heartbeat(t0, join("a", &["orders"]), &all, &all_see, one, no_id)
         .unwrap();
-    let second = crowded.heartbeat(t0, join("b", &["orders"]), &all, one, no_id);
+    let second = crowded.heartbeat(t0, join("b", &["orders"]), &all, &all_see, one, no_id);
     assert_eq!(second.unwrap_err().code, code::GROUP_MAX_SIZE_REACHED);
 }
 
@@ -184,23 +216,41 @@ fn regex_subscriptions_match_whole_names_and_follow_new_topics() {
     request.subscribed_topic_regex = Some("orders-.*".into());
     let before = topics(&[("orders-eu", 1), ("old-orders-eu", 1)]);
     let a = group
-        .heartbeat(t0, request, &before, LIMITS, no_id)
+        .heartbeat(t0, request, &before, &all_see, LIMITS, no_id)
         .unwrap();
     let owned = a.assignment.unwrap();
     assert_eq!(owned.keys().collect::<Vec<_>>(), ["orders-eu"]);
     let after = topics(&[("orders-eu", 1), ("old-orders-eu", 1), ("orders-us", 2)]);
-    let a2 = group.heartbeat(t0, beat("a", a.member_epoch, &owned), &after, LIMITS, no_id);
+    let a2 = group.heartbeat(
+        t0,
+        beat("a", a.member_epoch, &owned),
+        &after,
+        &all_see,
+        LIMITS,
+        no_id,
+    );
     let now_owned = a2.unwrap().assignment.unwrap();
     assert_eq!(
         now_owned.keys().collect::<Vec<_>>(),
         ["orders-eu", "orders-us"]
     );
     assert!(group.subscribes_to("orders-us") && !group.subscribes_to("old-orders-eu"));
-    // Its principal loses Describe on orders-us: the pattern no longer matches it.
+    // With the authorizer on, its principal loses Describe on orders-us (an ACL change: a
+    // new catalog version): the pattern no longer matches it.
     let epoch = group.members["a"].epoch;
     let mut hidden = beat("a", epoch, &now_owned);
-    hidden.describable_topics = Some(BTreeSet::from(["orders-eu".to_string()]));
-    let a3 = group.heartbeat(t0, hidden, &after, LIMITS, no_id).unwrap();
+    hidden.session = Some(Session::anonymous(None));
+    group
+        .heartbeat(t0, hidden.clone(), &after, &all_see, LIMITS, no_id)
+        .unwrap();
+    let acl_changed = Catalog {
+        version: after.version + 1,
+        ..after.clone()
+    };
+    let not_us = |_: &Session, topic: &str| topic != "orders-us";
+    let a3 = group
+        .heartbeat(t0, hidden, &acl_changed, &not_us, LIMITS, no_id)
+        .unwrap();
     let kept = a3.assignment.expect("told to give orders-us up");
     assert_eq!(kept.keys().collect::<Vec<_>>(), ["orders-eu"]);
 }
@@ -211,27 +261,41 @@ fn silent_members_and_members_that_do_not_revoke_are_removed() {
     let all = topics(&[("orders", 2)]);
     let mut group = ConsumerGroup::default();
     let a = group
-        .heartbeat(t0, join("a", &["orders"]), &all, LIMITS, no_id)
+        .heartbeat(t0, join("a", &["orders"]), &all, &all_see, LIMITS, no_id)
         .unwrap();
     let a_owned = a.assignment.unwrap();
     group
-        .heartbeat(t0, join("b", &["orders"]), &all, LIMITS, no_id)
+        .heartbeat(t0, join("b", &["orders"]), &all, &all_see, LIMITS, no_id)
         .unwrap();
     // a hears it must revoke, then goes quiet while b keeps heartbeating.
     let t1 = t0 + Duration::from_secs(1);
     group
-        .heartbeat(t1, beat("a", 1, &a_owned), &all, LIMITS, no_id)
+        .heartbeat(t1, beat("a", 1, &a_owned), &all, &all_see, LIMITS, no_id)
         .unwrap();
     let t2 = t1 + Duration::from_secs(30);
     group
-        .heartbeat(t2, beat("b", 2, &Assignment::new()), &all, LIMITS, no_id)
+        .heartbeat(
+            t2,
+            beat("b", 2, &Assignment::new()),
+            &all,
+            &all_see,
+            LIMITS,
+            no_id,
+        )
         .unwrap();
     assert_eq!(
         group.expire(t2, LIMITS),
         ["a"],
         "the 30 s rebalance timeout passed"
     );
-    let b = group.heartbeat(t2, beat("b", 2, &Assignment::new()), &all, LIMITS, no_id);
+    let b = group.heartbeat(
+        t2,
+        beat("b", 2, &Assignment::new()),
+        &all,
+        &all_see,
+        LIMITS,
+        no_id,
+    );
     let b = b.unwrap();
     assert_eq!((b.member_epoch, count(&b.assignment.unwrap())), (3, 2));
     // b falls silent: its session ends.
@@ -249,24 +313,29 @@ fn a_static_member_restarting_keeps_its_partitions_without_a_rebalance() {
     let mut group = ConsumerGroup::default();
     let mut first = join("a1", &["orders"]);
     first.instance_id = Some("host-a".into());
-    group.heartbeat(t0, first, &all, LIMITS, no_id).unwrap();
+    group
+        .heartbeat(t0, first, &all, &all_see, LIMITS, no_id)
+        .unwrap();
     let b = group
-        .heartbeat(t0, join("b", &["orders"]), &all, LIMITS, no_id)
+        .heartbeat(t0, join("b", &["orders"]), &all, &all_see, LIMITS, no_id)
         .unwrap();
     // Settle: a1 revokes, b takes its share.
     let owned = group.members["a1"].assigned.clone();
     let kept = group
-        .heartbeat(t0, beat("a1", 1, &owned), &all, LIMITS, no_id)
+        .heartbeat(t0, beat("a1", 1, &owned), &all, &all_see, LIMITS, no_id)
         .unwrap();
     let kept = kept.assignment.unwrap();
     let mut settled = beat("a1", 1, &kept);
     settled.instance_id = Some("host-a".into());
-    group.heartbeat(t0, settled, &all, LIMITS, no_id).unwrap();
+    group
+        .heartbeat(t0, settled, &all, &all_see, LIMITS, no_id)
+        .unwrap();
     group
         .heartbeat(
             t0,
             beat("b", b.member_epoch, &Assignment::new()),
             &all,
+            &all_see,
             LIMITS,
             no_id,
         )
@@ -276,17 +345,26 @@ fn a_static_member_restarting_keeps_its_partitions_without_a_rebalance() {
     let mut away = beat("a1", 2, &kept);
     away.member_epoch = STATIC_LEAVE_EPOCH;
     away.instance_id = Some("host-a".into());
-    group.heartbeat(t0, away, &all, LIMITS, no_id).unwrap();
+    group
+        .heartbeat(t0, away, &all, &all_see, LIMITS, no_id)
+        .unwrap();
     let mut back = join("a2", &["orders"]);
     back.instance_id = Some("host-a".into());
-    let a2 = group.heartbeat(t0, back, &all, LIMITS, no_id).unwrap();
-    assert_eq!(a2.assignment, Some(kept), "the same partitions");
+    let a2 = group
+        .heartbeat(t0, back, &all, &all_see, LIMITS, no_id)
+        .unwrap();
+    assert_eq!(a2.assignment, Some(kept.clone()), "the same partitions");
     assert_eq!((a2.member_epoch, group.epoch), (2, epoch), "no rebalance");
     // The instance is held now: another process claiming it is refused.
     let mut twin = join("a3", &["orders"]);
     twin.instance_id = Some("host-a".into());
-    let twin = group.heartbeat(t0, twin, &all, LIMITS, no_id);
+    let twin = group.heartbeat(t0, twin, &all, &all_see, LIMITS, no_id);
     assert_eq!(twin.unwrap_err().code, code::UNRELEASED_INSTANCE_ID);
+    // The old process, still alive somewhere, is told it was replaced.
+    let mut zombie = beat("a1", 2, &kept);
+    zombie.instance_id = Some("host-a".into());
+    let zombie = group.heartbeat(t0, zombie, &all, &all_see, LIMITS, no_id);
+    assert_eq!(zombie.unwrap_err().code, code::FENCED_INSTANCE_ID);
 }
 
 /// A simulated consumer: what it owns (it processes those partitions) and what it was last
@@ -306,7 +384,7 @@ impl Client {
         id: &str,
         group: &mut ConsumerGroup,
         now: Instant,
-        all: &BTreeMap<String, u32>,
+        all: &Catalog,
         reconciled: bool,
     ) -> Result<(), Refused> {
         if reconciled {
@@ -314,7 +392,14 @@ impl Client {
                 self.owned = given;
             }
         }
-        let answer = group.heartbeat(now, beat(id, self.epoch, &self.owned), all, LIMITS, no_id)?;
+        let answer = group.heartbeat(
+            now,
+            beat(id, self.epoch, &self.owned),
+            all,
+            &all_see,
+            LIMITS,
+            no_id,
+        )?;
         self.epoch = answer.member_epoch;
         if answer.assignment.is_some() {
             self.given = answer.assignment;
@@ -351,7 +436,7 @@ fn random_schedules_never_give_a_partition_to_two_members_and_converge() {
                 let id = format!("m{next}");
                 next += 1;
                 let subscribed: &[&str] = if rng.bool() { &["a", "b"] } else { &["a"] };
-                match group.heartbeat(now, join(&id, subscribed), &all, LIMITS, no_id) {
+                match group.heartbeat(now, join(&id, subscribed), &all, &all_see, LIMITS, no_id) {
                     Ok(answer) => drop(clients.insert(id, Client::joined(answer))),
                     Err(full) => assert_eq!(full.code, code::GROUP_MAX_SIZE_REACHED),
                 }
@@ -365,7 +450,9 @@ fn random_schedules_never_give_a_partition_to_two_members_and_converge() {
                 if rng.bool() {
                     let mut leave = beat(&id, client.epoch, &client.owned);
                     leave.member_epoch = LEAVE_EPOCH;
-                    group.heartbeat(now, leave, &all, LIMITS, no_id).unwrap();
+                    group
+                        .heartbeat(now, leave, &all, &all_see, LIMITS, no_id)
+                        .unwrap();
                 } // else it crashed: only its session ends it.
             } else if !clients.is_empty() {
                 let id = clients
@@ -381,7 +468,8 @@ fn random_schedules_never_give_a_partition_to_two_members_and_converge() {
                             .contains(&refused.code),
                         "seed {seed}: {refused:?}"
                     );
-                    let answer = group.heartbeat(now, join(&id, &["a"]), &all, LIMITS, no_id);
+                    let answer =
+                        group.heartbeat(now, join(&id, &["a"]), &all, &all_see, LIMITS, no_id);
                     clients.insert(id, Client::joined(answer.unwrap()));
                 }
             }

@@ -7,8 +7,11 @@
 
 use super::super::wire::{code, text};
 use super::assignor::Assignment;
-use super::consumer_group::{Heartbeat, Limits};
+use super::consumer_group::{Catalog, Heartbeat, Limits};
+use super::offsets::group_partition;
 use super::{Client, Coordinator};
+use crate::authorize::Gate;
+use crate::session::Session;
 use crate::shard::Shard;
 use kafka_protocol::messages::consumer_group_describe_response::{
     self as described, DescribedGroup,
@@ -18,7 +21,8 @@ use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
     ConsumerGroupHeartbeatResponse, TopicName,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -28,48 +32,68 @@ pub fn limits(config: &oxbow_core::config::ConsumerGroupConfig) -> Limits {
         session_timeout: Duration::from_millis(config.session_timeout_ms),
         members_max: config.members_max as usize,
         regex_bytes_max: config.subscription_regex_bytes_max as usize,
+        subscribed_topics_max: config.subscription_topics_max as usize,
     }
 }
 
-/// The topics members may be assigned: every topic but the broker's own, with its partition
-/// count, and the ids the wire names them by.
-struct Topics {
-    counts: BTreeMap<String, u32>,
-    ids: BTreeMap<String, Uuid>,
+/// Every topic but the broker's own, by name and by id, as of one metadata version; each
+/// coordinator shard keeps the last one it built.
+pub(super) struct Topics {
+    catalog: Catalog,
+    names: HashMap<Uuid, String>,
 }
 
 impl Topics {
     fn of(shard: &Shard) -> Topics {
         let metadata = shard.metadata();
-        let visible = metadata.topics.values().filter(|t| !t.internal);
         let mut topics = Topics {
-            counts: BTreeMap::new(),
-            ids: BTreeMap::new(),
+            catalog: Catalog {
+                version: metadata.version,
+                topics: BTreeMap::new(),
+            },
+            names: HashMap::new(),
         };
-        for topic in visible {
-            (topics.counts).insert(topic.name.clone(), topic.partitions.len() as u32);
-            (topics.ids).insert(topic.name.clone(), Uuid::from_bytes(topic.id.0));
+        for topic in metadata.topics.values().filter(|t| !t.internal) {
+            let id = Uuid::from_bytes(topic.id.0);
+            let entry = (topic.partitions.len() as u32, id.as_u128());
+            (topics.catalog.topics).insert(topic.name.clone(), entry);
+            (topics.names).insert(id, topic.name.clone());
         }
         topics
     }
 
     fn name_of(&self, id: Uuid) -> Option<&String> {
-        self.ids
-            .iter()
-            .find(|(_, &i)| i == id)
-            .map(|(name, _)| name)
+        self.names.get(&id)
     }
 
     /// An assignment as the wire carries it, by topic id.
     fn to_wire(&self, assignment: &Assignment) -> Vec<(Uuid, Vec<i32>)> {
         (assignment.iter())
-            .filter_map(|(topic, ps)| Some((*self.ids.get(topic)?, ps.iter().copied().collect())))
+            .filter_map(|(topic, ps)| {
+                let (_, id) = self.catalog.topics.get(topic)?;
+                Some((Uuid::from_u128(*id), ps.iter().copied().collect()))
+            })
             .collect()
     }
 }
 
+/// Whether `session`'s principal may describe `topic`, by this shard's authorizer.
+fn sees(shard: &Shard, session: &Session, topic: &str) -> bool {
+    Gate::new(shard, session).sees_topic(topic)
+}
+
 impl Coordinator {
-    pub(super) fn consumer_heartbeat(
+    /// The topics as of the shard's metadata, built again only when it changed.
+    fn topics(&self, shard: &Shard) -> Rc<Topics> {
+        let version = shard.metadata().version;
+        let mut cached = self.topics_cache.borrow_mut();
+        match cached.as_ref() {
+            Some(topics) if topics.catalog.version == version => topics.clone(),
+            _ => cached.insert(Rc::new(Topics::of(shard))).clone(),
+        }
+    }
+
+    pub(super) async fn consumer_heartbeat(
         &self,
         shard: &Shard,
         request: ConsumerGroupHeartbeatRequest,
@@ -88,6 +112,16 @@ impl Coordinator {
         if group_id.is_empty() {
             return refuse(response, code::INVALID_GROUP_ID, "GroupId can't be empty");
         }
+        // Through the group's offsets log, as every group request: this node must lead its
+        // partition, and a new leader epoch there forgets the groups this node knew before
+        // (their members went to another coordinator meanwhile).
+        if let Err(why) = self
+            .offsets_log(shard, group_partition(shard, &group_id))
+            .await
+        {
+            tracing::debug!(group = %group_id, error = %why, "not coordinating");
+            return refuse(response, code::NOT_COORDINATOR, &why);
+        }
         if (self.groups.borrow().get(&group_id)).is_some_and(|g| !g.members.is_empty()) {
             return refuse(
                 response,
@@ -97,7 +131,7 @@ impl Coordinator {
         }
         // An empty classic group (committed offsets only) becomes a consumer group.
         self.groups.borrow_mut().remove(&group_id);
-        let topics = Topics::of(shard);
+        let topics = self.topics(shard);
         let owned = (request.topic_partitions.as_ref()).map(|owned| {
             let mut assignment = Assignment::new();
             for tp in owned {
@@ -122,15 +156,17 @@ impl Coordinator {
             owned,
             client_id: client.id,
             client_host: client.host,
-            describable_topics: client.describable_topics,
+            session: client.session,
         };
         let mut groups = self.consumer_groups.borrow_mut();
         let group = groups.entry(group_id.clone()).or_default();
         let new_member_id = || Uuid::from_u128(fastrand::u128(..)).to_string();
+        let sees = |session: &Session, topic: &str| sees(shard, session, topic);
         let answered = group.heartbeat(
             now,
             heartbeat,
-            &topics.counts,
+            &topics.catalog,
+            &sees,
             limits(config),
             new_member_id,
         );
@@ -176,7 +212,7 @@ impl Coordinator {
         shard: &Shard,
         request: ConsumerGroupDescribeRequest,
     ) -> ConsumerGroupDescribeResponse {
-        let topics = Topics::of(shard);
+        let topics = self.topics(shard);
         let wire = |assignment: &Assignment| {
             let partitions = (topics.to_wire(assignment).into_iter())
                 .filter_map(|(id, partitions)| {
@@ -206,7 +242,9 @@ impl Coordinator {
                 continue;
             };
             // What it shows is current: the target of the epoch it is at.
-            group.refresh(&topics.counts);
+            group.refresh(&topics.catalog, &|session, topic| {
+                sees(shard, session, topic)
+            });
             out.group_state = text(group.state_name());
             out.group_epoch = group.epoch;
             out.assignment_epoch = group.assignment_epoch;
@@ -249,8 +287,15 @@ impl Coordinator {
     ) -> Option<i16> {
         let groups = self.consumer_groups.borrow();
         // Groups without members are not kept: commits without a member epoch (an admin
-        // client's, or a consumer's that assigns itself partitions) go to them as to any.
-        let group = groups.get(group_id)?;
+        // client's, or a consumer's that assigns itself partitions) go to them as to any. A
+        // member's commit to a group this coordinator does not know (its members expired, or
+        // it coordinates since a leader change) is refused, so that the member heartbeats and
+        // rejoins instead of committing for partitions it may no longer own.
+        let Some(group) = groups.get(group_id) else {
+            let orphan = version_ok && epoch > 0 && !member_id.is_empty();
+            let classic = self.groups.borrow().contains_key(group_id);
+            return (orphan && !classic).then_some(code::UNKNOWN_MEMBER_ID);
+        };
         let Some(member) = group.members.get(member_id) else {
             return Some(code::UNKNOWN_MEMBER_ID);
         };

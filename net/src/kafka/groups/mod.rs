@@ -41,7 +41,7 @@ use kafka_protocol::messages::{
 use oxbow_cluster::Operation;
 use oxbow_storage::StateLog;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -52,9 +52,9 @@ pub struct Client {
     pub id: String,
     /// The client's host (`/1.2.3.4`).
     pub host: String,
-    /// The topics its principal may describe, when that is not all of them: a subscription by
-    /// regular expression matches only these (set by [`serve`]).
-    pub describable_topics: Option<std::collections::BTreeSet<String>>,
+    /// Its session, when the authorizer is on: a subscription by regular expression matches
+    /// only the topics its principal may describe.
+    pub session: Option<crate::session::Session>,
 }
 
 /// How often sessions and rebalance deadlines are checked.
@@ -76,6 +76,8 @@ pub struct Coordinator {
     /// Groups of the consumer group protocol (KIP-848), with members (an id is in at most one
     /// of the two maps).
     consumer_groups: RefCell<HashMap<String, consumer_group::ConsumerGroup>>,
+    /// The topics consumer groups are assigned from, as of the last metadata version seen.
+    topics_cache: RefCell<Option<Rc<heartbeat::Topics>>>,
     /// State logs of the offsets partitions this shard leads, by partition, once used, with
     /// the leader epoch they were replayed at (a new epoch replays again: what this node
     /// appended or received as a follower since is in the log, not in the old state).
@@ -97,6 +99,7 @@ impl Coordinator {
         Rc::new(Coordinator {
             groups: RefCell::default(),
             consumer_groups: RefCell::default(),
+            topics_cache: RefCell::default(),
             offset_logs: RefCell::default(),
             loading: glommio::sync::Semaphore::new(1),
             next_member: Cell::new(0),
@@ -212,9 +215,9 @@ impl Coordinator {
             RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list(&r)),
             RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe(r)),
             RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer(r)),
-            RequestKind::ConsumerGroupHeartbeat(r) => {
-                ResponseKind::ConsumerGroupHeartbeat(self.consumer_heartbeat(shard, r, client, now))
-            }
+            RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
+                self.consumer_heartbeat(shard, r, client, now).await,
+            ),
             RequestKind::ConsumerGroupDescribe(r) => {
                 ResponseKind::ConsumerGroupDescribe(self.consumer_describe(shard, r))
             }
@@ -271,15 +274,6 @@ pub async fn serve(
 ) -> Result<ResponseKind, String> {
     if let Some(denied) = authorize(gate, &request, version) {
         return Ok(denied);
-    }
-    let mut client = client;
-    if matches!(request, RequestKind::ConsumerGroupHeartbeat(_)) && shard.config.authorizer.enabled
-    {
-        // On every heartbeat, so that a pattern follows topics created and ACLs changed since.
-        let metadata = shard.metadata();
-        let (describable, hidden): (BTreeSet<String>, BTreeSet<String>) =
-            (metadata.topics.keys().cloned()).partition(|t| gate.sees_topic(t));
-        client.describable_topics = (!hidden.is_empty()).then_some(describable);
     }
     if let RequestKind::OffsetCommit(commit) = request {
         return commit_readable_topics(shard, gate, commit, version, client).await;

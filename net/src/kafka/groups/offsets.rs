@@ -139,7 +139,9 @@ impl Coordinator {
             .map_err(|e| format!("{OFFSETS_TOPIC}/{partition}: {e}"))?;
         if self.offset_logs.borrow_mut().remove(&partition).is_some() {
             let partitions = shard.partition_count(OFFSETS_TOPIC).unwrap_or(1);
-            (self.groups.borrow_mut()).retain(|g, _| offsets_partition(g, partitions) != partition);
+            let elsewhere = |g: &String| offsets_partition(g, partitions) != partition;
+            (self.groups.borrow_mut()).retain(|g, _| elsewhere(g));
+            (self.consumer_groups.borrow_mut()).retain(|g, _| elsewhere(g));
         }
         let settings = CompactionSettings {
             compaction_bytes_min: shard.config.state_logs.compaction_bytes_min,
