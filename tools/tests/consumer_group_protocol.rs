@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{confluent, kafka_call, start_broker_with_config};
+use common::{confluent, fixed_port_args, kafka_call, start_broker_with_config, Broker};
 use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -294,6 +294,80 @@ fn members_share_a_topic_take_over_from_a_killed_member_and_consume_everything()
         first.consumed.len(),
         second.consumed.len()
     );
+}
+
+/// The group lives in its offsets partition: kill -9 of the broker in a settled group, and the
+/// restarted broker takes it up where it was. Neither member loses or gains a partition (had
+/// the group been forgotten, both would be fenced, lose their partitions and rebalance), and
+/// both go on consuming what is produced after the restart.
+#[test]
+fn members_keep_their_partitions_across_a_coordinator_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("oxbow.toml"), CONFIG).unwrap();
+    let (mut args, [addr, _, _]) = fixed_port_args(&dir.path().join("data"));
+    args.extend([
+        "--config".into(),
+        dir.path().join("oxbow.toml").display().to_string(),
+    ]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut broker = Broker::start_exactly(None, &argv);
+    broker.wait_for("oxbow ready");
+    let topic = "kip848-restart";
+    let produce = |base: usize| {
+        let base = base.to_string();
+        let mut args = vec!["produce", "--bootstrap", &addr, "--topic", topic];
+        args.extend(["--partitions", "4", "--count", "40", "--base", &base]);
+        if base == "0" {
+            args.push("--create");
+        }
+        let produced = confluent(&args);
+        assert_eq!(
+            produced.lines().filter(|l| l.starts_with("ack ")).count(),
+            40
+        );
+    };
+    produce(0);
+    let mut first = Member::start(&addr, topic, 1_000_000, 0);
+    first.assigned(
+        "all four",
+        |owned| owned.len() == 4,
+        Duration::from_secs(60),
+    );
+    let mut second = Member::start(&addr, topic, 1_000_000, 0);
+    let two = |owned: &BTreeSet<u32>| owned.len() == 2;
+    let seconds = second.assigned("two", two, Duration::from_secs(30));
+    let firsts = first.assigned("two", two, Duration::from_secs(5));
+    assert!(firsts.is_disjoint(&seconds));
+
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    let mut broker = Broker::start_exactly(None, &argv);
+    broker.wait_for("oxbow ready");
+    produce(40);
+    // Each message produced since reaches one of them, and neither's partitions changed.
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 40 && Instant::now() < deadline {
+        for (member, settled) in [(&mut first, &firsts), (&mut second, &seconds)] {
+            let partitions = match member.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(Line::Message(m)) => {
+                    if m.strip_prefix("m-").unwrap().parse::<usize>().unwrap() >= 40 {
+                        seen.insert(m);
+                    }
+                    continue;
+                }
+                Ok(Line::Assigned(owned)) => owned,
+                // The same change as the "assigned" line before it, with topics.
+                Ok(Line::Owns(owned)) => (owned.iter())
+                    .map(|tp| tp.rsplit(':').next().unwrap().parse().unwrap())
+                    .collect(),
+                Err(_) => continue,
+            };
+            assert_eq!(&partitions, settled, "a member's partitions changed");
+        }
+    }
+    assert_eq!(seen.len(), 40, "messages produced after the restart");
+    assert!(broker.log_so_far().contains("consumer group restored"));
 }
 
 /// A member subscribed by regular expression is assigned the matching topics, whole names

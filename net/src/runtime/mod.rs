@@ -418,10 +418,12 @@ async fn shard_main(
     let coordinator = crate::kafka::groups::Coordinator::new(shard.config.node_id);
     shard.set_extension(coordinator.clone());
     let consumer_groups = shard.config.consumer_groups.clone();
+    let tick_shard = shard.clone();
     let coordinator_tick = glommio::spawn_local(async move {
         loop {
             glommio::timer::sleep(crate::kafka::groups::COORDINATOR_TICK).await;
             coordinator.tick(std::time::Instant::now(), &consumer_groups);
+            coordinator.store_consumer_groups(&tick_shard).await;
         }
     });
     let inbox_task = glommio::spawn_local(shard.clone().serve_inbox(inbox));

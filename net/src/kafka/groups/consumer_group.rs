@@ -175,12 +175,26 @@ pub struct ConsumerGroup {
     /// Each member's target at the assignment epoch.
     pub target: BTreeMap<String, Assignment>,
     /// The subscribed topics (partition count, id) the group epoch was last computed with.
-    subscribed_topics: BTreeMap<String, (u32, u128)>,
+    pub(super) subscribed_topics: BTreeMap<String, (u32, u128)>,
     /// The catalog version members' subscriptions were last resolved at.
-    catalog_version: Option<u64>,
+    pub(super) catalog_version: Option<u64>,
     /// Membership or a subscription changed since the group epoch last moved: the next
     /// [`ConsumerGroup::refresh`] moves it (once, however many changes came).
-    changed: bool,
+    pub(super) changed: bool,
+    /// What changed since the group was last stored (see `consumer_group_store.rs`): members
+    /// whose record may differ, members gone, and whether the group's own record may differ.
+    pub(super) unstored: Unstored,
+}
+
+/// Changes not yet written to the group's offsets log.
+#[derive(Debug, Default)]
+pub struct Unstored {
+    pub members: BTreeSet<String>,
+    pub removed: BTreeSet<String>,
+    pub group: bool,
+    /// The bytes last written for each record of the group (members by id; `None`: the
+    /// group's own), so that a heartbeat that changed nothing writes nothing.
+    pub written: BTreeMap<Option<String>, bytes::Bytes>,
 }
 
 impl ConsumerGroup {
@@ -248,6 +262,7 @@ impl ConsumerGroup {
         }
         self.refresh(catalog, sees);
         self.reconcile(&member_id, now);
+        self.unstored.members.insert(member_id.clone());
         let member = &self.members[&member_id];
         // Also sent when only the epoch moved: a topic deleted and created again under its
         // name leaves the names alone but not the ids the member must learn.
@@ -294,6 +309,7 @@ impl ConsumerGroup {
             if std::mem::take(&mut self.changed) || subscribed != self.subscribed_topics {
                 self.subscribed_topics = subscribed;
                 self.epoch += 1;
+                self.unstored.group = true;
             }
         }
         if self.epoch == self.assignment_epoch {
@@ -309,6 +325,8 @@ impl ConsumerGroup {
         self.target = assignor.assign(&subscriptions, &counts, &self.target);
         self.assignor = Some(assignor);
         self.assignment_epoch = self.epoch;
+        // Every member's record holds its target.
+        (self.unstored.members).extend(self.members.keys().cloned());
     }
 
     /// The compiled form of subscription pattern `text`: another member's if one subscribes
@@ -346,6 +364,7 @@ impl ConsumerGroup {
         if request.member_epoch == STATIC_LEAVE_EPOCH && member.instance_id.is_some() {
             // Away for a restart: its partitions wait for it until its session times out.
             member.away = true;
+            self.unstored.members.insert(id.clone());
         } else {
             self.remove(&id);
         }
@@ -360,6 +379,8 @@ impl ConsumerGroup {
         if self.members.remove(id).is_some() {
             self.target.remove(id);
             self.changed = true;
+            self.unstored.members.remove(id);
+            self.unstored.removed.insert(id.to_string());
         }
     }
 
@@ -388,6 +409,8 @@ impl ConsumerGroup {
                 let mut member = self.members.remove(&held_by).expect("held");
                 member.away = false;
                 member.last_seen = now;
+                self.unstored.members.remove(&held_by);
+                self.unstored.removed.insert(held_by.clone());
                 self.members.insert(id.clone(), member);
                 if let Some(target) = self.target.remove(&held_by) {
                     self.target.insert(id.clone(), target);
@@ -662,7 +685,7 @@ fn validate(request: &Heartbeat, limits: Limits) -> Result<(), Refused> {
 const PATTERN_COMPILED_BYTES_MAX: usize = 64 << 10;
 
 /// A subscription pattern, matched against whole topic names as Kafka's (RE2/J) are.
-fn compile(text: String) -> Result<Pattern, Refused> {
+pub(super) fn compile(text: String) -> Result<Pattern, Refused> {
     let compiled = regex::RegexBuilder::new(&format!("^(?:{text})$"))
         .size_limit(PATTERN_COMPILED_BYTES_MAX)
         .dfa_size_limit(PATTERN_COMPILED_BYTES_MAX)

@@ -510,3 +510,86 @@ fn random_schedules_never_give_a_partition_to_two_members_and_converge() {
         assert_eq!(owned, 6 + if subscribed_b { 3 } else { 0 }, "seed {seed}");
     }
 }
+
+/// A group stored mid-rebalance (one member revoking, one waiting) and restored, as a new
+/// coordinator would: members carry on with their epochs and partitions, the rebalance
+/// completes as it would have, no partition is handed out twice, and a heartbeat that changes
+/// nothing writes nothing.
+#[test]
+fn a_group_restored_from_its_records_carries_on_where_it_was() {
+    let t0 = Instant::now();
+    let all = topics(&[("orders", 4)]);
+    let mut group = ConsumerGroup::default();
+    let a = (group.heartbeat(t0, join("a", &["orders"]), &all, &all_see, LIMITS, no_id)).unwrap();
+    let a_owned = a.assignment.unwrap();
+    let b = (group.heartbeat(t0, join("b", &["orders"]), &all, &all_see, LIMITS, no_id)).unwrap();
+    let told = group.heartbeat(t0, beat("a", 1, &a_owned), &all, &all_see, LIMITS, no_id);
+    let kept = told.unwrap().assignment.unwrap();
+    assert_eq!(group.members["a"].state, MemberState::UnrevokedPartitions);
+
+    // Everything written so far, as a log would hold it (later puts replace earlier ones).
+    let mut log: BTreeMap<bytes::Bytes, bytes::Bytes> = BTreeMap::new();
+    let mut write = |changes: Vec<(bytes::Bytes, Option<bytes::Bytes>)>| {
+        for (key, value) in changes {
+            match value {
+                Some(value) => drop(log.insert(key, value)),
+                None => drop(log.remove(&key)),
+            }
+        }
+    };
+    write(group.take_changes("g"));
+    let settled = group.heartbeat(t0, beat("a", 1, &a_owned), &all, &all_see, LIMITS, no_id);
+    assert!(settled.is_ok());
+    assert!(
+        group.take_changes("g").is_empty(),
+        "nothing changed, nothing written"
+    );
+
+    let records: Vec<(Option<String>, bytes::Bytes)> = (log.iter())
+        .map(|(k, v)| {
+            (
+                super::super::consumer_group_store::decode_key(k).unwrap().1,
+                v.clone(),
+            )
+        })
+        .collect();
+    let t1 = t0 + Duration::from_secs(40);
+    let mut restored = ConsumerGroup::restore(records, t1).expect("restored");
+    assert_eq!(
+        (restored.epoch, restored.assignment_epoch),
+        (group.epoch, group.assignment_epoch)
+    );
+    assert_eq!(restored.members["a"].revoking, group.members["a"].revoking);
+    assert_eq!(restored.target, group.target);
+    // Sessions start again at the restore: 40 s after the last heartbeat, nobody expires.
+    assert!(restored
+        .expire(t1 + Duration::from_secs(5), LIMITS)
+        .is_empty());
+    let mut group = restored;
+    // b still waits; a releases; b gets its share: the rebalance completes.
+    let waiting = group.heartbeat(
+        t1,
+        beat("b", b.member_epoch, &Assignment::new()),
+        &all,
+        &all_see,
+        LIMITS,
+        no_id,
+    );
+    assert_eq!(waiting.unwrap().assignment, None);
+    let released = group
+        .heartbeat(t1, beat("a", 1, &kept), &all, &all_see, LIMITS, no_id)
+        .unwrap();
+    assert_eq!(released.member_epoch, 2);
+    let given = group.heartbeat(
+        t1,
+        beat("b", b.member_epoch, &Assignment::new()),
+        &all,
+        &all_see,
+        LIMITS,
+        no_id,
+    );
+    let given = given.unwrap().assignment.unwrap();
+    assert_eq!(count(&given) + count(&kept), 4);
+    assert_exclusive(&group);
+    assert_eq!(group.state_name(), "Stable");
+}

@@ -7,12 +7,14 @@
 
 use super::super::wire::{code, text};
 use super::assignor::Assignment;
-use super::consumer_group::{Catalog, Heartbeat, Limits};
+use super::consumer_group::{Catalog, ConsumerGroup, Heartbeat, Limits};
+use super::consumer_group_store::decode_key;
 use super::offsets::group_partition;
 use super::{Client, Coordinator};
 use crate::authorize::Gate;
 use crate::session::Session;
 use crate::shard::Shard;
+use bytes::Bytes;
 use kafka_protocol::messages::consumer_group_describe_response::{
     self as described, DescribedGroup,
 };
@@ -21,6 +23,7 @@ use kafka_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
     ConsumerGroupHeartbeatResponse, TopicName,
 };
+use oxbow_storage::StateLog;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -115,10 +118,8 @@ impl Coordinator {
         // Through the group's offsets log, as every group request: this node must lead its
         // partition, and a new leader epoch there forgets the groups this node knew before
         // (their members went to another coordinator meanwhile).
-        if let Err(why) = self
-            .offsets_log(shard, group_partition(shard, &group_id))
-            .await
-        {
+        let partition = group_partition(shard, &group_id);
+        if let Err(why) = self.offsets_log(shard, partition).await {
             tracing::debug!(group = %group_id, error = %why, "not coordinating");
             return refuse(response, code::NOT_COORDINATOR, &why);
         }
@@ -158,21 +159,34 @@ impl Coordinator {
             client_host: client.host,
             session: client.session,
         };
-        let mut groups = self.consumer_groups.borrow_mut();
-        let group = groups.entry(group_id.clone()).or_default();
-        let new_member_id = || Uuid::from_u128(fastrand::u128(..)).to_string();
-        let sees = |session: &Session, topic: &str| sees(shard, session, topic);
-        let answered = group.heartbeat(
-            now,
-            heartbeat,
-            &topics.catalog,
-            &sees,
-            limits(config),
-            new_member_id,
-        );
-        if group.members.is_empty() {
-            // Nothing to keep: an empty group is its committed offsets alone.
-            groups.remove(&group_id);
+        let (answered, changes) = {
+            let mut groups = self.consumer_groups.borrow_mut();
+            let group = groups.entry(group_id.clone()).or_default();
+            let new_member_id = || Uuid::from_u128(fastrand::u128(..)).to_string();
+            let sees = |session: &Session, topic: &str| sees(shard, session, topic);
+            let answered = group.heartbeat(
+                now,
+                heartbeat,
+                &topics.catalog,
+                &sees,
+                limits(config),
+                new_member_id,
+            );
+            let changes = group.take_changes(&group_id);
+            if group.members.is_empty() {
+                // Nothing to keep: an empty group is its committed offsets alone.
+                groups.remove(&group_id);
+            }
+            (answered, changes)
+        };
+        // What the member is told must survive this coordinator: a member that learned an
+        // epoch or partitions the next coordinator would not know could be fenced, or share a
+        // partition with another member.
+        if !changes.is_empty() {
+            if let Err((_, why)) = self.store_commits(shard, partition, changes).await {
+                tracing::warn!(group = %group_id, error = %why, "storing the group failed");
+                return refuse(response, code::COORDINATOR_NOT_AVAILABLE, &why);
+            }
         }
         match answered {
             Ok(accepted) => {
@@ -194,7 +208,8 @@ impl Coordinator {
         }
     }
 
-    /// Removes members of consumer groups whose session or revocation deadline passed.
+    /// Removes members of consumer groups whose session or revocation deadline passed; the
+    /// next [`Coordinator::store_consumer_groups`] deletes their records.
     pub(super) fn expire_consumer_members(&self, now: Instant, limits: Limits) {
         let mut groups = self.consumer_groups.borrow_mut();
         for (name, group) in groups.iter_mut() {
@@ -204,7 +219,54 @@ impl Coordinator {
                     "consumer group members removed: session or revocation timeout");
             }
         }
-        groups.retain(|_, group| !group.members.is_empty());
+    }
+
+    /// Writes what changed in consumer groups outside heartbeats (members expired), and
+    /// forgets the groups left empty once their records are deleted. Call after every tick.
+    pub async fn store_consumer_groups(&self, shard: &Shard) {
+        let mut by_partition: BTreeMap<u32, Vec<(Bytes, Option<Bytes>)>> = BTreeMap::new();
+        {
+            let mut groups = self.consumer_groups.borrow_mut();
+            for (name, group) in groups.iter_mut() {
+                let changes = group.take_changes(name);
+                if !changes.is_empty() {
+                    let partition = group_partition(shard, name);
+                    by_partition.entry(partition).or_default().extend(changes);
+                }
+            }
+            groups.retain(|_, group| !group.members.is_empty());
+        }
+        for (partition, changes) in by_partition {
+            if let Err((_, why)) = self.store_commits(shard, partition, changes).await {
+                // Not written: a coordinator loading them brings the members back for one
+                // session, after which they expire again.
+                tracing::warn!(partition, error = %why, "storing expired group members failed");
+            }
+        }
+    }
+
+    /// Takes up the consumer groups an offsets partition's state log holds (it was just
+    /// loaded at a new leader epoch): members keep their epochs and partitions, and each
+    /// gets a full session to heartbeat here.
+    pub(super) fn restore_consumer_groups(&self, log: &StateLog) {
+        let mut records: BTreeMap<String, Vec<(Option<String>, Bytes)>> = BTreeMap::new();
+        for (key, value) in log.entries() {
+            if let Some((group, member)) = decode_key(&key) {
+                records.entry(group).or_default().push((member, value));
+            }
+        }
+        let now = Instant::now();
+        let mut groups = self.consumer_groups.borrow_mut();
+        for (name, records) in records {
+            match ConsumerGroup::restore(records, now) {
+                Some(group) => {
+                    tracing::info!(group = %name, members = group.members.len(),
+                        epoch = group.epoch, "consumer group restored");
+                    groups.insert(name, group);
+                }
+                None => tracing::warn!(group = %name, "a consumer group's records do not decode"),
+            }
+        }
     }
 
     pub(super) fn consumer_describe(

@@ -15,6 +15,7 @@
 
 mod assignor;
 mod consumer_group;
+mod consumer_group_store;
 mod deletion;
 mod group;
 mod heartbeat;

@@ -91,6 +91,9 @@ pub(super) fn encode_commit(
 }
 
 pub(super) fn decode_commit(key: &[u8], value: &[u8]) -> Option<(OffsetKey, i64, Option<String>)> {
+    if super::consumer_group_store::is_group_record(key) {
+        return None;
+    }
     let mut at = 0;
     let mut take = |n: usize| {
         let slice = key.get(at..at + n)?;
@@ -157,6 +160,7 @@ impl Coordinator {
             "group offsets loaded"
         );
         let log = Rc::new(log);
+        self.restore_consumer_groups(&log);
         (self.offset_logs.borrow_mut()).insert(partition, (epoch, log.clone()));
         Ok(log)
     }
@@ -236,7 +240,9 @@ impl Coordinator {
 
     /// Whether the group's membership allows this commit (Kafka's checks, in Kafka's order).
     fn commit_error(&self, group_id: &str, request: &OffsetCommitRequest, version: i16) -> i16 {
-        if group_id.is_empty() || group_id.len() > u16::MAX as usize {
+        // 65,535 bytes would start a key like a consumer group's record (see
+        // `consumer_group_store.rs`).
+        if group_id.is_empty() || group_id.len() >= u16::MAX as usize {
             return code::INVALID_GROUP_ID;
         }
         let names_fit = request
