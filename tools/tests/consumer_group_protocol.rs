@@ -167,6 +167,26 @@ impl Member {
     }
 }
 
+/// Creates `topic` with `partitions` through confluent-kafka, producing `count` messages
+/// "m-<i>" over them; every one is acknowledged.
+fn create_topic(addr: &str, topic: &str, partitions: u32, count: usize) {
+    let (partitions, count) = (partitions.to_string(), count.to_string());
+    let produced = confluent(&[
+        "produce",
+        "--bootstrap",
+        addr,
+        "--topic",
+        topic,
+        "--partitions",
+        &partitions,
+        "--create",
+        "--count",
+        &count,
+    ]);
+    let acked = produced.lines().filter(|l| l.starts_with("ack ")).count();
+    assert_eq!(acked.to_string(), count, "{produced}");
+}
+
 impl Drop for Member {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -180,22 +200,7 @@ fn members_share_a_topic_take_over_from_a_killed_member_and_consume_everything()
     let (_broker, addr, _) = start_broker_with_config(dir.path(), CONFIG);
     let topic = "kip848-orders";
     const MESSAGES: usize = 60;
-    let produced = confluent(&[
-        "produce",
-        "--bootstrap",
-        &addr,
-        "--topic",
-        topic,
-        "--partitions",
-        "4",
-        "--create",
-        "--count",
-        &MESSAGES.to_string(),
-    ]);
-    assert_eq!(
-        produced.lines().filter(|l| l.starts_with("ack ")).count(),
-        MESSAGES
-    );
+    create_topic(&addr, topic, 4, MESSAGES);
 
     let all = BTreeSet::from([0, 1, 2, 3]);
     // Slow members (200 ms a message), so the group changes while there is work left.
@@ -377,18 +382,7 @@ fn a_pattern_subscription_follows_topics_created_later() {
     let dir = tempfile::tempdir().unwrap();
     let (_broker, addr, _) = start_broker_with_config(dir.path(), CONFIG);
     let create = |topic: &str| {
-        confluent(&[
-            "produce",
-            "--bootstrap",
-            &addr,
-            "--topic",
-            topic,
-            "--partitions",
-            "1",
-            "--create",
-            "--count",
-            "1",
-        ]);
+        create_topic(&addr, topic, 1, 1);
     };
     create("kip848-re-a");
     create("old-kip848-re-a");
@@ -461,18 +455,7 @@ fn epochs_fencing_commits_and_the_line_between_classic_and_consumer_groups() {
     let dir = tempfile::tempdir().unwrap();
     let (_broker, addr, _) = start_broker_with_config(dir.path(), CONFIG);
     let topic = "kip848-raw";
-    confluent(&[
-        "produce",
-        "--bootstrap",
-        &addr,
-        "--topic",
-        topic,
-        "--partitions",
-        "3",
-        "--create",
-        "--count",
-        "3",
-    ]);
+    create_topic(&addr, topic, 3, 3);
     let mut stream = TcpStream::connect(&addr).unwrap();
     let metadata = kafka_call(
         &mut stream,
