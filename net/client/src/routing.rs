@@ -255,3 +255,10 @@ fn not_leader(message: String) -> ClientError {
 pub(crate) fn is_not_leader(error: &ClientError) -> bool {
     error.code() == Some(ErrorCode::NotLeader)
 }
+
+/// Whether the broker a request went to could not be reached: a leader that has just shut
+/// down (its controlled shutdown moved leadership, but the broker asked for metadata may not
+/// have applied the move yet), so metadata is worth asking for again.
+pub(crate) fn is_unreachable(error: &ClientError) -> bool {
+    matches!(error, ClientError::Io(_) | ClientError::Closed)
+}

@@ -5,7 +5,7 @@ use crate::acker::{Acker, Attached, Attachment, Legs};
 use crate::connection::ConsumerEvent;
 use crate::error::ClientError;
 use crate::multi_topic::{MultiTopicConsumer, Selection};
-use crate::routing::{is_not_leader, Router};
+use crate::routing::{is_not_leader, is_unreachable, Router};
 use crate::tiers::TieredConsumer;
 use crate::{Client, Tier};
 use oxbow_core::native::{ClientFrame, Mode, ServerFrame, StartPosition, SubscriptionType};
@@ -164,7 +164,7 @@ impl ConsumerBuilder {
         let mut retries = router.not_leader_retries();
         loop {
             match self.attach(&router).await {
-                Err(e) if is_not_leader(&e) && retries > 0 => {
+                Err(e) if (is_not_leader(&e) || is_unreachable(&e)) && retries > 0 => {
                     retries -= 1;
                     router.forget(&self.topic);
                     tokio::time::sleep(router.settings().retry_backoff).await;
