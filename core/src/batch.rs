@@ -93,6 +93,13 @@ pub enum BatchError {
     /// The records section does not decompress (or would exceed the decompressed limit).
     #[error("record batch: {0}")]
     Decompression(#[from] CompressionError),
+    /// A control batch (a transaction marker): only the broker writes them (Kafka's rule).
+    #[error("clients may not write control batches")]
+    ControlBatch,
+    /// A transactional batch: there is no transaction coordinator to end its transaction, and
+    /// readers would take its records as committed.
+    #[error("transactional batches are not accepted: the broker does not run transactions yet")]
+    Transactional,
 }
 
 /// A validated Kafka RecordBatch v2, held as the bytes it arrived in.
@@ -273,6 +280,10 @@ impl RecordBatch {
     pub fn is_transactional(&self) -> bool {
         self.attributes() & 0x10 != 0
     }
+    /// Whether the batch is a control batch (a transaction marker).
+    pub fn is_control(&self) -> bool {
+        self.attributes() & 0x20 != 0
+    }
     /// Timestamp of the first record, milliseconds since the epoch.
     pub fn base_timestamp(&self) -> i64 {
         be_i64(&self.bytes, BASE_TIMESTAMP_AT)
@@ -332,7 +343,15 @@ impl RecordBatch {
     /// length, their offset deltas must count 0, 1, 2, … and their number must agree with the
     /// header (`recordsCount` = `lastOffsetDelta` + 1), as Kafka's log validator requires of
     /// what clients send. A batch that passes is one every reader can split into records.
+    /// Control batches are refused (only a broker writes them), and so are transactional ones
+    /// until Oxbow runs transactions.
     pub fn validate_records(&self, decompressed_bytes_max: u64) -> Result<(), BatchError> {
+        if self.is_control() {
+            return Err(BatchError::ControlBatch);
+        }
+        if self.is_transactional() {
+            return Err(BatchError::Transactional);
+        }
         let (count, last_delta) = (self.records_count(), self.last_offset_delta());
         if count as i64 != last_delta as i64 + 1 {
             return Err(BatchError::BadRecordCount {
@@ -523,6 +542,28 @@ mod tests {
         assert!(matches!(
             miscounted.validate_records(u64::MAX),
             Err(BatchError::BadRecordCount { .. })
+        ));
+        // Transaction markers and transactional batches, sealed with a correct CRC.
+        let flagged = |bits: i16| {
+            let mut bytes = good.bytes().to_vec();
+            let attributes = i16::from_be_bytes([bytes[ATTRIBUTES_AT], bytes[ATTRIBUTES_AT + 1]]);
+            bytes[ATTRIBUTES_AT..ATTRIBUTES_AT + 2]
+                .copy_from_slice(&(attributes | bits).to_be_bytes());
+            let crc = crc32c::crc32c(&bytes[ATTRIBUTES_AT..]);
+            bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+            RecordBatch::parse(Bytes::from(bytes)).unwrap()
+        };
+        let marker = flagged(0x30);
+        assert!(marker.is_control() && marker.is_transactional());
+        assert!(matches!(
+            marker.validate_records(u64::MAX),
+            Err(BatchError::ControlBatch)
+        ));
+        let transactional = flagged(0x10);
+        assert!(!transactional.is_control());
+        assert!(matches!(
+            transactional.validate_records(u64::MAX),
+            Err(BatchError::Transactional)
         ));
     }
 

@@ -259,3 +259,43 @@ fn pipelined_produce_requests_are_answered_in_order_with_rising_offsets() {
     let expected: String = (0..requests).map(|i| format!("m{i}\n")).collect();
     assert_eq!(String::from_utf8(out).unwrap(), expected);
 }
+
+/// Kafka's rule: clients never write control batches (transaction markers), INVALID_RECORD.
+/// And while Oxbow runs no transactions, a transactional batch is refused too
+/// (INVALID_TXN_STATE): nothing would ever end its transaction, and readers would take its
+/// records as committed. Neither is stored; ordinary batches around them are.
+#[test]
+fn control_and_transactional_batches_from_clients_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = start_broker(dir.path(), 2);
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    let batch = |value: &str, attribute_bits: i16| {
+        let mut builder = oxbow_core::BatchBuilder::new(0).producer(42, 0, 0);
+        builder.push(None, Some(value.as_bytes()), 0);
+        let mut bytes = builder.build().into_bytes().to_vec();
+        // Attributes at byte 21, sealed by the CRC-32C at byte 17 over everything after it.
+        let attributes = i16::from_be_bytes([bytes[21], bytes[22]]) | attribute_bits;
+        bytes[21..23].copy_from_slice(&attributes.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        oxbow_core::RecordBatch::parse(bytes::Bytes::from(bytes)).unwrap()
+    };
+    let mut produce = |i: i32, batch| {
+        let request = common::kafka_produce_request(i, "markers", batch);
+        stream.write_all(&request).unwrap();
+        common::kafka_produce_response(&mut stream).1.error_code
+    };
+    assert_eq!(produce(1, batch("before", 0)), 0);
+    assert_eq!(produce(2, batch("marker", 0x30)), 87, "INVALID_RECORD");
+    assert_eq!(
+        produce(3, batch("in a transaction", 0x10)),
+        48,
+        "INVALID_TXN_STATE"
+    );
+    let mut after = oxbow_core::BatchBuilder::new(0);
+    after.push(None, Some(b"after"), 0);
+    assert_eq!(produce(4, after.build()), 0);
+    let (ok, out, err) = kcat(&addr, &["-C", "-t", "markers", "-e", "-q"], None);
+    assert!(ok, "{err}");
+    assert_eq!(String::from_utf8(out).unwrap(), "before\nafter\n");
+}

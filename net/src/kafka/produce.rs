@@ -63,7 +63,10 @@ fn checked_batches(
                 BatchError::Decompression(CompressionError::TooLarge { .. }) => {
                     refuse(code::MESSAGE_TOO_LARGE, &e)
                 }
-                BatchError::BadRecordCount { .. } => refuse(code::INVALID_RECORD, &e),
+                BatchError::BadRecordCount { .. } | BatchError::ControlBatch => {
+                    refuse(code::INVALID_RECORD, &e)
+                }
+                BatchError::Transactional => refuse(code::INVALID_TXN_STATE, &e),
                 e => refuse(code::CORRUPT_MESSAGE, &e),
             })?;
         checked.push((batch, codec));
