@@ -210,6 +210,34 @@ fn move_to_balance<'a>(
     None
 }
 
+/// Each (topic, partition) of an assignment.
+pub(super) fn flatten(assignment: &Assignment) -> impl Iterator<Item = (String, i32)> + '_ {
+    (assignment.iter()).flat_map(|(topic, ps)| ps.iter().map(move |&p| (topic.clone(), p)))
+}
+
+/// Whether `assignment` holds that partition.
+pub(super) fn contains(assignment: &Assignment, (topic, p): &(String, i32)) -> bool {
+    assignment.get(topic).is_some_and(|ps| ps.contains(p))
+}
+
+/// The partitions in both.
+pub(super) fn intersect(a: &Assignment, b: &Assignment) -> Assignment {
+    filter(a, |tp| contains(b, tp))
+}
+
+/// The partitions of `a` not in `b`.
+pub(super) fn subtract(a: &Assignment, b: &Assignment) -> Assignment {
+    filter(a, |tp| !contains(b, tp))
+}
+
+fn filter(a: &Assignment, keep: impl Fn(&(String, i32)) -> bool) -> Assignment {
+    let mut out = Assignment::new();
+    for tp in flatten(a).filter(|tp| keep(tp)) {
+        out.entry(tp.0).or_default().insert(tp.1);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,8 @@
 //! and the group and member ids each after a u16 length. Values are JSON.
 
 use super::assignor::{Assignment, Assignor};
-use super::consumer_group::{compile, ConsumerGroup, Member, MemberState};
+use super::consumer_group::{ConsumerGroup, Member, MemberState};
+use super::member_heartbeat::compile;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

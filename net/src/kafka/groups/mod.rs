@@ -20,6 +20,7 @@ mod deletion;
 mod group;
 mod heartbeat;
 mod legacy;
+mod member_heartbeat;
 mod membership;
 mod offsets;
 mod routing;
