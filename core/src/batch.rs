@@ -31,7 +31,7 @@ pub const BATCH_HEADER_BYTES: usize = 61;
 pub const BATCH_MAGIC_V2: i8 = 2;
 
 const BASE_OFFSET_AT: usize = 0;
-const BATCH_LENGTH_AT: usize = 8;
+pub(crate) const BATCH_LENGTH_AT: usize = 8;
 pub(crate) const LEADER_EPOCH_AT: usize = 12;
 const MAGIC_AT: usize = 16;
 pub(crate) const CRC_AT: usize = 17;
@@ -42,7 +42,7 @@ const MAX_TIMESTAMP_AT: usize = 35;
 const PRODUCER_ID_AT: usize = 43;
 const PRODUCER_EPOCH_AT: usize = 51;
 const BASE_SEQUENCE_AT: usize = 53;
-const RECORDS_COUNT_AT: usize = 57;
+pub(crate) const RECORDS_COUNT_AT: usize = 57;
 /// `batchLength` counts the bytes after itself.
 pub(crate) const BATCH_LENGTH_EXCLUDES: usize = 12;
 
@@ -316,7 +316,7 @@ impl RecordBatch {
 
     /// The records section, decompressed when the producer compressed it; at most
     /// `decompressed_bytes_max` bytes come out of a compressed one.
-    fn records_section(&self, decompressed_bytes_max: u64) -> Result<Bytes, BatchError> {
+    pub(crate) fn records_section(&self, decompressed_bytes_max: u64) -> Result<Bytes, BatchError> {
         let section = self.bytes.slice(BATCH_HEADER_BYTES..);
         match self.codec()? {
             Codec::None => Ok(section),

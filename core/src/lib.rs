@@ -10,6 +10,7 @@ pub mod config;
 pub mod native;
 pub mod placement;
 pub mod record;
+pub mod retain;
 
 pub use batch::{BatchError, RecordBatch, PRODUCER_BATCHES_KEPT};
 pub use builder::BatchBuilder;
@@ -19,3 +20,4 @@ pub use config::{
     SubscriptionConfig,
 };
 pub use record::{Header, Record, Records};
+pub use retain::{RecordView, Retained};

@@ -56,8 +56,8 @@ pub enum AppendError {
         /// The batch's first sequence.
         got: i32,
     },
-    /// A replicated batch does not continue the log where it ends.
-    #[error("replicated batch starts at {got}, the log ends at {expected}")]
+    /// A replicated batch starts before the log ends.
+    #[error("replicated batch starts at {got}, before the log's end {expected}")]
     NotContiguous {
         /// The log end.
         expected: u64,
@@ -140,6 +140,18 @@ pub enum DeleteRecordsError {
     /// The log start moved, but a segment file below it could not be removed.
     #[error(transparent)]
     Delete(#[from] RetentionError),
+}
+
+/// A compaction pass failed; the log is as it was before the segment it was cleaning.
+#[derive(Debug, thiserror::Error)]
+#[error("compacting {path:?}: {op}: {source}")]
+pub struct CompactionError {
+    /// What was being done.
+    pub op: &'static str,
+    /// The file it was done to.
+    pub path: PathBuf,
+    /// The OS error.
+    pub source: std::io::Error,
 }
 
 /// Deleting segments for retention failed.

@@ -95,6 +95,8 @@ pub enum PartitionFile {
     EpochCheckpoint,
     /// The log-start checkpoint (see `log_start.rs`).
     LogStartCheckpoint,
+    /// How far compaction went (see `compaction/cleaned.rs`).
+    CleanerCheckpoint,
     /// A leftover of an interrupted atomic write.
     Temporary,
     /// Anything else.
@@ -122,6 +124,9 @@ pub fn classify(name: &str) -> PartitionFile {
     }
     if name == "log-start-offset" {
         return PartitionFile::LogStartCheckpoint;
+    }
+    if name == "cleaner-checkpoint" {
+        return PartitionFile::CleanerCheckpoint;
     }
     PartitionFile::Unknown
 }

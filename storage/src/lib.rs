@@ -9,6 +9,7 @@
 //! crash simulation (`io/`).
 #![warn(missing_docs)]
 
+pub mod compaction;
 mod core;
 pub mod epochs;
 pub mod error;
@@ -34,9 +35,11 @@ pub mod torture;
 pub mod verify;
 mod writer;
 
+pub use compaction::{Cleaner, Compacted, IoPace};
 pub use epochs::LeaderEpochs;
 pub use error::{
-    AppendError, DeleteRecordsError, OpenError, ReadError, RetentionError, TruncateError,
+    AppendError, CompactionError, DeleteRecordsError, OpenError, ReadError, RetentionError,
+    TruncateError,
 };
 pub use io::{prepare_shard_io, Disk, DmaDisk, Faults, FaultyDisk, SegmentFile, SimDisk};
 pub use partition::{Appended, OpenOptions, Partition, PartitionStats};

@@ -81,6 +81,19 @@ pub(crate) struct Shared {
     pub(crate) read_cache: Rc<ReadCache>,
     /// A background seal finished.
     pub(crate) seal_done: Notify,
+    /// Where compaction stands.
+    pub(crate) cleaning: Cleaning,
+}
+
+/// What the cleaner of a compacted log keeps between passes.
+#[derive(Default)]
+pub(crate) struct Cleaning {
+    /// How far, and when, the log was cleaned (its checkpoint, as last written).
+    pub(crate) ranges: RefCell<crate::compaction::CleanedRanges>,
+    /// A pass is running.
+    pub(crate) running: std::cell::Cell<bool>,
+    /// Truncations so far: a pass that saw one begin or end does not record its end.
+    pub(crate) truncations: std::cell::Cell<u64>,
 }
 
 impl Shared {
@@ -177,6 +190,7 @@ impl Partition {
         if recovered.log_start_changed {
             core.mark_log_start_dirty();
         }
+        let disk_for_checkpoint = disk.clone();
         let visible = Watermark::new(core.visible_end());
         let durable = Watermark::new(core.durable_end());
         let start_written = Watermark::new(core.log_start_offset());
@@ -190,6 +204,13 @@ impl Partition {
             start_written,
             read_cache: options.read_cache.unwrap_or_else(crate::read::shard_cache),
             seal_done: Notify::default(),
+            cleaning: Cleaning {
+                ranges: RefCell::new(crate::recovery::read_cleaner_checkpoint(
+                    disk_for_checkpoint.as_ref(),
+                    dir,
+                )),
+                ..Cleaning::default()
+            },
         });
         let writer = Writer::new(shared.clone(), recovered.tail_start, recovered.tail);
         let task = glommio::spawn_local(writer.run());
@@ -394,8 +415,17 @@ impl Partition {
             .core
             .borrow_mut()
             .request_truncation(cut, done.clone())?;
+        let cleaning = &self.shared.cleaning;
+        cleaning.truncations.set(cleaning.truncations.get() + 1);
+        let cut_at = match cut {
+            Cut::From(offset) => offset,
+            Cut::Everything(_) => 0,
+        };
+        cleaning.ranges.borrow_mut().truncate(cut_at);
         self.shared.work.notify();
-        done.wait().await
+        let outcome = done.wait().await;
+        cleaning.truncations.set(cleaning.truncations.get() + 1);
+        outcome
     }
 
     /// Deletes the oldest sealed segments beyond the retention limits (never the active one)

@@ -38,23 +38,50 @@ impl Partition {
 
     async fn read_before(
         &self,
-        from: u64,
+        mut from: u64,
         max_bytes: usize,
         end: u64,
     ) -> Result<Vec<RecordBatch>, ReadError> {
-        let plan = self.shared.core.borrow().read_plan(from, max_bytes, end)?;
-        let (file, key, position, limit, visible, sequential) = match plan {
-            ReadPlan::Cached(batches) => return Ok(batches),
-            ReadPlan::Empty => return Ok(Vec::new()),
-            ReadPlan::Disk {
-                file,
-                key,
-                position,
-                limit,
-                visible,
-                sequential,
-            } => (file, key, position, limit, visible, sequential),
-        };
+        loop {
+            let plan = self.shared.core.borrow().read_plan(from, max_bytes, end)?;
+            let (batches, segment_end) = match plan {
+                ReadPlan::Cached(batches) => return Ok(batches),
+                ReadPlan::Empty => return Ok(Vec::new()),
+                ReadPlan::Disk {
+                    file,
+                    key,
+                    position,
+                    limit,
+                    visible,
+                    sequential,
+                    segment_end,
+                } => {
+                    let at = (position, limit, visible, sequential);
+                    (
+                        self.read_segment(from, max_bytes, file, key, at).await?,
+                        segment_end,
+                    )
+                }
+            };
+            // Nothing at or after `from` in its segment: compaction removed the batches at its
+            // end. The records go on in the next segment.
+            if !batches.is_empty() || segment_end <= from || segment_end > end {
+                return Ok(batches);
+            }
+            from = segment_end;
+        }
+    }
+
+    /// Reads batches from `from` in segment `key` (see [`Partition::read`]): from byte
+    /// `position` up to byte `limit`, never an offset at or past `visible`.
+    async fn read_segment(
+        &self,
+        from: u64,
+        max_bytes: usize,
+        file: SegmentFile,
+        key: u64,
+        (position, limit, visible, sequential): (u64, u64, u64, bool),
+    ) -> Result<Vec<RecordBatch>, ReadError> {
         let cache = &self.shared.read_cache;
         if sequential {
             // The blocks this read needs load together, and the next ones behind them.

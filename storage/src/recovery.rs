@@ -13,6 +13,7 @@
 //!   segment from its batches (see `epochs.rs`); a missing or damaged checkpoint is rebuilt by
 //!   scanning every segment.
 
+use crate::compaction::{cleaner_checkpoint_path, CleanedRanges};
 use crate::epochs::{checkpoint_path, LeaderEpochs};
 use crate::error::OpenError;
 use crate::io::{align_down, align_up, Disk};
@@ -65,7 +66,8 @@ pub(crate) async fn recover(
             PartitionFile::Segment(base) => bases.push(base),
             PartitionFile::Index(_)
             | PartitionFile::EpochCheckpoint
-            | PartitionFile::LogStartCheckpoint => {}
+            | PartitionFile::LogStartCheckpoint
+            | PartitionFile::CleanerCheckpoint => {}
             PartitionFile::Temporary => disk
                 .remove(&dir.join(&name))
                 .map_err(io_error("removing", dir))?,
@@ -153,6 +155,14 @@ pub(crate) async fn recover(
         tail_start,
         tail: tail.to_vec(),
     })
+}
+
+/// How far the log was compacted; nothing when the checkpoint is missing or damaged (the next
+/// pass reads the whole log for keys).
+pub(crate) fn read_cleaner_checkpoint(disk: &dyn Disk, dir: &Path) -> CleanedRanges {
+    let damaged = "the cleaner starts from the log start";
+    let path = cleaner_checkpoint_path(dir);
+    read_small_file(disk, &path, CleanedRanges::decode, damaged).unwrap_or_default()
 }
 
 /// The checkpoint, or `None` when it is missing or damaged (then rebuilt from the log).

@@ -64,8 +64,8 @@ impl FrameSource for SegmentFile {
 }
 
 /// Walks frames of `file` from `position` (a frame boundary) up to byte `limit`, checking each
-/// frame's header, CRC and offset continuity (the first frame must start at `first_offset` or,
-/// when `first_offset` is `None`, at any offset). Calls `on_frame` with each good frame's header,
+/// frame's header, CRC and offset order (each frame starts at or after the end of the one
+/// before, and the first at or after `first_offset`: compaction leaves gaps). Calls `on_frame` with each good frame's header,
 /// position and payload; it may stop the walk. Reads `chunk` bytes at a time (more for a frame
 /// larger than that).
 pub async fn scan_frames(
@@ -181,7 +181,8 @@ pub async fn scan_frames_admitting(
                 ScanStop::Damaged("frame checksum mismatch"),
             );
         }
-        if expected.is_some_and(|e| e != header.base_offset) {
+        // Compaction leaves gaps between batches; an offset going back is damage.
+        if expected.is_some_and(|e| header.base_offset < e) {
             return end(
                 position,
                 expected,
@@ -247,7 +248,7 @@ impl Segment {
         Ok(Segment::empty(base_offset, file, now_ms))
     }
 
-    fn empty(base_offset: u64, file: SegmentFile, now_ms: i64) -> Segment {
+    pub(crate) fn empty(base_offset: u64, file: SegmentFile, now_ms: i64) -> Segment {
         Segment {
             base_offset,
             next_offset: base_offset,
@@ -270,9 +271,9 @@ impl Segment {
             "frames must be contiguous in {:?}",
             self.file.path()
         );
-        assert_eq!(
-            header.base_offset, self.next_offset,
-            "offsets must be contiguous"
+        assert!(
+            header.base_offset >= self.next_offset,
+            "offsets must not go back"
         );
         let relative = u32::try_from(header.base_offset - self.base_offset)
             .expect("segment spans more than 2^32 offsets");

@@ -3,7 +3,8 @@
 use oxbow_core::RecordBatch;
 use std::collections::VecDeque;
 
-/// The newest batches of a partition, contiguous in offsets, bounded in bytes.
+/// The newest batches of a partition, in offset order (a follower of a compacted log keeps its
+/// leader's gaps), bounded in bytes.
 /// Owned by the partition's shard.
 #[derive(Debug)]
 pub struct TailCache {
@@ -25,10 +26,9 @@ impl TailCache {
     /// Adds the newest batch; evicts the oldest beyond the byte budget.
     pub fn push(&mut self, batch: RecordBatch) {
         if let Some(last) = self.batches.back() {
-            assert_eq!(
-                last.last_offset() + 1,
-                batch.base_offset(),
-                "tail cache must stay contiguous"
+            assert!(
+                last.last_offset() < batch.base_offset(),
+                "tail cache must stay in offset order"
             );
         }
         self.bytes += batch.len() as u64;
@@ -57,6 +57,18 @@ impl TailCache {
             out.push(batch.clone());
         }
         Some(out)
+    }
+
+    /// Drops the batches wholly below `offset` (compaction rewrote them on disk).
+    pub fn forget_below(&mut self, offset: u64) {
+        while self
+            .batches
+            .front()
+            .is_some_and(|b| b.last_offset() < offset)
+        {
+            let b = self.batches.pop_front().expect("non-empty");
+            self.bytes -= b.len() as u64;
+        }
     }
 
     /// Drops batches holding any offset at or above `offset`.

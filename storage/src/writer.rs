@@ -281,7 +281,8 @@ impl Writer {
             1 << 20,
             |h, p, _| {
                 if h.next_offset() > offset {
-                    found = Some((p, h.base_offset));
+                    // Past a gap compaction left, the log ends at `offset` itself.
+                    found = Some((p, h.base_offset.min(offset)));
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
@@ -296,7 +297,10 @@ impl Writer {
         }
         let (position, new_end) = match found {
             Some(found) => found,
-            None => (search.limit, self.shared.core.borrow().active().next_offset),
+            None => {
+                let end = self.shared.core.borrow().active().next_offset;
+                (search.limit, end.min(offset))
+            }
         };
         let file = search.file;
         file.set_len(position).await?;

@@ -54,14 +54,15 @@ fn many_batches_share_their_fdatasyncs_and_survive_reopen() {
 }
 
 #[test]
-fn a_batch_that_does_not_continue_the_log_ends_the_run_after_the_ones_before_it() {
+fn a_batch_that_starts_before_the_log_end_ends_the_run_after_the_ones_before_it() {
     on_shard(|dir| async move {
         let partition = open(&dir, small_config(FlushPolicy::Always)).await;
         let good = leaders_batches(0..5, 0, 1);
         let end: u64 = (0..5).map(records_in).sum();
-        // A gap: the sixth batch starts past the fifth's end.
+        // An overlap: the sixth batch starts inside the fifth. (A gap is a leader's
+        // compaction, and kept.)
         let mut batches = good.clone();
-        batches.extend(leaders_batches(5..8, end + 10, 1));
+        batches.extend(leaders_batches(5..8, end - 1, 1));
         let refused = partition.append_replicated_all(batches).await;
         assert!(
             matches!(refused, Err(AppendError::NotContiguous { .. })),

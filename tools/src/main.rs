@@ -57,7 +57,10 @@ Config file keys (TOML; every one optional, flags override them):
   [log] segment_bytes_max, segment_age_max_ms, index_interval_bytes,
         flush = \"always\" | \"interval\" | \"never\", flush_interval_ms,
         retention_bytes_max, retention_age_max_ms, tail_cache_bytes_max,
-        batch_bytes_max, write_buffer_bytes, append_queue_bytes_max
+        batch_bytes_max, write_buffer_bytes, append_queue_bytes_max,
+        cleanup_policy = \"delete\" | \"compact\" | \"compact,delete\", delete_retention_ms,
+        min_cleanable_dirty_ratio, min_compaction_lag_ms, max_compaction_lag_ms
+  [compaction] check_interval_ms, key_map_bytes_max, io_bytes_per_sec
   [read_cache] bytes_max, block_bytes, read_ahead_blocks, cache_writes
   [subscriptions] unacked_messages_max, ack_timeout_ms, redeliveries_max,
         cursor_persist_interval_ms, cursor_replication_timeout_ms, read_ahead_messages_max,
@@ -78,9 +81,11 @@ Config file keys (TOML; every one optional, flags override them):
         auto_leader_rebalance, leader_imbalance_check_interval_ms,
         leader_imbalance_per_broker_percentage, catch_up_bytes_per_sec
 Topics override segment.bytes, segment.ms, retention.bytes, retention.ms,
-max.message.bytes, flush.ms, oxbow.flush, min.insync.replicas and
-unclean.leader.election.enable through CreateTopics configs, and later through
-AlterConfigs / IncrementalAlterConfigs (cleanup.policy: delete only).";
+max.message.bytes, flush.ms, oxbow.flush, min.insync.replicas,
+unclean.leader.election.enable, cleanup.policy (delete, compact or both),
+delete.retention.ms, min.cleanable.dirty.ratio, min.compaction.lag.ms and
+max.compaction.lag.ms through CreateTopics configs, and later through
+AlterConfigs / IncrementalAlterConfigs.";
 
 #[derive(Subcommand)]
 enum Command {

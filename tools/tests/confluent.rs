@@ -413,7 +413,7 @@ fn admin_client_describes_configs_and_deletes_topics() {
             "--partitions",
             partitions,
         ];
-        // Kafka clients name the cleanup policy; delete is what Oxbow does.
+        // Kafka clients name the cleanup policy; delete is the default.
         args.extend(["--create", "--config", "cleanup.policy=delete"]);
         args.extend(["--count", count, "--acks", "all"]);
         let (ok, out) = client(&args);

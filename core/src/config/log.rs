@@ -1,5 +1,6 @@
 //! A partition log's settings, and the topic overrides (Kafka names) that change them.
 
+use super::cleanup::{CleanupPolicy, DirtyRatio};
 use super::ConfigError;
 use serde::Deserialize;
 
@@ -52,6 +53,18 @@ pub struct LogConfig {
     pub write_buffer_bytes: u32,
     /// Bytes of appends queued for the writer before new appends wait (backpressure).
     pub append_queue_bytes_max: u64,
+    /// Whether retention deletes old segments, compaction keeps the newest record per key, or
+    /// both.
+    pub cleanup_policy: CleanupPolicy,
+    /// Compaction keeps a tombstone (a record without a value) this long after it was first
+    /// cleaned, so a reader that started from the beginning before then still sees the delete.
+    pub delete_retention_ms: u64,
+    /// Compaction takes a log once this share of it has not been cleaned yet.
+    pub min_cleanable_dirty_ratio: DirtyRatio,
+    /// Records newer than this are never compacted away: their segment is not cleaned yet.
+    pub min_compaction_lag_ms: u64,
+    /// A log whose uncleaned records are older than this is cleaned whatever its dirty ratio.
+    pub max_compaction_lag_ms: Option<u64>,
 }
 
 impl Default for LogConfig {
@@ -68,6 +81,11 @@ impl Default for LogConfig {
             batch_bytes_max: 1 << 20,
             write_buffer_bytes: 4 << 20,
             append_queue_bytes_max: 64 << 20,
+            cleanup_policy: CleanupPolicy::DELETE,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_cleanable_dirty_ratio: DirtyRatio::default(),
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: None,
         }
     }
 }
@@ -133,6 +151,15 @@ impl LogConfig {
                 "must be at least log.batch_bytes_max",
             ));
         }
+        if self
+            .max_compaction_lag_ms
+            .is_some_and(|max| max < self.min_compaction_lag_ms)
+        {
+            return Err(ConfigError::new(
+                "log.max_compaction_lag_ms",
+                "must be at least log.min_compaction_lag_ms",
+            ));
+        }
         if self.retention_bytes_max == Some(0) || self.retention_age_max_ms == Some(0) {
             return Err(ConfigError::new(
                 "log.retention_*",
@@ -146,8 +173,12 @@ impl LogConfig {
 /// Per-topic overrides, by Kafka config name (as CreateTopics and DescribeConfigs carry them).
 /// The last two are replication settings, read by the partition's leader and the controller,
 /// not by the log; they are checked here with the rest.
-pub const TOPIC_CONFIG_NAMES: [&str; 10] = [
+pub const TOPIC_CONFIG_NAMES: [&str; 14] = [
     CLEANUP_POLICY_CONFIG,
+    "delete.retention.ms",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
     "segment.bytes",
     "segment.ms",
     "retention.bytes",
@@ -159,8 +190,8 @@ pub const TOPIC_CONFIG_NAMES: [&str; 10] = [
     UNCLEAN_ELECTION_CONFIG,
 ];
 
-/// How old records go: `delete` (retention) is what Oxbow does; `compact` is refused until
-/// compaction exists (a topic asking for it must not silently lose its latest values).
+/// How old records go: `delete` (retention), `compact` (the newest record of each key is
+/// kept), or `compact,delete`.
 pub const CLEANUP_POLICY_CONFIG: &str = "cleanup.policy";
 
 /// acks=all needs at least this many in-sync replicas (a topic's override of
@@ -215,11 +246,29 @@ impl LogConfig {
                         .max(needed.min(u32::MAX as u64) as u32);
                 }
                 CLEANUP_POLICY_CONFIG => {
-                    if value != "delete" {
-                        let why =
-                            format!("{value:?}: only \"delete\" (compaction is not supported yet)");
-                        return Err(ConfigError::new(field, why));
-                    }
+                    config.cleanup_policy =
+                        value.parse().map_err(|why| ConfigError::new(field, why))?;
+                }
+                "delete.retention.ms" => {
+                    config.delete_retention_ms = u64::try_from(number()?)
+                        .map_err(|_| ConfigError::new(field, "must not be negative"))?;
+                }
+                "min.compaction.lag.ms" => {
+                    config.min_compaction_lag_ms = u64::try_from(number()?)
+                        .map_err(|_| ConfigError::new(field, "must not be negative"))?;
+                }
+                // Kafka's default is Long.MAX_VALUE: no bound.
+                "max.compaction.lag.ms" => match number()? {
+                    i64::MAX => config.max_compaction_lag_ms = None,
+                    ms if ms > 0 => config.max_compaction_lag_ms = Some(ms as u64),
+                    _ => return Err(ConfigError::new(field, "must be positive")),
+                },
+                "min.cleanable.dirty.ratio" => {
+                    let ratio = value.parse::<f64>().map_err(|_| {
+                        ConfigError::new(field, format!("{value:?} is not a number"))
+                    })?;
+                    config.min_cleanable_dirty_ratio =
+                        DirtyRatio::try_from(ratio).map_err(|why| ConfigError::new(field, why))?;
                 }
                 MIN_INSYNC_REPLICAS_CONFIG => {
                     if !(1..=i64::from(u16::MAX)).contains(&number()?) {

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 
+mod cleanup;
 mod cluster;
 mod consumer_groups;
 mod listeners;
@@ -17,6 +18,7 @@ mod subscriptions;
 #[cfg(test)]
 mod tests;
 
+pub use cleanup::{CleanupPolicy, CompactionConfig, DirtyRatio};
 pub use cluster::{ClusterConfig, Voter, CLUSTER_FRAME_BYTES_LIMIT};
 pub use consumer_groups::ConsumerGroupConfig;
 pub use listeners::{
@@ -24,7 +26,7 @@ pub use listeners::{
     LISTENER_NAME_BYTES_MAX, SASL_MECHANISMS,
 };
 pub use log::{
-    min_insync_replicas_override, FlushPolicy, LogConfig, BATCH_BYTES_LIMIT,
+    min_insync_replicas_override, FlushPolicy, LogConfig, BATCH_BYTES_LIMIT, CLEANUP_POLICY_CONFIG,
     MIN_INSYNC_REPLICAS_CONFIG, SEGMENT_BYTES_LIMIT, UNCLEAN_ELECTION_CONFIG,
 };
 pub use metadata::MetadataGroupConfig;
@@ -77,6 +79,8 @@ pub struct BrokerConfig {
     pub pin_shards: bool,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval_ms: u64,
+    /// The cleaner of compacted topics.
+    pub compaction: CompactionConfig,
     /// This broker's id in Kafka metadata (Kafka's `node.id`, not negative).
     pub node_id: i32,
     /// The rack this broker stands in (Kafka's `broker.rack`): replicas of a partition are
@@ -194,6 +198,7 @@ impl Default for BrokerConfig {
             shard_io_memory_bytes: 16 << 20,
             pin_shards: true,
             retention_check_interval_ms: 5 * 60 * 1000,
+            compaction: CompactionConfig::default(),
             node_id: 0,
             rack: None,
             kafka_listen: "127.0.0.1:9092".to_string(),
@@ -462,6 +467,7 @@ impl BrokerConfig {
         self.authorizer.validate()?;
         self.subscriptions.validate()?;
         self.read_cache.validate()?;
+        self.compaction.validate()?;
         self.state_logs.validate()?;
         self.consumer_groups.validate()?;
         self.metadata.validate()?;

@@ -34,15 +34,32 @@ fn topic_overrides_apply_on_top_and_are_validated() {
     assert!(base.with_overrides([("segment.bytes", "10")]).is_err());
     assert!(base.with_overrides([("compression.type", "zstd")]).is_err());
     assert!(base.with_overrides([("segment.ms", "soon")]).is_err());
-    // Kafka clients often name the policy: delete is what the log does, compact is refused.
+    // Kafka clients often name the policy: delete is the default.
     assert_eq!(
         base.with_overrides([("cleanup.policy", "delete")]).unwrap(),
         base
     );
     let compact = base
-        .with_overrides([("cleanup.policy", "compact")])
-        .unwrap_err();
-    assert_eq!(compact.field, "cleanup.policy");
+        .with_overrides([
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.1"),
+            ("delete.retention.ms", "1000"),
+            ("max.compaction.lag.ms", "9223372036854775807"),
+        ])
+        .unwrap();
+    assert!(compact.cleanup_policy.compact && !compact.cleanup_policy.delete);
+    assert_eq!(compact.min_cleanable_dirty_ratio.get(), 0.1);
+    assert_eq!(compact.delete_retention_ms, 1000);
+    assert_eq!(compact.max_compaction_lag_ms, None);
+    let bad = base.with_overrides([("cleanup.policy", "compacted")]);
+    assert_eq!(bad.unwrap_err().field, "cleanup.policy");
+    let bad = base.with_overrides([("min.cleanable.dirty.ratio", "2")]);
+    assert_eq!(bad.unwrap_err().field, "min.cleanable.dirty.ratio");
+    let bad = base.with_overrides([
+        ("min.compaction.lag.ms", "10"),
+        ("max.compaction.lag.ms", "5"),
+    ]);
+    assert_eq!(bad.unwrap_err().field, "log.max_compaction_lag_ms");
     assert!(base.with_overrides([("min.insync.replicas", "0")]).is_err());
     assert!(base
         .with_overrides([("unclean.leader.election.enable", "yes")])

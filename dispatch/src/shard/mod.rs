@@ -253,6 +253,16 @@ impl Shard {
             .ok_or_else(|| format!("unknown topic {topic}"))
     }
 
+    /// Whether a topic is compacted (its `cleanup.policy` names `compact`, or it has none and
+    /// the broker's does): it refuses records without a key.
+    pub fn topic_compacts(&self, topic: &str) -> bool {
+        let metadata = self.metadata.borrow();
+        let policy = (metadata.topic(topic))
+            .and_then(|t| t.configs.get(oxbow_core::config::CLEANUP_POLICY_CONFIG))
+            .and_then(|policy| policy.parse::<oxbow_core::config::CleanupPolicy>().ok());
+        policy.unwrap_or(self.config.log.cleanup_policy).compact
+    }
+
     /// A topic's effective log settings: the broker's with the topic's overrides applied.
     pub fn topic_log_config(&self, topic: &str) -> Result<oxbow_core::LogConfig, String> {
         let overrides = self.topic_overrides(topic)?;
@@ -516,6 +526,36 @@ impl Shard {
             for host in self.owned() {
                 if let Err(e) = host.log.apply_retention(oxbow_storage::now_ms()).await {
                     tracing::error!(shard = self.id, error = %e, "retention failed");
+                }
+            }
+        }
+    }
+
+    /// Compacts this shard's compacted partitions that are due, every
+    /// `compaction.check_interval_ms`, one after another within the shard's I/O budget.
+    pub async fn compact_forever(self: Rc<Self>) {
+        let settings = self.config.compaction;
+        let every = Duration::from_millis(settings.check_interval_ms);
+        let cleaner = oxbow_storage::Cleaner {
+            key_map_bytes_max: settings.key_map_bytes_max,
+            decompressed_bytes_max: self.config.batch_decompressed_bytes_max,
+            pace: oxbow_storage::IoPace::new(settings.io_bytes_per_sec),
+        };
+        loop {
+            glommio::timer::sleep(every).await;
+            for host in self.owned() {
+                if !host.log.config().cleanup_policy.compact {
+                    continue;
+                }
+                match host.log.compact(oxbow_storage::now_ms(), &cleaner).await {
+                    Ok(Some(done)) => tracing::info!(shard = self.id, topic = %host.topic,
+                        partition = host.partition, segments = done.segments_rewritten,
+                        bytes_before = done.bytes_before, bytes_after = done.bytes_after,
+                        records_removed = done.records_removed, clean_end = done.clean_end,
+                        "compacted"),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(shard = self.id, topic = %host.topic,
+                        partition = host.partition, error = %e, "compaction failed"),
                 }
             }
         }

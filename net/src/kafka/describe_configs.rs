@@ -36,7 +36,22 @@ fn topic_configs(shard: &Shard, topic: &str) -> Result<Vec<(&'static str, String
         oxbow_core::FlushPolicy::Never => "never",
     };
     let values = [
-        ("cleanup.policy", "delete".to_string()),
+        ("cleanup.policy", log.cleanup_policy.name().to_string()),
+        ("delete.retention.ms", log.delete_retention_ms.to_string()),
+        (
+            "min.cleanable.dirty.ratio",
+            log.min_cleanable_dirty_ratio.get().to_string(),
+        ),
+        (
+            "min.compaction.lag.ms",
+            log.min_compaction_lag_ms.to_string(),
+        ),
+        (
+            "max.compaction.lag.ms",
+            log.max_compaction_lag_ms
+                .map_or(i64::MAX as u64, |ms| ms)
+                .to_string(),
+        ),
         ("segment.bytes", log.segment_bytes_max.to_string()),
         ("segment.ms", log.segment_age_max_ms.to_string()),
         ("retention.bytes", optional(log.retention_bytes_max)),

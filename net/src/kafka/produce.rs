@@ -7,7 +7,9 @@ use super::wire::{code, text};
 use crate::authorize::Gate;
 use crate::shard::{Acks, ProduceOutcome, Shard};
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use oxbow_cluster::Operation;
 use oxbow_core::{BatchError, Codec, CompressionError, RecordBatch};
@@ -18,8 +20,28 @@ use std::time::Duration;
 /// UNSUPPORTED_COMPRESSION_TYPE, as Kafka does.
 const ZSTD_PRODUCE_VERSION_MIN: i16 = 7;
 
-/// An error code with the words for Produce v8+'s `error_message`.
-type Refusal = (i16, Option<String>);
+/// Why a partition's records were refused: an error code with the words for Produce v8+'s
+/// `error_message`, and the records at fault (KIP-467's `record_errors`: index in the batch,
+/// and why).
+#[derive(Debug)]
+struct Refusal {
+    code: i16,
+    message: Option<String>,
+    record_errors: Vec<(i32, String)>,
+}
+
+impl Refusal {
+    fn new(code: i16, message: Option<String>) -> Refusal {
+        Refusal {
+            code,
+            message,
+            record_errors: Vec::new(),
+        }
+    }
+}
+
+/// Kafka shows at most this many record errors in a refusal's message.
+const RECORD_ERRORS_SHOWN: usize = 3;
 
 /// A partition of a started Produce: where its outcome will come from, or why it was refused.
 type PartitionStart = (i32, Result<flume::Receiver<ProduceOutcome>, Refusal>);
@@ -34,19 +56,25 @@ pub struct StartedProduce {
 /// Splits a partition's `records` into batches and checks every record in them, so that what
 /// is stored is what every reader (a Kafka consumer, a native subscription) can decode.
 /// Compressed batches are decompressed to be checked, at most `batch_decompressed_bytes_max`
-/// bytes each: a decompression bomb is refused here, before it reaches the log.
+/// bytes each: a decompression bomb is refused here, before it reaches the log. `compacted`
+/// names the partition (`topic-N`) when its topic is compacted: records without a key are
+/// refused one by one, as Kafka's log validator does.
 fn checked_batches(
     records: Bytes,
     version: i16,
     decompressed_bytes_max: u64,
+    compacted: Option<&str>,
 ) -> Result<Vec<(RecordBatch, Codec)>, Refusal> {
-    let refuse = |code, e: &dyn std::fmt::Display| (code, Some(e.to_string()));
+    let refuse = |code, e: &dyn std::fmt::Display| Refusal::new(code, Some(e.to_string()));
     let batches = RecordBatch::parse_many(records).map_err(|e| match e {
         BatchError::UnsupportedMagic(_) => refuse(code::UNSUPPORTED_FOR_MESSAGE_FORMAT, &e),
         e => refuse(code::CORRUPT_MESSAGE, &e),
     })?;
     if batches.is_empty() {
-        return Err((code::CORRUPT_MESSAGE, Some("no record batch".into())));
+        return Err(Refusal::new(
+            code::CORRUPT_MESSAGE,
+            Some("no record batch".into()),
+        ));
     }
     let mut checked = Vec::with_capacity(batches.len());
     for batch in batches {
@@ -69,9 +97,41 @@ fn checked_batches(
                 BatchError::Transactional => refuse(code::INVALID_TXN_STATE, &e),
                 e => refuse(code::CORRUPT_MESSAGE, &e),
             })?;
+        if let Some(partition) = compacted {
+            let keyless = (batch.keyless_records(decompressed_bytes_max))
+                .map_err(|e| refuse(code::CORRUPT_MESSAGE, &e))?;
+            if !keyless.is_empty() {
+                return Err(keyless_refused(&keyless, partition));
+            }
+        }
         checked.push((batch, codec));
     }
     Ok(checked)
+}
+
+/// The refusal of a batch to a compacted topic whose records at `keyless` have no key, in
+/// Kafka's words.
+fn keyless_refused(keyless: &[u32], partition: &str) -> Refusal {
+    let why = format!(
+        "Compacted topic cannot accept message without key in topic partition {partition}."
+    );
+    let record_errors: Vec<(i32, String)> = keyless
+        .iter()
+        .map(|&index| (index as i32, why.clone()))
+        .collect();
+    let shown: Vec<String> = (record_errors.iter().take(RECORD_ERRORS_SHOWN))
+        .map(|(index, why)| format!("RecordError(batchIndex={index}, message='{why}')"))
+        .collect();
+    let message = format!(
+        "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+        record_errors.len(),
+        shown.join(", ")
+    );
+    Refusal {
+        code: code::INVALID_RECORD,
+        message: Some(message),
+        record_errors,
+    }
 }
 
 /// The shard layer's acks for Kafka's `acks` field (0, 1, or -1 for all).
@@ -104,15 +164,22 @@ pub async fn start_produce(
             // Nothing is created or appended, and whether the topic exists is not told.
             false => Err(code::TOPIC_AUTHORIZATION_FAILED),
         };
+        let compacted = count.is_ok() && shard.topic_compacts(&name);
         let mut partitions = Vec::new();
         for data in topic.partition_data {
+            let label = compacted.then(|| format!("{name}-{}", data.index));
             let checked = match (&count, data.records) {
-                (Err(code), _) => Err((*code, None)),
+                (Err(code), _) => Err(Refusal::new(*code, None)),
                 (Ok(n), _) if data.index < 0 || data.index as u32 >= *n => {
-                    Err((code::UNKNOWN_TOPIC_OR_PARTITION, None))
+                    Err(Refusal::new(code::UNKNOWN_TOPIC_OR_PARTITION, None))
                 }
-                (Ok(_), None) => Err((code::CORRUPT_MESSAGE, Some("no records".into()))),
-                (Ok(_), Some(records)) => checked_batches(records, version, limit),
+                (Ok(_), None) => Err(Refusal::new(
+                    code::CORRUPT_MESSAGE,
+                    Some("no records".into()),
+                )),
+                (Ok(_), Some(records)) => {
+                    checked_batches(records, version, limit, label.as_deref())
+                }
             };
             let outcome = match checked {
                 Ok(checked) => {
@@ -133,8 +200,8 @@ pub async fn start_produce(
                         .await)
                 }
                 Err(refusal) => {
-                    tracing::debug!(topic = %name, partition = data.index, error = ?refusal.1,
-                        "rejected produce");
+                    tracing::debug!(topic = %name, partition = data.index,
+                        error = ?refusal.message, "rejected produce");
                     Err(refusal)
                 }
             };
@@ -163,8 +230,10 @@ impl StartedProduce {
                     Err(refusal) => Err(refusal),
                     Ok(reply) => match reply.recv_async().await {
                         Ok(Ok(done)) => Ok(done),
-                        Ok(Err(e)) => Err((partition_error_code(&e), Some(e.to_string()))),
-                        Err(_) => Err((code::KAFKA_STORAGE_ERROR, None)),
+                        Ok(Err(e)) => {
+                            Err(Refusal::new(partition_error_code(&e), Some(e.to_string())))
+                        }
+                        Err(_) => Err(Refusal::new(code::KAFKA_STORAGE_ERROR, None)),
                     },
                 };
                 match result {
@@ -172,9 +241,17 @@ impl StartedProduce {
                         partition.base_offset = base as i64;
                         partition.log_start_offset = start as i64;
                     }
-                    Err((code, message)) => {
-                        partition.error_code = code;
-                        partition.error_message = message.as_deref().map(text);
+                    Err(refusal) => {
+                        partition.error_code = refusal.code;
+                        partition.error_message = refusal.message.as_deref().map(text);
+                        partition.record_errors = (refusal.record_errors.into_iter())
+                            .map(|(index, why)| {
+                                let mut error = BatchIndexAndErrorMessage::default();
+                                error.batch_index = index;
+                                error.batch_index_error_message = Some(text(&why));
+                                error
+                            })
+                            .collect();
                     }
                 }
                 topic.partition_responses.push(partition);
@@ -197,22 +274,38 @@ mod tests {
     }
 
     #[test]
+    fn a_compacted_topic_refuses_records_without_a_key_one_by_one() {
+        let mut b = BatchBuilder::new(0);
+        b.push(Some(b"k"), Some(b"v"), 0);
+        b.push(None, Some(b"v"), 0);
+        b.push(None, None, 0);
+        let records = b.build().into_bytes();
+        assert!(checked_batches(records.clone(), 9, 1 << 20, None).is_ok());
+        let refused = checked_batches(records, 9, 1 << 20, Some("t-0")).unwrap_err();
+        assert_eq!(refused.code, code::INVALID_RECORD);
+        let indexes: Vec<i32> = refused.record_errors.iter().map(|e| e.0).collect();
+        assert_eq!(indexes, [1, 2]);
+        assert!(refused.record_errors[0].1.contains("partition t-0"));
+        assert!(refused.message.unwrap().contains("2 record errors"));
+    }
+
+    #[test]
     fn records_are_checked_as_kafka_checks_them() {
         for codec in Codec::ALL {
             assert!(
-                checked_batches(batch(codec, b"v"), 9, 1 << 20).is_ok(),
+                checked_batches(batch(codec, b"v"), 9, 1 << 20, None).is_ok(),
                 "{codec}"
             );
         }
         let bomb = batch(Codec::Lz4, &vec![b'x'; 4 << 20]);
         assert_eq!(
-            checked_batches(bomb, 9, 1 << 20).unwrap_err().0,
+            checked_batches(bomb, 9, 1 << 20, None).unwrap_err().code,
             code::MESSAGE_TOO_LARGE
         );
         assert_eq!(
-            checked_batches(batch(Codec::Zstd, b"v"), 6, 1 << 20)
+            checked_batches(batch(Codec::Zstd, b"v"), 6, 1 << 20, None)
                 .unwrap_err()
-                .0,
+                .code,
             code::UNSUPPORTED_COMPRESSION_TYPE
         );
         let mut damaged = batch(Codec::None, b"value").to_vec();
@@ -220,8 +313,8 @@ mod tests {
         damaged[last] = 0x7f; // the header count now claims headers that are not there
         let crc = crc32c::crc32c(&damaged[21..]);
         damaged[17..21].copy_from_slice(&crc.to_be_bytes());
-        let (code, message) = checked_batches(Bytes::from(damaged), 9, 1 << 20).unwrap_err();
-        assert_eq!(code, code::CORRUPT_MESSAGE);
-        assert!(message.unwrap().contains("record 0"));
+        let refused = checked_batches(Bytes::from(damaged), 9, 1 << 20, None).unwrap_err();
+        assert_eq!(refused.code, code::CORRUPT_MESSAGE);
+        assert!(refused.message.unwrap().contains("record 0"));
     }
 }

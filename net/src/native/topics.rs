@@ -199,6 +199,18 @@ impl Connection {
                 format!("topic {topic} has {partitions} partitions; {partition} does not exist"),
             ));
         }
+        if self.shard.topic_compacts(&topic) {
+            for batch in &batches {
+                let keyless = (batch.keyless_records(limit))
+                    .map_err(|e| (ErrorCode::BadRequest, format!("bad record batch: {e}")))?;
+                if let Some(index) = keyless.first() {
+                    return Err((
+                        ErrorCode::BadRequest,
+                        format!("compacted topic {topic} refuses records without a key (record {index} of a batch has none)"),
+                    ));
+                }
+            }
+        }
         let topic: Arc<str> = Arc::from(topic.as_str());
         let acks = match acks {
             Acks::None => ShardAcks::None,

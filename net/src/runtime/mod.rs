@@ -444,13 +444,20 @@ async fn shard_main(
         glommio::spawn_local(cluster::serve_joins(shard.clone(), joins)).detach();
     }
     let retention = glommio::spawn_local(shard.clone().apply_retention_forever());
+    let compaction = glommio::spawn_local(shard.clone().compact_forever());
     if transport.is_some() {
         glommio::spawn_local(shard.clone().maintain_isr_forever()).detach();
     }
     if id == 0 {
         if let Err(e) = crate::kafka::groups::migrate(&shard).await {
             let _ = report.send((id, Err(format!("moving old group offsets: {e}"))));
-            drop((inbox_task, retention, coordinator_tick, controller));
+            drop((
+                inbox_task,
+                retention,
+                compaction,
+                coordinator_tick,
+                controller,
+            ));
             shard.close().await;
             return;
         }
@@ -506,6 +513,8 @@ async fn shard_main(
     drop(metrics_endpoint);
     drop(inbox_task);
     drop(retention);
+    // A pass cut short leaves the segment it was cleaning as it was (see storage's compaction).
+    drop(compaction);
     drop(coordinator_tick);
     drop(controller);
     // Cursors are written before the logs close: each driver stops after a last write.

@@ -108,8 +108,8 @@ impl<A, T> LogCore<A, T> {
     }
 
     /// Queues a batch exactly as the leader stored it (its offsets and epoch kept), as a
-    /// follower does. It must continue the log where it ends, in an epoch no older than the
-    /// last one.
+    /// follower does. It must start at or after the log's end (after the end when the leader
+    /// compacted the records between), in an epoch no older than the last one.
     pub(crate) fn append_replicated(
         &mut self,
         batch: RecordBatch,
@@ -117,7 +117,7 @@ impl<A, T> LogCore<A, T> {
     ) -> Result<Appended, AppendError> {
         self.check_open()?;
         self.check_size(&batch)?;
-        if batch.base_offset() != self.next_offset {
+        if batch.base_offset() < self.next_offset {
             return Err(AppendError::NotContiguous {
                 expected: self.next_offset,
                 got: batch.base_offset(),
@@ -135,9 +135,8 @@ impl<A, T> LogCore<A, T> {
     }
 
     fn enqueue(&mut self, batch: RecordBatch, waiter: A) -> Appended {
-        assert_eq!(
-            batch.base_offset(),
-            self.next_offset,
+        assert!(
+            batch.base_offset() >= self.next_offset,
             "offsets are assigned in order"
         );
         let appended = Appended {

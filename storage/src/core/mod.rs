@@ -53,6 +53,8 @@ pub(crate) enum ReadPlan {
     Empty,
     /// Scan frames of `file` (cache key `key`) from `position` up to byte `limit`, stopping at
     /// `visible`. `sequential`: the read continues an earlier one, so read-ahead pays.
+    /// `segment_end`: the offset after the segment, where the next one starts (a read that finds
+    /// nothing at or after `from` in it, because compaction left a gap at its end, goes on there).
     Disk {
         file: SegmentFile,
         key: u64,
@@ -60,6 +62,7 @@ pub(crate) enum ReadPlan {
         limit: u64,
         visible: u64,
         sequential: bool,
+        segment_end: u64,
     },
 }
 
@@ -298,6 +301,7 @@ impl<A, T> LogCore<A, T> {
             limit: segment.log_bytes,
             visible,
             sequential: stream.is_some(),
+            segment_end: segment.next_offset,
         })
     }
 

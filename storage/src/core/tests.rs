@@ -174,15 +174,18 @@ fn a_follower_keeps_the_leaders_offsets_and_epochs_and_checks_continuity() {
     let mut core = core(FlushPolicy::Always);
     let leaders = batch(3).with_base_offset(0, 4);
     assert_eq!(core.append_replicated(leaders, 1).unwrap().last_offset, 2);
-    let gap = batch(1).with_base_offset(7, 4);
+    let overlap = batch(1).with_base_offset(2, 4);
     assert_eq!(
-        core.append_replicated(gap, 2),
+        core.append_replicated(overlap, 2),
         Err(AppendError::NotContiguous {
             expected: 3,
-            got: 7
+            got: 2
         })
     );
-    let stale = batch(1).with_base_offset(3, 3);
+    // A leader's compaction leaves gaps; the follower keeps them.
+    let after_gap = batch(1).with_base_offset(5, 4);
+    assert_eq!(core.append_replicated(after_gap, 2).unwrap().last_offset, 5);
+    let stale = batch(1).with_base_offset(6, 3);
     assert!(matches!(
         core.append_replicated(stale, 3),
         Err(AppendError::StaleEpoch {
@@ -190,9 +193,9 @@ fn a_follower_keeps_the_leaders_offsets_and_epochs_and_checks_continuity() {
             latest: 4
         })
     ));
-    core.append_replicated(batch(1).with_base_offset(3, 6), 4)
+    core.append_replicated(batch(1).with_base_offset(6, 6), 4)
         .unwrap();
-    assert_eq!(core.epochs().entries(), [(4, 0), (6, 3)]);
+    assert_eq!(core.epochs().entries(), [(4, 0), (6, 6)]);
     assert!(core.take_epochs_if_dirty().is_some());
     assert!(core.take_epochs_if_dirty().is_none());
 }

@@ -129,9 +129,10 @@ impl<A, T> LogCore<A, T> {
             active.log_bytes = position;
             // Bytes past the cut will be written anew: cached copies must not be served.
             active.cache_key = crate::read::new_cache_key();
-            active.next_offset = new_end;
             active.index.truncate_to_position(position as u32);
         }
+        // Also when no frame was cut: the cut may fall in a gap compaction left at the end.
+        active.next_offset = active.next_offset.min(new_end);
         active.sealed = false;
         if new_end < self.log_start_offset {
             // The cut took the whole batch that held the start: the log is empty from there.
@@ -152,7 +153,8 @@ impl<A, T> LogCore<A, T> {
     /// The oldest sealed segments beyond the retention limits at `now_ms`, taken out of the log
     /// (never the active one, nor one whose seal is still running, nor any after it).
     pub(crate) fn plan_retention(&mut self, now_ms: i64) -> Vec<Segment> {
-        if self.closing {
+        // A compact-only log keeps its segments: compaction is what bounds it.
+        if self.closing || !self.config.cleanup_policy.delete {
             return Vec::new();
         }
         let stats: Vec<SegmentStats> = self
@@ -219,6 +221,36 @@ impl<A, T> LogCore<A, T> {
             .take_while(|pair| pair[1].base_offset <= offset)
             .count();
         self.take_oldest(count)
+    }
+
+    /// Whether the cleaner may put a cleaned copy in place of the sealed segment at `base`
+    /// that it read as `cache_key`: the segment is still there, unchanged, and no truncation
+    /// is waiting or running (its cut was planned on the old file's positions).
+    pub(crate) fn may_replace(&self, base: u64, cache_key: u64) -> bool {
+        let sealed = &self.segments[..self.segments.len().saturating_sub(1)];
+        self.stopped.is_none()
+            && !self.closing
+            && !self.truncating
+            && self.truncation.is_none()
+            && sealed.iter().any(|s| {
+                s.base_offset == base && s.cache_key == cache_key && s.sealed && !s.sealing
+            })
+    }
+
+    /// Puts a cleaned copy in place of the segment with its base offset (see
+    /// [`LogCore::may_replace`]) and returns the old one. The tail cache forgets the batches
+    /// the copy covers, so readers see the cleaned log.
+    pub(crate) fn replace_segment(&mut self, cleaned: Segment) -> Segment {
+        let at = (self.segments.iter())
+            .position(|s| s.base_offset == cleaned.base_offset)
+            .expect("may_replace found it");
+        self.tail_cache.forget_below(cleaned.next_offset);
+        std::mem::replace(&mut self.segments[at], cleaned)
+    }
+
+    /// The segment starting at `base`, if the log holds one.
+    pub(crate) fn segment_at(&self, base: u64) -> Option<&Segment> {
+        self.segments.iter().find(|s| s.base_offset == base)
     }
 
     /// Takes out up to `count` of the oldest segments: never the active one, nor one whose

@@ -119,6 +119,10 @@ impl Disk for DmaDisk {
         }
     }
 
+    fn replace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> IoFuture<'_, ()> {
         let (from, to) = (from.to_path_buf(), to.to_path_buf());
         Box::pin(async move { glommio::io::rename(&from, &to).await.map_err(to_io) })

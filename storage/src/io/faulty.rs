@@ -151,6 +151,9 @@ impl Disk for FaultyDisk {
     fn remove(&self, path: &Path) -> io::Result<()> {
         self.inner.remove(path)
     }
+    fn replace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.replace(from, to)
+    }
     fn rename(&self, from: &Path, to: &Path) -> IoFuture<'_, ()> {
         self.inner.rename(from, to)
     }

@@ -112,6 +112,10 @@ pub trait Disk {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Renames a file, replacing any file at `to`.
     fn rename(&self, from: &Path, to: &Path) -> IoFuture<'_, ()>;
+    /// Renames `from` to `to` now, replacing `to` atomically, without awaiting: like
+    /// [`Disk::remove`], so a caller can change a file and what it knows of the file with no
+    /// other task in between. Durable once the directory is synced.
+    fn replace(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// fsyncs a directory, so that entries created, renamed or removed in it survive a crash.
     fn sync_dir(&self, dir: &Path) -> IoFuture<'_, ()>;
     /// The whole content of a small file, `None` if it does not exist.

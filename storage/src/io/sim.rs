@@ -404,13 +404,17 @@ impl Disk for SimDisk {
         let (from, to) = (from.to_path_buf(), to.to_path_buf());
         Box::pin(async move {
             self.latency().await;
-            self.check_alive()?;
-            let mut st = self.state.borrow_mut();
-            let inode = st.names.remove(&from).ok_or_else(|| not_found(&from))?;
-            st.names.insert(to.clone(), inode);
-            st.journal_push(DirOp::Rename(from, to, inode));
-            Ok(())
+            self.replace(&from, &to)
         })
+    }
+
+    fn replace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check_alive()?;
+        let mut st = self.state.borrow_mut();
+        let inode = st.names.remove(from).ok_or_else(|| not_found(from))?;
+        st.names.insert(to.to_path_buf(), inode);
+        st.journal_push(DirOp::Rename(from.to_path_buf(), to.to_path_buf(), inode));
+        Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> IoFuture<'_, ()> {

@@ -5,10 +5,13 @@ produce: creates the topic if asked, sends COUNT messages "m-<i>" round-robin ov
 partitions with the given acks, and prints "ack <partition> <offset> <value>" for every delivery
 the broker acknowledged, flushed at once (a test may kill the broker at any moment). With
 --keyed each message also has key "k-<i>" and headers n="h-<i>", empty="" and null=None; with
---compression the batches are compressed (compression.type).
+--compression the batches are compressed (compression.type). With --keys K message i has key
+"k-<i mod K>" instead, and with --tombstone-every N every Nth message is a tombstone (no value,
+printed as "tomb-<key>"): updates and deletes of K keys, for compacted topics.
 consume: reads every partition from the beginning (no consumer group) until it has EXPECT
-messages (-1: everything up to the high watermarks), printing "msg <partition> <offset> <value>",
-or with --json one JSON object per message with its key and headers as well.
+messages (-1: every partition up to its high watermark, through any gaps compaction left),
+printing "msg <partition> <offset> <value>", or with --json one JSON object per message with its
+key and headers as well.
 Every mode takes --client-config NAME=VALUE (repeatable) for every client it makes, e.g. the
 security settings (security.protocol, sasl.mechanism, ssl.ca.location).
 """
@@ -45,7 +48,8 @@ def produce(args):
         else:
             # acks=0 gets no offset back: reported as -1.
             offset = -1 if msg.offset() is None else msg.offset()
-            sys.stdout.write(f"ack {msg.partition()} {offset} {msg.value().decode()}\n")
+            value = f"tomb-{msg.key().decode()}" if msg.value() is None else msg.value().decode()
+            sys.stdout.write(f"ack {msg.partition()} {offset} {value}\n")
             sys.stdout.flush()
 
     for i in range(args.base, args.base + args.count):
@@ -55,9 +59,14 @@ def produce(args):
                 if args.keyed:
                     extras = {"key": f"k-{i}".encode(),
                               "headers": [("n", f"h-{i}".encode()), ("empty", b""), ("null", None)]}
+                value = f"m-{i}".encode()
+                if args.keys:
+                    extras = {"key": f"k-{i % args.keys}".encode()}
+                    if args.tombstone_every and i % args.tombstone_every == 0:
+                        value = None
                 if args.timestamp_base:
                     extras["timestamp"] = args.timestamp_base + i * args.timestamp_step
-                producer.produce(args.topic, value=f"m-{i}".encode(), partition=i % args.partitions,
+                producer.produce(args.topic, value=value, partition=i % args.partitions,
                                  on_delivery=delivered, **extras)
                 break
             except BufferError:
@@ -77,31 +86,39 @@ def consume(args):
         "auto.offset.reset": "earliest",
     })
     partitions = [TopicPartition(args.topic, p, 0) for p in range(args.partitions)]
-    expect = args.expect
-    if expect < 0:
-        # Everything stored: up to each partition's high watermark (ListOffsets).
-        expect = sum(consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in partitions)
+    # Everything stored: up to each partition's high watermark (ListOffsets).
+    ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in partitions}
+    reached = {p for p, end in ends.items() if end == 0}
     consumer.assign(partitions)
     seen = 0
+
+    def finished():
+        return len(reached) == len(ends) if args.expect < 0 else seen >= args.expect
+
     deadline = time.time() + args.timeout_ms / 1000
-    while seen < expect and time.time() < deadline:
+    while not finished() and time.time() < deadline:
         msg = consumer.poll(0.5)
         if msg is None:
             continue
         if msg.error():
             raise KafkaException(msg.error())
+        # Offsets, not a count, say where the end is: compaction leaves gaps.
+        if msg.offset() + 1 >= ends[msg.partition()]:
+            reached.add(msg.partition())
         if args.json:
             headers = [[k, None if v is None else v.decode()] for k, v in (msg.headers() or [])]
             key = None if msg.key() is None else msg.key().decode()
+            value = None if msg.value() is None else msg.value().decode()
             sys.stdout.write(json.dumps({"partition": msg.partition(), "offset": msg.offset(),
-                                         "key": key, "value": msg.value().decode(),
+                                         "key": key, "value": value,
                                          "headers": headers}) + "\n")
         else:
-            sys.stdout.write(f"msg {msg.partition()} {msg.offset()} {msg.value().decode()}\n")
+            value = "-" if msg.value() is None else msg.value().decode()
+            sys.stdout.write(f"msg {msg.partition()} {msg.offset()} {value}\n")
         seen += 1
     sys.stdout.flush()
     consumer.close()
-    sys.exit(0 if seen >= expect else 4)
+    sys.exit(0 if finished() else 4)
 
 
 def group_consume(args):
@@ -346,6 +363,8 @@ def main():
     parser.add_argument("--batch-bytes", type=int, default=1000000)
     parser.add_argument("--compression", default="none")
     parser.add_argument("--keyed", action="store_true")
+    parser.add_argument("--keys", type=int, default=0, help="produce: keys k-<i mod KEYS>")
+    parser.add_argument("--tombstone-every", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--timestamp-base", type=int, default=0, help="message i gets BASE + i*STEP")
     parser.add_argument("--timestamp-step", type=int, default=10)

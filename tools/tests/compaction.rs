@@ -1,0 +1,165 @@
+//! Compacted topics through confluent-kafka: a keyed topic with many updates and tombstones
+//! compacts while producers write, readers from offset 0 get the newest value of every key at
+//! the offset it was acknowledged with, a kill -9 while the cleaner runs loses none of them,
+//! and records without a key are refused (INVALID_RECORD). Needs python3 with confluent-kafka
+//! (scripts/test installs it).
+
+mod common;
+
+use common::{confluent, field, start_configured, Broker};
+use std::collections::BTreeMap;
+use std::process::Command;
+
+const TOPIC: &str = "latest";
+const KEYS: usize = 40;
+
+/// A cleaner that looks every 50 ms; compaction takes a segment once 1% of it is dirty.
+const CONFIG: &str = "[compaction]\ncheck_interval_ms = 50\n";
+
+/// Produces messages `base..base + count` (keys k-<i mod KEYS>, every 9th a tombstone) and
+/// returns the acknowledged ones: offset → value ("tomb-<key>" for a tombstone).
+fn produce(addr: &str, base: usize, count: usize, create: bool) -> BTreeMap<i64, String> {
+    let (base, count, keys) = (base.to_string(), count.to_string(), KEYS.to_string());
+    let mut args = vec![
+        "produce",
+        "--bootstrap",
+        addr,
+        "--topic",
+        TOPIC,
+        "--base",
+        &base,
+        "--count",
+        &count,
+        "--keys",
+        &keys,
+        "--tombstone-every",
+        "9",
+        "--batch-bytes",
+        "4000",
+    ];
+    if create {
+        args.extend(["--create", "--config", "cleanup.policy=compact"]);
+        args.extend(["--config", "segment.bytes=65536"]);
+        args.extend(["--config", "max.message.bytes=32768"]);
+        args.extend(["--config", "min.cleanable.dirty.ratio=0.01"]);
+    }
+    let out = confluent(&args);
+    (out.lines())
+        .map(|line| {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            (parts[2].parse().unwrap(), parts[3].to_string())
+        })
+        .collect()
+}
+
+/// The key of an acknowledged value.
+fn key_of(value: &str) -> String {
+    match value.strip_prefix("tomb-") {
+        Some(key) => key.to_string(),
+        None => format!("k-{}", value[2..].parse::<usize>().unwrap() % KEYS),
+    }
+}
+
+/// Everything a reader from offset 0 gets: offset → value ("tomb-<key>" for a tombstone).
+fn read_all(addr: &str) -> BTreeMap<i64, String> {
+    let out = confluent(&[
+        "consume",
+        "--bootstrap",
+        addr,
+        "--topic",
+        TOPIC,
+        "--expect",
+        "-1",
+        "--json",
+    ]);
+    (out.lines())
+        .map(|line| {
+            let json: serde_json::Value = serde_json::from_str(line).unwrap();
+            let key = json["key"].as_str().unwrap();
+            let value = match json["value"].as_str() {
+                Some(value) => value.to_string(),
+                None => format!("tomb-{key}"),
+            };
+            assert_eq!(key_of(&value), key, "{line}");
+            (json["offset"].as_i64().unwrap(), value)
+        })
+        .collect()
+}
+
+/// What the reader got is what was acknowledged, each at its offset, and holds the newest
+/// record of every key.
+fn check(read: &BTreeMap<i64, String>, acked: &BTreeMap<i64, String>) {
+    for (offset, value) in read {
+        assert_eq!(acked.get(offset), Some(value), "offset {offset}");
+    }
+    let mut newest = BTreeMap::new();
+    for (offset, value) in acked {
+        newest.insert(key_of(value), (*offset, value));
+    }
+    for (key, (offset, value)) in newest {
+        assert_eq!(
+            read.get(&offset),
+            Some(value),
+            "the newest record of {key} (offset {offset}) is gone"
+        );
+    }
+}
+
+fn wait_for_compaction(broker: &mut Broker) -> u64 {
+    let line = broker.wait_for("records_removed=");
+    field(&line, "records_removed").parse().unwrap()
+}
+
+#[test]
+fn a_compacted_topic_keeps_the_newest_value_of_every_key_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut broker, ready) = start_configured(dir.path(), CONFIG);
+    let addr = field(&ready, "kafka");
+    let mut acked = produce(&addr, 0, 6_000, true);
+    assert!(wait_for_compaction(&mut broker) > 0);
+    // Updates go on while the cleaner runs; then a reader from offset 0.
+    acked.extend(produce(&addr, 6_000, 6_000, false));
+    let read = read_all(&addr);
+    check(&read, &acked);
+    assert!(wait_for_compaction(&mut broker) > 0);
+
+    // More updates, and the broker is killed while the cleaner goes on taking them.
+    acked.extend(produce(&addr, 12_000, 6_000, false));
+    wait_for_compaction(&mut broker);
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    drop(broker);
+
+    let (mut broker, ready) = start_configured(dir.path(), CONFIG);
+    let addr = field(&ready, "kafka");
+    let read = read_all(&addr);
+    check(&read, &acked);
+    assert!(
+        read.len() * 4 < acked.len(),
+        "{} of {} records left: the log did not compact",
+        read.len(),
+        acked.len()
+    );
+    // Records without a key are refused, each named, and nothing of them is stored.
+    let keyless = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/confluent_client.py"
+        ))
+        .args([
+            "produce",
+            "--bootstrap",
+            &addr,
+            "--topic",
+            TOPIC,
+            "--count",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&keyless.stderr);
+    assert!(!keyless.status.success(), "keyless records were accepted");
+    assert!(stderr.contains("INVALID_RECORD"), "{stderr}");
+    check(&read_all(&addr), &acked);
+    broker.signal(libc::SIGTERM);
+}
