@@ -61,6 +61,12 @@ pub fn segment_files(dir: &Path, base_offset: u64) -> [PathBuf; 2] {
     [segment_path(dir, base_offset), index_path(dir, base_offset)]
 }
 
+/// Compaction's cleaned copy of the segments from `base` up to `end`, before it takes the
+/// first one's name.
+pub fn swap_path(dir: &Path, base: u64, end: u64) -> PathBuf {
+    dir.join(format!("{base:020}-{end:020}.swap"))
+}
+
 /// Removes a file; one that is already gone is not an error.
 pub fn remove_if_present(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
@@ -97,6 +103,14 @@ pub enum PartitionFile {
     LogStartCheckpoint,
     /// How far compaction went (see `compaction/cleaned.rs`).
     CleanerCheckpoint,
+    /// Compaction's cleaned copy of the segments from `base` to `end` (exclusive), complete,
+    /// replacing them (see `compaction/mod.rs`).
+    Swap {
+        /// The first segment's base offset: the copy's.
+        base: u64,
+        /// The offset after the last segment it replaces.
+        end: u64,
+    },
     /// A leftover of an interrupted atomic write.
     Temporary,
     /// Anything else.
@@ -115,6 +129,12 @@ pub fn classify(name: &str) -> PartitionFile {
     }
     if let Some(stem) = name.strip_suffix(".index") {
         return parse(stem).map_or(PartitionFile::Unknown, PartitionFile::Index);
+    }
+    if let Some((base, end)) = (name.strip_suffix(".swap")).and_then(|stem| stem.split_once('-')) {
+        return match (parse(base), parse(end)) {
+            (Some(base), Some(end)) if base < end => PartitionFile::Swap { base, end },
+            _ => PartitionFile::Unknown,
+        };
     }
     if name.ends_with(".tmp") {
         return PartitionFile::Temporary;
@@ -222,6 +242,12 @@ mod tests {
             PartitionFile::LogStartCheckpoint
         );
         assert_eq!(classify("log-start-offset.tmp"), PartitionFile::Temporary);
+        let swap = swap_path(dir, 42, 100);
+        let name = swap.file_name().unwrap().to_str().unwrap();
+        assert_eq!(classify(name), PartitionFile::Swap { base: 42, end: 100 });
+        let backwards = "00000000000000000100-00000000000000000042.swap";
+        assert_eq!(classify(backwards), PartitionFile::Unknown);
+        assert_eq!(classify("42-100.swap"), PartitionFile::Unknown);
     }
 
     #[test]

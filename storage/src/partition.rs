@@ -94,6 +94,10 @@ pub(crate) struct Cleaning {
     pub(crate) running: std::cell::Cell<bool>,
     /// Truncations so far: a pass that saw one begin or end does not record its end.
     pub(crate) truncations: std::cell::Cell<u64>,
+    /// The checkpoint is being written (a pass's and a truncation's writes take turns).
+    pub(crate) saving: std::cell::Cell<bool>,
+    /// A checkpoint write ended.
+    pub(crate) saved: Notify,
 }
 
 impl Shared {
@@ -421,10 +425,22 @@ impl Partition {
             Cut::From(offset) => offset,
             Cut::Everything(_) => 0,
         };
-        cleaning.ranges.borrow_mut().truncate(cut_at);
+        let cut_clean_part = {
+            let mut ranges = cleaning.ranges.borrow_mut();
+            let clean_end = ranges.clean_end();
+            ranges.truncate(cut_at);
+            ranges.clean_end() != clean_end
+        };
         self.shared.work.notify();
         let outcome = done.wait().await;
         cleaning.truncations.set(cleaning.truncations.get() + 1);
+        // Left as it was, the checkpoint would count records appended above the cut as
+        // cleaned long ago (their tombstones would expire without their keys being mapped).
+        if cut_clean_part {
+            if let Err(e) = self.save_cleaned().await {
+                tracing::warn!(dir = ?self.shared.dir, error = %e, "writing the cleaner checkpoint after a truncation");
+            }
+        }
         outcome
     }
 

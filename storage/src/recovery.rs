@@ -17,7 +17,7 @@ use crate::compaction::{cleaner_checkpoint_path, CleanedRanges};
 use crate::epochs::{checkpoint_path, LeaderEpochs};
 use crate::error::OpenError;
 use crate::io::{align_down, align_up, Disk};
-use crate::layout::{classify, index_path, segment_path, PartitionFile};
+use crate::layout::{classify, index_path, segment_path, swap_path, PartitionFile};
 use crate::log_start::{self, log_start_path, recovered_start};
 use crate::producers::ProducerState;
 use crate::segment::{scan_frames, seal_segment, Segment, FRAME_BYTES_LIMIT, SCAN_CHUNK_BYTES};
@@ -60,6 +60,7 @@ pub(crate) async fn recover(
 ) -> Result<Recovered, OpenError> {
     disk.create_dir_all(dir)
         .map_err(io_error("creating", dir))?;
+    complete_swaps(disk, dir).await?;
     let mut bases = Vec::new();
     for name in disk.list(dir).map_err(io_error("listing", dir))? {
         match classify(&name) {
@@ -67,7 +68,8 @@ pub(crate) async fn recover(
             PartitionFile::Index(_)
             | PartitionFile::EpochCheckpoint
             | PartitionFile::LogStartCheckpoint
-            | PartitionFile::CleanerCheckpoint => {}
+            | PartitionFile::CleanerCheckpoint
+            | PartitionFile::Swap { .. } => {}
             PartitionFile::Temporary => disk
                 .remove(&dir.join(&name))
                 .map_err(io_error("removing", dir))?,
@@ -155,6 +157,37 @@ pub(crate) async fn recover(
         tail_start,
         tail: tail.to_vec(),
     })
+}
+
+/// Finishes the compaction swaps a crash interrupted. A `<base>-<end>.swap` file is a complete
+/// cleaned copy (fdatasynced before it got that name) of the segments from `base` to `end`:
+/// those still here go, and the copy takes the first one's name.
+async fn complete_swaps(disk: &dyn Disk, dir: &Path) -> Result<(), OpenError> {
+    let names = disk.list(dir).map_err(io_error("listing", dir))?;
+    let swaps: Vec<(u64, u64)> = (names.iter())
+        .filter_map(|name| match classify(name) {
+            PartitionFile::Swap { base, end } => Some((base, end)),
+            _ => None,
+        })
+        .collect();
+    for &(base, end) in &swaps {
+        for name in &names {
+            if let PartitionFile::Segment(b) | PartitionFile::Index(b) = classify(name) {
+                if (base..end).contains(&b) {
+                    let path = dir.join(name);
+                    disk.remove(&path).map_err(io_error("removing", &path))?;
+                }
+            }
+        }
+        let swap = swap_path(dir, base, end);
+        disk.replace(&swap, &segment_path(dir, base))
+            .map_err(io_error("renaming", &swap))?;
+        tracing::warn!(dir = ?dir, base, end, "finished a compaction swap a crash interrupted");
+    }
+    if !swaps.is_empty() {
+        disk.sync_dir(dir).await.map_err(io_error("syncing", dir))?;
+    }
+    Ok(())
 }
 
 /// How far the log was compacted; nothing when the checkpoint is missing or damaged (the next

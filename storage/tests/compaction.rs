@@ -123,6 +123,12 @@ fn a_compacted_log_keeps_the_newest_record_of_each_key_at_its_offset() {
         assert!(clean_end > 0 && clean_end < partition.log_end_offset());
         let after = partition.stats();
         assert!(after.log_bytes < before.log_bytes);
+        assert_eq!(
+            after.segments,
+            before.segments - done.segments_rewritten + done.segments_written
+        );
+        assert_eq!(files_with(&dir, "log").len(), after.segments);
+        assert_eq!(files_with(&dir, "swap").len(), 0);
         assert_eq!(after.log_end_offset, before.log_end_offset, "offsets stay");
         let log = stored(&read_all(&partition, 0).await);
         assert!(log.len() < appended.len());
@@ -154,6 +160,12 @@ fn a_compacted_log_keeps_the_newest_record_of_each_key_at_its_offset() {
         append_keyed(&partition, &mut rng, 40, 200, &mut appended).await;
         let later = now + config.delete_retention_ms as i64 + 1;
         let second = partition.compact(later, &cleaner()).await.unwrap().unwrap();
+        // The first pass's small copies merge (full segments did not, then).
+        assert!(
+            second.segments_written < second.segments_rewritten,
+            "small cleaned segments were not merged: {second:?}"
+        );
+        assert_eq!(files_with(&dir, "log").len(), partition.stats().segments);
         let log = stored(&read_all(&partition, 0).await);
         check(&log, &appended, second.clean_end);
         let tombstones = |log: &Appended| {
@@ -290,5 +302,134 @@ fn a_power_loss_during_compaction_loses_no_newest_value() {
             interrupted > 10 && rewritten > 10,
             "{interrupted} {rewritten}"
         );
+    });
+}
+
+/// A crash right after a merged copy got its `.swap` name, before any old file went: the
+/// reopened log is the one the swap would have left (recovery finishes it).
+#[test]
+fn recovery_finishes_a_swap_a_crash_interrupted() {
+    on_shard(|dir| async move {
+        let config = compacted_config();
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut appended = Appended::new();
+        let partition = open(&dir, config.clone()).await;
+        append_keyed(&partition, &mut rng, 40, 400, &mut appended).await;
+        let now = oxbow_storage::now_ms();
+        partition.compact(now, &cleaner()).await.unwrap().unwrap();
+        append_keyed(&partition, &mut rng, 40, 100, &mut appended).await;
+        partition.close().await;
+        let before = snapshot(&dir);
+
+        let partition = open(&dir, config.clone()).await;
+        let before_log = stored(&read_all(&partition, 0).await);
+        let later = oxbow_storage::now_ms();
+        let merged = partition.compact(later, &cleaner()).await.unwrap().unwrap();
+        assert!(
+            merged.segments_written < merged.segments_rewritten,
+            "{merged:?}"
+        );
+        let after_log = stored(&read_all(&partition, 0).await);
+        partition.close().await;
+        let after = snapshot(&dir);
+
+        // The merged copy took the name of the segment before the first one that went, and
+        // covers everything up to the next segment left.
+        let bases = |files: &BTreeMap<String, Vec<u8>>| -> Vec<u64> {
+            (files.keys())
+                .filter_map(|name| name.strip_suffix(".log")?.parse().ok())
+                .collect()
+        };
+        let kept = bases(&after);
+        let gone: Vec<u64> = (bases(&before).into_iter())
+            .filter(|base| !kept.contains(base))
+            .collect();
+        assert!(!gone.is_empty(), "the merge removed no segment file");
+        let base = *kept.iter().filter(|&&b| b < gone[0]).max().unwrap();
+        let end = *kept.iter().find(|&&b| b > base).unwrap();
+        let copy = &after[&format!("{base:020}.log")];
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        for (name, bytes) in &before {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+        let swap = oxbow_storage::layout::swap_path(&dir, base, end);
+        std::fs::write(&swap, copy).unwrap();
+
+        let partition = open(&dir, config).await;
+        assert!(!swap.exists());
+        // The swapped range as the pass left it, the rest as it was before the pass.
+        let mut expected: Appended = before_log
+            .range(..base)
+            .map(|(o, r)| (*o, r.clone()))
+            .collect();
+        expected.extend(after_log.range(base..end).map(|(o, r)| (*o, r.clone())));
+        expected.extend(before_log.range(end..).map(|(o, r)| (*o, r.clone())));
+        let recovered = stored(&read_all(&partition, 0).await);
+        assert!(
+            recovered == expected,
+            "the recovered log is not the swapped one"
+        );
+        check(&recovered, &appended, 0);
+        let logs: Vec<u64> = (files_with(&dir, "log").iter())
+            .map(|p| p.file_stem().unwrap().to_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            logs.contains(&base) && !logs.iter().any(|b| gone.contains(b)),
+            "{logs:?}"
+        );
+        partition.close().await;
+    });
+}
+
+/// Every file of `dir` by name.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    (std::fs::read_dir(dir).unwrap())
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect()
+}
+
+/// A damaged segment is left as it is (its readable part served, its unreadable part kept for
+/// an operator) while its healthy neighbours are cleaned, and the clean end stops at it: the
+/// tombstones after it cannot expire while older values of their keys may sit in it.
+#[test]
+fn a_damaged_segment_is_skipped_and_holds_the_clean_end() {
+    on_shard(|dir| async move {
+        let config = compacted_config();
+        let partition = open(&dir, config.clone()).await;
+        let mut rng = fastrand::Rng::with_seed(9);
+        let mut appended = Appended::new();
+        append_keyed(&partition, &mut rng, 40, 500, &mut appended).await;
+        partition.close().await;
+        let logs = files_with(&dir, "log");
+        assert!(logs.len() > 5, "the test needs several segments");
+        let damaged: u64 = logs[2]
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut bytes = std::fs::read(&logs[2]).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&logs[2], &bytes).unwrap();
+
+        let partition = open(&dir, config).await;
+        let now = oxbow_storage::now_ms();
+        let done = partition.compact(now, &cleaner()).await.unwrap().unwrap();
+        assert_eq!(done.clean_end, damaged, "{done:?}");
+        assert!(done.segments_rewritten >= 2, "{done:?}");
+        assert_eq!(
+            std::fs::read(&logs[2]).unwrap(),
+            bytes,
+            "the damaged segment changed"
+        );
+        partition.close().await;
     });
 }

@@ -6,15 +6,19 @@
 
 mod common;
 
-use common::{confluent, field, start_configured, Broker};
+use common::Broker;
+use common::{confluent, field, kafka_produce_request, kafka_produce_response, start_configured};
+use oxbow_core::BatchBuilder;
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::process::Command;
 
 const TOPIC: &str = "latest";
 const KEYS: usize = 40;
 
-/// A cleaner that looks every 50 ms; compaction takes a segment once 1% of it is dirty.
-const CONFIG: &str = "[compaction]\ncheck_interval_ms = 50\n";
+/// A cleaner that looks every 50 ms, slowed to 1 MiB/s so that a kill lands inside a pass;
+/// the topic compacts once 1% of it is dirty.
+const CONFIG: &str = "[compaction]\ncheck_interval_ms = 50\nio_bytes_per_sec = 1048576\n";
 
 /// Produces messages `base..base + count` (keys k-<i mod KEYS>, every 9th a tombstone) and
 /// returns the acknowledged ones: offset → value ("tomb-<key>" for a tombstone).
@@ -117,15 +121,22 @@ fn a_compacted_topic_keeps_the_newest_value_of_every_key_across_kill_9() {
     let addr = field(&ready, "kafka");
     let mut acked = produce(&addr, 0, 6_000, true);
     assert!(wait_for_compaction(&mut broker) > 0);
-    // Updates go on while the cleaner runs; then a reader from offset 0.
-    acked.extend(produce(&addr, 6_000, 6_000, false));
-    let read = read_all(&addr);
-    check(&read, &acked);
+    // Updates and a reader from offset 0 go on together while the cleaner runs: the reader
+    // gets acknowledged records only, each at its offset.
+    let (more, read) = std::thread::scope(|s| {
+        let reader = s.spawn(|| read_all(&addr));
+        (produce(&addr, 6_000, 6_000, false), reader.join().unwrap())
+    });
+    acked.extend(more);
+    for (offset, value) in &read {
+        assert_eq!(acked.get(offset), Some(value), "offset {offset}");
+    }
+    check(&read_all(&addr), &acked);
     assert!(wait_for_compaction(&mut broker) > 0);
 
-    // More updates, and the broker is killed while the cleaner goes on taking them.
+    // More updates, and the broker is killed as a pass begins (paced, it runs for a while).
     acked.extend(produce(&addr, 12_000, 6_000, false));
-    wait_for_compaction(&mut broker);
+    broker.wait_for("compacting");
     broker.child.kill().unwrap();
     broker.child.wait().unwrap();
     drop(broker);
@@ -140,7 +151,25 @@ fn a_compacted_topic_keeps_the_newest_value_of_every_key_across_kill_9() {
         read.len(),
         acked.len()
     );
-    // Records without a key are refused, each named, and nothing of them is stored.
+    // Records without a key are refused, each named (KIP-467), and nothing of them is stored.
+    let mut batch = BatchBuilder::new(0);
+    for key in [Some(&b"k-1"[..]), None, Some(b"k-2"), None] {
+        batch.push(key, Some(b"v"), 0);
+    }
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .write_all(&kafka_produce_request(1, TOPIC, batch.build()))
+        .unwrap();
+    let (_, refused) = kafka_produce_response(&mut stream);
+    assert_eq!(refused.error_code, 87, "INVALID_RECORD: {refused:?}");
+    let indexes: Vec<i32> = refused
+        .record_errors
+        .iter()
+        .map(|e| e.batch_index)
+        .collect();
+    assert_eq!(indexes, [1, 3]);
+    let why = refused.record_errors[0].batch_index_error_message.as_ref();
+    assert!(why.unwrap().contains("without key"), "{refused:?}");
     let keyless = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -1,12 +1,12 @@
 //! The cleaner's I/O: one pass over one partition (see the module docs of `compaction`).
 
 use super::key_map::KeyMap;
-use super::plan::{plan, CleanPlan, SegmentView};
+use super::plan::{merge_groups, plan, CleanPlan, SegmentView};
 use super::{cleaner_checkpoint_path, IoPace};
 use crate::error::CompactionError;
 use crate::frame::{encode_header, FrameHeader, FRAME_HEADER_BYTES};
 use crate::io::{write_file_atomically, SegmentFile};
-use crate::layout::{index_path, segment_path};
+use crate::layout::{index_path, segment_path, swap_path};
 use crate::segment::{scan_frames, ScanStop, Segment, FRAME_BYTES_LIMIT};
 use crate::Partition;
 use oxbow_core::{RecordBatch, RecordView, Retained};
@@ -32,6 +32,8 @@ pub struct Cleaner {
 pub struct Compacted {
     /// Segments replaced by a cleaned copy.
     pub segments_rewritten: usize,
+    /// The cleaned copies that replaced them (small neighbours merge into one).
+    pub segments_written: usize,
     /// Their bytes before and after.
     pub bytes_before: u64,
     /// See `bytes_before`.
@@ -52,7 +54,17 @@ struct Target {
     opened_at_ms: i64,
 }
 
-/// A segment's cleaned copy, being written.
+/// What cleaning a group of segments made.
+enum Rewritten {
+    /// A cleaned copy, to put in their place.
+    Copy(Rewrite),
+    /// Nothing to change.
+    Unchanged,
+    /// A segment of the group has unreadable frames.
+    Damaged,
+}
+
+/// The cleaned copy of a group of segments, being written.
 struct Rewrite {
     path: PathBuf,
     segment: Segment,
@@ -130,6 +142,8 @@ impl Partition {
                 .collect();
             (due, targets, core.config.clone())
         };
+        tracing::info!(dir = ?shared.dir, clean_end = plan.clean_end, dirty_end = plan.dirty_end,
+            segments = plan.segments, "compacting");
         let (map, dirty_end) = self.map_keys(&targets, plan, cleaner).await?;
         let tombstone_horizon = now_ms.saturating_sub(config.delete_retention_ms as i64);
         let keep = |record: &RecordView| {
@@ -148,34 +162,77 @@ impl Partition {
             clean_end: dirty_end,
             ..Compacted::default()
         };
-        for target in targets.iter().take_while(|t| t.base_offset < dirty_end) {
-            let Some(rewrite) = self.rewrite(target, &keep, cleaner, &config).await? else {
-                continue;
+        let cleaning = targets.iter().take_while(|t| t.base_offset < dirty_end);
+        let views: Vec<SegmentView> = (cleaning.map(|t| SegmentView {
+            base_offset: t.base_offset,
+            next_offset: t.next_offset,
+            log_bytes: t.log_bytes,
+            max_timestamp: i64::MIN,
+            sealed: true,
+        }))
+        .collect();
+        let mut groups: Vec<&[Target]> = (merge_groups(&views, config.segment_bytes_max))
+            .into_iter()
+            .map(|group| &targets[group])
+            .collect();
+        groups.reverse();
+        let mut damaged_at = None;
+        while let Some(group) = groups.pop() {
+            let rewrite = match self.rewrite(group, &keep, cleaner, &config).await? {
+                Rewritten::Copy(rewrite) => rewrite,
+                Rewritten::Unchanged => continue,
+                // Its healthy neighbours are cleaned one by one.
+                Rewritten::Damaged if group.len() > 1 => {
+                    groups.extend(group.chunks(1).rev());
+                    continue;
+                }
+                Rewritten::Damaged => {
+                    damaged_at.get_or_insert(group[0].base_offset);
+                    continue;
+                }
             };
-            let (before, after, removed) = (
-                target.log_bytes,
-                rewrite.segment.log_bytes,
-                rewrite.records_removed,
-            );
-            if self.swap(target, rewrite).await? {
-                done.segments_rewritten += 1;
+            let before: u64 = group.iter().map(|t| t.log_bytes).sum();
+            let (after, removed) = (rewrite.segment.log_bytes, rewrite.records_removed);
+            if self.swap(group, rewrite).await? {
+                done.segments_rewritten += group.len();
+                done.segments_written += 1;
                 done.bytes_before += before;
                 done.bytes_after += after;
                 done.records_removed += removed;
             }
         }
+        // A damaged segment keeps its records, among them older values of keys whose newer
+        // tombstones this pass saw: those tombstones must not count as cleaned (and expire)
+        // while such a value may be left, so the clean end stops at the damage.
+        let dirty_end = damaged_at.map_or(dirty_end, |at: u64| at.min(dirty_end));
+        done.clean_end = dirty_end;
         if shared.cleaning.truncations.get() != truncations {
             // The log was cut meanwhile: what this pass read may be gone.
             return Ok(Some(done));
         }
-        let mut ranges = cleaned.clone();
-        ranges.record(dirty_end, now_ms);
-        let path = cleaner_checkpoint_path(&shared.dir);
-        write_file_atomically(shared.disk.as_ref(), &path, &ranges.encode(), true)
-            .await
-            .map_err(failed("writing", &path))?;
-        *shared.cleaning.ranges.borrow_mut() = ranges;
+        shared
+            .cleaning
+            .ranges
+            .borrow_mut()
+            .record(dirty_end, now_ms);
+        self.save_cleaned().await?;
         Ok(Some(done))
+    }
+
+    /// Writes the cleaner checkpoint as memory holds it now (after a pass, or a truncation that
+    /// cut the clean part), one write at a time.
+    pub(crate) async fn save_cleaned(&self) -> Result<(), CompactionError> {
+        let cleaning = &self.shared.cleaning;
+        while cleaning.saving.get() {
+            cleaning.saved.notified().await;
+        }
+        cleaning.saving.set(true);
+        let bytes = cleaning.ranges.borrow().encode();
+        let path = cleaner_checkpoint_path(&self.shared.dir);
+        let written = write_file_atomically(self.shared.disk.as_ref(), &path, &bytes, true).await;
+        cleaning.saving.set(false);
+        cleaning.saved.notify();
+        written.map_err(failed("writing", &path))
     }
 
     /// The newest offset of each key from the plan's clean end on, and where the map stopped:
@@ -239,35 +296,70 @@ impl Partition {
         Ok((map, full_at.unwrap_or(plan.dirty_end)))
     }
 
-    /// Writes the records of `target` that `keep` chooses into a new file; `None` when it
-    /// would lose none (or the segment is damaged: its unreadable part is left as it is).
+    /// Writes the records of a group of consecutive segments that `keep` chooses into one new
+    /// file, unless that would change nothing (one segment that loses no record) or a segment
+    /// of the group is damaged (its unreadable part is left as it is).
     async fn rewrite(
         &self,
-        target: &Target,
+        group: &[Target],
         keep: &impl Fn(&RecordView) -> bool,
         cleaner: &Cleaner,
         config: &oxbow_core::LogConfig,
-    ) -> Result<Option<Rewrite>, CompactionError> {
+    ) -> Result<Rewritten, CompactionError> {
         let disk = &self.shared.disk;
-        let path = self
-            .shared
-            .dir
-            .join(format!("{:020}.cleaned.tmp", target.base_offset));
+        let first = &group[0];
+        let path = (self.shared.dir).join(format!("{:020}.cleaned.tmp", first.base_offset));
         let file = disk.open(&path).await.map_err(failed("creating", &path))?;
         file.set_len(0).await.map_err(failed("creating", &path))?;
         let mut rewrite = Rewrite {
-            segment: Segment::empty(target.base_offset, file, target.opened_at_ms),
+            segment: Segment::empty(first.base_offset, file, first.opened_at_ms),
             path,
             pending: Vec::with_capacity(CHUNK_BYTES * 2),
             flushed: 0,
             index_interval_bytes: config.index_interval_bytes,
             records_removed: 0,
-            changed: false,
+            changed: group.len() > 1,
         };
+        for target in group {
+            if !self.copy_kept(target, &mut rewrite, keep, cleaner).await? {
+                let _ = rewrite.segment.file.clone().close().await;
+                let _ = disk.remove(&rewrite.path);
+                return Ok(Rewritten::Damaged);
+            }
+        }
+        if !rewrite.changed {
+            let _ = rewrite.segment.file.clone().close().await;
+            let _ = disk.remove(&rewrite.path);
+            return Ok(Rewritten::Unchanged);
+        }
+        let written = rewrite.flush(true).await?;
+        cleaner.pace.spend(written).await;
+        let file = &rewrite.segment.file;
+        file.set_len(rewrite.segment.log_bytes)
+            .await
+            .map_err(failed("trimming", &rewrite.path))?;
+        // Durable before the rename: the new file replaces data that may be durable.
+        file.sync()
+            .await
+            .map_err(failed("syncing", &rewrite.path))?;
+        rewrite.segment.next_offset = group.last().expect("a group").next_offset;
+        rewrite.segment.sealed = true;
+        Ok(Rewritten::Copy(rewrite))
+    }
+
+    /// Adds the records of `target` that `keep` chooses to `rewrite`, writing whole chunks as
+    /// they fill; `false` when the segment has unreadable frames.
+    async fn copy_kept(
+        &self,
+        target: &Target,
+        rewrite: &mut Rewrite,
+        keep: &impl Fn(&RecordView) -> bool,
+        cleaner: &Cleaner,
+    ) -> Result<bool, CompactionError> {
         let mut position = 0;
-        let mut undecodable = false;
         loop {
             let mut resume = position;
+            let mut undecodable = false;
             let end = scan_frames(
                 &target.file,
                 position,
@@ -277,12 +369,13 @@ impl Partition {
                 CHUNK_BYTES,
                 |header, at, payload| {
                     resume = at + header.frame_len as u64;
-                    let retained = RecordBatch::from_trusted(payload.clone())
-                        .map_err(|_| ())
-                        .and_then(|batch| {
-                            let kept = batch.retain(cleaner.decompressed_bytes_max, keep);
-                            kept.map(|kept| (batch, kept)).map_err(|_| ())
-                        });
+                    let retained =
+                        RecordBatch::from_trusted(payload)
+                            .map_err(|_| ())
+                            .and_then(|batch| {
+                                let kept = batch.retain(cleaner.decompressed_bytes_max, keep);
+                                kept.map(|kept| (batch, kept)).map_err(|_| ())
+                            });
                     match retained {
                         Ok((batch, Retained::All)) => rewrite.push(header, &batch),
                         Ok((batch, Retained::Nothing)) => {
@@ -310,69 +403,68 @@ impl Partition {
             .await
             .map_err(failed("reading", target.file.path()))?;
             cleaner.pace.spend(resume - position).await;
-            let damaged = matches!(end.stop, ScanStop::Damaged(_)) || undecodable;
-            if damaged {
+            if matches!(end.stop, ScanStop::Damaged(_)) || undecodable {
                 tracing::warn!(segment = ?target.file.path(), position = end.position,
                     "not compacting a segment with unreadable frames");
-            }
-            if damaged || !rewrite.changed && end.stop == ScanStop::End {
-                let _ = rewrite.segment.file.clone().close().await;
-                let _ = disk.remove(&rewrite.path);
-                return Ok(None);
+                return Ok(false);
             }
             let written = rewrite.flush(false).await?;
             cleaner.pace.spend(written).await;
             if end.stop == ScanStop::End {
-                break;
+                return Ok(true);
             }
             position = resume;
         }
-        let written = rewrite.flush(true).await?;
-        cleaner.pace.spend(written).await;
-        let file = &rewrite.segment.file;
-        file.set_len(rewrite.segment.log_bytes)
-            .await
-            .map_err(failed("trimming", &rewrite.path))?;
-        // Durable before the rename: the new file replaces data that may be durable.
-        file.sync()
-            .await
-            .map_err(failed("syncing", &rewrite.path))?;
-        rewrite.segment.next_offset = target.next_offset;
-        rewrite.segment.sealed = true;
-        Ok(Some(rewrite))
     }
 
-    /// Puts the cleaned copy in place of `target` if the log still holds it unchanged (not
-    /// deleted, cut or being cut meanwhile). With no await between the check and the rename,
-    /// no other task can change the segment in between.
-    async fn swap(&self, target: &Target, rewrite: Rewrite) -> Result<bool, CompactionError> {
+    /// Puts the cleaned copy in place of the group it was made from if the log still holds
+    /// them unchanged (not deleted, cut or being cut meanwhile).
+    ///
+    /// Everything from the check to the last rename is done without an await, so no other
+    /// task (a truncation, retention, a close, a reader) sees a step in between. On disk the
+    /// copy is named `<base>-<end>.swap` first: a crash from then on leaves recovery to finish
+    /// the swap. Then the old files go (the first segment's is replaced by the copy's rename
+    /// to its name). A file system journals these directory changes in order, so none of the
+    /// removals can outlive a crash that the `.swap` name does not.
+    async fn swap(&self, group: &[Target], rewrite: Rewrite) -> Result<bool, CompactionError> {
         let shared = &self.shared;
         let (dir, disk) = (&shared.dir, &shared.disk);
-        let log = segment_path(dir, target.base_offset);
-        let index = index_path(dir, target.base_offset);
-        if !(shared.core.borrow()).may_replace(target.base_offset, target.cache_key) {
+        let first = group[0].base_offset;
+        let read: Vec<(u64, u64)> = group.iter().map(|t| (t.base_offset, t.cache_key)).collect();
+        if !(shared.core.borrow()).may_replace(&read) {
             let _ = rewrite.segment.file.close().await;
             let _ = disk.remove(&rewrite.path);
             return Ok(false);
         }
-        // The old index must not outlive its segment: recovery rebuilds a missing one.
-        disk.remove(&index).map_err(failed("removing", &index))?;
-        disk.replace(&rewrite.path, &log)
+        let swap = swap_path(dir, first, rewrite.segment.next_offset);
+        let log = segment_path(dir, first);
+        disk.replace(&rewrite.path, &swap)
             .map_err(failed("renaming", &rewrite.path))?;
-        let old = shared.core.borrow_mut().replace_segment(rewrite.segment);
-        let _ = old.file.close().await;
-        disk.sync_dir(dir).await.map_err(failed("syncing", dir))?;
-        let (index_bytes, cache_key) = {
-            let core = shared.core.borrow();
-            match core.segment_at(target.base_offset) {
-                Some(segment) => (segment.index_file_bytes(), segment.cache_key),
-                None => return Ok(true),
+        for target in group {
+            let index = index_path(dir, target.base_offset);
+            disk.remove(&index).map_err(failed("removing", &index))?;
+            if target.base_offset != first {
+                let old = segment_path(dir, target.base_offset);
+                disk.remove(&old).map_err(failed("removing", &old))?;
             }
+        }
+        disk.replace(&swap, &log)
+            .map_err(failed("renaming", &swap))?;
+        let (old, index_bytes, cache_key) = {
+            let mut core = shared.core.borrow_mut();
+            let old = core.replace_segments(rewrite.segment, group.len());
+            let copy = core.segment_at(first).expect("just put there");
+            (old, copy.index_file_bytes(), copy.cache_key)
         };
+        for segment in old {
+            let _ = segment.file.close().await;
+        }
+        disk.sync_dir(dir).await.map_err(failed("syncing", dir))?;
+        let index = index_path(dir, first);
         write_file_atomically(disk.as_ref(), &index, &index_bytes, true)
             .await
             .map_err(failed("writing", &index))?;
-        let still_there = (shared.core.borrow().segment_at(target.base_offset))
+        let still_there = (shared.core.borrow().segment_at(first))
             .is_some_and(|segment| segment.cache_key == cache_key);
         if !still_there {
             // Deleted or cut while its index was written: the index must go too.

@@ -6,16 +6,17 @@
 //! - `plan.rs` decides whether a log is due and which segments (pure);
 //! - `key_map.rs` holds the newest offset of each key of the dirty part, within a budget;
 //! - `cleaned.rs` is the checkpoint of how far, and when, the log was cleaned;
-//! - `cleaner.rs` is the I/O: it reads the dirty part for keys, rewrites each cleanable segment
-//!   that loses records into a new file, and swaps it in;
+//! - `cleaner.rs` is the I/O: it reads the dirty part for keys, rewrites the cleanable segments
+//!   that lose records into new files (small neighbours merged into one, up to a segment's
+//!   size), and swaps them in;
 //! - `pace.rs` bounds the cleaner's disk bandwidth.
 //!
-//! Crash safety: a segment is rewritten into `<base>.cleaned.tmp`, which is fdatasynced and
-//! then renamed over `<base>.log` (its index removed first, written again after). A crash
-//! before the rename leaves the old segment and a temporary file that recovery deletes; after
-//! it, the new segment, whose index recovery rebuilds if it is missing. Either file holds the
-//! newest record of every key the segment held that no later segment replaces, so no crash
-//! loses a latest value.
+//! Crash safety: segments `base..end` are rewritten into `<base>.cleaned.tmp`, which is
+//! fdatasynced and renamed `<base>-<end>.swap`, and the directory synced; then their files are
+//! removed and the copy renamed `<base>.log` (its index written after). A crash before the
+//! first rename leaves the old segments and a temporary file that recovery deletes; after it,
+//! recovery finishes the swap (removes what is left of the old segments, renames the copy) and
+//! rebuilds the missing index. Either way every newest record of a key is in the log.
 
 mod cleaned;
 mod cleaner;

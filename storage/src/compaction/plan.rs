@@ -11,6 +11,7 @@
 //! `max.compaction.lag.ms`.
 
 use oxbow_core::LogConfig;
+use std::ops::Range;
 
 /// What the plan needs to know of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,32 @@ pub(crate) fn plan(
     })
 }
 
+/// How the segments to clean (oldest first) are cleaned in groups, each into one file, so that
+/// cleaned logs do not pile up small files: consecutive segments whose sizes before cleaning add
+/// up to at most `bytes_max` (the copy is no larger), spanning fewer than 2^32 offsets (the
+/// index holds offsets relative to the first).
+pub(crate) fn merge_groups(segments: &[SegmentView], bytes_max: u64) -> Vec<Range<usize>> {
+    let mut groups: Vec<Range<usize>> = Vec::new();
+    let mut bytes = 0;
+    for (i, segment) in segments.iter().enumerate() {
+        let joins = groups.last().is_some_and(|group| {
+            let base = segments[group.start].base_offset;
+            bytes + segment.log_bytes <= bytes_max && segment.next_offset - base <= u32::MAX as u64
+        });
+        match groups.last_mut() {
+            Some(group) if joins => {
+                group.end = i + 1;
+                bytes += segment.log_bytes;
+            }
+            _ => {
+                groups.push(i..i + 1);
+                bytes = segment.log_bytes;
+            }
+        }
+    }
+    groups
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +166,22 @@ mod tests {
         log[0].sealed = false;
         assert_eq!(plan(&log, 350, 0, &config, 100), None);
         assert_eq!(plan(&log[3..], 350, 0, &config, 100), None, "only active");
+    }
+
+    #[test]
+    fn small_neighbours_merge_up_to_a_segment_and_within_relative_offsets() {
+        let log = [
+            seg(0, 100, 300, 0),
+            seg(100, 200, 300, 0),
+            seg(200, 300, 500, 0),
+            seg(300, 400, 1200, 0), // alone: larger than a segment
+            seg(400, 500, 100, 0),
+            seg(500, 5_000_000_000, 100, 0),
+        ];
+        assert_eq!(merge_groups(&log, 1000), [0..2, 2..3, 3..4, 4..5, 5..6]);
+        let whole = merge_groups(&log[..3], 1100);
+        assert_eq!((whole.len(), whole[0].clone()), (1, 0..3));
+        assert_eq!(merge_groups(&[], 1000), []);
     }
 
     #[test]

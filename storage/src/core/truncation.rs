@@ -223,29 +223,37 @@ impl<A, T> LogCore<A, T> {
         self.take_oldest(count)
     }
 
-    /// Whether the cleaner may put a cleaned copy in place of the sealed segment at `base`
-    /// that it read as `cache_key`: the segment is still there, unchanged, and no truncation
-    /// is waiting or running (its cut was planned on the old file's positions).
-    pub(crate) fn may_replace(&self, base: u64, cache_key: u64) -> bool {
+    /// Whether the cleaner may put a cleaned copy in place of the consecutive sealed segments
+    /// it read, given as (base offset, cache key): they are all still there, unchanged, and no
+    /// truncation is waiting or running (its cut was planned on the old files' positions).
+    pub(crate) fn may_replace(&self, read: &[(u64, u64)]) -> bool {
         let sealed = &self.segments[..self.segments.len().saturating_sub(1)];
-        self.stopped.is_none()
+        let Some(at) =
+            (read.first()).and_then(|&(base, _)| sealed.iter().position(|s| s.base_offset == base))
+        else {
+            return false;
+        };
+        let unchanged = sealed.get(at..at + read.len()).is_some_and(|found| {
+            found.iter().zip(read).all(|(s, &(base, key))| {
+                s.base_offset == base && s.cache_key == key && s.sealed && !s.sealing
+            })
+        });
+        unchanged
+            && self.stopped.is_none()
             && !self.closing
             && !self.truncating
             && self.truncation.is_none()
-            && sealed.iter().any(|s| {
-                s.base_offset == base && s.cache_key == cache_key && s.sealed && !s.sealing
-            })
     }
 
-    /// Puts a cleaned copy in place of the segment with its base offset (see
-    /// [`LogCore::may_replace`]) and returns the old one. The tail cache forgets the batches
-    /// the copy covers, so readers see the cleaned log.
-    pub(crate) fn replace_segment(&mut self, cleaned: Segment) -> Segment {
+    /// Puts a cleaned copy in place of the segments it covers (see [`LogCore::may_replace`])
+    /// and returns them. The tail cache forgets the batches the copy covers, so readers see
+    /// the cleaned log.
+    pub(crate) fn replace_segments(&mut self, cleaned: Segment, count: usize) -> Vec<Segment> {
         let at = (self.segments.iter())
             .position(|s| s.base_offset == cleaned.base_offset)
             .expect("may_replace found it");
         self.tail_cache.forget_below(cleaned.next_offset);
-        std::mem::replace(&mut self.segments[at], cleaned)
+        self.segments.splice(at..at + count, [cleaned]).collect()
     }
 
     /// The segment starting at `base`, if the log holds one.
