@@ -6,8 +6,9 @@
 
 mod common;
 
+use common::start_configured;
 use common::Broker;
-use common::{confluent, field, kafka_produce_request, kafka_produce_response, start_configured};
+use common::{confluent, field, http_get, kafka_produce_request, kafka_produce_response};
 use oxbow_core::BatchBuilder;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -134,7 +135,9 @@ fn a_compacted_topic_keeps_the_newest_value_of_every_key_across_kill_9() {
     check(&read_all(&addr), &acked);
     assert!(wait_for_compaction(&mut broker) > 0);
 
-    // More updates, and the broker is killed as a pass begins (paced, it runs for a while).
+    // More updates, and the broker is killed as a pass over them begins (paced, it runs for a
+    // while). Lines of earlier passes are taken in first, so the kill waits for a new one.
+    broker.log_so_far();
     acked.extend(produce(&addr, 12_000, 6_000, false));
     broker.wait_for("compacting");
     broker.child.kill().unwrap();
@@ -190,5 +193,20 @@ fn a_compacted_topic_keeps_the_newest_value_of_every_key_across_kill_9() {
     assert!(!keyless.status.success(), "keyless records were accepted");
     assert!(stderr.contains("INVALID_RECORD"), "{stderr}");
     check(&read_all(&addr), &acked);
+    // More updates are cleaned like the others, and the metrics count the passes.
+    acked.extend(produce(&addr, 18_000, 3_000, false));
+    let removed = wait_for_compaction(&mut broker);
+    check(&read_all(&addr), &acked);
+    let metrics = http_get(&field(&ready, "metrics"), "/metrics");
+    let counter = |name: &str| -> u64 {
+        let line = (metrics.lines())
+            .find(|line| line.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(counter("oxbow_compaction_passes_total") >= 1);
+    assert!(counter("oxbow_compaction_removed_records_total") >= removed);
+    assert!(counter("oxbow_compaction_removed_bytes_total") > 0);
+    assert_eq!(counter("oxbow_compaction_failures_total"), 0);
     broker.signal(libc::SIGTERM);
 }

@@ -4,6 +4,8 @@
 //! policy; prints one JSON line with throughput and per-append latency percentiles.
 //! `recovery`: builds a partition of a given size, then times `Partition::open` with the
 //! sealed segments' indexes present and with them deleted.
+//! `compaction`: builds a compacted partition of keyed updates, then times one cleaning pass
+//! over all of it (no I/O pacing).
 //!
 //! Driven by `benches/storage.sh`, which also measures fio on the same file system.
 
@@ -56,6 +58,18 @@ enum Mode {
         segment_bytes: u64,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    Compaction {
+        /// Bytes of records to write before timing a pass.
+        #[arg(long, default_value_t = 1 << 30)]
+        total_bytes: u64,
+        /// Distinct keys: record n updates key n mod KEYS.
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 1024)]
+        record_bytes: usize,
+        #[arg(long, default_value_t = 128 << 20)]
+        segment_bytes: u64,
     },
 }
 
@@ -229,6 +243,63 @@ async fn recovery(dir: &Path, total_bytes: u64, segment_bytes: u64, runs: usize)
     );
 }
 
+async fn compaction(
+    dir: &Path,
+    total_bytes: u64,
+    keys: u64,
+    record_bytes: usize,
+    segment_bytes: u64,
+) {
+    let partition_dir = dir.join("bench-compaction").join("0");
+    let _ = std::fs::remove_dir_all(&partition_dir);
+    let config = LogConfig {
+        cleanup_policy: "compact".parse().unwrap(),
+        min_cleanable_dirty_ratio: oxbow_core::config::DirtyRatio::try_from(0.0).unwrap(),
+        ..config(Flush::Never, 1 << 20, segment_bytes)
+    };
+    let partition = Partition::open(&partition_dir, config, OpenOptions::default())
+        .await
+        .expect("open");
+    let value = vec![0x5A; record_bytes];
+    let per_batch = 16;
+    let mut n = 0u64;
+    while partition.stats().log_bytes < total_bytes {
+        let mut batch = BatchBuilder::new(oxbow_storage::now_ms());
+        for _ in 0..per_batch {
+            let key = format!("key-{}", n % keys);
+            batch.push(Some(key.as_bytes()), Some(&value), oxbow_storage::now_ms());
+            n += 1;
+        }
+        partition.append(batch.build()).await.expect("append");
+    }
+    // The pass cleans the sealed segments; the active one stays as it is.
+    let before = partition.stats();
+    let cleaner = oxbow_storage::Cleaner {
+        key_map_bytes_max: 256 << 20,
+        decompressed_bytes_max: 64 << 20,
+        pace: oxbow_storage::IoPace::new(u64::MAX),
+    };
+    let t0 = Instant::now();
+    let done = (partition.compact(oxbow_storage::now_ms(), &cleaner).await)
+        .expect("compact")
+        .expect("a pass was due");
+    let seconds = t0.elapsed().as_secs_f64();
+    partition.close().await;
+    let _ = std::fs::remove_dir_all(&partition_dir);
+    println!(
+        "{{\"mode\":\"compaction\",\"records\":{n},\"keys\":{keys},\"record_bytes\":{record_bytes},\
+         \"log_bytes\":{},\"cleaned_bytes\":{},\"bytes_after\":{},\"segments_rewritten\":{},\
+         \"segments_written\":{},\"records_removed\":{},\"seconds\":{seconds:.3},\"mb_per_s\":{:.1}}}",
+        before.log_bytes,
+        done.bytes_before,
+        done.bytes_after,
+        done.segments_rewritten,
+        done.segments_written,
+        done.records_removed,
+        done.bytes_before as f64 / seconds / 1e6,
+    );
+}
+
 fn main() {
     let cli = Cli::parse();
     let cpu = cli.cpu;
@@ -247,6 +318,14 @@ fn main() {
             runs,
         } => on_shard(cpu, cli.dir, async move |dir: PathBuf| {
             recovery(&dir, total_bytes, segment_bytes, runs).await
+        }),
+        Mode::Compaction {
+            total_bytes,
+            keys,
+            record_bytes,
+            segment_bytes,
+        } => on_shard(cpu, cli.dir, async move |dir: PathBuf| {
+            compaction(&dir, total_bytes, keys, record_bytes, segment_bytes).await
         }),
     }
 }

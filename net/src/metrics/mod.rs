@@ -122,6 +122,7 @@ pub struct MetricsSnapshot {
     /// The replicated partitions the shard leads.
     replication: Vec<oxbow_dispatch::shard::ReplicationInfo>,
     read_cache: oxbow_storage::read::ReadCacheStats,
+    compaction: oxbow_storage::metrics::CompactionStats,
     /// Bytes of segments per topic, of the partitions this shard holds (led or followed).
     log_bytes: BTreeMap<String, u64>,
     /// Log end offset (what consumers can read) of each partition this shard leads.
@@ -230,6 +231,7 @@ impl ShardMetrics {
             decoded_batches,
             replication: Vec::new(),
             read_cache: oxbow_storage::read::shard_stats(),
+            compaction: oxbow_storage::metrics::compaction_stats(),
             log_bytes: BTreeMap::new(),
             log_ends: Vec::new(),
             committed: Vec::new(),
@@ -376,6 +378,36 @@ pub fn render(gathered: &Gathered) -> String {
             "counter",
             "Blocks evicted from the read caches.",
             total(|s| s.read_cache.evictions),
+        ),
+        (
+            "oxbow_compaction_passes_total",
+            "counter",
+            "Passes of the cleaner that compacted a partition.",
+            total(|s| s.compaction.passes),
+        ),
+        (
+            "oxbow_compaction_segments_rewritten_total",
+            "counter",
+            "Segments the cleaner replaced by compacted copies.",
+            total(|s| s.compaction.segments_rewritten),
+        ),
+        (
+            "oxbow_compaction_removed_bytes_total",
+            "counter",
+            "Bytes of segments compaction freed.",
+            total(|s| s.compaction.bytes_removed),
+        ),
+        (
+            "oxbow_compaction_removed_records_total",
+            "counter",
+            "Records compaction removed (replaced by newer ones of their key, or expired tombstones).",
+            total(|s| s.compaction.records_removed),
+        ),
+        (
+            "oxbow_compaction_failures_total",
+            "counter",
+            "Passes of the cleaner that failed with an I/O error (the log is left as it was).",
+            total(|s| s.compaction.failures),
         ),
         (
             "oxbow_read_cache_disk_read_bytes_total",

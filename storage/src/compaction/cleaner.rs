@@ -98,6 +98,11 @@ impl Partition {
         }
         let outcome = self.compact_once(now_ms, cleaner).await;
         cleaning.running.set(false);
+        match &outcome {
+            Ok(Some(done)) => crate::metrics::record_compaction(Ok(done)),
+            Ok(None) => {}
+            Err(_) => crate::metrics::record_compaction(Err(())),
+        }
         outcome
     }
 
