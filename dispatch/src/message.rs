@@ -47,11 +47,16 @@ impl StoredMessage {
 
 /// Every record of `batch` as a message, decompressing it first if it is compressed (at most
 /// `decompressed_bytes_max` bytes). Any record that does not decode fails the whole batch: a
-/// subscription delivers a batch entirely or stops in front of it, never a part of it.
+/// subscription delivers a batch entirely or stops in front of it, never a part of it. A
+/// control batch (a transaction's commit or abort marker, which only the broker writes) holds
+/// no message: subscriptions step over its offsets as Kafka consumers do.
 pub fn messages_of(
     batch: &RecordBatch,
     decompressed_bytes_max: u64,
 ) -> Result<Vec<StoredMessage>, BatchError> {
+    if batch.is_control() {
+        return Ok(Vec::new());
+    }
     let records = batch.records(decompressed_bytes_max)?;
     let mut messages = Vec::with_capacity(batch.records_count().clamp(0, 1 << 16) as usize);
     for record in records {
@@ -71,4 +76,25 @@ pub fn messages_of(
         });
     }
     Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxbow_core::BatchBuilder;
+
+    #[test]
+    fn a_control_batch_holds_no_message() {
+        let mut builder = BatchBuilder::new(0);
+        builder.push(Some(b"k"), Some(b"v"), 0);
+        let data = builder.build();
+        assert_eq!(messages_of(&data, 1 << 20).unwrap().len(), 1);
+        let mut bytes = data.into_bytes().to_vec();
+        // Bit 5 of the attributes (bytes 21-22, big-endian): a control batch. Stored batches
+        // are read back without their CRC being checked again.
+        bytes[22] |= 0x20;
+        let marker = RecordBatch::from_trusted(bytes.into()).unwrap();
+        assert!(marker.is_control());
+        assert!(messages_of(&marker, 1 << 20).unwrap().is_empty());
+    }
 }
