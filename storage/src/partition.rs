@@ -10,6 +10,7 @@
 //! Call order: [`Partition::open`] (recovers the log), then appends/reads/retention/truncation
 //! in any order, then [`Partition::close`] (writes and syncs everything queued).
 
+use crate::compaction::Cleaning;
 use crate::core::{Admitted, Cut, LogCore};
 use crate::error::{AppendError, DeleteRecordsError, OpenError, RetentionError, TruncateError};
 use crate::io::{default_disk, Disk, Faults, FaultyDisk};
@@ -83,21 +84,6 @@ pub(crate) struct Shared {
     pub(crate) seal_done: Notify,
     /// Where compaction stands.
     pub(crate) cleaning: Cleaning,
-}
-
-/// What the cleaner of a compacted log keeps between passes.
-#[derive(Default)]
-pub(crate) struct Cleaning {
-    /// How far, and when, the log was cleaned (its checkpoint, as last written).
-    pub(crate) ranges: RefCell<crate::compaction::CleanedRanges>,
-    /// A pass is running.
-    pub(crate) running: std::cell::Cell<bool>,
-    /// Truncations so far: a pass that saw one begin or end does not record its end.
-    pub(crate) truncations: std::cell::Cell<u64>,
-    /// The checkpoint is being written (a pass's and a truncation's writes take turns).
-    pub(crate) saving: std::cell::Cell<bool>,
-    /// A checkpoint write ended.
-    pub(crate) saved: Notify,
 }
 
 impl Shared {
@@ -194,7 +180,7 @@ impl Partition {
         if recovered.log_start_changed {
             core.mark_log_start_dirty();
         }
-        let disk_for_checkpoint = disk.clone();
+        let cleaning = Cleaning::new(crate::recovery::read_cleaner_checkpoint(disk.as_ref(), dir));
         let visible = Watermark::new(core.visible_end());
         let durable = Watermark::new(core.durable_end());
         let start_written = Watermark::new(core.log_start_offset());
@@ -208,13 +194,7 @@ impl Partition {
             start_written,
             read_cache: options.read_cache.unwrap_or_else(crate::read::shard_cache),
             seal_done: Notify::default(),
-            cleaning: Cleaning {
-                ranges: RefCell::new(crate::recovery::read_cleaner_checkpoint(
-                    disk_for_checkpoint.as_ref(),
-                    dir,
-                )),
-                ..Cleaning::default()
-            },
+            cleaning,
         });
         let writer = Writer::new(shared.clone(), recovered.tail_start, recovered.tail);
         let task = glommio::spawn_local(writer.run());
@@ -419,23 +399,14 @@ impl Partition {
             .core
             .borrow_mut()
             .request_truncation(cut, done.clone())?;
-        let cleaning = &self.shared.cleaning;
-        cleaning.truncations.set(cleaning.truncations.get() + 1);
         let cut_at = match cut {
             Cut::From(offset) => offset,
             Cut::Everything(_) => 0,
         };
-        let cut_clean_part = {
-            let mut ranges = cleaning.ranges.borrow_mut();
-            let clean_end = ranges.clean_end();
-            ranges.truncate(cut_at);
-            ranges.clean_end() != clean_end
-        };
+        let cut_clean_part = self.shared.cleaning.truncation_begins(cut_at);
         self.shared.work.notify();
         let outcome = done.wait().await;
-        cleaning.truncations.set(cleaning.truncations.get() + 1);
-        // Left as it was, the checkpoint would count records appended above the cut as
-        // cleaned long ago (their tombstones would expire without their keys being mapped).
+        self.shared.cleaning.truncation_ended();
         if cut_clean_part {
             if let Err(e) = self.save_cleaned().await {
                 tracing::warn!(dir = ?self.shared.dir, error = %e, "writing the cleaner checkpoint after a truncation");

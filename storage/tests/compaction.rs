@@ -373,7 +373,7 @@ fn recovery_finishes_a_swap_a_crash_interrupted() {
         );
         check(&recovered, &appended, 0);
         let logs: Vec<u64> = (files_with(&dir, "log").iter())
-            .map(|p| p.file_stem().unwrap().to_str().unwrap().parse().unwrap())
+            .map(|p| segment_base(p))
             .collect();
         assert!(
             logs.contains(&base) && !logs.iter().any(|b| gone.contains(b)),
@@ -408,13 +408,7 @@ fn a_damaged_segment_is_skipped_and_holds_the_clean_end() {
         partition.close().await;
         let logs = files_with(&dir, "log");
         assert!(logs.len() > 5, "the test needs several segments");
-        let damaged: u64 = logs[2]
-            .file_stem()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let damaged = segment_base(&logs[2]);
         let mut bytes = std::fs::read(&logs[2]).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;

@@ -42,13 +42,7 @@ fn the_log_start_moves_inside_a_segment_and_stays_there_across_reopen() {
         assert_eq!(batch_index(first), 121);
         let kept = files_with(&dir, "log");
         assert!(kept.len() < segments.len(), "no segment was deleted");
-        let first_kept: u64 = kept[0]
-            .file_stem()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let first_kept = segment_base(&kept[0]);
         assert!(first_kept <= bases[121] && first_kept > 0);
 
         // Lower than the start: nothing changes.

@@ -297,20 +297,8 @@ fn bad_files_are_repaired_or_reported_never_a_panic() {
         bytes[damage_at..damage_at + 64].fill(0xEE);
         std::fs::write(&logs[1], &bytes).unwrap();
         let partition = open(&dir, config.clone()).await;
-        let second_base: u64 = logs[1]
-            .file_stem()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let third_base: u64 = logs[2]
-            .file_stem()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let second_base = segment_base(&logs[1]);
+        let third_base = segment_base(&logs[2]);
         let before_damage = partition.read(second_base, 1).await.unwrap();
         assert_eq!(before_damage[0].base_offset(), second_base);
         let after = partition.read(third_base, 1).await.unwrap();
@@ -324,13 +312,7 @@ fn bad_files_are_repaired_or_reported_never_a_panic() {
 
         // The active segment starting with garbage is truncated to empty; the log goes on.
         let active = logs.last().unwrap();
-        let active_base: u64 = active
-            .file_stem()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let active_base = segment_base(active);
         std::fs::write(active, vec![0x42u8; 10_000]).unwrap();
         let partition = open(&dir, config).await;
         assert_eq!(partition.log_end_offset(), active_base);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod partitions;
+mod storage;
 
 /// Highest request latency recorded exactly (µs); slower ones are clamped to it.
 const LATENCY_MAX_US: u64 = 60_000_000;
@@ -239,6 +240,18 @@ impl ShardMetrics {
     }
 }
 
+/// One metric per row, without labels: (name, type, help, value).
+type Total = (&'static str, &'static str, &'static str, u64);
+
+fn write_totals(out: &mut String, rows: &[Total]) {
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+}
+
 fn summary(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
     for q in QUANTILES {
         let sep = if labels.is_empty() { "" } else { "," };
@@ -343,97 +356,9 @@ pub fn render(gathered: &Gathered) -> String {
             "Reads of compressed batches served from an earlier decoding.",
             total(|s| s.decoded_batches.1),
         ),
-        (
-            "oxbow_read_cache_hits_total",
-            "counter",
-            "Block reads from the shards' read caches served from memory.",
-            total(|s| s.read_cache.hits),
-        ),
-        (
-            "oxbow_read_cache_misses_total",
-            "counter",
-            "Block reads that went to the disk.",
-            total(|s| s.read_cache.misses),
-        ),
-        (
-            "oxbow_read_cache_read_ahead_blocks_total",
-            "counter",
-            "Blocks read ahead of sequential readers.",
-            total(|s| s.read_cache.read_ahead_blocks),
-        ),
-        (
-            "oxbow_read_cache_read_ahead_unused_total",
-            "counter",
-            "Blocks read ahead and evicted before any reader used them.",
-            total(|s| s.read_cache.read_ahead_unused),
-        ),
-        (
-            "oxbow_read_cache_written_blocks_total",
-            "counter",
-            "Blocks the writers put in the read caches as they wrote them (recent data).",
-            total(|s| s.read_cache.written_blocks),
-        ),
-        (
-            "oxbow_read_cache_evictions_total",
-            "counter",
-            "Blocks evicted from the read caches.",
-            total(|s| s.read_cache.evictions),
-        ),
-        (
-            "oxbow_compaction_passes_total",
-            "counter",
-            "Passes of the cleaner that compacted a partition.",
-            total(|s| s.compaction.passes),
-        ),
-        (
-            "oxbow_compaction_segments_rewritten_total",
-            "counter",
-            "Segments the cleaner replaced by compacted copies.",
-            total(|s| s.compaction.segments_rewritten),
-        ),
-        (
-            "oxbow_compaction_removed_bytes_total",
-            "counter",
-            "Bytes of segments compaction freed.",
-            total(|s| s.compaction.bytes_removed),
-        ),
-        (
-            "oxbow_compaction_removed_records_total",
-            "counter",
-            "Records compaction removed (replaced by newer ones of their key, or expired tombstones).",
-            total(|s| s.compaction.records_removed),
-        ),
-        (
-            "oxbow_compaction_failures_total",
-            "counter",
-            "Passes of the cleaner that failed with an I/O error (the log is left as it was).",
-            total(|s| s.compaction.failures),
-        ),
-        (
-            "oxbow_read_cache_disk_read_bytes_total",
-            "counter",
-            "Bytes of segments read from the disk by readers (through the read caches).",
-            total(|s| s.read_cache.disk_bytes),
-        ),
-        (
-            "oxbow_read_cache_bytes",
-            "gauge",
-            "Bytes held by the read caches.",
-            total(|s| s.read_cache.bytes),
-        ),
-        (
-            "oxbow_read_cache_bytes_max",
-            "gauge",
-            "The read caches' budget (per shard, summed).",
-            total(|s| s.read_cache.bytes_max),
-        ),
     ];
-    for (name, kind, help, value) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
+    write_totals(&mut out, &counters);
+    storage::render_storage(&mut out, snapshots);
     let mut requests: BTreeMap<i16, Histogram<u64>> = BTreeMap::new();
     for snapshot in snapshots {
         for (api, h) in &snapshot.requests {

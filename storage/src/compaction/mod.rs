@@ -23,8 +23,10 @@ mod cleaner;
 mod key_map;
 mod pace;
 mod plan;
+mod state;
 
 pub(crate) use cleaned::CleanedRanges;
 pub use cleaned::{cleaner_checkpoint_path, CleanerCheckpointError};
 pub use cleaner::{Cleaner, Compacted};
 pub use pace::IoPace;
+pub(crate) use state::Cleaning;

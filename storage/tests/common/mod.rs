@@ -104,6 +104,13 @@ pub fn files_with(dir: &Path, extension: &str) -> Vec<PathBuf> {
     files
 }
 
+/// The base offset of a segment file, from its name.
+pub fn segment_base(path: &Path) -> u64 {
+    let stem = path.file_stem().and_then(|s| s.to_str());
+    stem.and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{path:?} is not named after a base offset"))
+}
+
 /// glommio 0.9 leaks one eventfd per executor it builds; tests that build thousands of
 /// executors (long property runs) raise the soft descriptor limit to the hard one.
 fn raise_fd_limit() {
