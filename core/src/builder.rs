@@ -39,6 +39,8 @@ pub struct BatchBuilder {
     base_timestamp: i64,
     max_timestamp: i64,
     producer: (i64, i16, i32),
+    /// Transactional and control bits; the codec's are added when built.
+    flags: i16,
     codec: Codec,
     level: Option<i32>,
 }
@@ -52,6 +54,7 @@ impl BatchBuilder {
             base_timestamp: base_timestamp_ms,
             max_timestamp: base_timestamp_ms,
             producer: (-1, -1, -1),
+            flags: 0,
             codec: Codec::None,
             level: None,
         }
@@ -60,6 +63,13 @@ impl BatchBuilder {
     /// Marks the batch as sent by an idempotent producer.
     pub fn producer(mut self, id: i64, epoch: i16, base_sequence: i32) -> BatchBuilder {
         self.producer = (id, epoch, base_sequence);
+        self
+    }
+
+    /// Sets attribute bits besides the codec's: [`crate::control::TRANSACTIONAL_BIT`] for a
+    /// transactional producer's batch, with [`crate::control::CONTROL_BIT`] for a marker.
+    pub fn attributes(mut self, flags: i16) -> BatchBuilder {
+        self.flags = flags;
         self
     }
 
@@ -132,7 +142,7 @@ impl BatchBuilder {
         buf.put_i32(-1);
         buf.put_i8(BATCH_MAGIC_V2);
         buf.put_u32(0); // CRC, filled below
-        buf.put_i16(self.codec.attribute_bits());
+        buf.put_i16(self.codec.attribute_bits() | self.flags);
         buf.put_i32(self.count - 1);
         buf.put_i64(self.base_timestamp);
         buf.put_i64(self.max_timestamp);

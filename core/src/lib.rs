@@ -7,6 +7,7 @@ pub mod batch;
 pub mod builder;
 pub mod compression;
 pub mod config;
+pub mod control;
 pub mod native;
 pub mod placement;
 pub mod record;
@@ -19,5 +20,6 @@ pub use config::{
     BrokerConfig, ConfigError, FlushPolicy, LogConfig, MetadataGroupConfig, StateLogConfig,
     SubscriptionConfig,
 };
+pub use control::{MarkerKind, TxnMarker};
 pub use record::{Header, Record, Records};
 pub use retain::{RecordView, Retained};

@@ -2,8 +2,9 @@
 //! requests to a partition's owner append and read across shards, a fetch at the log end waits
 //! for data, and everything survives a stop and restart.
 
+use oxbow_core::control::TRANSACTIONAL_BIT;
 use oxbow_core::placement::owner_shard;
-use oxbow_core::{BatchBuilder, BrokerConfig, RecordBatch};
+use oxbow_core::{BatchBuilder, BrokerConfig, MarkerKind, RecordBatch, TxnMarker};
 use oxbow_net::shard::{
     Acks, CreateTopicError, FetchOutcome, FetchPart, PartitionError, ProduceOutcome, RemoteWork,
 };
@@ -70,6 +71,17 @@ fn fetch_message(
     max_wait: Duration,
     reply: flume::Sender<(usize, FetchOutcome)>,
 ) -> ShardMessage {
+    isolated_fetch_message(partition, offset, max_wait, false, reply)
+}
+
+/// [`fetch_message`] with Kafka's isolation: `read_committed` or not.
+fn isolated_fetch_message(
+    partition: u32,
+    offset: u64,
+    max_wait: Duration,
+    read_committed: bool,
+    reply: flume::Sender<(usize, FetchOutcome)>,
+) -> ShardMessage {
     // Never stops waiting early: its sender is kept by nobody, so keep one alive here.
     let (keep, stop_waiting) = flume::bounded(1);
     std::mem::forget(keep);
@@ -79,6 +91,7 @@ fn fetch_message(
             partition,
             offset,
             max_bytes: 1 << 20,
+            read_committed,
         },
         max_wait,
         stop_waiting,
@@ -190,6 +203,7 @@ fn topics_produce_fetch_and_restart_across_shards() {
             topic,
             partition: 2,
             timestamp: ts,
+            read_committed: false,
             reply,
         })
     };
@@ -213,6 +227,130 @@ fn topics_produce_fetch_and_restart_across_shards() {
     assert!(fetch(&runtime, 1, 0, Duration::ZERO).high_watermark >= 11);
     let beyond = fetch(&runtime, 0, 11, Duration::ZERO);
     assert_eq!(beyond.error, Some(PartitionError::OffsetOutOfRange));
+    runtime.stop().unwrap();
+}
+
+/// A transactional producer's batch, or the marker ending its transaction.
+fn transactional(producer_id: i64, sequence: i32, end: Option<MarkerKind>) -> RecordBatch {
+    match end {
+        Some(kind) => TxnMarker {
+            kind,
+            coordinator_epoch: 0,
+        }
+        .batch(producer_id, 0, 2_000),
+        None => {
+            let mut builder = BatchBuilder::new(2_000)
+                .producer(producer_id, 0, sequence)
+                .attributes(TRANSACTIONAL_BIT);
+            builder.push(
+                Some(b"k"),
+                Some(format!("txn-{producer_id}").as_bytes()),
+                2_000,
+            );
+            builder.build()
+        }
+    }
+}
+
+/// Kafka's isolation on the shards: a `read_committed` fetch stops at the last stable offset
+/// (the first batch of the oldest open transaction), waits there for a marker, and lists the
+/// aborted transactions among what it returns; ListOffsets' latest is the stable offset too.
+/// (Clients cannot write transactions yet; the test writes batches and markers as the
+/// coordinator will.)
+#[test]
+fn read_committed_fetches_stop_at_the_stable_offset_and_list_aborted_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(config(dir.path())).unwrap();
+    let name = TOPIC.to_string();
+    ask(&runtime, 0, |reply| ShardMessage::CreateTopic {
+        name,
+        partitions: PARTITIONS as i64,
+        configs: Vec::new(),
+        internal: false,
+        replication_factor: 1,
+        reply,
+    })
+    .unwrap();
+    let shard = owner(0);
+    let mut offsets = Vec::new();
+    for batch in [
+        message(0, 0),
+        transactional(1, 0, None),
+        transactional(2, 0, None),
+        message(0, 1),
+    ] {
+        offsets.push(produce(&runtime, shard, 0, batch).unwrap().0);
+    }
+    assert_eq!(offsets, vec![0, 1, 2, 3]);
+    let isolated = |offset: u64, committed: bool, max_wait: Duration| {
+        ask(&runtime, shard, |reply| {
+            isolated_fetch_message(0, offset, max_wait, committed, reply)
+        })
+        .1
+    };
+    let latest = |committed: bool| {
+        let topic: Arc<str> = Arc::from(TOPIC);
+        ask(&runtime, shard, |reply| ShardMessage::ListOffset {
+            topic,
+            partition: 0,
+            timestamp: -1,
+            read_committed: committed,
+            reply,
+        })
+        .unwrap()
+        .0
+    };
+    let committed = isolated(0, true, Duration::ZERO);
+    assert_eq!(committed.batches.len(), 1);
+    assert_eq!(
+        (committed.last_stable_offset, committed.high_watermark),
+        (1, 4)
+    );
+    let uncommitted = isolated(0, false, Duration::ZERO);
+    assert_eq!(uncommitted.batches.len(), 4);
+    assert_eq!(uncommitted.last_stable_offset, 1);
+    assert_eq!((latest(true), latest(false)), (1, 4));
+    // Past the stable offset a read_committed reader gets nothing, and no error.
+    let ahead = isolated(3, true, Duration::ZERO);
+    assert!(ahead.batches.is_empty() && ahead.error.is_none());
+
+    produce(
+        &runtime,
+        shard,
+        0,
+        transactional(1, 1, Some(MarkerKind::Abort)),
+    )
+    .unwrap();
+    assert_eq!(latest(true), 2, "producer 2 is still open");
+    // A reader at the stable offset waits for it to move rather than answering empty.
+    let (reply, waiting) = flume::bounded(1);
+    let long_poll = isolated_fetch_message(0, 2, Duration::from_secs(60), true, reply);
+    runtime.inbox(shard).send(long_poll).unwrap();
+    assert_eq!(latest(true), 2);
+    assert!(
+        waiting.try_recv().is_err(),
+        "answered before the transaction ended"
+    );
+    produce(
+        &runtime,
+        shard,
+        0,
+        transactional(2, 1, Some(MarkerKind::Commit)),
+    )
+    .unwrap();
+    let woken = waiting.recv().unwrap().1;
+    assert_eq!(woken.batches.first().map(|b| b.base_offset()), Some(2));
+    assert_eq!(woken.last_stable_offset, 6);
+    // Producer 1's aborted transaction overlaps what it read (offsets 1 to 4).
+    let aborted: Vec<(i64, u64)> = (woken.aborted.iter())
+        .map(|a| (a.producer_id, a.first_offset))
+        .collect();
+    assert_eq!(aborted, vec![(1, 1)]);
+    let from_start = isolated(0, true, Duration::ZERO);
+    assert_eq!(from_start.batches.len(), 6);
+    assert_eq!(from_start.aborted.len(), 1);
+    assert!(isolated(5, true, Duration::ZERO).aborted.is_empty());
+    assert!(isolated(0, false, Duration::ZERO).aborted.is_empty());
     runtime.stop().unwrap();
 }
 

@@ -97,6 +97,8 @@ pub enum PartitionFile {
     Segment(u64),
     /// A segment's index, by base offset.
     Index(u64),
+    /// The transaction state at an offset (see `txn/snapshot.rs`).
+    TxnSnapshot(u64),
     /// The leader-epoch checkpoint (see `epochs.rs`).
     EpochCheckpoint,
     /// The log-start checkpoint (see `log_start.rs`).
@@ -129,6 +131,9 @@ pub fn classify(name: &str) -> PartitionFile {
     }
     if let Some(stem) = name.strip_suffix(".index") {
         return parse(stem).map_or(PartitionFile::Unknown, PartitionFile::Index);
+    }
+    if let Some(stem) = name.strip_suffix(".txn.snapshot") {
+        return parse(stem).map_or(PartitionFile::Unknown, PartitionFile::TxnSnapshot);
     }
     if let Some((base, end)) = (name.strip_suffix(".swap")).and_then(|stem| stem.split_once('-')) {
         return match (parse(base), parse(end)) {
@@ -242,6 +247,15 @@ mod tests {
             PartitionFile::LogStartCheckpoint
         );
         assert_eq!(classify("log-start-offset.tmp"), PartitionFile::Temporary);
+        assert_eq!(
+            classify("00000000000000000042.txn.snapshot"),
+            PartitionFile::TxnSnapshot(42)
+        );
+        // Its atomic write's temporary file is its own, not a segment index's.
+        assert_eq!(
+            classify("00000000000000000042.txn.tmp"),
+            PartitionFile::Temporary
+        );
         let swap = swap_path(dir, 42, 100);
         let name = swap.file_name().unwrap().to_str().unwrap();
         assert_eq!(classify(name), PartitionFile::Swap { base: 42, end: 100 });

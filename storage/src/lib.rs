@@ -32,6 +32,7 @@ pub mod state_log;
 pub mod tail_cache;
 pub mod topic_config;
 pub mod torture;
+mod txn;
 pub mod verify;
 mod writer;
 
@@ -44,6 +45,7 @@ pub use error::{
 pub use io::{prepare_shard_io, Disk, DmaDisk, Faults, FaultyDisk, SegmentFile, SimDisk};
 pub use partition::{Appended, OpenOptions, Partition, PartitionStats};
 pub use state_log::{CompactionSettings, StateLog, StateLogError};
+pub use txn::AbortedTxn;
 
 /// Wall-clock milliseconds since the Unix epoch (the unit of record timestamps).
 pub fn now_ms() -> i64 {

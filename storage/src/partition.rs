@@ -13,11 +13,12 @@
 use crate::compaction::Cleaning;
 use crate::core::{Admitted, Cut, LogCore};
 use crate::error::{AppendError, DeleteRecordsError, OpenError, RetentionError, TruncateError};
-use crate::io::{default_disk, Disk, Faults, FaultyDisk};
+use crate::io::{default_disk, write_file_atomically, Disk, Faults, FaultyDisk};
 use crate::layout::segment_files;
 use crate::read::ReadCache;
 use crate::segment::Segment;
 use crate::signal::{Completion, Notify, Watermark};
+use crate::txn::AbortedTxn;
 use crate::writer::Writer;
 use crate::SegmentFile;
 use oxbow_core::{LogConfig, RecordBatch};
@@ -171,6 +172,7 @@ impl Partition {
             recovered.segments,
             recovered.log_start,
             recovered.producers,
+            recovered.txns,
             recovered.epochs,
             now,
         );
@@ -179,6 +181,20 @@ impl Partition {
         }
         if recovered.log_start_changed {
             core.mark_log_start_dirty();
+        }
+        if recovered.write_txn_snapshot {
+            // New, or older than transactions: nothing transactional before the active base.
+            let base = core.active().base_offset;
+            let bytes = crate::txn::encode(&Default::default(), base);
+            let path = crate::txn::snapshot_path(dir, base);
+            let durable = core.config.flush != oxbow_core::FlushPolicy::Never;
+            write_file_atomically(disk.as_ref(), &path, &bytes, durable)
+                .await
+                .map_err(|source| OpenError::Io {
+                    op: "writing",
+                    path: path.clone(),
+                    source,
+                })?;
         }
         let cleaning = Cleaning::new(crate::recovery::read_cleaner_checkpoint(disk.as_ref(), dir));
         let visible = Watermark::new(core.visible_end());
@@ -345,6 +361,18 @@ impl Partition {
                     .to_string(),
             )),
         }
+    }
+
+    /// Offsets below are stable: visible, with no transaction open below them (Kafka's last
+    /// stable offset, where `read_committed` readers stop).
+    pub fn last_stable_offset(&self) -> u64 {
+        self.shared.core.borrow().last_stable_offset()
+    }
+
+    /// Aborted transactions with records in `from..upto`: a `read_committed` reader of that
+    /// range drops their records (Fetch's `aborted_transactions`).
+    pub fn aborted_transactions(&self, from: u64, upto: u64) -> Vec<AbortedTxn> {
+        self.shared.core.borrow().aborted_transactions(from, upto)
     }
 
     /// The idempotent producers this partition remembers (those of its active segment and

@@ -25,6 +25,23 @@ impl Partition {
         self.read_before(from, max_bytes, visible).await
     }
 
+    /// [`Partition::read`] for a `read_committed` reader: never past the last stable offset.
+    /// From an offset between it and the visible end the answer is empty, as Kafka's is.
+    pub async fn read_committed(
+        &self,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordBatch>, ReadError> {
+        let (stable, visible) = {
+            let core = self.shared.core.borrow();
+            (core.last_stable_offset(), core.visible_end())
+        };
+        if from > stable && from <= visible {
+            return Ok(Vec::new());
+        }
+        self.read_before(from, max_bytes, stable).await
+    }
+
     /// [`Partition::read`] up to the durable end, past the high watermark: what a leader sends
     /// its followers (they must get records before the high watermark can cover them).
     pub async fn read_for_followers(

@@ -97,6 +97,10 @@ impl ProducerState {
                 current: producer.epoch,
             };
         }
+        if batch.is_control() {
+            // A transaction marker, written by the broker: it has no sequence.
+            return SequenceCheck::Append;
+        }
         if epoch > producer.epoch {
             return match batch.base_sequence() {
                 0 => SequenceCheck::Append,
@@ -138,6 +142,11 @@ impl ProducerState {
         if batch.producer_epoch() != producer.epoch {
             producer.epoch = batch.producer_epoch();
             producer.batches.clear();
+        }
+        if batch.is_control() {
+            // A marker takes no sequence: the producer's next batch follows its last one (or
+            // starts at 0 under the epoch the marker brought, as Kafka's does).
+            return;
         }
         producer.batches.push_back(Remembered {
             first_sequence: batch.base_sequence(),
@@ -231,5 +240,33 @@ mod tests {
             SequenceCheck::Append,
             "forgotten after truncation"
         );
+    }
+
+    #[test]
+    fn markers_take_no_sequence_and_a_new_epoch_restarts_them() {
+        use oxbow_core::{MarkerKind, TxnMarker};
+        let marker = |epoch: i16, offset: u64| {
+            let marker = TxnMarker {
+                kind: MarkerKind::Commit,
+                coordinator_epoch: 0,
+            };
+            marker.batch(7, epoch, 0).with_base_offset(offset, 0)
+        };
+        let mut state = ProducerState::default();
+        state.record(&batch(0, 0, 3, 0));
+        assert_eq!(state.check(&marker(0, 3)), SequenceCheck::Append);
+        state.record(&marker(0, 3));
+        assert_eq!(state.check(&batch(0, 3, 1, 4)), SequenceCheck::Append);
+        // A marker of a bumped epoch fences the old one, and sequences start again at 0.
+        state.record(&marker(1, 4));
+        assert_eq!(
+            state.check(&batch(0, 3, 1, 5)),
+            SequenceCheck::Fenced { current: 1 }
+        );
+        assert_eq!(
+            state.check(&marker(0, 5)),
+            SequenceCheck::Fenced { current: 1 }
+        );
+        assert_eq!(state.check(&batch(1, 0, 1, 5)), SequenceCheck::Append);
     }
 }

@@ -7,6 +7,8 @@
 //!   zero or bad frame, and the file truncated there and synced, so stale bytes can never be
 //!   read as frames later.
 //! - Idempotent-producer state is rebuilt from the active segment's batches.
+//! - Transaction state comes from the newest usable snapshot, with the batches after it
+//!   replayed (see `txn/snapshot.rs`).
 //! - The log starts where the log-start checkpoint says, if records were deleted past the
 //!   first segment's base (see `log_start.rs`).
 //! - Leader epochs of sealed segments come from the checkpoint file, those of the active
@@ -21,6 +23,7 @@ use crate::layout::{classify, index_path, segment_path, swap_path, PartitionFile
 use crate::log_start::{self, log_start_path, recovered_start};
 use crate::producers::ProducerState;
 use crate::segment::{scan_frames, seal_segment, Segment, FRAME_BYTES_LIMIT, SCAN_CHUNK_BYTES};
+use crate::txn::{choose_start, replay, TxnState};
 use oxbow_core::{LogConfig, RecordBatch};
 use std::io;
 use std::ops::ControlFlow;
@@ -30,6 +33,9 @@ use std::path::Path;
 pub(crate) struct Recovered {
     pub(crate) segments: Vec<Segment>,
     pub(crate) producers: ProducerState,
+    pub(crate) txns: TxnState,
+    /// No transaction snapshot existed: write one at the active base before appending.
+    pub(crate) write_txn_snapshot: bool,
     pub(crate) epochs: LeaderEpochs,
     /// Whether the epochs differ from the checkpoint on disk (it must be written again).
     pub(crate) epochs_changed: bool,
@@ -61,10 +67,11 @@ pub(crate) async fn recover(
     disk.create_dir_all(dir)
         .map_err(io_error("creating", dir))?;
     complete_swaps(disk, dir).await?;
-    let mut bases = Vec::new();
+    let (mut bases, mut snapshots) = (Vec::new(), Vec::new());
     for name in disk.list(dir).map_err(io_error("listing", dir))? {
         match classify(&name) {
             PartitionFile::Segment(base) => bases.push(base),
+            PartitionFile::TxnSnapshot(offset) => snapshots.push(offset),
             PartitionFile::Index(_)
             | PartitionFile::EpochCheckpoint
             | PartitionFile::LogStartCheckpoint
@@ -82,6 +89,12 @@ pub(crate) async fn recover(
     bases.sort_unstable();
     let checkpoint = read_checkpoint(disk, dir);
     let mut producers = ProducerState::default();
+    let (first_base, active_base) = match (bases.first(), bases.last()) {
+        (Some(&first), Some(&active)) => (first, active),
+        _ => (0, 0),
+    };
+    let txn_start = choose_start(disk, dir, snapshots, first_base, active_base);
+    let (mut txns, replay_from) = (txn_start.state, txn_start.replay_from);
     let mut active_epochs = Vec::new();
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
     for (i, &base) in bases.iter().enumerate() {
@@ -89,6 +102,9 @@ pub(crate) async fn recover(
         let segment = if i + 1 == bases.len() {
             recover_active(disk, dir, base, config, |batch| {
                 producers.record(&batch);
+                if batch.base_offset() >= replay_from {
+                    txns.record(&batch);
+                }
                 active_epochs.push((
                     batch.partition_leader_epoch(),
                     batch.base_offset(),
@@ -97,7 +113,14 @@ pub(crate) async fn recover(
             })
             .await?
         } else {
-            open_sealed(disk, dir, base, config).await?
+            let sealed = open_sealed(disk, dir, base, config).await?;
+            if sealed.next_offset > replay_from {
+                let (file, bytes) = (&sealed.file, sealed.log_bytes);
+                replay(file, bytes, replay_from..u64::MAX, &mut txns)
+                    .await
+                    .map_err(io_error("scanning", file.path()))?;
+            }
+            sealed
         };
         if let Some(previous) = segments.last() {
             if previous.next_offset > base {
@@ -150,6 +173,8 @@ pub(crate) async fn recover(
     Ok(Recovered {
         segments,
         producers,
+        txns,
+        write_txn_snapshot: txn_start.write_snapshot,
         epochs,
         epochs_changed,
         log_start,

@@ -1,19 +1,21 @@
 //! The writer task of a partition: the only code that writes its segments. It carries out what
 //! the log core decides (`core/rounds.rs` has the rules) and reports back.
 
-use crate::core::{Cut, Pending, Work};
+use crate::core::{Cut, Pending, RollOutcome, Work};
 use crate::epochs::checkpoint_path;
 use crate::error::{AppendError, TruncateError};
 use crate::frame::{encode_header, FrameHeader, FRAME_HEADER_BYTES};
-use crate::io::{align_down, write_file_atomically};
-use crate::layout::{index_path, segment_files};
+use crate::io::{align_down, write_file_atomically, Disk};
+use crate::layout::{classify, index_path, segment_files, PartitionFile};
 use crate::log_start::log_start_path;
 use crate::partition::{AppendWaiter, Shared, TruncateWaiter};
 use crate::read::BlockFiller;
 use crate::segment::{scan_frames, seal_segment, ScanStop, Segment, FRAME_BYTES_LIMIT};
+use crate::txn::snapshot_path;
 use oxbow_core::FlushPolicy;
 use std::io;
 use std::ops::ControlFlow;
+use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -206,6 +208,10 @@ impl Writer {
                 durable,
             )
             .await;
+            let sealed = match sealed {
+                Ok(()) => write_txn_snapshot(&shared, &seal, base, durable).await,
+                Err(e) => Err(e),
+            };
             shared.core.borrow_mut().sealed(seal.base_offset);
             if let Err(e) = sealed {
                 stop_partition(
@@ -252,6 +258,9 @@ impl Writer {
         };
         // Newest first: a crash part way leaves a prefix of the old log, which recovery reads
         // as a shorter log.
+        remove_txn_snapshots(disk.as_ref(), &dir, |at| {
+            at > offset || plan.restart_at.is_some()
+        })?;
         let mut doomed = plan.doomed;
         doomed.sort_by_key(|segment| std::cmp::Reverse(segment.base_offset));
         for segment in doomed {
@@ -268,6 +277,10 @@ impl Writer {
             self.write_log_start_if_changed().await?;
             let segment = Segment::create(disk.as_ref(), &dir, restart, crate::now_ms()).await?;
             self.shared.core.borrow_mut().restart(segment);
+            // Nothing of the old log is left: no transaction is open in the new one.
+            let bytes = crate::txn::encode(&Default::default(), restart);
+            self.write_checkpoint(&snapshot_path(&dir, restart), &bytes)
+                .await?;
         }
         // Cut the last remaining segment at the first frame that holds `offset` or more.
         let search = self.shared.core.borrow().cut_search(offset);
@@ -311,7 +324,24 @@ impl Writer {
         let tail = file
             .read_at(tail_start, (position - tail_start) as usize)
             .await?;
-        self.shared.core.borrow_mut().truncated(position, new_end);
+        // Below what memory can undo (a replica cut under what it had made visible), the
+        // transaction state is read back from the newest snapshot and the batches after it.
+        let exact = self.shared.core.borrow().txns_cut_exact(new_end);
+        let rebuilt = if exact {
+            None
+        } else {
+            let segments = self.shared.core.borrow().segments_for_txns();
+            let mut segments = segments;
+            if let Some(last) = segments.last_mut() {
+                last.2 = position;
+            }
+            let durable = self.shared.core.borrow().config.flush != FlushPolicy::Never;
+            Some(crate::txn::rebuild(disk.as_ref(), &dir, &segments, new_end, durable).await?)
+        };
+        self.shared
+            .core
+            .borrow_mut()
+            .truncated(position, new_end, rebuilt);
         self.tail_start = tail_start;
         self.tail = tail.to_vec();
         let visible = self.shared.core.borrow().visible_end();
@@ -394,6 +424,36 @@ impl Writer {
     fn stop(&mut self, why: String) {
         stop_partition(&self.shared, why);
     }
+}
+
+/// Writes the transaction snapshot a roll took, once the segment before it is sealed (so the
+/// state never describes records a crash could still take), and removes those before the
+/// previous one: recovery needs the newest, and the one before in case the newest is damaged.
+async fn write_txn_snapshot(
+    shared: &Shared,
+    seal: &RollOutcome,
+    at: u64,
+    durable: bool,
+) -> io::Result<()> {
+    let (disk, dir) = (shared.disk.as_ref(), &shared.dir);
+    write_file_atomically(disk, &snapshot_path(dir, at), &seal.txn_snapshot, durable).await?;
+    remove_txn_snapshots(disk, dir, |offset| offset < seal.base_offset)
+}
+
+/// Removes the transaction snapshots whose offset `doomed` picks.
+fn remove_txn_snapshots(
+    disk: &dyn Disk,
+    dir: &Path,
+    doomed: impl Fn(u64) -> bool,
+) -> io::Result<()> {
+    for name in disk.list(dir)? {
+        if let PartitionFile::TxnSnapshot(offset) = classify(&name) {
+            if doomed(offset) {
+                disk.remove(&dir.join(name))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An fdatasync (or truncation) failed: refuse everything from now on.

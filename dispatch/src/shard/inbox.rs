@@ -44,9 +44,11 @@ impl Shard {
                 topic,
                 partition,
                 timestamp,
+                read_committed,
                 reply,
             } => {
-                let _ = reply.send(self.list_offset_local(&topic, partition, timestamp).await);
+                let offset = self.list_offset_local(&topic, partition, timestamp, read_committed);
+                let _ = reply.send(offset.await);
             }
             ShardMessage::CreateTopic {
                 name,

@@ -66,6 +66,10 @@ pub type ProduceOutcome = Result<(u64, u64), PartitionError>;
 pub struct FetchOutcome {
     /// Offset after the last readable record.
     pub high_watermark: u64,
+    /// Offset below which no transaction is open (Kafka's last stable offset).
+    pub last_stable_offset: u64,
+    /// For a `read_committed` fetch: the aborted transactions with records among `batches`.
+    pub aborted: Vec<oxbow_storage::AbortedTxn>,
     /// First readable offset.
     pub log_start_offset: u64,
     /// Whole stored batches starting with the one holding the fetch offset.
@@ -85,6 +89,8 @@ pub struct FetchPart {
     pub offset: u64,
     /// Byte budget (at least one batch is returned anyway).
     pub max_bytes: usize,
+    /// Kafka's `read_committed` isolation: read only below the last stable offset.
+    pub read_committed: bool,
 }
 
 /// Why a topic could not be created.
@@ -172,6 +178,8 @@ pub enum ShardMessage {
         partition: u32,
         /// -2 earliest, -1 latest, otherwise milliseconds.
         timestamp: i64,
+        /// Latest means the last stable offset (Kafka's `read_committed` isolation).
+        read_committed: bool,
         /// Where to answer: (offset, timestamp of that batch or -1).
         reply: flume::Sender<Result<(i64, i64), PartitionError>>,
     },

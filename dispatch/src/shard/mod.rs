@@ -390,18 +390,21 @@ impl Shard {
             .await;
     }
 
-    /// Looks up an offset of a partition on its owner shard.
+    /// Looks up an offset of a partition on its owner shard: -2 its start, -1 its end (under
+    /// `read_committed`, its last stable offset), otherwise the first at a time (ms).
     pub async fn list_offset(
         &self,
         topic: Arc<str>,
         partition: u32,
         timestamp: i64,
+        read_committed: bool,
     ) -> Result<(i64, i64), PartitionError> {
         let inbox = self.owner_inbox(&topic, partition);
         ask(inbox, |reply| ShardMessage::ListOffset {
             topic,
             partition,
             timestamp,
+            read_committed,
             reply,
         })
         .await

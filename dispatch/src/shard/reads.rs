@@ -178,8 +178,14 @@ impl Shard {
             }
         };
         let offset = part.offset;
-        if offset == log.log_end_offset() && !max_wait.is_zero() {
-            let arrival = log.wait_for_offset(offset);
+        // A read_committed reader at the last stable offset waits for anything new: the
+        // stable offset moves only when records become visible (a marker among them).
+        let readable_end = match part.read_committed {
+            true => log.last_stable_offset(),
+            false => log.log_end_offset(),
+        };
+        if offset >= readable_end && offset <= log.log_end_offset() && !max_wait.is_zero() {
+            let arrival = log.wait_for_offset(log.log_end_offset());
             let timeout = async {
                 glommio::timer::sleep(max_wait).await;
             };
@@ -188,7 +194,10 @@ impl Shard {
             };
             futures_lite::future::or(arrival, futures_lite::future::or(timeout, stopped)).await;
         }
-        let result = log.read(offset, part.max_bytes).await;
+        let result = match part.read_committed {
+            true => log.read_committed(offset, part.max_bytes).await,
+            false => log.read(offset, part.max_bytes).await,
+        };
         let (batches, error) = match result {
             Ok(batches) => (batches, None),
             Err(ReadError::OffsetOutOfRange { .. }) => {
@@ -199,24 +208,33 @@ impl Shard {
             }
             Err(e) => (Vec::new(), Some(PartitionError::Storage(e.to_string()))),
         };
+        let aborted = match (part.read_committed, batches.last()) {
+            (true, Some(last)) => log.aborted_transactions(offset, last.last_offset() + 1),
+            _ => Vec::new(),
+        };
         FetchOutcome {
             high_watermark: log.log_end_offset(),
+            last_stable_offset: log.last_stable_offset(),
+            aborted,
             log_start_offset: log.log_start_offset(),
             batches,
             error,
         }
     }
 
-    /// Log start (-2), log end (-1), or the offset at a time, of a partition this shard owns.
+    /// Log start (-2), log end (-1, the last stable offset under `read_committed`), or the
+    /// offset at a time, of a partition this shard owns.
     pub(super) async fn list_offset_local(
         &self,
         topic: &str,
         partition: u32,
         timestamp: i64,
+        read_committed: bool,
     ) -> Result<(i64, i64), PartitionError> {
         let log = self.leading(topic, partition)?.log.clone();
         match timestamp {
             -2 => Ok((log.log_start_offset() as i64, -1)),
+            -1 if read_committed => Ok((log.last_stable_offset() as i64, -1)),
             -1 => Ok((log.log_end_offset() as i64, -1)),
             at => offset_at_time(&log, at, self.config.batch_decompressed_bytes_max).await,
         }

@@ -11,15 +11,17 @@ use crate::shard::{CreateTopicError, FetchPart, PartitionError, Shard};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{
     ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, RequestHeader, RequestKind,
-    ResponseKind, TopicName,
+    FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, ProducerId, RequestHeader,
+    RequestKind, ResponseKind, TopicName,
 };
 use oxbow_cluster::Operation;
 use oxbow_core::RecordBatch;
@@ -296,6 +298,7 @@ async fn fetch(
                     partition: p as u32,
                     offset: o as u64,
                     max_bytes: partition.partition_max_bytes.max(0) as usize,
+                    read_committed: request.isolation_level == 1,
                 }),
             });
         }
@@ -321,10 +324,10 @@ async fn fetch(
             let mut data = PartitionData::default();
             data.partition_index = w.partition;
             data.high_watermark = outcome.high_watermark as i64;
-            data.last_stable_offset = outcome.high_watermark as i64;
+            data.last_stable_offset = outcome.last_stable_offset as i64;
             data.log_start_offset = outcome.log_start_offset as i64;
             data.preferred_read_replica = BrokerId(-1);
-            data.aborted_transactions = Some(Vec::new());
+            data.aborted_transactions = Some(aborted_transactions(&outcome.aborted));
             if let Some(e) = &outcome.error {
                 data.error_code = match e {
                     PartitionError::Corrupt(_) => code::KAFKA_STORAGE_ERROR,
@@ -348,6 +351,19 @@ async fn fetch(
     (response, records)
 }
 
+/// Fetch's aborted transactions: a `read_committed` reader drops the records of each
+/// producer from its first offset up to that producer's next abort marker.
+fn aborted_transactions(aborted: &[oxbow_storage::AbortedTxn]) -> Vec<AbortedTransaction> {
+    (aborted.iter())
+        .map(|a| {
+            let mut out = AbortedTransaction::default();
+            out.producer_id = ProducerId(a.producer_id);
+            out.first_offset = a.first_offset as i64;
+            out
+        })
+        .collect()
+}
+
 async fn list_offsets(
     shard: &Shard,
     gate: &Gate<'_>,
@@ -369,7 +385,10 @@ async fn list_offsets(
                 _ if !describable => Err(PartitionError::TopicAuthorizationFailed),
                 Some(p) => {
                     let topic = Arc::from(name.as_str());
-                    shard.list_offset(topic, p, partition.timestamp).await
+                    let committed = request.isolation_level == 1;
+                    shard
+                        .list_offset(topic, p, partition.timestamp, committed)
+                        .await
                 }
                 None => Err(PartitionError::UnknownTopicOrPartition),
             };

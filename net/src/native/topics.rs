@@ -304,8 +304,12 @@ impl Connection {
         let name: Arc<str> = Arc::from(topic);
         let mut out = Vec::with_capacity(partitions.len());
         for partition in partitions {
-            let start = self.shard.list_offset(name.clone(), partition, -2).await;
-            let end = self.shard.list_offset(name.clone(), partition, -1).await;
+            let start = (self.shard)
+                .list_offset(name.clone(), partition, -2, false)
+                .await;
+            let end = (self.shard)
+                .list_offset(name.clone(), partition, -1, false)
+                .await;
             let (start, end) = (
                 start.map_err(partition_refusal)?.0,
                 end.map_err(partition_refusal)?.0,

@@ -2,6 +2,7 @@
 
 use super::key_map::KeyMap;
 use super::plan::{merge_groups, plan, CleanPlan, SegmentView};
+use super::transactions::KeptWhole;
 use super::{cleaner_checkpoint_path, IoPace};
 use crate::error::CompactionError;
 use crate::frame::{encode_header, FrameHeader, FRAME_HEADER_BYTES};
@@ -75,6 +76,12 @@ struct Rewrite {
     changed: bool,
 }
 
+/// What a rewrite copies: the records `keep` chooses, and the batches `kept_whole` covers.
+struct Copy<'a, K> {
+    keep: &'a K,
+    kept_whole: &'a KeptWhole,
+}
+
 fn failed<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CompactionError + 'a {
     move |source| CompactionError {
         op,
@@ -114,7 +121,7 @@ impl Partition {
         let shared = &self.shared;
         let truncations = shared.cleaning.truncations.get();
         let cleaned = shared.cleaning.ranges.borrow().clone();
-        let (plan, targets, config) = {
+        let (plan, targets, config, kept_whole) = {
             let core = shared.core.borrow();
             let views: Vec<SegmentView> = (core.segments.iter())
                 .map(|s| SegmentView {
@@ -127,7 +134,7 @@ impl Partition {
                 .collect();
             let due = plan(
                 &views,
-                core.visible_end(),
+                core.last_stable_offset(),
                 cleaned.clean_end(),
                 &core.config,
                 now_ms,
@@ -145,11 +152,12 @@ impl Partition {
                     opened_at_ms: s.opened_at_ms,
                 })
                 .collect();
-            (due, targets, core.config.clone())
+            let aborted = core.aborted_transactions(0, due.dirty_end);
+            (due, targets, core.config.clone(), KeptWhole::new(&aborted))
         };
         tracing::info!(dir = ?shared.dir, clean_end = plan.clean_end, dirty_end = plan.dirty_end,
             segments = plan.segments, "compacting");
-        let (map, dirty_end) = self.map_keys(&targets, plan, cleaner).await?;
+        let (map, dirty_end) = self.map_keys(&targets, plan, &kept_whole, cleaner).await?;
         let tombstone_horizon = now_ms.saturating_sub(config.delete_retention_ms as i64);
         let keep = |record: &RecordView| {
             // A compacted topic refuses keyless records; any written before it compacted go.
@@ -183,7 +191,11 @@ impl Partition {
         groups.reverse();
         let mut damaged_at = None;
         while let Some(group) = groups.pop() {
-            let rewrite = match self.rewrite(group, &keep, cleaner, &config).await? {
+            let copy = Copy {
+                keep: &keep,
+                kept_whole: &kept_whole,
+            };
+            let rewrite = match self.rewrite(group, copy, cleaner, &config).await? {
                 Rewritten::Copy(rewrite) => rewrite,
                 Rewritten::Unchanged => continue,
                 // Its healthy neighbours are cleaned one by one.
@@ -246,6 +258,7 @@ impl Partition {
         &self,
         targets: &[Target],
         plan: CleanPlan,
+        kept_whole: &KeptWhole,
         cleaner: &Cleaner,
     ) -> Result<(KeyMap, u64), CompactionError> {
         let mut map = KeyMap::new(cleaner.key_map_bytes_max);
@@ -266,6 +279,9 @@ impl Partition {
                     let Ok(batch) = RecordBatch::from_trusted(payload) else {
                         return ControlFlow::Continue(());
                     };
+                    if kept_whole.covers(&batch) {
+                        return ControlFlow::Continue(());
+                    }
                     let mut full = false;
                     // Keeping every record, `retain` only walks them: nothing is copied.
                     let _ = batch.retain(cleaner.decompressed_bytes_max, |record| {
@@ -307,7 +323,7 @@ impl Partition {
     async fn rewrite(
         &self,
         group: &[Target],
-        keep: &impl Fn(&RecordView) -> bool,
+        copy: Copy<'_, impl Fn(&RecordView) -> bool>,
         cleaner: &Cleaner,
         config: &oxbow_core::LogConfig,
     ) -> Result<Rewritten, CompactionError> {
@@ -326,7 +342,7 @@ impl Partition {
             changed: group.len() > 1,
         };
         for target in group {
-            if !self.copy_kept(target, &mut rewrite, keep, cleaner).await? {
+            if !self.copy_kept(target, &mut rewrite, &copy, cleaner).await? {
                 let _ = rewrite.segment.file.clone().close().await;
                 let _ = disk.remove(&rewrite.path);
                 return Ok(Rewritten::Damaged);
@@ -358,7 +374,7 @@ impl Partition {
         &self,
         target: &Target,
         rewrite: &mut Rewrite,
-        keep: &impl Fn(&RecordView) -> bool,
+        copy: &Copy<'_, impl Fn(&RecordView) -> bool>,
         cleaner: &Cleaner,
     ) -> Result<bool, CompactionError> {
         let mut position = 0;
@@ -378,7 +394,10 @@ impl Partition {
                         RecordBatch::from_trusted(payload)
                             .map_err(|_| ())
                             .and_then(|batch| {
-                                let kept = batch.retain(cleaner.decompressed_bytes_max, keep);
+                                if copy.kept_whole.covers(&batch) {
+                                    return Ok((batch, Retained::All));
+                                }
+                                let kept = batch.retain(cleaner.decompressed_bytes_max, copy.keep);
                                 kept.map(|kept| (batch, kept)).map_err(|_| ())
                             });
                     match retained {

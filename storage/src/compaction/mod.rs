@@ -9,7 +9,9 @@
 //! - `cleaner.rs` is the I/O: it reads the dirty part for keys, rewrites the cleanable segments
 //!   that lose records into new files (small neighbours merged into one, up to a segment's
 //!   size), and swaps them in;
-//! - `pace.rs` bounds the cleaner's disk bandwidth.
+//! - `pace.rs` bounds the cleaner's disk bandwidth;
+//! - `transactions.rs` says which batches are copied whole (markers, aborted transactions);
+//!   the cleaner stops below the last stable offset.
 //!
 //! Crash safety: segments `base..end` are rewritten into `<base>.cleaned.tmp`, which is
 //! fdatasynced and renamed `<base>-<end>.swap`, and the directory synced; then their files are
@@ -24,6 +26,7 @@ mod key_map;
 mod pace;
 mod plan;
 mod state;
+mod transactions;
 
 pub(crate) use cleaned::CleanedRanges;
 pub use cleaned::{cleaner_checkpoint_path, CleanerCheckpointError};

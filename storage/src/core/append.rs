@@ -147,6 +147,7 @@ impl<A, T> LogCore<A, T> {
             .epochs
             .assign(batch.partition_leader_epoch(), appended.base_offset);
         self.producers.record(&batch);
+        self.txns.record(&batch);
         self.next_offset = appended.last_offset + 1;
         self.tail_cache.push(batch.clone());
         self.pending_bytes += batch.len() as u64;

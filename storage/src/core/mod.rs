@@ -27,7 +27,7 @@ mod truncation;
 pub(crate) use truncation::Cut;
 
 pub(crate) use append::Admitted;
-pub(crate) use rounds::{frame_len, Work};
+pub(crate) use rounds::{frame_len, RollOutcome, Work};
 
 use crate::epochs::LeaderEpochs;
 use crate::error::ReadError;
@@ -36,6 +36,7 @@ use crate::producers::ProducerState;
 use crate::read::{ReadStreams, StreamEnd};
 use crate::segment::Segment;
 use crate::tail_cache::TailCache;
+use crate::txn::{AbortedTxn, TxnState};
 use oxbow_core::{LogConfig, RecordBatch};
 use std::collections::VecDeque;
 
@@ -107,6 +108,7 @@ pub(crate) struct LogCore<A, T> {
     epochs: LeaderEpochs,
     epochs_dirty: bool,
     producers: ProducerState,
+    txns: TxnState,
     closing: bool,
     /// Set after an fdatasync (or truncation) failure: no append is accepted again.
     stopped: Option<String>,
@@ -134,6 +136,7 @@ impl<A, T> LogCore<A, T> {
         segments: Vec<Segment>,
         log_start: u64,
         producers: ProducerState,
+        txns: TxnState,
         epochs: LeaderEpochs,
         now_ms: i64,
     ) -> LogCore<A, T> {
@@ -155,6 +158,7 @@ impl<A, T> LogCore<A, T> {
             epochs,
             epochs_dirty: false,
             producers,
+            txns,
             closing: false,
             stopped: None,
             truncation: None,
@@ -196,6 +200,32 @@ impl<A, T> LogCore<A, T> {
     pub(crate) fn set_high_watermark(&mut self, high_watermark: u64) {
         let current = self.high_watermark.unwrap_or(0);
         self.high_watermark = Some(current.max(high_watermark));
+        self.txns.settle(self.visible_end());
+    }
+
+    /// Offsets below are stable: no transaction open below them, and visible (Kafka's last
+    /// stable offset, where `read_committed` readers stop).
+    pub(crate) fn last_stable_offset(&self) -> u64 {
+        let visible = self.visible_end();
+        self.txns
+            .first_unstable()
+            .map_or(visible, |first| first.min(visible))
+    }
+
+    /// Aborted transactions with records in `from..upto`, for a `read_committed` reader.
+    pub(crate) fn aborted_transactions(&self, from: u64, upto: u64) -> Vec<AbortedTxn> {
+        self.txns
+            .aborted_overlapping(from.max(self.log_start_offset), upto)
+    }
+
+    /// The log now ends at `end` (at or above the settled horizon): undo the transaction state
+    /// above it.
+    pub(crate) fn truncate_txns(&mut self, end: u64) {
+        let exact = self.txns.truncate(end);
+        debug_assert!(
+            exact,
+            "a cut below the settled horizon without a rebuilt state"
+        );
     }
 
     pub(crate) fn log_start_offset(&self) -> u64 {

@@ -37,6 +37,9 @@ pub(crate) struct RollOutcome {
     pub(crate) file: SegmentFile,
     pub(crate) log_bytes: u64,
     pub(crate) index_bytes: Vec<u8>,
+    /// The transaction snapshot at the new active segment's base, written once the old one
+    /// is sealed.
+    pub(crate) txn_snapshot: Vec<u8>,
 }
 
 pub(crate) fn frame_len(batch: &RecordBatch) -> u64 {
@@ -139,6 +142,8 @@ impl<A, T> LogCore<A, T> {
             self.durable_end
         );
         self.durable_end = last + 1;
+        self.txns.settle(self.visible_end());
+        self.txns.forget_below(self.log_start_offset);
         round.into_iter().map(|p| p.waiter).collect()
     }
 
@@ -158,6 +163,7 @@ impl<A, T> LogCore<A, T> {
         self.next_offset = written_end;
         self.tail_cache.truncate(written_end);
         self.producers.truncate(written_end);
+        self.truncate_txns(written_end);
         self.epochs_dirty |= self.epochs.truncate_from(written_end);
         self.pending_bytes = 0;
     }
@@ -191,6 +197,8 @@ impl<A, T> LogCore<A, T> {
     /// The new active segment exists: the old one is sealed in the background (the returned
     /// job), and its directory entry is not yet durable.
     pub(crate) fn rolled(&mut self, segment: Segment, now_ms: i64) -> RollOutcome {
+        let txn_snapshot =
+            crate::txn::encode(&self.txns.as_of(segment.base_offset), segment.base_offset);
         let old = self.active_mut();
         old.sealed = true;
         old.sealing = true;
@@ -199,6 +207,7 @@ impl<A, T> LogCore<A, T> {
             file: old.file.clone(),
             log_bytes: old.log_bytes,
             index_bytes: old.index_file_bytes(),
+            txn_snapshot,
         };
         assert_eq!(
             segment.base_offset, old.next_offset,

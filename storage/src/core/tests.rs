@@ -29,6 +29,7 @@ fn core(flush: FlushPolicy) -> Core {
         vec![segment(0, 0)],
         0,
         ProducerState::default(),
+        Default::default(),
         LeaderEpochs::default(),
         0,
     )

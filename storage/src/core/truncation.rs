@@ -7,6 +7,7 @@ use crate::error::{DeleteRecordsError, TruncateError};
 use crate::io::SegmentFile;
 use crate::retention::{segments_to_delete, SegmentStats};
 use crate::segment::Segment;
+use crate::txn::TxnState;
 
 /// Where a truncation cuts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,8 +105,22 @@ impl<A, T> LogCore<A, T> {
         }
         self.tail_cache.truncate(0);
         self.producers.truncate(0);
+        self.txns = Default::default();
         self.epochs_dirty |= self.epochs.truncate_before(start) | self.epochs.truncate_from(start);
         self.segments.push(segment);
+    }
+
+    /// Whether memory can undo the transaction state down to `end`; if not, the writer reads
+    /// it back from disk.
+    pub(crate) fn txns_cut_exact(&self, end: u64) -> bool {
+        self.txns.can_truncate_to(end)
+    }
+
+    /// What is left of the log for reading the transaction state back: (file, base, bytes).
+    pub(crate) fn segments_for_txns(&self) -> Vec<(SegmentFile, u64, u64)> {
+        (self.segments.iter())
+            .map(|s| (s.file.clone(), s.base_offset, s.log_bytes))
+            .collect()
     }
 
     /// Where to look for the cut in the last remaining segment.
@@ -123,7 +138,9 @@ impl<A, T> LogCore<A, T> {
     }
 
     /// The active segment was cut at byte `position`, and the log now ends at `new_end`.
-    pub(crate) fn truncated(&mut self, position: u64, new_end: u64) {
+    /// `rebuilt` is the transaction state read back from disk, when memory could not undo
+    /// the cut ([`LogCore::txns_cut_exact`]).
+    pub(crate) fn truncated(&mut self, position: u64, new_end: u64, rebuilt: Option<TxnState>) {
         let active = self.active_mut();
         if position < active.log_bytes {
             active.log_bytes = position;
@@ -142,6 +159,10 @@ impl<A, T> LogCore<A, T> {
         self.next_offset = new_end;
         self.tail_cache.truncate(new_end);
         self.producers.truncate(new_end);
+        match rebuilt {
+            Some(txns) => self.txns = txns,
+            None => self.truncate_txns(new_end),
+        }
         self.epochs_dirty |= self.epochs.truncate_from(new_end);
         self.durable_end = self.durable_end.min(new_end);
         self.truncating = false;
