@@ -10,6 +10,7 @@
 //! - Partition replication ([`replication`]): the leader's view of its followers (high
 //!   watermark, in-sync replicas) and where a follower's log diverges from a new leader's.
 //! - The network between nodes ([`transport`]): QUIC with mutual TLS and a fault switch.
+//! - The transaction coordinator ([`transactions`]): Kafka's rules for transactional ids.
 //! - The file a single node kept its metadata in before ([`LocalMetadataStore`]), read once
 //!   to seed the group.
 #![warn(missing_docs)]
@@ -19,6 +20,7 @@ pub mod metadata;
 pub mod metadata_group;
 pub mod replication;
 pub mod store;
+pub mod transactions;
 pub mod transport;
 
 pub use metadata::{
