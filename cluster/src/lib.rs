@@ -27,6 +27,6 @@ pub use metadata::{
     is_internal_topic, random_cluster_id, Access, Acl, AclFilter, AuthorizerRules, BrokerMeta,
     Metadata, MetadataChange, MetadataError, Operation, PartitionMeta, PatternFilter, PatternType,
     Permission, Reassignment, ResourceType, TopicId, TopicMeta, Users, CLUSTER_RESOURCE, NO_LEADER,
-    OFFSETS_TOPIC, USER_NAME_BYTES_MAX,
+    OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, USER_NAME_BYTES_MAX,
 };
 pub use store::{LocalMetadataStore, StoreError};

@@ -96,10 +96,6 @@ pub enum BatchError {
     /// A control batch (a transaction marker): only the broker writes them (Kafka's rule).
     #[error("clients may not write control batches")]
     ControlBatch,
-    /// A transactional batch: there is no transaction coordinator to end its transaction, and
-    /// readers would take its records as committed.
-    #[error("transactional batches are not accepted: the broker does not run transactions yet")]
-    Transactional,
 }
 
 /// A validated Kafka RecordBatch v2, held as the bytes it arrived in.
@@ -343,14 +339,11 @@ impl RecordBatch {
     /// length, their offset deltas must count 0, 1, 2, … and their number must agree with the
     /// header (`recordsCount` = `lastOffsetDelta` + 1), as Kafka's log validator requires of
     /// what clients send. A batch that passes is one every reader can split into records.
-    /// Control batches are refused (only a broker writes them), and so are transactional ones
-    /// until Oxbow runs transactions.
+    /// Control batches are refused (only a broker writes them). A transactional batch passes:
+    /// whether its transaction is open is the coordinator's to say.
     pub fn validate_records(&self, decompressed_bytes_max: u64) -> Result<(), BatchError> {
         if self.is_control() {
             return Err(BatchError::ControlBatch);
-        }
-        if self.is_transactional() {
-            return Err(BatchError::Transactional);
         }
         let (count, last_delta) = (self.records_count(), self.last_offset_delta());
         if count as i64 != last_delta as i64 + 1 {
@@ -561,10 +554,7 @@ mod tests {
         ));
         let transactional = flagged(0x10);
         assert!(!transactional.is_control());
-        assert!(matches!(
-            transactional.validate_records(u64::MAX),
-            Err(BatchError::Transactional)
-        ));
+        assert!(transactional.validate_records(u64::MAX).is_ok());
     }
 
     proptest! {

@@ -84,6 +84,11 @@ impl<'a> Gate<'a> {
         self.permits(ResourceType::Group, name, operation)
     }
 
+    /// `permits` on a transactional id.
+    pub fn transactional_id(&self, name: &str, operation: Operation) -> bool {
+        self.permits(ResourceType::TransactionalId, name, operation)
+    }
+
     /// `permits` on the cluster.
     pub fn cluster(&self, operation: Operation) -> bool {
         self.permits(ResourceType::Cluster, CLUSTER_RESOURCE, operation)

@@ -23,10 +23,13 @@ pub struct PartitionMeta {
 /// The internal topic of consumer-group offsets (Kafka's name).
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// The internal topic of transaction state (Kafka's name).
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
 /// Whether a topic name is reserved for the broker's own state: clients may read such a topic
 /// but not create, write or delete it.
 pub fn is_internal_topic(name: &str) -> bool {
-    name == OFFSETS_TOPIC
+    name == OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC
 }
 
 /// A topic: its id, partitions (index = partition number) and config overrides (Kafka names).

@@ -17,6 +17,7 @@ mod state;
 mod subscriptions;
 #[cfg(test)]
 mod tests;
+mod transactions;
 
 pub use cleanup::{CleanupPolicy, CompactionConfig, DirtyRatio};
 pub use cluster::{ClusterConfig, Voter, CLUSTER_FRAME_BYTES_LIMIT};
@@ -33,6 +34,7 @@ pub use metadata::MetadataGroupConfig;
 pub use read_cache::{ReadCacheConfig, READ_BLOCK_BYTES_LIMIT};
 pub use state::StateLogConfig;
 pub use subscriptions::SubscriptionConfig;
+pub use transactions::TransactionConfig;
 
 /// A configuration value that cannot work, with the field that holds it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -182,6 +184,8 @@ pub struct BrokerConfig {
     pub offsets_commit_timeout_ms: u64,
     /// Groups of Kafka's consumer group protocol (KIP-848).
     pub consumer_groups: ConsumerGroupConfig,
+    /// The transaction coordinator.
+    pub transactions: TransactionConfig,
     /// The logs that hold consumer state.
     pub state_logs: StateLogConfig,
     /// The metadata group.
@@ -237,6 +241,7 @@ impl Default for BrokerConfig {
             offsets_topic_replication_factor: 3,
             offsets_commit_timeout_ms: 5_000,
             consumer_groups: ConsumerGroupConfig::default(),
+            transactions: TransactionConfig::default(),
             state_logs: StateLogConfig::default(),
             metadata: MetadataGroupConfig::default(),
             cluster: ClusterConfig::default(),
@@ -470,6 +475,7 @@ impl BrokerConfig {
         self.compaction.validate()?;
         self.state_logs.validate()?;
         self.consumer_groups.validate()?;
+        self.transactions.validate(self.topic_partitions_max)?;
         self.metadata.validate()?;
         self.cluster.validate(self.node_id)?;
         let heartbeat_ms = self.metadata.tick_ms * self.metadata.heartbeat_ticks as u64;

@@ -178,6 +178,13 @@ async fn handle_encoded(
         RequestKind::DeleteAcls(request) => Some(ResponseKind::DeleteAcls(
             super::acls::delete(shard, gate, request).await,
         )),
+        txn @ (RequestKind::AddPartitionsToTxn(_) | RequestKind::EndTxn(_)) => {
+            Some(super::transactions::serve(shard, gate, txn, version).await?)
+        }
+        RequestKind::InitProducerId(r) if r.transactional_id.is_some() => {
+            let request = RequestKind::InitProducerId(r);
+            Some(super::transactions::serve(shard, gate, request, version).await?)
+        }
         group @ (RequestKind::JoinGroup(_)
         | RequestKind::SyncGroup(_)
         | RequestKind::Heartbeat(_)
@@ -206,8 +213,7 @@ async fn handle_encoded(
     })
 }
 
-/// The node that coordinates a group (key type 0) or, for transactional ids (not served yet),
-/// this node.
+/// The node that coordinates a group (key type 0) or a transactional id (key type 1).
 async fn find_coordinator(
     shard: &Shard,
     gate: &Gate<'_>,
@@ -219,16 +225,31 @@ async fn find_coordinator(
         response.error_code = code::GROUP_AUTHORIZATION_FAILED;
         return response;
     }
+    if request.key_type == 1 && !gate.transactional_id(&request.key, Operation::Describe) {
+        response.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        return response;
+    }
     let mut answer = |node: i32, at: &KafkaEndpoint| {
         response.node_id = BrokerId(node);
         response.host = text(&at.host);
         response.port = at.port;
     };
-    if request.key_type != 0 {
-        answer(shard.config.node_id, endpoint);
-        return response;
-    }
-    let home = super::groups::coordinator_of(shard, &request.key).await;
+    let home = match request.key_type {
+        0 => super::groups::coordinator_of(shard, &request.key).await,
+        1 => match super::transactions::coordinator_of(shard, &request.key).await {
+            Ok(_) => Ok(GroupHome::Here { shard: 0 }),
+            Err(super::transactions::Home::Elsewhere(leader)) => Ok(GroupHome::Elsewhere {
+                leader: Some(leader),
+            }),
+            Err(super::transactions::Home::Unavailable) => {
+                Ok(GroupHome::Elsewhere { leader: None })
+            }
+        },
+        _ => {
+            response.error_code = code::INVALID_REQUEST;
+            return response;
+        }
+    };
     let found = match home {
         Ok(GroupHome::Here { .. }) => Some((shard.config.node_id, endpoint.clone())),
         Ok(GroupHome::Elsewhere {

@@ -27,6 +27,7 @@ mod produce;
 mod producers;
 mod reassignments;
 mod sasl;
+pub mod transactions;
 mod users;
 mod versions;
 mod wire;

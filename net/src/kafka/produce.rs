@@ -94,7 +94,6 @@ fn checked_batches(
                 BatchError::BadRecordCount { .. } | BatchError::ControlBatch => {
                     refuse(code::INVALID_RECORD, &e)
                 }
-                BatchError::Transactional => refuse(code::INVALID_TXN_STATE, &e),
                 e => refuse(code::CORRUPT_MESSAGE, &e),
             })?;
         if let Some(partition) = compacted {
@@ -134,6 +133,41 @@ fn keyless_refused(keyless: &[u32], partition: &str) -> Refusal {
     }
 }
 
+/// Transactional batches are appended only inside their producer's open transaction that this
+/// partition was added to, as the transaction coordinator says (KIP-890's verification): one
+/// outside it would keep the partition's stable offset from moving for good.
+async fn in_open_transaction(
+    shard: &Shard,
+    gate: &Gate<'_>,
+    transactional_id: Option<&str>,
+    batches: &[(RecordBatch, Codec)],
+    (topic, partition): (&str, u32),
+) -> Result<(), Refusal> {
+    let Some((batch, _)) = batches.iter().find(|(b, _)| b.is_transactional()) else {
+        return Ok(());
+    };
+    let producer = (batch.producer_id(), batch.producer_epoch());
+    let mixed = (batches.iter())
+        .any(|(b, _)| !b.is_transactional() || (b.producer_id(), b.producer_epoch()) != producer);
+    let Some(id) = transactional_id.filter(|_| !mixed && producer.0 >= 0) else {
+        let why = "transactional batches need the producer's transactional id, all of one producer";
+        return Err(Refusal::new(code::INVALID_TXN_STATE, Some(why.into())));
+    };
+    if !gate.transactional_id(id, Operation::Write) {
+        return Err(Refusal::new(
+            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            None,
+        ));
+    }
+    super::transactions::verify(shard, id, producer, topic, partition)
+        .await
+        .map_err(|code| {
+            let why =
+                format!("not in an open transaction of {id} that {topic}-{partition} was added to");
+            Refusal::new(code, Some(why))
+        })
+}
+
 /// The shard layer's acks for Kafka's `acks` field (0, 1, or -1 for all).
 fn kafka_acks(acks: i16) -> Acks {
     match acks {
@@ -153,6 +187,7 @@ pub async fn start_produce(
 ) -> StartedProduce {
     let acks = request.acks;
     let timeout_ms = request.timeout_ms;
+    let transactional_id = request.transactional_id.as_deref().map(|id| id.to_string());
     let limit = shard.config.batch_decompressed_bytes_max;
     // Start every partition's append before waiting for any, so they proceed in parallel.
     let mut started = Vec::new();
@@ -180,6 +215,16 @@ pub async fn start_produce(
                 (Ok(_), Some(records)) => {
                     checked_batches(records, version, limit, label.as_deref())
                 }
+            };
+            let checked = match checked {
+                Ok(checked) => {
+                    let txn = transactional_id.as_deref();
+                    let at = (name.as_str(), data.index as u32);
+                    in_open_transaction(shard, gate, txn, &checked, at)
+                        .await
+                        .map(|()| checked)
+                }
+                Err(refusal) => Err(refusal),
             };
             let outcome = match checked {
                 Ok(checked) => {

@@ -22,6 +22,10 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::InitProducerId, 0, 4),
+    // v4 and later are the brokers' own (KIP-890 verification).
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    // v5 bumps the epoch at every transaction (KIP-890 part 2), not done here.
+    (ApiKey::EndTxn, 0, 3),
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeQuorum, 0, 1),

@@ -40,7 +40,11 @@ pub mod code {
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const INVALID_TXN_STATE: i16 = 48;
+    pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+    pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+    pub const CONCURRENT_TRANSACTIONS: i16 = 51;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
     pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
@@ -52,6 +56,7 @@ pub mod code {
     pub const ELECTION_NOT_NEEDED: i16 = 84;
     pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
     pub const INVALID_RECORD: i16 = 87;
+    pub const PRODUCER_FENCED: i16 = 90;
     pub const RESOURCE_NOT_FOUND: i16 = 91;
     pub const DUPLICATE_RESOURCE: i16 = 92;
     pub const UNACCEPTABLE_CREDENTIAL: i16 = 93;

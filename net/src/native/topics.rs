@@ -182,6 +182,11 @@ impl Connection {
                 };
                 (code, format!("bad record batch: {e}"))
             })?;
+            if batch.is_transactional() {
+                // No native transaction coordinator: nothing would ever end its transaction.
+                let why = "transactional batches need a Kafka transactional producer";
+                return Err((ErrorCode::BadRequest, why.to_string()));
+            }
             if let Ok(codec) = codec {
                 crate::metrics::of(&self.shard).batch_produced(codec);
             }

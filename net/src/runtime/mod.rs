@@ -417,6 +417,15 @@ async fn shard_main(
     let shard = Rc::new(shard);
     let coordinator = crate::kafka::groups::Coordinator::new(shard.config.node_id);
     shard.set_extension(coordinator.clone());
+    shard.set_extension(Rc::new(crate::kafka::transactions::TxnLogs::default()));
+    let txn_shard = shard.clone();
+    let txn_check = Duration::from_millis(shard.config.transactions.timeout_check_interval_ms);
+    let transactions_tick = glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(txn_check).await;
+            crate::kafka::transactions::check(&txn_shard).await;
+        }
+    });
     let consumer_groups = shard.config.consumer_groups.clone();
     let tick_shard = shard.clone();
     let coordinator_tick = glommio::spawn_local(async move {
@@ -456,6 +465,7 @@ async fn shard_main(
                 retention,
                 compaction,
                 coordinator_tick,
+                transactions_tick,
                 controller,
             ));
             shard.close().await;
@@ -516,6 +526,7 @@ async fn shard_main(
     // A pass cut short leaves the segment it was cleaning as it was (see storage's compaction).
     drop(compaction);
     drop(coordinator_tick);
+    drop(transactions_tick);
     drop(controller);
     // Cursors are written before the logs close: each driver stops after a last write.
     shard.close().await;

@@ -1,0 +1,244 @@
+//! Kafka transactions through confluent-kafka (librdkafka): transactional producers commit and
+//! abort interleaved transactions across partitions; a `read_committed` consumer sees exactly
+//! the committed records, in each producer's order, a `read_uncommitted` one sees the aborted
+//! ones too, and neither sees a marker. A transaction left open by kill -9 of the broker is
+//! aborted after the restart (its timeout), never exposed; a zombie producer is fenced and
+//! nothing it sends after that is stored. Needs python3 with confluent-kafka (scripts/test
+//! installs it).
+
+mod common;
+
+use common::{confluent, field, start_configured};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+const TOPIC: &str = "payments";
+const PARTITIONS: &str = "3";
+
+/// Open transactions are checked against their timeouts every 100 ms.
+const CONFIG: &str = "[transactions]\ntimeout_check_interval_ms = 100\n";
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/transactions.py");
+
+fn transactions_script() -> Command {
+    let mut command = Command::new("python3");
+    command.arg(SCRIPT);
+    command
+}
+
+fn create_topic(kafka: &str) {
+    confluent(&[
+        "produce",
+        "--bootstrap",
+        kafka,
+        "--topic",
+        TOPIC,
+        "--partitions",
+        PARTITIONS,
+        "--create",
+        "--count",
+        "0",
+    ]);
+}
+
+/// What a transactional producer run printed: value → "commit" or "abort" ("open" for the
+/// transaction it left hanging).
+fn outcomes(printed: &str) -> BTreeMap<String, String> {
+    (printed.lines())
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(outcome, _)| ["commit", "abort", "open"].contains(outcome))
+        .map(|(outcome, value)| (value.to_string(), outcome.to_string()))
+        .collect()
+}
+
+/// Every record a consumer with `isolation` reads from the beginning to the end ListOffsets
+/// gives it: (partition, offset, value).
+fn read(kafka: &str, isolation: &str) -> Vec<(u32, i64, String)> {
+    let output = (transactions_script())
+        .args(["consume", "--bootstrap", kafka, "--topic", TOPIC])
+        .args(["--partitions", PARTITIONS, "--isolation", isolation])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{isolation} read: {printed}{errors}"
+    );
+    (printed.lines())
+        .filter_map(|line| line.strip_prefix("msg "))
+        .map(|line| {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            (
+                parts[0].parse().unwrap(),
+                parts[1].parse().unwrap(),
+                parts[2].to_string(),
+            )
+        })
+        .collect()
+}
+
+fn values(read: &[(u32, i64, String)]) -> BTreeSet<String> {
+    read.iter().map(|(_, _, v)| v.clone()).collect()
+}
+
+fn with_outcome(outcomes: &BTreeMap<String, String>, wanted: &[&str]) -> BTreeSet<String> {
+    (outcomes.iter())
+        .filter(|(_, outcome)| wanted.contains(&outcome.as_str()))
+        .map(|(value, _)| value.clone())
+        .collect()
+}
+
+/// Each producer's records of one partition are read in the order it sent them
+/// ("<id>-<run>-t<n>-m<i>": by n, then i).
+fn assert_in_producer_order(read: &[(u32, i64, String)]) {
+    let mut last: BTreeMap<(u32, String), (u32, u32)> = BTreeMap::new();
+    for (partition, _, value) in read {
+        let mut parts = value.rsplitn(3, '-');
+        let record: u32 = parts.next().unwrap()[1..].parse().unwrap();
+        let transaction: u32 = parts.next().unwrap()[1..].parse().unwrap();
+        let producer = parts.next().unwrap().to_string();
+        let previous = last.insert((*partition, producer), (transaction, record));
+        assert!(
+            previous < Some((transaction, record)),
+            "{value} out of order"
+        );
+    }
+}
+
+#[test]
+fn committed_and_aborted_transactions_are_read_by_isolation_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, ready) = start_configured(dir.path(), CONFIG);
+    let kafka = field(&ready, "kafka");
+    create_topic(&kafka);
+    // Three transactional producers at once, each committing about half its transactions.
+    let producers: Vec<_> = (0..3)
+        .map(|i| {
+            (transactions_script())
+                .args(["produce", "--bootstrap", &kafka, "--topic", TOPIC])
+                .args(["--partitions", PARTITIONS, "--transactions", "15"])
+                .args(["--id", &format!("p{i}"), "--seed", &i.to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut outcome = BTreeMap::new();
+    for producer in producers {
+        let output = producer.wait_with_output().unwrap();
+        let printed = String::from_utf8(output.stdout).unwrap();
+        let errors = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{printed}{errors}");
+        outcome.extend(outcomes(&printed));
+    }
+    let committed = with_outcome(&outcome, &["commit"]);
+    let aborted = with_outcome(&outcome, &["abort"]);
+    assert!(committed.len() > 20 && aborted.len() > 20, "{outcome:?}");
+
+    let read_committed = read(&kafka, "read_committed");
+    assert_eq!(values(&read_committed), committed);
+    assert_eq!(read_committed.len(), committed.len(), "no record twice");
+    assert_in_producer_order(&read_committed);
+    let read_uncommitted = read(&kafka, "read_uncommitted");
+    let everything: BTreeSet<String> = committed.union(&aborted).cloned().collect();
+    assert_eq!(values(&read_uncommitted), everything);
+    assert_in_producer_order(&read_uncommitted);
+    // Markers take offsets but are never delivered: the offsets read skip them.
+    let offsets: BTreeSet<(u32, i64)> = read_uncommitted.iter().map(|(p, o, _)| (*p, *o)).collect();
+    let highest: i64 = offsets.iter().map(|(_, o)| *o).max().unwrap();
+    assert!(
+        highest as usize >= read_uncommitted.len() / 3,
+        "markers hold offsets too"
+    );
+}
+
+#[test]
+fn a_transaction_open_at_kill_9_is_aborted_after_restart_and_a_zombie_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut broker, ready) = start_configured(dir.path(), CONFIG);
+    let kafka = field(&ready, "kafka");
+    create_topic(&kafka);
+    // Two committed transactions, then a third left open (its records sent and acknowledged).
+    let mut hanging = (transactions_script())
+        .args(["produce", "--bootstrap", &kafka, "--topic", TOPIC])
+        .args([
+            "--partitions",
+            PARTITIONS,
+            "--transactions",
+            "3",
+            "--hang",
+            "2",
+        ])
+        .args([
+            "--id",
+            "crash",
+            "--commit-share",
+            "1",
+            "--transaction-timeout-ms",
+            "3000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut printed = String::new();
+    for line in BufReader::new(hanging.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let open = line.starts_with("open");
+        printed.push_str(&line);
+        printed.push('\n');
+        if open {
+            break;
+        }
+    }
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    hanging.kill().unwrap();
+    hanging.wait().unwrap();
+    let outcome = outcomes(&printed);
+    let open = with_outcome(&outcome, &["open"]);
+    assert!(!open.is_empty(), "{printed}");
+
+    let (mut broker, ready) = start_configured(dir.path(), CONFIG);
+    let kafka = field(&ready, "kafka");
+    // Nobody asks about the id again: its timeout aborts the transaction.
+    broker.wait_for("aborting a transaction past its timeout");
+    let read_committed = read(&kafka, "read_committed");
+    assert_eq!(values(&read_committed), with_outcome(&outcome, &["commit"]));
+    let read_uncommitted = read(&kafka, "read_uncommitted");
+    assert!(
+        values(&read_uncommitted).is_superset(&open),
+        "the open records were stored"
+    );
+
+    // A zombie: fenced by a newer instance with its id, and what it sends after is refused.
+    let output = (transactions_script())
+        .args([
+            "zombie",
+            "--bootstrap",
+            &kafka,
+            "--topic",
+            TOPIC,
+            "--id",
+            "zombie",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8(output.stdout).unwrap();
+    assert!(said.starts_with("fenced PRODUCER_FENCED"), "{said}");
+    let read_committed = values(&read(&kafka, "read_committed"));
+    assert!(read_committed.contains("zombie-fresh-m0"));
+    assert!(!read_committed.iter().any(|v| v.contains("zombie-zombie")));
+    let read_uncommitted = values(&read(&kafka, "read_uncommitted"));
+    assert!(
+        read_uncommitted.contains("zombie-zombie-m0"),
+        "sent before the fencing"
+    );
+    assert!(
+        !read_uncommitted.contains("zombie-zombie-m1"),
+        "refused after it"
+    );
+}
