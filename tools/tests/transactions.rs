@@ -242,3 +242,99 @@ fn a_transaction_open_at_kill_9_is_aborted_after_restart_and_a_zombie_is_fenced(
         "refused after it"
     );
 }
+
+/// Native subscriptions read as `read_committed` consumers do: committed records only, and
+/// nothing past a transaction still open (a record written after it waits until the
+/// transaction ends, here by its timeout), never an aborted one.
+#[test]
+fn native_subscriptions_deliver_committed_records_and_wait_for_open_transactions() {
+    const LEDGER: &str = "ledger";
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, ready) = start_configured(dir.path(), CONFIG);
+    let (kafka, native) = (field(&ready, "kafka"), field(&ready, "native"));
+    confluent(&[
+        "produce",
+        "--bootstrap",
+        &kafka,
+        "--topic",
+        LEDGER,
+        "--partitions",
+        "1",
+        "--create",
+        "--count",
+        "0",
+    ]);
+    let output = (transactions_script())
+        .args([
+            "produce",
+            "--bootstrap",
+            &kafka,
+            "--topic",
+            LEDGER,
+            "--partitions",
+            "1",
+        ])
+        .args(["--transactions", "12", "--id", "steady", "--seed", "7"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let outcome = outcomes(&String::from_utf8(output.stdout).unwrap());
+    let committed = with_outcome(&outcome, &["commit"]);
+    assert!(
+        !committed.is_empty() && outcome.len() > committed.len(),
+        "{outcome:?}"
+    );
+    // A transaction left open: its producer is gone, its timeout (3 s) will abort it.
+    let mut hanging = (transactions_script())
+        .args([
+            "produce",
+            "--bootstrap",
+            &kafka,
+            "--topic",
+            LEDGER,
+            "--partitions",
+            "1",
+        ])
+        .args(["--transactions", "1", "--hang", "0", "--id", "gone"])
+        .args(["--transaction-timeout-ms", "3000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(hanging.stdout.take().unwrap()).lines();
+    let first_open = lines.next().unwrap().unwrap();
+    assert!(first_open.starts_with("open "), "{first_open}");
+    hanging.kill().unwrap();
+    hanging.wait().unwrap();
+    common::runtime().block_on(async {
+        let client = oxbow_client::Client::builder()
+            .broker(&native)
+            .connect()
+            .await
+            .unwrap();
+        let producer = client.producer(LEDGER).build().await.unwrap();
+        producer
+            .send(None, b"sentinel")
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let mut consumer = client.consumer(LEDGER, "audit").build().await.unwrap();
+        let mut received = BTreeSet::new();
+        while !received.contains("sentinel") {
+            let wait = std::time::Duration::from_secs(60);
+            let message = tokio::time::timeout(wait, consumer.recv())
+                .await
+                .expect("the sentinel arrives once the open transaction times out")
+                .unwrap();
+            consumer.ack(&message).unwrap();
+            received.insert(String::from_utf8(message.value.to_vec()).unwrap());
+        }
+        let mut expected = committed.clone();
+        expected.insert("sentinel".to_string());
+        assert_eq!(
+            received, expected,
+            "committed records and the sentinel, nothing else"
+        );
+    });
+}

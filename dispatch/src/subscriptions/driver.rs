@@ -10,7 +10,7 @@ use crate::message::StoredMessage;
 use crate::subscription::{ConsumerId, Subscription, Undecodable};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use oxbow_core::{BatchBuilder, RecordBatch};
-use oxbow_storage::{Partition, ReadError};
+use oxbow_storage::{AbortedTxn, Partition, ReadError};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -130,12 +130,17 @@ pub(crate) async fn stop_driver(cell: &Rc<SubscriptionCell>) {
 /// them, the offset after the last batch split, and the batch that stopped the split.
 fn split_batches(
     batches: &[RecordBatch],
+    aborted: &[AbortedTxn],
     decoded: &RefCell<DecodedBatches>,
     decompressed_bytes_max: u64,
 ) -> (Vec<StoredMessage>, u64, Option<Undecodable>) {
     let mut messages = Vec::new();
     let mut end = 0;
     for batch in batches {
+        if in_aborted_transaction(batch, aborted) {
+            end = batch.last_offset() + 1;
+            continue;
+        }
         match decoded.borrow_mut().messages(batch, decompressed_bytes_max) {
             Ok(split) => messages.extend(split.iter().cloned()),
             Err(e) => {
@@ -152,6 +157,17 @@ fn split_batches(
     (messages, end, None)
 }
 
+/// Whether `batch` belongs to one of the `aborted` transactions: its records are not
+/// delivered (subscriptions read as Kafka's `read_committed` consumers do).
+fn in_aborted_transaction(batch: &RecordBatch, aborted: &[AbortedTxn]) -> bool {
+    batch.is_transactional()
+        && !batch.is_control()
+        && aborted.iter().any(|a| {
+            a.producer_id == batch.producer_id()
+                && (a.first_offset..=a.last_offset).contains(&batch.base_offset())
+        })
+}
+
 async fn drive(cell: Rc<SubscriptionCell>, context: DriverContext, woken: LocalReceiver<()>) {
     let log = &context.log;
     let config = &context.settings.subscriptions;
@@ -162,7 +178,10 @@ async fn drive(cell: Rc<SubscriptionCell>, context: DriverContext, woken: LocalR
         if cell.closing.get() {
             break;
         }
-        let known_end = log.log_end_offset();
+        // Subscriptions read committed records only: up to the last stable offset. It moves
+        // only when more of the log becomes visible, so that is what an idle driver waits for.
+        let visible_end = log.log_end_offset();
+        let known_end = log.last_stable_offset();
         cell.core.borrow_mut().on_log_end(known_end);
         if retry_read_at.is_none_or(|at| at <= Instant::now()) {
             retry_read_at = read_ahead(
@@ -213,7 +232,7 @@ async fn drive(cell: Rc<SubscriptionCell>, context: DriverContext, woken: LocalR
         let listening = !cell.core.borrow().is_idle() && log.stopped().is_none();
         let appended = async {
             if listening {
-                log.wait_for_offset(known_end).await;
+                log.wait_for_offset(visible_end).await;
             } else {
                 std::future::pending::<()>().await;
             }
@@ -245,14 +264,17 @@ async fn read_ahead(
 ) -> Option<Instant> {
     loop {
         let from = cell.core.borrow_mut().next_read()?;
-        match log.read(from, read_bytes_max).await {
+        match log.read_committed(from, read_bytes_max).await {
             Ok(batches) if batches.is_empty() => {
                 cell.core.borrow_mut().on_read_failed();
                 return None;
             }
             Ok(batches) => {
                 let limit = decompressed_bytes_max;
-                let (messages, end, stop) = split_batches(&batches, &cell.decoded, limit);
+                let upto = batches.last().map_or(from, |b| b.last_offset() + 1);
+                let aborted = log.aborted_transactions(from, upto);
+                let decoded = &cell.decoded;
+                let (messages, end, stop) = split_batches(&batches, &aborted, decoded, limit);
                 cell.core.borrow_mut().on_read(messages, end);
                 if let Some(batch) = stop {
                     undecodable(cell, batch);
