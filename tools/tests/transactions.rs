@@ -4,7 +4,7 @@
 //! ones too, and neither sees a marker. A transaction left open by kill -9 of the broker is
 //! aborted after the restart (its timeout), never exposed; a zombie producer is fenced and
 //! nothing it sends after that is stored. Needs python3 with confluent-kafka (scripts/test
-//! installs it).
+//! installs it). Consume-transform-produce commits each input's output exactly once.
 
 mod common;
 
@@ -55,9 +55,19 @@ fn outcomes(printed: &str) -> BTreeMap<String, String> {
 /// Every record a consumer with `isolation` reads from the beginning to the end ListOffsets
 /// gives it: (partition, offset, value).
 fn read(kafka: &str, isolation: &str) -> Vec<(u32, i64, String)> {
+    read_topic(kafka, TOPIC, PARTITIONS, isolation)
+}
+
+/// [`read`] of any topic.
+fn read_topic(
+    kafka: &str,
+    topic: &str,
+    partitions: &str,
+    isolation: &str,
+) -> Vec<(u32, i64, String)> {
     let output = (transactions_script())
-        .args(["consume", "--bootstrap", kafka, "--topic", TOPIC])
-        .args(["--partitions", PARTITIONS, "--isolation", isolation])
+        .args(["consume", "--bootstrap", kafka, "--topic", topic])
+        .args(["--partitions", partitions, "--isolation", isolation])
         .output()
         .unwrap();
     let printed = String::from_utf8(output.stdout).unwrap();
@@ -337,4 +347,88 @@ fn native_subscriptions_deliver_committed_records_and_wait_for_open_transactions
             "committed records and the sentinel, nothing else"
         );
     });
+}
+
+/// Consume-transform-produce: each poll's output and the group's offsets go in one
+/// transaction, some aborted (their input read again). The output holds each input's
+/// transformation exactly once for a read_committed reader, and the group's committed
+/// offsets are at the input's end.
+#[test]
+fn consume_transform_produce_commits_each_input_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, ready) = start_configured(dir.path(), CONFIG);
+    let kafka = field(&ready, "kafka");
+    let acked = confluent(&[
+        "produce",
+        "--bootstrap",
+        &kafka,
+        "--topic",
+        "input",
+        "--partitions",
+        "2",
+        "--create",
+        "--count",
+        "60",
+    ]);
+    assert_eq!(acked.lines().count(), 60);
+    confluent(&[
+        "produce",
+        "--bootstrap",
+        &kafka,
+        "--topic",
+        TOPIC,
+        "--partitions",
+        "2",
+        "--create",
+        "--count",
+        "0",
+    ]);
+    let output = (transactions_script())
+        .args([
+            "pipeline",
+            "--bootstrap",
+            &kafka,
+            "--topic",
+            "input",
+            "--output",
+            TOPIC,
+        ])
+        .args([
+            "--transactions",
+            "60",
+            "--commit-share",
+            "0.6",
+            "--id",
+            "pipe",
+            "--seed",
+            "3",
+        ])
+        .args(["--group", "transformers", "--timeout-ms", "120000"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{printed}{errors}");
+    assert!(
+        printed.lines().any(|l| l.starts_with("abort ")),
+        "some transactions aborted"
+    );
+
+    let read = read_topic(&kafka, TOPIC, "2", "read_committed");
+    let expected: BTreeSet<String> = (0..60).map(|i| format!("out-m-{i}")).collect();
+    assert_eq!(values(&read), expected);
+    assert_eq!(read.len(), 60, "each input once: {read:?}");
+    let committed = confluent(&[
+        "committed",
+        "--bootstrap",
+        &kafka,
+        "--topic",
+        "input",
+        "--partitions",
+        "2",
+        "--group",
+        "transformers",
+    ]);
+    let offsets: Vec<&str> = committed.lines().collect();
+    assert_eq!(offsets, ["committed 0 30", "committed 1 30"], "{committed}");
 }

@@ -178,7 +178,9 @@ async fn handle_encoded(
         RequestKind::DeleteAcls(request) => Some(ResponseKind::DeleteAcls(
             super::acls::delete(shard, gate, request).await,
         )),
-        txn @ (RequestKind::AddPartitionsToTxn(_) | RequestKind::EndTxn(_)) => {
+        txn @ (RequestKind::AddPartitionsToTxn(_)
+        | RequestKind::AddOffsetsToTxn(_)
+        | RequestKind::EndTxn(_)) => {
             Some(super::transactions::serve(shard, gate, txn, version).await?)
         }
         RequestKind::InitProducerId(r) if r.transactional_id.is_some() => {
@@ -195,6 +197,7 @@ async fn handle_encoded(
         | RequestKind::DescribeGroups(_)
         | RequestKind::DeleteGroups(_)
         | RequestKind::OffsetDelete(_)
+        | RequestKind::TxnOffsetCommit(_)
         | RequestKind::ConsumerGroupHeartbeat(_)
         | RequestKind::ConsumerGroupDescribe(_)
         | RequestKind::InitProducerId(_)) => {

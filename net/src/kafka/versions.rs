@@ -26,6 +26,9 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AddPartitionsToTxn, 0, 3),
     // v5 bumps the epoch at every transaction (KIP-890 part 2), not done here.
     (ApiKey::EndTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    // v3 carries the member and generation (KIP-447); v4 and later are KIP-890 part 2.
+    (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeQuorum, 0, 1),

@@ -10,6 +10,11 @@ zombie: producer A opens a transaction and sends "<id>-zombie-m0"; producer B wi
 initializes (fencing A and aborting its transaction) and commits "<id>-fresh-m0"; then A sends
 "<id>-zombie-m1" and commits. Prints "fenced <error>" when A is refused as Kafka refuses a fenced
 producer (fatal, PRODUCER_FENCED or INVALID_PRODUCER_EPOCH), "not-fenced" otherwise.
+pipeline: consume-transform-produce: reads TOPIC in group GROUP (read_committed) and for each
+poll of 1-5 messages writes "out-<value>" to OUTPUT (same partition) and the group's offsets in
+one transaction, committed with probability --commit-share, else aborted and the input read
+again from the committed offsets; stops after TRANSACTIONS input messages are committed.
+Prints "commit <output value>" / "abort <output value>".
 consume: reads every partition from the beginning with isolation.level ISOLATION until its
 position reaches the end offset ListOffsets gives under that isolation (the last stable offset
 under read_committed), printing "msg <partition> <offset> <value>".
@@ -19,7 +24,7 @@ import random
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 
 def produce(args):
@@ -84,6 +89,48 @@ def zombie(args):
     sys.stdout.flush()
 
 
+def pipeline(args):
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        "group.id": args.group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+    })
+    consumer.subscribe([args.topic])
+    producer = Producer({"bootstrap.servers": args.bootstrap, "transactional.id": args.id})
+    producer.init_transactions(30)
+    rng = random.Random(args.seed)
+    processed = 0
+    deadline = time.time() + args.timeout_ms / 1000
+    while processed < args.transactions and time.time() < deadline:
+        msgs = [m for m in consumer.consume(num_messages=rng.randint(1, 5), timeout=0.5)
+                if not m.error()]
+        if not msgs:
+            continue
+        producer.begin_transaction()
+        for m in msgs:
+            producer.produce(args.output, value=b"out-" + m.value(), partition=m.partition())
+        producer.send_offsets_to_transaction(consumer.position(consumer.assignment()),
+                                             consumer.consumer_group_metadata(), 30)
+        if rng.random() < args.commit_share:
+            producer.commit_transaction(30)
+            processed += len(msgs)
+            outcome = "commit"
+        else:
+            producer.abort_transaction(30)
+            outcome = "abort"
+            # An aborted transaction's input is read again from the committed offsets.
+            for tp in consumer.committed(consumer.assignment(), 30):
+                tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                consumer.seek(tp)
+        for m in msgs:
+            sys.stdout.write(f"{outcome} out-{m.value().decode()}\n")
+        sys.stdout.flush()
+    consumer.close()
+    sys.exit(0 if processed >= args.transactions else 4)
+
+
 def consume(args):
     consumer = Consumer({
         "bootstrap.servers": args.bootstrap,
@@ -117,7 +164,9 @@ def consume(args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["produce", "consume", "zombie"])
+    parser.add_argument("mode", choices=["produce", "consume", "zombie", "pipeline"])
+    parser.add_argument("--output", help="pipeline: the topic it writes to")
+    parser.add_argument("--group", default="oxbow-pipeline")
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--partitions", type=int, default=1)
@@ -132,7 +181,8 @@ def main():
                         choices=["read_committed", "read_uncommitted"])
     parser.add_argument("--timeout-ms", type=int, default=30000)
     args = parser.parse_args()
-    {"produce": produce, "consume": consume, "zombie": zombie}[args.mode](args)
+    modes = {"produce": produce, "consume": consume, "zombie": zombie, "pipeline": pipeline}
+    modes[args.mode](args)
 
 
 if __name__ == "__main__":

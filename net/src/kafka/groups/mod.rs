@@ -24,10 +24,12 @@ mod member_heartbeat;
 mod membership;
 mod offsets;
 mod routing;
+mod txn_offsets;
 
 pub use legacy::migrate;
 pub use offsets::{offsets_partition, offsets_topic_configs};
 pub use routing::{coordinator_of, not_coordinator, refused, GroupHome};
+pub use txn_offsets::end_transaction;
 
 use super::wire::code;
 use crate::authorize::Gate;
@@ -199,6 +201,9 @@ impl Coordinator {
             RequestKind::OffsetFetch(r) => {
                 ResponseKind::OffsetFetch(self.fetch_offsets(shard, r).await)
             }
+            RequestKind::TxnOffsetCommit(r) => {
+                ResponseKind::TxnOffsetCommit(self.txn_commit(shard, r).await)
+            }
             RequestKind::OffsetDelete(r) => {
                 ResponseKind::OffsetDelete(self.delete_offsets(shard, r).await)
             }
@@ -291,6 +296,7 @@ pub async fn serve(
         RequestKind::OffsetCommit(r) => r.group_id.to_string(),
         RequestKind::OffsetFetch(r) => r.group_id.to_string(),
         RequestKind::OffsetDelete(r) => r.group_id.to_string(),
+        RequestKind::TxnOffsetCommit(r) => r.group_id.to_string(),
         RequestKind::ConsumerGroupHeartbeat(r) => r.group_id.to_string(),
         RequestKind::ConsumerGroupDescribe(r) => {
             return consumer_describe_each(shard, r.clone(), version).await
@@ -320,6 +326,17 @@ fn authorize(gate: &Gate<'_>, request: &RequestKind, version: i16) -> Option<Res
         RequestKind::LeaveGroup(r) => &r.group_id,
         RequestKind::OffsetCommit(r) => &r.group_id,
         RequestKind::OffsetFetch(r) => &r.group_id,
+        RequestKind::TxnOffsetCommit(r) => {
+            // Kafka's rule: Write on the transactional id and Read on the group.
+            if !gate.transactional_id(&r.transactional_id, Operation::Write) {
+                return refused(
+                    request,
+                    version,
+                    code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                );
+            }
+            &r.group_id
+        }
         RequestKind::ConsumerGroupHeartbeat(r) => {
             // Kafka's rule: the member must be allowed to describe every topic it names.
             let hidden = (r.subscribed_topic_names.iter().flatten())

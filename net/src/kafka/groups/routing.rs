@@ -115,6 +115,9 @@ pub fn refused(request: &RequestKind, version: i16, error: i16) -> Option<Respon
             }
             ResponseKind::OffsetFetch(response)
         }
+        RequestKind::TxnOffsetCommit(request) => ResponseKind::TxnOffsetCommit(
+            super::txn_offsets::txn_commit_response(request, |_, _| error),
+        ),
         RequestKind::OffsetDelete(_) => {
             let mut response = OffsetDeleteResponse::default();
             response.error_code = error;

@@ -6,7 +6,7 @@
 use super::log::TxnLog;
 use crate::shard::{Acks, PartitionError, Shard};
 use oxbow_cluster::transactions::MarkerJob;
-use oxbow_cluster::TRANSACTION_STATE_TOPIC;
+use oxbow_cluster::{OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use oxbow_core::{MarkerKind, TxnMarker};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -56,11 +56,29 @@ async fn write(shard: &Rc<Shard>, txn: &Rc<TxnLog>, job: MarkerJob) {
     let mut left: Vec<(String, u32)> = job.partitions.clone();
     let mut warned = false;
     while !left.is_empty() {
+        let mut failed = Vec::new();
         if superseded(shard, txn) {
             return;
         }
         let mut started = Vec::with_capacity(left.len());
         for (topic, partition) in left.drain(..) {
+            if topic == OFFSETS_TOPIC {
+                // Offsets committed in the transaction wait in the group's partition: the
+                // group coordinator makes them committed, or drops them.
+                let ended = crate::kafka::groups::end_transaction(
+                    shard,
+                    partition,
+                    job.producer_id,
+                    job.commit,
+                )
+                .await;
+                if let Err(error) = ended {
+                    tracing::warn!(transactional_id = %job.transactional_id, partition,
+                        error = %error, "ending transactional offsets; retrying");
+                    failed.push((topic, partition));
+                }
+                continue;
+            }
             let batch = marker.batch(job.producer_id, job.producer_epoch, oxbow_storage::now_ms());
             let topic_arc: Arc<str> = Arc::from(topic.as_str());
             let outcome = shard
@@ -92,6 +110,7 @@ async fn write(shard: &Rc<Shard>, txn: &Rc<TxnLog>, job: MarkerJob) {
                 }
             }
         }
+        left.extend(failed);
         if !left.is_empty() {
             glommio::timer::sleep(MARKER_RETRY_BACKOFF).await;
         }

@@ -22,11 +22,11 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnResponse, InitProducerIdResponse,
-    ProducerId, RequestKind, ResponseKind,
+    AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnResponse,
+    InitProducerIdResponse, ProducerId, RequestKind, ResponseKind,
 };
 use oxbow_cluster::transactions::{TxnError, TxnStatus};
-use oxbow_cluster::{is_internal_topic, Operation, TRANSACTION_STATE_TOPIC};
+use oxbow_cluster::{is_internal_topic, Operation, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use oxbow_core::placement::owner_shard;
 use std::rc::Rc;
 
@@ -103,6 +103,7 @@ fn transactional_id(request: &RequestKind) -> Option<&str> {
         RequestKind::InitProducerId(r) => r.transactional_id.as_deref().map(|id| &**id),
         RequestKind::AddPartitionsToTxn(r) => Some(&r.v3_and_below_transactional_id),
         RequestKind::EndTxn(r) => Some(&r.transactional_id),
+        RequestKind::AddOffsetsToTxn(r) => Some(&r.transactional_id),
         _ => None,
     }
 }
@@ -122,6 +123,11 @@ pub async fn serve(
             &request,
             code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
         ));
+    }
+    if let RequestKind::AddOffsetsToTxn(r) = &request {
+        if !gate.group(&r.group_id, Operation::Read) {
+            return Ok(refused(&request, code::GROUP_AUTHORIZATION_FAILED));
+        }
     }
     if let RequestKind::AddPartitionsToTxn(r) = &request {
         let hidden = (r.v3_and_below_topics.iter()).any(|t| !gate.topic(&t.name, Operation::Write));
@@ -164,6 +170,11 @@ fn refused(request: &RequestKind, error: i16) -> ResponseKind {
         }
         RequestKind::AddPartitionsToTxn(r) => {
             ResponseKind::AddPartitionsToTxn(add_partitions_refused(r, |_| error))
+        }
+        RequestKind::AddOffsetsToTxn(_) => {
+            let mut response = AddOffsetsToTxnResponse::default();
+            response.error_code = error;
+            ResponseKind::AddOffsetsToTxn(response)
         }
         _ => {
             let mut response = EndTxnResponse::default();
@@ -284,6 +295,33 @@ async fn handle(
                 .err()
                 .map_or(code::NONE, |e| for_version(e, version, 2));
             ResponseKind::AddPartitionsToTxn(add_partitions_refused(&r, |_| error))
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            let mut response = AddOffsetsToTxnResponse::default();
+            // The group's offsets partition joins the transaction (created if need be).
+            let partition = match super::groups::coordinator_of(shard, &r.group_id).await {
+                Ok(_) => {
+                    let count = shard.partition_count(OFFSETS_TOPIC).unwrap_or(1);
+                    offsets_partition(&r.group_id, count)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "finding a group's offsets partition");
+                    response.error_code = code::COORDINATOR_NOT_AVAILABLE;
+                    return ResponseKind::AddOffsetsToTxn(response);
+                }
+            };
+            let wanted = [(OFFSETS_TOPIC.to_string(), partition)];
+            let step = txn.core.borrow_mut().add_partitions(
+                &r.transactional_id,
+                r.producer_id.0,
+                r.producer_epoch,
+                &wanted,
+                now,
+            );
+            if let Err(error) = txn.carry_out(shard, step).await {
+                response.error_code = for_version(error, version, 2);
+            }
+            ResponseKind::AddOffsetsToTxn(response)
         }
         RequestKind::EndTxn(r) => {
             let step = txn.core.borrow_mut().end_txn(
