@@ -35,6 +35,8 @@ pub struct ActiveProducer {
     pub last_timestamp: i64,
     /// Offset of its last appended record.
     pub last_offset: u64,
+    /// Where its open transaction began in this partition, if one is open.
+    pub txn_start_offset: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -171,6 +173,7 @@ impl ProducerState {
                     last_sequence: last.last_sequence,
                     last_timestamp: last.max_timestamp,
                     last_offset: last.last_offset,
+                    txn_start_offset: None,
                 })
             })
             .collect();

@@ -13,6 +13,7 @@ mod reassign;
 mod serve;
 mod systemd;
 mod torture;
+mod transaction_cli;
 mod user_cli;
 
 /// Kafka request decoding may ask for absurd capacities; see `oxbow_net::alloc`.
@@ -151,6 +152,19 @@ enum Command {
         security: access::SecurityArgs,
         #[command(subcommand)]
         command: group_cli::GroupCommand,
+    },
+    /// Kafka transactions: list the transactional ids, describe one.
+    Transaction {
+        /// Kafka address of any node.
+        #[arg(long, default_value = "127.0.0.1:9092", global = true)]
+        bootstrap: String,
+        /// How results are printed.
+        #[arg(long, value_enum, default_value = "text", global = true)]
+        output: output::Output,
+        #[command(flatten)]
+        security: access::SecurityArgs,
+        #[command(subcommand)]
+        command: transaction_cli::TransactionCommand,
     },
     /// Move partitions between brokers or delete their oldest records, through any node's Kafka
     /// listener.
@@ -345,6 +359,15 @@ fn main() -> ExitCode {
             command,
         } => client_command(
             (security.kafka_access()).and_then(|a| group_cli::run(&bootstrap, &a, output, command)),
+        ),
+        Command::Transaction {
+            bootstrap,
+            output,
+            security,
+            command,
+        } => client_command(
+            (security.kafka_access())
+                .and_then(|a| transaction_cli::run(&bootstrap, &a, output, command)),
         ),
         Command::Partition {
             bootstrap,

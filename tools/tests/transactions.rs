@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::{confluent, field, start_configured};
+use common::{confluent, field, kafka_call, oxbow_command, start_configured};
+use kafka_protocol::messages::describe_producers_request::TopicRequest;
+use kafka_protocol::messages::{DescribeProducersRequest, TopicName};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -117,6 +119,25 @@ fn assert_in_producer_order(read: &[(u32, i64, String)]) {
     }
 }
 
+/// DescribeProducers on every partition of the topic: where each open transaction began, by
+/// partition.
+fn open_transaction_starts(kafka: &str) -> BTreeMap<i32, i64> {
+    let partitions = (0..PARTITIONS.parse().unwrap()).collect();
+    let topic = TopicRequest::default()
+        .with_name(TopicName(TOPIC.to_string().into()))
+        .with_partition_indexes(partitions);
+    let request = DescribeProducersRequest::default().with_topics(vec![topic]);
+    let mut stream = std::net::TcpStream::connect(kafka).unwrap();
+    let response = kafka_call(&mut stream, 0, &request);
+    (response.topics[0].partitions.iter())
+        .flat_map(|p| {
+            (p.active_producers.iter())
+                .filter(|producer| producer.current_txn_start_offset >= 0)
+                .map(|producer| (p.partition_index, producer.current_txn_start_offset))
+        })
+        .collect()
+}
+
 #[test]
 fn committed_and_aborted_transactions_are_read_by_isolation_level() {
     let dir = tempfile::tempdir().unwrap();
@@ -204,6 +225,39 @@ fn a_transaction_open_at_kill_9_is_aborted_after_restart_and_a_zombie_is_fenced(
             break;
         }
     }
+    // Operators see it open: its id, its partitions, and where it began in each.
+    let (ok, said) = oxbow_command(
+        &[
+            "transaction",
+            "list",
+            "--bootstrap",
+            &kafka,
+            "--state",
+            "Ongoing",
+            "--output",
+            "json",
+        ],
+        None,
+        "",
+    );
+    assert!(
+        ok && said.contains("\"transactional_id\":\"crash\""),
+        "{said}"
+    );
+    let (ok, said) = oxbow_command(
+        &["transaction", "describe", "crash", "--bootstrap", &kafka],
+        None,
+        "",
+    );
+    assert!(ok && said.starts_with("crash (Ongoing)"), "{said}");
+    let open_partitions: BTreeSet<String> = (said.lines().skip(1))
+        .map(|line| line.trim().replace('\t', "-"))
+        .collect();
+    let open_starts = open_transaction_starts(&kafka);
+    let expected: BTreeSet<String> = (open_starts.keys())
+        .map(|p| format!("{TOPIC}-{p}"))
+        .collect();
+    assert_eq!(open_partitions, expected, "{said}");
     broker.child.kill().unwrap();
     broker.child.wait().unwrap();
     hanging.kill().unwrap();

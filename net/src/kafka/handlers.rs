@@ -178,6 +178,12 @@ async fn handle_encoded(
         RequestKind::DeleteAcls(request) => Some(ResponseKind::DeleteAcls(
             super::acls::delete(shard, gate, request).await,
         )),
+        RequestKind::ListTransactions(request) => Some(ResponseKind::ListTransactions(
+            super::transactions::list(shard, gate, request).await,
+        )),
+        RequestKind::DescribeTransactions(request) => Some(ResponseKind::DescribeTransactions(
+            super::transactions::describe(shard, gate, request).await,
+        )),
         txn @ (RequestKind::AddPartitionsToTxn(_)
         | RequestKind::AddOffsetsToTxn(_)
         | RequestKind::EndTxn(_)) => {

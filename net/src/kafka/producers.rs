@@ -63,8 +63,8 @@ fn state(producer: &ActiveProducer) -> ProducerState {
     state.producer_epoch = producer.epoch as i32;
     state.last_sequence = producer.last_sequence;
     state.last_timestamp = producer.last_timestamp;
-    // No transactions yet: no coordinator epoch, no open transaction.
+    // The coordinator epoch of its last marker is not kept.
     state.coordinator_epoch = -1;
-    state.current_txn_start_offset = -1;
+    state.current_txn_start_offset = producer.txn_start_offset.map_or(-1, |o| o as i64);
     state
 }

@@ -29,6 +29,9 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AddOffsetsToTxn, 0, 3),
     // v3 carries the member and generation (KIP-447); v4 and later are KIP-890 part 2.
     (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::DescribeTransactions, 0, 0),
+    // v2 adds a transactional id pattern, not served.
+    (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeQuorum, 0, 1),

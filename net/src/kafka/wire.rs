@@ -57,6 +57,7 @@ pub mod code {
     pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
     pub const INVALID_RECORD: i16 = 87;
     pub const PRODUCER_FENCED: i16 = 90;
+    pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
     pub const RESOURCE_NOT_FOUND: i16 = 91;
     pub const DUPLICATE_RESOURCE: i16 = 92;
     pub const UNACCEPTABLE_CREDENTIAL: i16 = 93;

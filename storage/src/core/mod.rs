@@ -350,7 +350,12 @@ impl<A, T> LogCore<A, T> {
 
     /// The idempotent producers with batches in the log (or queued for it).
     pub(crate) fn active_producers(&self) -> Vec<crate::producers::ActiveProducer> {
-        self.producers.active()
+        let open: std::collections::HashMap<i64, u64> = self.txns.open().collect();
+        let mut active = self.producers.active();
+        for producer in &mut active {
+            producer.txn_start_offset = open.get(&producer.id).copied();
+        }
+        active
     }
 
     /// A read from disk starting at offset `from` ended at `end`.

@@ -11,8 +11,10 @@
 
 mod log;
 mod markers;
+mod operators;
 
 pub use log::TxnLogs;
+pub use operators::{describe, list};
 
 use super::groups::{offsets_partition, offsets_topic_configs};
 use super::wire::code;
@@ -387,14 +389,11 @@ pub async fn verify(
     checked.unwrap_or(Err(code::COORDINATOR_NOT_AVAILABLE))
 }
 
-/// Aborts the transactions of this shard's coordinators that are open past their timeout,
-/// resumes endings whose markers are unwritten, and forgets expired ids. Run periodically.
-pub async fn check(shard: &Rc<Shard>) {
+/// Loads every `__transaction_state` partition this shard owns and leads.
+async fn load_led(shard: &Shard) {
     let Some(logs) = shard.extension::<TxnLogs>() else {
         return;
     };
-    // Every partition this shard leads is loaded, so that a transaction left open by a crash
-    // times out even if no client asks about its id again.
     let partitions = shard.partition_count(TRANSACTION_STATE_TOPIC).unwrap_or(0);
     for partition in 0..partitions {
         let owned = owner_shard(TRANSACTION_STATE_TOPIC, partition, shard.shards()) == shard.id;
@@ -402,6 +401,16 @@ pub async fn check(shard: &Rc<Shard>) {
             let _ = logs.get(shard, partition).await;
         }
     }
+}
+
+/// Aborts the transactions of this shard's coordinators that are open past their timeout,
+/// resumes endings whose markers are unwritten, and forgets expired ids. Run periodically.
+pub async fn check(shard: &Rc<Shard>) {
+    let Some(logs) = shard.extension::<TxnLogs>() else {
+        return;
+    };
+    // A transaction left open by a crash times out even if no client asks about its id again.
+    load_led(shard).await;
     let now = oxbow_storage::now_ms();
     for txn in logs.loaded() {
         if shard
