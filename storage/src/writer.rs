@@ -258,9 +258,6 @@ impl Writer {
         };
         // Newest first: a crash part way leaves a prefix of the old log, which recovery reads
         // as a shorter log.
-        remove_txn_snapshots(disk.as_ref(), &dir, |at| {
-            at > offset || plan.restart_at.is_some()
-        })?;
         let mut doomed = plan.doomed;
         doomed.sort_by_key(|segment| std::cmp::Reverse(segment.base_offset));
         for segment in doomed {
@@ -270,6 +267,8 @@ impl Writer {
             segment.file.close().await?;
         }
         if let Some(restart) = plan.restart_at {
+            // Nothing of the old log is left for its transaction snapshots to describe.
+            remove_txn_snapshots(disk.as_ref(), &dir, |_| true)?;
             // The emptied epochs are durable before the new segment exists: recovery would
             // otherwise stretch an old epoch over the new start.
             self.shared.core.borrow_mut().forget_epochs();
@@ -326,11 +325,15 @@ impl Writer {
             .await?;
         // Below what memory can undo (a replica cut under what it had made visible), the
         // transaction state is read back from the newest snapshot and the batches after it.
-        let exact = self.shared.core.borrow().txns_cut_exact(new_end);
+        // Memory can undo the cut only if a snapshot is left for a later recovery to start
+        // from (the cut may have taken the segments the kept ones described).
+        let segments = self.shared.core.borrow().segments_for_txns();
+        let (first, active) = (segments[0].1, segments[segments.len() - 1].1);
+        let exact = self.shared.core.borrow().txns_cut_exact(new_end)
+            && has_txn_snapshot(disk.as_ref(), &dir, first..=active)?;
         let rebuilt = if exact {
             None
         } else {
-            let segments = self.shared.core.borrow().segments_for_txns();
             let mut segments = segments;
             if let Some(last) = segments.last_mut() {
                 last.2 = position;
@@ -342,6 +345,8 @@ impl Writer {
             .core
             .borrow_mut()
             .truncated(position, new_end, rebuilt);
+        // Snapshots past the new end describe records that are gone.
+        remove_txn_snapshots(disk.as_ref(), &dir, |at| at > new_end)?;
         self.tail_start = tail_start;
         self.tail = tail.to_vec();
         let visible = self.shared.core.borrow().visible_end();
@@ -438,6 +443,17 @@ async fn write_txn_snapshot(
     let (disk, dir) = (shared.disk.as_ref(), &shared.dir);
     write_file_atomically(disk, &snapshot_path(dir, at), &seal.txn_snapshot, durable).await?;
     remove_txn_snapshots(disk, dir, |offset| offset < seal.base_offset)
+}
+
+/// Whether a transaction snapshot at an offset in `range` exists.
+fn has_txn_snapshot(
+    disk: &dyn Disk,
+    dir: &Path,
+    range: std::ops::RangeInclusive<u64>,
+) -> io::Result<bool> {
+    Ok((disk.list(dir)?.iter()).any(|name| {
+        matches!(classify(name), PartitionFile::TxnSnapshot(offset) if range.contains(&offset))
+    }))
 }
 
 /// Removes the transaction snapshots whose offset `doomed` picks.

@@ -250,6 +250,57 @@ fn a_truncation_reopens_the_transactions_whose_markers_it_cut() {
     });
 }
 
+/// A replica cut below every snapshot it kept, above its high watermark (where memory can
+/// undo the cut): a snapshot is left for recovery, which then knows the transaction still open
+/// from before them.
+#[test]
+fn a_cut_below_every_snapshot_leaves_one_for_recovery() {
+    on_shard(|dir| async move {
+        let config = small_config(FlushPolicy::Always);
+        let mut producers = Producers::default();
+        let partition = open(&dir, config.clone()).await;
+        partition.set_high_watermark(1);
+        let first = partition
+            .append(producers.data(1, &[1], 100))
+            .await
+            .unwrap();
+        let mut bases = Vec::new();
+        for _ in 0..600 {
+            bases.push(
+                partition
+                    .append(producers.data(2, &[2], 500))
+                    .await
+                    .unwrap()
+                    .base_offset,
+            );
+        }
+        partition
+            .append(producers.end(1, MarkerKind::Commit))
+            .await
+            .unwrap();
+        let segments: Vec<u64> = partition.segment_files().iter().map(|s| s.0).collect();
+        let snapshots = snapshot_offsets(&oxbow_storage::DmaDisk, &dir);
+        assert!(
+            segments.len() > 4 && snapshots.len() == 2,
+            "{segments:?} {snapshots:?}"
+        );
+        // Inside the second segment, below both snapshots.
+        let cut = *bases.iter().find(|&&b| b > segments[1]).unwrap();
+        assert!(cut < snapshots[0]);
+        partition.truncate_to(cut).await.unwrap();
+        let left = snapshot_offsets(&oxbow_storage::DmaDisk, &dir);
+        assert!(
+            left.iter().all(|&s| s <= cut) && !left.is_empty(),
+            "{left:?}"
+        );
+        partition.close().await;
+        let partition = open(&dir, config).await;
+        assert_eq!(partition.last_stable_offset(), first.base_offset);
+        assert_state_matches_log(&partition, "after the cut and a reopen").await;
+        partition.close().await;
+    });
+}
+
 /// A power loss at any point: after recovery the transaction state is the one the surviving
 /// log implies, also when the newest snapshot was lost or damaged (recovery replays from the
 /// one before).

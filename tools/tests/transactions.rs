@@ -29,6 +29,14 @@ fn transactions_script() -> Command {
     command
 }
 
+/// The script's transactional producer writing to `topic` (of `partitions` partitions).
+fn transactional_producer(kafka: &str, topic: &str, partitions: &str) -> Command {
+    let mut command = transactions_script();
+    command.args(["produce", "--bootstrap", kafka, "--topic", topic]);
+    command.args(["--partitions", partitions]);
+    command
+}
+
 fn create_topic(kafka: &str) {
     confluent(&[
         "produce",
@@ -147,9 +155,8 @@ fn committed_and_aborted_transactions_are_read_by_isolation_level() {
     // Three transactional producers at once, each committing about half its transactions.
     let producers: Vec<_> = (0..3)
         .map(|i| {
-            (transactions_script())
-                .args(["produce", "--bootstrap", &kafka, "--topic", TOPIC])
-                .args(["--partitions", PARTITIONS, "--transactions", "15"])
+            transactional_producer(&kafka, TOPIC, PARTITIONS)
+                .args(["--transactions", "15"])
                 .args(["--id", &format!("p{i}"), "--seed", &i.to_string()])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -193,16 +200,8 @@ fn a_transaction_open_at_kill_9_is_aborted_after_restart_and_a_zombie_is_fenced(
     let kafka = field(&ready, "kafka");
     create_topic(&kafka);
     // Two committed transactions, then a third left open (its records sent and acknowledged).
-    let mut hanging = (transactions_script())
-        .args(["produce", "--bootstrap", &kafka, "--topic", TOPIC])
-        .args([
-            "--partitions",
-            PARTITIONS,
-            "--transactions",
-            "3",
-            "--hang",
-            "2",
-        ])
+    let mut hanging = transactional_producer(&kafka, TOPIC, PARTITIONS)
+        .args(["--transactions", "3", "--hang", "2"])
         .args([
             "--id",
             "crash",
@@ -328,16 +327,7 @@ fn native_subscriptions_deliver_committed_records_and_wait_for_open_transactions
         "--count",
         "0",
     ]);
-    let output = (transactions_script())
-        .args([
-            "produce",
-            "--bootstrap",
-            &kafka,
-            "--topic",
-            LEDGER,
-            "--partitions",
-            "1",
-        ])
+    let output = transactional_producer(&kafka, LEDGER, "1")
         .args(["--transactions", "12", "--id", "steady", "--seed", "7"])
         .output()
         .unwrap();
@@ -349,16 +339,7 @@ fn native_subscriptions_deliver_committed_records_and_wait_for_open_transactions
         "{outcome:?}"
     );
     // A transaction left open: its producer is gone, its timeout (3 s) will abort it.
-    let mut hanging = (transactions_script())
-        .args([
-            "produce",
-            "--bootstrap",
-            &kafka,
-            "--topic",
-            LEDGER,
-            "--partitions",
-            "1",
-        ])
+    let mut hanging = transactional_producer(&kafka, LEDGER, "1")
         .args(["--transactions", "1", "--hang", "0", "--id", "gone"])
         .args(["--transaction-timeout-ms", "3000"])
         .stdout(Stdio::piped())

@@ -101,6 +101,8 @@ struct Entry {
     current: Option<TxnMetadata>,
     /// A record on its way to the log.
     pending: Option<TxnMetadata>,
+    /// The pending record is the id's tombstone.
+    expiring: bool,
 }
 
 /// The transactional ids of one transaction-log partition.
@@ -191,7 +193,11 @@ impl TxnCoordinator {
         };
         let held = (current.producer_id, current.producer_epoch);
         if let Some(expected) = expected {
-            if expected == current.previous && !current.status.is_preparing() {
+            let idle = matches!(
+                current.status,
+                TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort
+            );
+            if expected == current.previous && idle {
                 // A retry whose answer was lost: the bump it asked for is done.
                 return Step::answer(held);
             }
@@ -310,23 +316,33 @@ impl TxnCoordinator {
         steps
     }
 
-    /// Ids idle past the expiration with no transaction open: the shell appends a tombstone
-    /// for each and calls [`TxnCoordinator::restore`] with `None`.
-    pub fn expired(&self, now_ms: i64) -> Vec<String> {
+    /// Ids idle past the expiration with no transaction open, each now waiting for its
+    /// tombstone: the shell appends it and calls [`TxnCoordinator::persisted`] (requests for
+    /// the id meanwhile get CONCURRENT_TRANSACTIONS).
+    pub fn expire(&mut self, now_ms: i64) -> Vec<String> {
         let horizon = now_ms.saturating_sub(self.settings.id_expiration_ms as i64);
-        (self.ids.iter())
-            .filter(|(_, e)| e.pending.is_none())
-            .filter(|(_, e)| {
-                e.current.as_ref().is_some_and(|c| {
+        let mut expired = Vec::new();
+        for (id, entry) in self.ids.iter_mut() {
+            let idle = entry.pending.is_none()
+                && entry.current.as_ref().is_some_and(|c| {
                     c.updated_ms < horizon
                         && matches!(
                             c.status,
                             TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort
                         )
-                })
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
+                });
+            if idle {
+                entry.pending = entry.current.clone();
+                entry.expiring = true;
+                expired.push(id.clone());
+            }
+        }
+        expired
+    }
+
+    /// Whether a record of `id` is on its way to the log (its state is about to change).
+    pub fn is_pending(&self, id: &str) -> bool {
+        self.ids.get(id).is_some_and(|e| e.pending.is_some())
     }
 
     /// The shell's append of the pending record of `id` finished: durable (the change takes
@@ -336,8 +352,9 @@ impl TxnCoordinator {
             return;
         };
         let pending = entry.pending.take();
+        let expiring = std::mem::take(&mut entry.expiring);
         if durable {
-            entry.current = pending;
+            entry.current = if expiring { None } else { pending };
         }
         if entry.current.is_none() && entry.pending.is_none() {
             self.ids.remove(id);

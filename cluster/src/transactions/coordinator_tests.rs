@@ -139,6 +139,12 @@ fn a_retried_init_gets_the_same_epoch_and_a_stranger_is_fenced() {
     // Its answer was lost; the client asks again with what it held.
     let retry = coordinator.init_producer_id(ID, 60_000, Some((100, 0)), 2, || unreachable!());
     assert_eq!((retry.reply, retry.record), (Ok((100, 1)), None));
+    // Not once the new instance has a transaction open: the old one is a zombie, and is
+    // answered by aborting that transaction under a new epoch (KIP-360 fences it).
+    let step = coordinator.add_partitions(ID, 100, 1, &partitions(&[("orders", 1)]), 3);
+    durable(&mut coordinator, step).unwrap();
+    let zombie = coordinator.init_producer_id(ID, 60_000, Some((100, 0)), 3, || unreachable!());
+    assert_eq!(zombie.reply, Err(TxnError::ProducerFenced));
     let stranger = coordinator.init_producer_id(ID, 60_000, Some((100, 5)), 3, || 1);
     assert_eq!(stranger.reply, Err(TxnError::ProducerFenced));
     // An exhausted epoch moves to a new producer id.
@@ -199,9 +205,12 @@ fn restored_endings_are_finished_and_idle_ids_expire() {
     restarted.persisted(&id, true);
     assert!(restarted.unfinished().is_empty());
     let day = 24 * 3_600_000;
-    assert!(restarted.expired(22 + 7 * day).is_empty());
-    assert_eq!(restarted.expired(23 + 7 * day), vec![ID.to_string()]);
-    restarted.restore(ID, None);
+    assert!(restarted.expire(22 + 7 * day).is_empty());
+    assert_eq!(restarted.expire(23 + 7 * day), vec![ID.to_string()]);
+    // While its tombstone is stored, the id takes no request.
+    let meanwhile = restarted.init_producer_id(ID, 1_000, None, 24 + 7 * day, || 9);
+    assert_eq!(meanwhile.reply, Err(TxnError::ConcurrentTransactions));
+    restarted.persisted(ID, true);
     assert!(restarted.describe(ID).is_none());
     assert_eq!(complete.status, TxnStatus::CompleteAbort);
 }

@@ -161,6 +161,11 @@ async fn in_open_transaction(
     }
     super::transactions::verify(shard, id, producer, topic, partition)
         .await
+        // Kafka's answer to a producer when the coordinator cannot say: retriable.
+        .map_err(|error| match error {
+            code::NOT_COORDINATOR | code::COORDINATOR_NOT_AVAILABLE => code::NOT_ENOUGH_REPLICAS,
+            other => other,
+        })
         .map_err(|code| {
             let why =
                 format!("not in an open transaction of {id} that {topic}-{partition} was added to");

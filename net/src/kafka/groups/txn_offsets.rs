@@ -4,8 +4,10 @@
 //! ends the transaction on that partition (its "marker").
 //!
 //! A pending offset is a record of the offsets partition's state log, as durable as a commit:
-//! key 0xFFFF, kind 2, the producer id (i64), then group, topic (each after a u16 length) and
-//! partition (i32); value as a commit's. No commit key starts with 0xFFFF (see
+//! key 0xFFFF, kind 2, the producer id (i64) and epoch (i16), then group, topic (each after a
+//! u16 length) and partition (i32); value as a commit's. An ending applies only its own
+//! epoch's offsets and drops those of older epochs (a fenced transaction's, whose store may
+//! have landed after its abort). No commit key starts with 0xFFFF (see
 //! `consumer_group_store.rs`), and KIP-848 group records use kinds 0 and 1.
 
 use super::offsets::{decode_commit, encode_commit, group_partition, OffsetKey};
@@ -21,10 +23,11 @@ use oxbow_cluster::OFFSETS_TOPIC;
 
 const MARK: [u8; 3] = [0xFF, 0xFF, 2];
 
-/// The key of `producer_id`'s pending offset of (group, topic, partition).
-fn pending_key(producer_id: i64, (group, topic, partition): &OffsetKey) -> Bytes {
+/// The key of a producer's pending offset of (group, topic, partition).
+fn pending_key((producer_id, epoch): (i64, i16), (group, topic, partition): &OffsetKey) -> Bytes {
     let mut key = BytesMut::from(&MARK[..]);
     key.put_i64(producer_id);
+    key.put_i16(epoch);
     for part in [group.as_bytes(), topic.as_bytes()] {
         key.put_u16(part.len() as u16);
         key.put_slice(part);
@@ -33,13 +36,14 @@ fn pending_key(producer_id: i64, (group, topic, partition): &OffsetKey) -> Bytes
     key.freeze()
 }
 
-/// The producer id and (group, topic, partition) of a pending offset's key.
-fn decode_pending(key: &[u8]) -> Option<(i64, OffsetKey)> {
+/// The producer (id, epoch) and (group, topic, partition) of a pending offset's key.
+fn decode_pending(key: &[u8]) -> Option<((i64, i16), OffsetKey)> {
     let rest = key.strip_prefix(&MARK[..])?;
     let producer_id = i64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let epoch = i16::from_be_bytes(rest.get(8..10)?.try_into().ok()?);
     // The rest is laid out as a commit key is.
-    let (named, _, _) = decode_commit(&rest[8..], &[0; 8])?;
-    Some((producer_id, named))
+    let (named, _, _) = decode_commit(&rest[10..], &[0; 8])?;
+    Some(((producer_id, epoch), named))
 }
 
 /// The answer to a TxnOffsetCommit, `error_of` saying each partition's error.
@@ -104,7 +108,7 @@ impl Coordinator {
                 }
                 let named = (group_id.clone(), topic.name.to_string(), p.partition_index);
                 let (_, value) = encode_commit(&named, p.committed_offset, metadata);
-                changes.push((pending_key(producer.0, &named), Some(value)));
+                changes.push((pending_key(producer, &named), Some(value)));
             }
         }
         if !changes.is_empty() {
@@ -122,25 +126,26 @@ impl Coordinator {
         })
     }
 
-    /// The transaction of `producer_id` ended on offsets partition `partition`: its pending
-    /// offsets become commits (`commit`) or go. Idempotent, so a retried ending is harmless.
+    /// The transaction of producer (id, epoch) ended on offsets partition `partition`: its
+    /// pending offsets become commits (`commit`) or go, and so do any of older epochs.
+    /// Idempotent, so a retried ending is harmless.
     pub(super) async fn end_txn_offsets(
         &self,
         shard: &Shard,
         partition: u32,
-        producer_id: i64,
+        (producer_id, epoch): (i64, i16),
         commit: bool,
     ) -> Result<(), String> {
         let log = self.offsets_log(shard, partition).await?;
         let mut changes = Vec::new();
         for (key, value) in log.entries() {
-            let Some((owner, named)) = decode_pending(&key) else {
+            let Some(((owner, written_at), named)) = decode_pending(&key) else {
                 continue;
             };
-            if owner != producer_id {
+            if owner != producer_id || written_at > epoch {
                 continue;
             }
-            if commit {
+            if commit && written_at == epoch {
                 let (commit_key, _) = encode_commit(&named, 0, None);
                 changes.push((commit_key, Some(value)));
             }
@@ -155,12 +160,12 @@ impl Coordinator {
     }
 }
 
-/// Ends `producer_id`'s transaction on offsets partition `partition`, on the shard that owns
-/// it (the transaction coordinator's counterpart of writing a marker).
+/// Ends the transaction of producer (id, epoch) on offsets partition `partition`, on the shard
+/// that owns it (the transaction coordinator's counterpart of writing a marker).
 pub async fn end_transaction(
     shard: &Shard,
     partition: u32,
-    producer_id: i64,
+    producer: (i64, i16),
     commit: bool,
 ) -> Result<(), String> {
     let owner = oxbow_core::placement::owner_shard(OFFSETS_TOPIC, partition, shard.shards());
@@ -169,7 +174,7 @@ pub async fn end_transaction(
             let coordinator = shard.extension::<Coordinator>()?;
             Some(
                 coordinator
-                    .end_txn_offsets(&shard, partition, producer_id, commit)
+                    .end_txn_offsets(&shard, partition, producer, commit)
                     .await,
             )
         })
@@ -185,8 +190,8 @@ mod tests {
     #[test]
     fn pending_keys_round_trip_and_are_neither_commits_nor_group_records() {
         let named = ("g".to_string(), "orders".to_string(), 3);
-        let key = pending_key(42, &named);
-        assert_eq!(decode_pending(&key), Some((42, named)));
+        let key = pending_key((42, 3), &named);
+        assert_eq!(decode_pending(&key), Some(((42, 3), named)));
         assert!(decode_commit(&key, &[0; 8]).is_none());
         assert!(super::super::consumer_group_store::decode_key(&key).is_none());
     }

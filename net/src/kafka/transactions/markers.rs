@@ -65,13 +65,10 @@ async fn write(shard: &Rc<Shard>, txn: &Rc<TxnLog>, job: MarkerJob) {
             if topic == OFFSETS_TOPIC {
                 // Offsets committed in the transaction wait in the group's partition: the
                 // group coordinator makes them committed, or drops them.
-                let ended = crate::kafka::groups::end_transaction(
-                    shard,
-                    partition,
-                    job.producer_id,
-                    job.commit,
-                )
-                .await;
+                let producer = (job.producer_id, job.producer_epoch);
+                let ended =
+                    crate::kafka::groups::end_transaction(shard, partition, producer, job.commit)
+                        .await;
                 if let Err(error) = ended {
                     tracing::warn!(transactional_id = %job.transactional_id, partition,
                         error = %error, "ending transactional offsets; retrying");
@@ -95,8 +92,15 @@ async fn write(shard: &Rc<Shard>, txn: &Rc<TxnLog>, job: MarkerJob) {
         for ((topic, partition), outcome) in started {
             match outcome.recv_async().await {
                 Ok(Ok(_)) => {}
-                // A partition deleted meanwhile has nothing left to end (as in Kafka).
-                Ok(Err(PartitionError::UnknownTopicOrPartition)) => {}
+                // A partition deleted meanwhile has nothing left to end (as in Kafka); one this
+                // shard does not know yet (being created or moved) is retried.
+                Ok(Err(PartitionError::UnknownTopicOrPartition))
+                    if shard.partition_count(&topic).is_none_or(|n| partition >= n) => {}
+                // A newer epoch holds the partition (as Kafka, the marker is given up).
+                Ok(Err(PartitionError::ProducerFenced)) => {
+                    tracing::warn!(transactional_id = %job.transactional_id, topic = %topic,
+                        partition, "a transaction marker was fenced by a newer epoch");
+                }
                 failed => {
                     if !warned {
                         warned = true;

@@ -120,6 +120,16 @@ pub async fn serve(
     let Some(id) = transactional_id(&request).map(str::to_string) else {
         return Err("not a transaction coordinator request".into());
     };
+    if id.is_empty() {
+        return Ok(refused(&request, code::INVALID_REQUEST));
+    }
+    if shard.metadata().brokers.len() > 1 {
+        // Markers and verification do not cross nodes yet: a transaction touching a
+        // partition led elsewhere could never end. Refused rather than left hanging.
+        tracing::warn!(transactional_id = %id,
+            "transactions are not served on a cluster of several brokers yet");
+        return Ok(refused(&request, code::UNSUPPORTED_VERSION));
+    }
     if !gate.transactional_id(&id, Operation::Write) {
         return Ok(refused(
             &request,
@@ -367,6 +377,10 @@ pub async fn verify(
                 Err(error) => return Some(Err(error)),
             };
             let core = txn.core.borrow();
+            if core.is_pending(&id) {
+                // An ending may be under way: its markers could overtake this append.
+                return Some(Err(code::CONCURRENT_TRANSACTIONS));
+            }
             let Some(held) = core.describe(&id) else {
                 return Some(Err(code::INVALID_PRODUCER_ID_MAPPING));
             };
@@ -430,11 +444,10 @@ pub async fn check(shard: &Rc<Shard>) {
         for job in unfinished {
             markers::start(shard.clone(), txn.clone(), job);
         }
-        let expired = txn.core.borrow().expired(now);
+        let expired = txn.core.borrow_mut().expire(now);
         for id in expired {
-            if txn.store(shard, &id, None).await.is_ok() {
-                txn.core.borrow_mut().restore(&id, None);
-            }
+            let stored = txn.store(shard, &id, None).await;
+            txn.core.borrow_mut().persisted(&id, stored.is_ok());
         }
     }
 }
