@@ -10,7 +10,13 @@ mod common;
 
 use common::{confluent, field, kafka_call, oxbow_command, start_configured};
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
-use kafka_protocol::messages::{DescribeProducersRequest, TopicName};
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::{
+    DescribeProducersRequest, GroupId, ProducerId, TopicName, TransactionalId,
+    TxnOffsetCommitRequest,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -466,4 +472,30 @@ fn consume_transform_produce_commits_each_input_exactly_once() {
     ]);
     let offsets: Vec<&str> = committed.lines().collect();
     assert_eq!(offsets, ["committed 0 30", "committed 1 30"], "{committed}");
+
+    // The pipeline's consumer has left: a member of an old generation is refused as its
+    // OffsetCommit would be (KIP-447), and a commit outside any transaction by the
+    // coordinator.
+    let txn_commit = |member: &str, generation: i32| {
+        let partition = TxnOffsetCommitRequestPartition::default()
+            .with_partition_index(0)
+            .with_committed_offset(5);
+        let topic = TxnOffsetCommitRequestTopic::default()
+            .with_name(TopicName("input".to_string().into()))
+            .with_partitions(vec![partition]);
+        let request = TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId("pipe".to_string().into()))
+            .with_group_id(GroupId("transformers".to_string().into()))
+            .with_producer_id(ProducerId(1))
+            .with_producer_epoch(0)
+            .with_generation_id(generation)
+            .with_member_id(member.to_string().into())
+            .with_topics(vec![topic]);
+        let mut stream = std::net::TcpStream::connect(&kafka).unwrap();
+        kafka_call(&mut stream, 3, &request).topics[0].partitions[0].error_code
+    };
+    const UNKNOWN_MEMBER_ID: i16 = 25;
+    const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+    assert_eq!(txn_commit("ghost", 5), UNKNOWN_MEMBER_ID);
+    assert_eq!(txn_commit("", -1), INVALID_PRODUCER_ID_MAPPING);
 }

@@ -202,7 +202,7 @@ impl Coordinator {
                 ResponseKind::OffsetFetch(self.fetch_offsets(shard, r).await)
             }
             RequestKind::TxnOffsetCommit(r) => {
-                ResponseKind::TxnOffsetCommit(self.txn_commit(shard, r).await)
+                ResponseKind::TxnOffsetCommit(self.txn_commit(shard, r, version).await)
             }
             RequestKind::OffsetDelete(r) => {
                 ResponseKind::OffsetDelete(self.delete_offsets(shard, r).await)

@@ -254,24 +254,33 @@ impl Coordinator {
         }
         let member_id = request.member_id.as_str();
         let epoch = request.generation_id_or_member_epoch;
+        let instance = request.group_instance_id.as_deref();
         // Members of the consumer group protocol commit with their member epoch, on v9+.
-        if let Some(error) = self.consumer_member_error(group_id, member_id, epoch, version >= 9) {
+        self.member_commit_error(group_id, (member_id, instance), epoch, version >= 9)
+    }
+
+    /// Whether a member (id, instance id) may commit with `epoch` (a classic group's
+    /// generation or a consumer group member's epoch; `epochs` says whether the request's
+    /// version carries member epochs), in Kafka's order of checks.
+    pub(super) fn member_commit_error(
+        &self,
+        group_id: &str,
+        (member_id, instance): (&str, Option<&str>),
+        epoch: i32,
+        epochs: bool,
+    ) -> i16 {
+        if let Some(error) = self.consumer_member_error(group_id, member_id, epoch, epochs) {
             return error;
         }
         let groups = self.groups.borrow();
-        let instance = request.group_instance_id.as_deref();
         match groups.get(group_id) {
             // Simple consumers commit with generation -1 to a group nobody is in.
             None => code::NONE,
-            Some(g) if g.members.is_empty() && request.generation_id_or_member_epoch < 0 => {
-                code::NONE
-            }
+            Some(g) if g.members.is_empty() && epoch < 0 => code::NONE,
             Some(g) => match g.instance_error(member_id, instance) {
                 Some(fenced) => fenced,
                 None if !g.members.contains_key(member_id) => code::UNKNOWN_MEMBER_ID,
-                None if g.generation != request.generation_id_or_member_epoch => {
-                    code::ILLEGAL_GENERATION
-                }
+                None if g.generation != epoch => code::ILLEGAL_GENERATION,
                 // As Kafka: a member of the current generation may commit while the group
                 // prepares a rebalance (consumers commit as their partitions are revoked); one
                 // that has joined but not yet synced must wait for its assignment.

@@ -73,11 +73,24 @@ impl Coordinator {
         &self,
         shard: &Shard,
         request: TxnOffsetCommitRequest,
+        version: i16,
     ) -> TxnOffsetCommitResponse {
         let group_id = request.group_id.to_string();
         let names_fit = (request.topics.iter()).all(|t| t.name.len() <= u16::MAX as usize);
         if group_id.is_empty() || group_id.len() >= u16::MAX as usize || !names_fit {
             return txn_commit_response(&request, |_, _| code::INVALID_GROUP_ID);
+        }
+        // From v3 a member commits as itself (KIP-447): one a rebalance removed, or of an
+        // older generation, is refused as its OffsetCommit would be.
+        if version >= 3 {
+            let member = (
+                request.member_id.as_str(),
+                request.group_instance_id.as_deref(),
+            );
+            let error = self.member_commit_error(&group_id, member, request.generation_id, true);
+            if error != code::NONE {
+                return txn_commit_response(&request, |_, _| error);
+            }
         }
         let partition = group_partition(shard, &group_id);
         let producer = (request.producer_id.0, request.producer_epoch);
@@ -85,6 +98,11 @@ impl Coordinator {
         if let Err(error) =
             crate::kafka::transactions::verify(shard, id, producer, OFFSETS_TOPIC, partition).await
         {
+            // Before KIP-588 (v3), a fenced producer was told INVALID_PRODUCER_EPOCH.
+            let error = match error {
+                code::PRODUCER_FENCED if version < 3 => code::INVALID_PRODUCER_EPOCH,
+                other => other,
+            };
             return txn_commit_response(&request, |_, _| error);
         }
         let metadata_max = shard.config.offset_metadata_bytes_max as usize;
