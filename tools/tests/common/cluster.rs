@@ -30,15 +30,9 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
 }
 
-/// Free UDP ports on loopback: each held until all are chosen, so they differ.
+/// Free UDP ports on loopback for the nodes' QUIC endpoints (kept across their restarts).
 fn reserve_udp_ports(count: usize) -> Vec<u16> {
-    let sockets: Vec<std::net::UdpSocket> = (0..count)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    sockets
-        .iter()
-        .map(|s| s.local_addr().unwrap().port())
-        .collect()
+    super::restartable_ports(count, |port| std::net::UdpSocket::bind(("127.0.0.1", port)))
 }
 
 impl Cluster {
@@ -170,12 +164,18 @@ impl Node {
             dir.join("tls").to_str().unwrap(),
         );
         std::fs::write(&config, toml).unwrap();
+        // A node comes back on the addresses it had, as a real broker does: clients that
+        // cached them reach it again, never whatever took a freed port meanwhile.
+        let [kafka, native, metrics] = super::free_ports(3)
+            .try_into()
+            .map(|ports: [u16; 3]| ports.map(|port| format!("127.0.0.1:{port}")))
+            .unwrap();
         Node {
             id,
             broker: None,
-            kafka: String::new(),
-            native: String::new(),
-            metrics: String::new(),
+            kafka,
+            native,
+            metrics,
             data,
             config,
             cluster_port: port,
@@ -183,12 +183,21 @@ impl Node {
     }
 
     fn spawn(&mut self) -> &mut Broker {
-        let broker = Broker::start(&[
-            "--config",
-            self.config.to_str().unwrap(),
-            "--data-dir",
-            self.data.to_str().unwrap(),
-        ]);
+        let broker = Broker::start_exactly(
+            None,
+            &[
+                "--kafka-listen",
+                &self.kafka,
+                "--native-listen",
+                &self.native,
+                "--metrics-listen",
+                &self.metrics,
+                "--config",
+                self.config.to_str().unwrap(),
+                "--data-dir",
+                self.data.to_str().unwrap(),
+            ],
+        );
         self.broker.insert(broker)
     }
 

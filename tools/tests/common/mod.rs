@@ -149,14 +149,35 @@ pub fn segment_count(partition_dir: &std::path::Path) -> usize {
         .count()
 }
 
-/// Free TCP ports on loopback, each held until all are chosen.
-fn free_ports(count: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+/// Ports a test keeps across restarts of its brokers are chosen below the kernel's ephemeral
+/// range (32768-60999 here), where brokers started on port 0 by tests running beside it never
+/// land: a port freed by a killed broker must not be taken before it comes back (a client then
+/// reached another test's broker, seen in CI as cluster tests failing at random).
+const RESTARTABLE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// `count` different ports from [`RESTARTABLE_PORTS`] that `bind` finds free, each held until
+/// all are chosen.
+pub fn restartable_ports<S>(count: usize, bind: impl Fn(u16) -> std::io::Result<S>) -> Vec<u16> {
+    let mut held = Vec::with_capacity(count);
+    let mut ports = Vec::with_capacity(count);
+    while ports.len() < count {
+        let port = fastrand::u16(RESTARTABLE_PORTS);
+        if ports.contains(&port) {
+            continue;
+        }
+        if let Ok(socket) = bind(port) {
+            held.push(socket);
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+/// Free TCP ports on loopback for brokers that are restarted on them.
+pub fn free_ports(count: usize) -> Vec<u16> {
+    restartable_ports(count, |port| {
+        std::net::TcpListener::bind(("127.0.0.1", port))
+    })
 }
 
 /// `oxbow serve` arguments for `data` with Kafka, native and metrics listeners on ports chosen
