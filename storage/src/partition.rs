@@ -13,7 +13,7 @@
 use crate::compaction::Cleaning;
 use crate::core::{Admitted, Cut, LogCore};
 use crate::error::{AppendError, DeleteRecordsError, OpenError, RetentionError, TruncateError};
-use crate::io::{default_disk, write_file_atomically, Disk, Faults, FaultyDisk};
+use crate::io::{default_disk, Disk, Faults, FaultyDisk};
 use crate::layout::segment_files;
 use crate::read::ReadCache;
 use crate::segment::Segment;
@@ -181,20 +181,6 @@ impl Partition {
         }
         if recovered.log_start_changed {
             core.mark_log_start_dirty();
-        }
-        if recovered.write_txn_snapshot {
-            // New, or older than transactions: nothing transactional before the active base.
-            let base = core.active().base_offset;
-            let bytes = crate::txn::encode(&Default::default(), base);
-            let path = crate::txn::snapshot_path(dir, base);
-            let durable = core.config.flush != oxbow_core::FlushPolicy::Never;
-            write_file_atomically(disk.as_ref(), &path, &bytes, durable)
-                .await
-                .map_err(|source| OpenError::Io {
-                    op: "writing",
-                    path: path.clone(),
-                    source,
-                })?;
         }
         let cleaning = Cleaning::new(crate::recovery::read_cleaner_checkpoint(disk.as_ref(), dir));
         let visible = Watermark::new(core.visible_end());

@@ -34,8 +34,6 @@ pub(crate) struct Recovered {
     pub(crate) segments: Vec<Segment>,
     pub(crate) producers: ProducerState,
     pub(crate) txns: TxnState,
-    /// No transaction snapshot existed: write one at the active base before appending.
-    pub(crate) write_txn_snapshot: bool,
     pub(crate) epochs: LeaderEpochs,
     /// Whether the epochs differ from the checkpoint on disk (it must be written again).
     pub(crate) epochs_changed: bool,
@@ -158,6 +156,14 @@ pub(crate) async fn recover(
         }
     }
     let active = segments.last().expect("one segment");
+    if txn_start.write_snapshot {
+        // New, or older than transactions: nothing transactional before the active base.
+        let base = active.base_offset;
+        let bytes = crate::txn::encode(&Default::default(), base);
+        let durable = config.flush != oxbow_core::FlushPolicy::Never;
+        (crate::txn::write(disk, dir, base, &bytes, durable).await)
+            .map_err(io_error("writing a transaction snapshot in", dir))?;
+    }
     let tail_start = align_down(active.log_bytes);
     let tail = active
         .file
@@ -174,7 +180,6 @@ pub(crate) async fn recover(
         segments,
         producers,
         txns,
-        write_txn_snapshot: txn_start.write_snapshot,
         epochs,
         epochs_changed,
         log_start,

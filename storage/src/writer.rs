@@ -11,7 +11,6 @@ use crate::log_start::log_start_path;
 use crate::partition::{AppendWaiter, Shared, TruncateWaiter};
 use crate::read::BlockFiller;
 use crate::segment::{scan_frames, seal_segment, ScanStop, Segment, FRAME_BYTES_LIMIT};
-use crate::txn::snapshot_path;
 use oxbow_core::FlushPolicy;
 use std::io;
 use std::ops::ControlFlow;
@@ -278,8 +277,8 @@ impl Writer {
             self.shared.core.borrow_mut().restart(segment);
             // Nothing of the old log is left: no transaction is open in the new one.
             let bytes = crate::txn::encode(&Default::default(), restart);
-            self.write_checkpoint(&snapshot_path(&dir, restart), &bytes)
-                .await?;
+            let durable = self.shared.core.borrow().config.flush != FlushPolicy::Never;
+            crate::txn::write(disk.as_ref(), &dir, restart, &bytes, durable).await?;
         }
         // Cut the last remaining segment at the first frame that holds `offset` or more.
         let search = self.shared.core.borrow().cut_search(offset);
@@ -441,7 +440,7 @@ async fn write_txn_snapshot(
     durable: bool,
 ) -> io::Result<()> {
     let (disk, dir) = (shared.disk.as_ref(), &shared.dir);
-    write_file_atomically(disk, &snapshot_path(dir, at), &seal.txn_snapshot, durable).await?;
+    crate::txn::write(disk, dir, at, &seal.txn_snapshot, durable).await?;
     remove_txn_snapshots(disk, dir, |offset| offset < seal.base_offset)
 }
 

@@ -13,6 +13,6 @@ mod state;
 
 pub(crate) use recover::{choose_start, rebuild, replay};
 
-pub(crate) use snapshot::{encode, snapshot_path};
+pub(crate) use snapshot::{encode, write};
 pub use state::AbortedTxn;
 pub(crate) use state::TxnState;

@@ -1,9 +1,9 @@
 //! Where recovery takes the transaction state from: the newest intact snapshot whose offset
 //! the log still holds, with the batches after it replayed.
 
-use super::snapshot::{decode, encode, snapshot_path};
+use super::snapshot::{decode, encode, snapshot_path, write};
 use super::state::TxnState;
-use crate::io::{write_file_atomically, Disk, SegmentFile};
+use crate::io::{Disk, SegmentFile};
 use crate::layout::{classify, PartitionFile};
 use crate::segment::{scan_frames, FRAME_BYTES_LIMIT, SCAN_CHUNK_BYTES};
 use oxbow_core::RecordBatch;
@@ -149,7 +149,7 @@ pub(crate) async fn rebuild(
     }
     if replay_from < active_base {
         let bytes = encode(&txns, active_base);
-        write_file_atomically(disk, &snapshot_path(dir, active_base), &bytes, durable).await?;
+        write(disk, dir, active_base, &bytes, durable).await?;
     }
     if let Some((file, base, log_bytes)) = active.first() {
         replay(file, *log_bytes, replay_from.max(*base)..end, &mut txns).await?;

@@ -13,6 +13,7 @@
 //! (crc32fast) of everything before it.
 
 use super::state::{AbortedTxn, TxnState};
+use crate::io::{write_file_atomically, Disk};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 4] = b"OXBT";
@@ -21,6 +22,18 @@ const VERSION: u32 = 1;
 /// The snapshot file of the state at `offset`.
 pub(crate) fn snapshot_path(dir: &Path, offset: u64) -> PathBuf {
     dir.join(format!("{offset:020}.txn.snapshot"))
+}
+
+/// Writes the snapshot file of the state at `offset` (`bytes` from [`encode`]) atomically,
+/// and durably when asked.
+pub(crate) async fn write(
+    disk: &dyn Disk,
+    dir: &Path,
+    offset: u64,
+    bytes: &[u8],
+    durable: bool,
+) -> std::io::Result<()> {
+    write_file_atomically(disk, &snapshot_path(dir, offset), bytes, durable).await
 }
 
 /// Why snapshot bytes were rejected.
